@@ -1,0 +1,1 @@
+"""The `splitnn` command line: options, calls into onnxsplit, rendering with rich."""

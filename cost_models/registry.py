@@ -1,0 +1,116 @@
+"""Per-node costs: MACs from a registry of per-operator handlers, parameters and outputs generically.
+
+A handler takes a Node and the Graph and returns the node's multiply-accumulate
+count (MACs). Adding an operator is adding one decorated function in the
+module of its family and one test. An operator with no handler costs 0 MACs
+and is reported as unknown, never silently.
+
+Conventions (stated once, used everywhere):
+- MACs: a multiply-accumulate is one MAC; an elementwise or comparison
+  operation on one element also counts one. Bias additions are not counted
+  (Conv MACs = N*Cout*Hout*Wout*(Cin/group)*kh*kw, Gemm/MatMul = M*N*K).
+- params: elements of the floating-point constants a node reads (initializers
+  and Constant-node outputs), each constant counted once, at its first reader
+  in topological order. BatchNormalization's running mean and variance are
+  statistics, not learned parameters, and are left out of `params` (the
+  torchvision convention), but their bytes are in `param_bytes`, as are
+  integer constants such as Reshape shapes.
+- output_bytes: bytes of the node's outputs that are not constants.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxsplit.graph import Graph, Node
+
+MacHandler = Callable[[Node, Graph], int]
+
+_HANDLERS: dict[str, MacHandler] = {}
+
+# Inputs that are constant but not learned parameters, by op type and input position.
+_STATISTICS_INPUTS: dict[str, frozenset[int]] = {"BatchNormalization": frozenset({3, 4})}
+
+
+def register(*op_types: str) -> Callable[[MacHandler], MacHandler]:
+    """Decorator: make `handler` the MAC formula of `op_types` (default ONNX domain)."""
+
+    def wrap(handler: MacHandler) -> MacHandler:
+        for op_type in op_types:
+            if op_type in _HANDLERS:
+                raise ValueError(f"two MAC handlers for {op_type}")
+            _HANDLERS[op_type] = handler
+        return handler
+
+    return wrap
+
+
+def handler_for(node: Node) -> MacHandler | None:
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    return _HANDLERS.get(node.op_type)
+
+
+def registered_ops() -> list[str]:
+    return sorted(_HANDLERS)
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    """What one node costs: compute, the weights it brings, the activations it makes."""
+
+    name: str
+    op_type: str
+    macs: int
+    params: int
+    param_bytes: int
+    output_bytes: int
+    known: bool  # False when no handler exists for op_type (macs is then 0)
+
+
+def node_costs(graph: Graph) -> list[NodeCost]:
+    """The cost of every node of `graph`, in topological order."""
+    counted: set[str] = set()
+    costs: list[NodeCost] = []
+    for node in graph.nodes:
+        params = 0
+        param_bytes = 0
+        if not node.is_constant:
+            statistics = _STATISTICS_INPUTS.get(node.op_type, frozenset())
+            reads = list(enumerate(node.inputs)) + [(-1, name) for name in node.implicit_inputs]
+            for position, name in reads:
+                if not name or name in counted or not graph.is_constant(name):
+                    continue
+                counted.add(name)
+                param_bytes += graph.constant_values[name]
+                if position not in statistics and _is_float(graph, name):
+                    params += _elements(graph, name)
+        handler = handler_for(node)
+        macs = int(handler(node, graph)) if handler is not None else 0
+        output_bytes = sum(
+            graph.tensors[out].nbytes for out in node.outputs if out and not graph.is_constant(out) and out in graph.tensors
+        )
+        costs.append(
+            NodeCost(
+                name=node.name,
+                op_type=node.op_type,
+                macs=macs,
+                params=params,
+                param_bytes=param_bytes,
+                output_bytes=output_bytes,
+                known=handler is not None,
+            )
+        )
+    return costs
+
+
+def _is_float(graph: Graph, name: str) -> bool:
+    dtype = graph.initializers[name].dtype if name in graph.initializers else graph.tensors[name].dtype
+    return np.issubdtype(np.dtype(dtype), np.floating)
+
+
+def _elements(graph: Graph, name: str) -> int:
+    shape = graph.initializers[name].shape if name in graph.initializers else graph.tensors[name].shape
+    return int(np.prod(shape, dtype=np.int64))

@@ -1,0 +1,55 @@
+"""Write files so that a failure never leaves a half-written result behind."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+
+
+def save_model_atomic(model: onnx.ModelProto, path: str | Path, external_data: bool = False) -> list[Path]:
+    """Save `model` to `path` (and, with `external_data`, its weights to `<name>.data` beside it).
+
+    Everything is written under a temporary folder next to the target, then
+    renamed into place: weights first, graph last, so a reader never sees a
+    graph whose weights are missing. Returns the paths written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        written: list[Path] = []
+        if external_data:
+            data_name = f"{path.stem}.data"
+            onnx.save_model(
+                model,
+                str(staging / path.name),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
+            os.replace(staging / data_name, path.parent / data_name)
+            written.append(path.parent / data_name)
+        else:
+            onnx.save_model(model, str(staging / path.name))
+        os.replace(staging / path.name, path)
+        written.append(path)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
