@@ -120,4 +120,4 @@ def _render(result, cut_rows: int, max_nodes: int) -> None:  # type: ignore[no-u
                       human_bytes(cut.device_param_bytes), human_bytes(cut.device_peak_bytes))
     console.print(table)
     console.print("Bytes crossing each cut, input to output (log scale):")
-    console.print(f"  [cyan]{sparkline([cut.bytes for cut in cuts])}[/cyan]")
+    console.print(f"  [cyan]{sparkline([cut.bytes for cut in cuts], width=max(console.width - 4, 10))}[/cyan]")

@@ -131,15 +131,29 @@ def fix_input_shapes(model: onnx.ModelProto, overrides: dict[str, tuple[int, ...
         else:
             if declared is None or any(not isinstance(d, int) or d <= 0 for d in declared):
                 shown = format_shape(declared) if declared is not None else "unknown rank"
-                example = format_shape([d if isinstance(d, int) and d > 0 else 1 for d in (declared or [1, 3, 224, 224])])
+                example = format_shape(_example_dims(declared))
                 raise SplitnnError(
-                    f"input '{vi.name}' has an open shape ({shown}): fix it with --input-shape {vi.name}:{example}"
+                    f"input '{vi.name}' has an open shape ({shown}): fix it with --input-shape, "
+                    f"e.g. {vi.name}:{example} (with the sizes you run at)"
                 )
             continue
         dims = vi.type.tensor_type.shape.dim
         del dims[:]
         for value in shape:
             dims.add().dim_value = value
+
+
+def _example_dims(declared: list[int | str] | None) -> list[int]:
+    """A plausible shape to suggest: batch 1, image-like sizes for an open NCHW plane."""
+    if declared is None:
+        return [1, 3, 224, 224]
+    example = []
+    for axis, dim in enumerate(declared):
+        if isinstance(dim, int) and dim > 0:
+            example.append(dim)
+        else:
+            example.append(224 if len(declared) == 4 and axis >= 2 else 1)
+    return example
 
 
 def _static(value_info: onnx.ValueInfoProto) -> tuple[tuple[int, ...], str] | None:
@@ -221,7 +235,8 @@ def probe_shapes(
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SplitnnError(
-            f"the model does not run with the given input shapes ({first}): check --input-shape"
+            f"shape inference left {len(names)} tensors open (first '{names[0]}') and onnxruntime cannot run the model "
+            f"to measure them ({first}): check --input-shape and that the model is valid"
         ) from None
     result: ShapeMap = {}
     for name, value in zip(names, values):

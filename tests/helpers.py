@@ -1,0 +1,103 @@
+"""Tiny hand-made models and helpers shared by the tests."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxsplit.analysis import Analysis
+from onnxsplit.extract import extract_parts, run_parts
+from onnxsplit.graph import Graph
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def rapidocr_model(name: str) -> Path:
+    """A real exported model shipped in the rapidocr-onnxruntime wheel (a test dependency).
+
+    Found without importing the package (which would import OpenCV).
+    """
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    assert spec is not None and spec.submodule_search_locations, (
+        "rapidocr-onnxruntime is not installed: run pip install -e '.[test]'"
+    )
+    path = Path(spec.submodule_search_locations[0]) / "models" / name
+    assert path.is_file(), f"{path} missing from rapidocr-onnxruntime"
+    return path
+
+
+CLS_MODEL = "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+DET_MODEL = "ch_PP-OCRv4_det_infer.onnx"
+REC_MODEL = "ch_PP-OCRv4_rec_infer.onnx"
+
+
+def make_model(nodes, inputs, outputs, initializers=(), opset=13) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "test", inputs, outputs, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def tensor(name: str, shape, elem=TensorProto.FLOAT) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def weight(name: str, shape, seed: int = 0) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.random.default_rng(seed).standard_normal(shape).astype(np.float32), name)
+
+
+def random_feeds(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {name: rng.random(graph.info(name).shape).astype(graph.info(name).dtype) for name in graph.inputs}
+
+
+def session(model: onnx.ModelProto | str) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    source = model if isinstance(model, str) else model.SerializeToString()
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def max_chain_error(analysis: Analysis, full: onnx.ModelProto, cut_ids=None) -> tuple[float, int]:
+    """Extract both parts at each cut, chain them, compare with the whole model.
+
+    Returns the largest absolute difference over all outputs and cuts, and how
+    many cuts were checked.
+    """
+    graph = analysis.graph
+    feeds = random_feeds(graph)
+    reference = dict(zip(graph.outputs, session(full).run(list(graph.outputs), feeds)))
+    worst = 0.0
+    checked = 0
+    for cut in analysis.cuts:
+        if cut_ids is not None and cut.id not in cut_ids:
+            continue
+        device, server = extract_parts(graph, full, cut)
+        outputs = run_parts(device, server, feeds)
+        for name, expected in reference.items():
+            assert outputs[name].shape == expected.shape, (cut.id, name)
+            worst = max(worst, float(np.max(np.abs(outputs[name] - expected))) if expected.size else 0.0)
+        checked += 1
+    return worst, checked
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `splitnn ARGS` as a user would, in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=300
+    )
+
+
+def load_proto(model: onnx.ModelProto, folder: Path, input_shapes=None, name: str = "model.onnx") -> Graph:
+    """Save `model` under `folder` and load it the way the CLI does."""
+    from onnxsplit.loading import load_graph
+
+    path = folder / name
+    onnx.save_model(model, str(path))
+    return load_graph(path, input_shapes)
