@@ -10,6 +10,7 @@ import sys
 import click
 
 from cli.analyze import analyze
+from cli.partition import partition
 from cli.samples import samples
 from onnxsplit.errors import SplitnnError
 
@@ -27,6 +28,7 @@ def cli() -> None:
 
 
 cli.add_command(analyze)
+cli.add_command(partition)
 cli.add_command(samples)
 
 

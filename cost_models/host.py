@@ -1,0 +1,124 @@
+"""The `host` device profile: this machine, measured with onnxruntime.
+
+One small graph per operator class is timed (median of runs, after warm-up);
+memory bandwidth is a numpy copy; the per-node overhead is the time per node of
+a chain of tiny Relu nodes. The result is cached as TOML under
+$SPLITNN_CACHE_DIR (default ~/.cache/splitnn) so that later runs agree.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from cost_models.profiles import DeviceProfile, _read_toml, device_from_dict
+
+
+def cache_path() -> Path:
+    root = os.environ.get("SPLITNN_CACHE_DIR") or Path.home() / ".cache" / "splitnn"
+    return Path(root) / "host.toml"
+
+
+def _time_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int = 7) -> float:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session.run(None, feeds)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _single(op: str, x_shape: list[int], w_shape: list[int] | None, out: str = "y", **attrs: object) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(w_shape).astype(np.float32), "w")] if w_shape else []
+    node = helper.make_node(op, ["x", "w"] if w_shape else ["x"], [out], **attrs)
+    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model, {"x": rng.standard_normal(x_shape).astype(np.float32)}
+
+
+def measure_host() -> DeviceProfile:
+    rates = {}
+    model, feeds = _single("Conv", [1, 128, 56, 56], [128, 128, 3, 3], pads=[1, 1, 1, 1])
+    rates["dense_conv"] = 56 * 56 * 128 * 128 * 9 / _time_model(model, feeds)
+    model, feeds = _single("Conv", [1, 256, 56, 56], [256, 1, 3, 3], pads=[1, 1, 1, 1], group=256)
+    rates["depthwise_conv"] = 56 * 56 * 256 * 9 / _time_model(model, feeds)
+    model, feeds = _single("MatMul", [256, 1024], [1024, 1024])
+    rates["matmul"] = 256 * 1024 * 1024 / _time_model(model, feeds)
+    model, feeds = _single("Sigmoid", [1, 64, 64, 64], None)
+    rates["elementwise"] = 64**3 / _time_model(model, feeds)
+
+    block = np.ones(64 * 1024 * 1024 // 4, dtype=np.float32)
+    target = np.empty_like(block)
+    copies = []
+    for _ in range(5):
+        start = time.perf_counter()
+        np.copyto(target, block)
+        copies.append(time.perf_counter() - start)
+    bandwidth = 2 * block.nbytes / statistics.median(copies)  # read + write
+
+    chain = [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"]) for i in range(200)]
+    graph = helper.make_graph(chain, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("t200", TensorProto.FLOAT, [4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    overhead = _time_model(model, {"t0": np.ones(4, dtype=np.float32)}) / 200
+
+    ram_bytes = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    gmac = {name: round(rate / 1e9, 3) for name, rate in rates.items()}
+    return device_from_dict(
+        {
+            "name": "host",
+            "description": "this machine, measured with onnxruntime",
+            "compute": {**{f"{k}_gmac_per_s": v for k, v in gmac.items()}, "per_node_overhead_ms": round(overhead * 1000, 4)},
+            "memory": {"bandwidth_gb_per_s": round(bandwidth / 1e9, 3), "ram_gb": ram_bytes / 1e9, "usable_fraction": 0.8},
+            "power": {"compute_w": 0.0},
+        },
+        "measured",
+    )
+
+
+def _to_toml(profile: DeviceProfile) -> str:
+    lines = [
+        "# Measured by splitnn on this machine (cost_models/host.py); delete to measure again.",
+        f'name = "{profile.name}"',
+        f'description = "{profile.description}"',
+        "",
+        "[compute]",
+        *[f"{cls}_gmac_per_s = {rate / 1e9:.3f}" for cls, rate in profile.macs_per_s.items()],
+        f"per_node_overhead_ms = {profile.per_node_overhead_s * 1000:.4f}",
+        "",
+        "[memory]",
+        f"bandwidth_gb_per_s = {profile.memory_bytes_per_s / 1e9:.3f}",
+        f"ram_gb = {profile.ram_bytes / 1e9:.3f}",
+        f"usable_fraction = {profile.usable_ram_fraction}",
+        "",
+        "[power]",
+        f"compute_w = {profile.compute_power_w}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def host_profile(refresh: bool = False) -> DeviceProfile:
+    """This machine's profile: from the cache, or measured (a few seconds) and cached."""
+    from onnxsplit.files import write_text_atomic
+
+    path = cache_path()
+    if path.is_file() and not refresh:
+        return device_from_dict(_read_toml(path, "cached host profile"), f"measured:{path}")
+    profile = measure_host()
+    write_text_atomic(path, _to_toml(profile))
+    return device_from_dict(_read_toml(path, "cached host profile"), f"measured:{path}")

@@ -1,0 +1,49 @@
+"""Roofline latency of a node on a device profile.
+
+time(node) = max(MACs / rate of the node's operator class,
+                 bytes moved / memory bandwidth) + per-node overhead
+where bytes moved = the node's input activations + its weights + its outputs.
+At batch 1 a fully connected layer reads each weight once, so it is memory
+bound on small boards; a 3x3 convolution reuses each weight many times and is
+compute bound. Operator classes follow how runtimes implement them.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from cost_models.registry import NodeCost
+from onnxsplit.graph import Graph, Node
+
+DENSE_CONV = "dense_conv"
+DEPTHWISE_CONV = "depthwise_conv"
+MATMUL = "matmul"
+ELEMENTWISE = "elementwise"
+OP_CLASSES = (DENSE_CONV, DEPTHWISE_CONV, MATMUL, ELEMENTWISE)
+
+
+def op_class(node: Node, graph: Graph) -> str:
+    if node.op_type in ("Conv", "ConvTranspose"):
+        group = int(node.attrs.get("group", 1))
+        channels = graph.shape(node.inputs[0])[1] if len(graph.shape(node.inputs[0])) > 1 else 1
+        return DEPTHWISE_CONV if group > 1 and group == channels else DENSE_CONV
+    if node.op_type in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
+        return MATMUL
+    return ELEMENTWISE
+
+
+def bytes_moved(node: Node, cost: NodeCost, graph: Graph) -> int:
+    reads = sum(graph.info(name).nbytes for name in node.all_inputs if not graph.is_constant(name) and name in graph.tensors)
+    return reads + cost.param_bytes + cost.output_bytes
+
+
+def node_seconds(node: Node, cost: NodeCost, graph: Graph, profile: "DeviceProfile") -> float:  # noqa: F821
+    if node.is_constant:
+        return 0.0
+    compute = cost.macs / profile.macs_per_s[op_class(node, graph)]
+    memory = bytes_moved(node, cost, graph) / profile.memory_bytes_per_s
+    return max(compute, memory) + profile.per_node_overhead_s
+
+
+def seconds(graph: Graph, costs: list[NodeCost], indices: Iterable[int], profile: "DeviceProfile") -> float:  # noqa: F821
+    """Predicted time of running nodes `indices` one after the other on `profile`."""
+    return sum(node_seconds(graph.nodes[i], costs[i], graph, profile) for i in indices)

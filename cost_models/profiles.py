@@ -1,0 +1,153 @@
+"""Device and link profiles: data files (TOML), not code.
+
+Built-ins live in cost_models/profile_data/; a path to a .toml file of the
+same form works everywhere a built-in name does. Rates in the files are in
+GMAC/s and GB/s (decimal), times in ms, power in W or mW, as the field names say.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from cost_models.latency import OP_CLASSES
+from onnxsplit.errors import SplitnnError
+
+_DATA = resources.files("cost_models") / "profile_data"
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    macs_per_s: dict[str, float]  # per operator class (cost_models.latency.OP_CLASSES)
+    memory_bytes_per_s: float
+    per_node_overhead_s: float
+    ram_bytes: int
+    usable_ram_fraction: float = 0.8
+    compute_power_w: float = 0.0  # drawn while computing, for the energy objective
+    source: str = ""  # where the file came from
+
+    @property
+    def usable_ram_bytes(self) -> int:
+        return int(self.ram_bytes * self.usable_ram_fraction)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "macs_per_s": self.macs_per_s,
+            "memory_bytes_per_s": self.memory_bytes_per_s,
+            "per_node_overhead_s": self.per_node_overhead_s,
+            "ram_bytes": self.ram_bytes,
+            "usable_ram_fraction": self.usable_ram_fraction,
+            "compute_power_w": self.compute_power_w,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class LinkProfile:
+    """An uplink: bandwidth, round trip, and the radio's power while sending.
+
+    transfer time = bytes * 8 / uplink_bps + rtt_s (one request, one reply)
+    radio power   = mw_per_mbps * throughput_mbps + base_mw (Huang et al., MobiSys 2012)
+    """
+
+    name: str
+    uplink_bps: float
+    rtt_s: float
+    radio_mw_per_mbps: float = 0.0
+    radio_base_mw: float = 0.0
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def transfer_seconds(self, nbytes: int) -> float:
+        return nbytes * 8 / self.uplink_bps + self.rtt_s
+
+    def radio_watts(self) -> float:
+        return (self.radio_mw_per_mbps * self.uplink_bps / 1e6 + self.radio_base_mw) / 1000
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "uplink_bps": self.uplink_bps,
+            "rtt_s": self.rtt_s,
+            "radio_mw_per_mbps": self.radio_mw_per_mbps,
+            "radio_base_mw": self.radio_base_mw,
+        }
+
+
+def _read_toml(path: Path | Any, what: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SplitnnError(f"{what} '{path}' is not valid TOML ({exc}): fix the file") from None
+
+
+def builtin_devices() -> list[str]:
+    return sorted(p.name[:-5] for p in (_DATA / "devices").iterdir() if p.name.endswith(".toml"))
+
+
+def builtin_links() -> dict[str, dict[str, Any]]:
+    return _read_toml(_DATA / "links.toml", "link profiles")
+
+
+def device_from_dict(data: dict[str, Any], source: str) -> DeviceProfile:
+    try:
+        compute = data["compute"]
+        memory = data["memory"]
+        rates = {cls: float(compute[f"{cls}_gmac_per_s"]) * 1e9 for cls in OP_CLASSES}
+        return DeviceProfile(
+            name=str(data["name"]),
+            description=str(data.get("description", "")),
+            macs_per_s=rates,
+            memory_bytes_per_s=float(memory["bandwidth_gb_per_s"]) * 1e9,
+            per_node_overhead_s=float(compute.get("per_node_overhead_ms", 0.0)) / 1000,
+            ram_bytes=int(float(memory["ram_gb"]) * 1e9),
+            usable_ram_fraction=float(memory.get("usable_fraction", 0.8)),
+            compute_power_w=float(data.get("power", {}).get("compute_w", 0.0)),
+            source=source,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SplitnnError(f"device profile '{source}' lacks or mistypes field {exc}: see cost_models/profile_data/devices/ for the form") from None
+
+
+def load_device(name_or_path: str) -> DeviceProfile:
+    """A built-in device by name, `host` (this machine, measured once and cached), or a .toml path."""
+    if name_or_path == "host":
+        from cost_models.host import host_profile
+
+        return host_profile()
+    path = Path(name_or_path)
+    if path.suffix == ".toml":
+        if not path.is_file():
+            raise SplitnnError(f"device profile file '{path}' does not exist: check the path")
+        return device_from_dict(_read_toml(path, "device profile"), str(path))
+    builtin = _DATA / "devices" / f"{name_or_path}.toml"
+    if not builtin.is_file():
+        raise SplitnnError(
+            f"unknown device profile '{name_or_path}': use one of {', '.join(builtin_devices() + ['host'])} or a .toml file"
+        )
+    return device_from_dict(_read_toml(builtin, "device profile"), f"builtin:{name_or_path}")
+
+
+def load_link(name: str | None = None, bandwidth_bps: float | None = None, rtt_s: float | None = None) -> LinkProfile:
+    """A built-in link by name, optionally overridden, or a custom link from bandwidth and round trip."""
+    links = builtin_links()
+    if name is not None:
+        if name not in links:
+            raise SplitnnError(f"unknown link '{name}': use one of {', '.join(links)}, or --bandwidth and --rtt")
+        spec = links[name]
+        return LinkProfile(
+            name=name,
+            uplink_bps=bandwidth_bps if bandwidth_bps is not None else float(spec["uplink_mbps"]) * 1e6,
+            rtt_s=rtt_s if rtt_s is not None else float(spec["rtt_ms"]) / 1000,
+            radio_mw_per_mbps=float(spec.get("radio_mw_per_mbps", 0.0)),
+            radio_base_mw=float(spec.get("radio_base_mw", 0.0)),
+            description=str(spec.get("description", "")),
+        )
+    if bandwidth_bps is None:
+        raise SplitnnError("no link given: use --link NAME, or --bandwidth (e.g. 5.85Mbit) with --rtt (e.g. 40ms)")
+    return LinkProfile(name="custom", uplink_bps=bandwidth_bps, rtt_s=rtt_s or 0.0)

@@ -1,0 +1,231 @@
+"""Write a split plan's artifacts, verify them, and publish the folder in one rename.
+
+OUTDIR/plan.json
+OUTDIR/device/model.onnx   graph only        OUTDIR/device/weights.bin  all its weights
+OUTDIR/device/model.ort    onnxruntime's mobile (ORT) format of the device part
+OUTDIR/server/model.onnx   graph only        OUTDIR/server/weights.bin  all its weights
+
+Everything is written under a staging folder beside OUTDIR and renamed into
+place only after verification passed, so a failed run leaves no half-written
+plan behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxsplit.analysis import Analysis
+from onnxsplit.errors import SplitnnError
+from onnxsplit.extract import Part, extract_parts
+from onnxsplit.planning import Plan
+
+WEIGHTS_FILE = "weights.bin"
+# Constant-node values at least this large are moved into the weight blob.
+CONSTANT_TO_INITIALIZER_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class Verification:
+    max_abs_err: float
+    ort_max_abs_err: float | None
+    atol: float
+    rtol: float
+    passed: bool
+
+
+def constants_to_initializers(model: onnx.ModelProto, min_bytes: int = CONSTANT_TO_INITIALIZER_BYTES) -> int:
+    """Turn large Constant nodes into initializers of the same name, so their bytes go to the blob.
+
+    Exported models often keep their weights in Constant nodes; ONNX defines a
+    Constant node and an initializer of the same name as equivalent. Returns
+    how many nodes were moved.
+    """
+    keep = []
+    moved = 0
+    for node in model.graph.node:
+        value = next((a.t for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR), None)
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and value is not None and len(node.attribute) == 1:
+            array = numpy_helper.to_array(value)
+            if array.nbytes >= min_bytes:
+                model.graph.initializer.append(numpy_helper.from_array(array, node.output[0]))
+                moved += 1
+                continue
+        keep.append(node)
+    if moved:
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    return moved
+
+
+def _save_part(part: Part, folder: Path) -> None:
+    assert part.model is not None
+    folder.mkdir(parents=True)
+    constants_to_initializers(part.model)
+    onnx.save_model(
+        part.model,
+        str(folder / "model.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=WEIGHTS_FILE,
+        size_threshold=0,
+    )
+    if not (folder / WEIGHTS_FILE).exists():
+        (folder / WEIGHTS_FILE).write_bytes(b"")  # a part without weights still has its (empty) blob
+
+
+def convert_to_ort(onnx_path: Path, ort_path: Path) -> None:
+    """onnxruntime's own ORT-format conversion (what its convert_onnx_models_to_ort tool does).
+
+    Basic optimizations only, so the file stays runnable by any execution provider.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(ort_path)
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    options.log_severity_level = 3
+    ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+def random_inputs(analysis: Analysis, seed: int = 0) -> dict[str, np.ndarray]:
+    """One random input per model input, in its real dtype and a plausible range:
+    floats uniform in [0, 1), integers in [0, 10), booleans either way."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name in analysis.graph.inputs:
+        info = analysis.graph.info(name)
+        dtype = np.dtype(info.dtype)
+        if np.issubdtype(dtype, np.floating):
+            feeds[name] = rng.random(info.shape).astype(dtype)
+        elif np.issubdtype(dtype, np.integer):
+            feeds[name] = rng.integers(0, 10, size=info.shape).astype(dtype)
+        else:
+            feeds[name] = rng.random(info.shape) > 0.5
+    return feeds
+
+
+def _session(path: Path):  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def verify(analysis: Analysis, folder: Path, device: Part, server: Part, atol: float, rtol: float) -> Verification:
+    """Run the original model and the written parts, chained, on the same random input."""
+    graph = analysis.graph
+    feeds = random_inputs(analysis)
+    reference = dict(zip(graph.outputs, _session(graph.path).run(list(graph.outputs), feeds)))  # type: ignore[arg-type]
+    results: dict[str, np.ndarray] = {}
+    ort_err: float | None = None
+    if device.model is not None:
+        device_feeds = {n: feeds[n] for n in device.inputs}
+        values = _session(folder / "device" / "model.onnx").run(list(device.outputs), device_feeds)
+        results.update(zip(device.outputs, values))
+        if (folder / "device" / "model.ort").exists():
+            ort_values = _session(folder / "device" / "model.ort").run(list(device.outputs), device_feeds)
+            ort_err = max((float(np.max(np.abs(a - b))) for a, b in zip(ort_values, values) if a.size), default=0.0)
+    if server.model is not None:
+        pool = {**feeds, **results}
+        values = _session(folder / "server" / "model.onnx").run(list(server.outputs), {n: pool[n] for n in server.inputs})
+        results.update(zip(server.outputs, values))
+    max_err = 0.0
+    passed = True
+    for name, expected in reference.items():
+        got = results[name]
+        if got.shape != expected.shape:
+            raise SplitnnError(f"verification: output '{name}' has shape {got.shape}, expected {expected.shape}")
+        if expected.size:
+            max_err = max(max_err, float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64)))))
+            passed = passed and bool(np.allclose(got, expected, atol=atol, rtol=rtol))
+    return Verification(max_err, ort_err, atol, rtol, passed)
+
+
+def write_split(
+    analysis: Analysis,
+    plan: Plan,
+    outdir: str | Path,
+    *,
+    ort_format: bool = True,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+) -> dict[str, Any]:
+    """Write, verify and publish the artifacts of `plan`; return the plan.json content."""
+    outdir = Path(outdir)
+    if outdir.exists() and (not outdir.is_dir() or (any(outdir.iterdir()) and not (outdir / "plan.json").exists())):
+        raise SplitnnError(f"'{outdir}' exists and is not a splitnn output folder: choose a new -o folder or empty it")
+    graph = analysis.graph
+    if graph.path is None:
+        raise SplitnnError("the analysis has no model file to take the weights from")
+    full = onnx.load(str(graph.path), load_external_data=True)
+    device, server = extract_parts(graph, full, plan.chosen.cut)
+    del full
+
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    try:
+        artifacts: dict[str, str] = {}
+        for side, part in (("device", device), ("server", server)):
+            if part.model is None:
+                continue
+            _save_part(part, staging / side)
+            artifacts[f"{side}_model"] = f"{side}/model.onnx"
+            artifacts[f"{side}_weights"] = f"{side}/{WEIGHTS_FILE}"
+        if ort_format and device.model is not None:
+            convert_to_ort(staging / "device" / "model.onnx", staging / "device" / "model.ort")
+            artifacts["device_ort"] = "device/model.ort"
+        check = verify(analysis, staging, device, server, atol, rtol)
+        if not check.passed:
+            raise SplitnnError(
+                f"verification failed: the chained parts differ from the model by up to {check.max_abs_err:.3g} "
+                f"(atol {atol}, rtol {rtol}); nothing was written; loosen --atol/--rtol if this precision is expected"
+            )
+        document = {
+            "splitnn_version": 1,
+            "model": str(graph.path),
+            "inputs": {n: {"shape": list(graph.info(n).shape), "dtype": graph.info(n).dtype} for n in graph.inputs},
+            "outputs": list(graph.outputs),
+            **plan.to_dict(),
+            "parts": {
+                "device": {"inputs": list(device.inputs), "outputs": list(device.outputs), "empty": device.model is None},
+                "server": {"inputs": list(server.inputs), "outputs": list(server.outputs), "empty": server.model is None},
+            },
+            "verification": {
+                "max_abs_err": check.max_abs_err,
+                "ort_max_abs_err": check.ort_max_abs_err,
+                "atol": atol,
+                "rtol": rtol,
+                "passed": check.passed,
+            },
+            "artifacts": artifacts,
+        }
+        (staging / "plan.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
+        _publish(staging, outdir)
+        return document
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, outdir: Path) -> None:
+    """Swap the staged folder into place; an older plan in OUTDIR is replaced whole."""
+    # mkdtemp makes a private folder; the published plan gets ordinary permissions.
+    for path in [staging, *staging.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    old = None
+    if outdir.exists():
+        old = outdir.with_name(f".{outdir.name}.old-{os.getpid()}")
+        os.replace(outdir, old)
+    os.replace(staging, outdir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
