@@ -29,8 +29,9 @@ from onnxsplit.extract import Part, extract_parts
 from onnxsplit.planning import Plan
 
 WEIGHTS_FILE = "weights.bin"
-# Constant-node values at least this large are moved into the weight blob.
-CONSTANT_TO_INITIALIZER_BYTES = 1024
+# Constant-node values at least this large are moved into the weight blob (smaller
+# ones are shape and index scalars, which belong with the graph).
+CONSTANT_TO_INITIALIZER_BYTES = 64
 
 
 @dataclass(frozen=True)

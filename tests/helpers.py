@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -90,7 +91,8 @@ def max_chain_error(analysis: Analysis, full: onnx.ModelProto, cut_ids=None) -> 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run `splitnn ARGS` as a user would, in a child process."""
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=300
+        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
     )
 
 

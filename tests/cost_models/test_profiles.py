@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+
+from cost_models.profiles import builtin_devices, load_device, load_link
+from onnxsplit.errors import SplitnnError
+
+
+def test_builtin_profiles_load():
+    assert {"rockpro64", "raspberry-pi-4", "cloud-cpu"} <= set(builtin_devices())
+    board = load_device("rockpro64")
+    assert board.ram_bytes == 4_000_000_000 and board.usable_ram_bytes == 3_200_000_000
+    assert board.memory_bytes_per_s == 2.8e9
+    links = {name: load_link(name) for name in ("cat1", "3g", "4g", "wifi")}
+    assert [links[n].uplink_bps for n in ("cat1", "3g", "4g", "wifi")] == [0.13e6, 1.1e6, 5.85e6, 18.88e6]
+    # Radio model: 4G at 5.85 Mbit/s draws 438.39 * 5.85 + 1288.04 mW.
+    assert links["4g"].radio_watts() == pytest.approx((438.39 * 5.85 + 1288.04) / 1000)
+    assert links["wifi"].transfer_seconds(1_000_000) == pytest.approx(8 / 18.88 + 0.010)
+
+
+def test_custom_link_and_overrides():
+    link = load_link(None, 2e6, 0.03)
+    assert link.transfer_seconds(250_000) == pytest.approx(1.0 + 0.03)
+    assert load_link("3g", None, 0.2).rtt_s == 0.2
+
+
+def test_profile_mistakes(tmp_path):
+    with pytest.raises(SplitnnError, match="unknown device profile 'nano'"):
+        load_device("nano")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[compute]\ndense_conv_gmac_per_s = 1\n')
+    with pytest.raises(SplitnnError, match="lacks or mistypes"):
+        load_device(str(bad))
+    with pytest.raises(SplitnnError, match="unknown link"):
+        load_link("5g")
+
+
+def test_host_profile_is_measured_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPLITNN_CACHE_DIR", str(tmp_path))
+    first = load_device("host")
+    assert (tmp_path / "host.toml").is_file()
+    assert all(rate > 1e8 for rate in first.macs_per_s.values())  # any real CPU exceeds 0.1 GMAC/s
+    assert first.memory_bytes_per_s > 1e8 and first.ram_bytes > 1e9
+    assert load_device("host") == first  # the second call reads the cache
