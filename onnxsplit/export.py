@@ -27,6 +27,7 @@ from onnxsplit.analysis import Analysis
 from onnxsplit.errors import SplitnnError
 from onnxsplit.extract import Part, extract_parts
 from onnxsplit.planning import Plan
+from onnxsplit.weights_update import file_fingerprint
 
 WEIGHTS_FILE = "weights.bin"
 # Constant-node values at least this large are moved into the weight blob (smaller
@@ -195,6 +196,7 @@ def write_split(
         document = {
             "splitnn_version": 1,
             "model": str(graph.path),
+            "graph_fingerprint": file_fingerprint(graph.path),
             "inputs": {n: {"shape": list(graph.info(n).shape), "dtype": graph.info(n).dtype} for n in graph.inputs},
             "outputs": list(graph.outputs),
             **plan.to_dict(),

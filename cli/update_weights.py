@@ -1,0 +1,38 @@
+"""`splitnn update-weights`: sync a split after retraining."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from cli.render import human_bytes, stdout
+
+
+@click.command("update-weights")
+@click.argument("outdir", metavar="OUTDIR", type=click.Path(file_okay=False))
+@click.option("--from", "retrained", required=True, metavar="RETRAINED.onnx", help="The retrained model (same graph, new weights).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def update_weights(outdir: str, retrained: str, as_json: bool) -> None:
+    """Replace the weights of a split in OUTDIR with those of RETRAINED.onnx.
+
+    Checks that the graph is the same, rewrites device/weights.bin and
+    server/weights.bin, and reports per part which tensors changed and how
+    many bytes the device must download (0 when only server layers changed).
+
+    \b
+    Examples:
+      splitnn update-weights out/vgg16 --from vgg16-finetuned.onnx
+      splitnn update-weights out/r18 --from r18-v2.onnx --json
+    """
+    from onnxsplit.weights_update import update_weights as run_update
+
+    report = run_update(outdir, retrained)
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    console = stdout()
+    for side, part in report["parts"].items():
+        names = ", ".join(part["changed"][:5]) + (f" +{len(part['changed']) - 5}" if len(part["changed"]) > 5 else "")
+        console.print(f"{side}: {len(part['changed'])} tensors changed ({human_bytes(part['changed_bytes'])} of "
+                      f"{human_bytes(part['blob_bytes'])}){': ' + names if names else ''}")
+    console.print(f"[bold]the device must download {human_bytes(report['device_download_bytes'])}[/bold]")
