@@ -27,6 +27,7 @@ from onnxsplit.analysis import Analysis
 from onnxsplit.errors import SplitnnError
 from onnxsplit.extract import Part, extract_parts
 from onnxsplit.planning import Plan
+from onnxsplit.weight_source import WeightSource
 from onnxsplit.weights_update import file_fingerprint
 
 WEIGHTS_FILE = "weights.bin"
@@ -68,20 +69,35 @@ def constants_to_initializers(model: onnx.ModelProto, min_bytes: int = CONSTANT_
     return moved
 
 
-def _save_part(part: Part, folder: Path) -> None:
+_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+
+
+def _save_part(part: Part, folder: Path, weights: WeightSource) -> None:
+    """Write the part's graph and stream every weight into its one blob, in graph order."""
     assert part.model is not None
+    model = part.model
     folder.mkdir(parents=True)
-    constants_to_initializers(part.model)
-    onnx.save_model(
-        part.model,
-        str(folder / "model.onnx"),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=WEIGHTS_FILE,
-        size_threshold=0,
-    )
-    if not (folder / WEIGHTS_FILE).exists():
-        (folder / WEIGHTS_FILE).write_bytes(b"")  # a part without weights still has its (empty) blob
+    constants_to_initializers(model)
+    with open(folder / WEIGHTS_FILE, "wb") as blob:
+        for tensor in model.graph.initializer:
+            if tensor.data_type == onnx.TensorProto.STRING:
+                continue  # strings cannot be external data; they stay in the graph
+            if tensor.name in weights.graph.initializers:
+                data = weights.read(tensor.name)
+            else:  # a Constant node's value, moved above
+                data = numpy_helper.to_array(tensor).tobytes()
+            offset = blob.tell()
+            blob.write(data)
+            length = len(data)
+            del data  # release the view into the source file
+            for field_name in _DATA_FIELDS:
+                tensor.ClearField(field_name)
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(length))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+    onnx.save_model(model, str(folder / "model.onnx"))
 
 
 def convert_to_ort(onnx_path: Path, ort_path: Path) -> None:
@@ -121,6 +137,8 @@ def _session(path: Path):  # type: ignore[no-untyped-def]
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # One run per session: repacking the weights for faster repeated runs would only cost time.
+    options.add_session_config_entry("session.disable_prepacking", "1")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -170,9 +188,8 @@ def write_split(
     graph = analysis.graph
     if graph.path is None:
         raise SplitnnError("the analysis has no model file to take the weights from")
-    full = onnx.load(str(graph.path), load_external_data=True)
-    device, server = extract_parts(graph, full, plan.chosen.cut)
-    del full
+    # Parts are cut from the weightless skeleton; their weights are streamed from the source file.
+    device, server = extract_parts(graph, graph.model, plan.chosen.cut)
 
     outdir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
@@ -181,7 +198,8 @@ def write_split(
         for side, part in (("device", device), ("server", server)):
             if part.model is None:
                 continue
-            _save_part(part, staging / side)
+            with WeightSource(graph) as weights:
+                _save_part(part, staging / side, weights)
             artifacts[f"{side}_model"] = f"{side}/model.onnx"
             artifacts[f"{side}_weights"] = f"{side}/{WEIGHTS_FILE}"
         if ort_format and device.model is not None:

@@ -48,8 +48,11 @@ class InitializerInfo:
     nbytes: int
     location: str  # "inline" (inside the .onnx file) or "external"
     file: str | None = None  # external data file, relative to the model's folder
-    offset: int | None = None  # byte offset in the .onnx file (inline) or the data file
+    offset: int | None = None  # byte offset in the .onnx file (inline) or the data file; None: kept in the skeleton
     length: int | None = None
+    raw: bool = True  # inline payload stored as raw_data (else in typed fields, to be decoded)
+    message_offset: int | None = None  # the whole inline TensorProto, for typed-field payloads
+    message_length: int | None = None
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,9 @@ def describe_initializers(model: onnx.ModelProto, payloads: Mapping[str, InlineP
                 location="inline",
                 offset=payload.offset if payload else None,
                 length=payload.length if payload else None,
+                raw=payload.is_raw if payload else True,
+                message_offset=payload.message_offset if payload else None,
+                message_length=payload.message_length if payload else None,
             )
     return infos
 

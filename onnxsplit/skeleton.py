@@ -45,6 +45,8 @@ class InlinePayload:
     offset: int  # byte offset of the payload in the file
     length: int  # bytes of payload in the file
     is_raw: bool  # True when stored as raw_data (the usual case)
+    message_offset: int = 0  # the whole TensorProto, for payloads in typed fields
+    message_length: int = 0
 
 
 class _TruncatedError(Exception):
@@ -137,7 +139,7 @@ def _strip_tensor(buf: mmap.mmap, start: int, end: int) -> tuple[bytes, InlinePa
             name_bytes = bytes(buf[value_start:field_end])
         kept += buf[field_start:field_end]
     name = name_bytes.decode("utf-8", errors="replace")
-    payload = InlinePayload(name, payload_offset, payload_length, is_raw) if payload_offset >= 0 else None
+    payload = InlinePayload(name, payload_offset, payload_length, is_raw, start, end - start) if payload_offset >= 0 else None
     return bytes(kept), payload, name
 
 
