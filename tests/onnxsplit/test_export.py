@@ -110,3 +110,14 @@ def test_refuses_a_foreign_folder_and_replaces_an_old_plan(sample_path, tmp_path
     _split(sample_path("lenet5"), outdir, tensors=())
     assert json.loads((outdir / "plan.json").read_text())["parts"]["server"]["empty"]
     assert not (outdir / "server").exists()  # the old plan's parts are gone
+
+
+def test_external_data_source_streams_into_blobs(sample_path, tmp_path):
+    path = sample_path("resnet18", 64, external=True)
+    analysis = analyze(load_graph(path))
+    middle = next(c for c in analysis.cuts if len(c.tensors) == 1 and 30 < c.id < 50)
+    outdir = tmp_path / "ext"
+    _, document = _split(path, outdir, tensors=middle.tensors)
+    assert document["verification"]["passed"] and document["verification"]["max_abs_err"] < 1e-4
+    blobs = sum((outdir / side / "weights.bin").stat().st_size for side in ("device", "server"))
+    assert blobs == analysis.totals.param_bytes
