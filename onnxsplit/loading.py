@@ -46,13 +46,11 @@ def describe_initializers(model: onnx.ModelProto, payloads: Mapping[str, InlineP
         dtype = np_dtype_name(tensor.data_type)
         shape = tuple(int(d) for d in tensor.dims)
         nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        common = {"name": tensor.name, "shape": shape, "dtype": dtype, "nbytes": nbytes}
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             entries = {entry.key: entry.value for entry in tensor.external_data}
             infos[tensor.name] = InitializerInfo(
-                name=tensor.name,
-                shape=shape,
-                dtype=dtype,
-                nbytes=nbytes,
+                **common,
                 location="external",
                 file=entries.get("location"),
                 offset=int(entries.get("offset", 0)),
@@ -61,10 +59,7 @@ def describe_initializers(model: onnx.ModelProto, payloads: Mapping[str, InlineP
         else:
             payload = payloads.get(tensor.name)
             infos[tensor.name] = InitializerInfo(
-                name=tensor.name,
-                shape=shape,
-                dtype=dtype,
-                nbytes=nbytes,
+                **common,
                 location="inline",
                 offset=payload.offset if payload else None,
                 length=payload.length if payload else None,
