@@ -10,9 +10,13 @@ compute bound. Operator classes follow how runtimes implement them.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from cost_models.registry import NodeCost
 from onnxsplit.graph import Graph, Node
+
+if TYPE_CHECKING:  # profiles imports OP_CLASSES from here
+    from cost_models.profiles import DeviceProfile
 
 DENSE_CONV = "dense_conv"
 DEPTHWISE_CONV = "depthwise_conv"
@@ -36,7 +40,7 @@ def bytes_moved(node: Node, cost: NodeCost, graph: Graph) -> int:
     return reads + cost.param_bytes + cost.output_bytes
 
 
-def node_seconds(node: Node, cost: NodeCost, graph: Graph, profile: "DeviceProfile") -> float:  # noqa: F821
+def node_seconds(node: Node, cost: NodeCost, graph: Graph, profile: DeviceProfile) -> float:
     if node.is_constant:
         return 0.0
     compute = cost.macs / profile.macs_per_s[op_class(node, graph)]
@@ -44,6 +48,6 @@ def node_seconds(node: Node, cost: NodeCost, graph: Graph, profile: "DeviceProfi
     return max(compute, memory) + profile.per_node_overhead_s
 
 
-def seconds(graph: Graph, costs: list[NodeCost], indices: Iterable[int], profile: "DeviceProfile") -> float:  # noqa: F821
+def seconds(graph: Graph, costs: list[NodeCost], indices: Iterable[int], profile: DeviceProfile) -> float:
     """Predicted time of running nodes `indices` one after the other on `profile`."""
     return sum(node_seconds(graph.nodes[i], costs[i], graph, profile) for i in indices)

@@ -7,7 +7,7 @@ GMAC/s and GB/s (decimal), times in ms, power in W or mW, as the field names say
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,6 @@ class LinkProfile:
     radio_mw_per_mbps: float = 0.0
     radio_base_mw: float = 0.0
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def transfer_seconds(self, nbytes: int) -> float:
         return nbytes * 8 / self.uplink_bps + self.rtt_s

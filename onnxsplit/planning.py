@@ -15,7 +15,7 @@ activations <= usable RAM), the share of MACs on the device, the bytes sent.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from cost_models.latency import seconds
@@ -67,7 +67,6 @@ class Plan:
     link: LinkProfile
     constraints: Constraints
     forced: bool = False  # the cut was given by the user
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,7 +80,6 @@ class Plan:
             "constraints": asdict(self.constraints),
             "candidates": [{**_cut_dict(c), "predicted": asdict(c.predicted), "feasible": c.feasible,
                             "violations": list(c.violations)} for c in self.candidates],
-            **self.extra,
         }
 
 
