@@ -53,11 +53,12 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, device: st
 
     device_profile = load_device(device)
     server_profile = load_device(server)
+    # A named link, else a custom one from --bandwidth, else 4G; --bandwidth/--rtt override the named link's.
     the_link = load_link(
-        link if link or bandwidth is None else None,
+        link or (None if bandwidth else "4g"),
         parse_bandwidth_bps(bandwidth) if bandwidth else None,
         parse_duration_s(rtt) if rtt else None,
-    ) if (link or bandwidth) else load_link("4g", None, parse_duration_s(rtt) if rtt else None)
+    )
     constraints = Constraints(
         device_memory_bytes=device_profile.usable_ram_bytes,
         max_device_share=max_device_share,

@@ -25,11 +25,9 @@ def cache_path() -> Path:
 
 
 def _time_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int = 7) -> float:
-    import onnxruntime as ort
+    from onnxsplit.ort_session import create_session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = create_session(model)
     session.run(None, feeds)
     times = []
     for _ in range(runs):

@@ -26,9 +26,11 @@ from onnx import numpy_helper
 from onnxsplit.analysis import Analysis
 from onnxsplit.errors import SplitnnError
 from onnxsplit.extract import Part, extract_parts
+from onnxsplit.graph import Graph
+from onnxsplit.ort_session import create_session
 from onnxsplit.planning import Plan
 from onnxsplit.weight_source import WeightSource
-from onnxsplit.weights_update import file_fingerprint
+from onnxsplit.weights_update import graph_fingerprint
 
 WEIGHTS_FILE = "weights.bin"
 # Constant-node values at least this large are moved into the weight blob (smaller
@@ -105,23 +107,17 @@ def convert_to_ort(onnx_path: Path, ort_path: Path) -> None:
 
     Basic optimizations only, so the file stays runnable by any execution provider.
     """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.optimized_model_filepath = str(ort_path)
-    options.add_session_config_entry("session.save_model_format", "ORT")
-    options.log_severity_level = 3
-    ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    create_session(onnx_path, save_to=ort_path, config={"session.save_model_format": "ORT"},
+                   level="basic")
 
 
-def random_inputs(analysis: Analysis, seed: int = 0) -> dict[str, np.ndarray]:
+def random_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     """One random input per model input, in its real dtype and a plausible range:
     floats uniform in [0, 1), integers in [0, 10), booleans either way."""
     rng = np.random.default_rng(seed)
     feeds = {}
-    for name in analysis.graph.inputs:
-        info = analysis.graph.info(name)
+    for name in graph.inputs:
+        info = graph.info(name)
         dtype = np.dtype(info.dtype)
         if np.issubdtype(dtype, np.floating):
             feeds[name] = rng.random(info.shape).astype(dtype)
@@ -133,19 +129,14 @@ def random_inputs(analysis: Analysis, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _session(path: Path):  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     # One run per session: repacking the weights for faster repeated runs would only cost time.
-    options.add_session_config_entry("session.disable_prepacking", "1")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return create_session(path, prepack=False)
 
 
 def verify(analysis: Analysis, folder: Path, device: Part, server: Part, atol: float, rtol: float) -> Verification:
     """Run the original model and the written parts, chained, on the same random input."""
     graph = analysis.graph
-    feeds = random_inputs(analysis)
+    feeds = random_inputs(graph)
     reference = dict(zip(graph.outputs, _session(graph.path).run(list(graph.outputs), feeds)))  # type: ignore[arg-type]
     results: dict[str, np.ndarray] = {}
     ort_err: float | None = None
@@ -195,13 +186,13 @@ def write_split(
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
     try:
         artifacts: dict[str, str] = {}
-        for side, part in (("device", device), ("server", server)):
-            if part.model is None:
-                continue
-            with WeightSource(graph) as weights:
+        with WeightSource(graph) as weights:
+            for side, part in (("device", device), ("server", server)):
+                if part.model is None:
+                    continue
                 _save_part(part, staging / side, weights)
-            artifacts[f"{side}_model"] = f"{side}/model.onnx"
-            artifacts[f"{side}_weights"] = f"{side}/{WEIGHTS_FILE}"
+                artifacts[f"{side}_model"] = f"{side}/model.onnx"
+                artifacts[f"{side}_weights"] = f"{side}/{WEIGHTS_FILE}"
         if ort_format and device.model is not None:
             convert_to_ort(staging / "device" / "model.onnx", staging / "device" / "model.ort")
             artifacts["device_ort"] = "device/model.ort"
@@ -214,7 +205,7 @@ def write_split(
         document = {
             "splitnn_version": 1,
             "model": str(graph.path),
-            "graph_fingerprint": file_fingerprint(graph.path),
+            "graph_fingerprint": graph_fingerprint(graph.model),  # the skeleton read at load time
             "inputs": {n: {"shape": list(graph.info(n).shape), "dtype": graph.info(n).dtype} for n in graph.inputs},
             "outputs": list(graph.outputs),
             **plan.to_dict(),

@@ -17,6 +17,7 @@ from onnx import helper
 
 from onnxsplit.cuts import Cut, placeable_indices
 from onnxsplit.graph import Graph
+from onnxsplit.ort_session import create_session
 
 
 @dataclass(frozen=True)
@@ -102,18 +103,14 @@ def extract_parts(graph: Graph, source: onnx.ModelProto, cut: Cut) -> tuple[Part
     return device, server
 
 
-def run_parts(
-    device: Part, server: Part, feeds: Mapping[str, np.ndarray], session_options: object | None = None
-) -> dict[str, np.ndarray]:
+def run_parts(device: Part, server: Part, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run device then server with onnxruntime, passing the crossing tensors; return every output."""
-    import onnxruntime as ort
-
     results: dict[str, np.ndarray] = {}
     for part, available in ((device, dict(feeds)), (server, None)):
         if part.model is None:
             continue
         pool = available if available is not None else {**feeds, **results}
-        session = ort.InferenceSession(part.model.SerializeToString(), session_options, providers=["CPUExecutionProvider"])
+        session = create_session(part.model)
         values = session.run(list(part.outputs), {name: pool[name] for name in part.inputs})
         results.update(zip(part.outputs, values))
     return results

@@ -23,6 +23,7 @@ from onnx import helper, shape_inference
 from onnxsplit.errors import SplitnnError
 from onnxsplit.graph import Graph, InitializerInfo, build_graph, np_dtype_name
 from onnxsplit.input_shapes import ANY_INPUT, format_shape
+from onnxsplit.ort_session import create_session
 from onnxsplit.skeleton import InlinePayload, read_skeleton
 
 ShapeMap = dict[str, tuple[tuple[int, ...], str]]
@@ -201,8 +202,6 @@ def probe_shapes(
 
     This loads the weights, which the rest of the analysis never does.
     """
-    import onnxruntime as ort
-
     if path is None:
         raise SplitnnError("the model has open shapes and no file to load its weights from for a probe run")
     try:
@@ -218,9 +217,6 @@ def probe_shapes(
     for name in names:
         if name not in existing:
             full.graph.output.append(helper.make_empty_tensor_value_info(name))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
     feeds: dict[str, np.ndarray] = {}
     for vi in skeleton.graph.input:
         if vi.name in initializer_names:
@@ -228,7 +224,7 @@ def probe_shapes(
         dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
         feeds[vi.name] = np.zeros(dims, dtype=helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
     try:
-        session = ort.InferenceSession(full.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = create_session(full, level="none")
         values = session.run(names, feeds)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

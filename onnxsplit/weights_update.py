@@ -116,9 +116,12 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> dict[str, Any]:
                                 all_tensors_to_one_file=True, location=WEIGHTS_FILE, size_threshold=0)
                 if side == "device" and (outdir / side / "model.ort").exists():
                     convert_to_ort(staging / "model.onnx", staging / "model.ort")
-                for path in staging.iterdir():
-                    path.chmod(0o644)
-                    os.replace(path, outdir / side / path.name)  # blob first (listing order is irrelevant: same names)
+                # The blob first, the graph last: the tensors' shapes are unchanged, so the old
+                # graph reads the new blob correctly in between.
+                for name in (WEIGHTS_FILE, "model.ort", "model.onnx"):
+                    if (staging / name).exists():
+                        (staging / name).chmod(0o644)
+                        os.replace(staging / name, outdir / side / name)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         updates.append(PartUpdate(side, changed, changed_bytes, (outdir / side / WEIGHTS_FILE).stat().st_size))

@@ -13,7 +13,9 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxsplit.analysis import Analysis
+from onnxsplit.export import random_inputs
 from onnxsplit.extract import extract_parts, run_parts
+from onnxsplit.ort_session import create_session
 from onnxsplit.graph import Graph
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,16 +55,8 @@ def weight(name: str, shape, seed: int = 0) -> onnx.TensorProto:
     return numpy_helper.from_array(np.random.default_rng(seed).standard_normal(shape).astype(np.float32), name)
 
 
-def random_feeds(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {name: rng.random(graph.info(name).shape).astype(graph.info(name).dtype) for name in graph.inputs}
-
-
 def session(model: onnx.ModelProto | str) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    source = model if isinstance(model, str) else model.SerializeToString()
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return create_session(model)
 
 
 def max_chain_error(analysis: Analysis, full: onnx.ModelProto, cut_ids=None) -> tuple[float, int]:
@@ -72,7 +66,7 @@ def max_chain_error(analysis: Analysis, full: onnx.ModelProto, cut_ids=None) -> 
     many cuts were checked.
     """
     graph = analysis.graph
-    feeds = random_feeds(graph)
+    feeds = random_inputs(graph)
     reference = dict(zip(graph.outputs, session(full).run(list(graph.outputs), feeds)))
     worst = 0.0
     checked = 0

@@ -52,7 +52,7 @@ def test_multi_tensor_cut_of_resnet(sample_path, tmp_path):
     assert (outdir / "device" / "model.ort").stat().st_size > 0
     blobs = (outdir / "device" / "weights.bin").stat().st_size + (outdir / "server" / "weights.bin").stat().st_size
     assert blobs == analysis.totals.param_bytes  # every weight in exactly one blob (no sharing across the cut here)
-    feeds = random_inputs(analysis)
+    feeds = random_inputs(analysis.graph)
     reference = session(str(path)).run(None, feeds)[0]
     chained = _chain(outdir, document, feeds)[analysis.graph.outputs[0]]
     assert np.max(np.abs(chained - reference)) < 1e-4
@@ -75,7 +75,7 @@ def test_real_exported_model_weights_leave_constant_nodes(tmp_path):
     # (values under 64 bytes stay in the graph) and the graph files are far smaller.
     assert sum(blobs.values()) >= 0.9 * analysis.totals.param_bytes
     assert sum(graphs.values()) < 0.2 * sum(blobs.values())
-    feeds = random_inputs(analysis)
+    feeds = random_inputs(analysis.graph)
     reference = session(str(path)).run(None, feeds)[0]
     assert np.max(np.abs(_chain(outdir, document, feeds)[analysis.graph.outputs[0]] - reference)) < 1e-5
 

@@ -47,7 +47,7 @@ def test_only_server_layers_changed_means_zero_device_bytes(split, tmp_path):
     assert report["parts"]["server"]["changed_bytes"] == 10 * 84 * 4
     assert (outdir / "device" / "weights.bin").read_bytes() == device_blob  # untouched
     # The updated split now computes the retrained model.
-    feeds = random_inputs(analysis)
+    feeds = random_inputs(analysis.graph)
     hidden = session(str(outdir / "device" / "model.onnx")).run(["averagepool2_out"], feeds)[0]
     chained = session(str(outdir / "server" / "model.onnx")).run(None, {"averagepool2_out": hidden})[0]
     np.testing.assert_allclose(chained, session(str(retrained)).run(None, feeds)[0], rtol=1e-5, atol=1e-6)
@@ -60,7 +60,7 @@ def test_device_layer_change_is_counted_and_ort_rebuilt(split, tmp_path):
     report = update_weights(outdir, retrained)
     assert report["device_download_bytes"] == 6 * 1 * 5 * 5 * 4
     assert report["parts"]["server"]["changed"] == ["fc1.bias"]
-    feeds = random_inputs(analysis)
+    feeds = random_inputs(analysis.graph)
     want = session(str(retrained)).run(None, feeds)[0]
     hidden = session(str(outdir / "device" / "model.ort")).run(["averagepool2_out"], feeds)[0]
     np.testing.assert_allclose(session(str(outdir / "server" / "model.onnx")).run(None, {"averagepool2_out": hidden})[0],
