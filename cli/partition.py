@@ -112,7 +112,7 @@ def _render(document: dict, plan) -> None:  # type: ignore[no-untyped-def]
     if ruled_out:
         console.print(f"[dim]{ruled_out} cuts ruled out by constraints (plan.json lists why)[/dim]")
     v = document["verification"]
-    ort_note = f", ORT-format device part within {v['ort_max_abs_err']:.2g}" if v["ort_max_abs_err"] is not None else ""
-    console.print(f"verified: max abs error {v['max_abs_err']:.3g} (atol {v['atol']}, rtol {v['rtol']}){ort_note}")
+    chained = f", device side run from {v['device_artifact']}" if v["device_artifact"] else ""
+    console.print(f"verified: max abs error {v['max_abs_err']:.3g} (atol {v['atol']}, rtol {v['rtol']}){chained}")
     for name, rel in document["artifacts"].items():
         console.print(f"  {name:<15} {rel}")

@@ -23,7 +23,7 @@ from onnx import helper, shape_inference
 from onnxsplit.errors import SplitnnError
 from onnxsplit.graph import Graph, InitializerInfo, build_graph, np_dtype_name
 from onnxsplit.input_shapes import ANY_INPUT, format_shape
-from onnxsplit.ort_session import create_session
+from onnxsplit.weight_source import open_in_place
 from onnxsplit.skeleton import InlinePayload, read_skeleton
 
 ShapeMap = dict[str, tuple[tuple[int, ...], str]]
@@ -36,7 +36,7 @@ def load_graph(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | N
     initializers = describe_initializers(model, payloads)
     check_external_data(path, initializers)
     fix_input_shapes(model, dict(input_shapes or {}), set(initializers))
-    shapes, notes = resolve_shapes(model, path, set(initializers))
+    shapes, notes = resolve_shapes(model, path, initializers)
     write_value_info(model, shapes, set(initializers))
     return build_graph(model, path, shapes, initializers, tuple(notes))
 
@@ -165,8 +165,11 @@ def _static(value_info: onnx.ValueInfoProto) -> tuple[tuple[int, ...], str] | No
     return tuple(int(d.dim_value) for d in dims), np_dtype_name(tensor_type.elem_type)
 
 
-def resolve_shapes(model: onnx.ModelProto, path: Path | None, initializer_names: set[str]) -> tuple[ShapeMap, list[str]]:
+def resolve_shapes(
+    model: onnx.ModelProto, path: Path | None, initializers: Mapping[str, InitializerInfo]
+) -> tuple[ShapeMap, list[str]]:
     """Static shape and dtype of every graph input, node output and graph output."""
+    initializer_names = set(initializers)
     needed = [vi.name for vi in model.graph.input if vi.name not in initializer_names]
     needed += [out for node in model.graph.node for out in node.output if out]
     needed += [vi.name for vi in model.graph.output if vi.name not in initializer_names]
@@ -187,7 +190,7 @@ def resolve_shapes(model: onnx.ModelProto, path: Path | None, initializer_names:
     open_names = [name for name in needed if name not in shapes]
     notes: list[str] = []
     if open_names:
-        shapes.update(probe_shapes(model, path, open_names, initializer_names))
+        shapes.update(probe_shapes(model, path, open_names, initializers))
         notes.append(
             f"{len(open_names)} tensor shapes that onnx shape inference left open were read from one "
             "onnxruntime run on a zero input"
@@ -196,27 +199,19 @@ def resolve_shapes(model: onnx.ModelProto, path: Path | None, initializer_names:
 
 
 def probe_shapes(
-    skeleton: onnx.ModelProto, path: Path | None, names: list[str], initializer_names: set[str]
+    skeleton: onnx.ModelProto, path: Path | None, names: list[str], initializers: Mapping[str, InitializerInfo]
 ) -> ShapeMap:
     """Run the model once on zeros with `names` as extra outputs and read their shapes.
 
-    This loads the weights, which the rest of the analysis never does.
+    The weights are mapped from the model's files, never parsed into memory.
     """
     if path is None:
         raise SplitnnError("the model has open shapes and no file to load its weights from for a probe run")
-    try:
-        full = onnx.load(str(path), load_external_data=True)
-    except Exception as exc:
-        raise SplitnnError(f"could not load the weights of '{path}' for a shape probe run: {exc}") from None
-    # Carry over the fixed input shapes.
-    fixed = {vi.name: vi for vi in skeleton.graph.input}
-    for vi in full.graph.input:
-        if vi.name in fixed:
-            vi.CopyFrom(fixed[vi.name])
-    existing = {vi.name for vi in full.graph.output}
-    for name in names:
-        if name not in existing:
-            full.graph.output.append(helper.make_empty_tensor_value_info(name))
+    probe = onnx.ModelProto()
+    probe.CopyFrom(skeleton)
+    existing = {vi.name for vi in probe.graph.output}
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in names if name not in existing)
+    initializer_names = set(initializers)
     feeds: dict[str, np.ndarray] = {}
     for vi in skeleton.graph.input:
         if vi.name in initializer_names:
@@ -224,7 +219,7 @@ def probe_shapes(
         dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
         feeds[vi.name] = np.zeros(dims, dtype=helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
     try:
-        session = create_session(full, level="none")
+        session = open_in_place(probe, initializers, path, level="none")
         values = session.run(names, feeds)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
