@@ -11,6 +11,7 @@ import click
 
 from cli.analyze import analyze
 from cli.partition import partition
+from cli.profile import profile
 from cli.samples import samples
 from cli.update_weights import update_weights
 from onnxsplit.errors import SplitnnError
@@ -30,6 +31,7 @@ def cli() -> None:
 
 cli.add_command(analyze)
 cli.add_command(partition)
+cli.add_command(profile)
 cli.add_command(samples)
 cli.add_command(update_weights)
 

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from cost_models.profiles import DeviceProfile, _read_toml, device_from_dict
+from cost_models.profiles import DeviceProfile, _read_toml, device_from_dict, device_to_toml
 
 
 def cache_path() -> Path:
@@ -25,16 +25,9 @@ def cache_path() -> Path:
 
 
 def _time_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int = 7) -> float:
-    from onnxsplit.ort_session import create_session
+    from onnxsplit.ort_session import create_session, median_run_seconds
 
-    session = create_session(model)
-    session.run(None, feeds)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_run_seconds(create_session(model), feeds, runs)
 
 
 def _single(op: str, x_shape: list[int], w_shape: list[int] | None, out: str = "y", **attrs: object) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
@@ -89,27 +82,6 @@ def measure_host() -> DeviceProfile:
     )
 
 
-def _to_toml(profile: DeviceProfile) -> str:
-    lines = [
-        "# Measured by splitnn on this machine (cost_models/host.py); delete to measure again.",
-        f'name = "{profile.name}"',
-        f'description = "{profile.description}"',
-        "",
-        "[compute]",
-        *[f"{cls}_gmac_per_s = {rate / 1e9:.3f}" for cls, rate in profile.macs_per_s.items()],
-        f"per_node_overhead_ms = {profile.per_node_overhead_s * 1000:.4f}",
-        "",
-        "[memory]",
-        f"bandwidth_gb_per_s = {profile.memory_bytes_per_s / 1e9:.3f}",
-        f"ram_gb = {profile.ram_bytes / 1e9:.3f}",
-        f"usable_fraction = {profile.usable_ram_fraction}",
-        "",
-        "[power]",
-        f"compute_w = {profile.compute_power_w}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def host_profile(refresh: bool = False) -> DeviceProfile:
     """This machine's profile: from the cache, or measured (a few seconds) and cached."""
     from onnxsplit.files import write_text_atomic
@@ -118,5 +90,5 @@ def host_profile(refresh: bool = False) -> DeviceProfile:
     if path.is_file() and not refresh:
         return device_from_dict(_read_toml(path, "cached host profile"), f"measured:{path}")
     profile = measure_host()
-    write_text_atomic(path, _to_toml(profile))
+    write_text_atomic(path, device_to_toml(profile, ["Measured by splitnn on this machine (cost_models/host.py); delete to measure again."]))
     return device_from_dict(_read_toml(path, "cached host profile"), f"measured:{path}")

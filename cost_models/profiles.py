@@ -6,6 +6,7 @@ GMAC/s and GB/s (decimal), times in ms, power in W or mW, as the field names say
 """
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -111,6 +112,28 @@ def device_from_dict(data: dict[str, Any], source: str) -> DeviceProfile:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise SplitnnError(f"device profile '{source}' lacks or mistypes field {exc}: see cost_models/profile_data/devices/ for the form") from None
+
+
+def device_to_toml(profile: DeviceProfile, comments: list[str] = ()) -> str:  # type: ignore[assignment]
+    """The TOML text of `profile`, in the form `device_from_dict` reads, after `comments` as # lines."""
+    lines = [
+        *[f"# {line}".rstrip() for line in comments],
+        f"name = {json.dumps(profile.name)}",
+        f"description = {json.dumps(profile.description)}",
+        "",
+        "[compute]",
+        *[f"{cls}_gmac_per_s = {profile.macs_per_s[cls] / 1e9:.4g}" for cls in OP_CLASSES],
+        f"per_node_overhead_ms = {profile.per_node_overhead_s * 1000:.4g}",
+        "",
+        "[memory]",
+        f"bandwidth_gb_per_s = {profile.memory_bytes_per_s / 1e9:.4g}",
+        f"ram_gb = {profile.ram_bytes / 1e9:.4g}",
+        f"usable_fraction = {profile.usable_ram_fraction}",
+        "",
+        "[power]",
+        f"compute_w = {profile.compute_power_w}",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def load_device(name_or_path: str) -> DeviceProfile:

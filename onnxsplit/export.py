@@ -30,6 +30,7 @@ from onnxsplit.extract import Part, extract_parts
 from onnxsplit.graph import Graph
 from onnxsplit.ort_session import create_session
 from onnxsplit.planning import Plan
+from onnxsplit.sample_inputs import random_inputs
 from onnxsplit.weight_source import WeightSource, open_in_place
 from onnxsplit.weights_update import graph_fingerprint
 
@@ -112,23 +113,6 @@ def convert_to_ort(onnx_path: Path, ort_path: Path) -> None:
                    level="basic")
 
 
-def random_inputs(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    """One random input per model input, in its real dtype and a plausible range:
-    floats uniform in [0, 1), integers in [0, 10), booleans either way."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for name in graph.inputs:
-        info = graph.info(name)
-        dtype = np.dtype(info.dtype)
-        if np.issubdtype(dtype, np.floating):
-            feeds[name] = rng.random(info.shape).astype(dtype)
-        elif np.issubdtype(dtype, np.integer):
-            feeds[name] = rng.integers(0, 10, size=info.shape).astype(dtype)
-        else:
-            feeds[name] = rng.random(info.shape) > 0.5
-    return feeds
-
-
 def _session(path: Path):  # type: ignore[no-untyped-def]
     # One run per session: repacking the weights for faster repeated runs would only cost time.
     return create_session(path, prepack=False)
@@ -140,30 +124,34 @@ def reference_outputs(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, n
     return dict(zip(graph.outputs, original.run(list(graph.outputs), feeds)))
 
 
+def run_device_side(folder: Path, device: Part, feeds: dict[str, np.ndarray], ort_format: bool) -> tuple[dict[str, np.ndarray], str | None]:
+    """Convert the written device part to ORT format (when asked) and run the file a device would run.
+
+    The ORT-format file was converted from the .onnx part, so running it checks
+    both. Returns the device part's outputs and the file run (relative to `folder`).
+    """
+    if device.model is None:
+        return {}, None
+    device_file = folder / "device" / "model.onnx"
+    if ort_format:
+        convert_to_ort(device_file, folder / "device" / "model.ort")
+        device_file = folder / "device" / "model.ort"
+    values = _session(device_file).run(list(device.outputs), {n: feeds[n] for n in device.inputs})
+    return dict(zip(device.outputs, values)), device_file.relative_to(folder).as_posix()
+
+
 def verify(
     folder: Path,
-    device: Part,
     server: Part,
     feeds: dict[str, np.ndarray],
+    device_results: dict[str, np.ndarray],
+    device_artifact: str | None,
     reference: dict[str, np.ndarray],
     atol: float,
     rtol: float,
 ) -> Verification:
-    """Run the written parts, chained, on `feeds` and compare with the original's `reference` outputs.
-
-    The device side runs the artifact a device would run: the ORT-format file
-    when there is one (it was converted from the .onnx part, so it checks
-    both), else the .onnx part.
-    """
-    results: dict[str, np.ndarray] = {}
-    device_artifact = None
-    if device.model is not None:
-        device_file = folder / "device" / "model.ort"
-        if not device_file.exists():
-            device_file = folder / "device" / "model.onnx"
-        device_artifact = device_file.relative_to(folder).as_posix()
-        values = _session(device_file).run(list(device.outputs), {n: feeds[n] for n in device.inputs})
-        results.update(zip(device.outputs, values))
+    """Run the written server part on the device part's outputs and compare with the original's `reference`."""
+    results = dict(device_results)
     if server.model is not None:
         pool = {**feeds, **results}
         values = _session(folder / "server" / "model.onnx").run(list(server.outputs), {n: pool[n] for n in server.inputs})
@@ -201,13 +189,15 @@ def write_split(
 
     outdir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
-    background = ThreadPoolExecutor(max_workers=1)
+    background = ThreadPoolExecutor(max_workers=2)
     try:
         artifacts: dict[str, str] = {}
-        # The original model runs on a second thread while the parts are written:
-        # onnxruntime and file writes both release the GIL.
+        # While the main thread writes the parts, the original model runs on one
+        # thread and the device part is converted and run on another as soon as
+        # it is written: onnxruntime and file writes release the GIL.
         feeds = random_inputs(graph)
         original_run = background.submit(reference_outputs, graph, feeds)
+        device_run = None
         with WeightSource.of(graph) as weights:
             for side, part in (("device", device), ("server", server)):
                 if part.model is None:
@@ -215,10 +205,12 @@ def write_split(
                 _save_part(part, staging / side, weights)
                 artifacts[f"{side}_model"] = f"{side}/model.onnx"
                 artifacts[f"{side}_weights"] = f"{side}/{WEIGHTS_FILE}"
+                if side == "device":
+                    device_run = background.submit(run_device_side, staging, device, feeds, ort_format)
+        device_results, device_artifact = device_run.result() if device_run is not None else ({}, None)
         if ort_format and device.model is not None:
-            convert_to_ort(staging / "device" / "model.onnx", staging / "device" / "model.ort")
             artifacts["device_ort"] = "device/model.ort"
-        check = verify(staging, device, server, feeds, original_run.result(), atol, rtol)
+        check = verify(staging, server, feeds, device_results, device_artifact, original_run.result(), atol, rtol)
         if not check.passed:
             raise SplitnnError(
                 f"verification failed: the chained parts differ from the model by up to {check.max_abs_err:.3g} "

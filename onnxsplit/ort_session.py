@@ -1,8 +1,10 @@
 """The one way splitnn opens an onnxruntime session: CPU, quiet, options by keyword."""
 from __future__ import annotations
 
+import statistics
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
@@ -17,25 +19,51 @@ def create_session(
     prepack: bool = True,
     config: dict[str, str] | None = None,
     save_to: Path | None = None,
+    threads: int | None = None,
+    profile_prefix: Path | None = None,
 ) -> "onnxruntime.InferenceSession":
     """A CPU session for a model proto or a file (.onnx or .ort).
 
-    level: graph optimizations, "none" or "basic" (default: onnxruntime's own, all);
+    level: graph optimizations, "none", "basic", "extended" or "all" (default: onnxruntime's, all);
     prepack=False skips repacking weights, which only pays off over many runs;
-    save_to writes the optimized model there (with `config`, e.g. in ORT format).
+    save_to writes the optimized model there (with `config`, e.g. in ORT format);
+    threads sets the intra-op threads (default: onnxruntime's, one per core);
+    profile_prefix turns on onnxruntime's profiler, its JSON trace named from it.
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if level is not None:
-        levels = {"none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}
+        levels = {
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
         options.graph_optimization_level = levels[level]
     if not prepack:
         options.add_session_config_entry("session.disable_prepacking", "1")
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
     if save_to is not None:
         options.optimized_model_filepath = str(save_to)
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
     model = source.SerializeToString() if isinstance(source, onnx.ModelProto) else str(source)
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def median_run_seconds(session: "onnxruntime.InferenceSession", feeds: dict[str, Any], runs: int = 7, warmup: int = 1) -> float:
+    """Median wall time of `runs` runs of `session` on `feeds`, after `warmup` untimed runs."""
+    for _ in range(warmup):
+        session.run(None, feeds)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -13,7 +13,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxsplit.analysis import Analysis
-from onnxsplit.export import random_inputs
+from onnxsplit.sample_inputs import random_inputs
 from onnxsplit.extract import extract_parts, run_parts
 from onnxsplit.ort_session import create_session
 from onnxsplit.graph import Graph

@@ -10,7 +10,8 @@ import pytest
 from cost_models.profiles import load_device, load_link
 from onnxsplit.analysis import analyze
 from onnxsplit.errors import SplitnnError
-from onnxsplit.export import random_inputs, write_split
+from onnxsplit.export import write_split
+from onnxsplit.sample_inputs import random_inputs
 from onnxsplit.loading import load_graph
 from onnxsplit.planning import plan_split
 from tests.helpers import CLS_MODEL, rapidocr_model, session

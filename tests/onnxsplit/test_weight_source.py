@@ -4,7 +4,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxsplit.export import random_inputs
+from onnxsplit.sample_inputs import random_inputs
 from onnxsplit.loading import load_graph
 from onnxsplit.weight_source import WeightSource, model_reading_weights_in_place, open_in_place
 from tests.helpers import load_proto, make_model, session, tensor, weight

@@ -1,0 +1,113 @@
+"""`splitnn profile`: time every node with onnxruntime's profiler and fit a device profile."""
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import click
+
+from cli.options import input_shape_option
+from cli.render import stderr, stdout
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True, metavar="MODEL.onnx...")
+@input_shape_option
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Profile file to write (.toml).")
+@click.option("--runs", default=10, show_default=True, type=click.IntRange(1), help="Timed runs per model (the median is kept).")
+@click.option("--warmup", default=2, show_default=True, type=click.IntRange(0), help="Untimed runs first.")
+@click.option("--level", type=click.Choice(["none", "basic", "extended", "all"]), default="basic", show_default=True,
+              help="onnxruntime graph optimizations; basic is what the ORT-format device part gets.")
+@click.option("--threads", type=click.IntRange(1), help="Intra-op threads (default: onnxruntime's, one per core).")
+@click.option("--base", default="host", show_default=True,
+              help="Profile that supplies what the models cannot determine (RAM, power, unused classes).")
+@click.option("--name", help="Name inside the profile (default: profiled-HOSTNAME).")
+@click.option("--json", "as_json", is_flag=True, help="Print the fit and the per-group timings as JSON.")
+def profile(models: tuple[str, ...], input_shapes: tuple[str, ...], output: str, runs: int, warmup: int, level: str,
+            threads: int | None, base: str, name: str | None, as_json: bool) -> None:
+    """Time every node of MODEL(s) on this machine and fit a device profile to the times.
+
+    Run it on the board to be modelled. onnxruntime's own profiler times each
+    kernel (median of --runs after --warmup); fused kernels are mapped back to
+    the nodes of the file. The roofline figures (per-class rates, memory
+    bandwidth, per-node overhead) are then fitted to those times, and the
+    profile is written as TOML for --device/--server. Several models give the
+    fit more kinds of layers to learn from.
+
+    \b
+    Examples:
+      splitnn profile resnet18.onnx -o board.toml
+      splitnn profile resnet18.onnx mobilenet.onnx --runs 20 -o board.toml --json
+      splitnn partition vgg16.onnx -o out/vgg16 --device board.toml
+    """
+    from cost_models.fitting import fit_profile, fit_report_lines
+    from cost_models.node_timing import time_nodes
+    from cost_models.profiles import device_to_toml, load_device
+    from onnxsplit.errors import SplitnnError
+    from onnxsplit.files import write_text_atomic
+    from onnxsplit.input_shapes import parse_input_shapes
+    from onnxsplit.loading import load_graph
+
+    target = Path(output)
+    if target.suffix != ".toml":
+        raise SplitnnError(f"-o '{output}' must name a .toml file (profiles are TOML)")
+    base_profile = load_device(base)
+    shapes = parse_input_shapes(input_shapes)
+    graphs = [load_graph(model, shapes) for model in models]
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    measurements = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=stderr(), transient=True) as bar:
+        for model, graph in zip(models, graphs):
+            task = bar.add_task(f"timing {Path(model).name}", total=warmup + runs)
+            timings = time_nodes(graph, runs=runs, warmup=warmup, level=level, threads=threads,
+                                 progress=lambda done, total, task=task: bar.update(task, completed=done))
+            measurements.append((graph, timings))
+    fit = fit_profile(measurements, base_profile, name or f"profiled-{socket.gethostname()}")
+    write_text_atomic(target, device_to_toml(fit.profile, fit_report_lines(fit, measurements)))
+
+    if as_json:
+        document = fit.to_dict()
+        document["output"] = str(target)
+        document["timings"] = [
+            {
+                "model": t.model, "level": t.level, "runs": t.runs, "warmup": t.warmup, "run_s": t.run_seconds,
+                "kernel_s": t.kernel_seconds, "eliminated": [g.nodes[i].name for i in t.eliminated],
+                "groups": [{"kernels": list(k.kernels), "nodes": [g.nodes[i].name for i in k.nodes], "seconds": k.seconds}
+                           for k in t.groups],
+            }
+            for g, t in measurements
+        ]
+        click.echo(json.dumps(document, indent=1))
+        return
+    _render(fit, measurements, target)
+
+
+def _render(fit, measurements, target: Path) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    console = stdout()
+    p = fit.profile
+    table = Table(title=f"Fitted profile '{p.name}'", title_justify="left")
+    for column in ("figure", "value", "fitted", "groups", "meas. ms", "pred. ms", "error"):
+        table.add_column(column, justify="left" if column in ("figure", "fitted") else "right", no_wrap=True, min_width=6)
+    for c in fit.classes:
+        value = f"{p.memory_bytes_per_s / 1e9:.3g} GB/s" if c.name == "memory" else f"{p.macs_per_s[c.name] / 1e9:.3g} GMAC/s"
+        table.add_row(c.name, value, "yes" if c.fitted else "[yellow]no (base)[/yellow]", str(c.groups),
+                      f"{c.measured_s * 1e3:.3f}", f"{c.predicted_s * 1e3:.3f}", f"{c.error:+.1%}" if c.groups else "")
+    table.add_row("overhead", f"{p.per_node_overhead_s * 1e6:.3g} µs", "yes", "", "", "", "")
+    console.print(table)
+    models = Table(title="Per model (sum of kernel medians)", title_justify="left")
+    for column in ("model", "kernels", "groups", "elim.", "meas. ms", "pred. ms", "error", "group err"):
+        models.add_column(column, justify="left" if column == "model" else "right", no_wrap=column != "model")
+    for (graph, timings), m in zip(measurements, fit.models):
+        models.add_row(Path(m.model).name, str(sum(len(g.kernels) for g in timings.groups)), str(len(timings.groups)),
+                       str(len(timings.eliminated)), f"{m.measured_s * 1e3:.3f}", f"{m.predicted_s * 1e3:.3f}",
+                       f"{m.error:+.1%}", f"{m.group_error:.1%}")
+    console.print(models)
+    console.print(f"wrote {target} (use it as --device {target})")
+    console.print("[dim]groups: kernels onnxruntime ran, mapped back to the nodes they compute; elim.: nodes it "
+                  "folded away; group err: time-weighted mean error per group[/dim]")

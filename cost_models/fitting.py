@@ -1,0 +1,237 @@
+"""Fit a device profile's figures to measured kernel times.
+
+The model is the roofline of cost_models.latency, per original node:
+    t(node) = max(MACs / rate[class], bytes moved / bandwidth) + overhead
+and a kernel group (cost_models.node_timing) is predicted as the sum over the
+nodes it computes. The six figures (four class rates, bandwidth, overhead) are
+fitted in log space by coordinate descent on a weighted squared log error:
+
+    sum over groups of w * log(predicted / measured)^2,
+    w = half the group's share of the measured time + half of 1 / groups,
+
+so the slow kernels that make up the total count most while the many small
+ones still pin down the per-node overhead. Six parameters and a cheap,
+vectorised objective do not need a solver library (numpy is enough; scipy
+would be a new dependency for one minimisation).
+
+A figure the measured models do not determine (halving or doubling it
+hardly changes the objective: no depthwise convolution in VGG-16, say) takes
+the base profile's value scaled by the determined rates' geometric-mean ratio
+to the base, unless that worsens the fit; the report marks it as not fitted.
+Last, one common factor on all figures makes the summed prediction equal the
+summed measurement, since the log error alone leaves the total a little off.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from cost_models.latency import OP_CLASSES, bytes_moved, op_class
+from cost_models.node_timing import NodeTimings
+from cost_models.profiles import DeviceProfile
+from cost_models.registry import node_costs
+from onnxsplit.graph import Graph
+
+MEMORY = "memory"  # the bandwidth figure, reported beside the classes
+# A figure counts as determined when halving or doubling it worsens the objective by more than this fraction.
+SENSITIVITY = 0.01
+
+
+@dataclass(frozen=True)
+class ClassFit:
+    """How well the fitted profile predicts the kernel groups dominated by one operator class."""
+
+    name: str  # an operator class of cost_models.latency, or "memory"
+    fitted: bool  # False: the measured models did not determine it (scaled from the base profile)
+    groups: int  # kernel groups where this class has the largest predicted time
+    measured_s: float
+    predicted_s: float
+
+    @property
+    def error(self) -> float:
+        """Relative error of the class's summed time (predicted / measured - 1)."""
+        return self.predicted_s / self.measured_s - 1 if self.measured_s else 0.0
+
+
+@dataclass(frozen=True)
+class ModelFit:
+    model: str
+    measured_s: float  # sum of kernel medians
+    predicted_s: float  # sum of the fitted roofline over the same nodes
+    group_error: float  # time-weighted mean of |predicted / measured - 1| over groups
+
+    @property
+    def error(self) -> float:
+        return self.predicted_s / self.measured_s - 1 if self.measured_s else 0.0
+
+
+@dataclass(frozen=True)
+class ProfileFit:
+    profile: DeviceProfile
+    classes: tuple[ClassFit, ...]
+    models: tuple[ModelFit, ...]
+    objective: float  # the weighted squared log error at the optimum
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile.to_dict(),
+            "classes": [
+                {"name": c.name, "fitted": c.fitted, "groups": c.groups, "measured_s": c.measured_s,
+                 "predicted_s": c.predicted_s, "error": c.error}
+                for c in self.classes
+            ],
+            "models": [
+                {"model": m.model, "measured_s": m.measured_s, "predicted_s": m.predicted_s, "error": m.error,
+                 "group_error": m.group_error}
+                for m in self.models
+            ],
+            "objective": self.objective,
+        }
+
+
+@dataclass(frozen=True)
+class _Design:
+    """The fit's data as flat arrays: one entry per measured node, one per group."""
+
+    macs: np.ndarray
+    bytes: np.ndarray
+    klass: np.ndarray  # index into OP_CLASSES
+    group: np.ndarray  # index of the node's group
+    measured: np.ndarray  # per group
+    weight: np.ndarray  # per group
+    model_of_group: np.ndarray
+
+
+def _design(measurements: list[tuple[Graph, NodeTimings]]) -> _Design:
+    macs, nbytes, klass, group, measured, model_of = [], [], [], [], [], []
+    for model_index, (graph, timings) in enumerate(measurements):
+        costs = node_costs(graph)
+        for g in timings.groups:
+            if not g.nodes or g.seconds <= 0:
+                continue  # nothing to predict it from (or too fast to see)
+            for index in g.nodes:
+                node = graph.nodes[index]
+                macs.append(costs[index].macs)
+                nbytes.append(bytes_moved(node, costs[index], graph))
+                klass.append(OP_CLASSES.index(op_class(node, graph)))
+                group.append(len(measured))
+            measured.append(g.seconds)
+            model_of.append(model_index)
+    if not measured:
+        raise ValueError("no measured kernel group to fit")
+    measured_arr = np.array(measured)
+    weight = 0.5 * measured_arr / measured_arr.sum() + 0.5 / len(measured_arr)
+    return _Design(np.array(macs, float), np.array(nbytes, float), np.array(klass), np.array(group),
+                   measured_arr, weight, np.array(model_of))
+
+
+def _node_terms(d: _Design, log_params: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    rates = np.exp(log_params[:4])
+    bandwidth, overhead = math.exp(log_params[4]), math.exp(log_params[5])
+    return d.macs / rates[d.klass], d.bytes / bandwidth, overhead
+
+
+def _group_predictions(d: _Design, log_params: np.ndarray) -> np.ndarray:
+    compute, memory, overhead = _node_terms(d, log_params)
+    return np.bincount(d.group, weights=np.maximum(compute, memory) + overhead, minlength=len(d.measured))
+
+
+def _objective(d: _Design, log_params: np.ndarray) -> float:
+    return float(np.sum(d.weight * np.log(_group_predictions(d, log_params) / d.measured) ** 2))
+
+
+def _coordinate_descent(d: _Design, start: np.ndarray, sweeps: int = 30) -> np.ndarray:
+    """Minimise `_objective` one log-parameter at a time over a shrinking grid of factors."""
+    params = start.copy()
+    best = _objective(d, params)
+    span = math.log(1e4)
+    for _ in range(sweeps):
+        for k in range(len(params)):
+            for step in np.linspace(-span, span, 41):
+                trial = params.copy()
+                trial[k] += step
+                value = _objective(d, trial)
+                if value < best * (1 - 1e-9):  # only a real improvement moves a flat parameter
+                    best, params = value, trial
+        span = max(span / 2, 0.01)
+    return params
+
+
+def fit_profile(
+    measurements: list[tuple[Graph, NodeTimings]], base: DeviceProfile, name: str, description: str = ""
+) -> ProfileFit:
+    """Fit `base`'s per-class rates, bandwidth and overhead to the measured kernel groups."""
+    d = _design(measurements)
+    start = np.log([*(base.macs_per_s[c] for c in OP_CLASSES), base.memory_bytes_per_s, max(base.per_node_overhead_s, 1e-7)])
+    params = _coordinate_descent(d, start)
+    best = _objective(d, params)
+    # A figure is determined when halving or doubling it worsens the fit noticeably.
+    determined = []
+    for k in range(len(params)):
+        worse = min(_objective(d, params + step * np.eye(len(params))[k]) for step in (-math.log(2), math.log(2)))
+        determined.append(worse > best * (1 + SENSITIVITY) + 1e-9)
+    # Undetermined figures take the base profile's value, scaled like the determined rates, where the fit allows.
+    ratios = [params[i] - start[i] for i in range(len(OP_CLASSES)) if determined[i]]
+    scale = float(np.mean(ratios)) if ratios else 0.0
+    for k in range(len(params) - 1):  # the overhead is always the fitted one
+        if not determined[k]:
+            trial = params.copy()
+            trial[k] = start[k] + scale
+            if _objective(d, trial) <= best * (1 + SENSITIVITY):
+                params = trial
+    # Last, one common factor on all figures makes the summed prediction equal the summed measurement.
+    factor = float(_group_predictions(d, params).sum() / d.measured.sum())
+    params[:5] += math.log(factor)
+    params[5] -= math.log(factor)
+
+    predicted = _group_predictions(d, params)
+    compute, memory, _ = _node_terms(d, params)
+    node_time = np.maximum(compute, memory)
+    per_class_time = np.zeros((len(d.measured), len(OP_CLASSES)))
+    np.add.at(per_class_time, (d.group, d.klass), node_time)
+    dominant = per_class_time.argmax(axis=1)
+    memory_bound = np.bincount(d.group, weights=np.where(memory > compute, node_time, 0.0), minlength=len(d.measured))
+    group_node_time = np.bincount(d.group, weights=node_time, minlength=len(d.measured))
+    classes = []
+    for i, c in enumerate(OP_CLASSES):
+        mask = dominant == i
+        classes.append(ClassFit(c, determined[i], int(mask.sum()), float(d.measured[mask].sum()), float(predicted[mask].sum())))
+    mask = memory_bound > 0.5 * group_node_time  # groups whose predicted time is mostly memory traffic
+    classes.append(ClassFit(MEMORY, determined[4], int(mask.sum()), float(d.measured[mask].sum()), float(predicted[mask].sum())))
+    models = []
+    for index, (graph, _) in enumerate(measurements):
+        mask = d.model_of_group == index
+        measured, pred = d.measured[mask], predicted[mask]
+        group_error = float(np.sum(np.abs(pred / measured - 1) * measured) / measured.sum()) if mask.any() else 0.0
+        models.append(ModelFit(str(graph.path), float(measured.sum()), float(pred.sum()), group_error))
+    profile = replace(
+        base,
+        name=name,
+        description=description or f"fitted by splitnn profile to {len(measurements)} model(s)",
+        macs_per_s={c: float(math.exp(params[i])) for i, c in enumerate(OP_CLASSES)},
+        memory_bytes_per_s=float(math.exp(params[4])),
+        per_node_overhead_s=float(math.exp(params[5])),
+        source="fitted",
+    )
+    return ProfileFit(profile, tuple(classes), tuple(models), _objective(d, params))
+
+
+def fit_report_lines(fit: ProfileFit, measurements: list[tuple[Graph, NodeTimings]]) -> list[str]:
+    """How the profile was obtained, as comment lines for its TOML file."""
+    first = measurements[0][1]
+    lines = [
+        "Fitted by `splitnn profile` (cost_models/fitting.py) from onnxruntime profiler timings:",
+        f"optimization level {first.level}, {first.runs} timed runs after {first.warmup} warm-up runs, "
+        f"threads {first.threads or 'onnxruntime default'}.",
+    ]
+    for model in fit.models:
+        lines.append(f"  {model.model}: measured {model.measured_s * 1e3:.3f} ms, predicted {model.predicted_s * 1e3:.3f} ms "
+                     f"({model.error:+.1%}; per kernel group {model.group_error:.1%})")
+    lines.append("Per class (groups where it dominates): measured -> predicted")
+    for c in fit.classes:
+        state = "fitted" if c.fitted else "not determined, scaled from the base profile"
+        lines.append(f"  {c.name}: {c.groups} groups, {c.measured_s * 1e3:.3f} -> {c.predicted_s * 1e3:.3f} ms ({c.error:+.1%}); {state}")
+    return lines

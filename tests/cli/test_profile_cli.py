@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cost_models.profiles import load_device
+from tests.helpers import run_cli
+
+
+def test_profile_writes_a_usable_device_profile(sample_path, tmp_path):
+    target = tmp_path / "board.toml"
+    model = str(sample_path("resnet18", 64))
+    proc = run_cli("profile", model, "-o", str(target), "--runs", "2", "--warmup", "1", "--base", "rockpro64", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert {c["name"] for c in report["classes"]} == {"dense_conv", "depthwise_conv", "matmul", "elementwise", "memory"}
+    timing = report["timings"][0]
+    assert timing["runs"] == 2 and timing["level"] == "basic"
+    assert sum(len(g["nodes"]) for g in timing["groups"]) + len(timing["eliminated"]) == 69  # ResNet-18's nodes
+    board = load_device(str(target))
+    assert board.ram_bytes == load_device("rockpro64").ram_bytes  # not measurable: from --base
+    assert board.macs_per_s["dense_conv"] == pytest.approx(report["profile"]["macs_per_s"]["dense_conv"], rel=1e-3)
+    # The profile drives a partition.
+    proc = run_cli("partition", model, "-o", str(tmp_path / "plan"), "--device", str(target), "--no-ort")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_profile_table_and_bad_options(sample_path, tmp_path):
+    model = str(sample_path("lenet5"))
+    proc = run_cli("profile", model, "-o", str(tmp_path / "b.toml"), "--runs", "1", "--level", "extended")
+    assert proc.returncode == 0, proc.stderr
+    assert "Fitted profile" in proc.stdout and "dense_conv" in proc.stdout
+    for args, message in (
+        (["-o", str(tmp_path / "b.txt")], "must name a .toml file"),
+        (["-o", str(tmp_path / "b.toml"), "--runs", "0"], "Invalid value for '--runs'"),
+        (["-o", str(tmp_path / "b.toml"), "--base", "nano"], "unknown device profile 'nano'"),
+    ):
+        proc = run_cli("profile", model, *args)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
