@@ -49,6 +49,10 @@ class Verification:
     passed: bool
 
 
+# onnxruntime's ORT format is a flatbuffer, whose offsets are 32-bit.
+ORT_FORMAT_MAX_BYTES = 2**31
+
+
 def constants_to_initializers(model: onnx.ModelProto, min_bytes: int = CONSTANT_TO_INITIALIZER_BYTES) -> int:
     """Turn large Constant nodes into initializers of the same name, so their bytes go to the blob.
 
@@ -184,6 +188,11 @@ def write_split(
     graph = analysis.graph
     if graph.path is None:
         raise SplitnnError("the analysis has no model file to take the weights from")
+    if ort_format and plan.chosen.cut.device_param_bytes >= ORT_FORMAT_MAX_BYTES:
+        raise SplitnnError(
+            f"the device part holds {plan.chosen.cut.device_param_bytes / 1e9:.2f} GB of weights and the ORT format "
+            "(a flatbuffer) cannot exceed 2 GiB: add --no-ort, or choose an earlier cut"
+        )
     # Parts are cut from the weightless skeleton; their weights are streamed from the source file.
     device, server = extract_parts(graph, graph.model, plan.chosen.cut)
 

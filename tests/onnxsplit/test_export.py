@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from cost_models.profiles import load_device, load_link
 from onnxsplit.analysis import analyze
 from onnxsplit.errors import SplitnnError
 from onnxsplit.export import write_split
-from onnxsplit.sample_inputs import random_inputs
 from onnxsplit.loading import load_graph
+from onnxsplit.sample_inputs import random_inputs
 from onnxsplit.planning import plan_split
 from tests.helpers import CLS_MODEL, rapidocr_model, session
 
@@ -122,3 +124,39 @@ def test_external_data_source_streams_into_blobs(sample_path, tmp_path):
     assert document["verification"]["passed"] and document["verification"]["max_abs_err"] < 1e-4
     blobs = sum((outdir / side / "weights.bin").stat().st_size for side in ("device", "server"))
     assert blobs == analysis.totals.param_bytes
+
+
+def _model_over_2gb(folder):
+    """An embedding table of 2 GiB + 4 MiB in a sparse external file (zeros, no disk blocks), then Relu and Mul."""
+    rows = 2**31 // (16 * 4) + 2**16
+    table = TensorProto(name="table", data_type=TensorProto.FLOAT, dims=[rows, 16], data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", "big.bin"), ("offset", "0"), ("length", str(rows * 16 * 4))):
+        entry = table.external_data.add()
+        entry.key, entry.value = key, value
+    with open(folder / "big.bin", "wb") as handle:
+        handle.truncate(rows * 16 * 4)
+    scale = numpy_helper.from_array(np.full(16, 2.0, np.float32), "scale")
+    nodes = [helper.make_node("Gather", ["table", "idx"], ["emb"]), helper.make_node("Relu", ["emb"], ["r"]),
+             helper.make_node("Mul", ["r", "scale"], ["y"])]
+    graph = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("idx", TensorProto.INT64, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16])], [table, scale])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save_model(model, str(folder / "big.onnx"))
+    return folder / "big.onnx", rows * 16 * 4
+
+
+def test_model_over_2gb(tmp_path):
+    path, table_bytes = _model_over_2gb(tmp_path)
+    # The ORT format cannot hold it: refused before anything is written.
+    with pytest.raises(SplitnnError, match="cannot exceed 2 GiB: add --no-ort"):
+        _split(path, tmp_path / "out", tensors=("emb",))
+    assert not (tmp_path / "out").exists()
+    try:
+        analysis, document = _split(path, tmp_path / "out", tensors=("emb",), ort_format=False)
+        assert document["verification"]["passed"] and document["verification"]["device_artifact"] == "device/model.onnx"
+        assert (tmp_path / "out" / "device" / "weights.bin").stat().st_size == table_bytes
+        assert (tmp_path / "out" / "device" / "model.onnx").stat().st_size < 10_000
+        assert analysis.totals.param_bytes == table_bytes + 64
+    finally:
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)  # 2 GiB of real blocks; pytest keeps old tmp dirs
