@@ -90,14 +90,11 @@ def _save_part(part: Part, folder: Path, weights: WeightSource) -> None:
         for tensor in model.graph.initializer:
             if tensor.data_type == onnx.TensorProto.STRING:
                 continue  # strings cannot be external data; they stay in the graph
-            if tensor.name in weights.initializers:
-                data = weights.read(tensor.name)
-            else:  # a Constant node's value, moved above
-                data = numpy_helper.to_array(tensor).tobytes()
             offset = blob.tell()
-            blob.write(data)
-            length = len(data)
-            del data  # release the view into the source file
+            if tensor.name in weights.initializers:
+                length = weights.copy_into(tensor.name, blob)
+            else:  # a Constant node's value, moved above
+                length = blob.write(numpy_helper.to_array(tensor).tobytes())
             for field_name in _DATA_FIELDS:
                 tensor.ClearField(field_name)
             del tensor.external_data[:]
@@ -113,18 +110,23 @@ def convert_to_ort(onnx_path: Path, ort_path: Path) -> None:
 
     Basic optimizations only, so the file stays runnable by any execution provider.
     """
-    create_session(onnx_path, save_to=ort_path, config={"session.save_model_format": "ORT"},
-                   level="basic")
+    create_session(onnx_path, save_to=ort_path, config={"session.save_model_format": "ORT"}, level="basic", prepack=False)
+
+
+# Verification sessions run once each, two at a time: repacking weights for
+# faster repeated runs would only cost time, and idle threads must not spin
+# on the cores the other session is using.
+_VERIFY_CONFIG = {"session.intra_op.allow_spinning": "0"}
 
 
 def _session(path: Path):  # type: ignore[no-untyped-def]
-    # One run per session: repacking the weights for faster repeated runs would only cost time.
-    return create_session(path, prepack=False)
+    return create_session(path, prepack=False, config=_VERIFY_CONFIG)
 
 
 def reference_outputs(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The original model's outputs, its weights read in place from the source file (not from the parts)."""
-    original = open_in_place(graph.model, graph.initializers, graph.path, prepack=False)  # type: ignore[arg-type]
+    original = open_in_place(graph.model, graph.initializers, graph.path, prepack=False,  # type: ignore[arg-type]
+                             config=dict(_VERIFY_CONFIG))
     return dict(zip(graph.outputs, original.run(list(graph.outputs), feeds)))
 
 

@@ -13,8 +13,9 @@ of parsing 553 MB of protobuf (VGG-16: session in 0.15 s instead of 1.85 s).
 from __future__ import annotations
 
 import mmap
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Mapping
 
 import numpy as np
 import onnx
@@ -62,6 +63,50 @@ class WeightSource:
         tensor = onnx.TensorProto()  # typed fields (float_data, ...): let protobuf decode the message
         tensor.ParseFromString(bytes(buf[info.message_offset : info.message_offset + info.message_length]))  # type: ignore[operator]
         return numpy_helper.to_array(tensor).astype(np.dtype(info.dtype)).tobytes()
+
+    def _file_range(self, name: str) -> tuple[Path, int, int] | None:
+        """Where the raw bytes of `name` lie in a file, when they lie there as they are."""
+        info = self.initializers.get(name)
+        if info is None or info.offset is None or info.length is None:
+            return None
+        if info.location == "external":
+            return self.folder / str(info.file), info.offset, info.length
+        return (self.path, info.offset, info.length) if info.raw else None
+
+    def copy_into(self, name: str, blob: BinaryIO) -> int:
+        """Append the bytes of `name` to `blob`; returns how many.
+
+        Bytes that lie in a file as they are move file to file inside the kernel
+        (os.copy_file_range): no page faults on the mapping, no copy through
+        Python. Where the kernel or file system cannot, they are written from
+        the mapping instead.
+        """
+        where = self._file_range(name)
+        if where is not None:
+            path, offset, length = where
+            blob.flush()
+            start = blob.tell()
+            source = self._map(path)  # keeps the file open; its descriptor is the source
+            handle = self._maps[path][0]
+            try:
+                copied = 0
+                while copied < length:
+                    step = os.copy_file_range(handle.fileno(), blob.fileno(), length - copied,  # type: ignore[attr-defined]
+                                              offset + copied, start + copied)
+                    if step == 0:
+                        raise OSError("short copy")
+                    copied += step
+                blob.seek(start + length)
+                return length
+            except OSError:
+                blob.seek(start)
+                blob.truncate()
+                del source
+        data = self.read(name)
+        blob.write(data)
+        length = len(data)
+        del data  # release the view into the source file
+        return length
 
     def close(self) -> None:
         for handle, buf in self._maps.values():

@@ -53,3 +53,15 @@ def test_weight_bytes_from_inline_and_external_files(tmp_path):
             np.testing.assert_array_equal(got, expected)
     got = open_in_place(graph.model, graph.initializers, graph.path).run(["y"], random_inputs(graph))[0]
     np.testing.assert_array_equal(got, session(model).run(["y"], random_inputs(graph))[0])
+
+
+def test_copy_into_appends_the_same_bytes_as_read(tmp_path):
+    onnx.save_model(_two_matmuls(), str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.bin",
+                    size_threshold=0)
+    for graph in (load_proto(_two_matmuls(), tmp_path), load_graph(tmp_path / "ext.onnx")):
+        with WeightSource.of(graph) as weights, open(tmp_path / "blob.bin", "wb") as blob:
+            blob.write(b"head")  # appended after what the blob already holds
+            lengths = [weights.copy_into(name, blob) for name in ("w1", "w2")]
+            expected = b"head" + b"".join(bytes(weights.read(name)) for name in ("w1", "w2"))
+        assert lengths == [64 * 128 * 4, 128 * 32 * 4]
+        assert (tmp_path / "blob.bin").read_bytes() == expected
