@@ -12,6 +12,7 @@ import click
 from cli.analyze import analyze
 from cli.partition import partition
 from cli.profile import profile
+from cli.runtime import device, run_bench, serve
 from cli.samples import samples
 from cli.update_weights import update_weights
 from onnxsplit.errors import SplitnnError
@@ -26,12 +27,17 @@ def cli() -> None:
     Quick start:
       splitnn samples build resnet18 -o resnet18.onnx
       splitnn analyze resnet18.onnx
+      splitnn partition resnet18.onnx -o out/resnet18 --link 4g
+      splitnn run-bench out/resnet18
     """
 
 
 cli.add_command(analyze)
 cli.add_command(partition)
 cli.add_command(profile)
+cli.add_command(run_bench)
+cli.add_command(serve)
+cli.add_command(device)
 cli.add_command(samples)
 cli.add_command(update_weights)
 

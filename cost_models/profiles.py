@@ -31,6 +31,16 @@ class DeviceProfile:
     compute_power_w: float = 0.0  # drawn while computing, for the energy objective
     source: str = ""  # where the file came from
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DeviceProfile":
+        """The inverse of to_dict (as stored in plan.json)."""
+        return cls(
+            name=data["name"], description="", macs_per_s=dict(data["macs_per_s"]),
+            memory_bytes_per_s=data["memory_bytes_per_s"], per_node_overhead_s=data["per_node_overhead_s"],
+            ram_bytes=data["ram_bytes"], usable_ram_fraction=data["usable_ram_fraction"],
+            compute_power_w=data["compute_power_w"], source=data.get("source", ""),
+        )
+
     @property
     def usable_ram_bytes(self) -> int:
         return int(self.ram_bytes * self.usable_ram_fraction)

@@ -1,0 +1,164 @@
+"""The device-server wire protocol: length-prefixed frames over TCP.
+
+A frame is a fixed header followed by a payload:
+
+    magic   4 bytes  b"SPNN"
+    version u8       1
+    kind    u8       1 request, 2 response, 3 error
+    status  u16      0 ok; for errors, one of the STATUS_* codes
+    request u64      request id, echoed in the reply
+    server  f64      server compute seconds (responses), else 0
+    length  u32      payload bytes that follow (at most the receiver's maximum)
+
+A request or response payload is a list of named tensors:
+
+    count u16, then per tensor: name length u16, name (UTF-8), array length u32,
+    the array in numpy's .npy format (self-describing, read without pickle)
+
+An error payload is a UTF-8 message. Everything is little-endian. No library
+frames messages on a raw socket this simply without bringing a server
+framework (gRPC, ZeroMQ) the device would also need; .npy does the tensors.
+"""
+from __future__ import annotations
+
+import io
+import socket
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MAGIC = b"SPNN"
+VERSION = 1
+REQUEST, RESPONSE, ERROR = 1, 2, 3
+STATUS_OK = 0
+STATUS_BAD_FRAME = 1  # malformed header or payload
+STATUS_TOO_LARGE = 2  # payload over the receiver's maximum
+STATUS_BAD_INPUT = 3  # tensors do not match the part's inputs
+STATUS_FAILED = 4  # the part failed to run
+
+HEADER = struct.Struct("<4sBBHQdI")
+DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024
+
+
+class ProtocolError(Exception):
+    """A frame that breaks the protocol; `status` says how.
+
+    `resumable`: the whole frame was consumed, so the next one can be read;
+    otherwise the frame boundaries are lost and the connection must close.
+    """
+
+    def __init__(self, message: str, status: int = STATUS_BAD_FRAME, request_id: int = 0, resumable: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.request_id = request_id
+        self.resumable = resumable
+
+
+class ConnectionClosed(Exception):
+    """The peer closed the connection (between frames, or inside one when `partial`)."""
+
+    def __init__(self, partial: bool) -> None:
+        super().__init__("connection closed inside a frame" if partial else "connection closed")
+        self.partial = partial
+
+
+@dataclass
+class Frame:
+    kind: int
+    request_id: int
+    status: int = STATUS_OK
+    server_s: float = 0.0
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    message: str = ""
+    wire_bytes: int = 0  # header + payload, as read
+
+
+def encode_tensors(tensors: dict[str, np.ndarray]) -> bytes:
+    out = io.BytesIO()
+    out.write(struct.pack("<H", len(tensors)))
+    for name, array in tensors.items():
+        encoded_name = name.encode("utf-8")
+        buf = io.BytesIO()
+        array = np.asarray(array)  # ascontiguousarray would turn a 0-d tensor into 1-d
+        np.lib.format.write_array(buf, array if array.flags.c_contiguous else array.copy(order="C"), allow_pickle=False)
+        data = buf.getvalue()
+        out.write(struct.pack("<H", len(encoded_name)))
+        out.write(encoded_name)
+        out.write(struct.pack("<I", len(data)))
+        out.write(data)
+    return out.getvalue()
+
+
+def decode_tensors(payload: bytes) -> dict[str, np.ndarray]:
+    view = memoryview(payload)
+    try:
+        (count,) = struct.unpack_from("<H", view, 0)
+        pos = 2
+        tensors: dict[str, np.ndarray] = {}
+        for _ in range(count):
+            (name_len,) = struct.unpack_from("<H", view, pos)
+            name = bytes(view[pos + 2 : pos + 2 + name_len]).decode("utf-8")
+            pos += 2 + name_len
+            (data_len,) = struct.unpack_from("<I", view, pos)
+            pos += 4
+            if pos + data_len > len(view):
+                raise ProtocolError(f"tensor '{name}' runs past the end of the payload")
+            tensors[name] = np.lib.format.read_array(io.BytesIO(view[pos : pos + data_len]), allow_pickle=False)
+            pos += data_len
+        if pos != len(view):
+            raise ProtocolError(f"{len(view) - pos} stray bytes after the tensors")
+        return tensors
+    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"malformed tensor payload: {exc}") from None
+
+
+def encode_frame(frame: Frame) -> bytes:
+    payload = frame.message.encode("utf-8") if frame.kind == ERROR else encode_tensors(frame.tensors)
+    header = HEADER.pack(MAGIC, VERSION, frame.kind, frame.status, frame.request_id, frame.server_s, len(payload))
+    return header + payload
+
+
+def _recv_exact(sock: socket.socket, count: int, started: bool) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < count:
+        chunk = sock.recv(min(count - len(chunks), 1 << 20))
+        if not chunk:
+            raise ConnectionClosed(partial=started or bool(chunks))
+        chunks += chunk
+    return bytes(chunks)
+
+
+def read_frame(sock: socket.socket, max_payload_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame:
+    """Read one frame. A payload over `max_payload_bytes` is drained and refused (STATUS_TOO_LARGE)."""
+    header = _recv_exact(sock, HEADER.size, started=False)
+    magic, version, kind, status, request_id, server_s, length = HEADER.unpack(header)
+    if magic != MAGIC:
+        raise ProtocolError(f"not a splitnn frame (magic {magic!r})")
+    if version != VERSION:
+        raise ProtocolError(f"protocol version {version}, this side speaks {VERSION}")
+    if kind not in (REQUEST, RESPONSE, ERROR):
+        raise ProtocolError(f"unknown frame kind {kind}")
+    if length > max_payload_bytes:
+        remaining = length
+        while remaining:  # drain it, so the connection stays usable
+            remaining -= len(_recv_exact(sock, min(remaining, 1 << 20), started=True))
+        raise ProtocolError(f"frame of {length} bytes is over the maximum of {max_payload_bytes}", STATUS_TOO_LARGE,
+                            request_id, resumable=True)
+    payload = _recv_exact(sock, length, started=True) if length else b""
+    frame = Frame(kind, request_id, status, server_s, wire_bytes=HEADER.size + length)
+    if kind == ERROR:
+        frame.message = payload.decode("utf-8", errors="replace")
+    else:
+        try:
+            frame.tensors = decode_tensors(payload)
+        except ProtocolError as exc:
+            raise ProtocolError(str(exc), exc.status, request_id, resumable=True) from None
+    return frame
+
+
+def send_frame(sock: socket.socket, frame: Frame) -> int:
+    """Send one frame; returns the bytes sent."""
+    data = encode_frame(frame)
+    sock.sendall(data)
+    return len(data)

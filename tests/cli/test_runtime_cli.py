@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.helpers import REPO, run_cli
+
+
+@pytest.fixture(scope="module")
+def plan_dir(sample_path, tmp_path_factory):
+    outdir = tmp_path_factory.mktemp("bench") / "lenet"
+    proc = run_cli("partition", str(sample_path("lenet5")), "-o", str(outdir), "--link", "wifi", "--cut", "averagepool2_out")
+    assert proc.returncode == 0, proc.stderr
+    return outdir
+
+
+def test_run_bench_json_report(plan_dir):
+    proc = run_cli("run-bench", str(plan_dir), "--requests", "3", "--bandwidth", "50Mbit", "--rtt", "4ms",
+                   "--device-slowdown", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["requests"] == 3 and report["ok"] + report["errors"] == 3 and report["ok"] == 3
+    assert set(report["stages"]) == {"device_s", "encode_s", "transfer_s", "server_s", "e2e_s"}
+    assert all({"p50", "p95"} <= set(v) for v in report["stages"].values())
+    assert report["outputs_match"] is True and report["max_abs_err"] < 1e-4
+    assert report["slowdown"] == {"factor": 2.0, "source": "given", "emulated": True}
+    assert report["link"]["uplink_bps"] == 50e6 and report["link"]["rtt_s"] == pytest.approx(0.004)
+    # The 4 ms round trip is really there: the transfer can never beat it.
+    assert report["stages"]["transfer_s"]["p50"] >= 0.004
+    assert report["bound_s"] >= report["stages"]["device_s"]["p50"] + 0.004
+    assert report["baselines"]["all_device_s"] > 0 and report["baselines"]["all_server_s"] >= 0.004
+    assert report["bytes_per_request"]["up"] > 0 and report["predicted_s"] == report["predicted"]["total_s"]
+
+
+def test_run_bench_table_with_loss_and_outage(plan_dir):
+    proc = run_cli("run-bench", str(plan_dir), "--requests", "2", "--loss", "0.05", "--jitter", "1ms",
+                   "--outage", "0-0.3", "--no-baselines", "--device-slowdown", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "end to end" in proc.stdout and "2 ok, 0 errors" in proc.stdout and "outputs match" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--outage", "5"], "--outage '5' must be START-END"),
+    (["--device-slowdown", "0.5"], "at least 1"),
+    (["--device-slowdown", "fast"], "must be a number"),
+    (["--loss", "1"], "Invalid value for '--loss'"),
+    (["--trace", "missing.csv"], "cannot read trace"),
+])
+def test_run_bench_bad_options(plan_dir, args, message):
+    proc = run_cli("run-bench", str(plan_dir), "--requests", "1", *args)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_run_bench_without_a_plan(tmp_path):
+    proc = run_cli("run-bench", str(tmp_path))
+    assert proc.returncode == 2 and "has no plan.json" in proc.stderr
+
+
+def test_serve_and_device_as_two_processes(plan_dir, tmp_path):
+    server = subprocess.Popen([sys.executable, "-m", "cli", "serve", str(plan_dir), "--port", "0"], cwd=REPO,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stderr.readline()
+        assert "serving" in line, line
+        address = line.split(" on ")[1].split()[0]
+        plan = json.loads((plan_dir / "plan.json").read_text())
+        shape = plan["inputs"]["input"]["shape"]
+        np.save(tmp_path / "x.npy", np.random.default_rng(0).random(shape).astype(np.float32))
+        proc = run_cli("device", str(plan_dir), "--server", address, "--input", str(tmp_path / "x.npy"),
+                       "-o", str(tmp_path / "out.npz"), "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["ok"] == 1
+        assert np.load(tmp_path / "out.npz")[plan["outputs"][0]].shape == (1, 10)
+        proc = run_cli("device", str(plan_dir), "--server", address)
+        assert proc.returncode == 2 and "exactly one of --input" in proc.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    proc = run_cli("device", str(plan_dir), "--server", address, "--random", "1", "--timeout", "2")
+    assert proc.returncode == 2 and "cannot reach the server" in proc.stderr
+
+
+def test_an_all_device_plan_sends_nothing(sample_path, tmp_path):
+    outdir = tmp_path / "local"
+    proc = run_cli("partition", str(sample_path("lenet5")), "-o", str(outdir), "--cut", "")  # sends nothing
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("run-bench", str(outdir), "--requests", "2", "--no-baselines", "--device-slowdown", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] == 2 and report["bytes_per_request"] == {"up": 0, "down": 0}
+    assert report["stages"]["transfer_s"]["p50"] == 0 and report["outputs_match"] is True
