@@ -13,7 +13,6 @@ Every request is timed by stage:
 from __future__ import annotations
 
 import itertools
-import json
 import socket
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 
 from onnxsplit.errors import SplitnnError
 from onnxsplit.ort_session import create_session
+from onnxsplit.plan_file import read_plan
 from onnxsplit.wire import DEFAULT_MAX_FRAME_BYTES, ERROR, REQUEST, ConnectionClosed, Frame, ProtocolError, encode_frame, read_frame
 
 
@@ -53,10 +53,7 @@ class DevicePart:
 
     def __init__(self, outdir: str | Path, threads: int | None = None) -> None:
         outdir = Path(outdir)
-        plan_file = outdir / "plan.json"
-        if not plan_file.is_file():
-            raise SplitnnError(f"'{outdir}' has no plan.json: run `splitnn partition MODEL -o {outdir}` first")
-        self.plan = json.loads(plan_file.read_text(encoding="utf-8"))
+        self.plan = read_plan(outdir)
         part = self.plan["parts"]["device"]
         self.inputs: list[str] = list(part["inputs"]) if not part["empty"] else list(self.plan["parts"]["server"]["inputs"])
         self.outputs: list[str] = list(part["outputs"]) if not part["empty"] else self.inputs

@@ -8,7 +8,6 @@ the frame boundaries are lost), where the error frame is followed by a close.
 """
 from __future__ import annotations
 
-import json
 import socket
 import socketserver
 import threading
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from onnxsplit.errors import SplitnnError
 from onnxsplit.ort_session import create_session
+from onnxsplit.plan_file import read_plan
 from onnxsplit.wire import (
     DEFAULT_MAX_FRAME_BYTES,
     ERROR,
@@ -52,10 +52,7 @@ class ServerCounts:
 def server_part_path(outdir: str | Path) -> Path | None:
     """The server part of a plan folder; None when the plan puts everything on the device."""
     outdir = Path(outdir)
-    plan_file = outdir / "plan.json"
-    if not plan_file.is_file():
-        raise SplitnnError(f"'{outdir}' has no plan.json: run `splitnn partition MODEL -o {outdir}` first")
-    plan = json.loads(plan_file.read_text(encoding="utf-8"))
+    plan = read_plan(outdir)
     if plan["parts"]["server"]["empty"]:
         return None
     return outdir / plan["artifacts"]["server_model"]

@@ -22,6 +22,8 @@ import onnx
 from onnx import numpy_helper
 
 from onnxsplit.errors import SplitnnError
+from onnxsplit.files import write_text_atomic
+from onnxsplit.plan_file import PLAN_FILE, read_plan
 from onnxsplit.skeleton import read_skeleton
 
 SIDES = ("device", "server")
@@ -80,10 +82,8 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> dict[str, Any]:
     from onnxsplit.export import WEIGHTS_FILE, convert_to_ort
 
     outdir = Path(outdir)
-    plan_path = outdir / "plan.json"
-    if not plan_path.is_file():
-        raise SplitnnError(f"'{outdir}' has no plan.json: give the folder written by `splitnn partition`")
-    plan = json.loads(plan_path.read_text(encoding="utf-8"))
+    plan_path = outdir / PLAN_FILE
+    plan = read_plan(outdir)
     expected = plan.get("graph_fingerprint")
     if expected is None:
         raise SplitnnError(f"'{plan_path}' has no graph fingerprint: partition the model again with this splitnn")
@@ -132,7 +132,5 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> dict[str, Any]:
         "device_download_bytes": next((u.changed_bytes for u in updates if u.side == "device"), 0),
     }
     plan["weights_update"] = report
-    tmp = plan_path.with_name(".plan.json.tmp")
-    tmp.write_text(json.dumps(plan, indent=1), encoding="utf-8")
-    os.replace(tmp, plan_path)
+    write_text_atomic(plan_path, json.dumps(plan, indent=1))
     return report
