@@ -141,14 +141,12 @@ def run_bench(outdir: str, link: str | None, bandwidth: str | None, rtt: str | N
     from onnxsplit.units import parse_bandwidth_bps, parse_duration_s
 
     plan = DevicePart(outdir).plan
-    name = link or (None if bandwidth else plan["link"]["name"] if plan["link"]["name"] != "custom" else None)
-    if name is None and bandwidth is None:
-        bandwidth_bps, rtt_s = plan["link"]["uplink_bps"], plan["link"]["rtt_s"]
-    else:
-        chosen = load_link(name, parse_bandwidth_bps(bandwidth) if bandwidth else None, parse_duration_s(rtt) if rtt else None)
+    if link or bandwidth:  # as in partition: a named link, else a custom one; --bandwidth/--rtt override
+        chosen = load_link(link, parse_bandwidth_bps(bandwidth) if bandwidth else None, parse_duration_s(rtt) if rtt else None)
         bandwidth_bps, rtt_s = chosen.uplink_bps, chosen.rtt_s
-    if rtt is not None:
-        rtt_s = parse_duration_s(rtt)
+    else:  # the link the plan was made for
+        bandwidth_bps = plan["link"]["uplink_bps"]
+        rtt_s = parse_duration_s(rtt) if rtt else plan["link"]["rtt_s"]
     windows = []
     for text in outages:
         try:

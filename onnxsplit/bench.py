@@ -23,6 +23,7 @@ import numpy as np
 
 from onnxsplit.device_runtime import DeviceClient, DevicePart, RequestResult
 from onnxsplit.errors import SplitnnError
+from onnxsplit.graph import Graph
 from onnxsplit.link_emulator import LinkRelay, LinkSettings
 from onnxsplit.sample_inputs import random_feeds
 
@@ -74,13 +75,11 @@ def derive_slowdown(plan: dict[str, Any]) -> float:
     from cost_models.profiles import DeviceProfile, load_device
     from onnxsplit.analysis import analyze
     from onnxsplit.cuts import placeable_indices
-    from onnxsplit.loading import load_graph
 
-    model = Path(plan["model"])
-    if not model.is_file():
-        raise SplitnnError(f"the plan's model '{model}' is gone: give --device-slowdown K explicitly")
-    shapes = {name: tuple(spec["shape"]) for name, spec in plan["inputs"].items()}
-    analysis = analyze(load_graph(model, shapes))
+    graph = _plan_graph(plan)
+    if graph is None:
+        raise SplitnnError(f"the plan's model '{plan['model']}' is gone: give --device-slowdown K explicitly")
+    analysis = analyze(graph)
     cut = next((c for c in analysis.cuts if sorted(c.tensors) == sorted(plan["cut"]["tensors"])), None)
     if cut is None:
         raise SplitnnError("the plan's cut is not a cut of its model any more: partition again")
@@ -112,14 +111,21 @@ def _run_requests(client: DeviceClient, feeds: dict[str, np.ndarray], count: int
     return results
 
 
-def _reference(plan: dict[str, Any], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-    from onnxsplit.ort_session import create_session
+def _plan_graph(plan: dict[str, Any]) -> Graph | None:
+    """The plan's original model, loaded with the input shapes the plan was made for; None when it is gone."""
+    from onnxsplit.loading import load_graph
 
     model = Path(plan["model"])
     if not model.is_file():
         return None
-    session = create_session(model)
-    return dict(zip(plan["outputs"], session.run(plan["outputs"], {n: feeds[n] for n in plan["inputs"]})))
+    return load_graph(model, {name: tuple(spec["shape"]) for name, spec in plan["inputs"].items()})
+
+
+def _reference(plan: dict[str, Any], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    from onnxsplit.export import reference_outputs
+
+    graph = _plan_graph(plan)
+    return reference_outputs(graph, feeds) if graph is not None else None
 
 
 def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
@@ -227,6 +233,8 @@ def _baselines(plan: dict[str, Any], feeds: dict[str, np.ndarray], link: LinkSet
 class _WholeModel:
     """The unsplit model, run where the device part would run (duck-types DevicePart)."""
 
+    server_empty = False
+
     def __init__(self, session: Any, plan: dict[str, Any]) -> None:
         self.session, self.inputs, self.outputs = session, list(plan["inputs"]), list(plan["outputs"])
 
@@ -236,6 +244,8 @@ class _WholeModel:
 
 class _NoDevicePart:
     """Nothing on the device: the raw input is what is sent (duck-types DevicePart)."""
+
+    server_empty = False
 
     def __init__(self, plan: dict[str, Any]) -> None:
         self.inputs = list(plan["inputs"])

@@ -140,7 +140,7 @@ class DeviceClient:
         """One whole request: device compute, then the exchange with the server."""
         start = time.perf_counter()
         tensors, device_s = self.compute(feeds)
-        if getattr(self.part, "server_empty", False):
+        if self.part.server_empty:
             return RequestResult(next(self._ids), True, "", device_s, 0.0, 0.0, 0.0, time.perf_counter() - start, 0, 0, tensors)
         result = self.exchange(tensors)
         return RequestResult(result.request_id, result.ok, result.error, device_s, result.encode_s, result.transfer_s,

@@ -29,6 +29,7 @@ from onnxsplit.errors import SplitnnError
 from onnxsplit.extract import Part, extract_parts
 from onnxsplit.graph import Graph
 from onnxsplit.ort_session import create_session
+from onnxsplit.plan_file import PLAN_FILE
 from onnxsplit.planning import Plan
 from onnxsplit.sample_inputs import random_inputs
 from onnxsplit.weight_source import WeightSource, open_in_place
@@ -126,7 +127,7 @@ def _session(path: Path):  # type: ignore[no-untyped-def]
 def reference_outputs(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The original model's outputs, its weights read in place from the source file (not from the parts)."""
     original = open_in_place(graph.model, graph.initializers, graph.path, prepack=False,  # type: ignore[arg-type]
-                             config=dict(_VERIFY_CONFIG))
+                             config=_VERIFY_CONFIG)
     return dict(zip(graph.outputs, original.run(list(graph.outputs), feeds)))
 
 
@@ -185,7 +186,7 @@ def write_split(
 ) -> dict[str, Any]:
     """Write, verify and publish the artifacts of `plan`; return the plan.json content."""
     outdir = Path(outdir)
-    if outdir.exists() and (not outdir.is_dir() or (any(outdir.iterdir()) and not (outdir / "plan.json").exists())):
+    if outdir.exists() and (not outdir.is_dir() or (any(outdir.iterdir()) and not (outdir / PLAN_FILE).exists())):
         raise SplitnnError(f"'{outdir}' exists and is not a splitnn output folder: choose a new -o folder or empty it")
     graph = analysis.graph
     if graph.path is None:
@@ -247,7 +248,7 @@ def write_split(
             },
             "artifacts": artifacts,
         }
-        (staging / "plan.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
+        (staging / PLAN_FILE).write_text(json.dumps(document, indent=1), encoding="utf-8")
         _publish(staging, outdir)
         return document
     finally:
