@@ -143,9 +143,10 @@ def run_bench(outdir: str, link: str | None, bandwidth: str | None, rtt: str | N
     plan = DevicePart(outdir).plan
     if link or bandwidth:  # as in partition: a named link, else a custom one; --bandwidth/--rtt override
         chosen = load_link(link, parse_bandwidth_bps(bandwidth) if bandwidth else None, parse_duration_s(rtt) if rtt else None)
-        bandwidth_bps, rtt_s = chosen.uplink_bps, chosen.rtt_s
+        bandwidth_bps, downlink_bps, rtt_s = chosen.uplink_bps, chosen.down_bps, chosen.rtt_s
     else:  # the link the plan was made for
         bandwidth_bps = plan["link"]["uplink_bps"]
+        downlink_bps = plan["link"].get("downlink_bps", bandwidth_bps)
         rtt_s = parse_duration_s(rtt) if rtt else plan["link"]["rtt_s"]
     windows = []
     for text in outages:
@@ -156,7 +157,7 @@ def run_bench(outdir: str, link: str | None, bandwidth: str | None, rtt: str | N
         if not 0 <= start < end:
             raise SplitnnError(f"--outage '{text}': START must be below END, both from 0")
         windows.append((start, end))
-    settings = settings_for(bandwidth_bps, rtt_s, jitter_s=parse_duration_s(jitter) if jitter else 0.0, loss=loss,
+    settings = settings_for(bandwidth_bps, rtt_s, downlink_bps=downlink_bps, jitter_s=parse_duration_s(jitter) if jitter else 0.0, loss=loss,
                             outages=windows, trace=read_trace(trace) if trace else ())
     if device_slowdown == "auto":
         factor, source = derive_slowdown(plan), "profiles"

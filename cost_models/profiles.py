@@ -60,10 +60,12 @@ class DeviceProfile:
 
 @dataclass(frozen=True)
 class LinkProfile:
-    """An uplink: bandwidth, round trip, and the radio's power while sending.
+    """A link: bandwidth each way, round trip, and the radio's power while sending.
 
-    transfer time = bytes * 8 / uplink_bps + rtt_s (one request, one reply)
+    transfer time = bytes_up * 8 / uplink_bps + bytes_back * 8 / downlink_bps + rtt_s
+                    (one request, one reply)
     radio power   = mw_per_mbps * throughput_mbps + base_mw (Huang et al., MobiSys 2012)
+    The downlink is the uplink's rate unless given (the literature's settings are uplinks).
     """
 
     name: str
@@ -72,9 +74,14 @@ class LinkProfile:
     radio_mw_per_mbps: float = 0.0
     radio_base_mw: float = 0.0
     description: str = ""
+    downlink_bps: float | None = None  # None: as fast as the uplink
 
-    def transfer_seconds(self, nbytes: int) -> float:
-        return nbytes * 8 / self.uplink_bps + self.rtt_s
+    @property
+    def down_bps(self) -> float:
+        return self.downlink_bps if self.downlink_bps is not None else self.uplink_bps
+
+    def transfer_seconds(self, nbytes: int, reply_bytes: int = 0) -> float:
+        return nbytes * 8 / self.uplink_bps + reply_bytes * 8 / self.down_bps + self.rtt_s
 
     def radio_watts(self) -> float:
         return (self.radio_mw_per_mbps * self.uplink_bps / 1e6 + self.radio_base_mw) / 1000
@@ -83,6 +90,7 @@ class LinkProfile:
         return {
             "name": self.name,
             "uplink_bps": self.uplink_bps,
+            "downlink_bps": self.down_bps,
             "rtt_s": self.rtt_s,
             "radio_mw_per_mbps": self.radio_mw_per_mbps,
             "radio_base_mw": self.radio_base_mw,
@@ -179,6 +187,8 @@ def load_link(name: str | None = None, bandwidth_bps: float | None = None, rtt_s
             radio_mw_per_mbps=float(spec.get("radio_mw_per_mbps", 0.0)),
             radio_base_mw=float(spec.get("radio_base_mw", 0.0)),
             description=str(spec.get("description", "")),
+            downlink_bps=(bandwidth_bps if bandwidth_bps is not None
+                          else float(spec["downlink_mbps"]) * 1e6 if "downlink_mbps" in spec else None),
         )
     if bandwidth_bps is None:
         raise SplitnnError("no link given: use --link NAME, or --bandwidth (e.g. 5.85Mbit) with --rtt (e.g. 40ms)")

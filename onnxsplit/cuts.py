@@ -37,6 +37,7 @@ class Cut:
     device_peak_bytes: int
     server_macs: int
     server_param_bytes: int
+    reply_bytes: int = 0  # model outputs computed on the server, sent back to the device
 
     @property
     def all_server(self) -> bool:
@@ -72,6 +73,9 @@ def enumerate_cuts(graph: Graph, costs: list[NodeCost]) -> list[Cut]:
     device_constants = _cumulative_constant_bytes(graph, placeable)
     server_constants = _cumulative_constant_bytes(graph, placeable[::-1])[::-1]
     total_macs = sum(cost.macs for cost in costs)
+    # Position of the node producing each model output (-1: an input passed through).
+    output_positions = [(position_of.get(graph.producer[name], -1) if name in graph.producer else -1, graph.info(name).nbytes)
+                        for name in graph.outputs]
 
     cuts: list[Cut] = []
     open_tensors: dict[str, int] = {}  # name -> last reader position
@@ -95,6 +99,7 @@ def enumerate_cuts(graph: Graph, costs: list[NodeCost]) -> list[Cut]:
                 device_peak_bytes=device_peak,
                 server_macs=total_macs - device_macs,
                 server_param_bytes=server_constants[k],
+                reply_bytes=sum(nbytes for position, nbytes in output_positions if position >= k),
             )
         )
         if k < count:

@@ -3,7 +3,9 @@
 Per cut (the model is stated once, here):
   device_s   = roofline time of the device part on the device profile
   encode_s   = bytes at the cut / device memory bandwidth (one copy into the send buffer)
-  transfer_s = bytes * 8 / uplink bandwidth + round trip (0 when nothing is sent)
+  transfer_s = bytes * 8 / uplink bandwidth + reply bytes * 8 / downlink bandwidth
+               + round trip (0 when nothing is sent; the reply is the model outputs
+               computed on the server)
   server_s   = roofline time of the server part on the server profile
   total_s    = device_s + encode_s + transfer_s + server_s          (objective `latency`)
   throughput = 1 / max(device_s + encode_s, transfer_s, server_s)   (objective `throughput`,
@@ -89,6 +91,7 @@ def _cut_dict(candidate: Candidate) -> dict[str, Any]:
         "id": cut.id,
         "tensors": list(cut.tensors),
         "bytes": cut.bytes,
+        "reply_bytes": cut.reply_bytes,
         "after_node": cut.last_device_node,
         "device_macs": cut.device_macs,
         "device_param_bytes": cut.device_param_bytes,
@@ -113,7 +116,7 @@ def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, li
         server_s = server_total - server_prefix[cut.id]
         encode_s = cut.bytes / device.memory_bytes_per_s
         send_s = cut.bytes * 8 / link.uplink_bps
-        transfer_s = send_s + link.rtt_s if cut.tensors else 0.0
+        transfer_s = link.transfer_seconds(cut.bytes, cut.reply_bytes) if cut.tensors else 0.0
         slowest = max(device_s + encode_s, transfer_s, server_s)
         predictions.append(
             Prediction(

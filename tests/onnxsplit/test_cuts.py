@@ -123,3 +123,16 @@ def test_loop_is_opaque(tmp_path):
     assert result.unknown_ops == {"Loop": ["repeat"]}
     worst, checked = max_chain_error(result, model)
     assert checked == 4 and worst < 1e-6
+
+
+def test_reply_bytes_are_the_outputs_computed_on_the_server(tmp_path):
+    # x -> Relu -> a (a model output, 4x4 floats) -> Sigmoid -> b (a model output, 4x4 floats)
+    model = make_model(
+        [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Sigmoid", ["a"], ["b"])],
+        [tensor("x", [4, 4])], [tensor("a", [4, 4]), tensor("b", [4, 4])],
+    )
+    path = tmp_path / "two_outputs.onnx"
+    onnx.save(model, str(path))
+    cuts = analyze(load_graph(path)).cuts
+    # Cut 0: both outputs come back; cut 1: only b (a was made on the device); cut 2: nothing is sent.
+    assert [c.reply_bytes for c in cuts] == [128, 64, 0]

@@ -70,3 +70,14 @@ def test_forced_cut(vgg):
     assert plan.forced and plan.chosen.cut.tensors == ("maxpool3_out",)
     with pytest.raises(SplitnnError, match="no cut sends exactly"):
         plan_split(vgg, board, cloud, link, forced_tensors=("nonsense",))
+
+
+def test_transfer_counts_the_reply_over_the_downlink(vgg):
+    board, cloud = load_device("rockpro64"), load_device("cloud-cpu")
+    link = dataclasses.replace(load_link("4g"), downlink_bps=1e6)
+    plan = plan_split(vgg, board, cloud, link, "latency")
+    first, last = plan.candidates[0], plan.candidates[-1]
+    assert first.cut.reply_bytes == 1000 * 4  # VGG-16's 1000 float scores come back
+    expected = first.cut.bytes * 8 / 5.85e6 + 4000 * 8 / 1e6 + link.rtt_s
+    assert first.predicted.transfer_s == pytest.approx(expected, rel=1e-12)
+    assert last.cut.reply_bytes == 0 and last.predicted.transfer_s == 0  # all on the device: nothing moves
