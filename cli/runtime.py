@@ -114,10 +114,12 @@ def device(outdir: str, address: str, input_file: str | None, random_count: int 
               help="Dilate the device part's compute by K (auto: the device profile against the host profile; 1: none).")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for each answer.")
 @click.option("--no-baselines", is_flag=True, help="Skip the all-device and all-server runs.")
+@click.option("--stream", is_flag=True, help="Also pipeline the frames (the device computes frame i+1 while the server works on frame i).")
+@click.option("--fps", type=click.FloatRange(0, min_open=True), help="With --stream: frames offered per second (default: as fast as the device goes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def run_bench(outdir: str, link: str | None, bandwidth: str | None, rtt: str | None, jitter: str | None, loss: float,
               trace: str | None, outages: tuple[str, ...], requests: int, device_slowdown: str, timeout: float,
-              no_baselines: bool, as_json: bool) -> None:
+              no_baselines: bool, stream: bool, fps: float | None, as_json: bool) -> None:
     """Run the plan in OUTDIR end to end over an emulated link and compare with the prediction.
 
     Starts the server part in a second process, a user-space link relay
@@ -131,6 +133,7 @@ def run_bench(outdir: str, link: str | None, bandwidth: str | None, rtt: str | N
       splitnn run-bench out/vgg16 --link 3g --requests 50 --json
       splitnn run-bench out/vgg16 --bandwidth 20Mbit --rtt 30ms --jitter 5ms --loss 0.01
       splitnn run-bench out/vgg16 --trace lte.csv --outage 3-5
+      splitnn run-bench out/vgg16 --stream --requests 50 [--fps 10]
     """
     from cost_models.profiles import load_link
     from onnxsplit.bench import BenchOptions, derive_slowdown
@@ -140,6 +143,8 @@ def run_bench(outdir: str, link: str | None, bandwidth: str | None, rtt: str | N
     from onnxsplit.link_emulator import read_trace, settings_for
     from onnxsplit.units import parse_bandwidth_bps, parse_duration_s
 
+    if fps is not None and not stream:
+        raise SplitnnError("--fps paces a stream: add --stream")
     plan = DevicePart(outdir).plan
     if link or bandwidth:  # as in partition: a named link, else a custom one; --bandwidth/--rtt override
         chosen = load_link(link, parse_bandwidth_bps(bandwidth) if bandwidth else None, parse_duration_s(rtt) if rtt else None)
@@ -169,7 +174,7 @@ def run_bench(outdir: str, link: str | None, bandwidth: str | None, rtt: str | N
         if factor < 1:
             raise SplitnnError("--device-slowdown must be at least 1 (this host cannot be made faster)")
     options = BenchOptions(requests=requests, slowdown=factor, slowdown_source=source, timeout_s=timeout,
-                           baselines=not no_baselines)
+                           baselines=not no_baselines, stream=stream, fps=fps)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -219,3 +224,14 @@ def _render(report: dict) -> None:  # type: ignore[type-arg]
         console.print(f"outputs {verdict} the unsplit model (max abs error {report['max_abs_err']:.3g})")
     for message in report["error_messages"]:
         console.print(f"[red]error:[/red] {message}")
+    stream = report["stream"]
+    if stream is not None:
+        periods = ", ".join(f"{k[:-2]} {v * 1e3:.1f} ms" for k, v in stream["stage_periods_s"].items())
+        offered = f" (offered {stream['offered_fps']:g} fps)" if stream["offered_fps"] else ""
+        ratio = f" = {stream['ratio']:.2f} x" if stream["ratio"] is not None else ""
+        console.print(f"stream of {stream['frames']} frames{offered}: {stream['ok']} ok, {stream['errors']} errors; "
+                      f"[bold]{stream['throughput_fps']:.2f} frames/s[/bold]{ratio} the bound {stream['bound_fps']:.2f} "
+                      f"(1 / max stage: {periods}; bottleneck {stream['bottleneck'][:-2]}); latency p50 "
+                      f"{stream['latency_s']['p50'] * 1e3:.1f} ms, p95 {stream['latency_s']['p95'] * 1e3:.1f} ms")
+        for message in stream["error_messages"]:
+            console.print(f"[red]stream error:[/red] {message}")

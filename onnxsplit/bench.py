@@ -25,6 +25,7 @@ from onnxsplit.device_runtime import DeviceClient, DevicePart, RequestResult
 from onnxsplit.errors import SplitnnError
 from onnxsplit.graph import Graph
 from onnxsplit.link_emulator import LinkRelay, LinkSettings
+from onnxsplit.pipelining import StreamResult, stream_frames
 from onnxsplit.sample_inputs import random_feeds
 
 STAGES = ("device_s", "encode_s", "transfer_s", "server_s", "e2e_s")
@@ -99,6 +100,8 @@ class BenchOptions:
     timeout_s: float = 30.0
     baselines: bool = True
     seed: int = 0
+    stream: bool = False  # also pipeline `requests` frames on one connection
+    fps: float | None = None  # the stream's pacing; None: as fast as the device goes
 
 
 def _run_requests(client: DeviceClient, feeds: dict[str, np.ndarray], count: int,
@@ -141,16 +144,21 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
     tick = (lambda stage, total: (lambda done: progress(stage, done, total))) if progress else (lambda stage, total: None)
 
     stalls = 0
+    stream = None
     if server_model is None:  # all on the device: no server, no link
         client = DeviceClient(part, ("127.0.0.1", 0), slowdown=options.slowdown)
         client.request(feeds)
         results = _run_requests(client, feeds, options.requests, tick("all on the device (the plan)", options.requests))
+        if options.stream:
+            stream = stream_frames(client, feeds, options.requests, options.fps, tick("stream", options.requests))
     else:
         with ServerProcess(server_model) as server, LinkRelay(server.address, link) as relay:
             client = DeviceClient(part, relay.address, slowdown=options.slowdown, timeout_s=options.timeout_s)
             client.request(feeds)  # warm-up: sessions, connection, caches (not counted)
             results = _run_requests(client, feeds, options.requests, tick("split", options.requests))
             client.close()
+            if options.stream:
+                stream = stream_frames(client, feeds, options.requests, options.fps, tick("stream", options.requests))
             stalls = relay.stalls
 
     ok = [r for r in results if r.ok]
@@ -178,6 +186,7 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
     if options.baselines and reference is not None:
         baselines = _baselines(plan, feeds, link, options, tick)
 
+    report_stream = _stream_report(stream, ok, link, server_model is None) if stream is not None else None
     return {
         "plan": str(outdir),
         "requests": len(results),
@@ -197,6 +206,40 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
         "slowdown": {"factor": options.slowdown, "source": options.slowdown_source,
                      "emulated": options.slowdown > 1},
         "cut": plan["cut"],
+        "stream": report_stream,
+    }
+
+
+def _stream_report(stream: StreamResult, sequential: list[RequestResult], link: LinkSettings, local: bool) -> dict[str, Any]:
+    """The stream's throughput next to 1 / max(stage), the stages as timed in the stream itself
+    (device and server compute per frame; the link's time is bytes / rate)."""
+    def p50(values: list[float]) -> float:
+        return statistics.median(values) if values else 0.0
+
+    up = stream.bytes_up or (int(statistics.median(r.bytes_up for r in sequential)) if sequential else 0)
+    down = stream.bytes_down or (int(statistics.median(r.bytes_down for r in sequential)) if sequential else 0)
+    periods = {
+        "device_s": p50(stream.device_s),
+        "uplink_s": 0.0 if local or not link.uplink_bps else up * 8 / link.uplink_bps,
+        "server_s": p50(stream.server_s),
+        "downlink_s": 0.0 if local or not link.downlink_bps else down * 8 / link.downlink_bps,
+    }
+    bottleneck = max(periods, key=lambda k: periods[k])
+    capacity = 1 / periods[bottleneck] if periods[bottleneck] > 0 else float("inf")
+    bound_fps = min(capacity, stream.offered_fps) if stream.offered_fps else capacity
+    return {
+        "frames": stream.frames,
+        "ok": stream.ok,
+        "errors": stream.errors,
+        "error_messages": stream.error_messages,
+        "offered_fps": stream.offered_fps,
+        "throughput_fps": stream.throughput_fps,
+        "bound_fps": bound_fps,
+        "ratio": stream.throughput_fps / bound_fps if bound_fps and bound_fps != float("inf") else None,
+        "stage_periods_s": periods,
+        "bottleneck": bottleneck,
+        "latency_s": percentiles(stream.latencies_s),
+        "wall_s": stream.wall_s,
     }
 
 

@@ -49,10 +49,24 @@ def test_run_bench_table_with_loss_and_outage(plan_dir):
     (["--device-slowdown", "fast"], "must be a number"),
     (["--loss", "1"], "Invalid value for '--loss'"),
     (["--trace", "missing.csv"], "cannot read trace"),
+    (["--fps", "5"], "--fps paces a stream: add --stream"),
 ])
 def test_run_bench_bad_options(plan_dir, args, message):
     proc = run_cli("run-bench", str(plan_dir), "--requests", "1", *args)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_run_bench_stream_report(plan_dir):
+    proc = run_cli("run-bench", str(plan_dir), "--requests", "4", "--stream", "--no-baselines", "--device-slowdown", "3",
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    stream = json.loads(proc.stdout)["stream"]
+    assert stream["frames"] == 4 and stream["ok"] + stream["errors"] == 4 and stream["ok"] == 4
+    assert set(stream["stage_periods_s"]) == {"device_s", "uplink_s", "server_s", "downlink_s"}
+    periods = stream["stage_periods_s"]
+    assert stream["bound_fps"] == pytest.approx(1 / max(periods.values()))
+    assert stream["bottleneck"] == max(periods, key=periods.get)
+    assert stream["throughput_fps"] > 0 and stream["ratio"] == pytest.approx(stream["throughput_fps"] / stream["bound_fps"])
 
 
 def test_run_bench_without_a_plan(tmp_path):
@@ -91,5 +105,5 @@ def test_an_all_device_plan_sends_nothing(sample_path, tmp_path):
     proc = run_cli("run-bench", str(outdir), "--requests", "2", "--no-baselines", "--device-slowdown", "1", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["ok"] == 2 and report["bytes_per_request"] == {"up": 0, "down": 0}
+    assert report["ok"] == 2 and report["bytes_per_request"] == {"up": 0, "down": 0} and report["stream"] is None
     assert report["stages"]["transfer_s"]["p50"] == 0 and report["outputs_match"] is True

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -12,14 +13,6 @@ from onnxsplit.sample_inputs import random_feeds
 from onnxsplit.serving import ModelServer, server_part_path
 from onnxsplit.wire import ERROR, HEADER, REQUEST, RESPONSE, STATUS_BAD_INPUT, STATUS_TOO_LARGE, Frame, read_frame, send_frame
 from tests.helpers import run_cli, session
-
-
-@pytest.fixture(scope="module")
-def lenet_plan(sample_path, tmp_path_factory):
-    outdir = tmp_path_factory.mktemp("plan") / "lenet"
-    proc = run_cli("partition", str(sample_path("lenet5")), "-o", str(outdir), "--cut", "averagepool2_out")
-    assert proc.returncode == 0, proc.stderr
-    return outdir
 
 
 def _feeds(part: DevicePart, seed: int = 0) -> dict[str, np.ndarray]:
@@ -89,3 +82,28 @@ def test_addresses_and_missing_plans(tmp_path):
             parse_address(text)
     with pytest.raises(SplitnnError, match="no plan.json"):
         DevicePart(tmp_path)
+
+
+def test_outage_mid_request_completes_when_the_link_returns(lenet_plan):
+    from onnxsplit.link_emulator import LinkRelay, settings_for
+
+    part = DevicePart(lenet_plan)
+    feeds = _feeds(part)
+    with ModelServer(server_part_path(lenet_plan)).start() as server, \
+            LinkRelay(server.address, settings_for(None, 0.0, outages=[(0.0, 0.8)])) as relay:
+        result = DeviceClient(part, relay.address, timeout_s=10).request(feeds)
+        answered_at = time.perf_counter() - relay.epoch
+    assert result.ok, result.error
+    assert answered_at >= 0.8  # held while the link was down, delivered when it came back
+
+
+def test_outage_longer_than_the_timeout_is_an_explicit_error(lenet_plan):
+    from onnxsplit.link_emulator import LinkRelay, settings_for
+
+    part = DevicePart(lenet_plan)
+    with ModelServer(server_part_path(lenet_plan)).start() as server, \
+            LinkRelay(server.address, settings_for(None, 0.0, outages=[(0.0, 30.0)])) as relay:
+        client = DeviceClient(part, relay.address, timeout_s=0.3)
+        results = [client.request(_feeds(part)) for _ in range(2)]
+    assert [r.ok for r in results] == [False, False]
+    assert all(r.error == "timed out after 0.3 s waiting for the server" for r in results)
