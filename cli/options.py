@@ -15,3 +15,28 @@ def input_shape_option(func: Callable[..., Any]) -> Callable[..., Any]:
         metavar="[NAME:]DIMS",
         help="Fix an input's shape, e.g. x:1x3x224x224 (repeat per input; a bare 1x3x224x224 for a one-input model).",
     )(func)
+
+
+def planning_inputs(device: str, server: str, link: str | None, bandwidth: str | None, rtt: str | None,
+                    max_device_share: float | None, max_transfer_bytes: str | None):  # type: ignore[no-untyped-def]
+    """The profiles, link and constraints that `partition` (and `run-bench --sweep`) plan with.
+
+    A named link, else a custom one from --bandwidth, else 4G; --bandwidth/--rtt override the named link's.
+    """
+    from cost_models.profiles import load_device, load_link
+    from onnxsplit.planning import Constraints
+    from onnxsplit.units import parse_bandwidth_bps, parse_bytes, parse_duration_s
+
+    device_profile = load_device(device)
+    server_profile = load_device(server)
+    the_link = load_link(
+        link or (None if bandwidth else "4g"),
+        parse_bandwidth_bps(bandwidth) if bandwidth else None,
+        parse_duration_s(rtt) if rtt else None,
+    )
+    constraints = Constraints(
+        device_memory_bytes=device_profile.usable_ram_bytes,
+        max_device_share=max_device_share,
+        max_transfer_bytes=parse_bytes(max_transfer_bytes) if max_transfer_bytes else None,
+    )
+    return device_profile, server_profile, the_link, constraints

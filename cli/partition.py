@@ -5,7 +5,7 @@ import json
 
 import click
 
-from cli.options import input_shape_option
+from cli.options import input_shape_option, planning_inputs
 from cli.render import human_bytes, stderr, stdout
 
 
@@ -43,27 +43,14 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, device: st
       splitnn partition resnet18.onnx -o out/r18 --device raspberry-pi-4 --bandwidth 20Mbit --rtt 15ms
       splitnn partition model.onnx -o out/m --cut relu5_out --no-ort --json
     """
-    from cost_models.profiles import load_device, load_link
     from onnxsplit.analysis import analyze
     from onnxsplit.export import write_split
     from onnxsplit.input_shapes import parse_input_shapes
     from onnxsplit.loading import load_graph
-    from onnxsplit.planning import Constraints, plan_split
-    from onnxsplit.units import parse_bandwidth_bps, parse_bytes, parse_duration_s
+    from onnxsplit.planning import plan_split
 
-    device_profile = load_device(device)
-    server_profile = load_device(server)
-    # A named link, else a custom one from --bandwidth, else 4G; --bandwidth/--rtt override the named link's.
-    the_link = load_link(
-        link or (None if bandwidth else "4g"),
-        parse_bandwidth_bps(bandwidth) if bandwidth else None,
-        parse_duration_s(rtt) if rtt else None,
-    )
-    constraints = Constraints(
-        device_memory_bytes=device_profile.usable_ram_bytes,
-        max_device_share=max_device_share,
-        max_transfer_bytes=parse_bytes(max_transfer_bytes) if max_transfer_bytes else None,
-    )
+    device_profile, server_profile, the_link, constraints = planning_inputs(
+        device, server, link, bandwidth, rtt, max_device_share, max_transfer_bytes)
     forced = tuple(t.strip() for t in cut_tensors.split(",") if t.strip()) if cut_tensors is not None else None
 
     analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))

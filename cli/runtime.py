@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from cli.options import input_shape_option
 from cli.render import human_bytes, stderr, stdout
 
 
@@ -101,31 +102,47 @@ def device(outdir: str, address: str, input_file: str | None, random_count: int 
 
 
 @click.command("run-bench")
-@click.argument("outdir", type=click.Path(file_okay=False))
-@click.option("--link", type=click.Choice(["cat1", "3g", "4g", "wifi"]), help="A built-in link (default: the plan's).")
+@click.argument("target", metavar="OUTDIR|MODEL.onnx", type=click.Path())
+@click.option("--link", type=click.Choice(["cat1", "3g", "4g", "wifi"]), help="A built-in link (default: the plan's; 4g with --sweep).")
 @click.option("--bandwidth", help="Bandwidth each way, e.g. 5.85Mbit (overrides the link's).")
 @click.option("--rtt", help="Round trip, e.g. 50ms (overrides the link's).")
 @click.option("--jitter", help="Jitter of each one-way delay, e.g. 5ms.")
 @click.option("--loss", type=click.FloatRange(0, 1, max_open=True), default=0.0, help="Probability that a packet stalls one RTO (200 ms).")
 @click.option("--trace", type=click.Path(dir_okay=False), help="Bandwidth trace, CSV of time_s,mbps.")
 @click.option("--outage", "outages", multiple=True, metavar="START-END", help="Link down from START to END seconds, e.g. 2-4.5.")
-@click.option("--requests", default=20, show_default=True, type=click.IntRange(1), help="Timed requests.")
+@click.option("--requests", default=20, show_default=True, type=click.IntRange(1), help="Timed requests (per cut with --sweep).")
 @click.option("--device-slowdown", default="auto", show_default=True,
               help="Dilate the device part's compute by K (auto: the device profile against the host profile; 1: none).")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for each answer.")
 @click.option("--no-baselines", is_flag=True, help="Skip the all-device and all-server runs.")
 @click.option("--stream", is_flag=True, help="Also pipeline the frames (the device computes frame i+1 while the server works on frame i).")
 @click.option("--fps", type=click.FloatRange(0, min_open=True), help="With --stream: frames offered per second (default: as fast as the device goes).")
+@click.option("--sweep", is_flag=True, help="TARGET is a model: measure its feasible cuts and the planner's regret.")
+@click.option("--top", type=click.IntRange(1), help="With --sweep: measure only the K best cuts by prediction (and the chosen one).")
+@input_shape_option
+@click.option("--device", "device_name", help="With --sweep: device profile (default rockpro64).")
+@click.option("--server", "server_name", help="With --sweep: server profile (default host: the sweep's server is this machine).")
+@click.option("--objective", type=click.Choice(["latency", "throughput"]), help="With --sweep: what to plan and measure (default latency).")
+@click.option("--max-device-share", type=click.FloatRange(0, 1), help="With --sweep: as in partition.")
+@click.option("--max-transfer-bytes", help="With --sweep: as in partition.")
+@click.option("--plot", type=click.Path(dir_okay=False), metavar="FILE.png", help="Draw stacked bars (device, transfer, server) per cut or per baseline.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def run_bench(outdir: str, link: str | None, bandwidth: str | None, rtt: str | None, jitter: str | None, loss: float,
+def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | None, jitter: str | None, loss: float,
               trace: str | None, outages: tuple[str, ...], requests: int, device_slowdown: str, timeout: float,
-              no_baselines: bool, stream: bool, fps: float | None, as_json: bool) -> None:
+              no_baselines: bool, stream: bool, fps: float | None, sweep: bool, top: int | None,
+              input_shapes: tuple[str, ...], device_name: str | None, server_name: str | None, objective: str | None,
+              max_device_share: float | None, max_transfer_bytes: str | None, plot: str | None, as_json: bool) -> None:
     """Run the plan in OUTDIR end to end over an emulated link and compare with the prediction.
 
     Starts the server part in a second process, a user-space link relay
     (bandwidth, delay, jitter, loss stalls, outages, traces; no root needed)
     and the device loop; reports p50/p95 per stage, the plan's prediction, the
     physical bound and the all-device / all-server baselines.
+
+    With --sweep, TARGET is a model: every feasible cut (or the --top K by
+    prediction) is written, verified and measured under the same link, and the
+    report gives measured against predicted per cut, the chosen cut, the
+    measured best and the regret (chosen / best, measured).
 
     \b
     Examples:
@@ -134,17 +151,123 @@ def run_bench(outdir: str, link: str | None, bandwidth: str | None, rtt: str | N
       splitnn run-bench out/vgg16 --bandwidth 20Mbit --rtt 30ms --jitter 5ms --loss 0.01
       splitnn run-bench out/vgg16 --trace lte.csv --outage 3-5
       splitnn run-bench out/vgg16 --stream --requests 50 [--fps 10]
+      splitnn run-bench resnet18.onnx --sweep --link wifi --top 6 --plot sweep.png
     """
+    from onnxsplit.errors import SplitnnError
+
+    sweep_only = {"--top": top, "--input-shape": input_shapes or None, "--device": device_name, "--server": server_name,
+                  "--objective": objective, "--max-device-share": max_device_share, "--max-transfer-bytes": max_transfer_bytes}
+    if not sweep and any(v is not None for v in sweep_only.values()):
+        given = [k for k, v in sweep_only.items() if v is not None]
+        raise SplitnnError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --sweep (a plan in "
+                           "OUTDIR has its own): add --sweep and give a model")
+    if fps is not None and not stream:
+        raise SplitnnError("--fps paces a stream: add --stream")
+    if sweep and stream:
+        raise SplitnnError("--sweep measures streams itself with --objective throughput: drop --stream")
+    slowdown = _slowdown(device_slowdown)
+    extras = dict(jitter_s=_duration(jitter), loss=loss, outages=_outages(outages), trace=_trace(trace))
+
+    with _progress() as progress:
+        if sweep:
+            report = _sweep(target, input_shapes, device_name, server_name, objective, link, bandwidth, rtt,
+                            max_device_share, max_transfer_bytes, extras, top, requests, slowdown, timeout, progress)
+        else:
+            report = _bench(target, link, bandwidth, rtt, extras, requests, slowdown, timeout, no_baselines, stream, fps,
+                            progress)
+    if plot is not None:
+        from onnxsplit.charts import bench_bars, stacked_bars_png, sweep_bars
+
+        if sweep:
+            title = (f"{Path(target).name}: measured per cut ({report['measure']}), {report['device']} -> "
+                     f"{report['link']} -> {report['server']}")
+            stacked_bars_png(plot, sweep_bars(report), title)
+        else:
+            stacked_bars_png(plot, bench_bars(report), f"{target}: cut {', '.join(report['cut']['tensors']) or '(none)'}, "
+                             f"{report['link']['description']}")
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+    elif sweep:
+        _render_sweep(report)
+    else:
+        _render(report)
+    if plot is not None:
+        stderr().print(f"plot written to {plot}")
+
+
+def _duration(text: str | None) -> float:
+    from onnxsplit.units import parse_duration_s
+
+    return parse_duration_s(text) if text else 0.0
+
+
+def _trace(path: str | None) -> tuple:  # type: ignore[type-arg]
+    from onnxsplit.link_emulator import read_trace
+
+    return read_trace(path) if path else ()
+
+
+def _outages(texts: tuple[str, ...]) -> list[tuple[float, float]]:
+    from onnxsplit.errors import SplitnnError
+
+    windows = []
+    for text in texts:
+        try:
+            start, end = (float(v) for v in text.split("-"))
+        except ValueError:
+            raise SplitnnError(f"--outage '{text}' must be START-END in seconds, e.g. 2-4.5") from None
+        if not 0 <= start < end:
+            raise SplitnnError(f"--outage '{text}': START must be below END, both from 0")
+        windows.append((start, end))
+    return windows
+
+
+def _slowdown(text: str) -> float | None:
+    """None for auto (from the profiles), else the factor K given."""
+    from onnxsplit.errors import SplitnnError
+
+    if text == "auto":
+        return None
+    try:
+        factor = float(text)
+    except ValueError:
+        raise SplitnnError(f"--device-slowdown '{text}' must be a number K >= 1 or auto") from None
+    if factor < 1:
+        raise SplitnnError("--device-slowdown must be at least 1 (this host cannot be made faster)")
+    return factor
+
+
+class _progress:
+    """A rich progress display on stderr, one bar per stage name; called as progress(stage, done, total)."""
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=stderr(), transient=True)
+        self.bar.__enter__()
+        self.tasks: dict[str, int] = {}
+        return self
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=total)
+        self.bar.update(self.tasks[stage], completed=done, visible=stage == "cuts" or done < total)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)  # type: ignore[arg-type]
+
+
+def _bench(outdir: str, link: str | None, bandwidth: str | None, rtt: str | None, extras: dict, requests: int,  # type: ignore[type-arg]
+           slowdown: float | None, timeout: float, no_baselines: bool, stream: bool, fps: float | None,
+           progress: _progress) -> dict:  # type: ignore[type-arg]
     from cost_models.profiles import load_link
     from onnxsplit.bench import BenchOptions, derive_slowdown
     from onnxsplit.bench import run_bench as bench
     from onnxsplit.device_runtime import DevicePart
-    from onnxsplit.errors import SplitnnError
-    from onnxsplit.link_emulator import read_trace, settings_for
+    from onnxsplit.link_emulator import settings_for
     from onnxsplit.units import parse_bandwidth_bps, parse_duration_s
 
-    if fps is not None and not stream:
-        raise SplitnnError("--fps paces a stream: add --stream")
     plan = DevicePart(outdir).plan
     if link or bandwidth:  # as in partition: a named link, else a custom one; --bandwidth/--rtt override
         chosen = load_link(link, parse_bandwidth_bps(bandwidth) if bandwidth else None, parse_duration_s(rtt) if rtt else None)
@@ -153,45 +276,55 @@ def run_bench(outdir: str, link: str | None, bandwidth: str | None, rtt: str | N
         bandwidth_bps = plan["link"]["uplink_bps"]
         downlink_bps = plan["link"].get("downlink_bps", bandwidth_bps)
         rtt_s = parse_duration_s(rtt) if rtt else plan["link"]["rtt_s"]
-    windows = []
-    for text in outages:
-        try:
-            start, end = (float(v) for v in text.split("-"))
-        except ValueError:
-            raise SplitnnError(f"--outage '{text}' must be START-END in seconds, e.g. 2-4.5") from None
-        if not 0 <= start < end:
-            raise SplitnnError(f"--outage '{text}': START must be below END, both from 0")
-        windows.append((start, end))
-    settings = settings_for(bandwidth_bps, rtt_s, downlink_bps=downlink_bps, jitter_s=parse_duration_s(jitter) if jitter else 0.0, loss=loss,
-                            outages=windows, trace=read_trace(trace) if trace else ())
-    if device_slowdown == "auto":
-        factor, source = derive_slowdown(plan), "profiles"
-    else:
-        try:
-            factor, source = float(device_slowdown), "given"
-        except ValueError:
-            raise SplitnnError(f"--device-slowdown '{device_slowdown}' must be a number K >= 1 or auto") from None
-        if factor < 1:
-            raise SplitnnError("--device-slowdown must be at least 1 (this host cannot be made faster)")
+    settings = settings_for(bandwidth_bps, rtt_s, downlink_bps=downlink_bps, **extras)
+    factor, source = (derive_slowdown(plan), "profiles") if slowdown is None else (slowdown, "given")
     options = BenchOptions(requests=requests, slowdown=factor, slowdown_source=source, timeout_s=timeout,
                            baselines=not no_baselines, stream=stream, fps=fps)
+    return bench(outdir, settings, options, progress)
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=stderr(), transient=True) as bar:
-        tasks: dict[str, int] = {}
+def _sweep(model: str, input_shapes: tuple[str, ...], device: str | None, server: str | None, objective: str | None,
+           link: str | None, bandwidth: str | None, rtt: str | None, max_device_share: float | None,
+           max_transfer_bytes: str | None, extras: dict, top: int | None, requests: int, slowdown: float | None,  # type: ignore[type-arg]
+           timeout: float, progress: _progress) -> dict:  # type: ignore[type-arg]
+    from cli.options import planning_inputs
+    from onnxsplit.analysis import analyze
+    from onnxsplit.input_shapes import parse_input_shapes
+    from onnxsplit.link_emulator import settings_for
+    from onnxsplit.loading import load_graph
+    from onnxsplit.planning import plan_split
+    from onnxsplit.sweep import sweep_cuts
 
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done)
+    device_profile, server_profile, the_link, constraints = planning_inputs(
+        device or "rockpro64", server or "host", link, bandwidth, rtt, max_device_share, max_transfer_bytes)
+    analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))
+    plan = plan_split(analysis, device_profile, server_profile, the_link, objective or "latency", constraints)
+    settings = settings_for(the_link.uplink_bps, the_link.rtt_s, downlink_bps=the_link.down_bps, **extras)
+    return sweep_cuts(analysis, plan, settings, top=top, requests=requests, slowdown=slowdown, timeout_s=timeout,
+                      progress=progress)
 
-        report = bench(outdir, settings, options, progress)
-    if as_json:
-        click.echo(json.dumps(report, indent=1))
-        return
-    _render(report)
+
+def _render_sweep(report: dict) -> None:  # type: ignore[type-arg]
+    from rich.table import Table
+
+    console = stdout()
+    console.print(f"{report['model']}: {report['device']} -> {report['link']} -> {report['server']}, objective "
+                  f"{report['objective']} (measured: {report['measure']}, {report['requests']} requests per cut)")
+    table = Table(title=f"{len(report['sweep'])} of {report['feasible_cuts']} feasible cuts measured", title_justify="left")
+    for column in ("cut", "after node", "bytes", "predicted ms", "measured ms", "device ms", "transfer ms", "server ms", "K", "ok"):
+        table.add_column(column, justify="left" if column == "after node" else "right")
+    chosen, best = report["chosen"]["cut_id"], (report["best"] or {}).get("cut_id")
+    for point in report["sweep"]:
+        mark = ("[bold green]>[/bold green]" if point["cut_id"] == chosen else "") + ("[bold]*[/bold]" if point["cut_id"] == best else "")
+        measured = f"{point['measured_s'] * 1e3:.1f}" if point["measured_s"] is not None else "[red]failed[/red]"
+        m = point["measured"]
+        table.add_row(f"{mark}{point['cut_id']}", point["after_node"] or "(input)", human_bytes(point["bytes"]),
+                      f"{point['predicted_s'] * 1e3:.1f}", measured, f"{m['device_s'] * 1e3:.1f}",
+                      f"{m['transfer_s'] * 1e3:.1f}", f"{m['server_s'] * 1e3:.1f}", f"{point['slowdown']:.2f}",
+                      f"{point['ok']}/{point['ok'] + point['errors']}")
+    console.print(table)
+    regret = f"{report['regret']:.3f}" if report["regret"] is not None else "unknown (the chosen cut failed)"
+    console.print(f"> chosen by prediction: cut {chosen}; * measured best: cut {best}; [bold]regret {regret}[/bold]")
 
 
 def _render(report: dict) -> None:  # type: ignore[type-arg]

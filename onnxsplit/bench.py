@@ -36,7 +36,8 @@ class ServerProcess:
     """A ModelServer in a child process (`python -m onnxsplit.serving`), on a free port of 127.0.0.1."""
 
     def __init__(self, model: Path | None, start_timeout_s: float = 120.0) -> None:
-        command = [sys.executable, "-m", "onnxsplit.serving", str(model) if model else "-", "--port", "0"]
+        # The server shares this machine's cores with the emulated device: its idle threads must not spin.
+        command = [sys.executable, "-m", "onnxsplit.serving", str(model) if model else "-", "--port", "0", "--no-spin"]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                         cwd=Path(__file__).resolve().parent.parent)
         ready, _, _ = select.select([self.process.stdout], [], [], start_timeout_s)
@@ -135,7 +136,7 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
               progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Measure the plan in `outdir` under `link`; returns the report (see the module doc)."""
     outdir = Path(outdir)
-    part = DevicePart(outdir)
+    part = DevicePart(outdir, spin=False)  # nor the device's, while the server computes
     plan = part.plan
     from onnxsplit.serving import server_part_path
 
@@ -250,7 +251,7 @@ def _baselines(plan: dict[str, Any], feeds: dict[str, np.ndarray], link: LinkSet
 
     model = Path(plan["model"])
     count = min(options.requests, BASELINE_REQUESTS)
-    whole = _WholeModel(create_session(model, level="basic"), plan)  # the level of the device's .ort
+    whole = _WholeModel(create_session(model, level="basic", spin=False), plan)  # the level of the device's .ort
     device_only = DeviceClient(whole, ("127.0.0.1", 0), slowdown=options.slowdown)  # type: ignore[arg-type]
     device_only.compute(feeds)
     times = []
@@ -265,10 +266,12 @@ def _baselines(plan: dict[str, Any], feeds: dict[str, np.ndarray], link: LinkSet
         client.request(feeds)
         server_only = _run_requests(client, feeds, count, tick("all on the server", count))
         client.close()
-    served = [r.e2e_s for r in server_only if r.ok]
+    served = [r for r in server_only if r.ok]
     return {
         "all_device_s": statistics.median(times),
-        "all_server_s": statistics.median(served) if served else None,
+        "all_server_s": statistics.median(r.e2e_s for r in served) if served else None,
+        "all_server": {"transfer_s": statistics.median(r.encode_s + r.transfer_s for r in served),
+                       "server_s": statistics.median(r.server_s for r in served)} if served else None,
         "requests": count,
     }
 

@@ -51,7 +51,7 @@ def parse_address(text: str) -> tuple[str, int]:
 class DevicePart:
     """The device part of a plan folder (the .ort file when there is one); empty when all runs on the server."""
 
-    def __init__(self, outdir: str | Path, threads: int | None = None) -> None:
+    def __init__(self, outdir: str | Path, threads: int | None = None, spin: bool = True) -> None:
         outdir = Path(outdir)
         self.plan = read_plan(outdir)
         part = self.plan["parts"]["device"]
@@ -61,7 +61,7 @@ class DevicePart:
         self.file = None if part["empty"] else outdir / artifacts.get("device_ort", artifacts.get("device_model"))
         # All on the device: nothing is sent, the device part's outputs are the answer.
         self.server_empty: bool = self.plan["parts"]["server"]["empty"]
-        self.session = create_session(self.file, threads=threads) if self.file is not None else None
+        self.session = create_session(self.file, threads=threads, spin=spin) if self.file is not None else None
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.session is None:

@@ -240,6 +240,10 @@ class LinkRelay:
 
     def close(self) -> None:
         self._closed = True
+        try:  # wakes the accepting thread (a plain close does not, on Linux)
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
         for sock in self._sockets:
             try:

@@ -21,6 +21,7 @@ def create_session(
     save_to: Path | None = None,
     threads: int | None = None,
     profile_prefix: Path | None = None,
+    spin: bool = True,
 ) -> "onnxruntime.InferenceSession":
     """A CPU session for a model proto or a file (.onnx or .ort).
 
@@ -28,7 +29,9 @@ def create_session(
     prepack=False skips repacking weights, which only pays off over many runs;
     save_to writes the optimized model there (with `config`, e.g. in ORT format);
     threads sets the intra-op threads (default: onnxruntime's, one per core);
-    profile_prefix turns on onnxruntime's profiler, its JSON trace named from it.
+    profile_prefix turns on onnxruntime's profiler, its JSON trace named from it;
+    spin=False keeps idle worker threads from busy-waiting (their default), which
+    matters when another process shares the cores (a bench's device and server).
     """
     import onnxruntime as ort
 
@@ -46,6 +49,8 @@ def create_session(
         options.add_session_config_entry("session.disable_prepacking", "1")
     if threads is not None:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = str(profile_prefix)

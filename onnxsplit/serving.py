@@ -62,8 +62,8 @@ class ModelServer:
     """Serve `model` (an .onnx or .ort file; None: echo the inputs back, for an empty server part)."""
 
     def __init__(self, model: Path | None, host: str = "127.0.0.1", port: int = 0,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, threads: int | None = None) -> None:
-        self.session = create_session(model, threads=threads) if model is not None else None
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, threads: int | None = None, spin: bool = True) -> None:
+        self.session = create_session(model, threads=threads, spin=spin) if model is not None else None
         self.inputs = [i.name for i in self.session.get_inputs()] if self.session else []
         self.outputs = [o.name for o in self.session.get_outputs()] if self.session else []
         self.max_frame_bytes = max_frame_bytes
@@ -156,7 +156,7 @@ class ModelServer:
 
 
 def _main(argv: list[str]) -> None:
-    """`python -m onnxsplit.serving MODEL|- [--port N]`: what run-bench starts as its server process.
+    """`python -m onnxsplit.serving MODEL|- [--port N] [--no-spin]`: what run-bench starts as its server process.
 
     Prints `listening PORT` once the session is loaded.
     """
@@ -164,7 +164,7 @@ def _main(argv: list[str]) -> None:
 
     model = None if argv[0] == "-" else Path(argv[0])
     port = int(argv[argv.index("--port") + 1]) if "--port" in argv else 0
-    server = ModelServer(model, port=port)
+    server = ModelServer(model, port=port, spin="--no-spin" not in argv)
     print(f"listening {server.address[1]}", flush=True)
     try:
         server.serve_forever()

@@ -50,6 +50,10 @@ def test_run_bench_table_with_loss_and_outage(plan_dir):
     (["--loss", "1"], "Invalid value for '--loss'"),
     (["--trace", "missing.csv"], "cannot read trace"),
     (["--fps", "5"], "--fps paces a stream: add --stream"),
+    (["--top", "3"], "--top applies only with --sweep"),
+    (["--device", "rockpro64", "--objective", "latency"], "--device, --objective apply only with --sweep"),
+    (["--sweep", "--stream"], "drop --stream"),
+    (["--plot", "x.svg", "--no-baselines"], "must name a .png file"),
 ])
 def test_run_bench_bad_options(plan_dir, args, message):
     proc = run_cli("run-bench", str(plan_dir), "--requests", "1", *args)
@@ -107,3 +111,24 @@ def test_an_all_device_plan_sends_nothing(sample_path, tmp_path):
     report = json.loads(proc.stdout)
     assert report["ok"] == 2 and report["bytes_per_request"] == {"up": 0, "down": 0} and report["stream"] is None
     assert report["stages"]["transfer_s"]["p50"] == 0 and report["outputs_match"] is True
+
+
+def test_run_bench_sweep_json_and_plot(sample_path, tmp_path):
+    plot = tmp_path / "sweep.png"
+    proc = run_cli("run-bench", str(sample_path("lenet5")), "--sweep", "--link", "wifi", "--top", "2", "--requests", "2",
+                   "--device-slowdown", "2", "--json", "--plot", str(plot))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["server"] == "host" and report["device"] == "rockpro64" and report["objective"] == "latency"
+    assert 2 <= len(report["sweep"]) <= 3  # the 2 best by prediction, and the chosen one if not among them
+    for point in report["sweep"]:
+        assert {"tensors", "predicted_s", "measured_s"} <= set(point) and point["ok"] == 2
+    assert report["regret"] == pytest.approx(report["chosen"]["measured_s"] / report["best"]["measured_s"])
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_run_bench_plot_of_one_plan(plan_dir, tmp_path):
+    plot = tmp_path / "bench.png"
+    proc = run_cli("run-bench", str(plan_dir), "--requests", "2", "--device-slowdown", "1", "--plot", str(plot))
+    assert proc.returncode == 0, proc.stderr
+    assert plot.read_bytes().startswith(b"\x89PNG") and "plot written to" in proc.stderr

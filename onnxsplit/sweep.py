@@ -1,0 +1,132 @@
+"""Measure candidate cuts of one model under one link, as in Neurosurgeon's per-layer experiment.
+
+Each candidate (every feasible cut, or the `top` best by prediction) is
+written and verified like `splitnn partition --cut`, then run end to end by
+`run_bench` under the same emulated link, with the device emulated from the
+profiles (K per cut). What is measured follows the objective:
+  latency    - end-to-end p50 of one request at a time;
+  throughput - seconds per frame of a pipelined stream (1 / frames per second).
+The regret of the planner is the measured time of the cut it chose over the
+measured time of the best cut measured: 1.0 when the prediction picked the
+best one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from onnxsplit.analysis import Analysis
+from onnxsplit.bench import BenchOptions, derive_slowdown, run_bench
+from onnxsplit.errors import SplitnnError
+from onnxsplit.export import write_split
+from onnxsplit.link_emulator import LinkSettings
+from onnxsplit.planning import Candidate, Plan
+
+MEASURABLE = ("latency", "throughput")
+
+
+def predicted_seconds(candidate: Candidate, objective: str) -> float:
+    p = candidate.predicted
+    return p.total_s if objective == "latency" else 1.0 / p.throughput_fps
+
+
+def sweep_cuts(
+    analysis: Analysis,
+    plan: Plan,
+    link: LinkSettings,
+    *,
+    top: int | None = None,
+    requests: int = 10,
+    slowdown: float | None = None,
+    timeout_s: float = 30.0,
+    workdir: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Measure the plan's feasible candidates (the `top` best by prediction, or all) and report the regret.
+
+    `plan` is what `plan_split` chose; `slowdown` None derives K per cut from
+    the profiles (as `run-bench --device-slowdown auto` does).
+    """
+    if plan.objective not in MEASURABLE:
+        raise SplitnnError(f"a sweep measures latency or throughput, not {plan.objective} (that needs a power meter): "
+                           "use --objective latency or throughput")
+    ranked = sorted((c for c in plan.candidates if c.feasible),
+                    key=lambda c: (predicted_seconds(c, plan.objective), c.cut.id))
+    chosen_id = plan.chosen.cut.id
+    measured = ranked[:top] if top else ranked
+    if all(c.cut.id != chosen_id for c in measured):
+        measured.insert(0, plan.chosen)
+    measured.sort(key=lambda c: c.cut.id)
+
+    folder = Path(tempfile.mkdtemp(prefix="splitnn-sweep-", dir=workdir))
+    points = []
+    try:
+        for index, candidate in enumerate(measured):
+            label = f"cut {candidate.cut.id} ({index + 1}/{len(measured)})"
+            if progress:
+                progress("cuts", index, len(measured))
+            outdir = folder / f"cut{candidate.cut.id}"
+            document = write_split(analysis, dataclasses.replace(plan, chosen=candidate, forced=True), outdir)
+            factor = slowdown if slowdown is not None else derive_slowdown(document)
+            options = BenchOptions(requests=requests, slowdown=factor, slowdown_source="given" if slowdown else "profiles",
+                                   timeout_s=timeout_s, baselines=False, stream=plan.objective == "throughput")
+            report = run_bench(outdir, link, options,
+                               (lambda stage, done, total: progress(f"{label} {stage}", done, total)) if progress else None)
+            shutil.rmtree(outdir, ignore_errors=True)
+            points.append(_point(candidate, plan.objective, report))
+        if progress:
+            progress("cuts", len(measured), len(measured))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    ok = [p for p in points if p["measured_s"] is not None]
+    chosen = next(p for p in points if p["cut_id"] == chosen_id)
+    best = min(ok, key=lambda p: p["measured_s"]) if ok else None
+    regret = (chosen["measured_s"] / best["measured_s"]) if best is not None and chosen["measured_s"] is not None else None
+    return {
+        "model": str(analysis.graph.path),
+        "objective": plan.objective,
+        "measure": "e2e p50 per request" if plan.objective == "latency" else "seconds per frame, pipelined",
+        "device": plan.device.name,
+        "server": plan.server.name,
+        "link": link.describe(),
+        "requests": requests,
+        "feasible_cuts": len(ranked),
+        "sweep": points,
+        "chosen": _brief(chosen),
+        "best": _brief(best) if best else None,
+        "regret": regret,
+    }
+
+
+def _point(candidate: Candidate, objective: str, report: dict[str, Any]) -> dict[str, Any]:
+    stages = {k: v["p50"] for k, v in report["stages"].items()}
+    if objective == "latency":
+        value = stages["e2e_s"] if report["ok"] else None
+    else:
+        fps = report["stream"]["throughput_fps"] if report["stream"] else float("nan")
+        value = 1.0 / fps if report["stream"]["ok"] >= 2 and fps > 0 else None
+    p = candidate.predicted
+    return {
+        "cut_id": candidate.cut.id,
+        "tensors": list(candidate.cut.tensors),
+        "after_node": candidate.cut.last_device_node,
+        "bytes": candidate.cut.bytes,
+        "predicted_s": predicted_seconds(candidate, objective),
+        "measured_s": value,
+        "predicted": {"device_s": p.device_s + p.encode_s, "transfer_s": p.transfer_s, "server_s": p.server_s},
+        "measured": {"device_s": stages["device_s"] + stages["encode_s"], "transfer_s": stages["transfer_s"],
+                     "server_s": stages["server_s"], "e2e_s": stages["e2e_s"]},
+        "ok": report["ok"],
+        "errors": report["errors"],
+        "slowdown": report["slowdown"]["factor"],
+        "outputs_match": report["outputs_match"],
+    }
+
+
+def _brief(point: dict[str, Any]) -> dict[str, Any]:
+    return {k: point[k] for k in ("cut_id", "tensors", "after_node", "predicted_s", "measured_s")}
