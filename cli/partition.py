@@ -25,10 +25,17 @@ from cli.render import human_bytes, stderr, stdout
 @click.option("--no-ort", is_flag=True, help="Skip the ORT-format (mobile) copy of the device part.")
 @click.option("--atol", default=1e-4, show_default=True, help="Verification: absolute tolerance.")
 @click.option("--rtol", default=1e-3, show_default=True, help="Verification: relative tolerance.")
+@click.option("--strategy", type=click.Choice(["vertical", "tiles"]), default="vertical", show_default=True,
+              help="vertical: device + server; tiles: the first layers split into tiles across a cluster.")
+@click.option("--nodes", type=click.IntRange(1), default=2, show_default=True, help="Tiles: how many nodes run the tiles.")
+@click.option("--grid", default="auto", show_default=True, metavar="RxC|auto", help="Tiles: the grid, e.g. 3x3 (auto: best predicted).")
+@click.option("--fuse-until", default="auto", show_default=True, metavar="TENSOR|auto", help="Tiles: the last tensor of the fused stack.")
+@click.option("--node-profile", default="rockpro64", show_default=True, help="Tiles: the profile of every node.")
 @click.option("--json", "as_json", is_flag=True, help="Print plan.json to stdout instead of tables.")
 def partition(model: str, input_shapes: tuple[str, ...], outdir: str, device: str, server: str, link: str | None,
               bandwidth: str | None, rtt: str | None, objective: str, cut_tensors: str | None, max_device_share: float | None,
-              max_transfer_bytes: str | None, no_ort: bool, atol: float, rtol: float, as_json: bool) -> None:
+              max_transfer_bytes: str | None, no_ort: bool, atol: float, rtol: float, strategy: str, nodes: int, grid: str,
+              fuse_until: str, node_profile: str, as_json: bool) -> None:
     """Split MODEL between a device and a server at the best cut, and write both parts.
 
     Every cut is predicted (device roofline + transfer + server roofline), cuts
@@ -42,7 +49,11 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, device: st
       splitnn partition vgg16.onnx -o out/vgg16 --link 3g
       splitnn partition resnet18.onnx -o out/r18 --device raspberry-pi-4 --bandwidth 20Mbit --rtt 15ms
       splitnn partition model.onnx -o out/m --cut relu5_out --no-ort --json
+      splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --fuse-until maxpool3_out
     """
+    if strategy == "tiles":
+        _partition_tiles(model, input_shapes, outdir, nodes, grid, fuse_until, node_profile, atol, rtol, as_json)
+        return
     from onnxsplit.analysis import analyze
     from onnxsplit.export import write_split
     from onnxsplit.input_shapes import parse_input_shapes
@@ -61,6 +72,62 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, device: st
         click.echo(json.dumps(document, indent=1))
         return
     _render(document, plan)
+
+
+def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, nodes: int, grid: str, fuse_until: str,
+                     node_profile: str, atol: float, rtol: float, as_json: bool) -> None:
+    from cost_models.profiles import load_device
+    from onnxsplit.analysis import analyze
+    from onnxsplit.errors import SplitnnError
+    from onnxsplit.input_shapes import parse_input_shapes
+    from onnxsplit.loading import load_graph
+    from onnxsplit.tile_export import write_tiles
+    from onnxsplit.tile_planning import plan_tiles
+
+    shape = None
+    if grid != "auto":
+        rows, _, cols = grid.lower().partition("x")
+        if not (rows.isdigit() and cols.isdigit() and int(rows) > 0 and int(cols) > 0):
+            raise SplitnnError(f"--grid '{grid}' must be RxC, e.g. 3x3, or auto")
+        shape = (int(rows), int(cols))
+    profile = load_device(node_profile)
+    analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))
+    plan = plan_tiles(analysis, nodes, profile, shape, None if fuse_until == "auto" else fuse_until)
+    with stderr().status("writing and verifying the tiles..."):
+        document = write_tiles(analysis, plan, outdir, atol=atol, rtol=rtol)
+    if as_json:
+        click.echo(json.dumps(document, indent=1))
+        return
+    _render_tiles(document)
+
+
+def _render_tiles(document: dict) -> None:  # type: ignore[type-arg]
+    from rich.table import Table
+
+    console = stdout()
+    grid, p, memory = document["grid"], document["predicted"], document["memory"]
+    console.print(
+        f"[bold]Tile plan[/bold]: {len(document['stack'])} layers fused up to {document['fuse_until']}, grid "
+        f"{grid['rows']}x{grid['cols']} on {document['nodes']} x {document['node_profile']['name']}; the rest "
+        f"({'nothing' if document['remainder']['empty'] else 'remainder/'}) runs after stitching")
+    console.print(
+        f"  redundant MACs {document['redundant_macs_ratio']:.1%} (overlaps computed twice); largest tile's "
+        f"activations {human_bytes(document['max_tile_peak_bytes'])} = {document['tile_peak_fraction']:.1%} of the "
+        f"untiled stack's {human_bytes(document['stack_peak_bytes'])}; per node {human_bytes(memory['node_bytes'])} "
+        f"of {human_bytes(memory['node_usable_bytes'])} usable")
+    speedup = f", speedup {p['speedup']:.2f}x" if p["speedup"] else ""
+    console.print(f"  predicted: tiles {p['tiles_phase_s'] * 1e3:.1f} ms + remainder {p['remainder_s'] * 1e3:.1f} ms "
+                  f"= [bold]{p['makespan_s'] * 1e3:.1f} ms[/bold] against {p['single_node_s'] * 1e3:.1f} ms on one node{speedup}")
+    table = Table(title="Tiles (regions as rows y0:y1, columns x0:x1)", title_justify="left")
+    for column in ("tile", "output region", "input region", "MACs", "peak", "predicted ms"):
+        table.add_column(column, justify="right")
+    for tile in document["tiles"]:
+        o, i = tile["output_region"], tile["input_region"]
+        table.add_row(str(tile["id"]), f"{o[0]}:{o[1]}, {o[2]}:{o[3]}", f"{i[0]}:{i[1]}, {i[2]}:{i[3]}",
+                      f"{tile['macs'] / 1e6:,.1f} M", human_bytes(tile["peak_bytes"]), f"{tile['predicted_s'] * 1e3:.1f}")
+    console.print(table)
+    v = document["verification"]
+    console.print(f"verified: stitched tiles + remainder against the model, max abs error {v['max_abs_err']:.3g}")
 
 
 def _render(document: dict, plan) -> None:  # type: ignore[no-untyped-def]

@@ -125,13 +125,22 @@ def device(outdir: str, address: str, input_file: str | None, random_count: int 
 @click.option("--objective", type=click.Choice(["latency", "throughput"]), help="With --sweep: what to plan and measure (default latency).")
 @click.option("--max-device-share", type=click.FloatRange(0, 1), help="With --sweep: as in partition.")
 @click.option("--max-transfer-bytes", help="With --sweep: as in partition.")
+@click.option("--workers", type=click.IntRange(1), help="Tile plans: Dask workers (default: the plan's --nodes).")
+@click.option("--scheduler", metavar="tcp://HOST:8786", help="Tile plans: an existing Dask scheduler (default: an embedded local cluster).")
+@click.option("--data-parallel", is_flag=True, help="Tile plans: spread whole images over the workers instead of tiles.")
+@click.option("--images", type=click.IntRange(1), default=5, show_default=True, help="Tile plans: timed images per worker count.")
+@click.option("--no-scaling", is_flag=True, help="Tile plans: time only the full worker count, not 1..N.")
+@click.option("--kill-worker-after", type=click.FloatRange(0), metavar="S",
+              help="Tile plans, fault drill: kill one worker S seconds into the first timed image.")
 @click.option("--plot", type=click.Path(dir_okay=False), metavar="FILE.png", help="Draw stacked bars (device, transfer, server) per cut or per baseline.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | None, jitter: str | None, loss: float,
               trace: str | None, outages: tuple[str, ...], requests: int, device_slowdown: str, timeout: float,
               no_baselines: bool, stream: bool, fps: float | None, sweep: bool, top: int | None,
               input_shapes: tuple[str, ...], device_name: str | None, server_name: str | None, objective: str | None,
-              max_device_share: float | None, max_transfer_bytes: str | None, plot: str | None, as_json: bool) -> None:
+              max_device_share: float | None, max_transfer_bytes: str | None, workers: int | None, scheduler: str | None,
+              data_parallel: bool, images: int, no_scaling: bool, kill_worker_after: float | None, plot: str | None,
+              as_json: bool) -> None:
     """Run the plan in OUTDIR end to end over an emulated link and compare with the prediction.
 
     Starts the server part in a second process, a user-space link relay
@@ -152,6 +161,9 @@ def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | N
       splitnn run-bench out/vgg16 --trace lte.csv --outage 3-5
       splitnn run-bench out/vgg16 --stream --requests 50 [--fps 10]
       splitnn run-bench resnet18.onnx --sweep --link wifi --top 6 --plot sweep.png
+      splitnn run-bench out/tiles                          (a tile plan: tiles on a local Dask cluster)
+      splitnn run-bench out/tiles --scheduler tcp://10.0.0.1:8786 --images 20
+      splitnn run-bench out/tiles --data-parallel --images 40
     """
     from onnxsplit.errors import SplitnnError
 
@@ -165,6 +177,15 @@ def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | N
         raise SplitnnError("--fps paces a stream: add --stream")
     if sweep and stream:
         raise SplitnnError("--sweep measures streams itself with --objective throughput: drop --stream")
+    if not sweep and _is_tile_plan(target):
+        _tile_bench(target, workers, scheduler, data_parallel, images, no_scaling, kill_worker_after, as_json)
+        return
+    tile_only = {"--workers": workers, "--scheduler": scheduler, "--data-parallel": data_parallel or None,
+                 "--no-scaling": no_scaling or None, "--kill-worker-after": kill_worker_after}
+    if any(v is not None for v in tile_only.values()):
+        given = [k for k, v in tile_only.items() if v is not None]
+        raise SplitnnError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only to tile plans "
+                           "(splitnn partition --strategy tiles)")
     slowdown = _slowdown(device_slowdown)
     extras = dict(jitter_s=_duration(jitter), loss=loss, outages=_outages(outages), trace=_trace(trace))
 
@@ -193,6 +214,60 @@ def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | N
         _render(report)
     if plot is not None:
         stderr().print(f"plot written to {plot}")
+
+
+def _is_tile_plan(target: str) -> bool:
+    plan_file = Path(target) / "plan.json"
+    if not plan_file.is_file():
+        return False
+    try:
+        return json.loads(plan_file.read_text(encoding="utf-8")).get("strategy") == "tiles"
+    except (OSError, ValueError):
+        return False  # the plan reader gives the clear error
+
+
+def _tile_bench(outdir: str, workers: int | None, scheduler: str | None, data_parallel: bool, images: int,
+                no_scaling: bool, kill_worker_after: float | None, as_json: bool) -> None:
+    from onnxsplit.tile_runtime import TileBenchOptions, run_tile_bench
+
+    options = TileBenchOptions(workers=workers, scheduler=scheduler, images=images, scaling=not no_scaling,
+                               data_parallel=data_parallel, kill_worker_after_s=kill_worker_after)
+    with _progress() as progress:
+        progress("starting the Dask cluster", 0, 1)
+        report = run_tile_bench(outdir, options, progress)
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    from rich.table import Table
+
+    console = stdout()
+    mode = "whole images spread over the workers" if report["mode"] == "data-parallel" else (
+        f"{report['grid']['rows']}x{report['grid']['cols']} tiles")
+    console.print(f"{mode} on {report['scheduler']}, {report['images']} images per worker count")
+    table = Table(title="Scaling", title_justify="left")
+    columns = ["workers", "wall ms", "speedup"] + (["tiles ms", "tiles speedup"] if report["mode"] == "tiles" else ["images/s"])
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in report["scaling"]:
+        cells = [str(row["workers"]), f"{row['wall_s'] * 1e3:.1f}", f"{row['speedup']:.2f}x"]
+        cells += ([f"{row['tiles_phase_s'] * 1e3:.1f}", f"{row['tiles_speedup']:.2f}x"] if report["mode"] == "tiles"
+                  else [f"{row['images_per_s']:.2f}"])
+        table.add_row(*cells)
+    console.print(table)
+    per_worker: dict[str, list[float]] = {}
+    for tile in report["tiles"]:
+        per_worker.setdefault(tile["worker"], []).append(tile["seconds"])
+    what = "tiles" if report["mode"] == "tiles" else "images"
+    console.print("last run: " + "; ".join(f"{worker} ran {len(times)} {what}, {sum(times) * 1e3:.1f} ms of compute"
+                                           for worker, times in sorted(per_worker.items())))
+    if report["mode"] == "tiles":
+        console.print(f"makespan of the tiles {report['makespan_s'] * 1e3:.1f} ms with {report['workers']} workers; "
+                      f"redundant MACs {report['redundant_macs_ratio']:.1%}")
+    killed = f"{report['workers_killed']} worker(s) killed by the drill; " if report["workers_killed"] else ""
+    console.print(f"{killed}tasks re-run after a lost worker: {report['retries']}")
+    if report["outputs_match"] is not None:
+        verdict = "match" if report["outputs_match"] else "[red]DIFFER[/red]"
+        console.print(f"outputs {verdict} the unpartitioned model (max abs error {report['max_abs_err']:.3g})")
 
 
 def _duration(text: str | None) -> float:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 def create_session(
-    source: onnx.ModelProto | str | Path,
+    source: onnx.ModelProto | bytes | str | Path,
     *,
     level: str | None = None,
     prepack: bool = True,
@@ -23,7 +23,7 @@ def create_session(
     profile_prefix: Path | None = None,
     spin: bool = True,
 ) -> "onnxruntime.InferenceSession":
-    """A CPU session for a model proto or a file (.onnx or .ort).
+    """A CPU session for a model proto, serialized model bytes, or a file (.onnx or .ort).
 
     level: graph optimizations, "none", "basic", "extended" or "all" (default: onnxruntime's, all);
     prepack=False skips repacking weights, which only pays off over many runs;
@@ -58,7 +58,10 @@ def create_session(
         options.optimized_model_filepath = str(save_to)
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
-    model = source.SerializeToString() if isinstance(source, onnx.ModelProto) else str(source)
+    if isinstance(source, onnx.ModelProto):
+        model: bytes | str = source.SerializeToString()
+    else:
+        model = source if isinstance(source, bytes) else str(source)
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 

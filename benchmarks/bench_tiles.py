@@ -1,0 +1,87 @@
+"""Tile targets (issue 5) on the VGG-16 sample fused up to its third pooling layer, 3x3 grid.
+
+For each input size (224 and larger): partition --strategy tiles, then run the
+tiles on an embedded Dask LocalCluster with 1 and 2 workers (one thread each)
+and report the median time of the tiles phase (submit to last tile stitched)
+and of the whole image (tiles + remainder on the client). Also checks, per
+size, that the largest tile's activations are at most 32% of the untiled
+stack's, and that the MACs of the written tile graphs (counted by the
+analyzer) equal what the geometry predicts.
+
+Targets: tiles phase with 2 workers at least 1.7x faster than with 1 on a
+2-core machine; peak fraction <= 0.32; MACs as predicted.
+
+    python benchmarks/bench_tiles.py [--sizes 224,320,448] [--images 7] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from cost_models.profiles import load_device  # noqa: E402
+from onnxsplit.analysis import analyze  # noqa: E402
+from onnxsplit.files import save_model_atomic  # noqa: E402
+from onnxsplit.loading import load_graph  # noqa: E402
+from onnxsplit.tile_export import write_tiles  # noqa: E402
+from onnxsplit.tile_planning import plan_tiles  # noqa: E402
+from onnxsplit.tile_runtime import TileBenchOptions, run_tile_bench  # noqa: E402
+from sample_models import build_sample  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="224,320,448")
+    parser.add_argument("--images", type=int, default=7)
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="splitnn-tiles-"))
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        model = work / f"vgg16-{size}.onnx"
+        if not model.exists():
+            save_model_atomic(build_sample("vgg16", size), model)
+        analysis = analyze(load_graph(model))
+        plan = plan_tiles(analysis, 2, load_device("rockpro64"), (3, 3), "maxpool3_out")
+        outdir = work / f"tiles-{size}"
+        shutil.rmtree(outdir, ignore_errors=True)
+        document = write_tiles(analysis, plan, outdir)
+        counted = [sum(c.macs for c in analyze(load_graph(outdir / name)).nodes) for name in document["artifacts"]["tiles"]]
+        report = run_tile_bench(outdir, TileBenchOptions(workers=2, images=args.images))
+        one, two = report["scaling"]
+        rows.append({
+            "size": size,
+            "tiles_1_worker_s": one["tiles_phase_s"], "tiles_2_workers_s": two["tiles_phase_s"],
+            "tiles_speedup": two["tiles_speedup"],
+            "image_1_worker_s": one["wall_s"], "image_2_workers_s": two["wall_s"], "image_speedup": two["speedup"],
+            "peak_fraction": document["tile_peak_fraction"],
+            "redundant_macs_ratio": document["redundant_macs_ratio"],
+            "macs_as_predicted": counted == [t["macs"] for t in document["tiles"]],
+            "outputs_match": report["outputs_match"], "max_abs_err": report["max_abs_err"],
+        })
+        shutil.rmtree(outdir, ignore_errors=True)
+    if args.json:
+        print(json.dumps({"images": args.images, "cores": os.cpu_count(), "rows": rows}, indent=1))
+        return
+    print(f"VGG-16 stack up to maxpool3, 3x3 tiles, Dask LocalCluster, median of {args.images} images, {os.cpu_count()} cores")
+    print(f"{'input':>6} {'tiles 1w':>9} {'tiles 2w':>9} {'speedup':>8} {'image 1w':>9} {'image 2w':>9} {'speedup':>8} "
+          f"{'peak':>6} {'redundant':>9} {'MACs ok':>7}")
+    for r in rows:
+        print(f"{r['size']:>6} {r['tiles_1_worker_s'] * 1e3:>7.1f}ms {r['tiles_2_workers_s'] * 1e3:>7.1f}ms "
+              f"{r['tiles_speedup']:>7.2f}x {r['image_1_worker_s'] * 1e3:>7.1f}ms {r['image_2_workers_s'] * 1e3:>7.1f}ms "
+              f"{r['image_speedup']:>7.2f}x {r['peak_fraction']:>6.1%} {r['redundant_macs_ratio']:>9.1%} {str(r['macs_as_predicted']):>7}")
+    print("targets: tiles speedup >= 1.7:", all(r["tiles_speedup"] >= 1.7 for r in rows),
+          "| peak <= 32%:", all(r["peak_fraction"] <= 0.32 for r in rows),
+          "| MACs as predicted:", all(r["macs_as_predicted"] for r in rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Write a tile plan's artifacts, verify them, and publish the folder in one rename.
+
+OUTDIR/plan.json                  strategy "tiles": grid, per-tile geometry, MACs, memory, prediction
+OUTDIR/tiles/model.onnx           the fused stack (whole input), graph only
+OUTDIR/tiles/weights.bin          the stack's weights, shared by every tile graph
+OUTDIR/tiles/tile_<id>.onnx       one graph per tile: the stack on its input region, pads only at true borders
+OUTDIR/remainder/model.onnx       the rest of the model, run after stitching (absent when the stack is all)
+OUTDIR/remainder/weights.bin
+
+Verification: every tile is run on its crop of a random input, the outputs
+are stitched, the remainder runs on the stitched tensor, and the result is
+compared with the original model's.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxsplit.analysis import Analysis
+from onnxsplit.errors import SplitnnError
+from onnxsplit.export import _publish, _save_part, reference_outputs
+from onnxsplit.extract import Part, build_part
+from onnxsplit.ort_session import create_session
+from onnxsplit.plan_file import PLAN_FILE
+from onnxsplit.sample_inputs import random_inputs
+from onnxsplit.tile_planning import TilePlan
+from onnxsplit.tiling import Layer, Tile
+from onnxsplit.weight_source import WeightSource
+from onnxsplit.weights_update import graph_fingerprint
+
+
+def tile_model(stack_model: onnx.ModelProto, stack: list[Layer], tile: Tile) -> onnx.ModelProto:
+    """The stack's graph run on `tile`'s input region: input and output sizes of the tile, pads at true borders only."""
+    model = onnx.ModelProto()
+    model.CopyFrom(stack_model)
+    graph = model.graph
+    (y0, y1, x0, x1), (oy0, oy1, ox0, ox1) = tile.input_region, tile.output_region
+    for value, (h, w) in ((graph.input[0], (y1 - y0, x1 - x0)), (graph.output[0], (oy1 - oy0, ox1 - ox0))):
+        dims = value.type.tensor_type.shape.dim
+        dims[2].dim_value, dims[3].dim_value = h, w
+    del graph.value_info[:]  # the inner shapes were those of the whole image
+    pads = {layer.output: part.pads for layer, part in zip(stack, tile.layers) if layer.window is not None}
+    for node in graph.node:
+        if node.output[0] not in pads:
+            continue
+        auto_pad = next((a.s for a in node.attribute if a.name == "auto_pad"), b"NOTSET")
+        if auto_pad == b"VALID":
+            continue  # no padding anywhere, so none at the borders either
+        kept = [a for a in node.attribute if a.name != "pads"]
+        del node.attribute[:]
+        node.attribute.extend(kept + [helper.make_attribute("pads", list(pads[node.output[0]]))])
+    return model
+
+
+def stitch(tiles: list[Tile], outputs: dict[int, np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """The stack's output assembled from the tiles' outputs (each at its output region)."""
+    result = np.empty(shape, dtype=dtype)
+    for tile in tiles:
+        y0, y1, x0, x1 = tile.output_region
+        result[:, :, y0:y1, x0:x1] = outputs[tile.id]
+    return result
+
+
+def crop(image: np.ndarray, tile: Tile) -> np.ndarray:
+    y0, y1, x0, x1 = tile.input_region
+    return np.ascontiguousarray(image[:, :, y0:y1, x0:x1])
+
+
+def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, atol: float = 1e-4, rtol: float = 1e-3) -> dict[str, Any]:
+    """Write, verify and publish the artifacts of tile `plan`; return the plan.json content."""
+    outdir = Path(outdir)
+    if outdir.exists() and (not outdir.is_dir() or (any(outdir.iterdir()) and not (outdir / PLAN_FILE).exists())):
+        raise SplitnnError(f"'{outdir}' exists and is not a splitnn output folder: choose a new -o folder or empty it")
+    graph = analysis.graph
+    if graph.path is None:
+        raise SplitnnError("the analysis has no model file to take the weights from")
+    stack = plan.stack
+    image, stack_out = stack[0].input, stack[-1].output
+    stack_part = Part(build_part(graph, graph.model, [layer.index for layer in stack], (image,), (stack_out,), "stack"),
+                      (image,), (stack_out,))
+    remainder_outputs = tuple(o for o in graph.outputs if o != stack_out)
+    remainder_reads = {n for i in plan.remainder_indices for n in graph.nodes[i].all_inputs}
+    remainder_inputs = tuple(dict.fromkeys([stack_out] + [n for n in graph.inputs if n in remainder_reads and n != image]))
+    remainder = Part(build_part(graph, graph.model, list(plan.remainder_indices), remainder_inputs, remainder_outputs,
+                                "remainder"), remainder_inputs, remainder_outputs)
+
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    try:
+        with WeightSource.of(graph) as weights:
+            _save_part(stack_part, staging / "tiles", weights)
+            if remainder.model is not None:
+                _save_part(remainder, staging / "remainder", weights)
+        stack_model = onnx.load(str(staging / "tiles" / "model.onnx"), load_external_data=False)
+        artifacts: dict[str, Any] = {"stack_model": "tiles/model.onnx", "stack_weights": "tiles/weights.bin", "tiles": []}
+        for tile in plan.grid.tiles:
+            name = f"tiles/tile_{tile.id}.onnx"
+            onnx.save_model(tile_model(stack_model, stack, tile), str(staging / name))
+            artifacts["tiles"].append(name)
+        if remainder.model is not None:
+            artifacts["remainder_model"] = "remainder/model.onnx"
+            artifacts["remainder_weights"] = "remainder/weights.bin"
+
+        feeds = random_inputs(graph)
+        expected = reference_outputs(graph, feeds)
+        results = run_locally(staging, artifacts, plan, feeds, remainder.inputs, remainder.outputs)
+        max_err, passed = 0.0, True
+        for name, want in expected.items():
+            got = results[name]
+            if got.shape != want.shape:
+                raise SplitnnError(f"verification: output '{name}' has shape {got.shape}, expected {want.shape}")
+            if want.size:
+                max_err = max(max_err, float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))))
+                passed = passed and bool(np.allclose(got, want, atol=atol, rtol=rtol))
+        if not passed:
+            raise SplitnnError(f"verification failed: the stitched tiles differ from the model by up to {max_err:.3g} "
+                               f"(atol {atol}, rtol {rtol}); nothing was written")
+        document = {
+            "splitnn_version": 1,
+            "model": str(graph.path),
+            "graph_fingerprint": graph_fingerprint(graph.model),
+            "inputs": {n: {"shape": list(graph.info(n).shape), "dtype": graph.info(n).dtype} for n in graph.inputs},
+            "outputs": list(graph.outputs),
+            "image_input": image,
+            **plan.to_dict(),
+            "remainder": {"inputs": list(remainder.inputs), "outputs": list(remainder.outputs),
+                          "empty": remainder.model is None},
+            "verification": {"max_abs_err": max_err, "atol": atol, "rtol": rtol, "passed": passed},
+            "artifacts": artifacts,
+        }
+        (staging / PLAN_FILE).write_text(json.dumps(document, indent=1), encoding="utf-8")
+        _publish(staging, outdir)
+        return document
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def run_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, feeds: dict[str, np.ndarray],
+                remainder_inputs: tuple[str, ...], remainder_outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Run every tile in this process, stitch, and run the remainder: the plan's outputs on `feeds`."""
+    stack = plan.stack
+    image = feeds[stack[0].input]
+    outputs = {}
+    for tile, name in zip(plan.grid.tiles, artifacts["tiles"]):
+        session = create_session(folder / name, prepack=False)
+        outputs[tile.id] = session.run(None, {stack[0].input: crop(image, tile)})[0]
+    stitched = stitch(plan.grid.tiles, outputs, stack[-1].out_shape, next(iter(outputs.values())).dtype)
+    results = {stack[-1].output: stitched}
+    if "remainder_model" in artifacts:
+        pool = {**feeds, **results}
+        session = create_session(folder / artifacts["remainder_model"], prepack=False)
+        results.update(zip(remainder_outputs, session.run(list(remainder_outputs), {n: pool[n] for n in remainder_inputs})))
+    return results

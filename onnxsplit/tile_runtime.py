@@ -1,0 +1,386 @@
+"""Run a tile plan on Dask distributed: tiles as tasks, stitched and finished on the client.
+
+The cluster is Dask's: by default an embedded LocalCluster (one process per
+node, one thread each, the node profile's usable RAM as each worker's memory
+limit), or an existing scheduler of real boards (`tcp://HOST:8786`, workers
+with splitnn installed). Handing out tasks, work stealing and re-running the
+tasks of a lost worker are the Dask scheduler's own.
+
+Each tile graph and the stack's weight blob are scattered to the workers
+once; a worker builds an onnxruntime session per tile on first use (one
+thread, as one core of a board) and keeps it. The client crops the image,
+submits one task per tile, stitches the outputs as they complete, and runs
+the remainder of the model. Scaling runs the same plan restricted to the
+first 1, 2, ..., N workers.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxsplit.errors import SplitnnError
+from onnxsplit.ort_session import create_session
+from onnxsplit.plan_file import read_plan
+from onnxsplit.sample_inputs import random_feeds
+
+def _with_weights(graph_bytes: bytes, weights: bytes) -> bytes:
+    """A tile graph with its external weights (offsets into the blob) put inline, as onnxruntime loads from bytes."""
+    import onnx
+
+    model = onnx.load_model_from_string(graph_bytes)
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        where = {entry.key: entry.value for entry in tensor.external_data}
+        offset, length = int(where.get("offset", 0)), int(where["length"])
+        tensor.raw_data = weights[offset : offset + length]
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+    return model.SerializeToString()
+
+
+class SessionsPlugin:
+    """A Dask worker plugin that builds the onnxruntime sessions of a plan on every worker, once.
+
+    Registered with client.register_plugin, it runs `setup` on each worker,
+    and again on any worker that joins or restarts (after a crash), so tasks
+    only name the session they need. One thread per session: a worker is one
+    core of a board.
+    """
+
+    def __init__(self, name: str, models: dict[int, bytes], weights: bytes | None = None) -> None:
+        self.name = name
+        self.models = models
+        self.weights = weights
+        self.sessions: dict[int, Any] = {}
+
+    def setup(self, worker: Any) -> None:
+        for model_id, model in self.models.items():
+            data = _with_weights(model, self.weights) if self.weights is not None else model
+            self.sessions[model_id] = create_session(data, threads=1, spin=False)
+
+    def teardown(self, worker: Any) -> None:
+        self.sessions.clear()
+
+
+def _sessions(plugin_name: str) -> dict[int, Any]:
+    from distributed import get_worker
+
+    return get_worker().plugins[plugin_name].sessions  # type: ignore[no-any-return]
+
+
+def run_tile(plugin_name: str, tile_id: int, crop: np.ndarray) -> tuple[np.ndarray, float, str]:
+    """A Dask task: one tile's stack on its crop. Returns the output tile, its compute seconds and the worker."""
+    from distributed import get_worker
+
+    session = _sessions(plugin_name)[tile_id]
+    start = time.perf_counter()
+    (output,) = session.run(None, {session.get_inputs()[0].name: crop})
+    return output, time.perf_counter() - start, get_worker().address
+
+
+def run_whole(plugin_name: str, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float, str]:
+    """A Dask task for data parallelism: the whole model on one image."""
+    from distributed import get_worker
+
+    session = _sessions(plugin_name)[0]
+    start = time.perf_counter()
+    names = [o.name for o in session.get_outputs()]
+    values = session.run(names, feeds)
+    return dict(zip(names, values)), time.perf_counter() - start, get_worker().address
+
+
+def _register(client: Any, plugin: SessionsPlugin) -> str:
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class _Plugin(SessionsPlugin, WorkerPlugin):  # WorkerPlugin imported late: Dask is optional for vertical splits
+        pass
+
+    registered = _Plugin(plugin.name, plugin.models, plugin.weights)
+    client.register_plugin(registered, name=plugin.name)
+    return plugin.name
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    id: int
+    worker: str
+    seconds: float  # compute inside the worker
+    done_s: float  # since the image's tiles were submitted
+
+
+class TileProgram:
+    """A tile plan folder, loaded on the client: geometry, tile graphs, weights, and the remainder's session."""
+
+    def __init__(self, outdir: str | Path) -> None:
+        outdir = Path(outdir)
+        self.plan = read_plan(outdir)
+        if self.plan.get("strategy") != "tiles":
+            raise SplitnnError(f"'{outdir}' holds a vertical split, not a tile plan: partition with --strategy tiles")
+        artifacts = self.plan["artifacts"]
+        self.key = self.plan["graph_fingerprint"] + ":" + str(outdir.resolve())
+        self.tiles = self.plan["tiles"]
+        self.graphs = {tile["id"]: (outdir / name).read_bytes() for tile, name in zip(self.tiles, artifacts["tiles"])}
+        self.weights = (outdir / artifacts["stack_weights"]).read_bytes()
+        self.image = self.plan["image_input"]
+        self.stack_output = self.plan["fuse_until"]
+        self.stack_shape = tuple(self.plan["stack"][-1]["out_shape"])
+        self.remainder = None
+        if "remainder_model" in artifacts:
+            self.remainder = create_session(outdir / artifacts["remainder_model"], threads=1, spin=False)
+        self.model_path = Path(self.plan["model"])
+
+    def finish(self, stitched: np.ndarray, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = {self.stack_output: stitched}
+        if self.remainder is None:
+            return results
+        spec = self.plan["remainder"]
+        pool = {**feeds, **results}
+        results.update(zip(spec["outputs"], self.remainder.run(spec["outputs"], {n: pool[n] for n in spec["inputs"]})))
+        return {n: results[n] for n in self.plan["outputs"]}
+
+
+@contextlib.contextmanager
+def dask_client(workers: int, memory_limit_bytes: int | None, scheduler: str | None = None) -> Iterator[Any]:
+    """A Dask client: on an embedded LocalCluster of `workers` single-thread processes, or on `scheduler`."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise SplitnnError("tile runs need Dask distributed: pip install 'distributed'") from None
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise SplitnnError(f"cannot reach the Dask scheduler at {scheduler} ({exc}): start `dask scheduler` there, "
+                               "and `dask worker` on each board") from None
+        with client:
+            yield client
+        return
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit_bytes or "auto",
+                      dashboard_address=None, silence_logs=50) as cluster, Client(cluster) as client:
+        yield client
+
+
+def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: dict[str, np.ndarray],
+                    workers: list[str]) -> tuple[dict[str, np.ndarray], list[TileRecord], float, float, int]:
+    """One image through the tiles on `workers`.
+
+    Returns the outputs, per-tile records, the tiles phase and total seconds, and how many tile tasks the
+    scheduler had to run again because their worker was lost.
+    """
+    from distributed import as_completed
+
+    image = feeds[program.image]
+    start = time.perf_counter()
+    tile_of = {}
+    futures = []
+    for tile in program.tiles:
+        y0, y1, x0, x1 = tile["input_region"]
+        region = np.ascontiguousarray(image[:, :, y0:y1, x0:x1])
+        future = client.submit(run_tile, plugin_name, tile["id"], region, workers=workers, allow_other_workers=False,
+                               pure=False)
+        tile_of[future.key] = tile
+        futures.append(future)
+    stitched = None
+    records = []
+    for future in as_completed(futures):
+        output, seconds, worker = future.result()
+        tile = tile_of[future.key]
+        if stitched is None:
+            stitched = np.empty(program.stack_shape, dtype=output.dtype)
+        y0, y1, x0, x1 = tile["output_region"]
+        stitched[:, :, y0:y1, x0:x1] = output
+        records.append(TileRecord(tile["id"], worker, seconds, time.perf_counter() - start))
+    tiles_phase = time.perf_counter() - start
+    outputs = program.finish(stitched, feeds)  # type: ignore[arg-type]
+    total = time.perf_counter() - start
+    retried = _retried(client, [f.key for f in futures])  # while the scheduler still knows the tasks
+    return outputs, sorted(records, key=lambda r: r.id), tiles_phase, total, retried
+
+
+@dataclass
+class TileBenchOptions:
+    workers: int | None = None  # default: the plan's node count
+    scheduler: str | None = None  # an existing Dask scheduler; None: an embedded LocalCluster
+    images: int = 5  # timed images per worker count (after one warm-up image)
+    scaling: bool = True  # also time 1..N-1 workers
+    data_parallel: bool = False  # whole images spread over the workers instead of tiles
+    seed: int = 0
+    kill_worker_after_s: float | None = None  # fault drill: kill one worker this long into the first timed image
+
+
+def _retried(client: Any, keys: list[Any]) -> int:
+    """How many of the tasks `keys` the scheduler re-ran because a worker died while running them."""
+    def count(dask_scheduler: Any, keys: list[Any]) -> int:
+        return sum(1 for key in keys if key in dask_scheduler.tasks and dask_scheduler.tasks[key].suspicious)
+    return int(client.run_on_scheduler(count, keys=keys))
+
+
+def _kill_process(pid: int) -> None:
+    """Fault drill: end a local worker's process abruptly, as a crash would (its nanny starts a new one)."""
+    import os
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
+                   progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Time the tile plan in `outdir` on Dask (see the module doc); returns the report."""
+    from onnxsplit.export import reference_outputs
+    from onnxsplit.loading import load_graph
+
+    program = TileProgram(outdir)
+    plan = program.plan
+    nodes = options.workers or plan["nodes"]
+    specs = {n: (s["shape"], s["dtype"]) for n, s in plan["inputs"].items()}
+    feeds = random_feeds(specs, options.seed)
+    reference = None
+    if program.model_path.is_file():
+        graph = load_graph(program.model_path, {n: tuple(s[0]) for n, s in specs.items()})
+        reference = reference_outputs(graph, feeds)
+    memory = int(plan["node_profile"]["ram_bytes"] * plan["node_profile"]["usable_ram_fraction"])
+    def tick(stage: str, total: int) -> Callable[[int], None]:
+        return (lambda done: progress(stage, done, total)) if progress else (lambda done: None)
+
+    if options.kill_worker_after_s is not None and options.scheduler is not None:
+        raise SplitnnError("the worker-kill drill runs on the embedded local cluster only: drop --scheduler")
+    with dask_client(nodes, memory, options.scheduler) as client:
+        available = sorted(client.scheduler_info()["workers"])
+        if not available:
+            raise SplitnnError("the Dask cluster has no workers: start `dask worker` on the boards")
+        nodes = min(nodes, len(available)) if options.scheduler else nodes
+        counts = list(range(1, nodes + 1)) if options.scaling else [nodes]
+        if options.data_parallel:
+            return _data_parallel(client, program, available, counts, specs, options, reference, tick)
+        plugin = _register(client, SessionsPlugin(f"splitnn-tiles-{program.key}", program.graphs, program.weights))
+        scaling = []
+        last_records: list[TileRecord] = []
+        outputs: dict[str, np.ndarray] = {}
+        retries = killed = 0
+        for n in counts:
+            workers = available[:n]
+            run_tiled_image(client, program, plugin, feeds, workers)  # warm-up (caches, connections)
+            phases, totals = [], []
+            step = tick(f"{n} worker{'s' if n > 1 else ''}", options.images)
+            for i in range(options.images):
+                timer = None
+                if options.kill_worker_after_s is not None and n == counts[-1] and i == 0:
+                    import os
+
+                    pid = client.run(os.getpid, workers=[workers[0]])[workers[0]]
+                    timer = threading.Timer(options.kill_worker_after_s, _kill_process, (pid,))
+                    timer.start()
+                    killed += 1
+                outputs, records, phase, total, retried = run_tiled_image(client, program, plugin, feeds, workers)
+                if timer is not None:
+                    timer.join()
+                    # The dead worker's replacement has a new address: use whoever is there now.
+                    workers = sorted(client.scheduler_info()["workers"])[:n]
+                retries += retried
+                phases.append(phase)
+                totals.append(total)
+                step(i + 1)
+            scaling.append({"workers": n, "wall_s": statistics.median(totals), "tiles_phase_s": statistics.median(phases)})
+            last_records = records
+
+    base = scaling[0]
+    for row in scaling:
+        row["speedup"] = base["wall_s"] / row["wall_s"]
+        row["tiles_speedup"] = base["tiles_phase_s"] / row["tiles_phase_s"]
+    match, max_err = _compare(outputs, reference, plan)
+    top = scaling[-1]
+    return {
+        "plan": str(outdir),
+        "mode": "tiles",
+        "scheduler": options.scheduler or "embedded LocalCluster",
+        "workers": top["workers"],
+        "grid": plan["grid"],
+        "images": options.images,
+        "makespan_s": top["tiles_phase_s"],
+        "wall_s": top["wall_s"],
+        "speedup": top["speedup"],
+        "tiles_speedup": top["tiles_speedup"],
+        "scaling": scaling,
+        "tiles": [{"id": r.id, "worker": r.worker, "seconds": r.seconds, "done_s": r.done_s} for r in last_records],
+        "retries": retries,
+        "workers_killed": killed,
+        "outputs_match": match,
+        "max_abs_err": max_err,
+        "redundant_macs_ratio": plan["redundant_macs_ratio"],
+        "predicted": plan["predicted"],
+    }
+
+
+def _compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray] | None,
+             plan: dict[str, Any]) -> tuple[bool | None, float | None]:
+    if reference is None or not outputs:
+        return None, None
+    atol, rtol = plan["verification"]["atol"], plan["verification"]["rtol"]
+    errs = [float(np.max(np.abs(outputs[n].astype(np.float64) - reference[n].astype(np.float64)))) if reference[n].size else 0.0
+            for n in plan["outputs"]]
+    return all(np.allclose(outputs[n], reference[n], atol=atol, rtol=rtol) for n in plan["outputs"]), max(errs, default=0.0)
+
+
+def _data_parallel(client: Any, program: TileProgram, available: list[str], counts: list[int],
+                   specs: dict[str, Any], options: TileBenchOptions, reference: dict[str, np.ndarray] | None,
+                   tick: Callable[[str, int], Any]) -> dict[str, Any]:
+    """Whole images spread over the workers: `options.images` images per worker count."""
+    from distributed import wait
+
+    if not program.model_path.is_file():
+        raise SplitnnError(f"the plan's model '{program.model_path}' is gone: data parallelism runs the whole model")
+    plugin = _register(client, SessionsPlugin(f"splitnn-whole-{program.key}", {0: program.model_path.read_bytes()}))
+    images = [random_feeds(specs, options.seed + i) for i in range(options.images)]
+    scaling = []
+    per_image: list[dict[str, Any]] = []
+    first_outputs: dict[str, np.ndarray] = {}
+    for n in counts:
+        workers = available[:n]
+        wait([client.submit(run_whole, plugin, images[0], workers=[w], pure=False) for w in workers])  # warm-up
+        step = tick(f"{n} worker{'s' if n > 1 else ''}", options.images)
+        start = time.perf_counter()
+        futures = [client.submit(run_whole, plugin, feeds, workers=workers, allow_other_workers=False, pure=False)
+                   for feeds in images]
+        done = 0
+        per_image = []
+        for index, future in enumerate(futures):
+            outputs, seconds, worker = future.result()
+            done += 1
+            step(done)
+            per_image.append({"id": index, "worker": worker, "seconds": seconds})
+            if index == 0:
+                first_outputs = outputs
+        scaling.append({"workers": n, "wall_s": time.perf_counter() - start})
+    base = scaling[0]["wall_s"]
+    for row in scaling:
+        row["speedup"] = base / row["wall_s"]
+        row["images_per_s"] = options.images / row["wall_s"]
+    match, max_err = _compare(first_outputs, reference, program.plan)  # images[0] is the reference input
+    return {
+        "plan": str(program.plan["model"]),
+        "mode": "data-parallel",
+        "scheduler": options.scheduler or "embedded LocalCluster",
+        "workers": scaling[-1]["workers"],
+        "images": options.images,
+        "makespan_s": scaling[-1]["wall_s"],
+        "wall_s": scaling[-1]["wall_s"],
+        "speedup": scaling[-1]["speedup"],
+        "scaling": scaling,
+        "tiles": per_image,
+        "retries": 0,  # not tracked for whole images
+        "workers_killed": 0,
+        "outputs_match": match,
+        "max_abs_err": max_err,
+    }

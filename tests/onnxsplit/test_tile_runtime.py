@@ -1,0 +1,71 @@
+"""Tile plans on Dask distributed: an embedded local cluster runs the tiles, the client stitches; faults are survived."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cost_models.profiles import load_device
+from onnxsplit.analysis import analyze
+from onnxsplit.errors import SplitnnError
+from onnxsplit.loading import load_graph
+from onnxsplit.tile_export import write_tiles
+from onnxsplit.tile_planning import plan_tiles
+from onnxsplit.tile_runtime import TileBenchOptions, run_tile_bench
+from tests.helpers import run_cli
+
+
+@pytest.fixture(scope="module")
+def vgg_tiles(sample_path, tmp_path_factory):
+    analysis = analyze(load_graph(sample_path("vgg16", 96)))
+    outdir = tmp_path_factory.mktemp("tiles") / "vgg"
+    write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "maxpool2_out"), outdir)
+    return outdir
+
+
+def test_tiles_run_on_two_workers_and_match(vgg_tiles):
+    report = run_tile_bench(vgg_tiles, TileBenchOptions(images=2))
+    assert report["mode"] == "tiles" and report["workers"] == 2 and report["outputs_match"] is True
+    assert report["max_abs_err"] < 1e-4
+    assert [row["workers"] for row in report["scaling"]] == [1, 2]
+    assert all(row["wall_s"] > 0 and row["tiles_phase_s"] <= row["wall_s"] for row in report["scaling"])
+    assert sorted(tile["id"] for tile in report["tiles"]) == [0, 1, 2, 3]
+    assert all(tile["seconds"] > 0 and tile["worker"].startswith("tcp://") for tile in report["tiles"])
+    assert report["retries"] == 0 and report["workers_killed"] == 0
+
+
+def test_a_worker_killed_mid_run_still_gives_the_right_output(sample_path, tmp_path):
+    # VGG-16 at 224 up to its third pooling layer, 3x3: each tile takes tens of ms, so 50 ms in, both workers hold tasks.
+    analysis = analyze(load_graph(sample_path("vgg16")))
+    outdir = tmp_path / "vgg224"
+    write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (3, 3), "maxpool3_out"), outdir)
+    report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False, kill_worker_after_s=0.05))
+    assert report["workers_killed"] == 1 and report["outputs_match"] is True and len(report["tiles"]) == 9
+    assert report["retries"] >= 1  # the dead worker's tasks were handed to the other one by the scheduler
+
+
+def test_data_parallel_spreads_whole_images(vgg_tiles):
+    report = run_tile_bench(vgg_tiles, TileBenchOptions(images=4, data_parallel=True))
+    assert report["mode"] == "data-parallel" and report["outputs_match"] is True
+    assert [row["workers"] for row in report["scaling"]] == [1, 2] and len(report["tiles"]) == 4
+    assert all(row["images_per_s"] > 0 for row in report["scaling"])
+
+
+def test_run_bench_cli_on_a_tile_plan(vgg_tiles):
+    proc = run_cli("run-bench", str(vgg_tiles), "--images", "1", "--no-scaling", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert {"outputs_match", "max_abs_err", "workers", "makespan_s", "scaling", "tiles"} <= set(report)
+    assert report["outputs_match"] is True and [row["workers"] for row in report["scaling"]] == [2]
+    proc = run_cli("run-bench", str(vgg_tiles), "--images", "1", "--no-scaling")
+    assert proc.returncode == 0 and "Scaling" in proc.stdout and "outputs match" in proc.stdout
+
+
+def test_vertical_plans_refuse_tile_options(lenet_plan):
+    proc = run_cli("run-bench", str(lenet_plan), "--workers", "2")
+    assert proc.returncode == 2 and "--workers applies only to tile plans" in proc.stderr
+
+
+def test_unreachable_scheduler_is_a_clear_error(vgg_tiles):
+    with pytest.raises(SplitnnError, match="cannot reach the Dask scheduler"):
+        run_tile_bench(vgg_tiles, TileBenchOptions(scheduler="tcp://127.0.0.1:9", images=1))
