@@ -69,3 +69,8 @@ def test_vertical_plans_refuse_tile_options(lenet_plan):
 def test_unreachable_scheduler_is_a_clear_error(vgg_tiles):
     with pytest.raises(SplitnnError, match="cannot reach the Dask scheduler"):
         run_tile_bench(vgg_tiles, TileBenchOptions(scheduler="tcp://127.0.0.1:9", images=1))
+
+
+def test_serve_refuses_a_tile_plan(vgg_tiles):
+    proc = run_cli("serve", str(vgg_tiles), "--port", "0")
+    assert proc.returncode == 2 and "holds a tile plan" in proc.stderr
