@@ -164,8 +164,15 @@ def dask_client(workers: int, memory_limit_bytes: int | None, scheduler: str | N
         with client:
             yield client
         return
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit_bytes or "auto",
-                      dashboard_address=None, silence_logs=50) as cluster, Client(cluster) as client:
+    import dask
+
+    # Tile tasks have no dependencies, so the scheduler would hold them back and hand each worker one at a
+    # time; every tile is wanted now, so they all go out at once and idle workers steal. Dask's sampling
+    # profiler (every 10 ms in each worker) is off: a board has one or two cores, all of them for the tiles.
+    with dask.config.set({"distributed.scheduler.worker-saturation": float("inf"),
+                          "distributed.worker.profile.enabled": False}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit_bytes or "auto",
+                         dashboard_address=None, silence_logs=50) as cluster, Client(cluster) as client:
         yield client
 
 
@@ -180,15 +187,11 @@ def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: 
 
     image = feeds[program.image]
     start = time.perf_counter()
-    tile_of = {}
-    futures = []
-    for tile in program.tiles:
-        y0, y1, x0, x1 = tile["input_region"]
-        region = np.ascontiguousarray(image[:, :, y0:y1, x0:x1])
-        future = client.submit(run_tile, plugin_name, tile["id"], region, workers=workers, allow_other_workers=False,
-                               pure=False)
-        tile_of[future.key] = tile
-        futures.append(future)
+    regions = [np.ascontiguousarray(image[:, :, t["input_region"][0]:t["input_region"][1],
+                                          t["input_region"][2]:t["input_region"][3]]) for t in program.tiles]
+    futures = client.map(run_tile, [plugin_name] * len(regions), [t["id"] for t in program.tiles], regions,
+                         workers=workers, allow_other_workers=False, pure=False)
+    tile_of = {future.key: tile for future, tile in zip(futures, program.tiles)}
     stitched = None
     records = []
     for future in as_completed(futures):
