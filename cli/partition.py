@@ -115,6 +115,10 @@ def _render_tiles(document: dict) -> None:  # type: ignore[type-arg]
         f"activations {human_bytes(document['max_tile_peak_bytes'])} = {document['tile_peak_fraction']:.1%} of the "
         f"untiled stack's {human_bytes(document['stack_peak_bytes'])}; per node {human_bytes(memory['node_bytes'])} "
         f"of {human_bytes(memory['node_usable_bytes'])} usable")
+    for split in document["neuron_splits"]:
+        sizes = ", ".join(human_bytes(part["bytes"]) for part in split["slices"])
+        console.print(f"  {split['node']} ({human_bytes(split['param_bytes'])} of weights) is too big for a node: split by "
+                      f"output neurons into {len(split['slices'])} slices ({sizes}), one per node")
     speedup = f", speedup {p['speedup']:.2f}x" if p["speedup"] else ""
     console.print(f"  predicted: tiles {p['tiles_phase_s'] * 1e3:.1f} ms + remainder {p['remainder_s'] * 1e3:.1f} ms "
                   f"= [bold]{p['makespan_s'] * 1e3:.1f} ms[/bold] against {p['single_node_s'] * 1e3:.1f} ms on one node{speedup}")

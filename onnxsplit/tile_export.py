@@ -6,6 +6,9 @@ OUTDIR/tiles/weights.bin          the stack's weights, shared by every tile grap
 OUTDIR/tiles/tile_<id>.onnx       one graph per tile: the stack on its input region, pads only at true borders
 OUTDIR/remainder/model.onnx       the rest of the model, run after stitching (absent when the stack is all)
 OUTDIR/remainder/weights.bin
+  or, when a layer is too big for a node and split by output neurons:
+OUTDIR/remainder/segment<k>/      the client's segments between split layers (model.onnx + weights.bin)
+OUTDIR/neurons/step<k>/slice<i>/  one slice of a split layer with only its weights (model.onnx + weights.bin)
 
 Verification: every tile is run on its crop of a random input, the outputs
 are stitched, the remainder runs on the stitched tensor, and the result is
@@ -27,6 +30,7 @@ from onnxsplit.analysis import Analysis
 from onnxsplit.errors import SplitnnError
 from onnxsplit.export import _publish, _save_part, reference_outputs
 from onnxsplit.extract import Part, build_part
+from onnxsplit.neuron_split import Segment, remainder_steps, slice_model
 from onnxsplit.ort_session import create_session
 from onnxsplit.plan_file import PLAN_FILE
 from onnxsplit.sample_inputs import random_inputs
@@ -94,9 +98,12 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, atol:
     outdir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
     try:
+        steps: list[dict[str, Any]] = []
         with WeightSource.of(graph) as weights:
             _save_part(stack_part, staging / "tiles", weights)
-            if remainder.model is not None:
+            if plan.neuron_splits:
+                steps = _write_steps(analysis, plan, staging, weights)
+            elif remainder.model is not None:
                 _save_part(remainder, staging / "remainder", weights)
         stack_model = onnx.load(str(staging / "tiles" / "model.onnx"), load_external_data=False)
         artifacts: dict[str, Any] = {"stack_model": "tiles/model.onnx", "stack_weights": "tiles/weights.bin", "tiles": []}
@@ -104,7 +111,9 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, atol:
             name = f"tiles/tile_{tile.id}.onnx"
             onnx.save_model(tile_model(stack_model, stack, tile), str(staging / name))
             artifacts["tiles"].append(name)
-        if remainder.model is not None:
+        if steps:
+            artifacts["remainder_steps"] = steps
+        elif remainder.model is not None:
             artifacts["remainder_model"] = "remainder/model.onnx"
             artifacts["remainder_weights"] = "remainder/weights.bin"
 
@@ -142,6 +151,53 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, atol:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _write_steps(analysis: Analysis, plan: TilePlan, staging: Path, weights: WeightSource) -> list[dict[str, Any]]:
+    """The remainder as client segments and neuron-split layers, each slice with only its weights."""
+    graph = analysis.graph
+    steps: list[dict[str, Any]] = []
+    for number, step in enumerate(remainder_steps(graph, plan.remainder_indices, list(plan.neuron_splits))):
+        if isinstance(step, Segment):
+            folder = f"remainder/segment{number}"
+            model = build_part(graph, graph.model, list(step.indices), step.inputs, step.outputs, f"segment{number}")
+            _save_part(Part(model, step.inputs, step.outputs), staging / folder, weights)
+            steps.append({"kind": "segment", "model": f"{folder}/model.onnx", "inputs": list(step.inputs),
+                          "outputs": list(step.outputs)})
+            continue
+        slices = []
+        for i, neurons in enumerate(step.ranges):
+            folder = staging / "neurons" / f"step{number}" / f"slice{i}"
+            folder.mkdir(parents=True)
+            model = slice_model(graph, weights, step, neurons, list(graph.model.opset_import))
+            # onnx's own external-data writer: the slice's weights in its own blob.
+            onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location="weights.bin", size_threshold=0)
+            slices.append({"model": f"neurons/step{number}/slice{i}/model.onnx", "neurons": list(neurons),
+                           "bytes": (folder / "weights.bin").stat().st_size})
+        steps.append({"kind": "neurons", "node": step.name, "input": step.input, "output": step.output, "slices": slices})
+    return steps
+
+
+def run_steps(steps: list[dict[str, Any]], folder: Path, pool: dict[str, np.ndarray],
+              run_slices: Any = None) -> dict[str, np.ndarray]:
+    """Run remainder `steps` on the tensors in `pool` (updated in place and returned).
+
+    Segments run here; a neuron-split layer's slices run through `run_slices(step, x) -> [outputs]` (on the
+    cluster), or here one after the other when it is None; their outputs are joined on the last axis.
+    """
+    for step in steps:
+        if step["kind"] == "segment":
+            session = create_session(folder / step["model"], prepack=False, threads=1)
+            pool.update(zip(step["outputs"], session.run(step["outputs"], {n: pool[n] for n in step["inputs"]})))
+            continue
+        x = pool[step["input"]]
+        if run_slices is None:
+            parts = [create_session(folder / s["model"], prepack=False).run(None, {step["input"]: x})[0] for s in step["slices"]]
+        else:
+            parts = run_slices(step, x)
+        pool[step["output"]] = np.concatenate(parts, axis=-1)
+    return pool
+
+
 def run_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, feeds: dict[str, np.ndarray],
                 remainder_inputs: tuple[str, ...], remainder_outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Run every tile in this process, stitch, and run the remainder: the plan's outputs on `feeds`."""
@@ -153,6 +209,8 @@ def run_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, feeds: 
         outputs[tile.id] = session.run(None, {stack[0].input: crop(image, tile)})[0]
     stitched = stitch(plan.grid.tiles, outputs, stack[-1].out_shape, next(iter(outputs.values())).dtype)
     results = {stack[-1].output: stitched}
+    if "remainder_steps" in artifacts:
+        return run_steps(artifacts["remainder_steps"], folder, {**feeds, **results})
     if "remainder_model" in artifacts:
         pool = {**feeds, **results}
         session = create_session(folder / artifacts["remainder_model"], prepack=False)

@@ -6,7 +6,9 @@ Per candidate (depth d, grid R x C) on N identical nodes of profile P:
   tiles phase   = the largest node load when the tiles are dealt out longest
                   first (LPT; a work-stealing scheduler does at least as well
                   on identical nodes);
-  remainder     = roofline of the rest of the model on one node;
+  remainder     = roofline of the rest of the model on one node, except layers
+                  whose weights exceed a node's RAM: split by output neurons
+                  across nodes, their time divided by the number of slices;
   makespan      = tiles phase + remainder (moving tiles over the network is
                   not modelled: on loopback and a board LAN it is small next to
                   the compute; run-bench measures it).
@@ -26,6 +28,7 @@ from cost_models.profiles import DeviceProfile
 from onnxsplit.analysis import Analysis
 from onnxsplit.cuts import placeable_indices
 from onnxsplit.errors import SplitnnError
+from onnxsplit.neuron_split import NeuronSplit, plan_neuron_splits
 from onnxsplit.tiling import Layer, TileGrid, fused_stack, tile_grid
 
 MAX_GRID = 6
@@ -43,6 +46,7 @@ class TilePlan:
     remainder_s: float
     single_node_s: float  # the whole model on one node, untiled
     remainder_indices: tuple[int, ...]
+    neuron_splits: tuple[NeuronSplit, ...] = ()  # remainder layers too big for a node, split by output neurons
 
     @property
     def makespan_s(self) -> float:
@@ -75,6 +79,7 @@ class TilePlan:
             "tile_peak_fraction": g.max_tile_peak_bytes / g.stack_peak_bytes,
             "memory": {"stack_param_bytes": self.stack_param_bytes, "node_bytes": self.node_memory_bytes,
                        "node_usable_bytes": self.profile.usable_ram_bytes},
+            "neuron_splits": [split.to_dict() for split in self.neuron_splits],
             "predicted": {"tiles_phase_s": self.tiles_phase_s, "remainder_s": self.remainder_s,
                           "makespan_s": self.makespan_s, "single_node_s": self.single_node_s,
                           "speedup": self.single_node_s / self.makespan_s if self.makespan_s else None},
@@ -104,11 +109,18 @@ def _candidate(analysis: Analysis, stack: list[Layer], rows: int, cols: int, nod
     in_stack = {layer.index for layer in stack}
     remainder = tuple(i for i in placeable_indices(graph) if i not in in_stack)
     stack_params = sum(costs[layer.index].param_bytes for layer in stack)
+    tiles_fit = stack_params + grid.max_tile_peak_bytes <= profile.usable_ram_bytes
+    # (A candidate whose tiles do not fit is ruled out anyway: its remainder is not worth splitting.)
+    splits = plan_neuron_splits(graph, costs, remainder, nodes, profile.usable_ram_bytes) if tiles_fit else []
+    split_at = {split.index: len(split.ranges) for split in splits}
+    # A split layer's slices run at once on as many nodes; the rest of the remainder on the client.
+    remainder_s = sum(seconds(graph, costs, [i], profile) / split_at.get(i, 1) for i in remainder)
     return TilePlan(
         grid=grid, nodes=nodes, profile=profile, stack_param_bytes=stack_params,
         node_memory_bytes=stack_params + grid.max_tile_peak_bytes, tile_seconds=tuple(tile_s),
-        tiles_phase_s=lpt_makespan(tile_s, nodes), remainder_s=seconds(graph, costs, remainder, profile),
+        tiles_phase_s=lpt_makespan(tile_s, nodes), remainder_s=remainder_s,
         single_node_s=seconds(graph, costs, placeable_indices(graph), profile), remainder_indices=remainder,
+        neuron_splits=tuple(splits),
     )
 
 
@@ -123,13 +135,19 @@ def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tup
     else:
         depths = sorted({i + 1 for i, layer in enumerate(full) if layer.op_type in ("MaxPool", "AveragePool")} | {len(full)})
     plans = []
+    refused: SplitnnError | None = None
     for depth in depths:
         stack = full[:depth]
         h, w = stack[-1].out_shape[2], stack[-1].out_shape[3]
         grids = [grid] if grid is not None else [(r, c) for r in range(1, MAX_GRID + 1) for c in range(1, MAX_GRID + 1)]
         for rows, cols in grids:
             if rows <= h and cols <= w:  # at least one output row and column per tile
-                plans.append(_candidate(analysis, stack, rows, cols, nodes, profile))
+                try:
+                    plans.append(_candidate(analysis, stack, rows, cols, nodes, profile))
+                except SplitnnError as exc:  # a remainder layer no set of nodes can hold at this depth
+                    refused = exc
+    if not plans and refused is not None:
+        raise refused
     if not plans:
         out = full[-1].out_shape
         raise SplitnnError(f"a {grid[0]}x{grid[1]} grid is finer than the stack's output ({out[2]}x{out[3]}): "  # type: ignore[index]

@@ -87,6 +87,15 @@ def run_tile(plugin_name: str, tile_id: int, crop: np.ndarray) -> tuple[np.ndarr
     return output, time.perf_counter() - start, get_worker().address
 
 
+def run_slice(plugin_name: str, slice_key: str, model: bytes, x: np.ndarray) -> np.ndarray:
+    """A Dask task: one slice of a neuron-split layer (its session built on first use, on its worker)."""
+    sessions = _sessions(plugin_name)
+    if slice_key not in sessions:
+        sessions[slice_key] = create_session(model, threads=1, spin=False)  # type: ignore[index]
+    session = sessions[slice_key]  # type: ignore[index]
+    return session.run(None, {session.get_inputs()[0].name: x})[0]  # type: ignore[no-any-return]
+
+
 def run_whole(plugin_name: str, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float, str]:
     """A Dask task for data parallelism: the whole model on one image."""
     from distributed import get_worker
@@ -107,6 +116,9 @@ def _register(client: Any, plugin: SessionsPlugin) -> str:
     registered = _Plugin(plugin.name, plugin.models, plugin.weights)
     client.register_plugin(registered, name=plugin.name)
     return plugin.name
+
+
+RUNTIME_ALLOWANCE_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -136,10 +148,25 @@ class TileProgram:
         self.remainder = None
         if "remainder_model" in artifacts:
             self.remainder = create_session(outdir / artifacts["remainder_model"], threads=1, spin=False)
+        self.folder = outdir
+        self.steps: list[dict[str, Any]] = artifacts.get("remainder_steps", [])
+        # Each slice of a neuron-split layer, with its weights inline: it travels to one worker only.
+        self.slices = {(number, i): _with_weights((outdir / part["model"]).read_bytes(),
+                                                  (outdir / part["model"]).with_name("weights.bin").read_bytes())
+                       for number, step in enumerate(self.steps) if step["kind"] == "neurons"
+                       for i, part in enumerate(step["slices"])}
         self.model_path = Path(self.plan["model"])
 
-    def finish(self, stitched: np.ndarray, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def finish(self, stitched: np.ndarray, feeds: dict[str, np.ndarray],
+               run_slices: Callable[[dict[str, Any], np.ndarray], list[np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+        """The model's outputs from the stitched stack output: the remainder on this client (split layers via
+        `run_slices` on the cluster)."""
+        from onnxsplit.tile_export import run_steps
+
         results = {self.stack_output: stitched}
+        if self.steps:
+            pool = run_steps(self.steps, self.folder, {**feeds, **results}, run_slices)
+            return {n: pool[n] for n in self.plan["outputs"]}
         if self.remainder is None:
             return results
         spec = self.plan["remainder"]
@@ -176,8 +203,19 @@ def dask_client(workers: int, memory_limit_bytes: int | None, scheduler: str | N
         yield client
 
 
+def _slice_runner(client: Any, plugin_name: str, handles: dict[tuple[int, int], Any], workers: list[str]) -> Callable[..., list[np.ndarray]]:
+    """run_slices for TileProgram.finish: each slice of a split layer as a task where its weights are."""
+    def run(step: dict[str, Any], x: np.ndarray) -> list[np.ndarray]:
+        number = next(k for (k, _), _ in handles.items() if step["slices"][0]["model"].startswith(f"neurons/step{k}/"))
+        futures = [client.submit(run_slice, plugin_name, f"{number}:{i}", handles[(number, i)], x, workers=workers,
+                                 allow_other_workers=False, pure=False) for i in range(len(step["slices"]))]
+        return client.gather(futures)  # type: ignore[no-any-return]
+    return run
+
+
 def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: dict[str, np.ndarray],
-                    workers: list[str]) -> tuple[dict[str, np.ndarray], list[TileRecord], float, float, int]:
+                    workers: list[str], slice_handles: dict[tuple[int, int], Any] | None = None,
+                    ) -> tuple[dict[str, np.ndarray], list[TileRecord], float, float, int]:
     """One image through the tiles on `workers`.
 
     Returns the outputs, per-tile records, the tiles phase and total seconds, and how many tile tasks the
@@ -203,7 +241,8 @@ def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: 
         stitched[:, :, y0:y1, x0:x1] = output
         records.append(TileRecord(tile["id"], worker, seconds, time.perf_counter() - start))
     tiles_phase = time.perf_counter() - start
-    outputs = program.finish(stitched, feeds)  # type: ignore[arg-type]
+    runner = _slice_runner(client, plugin_name, slice_handles, workers) if slice_handles else None
+    outputs = program.finish(stitched, feeds, runner)  # type: ignore[arg-type]
     total = time.perf_counter() - start
     retried = _retried(client, [f.key for f in futures])  # while the scheduler still knows the tasks
     return outputs, sorted(records, key=lambda r: r.id), tiles_phase, total, retried
@@ -253,7 +292,9 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
     if program.model_path.is_file():
         graph = load_graph(program.model_path, {n: tuple(s[0]) for n, s in specs.items()})
         reference = reference_outputs(graph, feeds)
-    memory = int(plan["node_profile"]["ram_bytes"] * plan["node_profile"]["usable_ram_fraction"])
+    # Each worker may use the node's usable RAM for the plan's share, plus what the interpreter, Dask and
+    # onnxruntime themselves take; past that, Dask's nanny restarts it.
+    memory = int(plan["node_profile"]["ram_bytes"] * plan["node_profile"]["usable_ram_fraction"]) + RUNTIME_ALLOWANCE_BYTES
     def tick(stage: str, total: int) -> Callable[[int], None]:
         return (lambda done: progress(stage, done, total)) if progress else (lambda done: None)
 
@@ -268,13 +309,16 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
         if options.data_parallel:
             return _data_parallel(client, program, available, counts, specs, options, reference, tick)
         plugin = _register(client, SessionsPlugin(f"splitnn-tiles-{program.key}", program.graphs, program.weights))
+        # Slice i of a split layer lives on worker i: each node holds only its slice of the weights.
+        handles = {key: client.scatter(model, workers=[available[key[1] % len(available)]])
+                   for key, model in program.slices.items()}
         scaling = []
         last_records: list[TileRecord] = []
         outputs: dict[str, np.ndarray] = {}
         retries = killed = 0
         for n in counts:
             workers = available[:n]
-            run_tiled_image(client, program, plugin, feeds, workers)  # warm-up (caches, connections)
+            run_tiled_image(client, program, plugin, feeds, workers, handles)  # warm-up (caches, connections)
             phases, totals = [], []
             step = tick(f"{n} worker{'s' if n > 1 else ''}", options.images)
             for i in range(options.images):
@@ -286,7 +330,7 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
                     timer = threading.Timer(options.kill_worker_after_s, _kill_process, (pid,))
                     timer.start()
                     killed += 1
-                outputs, records, phase, total, retried = run_tiled_image(client, program, plugin, feeds, workers)
+                outputs, records, phase, total, retried = run_tiled_image(client, program, plugin, feeds, workers, handles)
                 if timer is not None:
                     timer.join()
                     # The dead worker's replacement has a new address: use whoever is there now.
@@ -322,6 +366,7 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
         "outputs_match": match,
         "max_abs_err": max_err,
         "redundant_macs_ratio": plan["redundant_macs_ratio"],
+        "neuron_splits": plan.get("neuron_splits", []),
         "predicted": plan["predicted"],
     }
 

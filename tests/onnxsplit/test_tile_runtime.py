@@ -74,3 +74,16 @@ def test_unreachable_scheduler_is_a_clear_error(vgg_tiles):
 def test_serve_refuses_a_tile_plan(vgg_tiles):
     proc = run_cli("serve", str(vgg_tiles), "--port", "0")
     assert proc.returncode == 2 and "holds a tile plan" in proc.stderr
+
+
+def test_neuron_split_layers_run_on_the_workers(sample_path, tmp_path):
+    from cost_models.profiles import DeviceProfile
+
+    analysis = analyze(load_graph(sample_path("vgg16", 64)))
+    board = load_device("rockpro64")
+    small = DeviceProfile(**{**board.__dict__, "name": "small", "ram_bytes": 42_500_000})
+    outdir = tmp_path / "split-fc"
+    write_tiles(analysis, plan_tiles(analysis, 2, small, (2, 2), "maxpool2_out"), outdir)
+    report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False))
+    assert report["outputs_match"] is True and report["max_abs_err"] < 1e-4
+    assert [s["node"] for s in report["neuron_splits"]] == ["fc2"]

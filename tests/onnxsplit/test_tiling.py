@@ -137,3 +137,23 @@ def test_partition_tiles_cli(sample_path, tmp_path):
                           (["--node-profile", "nope"], "unknown device profile")):
         proc = run_cli("partition", str(sample_path("vgg16", 64)), "-o", str(tmp_path / "x"), "--strategy", "tiles", *args)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _small_board(ram_bytes: int) -> DeviceProfile:
+    return DeviceProfile(**{**BOARD.__dict__, "name": "small", "ram_bytes": ram_bytes})
+
+
+def test_fully_connected_layer_too_big_for_a_node_is_split_by_neurons(sample_path, tmp_path):
+    # VGG-16 at 64x64: fc1 holds 33.6 MB, fc2 67.1 MB; a node with 34 MB usable holds fc1 but only half of fc2.
+    analysis = analyze(load_graph(sample_path("vgg16", 64)))
+    small = _small_board(42_500_000)
+    plan = plan_tiles(analysis, 2, small, (2, 2), "maxpool2_out")
+    assert [(s.name, len(s.ranges)) for s in plan.neuron_splits] == [("fc2", 2)]
+    document = write_tiles(analysis, plan, tmp_path / "out")
+    assert document["verification"]["passed"] and document["verification"]["max_abs_err"] < 1e-4
+    (step,) = [s for s in document["artifacts"]["remainder_steps"] if s["kind"] == "neurons"]
+    assert [part["neurons"] for part in step["slices"]] == [[0, 2048], [2048, 4096]]
+    for part in step["slices"]:  # each slice's blob holds its half of the weights and bias, nothing more
+        assert part["bytes"] == (4096 * 2048 + 2048) * 4 <= small.usable_ram_bytes
+    with pytest.raises(SplitnnError, match="it needs 2 nodes"):
+        plan_tiles(analysis, 1, small, (1, 1), "maxpool2_out")
