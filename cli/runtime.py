@@ -254,6 +254,16 @@ def _tile_bench(outdir: str, workers: int | None, scheduler: str | None, data_pa
                   else [f"{row['images_per_s']:.2f}"])
         table.add_row(*cells)
     console.print(table)
+    if report["mode"] == "data-parallel":
+        counts = sorted({row["images"] for row in report["table"]})
+        workers = sorted({row["workers"] for row in report["table"]})
+        grid = Table(title="Seconds by image count (rows) and workers (columns)", title_justify="left")
+        for column in ["images", *[str(w) for w in workers]]:
+            grid.add_column(column, justify="right")
+        wall = {(row["images"], row["workers"]): row["wall_s"] for row in report["table"]}
+        for count in counts:
+            grid.add_row(str(count), *[f"{wall[(count, w)]:.2f}" for w in workers])
+        console.print(grid)
     per_worker: dict[str, list[float]] = {}
     for tile in report["tiles"]:
         per_worker.setdefault(tile["worker"], []).append(tile["seconds"])

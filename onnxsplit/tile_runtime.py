@@ -381,36 +381,42 @@ def _compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray] | 
     return all(np.allclose(outputs[n], reference[n], atol=atol, rtol=rtol) for n in plan["outputs"]), max(errs, default=0.0)
 
 
+def image_counts(images: int) -> list[int]:
+    """The image counts of the data-parallel table: a quarter, a half and all of `images` (distinct, from 1)."""
+    return sorted({max(1, images // 4), max(1, images // 2), images})
+
+
 def _data_parallel(client: Any, program: TileProgram, available: list[str], counts: list[int],
                    specs: dict[str, Any], options: TileBenchOptions, reference: dict[str, np.ndarray] | None,
                    tick: Callable[[str, int], Any]) -> dict[str, Any]:
-    """Whole images spread over the workers: `options.images` images per worker count."""
+    """Whole images spread over the workers: the time for a quarter, half and all of `options.images`
+    images on each worker count (the seed experiment's table of time by image count and node count)."""
     from distributed import wait
 
     if not program.model_path.is_file():
         raise SplitnnError(f"the plan's model '{program.model_path}' is gone: data parallelism runs the whole model")
     plugin = _register(client, SessionsPlugin(f"splitnn-whole-{program.key}", {0: program.model_path.read_bytes()}))
     images = [random_feeds(specs, options.seed + i) for i in range(options.images)]
-    scaling = []
+    table = []
     per_image: list[dict[str, Any]] = []
     first_outputs: dict[str, np.ndarray] = {}
     for n in counts:
         workers = available[:n]
         wait([client.submit(run_whole, plugin, images[0], workers=[w], pure=False) for w in workers])  # warm-up
-        step = tick(f"{n} worker{'s' if n > 1 else ''}", options.images)
-        start = time.perf_counter()
-        futures = [client.submit(run_whole, plugin, feeds, workers=workers, allow_other_workers=False, pure=False)
-                   for feeds in images]
-        done = 0
-        per_image = []
-        for index, future in enumerate(futures):
-            outputs, seconds, worker = future.result()
-            done += 1
-            step(done)
-            per_image.append({"id": index, "worker": worker, "seconds": seconds})
-            if index == 0:
-                first_outputs = outputs
-        scaling.append({"workers": n, "wall_s": time.perf_counter() - start})
+        for count in image_counts(options.images):
+            step = tick(f"{count} images on {n} worker{'s' if n > 1 else ''}", count)
+            start = time.perf_counter()
+            futures = [client.submit(run_whole, plugin, feeds, workers=workers, allow_other_workers=False, pure=False)
+                       for feeds in images[:count]]
+            per_image = []
+            for index, future in enumerate(futures):
+                outputs, seconds, worker = future.result()
+                step(index + 1)
+                per_image.append({"id": index, "worker": worker, "seconds": seconds})
+                if index == 0:
+                    first_outputs = outputs
+            table.append({"workers": n, "images": count, "wall_s": time.perf_counter() - start})
+    scaling = [dict(row) for row in table if row["images"] == options.images]
     base = scaling[0]["wall_s"]
     for row in scaling:
         row["speedup"] = base / row["wall_s"]
@@ -426,6 +432,7 @@ def _data_parallel(client: Any, program: TileProgram, available: list[str], coun
         "wall_s": scaling[-1]["wall_s"],
         "speedup": scaling[-1]["speedup"],
         "scaling": scaling,
+        "table": table,
         "tiles": per_image,
         "retries": 0,  # not tracked for whole images
         "workers_killed": 0,

@@ -49,6 +49,8 @@ def test_data_parallel_spreads_whole_images(vgg_tiles):
     assert report["mode"] == "data-parallel" and report["outputs_match"] is True
     assert [row["workers"] for row in report["scaling"]] == [1, 2] and len(report["tiles"]) == 4
     assert all(row["images_per_s"] > 0 for row in report["scaling"])
+    # The seed's table: time by image count (a quarter, half, all) and worker count.
+    assert [(row["images"], row["workers"]) for row in report["table"]] == [(1, 1), (2, 1), (4, 1), (1, 2), (2, 2), (4, 2)]
 
 
 def test_run_bench_cli_on_a_tile_plan(vgg_tiles):
