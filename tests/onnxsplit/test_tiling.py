@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import helper
 
-from cost_models.profiles import DeviceProfile, load_device
+from cost_models.profiles import DeviceProfile, device_to_toml, load_device
 from onnxsplit.analysis import analyze
 from onnxsplit.errors import SplitnnError
 from onnxsplit.loading import load_graph
@@ -133,8 +133,11 @@ def test_partition_tiles_cli(sample_path, tmp_path):
     assert plan["strategy"] == "tiles" and plan["grid"] == {"rows": 2, "cols": 2} and plan["fuse_until"] == "maxpool2_out"
     assert (out / "tiles" / "weights.bin").is_file() and len(list((out / "tiles").glob("tile_*.onnx"))) == 4
     assert (out / "remainder" / "model.onnx").is_file()
+    tiny = tmp_path / "tiny.toml"
+    tiny.write_text(device_to_toml(DeviceProfile(**{**BOARD.__dict__, "name": "tiny", "ram_bytes": 10_000})), encoding="utf-8")
     for args, message in ((["--grid", "3by3"], "must be RxC"), (["--fuse-until", "nope"], "is not on the fused stack"),
-                          (["--node-profile", "nope"], "unknown device profile")):
+                          (["--node-profile", "nope"], "unknown device profile"),
+                          (["--node-profile", str(tiny)], "no tile fits a node of 'tiny'")):
         proc = run_cli("partition", str(sample_path("vgg16", 64)), "-o", str(tmp_path / "x"), "--strategy", "tiles", *args)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 
