@@ -4,7 +4,8 @@ For each sample and each built-in link, with the rockpro64 device profile
 (emulated: K per cut from the profiles) and this machine as the server (so
 the plan is made with the `host` server profile), `run-bench --sweep`
 measures the --top K cuts by prediction plus the chosen one, --requests
-requests each, end-to-end p50. Target: regret <= 1.05 everywhere.
+requests each in 2 rounds over all cuts (so a slow stretch of the machine
+falls on every cut), end-to-end p50. Target: regret <= 1.05 everywhere.
 
     python benchmarks/bench_sweep.py [--models resnet18,mobilenet,alexnet,vgg16] \\
         [--links cat1,3g,4g,wifi] [--top 5] [--requests 10] [--json]

@@ -119,6 +119,7 @@ def device(outdir: str, address: str, input_file: str | None, random_count: int 
 @click.option("--fps", type=click.FloatRange(0, min_open=True), help="With --stream: frames offered per second (default: as fast as the device goes).")
 @click.option("--sweep", is_flag=True, help="TARGET is a model: measure its feasible cuts and the planner's regret.")
 @click.option("--top", type=click.IntRange(1), help="With --sweep: measure only the K best cuts by prediction (and the chosen one).")
+@click.option("--rounds", type=click.IntRange(1), help="With --sweep: visit every cut this many times, sharing --requests (default 2).")
 @input_shape_option
 @click.option("--device", "device_name", help="With --sweep: device profile (default rockpro64).")
 @click.option("--server", "server_name", help="With --sweep: server profile (default host: the sweep's server is this machine).")
@@ -136,7 +137,7 @@ def device(outdir: str, address: str, input_file: str | None, random_count: int 
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | None, jitter: str | None, loss: float,
               trace: str | None, outages: tuple[str, ...], requests: int, device_slowdown: str, timeout: float,
-              no_baselines: bool, stream: bool, fps: float | None, sweep: bool, top: int | None,
+              no_baselines: bool, stream: bool, fps: float | None, sweep: bool, top: int | None, rounds: int | None,
               input_shapes: tuple[str, ...], device_name: str | None, server_name: str | None, objective: str | None,
               max_device_share: float | None, max_transfer_bytes: str | None, workers: int | None, scheduler: str | None,
               data_parallel: bool, images: int, no_scaling: bool, kill_worker_after: float | None, plot: str | None,
@@ -167,7 +168,7 @@ def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | N
     """
     from onnxsplit.errors import SplitnnError
 
-    sweep_only = {"--top": top, "--input-shape": input_shapes or None, "--device": device_name, "--server": server_name,
+    sweep_only = {"--top": top, "--rounds": rounds, "--input-shape": input_shapes or None, "--device": device_name, "--server": server_name,
                   "--objective": objective, "--max-device-share": max_device_share, "--max-transfer-bytes": max_transfer_bytes}
     if not sweep and any(v is not None for v in sweep_only.values()):
         given = [k for k, v in sweep_only.items() if v is not None]
@@ -192,7 +193,8 @@ def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | N
     with _progress() as progress:
         if sweep:
             report = _sweep(target, input_shapes, device_name, server_name, objective, link, bandwidth, rtt,
-                            max_device_share, max_transfer_bytes, extras, top, requests, slowdown, timeout, progress)
+                            max_device_share, max_transfer_bytes, extras, top, rounds or 2, requests, slowdown, timeout,
+                            progress)
         else:
             report = _bench(target, link, bandwidth, rtt, extras, requests, slowdown, timeout, no_baselines, stream, fps,
                             progress)
@@ -370,8 +372,8 @@ def _bench(outdir: str, link: str | None, bandwidth: str | None, rtt: str | None
 
 def _sweep(model: str, input_shapes: tuple[str, ...], device: str | None, server: str | None, objective: str | None,
            link: str | None, bandwidth: str | None, rtt: str | None, max_device_share: float | None,
-           max_transfer_bytes: str | None, extras: dict, top: int | None, requests: int, slowdown: float | None,  # type: ignore[type-arg]
-           timeout: float, progress: _progress) -> dict:  # type: ignore[type-arg]
+           max_transfer_bytes: str | None, extras: dict, top: int | None, rounds: int, requests: int,  # type: ignore[type-arg]
+           slowdown: float | None, timeout: float, progress: _progress) -> dict:  # type: ignore[type-arg]
     from cli.options import planning_inputs
     from onnxsplit.analysis import analyze
     from onnxsplit.input_shapes import parse_input_shapes
@@ -385,8 +387,8 @@ def _sweep(model: str, input_shapes: tuple[str, ...], device: str | None, server
     analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))
     plan = plan_split(analysis, device_profile, server_profile, the_link, objective or "latency", constraints)
     settings = settings_for(the_link.uplink_bps, the_link.rtt_s, downlink_bps=the_link.down_bps, **extras)
-    return sweep_cuts(analysis, plan, settings, top=top, requests=requests, slowdown=slowdown, timeout_s=timeout,
-                      progress=progress)
+    return sweep_cuts(analysis, plan, settings, top=top, requests=requests, rounds=rounds, slowdown=slowdown,
+                      timeout_s=timeout, progress=progress)
 
 
 def _render_sweep(report: dict) -> None:  # type: ignore[type-arg]
@@ -394,7 +396,8 @@ def _render_sweep(report: dict) -> None:  # type: ignore[type-arg]
 
     console = stdout()
     console.print(f"{report['model']}: {report['device']} -> {report['link']} -> {report['server']}, objective "
-                  f"{report['objective']} (measured: {report['measure']}, {report['requests']} requests per cut)")
+                  f"{report['objective']} (measured: {report['measure']}, {report['requests']} requests per cut in "
+                  f"{report['rounds']} rounds over all cuts)")
     table = Table(title=f"{len(report['sweep'])} of {report['feasible_cuts']} feasible cuts measured", title_justify="left")
     for column in ("cut", "after node", "bytes", "predicted ms", "measured ms", "device ms", "transfer ms", "server ms", "K", "ok"):
         table.add_column(column, justify="left" if column == "after node" else "right")

@@ -195,6 +195,7 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
         "errors": len(results) - len(ok),
         "error_messages": sorted({r.error for r in results if not r.ok}),
         "stages": stages,
+        "samples": {stage: [getattr(r, stage) for r in ok] for stage in STAGES},  # per ok request, in order
         "bound_s": bound_s,
         "predicted_s": plan["predicted"]["total_s"],
         "predicted": plan["predicted"],

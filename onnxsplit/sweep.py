@@ -3,9 +3,13 @@
 Each candidate (every feasible cut, or the `top` best by prediction) is
 written and verified like `splitnn partition --cut`, then run end to end by
 `run_bench` under the same emulated link, with the device emulated from the
-profiles (K per cut). What is measured follows the objective:
-  latency    - end-to-end p50 of one request at a time;
-  throughput - seconds per frame of a pipelined stream (1 / frames per second).
+profiles (K per cut). The candidates are measured in `rounds`, each round
+visiting every cut with its share of the requests, so that a slow stretch of
+a shared machine falls on all cuts alike rather than on whichever was being
+measured. What is measured follows the objective:
+  latency    - end-to-end p50 of one request at a time, over all rounds;
+  throughput - seconds per frame of a pipelined stream (1 / frames per second),
+               the median over rounds.
 The regret of the planner is the measured time of the cut it chose over the
 measured time of the best cut measured: 1.0 when the prediction picked the
 best one.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +46,7 @@ def sweep_cuts(
     *,
     top: int | None = None,
     requests: int = 10,
+    rounds: int = 2,
     slowdown: float | None = None,
     timeout_s: float = 30.0,
     workdir: Path | None = None,
@@ -63,25 +69,30 @@ def sweep_cuts(
     measured.sort(key=lambda c: c.cut.id)
 
     folder = Path(tempfile.mkdtemp(prefix="splitnn-sweep-", dir=workdir))
-    points = []
+    rounds = max(1, min(rounds, requests))
+    shares = [requests // rounds + (1 if r < requests % rounds else 0) for r in range(rounds)]
+    reports: dict[int, list[dict[str, Any]]] = {c.cut.id: [] for c in measured}
     try:
+        factors = {}
         for index, candidate in enumerate(measured):
-            label = f"cut {candidate.cut.id} ({index + 1}/{len(measured)})"
             if progress:
-                progress("cuts", index, len(measured))
-            outdir = folder / f"cut{candidate.cut.id}"
-            document = write_split(analysis, dataclasses.replace(plan, chosen=candidate, forced=True), outdir)
-            factor = slowdown if slowdown is not None else derive_slowdown(document)
-            options = BenchOptions(requests=requests, slowdown=factor, slowdown_source="given" if slowdown else "profiles",
-                                   timeout_s=timeout_s, baselines=False, stream=plan.objective == "throughput")
-            report = run_bench(outdir, link, options,
-                               (lambda stage, done, total: progress(f"{label} {stage}", done, total)) if progress else None)
-            shutil.rmtree(outdir, ignore_errors=True)
-            points.append(_point(candidate, plan.objective, report))
+                progress("writing the cuts", index, len(measured))
+            document = write_split(analysis, dataclasses.replace(plan, chosen=candidate, forced=True),
+                                   folder / f"cut{candidate.cut.id}")
+            factors[candidate.cut.id] = slowdown if slowdown is not None else derive_slowdown(document)
+        visits = [(r, c) for r in range(rounds) for c in measured]
+        for visit, (r, candidate) in enumerate(visits):
+            if progress:
+                progress("cuts x rounds", visit, len(visits))
+            options = BenchOptions(requests=shares[r], slowdown=factors[candidate.cut.id],
+                                   slowdown_source="given" if slowdown else "profiles", timeout_s=timeout_s,
+                                   baselines=False, stream=plan.objective == "throughput")
+            reports[candidate.cut.id].append(run_bench(folder / f"cut{candidate.cut.id}", link, options))
         if progress:
-            progress("cuts", len(measured), len(measured))
+            progress("cuts x rounds", len(visits), len(visits))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    points = [_point(candidate, plan.objective, reports[candidate.cut.id]) for candidate in measured]
 
     ok = [p for p in points if p["measured_s"] is not None]
     chosen = next(p for p in points if p["cut_id"] == chosen_id)
@@ -95,6 +106,7 @@ def sweep_cuts(
         "server": plan.server.name,
         "link": link.describe(),
         "requests": requests,
+        "rounds": rounds,
         "feasible_cuts": len(ranked),
         "sweep": points,
         "chosen": _brief(chosen),
@@ -103,13 +115,19 @@ def sweep_cuts(
     }
 
 
-def _point(candidate: Candidate, objective: str, report: dict[str, Any]) -> dict[str, Any]:
-    stages = {k: v["p50"] for k, v in report["stages"].items()}
+def _point(candidate: Candidate, objective: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cut's measurement from its rounds: medians over every ok request (latency) or over rounds (throughput)."""
+    def median_of(stage: str) -> float:
+        values = [v for report in reports for v in report["samples"][stage]]
+        return statistics.median(values) if values else float("nan")
+
+    ok = sum(report["ok"] for report in reports)
     if objective == "latency":
-        value = stages["e2e_s"] if report["ok"] else None
+        value = median_of("e2e_s") if ok else None
     else:
-        fps = report["stream"]["throughput_fps"] if report["stream"] else float("nan")
-        value = 1.0 / fps if report["stream"]["ok"] >= 2 and fps > 0 else None
+        periods = [1.0 / r["stream"]["throughput_fps"] for r in reports
+                   if r["stream"] and r["stream"]["ok"] >= 2 and r["stream"]["throughput_fps"] > 0]
+        value = statistics.median(periods) if periods else None
     p = candidate.predicted
     return {
         "cut_id": candidate.cut.id,
@@ -119,12 +137,12 @@ def _point(candidate: Candidate, objective: str, report: dict[str, Any]) -> dict
         "predicted_s": predicted_seconds(candidate, objective),
         "measured_s": value,
         "predicted": {"device_s": p.device_s + p.encode_s, "transfer_s": p.transfer_s, "server_s": p.server_s},
-        "measured": {"device_s": stages["device_s"] + stages["encode_s"], "transfer_s": stages["transfer_s"],
-                     "server_s": stages["server_s"], "e2e_s": stages["e2e_s"]},
-        "ok": report["ok"],
-        "errors": report["errors"],
-        "slowdown": report["slowdown"]["factor"],
-        "outputs_match": report["outputs_match"],
+        "measured": {"device_s": median_of("device_s") + median_of("encode_s"), "transfer_s": median_of("transfer_s"),
+                     "server_s": median_of("server_s"), "e2e_s": median_of("e2e_s")},
+        "ok": ok,
+        "errors": sum(report["errors"] for report in reports),
+        "slowdown": reports[0]["slowdown"]["factor"],
+        "outputs_match": all(report["outputs_match"] for report in reports) if reports else None,
     }
 
 

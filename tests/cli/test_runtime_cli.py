@@ -51,6 +51,7 @@ def test_run_bench_table_with_loss_and_outage(plan_dir):
     (["--trace", "missing.csv"], "cannot read trace"),
     (["--fps", "5"], "--fps paces a stream: add --stream"),
     (["--top", "3"], "--top applies only with --sweep"),
+    (["--rounds", "3"], "--rounds applies only with --sweep"),
     (["--device", "rockpro64", "--objective", "latency"], "--device, --objective apply only with --sweep"),
     (["--sweep", "--stream"], "drop --stream"),
     (["--plot", "x.svg", "--no-baselines"], "must name a .png file"),

@@ -38,6 +38,7 @@ def test_top_cuts_measured_and_regret_from_measurements(lenet, tmp_path):
     assert report["best"]["cut_id"] == best["cut_id"] and report["chosen"]["cut_id"] == plan.chosen.cut.id
     assert report["regret"] == chosen["measured_s"] / best["measured_s"] >= 1.0
     assert list(tmp_path.iterdir()) == []  # the parts written per cut are gone
+    assert report["rounds"] == 2  # 3 requests per cut: 2 in the first visit, 1 in the second
 
 
 def test_throughput_sweep_measures_streams(lenet, tmp_path):
