@@ -168,8 +168,9 @@ def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | N
     """
     from onnxsplit.errors import SplitnnError
 
-    sweep_only = {"--top": top, "--rounds": rounds, "--input-shape": input_shapes or None, "--device": device_name, "--server": server_name,
-                  "--objective": objective, "--max-device-share": max_device_share, "--max-transfer-bytes": max_transfer_bytes}
+    sweep_only = {"--top": top, "--rounds": rounds, "--input-shape": input_shapes or None, "--device": device_name,
+                  "--server": server_name, "--objective": objective, "--max-device-share": max_device_share,
+                  "--max-transfer-bytes": max_transfer_bytes}
     if not sweep and any(v is not None for v in sweep_only.values()):
         given = [k for k, v in sweep_only.items() if v is not None]
         raise SplitnnError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --sweep (a plan in "
@@ -178,7 +179,11 @@ def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | N
         raise SplitnnError("--fps paces a stream: add --stream")
     if sweep and stream:
         raise SplitnnError("--sweep measures streams itself with --objective throughput: drop --stream")
+    if plot is not None and Path(plot).suffix.lower() != ".png":
+        raise SplitnnError(f"--plot '{plot}' must name a .png file")
     if not sweep and _is_tile_plan(target):
+        if plot is not None:
+            raise SplitnnError("--plot draws the split's stages; a tile plan prints its scaling table (use --json for data)")
         _tile_bench(target, workers, scheduler, data_parallel, images, no_scaling, kill_worker_after, as_json)
         return
     tile_only = {"--workers": workers, "--scheduler": scheduler, "--data-parallel": data_parallel or None,
