@@ -335,8 +335,10 @@ class _progress:
     def __enter__(self):  # type: ignore[no-untyped-def]
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        # Redrawn only when a step completes, not by a display thread ten times a second: the emulated device
+        # and the server share this machine's cores with it.
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=stderr(), transient=True)
+                            console=stderr(), transient=True, auto_refresh=False)
         self.bar.__enter__()
         self.tasks: dict[str, int] = {}
         return self
@@ -344,7 +346,7 @@ class _progress:
     def __call__(self, stage: str, done: int, total: int) -> None:
         if stage not in self.tasks:
             self.tasks[stage] = self.bar.add_task(stage, total=total)
-        self.bar.update(self.tasks[stage], completed=done, visible=stage == "cuts" or done < total)
+        self.bar.update(self.tasks[stage], completed=done, visible=stage.startswith("cuts") or done < total, refresh=True)
 
     def __exit__(self, *exc: object) -> None:
         self.bar.__exit__(*exc)  # type: ignore[arg-type]
