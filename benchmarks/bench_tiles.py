@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="224,320,448")
     parser.add_argument("--images", type=int, default=7)
     parser.add_argument("--grid", default="3x3", help="the grid timed for the speedup (the memory check always uses 3x3)")
+    parser.add_argument("--reuse", action="store_true", help="plan with the checkerboard reuse of overlaps")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -56,8 +57,9 @@ def main() -> None:
         nine = plan_tiles(analysis, 2, load_device("rockpro64"), (3, 3), "maxpool3_out").grid
         outdir = work / f"tiles-{size}"
         shutil.rmtree(outdir, ignore_errors=True)
-        document = write_tiles(analysis, plan, outdir)
+        document = write_tiles(analysis, plan, outdir, reuse=args.reuse)
         counted = [sum(c.macs for c in analyze(load_graph(outdir / name)).nodes) for name in document["artifacts"]["tiles"]]
+        saved = document["reuse"].get("saved_macs", 0)
         report = run_tile_bench(outdir, TileBenchOptions(workers=2, images=args.images))
         one, two = report["scaling"]
         rows.append({
@@ -66,6 +68,7 @@ def main() -> None:
             "tiles_speedup": two["tiles_speedup"],
             "image_1_worker_s": one["wall_s"], "image_2_workers_s": two["wall_s"], "image_speedup": two["speedup"],
             "grid": args.grid,
+            "reuse_saved_macs": saved,
             "peak_fraction_3x3": nine.max_tile_peak_bytes / nine.stack_peak_bytes,
             "redundant_macs_ratio": document["redundant_macs_ratio"],
             "macs_as_predicted": counted == [t["macs"] for t in document["tiles"]],

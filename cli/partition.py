@@ -31,11 +31,12 @@ from cli.render import human_bytes, stderr, stdout
 @click.option("--grid", default="auto", show_default=True, metavar="RxC|auto", help="Tiles: the grid, e.g. 3x3 (auto: best predicted).")
 @click.option("--fuse-until", default="auto", show_default=True, metavar="TENSOR|auto", help="Tiles: the last tensor of the fused stack.")
 @click.option("--node-profile", default="rockpro64", show_default=True, help="Tiles: the profile of every node.")
+@click.option("--reuse", is_flag=True, help="Tiles: compute each overlap once (checkerboard reuse) instead of in both tiles.")
 @click.option("--json", "as_json", is_flag=True, help="Print plan.json to stdout instead of tables.")
 def partition(model: str, input_shapes: tuple[str, ...], outdir: str, device: str, server: str, link: str | None,
               bandwidth: str | None, rtt: str | None, objective: str, cut_tensors: str | None, max_device_share: float | None,
               max_transfer_bytes: str | None, no_ort: bool, atol: float, rtol: float, strategy: str, nodes: int, grid: str,
-              fuse_until: str, node_profile: str, as_json: bool) -> None:
+              fuse_until: str, node_profile: str, reuse: bool, as_json: bool) -> None:
     """Split MODEL between a device and a server at the best cut, and write both parts.
 
     Every cut is predicted (device roofline + transfer + server roofline), cuts
@@ -50,9 +51,10 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, device: st
       splitnn partition resnet18.onnx -o out/r18 --device raspberry-pi-4 --bandwidth 20Mbit --rtt 15ms
       splitnn partition model.onnx -o out/m --cut relu5_out --no-ort --json
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --fuse-until maxpool3_out
+      splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --reuse
     """
     if strategy == "tiles":
-        _partition_tiles(model, input_shapes, outdir, nodes, grid, fuse_until, node_profile, atol, rtol, as_json)
+        _partition_tiles(model, input_shapes, outdir, nodes, grid, fuse_until, node_profile, reuse, atol, rtol, as_json)
         return
     from onnxsplit.analysis import analyze
     from onnxsplit.export import write_split
@@ -75,7 +77,7 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, device: st
 
 
 def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, nodes: int, grid: str, fuse_until: str,
-                     node_profile: str, atol: float, rtol: float, as_json: bool) -> None:
+                     node_profile: str, reuse: bool, atol: float, rtol: float, as_json: bool) -> None:
     from cost_models.profiles import load_device
     from onnxsplit.analysis import analyze
     from onnxsplit.errors import SplitnnError
@@ -94,7 +96,7 @@ def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, nod
     analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))
     plan = plan_tiles(analysis, nodes, profile, shape, None if fuse_until == "auto" else fuse_until)
     with stderr().status("writing and verifying the tiles..."):
-        document = write_tiles(analysis, plan, outdir, atol=atol, rtol=rtol)
+        document = write_tiles(analysis, plan, outdir, reuse=reuse, atol=atol, rtol=rtol)
     if as_json:
         click.echo(json.dumps(document, indent=1))
         return
@@ -115,6 +117,11 @@ def _render_tiles(document: dict) -> None:  # type: ignore[type-arg]
         f"activations {human_bytes(document['max_tile_peak_bytes'])} = {document['tile_peak_fraction']:.1%} of the "
         f"untiled stack's {human_bytes(document['stack_peak_bytes'])}; per node {human_bytes(memory['node_bytes'])} "
         f"of {human_bytes(memory['node_usable_bytes'])} usable")
+    if document["reuse"]["enabled"]:
+        r = document["reuse"]
+        console.print(f"  reuse: second-phase tiles take the overlaps from their neighbours: {r['macs'] / 1e6:,.0f} M MACs "
+                      f"instead of {document['tiled_macs'] / 1e6:,.0f} M ({r['saved_fraction_of_redundant']:.1%} of the "
+                      "redundant MACs saved)")
     for split in document["neuron_splits"]:
         sizes = ", ".join(human_bytes(part["bytes"]) for part in split["slices"])
         console.print(f"  {split['node']} ({human_bytes(split['param_bytes'])} of weights) is too big for a node: split by "

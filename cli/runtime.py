@@ -280,6 +280,9 @@ def _tile_bench(outdir: str, workers: int | None, scheduler: str | None, data_pa
     if report["mode"] == "tiles":
         console.print(f"makespan of the tiles {report['makespan_s'] * 1e3:.1f} ms with {report['workers']} workers; "
                       f"redundant MACs {report['redundant_macs_ratio']:.1%}")
+        if report["reuse"]["enabled"]:
+            console.print(f"reuse: {report['reuse']['saved_macs'] / 1e6:,.0f} M MACs saved "
+                          f"({report['reuse']['saved_fraction_of_redundant']:.1%} of the redundant ones)")
     killed = f"{report['workers_killed']} worker(s) killed by the drill; " if report["workers_killed"] else ""
     console.print(f"{killed}tasks re-run after a lost worker: {report['retries']}")
     if report["outputs_match"] is not None:

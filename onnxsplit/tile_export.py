@@ -35,6 +35,14 @@ from onnxsplit.ort_session import create_session
 from onnxsplit.plan_file import PLAN_FILE
 from onnxsplit.sample_inputs import random_inputs
 from onnxsplit.tile_planning import TilePlan
+from onnxsplit.tile_reuse import (
+    first_layer_input,
+    first_phase,
+    reuse_macs,
+    run_second_phase,
+    second_phase_data,
+    second_phase_layers,
+)
 from onnxsplit.tiling import Layer, Tile
 from onnxsplit.weight_source import WeightSource
 from onnxsplit.weights_update import graph_fingerprint
@@ -63,6 +71,42 @@ def tile_model(stack_model: onnx.ModelProto, stack: list[Layer], tile: Tile) -> 
     return model
 
 
+def every_layer_outputs(model: onnx.ModelProto, stack: list[Layer], tile: Tile) -> onnx.ModelProto:
+    """`model` (a tile graph) also returning every layer's output over the tile's region, in stack order."""
+    graph = model.graph
+    elem = graph.input[0].type.tensor_type.elem_type
+    del graph.output[:]
+    for layer, part in zip(stack, tile.layers):
+        y0, y1, x0, x1 = part.output_region
+        graph.output.append(helper.make_tensor_value_info(layer.output, elem, [1, layer.out_shape[1], y1 - y0, x1 - x0]))
+    return model
+
+
+def layer_model(stack_model: onnx.ModelProto, stack: list[Layer], index: int, input_region: Any, output_region: Any,
+                pads: tuple[int, int, int, int]) -> onnx.ModelProto:
+    """One layer of the stack alone, on `input_region`, computing `output_region` with `pads` (reuse's second phase)."""
+    layer = stack[index]
+    source = next(n for n in stack_model.graph.node if n.output[0] == layer.output)
+    node = onnx.NodeProto()
+    node.CopyFrom(source)
+    if layer.window is not None and next((a.s for a in node.attribute if a.name == "auto_pad"), b"NOTSET") != b"VALID":
+        kept = [a for a in node.attribute if a.name != "pads"]
+        del node.attribute[:]
+        node.attribute.extend(kept + [helper.make_attribute("pads", list(pads))])
+    reads = set(node.input)
+    initializers = [t for t in stack_model.graph.initializer if t.name in reads]
+    constants = [n for n in stack_model.graph.node if n.op_type == "Constant" and n.output[0] in reads]
+    elem = stack_model.graph.input[0].type.tensor_type.elem_type
+    (iy0, iy1, ix0, ix1), (oy0, oy1, ox0, ox1) = input_region, output_region
+    graph = helper.make_graph(
+        [*constants, node], f"layer{index}",
+        [helper.make_tensor_value_info(layer.input, elem, [1, layer.in_shape[1], iy1 - iy0, ix1 - ix0])],
+        [helper.make_tensor_value_info(layer.output, elem, [1, layer.out_shape[1], oy1 - oy0, ox1 - ox0])],
+        initializer=initializers)
+    model = helper.make_model(graph, opset_imports=list(stack_model.opset_import), ir_version=stack_model.ir_version)
+    return model
+
+
 def stitch(tiles: list[Tile], outputs: dict[int, np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     """The stack's output assembled from the tiles' outputs (each at its output region)."""
     result = np.empty(shape, dtype=dtype)
@@ -77,7 +121,8 @@ def crop(image: np.ndarray, tile: Tile) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, y0:y1, x0:x1])
 
 
-def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, atol: float = 1e-4, rtol: float = 1e-3) -> dict[str, Any]:
+def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse: bool = False, atol: float = 1e-4,
+                rtol: float = 1e-3) -> dict[str, Any]:
     """Write, verify and publish the artifacts of tile `plan`; return the plan.json content."""
     outdir = Path(outdir)
     if outdir.exists() and (not outdir.is_dir() or (any(outdir.iterdir()) and not (outdir / PLAN_FILE).exists())):
@@ -111,6 +156,9 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, atol:
             name = f"tiles/tile_{tile.id}.onnx"
             onnx.save_model(tile_model(stack_model, stack, tile), str(staging / name))
             artifacts["tiles"].append(name)
+        reuse_doc = None
+        if reuse:
+            reuse_doc = _write_reuse(plan, stack_model, staging, artifacts)
         if steps:
             artifacts["remainder_steps"] = steps
         elif remainder.model is not None:
@@ -141,6 +189,7 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, atol:
             **plan.to_dict(),
             "remainder": {"inputs": list(remainder.inputs), "outputs": list(remainder.outputs),
                           "empty": remainder.model is None},
+            "reuse": reuse_doc or {"enabled": False},
             "verification": {"max_abs_err": max_err, "atol": atol, "rtol": rtol, "passed": passed},
             "artifacts": artifacts,
         }
@@ -177,6 +226,53 @@ def _write_steps(analysis: Analysis, plan: TilePlan, staging: Path, weights: Wei
     return steps
 
 
+def _write_reuse(plan: TilePlan, stack_model: onnx.ModelProto, staging: Path, artifacts: dict[str, Any]) -> dict[str, Any]:
+    """Reuse's graphs: first-phase tiles returning every layer, second-phase tiles one graph per computed layer."""
+    grid, stack = plan.grid, plan.stack
+    first: dict[str, str] = {}
+    layers: dict[str, dict[str, str]] = {}
+    for tile in grid.tiles:
+        if first_phase(tile):
+            name = f"tiles/tile_{tile.id}_every_layer.onnx"
+            onnx.save_model(every_layer_outputs(tile_model(stack_model, stack, tile), stack, tile), str(staging / name))
+            first[str(tile.id)] = name
+            continue
+        layers[str(tile.id)] = {}
+        plan_layers = second_phase_layers(grid, tile)
+        for index, part in enumerate(plan_layers):
+            if part.compute is None:
+                continue
+            name = f"tiles/tile_{tile.id}_layer{index}.onnx"
+            onnx.save_model(layer_model(stack_model, stack, index, part.input_region, part.compute, part.pads),
+                            str(staging / name))
+            layers[str(tile.id)][str(index)] = name
+    artifacts["reuse"] = {"first_phase": first, "second_phase_layers": layers}
+    macs = reuse_macs(grid)
+    return {"enabled": True, "macs": macs, "saved_macs": grid.tiled_macs - macs,
+            "saved_fraction_of_redundant": (grid.tiled_macs - macs) / max(grid.tiled_macs - grid.stack_macs, 1),
+            "second_phase": {str(t.id): second_phase_data(grid, t) for t in grid.tiles if not first_phase(t)}}
+
+
+def run_reuse_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, image: np.ndarray) -> dict[int, np.ndarray]:
+    """Every tile's output, with reuse: first phase in full, second phase layer by layer (in this process)."""
+    per_layer: dict[int, list[np.ndarray]] = {}
+    finals: dict[int, np.ndarray] = {}
+    for tile_id, name in artifacts["reuse"]["first_phase"].items():
+        tile = plan.grid.tiles[int(tile_id)]
+        per_layer[tile.id] = create_session(folder / name, prepack=False).run(None, {plan.stack[0].input: crop(image, tile)})
+        finals[tile.id] = per_layer[tile.id][-1]
+    for tile_id, names in artifacts["reuse"]["second_phase_layers"].items():
+        tile = plan.grid.tiles[int(tile_id)]
+        sessions = {int(index): create_session(folder / name, prepack=False) for index, name in names.items()}
+        data = second_phase_data(plan.grid, tile)
+
+        def run_layer(index: int, x: np.ndarray, sessions: dict[int, Any] = sessions) -> np.ndarray:
+            return sessions[index].run(None, {sessions[index].get_inputs()[0].name: x})[0]  # type: ignore[no-any-return]
+
+        finals[tile.id] = run_second_phase(data, first_layer_input(data, image), run_layer, per_layer)
+    return finals
+
+
 def run_steps(steps: list[dict[str, Any]], folder: Path, pool: dict[str, np.ndarray],
               run_slices: Any = None) -> dict[str, np.ndarray]:
     """Run remainder `steps` on the tensors in `pool` (updated in place and returned).
@@ -204,7 +300,11 @@ def run_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, feeds: 
     stack = plan.stack
     image = feeds[stack[0].input]
     outputs = {}
+    if "reuse" in artifacts:
+        outputs = run_reuse_locally(folder, artifacts, plan, image)
     for tile, name in zip(plan.grid.tiles, artifacts["tiles"]):
+        if tile.id in outputs:
+            continue
         session = create_session(folder / name, prepack=False)
         outputs[tile.id] = session.run(None, {stack[0].input: crop(image, tile)})[0]
     stitched = stitch(plan.grid.tiles, outputs, stack[-1].out_shape, next(iter(outputs.values())).dtype)

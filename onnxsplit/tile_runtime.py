@@ -87,6 +87,34 @@ def run_tile(plugin_name: str, tile_id: int, crop: np.ndarray) -> tuple[np.ndarr
     return output, time.perf_counter() - start, get_worker().address
 
 
+def run_first_phase(plugin_name: str, tile_id: int, crop: np.ndarray) -> tuple[list[np.ndarray], float, str]:
+    """A Dask task (reuse): a first-phase tile, returning every layer's output over its regions."""
+    from distributed import get_worker
+
+    session = _sessions(plugin_name)[f"first:{tile_id}"]  # type: ignore[index]
+    start = time.perf_counter()
+    outputs = session.run(None, {session.get_inputs()[0].name: crop})
+    return outputs, time.perf_counter() - start, get_worker().address
+
+
+def run_second(plugin_name: str, data: dict[str, Any], first_input: np.ndarray,
+               neighbours: dict[int, tuple[list[np.ndarray], float, str]]) -> tuple[np.ndarray, float, str]:
+    """A Dask task (reuse): a second-phase tile, layer by layer, from its neighbours' first-phase results."""
+    from distributed import get_worker
+
+    from onnxsplit.tile_reuse import run_second_phase
+
+    sessions = _sessions(plugin_name)
+
+    def run_layer(index: int, x: np.ndarray) -> np.ndarray:
+        session = sessions[f"layer:{data['id']}:{index}"]  # type: ignore[index]
+        return session.run(None, {session.get_inputs()[0].name: x})[0]  # type: ignore[no-any-return]
+
+    start = time.perf_counter()
+    output = run_second_phase(data, first_input, run_layer, {n: result[0] for n, result in neighbours.items()})
+    return output, time.perf_counter() - start, get_worker().address
+
+
 def run_slice(plugin_name: str, slice_key: str, model: bytes, x: np.ndarray) -> np.ndarray:
     """A Dask task: one slice of a neuron-split layer (its session built on first use, on its worker)."""
     sessions = _sessions(plugin_name)
@@ -142,6 +170,15 @@ class TileProgram:
         self.tiles = self.plan["tiles"]
         self.graphs = {tile["id"]: (outdir / name).read_bytes() for tile, name in zip(self.tiles, artifacts["tiles"])}
         self.weights = (outdir / artifacts["stack_weights"]).read_bytes()
+        reuse = self.plan.get("reuse", {"enabled": False})
+        self.second_phase: dict[int, dict[str, Any]] = {}
+        if reuse["enabled"]:  # first-phase graphs return every layer; second-phase tiles run layer by layer
+            for tile_id, name in artifacts["reuse"]["first_phase"].items():
+                self.graphs[f"first:{tile_id}"] = (outdir / name).read_bytes()  # type: ignore[index]
+            for tile_id, names in artifacts["reuse"]["second_phase_layers"].items():
+                for index, name in names.items():
+                    self.graphs[f"layer:{tile_id}:{index}"] = (outdir / name).read_bytes()  # type: ignore[index]
+            self.second_phase = {int(k): v for k, v in reuse["second_phase"].items()}
         self.image = self.plan["image_input"]
         self.stack_output = self.plan["fuse_until"]
         self.stack_shape = tuple(self.plan["stack"][-1]["out_shape"])
@@ -225,16 +262,21 @@ def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: 
 
     image = feeds[program.image]
     start = time.perf_counter()
-    regions = [np.ascontiguousarray(image[:, :, t["input_region"][0]:t["input_region"][1],
-                                          t["input_region"][2]:t["input_region"][3]]) for t in program.tiles]
-    futures = client.map(run_tile, [plugin_name] * len(regions), [t["id"] for t in program.tiles], regions,
-                         workers=workers, allow_other_workers=False, pure=False)
-    tile_of = {future.key: tile for future, tile in zip(futures, program.tiles)}
+    if program.second_phase:
+        futures, tile_of = _submit_with_reuse(client, program, plugin_name, image, workers)
+    else:
+        regions = [np.ascontiguousarray(image[:, :, t["input_region"][0]:t["input_region"][1],
+                                              t["input_region"][2]:t["input_region"][3]]) for t in program.tiles]
+        futures = client.map(run_tile, [plugin_name] * len(regions), [t["id"] for t in program.tiles], regions,
+                             workers=workers, allow_other_workers=False, pure=False)
+        tile_of = {future.key: tile for future, tile in zip(futures, program.tiles)}
     stitched = None
     records = []
     for future in as_completed(futures):
         output, seconds, worker = future.result()
         tile = tile_of[future.key]
+        if isinstance(output, list):  # a first-phase tile (reuse): its last layer is its output
+            output = output[-1]
         if stitched is None:
             stitched = np.empty(program.stack_shape, dtype=output.dtype)
         y0, y1, x0, x1 = tile["output_region"]
@@ -246,6 +288,34 @@ def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: 
     total = time.perf_counter() - start
     retried = _retried(client, [f.key for f in futures])  # while the scheduler still knows the tasks
     return outputs, sorted(records, key=lambda r: r.id), tiles_phase, total, retried
+
+
+def _submit_with_reuse(client: Any, program: TileProgram, plugin_name: str, image: np.ndarray,
+                       workers: list[str]) -> tuple[list[Any], dict[str, Any]]:
+    """Reuse: first-phase tiles at once, then each second-phase tile once its neighbours are done (Dask
+    passes their results to it)."""
+    from onnxsplit.tile_reuse import first_layer_input
+
+    futures, tile_of, first = [], {}, {}
+    for tile in program.tiles:
+        if tile["id"] in program.second_phase:
+            continue
+        y0, y1, x0, x1 = tile["input_region"]
+        future = client.submit(run_first_phase, plugin_name, tile["id"], np.ascontiguousarray(image[:, :, y0:y1, x0:x1]),
+                               workers=workers, allow_other_workers=False, pure=False)
+        first[tile["id"]] = future
+        futures.append(future)
+        tile_of[future.key] = tile
+    for tile in program.tiles:
+        data = program.second_phase.get(tile["id"])
+        if data is None:
+            continue
+        near = {int(n): first[int(n)] for n in data["neighbours"]}
+        future = client.submit(run_second, plugin_name, data, first_layer_input(data, image), near, workers=workers,
+                               allow_other_workers=False, pure=False)
+        futures.append(future)
+        tile_of[future.key] = tile
+    return futures, tile_of
 
 
 @dataclass
@@ -366,6 +436,7 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
         "outputs_match": match,
         "max_abs_err": max_err,
         "redundant_macs_ratio": plan["redundant_macs_ratio"],
+        "reuse": {k: v for k, v in plan.get("reuse", {"enabled": False}).items() if k != "second_phase"},
         "neuron_splits": plan.get("neuron_splits", []),
         "predicted": plan["predicted"],
     }

@@ -89,3 +89,12 @@ def test_neuron_split_layers_run_on_the_workers(sample_path, tmp_path):
     report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False))
     assert report["outputs_match"] is True and report["max_abs_err"] < 1e-4
     assert [s["node"] for s in report["neuron_splits"]] == ["fc2"]
+
+
+def test_reuse_runs_in_two_phases_on_the_workers(sample_path, tmp_path):
+    analysis = analyze(load_graph(sample_path("vgg16", 96)))
+    outdir = tmp_path / "reuse"
+    write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (3, 3), "maxpool2_out"), outdir, reuse=True)
+    report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False))
+    assert report["outputs_match"] is True and report["reuse"]["enabled"] and report["reuse"]["saved_macs"] > 0
+    assert sorted(tile["id"] for tile in report["tiles"]) == list(range(9))

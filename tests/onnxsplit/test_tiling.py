@@ -160,3 +160,22 @@ def test_fully_connected_layer_too_big_for_a_node_is_split_by_neurons(sample_pat
         assert part["bytes"] == (4096 * 2048 + 2048) * 4 <= small.usable_ram_bytes
     with pytest.raises(SplitnnError, match="it needs 2 nodes"):
         plan_tiles(analysis, 1, small, (1, 1), "maxpool2_out")
+
+
+@pytest.mark.parametrize("name, size, grid, until", [
+    ("vgg16", 64, (2, 3), "maxpool2_out"), ("alexnet", 96, (3, 3), None), ("resnet18", 64, (3, 3), None),
+])
+def test_reuse_computes_each_overlap_once_and_stays_exact(name, size, grid, until, sample_path, tmp_path):
+    analysis = analyze(load_graph(sample_path(name, size)))
+    plan = plan_tiles(analysis, 2, BOARD, grid, until)
+    document = write_tiles(analysis, plan, tmp_path / name, reuse=True)
+    assert document["verification"]["passed"], document["verification"]
+    reuse = document["reuse"]
+    assert document["stack_macs"] <= reuse["macs"] < document["tiled_macs"]
+    assert reuse["saved_macs"] == document["tiled_macs"] - reuse["macs"]
+    # The MACs of the graphs actually written (first-phase tiles whole, second-phase tiles layer by layer)
+    # are what the reuse geometry predicted.
+    names = list(document["artifacts"]["reuse"]["first_phase"].values())
+    names += [n for layers in document["artifacts"]["reuse"]["second_phase_layers"].values() for n in layers.values()]
+    counted = sum(sum(c.macs for c in analyze(load_graph(tmp_path / name / n)).nodes) for n in names)
+    assert counted == reuse["macs"]
