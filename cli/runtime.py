@@ -224,13 +224,13 @@ def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | N
 
 
 def _is_tile_plan(target: str) -> bool:
-    plan_file = Path(target) / "plan.json"
-    if not plan_file.is_file():
-        return False
+    from onnxsplit.errors import SplitnnError
+    from onnxsplit.plan_file import plan_strategy, read_plan
+
     try:
-        return json.loads(plan_file.read_text(encoding="utf-8")).get("strategy") == "tiles"
-    except (OSError, ValueError):
-        return False  # the plan reader gives the clear error
+        return plan_strategy(read_plan(target)) == "tiles"
+    except SplitnnError:
+        return False  # the vertical path's reader says what is wrong
 
 
 def _tile_bench(outdir: str, workers: int | None, scheduler: str | None, data_parallel: bool, images: int,

@@ -17,16 +17,21 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from onnxsplit.analysis import Analysis
+from onnxsplit.cuts import Cut
 from onnxsplit.device_runtime import DeviceClient, DevicePart, RequestResult
 from onnxsplit.errors import SplitnnError
 from onnxsplit.graph import Graph
 from onnxsplit.link_emulator import LinkRelay, LinkSettings
 from onnxsplit.pipelining import StreamResult, stream_frames
 from onnxsplit.sample_inputs import random_feeds
+
+if TYPE_CHECKING:
+    from cost_models.profiles import DeviceProfile
 
 STAGES = ("device_s", "encode_s", "transfer_s", "server_s", "e2e_s")
 BASELINE_REQUESTS = 10
@@ -73,10 +78,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
 def derive_slowdown(plan: dict[str, Any]) -> float:
     """How much slower the plan's device is than this host, for the device part: the ratio of the
     roofline predictions on the two profiles (the host profile measured once and cached)."""
-    from cost_models.latency import seconds
-    from cost_models.profiles import DeviceProfile, load_device
+    from cost_models.profiles import DeviceProfile
     from onnxsplit.analysis import analyze
-    from onnxsplit.cuts import placeable_indices
 
     graph = _plan_graph(plan)
     if graph is None:
@@ -85,12 +88,25 @@ def derive_slowdown(plan: dict[str, Any]) -> float:
     cut = next((c for c in analysis.cuts if sorted(c.tensors) == sorted(plan["cut"]["tensors"])), None)
     if cut is None:
         raise SplitnnError("the plan's cut is not a cut of its model any more: partition again")
-    device = DeviceProfile.from_dict(plan["device_profile"])
+    return slowdown_for_cut(analysis, cut, DeviceProfile.from_dict(plan["device_profile"]))
+
+
+def slowdown_for_cut(analysis: Analysis, cut: Cut, device: DeviceProfile) -> float:
+    """The device part of `cut` predicted on `device` over the same part predicted on this host (at least 1)."""
+    from cost_models.latency import seconds
+    from cost_models.profiles import load_device
+    from onnxsplit.cuts import placeable_indices
+
     host = load_device("host")
     nodes = placeable_indices(analysis.graph)[: cut.device_nodes]
     if not nodes:
         return 1.0
     return max(seconds(analysis.graph, analysis.nodes, nodes, device) / seconds(analysis.graph, analysis.nodes, nodes, host), 1.0)
+
+
+def bench_feeds(plan: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
+    """The input every request of a bench sends: random, of each input's dtype and shape, from `seed`."""
+    return random_feeds({n: (s["shape"], s["dtype"]) for n, s in plan["inputs"].items()}, seed)
 
 
 @dataclass
@@ -133,15 +149,20 @@ def _reference(plan: dict[str, Any], feeds: dict[str, np.ndarray]) -> dict[str, 
 
 
 def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
-              progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-    """Measure the plan in `outdir` under `link`; returns the report (see the module doc)."""
+              progress: Callable[[str, int, int], None] | None = None,
+              reference: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Measure the plan in `outdir` under `link`; returns the report (see the module doc).
+
+    `reference`: the unsplit model's outputs on `bench_feeds(plan, options.seed)`, when the caller has them
+    already (a sweep measures many plans of one model); otherwise the model is loaded and run here.
+    """
     outdir = Path(outdir)
     part = DevicePart(outdir, spin=False)  # nor the device's, while the server computes
     plan = part.plan
     from onnxsplit.serving import server_part_path
 
     server_model = server_part_path(outdir)
-    feeds = random_feeds({n: (s["shape"], s["dtype"]) for n, s in plan["inputs"].items()}, options.seed)
+    feeds = bench_feeds(plan, options.seed)
     tick = (lambda stage, total: (lambda done: progress(stage, done, total))) if progress else (lambda stage, total: None)
 
     stalls = 0
@@ -172,16 +193,15 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
     network_s = wire_s + rtt_s if server_model is not None else 0.0  # an all-device plan sends nothing
     bound_s = stages["device_s"]["p50"] + network_s + stages["server_s"]["p50"] if ok else float("nan")
 
-    reference = _reference(plan, feeds)
+    if reference is None:
+        reference = _reference(plan, feeds)
     max_err = None
     outputs_match = None
     if reference is not None and ok:
-        got = ok[-1].outputs
-        errs = [float(np.max(np.abs(got[n].astype(np.float64) - reference[n].astype(np.float64)))) if reference[n].size else 0.0
-                for n in plan["outputs"] if n in got]
-        max_err = max(errs, default=0.0)
-        atol, rtol = plan["verification"]["atol"], plan["verification"]["rtol"]
-        outputs_match = all(n in got and np.allclose(got[n], reference[n], atol=atol, rtol=rtol) for n in plan["outputs"])
+        from onnxsplit.export import compare_outputs
+
+        max_err, outputs_match = compare_outputs(ok[-1].outputs, reference, plan["verification"]["atol"],
+                                                 plan["verification"]["rtol"])
 
     baselines: dict[str, Any] = {}
     if options.baselines and reference is not None:

@@ -53,10 +53,7 @@ class DevicePart:
 
     def __init__(self, outdir: str | Path, threads: int | None = None, spin: bool = True) -> None:
         outdir = Path(outdir)
-        self.plan = read_plan(outdir)
-        if self.plan.get("strategy") == "tiles":
-            raise SplitnnError(f"'{outdir}' holds a tile plan, which has no device and server parts: run it with "
-                               "`splitnn run-bench OUTDIR`")
+        self.plan = read_plan(outdir, strategy="vertical")
         part = self.plan["parts"]["device"]
         self.inputs: list[str] = list(part["inputs"]) if not part["empty"] else list(self.plan["parts"]["server"]["inputs"])
         self.outputs: list[str] = list(part["outputs"]) if not part["empty"] else self.inputs

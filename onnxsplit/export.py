@@ -163,16 +163,35 @@ def verify(
         pool = {**feeds, **results}
         values = _session(folder / "server" / "model.onnx").run(list(server.outputs), {n: pool[n] for n in server.inputs})
         results.update(zip(server.outputs, values))
+    max_err, passed = compare_outputs(results, reference, atol, rtol)
+    return Verification(max_err, device_artifact, atol, rtol, passed)
+
+
+def compare_outputs(results: dict[str, np.ndarray], reference: dict[str, np.ndarray], atol: float,
+                    rtol: float) -> tuple[float, bool]:
+    """The largest absolute difference from `reference`, and whether every output is within tolerance.
+
+    An output missing from `results` fails the match; one of another shape is an error.
+    """
     max_err = 0.0
     passed = True
     for name, expected in reference.items():
-        got = results[name]
+        got = results.get(name)
+        if got is None:
+            passed = False
+            continue
         if got.shape != expected.shape:
             raise SplitnnError(f"verification: output '{name}' has shape {got.shape}, expected {expected.shape}")
         if expected.size:
             max_err = max(max_err, float(np.max(np.abs(got.astype(np.float64) - expected.astype(np.float64)))))
             passed = passed and bool(np.allclose(got, expected, atol=atol, rtol=rtol))
-    return Verification(max_err, device_artifact, atol, rtol, passed)
+    return max_err, passed
+
+
+def check_output_folder(outdir: Path) -> None:
+    """Refuse an OUTDIR that holds something other than an earlier splitnn plan (it would be replaced whole)."""
+    if outdir.exists() and (not outdir.is_dir() or (any(outdir.iterdir()) and not (outdir / PLAN_FILE).exists())):
+        raise SplitnnError(f"'{outdir}' exists and is not a splitnn output folder: choose a new -o folder or empty it")
 
 
 def write_split(
@@ -186,8 +205,7 @@ def write_split(
 ) -> dict[str, Any]:
     """Write, verify and publish the artifacts of `plan`; return the plan.json content."""
     outdir = Path(outdir)
-    if outdir.exists() and (not outdir.is_dir() or (any(outdir.iterdir()) and not (outdir / PLAN_FILE).exists())):
-        raise SplitnnError(f"'{outdir}' exists and is not a splitnn output folder: choose a new -o folder or empty it")
+    check_output_folder(outdir)
     graph = analysis.graph
     if graph.path is None:
         raise SplitnnError("the analysis has no model file to take the weights from")

@@ -52,9 +52,7 @@ class ServerCounts:
 def server_part_path(outdir: str | Path) -> Path | None:
     """The server part of a plan folder; None when the plan puts everything on the device."""
     outdir = Path(outdir)
-    plan = read_plan(outdir)
-    if plan.get("strategy") == "tiles":
-        raise SplitnnError(f"'{outdir}' holds a tile plan, which has no server part: run it with `splitnn run-bench OUTDIR`")
+    plan = read_plan(outdir, strategy="vertical")
     if plan["parts"]["server"]["empty"]:
         return None
     return outdir / plan["artifacts"]["server_model"]

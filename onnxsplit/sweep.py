@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from onnxsplit.analysis import Analysis
-from onnxsplit.bench import BenchOptions, derive_slowdown, run_bench
+from onnxsplit.bench import BenchOptions, bench_feeds, run_bench, slowdown_for_cut
 from onnxsplit.errors import SplitnnError
-from onnxsplit.export import write_split
+from onnxsplit.export import reference_outputs, write_split
 from onnxsplit.link_emulator import LinkSettings
 from onnxsplit.planning import Candidate, Plan
 
@@ -74,12 +74,16 @@ def sweep_cuts(
     reports: dict[int, list[dict[str, Any]]] = {c.cut.id: [] for c in measured}
     try:
         factors = {}
+        reference = None
         for index, candidate in enumerate(measured):
             if progress:
                 progress("writing the cuts", index, len(measured))
             document = write_split(analysis, dataclasses.replace(plan, chosen=candidate, forced=True),
                                    folder / f"cut{candidate.cut.id}")
-            factors[candidate.cut.id] = slowdown if slowdown is not None else derive_slowdown(document)
+            factors[candidate.cut.id] = slowdown if slowdown is not None else slowdown_for_cut(analysis, candidate.cut,
+                                                                                                plan.device)
+            if reference is None:  # every cut of one model gets the same input: run the unsplit model once
+                reference = reference_outputs(analysis.graph, bench_feeds(document, BenchOptions.seed))
         visits = [(r, c) for r in range(rounds) for c in measured]
         for visit, (r, candidate) in enumerate(visits):
             if progress:
@@ -87,7 +91,8 @@ def sweep_cuts(
             options = BenchOptions(requests=shares[r], slowdown=factors[candidate.cut.id],
                                    slowdown_source="given" if slowdown else "profiles", timeout_s=timeout_s,
                                    baselines=False, stream=plan.objective == "throughput")
-            reports[candidate.cut.id].append(run_bench(folder / f"cut{candidate.cut.id}", link, options))
+            reports[candidate.cut.id].append(run_bench(folder / f"cut{candidate.cut.id}", link, options,
+                                                       reference=reference))
         if progress:
             progress("cuts x rounds", len(visits), len(visits))
     finally:

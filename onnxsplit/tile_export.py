@@ -28,7 +28,7 @@ from onnx import helper
 
 from onnxsplit.analysis import Analysis
 from onnxsplit.errors import SplitnnError
-from onnxsplit.export import _publish, _save_part, reference_outputs
+from onnxsplit.export import _publish, _save_part, check_output_folder, compare_outputs, reference_outputs
 from onnxsplit.extract import Part, build_part
 from onnxsplit.neuron_split import Segment, remainder_steps, slice_model
 from onnxsplit.ort_session import create_session
@@ -43,7 +43,7 @@ from onnxsplit.tile_reuse import (
     second_phase_data,
     second_phase_layers,
 )
-from onnxsplit.tiling import Layer, Tile
+from onnxsplit.tiling import Layer, Tile, crop
 from onnxsplit.weight_source import WeightSource
 from onnxsplit.weights_update import graph_fingerprint
 
@@ -116,17 +116,11 @@ def stitch(tiles: list[Tile], outputs: dict[int, np.ndarray], shape: tuple[int, 
     return result
 
 
-def crop(image: np.ndarray, tile: Tile) -> np.ndarray:
-    y0, y1, x0, x1 = tile.input_region
-    return np.ascontiguousarray(image[:, :, y0:y1, x0:x1])
-
-
 def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse: bool = False, atol: float = 1e-4,
                 rtol: float = 1e-3) -> dict[str, Any]:
     """Write, verify and publish the artifacts of tile `plan`; return the plan.json content."""
     outdir = Path(outdir)
-    if outdir.exists() and (not outdir.is_dir() or (any(outdir.iterdir()) and not (outdir / PLAN_FILE).exists())):
-        raise SplitnnError(f"'{outdir}' exists and is not a splitnn output folder: choose a new -o folder or empty it")
+    check_output_folder(outdir)
     graph = analysis.graph
     if graph.path is None:
         raise SplitnnError("the analysis has no model file to take the weights from")
@@ -168,14 +162,7 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
         feeds = random_inputs(graph)
         expected = reference_outputs(graph, feeds)
         results = run_locally(staging, artifacts, plan, feeds, remainder.inputs, remainder.outputs)
-        max_err, passed = 0.0, True
-        for name, want in expected.items():
-            got = results[name]
-            if got.shape != want.shape:
-                raise SplitnnError(f"verification: output '{name}' has shape {got.shape}, expected {want.shape}")
-            if want.size:
-                max_err = max(max_err, float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))))
-                passed = passed and bool(np.allclose(got, want, atol=atol, rtol=rtol))
+        max_err, passed = compare_outputs(results, expected, atol, rtol)
         if not passed:
             raise SplitnnError(f"verification failed: the stitched tiles differ from the model by up to {max_err:.3g} "
                                f"(atol {atol}, rtol {rtol}); nothing was written")
@@ -259,7 +246,7 @@ def run_reuse_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, i
     finals: dict[int, np.ndarray] = {}
     for tile_id, name in artifacts["reuse"]["first_phase"].items():
         tile = plan.grid.tiles[int(tile_id)]
-        per_layer[tile.id] = create_session(folder / name, prepack=False).run(None, {plan.stack[0].input: crop(image, tile)})
+        per_layer[tile.id] = create_session(folder / name, prepack=False).run(None, {plan.stack[0].input: crop(image, tile.input_region)})
         finals[tile.id] = per_layer[tile.id][-1]
     for tile_id, names in artifacts["reuse"]["second_phase_layers"].items():
         tile = plan.grid.tiles[int(tile_id)]
@@ -273,23 +260,31 @@ def run_reuse_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, i
     return finals
 
 
-def run_steps(steps: list[dict[str, Any]], folder: Path, pool: dict[str, np.ndarray],
-              run_slices: Any = None) -> dict[str, np.ndarray]:
+def run_steps(steps: list[dict[str, Any]], folder: Path, pool: dict[str, np.ndarray], run_slices: Any = None,
+              sessions: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Run remainder `steps` on the tensors in `pool` (updated in place and returned).
 
-    Segments run here; a neuron-split layer's slices run through `run_slices(step, x) -> [outputs]` (on the
-    cluster), or here one after the other when it is None; their outputs are joined on the last axis.
+    Segments run here; the slices of the neuron-split layer of step `number` run through
+    `run_slices(number, step, x) -> [outputs]` (on the cluster), or here one after the other when it is None;
+    their outputs are joined on the last axis. `sessions` keeps the sessions opened here between calls.
     """
-    for step in steps:
+    sessions = {} if sessions is None else sessions
+
+    def session(model: str) -> Any:
+        if model not in sessions:
+            sessions[model] = create_session(folder / model, prepack=False, threads=1)
+        return sessions[model]
+
+    for number, step in enumerate(steps):
         if step["kind"] == "segment":
-            session = create_session(folder / step["model"], prepack=False, threads=1)
-            pool.update(zip(step["outputs"], session.run(step["outputs"], {n: pool[n] for n in step["inputs"]})))
+            pool.update(zip(step["outputs"], session(step["model"]).run(step["outputs"],
+                                                                        {n: pool[n] for n in step["inputs"]})))
             continue
         x = pool[step["input"]]
         if run_slices is None:
-            parts = [create_session(folder / s["model"], prepack=False).run(None, {step["input"]: x})[0] for s in step["slices"]]
+            parts = [session(s["model"]).run(None, {step["input"]: x})[0] for s in step["slices"]]
         else:
-            parts = run_slices(step, x)
+            parts = run_slices(number, step, x)
         pool[step["output"]] = np.concatenate(parts, axis=-1)
     return pool
 
@@ -306,7 +301,7 @@ def run_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, feeds: 
         if tile.id in outputs:
             continue
         session = create_session(folder / name, prepack=False)
-        outputs[tile.id] = session.run(None, {stack[0].input: crop(image, tile)})[0]
+        outputs[tile.id] = session.run(None, {stack[0].input: crop(image, tile.input_region)})[0]
     stitched = stitch(plan.grid.tiles, outputs, stack[-1].out_shape, next(iter(outputs.values())).dtype)
     results = {stack[-1].output: stitched}
     if "remainder_steps" in artifacts:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxsplit.tiling import Region, Tile, TileGrid, _back
+from onnxsplit.tiling import Region, Tile, TileGrid, _back, crop
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,4 @@ def run_second_phase(data: dict[str, Any], first_input: np.ndarray, run_layer: A
 def first_layer_input(data: dict[str, Any], image: np.ndarray) -> np.ndarray:
     """The image over the region the second-phase tile's first layer reads (empty if it computes nothing there)."""
     region = data["layers"][0]["input_region"]
-    if region is None:
-        return image[:, :, :0, :0]
-    y0, y1, x0, x1 = region
-    return np.ascontiguousarray(image[:, :, y0:y1, x0:x1])
+    return crop(image, region if region is not None else (0, 0, 0, 0))

@@ -30,6 +30,7 @@ from onnxsplit.errors import SplitnnError
 from onnxsplit.ort_session import create_session
 from onnxsplit.plan_file import read_plan
 from onnxsplit.sample_inputs import random_feeds
+from onnxsplit.tiling import crop
 
 def _with_weights(graph_bytes: bytes, weights: bytes) -> bytes:
     """A tile graph with its external weights (offsets into the blob) put inline, as onnxruntime loads from bytes."""
@@ -162,9 +163,7 @@ class TileProgram:
 
     def __init__(self, outdir: str | Path) -> None:
         outdir = Path(outdir)
-        self.plan = read_plan(outdir)
-        if self.plan.get("strategy") != "tiles":
-            raise SplitnnError(f"'{outdir}' holds a vertical split, not a tile plan: partition with --strategy tiles")
+        self.plan = read_plan(outdir, strategy="tiles")
         artifacts = self.plan["artifacts"]
         self.key = self.plan["graph_fingerprint"] + ":" + str(outdir.resolve())
         self.tiles = self.plan["tiles"]
@@ -187,6 +186,7 @@ class TileProgram:
             self.remainder = create_session(outdir / artifacts["remainder_model"], threads=1, spin=False)
         self.folder = outdir
         self.steps: list[dict[str, Any]] = artifacts.get("remainder_steps", [])
+        self.segment_sessions: dict[str, Any] = {}  # the remainder's segments, opened on first use
         # Each slice of a neuron-split layer, with its weights inline: it travels to one worker only.
         self.slices = {(number, i): _with_weights((outdir / part["model"]).read_bytes(),
                                                   (outdir / part["model"]).with_name("weights.bin").read_bytes())
@@ -195,14 +195,14 @@ class TileProgram:
         self.model_path = Path(self.plan["model"])
 
     def finish(self, stitched: np.ndarray, feeds: dict[str, np.ndarray],
-               run_slices: Callable[[dict[str, Any], np.ndarray], list[np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+               run_slices: Callable[[int, dict[str, Any], np.ndarray], list[np.ndarray]] | None = None) -> dict[str, np.ndarray]:
         """The model's outputs from the stitched stack output: the remainder on this client (split layers via
         `run_slices` on the cluster)."""
         from onnxsplit.tile_export import run_steps
 
         results = {self.stack_output: stitched}
         if self.steps:
-            pool = run_steps(self.steps, self.folder, {**feeds, **results}, run_slices)
+            pool = run_steps(self.steps, self.folder, {**feeds, **results}, run_slices, self.segment_sessions)
             return {n: pool[n] for n in self.plan["outputs"]}
         if self.remainder is None:
             return results
@@ -242,8 +242,7 @@ def dask_client(workers: int, memory_limit_bytes: int | None, scheduler: str | N
 
 def _slice_runner(client: Any, plugin_name: str, handles: dict[tuple[int, int], Any], workers: list[str]) -> Callable[..., list[np.ndarray]]:
     """run_slices for TileProgram.finish: each slice of a split layer as a task where its weights are."""
-    def run(step: dict[str, Any], x: np.ndarray) -> list[np.ndarray]:
-        number = next(k for (k, _), _ in handles.items() if step["slices"][0]["model"].startswith(f"neurons/step{k}/"))
+    def run(number: int, step: dict[str, Any], x: np.ndarray) -> list[np.ndarray]:
         futures = [client.submit(run_slice, plugin_name, f"{number}:{i}", handles[(number, i)], x, workers=workers,
                                  allow_other_workers=False, pure=False) for i in range(len(step["slices"]))]
         return client.gather(futures)  # type: ignore[no-any-return]
@@ -265,8 +264,7 @@ def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: 
     if program.second_phase:
         futures, tile_of = _submit_with_reuse(client, program, plugin_name, image, workers)
     else:
-        regions = [np.ascontiguousarray(image[:, :, t["input_region"][0]:t["input_region"][1],
-                                              t["input_region"][2]:t["input_region"][3]]) for t in program.tiles]
+        regions = [crop(image, t["input_region"]) for t in program.tiles]
         futures = client.map(run_tile, [plugin_name] * len(regions), [t["id"] for t in program.tiles], regions,
                              workers=workers, allow_other_workers=False, pure=False)
         tile_of = {future.key: tile for future, tile in zip(futures, program.tiles)}
@@ -300,8 +298,7 @@ def _submit_with_reuse(client: Any, program: TileProgram, plugin_name: str, imag
     for tile in program.tiles:
         if tile["id"] in program.second_phase:
             continue
-        y0, y1, x0, x1 = tile["input_region"]
-        future = client.submit(run_first_phase, plugin_name, tile["id"], np.ascontiguousarray(image[:, :, y0:y1, x0:x1]),
+        future = client.submit(run_first_phase, plugin_name, tile["id"], crop(image, tile["input_region"]),
                                workers=workers, allow_other_workers=False, pure=False)
         first[tile["id"]] = future
         futures.append(future)
@@ -444,12 +441,12 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
 
 def _compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray] | None,
              plan: dict[str, Any]) -> tuple[bool | None, float | None]:
+    from onnxsplit.export import compare_outputs
+
     if reference is None or not outputs:
         return None, None
-    atol, rtol = plan["verification"]["atol"], plan["verification"]["rtol"]
-    errs = [float(np.max(np.abs(outputs[n].astype(np.float64) - reference[n].astype(np.float64)))) if reference[n].size else 0.0
-            for n in plan["outputs"]]
-    return all(np.allclose(outputs[n], reference[n], atol=atol, rtol=rtol) for n in plan["outputs"]), max(errs, default=0.0)
+    max_err, match = compare_outputs(outputs, reference, plan["verification"]["atol"], plan["verification"]["rtol"])
+    return match, max_err
 
 
 def image_counts(images: int) -> list[int]:

@@ -30,6 +30,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from cost_models.registry import NodeCost
 from onnxsplit.errors import SplitnnError
 from onnxsplit.graph import Graph, Node
@@ -70,6 +72,12 @@ class Layer:
 
 
 Region = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open)
+
+
+def crop(tensor: np.ndarray, region: Region | list[int]) -> np.ndarray:
+    """`region` of an NCHW tensor, contiguous (as onnxruntime and Dask's serialization want it)."""
+    y0, y1, x0, x1 = region
+    return np.ascontiguousarray(tensor[:, :, y0:y1, x0:x1])
 
 
 @dataclass(frozen=True)
