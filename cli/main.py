@@ -1,24 +1,49 @@
 """Entry point: the command group, and the one place errors become exit codes.
 
 User errors (SplitnnError, bad options) print one line on stderr and exit 2;
-heavy libraries are imported inside the commands, so `--help` stays instant.
+heavy libraries are imported inside the commands, and a command's module only
+when that command runs (click's documented lazy-loading pattern), so `--help`
+stays instant and `partition` does not pay for importing `run-bench`.
 """
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
-from cli.analyze import analyze
-from cli.partition import partition
-from cli.profile import profile
-from cli.runtime import device, run_bench, serve
-from cli.samples import samples
-from cli.update_weights import update_weights
 from onnxsplit.errors import SplitnnError
 
+# command name -> "module:attribute"
+COMMANDS = {
+    "analyze": "cli.analyze:analyze",
+    "partition": "cli.partition:partition",
+    "profile": "cli.profile:profile",
+    "run-bench": "cli.runtime:run_bench",
+    "serve": "cli.runtime:serve",
+    "device": "cli.runtime:device",
+    "samples": "cli.samples:samples",
+    "update-weights": "cli.update_weights:update_weights",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command) and command.name == cmd_name, target
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="splitnn", prog_name="splitnn")
 def cli() -> None:
     """Partition ONNX models between a device and a server, or across small boards.
@@ -31,15 +56,6 @@ def cli() -> None:
       splitnn run-bench out/resnet18
     """
 
-
-cli.add_command(analyze)
-cli.add_command(partition)
-cli.add_command(profile)
-cli.add_command(run_bench)
-cli.add_command(serve)
-cli.add_command(device)
-cli.add_command(samples)
-cli.add_command(update_weights)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -81,7 +81,7 @@ def constants_to_initializers(model: onnx.ModelProto, min_bytes: int = CONSTANT_
 _DATA_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
 
 
-def _save_part(part: Part, folder: Path, weights: WeightSource) -> None:
+def save_part(part: Part, folder: Path, weights: WeightSource) -> None:
     """Write the part's graph and stream every weight into its one blob, in graph order."""
     assert part.model is not None
     model = part.model
@@ -232,7 +232,7 @@ def write_split(
             for side, part in (("device", device), ("server", server)):
                 if part.model is None:
                     continue
-                _save_part(part, staging / side, weights)
+                save_part(part, staging / side, weights)
                 artifacts[f"{side}_model"] = f"{side}/model.onnx"
                 artifacts[f"{side}_weights"] = f"{side}/{WEIGHTS_FILE}"
                 if side == "device":
@@ -267,14 +267,14 @@ def write_split(
             "artifacts": artifacts,
         }
         (staging / PLAN_FILE).write_text(json.dumps(document, indent=1), encoding="utf-8")
-        _publish(staging, outdir)
+        publish(staging, outdir)
         return document
     finally:
         background.shutdown(wait=True)
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _publish(staging: Path, outdir: Path) -> None:
+def publish(staging: Path, outdir: Path) -> None:
     """Swap the staged folder into place; an older plan in OUTDIR is replaced whole."""
     # mkdtemp makes a private folder; the published plan gets ordinary permissions.
     for path in [staging, *staging.rglob("*")]:

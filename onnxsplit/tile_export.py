@@ -28,7 +28,7 @@ from onnx import helper
 
 from onnxsplit.analysis import Analysis
 from onnxsplit.errors import SplitnnError
-from onnxsplit.export import _publish, _save_part, check_output_folder, compare_outputs, reference_outputs
+from onnxsplit.export import publish, save_part, check_output_folder, compare_outputs, reference_outputs
 from onnxsplit.extract import Part, build_part
 from onnxsplit.neuron_split import Segment, remainder_steps, slice_model
 from onnxsplit.ort_session import create_session
@@ -139,11 +139,11 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
     try:
         steps: list[dict[str, Any]] = []
         with WeightSource.of(graph) as weights:
-            _save_part(stack_part, staging / "tiles", weights)
+            save_part(stack_part, staging / "tiles", weights)
             if plan.neuron_splits:
                 steps = _write_steps(analysis, plan, staging, weights)
             elif remainder.model is not None:
-                _save_part(remainder, staging / "remainder", weights)
+                save_part(remainder, staging / "remainder", weights)
         stack_model = onnx.load(str(staging / "tiles" / "model.onnx"), load_external_data=False)
         artifacts: dict[str, Any] = {"stack_model": "tiles/model.onnx", "stack_weights": "tiles/weights.bin", "tiles": []}
         for tile in plan.grid.tiles:
@@ -181,7 +181,7 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
             "artifacts": artifacts,
         }
         (staging / PLAN_FILE).write_text(json.dumps(document, indent=1), encoding="utf-8")
-        _publish(staging, outdir)
+        publish(staging, outdir)
         return document
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -195,7 +195,7 @@ def _write_steps(analysis: Analysis, plan: TilePlan, staging: Path, weights: Wei
         if isinstance(step, Segment):
             folder = f"remainder/segment{number}"
             model = build_part(graph, graph.model, list(step.indices), step.inputs, step.outputs, f"segment{number}")
-            _save_part(Part(model, step.inputs, step.outputs), staging / folder, weights)
+            save_part(Part(model, step.inputs, step.outputs), staging / folder, weights)
             steps.append({"kind": "segment", "model": f"{folder}/model.onnx", "inputs": list(step.inputs),
                           "outputs": list(step.outputs)})
             continue
