@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ def create_session(
     threads: int | None = None,
     profile_prefix: Path | None = None,
     spin: bool = True,
+    shared_arena: bool = False,
 ) -> "onnxruntime.InferenceSession":
     """A CPU session for a model proto, serialized model bytes, or a file (.onnx or .ort).
 
@@ -31,7 +33,10 @@ def create_session(
     threads sets the intra-op threads (default: onnxruntime's, one per core);
     profile_prefix turns on onnxruntime's profiler, its JSON trace named from it;
     spin=False keeps idle worker threads from busy-waiting (their default), which
-    matters when another process shares the cores (a bench's device and server).
+    matters when another process shares the cores (a bench's device and server);
+    shared_arena=True takes activation memory from one arena per process, shared by
+    every session that asks for it, instead of one arena per session (sessions that
+    run one at a time then need the largest one's activations, not their sum).
     """
     import onnxruntime as ort
 
@@ -56,6 +61,9 @@ def create_session(
         options.profile_file_prefix = str(profile_prefix)
     if save_to is not None:
         options.optimized_model_filepath = str(save_to)
+    if shared_arena:
+        _register_shared_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
     if isinstance(source, onnx.ModelProto):
@@ -63,6 +71,23 @@ def create_session(
     else:
         model = source if isinstance(source, bytes) else str(source)
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+_arena_lock = threading.Lock()
+_arena_registered = False
+
+
+def _register_shared_arena() -> None:
+    """Register onnxruntime's process-wide CPU arena, once per process."""
+    global _arena_registered
+    import onnxruntime as ort
+
+    with _arena_lock:
+        if _arena_registered:
+            return
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, -1, -1, -1))  # onnxruntime's defaults
+        _arena_registered = True
 
 
 def median_run_seconds(session: "onnxruntime.InferenceSession", feeds: dict[str, Any], runs: int = 7, warmup: int = 1) -> float:

@@ -98,3 +98,20 @@ def test_reuse_runs_in_two_phases_on_the_workers(sample_path, tmp_path):
     report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False))
     assert report["outputs_match"] is True and report["reuse"]["enabled"] and report["reuse"]["saved_macs"] > 0
     assert sorted(tile["id"] for tile in report["tiles"]) == list(range(9))
+
+
+def test_a_worker_holds_the_stack_weights_once_however_many_tiles_it_runs(sample_path, tmp_path):
+    # VGG-16 up to its fourth pooling layer: 30.5 MB of conv weights, 9 tiles, all on one worker. With a
+    # copy of the weights per tile session it grew by 651 MB; holding them once, by 50 MB.
+    analysis = analyze(load_graph(sample_path("vgg16", 96)))
+    outdir = tmp_path / "vgg-pool4"
+    plan = plan_tiles(analysis, 1, load_device("rockpro64"), (3, 3), "maxpool4_out")
+    write_tiles(analysis, plan, outdir)
+    report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False))
+    assert report["outputs_match"] is True and report["workers"] == 1
+    memory = report["memory"]
+    weights = plan.stack_param_bytes
+    assert weights > 25e6 and memory["planned_node_bytes"] == plan.node_memory_bytes
+    (worker,) = memory["workers"]
+    assert worker["growth_bytes"] == memory["max_growth_bytes"] > weights * 0.9  # the weights are really there
+    assert memory["max_growth_bytes"] < 3 * weights  # ...once, not once per tile (that would be 9x)
