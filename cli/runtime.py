@@ -287,7 +287,8 @@ def _tile_bench(outdir: str, workers: int | None, scheduler: str | None, data_pa
         if memory["max_growth_bytes"] is not None:
             console.print(f"memory: the plan's sessions grew a worker by up to {human_bytes(memory['max_growth_bytes'])} "
                           f"(planned per node: {human_bytes(memory['planned_node_bytes'])}, stack weights + the largest "
-                          f"tile's activations; limit per worker {human_bytes(memory['limit_bytes'])})")
+                          f"tile's activations{'; split-layer slices on top' if report['neuron_splits'] else ''}; "
+                          f"limit per worker {human_bytes(memory['limit_bytes'])})")
     killed = f"{report['workers_killed']} worker(s) killed by the drill; " if report["workers_killed"] else ""
     console.print(f"{killed}tasks re-run after a lost worker: {report['retries']}")
     if report["outputs_match"] is not None:

@@ -89,6 +89,10 @@ def test_neuron_split_layers_run_on_the_workers(sample_path, tmp_path):
     report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False))
     assert report["outputs_match"] is True and report["max_abs_err"] < 1e-4
     assert [s["node"] for s in report["neuron_splits"]] == ["fc2"]
+    # Slice 0 lives on the worker the drill kills: the images after it still need the slice, so the
+    # scheduler must rebuild it on another worker (scattered data would be lost with its worker).
+    report = run_tile_bench(outdir, TileBenchOptions(images=3, scaling=False, kill_worker_after_s=0.05))
+    assert report["workers_killed"] == 1 and report["outputs_match"] is True
 
 
 def test_reuse_runs_in_two_phases_on_the_workers(sample_path, tmp_path):
