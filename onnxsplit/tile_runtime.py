@@ -63,9 +63,10 @@ class SessionsPlugin:
     blob and the graphs are written to the worker's local folder and the
     sessions load them from there: onnxruntime maps the blob's file, so all
     sessions share one copy of the weights. Graph optimizations stop at
-    "extended": the "all" level's NCHWc layout (used on this x86 machine) would give every
-    session its own reordered copy of the weights (VGG-16 up to pool3, 3x3
-    tiles: 86 MB on one worker instead of the blob's 7 MB) for 8-14% of speed.
+    "extended": the "all" level's NCHWc layout (used on this x86 machine)
+    would give every session its own reordered copy of the weights (VGG-16 up
+    to pool3, 3x3 tiles: 86 MB on one worker instead of the blob's 7 MB) for
+    8-14% of speed.
     """
 
     def __init__(self, name: str, models: dict[int, bytes], weights: bytes | None = None) -> None:
