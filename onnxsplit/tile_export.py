@@ -28,7 +28,7 @@ from onnx import helper
 
 from onnxsplit.analysis import Analysis
 from onnxsplit.errors import SplitnnError
-from onnxsplit.export import publish, save_part, check_output_folder, compare_outputs, reference_outputs
+from onnxsplit.export import check_output_folder, compare_outputs, publish, reference_outputs, save_part
 from onnxsplit.extract import Part, build_part
 from onnxsplit.neuron_split import Segment, remainder_steps, slice_model
 from onnxsplit.ort_session import create_session

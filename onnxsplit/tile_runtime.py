@@ -11,10 +11,10 @@ worker plugin that writes them to the worker's local folder and builds one
 onnxruntime session per tile (one thread, as one core of a board). The
 sessions map the one blob file instead of holding a copy each, and take their
 activations from one shared arena, so a node holds the stack's weights once
-and the activations of one tile at a time, as the plan's memory rule assumes. The client crops the image,
-submits one task per tile, stitches the outputs as they complete, and runs
-the remainder of the model. Scaling runs the same plan restricted to the
-first 1, 2, ..., N workers.
+and the activations of one tile at a time, as the plan's memory rule
+assumes. The client crops the image, submits one task per tile, stitches the
+outputs as they complete, and runs the remainder of the model. Scaling runs
+the same plan restricted to the first 1, 2, ..., N workers.
 """
 from __future__ import annotations
 
