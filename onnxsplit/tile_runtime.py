@@ -94,10 +94,12 @@ def _graph_file(model_id: Any) -> str:
 
 
 def _write_program(root: Path, name: str, models: dict[Any, bytes], weights: bytes) -> Path:
-    """Write the blob and the graphs (their external data renamed to it) under `root`; returns their folder."""
-    import hashlib
+    """Write the blob and the graphs under `root`, as they lie in the plan's tiles/ folder; returns their folder.
 
-    import onnx
+    The graphs are written as they are: every one of them refers to the blob
+    as WEIGHTS_FILE in its own folder, the name write_tiles gives it.
+    """
+    import hashlib
 
     from onnxsplit.export import WEIGHTS_FILE
     from onnxsplit.files import write_bytes_atomic
@@ -106,12 +108,7 @@ def _write_program(root: Path, name: str, models: dict[Any, bytes], weights: byt
     folder.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(folder / WEIGHTS_FILE, weights)
     for model_id, graph_bytes in models.items():
-        model = onnx.load_model_from_string(graph_bytes)
-        for tensor in model.graph.initializer:
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    entry.value = WEIGHTS_FILE  # every graph's external data is an offset into this one blob
-        write_bytes_atomic(folder / _graph_file(model_id), model.SerializeToString())
+        write_bytes_atomic(folder / _graph_file(model_id), graph_bytes)
     return folder
 
 
