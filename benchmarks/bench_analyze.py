@@ -57,9 +57,9 @@ def main() -> None:
     # so this process must stay small (it holds no model).
     for path, extra in ((inline, []), (external, ["--external-data"])):
         if not path.exists():
-            subprocess.run([sys.executable, "-m", "cli", "samples", "build", "vgg16", "-o", str(path), *extra], cwd=REPO, check=True)
+            subprocess.run([sys.executable, "-m", "splitnn.cli", "samples", "build", "vgg16", "-o", str(path), *extra], cwd=REPO, check=True)
 
-    splitnn = [sys.executable, "-m", "cli", "analyze", "--json"]
+    splitnn = [sys.executable, "-m", "splitnn.cli", "analyze", "--json"]
     commands = {
         "splitnn analyze (inline weights)": splitnn + [str(inline)],
         "onnx-tool model_profile (inline weights)": [args.onnx_tool_python, "-c", ONNX_TOOL_SNIPPET, str(inline), str(work / "profile.txt")],

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from onnxsplit.link_emulator import LinkRelay, settings_for  # noqa: E402
+from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, settings_for  # noqa: E402
 
 
 def _sink() -> tuple[str, int]:

@@ -76,7 +76,7 @@ def _timed_child(command: list[str]) -> tuple[float, float]:
 
 def partition_once(model: Path, outdir: Path) -> tuple[float, float]:
     shutil.rmtree(outdir, ignore_errors=True)
-    return _timed_child([sys.executable, "-m", "cli", "partition", str(model), "-o", str(outdir), "--link", "4g",
+    return _timed_child([sys.executable, "-m", "splitnn.cli", "partition", str(model), "-o", str(outdir), "--link", "4g",
                          "--objective", "throughput", "--json"])
 
 
@@ -91,13 +91,13 @@ def writes_once(model: Path, plan_dir: Path, target: Path) -> tuple[float, float
 
 def writes_child(model: Path, plan_dir: Path, target: Path) -> None:
     """Only the writes of partition: both parts of the plan's cut, graphs and weight blobs."""
-    import cli.main  # noqa: F401  (what partition imports before it starts)
-    from onnxsplit.analysis import analyze
-    from onnxsplit.export import save_part
-    from onnxsplit.extract import extract_parts
-    from onnxsplit.loading import load_graph
-    from onnxsplit.plan_file import read_plan
-    from onnxsplit.weight_source import WeightSource
+    import splitnn.cli.main  # noqa: F401  (what partition imports before it starts)
+    from splitnn.onnxsplit.analysis.analyze import analyze
+    from splitnn.onnxsplit.vertical.export import save_part
+    from splitnn.onnxsplit.artifacts.parts import extract_parts
+    from splitnn.onnxsplit.model.loading import load_graph
+    from splitnn.onnxsplit.artifacts.plan_file import read_plan
+    from splitnn.onnxsplit.model.weight_source import WeightSource
 
     tensors = tuple(read_plan(plan_dir, strategy="vertical")["cut"]["tensors"])
     analysis = analyze(load_graph(model))
@@ -113,12 +113,12 @@ def verification_child(model: Path, plan_dir: Path) -> None:
     """Only the inferences of partition's built-in verification, on parts already written."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import cli.main  # noqa: F401  (what partition imports before it starts)
-    from onnxsplit.export import reference_outputs
-    from onnxsplit.loading import load_graph
-    from onnxsplit.ort_session import create_session
-    from onnxsplit.plan_file import read_plan
-    from onnxsplit.sample_inputs import random_inputs
+    import splitnn.cli.main  # noqa: F401  (what partition imports before it starts)
+    from splitnn.onnxsplit.vertical.export import reference_outputs
+    from splitnn.onnxsplit.model.loading import load_graph
+    from splitnn.onnxsplit.core.ort_session import create_session
+    from splitnn.onnxsplit.artifacts.plan_file import read_plan
+    from splitnn.onnxsplit.model.sample_inputs import random_inputs
 
     plan = read_plan(plan_dir, strategy="vertical")
     graph = load_graph(model)
@@ -152,7 +152,7 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="splitnn-bench-"))
     model = work / "vgg16.onnx"
     if not model.exists():
-        subprocess.run([sys.executable, "-m", "cli", "samples", "build", "vgg16", "-o", str(model)], cwd=REPO, check=True)
+        subprocess.run([sys.executable, "-m", "splitnn.cli", "samples", "build", "vgg16", "-o", str(model)], cwd=REPO, check=True)
     plan_dir, copy, parts_only = work / "plan", work / "copy.bin", work / "parts-only"
     partition_once(model, plan_dir)  # parts for the verification-alone step, and a warm-up
     keys = ("rw", "kernel", "writes", "writes_cpu", "verify", "verify_cpu", "partition", "partition_cpu")

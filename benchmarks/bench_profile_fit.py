@@ -29,7 +29,7 @@ def _model_paths(work: Path) -> dict[str, Path]:
     for name in SAMPLES:
         path = work / f"{name}.onnx"
         if not path.exists():
-            subprocess.run([sys.executable, "-m", "cli", "samples", "build", name, "-o", str(path)], cwd=REPO, check=True,
+            subprocess.run([sys.executable, "-m", "splitnn.cli", "samples", "build", name, "-o", str(path)], cwd=REPO, check=True,
                            stdout=subprocess.DEVNULL)
         paths[name] = path
     from tests.helpers import DET_MODEL, REC_MODEL, rapidocr_model  # found without importing OpenCV
@@ -43,9 +43,9 @@ SHAPES = {"ocr-det": {"x": (1, 3, 320, 320)}, "ocr-rec": {"x": (1, 3, 48, 320)}}
 
 
 def plain_seconds(graph, runs: int, level: str) -> float:  # type: ignore[no-untyped-def]
-    from onnxsplit.sample_inputs import random_inputs
-    from onnxsplit.ort_session import median_run_seconds
-    from onnxsplit.weight_source import open_in_place
+    from splitnn.onnxsplit.model.sample_inputs import random_inputs
+    from splitnn.onnxsplit.core.ort_session import median_run_seconds
+    from splitnn.onnxsplit.model.weight_source import open_in_place
 
     session = open_in_place(graph.model, graph.initializers, graph.path, level=level)
     return median_run_seconds(session, random_inputs(graph), runs, warmup=3)
@@ -60,12 +60,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    from cost_models.fitting import fit_profile
-    from cost_models.latency import seconds
-    from cost_models.node_timing import time_nodes
-    from cost_models.profiles import load_device
-    from cost_models.registry import node_costs
-    from onnxsplit.loading import load_graph
+    from splitnn.cost_models.fitting import fit_profile
+    from splitnn.cost_models.latency import seconds
+    from splitnn.cost_models.node_timing import time_nodes
+    from splitnn.cost_models.profiles import load_device
+    from splitnn.cost_models.registry import node_costs
+    from splitnn.onnxsplit.model.loading import load_graph
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="splitnn-bench-"))
     paths = _model_paths(work)

@@ -23,13 +23,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cost_models.profiles import load_device, load_link  # noqa: E402
-from onnxsplit.analysis import analyze  # noqa: E402
-from onnxsplit.bench import BenchOptions, derive_slowdown, run_bench  # noqa: E402
-from onnxsplit.export import write_split  # noqa: E402
-from onnxsplit.link_emulator import settings_for  # noqa: E402
-from onnxsplit.loading import load_graph  # noqa: E402
-from onnxsplit.planning import plan_split  # noqa: E402
+from splitnn.cost_models.profiles import load_device, load_link  # noqa: E402
+from splitnn.onnxsplit.analysis.analyze import analyze  # noqa: E402
+from splitnn.onnxsplit.bench.vertical import BenchOptions, derive_slowdown, run_bench  # noqa: E402
+from splitnn.onnxsplit.vertical.export import write_split  # noqa: E402
+from splitnn.onnxsplit.runtime.link_emulator import settings_for  # noqa: E402
+from splitnn.onnxsplit.model.loading import load_graph  # noqa: E402
+from splitnn.onnxsplit.vertical.planning import plan_split  # noqa: E402
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="splitnn-runtime-"))
     model = work / "resnet18.onnx"
     if not model.exists():
-        subprocess.run([sys.executable, "-m", "cli", "samples", "build", "resnet18", "-o", str(model)], cwd=REPO, check=True)
+        subprocess.run([sys.executable, "-m", "splitnn.cli", "samples", "build", "resnet18", "-o", str(model)], cwd=REPO, check=True)
 
     analysis = analyze(load_graph(model))
     device, server, link = load_device("rockpro64"), load_device("cloud-cpu"), load_link(args.link)

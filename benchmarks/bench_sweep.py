@@ -36,10 +36,10 @@ def main() -> None:
     for name in args.models.split(","):
         model = work / f"{name}.onnx"
         if not model.exists():
-            subprocess.run([sys.executable, "-m", "cli", "samples", "build", name, "-o", str(model)], cwd=REPO, check=True,
+            subprocess.run([sys.executable, "-m", "splitnn.cli", "samples", "build", name, "-o", str(model)], cwd=REPO, check=True,
                            stdout=subprocess.DEVNULL)
         for link in args.links.split(","):
-            proc = subprocess.run([sys.executable, "-m", "cli", "run-bench", str(model), "--sweep", "--link", link,
+            proc = subprocess.run([sys.executable, "-m", "splitnn.cli", "run-bench", str(model), "--sweep", "--link", link,
                                    "--device", "rockpro64", "--server", "host", "--top", str(args.top),
                                    "--requests", str(args.requests), "--json"],
                                   cwd=REPO, capture_output=True, text=True)

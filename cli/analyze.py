@@ -5,8 +5,8 @@ import json
 
 import click
 
-from cli.options import input_shape_option
-from cli.render import human_bytes, human_count, sparkline, stderr, stdout
+from splitnn.cli.options import input_shape_option
+from splitnn.cli.render import human_bytes, human_count, sparkline, stderr, stdout
 
 
 @click.command()
@@ -32,9 +32,9 @@ def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, csv_path: 
       splitnn analyze vgg16.onnx --json > vgg16.json
       splitnn analyze model.onnx 1x3x224x224 --csv nodes.csv   # bare shape: one-input model
     """
-    from onnxsplit.analysis import analyze as run_analysis
-    from onnxsplit.input_shapes import parse_input_shapes
-    from onnxsplit.loading import load_graph
+    from splitnn.onnxsplit.analysis.analyze import analyze as run_analysis
+    from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
+    from splitnn.onnxsplit.model.loading import load_graph
 
     shapes = parse_input_shapes(input_shapes)
     result = run_analysis(load_graph(model, shapes))
@@ -52,7 +52,7 @@ def _write_csv(result: object, path: str) -> None:
     import csv
     import io
 
-    from onnxsplit.files import write_text_atomic
+    from splitnn.onnxsplit.core.atomic_files import write_text_atomic
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)

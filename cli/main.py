@@ -12,18 +12,18 @@ import sys
 
 import click
 
-from onnxsplit.errors import SplitnnError
+from splitnn.onnxsplit.core.errors import SplitnnError
 
 # command name -> "module:attribute"
 COMMANDS = {
-    "analyze": "cli.analyze:analyze",
-    "partition": "cli.partition:partition",
-    "profile": "cli.profile:profile",
-    "run-bench": "cli.runtime:run_bench",
-    "serve": "cli.runtime:serve",
-    "device": "cli.runtime:device",
-    "samples": "cli.samples:samples",
-    "update-weights": "cli.update_weights:update_weights",
+    "analyze": "splitnn.cli.analyze:analyze",
+    "partition": "splitnn.cli.partition:partition",
+    "profile": "splitnn.cli.profile:profile",
+    "run-bench": "splitnn.cli.runtime:run_bench",
+    "serve": "splitnn.cli.runtime:serve",
+    "device": "splitnn.cli.runtime:device",
+    "samples": "splitnn.cli.samples:samples",
+    "update-weights": "splitnn.cli.update_weights:update_weights",
 }
 
 

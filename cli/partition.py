@@ -5,8 +5,8 @@ import json
 
 import click
 
-from cli.options import input_shape_option, planning_inputs
-from cli.render import human_bytes, stderr, stdout
+from splitnn.cli.options import input_shape_option, planning_inputs
+from splitnn.cli.render import human_bytes, stderr, stdout
 
 
 @click.command()
@@ -56,11 +56,11 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, device: st
     if strategy == "tiles":
         _partition_tiles(model, input_shapes, outdir, nodes, grid, fuse_until, node_profile, reuse, atol, rtol, as_json)
         return
-    from onnxsplit.analysis import analyze
-    from onnxsplit.export import write_split
-    from onnxsplit.input_shapes import parse_input_shapes
-    from onnxsplit.loading import load_graph
-    from onnxsplit.planning import plan_split
+    from splitnn.onnxsplit.analysis.analyze import analyze
+    from splitnn.onnxsplit.vertical.export import write_split
+    from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
+    from splitnn.onnxsplit.model.loading import load_graph
+    from splitnn.onnxsplit.vertical.planning import plan_split
 
     device_profile, server_profile, the_link, constraints = planning_inputs(
         device, server, link, bandwidth, rtt, max_device_share, max_transfer_bytes)
@@ -78,13 +78,13 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, device: st
 
 def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, nodes: int, grid: str, fuse_until: str,
                      node_profile: str, reuse: bool, atol: float, rtol: float, as_json: bool) -> None:
-    from cost_models.profiles import load_device
-    from onnxsplit.analysis import analyze
-    from onnxsplit.errors import SplitnnError
-    from onnxsplit.input_shapes import parse_input_shapes
-    from onnxsplit.loading import load_graph
-    from onnxsplit.tile_export import write_tiles
-    from onnxsplit.tile_planning import plan_tiles
+    from splitnn.cost_models.profiles import load_device
+    from splitnn.onnxsplit.analysis.analyze import analyze
+    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
+    from splitnn.onnxsplit.model.loading import load_graph
+    from splitnn.onnxsplit.tiles.export import write_tiles
+    from splitnn.onnxsplit.tiles.planning import plan_tiles
 
     shape = None
     if grid != "auto":

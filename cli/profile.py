@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from cli.options import input_shape_option
-from cli.render import stderr, stdout
+from splitnn.cli.options import input_shape_option
+from splitnn.cli.render import stderr, stdout
 
 
 @click.command()
@@ -41,13 +41,13 @@ def profile(models: tuple[str, ...], input_shapes: tuple[str, ...], output: str,
       splitnn profile resnet18.onnx mobilenet.onnx --runs 20 -o board.toml --json
       splitnn partition vgg16.onnx -o out/vgg16 --device board.toml
     """
-    from cost_models.fitting import fit_profile, fit_report_lines
-    from cost_models.node_timing import time_nodes
-    from cost_models.profiles import device_to_toml, load_device
-    from onnxsplit.errors import SplitnnError
-    from onnxsplit.files import write_text_atomic
-    from onnxsplit.input_shapes import parse_input_shapes
-    from onnxsplit.loading import load_graph
+    from splitnn.cost_models.fitting import fit_profile, fit_report_lines
+    from splitnn.cost_models.node_timing import time_nodes
+    from splitnn.cost_models.profiles import device_to_toml, load_device
+    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.core.atomic_files import write_text_atomic
+    from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
+    from splitnn.onnxsplit.model.loading import load_graph
 
     target = Path(output)
     if target.suffix != ".toml":

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from cli.options import input_shape_option
-from cli.render import human_bytes, stderr, stdout
+from splitnn.cli.options import input_shape_option
+from splitnn.cli.render import human_bytes, stderr, stdout
 
 
 @click.command()
@@ -22,7 +22,7 @@ def serve(outdir: str, host: str, port: int) -> None:
       splitnn serve out/vgg16 --host 0.0.0.0 --port 9000
       splitnn device out/vgg16 --server 192.168.1.20:9000 --random 10
     """
-    from onnxsplit.serving import ModelServer, server_part_path
+    from splitnn.onnxsplit.runtime.server import ModelServer, server_part_path
 
     server = ModelServer(server_part_path(outdir), host=host, port=port)
     stderr().print(f"serving {outdir} on {server.address[0]}:{server.address[1]} (Ctrl-C to stop)")
@@ -52,10 +52,10 @@ def device(outdir: str, address: str, input_file: str | None, random_count: int 
     """
     import numpy as np
 
-    from onnxsplit.device_runtime import DeviceClient, DevicePart, parse_address
-    from onnxsplit.errors import SplitnnError
-    from onnxsplit.files import write_bytes_atomic
-    from onnxsplit.sample_inputs import random_feeds
+    from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, parse_address
+    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic
+    from splitnn.onnxsplit.model.sample_inputs import random_feeds
 
     if (input_file is None) == (random_count is None):
         raise SplitnnError("give exactly one of --input FILE.npy or --random N")
@@ -166,7 +166,7 @@ def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | N
       splitnn run-bench out/tiles --scheduler tcp://10.0.0.1:8786 --images 20
       splitnn run-bench out/tiles --data-parallel --images 40
     """
-    from onnxsplit.errors import SplitnnError
+    from splitnn.onnxsplit.core.errors import SplitnnError
 
     sweep_only = {"--top": top, "--rounds": rounds, "--input-shape": input_shapes or None, "--device": device_name,
                   "--server": server_name, "--objective": objective, "--max-device-share": max_device_share,
@@ -204,7 +204,7 @@ def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | N
             report = _bench(target, link, bandwidth, rtt, extras, requests, slowdown, timeout, no_baselines, stream, fps,
                             progress)
     if plot is not None:
-        from onnxsplit.charts import bench_bars, stacked_bars_png, sweep_bars
+        from splitnn.onnxsplit.bench.charts import bench_bars, stacked_bars_png, sweep_bars
 
         if sweep:
             title = (f"{Path(target).name}: measured per cut ({report['measure']}), {report['device']} -> "
@@ -224,8 +224,8 @@ def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | N
 
 
 def _is_tile_plan(target: str) -> bool:
-    from onnxsplit.errors import SplitnnError
-    from onnxsplit.plan_file import plan_strategy, read_plan
+    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.artifacts.plan_file import plan_strategy, read_plan
 
     try:
         return plan_strategy(read_plan(target)) == "tiles"
@@ -235,7 +235,7 @@ def _is_tile_plan(target: str) -> bool:
 
 def _tile_bench(outdir: str, workers: int | None, scheduler: str | None, data_parallel: bool, images: int,
                 no_scaling: bool, kill_worker_after: float | None, as_json: bool) -> None:
-    from onnxsplit.tile_runtime import TileBenchOptions, run_tile_bench
+    from splitnn.onnxsplit.tiles.dask_runtime import TileBenchOptions, run_tile_bench
 
     options = TileBenchOptions(workers=workers, scheduler=scheduler, images=images, scaling=not no_scaling,
                                data_parallel=data_parallel, kill_worker_after_s=kill_worker_after)
@@ -297,19 +297,19 @@ def _tile_bench(outdir: str, workers: int | None, scheduler: str | None, data_pa
 
 
 def _duration(text: str | None) -> float:
-    from onnxsplit.units import parse_duration_s
+    from splitnn.onnxsplit.core.units import parse_duration_s
 
     return parse_duration_s(text) if text else 0.0
 
 
 def _trace(path: str | None) -> tuple:  # type: ignore[type-arg]
-    from onnxsplit.link_emulator import read_trace
+    from splitnn.onnxsplit.runtime.link_emulator import read_trace
 
     return read_trace(path) if path else ()
 
 
 def _outages(texts: tuple[str, ...]) -> list[tuple[float, float]]:
-    from onnxsplit.errors import SplitnnError
+    from splitnn.onnxsplit.core.errors import SplitnnError
 
     windows = []
     for text in texts:
@@ -325,7 +325,7 @@ def _outages(texts: tuple[str, ...]) -> list[tuple[float, float]]:
 
 def _slowdown(text: str) -> float | None:
     """None for auto (from the profiles), else the factor K given."""
-    from onnxsplit.errors import SplitnnError
+    from splitnn.onnxsplit.core.errors import SplitnnError
 
     if text == "auto":
         return None
@@ -364,12 +364,12 @@ class _progress:
 def _bench(outdir: str, link: str | None, bandwidth: str | None, rtt: str | None, extras: dict, requests: int,  # type: ignore[type-arg]
            slowdown: float | None, timeout: float, no_baselines: bool, stream: bool, fps: float | None,
            progress: _progress) -> dict:  # type: ignore[type-arg]
-    from cost_models.profiles import load_link
-    from onnxsplit.bench import BenchOptions, derive_slowdown
-    from onnxsplit.bench import run_bench as bench
-    from onnxsplit.device_runtime import DevicePart
-    from onnxsplit.link_emulator import settings_for
-    from onnxsplit.units import parse_bandwidth_bps, parse_duration_s
+    from splitnn.cost_models.profiles import load_link
+    from splitnn.onnxsplit.bench.vertical import BenchOptions, derive_slowdown
+    from splitnn.onnxsplit.bench.vertical import run_bench as bench
+    from splitnn.onnxsplit.runtime.device import DevicePart
+    from splitnn.onnxsplit.runtime.link_emulator import settings_for
+    from splitnn.onnxsplit.core.units import parse_bandwidth_bps, parse_duration_s
 
     plan = DevicePart(outdir).plan
     if link or bandwidth:  # as in partition: a named link, else a custom one; --bandwidth/--rtt override
@@ -390,13 +390,13 @@ def _sweep(model: str, input_shapes: tuple[str, ...], device: str | None, server
            link: str | None, bandwidth: str | None, rtt: str | None, max_device_share: float | None,
            max_transfer_bytes: str | None, extras: dict, top: int | None, rounds: int, requests: int,  # type: ignore[type-arg]
            slowdown: float | None, timeout: float, progress: _progress) -> dict:  # type: ignore[type-arg]
-    from cli.options import planning_inputs
-    from onnxsplit.analysis import analyze
-    from onnxsplit.input_shapes import parse_input_shapes
-    from onnxsplit.link_emulator import settings_for
-    from onnxsplit.loading import load_graph
-    from onnxsplit.planning import plan_split
-    from onnxsplit.sweep import sweep_cuts
+    from splitnn.cli.options import planning_inputs
+    from splitnn.onnxsplit.analysis.analyze import analyze
+    from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
+    from splitnn.onnxsplit.runtime.link_emulator import settings_for
+    from splitnn.onnxsplit.model.loading import load_graph
+    from splitnn.onnxsplit.vertical.planning import plan_split
+    from splitnn.onnxsplit.bench.sweep import sweep_cuts
 
     device_profile, server_profile, the_link, constraints = planning_inputs(
         device or "rockpro64", server or "host", link, bandwidth, rtt, max_device_share, max_transfer_bytes)

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from cli.render import human_bytes, stderr, stdout
+from splitnn.cli.render import human_bytes, stderr, stdout
 
 
 @click.group()
@@ -26,7 +26,7 @@ def list_samples(as_json: bool) -> None:
     """Show the samples that can be built."""
     from rich.table import Table
 
-    from sample_models import SAMPLES
+    from splitnn.sample_models import SAMPLES
 
     if as_json:
         click.echo(json.dumps([{"name": s.name, "description": s.description, "default_input_size": s.default_size} for s in SAMPLES.values()], indent=1))
@@ -48,8 +48,8 @@ def list_samples(as_json: bool) -> None:
 @click.option("--external-data", is_flag=True, help="Write the weights to <name>.data beside the graph.")
 def build(name: str, output: str, input_size: int | None, seed: int, external_data: bool) -> None:
     """Build sample NAME with seeded random weights and write it to OUTPUT."""
-    from onnxsplit.files import save_model_atomic
-    from sample_models import build_sample
+    from splitnn.onnxsplit.core.atomic_files import save_model_atomic
+    from splitnn.sample_models import build_sample
 
     with stderr().status(f"building {name}..."):
         model = build_sample(name, input_size, seed)

@@ -2,7 +2,7 @@
 
 The model is the roofline of cost_models.latency, per original node:
     t(node) = max(MACs / rate[class], bytes moved / bandwidth) + overhead
-and a kernel group (cost_models.node_timing) is predicted as the sum over the
+and a kernel group (splitnn.cost_models.node_timing) is predicted as the sum over the
 nodes it computes. The six figures (four class rates, bandwidth, overhead) are
 fitted in log space by coordinate descent on a weighted squared log error:
 
@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from cost_models.latency import OP_CLASSES, bytes_moved, op_class
-from cost_models.node_timing import NodeTimings
-from cost_models.profiles import DeviceProfile
-from cost_models.registry import node_costs
-from onnxsplit.graph import Graph
+from splitnn.cost_models.latency import OP_CLASSES, bytes_moved, op_class
+from splitnn.cost_models.node_timing import NodeTimings
+from splitnn.cost_models.profiles import DeviceProfile
+from splitnn.cost_models.registry import node_costs
+from splitnn.onnxsplit.model.graph import Graph
 
 MEMORY = "memory"  # the bandwidth figure, reported beside the classes
 # A figure counts as determined when halving or doubling it worsens the objective by more than this fraction.

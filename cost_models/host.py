@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from cost_models.profiles import DeviceProfile, _read_toml, device_from_dict, device_to_toml
+from splitnn.cost_models.profiles import DeviceProfile, _read_toml, device_from_dict, device_to_toml
 
 
 def cache_path() -> Path:
@@ -25,7 +25,7 @@ def cache_path() -> Path:
 
 
 def _time_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int = 7) -> float:
-    from onnxsplit.ort_session import create_session, median_run_seconds
+    from splitnn.onnxsplit.core.ort_session import create_session, median_run_seconds
 
     return median_run_seconds(create_session(model), feeds, runs)
 
@@ -84,7 +84,7 @@ def measure_host() -> DeviceProfile:
 
 def host_profile(refresh: bool = False) -> DeviceProfile:
     """This machine's profile: from the cache, or measured (a few seconds) and cached."""
-    from onnxsplit.files import write_text_atomic
+    from splitnn.onnxsplit.core.atomic_files import write_text_atomic
 
     path = cache_path()
     if path.is_file() and not refresh:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from cost_models.registry import NodeCost
-from onnxsplit.graph import Graph, Node
+from splitnn.cost_models.registry import NodeCost
+from splitnn.onnxsplit.model.graph import Graph, Node
 
 if TYPE_CHECKING:  # profiles imports OP_CLASSES from here
-    from cost_models.profiles import DeviceProfile
+    from splitnn.cost_models.profiles import DeviceProfile
 
 DENSE_CONV = "dense_conv"
 DEPTHWISE_CONV = "depthwise_conv"

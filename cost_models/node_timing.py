@@ -18,7 +18,7 @@ not the nodes of the file. So the kernels are mapped back:
    the sum of its kernels' medians; the nodes no kernel computes (folded or
    removed) are "eliminated" and cost nothing.
 
-The fit (cost_models.fitting) compares predictions per group, never per node,
+The fit (splitnn.cost_models.fitting) compares predictions per group, never per node,
 so no fused time has to be split between the nodes it covers.
 """
 from __future__ import annotations
@@ -33,9 +33,9 @@ from typing import Any
 
 import onnx
 
-from onnxsplit.graph import Graph
-from onnxsplit.sample_inputs import random_inputs
-from onnxsplit.weight_source import open_in_place
+from splitnn.onnxsplit.model.graph import Graph
+from splitnn.onnxsplit.model.sample_inputs import random_inputs
+from splitnn.onnxsplit.model.weight_source import open_in_place
 
 LEVELS = ("none", "basic", "extended", "all")
 

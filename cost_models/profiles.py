@@ -13,17 +13,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from cost_models.latency import OP_CLASSES
-from onnxsplit.errors import SplitnnError
+from splitnn.cost_models.latency import OP_CLASSES
+from splitnn.onnxsplit.core.errors import SplitnnError
 
-_DATA = resources.files("cost_models") / "profile_data"
+_DATA = resources.files("splitnn.cost_models") / "profile_data"
 
 
 @dataclass(frozen=True)
 class DeviceProfile:
     name: str
     description: str
-    macs_per_s: dict[str, float]  # per operator class (cost_models.latency.OP_CLASSES)
+    macs_per_s: dict[str, float]  # per operator class (splitnn.cost_models.latency.OP_CLASSES)
     memory_bytes_per_s: float
     per_node_overhead_s: float
     ram_bytes: int
@@ -157,7 +157,7 @@ def device_to_toml(profile: DeviceProfile, comments: list[str] = ()) -> str:  # 
 def load_device(name_or_path: str) -> DeviceProfile:
     """A built-in device by name, `host` (this machine, measured once and cached), or a .toml path."""
     if name_or_path == "host":
-        from cost_models.host import host_profile
+        from splitnn.cost_models.host import host_profile
 
         return host_profile()
     path = Path(name_or_path)

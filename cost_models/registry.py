@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxsplit.graph import Graph, Node
+from splitnn.onnxsplit.model.graph import Graph, Node
 
 MacHandler = Callable[[Node, Graph], int]
 

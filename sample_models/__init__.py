@@ -1,6 +1,6 @@
 """Deterministic builders of the reference networks (never committed as files)."""
 from __future__ import annotations
 
-from sample_models.catalog import SAMPLES, build_sample
+from splitnn.sample_models.catalog import SAMPLES, build_sample
 
 __all__ = ["SAMPLES", "build_sample"]

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxsplit.errors import SplitnnError
+from splitnn.onnxsplit.core.errors import SplitnnError
 
 OPSET = 13
 IR_VERSION = 8

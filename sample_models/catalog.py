@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import onnx
 
-from onnxsplit.errors import SplitnnError
-from sample_models import networks
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.sample_models import networks
 
 
 @dataclass(frozen=True)

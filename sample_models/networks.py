@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import onnx
 
-from sample_models.builder import GraphBuilder
+from splitnn.sample_models.builder import GraphBuilder
 
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]

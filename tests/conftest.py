@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from onnxsplit.files import save_model_atomic
-from sample_models import build_sample
+from splitnn.onnxsplit.core.atomic_files import save_model_atomic
+from splitnn.sample_models import build_sample
 
 
 @pytest.fixture(scope="session")

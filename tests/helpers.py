@@ -12,11 +12,11 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxsplit.analysis import Analysis
-from onnxsplit.sample_inputs import random_inputs
-from onnxsplit.extract import extract_parts, run_parts
-from onnxsplit.ort_session import create_session
-from onnxsplit.graph import Graph
+from splitnn.onnxsplit.analysis.analyze import Analysis
+from splitnn.onnxsplit.model.sample_inputs import random_inputs
+from splitnn.onnxsplit.artifacts.parts import extract_parts, run_parts
+from splitnn.onnxsplit.core.ort_session import create_session
+from splitnn.onnxsplit.model.graph import Graph
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,14 +85,14 @@ def max_chain_error(analysis: Analysis, full: onnx.ModelProto, cut_ids=None) -> 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run `splitnn ARGS` as a user would, in a child process."""
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=300,
+        [sys.executable, "-m", "splitnn.cli", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=300,
         env={**os.environ, "COLUMNS": "200"},
     )
 
 
 def load_proto(model: onnx.ModelProto, folder: Path, input_shapes=None, name: str = "model.onnx") -> Graph:
     """Save `model` under `folder` and load it the way the CLI does."""
-    from onnxsplit.loading import load_graph
+    from splitnn.onnxsplit.model.loading import load_graph
 
     path = folder / name
     onnx.save_model(model, str(path))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cost_models.profiles import load_device
+from splitnn.cost_models.profiles import load_device
 from tests.helpers import run_cli
 
 

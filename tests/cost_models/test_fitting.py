@@ -5,12 +5,12 @@ import tomllib
 
 import pytest
 
-from cost_models.fitting import fit_profile, fit_report_lines
-from cost_models.latency import node_seconds
-from cost_models.node_timing import KernelGroup, NodeTimings
-from cost_models.profiles import device_from_dict, device_to_toml, load_device
-from cost_models.registry import node_costs
-from onnxsplit.loading import load_graph
+from splitnn.cost_models.fitting import fit_profile, fit_report_lines
+from splitnn.cost_models.latency import node_seconds
+from splitnn.cost_models.node_timing import KernelGroup, NodeTimings
+from splitnn.cost_models.profiles import device_from_dict, device_to_toml, load_device
+from splitnn.cost_models.registry import node_costs
+from splitnn.onnxsplit.model.loading import load_graph
 
 
 def _synthetic(graph, truth, pair: bool = False) -> NodeTimings:

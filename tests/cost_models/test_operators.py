@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from onnx import TensorProto, helper
 
-from cost_models import node_costs
-from cost_models.registry import registered_ops
-from onnxsplit.analysis import analyze
+from splitnn.cost_models import node_costs
+from splitnn.cost_models.registry import registered_ops
+from splitnn.onnxsplit.analysis.analyze import analyze
 from tests.helpers import load_proto, make_model, tensor, weight
 
 

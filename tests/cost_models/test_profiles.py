@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from cost_models.profiles import builtin_devices, load_device, load_link
-from onnxsplit.errors import SplitnnError
+from splitnn.cost_models.profiles import builtin_devices, load_device, load_link
+from splitnn.onnxsplit.core.errors import SplitnnError
 
 
 def test_builtin_profiles_load():

@@ -5,10 +5,10 @@ import hashlib
 
 import pytest
 
-from onnxsplit.analysis import analyze
-from onnxsplit.errors import SplitnnError
-from onnxsplit.loading import load_graph
-from sample_models import SAMPLES, build_sample
+from splitnn.onnxsplit.analysis.analyze import analyze
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.model.loading import load_graph
+from splitnn.sample_models import SAMPLES, build_sample
 
 FIGURES = {
     # name: (params, Conv+Gemm MACs or None)

@@ -1,0 +1,116 @@
+"""Cut a model into its device part and server part, and chain them back.
+
+Written by hand rather than with `onnx.utils.extract_model`, which walks back
+from the requested outputs and so cannot take a part that must also forward
+tensors, loads all external data, and stops at 2 GB. Here a part is simply the
+nodes on one side of a cut, the Constant nodes they read, their initializers
+and the shapes of everything in between (from the Graph's value_info).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from splitnn.onnxsplit.analysis.cuts import Cut, placeable_indices
+from splitnn.onnxsplit.model.graph import Graph
+from splitnn.onnxsplit.core.ort_session import create_session
+
+
+@dataclass(frozen=True)
+class Part:
+    """One side of a cut: a standalone model (None when the side runs no node)."""
+
+    model: onnx.ModelProto | None
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def side_indices(graph: Graph, cut: Cut) -> tuple[list[int], list[int]]:
+    """Non-Constant node indices on the device and on the server, in topological order."""
+    placeable = placeable_indices(graph)
+    return placeable[: cut.id], placeable[cut.id :]
+
+
+def _value_info(graph: Graph, name: str) -> onnx.ValueInfoProto:
+    info = graph.info(name)
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(info.dtype)), info.shape)
+
+
+def build_part(
+    graph: Graph,
+    source: onnx.ModelProto,
+    indices: list[int],
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    name: str,
+) -> onnx.ModelProto | None:
+    """A standalone model running graph nodes `indices`; `source` supplies node protos and weights.
+
+    `source` must be the model the Graph was loaded from, with whatever weights
+    the part should carry (loaded, or still referring to external data).
+    """
+    if not indices:
+        return None
+    reads = {n for i in indices for n in graph.nodes[i].all_inputs}
+    constant_nodes = [
+        node.index
+        for node in graph.nodes
+        if node.is_constant and any(out in reads for out in node.outputs)
+    ]
+    chosen = sorted(set(indices) | set(constant_nodes))
+    protos = [source.graph.node[graph.nodes[i].proto_index] for i in chosen]
+    initializers = [t for t in source.graph.initializer if t.name in reads]
+    produced = {out for i in chosen for out in graph.nodes[i].outputs if out}
+    inner = [n for n in dict.fromkeys(produced) if n not in outputs and n in graph.tensors]
+    part_graph = helper.make_graph(
+        protos,
+        name,
+        [_value_info(graph, n) for n in inputs],
+        [_value_info(graph, n) for n in outputs],
+        initializer=initializers,
+        value_info=[_value_info(graph, n) for n in inner],
+    )
+    model = helper.make_model(part_graph, opset_imports=list(source.opset_import), ir_version=source.ir_version)
+    model.functions.extend(source.functions)
+    return model
+
+
+def extract_parts(graph: Graph, source: onnx.ModelProto, cut: Cut) -> tuple[Part, Part]:
+    """The device part and the server part at `cut`.
+
+    Device part: reads the graph inputs its nodes need, returns the crossing
+    tensors it computes and the graph outputs it computes. Server part: reads
+    exactly the crossing tensors, returns the remaining graph outputs. A
+    crossing tensor that is a raw graph input is forwarded by the device as is.
+    """
+    device_idx, server_idx = side_indices(graph, cut)
+    device_set = set(device_idx) | {n.index for n in graph.nodes if n.is_constant}
+    device_reads = {n for i in device_idx for n in graph.nodes[i].all_inputs}
+    device_inputs = tuple(n for n in graph.inputs if n in device_reads)
+    made_on_device = {out for i in device_idx for out in graph.nodes[i].outputs if out}
+    device_outputs = tuple(
+        dict.fromkeys([t for t in cut.tensors if t in made_on_device] + [o for o in graph.outputs if o in made_on_device])
+    )
+    server_outputs = tuple(
+        o for o in graph.outputs if o in graph.producer and graph.producer[o] not in device_set
+    )
+    device = Part(build_part(graph, source, device_idx, device_inputs, device_outputs, "device"), device_inputs, device_outputs)
+    server = Part(build_part(graph, source, server_idx, cut.tensors, server_outputs, "server"), cut.tensors, server_outputs)
+    return device, server
+
+
+def run_parts(device: Part, server: Part, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run device then server with onnxruntime, passing the crossing tensors; return every output."""
+    results: dict[str, np.ndarray] = {}
+    for part, available in ((device, dict(feeds)), (server, None)):
+        if part.model is None:
+            continue
+        pool = available if available is not None else {**feeds, **results}
+        session = create_session(part.model)
+        values = session.run(list(part.outputs), {name: pool[name] for name in part.inputs})
+        results.update(zip(part.outputs, values))
+    return results

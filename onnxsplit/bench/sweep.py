@@ -1,0 +1,155 @@
+"""Measure candidate cuts of one model under one link, as in Neurosurgeon's per-layer experiment.
+
+Each candidate (every feasible cut, or the `top` best by prediction) is
+written and verified like `splitnn partition --cut`, then run end to end by
+`run_bench` under the same emulated link, with the device emulated from the
+profiles (K per cut). The candidates are measured in `rounds`, each round
+visiting every cut with its share of the requests, so that a slow stretch of
+a shared machine falls on all cuts alike rather than on whichever was being
+measured. What is measured follows the objective:
+  latency    - end-to-end p50 of one request at a time, over all rounds;
+  throughput - seconds per frame of a pipelined stream (1 / frames per second),
+               the median over rounds.
+The regret of the planner is the measured time of the cut it chose over the
+measured time of the best cut measured: 1.0 when the prediction picked the
+best one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from splitnn.onnxsplit.analysis.analyze import Analysis
+from splitnn.onnxsplit.bench.vertical import BenchOptions, bench_feeds, run_bench, slowdown_for_cut
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.vertical.export import reference_outputs, write_split
+from splitnn.onnxsplit.runtime.link_emulator import LinkSettings
+from splitnn.onnxsplit.vertical.planning import Candidate, Plan
+
+MEASURABLE = ("latency", "throughput")
+
+
+def predicted_seconds(candidate: Candidate, objective: str) -> float:
+    p = candidate.predicted
+    return p.total_s if objective == "latency" else 1.0 / p.throughput_fps
+
+
+def sweep_cuts(
+    analysis: Analysis,
+    plan: Plan,
+    link: LinkSettings,
+    *,
+    top: int | None = None,
+    requests: int = 10,
+    rounds: int = 2,
+    slowdown: float | None = None,
+    timeout_s: float = 30.0,
+    workdir: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Measure the plan's feasible candidates (the `top` best by prediction, or all) and report the regret.
+
+    `plan` is what `plan_split` chose; `slowdown` None derives K per cut from
+    the profiles (as `run-bench --device-slowdown auto` does).
+    """
+    if plan.objective not in MEASURABLE:
+        raise SplitnnError(f"a sweep measures latency or throughput, not {plan.objective} (that needs a power meter): "
+                           "use --objective latency or throughput")
+    ranked = sorted((c for c in plan.candidates if c.feasible),
+                    key=lambda c: (predicted_seconds(c, plan.objective), c.cut.id))
+    chosen_id = plan.chosen.cut.id
+    measured = ranked[:top] if top else ranked
+    if all(c.cut.id != chosen_id for c in measured):
+        measured.insert(0, plan.chosen)
+    measured.sort(key=lambda c: c.cut.id)
+
+    folder = Path(tempfile.mkdtemp(prefix="splitnn-sweep-", dir=workdir))
+    rounds = max(1, min(rounds, requests))
+    shares = [requests // rounds + (1 if r < requests % rounds else 0) for r in range(rounds)]
+    reports: dict[int, list[dict[str, Any]]] = {c.cut.id: [] for c in measured}
+    try:
+        factors = {}
+        reference = None
+        for index, candidate in enumerate(measured):
+            if progress:
+                progress("writing the cuts", index, len(measured))
+            document = write_split(analysis, dataclasses.replace(plan, chosen=candidate, forced=True),
+                                   folder / f"cut{candidate.cut.id}")
+            factors[candidate.cut.id] = slowdown if slowdown is not None else slowdown_for_cut(analysis, candidate.cut,
+                                                                                                plan.device)
+            if reference is None:  # every cut of one model gets the same input: run the unsplit model once
+                reference = reference_outputs(analysis.graph, bench_feeds(document, BenchOptions.seed))
+        visits = [(r, c) for r in range(rounds) for c in measured]
+        for visit, (r, candidate) in enumerate(visits):
+            if progress:
+                progress("cuts x rounds", visit, len(visits))
+            options = BenchOptions(requests=shares[r], slowdown=factors[candidate.cut.id],
+                                   slowdown_source="given" if slowdown else "profiles", timeout_s=timeout_s,
+                                   baselines=False, stream=plan.objective == "throughput")
+            reports[candidate.cut.id].append(run_bench(folder / f"cut{candidate.cut.id}", link, options,
+                                                       reference=reference))
+        if progress:
+            progress("cuts x rounds", len(visits), len(visits))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    points = [_point(candidate, plan.objective, reports[candidate.cut.id]) for candidate in measured]
+
+    ok = [p for p in points if p["measured_s"] is not None]
+    chosen = next(p for p in points if p["cut_id"] == chosen_id)
+    best = min(ok, key=lambda p: p["measured_s"]) if ok else None
+    regret = (chosen["measured_s"] / best["measured_s"]) if best is not None and chosen["measured_s"] is not None else None
+    return {
+        "model": str(analysis.graph.path),
+        "objective": plan.objective,
+        "measure": "e2e p50 per request" if plan.objective == "latency" else "seconds per frame, pipelined",
+        "device": plan.device.name,
+        "server": plan.server.name,
+        "link": link.describe(),
+        "requests": requests,
+        "rounds": rounds,
+        "feasible_cuts": len(ranked),
+        "sweep": points,
+        "chosen": _brief(chosen),
+        "best": _brief(best) if best else None,
+        "regret": regret,
+    }
+
+
+def _point(candidate: Candidate, objective: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cut's measurement from its rounds: medians over every ok request (latency) or over rounds (throughput)."""
+    def median_of(stage: str) -> float:
+        values = [v for report in reports for v in report["samples"][stage]]
+        return statistics.median(values) if values else float("nan")
+
+    ok = sum(report["ok"] for report in reports)
+    if objective == "latency":
+        value = median_of("e2e_s") if ok else None
+    else:
+        periods = [1.0 / r["stream"]["throughput_fps"] for r in reports
+                   if r["stream"] and r["stream"]["ok"] >= 2 and r["stream"]["throughput_fps"] > 0]
+        value = statistics.median(periods) if periods else None
+    p = candidate.predicted
+    return {
+        "cut_id": candidate.cut.id,
+        "tensors": list(candidate.cut.tensors),
+        "after_node": candidate.cut.last_device_node,
+        "bytes": candidate.cut.bytes,
+        "predicted_s": predicted_seconds(candidate, objective),
+        "measured_s": value,
+        "predicted": {"device_s": p.device_s + p.encode_s, "transfer_s": p.transfer_s, "server_s": p.server_s},
+        "measured": {"device_s": median_of("device_s") + median_of("encode_s"), "transfer_s": median_of("transfer_s"),
+                     "server_s": median_of("server_s"), "e2e_s": median_of("e2e_s")},
+        "ok": ok,
+        "errors": sum(report["errors"] for report in reports),
+        "slowdown": reports[0]["slowdown"]["factor"],
+        "outputs_match": all(report["outputs_match"] for report in reports) if reports else None,
+    }
+
+
+def _brief(point: dict[str, Any]) -> dict[str, Any]:
+    return {k: point[k] for k in ("cut_id", "tensors", "after_node", "predicted_s", "measured_s")}

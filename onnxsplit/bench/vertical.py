@@ -1,0 +1,320 @@
+"""`run-bench` for a vertical split: server, link relay and device on this machine, timed request by request.
+
+The server part runs in a child process (a real second process on the other
+end of a TCP socket); the link relay and the device loop run in this one. The
+report puts the measurement next to the plan's prediction, the physical bound
+(device compute + bytes / bandwidth each way + round trip + server compute),
+and two baselines measured under the same link: everything on the device
+(the whole model, dilated like the device part) and everything on the server
+(the raw input sent over the link).
+"""
+from __future__ import annotations
+
+import select
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from splitnn.onnxsplit.analysis.analyze import Analysis
+from splitnn.onnxsplit.analysis.cuts import Cut
+from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, RequestResult
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.model.graph import Graph
+from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
+from splitnn.onnxsplit.runtime.pipelining import StreamResult, stream_frames
+from splitnn.onnxsplit.model.sample_inputs import random_feeds
+
+if TYPE_CHECKING:
+    from splitnn.cost_models.profiles import DeviceProfile
+
+STAGES = ("device_s", "encode_s", "transfer_s", "server_s", "e2e_s")
+BASELINE_REQUESTS = 10
+
+
+class ServerProcess:
+    """A ModelServer in a child process (`python -m splitnn.onnxsplit.runtime.server`), on a free port of 127.0.0.1."""
+
+    def __init__(self, model: Path | None, start_timeout_s: float = 120.0) -> None:
+        # The server shares this machine's cores with the emulated device: its idle threads must not spin.
+        command = [sys.executable, "-m", "splitnn.onnxsplit.runtime.server", str(model) if model else "-", "--port", "0", "--no-spin"]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([self.process.stdout], [], [], start_timeout_s)
+        line = self.process.stdout.readline().strip() if ready else ""  # type: ignore[union-attr]
+        if not line.startswith("listening "):
+            self.close()
+            detail = self.process.stderr.read().strip().splitlines()[-1:] if self.process.stderr else []  # type: ignore[union-attr]
+            raise SplitnnError(f"the server process did not start: {detail[0] if detail else 'no answer'}")
+        self.address = ("127.0.0.1", int(line.split()[-1]))
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p95": float("nan")}
+    return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95))}
+
+
+def derive_slowdown(plan: dict[str, Any]) -> float:
+    """How much slower the plan's device is than this host, for the device part: the ratio of the
+    roofline predictions on the two profiles (the host profile measured once and cached)."""
+    from splitnn.cost_models.profiles import DeviceProfile
+    from splitnn.onnxsplit.analysis.analyze import analyze
+
+    graph = _plan_graph(plan)
+    if graph is None:
+        raise SplitnnError(f"the plan's model '{plan['model']}' is gone: give --device-slowdown K explicitly")
+    analysis = analyze(graph)
+    cut = next((c for c in analysis.cuts if sorted(c.tensors) == sorted(plan["cut"]["tensors"])), None)
+    if cut is None:
+        raise SplitnnError("the plan's cut is not a cut of its model any more: partition again")
+    return slowdown_for_cut(analysis, cut, DeviceProfile.from_dict(plan["device_profile"]))
+
+
+def slowdown_for_cut(analysis: Analysis, cut: Cut, device: DeviceProfile) -> float:
+    """The device part of `cut` predicted on `device` over the same part predicted on this host (at least 1)."""
+    from splitnn.cost_models.latency import seconds
+    from splitnn.cost_models.profiles import load_device
+    from splitnn.onnxsplit.analysis.cuts import placeable_indices
+
+    host = load_device("host")
+    nodes = placeable_indices(analysis.graph)[: cut.device_nodes]
+    if not nodes:
+        return 1.0
+    return max(seconds(analysis.graph, analysis.nodes, nodes, device) / seconds(analysis.graph, analysis.nodes, nodes, host), 1.0)
+
+
+def bench_feeds(plan: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
+    """The input every request of a bench sends: random, of each input's dtype and shape, from `seed`."""
+    return random_feeds({n: (s["shape"], s["dtype"]) for n, s in plan["inputs"].items()}, seed)
+
+
+@dataclass
+class BenchOptions:
+    requests: int = 20
+    slowdown: float = 1.0
+    slowdown_source: str = "none"  # "none", "given" or "profiles"
+    timeout_s: float = 30.0
+    baselines: bool = True
+    seed: int = 0
+    stream: bool = False  # also pipeline `requests` frames on one connection
+    fps: float | None = None  # the stream's pacing; None: as fast as the device goes
+
+
+def _run_requests(client: DeviceClient, feeds: dict[str, np.ndarray], count: int,
+                  progress: Callable[[int], None] | None = None) -> list[RequestResult]:
+    results = []
+    for i in range(count):
+        results.append(client.request(feeds))
+        if progress is not None:
+            progress(i + 1)
+    return results
+
+
+def _plan_graph(plan: dict[str, Any]) -> Graph | None:
+    """The plan's original model, loaded with the input shapes the plan was made for; None when it is gone."""
+    from splitnn.onnxsplit.model.loading import load_graph
+
+    model = Path(plan["model"])
+    if not model.is_file():
+        return None
+    return load_graph(model, {name: tuple(spec["shape"]) for name, spec in plan["inputs"].items()})
+
+
+def _reference(plan: dict[str, Any], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    from splitnn.onnxsplit.vertical.export import reference_outputs
+
+    graph = _plan_graph(plan)
+    return reference_outputs(graph, feeds) if graph is not None else None
+
+
+def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
+              progress: Callable[[str, int, int], None] | None = None,
+              reference: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Measure the plan in `outdir` under `link`; returns the report (see the module doc).
+
+    `reference`: the unsplit model's outputs on `bench_feeds(plan, options.seed)`, when the caller has them
+    already (a sweep measures many plans of one model); otherwise the model is loaded and run here.
+    """
+    outdir = Path(outdir)
+    part = DevicePart(outdir, spin=False)  # nor the device's, while the server computes
+    plan = part.plan
+    from splitnn.onnxsplit.runtime.server import server_part_path
+
+    server_model = server_part_path(outdir)
+    feeds = bench_feeds(plan, options.seed)
+    tick = (lambda stage, total: (lambda done: progress(stage, done, total))) if progress else (lambda stage, total: None)
+
+    stalls = 0
+    stream = None
+    if server_model is None:  # all on the device: no server, no link
+        client = DeviceClient(part, ("127.0.0.1", 0), slowdown=options.slowdown)
+        client.request(feeds)
+        results = _run_requests(client, feeds, options.requests, tick("all on the device (the plan)", options.requests))
+        if options.stream:
+            stream = stream_frames(client, feeds, options.requests, options.fps, tick("stream", options.requests))
+    else:
+        with ServerProcess(server_model) as server, LinkRelay(server.address, link) as relay:
+            client = DeviceClient(part, relay.address, slowdown=options.slowdown, timeout_s=options.timeout_s)
+            client.request(feeds)  # warm-up: sessions, connection, caches (not counted)
+            results = _run_requests(client, feeds, options.requests, tick("split", options.requests))
+            client.close()
+            if options.stream:
+                stream = stream_frames(client, feeds, options.requests, options.fps, tick("stream", options.requests))
+            stalls = relay.stalls
+
+    ok = [r for r in results if r.ok]
+    stages = {stage: percentiles([getattr(r, stage) for r in ok]) for stage in STAGES}
+    bytes_up = int(statistics.median(r.bytes_up for r in ok)) if ok else 0
+    bytes_down = int(statistics.median(r.bytes_down for r in ok)) if ok else 0
+    wire_s = (bytes_up * 8 / link.uplink_bps if link.uplink_bps else 0.0) + (
+        bytes_down * 8 / link.downlink_bps if link.downlink_bps else 0.0)
+    rtt_s = 2 * link.delay_s
+    network_s = wire_s + rtt_s if server_model is not None else 0.0  # an all-device plan sends nothing
+    bound_s = stages["device_s"]["p50"] + network_s + stages["server_s"]["p50"] if ok else float("nan")
+
+    if reference is None:
+        reference = _reference(plan, feeds)
+    max_err = None
+    outputs_match = None
+    if reference is not None and ok:
+        from splitnn.onnxsplit.vertical.export import compare_outputs
+
+        max_err, outputs_match = compare_outputs(ok[-1].outputs, reference, plan["verification"]["atol"],
+                                                 plan["verification"]["rtol"])
+
+    baselines: dict[str, Any] = {}
+    if options.baselines and reference is not None:
+        baselines = _baselines(plan, feeds, link, options, tick)
+
+    report_stream = _stream_report(stream, ok, link, server_model is None) if stream is not None else None
+    return {
+        "plan": str(outdir),
+        "requests": len(results),
+        "ok": len(ok),
+        "errors": len(results) - len(ok),
+        "error_messages": sorted({r.error for r in results if not r.ok}),
+        "stages": stages,
+        "samples": {stage: [getattr(r, stage) for r in ok] for stage in STAGES},  # per ok request, in order
+        "bound_s": bound_s,
+        "predicted_s": plan["predicted"]["total_s"],
+        "predicted": plan["predicted"],
+        "baselines": baselines,
+        "outputs_match": outputs_match,
+        "max_abs_err": max_err,
+        "bytes_per_request": {"up": bytes_up, "down": bytes_down},
+        "link": {"description": link.describe(), "uplink_bps": link.uplink_bps, "downlink_bps": link.downlink_bps,
+                 "rtt_s": rtt_s, "jitter_s": link.jitter_s, "loss": link.loss, "stalls": stalls},
+        "slowdown": {"factor": options.slowdown, "source": options.slowdown_source,
+                     "emulated": options.slowdown > 1},
+        "cut": plan["cut"],
+        "stream": report_stream,
+    }
+
+
+def _stream_report(stream: StreamResult, sequential: list[RequestResult], link: LinkSettings, local: bool) -> dict[str, Any]:
+    """The stream's throughput next to 1 / max(stage), the stages as timed in the stream itself
+    (device and server compute per frame; the link's time is bytes / rate)."""
+    def p50(values: list[float]) -> float:
+        return statistics.median(values) if values else 0.0
+
+    up = stream.bytes_up or (int(statistics.median(r.bytes_up for r in sequential)) if sequential else 0)
+    down = stream.bytes_down or (int(statistics.median(r.bytes_down for r in sequential)) if sequential else 0)
+    periods = {
+        "device_s": p50(stream.device_s),
+        "uplink_s": 0.0 if local or not link.uplink_bps else up * 8 / link.uplink_bps,
+        "server_s": p50(stream.server_s),
+        "downlink_s": 0.0 if local or not link.downlink_bps else down * 8 / link.downlink_bps,
+    }
+    bottleneck = max(periods, key=lambda k: periods[k])
+    capacity = 1 / periods[bottleneck] if periods[bottleneck] > 0 else float("inf")
+    bound_fps = min(capacity, stream.offered_fps) if stream.offered_fps else capacity
+    return {
+        "frames": stream.frames,
+        "ok": stream.ok,
+        "errors": stream.errors,
+        "error_messages": stream.error_messages,
+        "offered_fps": stream.offered_fps,
+        "throughput_fps": stream.throughput_fps,
+        "bound_fps": bound_fps,
+        "ratio": stream.throughput_fps / bound_fps if bound_fps and bound_fps != float("inf") else None,
+        "stage_periods_s": periods,
+        "bottleneck": bottleneck,
+        "latency_s": percentiles(stream.latencies_s),
+        "wall_s": stream.wall_s,
+    }
+
+
+def _baselines(plan: dict[str, Any], feeds: dict[str, np.ndarray], link: LinkSettings, options: BenchOptions,
+               tick: Callable[[str, int], Any]) -> dict[str, Any]:
+    """All on the device (the whole model, dilated) and all on the server (the raw input over the link)."""
+    from splitnn.onnxsplit.core.ort_session import create_session
+
+    model = Path(plan["model"])
+    count = min(options.requests, BASELINE_REQUESTS)
+    whole = _WholeModel(create_session(model, level="basic", spin=False), plan)  # the level of the device's .ort
+    device_only = DeviceClient(whole, ("127.0.0.1", 0), slowdown=options.slowdown)  # type: ignore[arg-type]
+    device_only.compute(feeds)
+    times = []
+    step = tick("all on the device", count)
+    for i in range(count):
+        times.append(device_only.compute(feeds)[1])
+        if step:
+            step(i + 1)
+    server_only = []
+    with ServerProcess(model) as server, LinkRelay(server.address, link) as relay:
+        client = DeviceClient(_NoDevicePart(plan), relay.address, timeout_s=options.timeout_s)
+        client.request(feeds)
+        server_only = _run_requests(client, feeds, count, tick("all on the server", count))
+        client.close()
+    served = [r for r in server_only if r.ok]
+    return {
+        "all_device_s": statistics.median(times),
+        "all_server_s": statistics.median(r.e2e_s for r in served) if served else None,
+        "all_server": {"transfer_s": statistics.median(r.encode_s + r.transfer_s for r in served),
+                       "server_s": statistics.median(r.server_s for r in served)} if served else None,
+        "requests": count,
+    }
+
+
+class _WholeModel:
+    """The unsplit model, run where the device part would run (duck-types DevicePart)."""
+
+    server_empty = False
+
+    def __init__(self, session: Any, plan: dict[str, Any]) -> None:
+        self.session, self.inputs, self.outputs = session, list(plan["inputs"]), list(plan["outputs"])
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.outputs, self.session.run(self.outputs, {n: feeds[n] for n in self.inputs})))
+
+
+class _NoDevicePart:
+    """Nothing on the device: the raw input is what is sent (duck-types DevicePart)."""
+
+    server_empty = False
+
+    def __init__(self, plan: dict[str, Any]) -> None:
+        self.inputs = list(plan["inputs"])
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {n: feeds[n] for n in self.inputs}

@@ -1,0 +1,1 @@
+"""onnxsplit/core"""

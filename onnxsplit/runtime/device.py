@@ -1,0 +1,150 @@
+"""The device side: run the device part, send the tensors at the cut, wait for the server's answer.
+
+Every request is timed by stage:
+- device_s: the device part's compute, dilated by `slowdown` (a real board is
+  much slower than this host; the extra time is slept, so the link and the
+  server see the same pacing a board would give them);
+- encode_s: serialising the tensors into a frame;
+- transfer_s: from the first byte sent to the answer received, minus the
+  server's own compute time, which the answer carries;
+- server_s: the server part's compute, as the server measured it;
+- e2e_s: everything, from the input to the decoded outputs.
+"""
+from __future__ import annotations
+
+import itertools
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.core.ort_session import create_session
+from splitnn.onnxsplit.artifacts.plan_file import read_plan
+from splitnn.onnxsplit.runtime.wire import DEFAULT_MAX_FRAME_BYTES, ERROR, REQUEST, ConnectionClosed, Frame, ProtocolError, encode_frame, read_frame
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    request_id: int
+    ok: bool
+    error: str
+    device_s: float
+    encode_s: float
+    transfer_s: float
+    server_s: float
+    e2e_s: float
+    bytes_up: int
+    bytes_down: int
+    outputs: dict[str, np.ndarray]
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise SplitnnError(f"server address '{text}' must be HOST:PORT, e.g. 127.0.0.1:9000")
+    return host, int(port)
+
+
+class DevicePart:
+    """The device part of a plan folder (the .ort file when there is one); empty when all runs on the server."""
+
+    def __init__(self, outdir: str | Path, threads: int | None = None, spin: bool = True) -> None:
+        outdir = Path(outdir)
+        self.plan = read_plan(outdir, strategy="vertical")
+        part = self.plan["parts"]["device"]
+        self.inputs: list[str] = list(part["inputs"]) if not part["empty"] else list(self.plan["parts"]["server"]["inputs"])
+        self.outputs: list[str] = list(part["outputs"]) if not part["empty"] else self.inputs
+        artifacts = self.plan["artifacts"]
+        self.file = None if part["empty"] else outdir / artifacts.get("device_ort", artifacts.get("device_model"))
+        # All on the device: nothing is sent, the device part's outputs are the answer.
+        self.server_empty: bool = self.plan["parts"]["server"]["empty"]
+        self.session = create_session(self.file, threads=threads, spin=spin) if self.file is not None else None
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.session is None:
+            return {n: feeds[n] for n in self.inputs}
+        return dict(zip(self.outputs, self.session.run(self.outputs, {n: feeds[n] for n in self.inputs})))
+
+
+class DeviceClient:
+    """Runs the device part and talks to a server (directly, or through a LinkRelay)."""
+
+    def __init__(self, part: DevicePart, server: tuple[str, int], *, slowdown: float = 1.0, timeout_s: float = 30.0,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.part = part
+        self.server = server
+        self.slowdown = slowdown
+        self.timeout_s = timeout_s
+        self.max_frame_bytes = max_frame_bytes
+        self._ids = itertools.count(1)
+        self._sock: socket.socket | None = None
+
+    def _connect(self) -> socket.socket:
+        if self._sock is None:
+            try:
+                sock = socket.create_connection(self.server, timeout=self.timeout_s)
+            except OSError as exc:
+                raise SplitnnError(
+                    f"cannot reach the server at {self.server[0]}:{self.server[1]} ({exc.strerror or exc}): "
+                    "start it with `splitnn serve OUTDIR --port N`"
+                ) from None
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sock = sock
+        return self._sock
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def compute(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+        """The device part's outputs and its (dilated) compute time."""
+        start = time.perf_counter()
+        tensors = self.part.run(feeds)
+        measured = time.perf_counter() - start
+        if self.slowdown > 1:
+            time.sleep(measured * (self.slowdown - 1))
+        return tensors, measured * self.slowdown
+
+    def exchange(self, tensors: dict[str, np.ndarray], request_id: int | None = None) -> RequestResult:
+        """Encode, send, wait; the device compute is not included (see `request`)."""
+        request_id = request_id if request_id is not None else next(self._ids)
+        start = time.perf_counter()
+        data = encode_frame(Frame(REQUEST, request_id, tensors=tensors))
+        encoded = time.perf_counter()
+        try:
+            sock = self._connect()
+            sock.sendall(data)
+            reply = read_frame(sock, self.max_frame_bytes)
+        except socket.timeout:
+            self._drop()  # a late answer would arrive on the next request: start a fresh connection
+            return self._failed(request_id, f"timed out after {self.timeout_s:g} s waiting for the server", start, encoded, len(data))
+        except (ConnectionClosed, ProtocolError, OSError) as exc:
+            self._drop()
+            return self._failed(request_id, f"connection failed: {exc}", start, encoded, len(data))
+        received = time.perf_counter()
+        if reply.kind == ERROR or reply.request_id != request_id:
+            message = reply.message if reply.kind == ERROR else f"answer to request {reply.request_id}, expected {request_id}"
+            return self._failed(request_id, f"server error: {message}", start, encoded, len(data))
+        return RequestResult(request_id, True, "", 0.0, encoded - start, received - encoded - reply.server_s,
+                             reply.server_s, time.perf_counter() - start, len(data), reply.wire_bytes, reply.tensors)
+
+    def _failed(self, request_id: int, error: str, start: float, encoded: float, sent: int) -> RequestResult:
+        now = time.perf_counter()
+        return RequestResult(request_id, False, error, 0.0, encoded - start, now - encoded, 0.0, now - start, sent, 0, {})
+
+    def request(self, feeds: dict[str, np.ndarray]) -> RequestResult:
+        """One whole request: device compute, then the exchange with the server."""
+        start = time.perf_counter()
+        tensors, device_s = self.compute(feeds)
+        if self.part.server_empty:
+            return RequestResult(next(self._ids), True, "", device_s, 0.0, 0.0, 0.0, time.perf_counter() - start, 0, 0, tensors)
+        result = self.exchange(tensors)
+        return RequestResult(result.request_id, result.ok, result.error, device_s, result.encode_s, result.transfer_s,
+                             result.server_s, time.perf_counter() - start, result.bytes_up, result.bytes_down, result.outputs)
+
+    def close(self) -> None:
+        self._drop()

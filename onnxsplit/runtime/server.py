@@ -1,0 +1,179 @@
+"""The server side: one onnxruntime session, loaded once, answering frames from any number of devices.
+
+Each connection gets a thread (socketserver's ThreadingTCPServer; an
+onnxruntime session may be run from several threads at once). A frame that
+breaks the protocol gets an error frame and the connection goes on, except
+when the stream itself cannot be trusted any more (a wrong magic number:
+the frame boundaries are lost), where the error frame is followed by a close.
+"""
+from __future__ import annotations
+
+import socket
+import socketserver
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.core.ort_session import create_session
+from splitnn.onnxsplit.artifacts.plan_file import read_plan
+from splitnn.onnxsplit.runtime.wire import (
+    DEFAULT_MAX_FRAME_BYTES,
+    ERROR,
+    REQUEST,
+    RESPONSE,
+    STATUS_BAD_FRAME,
+    STATUS_BAD_INPUT,
+    STATUS_FAILED,
+    ConnectionClosed,
+    Frame,
+    ProtocolError,
+    read_frame,
+    send_frame,
+)
+
+
+@dataclass
+class ServerCounts:
+    ok: int = 0
+    errors: int = 0
+    connections: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, ok: bool) -> None:
+        with self.lock:
+            if ok:
+                self.ok += 1
+            else:
+                self.errors += 1
+
+
+def server_part_path(outdir: str | Path) -> Path | None:
+    """The server part of a plan folder; None when the plan puts everything on the device."""
+    outdir = Path(outdir)
+    plan = read_plan(outdir, strategy="vertical")
+    if plan["parts"]["server"]["empty"]:
+        return None
+    return outdir / plan["artifacts"]["server_model"]
+
+
+class ModelServer:
+    """Serve `model` (an .onnx or .ort file; None: echo the inputs back, for an empty server part)."""
+
+    def __init__(self, model: Path | None, host: str = "127.0.0.1", port: int = 0,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, threads: int | None = None, spin: bool = True) -> None:
+        self.session = create_session(model, threads=threads, spin=spin) if model is not None else None
+        self.inputs = [i.name for i in self.session.get_inputs()] if self.session else []
+        self.outputs = [o.name for o in self.session.get_outputs()] if self.session else []
+        self.max_frame_bytes = max_frame_bytes
+        self.counts = ServerCounts()
+        owner = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                owner._handle(self.request)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        try:
+            self._server = Server((host, port), Handler)
+        except OSError as exc:
+            raise SplitnnError(f"cannot listen on {host}:{port} ({exc.strerror}): choose another --port") from None
+        self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
+
+    def run(self, tensors: dict) -> dict:  # type: ignore[type-arg]
+        if self.session is None:
+            return tensors
+        missing = [n for n in self.inputs if n not in tensors]
+        if missing:
+            raise ProtocolError(f"request lacks input(s) {', '.join(missing)} (expected {', '.join(self.inputs)})",
+                                STATUS_BAD_INPUT)
+        values = self.session.run(self.outputs, {n: tensors[n] for n in self.inputs})
+        return dict(zip(self.outputs, values))
+
+    def _handle(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.counts.lock:
+            self.counts.connections += 1
+        while True:
+            try:
+                frame = read_frame(sock, self.max_frame_bytes)
+            except ConnectionClosed:
+                return
+            except ProtocolError as exc:
+                self.counts.add(False)
+                try:
+                    send_frame(sock, Frame(ERROR, exc.request_id, exc.status, message=str(exc)))
+                except OSError:
+                    return
+                if not exc.resumable:  # frame boundaries lost: nothing more can be read reliably
+                    sock.close()
+                    return
+                continue
+            except OSError:
+                return
+            if frame.kind != REQUEST:
+                self.counts.add(False)
+                send_frame(sock, Frame(ERROR, frame.request_id, STATUS_BAD_FRAME, message="expected a request frame"))
+                continue
+            start = time.perf_counter()
+            try:
+                outputs = self.run(frame.tensors)
+                reply = Frame(RESPONSE, frame.request_id, server_s=time.perf_counter() - start, tensors=outputs)
+                self.counts.add(True)
+            except ProtocolError as exc:
+                reply = Frame(ERROR, frame.request_id, exc.status, message=str(exc))
+                self.counts.add(False)
+            except Exception as exc:  # onnxruntime rejects the tensors (dtype, shape): the device's mistake
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                reply = Frame(ERROR, frame.request_id, STATUS_FAILED, message=f"the server part failed: {first}")
+                self.counts.add(False)
+            try:
+                send_frame(sock, reply)
+            except OSError:
+                return
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever(poll_interval=0.1)
+
+    def start(self) -> "ModelServer":
+        """Serve on a background thread."""
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> "ModelServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _main(argv: list[str]) -> None:
+    """`python -m splitnn.onnxsplit.runtime.server MODEL|- [--port N] [--no-spin]`: what run-bench starts as its server process.
+
+    Prints `listening PORT` once the session is loaded.
+    """
+    import sys
+
+    model = None if argv[0] == "-" else Path(argv[0])
+    port = int(argv[argv.index("--port") + 1]) if "--port" in argv else 0
+    server = ModelServer(model, port=port, spin="--no-spin" not in argv)
+    print(f"listening {server.address[1]}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(sys.argv[1:])

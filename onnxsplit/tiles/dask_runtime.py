@@ -1,0 +1,606 @@
+"""Run a tile plan on Dask distributed: tiles as tasks, stitched and finished on the client.
+
+The cluster is Dask's: by default an embedded LocalCluster (one process per
+node, one thread each, the node profile's usable RAM as each worker's memory
+limit), or an existing scheduler of real boards (`tcp://HOST:8786`, workers
+with splitnn installed). Handing out tasks, work stealing and re-running the
+tasks of a lost worker are the Dask scheduler's own.
+
+Each tile graph and the stack's weight blob go to every worker once, by a
+worker plugin that writes them to the worker's local folder and builds one
+onnxruntime session per tile (one thread, as one core of a board). The
+sessions map the one blob file instead of holding a copy each, and take their
+activations from one shared arena, so a node holds the stack's weights once
+and the activations of one tile at a time, as the plan's memory rule
+assumes. The client crops the image, submits one task per tile, stitches the
+outputs as they complete, and runs the remainder of the model. Scaling runs
+the same plan restricted to the first 1, 2, ..., N workers.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.core.ort_session import create_session
+from splitnn.onnxsplit.artifacts.plan_file import read_plan
+from splitnn.onnxsplit.model.sample_inputs import random_feeds
+from splitnn.onnxsplit.tiles.geometry import crop
+
+def _with_weights(graph_bytes: bytes, weights: bytes) -> bytes:
+    """A tile graph with its external weights (offsets into the blob) put inline, as onnxruntime loads from bytes."""
+    import onnx
+
+    model = onnx.load_model_from_string(graph_bytes)
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        where = {entry.key: entry.value for entry in tensor.external_data}
+        offset, length = int(where.get("offset", 0)), int(where["length"])
+        tensor.raw_data = weights[offset : offset + length]
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+    return model.SerializeToString()
+
+
+class SessionsPlugin:
+    """A Dask worker plugin that builds the onnxruntime sessions of a plan on every worker, once.
+
+    Registered with client.register_plugin, it runs `setup` on each worker,
+    and again on any worker that joins or restarts (after a crash), so tasks
+    only name the session they need. One thread per session: a worker is one
+    core of a board.
+
+    With `weights` (the blob every graph's external data points into), the
+    blob and the graphs are written to the worker's local folder and the
+    sessions load them from there: onnxruntime maps the blob's file, so all
+    sessions share one copy of the weights. Graph optimizations stop at
+    "extended": the "all" level's NCHWc layout (used on this x86 machine)
+    would give every session its own reordered copy of the weights (VGG-16 up
+    to pool3, 3x3 tiles: 86 MB on one worker instead of the blob's 7 MB) for
+    8-14% of speed.
+    """
+
+    def __init__(self, name: str, models: dict[int, bytes], weights: bytes | None = None) -> None:
+        self.name = name
+        self.models = models
+        self.weights = weights
+        self.sessions: dict[int, Any] = {}
+
+    def setup(self, worker: Any) -> None:
+        if self.weights is None:  # whole models with their weights inline
+            for model_id, model in self.models.items():
+                self.sessions[model_id] = create_session(model, threads=1, spin=False, shared_arena=True)
+            return
+        folder = _write_program(Path(worker.local_directory), self.name, self.models, self.weights)
+        for model_id in self.models:
+            self.sessions[model_id] = create_session(folder / _graph_file(model_id), threads=1, spin=False,
+                                                     shared_arena=True, level="extended")
+
+    def teardown(self, worker: Any) -> None:
+        self.sessions.clear()
+
+
+def _graph_file(model_id: Any) -> str:
+    return "graph-" + str(model_id).replace(":", "-") + ".onnx"
+
+
+def _write_program(root: Path, name: str, models: dict[Any, bytes], weights: bytes) -> Path:
+    """Write the blob and the graphs under `root`, as they lie in the plan's tiles/ folder; returns their folder.
+
+    The graphs are written as they are: every one of them refers to the blob
+    as WEIGHTS_FILE in its own folder, the name write_tiles gives it.
+    """
+    import hashlib
+
+    from splitnn.onnxsplit.vertical.export import WEIGHTS_FILE
+    from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic
+
+    folder = root / ("splitnn-" + hashlib.sha256(name.encode()).hexdigest()[:16])
+    folder.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(folder / WEIGHTS_FILE, weights)
+    for model_id, graph_bytes in models.items():
+        write_bytes_atomic(folder / _graph_file(model_id), graph_bytes)
+    return folder
+
+
+def _sessions(plugin_name: str) -> dict[int, Any]:
+    from distributed import get_worker
+
+    return get_worker().plugins[plugin_name].sessions  # type: ignore[no-any-return]
+
+
+def run_tile(plugin_name: str, tile_id: int, crop: np.ndarray) -> tuple[np.ndarray, float, str]:
+    """A Dask task: one tile's stack on its crop. Returns the output tile, its compute seconds and the worker."""
+    from distributed import get_worker
+
+    session = _sessions(plugin_name)[tile_id]
+    start = time.perf_counter()
+    (output,) = session.run(None, {session.get_inputs()[0].name: crop})
+    return output, time.perf_counter() - start, get_worker().address
+
+
+def run_first_phase(plugin_name: str, tile_id: int, crop: np.ndarray) -> tuple[list[np.ndarray], float, str]:
+    """A Dask task (reuse): a first-phase tile, returning every layer's output over its regions."""
+    from distributed import get_worker
+
+    session = _sessions(plugin_name)[f"first:{tile_id}"]  # type: ignore[index]
+    start = time.perf_counter()
+    outputs = session.run(None, {session.get_inputs()[0].name: crop})
+    return outputs, time.perf_counter() - start, get_worker().address
+
+
+def run_second(plugin_name: str, data: dict[str, Any], first_input: np.ndarray,
+               neighbours: dict[int, tuple[list[np.ndarray], float, str]]) -> tuple[np.ndarray, float, str]:
+    """A Dask task (reuse): a second-phase tile, layer by layer, from its neighbours' first-phase results."""
+    from distributed import get_worker
+
+    from splitnn.onnxsplit.tiles.reuse import run_second_phase
+
+    sessions = _sessions(plugin_name)
+
+    def run_layer(index: int, x: np.ndarray) -> np.ndarray:
+        session = sessions[f"layer:{data['id']}:{index}"]  # type: ignore[index]
+        return session.run(None, {session.get_inputs()[0].name: x})[0]  # type: ignore[no-any-return]
+
+    start = time.perf_counter()
+    output = run_second_phase(data, first_input, run_layer, {n: result[0] for n, result in neighbours.items()})
+    return output, time.perf_counter() - start, get_worker().address
+
+
+def run_slice(plugin_name: str, slice_key: str, model: bytes, x: np.ndarray) -> np.ndarray:
+    """A Dask task: one slice of a neuron-split layer (its session built on first use, on its worker)."""
+    sessions = _sessions(plugin_name)
+    if slice_key not in sessions:
+        sessions[slice_key] = create_session(model, threads=1, spin=False, shared_arena=True)  # type: ignore[index]
+    session = sessions[slice_key]  # type: ignore[index]
+    return session.run(None, {session.get_inputs()[0].name: x})[0]  # type: ignore[no-any-return]
+
+
+def run_whole(plugin_name: str, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float, str]:
+    """A Dask task for data parallelism: the whole model on one image."""
+    from distributed import get_worker
+
+    session = _sessions(plugin_name)[0]
+    start = time.perf_counter()
+    names = [o.name for o in session.get_outputs()]
+    values = session.run(names, feeds)
+    return dict(zip(names, values)), time.perf_counter() - start, get_worker().address
+
+
+def _register(client: Any, plugin: SessionsPlugin) -> str:
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class _Plugin(SessionsPlugin, WorkerPlugin):  # WorkerPlugin imported late: Dask is optional for vertical splits
+        pass
+
+    registered = _Plugin(plugin.name, plugin.models, plugin.weights)
+    client.register_plugin(registered, name=plugin.name)
+    return plugin.name
+
+
+RUNTIME_ALLOWANCE_BYTES = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    id: int
+    worker: str
+    seconds: float  # compute inside the worker
+    done_s: float  # since the image's tiles were submitted
+
+
+class TileProgram:
+    """A tile plan folder, loaded on the client: geometry, tile graphs, weights, and the remainder's session."""
+
+    def __init__(self, outdir: str | Path) -> None:
+        outdir = Path(outdir)
+        self.plan = read_plan(outdir, strategy="tiles")
+        artifacts = self.plan["artifacts"]
+        self.key = self.plan["graph_fingerprint"] + ":" + str(outdir.resolve())
+        self.tiles = self.plan["tiles"]
+        self.graphs = {tile["id"]: (outdir / name).read_bytes() for tile, name in zip(self.tiles, artifacts["tiles"])}
+        self.weights = (outdir / artifacts["stack_weights"]).read_bytes()
+        reuse = self.plan.get("reuse", {"enabled": False})
+        self.second_phase: dict[int, dict[str, Any]] = {}
+        if reuse["enabled"]:  # first-phase graphs return every layer; second-phase tiles run layer by layer
+            for tile_id, name in artifacts["reuse"]["first_phase"].items():
+                self.graphs[f"first:{tile_id}"] = (outdir / name).read_bytes()  # type: ignore[index]
+            for tile_id, names in artifacts["reuse"]["second_phase_layers"].items():
+                for index, name in names.items():
+                    self.graphs[f"layer:{tile_id}:{index}"] = (outdir / name).read_bytes()  # type: ignore[index]
+            self.second_phase = {int(k): v for k, v in reuse["second_phase"].items()}
+        self.image = self.plan["image_input"]
+        self.stack_output = self.plan["fuse_until"]
+        self.stack_shape = tuple(self.plan["stack"][-1]["out_shape"])
+        self.remainder = None
+        if "remainder_model" in artifacts:
+            self.remainder = create_session(outdir / artifacts["remainder_model"], threads=1, spin=False)
+        self.folder = outdir
+        self.steps: list[dict[str, Any]] = artifacts.get("remainder_steps", [])
+        self.segment_sessions: dict[str, Any] = {}  # the remainder's segments, opened on first use
+        # Each slice of a neuron-split layer, with its weights inline: it travels to one worker only.
+        self.slices = {(number, i): _with_weights((outdir / part["model"]).read_bytes(),
+                                                  (outdir / part["model"]).with_name("weights.bin").read_bytes())
+                       for number, step in enumerate(self.steps) if step["kind"] == "neurons"
+                       for i, part in enumerate(step["slices"])}
+        self.model_path = Path(self.plan["model"])
+
+    def finish(self, stitched: np.ndarray, feeds: dict[str, np.ndarray],
+               run_slices: Callable[[int, dict[str, Any], np.ndarray], list[np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+        """The model's outputs from the stitched stack output: the remainder on this client (split layers via
+        `run_slices` on the cluster)."""
+        from splitnn.onnxsplit.tiles.export import run_steps
+
+        results = {self.stack_output: stitched}
+        if self.steps:
+            pool = run_steps(self.steps, self.folder, {**feeds, **results}, run_slices, self.segment_sessions)
+            return {n: pool[n] for n in self.plan["outputs"]}
+        if self.remainder is None:
+            return results
+        spec = self.plan["remainder"]
+        pool = {**feeds, **results}
+        results.update(zip(spec["outputs"], self.remainder.run(spec["outputs"], {n: pool[n] for n in spec["inputs"]})))
+        return {n: results[n] for n in self.plan["outputs"]}
+
+
+@contextlib.contextmanager
+def dask_client(workers: int, memory_limit_bytes: int | None, scheduler: str | None = None) -> Iterator[Any]:
+    """A Dask client: on an embedded LocalCluster of `workers` single-thread processes, or on `scheduler`."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise SplitnnError("tile runs need Dask distributed: pip install 'distributed'") from None
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise SplitnnError(f"cannot reach the Dask scheduler at {scheduler} ({exc}): start `dask scheduler` there, "
+                               "and `dask worker` on each board") from None
+        with client:
+            yield client
+        return
+    import dask
+
+    # Tile tasks have no dependencies, so the scheduler would hold them back and hand each worker one at a
+    # time; every tile is wanted now, so they all go out at once and idle workers steal. Dask's sampling
+    # profiler (every 10 ms in each worker) is off: a board has one or two cores, all of them for the tiles.
+    with dask.config.set({"distributed.scheduler.worker-saturation": float("inf"),
+                          "distributed.worker.profile.enabled": False}), \
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit_bytes or "auto",
+                         dashboard_address=None, silence_logs=50) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _slice_model(model: bytes) -> bytes:
+    """A Dask task whose result is a slice's graph and weights, held by the worker that ran it."""
+    return model
+
+
+def place_slices(client: Any, program: TileProgram, workers: list[str]) -> dict[tuple[int, int], Any]:
+    """Put slice i of each split layer on worker i: each node holds only its slice of the weights.
+
+    Each slice is the result of a task rather than scattered data: when its
+    worker is lost, the scheduler runs the task again on another worker
+    (the restriction is loose), where scattered data would be gone for good.
+    The slice's bytes stay in the task's spec on the scheduler, which is on
+    the client's machine, not on a board.
+    """
+    import warnings
+
+    handles = {}
+    with warnings.catch_warnings():  # Dask suggests scattering large arguments instead: that is what loses them
+        warnings.filterwarnings("ignore", message=".*[Ll]arge .*graph.*", category=UserWarning)
+        for (number, i), model in program.slices.items():
+            handles[(number, i)] = client.submit(_slice_model, model, key=f"splitnn-slice-{number}-{i}-{program.key}",
+                                                 workers=[workers[i % len(workers)]], allow_other_workers=True)
+    return handles
+
+
+def _slice_runner(client: Any, plugin_name: str, handles: dict[tuple[int, int], Any], workers: list[str]) -> Callable[..., list[np.ndarray]]:
+    """run_slices for TileProgram.finish: each slice of a split layer as a task where its weights are."""
+    def run(number: int, step: dict[str, Any], x: np.ndarray) -> list[np.ndarray]:
+        futures = [client.submit(run_slice, plugin_name, f"{number}:{i}", handles[(number, i)], x, workers=workers,
+                                 allow_other_workers=False, pure=False) for i in range(len(step["slices"]))]
+        return client.gather(futures)  # type: ignore[no-any-return]
+    return run
+
+
+def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: dict[str, np.ndarray],
+                    workers: list[str], slice_handles: dict[tuple[int, int], Any] | None = None,
+                    ) -> tuple[dict[str, np.ndarray], list[TileRecord], float, float, int]:
+    """One image through the tiles on `workers`.
+
+    Returns the outputs, per-tile records, the tiles phase and total seconds, and how many tile tasks the
+    scheduler had to run again because their worker was lost.
+    """
+    from distributed import as_completed
+
+    image = feeds[program.image]
+    start = time.perf_counter()
+    if program.second_phase:
+        futures, tile_of = _submit_with_reuse(client, program, plugin_name, image, workers)
+    else:
+        regions = [crop(image, t["input_region"]) for t in program.tiles]
+        futures = client.map(run_tile, [plugin_name] * len(regions), [t["id"] for t in program.tiles], regions,
+                             workers=workers, allow_other_workers=False, pure=False)
+        tile_of = {future.key: tile for future, tile in zip(futures, program.tiles)}
+    stitched = None
+    records = []
+    for future in as_completed(futures):
+        output, seconds, worker = future.result()
+        tile = tile_of[future.key]
+        if isinstance(output, list):  # a first-phase tile (reuse): its last layer is its output
+            output = output[-1]
+        if stitched is None:
+            stitched = np.empty(program.stack_shape, dtype=output.dtype)
+        y0, y1, x0, x1 = tile["output_region"]
+        stitched[:, :, y0:y1, x0:x1] = output
+        records.append(TileRecord(tile["id"], worker, seconds, time.perf_counter() - start))
+    tiles_phase = time.perf_counter() - start
+    runner = _slice_runner(client, plugin_name, slice_handles, workers) if slice_handles else None
+    outputs = program.finish(stitched, feeds, runner)  # type: ignore[arg-type]
+    total = time.perf_counter() - start
+    retried = _retried(client, [f.key for f in futures])  # while the scheduler still knows the tasks
+    return outputs, sorted(records, key=lambda r: r.id), tiles_phase, total, retried
+
+
+def _submit_with_reuse(client: Any, program: TileProgram, plugin_name: str, image: np.ndarray,
+                       workers: list[str]) -> tuple[list[Any], dict[str, Any]]:
+    """Reuse: first-phase tiles at once, then each second-phase tile once its neighbours are done (Dask
+    passes their results to it)."""
+    from splitnn.onnxsplit.tiles.reuse import first_layer_input
+
+    futures, tile_of, first = [], {}, {}
+    for tile in program.tiles:
+        if tile["id"] in program.second_phase:
+            continue
+        future = client.submit(run_first_phase, plugin_name, tile["id"], crop(image, tile["input_region"]),
+                               workers=workers, allow_other_workers=False, pure=False)
+        first[tile["id"]] = future
+        futures.append(future)
+        tile_of[future.key] = tile
+    for tile in program.tiles:
+        data = program.second_phase.get(tile["id"])
+        if data is None:
+            continue
+        near = {int(n): first[int(n)] for n in data["neighbours"]}
+        future = client.submit(run_second, plugin_name, data, first_layer_input(data, image), near, workers=workers,
+                               allow_other_workers=False, pure=False)
+        futures.append(future)
+        tile_of[future.key] = tile
+    return futures, tile_of
+
+
+@dataclass
+class TileBenchOptions:
+    workers: int | None = None  # default: the plan's node count
+    scheduler: str | None = None  # an existing Dask scheduler; None: an embedded LocalCluster
+    images: int = 5  # timed images per worker count (after one warm-up image)
+    scaling: bool = True  # also time 1..N-1 workers
+    data_parallel: bool = False  # whole images spread over the workers instead of tiles
+    seed: int = 0
+    kill_worker_after_s: float | None = None  # fault drill: kill one worker this long into the first timed image
+
+
+def _retried(client: Any, keys: list[Any]) -> int:
+    """How many of the tasks `keys` the scheduler re-ran because a worker died while running them."""
+    def count(dask_scheduler: Any, keys: list[Any]) -> int:
+        return sum(1 for key in keys if key in dask_scheduler.tasks and dask_scheduler.tasks[key].suspicious)
+    return int(client.run_on_scheduler(count, keys=keys))
+
+
+def _kill_process(pid: int) -> None:
+    """Fault drill: end a local worker's process abruptly, as a crash would (its nanny starts a new one)."""
+    import os
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
+                   progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Time the tile plan in `outdir` on Dask (see the module doc); returns the report."""
+    from splitnn.onnxsplit.vertical.export import reference_outputs
+    from splitnn.onnxsplit.model.loading import load_graph
+
+    program = TileProgram(outdir)
+    plan = program.plan
+    nodes = options.workers or plan["nodes"]
+    specs = {n: (s["shape"], s["dtype"]) for n, s in plan["inputs"].items()}
+    feeds = random_feeds(specs, options.seed)
+    reference = None
+    if program.model_path.is_file():
+        graph = load_graph(program.model_path, {n: tuple(s[0]) for n, s in specs.items()})
+        reference = reference_outputs(graph, feeds)
+    # Each worker may use the node's usable RAM for the plan's share, plus what the interpreter, Dask and
+    # onnxruntime themselves take; past that, Dask's nanny restarts it.
+    memory = int(plan["node_profile"]["ram_bytes"] * plan["node_profile"]["usable_ram_fraction"]) + RUNTIME_ALLOWANCE_BYTES
+    def tick(stage: str, total: int) -> Callable[[int], None]:
+        return (lambda done: progress(stage, done, total)) if progress else (lambda done: None)
+
+    if options.kill_worker_after_s is not None and options.scheduler is not None:
+        raise SplitnnError("the worker-kill drill runs on the embedded local cluster only: drop --scheduler")
+    with dask_client(nodes, memory, options.scheduler) as client:
+        available = sorted(client.scheduler_info()["workers"])
+        if not available:
+            raise SplitnnError("the Dask cluster has no workers: start `dask worker` on the boards")
+        nodes = min(nodes, len(available)) if options.scheduler else nodes
+        counts = list(range(1, nodes + 1)) if options.scaling else [nodes]
+        if options.data_parallel:
+            return _data_parallel(client, program, available, counts, specs, options, reference, tick)
+        uss_before = client.run(_process_uss, workers=available)
+        plugin = _register(client, SessionsPlugin(f"splitnn-tiles-{program.key}", program.graphs, program.weights))
+        handles = place_slices(client, program, available)
+        scaling = []
+        last_records: list[TileRecord] = []
+        outputs: dict[str, np.ndarray] = {}
+        retries = killed = 0
+        for n in counts:
+            workers = available[:n]
+            run_tiled_image(client, program, plugin, feeds, workers, handles)  # warm-up (caches, connections)
+            phases, totals = [], []
+            step = tick(f"{n} worker{'s' if n > 1 else ''}", options.images)
+            for i in range(options.images):
+                timer = None
+                if options.kill_worker_after_s is not None and n == counts[-1] and i == 0:
+                    import os
+
+                    pid = client.run(os.getpid, workers=[workers[0]])[workers[0]]
+                    timer = threading.Timer(options.kill_worker_after_s, _kill_process, (pid,))
+                    timer.start()
+                    killed += 1
+                outputs, records, phase, total, retried = run_tiled_image(client, program, plugin, feeds, workers, handles)
+                if timer is not None:
+                    timer.join()
+                    # The dead worker's replacement has a new address: use whoever is there now.
+                    workers = sorted(client.scheduler_info()["workers"])[:n]
+                retries += retried
+                phases.append(phase)
+                totals.append(total)
+                step(i + 1)
+            scaling.append({"workers": n, "wall_s": statistics.median(totals), "tiles_phase_s": statistics.median(phases)})
+            last_records = records
+        uss_after = client.run(_process_uss)
+
+    base = scaling[0]
+    for row in scaling:
+        row["speedup"] = base["wall_s"] / row["wall_s"]
+        row["tiles_speedup"] = base["tiles_phase_s"] / row["tiles_phase_s"]
+    match, max_err = _compare(outputs, reference, plan)
+    top = scaling[-1]
+    return {
+        "plan": str(outdir),
+        "mode": "tiles",
+        "scheduler": options.scheduler or "embedded LocalCluster",
+        "workers": top["workers"],
+        "grid": plan["grid"],
+        "images": options.images,
+        "makespan_s": top["tiles_phase_s"],
+        "wall_s": top["wall_s"],
+        "speedup": top["speedup"],
+        "tiles_speedup": top["tiles_speedup"],
+        "scaling": scaling,
+        "tiles": [{"id": r.id, "worker": r.worker, "seconds": r.seconds, "done_s": r.done_s} for r in last_records],
+        "retries": retries,
+        "workers_killed": killed,
+        "outputs_match": match,
+        "max_abs_err": max_err,
+        "redundant_macs_ratio": plan["redundant_macs_ratio"],
+        "reuse": {k: v for k, v in plan.get("reuse", {"enabled": False}).items() if k != "second_phase"},
+        "neuron_splits": plan.get("neuron_splits", []),
+        "predicted": plan["predicted"],
+        "memory": worker_memory(uss_before, uss_after, plan["memory"]["node_bytes"], memory),
+    }
+
+
+def _process_uss() -> int:
+    """This process's unique memory (run on each worker by client.run).
+
+    Unique set size: resident pages no other process maps. Unlike RSS it
+    leaves out the pages of onnxruntime's shared library that the first
+    inference touches (about 60 MB here), which are code, not the plan's share.
+    onnxruntime is imported first: the runtime itself is in the allowance that
+    every worker gets beyond the plan's share, like the interpreter and Dask.
+    """
+    import onnxruntime  # noqa: F401
+    import psutil  # a dependency of Dask distributed
+
+    return int(psutil.Process().memory_full_info().uss)
+
+
+def worker_memory(before: dict[str, int], after: dict[str, int], planned_bytes: int, limit_bytes: int) -> dict[str, Any]:
+    """Each worker's unique memory (USS) before the plan's sessions were built and after the runs.
+
+    The growth is what the plan's share took on that node; the plan budgeted
+    `planned_bytes` for the tiles (stack weights + the largest tile's
+    activations). The slices of split layers placed on a worker come on top.
+    A worker that replaced a lost one has no "before".
+    """
+    workers = [{"worker": address, "uss_before_bytes": before.get(address), "uss_after_bytes": uss,
+                "growth_bytes": uss - before[address] if address in before else None}
+               for address, uss in sorted(after.items())]
+    growths = [w["growth_bytes"] for w in workers if w["growth_bytes"] is not None]
+    return {"planned_node_bytes": planned_bytes, "limit_bytes": limit_bytes, "workers": workers,
+            "max_growth_bytes": max(growths) if growths else None}
+
+
+def _compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray] | None,
+             plan: dict[str, Any]) -> tuple[bool | None, float | None]:
+    from splitnn.onnxsplit.vertical.export import compare_outputs
+
+    if reference is None or not outputs:
+        return None, None
+    max_err, match = compare_outputs(outputs, reference, plan["verification"]["atol"], plan["verification"]["rtol"])
+    return match, max_err
+
+
+def image_counts(images: int) -> list[int]:
+    """The image counts of the data-parallel table: a quarter, a half and all of `images` (distinct, from 1)."""
+    return sorted({max(1, images // 4), max(1, images // 2), images})
+
+
+def _data_parallel(client: Any, program: TileProgram, available: list[str], counts: list[int],
+                   specs: dict[str, Any], options: TileBenchOptions, reference: dict[str, np.ndarray] | None,
+                   tick: Callable[[str, int], Any]) -> dict[str, Any]:
+    """Whole images spread over the workers: the time for a quarter, half and all of `options.images`
+    images on each worker count (the seed experiment's table of time by image count and node count)."""
+    from distributed import wait
+
+    if not program.model_path.is_file():
+        raise SplitnnError(f"the plan's model '{program.model_path}' is gone: data parallelism runs the whole model")
+    plugin = _register(client, SessionsPlugin(f"splitnn-whole-{program.key}", {0: program.model_path.read_bytes()}))
+    images = [random_feeds(specs, options.seed + i) for i in range(options.images)]
+    table = []
+    per_image: list[dict[str, Any]] = []
+    first_outputs: dict[str, np.ndarray] = {}
+    for n in counts:
+        workers = available[:n]
+        wait([client.submit(run_whole, plugin, images[0], workers=[w], pure=False) for w in workers])  # warm-up
+        for count in image_counts(options.images):
+            step = tick(f"{count} images on {n} worker{'s' if n > 1 else ''}", count)
+            start = time.perf_counter()
+            futures = [client.submit(run_whole, plugin, feeds, workers=workers, allow_other_workers=False, pure=False)
+                       for feeds in images[:count]]
+            per_image = []
+            for index, future in enumerate(futures):
+                outputs, seconds, worker = future.result()
+                step(index + 1)
+                per_image.append({"id": index, "worker": worker, "seconds": seconds})
+                if index == 0:
+                    first_outputs = outputs
+            table.append({"workers": n, "images": count, "wall_s": time.perf_counter() - start})
+    scaling = [dict(row) for row in table if row["images"] == options.images]
+    base = scaling[0]["wall_s"]
+    for row in scaling:
+        row["speedup"] = base / row["wall_s"]
+        row["images_per_s"] = options.images / row["wall_s"]
+    match, max_err = _compare(first_outputs, reference, program.plan)  # images[0] is the reference input
+    return {
+        "plan": str(program.plan["model"]),
+        "mode": "data-parallel",
+        "scheduler": options.scheduler or "embedded LocalCluster",
+        "workers": scaling[-1]["workers"],
+        "images": options.images,
+        "makespan_s": scaling[-1]["wall_s"],
+        "wall_s": scaling[-1]["wall_s"],
+        "speedup": scaling[-1]["speedup"],
+        "scaling": scaling,
+        "table": table,
+        "tiles": per_image,
+        "retries": 0,  # not tracked for whole images
+        "workers_killed": 0,
+        "outputs_match": match,
+        "max_abs_err": max_err,
+    }

@@ -1,0 +1,313 @@
+"""Write a tile plan's artifacts, verify them, and publish the folder in one rename.
+
+OUTDIR/plan.json                  strategy "tiles": grid, per-tile geometry, MACs, memory, prediction
+OUTDIR/tiles/model.onnx           the fused stack (whole input), graph only
+OUTDIR/tiles/weights.bin          the stack's weights, shared by every tile graph
+OUTDIR/tiles/tile_<id>.onnx       one graph per tile: the stack on its input region, pads only at true borders
+OUTDIR/remainder/model.onnx       the rest of the model, run after stitching (absent when the stack is all)
+OUTDIR/remainder/weights.bin
+  or, when a layer is too big for a node and split by output neurons:
+OUTDIR/remainder/segment<k>/      the client's segments between split layers (model.onnx + weights.bin)
+OUTDIR/neurons/step<k>/slice<i>/  one slice of a split layer with only its weights (model.onnx + weights.bin)
+
+Verification: every tile is run on its crop of a random input, the outputs
+are stitched, the remainder runs on the stitched tensor, and the result is
+compared with the original model's.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from splitnn.onnxsplit.analysis.analyze import Analysis
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.vertical.export import check_output_folder, compare_outputs, publish, reference_outputs, save_part
+from splitnn.onnxsplit.artifacts.parts import Part, build_part
+from splitnn.onnxsplit.tiles.neuron_split import Segment, remainder_steps, slice_model
+from splitnn.onnxsplit.core.ort_session import create_session
+from splitnn.onnxsplit.artifacts.plan_file import PLAN_FILE
+from splitnn.onnxsplit.model.sample_inputs import random_inputs
+from splitnn.onnxsplit.tiles.planning import TilePlan
+from splitnn.onnxsplit.tiles.reuse import (
+    first_layer_input,
+    first_phase,
+    reuse_macs,
+    run_second_phase,
+    second_phase_data,
+    second_phase_layers,
+)
+from splitnn.onnxsplit.tiles.geometry import Layer, Tile, crop
+from splitnn.onnxsplit.model.weight_source import WeightSource
+from splitnn.onnxsplit.vertical.weights_update import graph_fingerprint
+
+
+def tile_model(stack_model: onnx.ModelProto, stack: list[Layer], tile: Tile) -> onnx.ModelProto:
+    """The stack's graph run on `tile`'s input region: input and output sizes of the tile, pads at true borders only."""
+    model = onnx.ModelProto()
+    model.CopyFrom(stack_model)
+    graph = model.graph
+    (y0, y1, x0, x1), (oy0, oy1, ox0, ox1) = tile.input_region, tile.output_region
+    for value, (h, w) in ((graph.input[0], (y1 - y0, x1 - x0)), (graph.output[0], (oy1 - oy0, ox1 - ox0))):
+        dims = value.type.tensor_type.shape.dim
+        dims[2].dim_value, dims[3].dim_value = h, w
+    del graph.value_info[:]  # the inner shapes were those of the whole image
+    pads = {layer.output: part.pads for layer, part in zip(stack, tile.layers) if layer.window is not None}
+    for node in graph.node:
+        if node.output[0] not in pads:
+            continue
+        auto_pad = next((a.s for a in node.attribute if a.name == "auto_pad"), b"NOTSET")
+        if auto_pad == b"VALID":
+            continue  # no padding anywhere, so none at the borders either
+        kept = [a for a in node.attribute if a.name != "pads"]
+        del node.attribute[:]
+        node.attribute.extend(kept + [helper.make_attribute("pads", list(pads[node.output[0]]))])
+    return model
+
+
+def every_layer_outputs(model: onnx.ModelProto, stack: list[Layer], tile: Tile) -> onnx.ModelProto:
+    """`model` (a tile graph) also returning every layer's output over the tile's region, in stack order."""
+    graph = model.graph
+    elem = graph.input[0].type.tensor_type.elem_type
+    del graph.output[:]
+    for layer, part in zip(stack, tile.layers):
+        y0, y1, x0, x1 = part.output_region
+        graph.output.append(helper.make_tensor_value_info(layer.output, elem, [1, layer.out_shape[1], y1 - y0, x1 - x0]))
+    return model
+
+
+def layer_model(stack_model: onnx.ModelProto, stack: list[Layer], index: int, input_region: Any, output_region: Any,
+                pads: tuple[int, int, int, int]) -> onnx.ModelProto:
+    """One layer of the stack alone, on `input_region`, computing `output_region` with `pads` (reuse's second phase)."""
+    layer = stack[index]
+    source = next(n for n in stack_model.graph.node if n.output[0] == layer.output)
+    node = onnx.NodeProto()
+    node.CopyFrom(source)
+    if layer.window is not None and next((a.s for a in node.attribute if a.name == "auto_pad"), b"NOTSET") != b"VALID":
+        kept = [a for a in node.attribute if a.name != "pads"]
+        del node.attribute[:]
+        node.attribute.extend(kept + [helper.make_attribute("pads", list(pads))])
+    reads = set(node.input)
+    initializers = [t for t in stack_model.graph.initializer if t.name in reads]
+    constants = [n for n in stack_model.graph.node if n.op_type == "Constant" and n.output[0] in reads]
+    elem = stack_model.graph.input[0].type.tensor_type.elem_type
+    (iy0, iy1, ix0, ix1), (oy0, oy1, ox0, ox1) = input_region, output_region
+    graph = helper.make_graph(
+        [*constants, node], f"layer{index}",
+        [helper.make_tensor_value_info(layer.input, elem, [1, layer.in_shape[1], iy1 - iy0, ix1 - ix0])],
+        [helper.make_tensor_value_info(layer.output, elem, [1, layer.out_shape[1], oy1 - oy0, ox1 - ox0])],
+        initializer=initializers)
+    model = helper.make_model(graph, opset_imports=list(stack_model.opset_import), ir_version=stack_model.ir_version)
+    return model
+
+
+def stitch(tiles: list[Tile], outputs: dict[int, np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """The stack's output assembled from the tiles' outputs (each at its output region)."""
+    result = np.empty(shape, dtype=dtype)
+    for tile in tiles:
+        y0, y1, x0, x1 = tile.output_region
+        result[:, :, y0:y1, x0:x1] = outputs[tile.id]
+    return result
+
+
+def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse: bool = False, atol: float = 1e-4,
+                rtol: float = 1e-3) -> dict[str, Any]:
+    """Write, verify and publish the artifacts of tile `plan`; return the plan.json content."""
+    outdir = Path(outdir)
+    check_output_folder(outdir)
+    graph = analysis.graph
+    if graph.path is None:
+        raise SplitnnError("the analysis has no model file to take the weights from")
+    stack = plan.stack
+    image, stack_out = stack[0].input, stack[-1].output
+    stack_part = Part(build_part(graph, graph.model, [layer.index for layer in stack], (image,), (stack_out,), "stack"),
+                      (image,), (stack_out,))
+    remainder_outputs = tuple(o for o in graph.outputs if o != stack_out)
+    remainder_reads = {n for i in plan.remainder_indices for n in graph.nodes[i].all_inputs}
+    remainder_inputs = tuple(dict.fromkeys([stack_out] + [n for n in graph.inputs if n in remainder_reads and n != image]))
+    remainder = Part(build_part(graph, graph.model, list(plan.remainder_indices), remainder_inputs, remainder_outputs,
+                                "remainder"), remainder_inputs, remainder_outputs)
+
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    try:
+        steps: list[dict[str, Any]] = []
+        with WeightSource.of(graph) as weights:
+            save_part(stack_part, staging / "tiles", weights)
+            if plan.neuron_splits:
+                steps = _write_steps(analysis, plan, staging, weights)
+            elif remainder.model is not None:
+                save_part(remainder, staging / "remainder", weights)
+        stack_model = onnx.load(str(staging / "tiles" / "model.onnx"), load_external_data=False)
+        artifacts: dict[str, Any] = {"stack_model": "tiles/model.onnx", "stack_weights": "tiles/weights.bin", "tiles": []}
+        for tile in plan.grid.tiles:
+            name = f"tiles/tile_{tile.id}.onnx"
+            onnx.save_model(tile_model(stack_model, stack, tile), str(staging / name))
+            artifacts["tiles"].append(name)
+        reuse_doc = None
+        if reuse:
+            reuse_doc = _write_reuse(plan, stack_model, staging, artifacts)
+        if steps:
+            artifacts["remainder_steps"] = steps
+        elif remainder.model is not None:
+            artifacts["remainder_model"] = "remainder/model.onnx"
+            artifacts["remainder_weights"] = "remainder/weights.bin"
+
+        feeds = random_inputs(graph)
+        expected = reference_outputs(graph, feeds)
+        results = run_locally(staging, artifacts, plan, feeds, remainder.inputs, remainder.outputs)
+        max_err, passed = compare_outputs(results, expected, atol, rtol)
+        if not passed:
+            raise SplitnnError(f"verification failed: the stitched tiles differ from the model by up to {max_err:.3g} "
+                               f"(atol {atol}, rtol {rtol}); nothing was written")
+        document = {
+            "splitnn_version": 1,
+            "model": str(graph.path),
+            "graph_fingerprint": graph_fingerprint(graph.model),
+            "inputs": {n: {"shape": list(graph.info(n).shape), "dtype": graph.info(n).dtype} for n in graph.inputs},
+            "outputs": list(graph.outputs),
+            "image_input": image,
+            **plan.to_dict(),
+            "remainder": {"inputs": list(remainder.inputs), "outputs": list(remainder.outputs),
+                          "empty": remainder.model is None},
+            "reuse": reuse_doc or {"enabled": False},
+            "verification": {"max_abs_err": max_err, "atol": atol, "rtol": rtol, "passed": passed},
+            "artifacts": artifacts,
+        }
+        (staging / PLAN_FILE).write_text(json.dumps(document, indent=1), encoding="utf-8")
+        publish(staging, outdir)
+        return document
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_steps(analysis: Analysis, plan: TilePlan, staging: Path, weights: WeightSource) -> list[dict[str, Any]]:
+    """The remainder as client segments and neuron-split layers, each slice with only its weights."""
+    graph = analysis.graph
+    steps: list[dict[str, Any]] = []
+    for number, step in enumerate(remainder_steps(graph, plan.remainder_indices, list(plan.neuron_splits))):
+        if isinstance(step, Segment):
+            folder = f"remainder/segment{number}"
+            model = build_part(graph, graph.model, list(step.indices), step.inputs, step.outputs, f"segment{number}")
+            save_part(Part(model, step.inputs, step.outputs), staging / folder, weights)
+            steps.append({"kind": "segment", "model": f"{folder}/model.onnx", "inputs": list(step.inputs),
+                          "outputs": list(step.outputs)})
+            continue
+        slices = []
+        for i, neurons in enumerate(step.ranges):
+            folder = staging / "neurons" / f"step{number}" / f"slice{i}"
+            folder.mkdir(parents=True)
+            model = slice_model(graph, weights, step, neurons, list(graph.model.opset_import))
+            # onnx's own external-data writer: the slice's weights in its own blob.
+            onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location="weights.bin", size_threshold=0)
+            slices.append({"model": f"neurons/step{number}/slice{i}/model.onnx", "neurons": list(neurons),
+                           "bytes": (folder / "weights.bin").stat().st_size})
+        steps.append({"kind": "neurons", "node": step.name, "input": step.input, "output": step.output, "slices": slices})
+    return steps
+
+
+def _write_reuse(plan: TilePlan, stack_model: onnx.ModelProto, staging: Path, artifacts: dict[str, Any]) -> dict[str, Any]:
+    """Reuse's graphs: first-phase tiles returning every layer, second-phase tiles one graph per computed layer."""
+    grid, stack = plan.grid, plan.stack
+    first: dict[str, str] = {}
+    layers: dict[str, dict[str, str]] = {}
+    for tile in grid.tiles:
+        if first_phase(tile):
+            name = f"tiles/tile_{tile.id}_every_layer.onnx"
+            onnx.save_model(every_layer_outputs(tile_model(stack_model, stack, tile), stack, tile), str(staging / name))
+            first[str(tile.id)] = name
+            continue
+        layers[str(tile.id)] = {}
+        plan_layers = second_phase_layers(grid, tile)
+        for index, part in enumerate(plan_layers):
+            if part.compute is None:
+                continue
+            name = f"tiles/tile_{tile.id}_layer{index}.onnx"
+            onnx.save_model(layer_model(stack_model, stack, index, part.input_region, part.compute, part.pads),
+                            str(staging / name))
+            layers[str(tile.id)][str(index)] = name
+    artifacts["reuse"] = {"first_phase": first, "second_phase_layers": layers}
+    macs = reuse_macs(grid)
+    return {"enabled": True, "macs": macs, "saved_macs": grid.tiled_macs - macs,
+            "saved_fraction_of_redundant": (grid.tiled_macs - macs) / max(grid.tiled_macs - grid.stack_macs, 1),
+            "second_phase": {str(t.id): second_phase_data(grid, t) for t in grid.tiles if not first_phase(t)}}
+
+
+def run_reuse_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, image: np.ndarray) -> dict[int, np.ndarray]:
+    """Every tile's output, with reuse: first phase in full, second phase layer by layer (in this process)."""
+    per_layer: dict[int, list[np.ndarray]] = {}
+    finals: dict[int, np.ndarray] = {}
+    for tile_id, name in artifacts["reuse"]["first_phase"].items():
+        tile = plan.grid.tiles[int(tile_id)]
+        per_layer[tile.id] = create_session(folder / name, prepack=False).run(None, {plan.stack[0].input: crop(image, tile.input_region)})
+        finals[tile.id] = per_layer[tile.id][-1]
+    for tile_id, names in artifacts["reuse"]["second_phase_layers"].items():
+        tile = plan.grid.tiles[int(tile_id)]
+        sessions = {int(index): create_session(folder / name, prepack=False) for index, name in names.items()}
+        data = second_phase_data(plan.grid, tile)
+
+        def run_layer(index: int, x: np.ndarray, sessions: dict[int, Any] = sessions) -> np.ndarray:
+            return sessions[index].run(None, {sessions[index].get_inputs()[0].name: x})[0]  # type: ignore[no-any-return]
+
+        finals[tile.id] = run_second_phase(data, first_layer_input(data, image), run_layer, per_layer)
+    return finals
+
+
+def run_steps(steps: list[dict[str, Any]], folder: Path, pool: dict[str, np.ndarray], run_slices: Any = None,
+              sessions: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Run remainder `steps` on the tensors in `pool` (updated in place and returned).
+
+    Segments run here; the slices of the neuron-split layer of step `number` run through
+    `run_slices(number, step, x) -> [outputs]` (on the cluster), or here one after the other when it is None;
+    their outputs are joined on the last axis. `sessions` keeps the sessions opened here between calls.
+    """
+    sessions = {} if sessions is None else sessions
+
+    def session(model: str) -> Any:
+        if model not in sessions:
+            sessions[model] = create_session(folder / model, prepack=False, threads=1)
+        return sessions[model]
+
+    for number, step in enumerate(steps):
+        if step["kind"] == "segment":
+            pool.update(zip(step["outputs"], session(step["model"]).run(step["outputs"],
+                                                                        {n: pool[n] for n in step["inputs"]})))
+            continue
+        x = pool[step["input"]]
+        if run_slices is None:
+            parts = [session(s["model"]).run(None, {step["input"]: x})[0] for s in step["slices"]]
+        else:
+            parts = run_slices(number, step, x)
+        pool[step["output"]] = np.concatenate(parts, axis=-1)
+    return pool
+
+
+def run_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, feeds: dict[str, np.ndarray],
+                remainder_inputs: tuple[str, ...], remainder_outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Run every tile in this process, stitch, and run the remainder: the plan's outputs on `feeds`."""
+    stack = plan.stack
+    image = feeds[stack[0].input]
+    outputs = {}
+    if "reuse" in artifacts:
+        outputs = run_reuse_locally(folder, artifacts, plan, image)
+    for tile, name in zip(plan.grid.tiles, artifacts["tiles"]):
+        if tile.id in outputs:
+            continue
+        session = create_session(folder / name, prepack=False)
+        outputs[tile.id] = session.run(None, {stack[0].input: crop(image, tile.input_region)})[0]
+    stitched = stitch(plan.grid.tiles, outputs, stack[-1].out_shape, next(iter(outputs.values())).dtype)
+    results = {stack[-1].output: stitched}
+    if "remainder_steps" in artifacts:
+        return run_steps(artifacts["remainder_steps"], folder, {**feeds, **results})
+    if "remainder_model" in artifacts:
+        pool = {**feeds, **results}
+        session = create_session(folder / artifacts["remainder_model"], prepack=False)
+        results.update(zip(remainder_outputs, session.run(list(remainder_outputs), {n: pool[n] for n in remainder_inputs})))
+    return results

@@ -1,0 +1,259 @@
+"""Fused tile partitioning (DeepThings, IEEE TCAD 2018): the geometry.
+
+The fused stack is the chain of spatial layers from the model's image input
+up to a cut: Conv, MaxPool, AveragePool (windows) and layers that treat every
+position alike (BatchNormalization, activations). It stops before anything
+that mixes positions (Resize, Flatten, Gemm, global pooling), before a
+branch (a tensor read twice, as in a skip connection), and before windows it
+cannot tile exactly (auto_pad other than NOTSET/VALID, ceil_mode, groups of
+a transposed convolution).
+
+The stack's output is split into an R x C grid. Each tile's input region is
+found by walking back through the stack, layer by layer, with the general
+window formula: output rows [o0, o1) of a window with kernel k, stride s,
+padding p (before) and dilation d read input rows
+
+    [o0 * s - p,  (o1 - 1) * s - p + (k - 1) * d + 1)
+
+clipped to the input. Whatever falls outside the input is padding, and only
+there (at the true image border) is padding applied: a tile's window keeps
+pads only on the sides where its region was clipped. Neighbouring tiles'
+regions overlap, and the overlap is computed twice: the redundant MACs.
+
+This is written by hand because no library does tile geometry for ONNX
+graphs; the rule it must satisfy is tested: the stitched tiles equal the
+stack's output.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from splitnn.cost_models.registry import NodeCost
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.model.graph import Graph, Node
+
+WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool"})
+POINTWISE_OPS = frozenset({
+    "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Softplus",
+    "BatchNormalization", "Identity", "Dropout", "LRN",  # LRN mixes channels, never positions
+})
+
+
+@dataclass(frozen=True)
+class Window:
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    pads: tuple[int, int, int, int]  # top, left, bottom, right (ONNX order: begins then ends)
+    dilation: tuple[int, int]
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel, self.dilation))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One node of the fused stack."""
+
+    index: int  # node index in the Graph
+    name: str
+    op_type: str
+    window: Window | None  # None: pointwise
+    input: str
+    output: str
+    in_shape: tuple[int, int, int, int]  # N, C, H, W
+    out_shape: tuple[int, int, int, int]
+    macs: int  # of the whole layer
+    itemsize: int
+
+
+Region = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open)
+
+
+def crop(tensor: np.ndarray, region: Region | list[int]) -> np.ndarray:
+    """`region` of an NCHW tensor, contiguous (as onnxruntime and Dask's serialization want it)."""
+    y0, y1, x0, x1 = region
+    return np.ascontiguousarray(tensor[:, :, y0:y1, x0:x1])
+
+
+@dataclass(frozen=True)
+class TileLayer:
+    """What one layer computes for one tile."""
+
+    input_region: Region
+    output_region: Region
+    pads: tuple[int, int, int, int]  # applied at this tile's true borders only
+
+
+@dataclass(frozen=True)
+class Tile:
+    id: int
+    row: int
+    col: int
+    input_region: Region  # of the stack's input
+    output_region: Region  # of the stack's output
+    layers: tuple[TileLayer, ...]
+    macs: int
+    peak_bytes: int  # largest input + output of one layer, for this tile
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "row": self.row, "col": self.col, "input_region": list(self.input_region),
+                "output_region": list(self.output_region), "macs": self.macs, "peak_bytes": self.peak_bytes,
+                "pads": [list(layer.pads) for layer in self.layers]}
+
+
+@dataclass
+class TileGrid:
+    """A stack split into a grid, with its totals."""
+
+    stack: list[Layer]
+    rows: int
+    cols: int
+    tiles: list[Tile] = field(default_factory=list)
+
+    @property
+    def stack_macs(self) -> int:
+        return sum(layer.macs for layer in self.stack)
+
+    @property
+    def tiled_macs(self) -> int:
+        return sum(tile.macs for tile in self.tiles)
+
+    @property
+    def redundant_macs_ratio(self) -> float:
+        """Extra MACs of the tiles over the stack's own, as a fraction of the stack's."""
+        return self.tiled_macs / self.stack_macs - 1 if self.stack_macs else 0.0
+
+    @property
+    def stack_peak_bytes(self) -> int:
+        return max(_bytes(layer.in_shape, layer.itemsize) + _bytes(layer.out_shape, layer.itemsize) for layer in self.stack)
+
+    @property
+    def max_tile_peak_bytes(self) -> int:
+        return max(tile.peak_bytes for tile in self.tiles)
+
+
+def _bytes(shape: tuple[int, ...], itemsize: int) -> int:
+    return math.prod(shape) * itemsize
+
+
+def _pair(values: Any, default: int) -> tuple[int, int]:
+    values = list(values) if values is not None else [default, default]
+    return (int(values[0]), int(values[1]))
+
+
+def window_of(node: Node) -> Window | None:
+    """The node's window, or None when the node cannot be tiled exactly (the reason is in `why_not_tileable`)."""
+    return None if why_not_tileable(node) else _window(node)
+
+
+def _window(node: Node) -> Window:
+    attrs = node.attrs
+    kernel = _pair(attrs.get("kernel_shape"), 1)
+    pads = list(attrs.get("pads", [0, 0, 0, 0]))
+    return Window(kernel, _pair(attrs.get("strides"), 1), (int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3])),
+                  _pair(attrs.get("dilations"), 1))
+
+
+def why_not_tileable(node: Node) -> str:
+    """Empty when the node can be part of a fused stack, else why not."""
+    if node.op_type in POINTWISE_OPS:
+        return ""
+    if node.op_type not in WINDOW_OPS:
+        return f"{node.op_type} is not a spatial layer (it mixes positions or is not supported in a tile)"
+    auto_pad = node.attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad not in ("NOTSET", "VALID"):
+        return f"{node.name} uses auto_pad={auto_pad}"
+    if int(node.attrs.get("ceil_mode", 0)):
+        return f"{node.name} uses ceil_mode"
+    if node.op_type == "Conv" and "kernel_shape" not in node.attrs:
+        return f"{node.name} has no kernel_shape attribute"
+    if len(node.attrs.get("kernel_shape", [1, 1])) != 2:
+        return f"{node.name} is not a 2-D window"
+    return ""
+
+
+def fused_stack(graph: Graph, costs: list[NodeCost], until: str | None = None) -> list[Layer]:
+    """The chain of tileable layers from the image input, up to tensor `until` (default: as far as it goes)."""
+    images = [n for n in graph.inputs if len(graph.info(n).shape) == 4]
+    if len(images) != 1:
+        raise SplitnnError(f"a tile plan needs one NCHW image input; the model has {len(images)} 4-D inputs")
+    current = images[0]
+    if graph.info(current).shape[0] != 1:
+        raise SplitnnError(f"input '{current}' has batch {graph.info(current).shape[0]}: tile plans run one image (batch 1)")
+    stack: list[Layer] = []
+    while current != until:
+        readers = [i for i in graph.consumers.get(current, ()) if not graph.nodes[i].is_constant]
+        if len(readers) != 1 or current in graph.outputs and stack:
+            break  # a branch (or an output read outside the stack): the stack ends here
+        node = graph.nodes[readers[0]]
+        data_inputs = [n for n in node.inputs if n and not graph.is_constant(n)]
+        if data_inputs != [current] or why_not_tileable(node) or len(node.outputs) < 1:
+            break
+        output = node.outputs[0]
+        if len(graph.info(output).shape) != 4:
+            break
+        itemsize = graph.info(output).nbytes // max(graph.info(output).elements, 1)
+        stack.append(Layer(node.index, node.name, node.op_type, _window(node) if node.op_type in WINDOW_OPS else None,
+                           current, output, graph.info(current).shape, graph.info(output).shape,  # type: ignore[arg-type]
+                           costs[node.index].macs, itemsize))
+        current = output
+    if until is not None and current != until:
+        where = f"the stack stops at '{current}'" if stack else "no layer after the input can be tiled"
+        names = [layer.output for layer in stack]
+        raise SplitnnError(f"--fuse-until '{until}' is not on the fused stack ({where}); choose one of "
+                           f"{', '.join(names[-6:]) or '(none)'}")
+    if not stack:
+        first = next((graph.nodes[i] for i in graph.consumers.get(images[0], ())), None)
+        reason = why_not_tileable(first) if first is not None else "the input is not read"
+        raise SplitnnError(f"no fused stack: the first layer after '{images[0]}' cannot be tiled ({reason})")
+    return stack
+
+
+def split_range(length: int, parts: int) -> list[tuple[int, int]]:
+    """`length` split into `parts` contiguous ranges, sizes differing by at most one."""
+    if parts > length:
+        raise SplitnnError(f"cannot split {length} rows or columns into {parts} tiles: use a smaller grid")
+    bounds = [round(i * length / parts) for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _back(window: Window | None, out: tuple[int, int], size: int, axis: int) -> tuple[tuple[int, int], int, int]:
+    """Input range for output range `out` along `axis` (0: rows, 1: columns), and the pads it needs (before, after)."""
+    if window is None:
+        return out, 0, 0
+    stride, pad, extent = window.stride[axis], window.pads[axis], window.extent[axis]
+    start = out[0] * stride - pad
+    end = (out[1] - 1) * stride - pad + extent
+    return (max(start, 0), min(end, size)), max(-start, 0), max(end - size, 0)
+
+
+def tile_grid(stack: list[Layer], rows: int, cols: int) -> TileGrid:
+    """Split the stack's output into rows x cols tiles and walk each back to the input."""
+    _, _, out_h, out_w = stack[-1].out_shape
+    grid = TileGrid(stack, rows, cols)
+    for r, (y0, y1) in enumerate(split_range(out_h, rows)):
+        for c, (x0, x1) in enumerate(split_range(out_w, cols)):
+            region: Region = (y0, y1, x0, x1)
+            layers: list[TileLayer] = []
+            for layer in reversed(stack):
+                _, _, in_h, in_w = layer.in_shape
+                (iy0, iy1), top, bottom = _back(layer.window, (region[0], region[1]), in_h, 0)
+                (ix0, ix1), left, right = _back(layer.window, (region[2], region[3]), in_w, 1)
+                layers.append(TileLayer((iy0, iy1, ix0, ix1), region, (top, left, bottom, right)))
+                region = (iy0, iy1, ix0, ix1)
+            layers.reverse()
+            macs = 0
+            peak = 0
+            for layer, part in zip(stack, layers):
+                out_area = (part.output_region[1] - part.output_region[0]) * (part.output_region[3] - part.output_region[2])
+                macs += round(layer.macs * out_area / (layer.out_shape[2] * layer.out_shape[3]))
+                in_area = (part.input_region[1] - part.input_region[0]) * (part.input_region[3] - part.input_region[2])
+                peak = max(peak, (layer.in_shape[1] * in_area + layer.out_shape[1] * out_area) * layer.itemsize)
+            grid.tiles.append(Tile(len(grid.tiles), r, c, region, (y0, y1, x0, x1), tuple(layers), macs, peak))
+    return grid

@@ -1,0 +1,136 @@
+"""After retraining: put the new weights into a written split, and say what the device must download.
+
+The retrained model must have the same graph: the same nodes, wiring and
+attributes, and weights of the same names, shapes and dtypes; only the
+weight values may differ. That is checked with a fingerprint of the graph's
+structure stored in plan.json at partition time, computed from the
+weightless skeleton, so the check reads no weight bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.core.atomic_files import write_text_atomic
+from splitnn.onnxsplit.artifacts.plan_file import PLAN_FILE, read_plan
+from splitnn.onnxsplit.model.skeleton import read_skeleton
+
+SIDES = ("device", "server")
+
+
+def graph_fingerprint(model: onnx.ModelProto) -> str:
+    """Hash of everything but weight values: nodes, wiring, attributes, weight names/shapes/dtypes."""
+    digest = hashlib.sha256()
+    graph = model.graph
+    for vi in list(graph.input) + list(graph.output):
+        digest.update(f"io:{vi.name}\n".encode())
+    for tensor in graph.initializer:
+        digest.update(f"init:{tensor.name}:{tensor.data_type}:{list(tensor.dims)}\n".encode())
+    for node in graph.node:
+        digest.update(f"node:{node.op_type}:{node.domain}:{list(node.input)}:{list(node.output)}\n".encode())
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                digest.update(f"attr:{attr.name}:{attr.t.data_type}:{list(attr.t.dims)}\n".encode())
+            elif attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+                digest.update(f"attr:{attr.name}:subgraph\n".encode())
+            else:
+                digest.update(f"attr:{attr.name}:{onnx.helper.get_attribute_value(attr)!r}\n".encode())
+    return digest.hexdigest()
+
+
+def file_fingerprint(path: str | Path) -> str:
+    skeleton, _ = read_skeleton(path)
+    return graph_fingerprint(skeleton)
+
+
+@dataclass(frozen=True)
+class PartUpdate:
+    side: str
+    changed: list[str]  # weight names whose values changed
+    changed_bytes: int  # bytes of those weights: what must travel to that side
+    blob_bytes: int
+
+
+def _weights_by_name(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Every weight value of a model: initializers and Constant-node values, by tensor name."""
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+    return values
+
+
+def update_weights(outdir: str | Path, retrained: str | Path) -> dict[str, Any]:
+    """Rewrite both weight blobs of the split in `outdir` from `retrained`; return the report.
+
+    The new files are staged and renamed into place per part; the ORT-format
+    device part embeds its weights, so it is rebuilt when device weights change.
+    """
+    from splitnn.onnxsplit.vertical.export import WEIGHTS_FILE, convert_to_ort
+
+    outdir = Path(outdir)
+    plan_path = outdir / PLAN_FILE
+    plan = read_plan(outdir)
+    expected = plan.get("graph_fingerprint")
+    if expected is None:
+        raise SplitnnError(f"'{plan_path}' has no graph fingerprint: partition the model again with this splitnn")
+    if file_fingerprint(retrained) != expected:
+        raise SplitnnError(
+            f"'{retrained}' does not have the same graph as the partitioned model (nodes, wiring or weight shapes differ): "
+            "update-weights only swaps weight values; partition the new model instead"
+        )
+    new_values = _weights_by_name(onnx.load(str(retrained), load_external_data=True))
+
+    updates: list[PartUpdate] = []
+    for side in SIDES:
+        model_path = outdir / side / "model.onnx"
+        if not model_path.is_file():
+            continue
+        part = onnx.load(str(model_path), load_external_data=True)
+        changed: list[str] = []
+        changed_bytes = 0
+        for tensor in part.graph.initializer:
+            old = numpy_helper.to_array(tensor)
+            new = new_values[tensor.name]
+            if old.tobytes() != new.tobytes():
+                changed.append(tensor.name)
+                changed_bytes += new.nbytes
+                tensor.CopyFrom(numpy_helper.from_array(new.astype(old.dtype, copy=False), tensor.name))
+        if changed:
+            staging = Path(tempfile.mkdtemp(prefix=f".{side}.", dir=outdir))
+            try:
+                onnx.save_model(part, str(staging / "model.onnx"), save_as_external_data=True,
+                                all_tensors_to_one_file=True, location=WEIGHTS_FILE, size_threshold=0)
+                if side == "device" and (outdir / side / "model.ort").exists():
+                    convert_to_ort(staging / "model.onnx", staging / "model.ort")
+                # The blob first, the graph last: the tensors' shapes are unchanged, so the old
+                # graph reads the new blob correctly in between.
+                for name in (WEIGHTS_FILE, "model.ort", "model.onnx"):
+                    if (staging / name).exists():
+                        (staging / name).chmod(0o644)
+                        os.replace(staging / name, outdir / side / name)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+        updates.append(PartUpdate(side, changed, changed_bytes, (outdir / side / WEIGHTS_FILE).stat().st_size))
+
+    report = {
+        "retrained": str(retrained),
+        "parts": {u.side: {"changed": u.changed, "changed_bytes": u.changed_bytes, "blob_bytes": u.blob_bytes} for u in updates},
+        "device_download_bytes": next((u.changed_bytes for u in updates if u.side == "device"), 0),
+    }
+    plan["weights_update"] = report
+    write_text_atomic(plan_path, json.dumps(plan, indent=1))
+    return report

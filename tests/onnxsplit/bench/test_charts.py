@@ -1,0 +1,43 @@
+"""The stacked-bar picture: a real PNG whose bars are drawn from the numbers given."""
+from __future__ import annotations
+
+import pytest
+
+from splitnn.onnxsplit.bench.charts import Bar, bench_bars, stacked_bars_png, sweep_bars
+from splitnn.onnxsplit.core.errors import SplitnnError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_png_written_with_its_size(tmp_path):
+    pytest.importorskip("matplotlib")
+    bars = [Bar("a", {"device_s": 0.1, "transfer_s": 0.05, "server_s": 0.01}, 0.15, ["chosen"]), Bar("b", {"device_s": 0.2})]
+    path = stacked_bars_png(tmp_path / "bars.png", bars, "title")
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC)
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width >= 600 and height >= 400
+    assert [p.name for p in tmp_path.iterdir()] == ["bars.png"]  # no temporary file left
+
+
+def test_not_a_png_name(tmp_path):
+    with pytest.raises(SplitnnError, match="must name a .png file"):
+        stacked_bars_png(tmp_path / "bars.jpg", [], "t")
+
+
+def test_bars_from_reports():
+    sweep = {"chosen": {"cut_id": 2}, "best": {"cut_id": 1}, "sweep": [
+        {"cut_id": 1, "after_node": "conv1", "predicted_s": 0.3,
+         "measured": {"device_s": 0.1, "transfer_s": 0.2, "server_s": 0.01, "e2e_s": 0.31}},
+        {"cut_id": 2, "after_node": "fc", "predicted_s": 0.2,
+         "measured": {"device_s": 0.35, "transfer_s": 0.0, "server_s": 0.0, "e2e_s": 0.35}}]}
+    bars = sweep_bars(sweep)
+    assert [b.label for b in bars] == ["1: conv1", "2: fc"] and [b.tags for b in bars] == [["best"], ["chosen"]]
+    assert bars[0].seconds["transfer_s"] == 0.2 and bars[1].predicted_s == 0.2
+    report = {"stages": {k: {"p50": v} for k, v in
+                         {"device_s": 0.1, "encode_s": 0.01, "transfer_s": 0.2, "server_s": 0.05, "e2e_s": 0.36}.items()},
+              "predicted": {"device_s": 0.1, "encode_s": 0.0, "transfer_s": 0.15, "server_s": 0.04, "total_s": 0.29},
+              "predicted_s": 0.29, "baselines": {"all_device_s": 0.5, "all_server": {"transfer_s": 0.8, "server_s": 0.1}}}
+    bars = bench_bars(report)
+    assert [b.label for b in bars] == ["split, measured", "split, predicted", "all on the device", "all on the server"]
+    assert bars[0].seconds["device_s"] == pytest.approx(0.11) and bars[3].seconds == {"transfer_s": 0.8, "server_s": 0.1}

@@ -1,0 +1,109 @@
+"""Device and server over a real socket: answers, bad frames, a missing server, nothing lost."""
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, parse_address
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.model.sample_inputs import random_feeds
+from splitnn.onnxsplit.runtime.server import ModelServer, server_part_path
+from splitnn.onnxsplit.runtime.wire import ERROR, HEADER, REQUEST, RESPONSE, STATUS_BAD_INPUT, STATUS_TOO_LARGE, Frame, read_frame, send_frame
+from tests.helpers import run_cli, session
+
+
+def _feeds(part: DevicePart, seed: int = 0) -> dict[str, np.ndarray]:
+    return random_feeds({n: (s["shape"], s["dtype"]) for n, s in part.plan["inputs"].items()}, seed)
+
+
+def test_split_answers_match_the_whole_model(lenet_plan):
+    part = DevicePart(lenet_plan)
+    assert part.file is not None and part.file.suffix == ".ort"
+    with ModelServer(server_part_path(lenet_plan)).start() as server:
+        clients = [DeviceClient(part, server.address) for _ in range(2)]  # two devices at once
+        whole = session(part.plan["model"])
+        for seed in range(3):
+            for client in clients:
+                feeds = _feeds(part, seed)
+                result = client.request(feeds)
+                assert result.ok, result.error
+                expected = whole.run(part.plan["outputs"], feeds)[0]
+                np.testing.assert_allclose(result.outputs[part.plan["outputs"][0]], expected, atol=1e-4)
+                assert result.bytes_up > 16 * 5 * 5 * 4 and result.server_s > 0 and result.e2e_s >= result.server_s
+        for client in clients:
+            client.close()
+        assert server.counts.ok == 6 and server.counts.errors == 0 and server.counts.connections == 2
+
+
+def test_bad_frames_get_error_frames_and_the_server_goes_on(lenet_plan):
+    part = DevicePart(lenet_plan)
+    with ModelServer(server_part_path(lenet_plan), max_frame_bytes=200_000).start() as server:
+        sock = socket.create_connection(server.address)
+        with sock:
+            send_frame(sock, Frame(REQUEST, 1, tensors={"wrong": np.ones(3, np.float32)}))
+            reply = read_frame(sock)
+            assert reply.kind == ERROR and reply.status == STATUS_BAD_INPUT and "lacks input" in reply.message
+            send_frame(sock, Frame(REQUEST, 2, tensors={"x": np.ones(100_000, np.float32)}))  # 400 kB
+            reply = read_frame(sock)
+            assert reply.kind == ERROR and reply.status == STATUS_TOO_LARGE and reply.request_id == 2
+            # A well-formed request on the same connection is still served.
+            tensors, _ = DeviceClient(part, server.address).compute(_feeds(part))
+            send_frame(sock, Frame(REQUEST, 3, tensors=tensors))
+            assert read_frame(sock).kind == RESPONSE
+        # Garbage header: an error frame, then the server closes that connection and keeps the others.
+        bad = socket.create_connection(server.address)
+        with bad:
+            bad.sendall(b"GARBAGE!" + bytes(HEADER.size - 8))  # exactly one header: nothing left unread
+            assert "magic" in read_frame(bad).message
+            assert bad.recv(1) == b""
+        client = DeviceClient(part, server.address)
+        assert client.request(_feeds(part)).ok
+        client.close()
+        assert server.counts.ok == 2 and server.counts.errors == 3
+
+
+def test_server_not_running_is_a_clear_error(lenet_plan):
+    spare = socket.socket()
+    spare.bind(("127.0.0.1", 0))
+    port = spare.getsockname()[1]
+    spare.close()
+    client = DeviceClient(DevicePart(lenet_plan), ("127.0.0.1", port), timeout_s=2)
+    with pytest.raises(SplitnnError, match="cannot reach the server .* start it with `splitnn serve"):
+        client.request(_feeds(client.part))
+
+
+def test_addresses_and_missing_plans(tmp_path):
+    assert parse_address("10.0.0.2:9000") == ("10.0.0.2", 9000)
+    for text in ("10.0.0.2", ":9000", "host:port"):
+        with pytest.raises(SplitnnError, match="HOST:PORT"):
+            parse_address(text)
+    with pytest.raises(SplitnnError, match="no plan.json"):
+        DevicePart(tmp_path)
+
+
+def test_outage_mid_request_completes_when_the_link_returns(lenet_plan):
+    from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, settings_for
+
+    part = DevicePart(lenet_plan)
+    feeds = _feeds(part)
+    with ModelServer(server_part_path(lenet_plan)).start() as server, \
+            LinkRelay(server.address, settings_for(None, 0.0, outages=[(0.0, 0.8)])) as relay:
+        result = DeviceClient(part, relay.address, timeout_s=10).request(feeds)
+        answered_at = time.perf_counter() - relay.epoch
+    assert result.ok, result.error
+    assert answered_at >= 0.8  # held while the link was down, delivered when it came back
+
+
+def test_outage_longer_than_the_timeout_is_an_explicit_error(lenet_plan):
+    from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, settings_for
+
+    part = DevicePart(lenet_plan)
+    with ModelServer(server_part_path(lenet_plan)).start() as server, \
+            LinkRelay(server.address, settings_for(None, 0.0, outages=[(0.0, 30.0)])) as relay:
+        client = DeviceClient(part, relay.address, timeout_s=0.3)
+        results = [client.request(_feeds(part)) for _ in range(2)]
+    assert [r.ok for r in results] == [False, False]
+    assert all(r.error == "timed out after 0.3 s waiting for the server" for r in results)

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import socket
+import struct
+
+import numpy as np
+import pytest
+
+from splitnn.onnxsplit.runtime.wire import (
+    ERROR, HEADER, MAGIC, REQUEST, STATUS_BAD_FRAME, STATUS_TOO_LARGE, Frame, ProtocolError, decode_tensors,
+    encode_frame, encode_tensors, read_frame, send_frame,
+)
+
+
+def test_tensors_round_trip_in_their_dtypes():
+    tensors = {"x": np.arange(12, dtype=np.float32).reshape(3, 4), "ids": np.array([[1, 2]], dtype=np.int64),
+               "mask": np.array([True, False]), "scalar": np.array(2.5, dtype=np.float16), "é": np.zeros((0, 3))}
+    back = decode_tensors(encode_tensors(tensors))
+    assert list(back) == list(tensors)
+    for name, array in tensors.items():
+        assert back[name].dtype == array.dtype and np.array_equal(back[name], array)
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x01\x00", b"\x01\x00\x01\x00x\xff\xff\xff\x00", encode_tensors({"a": np.ones(2)}) + b"z"])
+def test_malformed_payloads_are_refused(payload):
+    with pytest.raises(ProtocolError):
+        decode_tensors(payload)
+
+
+def test_pickled_object_arrays_are_refused():
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    data = buffer.getvalue()
+    payload = struct.pack("<H", 1) + struct.pack("<H", 1) + b"a" + struct.pack("<I", len(data)) + data
+    with pytest.raises(ProtocolError):
+        decode_tensors(payload)
+
+
+def test_frames_over_a_socket_pair():
+    left, right = socket.socketpair()
+    with left, right:
+        sent = send_frame(left, Frame(REQUEST, 7, tensors={"x": np.ones((2, 2), np.float32)}))
+        frame = read_frame(right)
+        assert frame.kind == REQUEST and frame.request_id == 7 and frame.wire_bytes == sent
+        send_frame(left, Frame(ERROR, 8, STATUS_BAD_FRAME, message="nope"))
+        frame = read_frame(right)
+        assert frame.kind == ERROR and frame.message == "nope" and frame.status == STATUS_BAD_FRAME
+
+        # Too large: refused, drained, and the next frame still reads.
+        left.sendall(encode_frame(Frame(REQUEST, 9, tensors={"x": np.ones(1000)})))
+        send_frame(left, Frame(REQUEST, 10, tensors={"y": np.zeros(1)}))
+        with pytest.raises(ProtocolError) as info:
+            read_frame(right, max_payload_bytes=1000)
+        assert info.value.status == STATUS_TOO_LARGE and info.value.resumable and info.value.request_id == 9
+        assert read_frame(right, max_payload_bytes=1000).request_id == 10
+
+        left.sendall(b"JUNK" + bytes(HEADER.size - 4))
+        with pytest.raises(ProtocolError, match="magic") as info:
+            read_frame(right)
+        assert not info.value.resumable
+    assert MAGIC == b"SPNN"

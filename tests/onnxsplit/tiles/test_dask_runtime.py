@@ -1,0 +1,121 @@
+"""Tile plans on Dask distributed: an embedded local cluster runs the tiles, the client stitches; faults are survived."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from splitnn.cost_models.profiles import load_device
+from splitnn.onnxsplit.analysis.analyze import analyze
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.model.loading import load_graph
+from splitnn.onnxsplit.tiles.export import write_tiles
+from splitnn.onnxsplit.tiles.planning import plan_tiles
+from splitnn.onnxsplit.tiles.dask_runtime import TileBenchOptions, run_tile_bench
+from tests.helpers import run_cli
+
+
+@pytest.fixture(scope="module")
+def vgg_tiles(sample_path, tmp_path_factory):
+    analysis = analyze(load_graph(sample_path("vgg16", 96)))
+    outdir = tmp_path_factory.mktemp("tiles") / "vgg"
+    write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "maxpool2_out"), outdir)
+    return outdir
+
+
+def test_tiles_run_on_two_workers_and_match(vgg_tiles):
+    report = run_tile_bench(vgg_tiles, TileBenchOptions(images=2))
+    assert report["mode"] == "tiles" and report["workers"] == 2 and report["outputs_match"] is True
+    assert report["max_abs_err"] < 1e-4
+    assert [row["workers"] for row in report["scaling"]] == [1, 2]
+    assert all(row["wall_s"] > 0 and row["tiles_phase_s"] <= row["wall_s"] for row in report["scaling"])
+    assert sorted(tile["id"] for tile in report["tiles"]) == [0, 1, 2, 3]
+    assert all(tile["seconds"] > 0 and tile["worker"].startswith("tcp://") for tile in report["tiles"])
+    assert report["retries"] == 0 and report["workers_killed"] == 0
+
+
+def test_a_worker_killed_mid_run_still_gives_the_right_output(sample_path, tmp_path):
+    # VGG-16 at 224 up to its third pooling layer, 3x3: each tile takes tens of ms, so 50 ms in, both workers hold tasks.
+    analysis = analyze(load_graph(sample_path("vgg16")))
+    outdir = tmp_path / "vgg224"
+    write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (3, 3), "maxpool3_out"), outdir)
+    report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False, kill_worker_after_s=0.05))
+    assert report["workers_killed"] == 1 and report["outputs_match"] is True and len(report["tiles"]) == 9
+    assert report["retries"] >= 1  # the dead worker's tasks were handed to the other one by the scheduler
+
+
+def test_data_parallel_spreads_whole_images(vgg_tiles):
+    report = run_tile_bench(vgg_tiles, TileBenchOptions(images=4, data_parallel=True))
+    assert report["mode"] == "data-parallel" and report["outputs_match"] is True
+    assert [row["workers"] for row in report["scaling"]] == [1, 2] and len(report["tiles"]) == 4
+    assert all(row["images_per_s"] > 0 for row in report["scaling"])
+    # The seed's table: time by image count (a quarter, half, all) and worker count.
+    assert [(row["images"], row["workers"]) for row in report["table"]] == [(1, 1), (2, 1), (4, 1), (1, 2), (2, 2), (4, 2)]
+
+
+def test_run_bench_cli_on_a_tile_plan(vgg_tiles):
+    proc = run_cli("run-bench", str(vgg_tiles), "--images", "1", "--no-scaling", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert {"outputs_match", "max_abs_err", "workers", "makespan_s", "scaling", "tiles"} <= set(report)
+    assert report["outputs_match"] is True and [row["workers"] for row in report["scaling"]] == [2]
+    proc = run_cli("run-bench", str(vgg_tiles), "--images", "1", "--no-scaling")
+    assert proc.returncode == 0 and "Scaling" in proc.stdout and "outputs match" in proc.stdout
+
+
+def test_vertical_plans_refuse_tile_options(lenet_plan):
+    proc = run_cli("run-bench", str(lenet_plan), "--workers", "2")
+    assert proc.returncode == 2 and "--workers applies only to tile plans" in proc.stderr
+
+
+def test_unreachable_scheduler_is_a_clear_error(vgg_tiles):
+    with pytest.raises(SplitnnError, match="cannot reach the Dask scheduler"):
+        run_tile_bench(vgg_tiles, TileBenchOptions(scheduler="tcp://127.0.0.1:9", images=1))
+
+
+def test_serve_refuses_a_tile_plan(vgg_tiles):
+    proc = run_cli("serve", str(vgg_tiles), "--port", "0")
+    assert proc.returncode == 2 and "holds a tile plan" in proc.stderr
+
+
+def test_neuron_split_layers_run_on_the_workers(sample_path, tmp_path):
+    from splitnn.cost_models.profiles import DeviceProfile
+
+    analysis = analyze(load_graph(sample_path("vgg16", 64)))
+    board = load_device("rockpro64")
+    small = DeviceProfile(**{**board.__dict__, "name": "small", "ram_bytes": 42_500_000})
+    outdir = tmp_path / "split-fc"
+    write_tiles(analysis, plan_tiles(analysis, 2, small, (2, 2), "maxpool2_out"), outdir)
+    report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False))
+    assert report["outputs_match"] is True and report["max_abs_err"] < 1e-4
+    assert [s["node"] for s in report["neuron_splits"]] == ["fc2"]
+    # Slice 0 lives on the worker the drill kills: the images after it still need the slice, so the
+    # scheduler must rebuild it on another worker (scattered data would be lost with its worker).
+    report = run_tile_bench(outdir, TileBenchOptions(images=3, scaling=False, kill_worker_after_s=0.05))
+    assert report["workers_killed"] == 1 and report["outputs_match"] is True
+
+
+def test_reuse_runs_in_two_phases_on_the_workers(sample_path, tmp_path):
+    analysis = analyze(load_graph(sample_path("vgg16", 96)))
+    outdir = tmp_path / "reuse"
+    write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (3, 3), "maxpool2_out"), outdir, reuse=True)
+    report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False))
+    assert report["outputs_match"] is True and report["reuse"]["enabled"] and report["reuse"]["saved_macs"] > 0
+    assert sorted(tile["id"] for tile in report["tiles"]) == list(range(9))
+
+
+def test_a_worker_holds_the_stack_weights_once_however_many_tiles_it_runs(sample_path, tmp_path):
+    # VGG-16 up to its fourth pooling layer: 30.5 MB of conv weights, 9 tiles, all on one worker. With a
+    # copy of the weights per tile session it grew by 651 MB; holding them once, by 50 MB.
+    analysis = analyze(load_graph(sample_path("vgg16", 96)))
+    outdir = tmp_path / "vgg-pool4"
+    plan = plan_tiles(analysis, 1, load_device("rockpro64"), (3, 3), "maxpool4_out")
+    write_tiles(analysis, plan, outdir)
+    report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False))
+    assert report["outputs_match"] is True and report["workers"] == 1
+    memory = report["memory"]
+    weights = plan.stack_param_bytes
+    assert weights > 25e6 and memory["planned_node_bytes"] == plan.node_memory_bytes
+    (worker,) = memory["workers"]
+    assert worker["growth_bytes"] == memory["max_growth_bytes"] > weights * 0.9  # the weights are really there
+    assert memory["max_growth_bytes"] < 3 * weights  # ...once, not once per tile (that would be 9x)
