@@ -93,10 +93,10 @@ def writes_child(model: Path, plan_dir: Path, target: Path) -> None:
     """Only the writes of partition: both parts of the plan's cut, graphs and weight blobs."""
     import splitnn.cli.main  # noqa: F401  (what partition imports before it starts)
     from splitnn.onnxsplit.analysis.analyze import analyze
-    from splitnn.onnxsplit.vertical.export import save_part
+    from splitnn.onnxsplit.artifacts.part_files import save_part
     from splitnn.onnxsplit.artifacts.parts import extract_parts
-    from splitnn.onnxsplit.model.loading import load_graph
     from splitnn.onnxsplit.artifacts.plan_file import read_plan
+    from splitnn.onnxsplit.model.loading import load_graph
     from splitnn.onnxsplit.model.weight_source import WeightSource
 
     tensors = tuple(read_plan(plan_dir, strategy="vertical")["cut"]["tensors"])
@@ -114,10 +114,10 @@ def verification_child(model: Path, plan_dir: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     import splitnn.cli.main  # noqa: F401  (what partition imports before it starts)
-    from splitnn.onnxsplit.vertical.export import reference_outputs
-    from splitnn.onnxsplit.model.loading import load_graph
-    from splitnn.onnxsplit.core.ort_session import create_session
     from splitnn.onnxsplit.artifacts.plan_file import read_plan
+    from splitnn.onnxsplit.artifacts.verification import reference_outputs
+    from splitnn.onnxsplit.core.ort_session import create_session
+    from splitnn.onnxsplit.model.loading import load_graph
     from splitnn.onnxsplit.model.sample_inputs import random_inputs
 
     plan = read_plan(plan_dir, strategy="vertical")

@@ -32,7 +32,11 @@ def _model_paths(work: Path) -> dict[str, Path]:
             subprocess.run([sys.executable, "-m", "splitnn.cli", "samples", "build", name, "-o", str(path)], cwd=REPO, check=True,
                            stdout=subprocess.DEVNULL)
         paths[name] = path
-    from tests.helpers import DET_MODEL, REC_MODEL, rapidocr_model  # found without importing OpenCV
+    from tests.helpers import (  # found without importing OpenCV
+        DET_MODEL,
+        REC_MODEL,
+        rapidocr_model,
+    )
 
     paths["ocr-det"] = rapidocr_model(DET_MODEL)
     paths["ocr-rec"] = rapidocr_model(REC_MODEL)
@@ -43,8 +47,8 @@ SHAPES = {"ocr-det": {"x": (1, 3, 320, 320)}, "ocr-rec": {"x": (1, 3, 48, 320)}}
 
 
 def plain_seconds(graph, runs: int, level: str) -> float:  # type: ignore[no-untyped-def]
-    from splitnn.onnxsplit.model.sample_inputs import random_inputs
     from splitnn.onnxsplit.core.ort_session import median_run_seconds
+    from splitnn.onnxsplit.model.sample_inputs import random_inputs
     from splitnn.onnxsplit.model.weight_source import open_in_place
 
     session = open_in_place(graph.model, graph.initializers, graph.path, level=level)
@@ -60,10 +64,10 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
+    from splitnn.cost_models.catalog import load_device
     from splitnn.cost_models.fitting import fit_profile
     from splitnn.cost_models.latency import seconds
     from splitnn.cost_models.node_timing import time_nodes
-    from splitnn.cost_models.profiles import load_device
     from splitnn.cost_models.registry import node_costs
     from splitnn.onnxsplit.model.loading import load_graph
 

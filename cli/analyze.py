@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import click
-
 from splitnn.cli.options import input_shape_option
 from splitnn.cli.render import human_bytes, human_count, sparkline, stderr, stdout
 

@@ -11,7 +11,6 @@ import importlib
 import sys
 
 import click
-
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 # command name -> "module:attribute"

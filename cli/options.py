@@ -23,9 +23,13 @@ def planning_inputs(device: str, server: str, link: str | None, bandwidth: str |
 
     A named link, else a custom one from --bandwidth, else 4G; --bandwidth/--rtt override the named link's.
     """
-    from splitnn.cost_models.profiles import load_device, load_link
+    from splitnn.cost_models.catalog import load_device, load_link
+    from splitnn.onnxsplit.core.units import (
+        parse_bandwidth_bps,
+        parse_bytes,
+        parse_duration_s,
+    )
     from splitnn.onnxsplit.vertical.planning import Constraints
-    from splitnn.onnxsplit.core.units import parse_bandwidth_bps, parse_bytes, parse_duration_s
 
     device_profile = load_device(device)
     server_profile = load_device(server)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import click
-
 from splitnn.cli.options import input_shape_option, planning_inputs
 from splitnn.cli.render import human_bytes, stderr, stdout
 
@@ -57,9 +56,9 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, device: st
         _partition_tiles(model, input_shapes, outdir, nodes, grid, fuse_until, node_profile, reuse, atol, rtol, as_json)
         return
     from splitnn.onnxsplit.analysis.analyze import analyze
-    from splitnn.onnxsplit.vertical.export import write_split
     from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
     from splitnn.onnxsplit.model.loading import load_graph
+    from splitnn.onnxsplit.vertical.export import write_split
     from splitnn.onnxsplit.vertical.planning import plan_split
 
     device_profile, server_profile, the_link, constraints = planning_inputs(
@@ -78,7 +77,7 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, device: st
 
 def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, nodes: int, grid: str, fuse_until: str,
                      node_profile: str, reuse: bool, atol: float, rtol: float, as_json: bool) -> None:
-    from splitnn.cost_models.profiles import load_device
+    from splitnn.cost_models.catalog import load_device
     from splitnn.onnxsplit.analysis.analyze import analyze
     from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.model.input_shapes import parse_input_shapes

@@ -6,7 +6,6 @@ import socket
 from pathlib import Path
 
 import click
-
 from splitnn.cli.options import input_shape_option
 from splitnn.cli.render import stderr, stdout
 
@@ -41,11 +40,12 @@ def profile(models: tuple[str, ...], input_shapes: tuple[str, ...], output: str,
       splitnn profile resnet18.onnx mobilenet.onnx --runs 20 -o board.toml --json
       splitnn partition vgg16.onnx -o out/vgg16 --device board.toml
     """
+    from splitnn.cost_models.catalog import load_device
     from splitnn.cost_models.fitting import fit_profile, fit_report_lines
     from splitnn.cost_models.node_timing import time_nodes
-    from splitnn.cost_models.profiles import device_to_toml, load_device
-    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.cost_models.profiles import device_to_toml
     from splitnn.onnxsplit.core.atomic_files import write_text_atomic
+    from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
     from splitnn.onnxsplit.model.loading import load_graph
 
@@ -56,7 +56,13 @@ def profile(models: tuple[str, ...], input_shapes: tuple[str, ...], output: str,
     shapes = parse_input_shapes(input_shapes)
     graphs = [load_graph(model, shapes) for model in models]
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     measurements = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

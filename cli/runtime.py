@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import click
-
 from splitnn.cli.options import input_shape_option
 from splitnn.cli.render import human_bytes, stderr, stdout
 
@@ -51,11 +50,10 @@ def device(outdir: str, address: str, input_file: str | None, random_count: int 
       splitnn device out/vgg16 --server 10.0.0.2:9000 --input image.npy -o result.npz
     """
     import numpy as np
-
-    from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, parse_address
-    from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic
+    from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.model.sample_inputs import random_feeds
+    from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, parse_address
 
     if (input_file is None) == (random_count is None):
         raise SplitnnError("give exactly one of --input FILE.npy or --random N")
@@ -204,7 +202,11 @@ def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | N
             report = _bench(target, link, bandwidth, rtt, extras, requests, slowdown, timeout, no_baselines, stream, fps,
                             progress)
     if plot is not None:
-        from splitnn.onnxsplit.bench.charts import bench_bars, stacked_bars_png, sweep_bars
+        from splitnn.onnxsplit.bench.charts import (
+            bench_bars,
+            stacked_bars_png,
+            sweep_bars,
+        )
 
         if sweep:
             title = (f"{Path(target).name}: measured per cut ({report['measure']}), {report['device']} -> "
@@ -224,8 +226,8 @@ def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | N
 
 
 def _is_tile_plan(target: str) -> bool:
-    from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.artifacts.plan_file import plan_strategy, read_plan
+    from splitnn.onnxsplit.core.errors import SplitnnError
 
     try:
         return plan_strategy(read_plan(target)) == "tiles"
@@ -342,7 +344,13 @@ class _progress:
     """A rich progress display on stderr, one bar per stage name; called as progress(stage, done, total)."""
 
     def __enter__(self):  # type: ignore[no-untyped-def]
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         # Redrawn only when a step completes, not by a display thread ten times a second: the emulated device
         # and the server share this machine's cores with it.
@@ -364,12 +372,12 @@ class _progress:
 def _bench(outdir: str, link: str | None, bandwidth: str | None, rtt: str | None, extras: dict, requests: int,  # type: ignore[type-arg]
            slowdown: float | None, timeout: float, no_baselines: bool, stream: bool, fps: float | None,
            progress: _progress) -> dict:  # type: ignore[type-arg]
-    from splitnn.cost_models.profiles import load_link
+    from splitnn.cost_models.catalog import load_link
     from splitnn.onnxsplit.bench.vertical import BenchOptions, derive_slowdown
     from splitnn.onnxsplit.bench.vertical import run_bench as bench
+    from splitnn.onnxsplit.core.units import parse_bandwidth_bps, parse_duration_s
     from splitnn.onnxsplit.runtime.device import DevicePart
     from splitnn.onnxsplit.runtime.link_emulator import settings_for
-    from splitnn.onnxsplit.core.units import parse_bandwidth_bps, parse_duration_s
 
     plan = DevicePart(outdir).plan
     if link or bandwidth:  # as in partition: a named link, else a custom one; --bandwidth/--rtt override
@@ -392,11 +400,11 @@ def _sweep(model: str, input_shapes: tuple[str, ...], device: str | None, server
            slowdown: float | None, timeout: float, progress: _progress) -> dict:  # type: ignore[type-arg]
     from splitnn.cli.options import planning_inputs
     from splitnn.onnxsplit.analysis.analyze import analyze
-    from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
-    from splitnn.onnxsplit.runtime.link_emulator import settings_for
-    from splitnn.onnxsplit.model.loading import load_graph
-    from splitnn.onnxsplit.vertical.planning import plan_split
     from splitnn.onnxsplit.bench.sweep import sweep_cuts
+    from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
+    from splitnn.onnxsplit.model.loading import load_graph
+    from splitnn.onnxsplit.runtime.link_emulator import settings_for
+    from splitnn.onnxsplit.vertical.planning import plan_split
 
     device_profile, server_profile, the_link, constraints = planning_inputs(
         device or "rockpro64", server or "host", link, bandwidth, rtt, max_device_share, max_transfer_bytes)

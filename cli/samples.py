@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import click
-
 from splitnn.cli.render import human_bytes, stderr, stdout
 
 
@@ -25,7 +24,6 @@ def samples() -> None:
 def list_samples(as_json: bool) -> None:
     """Show the samples that can be built."""
     from rich.table import Table
-
     from splitnn.sample_models import SAMPLES
 
     if as_json:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import click
-
 from splitnn.cli.render import human_bytes, stdout
 
 

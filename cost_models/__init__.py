@@ -6,6 +6,12 @@ nothing of plans, files or networks.
 from __future__ import annotations
 
 from splitnn.cost_models import operators  # noqa: F401  (importing the families fills the registry)
-from splitnn.cost_models.registry import NodeCost, handler_for, node_costs, register, registered_ops
+from splitnn.cost_models.registry import (
+    NodeCost,
+    handler_for,
+    node_costs,
+    register,
+    registered_ops,
+)
 
 __all__ = ["NodeCost", "handler_for", "node_costs", "register", "registered_ops"]

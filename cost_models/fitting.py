@@ -28,9 +28,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-
-from splitnn.cost_models.latency import OP_CLASSES, bytes_moved, op_class
+from splitnn.cost_models.latency import bytes_moved
 from splitnn.cost_models.node_timing import NodeTimings
+from splitnn.cost_models.op_classes import OP_CLASSES, op_class
 from splitnn.cost_models.profiles import DeviceProfile
 from splitnn.cost_models.registry import node_costs
 from splitnn.onnxsplit.model.graph import Graph

@@ -15,8 +15,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-
-from splitnn.cost_models.profiles import DeviceProfile, _read_toml, device_from_dict, device_to_toml
+from splitnn.cost_models.profiles import (
+    DeviceProfile,
+    device_from_dict,
+    device_to_toml,
+    read_toml,
+)
 
 
 def cache_path() -> Path:
@@ -88,7 +92,7 @@ def host_profile(refresh: bool = False) -> DeviceProfile:
 
     path = cache_path()
     if path.is_file() and not refresh:
-        return device_from_dict(_read_toml(path, "cached host profile"), f"measured:{path}")
+        return device_from_dict(read_toml(path, "cached host profile"), f"measured:{path}")
     profile = measure_host()
     write_text_atomic(path, device_to_toml(profile, ["Measured by splitnn on this machine (cost_models/host.py); delete to measure again."]))
-    return device_from_dict(_read_toml(path, "cached host profile"), f"measured:{path}")
+    return device_from_dict(read_toml(path, "cached host profile"), f"measured:{path}")

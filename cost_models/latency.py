@@ -10,29 +10,11 @@ compute bound. Operator classes follow how runtimes implement them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
+from splitnn.cost_models.op_classes import op_class
+from splitnn.cost_models.profiles import DeviceProfile
 from splitnn.cost_models.registry import NodeCost
 from splitnn.onnxsplit.model.graph import Graph, Node
-
-if TYPE_CHECKING:  # profiles imports OP_CLASSES from here
-    from splitnn.cost_models.profiles import DeviceProfile
-
-DENSE_CONV = "dense_conv"
-DEPTHWISE_CONV = "depthwise_conv"
-MATMUL = "matmul"
-ELEMENTWISE = "elementwise"
-OP_CLASSES = (DENSE_CONV, DEPTHWISE_CONV, MATMUL, ELEMENTWISE)
-
-
-def op_class(node: Node, graph: Graph) -> str:
-    if node.op_type in ("Conv", "ConvTranspose"):
-        group = int(node.attrs.get("group", 1))
-        channels = graph.shape(node.inputs[0])[1] if len(graph.shape(node.inputs[0])) > 1 else 1
-        return DEPTHWISE_CONV if group > 1 and group == channels else DENSE_CONV
-    if node.op_type in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
-        return MATMUL
-    return ELEMENTWISE
 
 
 def bytes_moved(node: Node, cost: NodeCost, graph: Graph) -> int:

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-
 from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import open_in_place

@@ -5,7 +5,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import onnx
-
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.sample_models import networks
 

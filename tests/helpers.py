@@ -11,12 +11,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
-
 from splitnn.onnxsplit.analysis.analyze import Analysis
-from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.artifacts.parts import extract_parts, run_parts
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.model.graph import Graph
+from splitnn.onnxsplit.model.sample_inputs import random_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from splitnn.cost_models import NodeCost, node_costs
 from splitnn.onnxsplit.analysis.cuts import Cut, enumerate_cuts
-from splitnn.onnxsplit.model.graph import CONTROL_FLOW_OPS, Graph
 from splitnn.onnxsplit.analysis.memory import peak_activation_bytes
+from splitnn.onnxsplit.model.graph import CONTROL_FLOW_OPS, Graph
 
 
 @dataclass(frozen=True)

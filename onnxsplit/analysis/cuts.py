@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from splitnn.cost_models.registry import NodeCost
-from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.analysis.memory import live_bytes_per_node
+from splitnn.onnxsplit.model.graph import Graph
 
 
 @dataclass(frozen=True)

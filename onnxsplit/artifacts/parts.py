@@ -14,10 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 from onnx import helper
-
 from splitnn.onnxsplit.analysis.cuts import Cut, placeable_indices
-from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.core.ort_session import create_session
+from splitnn.onnxsplit.model.graph import Graph
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from splitnn.onnxsplit.artifacts.layout import PLAN_FILE
 from splitnn.onnxsplit.core.errors import SplitnnError
-
-PLAN_FILE = "plan.json"
-
 
 # Why a plan of the other kind cannot be used where one of `strategy` is wanted.
 _WRONG_KIND = {

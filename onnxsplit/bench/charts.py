@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic
+from splitnn.onnxsplit.core.errors import SplitnnError
 
 STACK = (("device_s", "device compute", "#4c72b0"), ("transfer_s", "transfer", "#dd8452"), ("server_s", "server compute", "#55a868"))
 

@@ -25,10 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from splitnn.onnxsplit.analysis.analyze import Analysis
-from splitnn.onnxsplit.bench.vertical import BenchOptions, bench_feeds, run_bench, slowdown_for_cut
+from splitnn.onnxsplit.artifacts.verification import reference_outputs
+from splitnn.onnxsplit.bench.vertical import (
+    BenchOptions,
+    bench_feeds,
+    run_bench,
+    slowdown_for_cut,
+)
 from splitnn.onnxsplit.core.errors import SplitnnError
-from splitnn.onnxsplit.vertical.export import reference_outputs, write_split
 from splitnn.onnxsplit.runtime.link_emulator import LinkSettings
+from splitnn.onnxsplit.vertical.export import write_split
 from splitnn.onnxsplit.vertical.planning import Candidate, Plan
 
 MEASURABLE = ("latency", "throughput")

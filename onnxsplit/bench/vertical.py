@@ -20,15 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut
-from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, RequestResult
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.graph import Graph
+from splitnn.onnxsplit.model.sample_inputs import random_feeds
+from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, RequestResult
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
 from splitnn.onnxsplit.runtime.pipelining import StreamResult, stream_frames
-from splitnn.onnxsplit.model.sample_inputs import random_feeds
 
 if TYPE_CHECKING:
     from splitnn.cost_models.profiles import DeviceProfile
@@ -92,8 +91,8 @@ def derive_slowdown(plan: dict[str, Any]) -> float:
 
 def slowdown_for_cut(analysis: Analysis, cut: Cut, device: DeviceProfile) -> float:
     """The device part of `cut` predicted on `device` over the same part predicted on this host (at least 1)."""
+    from splitnn.cost_models.catalog import load_device
     from splitnn.cost_models.latency import seconds
-    from splitnn.cost_models.profiles import load_device
     from splitnn.onnxsplit.analysis.cuts import placeable_indices
 
     host = load_device("host")
@@ -141,7 +140,7 @@ def _plan_graph(plan: dict[str, Any]) -> Graph | None:
 
 
 def _reference(plan: dict[str, Any], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-    from splitnn.onnxsplit.vertical.export import reference_outputs
+    from splitnn.onnxsplit.artifacts.verification import reference_outputs
 
     graph = _plan_graph(plan)
     return reference_outputs(graph, feeds) if graph is not None else None
@@ -197,7 +196,7 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
     max_err = None
     outputs_match = None
     if reference is not None and ok:
-        from splitnn.onnxsplit.vertical.export import compare_outputs
+        from splitnn.onnxsplit.artifacts.verification import compare_outputs
 
         max_err, outputs_match = compare_outputs(ok[-1].outputs, reference, plan["verification"]["atol"],
                                                  plan["verification"]["rtol"])

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import helper
-
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 CONTROL_FLOW_OPS = frozenset({"If", "Loop", "Scan"})

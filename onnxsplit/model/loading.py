@@ -19,12 +19,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import helper, shape_inference
-
 from splitnn.onnxsplit.core.errors import SplitnnError
-from splitnn.onnxsplit.model.graph import Graph, InitializerInfo, build_graph, np_dtype_name
+from splitnn.onnxsplit.model.graph import (
+    Graph,
+    InitializerInfo,
+    build_graph,
+    np_dtype_name,
+)
 from splitnn.onnxsplit.model.input_shapes import ANY_INPUT, format_shape
-from splitnn.onnxsplit.model.weight_source import open_in_place
 from splitnn.onnxsplit.model.skeleton import InlinePayload, read_skeleton
+from splitnn.onnxsplit.model.weight_source import open_in_place
 
 ShapeMap = dict[str, tuple[tuple[int, ...], str]]
 

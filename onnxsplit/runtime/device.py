@@ -19,11 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
+from splitnn.onnxsplit.artifacts.plan_file import read_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
-from splitnn.onnxsplit.artifacts.plan_file import read_plan
-from splitnn.onnxsplit.runtime.wire import DEFAULT_MAX_FRAME_BYTES, ERROR, REQUEST, ConnectionClosed, Frame, ProtocolError, encode_frame, read_frame
+from splitnn.onnxsplit.runtime.wire import (
+    DEFAULT_MAX_FRAME_BYTES,
+    ERROR,
+    REQUEST,
+    ConnectionClosed,
+    Frame,
+    ProtocolError,
+    encode_frame,
+    read_frame,
+)
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from splitnn.onnxsplit.runtime.device import DeviceClient
-from splitnn.onnxsplit.runtime.wire import ERROR, REQUEST, ConnectionClosed, Frame, ProtocolError, encode_frame, read_frame
+from splitnn.onnxsplit.runtime.wire import (
+    ERROR,
+    REQUEST,
+    ConnectionClosed,
+    Frame,
+    ProtocolError,
+    encode_frame,
+    read_frame,
+)
 
 
 @dataclass

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from splitnn.onnxsplit.artifacts.plan_file import read_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
-from splitnn.onnxsplit.artifacts.plan_file import read_plan
 from splitnn.onnxsplit.runtime.wire import (
     DEFAULT_MAX_FRAME_BYTES,
     ERROR,

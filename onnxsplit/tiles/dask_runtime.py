@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
+from splitnn.onnxsplit.artifacts.plan_file import read_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
-from splitnn.onnxsplit.artifacts.plan_file import read_plan
 from splitnn.onnxsplit.model.sample_inputs import random_feeds
 from splitnn.onnxsplit.tiles.geometry import crop
+
 
 def _with_weights(graph_bytes: bytes, weights: bytes) -> bytes:
     """A tile graph with its external weights (offsets into the blob) put inline, as onnxruntime loads from bytes."""
@@ -101,7 +101,7 @@ def _write_program(root: Path, name: str, models: dict[Any, bytes], weights: byt
     """
     import hashlib
 
-    from splitnn.onnxsplit.vertical.export import WEIGHTS_FILE
+    from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
     from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic
 
     folder = root / ("splitnn-" + hashlib.sha256(name.encode()).hexdigest()[:16])
@@ -142,7 +142,6 @@ def run_second(plugin_name: str, data: dict[str, Any], first_input: np.ndarray,
                neighbours: dict[int, tuple[list[np.ndarray], float, str]]) -> tuple[np.ndarray, float, str]:
     """A Dask task (reuse): a second-phase tile, layer by layer, from its neighbours' first-phase results."""
     from distributed import get_worker
-
     from splitnn.onnxsplit.tiles.reuse import run_second_phase
 
     sessions = _sessions(plugin_name)
@@ -412,7 +411,7 @@ def _kill_process(pid: int) -> None:
 def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
                    progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Time the tile plan in `outdir` on Dask (see the module doc); returns the report."""
-    from splitnn.onnxsplit.vertical.export import reference_outputs
+    from splitnn.onnxsplit.artifacts.verification import reference_outputs
     from splitnn.onnxsplit.model.loading import load_graph
 
     program = TileProgram(outdir)
@@ -538,7 +537,7 @@ def worker_memory(before: dict[str, int], after: dict[str, int], planned_bytes: 
 
 def _compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray] | None,
              plan: dict[str, Any]) -> tuple[bool | None, float | None]:
-    from splitnn.onnxsplit.vertical.export import compare_outputs
+    from splitnn.onnxsplit.artifacts.verification import compare_outputs
 
     if reference is None or not outputs:
         return None, None

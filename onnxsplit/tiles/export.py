@@ -25,15 +25,19 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import helper
-
 from splitnn.onnxsplit.analysis.analyze import Analysis
-from splitnn.onnxsplit.core.errors import SplitnnError
-from splitnn.onnxsplit.vertical.export import check_output_folder, compare_outputs, publish, reference_outputs, save_part
+from splitnn.onnxsplit.artifacts.fingerprint import graph_fingerprint
+from splitnn.onnxsplit.artifacts.folder import check_output_folder, publish
+from splitnn.onnxsplit.artifacts.layout import PLAN_FILE
+from splitnn.onnxsplit.artifacts.part_files import save_part
 from splitnn.onnxsplit.artifacts.parts import Part, build_part
-from splitnn.onnxsplit.tiles.neuron_split import Segment, remainder_steps, slice_model
+from splitnn.onnxsplit.artifacts.verification import compare_outputs, reference_outputs
+from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
-from splitnn.onnxsplit.artifacts.plan_file import PLAN_FILE
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
+from splitnn.onnxsplit.model.weight_source import WeightSource
+from splitnn.onnxsplit.tiles.geometry import Layer, Tile, crop
+from splitnn.onnxsplit.tiles.neuron_split import Segment, remainder_steps, slice_model
 from splitnn.onnxsplit.tiles.planning import TilePlan
 from splitnn.onnxsplit.tiles.reuse import (
     first_layer_input,
@@ -43,9 +47,6 @@ from splitnn.onnxsplit.tiles.reuse import (
     second_phase_data,
     second_phase_layers,
 )
-from splitnn.onnxsplit.tiles.geometry import Layer, Tile, crop
-from splitnn.onnxsplit.model.weight_source import WeightSource
-from splitnn.onnxsplit.vertical.weights_update import graph_fingerprint
 
 
 def tile_model(stack_model: onnx.ModelProto, stack: list[Layer], tile: Tile) -> onnx.ModelProto:

@@ -28,8 +28,8 @@ from splitnn.cost_models.profiles import DeviceProfile
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import placeable_indices
 from splitnn.onnxsplit.core.errors import SplitnnError
-from splitnn.onnxsplit.tiles.neuron_split import NeuronSplit, plan_neuron_splits
 from splitnn.onnxsplit.tiles.geometry import Layer, TileGrid, fused_stack, tile_grid
+from splitnn.onnxsplit.tiles.neuron_split import NeuronSplit, plan_neuron_splits
 
 MAX_GRID = 6
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from splitnn.onnxsplit.tiles.geometry import Region, Tile, TileGrid, _back, crop
 
 

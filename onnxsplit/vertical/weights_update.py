@@ -8,7 +8,6 @@ weightless skeleton, so the check reads no weight bytes.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,38 +19,13 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import numpy_helper
-
-from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.artifacts.fingerprint import file_fingerprint
+from splitnn.onnxsplit.artifacts.layout import PLAN_FILE
+from splitnn.onnxsplit.artifacts.plan_file import read_plan
 from splitnn.onnxsplit.core.atomic_files import write_text_atomic
-from splitnn.onnxsplit.artifacts.plan_file import PLAN_FILE, read_plan
-from splitnn.onnxsplit.model.skeleton import read_skeleton
+from splitnn.onnxsplit.core.errors import SplitnnError
 
 SIDES = ("device", "server")
-
-
-def graph_fingerprint(model: onnx.ModelProto) -> str:
-    """Hash of everything but weight values: nodes, wiring, attributes, weight names/shapes/dtypes."""
-    digest = hashlib.sha256()
-    graph = model.graph
-    for vi in list(graph.input) + list(graph.output):
-        digest.update(f"io:{vi.name}\n".encode())
-    for tensor in graph.initializer:
-        digest.update(f"init:{tensor.name}:{tensor.data_type}:{list(tensor.dims)}\n".encode())
-    for node in graph.node:
-        digest.update(f"node:{node.op_type}:{node.domain}:{list(node.input)}:{list(node.output)}\n".encode())
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR:
-                digest.update(f"attr:{attr.name}:{attr.t.data_type}:{list(attr.t.dims)}\n".encode())
-            elif attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-                digest.update(f"attr:{attr.name}:subgraph\n".encode())
-            else:
-                digest.update(f"attr:{attr.name}:{onnx.helper.get_attribute_value(attr)!r}\n".encode())
-    return digest.hexdigest()
-
-
-def file_fingerprint(path: str | Path) -> str:
-    skeleton, _ = read_skeleton(path)
-    return graph_fingerprint(skeleton)
 
 
 @dataclass(frozen=True)
@@ -79,7 +53,8 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> dict[str, Any]:
     The new files are staged and renamed into place per part; the ORT-format
     device part embeds its weights, so it is rebuilt when device weights change.
     """
-    from splitnn.onnxsplit.vertical.export import WEIGHTS_FILE, convert_to_ort
+    from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
+    from splitnn.onnxsplit.artifacts.part_files import convert_to_ort
 
     outdir = Path(outdir)
     plan_path = outdir / PLAN_FILE

@@ -4,11 +4,11 @@ from __future__ import annotations
 import tomllib
 
 import pytest
-
+from splitnn.cost_models.catalog import load_device
 from splitnn.cost_models.fitting import fit_profile, fit_report_lines
 from splitnn.cost_models.latency import node_seconds
 from splitnn.cost_models.node_timing import KernelGroup, NodeTimings
-from splitnn.cost_models.profiles import device_from_dict, device_to_toml, load_device
+from splitnn.cost_models.profiles import device_from_dict, device_to_toml
 from splitnn.cost_models.registry import node_costs
 from splitnn.onnxsplit.model.loading import load_graph
 

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import pytest
-
-from splitnn.cost_models.profiles import load_device, load_link
+from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.onnxsplit.analysis.analyze import analyze
-from splitnn.onnxsplit.core.errors import SplitnnError
-from splitnn.onnxsplit.runtime.link_emulator import settings_for
-from splitnn.onnxsplit.model.loading import load_graph
-from splitnn.onnxsplit.vertical.planning import plan_split
 from splitnn.onnxsplit.bench.sweep import predicted_seconds, sweep_cuts
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.model.loading import load_graph
+from splitnn.onnxsplit.runtime.link_emulator import settings_for
+from splitnn.onnxsplit.vertical.planning import plan_split
 
 
 @pytest.fixture(scope="module")

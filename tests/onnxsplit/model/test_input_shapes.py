@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import pytest
-
 from splitnn.onnxsplit.core.errors import SplitnnError
-from splitnn.onnxsplit.model.input_shapes import ANY_INPUT, parse_input_shapes, parse_shape
+from splitnn.onnxsplit.model.input_shapes import (
+    ANY_INPUT,
+    parse_input_shapes,
+    parse_shape,
+)
 
 
 def test_named_and_bare():

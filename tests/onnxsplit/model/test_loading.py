@@ -6,11 +6,18 @@ from pathlib import Path
 import onnx
 import pytest
 from onnx import helper
-
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.loading import load_graph
-from tests.helpers import CLS_MODEL, REC_MODEL, make_model, rapidocr_model, tensor, weight
+
+from tests.helpers import (
+    CLS_MODEL,
+    REC_MODEL,
+    make_model,
+    rapidocr_model,
+    tensor,
+    weight,
+)
 
 
 def test_external_data_is_never_read(sample_path, monkeypatch):

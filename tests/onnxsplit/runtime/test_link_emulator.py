@@ -7,9 +7,14 @@ import socket
 import threading
 
 import pytest
-
 from splitnn.onnxsplit.core.errors import SplitnnError
-from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSchedule, LinkSettings, read_trace, settings_for
+from splitnn.onnxsplit.runtime.link_emulator import (
+    LinkRelay,
+    LinkSchedule,
+    LinkSettings,
+    read_trace,
+    settings_for,
+)
 
 
 def test_bandwidth_queues_packets_one_after_another():

@@ -6,13 +6,23 @@ import time
 
 import numpy as np
 import pytest
-
-from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, parse_address
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.sample_inputs import random_feeds
+from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, parse_address
 from splitnn.onnxsplit.runtime.server import ModelServer, server_part_path
-from splitnn.onnxsplit.runtime.wire import ERROR, HEADER, REQUEST, RESPONSE, STATUS_BAD_INPUT, STATUS_TOO_LARGE, Frame, read_frame, send_frame
-from tests.helpers import run_cli, session
+from splitnn.onnxsplit.runtime.wire import (
+    ERROR,
+    HEADER,
+    REQUEST,
+    RESPONSE,
+    STATUS_BAD_INPUT,
+    STATUS_TOO_LARGE,
+    Frame,
+    read_frame,
+    send_frame,
+)
+
+from tests.helpers import session
 
 
 def _feeds(part: DevicePart, seed: int = 0) -> dict[str, np.ndarray]:

@@ -5,10 +5,20 @@ import struct
 
 import numpy as np
 import pytest
-
 from splitnn.onnxsplit.runtime.wire import (
-    ERROR, HEADER, MAGIC, REQUEST, STATUS_BAD_FRAME, STATUS_TOO_LARGE, Frame, ProtocolError, decode_tensors,
-    encode_frame, encode_tensors, read_frame, send_frame,
+    ERROR,
+    HEADER,
+    MAGIC,
+    REQUEST,
+    STATUS_BAD_FRAME,
+    STATUS_TOO_LARGE,
+    Frame,
+    ProtocolError,
+    decode_tensors,
+    encode_frame,
+    encode_tensors,
+    read_frame,
+    send_frame,
 )
 
 

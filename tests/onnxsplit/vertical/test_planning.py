@@ -4,8 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
-from splitnn.cost_models.profiles import load_device, load_link
+from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.loading import load_graph

@@ -1,0 +1,19 @@
+"""The names inside a plan folder: the one place each artifact's file name is spelled.
+
+OUTDIR/plan.json
+OUTDIR/device/model.onnx, weights.bin, model.ort      a vertical split's device part
+OUTDIR/server/model.onnx, weights.bin                 its server part
+OUTDIR/tiles/model.onnx, weights.bin, tile_<id>.onnx  a tile plan's fused stack and tiles
+OUTDIR/remainder/...                                  what runs after the tiles are stitched
+Paths stored in plan.json are relative to OUTDIR, with forward slashes.
+"""
+from __future__ import annotations
+
+PLAN_FILE = "plan.json"
+MODEL_FILE = "model.onnx"  # a part's graph; its weights are external data in WEIGHTS_FILE beside it
+WEIGHTS_FILE = "weights.bin"
+ORT_FILE = "model.ort"  # onnxruntime's mobile (ORT) format of the device part
+DEVICE_DIR = "device"
+SERVER_DIR = "server"
+TILES_DIR = "tiles"
+REMAINDER_DIR = "remainder"

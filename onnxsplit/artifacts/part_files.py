@@ -1,0 +1,84 @@
+"""Write one part to its folder: the graph, its weights streamed into one blob, the ORT-format file.
+
+A part folder holds MODEL_FILE (graph only) and WEIGHTS_FILE (every weight,
+as onnx external data at its offset). Weights are copied from where the source
+model keeps them, so the model is never held in memory whole.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+from onnx import numpy_helper
+from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, WEIGHTS_FILE
+from splitnn.onnxsplit.artifacts.parts import Part
+from splitnn.onnxsplit.core.ort_session import create_session
+from splitnn.onnxsplit.model.weight_source import WeightSource
+
+# onnxruntime's ORT format is a flatbuffer, whose offsets are 32-bit.
+ORT_FORMAT_MAX_BYTES = 2**31
+
+
+# Constant-node values at least this large are moved into the weight blob (smaller
+# ones are shape and index scalars, which belong with the graph).
+CONSTANT_TO_INITIALIZER_BYTES = 64
+
+
+def constants_to_initializers(model: onnx.ModelProto, min_bytes: int = CONSTANT_TO_INITIALIZER_BYTES) -> int:
+    """Turn large Constant nodes into initializers of the same name, so their bytes go to the blob.
+
+    Exported models often keep their weights in Constant nodes; ONNX defines a
+    Constant node and an initializer of the same name as equivalent. Returns
+    how many nodes were moved.
+    """
+    keep = []
+    moved = 0
+    for node in model.graph.node:
+        value = next((a.t for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR), None)
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and value is not None and len(node.attribute) == 1:
+            array = numpy_helper.to_array(value)
+            if array.nbytes >= min_bytes:
+                model.graph.initializer.append(numpy_helper.from_array(array, node.output[0]))
+                moved += 1
+                continue
+        keep.append(node)
+    if moved:
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    return moved
+
+
+_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+
+
+def save_part(part: Part, folder: Path, weights: WeightSource) -> None:
+    """Write the part's graph and stream every weight into its one blob, in graph order."""
+    assert part.model is not None
+    model = part.model
+    folder.mkdir(parents=True)
+    constants_to_initializers(model)
+    with open(folder / WEIGHTS_FILE, "wb") as blob:
+        for tensor in model.graph.initializer:
+            if tensor.data_type == onnx.TensorProto.STRING:
+                continue  # strings cannot be external data; they stay in the graph
+            offset = blob.tell()
+            if tensor.name in weights.initializers:
+                length = weights.copy_into(tensor.name, blob)
+            else:  # a Constant node's value, moved above
+                length = blob.write(numpy_helper.to_array(tensor).tobytes())
+            for field_name in _DATA_FIELDS:
+                tensor.ClearField(field_name)
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(length))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+    onnx.save_model(model, str(folder / MODEL_FILE))
+
+
+def convert_to_ort(onnx_path: Path, ort_path: Path) -> None:
+    """onnxruntime's own ORT-format conversion (what its convert_onnx_models_to_ort tool does).
+
+    Basic optimizations only, so the file stays runnable by any execution provider.
+    """
+    create_session(onnx_path, save_to=ort_path, config={"session.save_model_format": "ORT"}, level="basic", prepack=False)
