@@ -56,7 +56,7 @@ def main() -> None:
         outdir = work / f"cut{cut.id}"
         shutil.rmtree(outdir, ignore_errors=True)
         document = write_split(analysis, plan, outdir)
-        options = BenchOptions(requests=args.requests, slowdown=derive_slowdown(document), slowdown_source="profiles",
+        options = BenchOptions(requests=args.requests, slowdown=derive_slowdown(outdir, document), slowdown_source="profiles",
                                baselines=False, stream=True)
         report = run_bench(outdir, settings, options)
         e2e, bound = report["stages"]["e2e_s"]["p50"], report["bound_s"]

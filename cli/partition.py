@@ -70,7 +70,7 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, device: st
     with stderr().status("writing and verifying the parts..."):
         document = write_split(analysis, plan, outdir, ort_format=not no_ort, atol=atol, rtol=rtol)
     if as_json:
-        click.echo(json.dumps(document, indent=1))
+        click.echo(json.dumps(document.to_dict(), indent=1))
         return
     _render(document, plan)
 
@@ -97,66 +97,66 @@ def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, nod
     with stderr().status("writing and verifying the tiles..."):
         document = write_tiles(analysis, plan, outdir, reuse=reuse, atol=atol, rtol=rtol)
     if as_json:
-        click.echo(json.dumps(document, indent=1))
+        click.echo(json.dumps(document.to_dict(), indent=1))
         return
     _render_tiles(document)
 
 
-def _render_tiles(document: dict) -> None:  # type: ignore[type-arg]
+def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
 
     console = stdout()
-    grid, p, memory = document["grid"], document["predicted"], document["memory"]
+    grid, p, memory = document.grid, document.predicted, document.memory
     console.print(
-        f"[bold]Tile plan[/bold]: {len(document['stack'])} layers fused up to {document['fuse_until']}, grid "
-        f"{grid['rows']}x{grid['cols']} on {document['nodes']} x {document['node_profile']['name']}; the rest "
-        f"({'nothing' if document['remainder']['empty'] else 'remainder/'}) runs after stitching")
+        f"[bold]Tile plan[/bold]: {len(document.stack)} layers fused up to {document.fuse_until}, grid "
+        f"{grid.rows}x{grid.cols} on {document.nodes} x {document.node_profile.name}; the rest "
+        f"({'nothing' if document.remainder.empty else 'remainder/'}) runs after stitching")
     console.print(
-        f"  redundant MACs {document['redundant_macs_ratio']:.1%} (overlaps computed twice); largest tile's "
-        f"activations {human_bytes(document['max_tile_peak_bytes'])} = {document['tile_peak_fraction']:.1%} of the "
-        f"untiled stack's {human_bytes(document['stack_peak_bytes'])}; per node {human_bytes(memory['node_bytes'])} "
-        f"of {human_bytes(memory['node_usable_bytes'])} usable")
-    if document["reuse"]["enabled"]:
-        r = document["reuse"]
+        f"  redundant MACs {document.redundant_macs_ratio:.1%} (overlaps computed twice); largest tile's "
+        f"activations {human_bytes(document.max_tile_peak_bytes)} = {document.tile_peak_fraction:.1%} of the "
+        f"untiled stack's {human_bytes(document.stack_peak_bytes)}; per node {human_bytes(memory.node_bytes)} "
+        f"of {human_bytes(memory.node_usable_bytes)} usable")
+    if document.reuse_enabled:
+        r = document.reuse
         console.print(f"  reuse: second-phase tiles take the overlaps from their neighbours: {r['macs'] / 1e6:,.0f} M MACs "
-                      f"instead of {document['tiled_macs'] / 1e6:,.0f} M ({r['saved_fraction_of_redundant']:.1%} of the "
+                      f"instead of {document.tiled_macs / 1e6:,.0f} M ({r['saved_fraction_of_redundant']:.1%} of the "
                       "redundant MACs saved)")
-    for split in document["neuron_splits"]:
-        sizes = ", ".join(human_bytes(part["bytes"]) for part in split["slices"])
-        console.print(f"  {split['node']} ({human_bytes(split['param_bytes'])} of weights) is too big for a node: split by "
-                      f"output neurons into {len(split['slices'])} slices ({sizes}), one per node")
-    speedup = f", speedup {p['speedup']:.2f}x" if p["speedup"] else ""
-    console.print(f"  predicted: tiles {p['tiles_phase_s'] * 1e3:.1f} ms + remainder {p['remainder_s'] * 1e3:.1f} ms "
-                  f"= [bold]{p['makespan_s'] * 1e3:.1f} ms[/bold] against {p['single_node_s'] * 1e3:.1f} ms on one node{speedup}")
+    for split in document.neuron_splits:
+        sizes = ", ".join(human_bytes(part.bytes) for part in split.slices)
+        console.print(f"  {split.node} ({human_bytes(split.param_bytes)} of weights) is too big for a node: split by "
+                      f"output neurons into {len(split.slices)} slices ({sizes}), one per node")
+    speedup = f", speedup {p.speedup:.2f}x" if p.speedup else ""
+    console.print(f"  predicted: tiles {p.tiles_phase_s * 1e3:.1f} ms + remainder {p.remainder_s * 1e3:.1f} ms "
+                  f"= [bold]{p.makespan_s * 1e3:.1f} ms[/bold] against {p.single_node_s * 1e3:.1f} ms on one node{speedup}")
     table = Table(title="Tiles (regions as rows y0:y1, columns x0:x1)", title_justify="left")
     for column in ("tile", "output region", "input region", "MACs", "peak", "predicted ms"):
         table.add_column(column, justify="right")
-    for tile in document["tiles"]:
-        o, i = tile["output_region"], tile["input_region"]
-        table.add_row(str(tile["id"]), f"{o[0]}:{o[1]}, {o[2]}:{o[3]}", f"{i[0]}:{i[1]}, {i[2]}:{i[3]}",
-                      f"{tile['macs'] / 1e6:,.1f} M", human_bytes(tile["peak_bytes"]), f"{tile['predicted_s'] * 1e3:.1f}")
+    for tile in document.tiles:
+        o, i = tile.output_region, tile.input_region
+        table.add_row(str(tile.id), f"{o[0]}:{o[1]}, {o[2]}:{o[3]}", f"{i[0]}:{i[1]}, {i[2]}:{i[3]}",
+                      f"{tile.macs / 1e6:,.1f} M", human_bytes(tile.peak_bytes), f"{tile.predicted_s * 1e3:.1f}")
     console.print(table)
-    v = document["verification"]
-    console.print(f"verified: stitched tiles + remainder against the model, max abs error {v['max_abs_err']:.3g}")
+    v = document.verification
+    console.print(f"verified: stitched tiles + remainder against the model, max abs error {v.max_abs_err:.3g}")
 
 
-def _render(document: dict, plan) -> None:  # type: ignore[no-untyped-def]
+def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
 
     console = stdout()
-    cut = document["cut"]
-    p = document["predicted"]
-    where = "all on the server" if cut["id"] == 0 else ("all on the device" if cut["id"] == len(document["candidates"]) - 1 else f"after {cut['after_node']}")
+    cut = document.cut
+    p = document.predicted
+    where = "all on the server" if cut.id == 0 else ("all on the device" if cut.id == len(document.candidates) - 1 else f"after {cut.after_node}")
     link = plan.link
     console.print(
-        f"[bold]Chosen cut {cut['id']}[/bold] ({where}), objective {plan.objective}, "
+        f"[bold]Chosen cut {cut.id}[/bold] ({where}), objective {plan.objective}, "
         f"{plan.device.name} -> {link.name} {link.uplink_bps / 1e6:g} Mbit/s, rtt {link.rtt_s * 1000:g} ms -> {plan.server.name}"
     )
     console.print(
-        f"  sends {', '.join(cut['tensors']) or 'nothing'} ({human_bytes(cut['bytes'])}); predicted "
-        f"device {p['device_s'] * 1000:.1f} ms + encode {p['encode_s'] * 1000:.2f} ms + transfer {p['transfer_s'] * 1000:.1f} ms "
-        f"+ server {p['server_s'] * 1000:.1f} ms = [bold]{p['total_s'] * 1000:.1f} ms[/bold], "
-        f"{p['throughput_fps']:.2f} frames/s, {p['energy_j']:.3f} J on the device"
+        f"  sends {', '.join(cut.tensors) or 'nothing'} ({human_bytes(cut.bytes)}); predicted "
+        f"device {p.device_s * 1000:.1f} ms + encode {p.encode_s * 1000:.2f} ms + transfer {p.transfer_s * 1000:.1f} ms "
+        f"+ server {p.server_s * 1000:.1f} ms = [bold]{p.total_s * 1000:.1f} ms[/bold], "
+        f"{p.throughput_fps:.2f} frames/s, {p.energy_j:.3f} J on the device"
     )
     key = {"latency": lambda c: c.predicted.total_s, "throughput": lambda c: -c.predicted.throughput_fps,
            "energy": lambda c: c.predicted.energy_j}[plan.objective]
@@ -165,7 +165,7 @@ def _render(document: dict, plan) -> None:  # type: ignore[no-untyped-def]
     for column in ("cut", "after node", "bytes", "device ms", "transfer ms", "server ms", "total ms", "fps", "J", "feasible"):
         table.add_column(column, justify="left" if column == "after node" else "right")
     for c in sorted(best, key=lambda c: c.cut.id):
-        mark = "[bold green]>[/bold green] " if c.cut.id == cut["id"] else ""
+        mark = "[bold green]>[/bold green] " if c.cut.id == cut.id else ""
         table.add_row(f"{mark}{c.cut.id}", c.cut.last_device_node or "(input)", human_bytes(c.cut.bytes),
                       f"{c.predicted.device_s * 1000:.1f}", f"{c.predicted.transfer_s * 1000:.1f}",
                       f"{c.predicted.server_s * 1000:.1f}", f"{c.predicted.total_s * 1000:.1f}",
@@ -175,8 +175,8 @@ def _render(document: dict, plan) -> None:  # type: ignore[no-untyped-def]
     ruled_out = sum(1 for c in plan.candidates if not c.feasible)
     if ruled_out:
         console.print(f"[dim]{ruled_out} cuts ruled out by constraints (plan.json lists why)[/dim]")
-    v = document["verification"]
-    chained = f", device side run from {v['device_artifact']}" if v["device_artifact"] else ""
-    console.print(f"verified: max abs error {v['max_abs_err']:.3g} (atol {v['atol']}, rtol {v['rtol']}){chained}")
-    for name, rel in document["artifacts"].items():
+    v = document.verification
+    chained = f", device side run from {v.device_artifact}" if v.device_artifact else ""
+    console.print(f"verified: max abs error {v.max_abs_err:.3g} (atol {v.atol}, rtol {v.rtol}){chained}")
+    for name, rel in document.artifacts.to_dict().items():
         console.print(f"  {name:<15} {rel}")

@@ -58,7 +58,7 @@ def device(outdir: str, address: str, input_file: str | None, random_count: int 
     if (input_file is None) == (random_count is None):
         raise SplitnnError("give exactly one of --input FILE.npy or --random N")
     part = DevicePart(outdir)
-    specs = {n: (s["shape"], s["dtype"]) for n, s in part.plan["inputs"].items()}
+    specs = {n: (s.shape, s.dtype) for n, s in part.plan.inputs.items()}
     if input_file is not None:
         if len(specs) != 1:
             raise SplitnnError(f"--input gives one tensor but the model has {len(specs)} inputs: use --random")
@@ -226,11 +226,11 @@ def run_bench(target: str, link: str | None, bandwidth: str | None, rtt: str | N
 
 
 def _is_tile_plan(target: str) -> bool:
-    from splitnn.onnxsplit.artifacts.plan_file import plan_strategy, read_plan
+    from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
     from splitnn.onnxsplit.core.errors import SplitnnError
 
     try:
-        return plan_strategy(read_plan(target)) == "tiles"
+        return plan_strategy(target) == "tiles"
     except SplitnnError:
         return False  # the vertical path's reader says what is wrong
 
@@ -384,11 +384,11 @@ def _bench(outdir: str, link: str | None, bandwidth: str | None, rtt: str | None
         chosen = load_link(link, parse_bandwidth_bps(bandwidth) if bandwidth else None, parse_duration_s(rtt) if rtt else None)
         bandwidth_bps, downlink_bps, rtt_s = chosen.uplink_bps, chosen.down_bps, chosen.rtt_s
     else:  # the link the plan was made for
-        bandwidth_bps = plan["link"]["uplink_bps"]
-        downlink_bps = plan["link"].get("downlink_bps", bandwidth_bps)
-        rtt_s = parse_duration_s(rtt) if rtt else plan["link"]["rtt_s"]
+        bandwidth_bps = plan.link.uplink_bps
+        downlink_bps = plan.link.down_bps
+        rtt_s = parse_duration_s(rtt) if rtt else plan.link.rtt_s
     settings = settings_for(bandwidth_bps, rtt_s, downlink_bps=downlink_bps, **extras)
-    factor, source = (derive_slowdown(plan), "profiles") if slowdown is None else (slowdown, "given")
+    factor, source = (derive_slowdown(outdir, plan), "profiles") if slowdown is None else (slowdown, "given")
     options = BenchOptions(requests=requests, slowdown=factor, slowdown_source=source, timeout_s=timeout,
                            baselines=not no_baselines, stream=stream, fps=fps)
     return bench(outdir, settings, options, progress)

@@ -27,11 +27,11 @@ def update_weights(outdir: str, retrained: str, as_json: bool) -> None:
 
     report = run_update(outdir, retrained)
     if as_json:
-        click.echo(json.dumps(report, indent=1))
+        click.echo(json.dumps(report.to_dict(), indent=1))
         return
     console = stdout()
-    for side, part in report["parts"].items():
-        names = ", ".join(part["changed"][:5]) + (f" +{len(part['changed']) - 5}" if len(part["changed"]) > 5 else "")
-        console.print(f"{side}: {len(part['changed'])} tensors changed ({human_bytes(part['changed_bytes'])} of "
-                      f"{human_bytes(part['blob_bytes'])}){': ' + names if names else ''}")
-    console.print(f"[bold]the device must download {human_bytes(report['device_download_bytes'])}[/bold]")
+    for side, part in report.parts.items():
+        names = ", ".join(part.changed[:5]) + (f" +{len(part.changed) - 5}" if len(part.changed) > 5 else "")
+        console.print(f"{side}: {len(part.changed)} tensors changed ({human_bytes(part.changed_bytes)} of "
+                      f"{human_bytes(part.blob_bytes)}){': ' + names if names else ''}")
+    console.print(f"[bold]the device must download {human_bytes(report.device_download_bytes)}[/bold]")

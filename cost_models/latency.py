@@ -10,6 +10,7 @@ compute bound. Operator classes follow how runtimes implement them.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from splitnn.cost_models.op_classes import op_class
 from splitnn.cost_models.profiles import DeviceProfile
@@ -22,12 +23,30 @@ def bytes_moved(node: Node, cost: NodeCost, graph: Graph) -> int:
     return reads + cost.param_bytes + cost.output_bytes
 
 
+@dataclass(frozen=True)
+class NodeWork:
+    """What the roofline needs of one node. plan.json keeps it for the device part, so the part's time can
+    be predicted on any profile without the model."""
+
+    op_class: str
+    macs: int
+    bytes_moved: int
+
+
+def node_work(node: Node, cost: NodeCost, graph: Graph) -> NodeWork:
+    return NodeWork(op_class(node, graph), cost.macs, bytes_moved(node, cost, graph))
+
+
+def work_seconds(work: NodeWork, profile: DeviceProfile) -> float:
+    compute = work.macs / profile.macs_per_s[work.op_class]
+    memory = work.bytes_moved / profile.memory_bytes_per_s
+    return max(compute, memory) + profile.per_node_overhead_s
+
+
 def node_seconds(node: Node, cost: NodeCost, graph: Graph, profile: DeviceProfile) -> float:
     if node.is_constant:
         return 0.0
-    compute = cost.macs / profile.macs_per_s[op_class(node, graph)]
-    memory = bytes_moved(node, cost, graph) / profile.memory_bytes_per_s
-    return max(compute, memory) + profile.per_node_overhead_s
+    return work_seconds(node_work(node, cost, graph), profile)
 
 
 def seconds(graph: Graph, costs: list[NodeCost], indices: Iterable[int], profile: DeviceProfile) -> float:

@@ -35,7 +35,7 @@ class DeviceProfile:
     def from_dict(cls, data: dict[str, Any]) -> "DeviceProfile":
         """The inverse of to_dict (as stored in plan.json)."""
         return cls(
-            name=data["name"], description="", macs_per_s=dict(data["macs_per_s"]),
+            name=data["name"], description=data.get("description", ""), macs_per_s=dict(data["macs_per_s"]),
             memory_bytes_per_s=data["memory_bytes_per_s"], per_node_overhead_s=data["per_node_overhead_s"],
             ram_bytes=data["ram_bytes"], usable_ram_fraction=data["usable_ram_fraction"],
             compute_power_w=data["compute_power_w"], source=data.get("source", ""),
@@ -48,6 +48,7 @@ class DeviceProfile:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "description": self.description,
             "macs_per_s": self.macs_per_s,
             "memory_bytes_per_s": self.memory_bytes_per_s,
             "per_node_overhead_s": self.per_node_overhead_s,
@@ -74,7 +75,11 @@ class LinkProfile:
     radio_mw_per_mbps: float = 0.0
     radio_base_mw: float = 0.0
     description: str = ""
-    downlink_bps: float | None = None  # None: as fast as the uplink
+    downlink_bps: float | None = None  # None: as fast as the uplink (set so on construction)
+
+    def __post_init__(self) -> None:
+        if self.downlink_bps is None:
+            object.__setattr__(self, "downlink_bps", self.uplink_bps)
 
     @property
     def down_bps(self) -> float:
@@ -86,6 +91,17 @@ class LinkProfile:
     def radio_watts(self) -> float:
         return (self.radio_mw_per_mbps * self.uplink_bps / 1e6 + self.radio_base_mw) / 1000
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LinkProfile":
+        """The inverse of to_dict (as stored in plan.json)."""
+        return cls(
+            name=data["name"], uplink_bps=float(data["uplink_bps"]), rtt_s=float(data["rtt_s"]),
+            radio_mw_per_mbps=float(data.get("radio_mw_per_mbps", 0.0)),
+            radio_base_mw=float(data.get("radio_base_mw", 0.0)),
+            description=str(data.get("description", "")),
+            downlink_bps=float(data["downlink_bps"]) if data.get("downlink_bps") is not None else None,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -94,6 +110,7 @@ class LinkProfile:
             "rtt_s": self.rtt_s,
             "radio_mw_per_mbps": self.radio_mw_per_mbps,
             "radio_base_mw": self.radio_base_mw,
+            "description": self.description,
         }
 
 

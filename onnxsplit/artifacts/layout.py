@@ -5,6 +5,7 @@ OUTDIR/device/model.onnx, weights.bin, model.ort      a vertical split's device 
 OUTDIR/server/model.onnx, weights.bin                 its server part
 OUTDIR/tiles/model.onnx, weights.bin, tile_<id>.onnx  a tile plan's fused stack and tiles
 OUTDIR/remainder/...                                  what runs after the tiles are stitched
+OUTDIR/verification/inputs.npz, reference.npz         the verification input, the original's outputs on it
 Paths stored in plan.json are relative to OUTDIR, with forward slashes.
 """
 from __future__ import annotations
@@ -17,3 +18,5 @@ DEVICE_DIR = "device"
 SERVER_DIR = "server"
 TILES_DIR = "tiles"
 REMAINDER_DIR = "remainder"
+VERIFICATION_INPUTS_FILE = "verification/inputs.npz"  # the input the parts were verified on
+VERIFICATION_REFERENCE_FILE = "verification/reference.npz"  # the original model's outputs on it

@@ -1,12 +1,262 @@
-"""plan.json, the one file every later step reads (serve, device, run-bench, update-weights)."""
+"""plan.json, the one file every later step reads: one typed record per plan kind, written and read here.
+
+`VerticalPlanFile` (a device part and a server part) and `TilePlanFile` (a
+fused tile stack and a remainder) are frozen dataclasses; `write_plan` writes
+one, `read_plan` reads one back, checking every field (a bad field is named in
+one SplitnnError line). The JSON keys are the field names.
+
+A plan folder is self-contained: paths inside (the artifacts, the original
+model) are relative to the folder, the device part's roofline work is kept so
+its time can be predicted on any profile, and the verification input and the
+original model's outputs on it are kept beside the parts (`verification/`).
+Schema 1 files (before these were kept) are read too; for them, what needs
+the original model still needs it.
+"""
 from __future__ import annotations
 
+import io
 import json
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from splitnn.onnxsplit.artifacts.layout import PLAN_FILE
+import numpy as np
+
+from splitnn.cost_models.latency import NodeWork
+from splitnn.cost_models.prediction import Prediction
+from splitnn.cost_models.profiles import DeviceProfile, LinkProfile
+from splitnn.onnxsplit.artifacts.layout import PLAN_FILE, VERIFICATION_INPUTS_FILE, VERIFICATION_REFERENCE_FILE
+from splitnn.onnxsplit.artifacts.verification import Verification
+from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic, write_text_atomic
 from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.core.records import Record, RecordError
+
+SCHEMA_VERSION = 2
+STRATEGIES = ("vertical", "tiles")
+
+
+@dataclass(frozen=True)
+class TensorSpec(Record):
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class PartSpec(Record):
+    """The tensors one part reads and returns; `empty` when the side runs no node."""
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    empty: bool
+
+
+@dataclass(frozen=True)
+class Constraints(Record):
+    device_memory_bytes: int
+    max_device_share: float | None = None  # fraction of the model's MACs allowed on the device
+    max_transfer_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class CutRecord(Record):
+    id: int
+    tensors: tuple[str, ...]
+    bytes: int
+    reply_bytes: int
+    after_node: str | None
+    device_macs: int
+    device_param_bytes: int
+    device_peak_bytes: int
+    device_memory_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateRecord(CutRecord):
+    predicted: Prediction
+    feasible: bool
+    violations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VerticalArtifacts(Record):
+    device_model: str | None = None
+    device_weights: str | None = None
+    device_ort: str | None = None
+    server_model: str | None = None
+    server_weights: str | None = None
+
+
+@dataclass(frozen=True)
+class Parts(Record):
+    device: PartSpec
+    server: PartSpec
+
+
+@dataclass(frozen=True)
+class PartUpdateRecord(Record):
+    changed: tuple[str, ...]
+    changed_bytes: int
+    blob_bytes: int
+
+
+@dataclass(frozen=True)
+class WeightsUpdateRecord(Record):
+    retrained: str
+    parts: dict[str, PartUpdateRecord]
+    device_download_bytes: int
+
+
+@dataclass(frozen=True)
+class PlanHeader(Record):
+    """What every plan kind records of its model; `model` is relative to the plan folder."""
+
+    model: str
+    graph_fingerprint: str
+    inputs: dict[str, TensorSpec]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerticalPlanFile(PlanHeader):
+    objective: str
+    forced_cut: bool
+    cut: CutRecord
+    predicted: Prediction
+    device_profile: DeviceProfile
+    server_profile: DeviceProfile
+    link: LinkProfile
+    constraints: Constraints
+    candidates: tuple[CandidateRecord, ...]
+    parts: Parts
+    verification: Verification
+    artifacts: VerticalArtifacts = field(default_factory=VerticalArtifacts)
+    device_work: tuple[NodeWork, ...] | None = None  # the device part's nodes, for predictions without the model
+    weights_update: WeightsUpdateRecord | None = None
+    strategy: str = "vertical"
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def device_file(self) -> str | None:
+        """The device part a device runs: the .ort when written, else the .onnx; None when the part is empty."""
+        return self.artifacts.device_ort or self.artifacts.device_model
+
+
+@dataclass(frozen=True)
+class GridRecord(Record):
+    rows: int
+    cols: int
+
+
+@dataclass(frozen=True)
+class WindowRecord(Record):
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    pads: tuple[int, ...]
+    dilation: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StackLayerRecord(Record):
+    node: str
+    op_type: str
+    input: str
+    output: str
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    macs: int
+    window: WindowRecord | None
+
+
+@dataclass(frozen=True)
+class TileRecord(Record):
+    id: int
+    row: int
+    col: int
+    input_region: tuple[int, ...]
+    output_region: tuple[int, ...]
+    macs: int
+    peak_bytes: int
+    pads: tuple[tuple[int, ...], ...]
+    predicted_s: float
+
+
+@dataclass(frozen=True)
+class TileMemory(Record):
+    stack_param_bytes: int
+    node_bytes: int
+    node_usable_bytes: int
+
+
+@dataclass(frozen=True)
+class SliceRecord(Record):
+    neurons: tuple[int, int]
+    bytes: int
+
+
+@dataclass(frozen=True)
+class NeuronSplitRecord(Record):
+    node: str
+    op_type: str
+    input: str
+    output: str
+    param_bytes: int
+    slices: tuple[SliceRecord, ...]
+
+
+@dataclass(frozen=True)
+class TilePrediction(Record):
+    tiles_phase_s: float
+    remainder_s: float
+    makespan_s: float
+    single_node_s: float
+    speedup: float | None
+
+
+@dataclass(frozen=True)
+class TileArtifacts(Record):
+    stack_model: str
+    stack_weights: str
+    tiles: tuple[str, ...]
+    reuse: dict[str, Any] | None = None  # first_phase: tile -> graph; second_phase_layers: tile -> layer -> graph
+    remainder_steps: tuple[dict[str, Any], ...] | None = None
+    remainder_model: str | None = None
+    remainder_weights: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TilePlanFile(PlanHeader):
+    image_input: str
+    nodes: int
+    node_profile: DeviceProfile
+    grid: GridRecord
+    fuse_until: str
+    stack: tuple[StackLayerRecord, ...]
+    tiles: tuple[TileRecord, ...]
+    stack_macs: int
+    tiled_macs: int
+    redundant_macs_ratio: float
+    stack_peak_bytes: int
+    max_tile_peak_bytes: int
+    tile_peak_fraction: float
+    memory: TileMemory
+    neuron_splits: tuple[NeuronSplitRecord, ...] = ()
+    predicted: TilePrediction
+    remainder: PartSpec
+    reuse: dict[str, Any] = field(default_factory=lambda: {"enabled": False})  # saved MACs, second-phase geometry
+    verification: Verification
+    artifacts: TileArtifacts
+    strategy: str = "tiles"
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def reuse_enabled(self) -> bool:
+        return bool(self.reuse.get("enabled"))
+
+
+PlanFile = VerticalPlanFile | TilePlanFile
+P = TypeVar("P", VerticalPlanFile, TilePlanFile)
+_KINDS: dict[str, type[VerticalPlanFile] | type[TilePlanFile]] = {"vertical": VerticalPlanFile, "tiles": TilePlanFile}
 
 # Why a plan of the other kind cannot be used where one of `strategy` is wanted.
 _WRONG_KIND = {
@@ -15,20 +265,97 @@ _WRONG_KIND = {
 }
 
 
-def plan_strategy(plan: dict[str, Any]) -> str:
-    """"vertical" (device + server) or "tiles"; plans written before tiles existed are vertical."""
-    return str(plan.get("strategy", "vertical"))
+def plan_strategy(outdir: str | Path) -> str:
+    """"vertical" (device + server) or "tiles", read from the folder's plan.json."""
+    return _strategy(_load_json(Path(outdir)), Path(outdir) / PLAN_FILE)
 
 
-def read_plan(outdir: str | Path, strategy: str | None = None) -> dict[str, Any]:
+def read_plan(outdir: str | Path, strategy: str | None = None) -> PlanFile:
     """The plan written by `splitnn partition` into `outdir`; with `strategy`, it must be of that kind."""
-    path = Path(outdir) / PLAN_FILE
+    outdir = Path(outdir)
+    data = _load_json(outdir)
+    path = outdir / PLAN_FILE
+    kind = _strategy(data, path)
+    if strategy is not None and kind != strategy:
+        raise SplitnnError(f"'{outdir}' {_WRONG_KIND[strategy]}")
+    data = {k: v for k, v in data.items() if k != "splitnn_version"}  # schema 1's name for the version
+    data.setdefault("schema_version", 1)
+    try:
+        return _KINDS[kind].from_dict(data)  # type: ignore[no-any-return]
+    except RecordError as exc:
+        raise SplitnnError(f"'{path}' is not a valid plan: {exc}; partition again") from None
+
+
+def read_vertical_plan(outdir: str | Path) -> VerticalPlanFile:
+    """`read_plan` for a vertical split (a tile plan is refused with the reason)."""
+    plan = read_plan(outdir, "vertical")
+    assert isinstance(plan, VerticalPlanFile)
+    return plan
+
+
+def read_tile_plan(outdir: str | Path) -> TilePlanFile:
+    """`read_plan` for a tile plan (a vertical split is refused with the reason)."""
+    plan = read_plan(outdir, "tiles")
+    assert isinstance(plan, TilePlanFile)
+    return plan
+
+
+def write_plan(folder: Path, plan: PlanFile) -> None:
+    """Write plan.json into `folder` (atomically: readers see the old file or the new one)."""
+    write_text_atomic(folder / PLAN_FILE, json.dumps(plan.to_dict(), indent=1))
+
+
+def model_path(outdir: str | Path, plan: PlanFile) -> Path:
+    """Where the plan's original model is, from the folder's point of view (it may be gone)."""
+    return Path(outdir) / plan.model
+
+
+def relative_model(model: str | Path, outdir: str | Path) -> str:
+    """The model's path as plan.json keeps it: relative to the plan folder, forward slashes."""
+    return Path(os.path.relpath(Path(model).resolve(), Path(outdir).resolve())).as_posix()
+
+
+def save_verification_data(folder: Path, inputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
+    """Keep the verification input and the original model's outputs on it beside the parts (.npz: numpy's own
+    format, one .npy per tensor; never pickled)."""
+    for name, tensors in ((VERIFICATION_INPUTS_FILE, inputs), (VERIFICATION_REFERENCE_FILE, reference)):
+        buffer = io.BytesIO()
+        np.savez(buffer, **tensors)
+        write_bytes_atomic(folder / name, buffer.getvalue())
+
+
+def load_verification_data(outdir: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
+    """The verification input and reference outputs kept in the folder; None for a schema 1 folder."""
+    outdir = Path(outdir)
+    paths = [outdir / VERIFICATION_INPUTS_FILE, outdir / VERIFICATION_REFERENCE_FILE]
+    if not all(p.is_file() for p in paths):
+        return None
+    try:
+        loaded = []
+        for path in paths:
+            with np.load(path, allow_pickle=False) as archive:
+                loaded.append({name: archive[name] for name in archive.files})
+    except (OSError, ValueError) as exc:
+        raise SplitnnError(f"'{outdir}' has a damaged verification file ({exc}): partition again") from None
+    return loaded[0], loaded[1]
+
+
+def _load_json(outdir: Path) -> dict[str, Any]:
+    path = outdir / PLAN_FILE
     if not path.is_file():
         raise SplitnnError(f"'{outdir}' has no {PLAN_FILE}: give the folder written by `splitnn partition MODEL -o FOLDER`")
     try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SplitnnError(f"'{path}' is not a valid plan ({exc}): partition again") from None
-    if strategy is not None and plan_strategy(plan) != strategy:
-        raise SplitnnError(f"'{outdir}' {_WRONG_KIND[strategy]}")
-    return plan  # type: ignore[no-any-return]
+    if not isinstance(data, dict):
+        raise SplitnnError(f"'{path}' is not a valid plan (not a JSON object): partition again")
+    return data
+
+
+def _strategy(data: dict[str, Any], path: Path) -> str:
+    kind = data.get("strategy", "vertical")  # schema 1 vertical plans had no strategy field
+    if kind not in STRATEGIES:
+        raise SplitnnError(f"'{path}' is not a valid plan: field 'strategy' is {kind!r}, not one of "
+                           f"{', '.join(STRATEGIES)}; partition again")
+    return str(kind)

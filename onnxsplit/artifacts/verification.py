@@ -17,11 +17,13 @@ from splitnn.onnxsplit.model.weight_source import open_in_place
 
 @dataclass(frozen=True)
 class Verification:
+    """How the written parts compared with the original model on the verification input."""
+
     max_abs_err: float
-    device_artifact: str | None  # the device file that was chained: the .ort when written, else the .onnx
     atol: float
     rtol: float
     passed: bool
+    device_artifact: str | None = None  # a split's device file that was chained: the .ort when written, else the .onnx
 
 
 # Verification sessions run once each, two at a time: repacking weights for

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut
+from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference, plan_feeds, plan_graph
+from splitnn.onnxsplit.artifacts.plan_file import VerticalPlanFile, model_path
 from splitnn.onnxsplit.core.errors import SplitnnError
-from splitnn.onnxsplit.model.graph import Graph
-from splitnn.onnxsplit.model.sample_inputs import random_feeds
+from splitnn.onnxsplit.core.records import to_dict
 from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, RequestResult
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
 from splitnn.onnxsplit.runtime.pipelining import StreamResult, stream_frames
@@ -73,20 +74,36 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95))}
 
 
-def derive_slowdown(plan: dict[str, Any]) -> float:
+def derive_slowdown(outdir: str | Path, plan: VerticalPlanFile) -> float:
     """How much slower the plan's device is than this host, for the device part: the ratio of the
-    roofline predictions on the two profiles (the host profile measured once and cached)."""
-    from splitnn.cost_models.profiles import DeviceProfile
+    roofline predictions on the two profiles (the host profile measured once and cached).
+
+    The device part's roofline work is kept in plan.json, so the model is not needed; a schema 1 plan
+    (written before it was kept) has its model loaded and analysed again.
+    """
+    from splitnn.cost_models.catalog import load_device
+    from splitnn.cost_models.latency import work_seconds
+
+    if plan.device_work is None:
+        return _slowdown_from_model(outdir, plan)
+    if not plan.device_work:
+        return 1.0
+    host = load_device("host")
+    device_s = sum(work_seconds(w, plan.device_profile) for w in plan.device_work)
+    return max(device_s / sum(work_seconds(w, host) for w in plan.device_work), 1.0)
+
+
+def _slowdown_from_model(outdir: str | Path, plan: VerticalPlanFile) -> float:
     from splitnn.onnxsplit.analysis.analyze import analyze
 
-    graph = _plan_graph(plan)
+    graph = plan_graph(outdir, plan)
     if graph is None:
-        raise SplitnnError(f"the plan's model '{plan['model']}' is gone: give --device-slowdown K explicitly")
+        raise SplitnnError(f"the plan's model '{plan.model}' is gone: give --device-slowdown K explicitly")
     analysis = analyze(graph)
-    cut = next((c for c in analysis.cuts if sorted(c.tensors) == sorted(plan["cut"]["tensors"])), None)
+    cut = next((c for c in analysis.cuts if sorted(c.tensors) == sorted(plan.cut.tensors)), None)
     if cut is None:
         raise SplitnnError("the plan's cut is not a cut of its model any more: partition again")
-    return slowdown_for_cut(analysis, cut, DeviceProfile.from_dict(plan["device_profile"]))
+    return slowdown_for_cut(analysis, cut, plan.device_profile)
 
 
 def slowdown_for_cut(analysis: Analysis, cut: Cut, device: DeviceProfile) -> float:
@@ -102,9 +119,9 @@ def slowdown_for_cut(analysis: Analysis, cut: Cut, device: DeviceProfile) -> flo
     return max(seconds(analysis.graph, analysis.nodes, nodes, device) / seconds(analysis.graph, analysis.nodes, nodes, host), 1.0)
 
 
-def bench_feeds(plan: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
-    """The input every request of a bench sends: random, of each input's dtype and shape, from `seed`."""
-    return random_feeds({n: (s["shape"], s["dtype"]) for n, s in plan["inputs"].items()}, seed)
+def bench_feeds(plan: VerticalPlanFile, seed: int) -> dict[str, np.ndarray]:
+    """The input every request of a bench sends when the caller brings the reference: random, from `seed`."""
+    return plan_feeds(plan, seed)
 
 
 @dataclass
@@ -129,23 +146,6 @@ def _run_requests(client: DeviceClient, feeds: dict[str, np.ndarray], count: int
     return results
 
 
-def _plan_graph(plan: dict[str, Any]) -> Graph | None:
-    """The plan's original model, loaded with the input shapes the plan was made for; None when it is gone."""
-    from splitnn.onnxsplit.model.loading import load_graph
-
-    model = Path(plan["model"])
-    if not model.is_file():
-        return None
-    return load_graph(model, {name: tuple(spec["shape"]) for name, spec in plan["inputs"].items()})
-
-
-def _reference(plan: dict[str, Any], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-    from splitnn.onnxsplit.artifacts.verification import reference_outputs
-
-    graph = _plan_graph(plan)
-    return reference_outputs(graph, feeds) if graph is not None else None
-
-
 def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
               progress: Callable[[str, int, int], None] | None = None,
               reference: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
@@ -160,7 +160,10 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
     from splitnn.onnxsplit.runtime.server import server_part_path
 
     server_model = server_part_path(outdir)
-    feeds = bench_feeds(plan, options.seed)
+    if reference is None:
+        feeds, reference = inputs_and_reference(outdir, plan, options.seed)
+    else:
+        feeds = bench_feeds(plan, options.seed)
     tick = (lambda stage, total: (lambda done: progress(stage, done, total))) if progress else (lambda stage, total: None)
 
     stalls = 0
@@ -191,19 +194,17 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
     network_s = wire_s + rtt_s if server_model is not None else 0.0  # an all-device plan sends nothing
     bound_s = stages["device_s"]["p50"] + network_s + stages["server_s"]["p50"] if ok else float("nan")
 
-    if reference is None:
-        reference = _reference(plan, feeds)
     max_err = None
     outputs_match = None
     if reference is not None and ok:
         from splitnn.onnxsplit.artifacts.verification import compare_outputs
 
-        max_err, outputs_match = compare_outputs(ok[-1].outputs, reference, plan["verification"]["atol"],
-                                                 plan["verification"]["rtol"])
+        max_err, outputs_match = compare_outputs(ok[-1].outputs, reference, plan.verification.atol,
+                                                 plan.verification.rtol)
 
     baselines: dict[str, Any] = {}
-    if options.baselines and reference is not None:
-        baselines = _baselines(plan, feeds, link, options, tick)
+    if options.baselines and model_path(outdir, plan).is_file():
+        baselines = _baselines(model_path(outdir, plan), plan, feeds, link, options, tick)
 
     report_stream = _stream_report(stream, ok, link, server_model is None) if stream is not None else None
     return {
@@ -215,8 +216,8 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
         "stages": stages,
         "samples": {stage: [getattr(r, stage) for r in ok] for stage in STAGES},  # per ok request, in order
         "bound_s": bound_s,
-        "predicted_s": plan["predicted"]["total_s"],
-        "predicted": plan["predicted"],
+        "predicted_s": plan.predicted.total_s,
+        "predicted": to_dict(plan.predicted),
         "baselines": baselines,
         "outputs_match": outputs_match,
         "max_abs_err": max_err,
@@ -225,7 +226,7 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
                  "rtt_s": rtt_s, "jitter_s": link.jitter_s, "loss": link.loss, "stalls": stalls},
         "slowdown": {"factor": options.slowdown, "source": options.slowdown_source,
                      "emulated": options.slowdown > 1},
-        "cut": plan["cut"],
+        "cut": plan.cut.to_dict(),
         "stream": report_stream,
     }
 
@@ -263,12 +264,11 @@ def _stream_report(stream: StreamResult, sequential: list[RequestResult], link: 
     }
 
 
-def _baselines(plan: dict[str, Any], feeds: dict[str, np.ndarray], link: LinkSettings, options: BenchOptions,
+def _baselines(model: Path, plan: VerticalPlanFile, feeds: dict[str, np.ndarray], link: LinkSettings, options: BenchOptions,
                tick: Callable[[str, int], Any]) -> dict[str, Any]:
     """All on the device (the whole model, dilated) and all on the server (the raw input over the link)."""
     from splitnn.onnxsplit.core.ort_session import create_session
 
-    model = Path(plan["model"])
     count = min(options.requests, BASELINE_REQUESTS)
     whole = _WholeModel(create_session(model, level="basic", spin=False), plan)  # the level of the device's .ort
     device_only = DeviceClient(whole, ("127.0.0.1", 0), slowdown=options.slowdown)  # type: ignore[arg-type]
@@ -300,8 +300,8 @@ class _WholeModel:
 
     server_empty = False
 
-    def __init__(self, session: Any, plan: dict[str, Any]) -> None:
-        self.session, self.inputs, self.outputs = session, list(plan["inputs"]), list(plan["outputs"])
+    def __init__(self, session: Any, plan: VerticalPlanFile) -> None:
+        self.session, self.inputs, self.outputs = session, list(plan.inputs), list(plan.outputs)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.outputs, self.session.run(self.outputs, {n: feeds[n] for n in self.inputs})))
@@ -312,8 +312,8 @@ class _NoDevicePart:
 
     server_empty = False
 
-    def __init__(self, plan: dict[str, Any]) -> None:
-        self.inputs = list(plan["inputs"])
+    def __init__(self, plan: VerticalPlanFile) -> None:
+        self.inputs = list(plan.inputs)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {n: feeds[n] for n in self.inputs}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from splitnn.onnxsplit.artifacts.plan_file import read_plan
+from splitnn.onnxsplit.artifacts.plan_file import read_vertical_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.runtime.wire import (
@@ -61,14 +61,15 @@ class DevicePart:
 
     def __init__(self, outdir: str | Path, threads: int | None = None, spin: bool = True) -> None:
         outdir = Path(outdir)
-        self.plan = read_plan(outdir, strategy="vertical")
-        part = self.plan["parts"]["device"]
-        self.inputs: list[str] = list(part["inputs"]) if not part["empty"] else list(self.plan["parts"]["server"]["inputs"])
-        self.outputs: list[str] = list(part["outputs"]) if not part["empty"] else self.inputs
-        artifacts = self.plan["artifacts"]
-        self.file = None if part["empty"] else outdir / artifacts.get("device_ort", artifacts.get("device_model"))
+        self.folder = outdir
+        self.plan = read_vertical_plan(outdir)
+        parts = self.plan.parts
+        self.inputs: list[str] = list(parts.device.inputs if not parts.device.empty else parts.server.inputs)
+        self.outputs: list[str] = list(parts.device.outputs) if not parts.device.empty else self.inputs
+        device_file = self.plan.device_file
+        self.file = None if parts.device.empty or device_file is None else outdir / device_file
         # All on the device: nothing is sent, the device part's outputs are the answer.
-        self.server_empty: bool = self.plan["parts"]["server"]["empty"]
+        self.server_empty: bool = parts.server.empty
         self.session = create_session(self.file, threads=threads, spin=spin) if self.file is not None else None
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

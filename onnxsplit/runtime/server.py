@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from splitnn.onnxsplit.artifacts.plan_file import read_plan
+from splitnn.onnxsplit.artifacts.plan_file import read_vertical_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.runtime.wire import (
@@ -52,10 +52,10 @@ class ServerCounts:
 def server_part_path(outdir: str | Path) -> Path | None:
     """The server part of a plan folder; None when the plan puts everything on the device."""
     outdir = Path(outdir)
-    plan = read_plan(outdir, strategy="vertical")
-    if plan["parts"]["server"]["empty"]:
+    plan = read_vertical_plan(outdir)
+    if plan.parts.server.empty or plan.artifacts.server_model is None:
         return None
-    return outdir / plan["artifacts"]["server_model"]
+    return outdir / plan.artifacts.server_model
 
 
 class ModelServer:

@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from splitnn.onnxsplit.artifacts.plan_file import read_plan
+from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference
+from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
+from splitnn.onnxsplit.artifacts.plan_file import model_path, read_tile_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.model.sample_inputs import random_feeds
@@ -101,7 +103,6 @@ def _write_program(root: Path, name: str, models: dict[Any, bytes], weights: byt
     """
     import hashlib
 
-    from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
     from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic
 
     folder = root / ("splitnn-" + hashlib.sha256(name.encode()).hexdigest()[:16])
@@ -202,36 +203,36 @@ class TileProgram:
 
     def __init__(self, outdir: str | Path) -> None:
         outdir = Path(outdir)
-        self.plan = read_plan(outdir, strategy="tiles")
-        artifacts = self.plan["artifacts"]
-        self.key = self.plan["graph_fingerprint"] + ":" + str(outdir.resolve())
-        self.tiles = self.plan["tiles"]
-        self.graphs = {tile["id"]: (outdir / name).read_bytes() for tile, name in zip(self.tiles, artifacts["tiles"])}
-        self.weights = (outdir / artifacts["stack_weights"]).read_bytes()
-        reuse = self.plan.get("reuse", {"enabled": False})
+        self.plan = read_tile_plan(outdir)
+        artifacts = self.plan.artifacts
+        self.key = self.plan.graph_fingerprint + ":" + str(outdir.resolve())
+        self.tiles = self.plan.tiles
+        self.graphs = {tile.id: (outdir / name).read_bytes() for tile, name in zip(self.tiles, artifacts.tiles)}
+        self.weights = (outdir / artifacts.stack_weights).read_bytes()
         self.second_phase: dict[int, dict[str, Any]] = {}
-        if reuse["enabled"]:  # first-phase graphs return every layer; second-phase tiles run layer by layer
-            for tile_id, name in artifacts["reuse"]["first_phase"].items():
+        if self.plan.reuse_enabled and artifacts.reuse is not None:
+            # first-phase graphs return every layer; second-phase tiles run layer by layer
+            for tile_id, name in artifacts.reuse["first_phase"].items():
                 self.graphs[f"first:{tile_id}"] = (outdir / name).read_bytes()  # type: ignore[index]
-            for tile_id, names in artifacts["reuse"]["second_phase_layers"].items():
+            for tile_id, names in artifacts.reuse["second_phase_layers"].items():
                 for index, name in names.items():
                     self.graphs[f"layer:{tile_id}:{index}"] = (outdir / name).read_bytes()  # type: ignore[index]
-            self.second_phase = {int(k): v for k, v in reuse["second_phase"].items()}
-        self.image = self.plan["image_input"]
-        self.stack_output = self.plan["fuse_until"]
-        self.stack_shape = tuple(self.plan["stack"][-1]["out_shape"])
+            self.second_phase = {int(k): v for k, v in self.plan.reuse["second_phase"].items()}
+        self.image = self.plan.image_input
+        self.stack_output = self.plan.fuse_until
+        self.stack_shape = self.plan.stack[-1].out_shape
         self.remainder = None
-        if "remainder_model" in artifacts:
-            self.remainder = create_session(outdir / artifacts["remainder_model"], threads=1, spin=False)
+        if artifacts.remainder_model is not None:
+            self.remainder = create_session(outdir / artifacts.remainder_model, threads=1, spin=False)
         self.folder = outdir
-        self.steps: list[dict[str, Any]] = artifacts.get("remainder_steps", [])
+        self.steps: list[dict[str, Any]] = list(artifacts.remainder_steps or ())
         self.segment_sessions: dict[str, Any] = {}  # the remainder's segments, opened on first use
         # Each slice of a neuron-split layer, with its weights inline: it travels to one worker only.
         self.slices = {(number, i): _with_weights((outdir / part["model"]).read_bytes(),
-                                                  (outdir / part["model"]).with_name("weights.bin").read_bytes())
+                                                  (outdir / part["model"]).with_name(WEIGHTS_FILE).read_bytes())
                        for number, step in enumerate(self.steps) if step["kind"] == "neurons"
                        for i, part in enumerate(step["slices"])}
-        self.model_path = Path(self.plan["model"])
+        self.model_path = model_path(outdir, self.plan)
 
     def finish(self, stitched: np.ndarray, feeds: dict[str, np.ndarray],
                run_slices: Callable[[int, dict[str, Any], np.ndarray], list[np.ndarray]] | None = None) -> dict[str, np.ndarray]:
@@ -242,13 +243,13 @@ class TileProgram:
         results = {self.stack_output: stitched}
         if self.steps:
             pool = run_steps(self.steps, self.folder, {**feeds, **results}, run_slices, self.segment_sessions)
-            return {n: pool[n] for n in self.plan["outputs"]}
+            return {n: pool[n] for n in self.plan.outputs}
         if self.remainder is None:
             return results
-        spec = self.plan["remainder"]
+        spec = self.plan.remainder
         pool = {**feeds, **results}
-        results.update(zip(spec["outputs"], self.remainder.run(spec["outputs"], {n: pool[n] for n in spec["inputs"]})))
-        return {n: results[n] for n in self.plan["outputs"]}
+        results.update(zip(spec.outputs, self.remainder.run(list(spec.outputs), {n: pool[n] for n in spec.inputs})))
+        return {n: results[n] for n in self.plan.outputs}
 
 
 @contextlib.contextmanager
@@ -328,8 +329,8 @@ def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: 
     if program.second_phase:
         futures, tile_of = _submit_with_reuse(client, program, plugin_name, image, workers)
     else:
-        regions = [crop(image, t["input_region"]) for t in program.tiles]
-        futures = client.map(run_tile, [plugin_name] * len(regions), [t["id"] for t in program.tiles], regions,
+        regions = [crop(image, t.input_region) for t in program.tiles]
+        futures = client.map(run_tile, [plugin_name] * len(regions), [t.id for t in program.tiles], regions,
                              workers=workers, allow_other_workers=False, pure=False)
         tile_of = {future.key: tile for future, tile in zip(futures, program.tiles)}
     stitched = None
@@ -341,9 +342,9 @@ def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: 
             output = output[-1]
         if stitched is None:
             stitched = np.empty(program.stack_shape, dtype=output.dtype)
-        y0, y1, x0, x1 = tile["output_region"]
+        y0, y1, x0, x1 = tile.output_region
         stitched[:, :, y0:y1, x0:x1] = output
-        records.append(TileRecord(tile["id"], worker, seconds, time.perf_counter() - start))
+        records.append(TileRecord(tile.id, worker, seconds, time.perf_counter() - start))
     tiles_phase = time.perf_counter() - start
     runner = _slice_runner(client, plugin_name, slice_handles, workers) if slice_handles else None
     outputs = program.finish(stitched, feeds, runner)  # type: ignore[arg-type]
@@ -360,15 +361,15 @@ def _submit_with_reuse(client: Any, program: TileProgram, plugin_name: str, imag
 
     futures, tile_of, first = [], {}, {}
     for tile in program.tiles:
-        if tile["id"] in program.second_phase:
+        if tile.id in program.second_phase:
             continue
-        future = client.submit(run_first_phase, plugin_name, tile["id"], crop(image, tile["input_region"]),
+        future = client.submit(run_first_phase, plugin_name, tile.id, crop(image, tile.input_region),
                                workers=workers, allow_other_workers=False, pure=False)
-        first[tile["id"]] = future
+        first[tile.id] = future
         futures.append(future)
         tile_of[future.key] = tile
     for tile in program.tiles:
-        data = program.second_phase.get(tile["id"])
+        data = program.second_phase.get(tile.id)
         if data is None:
             continue
         near = {int(n): first[int(n)] for n in data["neighbours"]}
@@ -411,21 +412,14 @@ def _kill_process(pid: int) -> None:
 def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
                    progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Time the tile plan in `outdir` on Dask (see the module doc); returns the report."""
-    from splitnn.onnxsplit.artifacts.verification import reference_outputs
-    from splitnn.onnxsplit.model.loading import load_graph
-
     program = TileProgram(outdir)
     plan = program.plan
-    nodes = options.workers or plan["nodes"]
-    specs = {n: (s["shape"], s["dtype"]) for n, s in plan["inputs"].items()}
-    feeds = random_feeds(specs, options.seed)
-    reference = None
-    if program.model_path.is_file():
-        graph = load_graph(program.model_path, {n: tuple(s[0]) for n, s in specs.items()})
-        reference = reference_outputs(graph, feeds)
+    nodes = options.workers or plan.nodes
+    specs = {n: (s.shape, s.dtype) for n, s in plan.inputs.items()}
+    feeds, reference = inputs_and_reference(outdir, plan, options.seed)
     # Each worker may use the node's usable RAM for the plan's share, plus what the interpreter, Dask and
     # onnxruntime themselves take; past that, Dask's nanny restarts it.
-    memory = int(plan["node_profile"]["ram_bytes"] * plan["node_profile"]["usable_ram_fraction"]) + RUNTIME_ALLOWANCE_BYTES
+    memory = plan.node_profile.usable_ram_bytes + RUNTIME_ALLOWANCE_BYTES
     def tick(stage: str, total: int) -> Callable[[int], None]:
         return (lambda done: progress(stage, done, total)) if progress else (lambda done: None)
 
@@ -438,7 +432,7 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
         nodes = min(nodes, len(available)) if options.scheduler else nodes
         counts = list(range(1, nodes + 1)) if options.scaling else [nodes]
         if options.data_parallel:
-            return _data_parallel(client, program, available, counts, specs, options, reference, tick)
+            return _data_parallel(client, program, available, counts, specs, options, (feeds, reference), tick)
         uss_before = client.run(_process_uss, workers=available)
         plugin = _register(client, SessionsPlugin(f"splitnn-tiles-{program.key}", program.graphs, program.weights))
         handles = place_slices(client, program, available)
@@ -484,7 +478,7 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
         "mode": "tiles",
         "scheduler": options.scheduler or "embedded LocalCluster",
         "workers": top["workers"],
-        "grid": plan["grid"],
+        "grid": plan.grid.to_dict(),
         "images": options.images,
         "makespan_s": top["tiles_phase_s"],
         "wall_s": top["wall_s"],
@@ -496,11 +490,11 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
         "workers_killed": killed,
         "outputs_match": match,
         "max_abs_err": max_err,
-        "redundant_macs_ratio": plan["redundant_macs_ratio"],
-        "reuse": {k: v for k, v in plan.get("reuse", {"enabled": False}).items() if k != "second_phase"},
-        "neuron_splits": plan.get("neuron_splits", []),
-        "predicted": plan["predicted"],
-        "memory": worker_memory(uss_before, uss_after, plan["memory"]["node_bytes"], memory),
+        "redundant_macs_ratio": plan.redundant_macs_ratio,
+        "reuse": {k: v for k, v in plan.reuse.items() if k != "second_phase"},
+        "neuron_splits": [split.to_dict() for split in plan.neuron_splits],
+        "predicted": plan.predicted.to_dict(),
+        "memory": worker_memory(uss_before, uss_after, plan.memory.node_bytes, memory),
     }
 
 
@@ -541,7 +535,7 @@ def _compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray] | 
 
     if reference is None or not outputs:
         return None, None
-    max_err, match = compare_outputs(outputs, reference, plan["verification"]["atol"], plan["verification"]["rtol"])
+    max_err, match = compare_outputs(outputs, reference, plan.verification.atol, plan.verification.rtol)
     return match, max_err
 
 
@@ -551,8 +545,8 @@ def image_counts(images: int) -> list[int]:
 
 
 def _data_parallel(client: Any, program: TileProgram, available: list[str], counts: list[int],
-                   specs: dict[str, Any], options: TileBenchOptions, reference: dict[str, np.ndarray] | None,
-                   tick: Callable[[str, int], Any]) -> dict[str, Any]:
+                   specs: dict[str, Any], options: TileBenchOptions,
+                   checked: tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None], tick: Callable[[str, int], Any]) -> dict[str, Any]:
     """Whole images spread over the workers: the time for a quarter, half and all of `options.images`
     images on each worker count (the seed experiment's table of time by image count and node count)."""
     from distributed import wait
@@ -560,7 +554,8 @@ def _data_parallel(client: Any, program: TileProgram, available: list[str], coun
     if not program.model_path.is_file():
         raise SplitnnError(f"the plan's model '{program.model_path}' is gone: data parallelism runs the whole model")
     plugin = _register(client, SessionsPlugin(f"splitnn-whole-{program.key}", {0: program.model_path.read_bytes()}))
-    images = [random_feeds(specs, options.seed + i) for i in range(options.images)]
+    first, reference = checked  # the first image is the one whose reference outputs are known
+    images = [first] + [random_feeds(specs, options.seed + i) for i in range(1, options.images)]
     table = []
     per_image: list[dict[str, Any]] = []
     first_outputs: dict[str, np.ndarray] = {}
@@ -587,7 +582,7 @@ def _data_parallel(client: Any, program: TileProgram, available: list[str], coun
         row["images_per_s"] = options.images / row["wall_s"]
     match, max_err = _compare(first_outputs, reference, program.plan)  # images[0] is the reference input
     return {
-        "plan": str(program.plan["model"]),
+        "plan": str(program.folder),
         "mode": "data-parallel",
         "scheduler": options.scheduler or "embedded LocalCluster",
         "workers": scaling[-1]["workers"],

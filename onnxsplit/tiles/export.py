@@ -16,7 +16,6 @@ compared with the original model's.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ from onnx import helper
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.fingerprint import graph_fingerprint
 from splitnn.onnxsplit.artifacts.folder import check_output_folder, publish
-from splitnn.onnxsplit.artifacts.layout import PLAN_FILE
+from splitnn.onnxsplit.artifacts.plan_file import TilePlanFile, relative_model, save_verification_data, write_plan
 from splitnn.onnxsplit.artifacts.part_files import save_part
 from splitnn.onnxsplit.artifacts.parts import Part, build_part
 from splitnn.onnxsplit.artifacts.verification import compare_outputs, reference_outputs
@@ -118,8 +117,8 @@ def stitch(tiles: list[Tile], outputs: dict[int, np.ndarray], shape: tuple[int, 
 
 
 def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse: bool = False, atol: float = 1e-4,
-                rtol: float = 1e-3) -> dict[str, Any]:
-    """Write, verify and publish the artifacts of tile `plan`; return the plan.json content."""
+                rtol: float = 1e-3) -> TilePlanFile:
+    """Write, verify and publish the artifacts of tile `plan`; return the plan file written."""
     outdir = Path(outdir)
     check_output_folder(outdir)
     graph = analysis.graph
@@ -167,9 +166,10 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
         if not passed:
             raise SplitnnError(f"verification failed: the stitched tiles differ from the model by up to {max_err:.3g} "
                                f"(atol {atol}, rtol {rtol}); nothing was written")
-        document = {
-            "splitnn_version": 1,
-            "model": str(graph.path),
+        save_verification_data(staging, feeds, expected)
+        # The plan's own to_dict gives the planning figures; reading the whole back through TilePlanFile checks it.
+        document = TilePlanFile.from_dict({
+            "model": relative_model(graph.path, outdir),
             "graph_fingerprint": graph_fingerprint(graph.model),
             "inputs": {n: {"shape": list(graph.info(n).shape), "dtype": graph.info(n).dtype} for n in graph.inputs},
             "outputs": list(graph.outputs),
@@ -180,8 +180,8 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
             "reuse": reuse_doc or {"enabled": False},
             "verification": {"max_abs_err": max_err, "atol": atol, "rtol": rtol, "passed": passed},
             "artifacts": artifacts,
-        }
-        (staging / PLAN_FILE).write_text(json.dumps(document, indent=1), encoding="utf-8")
+        })
+        write_plan(staging, document)
         publish(staging, outdir)
         return document
     finally:

@@ -11,18 +11,28 @@ plan behind.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from splitnn.cost_models.latency import NodeWork, node_work
 from splitnn.onnxsplit.analysis.analyze import Analysis
+from splitnn.onnxsplit.analysis.cuts import Cut, placeable_indices
 from splitnn.onnxsplit.artifacts.fingerprint import graph_fingerprint
 from splitnn.onnxsplit.artifacts.folder import check_output_folder, publish
-from splitnn.onnxsplit.artifacts.layout import PLAN_FILE, WEIGHTS_FILE
+from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
+from splitnn.onnxsplit.artifacts.plan_file import (
+    PartSpec,
+    Parts,
+    TensorSpec,
+    VerticalArtifacts,
+    VerticalPlanFile,
+    relative_model,
+    save_verification_data,
+    write_plan,
+)
 from splitnn.onnxsplit.artifacts.part_files import (
     ORT_FORMAT_MAX_BYTES,
     convert_to_ort,
@@ -38,7 +48,7 @@ from splitnn.onnxsplit.artifacts.verification import (
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
-from splitnn.onnxsplit.vertical.planning import Plan
+from splitnn.onnxsplit.vertical.planning import Plan, candidate_record, cut_record
 
 
 def run_device_side(folder: Path, device: Part, feeds: dict[str, np.ndarray], ort_format: bool) -> tuple[dict[str, np.ndarray], str | None]:
@@ -74,7 +84,7 @@ def verify(
         values = verification_session(folder / "server" / "model.onnx").run(list(server.outputs), {n: pool[n] for n in server.inputs})
         results.update(zip(server.outputs, values))
     max_err, passed = compare_outputs(results, reference, atol, rtol)
-    return Verification(max_err, device_artifact, atol, rtol, passed)
+    return Verification(max_err, atol, rtol, passed, device_artifact)
 
 
 def write_split(
@@ -85,8 +95,8 @@ def write_split(
     ort_format: bool = True,
     atol: float = 1e-4,
     rtol: float = 1e-3,
-) -> dict[str, Any]:
-    """Write, verify and publish the artifacts of `plan`; return the plan.json content."""
+) -> VerticalPlanFile:
+    """Write, verify and publish the artifacts of `plan`; return the plan file written."""
     outdir = Path(outdir)
     check_output_folder(outdir)
     graph = analysis.graph
@@ -129,27 +139,29 @@ def write_split(
                 f"verification failed: the chained parts differ from the model by up to {check.max_abs_err:.3g} "
                 f"(atol {atol}, rtol {rtol}); nothing was written; loosen --atol/--rtol if this precision is expected"
             )
-        document = {
-            "splitnn_version": 1,
-            "model": str(graph.path),
-            "graph_fingerprint": graph_fingerprint(graph.model),  # the skeleton read at load time
-            "inputs": {n: {"shape": list(graph.info(n).shape), "dtype": graph.info(n).dtype} for n in graph.inputs},
-            "outputs": list(graph.outputs),
-            **plan.to_dict(),
-            "parts": {
-                "device": {"inputs": list(device.inputs), "outputs": list(device.outputs), "empty": device.model is None},
-                "server": {"inputs": list(server.inputs), "outputs": list(server.outputs), "empty": server.model is None},
-            },
-            "verification": {
-                "max_abs_err": check.max_abs_err,
-                "device_artifact": check.device_artifact,
-                "atol": atol,
-                "rtol": rtol,
-                "passed": check.passed,
-            },
-            "artifacts": artifacts,
-        }
-        (staging / PLAN_FILE).write_text(json.dumps(document, indent=1), encoding="utf-8")
+        reference = original_run.result()
+        save_verification_data(staging, feeds, reference)
+        document = VerticalPlanFile(
+            model=relative_model(graph.path, outdir),
+            graph_fingerprint=graph_fingerprint(graph.model),  # the skeleton read at load time
+            inputs={n: TensorSpec(tuple(graph.info(n).shape), graph.info(n).dtype) for n in graph.inputs},
+            outputs=tuple(graph.outputs),
+            objective=plan.objective,
+            forced_cut=plan.forced,
+            cut=cut_record(plan.chosen),
+            predicted=plan.chosen.predicted,
+            device_profile=plan.device,
+            server_profile=plan.server,
+            link=plan.link,
+            constraints=plan.constraints,
+            candidates=tuple(candidate_record(c) for c in plan.candidates),
+            parts=Parts(device=PartSpec(device.inputs, device.outputs, device.model is None),
+                        server=PartSpec(server.inputs, server.outputs, server.model is None)),
+            verification=check,
+            artifacts=VerticalArtifacts(**artifacts),
+            device_work=device_work(analysis, plan.chosen.cut),
+        )
+        write_plan(staging, document)
         publish(staging, outdir)
         return document
     finally:
@@ -157,3 +169,7 @@ def write_split(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def device_work(analysis: Analysis, cut: Cut) -> tuple[NodeWork, ...]:
+    """The roofline work of every node of the device part, as plan.json keeps it."""
+    graph = analysis.graph
+    return tuple(node_work(graph.nodes[i], analysis.nodes[i], graph) for i in placeable_indices(graph)[: cut.device_nodes])

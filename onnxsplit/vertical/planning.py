@@ -17,34 +17,17 @@ activations <= usable RAM), the share of MACs on the device, the bytes sent.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from splitnn.cost_models.latency import seconds
+from splitnn.onnxsplit.artifacts.plan_file import CandidateRecord, Constraints, CutRecord
+from splitnn.cost_models.prediction import Prediction
 from splitnn.cost_models.profiles import DeviceProfile, LinkProfile
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut, placeable_indices
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 OBJECTIVES = ("latency", "throughput", "energy")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    device_s: float
-    encode_s: float
-    transfer_s: float
-    server_s: float
-    total_s: float
-    throughput_fps: float
-    energy_j: float
-
-
-@dataclass(frozen=True)
-class Constraints:
-    device_memory_bytes: int
-    max_device_share: float | None = None  # fraction of the model's MACs allowed on the device
-    max_transfer_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,34 +53,19 @@ class Plan:
     constraints: Constraints
     forced: bool = False  # the cut was given by the user
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "objective": self.objective,
-            "forced_cut": self.forced,
-            "cut": _cut_dict(self.chosen),
-            "predicted": asdict(self.chosen.predicted),
-            "device_profile": self.device.to_dict(),
-            "server_profile": self.server.to_dict(),
-            "link": self.link.to_dict(),
-            "constraints": asdict(self.constraints),
-            "candidates": [{**_cut_dict(c), "predicted": asdict(c.predicted), "feasible": c.feasible,
-                            "violations": list(c.violations)} for c in self.candidates],
-        }
 
-
-def _cut_dict(candidate: Candidate) -> dict[str, Any]:
+def cut_record(candidate: Candidate) -> CutRecord:
+    """The cut of `candidate` as plan.json records it."""
     cut = candidate.cut
-    return {
-        "id": cut.id,
-        "tensors": list(cut.tensors),
-        "bytes": cut.bytes,
-        "reply_bytes": cut.reply_bytes,
-        "after_node": cut.last_device_node,
-        "device_macs": cut.device_macs,
-        "device_param_bytes": cut.device_param_bytes,
-        "device_peak_bytes": cut.device_peak_bytes,
-        "device_memory_bytes": candidate.device_memory_bytes,
-    }
+    return CutRecord(id=cut.id, tensors=tuple(cut.tensors), bytes=cut.bytes, reply_bytes=cut.reply_bytes,
+                     after_node=cut.last_device_node, device_macs=cut.device_macs,
+                     device_param_bytes=cut.device_param_bytes, device_peak_bytes=cut.device_peak_bytes,
+                     device_memory_bytes=candidate.device_memory_bytes)
+
+
+def candidate_record(candidate: Candidate) -> CandidateRecord:
+    return CandidateRecord(**vars(cut_record(candidate)), predicted=candidate.predicted, feasible=candidate.feasible,
+                           violations=tuple(candidate.violations))
 
 
 def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, link: LinkProfile) -> list[Prediction]:

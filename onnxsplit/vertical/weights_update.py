@@ -8,21 +8,24 @@ weightless skeleton, so the check reads no weight bytes.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 from splitnn.onnxsplit.artifacts.fingerprint import file_fingerprint
-from splitnn.onnxsplit.artifacts.layout import PLAN_FILE
-from splitnn.onnxsplit.artifacts.plan_file import read_plan
-from splitnn.onnxsplit.core.atomic_files import write_text_atomic
+from splitnn.onnxsplit.artifacts.plan_file import (
+    PartUpdateRecord,
+    WeightsUpdateRecord,
+    load_verification_data,
+    read_vertical_plan,
+    save_verification_data,
+    write_plan,
+)
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 SIDES = ("device", "server")
@@ -47,7 +50,7 @@ def _weights_by_name(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return values
 
 
-def update_weights(outdir: str | Path, retrained: str | Path) -> dict[str, Any]:
+def update_weights(outdir: str | Path, retrained: str | Path) -> WeightsUpdateRecord:
     """Rewrite both weight blobs of the split in `outdir` from `retrained`; return the report.
 
     The new files are staged and renamed into place per part; the ORT-format
@@ -57,12 +60,8 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> dict[str, Any]:
     from splitnn.onnxsplit.artifacts.part_files import convert_to_ort
 
     outdir = Path(outdir)
-    plan_path = outdir / PLAN_FILE
-    plan = read_plan(outdir)
-    expected = plan.get("graph_fingerprint")
-    if expected is None:
-        raise SplitnnError(f"'{plan_path}' has no graph fingerprint: partition the model again with this splitnn")
-    if file_fingerprint(retrained) != expected:
+    plan = read_vertical_plan(outdir)
+    if file_fingerprint(retrained) != plan.graph_fingerprint:
         raise SplitnnError(
             f"'{retrained}' does not have the same graph as the partitioned model (nodes, wiring or weight shapes differ): "
             "update-weights only swaps weight values; partition the new model instead"
@@ -101,11 +100,25 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> dict[str, Any]:
                 shutil.rmtree(staging, ignore_errors=True)
         updates.append(PartUpdate(side, changed, changed_bytes, (outdir / side / WEIGHTS_FILE).stat().st_size))
 
-    report = {
-        "retrained": str(retrained),
-        "parts": {u.side: {"changed": u.changed, "changed_bytes": u.changed_bytes, "blob_bytes": u.blob_bytes} for u in updates},
-        "device_download_bytes": next((u.changed_bytes for u in updates if u.side == "device"), 0),
-    }
-    plan["weights_update"] = report
-    write_text_atomic(plan_path, json.dumps(plan, indent=1))
+    report = WeightsUpdateRecord(
+        retrained=str(retrained),
+        parts={u.side: PartUpdateRecord(tuple(u.changed), u.changed_bytes, u.blob_bytes) for u in updates},
+        device_download_bytes=next((u.changed_bytes for u in updates if u.side == "device"), 0),
+    )
+    _update_reference(outdir, retrained)
+    write_plan(outdir, replace(plan, weights_update=report))
     return report
+
+
+def _update_reference(outdir: Path, retrained: str | Path) -> None:
+    """The kept reference outputs become the retrained model's, on the same kept input (run-bench compares
+    against them)."""
+    kept = load_verification_data(outdir)
+    if kept is None:
+        return
+    from splitnn.onnxsplit.core.ort_session import create_session
+
+    inputs, reference = kept
+    session = create_session(Path(retrained), prepack=False)
+    names = list(reference)
+    save_verification_data(outdir, inputs, dict(zip(names, session.run(names, inputs))))

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 from splitnn.onnxsplit.model.sample_inputs import random_feeds
+from splitnn.onnxsplit.artifacts.plan_file import model_path
 from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, settings_for
 from splitnn.onnxsplit.runtime.pipelining import stream_frames
@@ -16,13 +17,13 @@ from tests.helpers import session
 
 
 def _feeds(part: DevicePart) -> dict[str, np.ndarray]:
-    return random_feeds({n: (s["shape"], s["dtype"]) for n, s in part.plan["inputs"].items()}, 0)
+    return random_feeds({n: (s.shape, s.dtype) for n, s in part.plan.inputs.items()}, 0)
 
 
 def test_stream_answers_every_frame_and_overlaps_them(lenet_plan):
     part = DevicePart(lenet_plan)
     feeds = _feeds(part)
-    expected = session(part.plan["model"]).run(part.plan["outputs"], feeds)[0]
+    expected = session(model_path(part.folder, part.plan)).run(list(part.plan.outputs), feeds)[0]
     rtt = 0.4
     frames = 6
     with ModelServer(server_part_path(lenet_plan)).start() as server, \
@@ -38,7 +39,7 @@ def test_stream_answers_every_frame_and_overlaps_them(lenet_plan):
     assert np.isfinite(result.throughput_fps) and result.throughput_fps > 0
     # The answers themselves are right: the last one checked against the unsplit model through a plain request.
     with ModelServer(server_part_path(lenet_plan)).start() as server:
-        np.testing.assert_allclose(DeviceClient(part, server.address).request(feeds).outputs[part.plan["outputs"][0]],
+        np.testing.assert_allclose(DeviceClient(part, server.address).request(feeds).outputs[list(part.plan.outputs)[0]],
                                    expected, atol=1e-4)
 
 

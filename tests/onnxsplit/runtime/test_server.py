@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.sample_inputs import random_feeds
+from splitnn.onnxsplit.artifacts.plan_file import model_path
 from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, parse_address
 from splitnn.onnxsplit.runtime.server import ModelServer, server_part_path
 from splitnn.onnxsplit.runtime.wire import (
@@ -26,7 +27,7 @@ from tests.helpers import session
 
 
 def _feeds(part: DevicePart, seed: int = 0) -> dict[str, np.ndarray]:
-    return random_feeds({n: (s["shape"], s["dtype"]) for n, s in part.plan["inputs"].items()}, seed)
+    return random_feeds({n: (s.shape, s.dtype) for n, s in part.plan.inputs.items()}, seed)
 
 
 def test_split_answers_match_the_whole_model(lenet_plan):
@@ -34,14 +35,14 @@ def test_split_answers_match_the_whole_model(lenet_plan):
     assert part.file is not None and part.file.suffix == ".ort"
     with ModelServer(server_part_path(lenet_plan)).start() as server:
         clients = [DeviceClient(part, server.address) for _ in range(2)]  # two devices at once
-        whole = session(part.plan["model"])
+        whole = session(model_path(part.folder, part.plan))
         for seed in range(3):
             for client in clients:
                 feeds = _feeds(part, seed)
                 result = client.request(feeds)
                 assert result.ok, result.error
-                expected = whole.run(part.plan["outputs"], feeds)[0]
-                np.testing.assert_allclose(result.outputs[part.plan["outputs"][0]], expected, atol=1e-4)
+                expected = whole.run(list(part.plan.outputs), feeds)[0]
+                np.testing.assert_allclose(result.outputs[list(part.plan.outputs)[0]], expected, atol=1e-4)
                 assert result.bytes_up > 16 * 5 * 5 * 4 and result.server_s > 0 and result.e2e_s >= result.server_s
         for client in clients:
             client.close()

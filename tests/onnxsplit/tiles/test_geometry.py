@@ -57,7 +57,7 @@ def test_regions_walk_back_with_the_window_formula(tmp_path):
 def test_stitched_tiles_equal_the_model_and_macs_follow_the_geometry(tmp_path):
     analysis = _chain(tmp_path)
     plan = plan_tiles(analysis, 2, BOARD, (2, 2))
-    document = write_tiles(analysis, plan, tmp_path / "out")
+    document = write_tiles(analysis, plan, tmp_path / "out").to_dict()
     assert document["verification"]["passed"] and document["verification"]["max_abs_err"] < 1e-5
     assert document["remainder"]["empty"]
     # The MACs of every written tile graph, counted by the analyzer, are what the geometry predicted.
@@ -75,7 +75,7 @@ def test_stitched_tiles_equal_the_model_and_macs_follow_the_geometry(tmp_path):
 def test_every_sample_with_a_spatial_stack_tiles_exactly(name, size, grid, sample_path, tmp_path):
     analysis = analyze(load_graph(sample_path(name, size)))
     plan = plan_tiles(analysis, 2, BOARD, grid)
-    document = write_tiles(analysis, plan, tmp_path / name)
+    document = write_tiles(analysis, plan, tmp_path / name).to_dict()
     assert document["verification"]["passed"], document["verification"]
     assert len(document["tiles"]) == grid[0] * grid[1]
 
@@ -84,7 +84,7 @@ def test_a_real_exported_detector_tiles_exactly(tmp_path):
     analysis = analyze(load_graph(rapidocr_model(DET_MODEL), {"x": (1, 3, 96, 96)}))
     plan = plan_tiles(analysis, 2, BOARD, (2, 2))
     assert len(plan.stack) >= 2  # conv + activation at least, before the first branch
-    document = write_tiles(analysis, plan, tmp_path / "det")
+    document = write_tiles(analysis, plan, tmp_path / "det").to_dict()
     assert document["verification"]["passed"] and not document["remainder"]["empty"]
 
 
@@ -153,7 +153,7 @@ def test_fully_connected_layer_too_big_for_a_node_is_split_by_neurons(sample_pat
     small = _small_board(42_500_000)
     plan = plan_tiles(analysis, 2, small, (2, 2), "maxpool2_out")
     assert [(s.name, len(s.ranges)) for s in plan.neuron_splits] == [("fc2", 2)]
-    document = write_tiles(analysis, plan, tmp_path / "out")
+    document = write_tiles(analysis, plan, tmp_path / "out").to_dict()
     assert document["verification"]["passed"] and document["verification"]["max_abs_err"] < 1e-4
     (step,) = [s for s in document["artifacts"]["remainder_steps"] if s["kind"] == "neurons"]
     assert [part["neurons"] for part in step["slices"]] == [[0, 2048], [2048, 4096]]
@@ -169,7 +169,7 @@ def test_fully_connected_layer_too_big_for_a_node_is_split_by_neurons(sample_pat
 def test_reuse_computes_each_overlap_once_and_stays_exact(name, size, grid, until, sample_path, tmp_path):
     analysis = analyze(load_graph(sample_path(name, size)))
     plan = plan_tiles(analysis, 2, BOARD, grid, until)
-    document = write_tiles(analysis, plan, tmp_path / name, reuse=True)
+    document = write_tiles(analysis, plan, tmp_path / name, reuse=True).to_dict()
     assert document["verification"]["passed"], document["verification"]
     reuse = document["reuse"]
     assert document["stack_macs"] <= reuse["macs"] < document["tiled_macs"]

@@ -35,7 +35,7 @@ def _split(path, outdir, shapes=None, tensors=None, **kwargs):
     analysis = analyze(load_graph(path, shapes))
     plan = plan_split(analysis, load_device("rockpro64"), load_device("cloud-cpu"), load_link("4g"),
                       forced_tensors=tensors)
-    return analysis, write_split(analysis, plan, outdir, **kwargs)
+    return analysis, write_split(analysis, plan, outdir, **kwargs).to_dict()  # plan.json's documented keys
 
 
 def test_multi_tensor_cut_of_resnet(sample_path, tmp_path):

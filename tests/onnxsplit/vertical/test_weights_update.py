@@ -41,7 +41,7 @@ def test_only_server_layers_changed_means_zero_device_bytes(split, tmp_path):
     path, analysis, outdir = split
     device_blob = (outdir / "device" / "weights.bin").read_bytes()
     retrained = _retrained(path, tmp_path / "retrained.onnx", {"fc3.weight"})
-    report = update_weights(outdir, retrained)
+    report = update_weights(outdir, retrained).to_dict()
     assert report["device_download_bytes"] == 0
     assert report["parts"]["device"]["changed"] == []
     assert report["parts"]["server"]["changed"] == ["fc3.weight"]
@@ -58,7 +58,7 @@ def test_only_server_layers_changed_means_zero_device_bytes(split, tmp_path):
 def test_device_layer_change_is_counted_and_ort_rebuilt(split, tmp_path):
     path, analysis, outdir = split
     retrained = _retrained(path, tmp_path / "retrained.onnx", {"conv1.weight", "fc1.bias"})
-    report = update_weights(outdir, retrained)
+    report = update_weights(outdir, retrained).to_dict()
     assert report["device_download_bytes"] == 6 * 1 * 5 * 5 * 4
     assert report["parts"]["server"]["changed"] == ["fc1.bias"]
     feeds = random_inputs(analysis.graph)
