@@ -18,9 +18,9 @@ COMMANDS = {
     "analyze": "splitnn.cli.analyze:analyze",
     "partition": "splitnn.cli.partition:partition",
     "profile": "splitnn.cli.profile:profile",
-    "run-bench": "splitnn.cli.runtime:run_bench",
-    "serve": "splitnn.cli.runtime:serve",
-    "device": "splitnn.cli.runtime:device",
+    "run-bench": "splitnn.cli.run_bench:run_bench",
+    "serve": "splitnn.cli.serve:serve",
+    "device": "splitnn.cli.device:device",
     "samples": "splitnn.cli.samples:samples",
     "update-weights": "splitnn.cli.update_weights:update_weights",
 }

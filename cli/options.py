@@ -1,10 +1,53 @@
-"""Option groups shared by several commands (Polygraphy-style)."""
+"""Option groups shared by the commands (Polygraphy's argument groups).
+
+A group declares its options and parses them into one typed value; a command
+lists the groups it uses with `@use_groups(...)` and receives one parameter
+per group. Parsing (units, files, checks between options) happens inside the
+command's call, so a mistake is one SplitnnError line and exit code 2.
+Heavy modules are imported inside the parsers, so `--help` stays instant.
+"""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
+
+LINKS = ("cat1", "3g", "4g", "wifi")
+
+
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options (click.option arguments, each naming its parameter) and the parser that turns them into one value."""
+
+    dest: str
+    options: tuple[tuple[tuple[str, ...], dict[str, Any]], ...]
+    parse: Callable[..., Any]
+
+    @property
+    def params(self) -> list[str]:
+        return [decls[-1] for decls, _ in self.options]
+
+
+def use_groups(*groups: OptionGroup) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add each group's options to a command; the command gets `dest=group.parse(**its options)` instead."""
+
+    def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> Any:
+            for group in groups:
+                kwargs[group.dest] = group.parse(**{name: kwargs.pop(name) for name in group.params})
+            return func(**kwargs)
+
+        for group in reversed(groups):
+            for decls, attrs in reversed(group.options):
+                command = click.option(*decls, **attrs)(command)
+        return command
+
+    return wrap
 
 
 def input_shape_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -17,30 +60,314 @@ def input_shape_option(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-def planning_inputs(device: str, server: str, link: str | None, bandwidth: str | None, rtt: str | None,
-                    max_device_share: float | None, max_transfer_bytes: str | None):  # type: ignore[no-untyped-def]
-    """The profiles, link and constraints that `partition` (and `run-bench --sweep`) plan with.
+# ---- planning a vertical split (partition) -------------------------------------------------------------------
 
-    A named link, else a custom one from --bandwidth, else 4G; --bandwidth/--rtt override the named link's.
-    """
+@dataclass(frozen=True)
+class PlanningInputs:
+    """The profiles, link and constraints a split is planned with."""
+
+    device: Any  # DeviceProfile
+    server: Any  # DeviceProfile
+    link: Any  # LinkProfile
+    constraints: Any  # Constraints
+
+
+def planning_inputs(device: str, server: str, link: str | None, bandwidth_bps: float | None, rtt_s: float | None,
+                    max_device_share: float | None, max_transfer_bytes: int | None) -> PlanningInputs:
+    """A named link, else a custom one from --bandwidth, else 4G; --bandwidth/--rtt override the named link's."""
     from splitnn.cost_models.catalog import load_device, load_link
-    from splitnn.onnxsplit.core.units import (
-        parse_bandwidth_bps,
-        parse_bytes,
-        parse_duration_s,
-    )
-    from splitnn.onnxsplit.vertical.planning import Constraints
+    from splitnn.onnxsplit.artifacts.plan_file import Constraints
 
     device_profile = load_device(device)
-    server_profile = load_device(server)
-    the_link = load_link(
-        link or (None if bandwidth else "4g"),
-        parse_bandwidth_bps(bandwidth) if bandwidth else None,
-        parse_duration_s(rtt) if rtt else None,
-    )
-    constraints = Constraints(
-        device_memory_bytes=device_profile.usable_ram_bytes,
-        max_device_share=max_device_share,
-        max_transfer_bytes=parse_bytes(max_transfer_bytes) if max_transfer_bytes else None,
-    )
-    return device_profile, server_profile, the_link, constraints
+    the_link = load_link(link or (None if bandwidth_bps else "4g"), bandwidth_bps, rtt_s)
+    constraints = Constraints(device_memory_bytes=device_profile.usable_ram_bytes, max_device_share=max_device_share,
+                              max_transfer_bytes=max_transfer_bytes)
+    return PlanningInputs(device_profile, load_device(server), the_link, constraints)
+
+
+@dataclass(frozen=True)
+class PlanningChoice:
+    """The planning options as given; `load()` reads the profiles (only a vertical split needs them)."""
+
+    device: str
+    server: str
+    link: str | None
+    bandwidth_bps: float | None
+    rtt_s: float | None
+    max_device_share: float | None
+    max_transfer_bytes: int | None
+
+    def load(self) -> PlanningInputs:
+        return planning_inputs(self.device, self.server, self.link, self.bandwidth_bps, self.rtt_s,
+                               self.max_device_share, self.max_transfer_bytes)
+
+
+def _planning_choice(device: str, server: str, link: str | None, bandwidth: str | None, rtt: str | None,
+                     max_device_share: float | None, max_transfer_bytes: str | None) -> PlanningChoice:
+    from splitnn.onnxsplit.core.units import parse_bandwidth_bps, parse_bytes, parse_duration_s
+
+    return PlanningChoice(device, server, link, parse_bandwidth_bps(bandwidth) if bandwidth else None,
+                          parse_duration_s(rtt) if rtt else None, max_device_share,
+                          parse_bytes(max_transfer_bytes) if max_transfer_bytes else None)
+
+
+_PROFILE_HELP = "Device profile: rockpro64, raspberry-pi-4, cloud-cpu, host, or a .toml file."
+PLANNING = OptionGroup("planning", (
+    (("--device", "device"), dict(default="rockpro64", show_default=True, help=_PROFILE_HELP)),
+    (("--server", "server"), dict(default="cloud-cpu", show_default=True, help="Server profile (same choices as --device).")),
+    (("--link", "link"), dict(type=click.Choice(LINKS), help="A built-in uplink (default 4g unless --bandwidth is given).")),
+    (("--bandwidth", "bandwidth"), dict(help="Uplink bandwidth, e.g. 5.85Mbit (overrides the link's).")),
+    (("--rtt", "rtt"), dict(help="Round-trip time, e.g. 40ms (overrides the link's).")),
+    (("--max-device-share", "max_device_share"), dict(type=click.FloatRange(0, 1),
+                                                      help="Largest fraction of the model's MACs allowed on the device.")),
+    (("--max-transfer-bytes", "max_transfer_bytes"), dict(help="Largest transfer allowed, e.g. 200kB.")),
+), _planning_choice)
+
+
+@dataclass(frozen=True)
+class Verification:
+    atol: float
+    rtol: float
+    ort_format: bool
+
+
+VERIFICATION = OptionGroup("verification", (
+    (("--no-ort", "no_ort"), dict(is_flag=True, help="Skip the ORT-format (mobile) copy of the device part.")),
+    (("--atol", "atol"), dict(default=1e-4, show_default=True, help="Verification: absolute tolerance.")),
+    (("--rtol", "rtol"), dict(default=1e-3, show_default=True, help="Verification: relative tolerance.")),
+), lambda no_ort, atol, rtol: Verification(atol, rtol, not no_ort))
+
+
+@dataclass(frozen=True)
+class TilePlanning:
+    nodes: int
+    grid: tuple[int, int] | None  # None: auto
+    fuse_until: str | None  # None: auto
+    node_profile: str
+    reuse: bool
+
+
+def _tile_planning(nodes: int, grid: str, fuse_until: str, node_profile: str, reuse: bool) -> TilePlanning:
+    from splitnn.onnxsplit.core.errors import SplitnnError
+
+    shape = None
+    if grid != "auto":
+        rows, _, cols = grid.lower().partition("x")
+        if not (rows.isdigit() and cols.isdigit() and int(rows) > 0 and int(cols) > 0):
+            raise SplitnnError(f"--grid '{grid}' must be RxC, e.g. 3x3, or auto")
+        shape = (int(rows), int(cols))
+    return TilePlanning(nodes, shape, None if fuse_until == "auto" else fuse_until, node_profile, reuse)
+
+
+TILE_PLANNING = OptionGroup("tiles", (
+    (("--nodes", "nodes"), dict(type=click.IntRange(1), default=2, show_default=True, help="Tiles: how many nodes run the tiles.")),
+    (("--grid", "grid"), dict(default="auto", show_default=True, metavar="RxC|auto",
+                              help="Tiles: the grid, e.g. 3x3 (auto: best predicted).")),
+    (("--fuse-until", "fuse_until"), dict(default="auto", show_default=True, metavar="TENSOR|auto",
+                                          help="Tiles: the last tensor of the fused stack.")),
+    (("--node-profile", "node_profile"), dict(default="rockpro64", show_default=True, help="Tiles: the profile of every node.")),
+    (("--reuse", "reuse"), dict(is_flag=True, help="Tiles: compute each overlap once (checkerboard reuse) instead of in both tiles.")),
+), _tile_planning)
+
+
+# ---- run-bench ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LinkChoice:
+    """The link options of run-bench: a named link or overrides (None: the plan's own), and the impairments."""
+
+    name: str | None
+    bandwidth_bps: float | None
+    rtt_s: float | None
+    impairments: dict[str, Any]  # jitter_s, loss, outages, trace: keyword arguments of settings_for
+
+
+def _link_choice(link: str | None, bandwidth: str | None, rtt: str | None, jitter: str | None, loss: float,
+                 trace: str | None, outages: tuple[str, ...]) -> LinkChoice:
+    from splitnn.onnxsplit.core.units import parse_bandwidth_bps, parse_duration_s
+    from splitnn.onnxsplit.runtime.link_emulator import read_trace
+
+    impairments = dict(jitter_s=parse_duration_s(jitter) if jitter else 0.0, loss=loss, outages=_outages(outages),
+                       trace=read_trace(trace) if trace else ())
+    return LinkChoice(link, parse_bandwidth_bps(bandwidth) if bandwidth else None,
+                      parse_duration_s(rtt) if rtt else None, impairments)
+
+
+def _outages(texts: tuple[str, ...]) -> list[tuple[float, float]]:
+    from splitnn.onnxsplit.core.errors import SplitnnError
+
+    windows = []
+    for text in texts:
+        try:
+            start, end = (float(v) for v in text.split("-"))
+        except ValueError:
+            raise SplitnnError(f"--outage '{text}' must be START-END in seconds, e.g. 2-4.5") from None
+        if not 0 <= start < end:
+            raise SplitnnError(f"--outage '{text}': START must be below END, both from 0")
+        windows.append((start, end))
+    return windows
+
+
+LINK_EMULATION = OptionGroup("link", (
+    (("--link", "link"), dict(type=click.Choice(LINKS), help="A built-in link (default: the plan's; 4g with --sweep).")),
+    (("--bandwidth", "bandwidth"), dict(help="Bandwidth each way, e.g. 5.85Mbit (overrides the link's).")),
+    (("--rtt", "rtt"), dict(help="Round trip, e.g. 50ms (overrides the link's).")),
+    (("--jitter", "jitter"), dict(help="Jitter of each one-way delay, e.g. 5ms.")),
+    (("--loss", "loss"), dict(type=click.FloatRange(0, 1, max_open=True), default=0.0,
+                              help="Probability that a packet stalls one RTO (200 ms).")),
+    (("--trace", "trace"), dict(type=click.Path(dir_okay=False), help="Bandwidth trace, CSV of time_s,mbps.")),
+    (("--outage", "outages"), dict(multiple=True, metavar="START-END", help="Link down from START to END seconds, e.g. 2-4.5.")),
+), _link_choice)
+
+
+@dataclass(frozen=True)
+class BenchChoice:
+    requests: int
+    slowdown: float | None  # None: derived from the profiles
+    timeout_s: float
+    baselines: bool
+    stream: bool
+    fps: float | None
+
+
+def _bench_choice(requests: int, device_slowdown: str, timeout: float, no_baselines: bool, stream: bool,
+                  fps: float | None) -> BenchChoice:
+    from splitnn.onnxsplit.core.errors import SplitnnError
+
+    if fps is not None and not stream:
+        raise SplitnnError("--fps paces a stream: add --stream")
+    return BenchChoice(requests, _slowdown(device_slowdown), timeout, not no_baselines, stream, fps)
+
+
+def _slowdown(text: str) -> float | None:
+    """None for auto (from the profiles), else the factor K given."""
+    from splitnn.onnxsplit.core.errors import SplitnnError
+
+    if text == "auto":
+        return None
+    try:
+        factor = float(text)
+    except ValueError:
+        raise SplitnnError(f"--device-slowdown '{text}' must be a number K >= 1 or auto") from None
+    if factor < 1:
+        raise SplitnnError("--device-slowdown must be at least 1 (this host cannot be made faster)")
+    return factor
+
+
+BENCH = OptionGroup("bench", (
+    (("--requests", "requests"), dict(default=20, show_default=True, type=click.IntRange(1),
+                                      help="Timed requests (per cut with --sweep).")),
+    (("--device-slowdown", "device_slowdown"), dict(
+        default="auto", show_default=True,
+        help="Dilate the device part's compute by K (auto: the device profile against the host profile; 1: none).")),
+    (("--timeout", "timeout"), dict(default=30.0, show_default=True, help="Seconds to wait for each answer.")),
+    (("--no-baselines", "no_baselines"), dict(is_flag=True, help="Skip the all-device and all-server runs.")),
+    (("--stream", "stream"), dict(is_flag=True, help="Also pipeline the frames (the device computes frame i+1 while "
+                                                     "the server works on frame i).")),
+    (("--fps", "fps"), dict(type=click.FloatRange(0, min_open=True),
+                            help="With --stream: frames offered per second (default: as fast as the device goes).")),
+), _bench_choice)
+
+
+@dataclass(frozen=True)
+class SweepChoice:
+    """--sweep's planning options (a plan folder has its own); the defaults are the sweep's."""
+
+    top: int | None
+    rounds: int
+    input_shapes: tuple[str, ...]
+    device: str
+    server: str
+    objective: str
+    max_device_share: float | None
+    max_transfer_bytes: int | None
+
+
+def _sweep_choice(sweep: bool, top: int | None, rounds: int | None, input_shapes: tuple[str, ...],
+                  device_name: str | None, server_name: str | None, objective: str | None,
+                  max_device_share: float | None, max_transfer_bytes: str | None) -> SweepChoice | None:
+    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.core.units import parse_bytes
+
+    if not sweep:
+        sweep_only = {"--top": top, "--rounds": rounds, "--input-shape": input_shapes or None, "--device": device_name,
+                      "--server": server_name, "--objective": objective, "--max-device-share": max_device_share,
+                      "--max-transfer-bytes": max_transfer_bytes}
+        given = [k for k, v in sweep_only.items() if v is not None]
+        if given:
+            raise SplitnnError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --sweep (a plan "
+                               "in OUTDIR has its own): add --sweep and give a model")
+        return None
+    return SweepChoice(top, rounds or 2, input_shapes, device_name or "rockpro64", server_name or "host",
+                       objective or "latency", max_device_share,
+                       parse_bytes(max_transfer_bytes) if max_transfer_bytes else None)
+
+
+SWEEP = OptionGroup("sweep", (
+    (("--sweep", "sweep"), dict(is_flag=True, help="TARGET is a model: measure its feasible cuts and the planner's regret.")),
+    (("--top", "top"), dict(type=click.IntRange(1),
+                            help="With --sweep: measure only the K best cuts by prediction (and the chosen one).")),
+    (("--rounds", "rounds"), dict(type=click.IntRange(1),
+                                  help="With --sweep: visit every cut this many times, sharing --requests (default 2).")),
+    (("--input-shape", "input_shapes"), dict(multiple=True, metavar="[NAME:]DIMS",
+                                             help="With --sweep: fix an input's shape, e.g. x:1x3x224x224.")),
+    (("--device", "device_name"), dict(help="With --sweep: device profile (default rockpro64).")),
+    (("--server", "server_name"), dict(help="With --sweep: server profile (default host: the sweep's server is this machine).")),
+    (("--objective", "objective"), dict(type=click.Choice(["latency", "throughput"]),
+                                        help="With --sweep: what to plan and measure (default latency).")),
+    (("--max-device-share", "max_device_share"), dict(type=click.FloatRange(0, 1), help="With --sweep: as in partition.")),
+    (("--max-transfer-bytes", "max_transfer_bytes"), dict(help="With --sweep: as in partition.")),
+), _sweep_choice)
+
+
+@dataclass(frozen=True)
+class TileBenchChoice:
+    options: Any  # TileBenchOptions
+    given: tuple[str, ...]  # the tile-only options the user set (refused on a vertical split)
+
+
+def _tile_bench_choice(workers: int | None, scheduler: str | None, data_parallel: bool, images: int,
+                       no_scaling: bool, kill_worker_after: float | None) -> TileBenchChoice:
+    from splitnn.onnxsplit.bench.tiles import TileBenchOptions
+
+    tile_only = {"--workers": workers, "--scheduler": scheduler, "--data-parallel": data_parallel or None,
+                 "--no-scaling": no_scaling or None, "--kill-worker-after": kill_worker_after}
+    options = TileBenchOptions(workers=workers, scheduler=scheduler, images=images, scaling=not no_scaling,
+                               data_parallel=data_parallel, kill_worker_after_s=kill_worker_after)
+    return TileBenchChoice(options, tuple(k for k, v in tile_only.items() if v is not None))
+
+
+TILE_BENCH = OptionGroup("tiles", (
+    (("--workers", "workers"), dict(type=click.IntRange(1), help="Tile plans: Dask workers (default: the plan's --nodes).")),
+    (("--scheduler", "scheduler"), dict(metavar="tcp://HOST:8786",
+                                        help="Tile plans: an existing Dask scheduler (default: an embedded local cluster).")),
+    (("--data-parallel", "data_parallel"), dict(is_flag=True,
+                                                help="Tile plans: spread whole images over the workers instead of tiles.")),
+    (("--images", "images"), dict(type=click.IntRange(1), default=5, show_default=True,
+                                  help="Tile plans: timed images per worker count.")),
+    (("--no-scaling", "no_scaling"), dict(is_flag=True, help="Tile plans: time only the full worker count, not 1..N.")),
+    (("--kill-worker-after", "kill_worker_after"), dict(
+        type=click.FloatRange(0), metavar="S", help="Tile plans, fault drill: kill one worker S seconds into the first "
+                                                    "timed image.")),
+), _tile_bench_choice)
+
+
+@dataclass(frozen=True)
+class ReportChoice:
+    plot: str | None
+    as_json: bool
+
+
+def _report_choice(plot: str | None, as_json: bool) -> ReportChoice:
+    from splitnn.onnxsplit.core.errors import SplitnnError
+
+    if plot is not None and Path(plot).suffix.lower() != ".png":
+        raise SplitnnError(f"--plot '{plot}' must name a .png file")
+    return ReportChoice(plot, as_json)
+
+
+REPORT = OptionGroup("report", (
+    (("--plot", "plot"), dict(type=click.Path(dir_okay=False), metavar="FILE.png",
+                              help="Draw stacked bars (device, transfer, server) per cut or per baseline.")),
+    (("--json", "as_json"), dict(is_flag=True, help="Print the report as one JSON object.")),
+), _report_choice)

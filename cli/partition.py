@@ -4,7 +4,16 @@ from __future__ import annotations
 import json
 
 import click
-from splitnn.cli.options import input_shape_option, planning_inputs
+from splitnn.cli.options import (
+    PLANNING,
+    TILE_PLANNING,
+    VERIFICATION,
+    PlanningChoice,
+    TilePlanning,
+    Verification,
+    input_shape_option,
+    use_groups,
+)
 from splitnn.cli.render import human_bytes, stderr, stdout
 
 
@@ -12,30 +21,17 @@ from splitnn.cli.render import human_bytes, stderr, stdout
 @click.argument("model", metavar="MODEL.onnx")
 @input_shape_option
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Folder to write the plan and parts to.")
-@click.option("--device", default="rockpro64", show_default=True, help="Device profile: rockpro64, raspberry-pi-4, cloud-cpu, host, or a .toml file.")
-@click.option("--server", default="cloud-cpu", show_default=True, help="Server profile (same choices as --device).")
-@click.option("--link", type=click.Choice(["cat1", "3g", "4g", "wifi"]), help="A built-in uplink (default 4g unless --bandwidth is given).")
-@click.option("--bandwidth", help="Uplink bandwidth, e.g. 5.85Mbit (overrides the link's).")
-@click.option("--rtt", help="Round-trip time, e.g. 40ms (overrides the link's).")
+@use_groups(PLANNING)
 @click.option("--objective", type=click.Choice(["latency", "throughput", "energy"]), default="latency", show_default=True)
 @click.option("--cut", "cut_tensors", metavar="TENSOR[,TENSOR...]", help="Take the cut that sends exactly these tensors instead of choosing.")
-@click.option("--max-device-share", type=click.FloatRange(0, 1), help="Largest fraction of the model's MACs allowed on the device.")
-@click.option("--max-transfer-bytes", help="Largest transfer allowed, e.g. 200kB.")
-@click.option("--no-ort", is_flag=True, help="Skip the ORT-format (mobile) copy of the device part.")
-@click.option("--atol", default=1e-4, show_default=True, help="Verification: absolute tolerance.")
-@click.option("--rtol", default=1e-3, show_default=True, help="Verification: relative tolerance.")
+@use_groups(VERIFICATION)
 @click.option("--strategy", type=click.Choice(["vertical", "tiles"]), default="vertical", show_default=True,
               help="vertical: device + server; tiles: the first layers split into tiles across a cluster.")
-@click.option("--nodes", type=click.IntRange(1), default=2, show_default=True, help="Tiles: how many nodes run the tiles.")
-@click.option("--grid", default="auto", show_default=True, metavar="RxC|auto", help="Tiles: the grid, e.g. 3x3 (auto: best predicted).")
-@click.option("--fuse-until", default="auto", show_default=True, metavar="TENSOR|auto", help="Tiles: the last tensor of the fused stack.")
-@click.option("--node-profile", default="rockpro64", show_default=True, help="Tiles: the profile of every node.")
-@click.option("--reuse", is_flag=True, help="Tiles: compute each overlap once (checkerboard reuse) instead of in both tiles.")
+@use_groups(TILE_PLANNING)
 @click.option("--json", "as_json", is_flag=True, help="Print plan.json to stdout instead of tables.")
-def partition(model: str, input_shapes: tuple[str, ...], outdir: str, device: str, server: str, link: str | None,
-              bandwidth: str | None, rtt: str | None, objective: str, cut_tensors: str | None, max_device_share: float | None,
-              max_transfer_bytes: str | None, no_ort: bool, atol: float, rtol: float, strategy: str, nodes: int, grid: str,
-              fuse_until: str, node_profile: str, reuse: bool, as_json: bool) -> None:
+def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: PlanningChoice, objective: str,
+              cut_tensors: str | None, verification: Verification, strategy: str, tiles: TilePlanning,
+              as_json: bool) -> None:
     """Split MODEL between a device and a server at the best cut, and write both parts.
 
     Every cut is predicted (device roofline + transfer + server roofline), cuts
@@ -52,50 +48,43 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, device: st
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --fuse-until maxpool3_out
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --reuse
     """
-    if strategy == "tiles":
-        _partition_tiles(model, input_shapes, outdir, nodes, grid, fuse_until, node_profile, reuse, atol, rtol, as_json)
-        return
     from splitnn.onnxsplit.analysis.analyze import analyze
     from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
     from splitnn.onnxsplit.model.loading import load_graph
+
+    if strategy == "tiles":
+        _partition_tiles(model, input_shapes, outdir, tiles, verification, as_json)
+        return
     from splitnn.onnxsplit.vertical.export import write_split
     from splitnn.onnxsplit.vertical.planning import plan_split
 
-    device_profile, server_profile, the_link, constraints = planning_inputs(
-        device, server, link, bandwidth, rtt, max_device_share, max_transfer_bytes)
+    inputs = planning.load()
     forced = tuple(t.strip() for t in cut_tensors.split(",") if t.strip()) if cut_tensors is not None else None
-
     analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))
-    plan = plan_split(analysis, device_profile, server_profile, the_link, objective, constraints, forced)
+    plan = plan_split(analysis, inputs.device, inputs.server, inputs.link, objective, inputs.constraints, forced)
     with stderr().status("writing and verifying the parts..."):
-        document = write_split(analysis, plan, outdir, ort_format=not no_ort, atol=atol, rtol=rtol)
+        document = write_split(analysis, plan, outdir, ort_format=verification.ort_format, atol=verification.atol,
+                               rtol=verification.rtol)
     if as_json:
         click.echo(json.dumps(document.to_dict(), indent=1))
         return
     _render(document, plan)
 
 
-def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, nodes: int, grid: str, fuse_until: str,
-                     node_profile: str, reuse: bool, atol: float, rtol: float, as_json: bool) -> None:
+def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, tiles: TilePlanning,
+                     verification: Verification, as_json: bool) -> None:
     from splitnn.cost_models.catalog import load_device
     from splitnn.onnxsplit.analysis.analyze import analyze
-    from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
     from splitnn.onnxsplit.model.loading import load_graph
     from splitnn.onnxsplit.tiles.export import write_tiles
     from splitnn.onnxsplit.tiles.planning import plan_tiles
 
-    shape = None
-    if grid != "auto":
-        rows, _, cols = grid.lower().partition("x")
-        if not (rows.isdigit() and cols.isdigit() and int(rows) > 0 and int(cols) > 0):
-            raise SplitnnError(f"--grid '{grid}' must be RxC, e.g. 3x3, or auto")
-        shape = (int(rows), int(cols))
-    profile = load_device(node_profile)
+    profile = load_device(tiles.node_profile)
     analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))
-    plan = plan_tiles(analysis, nodes, profile, shape, None if fuse_until == "auto" else fuse_until)
+    plan = plan_tiles(analysis, tiles.nodes, profile, tiles.grid, tiles.fuse_until)
     with stderr().status("writing and verifying the tiles..."):
-        document = write_tiles(analysis, plan, outdir, reuse=reuse, atol=atol, rtol=rtol)
+        document = write_tiles(analysis, plan, outdir, reuse=tiles.reuse, atol=verification.atol, rtol=verification.rtol)
     if as_json:
         click.echo(json.dumps(document.to_dict(), indent=1))
         return

@@ -1,0 +1,125 @@
+"""The tables run-bench prints: a split's stages, a sweep of cuts, a tile plan's scaling."""
+from __future__ import annotations
+
+from typing import Any
+
+from splitnn.cli.render import human_bytes, stdout
+
+
+def render_split(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = stdout()
+    slow = report["slowdown"]
+    console.print(f"{report['requests']} requests over {report['link']['description']}: "
+                  f"{report['ok']} ok, {report['errors']} errors")
+    if slow["emulated"]:
+        console.print(f"[yellow]device compute emulated: host time x {slow['factor']:.2f} ({slow['source']})[/yellow]")
+    table = Table(title=f"Cut {', '.join(report['cut']['tensors']) or '(none)'}", title_justify="left")
+    for column in ("stage", "p50 ms", "p95 ms", "predicted ms"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    predicted = report["predicted"]
+    for stage, label, key in (("device_s", "device compute", "device_s"), ("encode_s", "encode", "encode_s"),
+                              ("transfer_s", "transfer", "transfer_s"), ("server_s", "server compute", "server_s"),
+                              ("e2e_s", "end to end", "total_s")):
+        values = report["stages"][stage]
+        table.add_row(label, f"{values['p50'] * 1e3:.2f}", f"{values['p95'] * 1e3:.2f}", f"{predicted[key] * 1e3:.2f}")
+    console.print(table)
+    console.print(f"physical bound {report['bound_s'] * 1e3:.2f} ms; {human_bytes(report['bytes_per_request']['up'])} up, "
+                  f"{human_bytes(report['bytes_per_request']['down'])} down per request")
+    base = report["baselines"]
+    if base:
+        server = f"{base['all_server_s'] * 1e3:.2f} ms" if base["all_server_s"] is not None else "failed"
+        console.print(f"baselines: all on the device {base['all_device_s'] * 1e3:.2f} ms, all on the server {server}")
+    if report["outputs_match"] is not None:
+        verdict = "match" if report["outputs_match"] else "[red]DIFFER[/red]"
+        console.print(f"outputs {verdict} the unsplit model (max abs error {report['max_abs_err']:.3g})")
+    for message in report["error_messages"]:
+        console.print(f"[red]error:[/red] {message}")
+    stream = report["stream"]
+    if stream is not None:
+        periods = ", ".join(f"{k[:-2]} {v * 1e3:.1f} ms" for k, v in stream["stage_periods_s"].items())
+        offered = f" (offered {stream['offered_fps']:g} fps)" if stream["offered_fps"] else ""
+        ratio = f" = {stream['ratio']:.2f} x" if stream["ratio"] is not None else ""
+        console.print(f"stream of {stream['frames']} frames{offered}: {stream['ok']} ok, {stream['errors']} errors; "
+                      f"[bold]{stream['throughput_fps']:.2f} frames/s[/bold]{ratio} the bound {stream['bound_fps']:.2f} "
+                      f"(1 / max stage: {periods}; bottleneck {stream['bottleneck'][:-2]}); latency p50 "
+                      f"{stream['latency_s']['p50'] * 1e3:.1f} ms, p95 {stream['latency_s']['p95'] * 1e3:.1f} ms")
+        for message in stream["error_messages"]:
+            console.print(f"[red]stream error:[/red] {message}")
+
+
+def render_sweep(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = stdout()
+    console.print(f"{report['model']}: {report['device']} -> {report['link']} -> {report['server']}, objective "
+                  f"{report['objective']} (measured: {report['measure']}, {report['requests']} requests per cut in "
+                  f"{report['rounds']} rounds over all cuts)")
+    table = Table(title=f"{len(report['sweep'])} of {report['feasible_cuts']} feasible cuts measured", title_justify="left")
+    for column in ("cut", "after node", "bytes", "predicted ms", "measured ms", "device ms", "transfer ms", "server ms", "K", "ok"):
+        table.add_column(column, justify="left" if column == "after node" else "right")
+    chosen, best = report["chosen"]["cut_id"], (report["best"] or {}).get("cut_id")
+    for point in report["sweep"]:
+        mark = ("[bold green]>[/bold green]" if point["cut_id"] == chosen else "") + ("[bold]*[/bold]" if point["cut_id"] == best else "")
+        measured = f"{point['measured_s'] * 1e3:.1f}" if point["measured_s"] is not None else "[red]failed[/red]"
+        m = point["measured"]
+        table.add_row(f"{mark}{point['cut_id']}", point["after_node"] or "(input)", human_bytes(point["bytes"]),
+                      f"{point['predicted_s'] * 1e3:.1f}", measured, f"{m['device_s'] * 1e3:.1f}",
+                      f"{m['transfer_s'] * 1e3:.1f}", f"{m['server_s'] * 1e3:.1f}", f"{point['slowdown']:.2f}",
+                      f"{point['ok']}/{point['ok'] + point['errors']}")
+    console.print(table)
+    regret = f"{report['regret']:.3f}" if report["regret"] is not None else "unknown (the chosen cut failed)"
+    console.print(f"> chosen by prediction: cut {chosen}; * measured best: cut {best}; [bold]regret {regret}[/bold]")
+
+
+def render_tiles(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = stdout()
+    mode = "whole images spread over the workers" if report["mode"] == "data-parallel" else (
+        f"{report['grid']['rows']}x{report['grid']['cols']} tiles")
+    console.print(f"{mode} on {report['scheduler']}, {report['images']} images per worker count")
+    table = Table(title="Scaling", title_justify="left")
+    columns = ["workers", "wall ms", "speedup"] + (["tiles ms", "tiles speedup"] if report["mode"] == "tiles" else ["images/s"])
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in report["scaling"]:
+        cells = [str(row["workers"]), f"{row['wall_s'] * 1e3:.1f}", f"{row['speedup']:.2f}x"]
+        cells += ([f"{row['tiles_phase_s'] * 1e3:.1f}", f"{row['tiles_speedup']:.2f}x"] if report["mode"] == "tiles"
+                  else [f"{row['images_per_s']:.2f}"])
+        table.add_row(*cells)
+    console.print(table)
+    if report["mode"] == "data-parallel":
+        counts = sorted({row["images"] for row in report["table"]})
+        workers = sorted({row["workers"] for row in report["table"]})
+        grid = Table(title="Seconds by image count (rows) and workers (columns)", title_justify="left")
+        for column in ["images", *[str(w) for w in workers]]:
+            grid.add_column(column, justify="right")
+        wall = {(row["images"], row["workers"]): row["wall_s"] for row in report["table"]}
+        for count in counts:
+            grid.add_row(str(count), *[f"{wall[(count, w)]:.2f}" for w in workers])
+        console.print(grid)
+    per_worker: dict[str, list[float]] = {}
+    for tile in report["tiles"]:
+        per_worker.setdefault(tile["worker"], []).append(tile["seconds"])
+    what = "tiles" if report["mode"] == "tiles" else "images"
+    console.print("last run: " + "; ".join(f"{worker} ran {len(times)} {what}, {sum(times) * 1e3:.1f} ms of compute"
+                                           for worker, times in sorted(per_worker.items())))
+    if report["mode"] == "tiles":
+        console.print(f"makespan of the tiles {report['makespan_s'] * 1e3:.1f} ms with {report['workers']} workers; "
+                      f"redundant MACs {report['redundant_macs_ratio']:.1%}")
+        if report["reuse"]["enabled"]:
+            console.print(f"reuse: {report['reuse']['saved_macs'] / 1e6:,.0f} M MACs saved "
+                          f"({report['reuse']['saved_fraction_of_redundant']:.1%} of the redundant ones)")
+        memory = report["memory"]
+        if memory["max_growth_bytes"] is not None:
+            console.print(f"memory: the plan's sessions grew a worker by up to {human_bytes(memory['max_growth_bytes'])} "
+                          f"(planned per node: {human_bytes(memory['planned_node_bytes'])}, stack weights + the largest "
+                          f"tile's activations{'; split-layer slices on top' if report['neuron_splits'] else ''}; "
+                          f"limit per worker {human_bytes(memory['limit_bytes'])})")
+    killed = f"{report['workers_killed']} worker(s) killed by the drill; " if report["workers_killed"] else ""
+    console.print(f"{killed}tasks re-run after a lost worker: {report['retries']}")
+    if report["outputs_match"] is not None:
+        verdict = "match" if report["outputs_match"] else "[red]DIFFER[/red]"
+        console.print(f"outputs {verdict} the unpartitioned model (max abs error {report['max_abs_err']:.3g})")

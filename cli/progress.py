@@ -1,0 +1,33 @@
+"""A progress display on stderr for the long commands (run-bench, its sweep and tile runs)."""
+from __future__ import annotations
+
+from splitnn.cli.render import stderr
+
+
+class Progress:
+    """A rich progress display on stderr, one bar per stage name; called as progress(stage, done, total)."""
+
+    def __enter__(self) -> "Progress":
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        # Redrawn only when a step completes, not by a display thread ten times a second: the emulated device
+        # and the server share this machine's cores with it.
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=stderr(), transient=True, auto_refresh=False)
+        self.bar.__enter__()
+        self.tasks: dict[str, int] = {}
+        return self
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=total)
+        self.bar.update(self.tasks[stage], completed=done, visible=stage.startswith("cuts") or done < total, refresh=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)  # type: ignore[arg-type]

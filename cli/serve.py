@@ -1,0 +1,29 @@
+"""`splitnn serve`: the server part of a plan folder, answering devices over TCP."""
+from __future__ import annotations
+
+import click
+
+from splitnn.cli.render import stderr
+
+
+@click.command()
+@click.argument("outdir", type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for other machines).")
+@click.option("--port", default=9000, show_default=True, type=click.IntRange(0, 65535), help="TCP port (0: any free one).")
+def serve(outdir: str, host: str, port: int) -> None:
+    """Serve the server part of the plan in OUTDIR until interrupted.
+
+    \b
+    Examples:
+      splitnn serve out/vgg16 --host 0.0.0.0 --port 9000
+      splitnn device out/vgg16 --server 192.168.1.20:9000 --random 10
+    """
+    from splitnn.onnxsplit.runtime.server import ModelServer, server_part_path
+
+    server = ModelServer(server_part_path(outdir), host=host, port=port)
+    stderr().print(f"serving {outdir} on {server.address[0]}:{server.address[1]} (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    finally:
+        counts = server.counts
+        stderr().print(f"served {counts.ok} requests, {counts.errors} errors, {counts.connections} connections")

@@ -1,0 +1,248 @@
+"""`run-bench` for a tile plan: the tiles (or whole images) on Dask, timed by worker count.
+
+The report: per worker count the median wall time of an image and of its tile
+phase, the speedup over one worker, which worker ran each tile, tasks re-run
+after a lost worker (the fault drill kills one), each worker's memory growth
+against the plan's per-node budget, and whether the outputs match the
+original model's (kept in the plan folder). `--data-parallel` spreads whole
+images instead and gives the seed's table of time by image count and workers.
+"""
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.model.sample_inputs import random_feeds
+from splitnn.onnxsplit.tiles.dask_runtime import (
+    RUNTIME_ALLOWANCE_BYTES,
+    SessionsPlugin,
+    TileProgram,
+    TileRecord,
+    dask_client,
+    place_slices,
+    register_plugin,
+    run_tiled_image,
+    run_whole,
+)
+
+
+@dataclass
+class TileBenchOptions:
+    workers: int | None = None  # default: the plan's node count
+    scheduler: str | None = None  # an existing Dask scheduler; None: an embedded LocalCluster
+    images: int = 5  # timed images per worker count (after one warm-up image)
+    scaling: bool = True  # also time 1..N-1 workers
+    data_parallel: bool = False  # whole images spread over the workers instead of tiles
+    seed: int = 0
+    kill_worker_after_s: float | None = None  # fault drill: kill one worker this long into the first timed image
+
+
+def _kill_process(pid: int) -> None:
+    """Fault drill: end a local worker's process abruptly, as a crash would (its nanny starts a new one)."""
+    import os
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
+                   progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Time the tile plan in `outdir` on Dask (see the module doc); returns the report."""
+    program = TileProgram(outdir)
+    plan = program.plan
+    nodes = options.workers or plan.nodes
+    specs = {n: (s.shape, s.dtype) for n, s in plan.inputs.items()}
+    feeds, reference = inputs_and_reference(outdir, plan, options.seed)
+    # Each worker may use the node's usable RAM for the plan's share, plus what the interpreter, Dask and
+    # onnxruntime themselves take; past that, Dask's nanny restarts it.
+    memory = plan.node_profile.usable_ram_bytes + RUNTIME_ALLOWANCE_BYTES
+    def tick(stage: str, total: int) -> Callable[[int], None]:
+        return (lambda done: progress(stage, done, total)) if progress else (lambda done: None)
+
+    if options.kill_worker_after_s is not None and options.scheduler is not None:
+        raise SplitnnError("the worker-kill drill runs on the embedded local cluster only: drop --scheduler")
+    with dask_client(nodes, memory, options.scheduler) as client:
+        available = sorted(client.scheduler_info()["workers"])
+        if not available:
+            raise SplitnnError("the Dask cluster has no workers: start `dask worker` on the boards")
+        nodes = min(nodes, len(available)) if options.scheduler else nodes
+        counts = list(range(1, nodes + 1)) if options.scaling else [nodes]
+        if options.data_parallel:
+            return _data_parallel(client, program, available, counts, specs, options, (feeds, reference), tick)
+        uss_before = client.run(_process_uss, workers=available)
+        plugin = register_plugin(client, SessionsPlugin(f"splitnn-tiles-{program.key}", program.graphs, program.weights))
+        handles = place_slices(client, program, available)
+        scaling = []
+        last_records: list[TileRecord] = []
+        outputs: dict[str, np.ndarray] = {}
+        retries = killed = 0
+        for n in counts:
+            workers = available[:n]
+            run_tiled_image(client, program, plugin, feeds, workers, handles)  # warm-up (caches, connections)
+            phases, totals = [], []
+            step = tick(f"{n} worker{'s' if n > 1 else ''}", options.images)
+            for i in range(options.images):
+                timer = None
+                if options.kill_worker_after_s is not None and n == counts[-1] and i == 0:
+                    import os
+
+                    pid = client.run(os.getpid, workers=[workers[0]])[workers[0]]
+                    timer = threading.Timer(options.kill_worker_after_s, _kill_process, (pid,))
+                    timer.start()
+                    killed += 1
+                outputs, records, phase, total, retried = run_tiled_image(client, program, plugin, feeds, workers, handles)
+                if timer is not None:
+                    timer.join()
+                    # The dead worker's replacement has a new address: use whoever is there now.
+                    workers = sorted(client.scheduler_info()["workers"])[:n]
+                retries += retried
+                phases.append(phase)
+                totals.append(total)
+                step(i + 1)
+            scaling.append({"workers": n, "wall_s": statistics.median(totals), "tiles_phase_s": statistics.median(phases)})
+            last_records = records
+        uss_after = client.run(_process_uss)
+
+    base = scaling[0]
+    for row in scaling:
+        row["speedup"] = base["wall_s"] / row["wall_s"]
+        row["tiles_speedup"] = base["tiles_phase_s"] / row["tiles_phase_s"]
+    match, max_err = _compare(outputs, reference, plan)
+    top = scaling[-1]
+    return {
+        "plan": str(outdir),
+        "mode": "tiles",
+        "scheduler": options.scheduler or "embedded LocalCluster",
+        "workers": top["workers"],
+        "grid": plan.grid.to_dict(),
+        "images": options.images,
+        "makespan_s": top["tiles_phase_s"],
+        "wall_s": top["wall_s"],
+        "speedup": top["speedup"],
+        "tiles_speedup": top["tiles_speedup"],
+        "scaling": scaling,
+        "tiles": [{"id": r.id, "worker": r.worker, "seconds": r.seconds, "done_s": r.done_s} for r in last_records],
+        "retries": retries,
+        "workers_killed": killed,
+        "outputs_match": match,
+        "max_abs_err": max_err,
+        "redundant_macs_ratio": plan.redundant_macs_ratio,
+        "reuse": {k: v for k, v in plan.reuse.items() if k != "second_phase"},
+        "neuron_splits": [split.to_dict() for split in plan.neuron_splits],
+        "predicted": plan.predicted.to_dict(),
+        "memory": worker_memory(uss_before, uss_after, plan.memory.node_bytes, memory),
+    }
+
+
+def _process_uss() -> int:
+    """This process's unique memory (run on each worker by client.run).
+
+    Unique set size: resident pages no other process maps. Unlike RSS it
+    leaves out the pages of onnxruntime's shared library that the first
+    inference touches (about 60 MB here), which are code, not the plan's share.
+    onnxruntime is imported first: the runtime itself is in the allowance that
+    every worker gets beyond the plan's share, like the interpreter and Dask.
+    """
+    import onnxruntime  # noqa: F401
+    import psutil  # a dependency of Dask distributed
+
+    return int(psutil.Process().memory_full_info().uss)
+
+
+def worker_memory(before: dict[str, int], after: dict[str, int], planned_bytes: int, limit_bytes: int) -> dict[str, Any]:
+    """Each worker's unique memory (USS) before the plan's sessions were built and after the runs.
+
+    The growth is what the plan's share took on that node; the plan budgeted
+    `planned_bytes` for the tiles (stack weights + the largest tile's
+    activations). The slices of split layers placed on a worker come on top.
+    A worker that replaced a lost one has no "before".
+    """
+    workers = [{"worker": address, "uss_before_bytes": before.get(address), "uss_after_bytes": uss,
+                "growth_bytes": uss - before[address] if address in before else None}
+               for address, uss in sorted(after.items())]
+    growths = [w["growth_bytes"] for w in workers if w["growth_bytes"] is not None]
+    return {"planned_node_bytes": planned_bytes, "limit_bytes": limit_bytes, "workers": workers,
+            "max_growth_bytes": max(growths) if growths else None}
+
+
+def _compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray] | None,
+             plan: dict[str, Any]) -> tuple[bool | None, float | None]:
+    from splitnn.onnxsplit.artifacts.verification import compare_outputs
+
+    if reference is None or not outputs:
+        return None, None
+    max_err, match = compare_outputs(outputs, reference, plan.verification.atol, plan.verification.rtol)
+    return match, max_err
+
+
+def image_counts(images: int) -> list[int]:
+    """The image counts of the data-parallel table: a quarter, a half and all of `images` (distinct, from 1)."""
+    return sorted({max(1, images // 4), max(1, images // 2), images})
+
+
+def _data_parallel(client: Any, program: TileProgram, available: list[str], counts: list[int],
+                   specs: dict[str, Any], options: TileBenchOptions,
+                   checked: tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None], tick: Callable[[str, int], Any]) -> dict[str, Any]:
+    """Whole images spread over the workers: the time for a quarter, half and all of `options.images`
+    images on each worker count (the seed experiment's table of time by image count and node count)."""
+    from distributed import wait
+
+    if not program.model_path.is_file():
+        raise SplitnnError(f"the plan's model '{program.model_path}' is gone: data parallelism runs the whole model")
+    plugin = register_plugin(client, SessionsPlugin(f"splitnn-whole-{program.key}", {0: program.model_path.read_bytes()}))
+    first, reference = checked  # the first image is the one whose reference outputs are known
+    images = [first] + [random_feeds(specs, options.seed + i) for i in range(1, options.images)]
+    table = []
+    per_image: list[dict[str, Any]] = []
+    first_outputs: dict[str, np.ndarray] = {}
+    for n in counts:
+        workers = available[:n]
+        wait([client.submit(run_whole, plugin, images[0], workers=[w], pure=False) for w in workers])  # warm-up
+        for count in image_counts(options.images):
+            step = tick(f"{count} images on {n} worker{'s' if n > 1 else ''}", count)
+            start = time.perf_counter()
+            futures = [client.submit(run_whole, plugin, feeds, workers=workers, allow_other_workers=False, pure=False)
+                       for feeds in images[:count]]
+            per_image = []
+            for index, future in enumerate(futures):
+                outputs, seconds, worker = future.result()
+                step(index + 1)
+                per_image.append({"id": index, "worker": worker, "seconds": seconds})
+                if index == 0:
+                    first_outputs = outputs
+            table.append({"workers": n, "images": count, "wall_s": time.perf_counter() - start})
+    scaling = [dict(row) for row in table if row["images"] == options.images]
+    base = scaling[0]["wall_s"]
+    for row in scaling:
+        row["speedup"] = base / row["wall_s"]
+        row["images_per_s"] = options.images / row["wall_s"]
+    match, max_err = _compare(first_outputs, reference, program.plan)  # images[0] is the reference input
+    return {
+        "plan": str(program.folder),
+        "mode": "data-parallel",
+        "scheduler": options.scheduler or "embedded LocalCluster",
+        "workers": scaling[-1]["workers"],
+        "images": options.images,
+        "makespan_s": scaling[-1]["wall_s"],
+        "wall_s": scaling[-1]["wall_s"],
+        "speedup": scaling[-1]["speedup"],
+        "scaling": scaling,
+        "table": table,
+        "tiles": per_image,
+        "retries": 0,  # not tracked for whole images
+        "workers_killed": 0,
+        "outputs_match": match,
+        "max_abs_err": max_err,
+    }
