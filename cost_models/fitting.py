@@ -4,15 +4,17 @@ The model is the roofline of cost_models.latency, per original node:
     t(node) = max(MACs / rate[class], bytes moved / bandwidth) + overhead
 and a kernel group (splitnn.cost_models.node_timing) is predicted as the sum over the
 nodes it computes. The six figures (four class rates, bandwidth, overhead) are
-fitted in log space by coordinate descent on a weighted squared log error:
+fitted in log space by scipy's `least_squares` (trust-region reflective, each
+figure bounded within a factor of 10^6 of the base profile's, soft-L1 loss so
+that a few groups the roofline cannot explain, such as a kernel onnxruntime
+fused, do not pull the rest) on the residuals
 
-    sum over groups of w * log(predicted / measured)^2,
+    sqrt(w) * log(predicted / measured) per group,
     w = half the group's share of the measured time + half of 1 / groups,
 
 so the slow kernels that make up the total count most while the many small
-ones still pin down the per-node overhead. Six parameters and a cheap,
-vectorised objective do not need a solver library (numpy is enough; scipy
-would be a new dependency for one minimisation).
+ones still pin down the per-node overhead. `objective` reports the plain
+weighted squared log error at the optimum.
 
 A figure the measured models do not determine (halving or doubling it
 hardly changes the objective: no depthwise convolution in VGG-16, say) takes
@@ -134,30 +136,46 @@ def _node_terms(d: _Design, log_params: np.ndarray) -> tuple[np.ndarray, np.ndar
     return d.macs / rates[d.klass], d.bytes / bandwidth, overhead
 
 
-def _group_predictions(d: _Design, log_params: np.ndarray) -> np.ndarray:
+def _group_predictions(d: _Design, log_params: np.ndarray, smooth: float | None = None) -> np.ndarray:
+    """Per group, the summed roofline of its nodes; with `smooth` = p, max(a, b) is taken as (a^p + b^p)^(1/p)."""
     compute, memory, overhead = _node_terms(d, log_params)
-    return np.bincount(d.group, weights=np.maximum(compute, memory) + overhead, minlength=len(d.measured))
+    if smooth is None:
+        node_time = np.maximum(compute, memory)
+    else:  # never flat: the solver sees the compute rate even where the memory term wins (and the reverse)
+        top = np.maximum(np.maximum(compute, memory), 1e-30)
+        node_time = top * ((compute / top) ** smooth + (memory / top) ** smooth) ** (1 / smooth)
+    return np.bincount(d.group, weights=node_time + overhead, minlength=len(d.measured))
 
 
 def _objective(d: _Design, log_params: np.ndarray) -> float:
     return float(np.sum(d.weight * np.log(_group_predictions(d, log_params) / d.measured) ** 2))
 
 
-def _coordinate_descent(d: _Design, start: np.ndarray, sweeps: int = 30) -> np.ndarray:
-    """Minimise `_objective` one log-parameter at a time over a shrinking grid of factors."""
-    params = start.copy()
-    best = _objective(d, params)
-    span = math.log(1e4)
-    for _ in range(sweeps):
-        for k in range(len(params)):
-            for step in np.linspace(-span, span, 41):
-                trial = params.copy()
-                trial[k] += step
-                value = _objective(d, trial)
-                if value < best * (1 - 1e-9):  # only a real improvement moves a flat parameter
-                    best, params = value, trial
-        span = max(span / 2, 0.01)
-    return params
+def _residuals(d: _Design, log_params: np.ndarray, smooth: float | None = None) -> np.ndarray:
+    return np.sqrt(d.weight) * np.log(_group_predictions(d, log_params, smooth) / d.measured)
+
+
+# A robust loss's residual scale: log errors well below it count as squared, above it about linearly.
+ROBUST_SCALE = 0.1
+# How far from the base profile a fitted figure may go (in each direction).
+BOUND_FACTOR = 1e6
+
+
+def _solve(d: _Design, start: np.ndarray) -> np.ndarray:
+    """The log-parameters minimising the robust weighted log error, within BOUND_FACTOR of `start`.
+
+    The roofline's max() leaves the error flat in a rate while the other term wins, where a local solver
+    stalls; so the solver first runs on a smooth max, which sharpens each round, then on the exact one.
+    """
+    from scipy.optimize import least_squares
+
+    span = math.log(BOUND_FACTOR)
+    params = start
+    for smooth in (2.0, 8.0, 32.0, None):
+        params = least_squares(lambda p: _residuals(d, p, smooth), params, bounds=(start - span, start + span),
+                               method="trf", loss="soft_l1", f_scale=ROBUST_SCALE * float(np.sqrt(d.weight.max())),
+                               x_scale=1.0).x
+    return np.asarray(params)
 
 
 def fit_profile(
@@ -166,7 +184,7 @@ def fit_profile(
     """Fit `base`'s per-class rates, bandwidth and overhead to the measured kernel groups."""
     d = _design(measurements)
     start = np.log([*(base.macs_per_s[c] for c in OP_CLASSES), base.memory_bytes_per_s, max(base.per_node_overhead_s, 1e-7)])
-    params = _coordinate_descent(d, start)
+    params = _solve(d, start)
     best = _objective(d, params)
     # A figure is determined when halving or doubling it worsens the fit noticeably.
     determined = []
