@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper
 from splitnn.onnxsplit.analysis.cuts import Cut, placeable_indices
+from splitnn.onnxsplit.artifacts.chain import PartStep, outputs_of, run_steps
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.model.graph import Graph
 
@@ -103,13 +104,9 @@ def extract_parts(graph: Graph, source: onnx.ModelProto, cut: Cut) -> tuple[Part
 
 
 def run_parts(device: Part, server: Part, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run device then server with onnxruntime, passing the crossing tensors; return every output."""
-    results: dict[str, np.ndarray] = {}
-    for part, available in ((device, dict(feeds)), (server, None)):
-        if part.model is None:
-            continue
-        pool = available if available is not None else {**feeds, **results}
-        session = create_session(part.model)
-        values = session.run(list(part.outputs), {name: pool[name] for name in part.inputs})
-        results.update(zip(part.outputs, values))
-    return results
+    """Run device then server (models in memory) with onnxruntime, passing the crossing tensors; return every
+    output of the parts."""
+    parts = {side: part for side, part in (("device", device), ("server", server)) if part.model is not None}
+    steps = [PartStep(side, part.inputs, part.outputs) for side, part in parts.items()]
+    pool = run_steps(steps, dict(feeds), lambda side: create_session(parts[side].model))
+    return outputs_of(pool, [name for part in parts.values() for name in part.outputs])

@@ -26,6 +26,7 @@ import numpy as np
 from splitnn.cost_models.latency import NodeWork
 from splitnn.cost_models.prediction import Prediction
 from splitnn.cost_models.profiles import DeviceProfile, LinkProfile
+from splitnn.onnxsplit.artifacts.chain import PartStep, SlicedStep, Step
 from splitnn.onnxsplit.artifacts.layout import PLAN_FILE, VERIFICATION_INPUTS_FILE, VERIFICATION_REFERENCE_FILE
 from splitnn.onnxsplit.artifacts.verification import Verification
 from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic, write_text_atomic
@@ -219,7 +220,7 @@ class TileArtifacts(Record):
     stack_weights: str
     tiles: tuple[str, ...]
     reuse: dict[str, Any] | None = None  # first_phase: tile -> graph; second_phase_layers: tile -> layer -> graph
-    remainder_steps: tuple[dict[str, Any], ...] | None = None
+    remainder_steps: tuple[PartStep | SlicedStep, ...] | None = None
     remainder_model: str | None = None
     remainder_weights: str | None = None
 
@@ -252,6 +253,14 @@ class TilePlanFile(PlanHeader):
     @property
     def reuse_enabled(self) -> bool:
         return bool(self.reuse.get("enabled"))
+
+    def remainder_chain(self) -> tuple[Step, ...]:
+        """What runs after the tiles are stitched, as chain steps (none when the stack is the whole model)."""
+        if self.artifacts.remainder_steps:
+            return self.artifacts.remainder_steps
+        if self.artifacts.remainder_model is not None:
+            return (PartStep(self.artifacts.remainder_model, self.remainder.inputs, self.remainder.outputs),)
+        return ()
 
 
 PlanFile = VerticalPlanFile | TilePlanFile

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from splitnn.onnxsplit.artifacts.chain import RunSlices, SlicedStep, cached_sessions, outputs_of, run_steps
 from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.plan_file import model_path, read_tile_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
-from splitnn.onnxsplit.tiles.geometry import crop
+from splitnn.onnxsplit.tiles.geometry import crop, paste
 
 
 def _with_weights(graph_bytes: bytes, weights: bytes) -> bytes:
@@ -217,35 +218,23 @@ class TileProgram:
         self.image = self.plan.image_input
         self.stack_output = self.plan.fuse_until
         self.stack_shape = self.plan.stack[-1].out_shape
-        self.remainder = None
-        if artifacts.remainder_model is not None:
-            self.remainder = create_session(outdir / artifacts.remainder_model, threads=1, spin=False)
         self.folder = outdir
-        self.steps: list[dict[str, Any]] = list(artifacts.remainder_steps or ())
-        self.segment_sessions: dict[str, Any] = {}  # the remainder's segments, opened on first use
+        self.steps = self.plan.remainder_chain()
+        # The remainder's sessions, opened on first use and kept between images.
+        self.session_of = cached_sessions(lambda model: create_session(outdir / model, threads=1, spin=False))
         # Each slice of a neuron-split layer, with its weights inline: it travels to one worker only.
-        self.slices = {(number, i): _with_weights((outdir / part["model"]).read_bytes(),
-                                                  (outdir / part["model"]).with_name(WEIGHTS_FILE).read_bytes())
-                       for number, step in enumerate(self.steps) if step["kind"] == "neurons"
-                       for i, part in enumerate(step["slices"])}
+        self.slices = {(number, i): _with_weights((outdir / part.model).read_bytes(),
+                                                  (outdir / part.model).with_name(WEIGHTS_FILE).read_bytes())
+                       for number, step in enumerate(self.steps) if isinstance(step, SlicedStep)
+                       for i, part in enumerate(step.slices)}
         self.model_path = model_path(outdir, self.plan)
 
     def finish(self, stitched: np.ndarray, feeds: dict[str, np.ndarray],
-               run_slices: Callable[[int, dict[str, Any], np.ndarray], list[np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+               run_slices: RunSlices | None = None) -> dict[str, np.ndarray]:
         """The model's outputs from the stitched stack output: the remainder on this client (split layers via
         `run_slices` on the cluster)."""
-        from splitnn.onnxsplit.tiles.export import run_steps
-
-        results = {self.stack_output: stitched}
-        if self.steps:
-            pool = run_steps(self.steps, self.folder, {**feeds, **results}, run_slices, self.segment_sessions)
-            return {n: pool[n] for n in self.plan.outputs}
-        if self.remainder is None:
-            return results
-        spec = self.plan.remainder
-        pool = {**feeds, **results}
-        results.update(zip(spec.outputs, self.remainder.run(list(spec.outputs), {n: pool[n] for n in spec.inputs})))
-        return {n: results[n] for n in self.plan.outputs}
+        pool = run_steps(self.steps, {**feeds, self.stack_output: stitched}, self.session_of, run_slices)
+        return outputs_of(pool, self.plan.outputs)
 
 
 @contextlib.contextmanager
@@ -303,9 +292,9 @@ def place_slices(client: Any, program: TileProgram, workers: list[str]) -> dict[
 
 def _slice_runner(client: Any, plugin_name: str, handles: dict[tuple[int, int], Any], workers: list[str]) -> Callable[..., list[np.ndarray]]:
     """run_slices for TileProgram.finish: each slice of a split layer as a task where its weights are."""
-    def run(number: int, step: dict[str, Any], x: np.ndarray) -> list[np.ndarray]:
+    def run(number: int, step: SlicedStep, x: np.ndarray) -> list[np.ndarray]:
         futures = [client.submit(run_slice, plugin_name, f"{number}:{i}", handles[(number, i)], x, workers=workers,
-                                 allow_other_workers=False, pure=False) for i in range(len(step["slices"]))]
+                                 allow_other_workers=False, pure=False) for i in range(len(step.slices))]
         return client.gather(futures)  # type: ignore[no-any-return]
     return run
 
@@ -345,8 +334,7 @@ def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: 
             output = output[-1]
         if stitched is None:
             stitched = np.empty(program.stack_shape, dtype=output.dtype)
-        y0, y1, x0, x1 = tile.output_region
-        stitched[:, :, y0:y1, x0:x1] = output
+        paste(stitched, tile.output_region, output)
         records.append(TileRecord(tile.id, worker, seconds, time.perf_counter() - start))
     tiles_phase = time.perf_counter() - start
     runner = _slice_runner(client, plugin_name, slice_handles, workers) if slice_handles else None

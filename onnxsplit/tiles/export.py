@@ -25,7 +25,9 @@ import numpy as np
 import onnx
 from onnx import helper
 from splitnn.onnxsplit.analysis.analyze import Analysis
+from splitnn.onnxsplit.artifacts.chain import PartStep, SlicedStep, SliceRef, Step, cached_sessions, run_steps
 from splitnn.onnxsplit.artifacts.fingerprint import graph_fingerprint
+from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, REMAINDER_DIR, TILES_DIR, WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.folder import check_output_folder, publish
 from splitnn.onnxsplit.artifacts.plan_file import TilePlanFile, relative_model, save_verification_data, write_plan
 from splitnn.onnxsplit.artifacts.part_files import save_part
@@ -35,7 +37,7 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
-from splitnn.onnxsplit.tiles.geometry import Layer, Tile, crop
+from splitnn.onnxsplit.tiles.geometry import Layer, Tile, crop, stitch
 from splitnn.onnxsplit.tiles.neuron_split import Segment, remainder_steps, slice_model
 from splitnn.onnxsplit.tiles.planning import TilePlan
 from splitnn.onnxsplit.tiles.reuse import (
@@ -107,15 +109,6 @@ def layer_model(stack_model: onnx.ModelProto, stack: list[Layer], index: int, in
     return model
 
 
-def stitch(tiles: list[Tile], outputs: dict[int, np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """The stack's output assembled from the tiles' outputs (each at its output region)."""
-    result = np.empty(shape, dtype=dtype)
-    for tile in tiles:
-        y0, y1, x0, x1 = tile.output_region
-        result[:, :, y0:y1, x0:x1] = outputs[tile.id]
-    return result
-
-
 def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse: bool = False, atol: float = 1e-4,
                 rtol: float = 1e-3) -> TilePlanFile:
     """Write, verify and publish the artifacts of tile `plan`; return the plan file written."""
@@ -137,31 +130,33 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
     outdir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
     try:
-        steps: list[dict[str, Any]] = []
+        steps: list[Step] = []
         with WeightSource.of(graph) as weights:
-            save_part(stack_part, staging / "tiles", weights)
+            save_part(stack_part, staging / TILES_DIR, weights)
             if plan.neuron_splits:
                 steps = _write_steps(analysis, plan, staging, weights)
             elif remainder.model is not None:
-                save_part(remainder, staging / "remainder", weights)
-        stack_model = onnx.load(str(staging / "tiles" / "model.onnx"), load_external_data=False)
-        artifacts: dict[str, Any] = {"stack_model": "tiles/model.onnx", "stack_weights": "tiles/weights.bin", "tiles": []}
+                save_part(remainder, staging / REMAINDER_DIR, weights)
+        stack_model = onnx.load(str(staging / TILES_DIR / MODEL_FILE), load_external_data=False)
+        artifacts: dict[str, Any] = {"stack_model": f"{TILES_DIR}/{MODEL_FILE}", "stack_weights": f"{TILES_DIR}/{WEIGHTS_FILE}",
+                                     "tiles": []}
         for tile in plan.grid.tiles:
-            name = f"tiles/tile_{tile.id}.onnx"
+            name = f"{TILES_DIR}/tile_{tile.id}.onnx"
             onnx.save_model(tile_model(stack_model, stack, tile), str(staging / name))
             artifacts["tiles"].append(name)
         reuse_doc = None
         if reuse:
             reuse_doc = _write_reuse(plan, stack_model, staging, artifacts)
         if steps:
-            artifacts["remainder_steps"] = steps
+            artifacts["remainder_steps"] = [step.to_dict() for step in steps]
         elif remainder.model is not None:
-            artifacts["remainder_model"] = "remainder/model.onnx"
-            artifacts["remainder_weights"] = "remainder/weights.bin"
+            artifacts["remainder_model"] = f"{REMAINDER_DIR}/{MODEL_FILE}"
+            artifacts["remainder_weights"] = f"{REMAINDER_DIR}/{WEIGHTS_FILE}"
+            steps = [PartStep(artifacts["remainder_model"], remainder.inputs, remainder.outputs)]
 
         feeds = random_inputs(graph)
         expected = reference_outputs(graph, feeds)
-        results = run_locally(staging, artifacts, plan, feeds, remainder.inputs, remainder.outputs)
+        results = run_locally(staging, artifacts, plan, feeds, steps)
         max_err, passed = compare_outputs(results, expected, atol, rtol)
         if not passed:
             raise SplitnnError(f"verification failed: the stitched tiles differ from the model by up to {max_err:.3g} "
@@ -188,17 +183,16 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_steps(analysis: Analysis, plan: TilePlan, staging: Path, weights: WeightSource) -> list[dict[str, Any]]:
+def _write_steps(analysis: Analysis, plan: TilePlan, staging: Path, weights: WeightSource) -> list[Step]:
     """The remainder as client segments and neuron-split layers, each slice with only its weights."""
     graph = analysis.graph
-    steps: list[dict[str, Any]] = []
+    steps: list[Step] = []
     for number, step in enumerate(remainder_steps(graph, plan.remainder_indices, list(plan.neuron_splits))):
         if isinstance(step, Segment):
-            folder = f"remainder/segment{number}"
+            folder = f"{REMAINDER_DIR}/segment{number}"
             model = build_part(graph, graph.model, list(step.indices), step.inputs, step.outputs, f"segment{number}")
             save_part(Part(model, step.inputs, step.outputs), staging / folder, weights)
-            steps.append({"kind": "segment", "model": f"{folder}/model.onnx", "inputs": list(step.inputs),
-                          "outputs": list(step.outputs)})
+            steps.append(PartStep(f"{folder}/{MODEL_FILE}", step.inputs, step.outputs))
             continue
         slices = []
         for i, neurons in enumerate(step.ranges):
@@ -206,11 +200,11 @@ def _write_steps(analysis: Analysis, plan: TilePlan, staging: Path, weights: Wei
             folder.mkdir(parents=True)
             model = slice_model(graph, weights, step, neurons, list(graph.model.opset_import))
             # onnx's own external-data writer: the slice's weights in its own blob.
-            onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location="weights.bin", size_threshold=0)
-            slices.append({"model": f"neurons/step{number}/slice{i}/model.onnx", "neurons": list(neurons),
-                           "bytes": (folder / "weights.bin").stat().st_size})
-        steps.append({"kind": "neurons", "node": step.name, "input": step.input, "output": step.output, "slices": slices})
+            onnx.save_model(model, str(folder / MODEL_FILE), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=WEIGHTS_FILE, size_threshold=0)
+            slices.append(SliceRef(f"neurons/step{number}/slice{i}/{MODEL_FILE}", neurons,
+                                   (folder / WEIGHTS_FILE).stat().st_size))
+        steps.append(SlicedStep(step.name, step.input, step.output, tuple(slices)))
     return steps
 
 
@@ -221,7 +215,7 @@ def _write_reuse(plan: TilePlan, stack_model: onnx.ModelProto, staging: Path, ar
     layers: dict[str, dict[str, str]] = {}
     for tile in grid.tiles:
         if first_phase(tile):
-            name = f"tiles/tile_{tile.id}_every_layer.onnx"
+            name = f"{TILES_DIR}/tile_{tile.id}_every_layer.onnx"
             onnx.save_model(every_layer_outputs(tile_model(stack_model, stack, tile), stack, tile), str(staging / name))
             first[str(tile.id)] = name
             continue
@@ -230,7 +224,7 @@ def _write_reuse(plan: TilePlan, stack_model: onnx.ModelProto, staging: Path, ar
         for index, part in enumerate(plan_layers):
             if part.compute is None:
                 continue
-            name = f"tiles/tile_{tile.id}_layer{index}.onnx"
+            name = f"{TILES_DIR}/tile_{tile.id}_layer{index}.onnx"
             onnx.save_model(layer_model(stack_model, stack, index, part.input_region, part.compute, part.pads),
                             str(staging / name))
             layers[str(tile.id)][str(index)] = name
@@ -261,38 +255,9 @@ def run_reuse_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, i
     return finals
 
 
-def run_steps(steps: list[dict[str, Any]], folder: Path, pool: dict[str, np.ndarray], run_slices: Any = None,
-              sessions: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """Run remainder `steps` on the tensors in `pool` (updated in place and returned).
-
-    Segments run here; the slices of the neuron-split layer of step `number` run through
-    `run_slices(number, step, x) -> [outputs]` (on the cluster), or here one after the other when it is None;
-    their outputs are joined on the last axis. `sessions` keeps the sessions opened here between calls.
-    """
-    sessions = {} if sessions is None else sessions
-
-    def session(model: str) -> Any:
-        if model not in sessions:
-            sessions[model] = create_session(folder / model, prepack=False, threads=1)
-        return sessions[model]
-
-    for number, step in enumerate(steps):
-        if step["kind"] == "segment":
-            pool.update(zip(step["outputs"], session(step["model"]).run(step["outputs"],
-                                                                        {n: pool[n] for n in step["inputs"]})))
-            continue
-        x = pool[step["input"]]
-        if run_slices is None:
-            parts = [session(s["model"]).run(None, {step["input"]: x})[0] for s in step["slices"]]
-        else:
-            parts = run_slices(number, step, x)
-        pool[step["output"]] = np.concatenate(parts, axis=-1)
-    return pool
-
-
 def run_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, feeds: dict[str, np.ndarray],
-                remainder_inputs: tuple[str, ...], remainder_outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Run every tile in this process, stitch, and run the remainder: the plan's outputs on `feeds`."""
+                remainder: list[Step]) -> dict[str, np.ndarray]:
+    """Run every tile in this process, stitch, and run the remainder's steps: the plan's outputs on `feeds`."""
     stack = plan.stack
     image = feeds[stack[0].input]
     outputs = {}
@@ -304,11 +269,5 @@ def run_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, feeds: 
         session = create_session(folder / name, prepack=False)
         outputs[tile.id] = session.run(None, {stack[0].input: crop(image, tile.input_region)})[0]
     stitched = stitch(plan.grid.tiles, outputs, stack[-1].out_shape, next(iter(outputs.values())).dtype)
-    results = {stack[-1].output: stitched}
-    if "remainder_steps" in artifacts:
-        return run_steps(artifacts["remainder_steps"], folder, {**feeds, **results})
-    if "remainder_model" in artifacts:
-        pool = {**feeds, **results}
-        session = create_session(folder / artifacts["remainder_model"], prepack=False)
-        results.update(zip(remainder_outputs, session.run(list(remainder_outputs), {n: pool[n] for n in remainder_inputs})))
-    return results
+    pool = {**feeds, stack[-1].output: stitched}
+    return run_steps(remainder, pool, cached_sessions(lambda model: create_session(folder / model, prepack=False, threads=1)))

@@ -79,6 +79,20 @@ def crop(tensor: np.ndarray, region: Region | list[int]) -> np.ndarray:
     return np.ascontiguousarray(tensor[:, :, y0:y1, x0:x1])
 
 
+def paste(canvas: np.ndarray, region: Region | list[int], values: np.ndarray) -> None:
+    """Write `values` at `region` of an NCHW `canvas` (the inverse of crop)."""
+    y0, y1, x0, x1 = region
+    canvas[:, :, y0:y1, x0:x1] = values
+
+
+def stitch(tiles: list[Tile], outputs: dict[int, np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """The stack's output assembled from the tiles' outputs (each at its output region)."""
+    result = np.empty(shape, dtype=dtype)
+    for tile in tiles:
+        paste(result, tile.output_region, outputs[tile.id])
+    return result
+
+
 @dataclass(frozen=True)
 class TileLayer:
     """What one layer computes for one tile."""

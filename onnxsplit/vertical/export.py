@@ -22,7 +22,8 @@ from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut, placeable_indices
 from splitnn.onnxsplit.artifacts.fingerprint import graph_fingerprint
 from splitnn.onnxsplit.artifacts.folder import check_output_folder, publish
-from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
+from splitnn.onnxsplit.artifacts.chain import PartStep, outputs_of, run_steps
+from splitnn.onnxsplit.artifacts.layout import DEVICE_DIR, MODEL_FILE, ORT_FILE, SERVER_DIR, WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.plan_file import (
     PartSpec,
     Parts,
@@ -59,10 +60,10 @@ def run_device_side(folder: Path, device: Part, feeds: dict[str, np.ndarray], or
     """
     if device.model is None:
         return {}, None
-    device_file = folder / "device" / "model.onnx"
+    device_file = folder / DEVICE_DIR / MODEL_FILE
     if ort_format:
-        convert_to_ort(device_file, folder / "device" / "model.ort")
-        device_file = folder / "device" / "model.ort"
+        convert_to_ort(device_file, folder / DEVICE_DIR / ORT_FILE)
+        device_file = folder / DEVICE_DIR / ORT_FILE
     values = verification_session(device_file).run(list(device.outputs), {n: feeds[n] for n in device.inputs})
     return dict(zip(device.outputs, values)), device_file.relative_to(folder).as_posix()
 
@@ -80,9 +81,9 @@ def verify(
     """Run the written server part on the device part's outputs and compare with the original's `reference`."""
     results = dict(device_results)
     if server.model is not None:
-        pool = {**feeds, **results}
-        values = verification_session(folder / "server" / "model.onnx").run(list(server.outputs), {n: pool[n] for n in server.inputs})
-        results.update(zip(server.outputs, values))
+        step = PartStep(f"{SERVER_DIR}/{MODEL_FILE}", server.inputs, server.outputs)
+        pool = run_steps([step], {**feeds, **results}, lambda model: verification_session(folder / model))
+        results.update(outputs_of(pool, server.outputs))
     max_err, passed = compare_outputs(results, reference, atol, rtol)
     return Verification(max_err, atol, rtol, passed, device_artifact)
 
@@ -122,17 +123,17 @@ def write_split(
         original_run = background.submit(reference_outputs, graph, feeds)
         device_run = None
         with WeightSource.of(graph) as weights:
-            for side, part in (("device", device), ("server", server)):
+            for side, part in ((DEVICE_DIR, device), (SERVER_DIR, server)):
                 if part.model is None:
                     continue
                 save_part(part, staging / side, weights)
-                artifacts[f"{side}_model"] = f"{side}/model.onnx"
+                artifacts[f"{side}_model"] = f"{side}/{MODEL_FILE}"
                 artifacts[f"{side}_weights"] = f"{side}/{WEIGHTS_FILE}"
-                if side == "device":
+                if side == DEVICE_DIR:
                     device_run = background.submit(run_device_side, staging, device, feeds, ort_format)
         device_results, device_artifact = device_run.result() if device_run is not None else ({}, None)
         if ort_format and device.model is not None:
-            artifacts["device_ort"] = "device/model.ort"
+            artifacts["device_ort"] = f"{DEVICE_DIR}/{ORT_FILE}"
         check = verify(staging, server, feeds, device_results, device_artifact, original_run.result(), atol, rtol)
         if not check.passed:
             raise SplitnnError(

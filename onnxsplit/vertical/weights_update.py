@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 from splitnn.onnxsplit.artifacts.fingerprint import file_fingerprint
+from splitnn.onnxsplit.artifacts.layout import DEVICE_DIR, MODEL_FILE, ORT_FILE, SERVER_DIR, WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.plan_file import (
     PartUpdateRecord,
     WeightsUpdateRecord,
@@ -28,7 +29,7 @@ from splitnn.onnxsplit.artifacts.plan_file import (
 )
 from splitnn.onnxsplit.core.errors import SplitnnError
 
-SIDES = ("device", "server")
+SIDES = (DEVICE_DIR, SERVER_DIR)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,6 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> WeightsUpdateRe
     The new files are staged and renamed into place per part; the ORT-format
     device part embeds its weights, so it is rebuilt when device weights change.
     """
-    from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
     from splitnn.onnxsplit.artifacts.part_files import convert_to_ort
 
     outdir = Path(outdir)
@@ -70,7 +70,7 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> WeightsUpdateRe
 
     updates: list[PartUpdate] = []
     for side in SIDES:
-        model_path = outdir / side / "model.onnx"
+        model_path = outdir / side / MODEL_FILE
         if not model_path.is_file():
             continue
         part = onnx.load(str(model_path), load_external_data=True)
@@ -86,13 +86,13 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> WeightsUpdateRe
         if changed:
             staging = Path(tempfile.mkdtemp(prefix=f".{side}.", dir=outdir))
             try:
-                onnx.save_model(part, str(staging / "model.onnx"), save_as_external_data=True,
+                onnx.save_model(part, str(staging / MODEL_FILE), save_as_external_data=True,
                                 all_tensors_to_one_file=True, location=WEIGHTS_FILE, size_threshold=0)
-                if side == "device" and (outdir / side / "model.ort").exists():
-                    convert_to_ort(staging / "model.onnx", staging / "model.ort")
+                if side == DEVICE_DIR and (outdir / side / ORT_FILE).exists():
+                    convert_to_ort(staging / MODEL_FILE, staging / ORT_FILE)
                 # The blob first, the graph last: the tensors' shapes are unchanged, so the old
                 # graph reads the new blob correctly in between.
-                for name in (WEIGHTS_FILE, "model.ort", "model.onnx"):
+                for name in (WEIGHTS_FILE, ORT_FILE, MODEL_FILE):
                     if (staging / name).exists():
                         (staging / name).chmod(0o644)
                         os.replace(staging / name, outdir / side / name)
@@ -103,7 +103,7 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> WeightsUpdateRe
     report = WeightsUpdateRecord(
         retrained=str(retrained),
         parts={u.side: PartUpdateRecord(tuple(u.changed), u.changed_bytes, u.blob_bytes) for u in updates},
-        device_download_bytes=next((u.changed_bytes for u in updates if u.side == "device"), 0),
+        device_download_bytes=next((u.changed_bytes for u in updates if u.side == DEVICE_DIR), 0),
     )
     _update_reference(outdir, retrained)
     write_plan(outdir, replace(plan, weights_update=report))
