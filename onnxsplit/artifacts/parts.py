@@ -8,7 +8,7 @@ and the shapes of everything in between (from the Graph's value_info).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +33,21 @@ def side_indices(graph: Graph, cut: Cut) -> tuple[list[int], list[int]]:
     """Non-Constant node indices on the device and on the server, in topological order."""
     placeable = placeable_indices(graph)
     return placeable[: cut.id], placeable[cut.id :]
+
+
+def part_boundary(graph: Graph, indices: Sequence[int], needed_later: Iterable[str],
+                  first_inputs: Sequence[str] = ()) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What a part running graph nodes `indices` reads from outside it and what it returns.
+
+    Inputs: the tensors its nodes read that they do not produce and that are not constants, `first_inputs`
+    first, then in the order first read. Outputs: the tensors it produces that `needed_later` (what later
+    parts read) or the model's outputs ask for, in the order produced.
+    """
+    produced = dict.fromkeys(o for i in indices for o in graph.nodes[i].outputs if o)
+    reads = [n for i in indices for n in graph.nodes[i].all_inputs if n]
+    inputs = tuple(dict.fromkeys([*first_inputs, *(n for n in reads if n not in produced and not graph.is_constant(n))]))
+    wanted = set(needed_later) | set(graph.outputs)
+    return inputs, tuple(n for n in produced if n in wanted)
 
 
 def _value_info(graph: Graph, name: str) -> onnx.ValueInfoProto:
@@ -89,9 +104,8 @@ def extract_parts(graph: Graph, source: onnx.ModelProto, cut: Cut) -> tuple[Part
     """
     device_idx, server_idx = side_indices(graph, cut)
     device_set = set(device_idx) | {n.index for n in graph.nodes if n.is_constant}
-    device_reads = {n for i in device_idx for n in graph.nodes[i].all_inputs}
+    device_reads, made_on_device = part_boundary(graph, device_idx, cut.tensors)
     device_inputs = tuple(n for n in graph.inputs if n in device_reads)
-    made_on_device = {out for i in device_idx for out in graph.nodes[i].outputs if out}
     device_outputs = tuple(
         dict.fromkeys([t for t in cut.tensors if t in made_on_device] + [o for o in graph.outputs if o in made_on_device])
     )

@@ -31,7 +31,7 @@ from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, REMAINDER_DIR, TILES_
 from splitnn.onnxsplit.artifacts.folder import check_output_folder, publish
 from splitnn.onnxsplit.artifacts.plan_file import TilePlanFile, relative_model, save_verification_data, write_plan
 from splitnn.onnxsplit.artifacts.part_files import save_part
-from splitnn.onnxsplit.artifacts.parts import Part, build_part
+from splitnn.onnxsplit.artifacts.parts import Part, build_part, part_boundary
 from splitnn.onnxsplit.artifacts.verification import compare_outputs, reference_outputs
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
@@ -122,7 +122,7 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
     stack_part = Part(build_part(graph, graph.model, [layer.index for layer in stack], (image,), (stack_out,), "stack"),
                       (image,), (stack_out,))
     remainder_outputs = tuple(o for o in graph.outputs if o != stack_out)
-    remainder_reads = {n for i in plan.remainder_indices for n in graph.nodes[i].all_inputs}
+    remainder_reads, _ = part_boundary(graph, plan.remainder_indices, ())
     remainder_inputs = tuple(dict.fromkeys([stack_out] + [n for n in graph.inputs if n in remainder_reads and n != image]))
     remainder = Part(build_part(graph, graph.model, list(plan.remainder_indices), remainder_inputs, remainder_outputs,
                                 "remainder"), remainder_inputs, remainder_outputs)

@@ -22,6 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 from splitnn.cost_models.registry import NodeCost
 from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.artifacts.parts import part_boundary
 from splitnn.onnxsplit.model.graph import Graph, Node
 from splitnn.onnxsplit.model.weight_source import WeightSource
 from splitnn.onnxsplit.tiles.geometry import split_range
@@ -147,14 +148,10 @@ def remainder_steps(graph: Graph, indices: tuple[int, ...], splits: list[NeuronS
         if isinstance(group, NeuronSplit):
             steps.append(group)
             continue
-        produced = {o for i in group for o in graph.nodes[i].outputs if o}
-        reads = [n for i in group for n in graph.nodes[i].all_inputs]
-        inputs = tuple(dict.fromkeys(n for n in reads if n not in produced and not graph.is_constant(n)))
         later = set()
         for other in groups[position + 1:]:
             later_indices = [other.index] if isinstance(other, NeuronSplit) else other
             later.update(n for i in later_indices for n in graph.nodes[i].all_inputs)
-        outputs = tuple(n for n in dict.fromkeys(o for i in group for o in graph.nodes[i].outputs if o)
-                        if n in later or n in graph.outputs)
+        inputs, outputs = part_boundary(graph, group, later)
         steps.append(Segment(tuple(group), inputs, outputs))
     return steps
