@@ -1,8 +1,11 @@
 """A plan folder is written under a staging name and published in one rename, or not at all."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from splitnn.onnxsplit.artifacts.layout import PLAN_FILE
@@ -27,3 +30,16 @@ def publish(staging: Path, outdir: Path) -> None:
     os.replace(staging, outdir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging_folder(outdir: Path) -> Iterator[Path]:
+    """A private folder beside `outdir` to write a plan into (checked first: `outdir` may only hold an older plan);
+    removed on the way out, whatever happened. `publish` it to make it the plan."""
+    check_output_folder(outdir)
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

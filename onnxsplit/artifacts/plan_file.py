@@ -27,11 +27,13 @@ from splitnn.cost_models.latency import NodeWork
 from splitnn.cost_models.prediction import Prediction
 from splitnn.cost_models.profiles import DeviceProfile, LinkProfile
 from splitnn.onnxsplit.artifacts.chain import PartStep, SlicedStep, Step
+from splitnn.onnxsplit.artifacts.fingerprint import graph_fingerprint
 from splitnn.onnxsplit.artifacts.layout import PLAN_FILE, VERIFICATION_INPUTS_FILE, VERIFICATION_REFERENCE_FILE
 from splitnn.onnxsplit.artifacts.verification import Verification
 from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic, write_text_atomic
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.records import Record, RecordError
+from splitnn.onnxsplit.model.graph import Graph
 
 SCHEMA_VERSION = 2
 STRATEGIES = ("vertical", "tiles")
@@ -322,6 +324,15 @@ def model_path(outdir: str | Path, plan: PlanFile) -> Path:
 def relative_model(model: str | Path, outdir: str | Path) -> str:
     """The model's path as plan.json keeps it: relative to the plan folder, forward slashes."""
     return Path(os.path.relpath(Path(model).resolve(), Path(outdir).resolve())).as_posix()
+
+
+def header_fields(graph: Graph, outdir: str | Path) -> dict[str, Any]:
+    """The PlanHeader fields of a plan of `graph` written to `outdir` (the graph must have been loaded from a file)."""
+    assert graph.path is not None
+    return dict(model=relative_model(graph.path, outdir),
+                graph_fingerprint=graph_fingerprint(graph.model),  # of the skeleton read at load time
+                inputs={n: TensorSpec(tuple(graph.info(n).shape), graph.info(n).dtype) for n in graph.inputs},
+                outputs=tuple(graph.outputs))
 
 
 def save_verification_data(folder: Path, inputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:

@@ -16,8 +16,6 @@ compared with the original model's.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +24,10 @@ import onnx
 from onnx import helper
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.chain import PartStep, SlicedStep, SliceRef, Step, cached_sessions, run_steps
-from splitnn.onnxsplit.artifacts.fingerprint import graph_fingerprint
 from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, REMAINDER_DIR, TILES_DIR, WEIGHTS_FILE
-from splitnn.onnxsplit.artifacts.folder import check_output_folder, publish
-from splitnn.onnxsplit.artifacts.plan_file import TilePlanFile, relative_model, save_verification_data, write_plan
+from splitnn.onnxsplit.artifacts.folder import publish, staging_folder
+from splitnn.onnxsplit.artifacts.plan_file import TilePlanFile, header_fields, save_verification_data, write_plan
+from splitnn.onnxsplit.core.records import to_dict
 from splitnn.onnxsplit.artifacts.part_files import save_part
 from splitnn.onnxsplit.artifacts.parts import Part, build_part, part_boundary
 from splitnn.onnxsplit.artifacts.verification import compare_outputs, reference_outputs
@@ -113,23 +111,11 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
                 rtol: float = 1e-3) -> TilePlanFile:
     """Write, verify and publish the artifacts of tile `plan`; return the plan file written."""
     outdir = Path(outdir)
-    check_output_folder(outdir)
     graph = analysis.graph
     if graph.path is None:
         raise SplitnnError("the analysis has no model file to take the weights from")
-    stack = plan.stack
-    image, stack_out = stack[0].input, stack[-1].output
-    stack_part = Part(build_part(graph, graph.model, [layer.index for layer in stack], (image,), (stack_out,), "stack"),
-                      (image,), (stack_out,))
-    remainder_outputs = tuple(o for o in graph.outputs if o != stack_out)
-    remainder_reads, _ = part_boundary(graph, plan.remainder_indices, ())
-    remainder_inputs = tuple(dict.fromkeys([stack_out] + [n for n in graph.inputs if n in remainder_reads and n != image]))
-    remainder = Part(build_part(graph, graph.model, list(plan.remainder_indices), remainder_inputs, remainder_outputs,
-                                "remainder"), remainder_inputs, remainder_outputs)
-
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
-    try:
+    stack_part, remainder = _parts(analysis, plan)
+    with staging_folder(outdir) as staging:
         steps: list[Step] = []
         with WeightSource.of(graph) as weights:
             save_part(stack_part, staging / TILES_DIR, weights)
@@ -137,38 +123,24 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
                 steps = _write_steps(analysis, plan, staging, weights)
             elif remainder.model is not None:
                 save_part(remainder, staging / REMAINDER_DIR, weights)
-        stack_model = onnx.load(str(staging / TILES_DIR / MODEL_FILE), load_external_data=False)
-        artifacts: dict[str, Any] = {"stack_model": f"{TILES_DIR}/{MODEL_FILE}", "stack_weights": f"{TILES_DIR}/{WEIGHTS_FILE}",
-                                     "tiles": []}
-        for tile in plan.grid.tiles:
-            name = f"{TILES_DIR}/tile_{tile.id}.onnx"
-            onnx.save_model(tile_model(stack_model, stack, tile), str(staging / name))
-            artifacts["tiles"].append(name)
-        reuse_doc = None
-        if reuse:
-            reuse_doc = _write_reuse(plan, stack_model, staging, artifacts)
+        artifacts, reuse_doc = _write_tile_graphs(plan, staging, reuse)
         if steps:
             artifacts["remainder_steps"] = [step.to_dict() for step in steps]
         elif remainder.model is not None:
             artifacts["remainder_model"] = f"{REMAINDER_DIR}/{MODEL_FILE}"
             artifacts["remainder_weights"] = f"{REMAINDER_DIR}/{WEIGHTS_FILE}"
             steps = [PartStep(artifacts["remainder_model"], remainder.inputs, remainder.outputs)]
-
         feeds = random_inputs(graph)
         expected = reference_outputs(graph, feeds)
-        results = run_locally(staging, artifacts, plan, feeds, steps)
-        max_err, passed = compare_outputs(results, expected, atol, rtol)
+        max_err, passed = compare_outputs(run_locally(staging, artifacts, plan, feeds, steps), expected, atol, rtol)
         if not passed:
             raise SplitnnError(f"verification failed: the stitched tiles differ from the model by up to {max_err:.3g} "
                                f"(atol {atol}, rtol {rtol}); nothing was written")
         save_verification_data(staging, feeds, expected)
         # The plan's own to_dict gives the planning figures; reading the whole back through TilePlanFile checks it.
         document = TilePlanFile.from_dict({
-            "model": relative_model(graph.path, outdir),
-            "graph_fingerprint": graph_fingerprint(graph.model),
-            "inputs": {n: {"shape": list(graph.info(n).shape), "dtype": graph.info(n).dtype} for n in graph.inputs},
-            "outputs": list(graph.outputs),
-            "image_input": image,
+            **to_dict(header_fields(graph, outdir)),
+            "image_input": plan.stack[0].input,
             **plan.to_dict(),
             "remainder": {"inputs": list(remainder.inputs), "outputs": list(remainder.outputs),
                           "empty": remainder.model is None},
@@ -179,8 +151,33 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
         write_plan(staging, document)
         publish(staging, outdir)
         return document
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _parts(analysis: Analysis, plan: TilePlan) -> tuple[Part, Part]:
+    """The fused stack (whole input) and the remainder that runs on the stitched output."""
+    graph, stack = analysis.graph, plan.stack
+    image, stack_out = stack[0].input, stack[-1].output
+    stack_part = Part(build_part(graph, graph.model, [layer.index for layer in stack], (image,), (stack_out,), "stack"),
+                      (image,), (stack_out,))
+    remainder_outputs = tuple(o for o in graph.outputs if o != stack_out)
+    remainder_reads, _ = part_boundary(graph, plan.remainder_indices, ())
+    remainder_inputs = tuple(dict.fromkeys([stack_out] + [n for n in graph.inputs if n in remainder_reads and n != image]))
+    remainder = Part(build_part(graph, graph.model, list(plan.remainder_indices), remainder_inputs, remainder_outputs,
+                                "remainder"), remainder_inputs, remainder_outputs)
+    return stack_part, remainder
+
+
+def _write_tile_graphs(plan: TilePlan, staging: Path, reuse: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One graph per tile (and, with reuse, the phase graphs), all reading the stack's one weight blob."""
+    stack_model = onnx.load(str(staging / TILES_DIR / MODEL_FILE), load_external_data=False)
+    artifacts: dict[str, Any] = {"stack_model": f"{TILES_DIR}/{MODEL_FILE}", "stack_weights": f"{TILES_DIR}/{WEIGHTS_FILE}",
+                                 "tiles": []}
+    for tile in plan.grid.tiles:
+        name = f"{TILES_DIR}/tile_{tile.id}.onnx"
+        onnx.save_model(tile_model(stack_model, plan.stack, tile), str(staging / name))
+        artifacts["tiles"].append(name)
+    reuse_doc = _write_reuse(plan, stack_model, staging, artifacts) if reuse else None
+    return artifacts, reuse_doc
 
 
 def _write_steps(analysis: Analysis, plan: TilePlan, staging: Path, weights: WeightSource) -> list[Step]:

@@ -11,26 +11,23 @@ plan behind.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from splitnn.cost_models.latency import NodeWork, node_work
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut, placeable_indices
-from splitnn.onnxsplit.artifacts.fingerprint import graph_fingerprint
-from splitnn.onnxsplit.artifacts.folder import check_output_folder, publish
+from splitnn.onnxsplit.artifacts.folder import publish, staging_folder
 from splitnn.onnxsplit.artifacts.chain import PartStep, outputs_of, run_steps
 from splitnn.onnxsplit.artifacts.layout import DEVICE_DIR, MODEL_FILE, ORT_FILE, SERVER_DIR, WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.plan_file import (
     PartSpec,
     Parts,
-    TensorSpec,
     VerticalArtifacts,
     VerticalPlanFile,
-    relative_model,
+    header_fields,
     save_verification_data,
     write_plan,
 )
@@ -48,6 +45,7 @@ from splitnn.onnxsplit.artifacts.verification import (
 )
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
+from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.model.weight_source import WeightSource
 from splitnn.onnxsplit.vertical.planning import Plan, candidate_record, cut_record
 
@@ -99,7 +97,6 @@ def write_split(
 ) -> VerticalPlanFile:
     """Write, verify and publish the artifacts of `plan`; return the plan file written."""
     outdir = Path(outdir)
-    check_output_folder(outdir)
     graph = analysis.graph
     if graph.path is None:
         raise SplitnnError("the analysis has no model file to take the weights from")
@@ -110,64 +107,67 @@ def write_split(
         )
     # Parts are cut from the weightless skeleton; their weights are streamed from the source file.
     device, server = extract_parts(graph, graph.model, plan.chosen.cut)
-
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
-    background = ThreadPoolExecutor(max_workers=2)
-    try:
-        artifacts: dict[str, str] = {}
+    with staging_folder(outdir) as staging, ThreadPoolExecutor(max_workers=2) as background:
         # While the main thread writes the parts, the original model runs on one
         # thread and the device part is converted and run on another as soon as
         # it is written: onnxruntime and file writes release the GIL.
         feeds = random_inputs(graph)
         original_run = background.submit(reference_outputs, graph, feeds)
-        device_run = None
-        with WeightSource.of(graph) as weights:
-            for side, part in ((DEVICE_DIR, device), (SERVER_DIR, server)):
-                if part.model is None:
-                    continue
-                save_part(part, staging / side, weights)
-                artifacts[f"{side}_model"] = f"{side}/{MODEL_FILE}"
-                artifacts[f"{side}_weights"] = f"{side}/{WEIGHTS_FILE}"
-                if side == DEVICE_DIR:
-                    device_run = background.submit(run_device_side, staging, device, feeds, ort_format)
+        artifacts, device_run = _write_parts(graph, staging, device, server, feeds, ort_format, background)
         device_results, device_artifact = device_run.result() if device_run is not None else ({}, None)
-        if ort_format and device.model is not None:
-            artifacts["device_ort"] = f"{DEVICE_DIR}/{ORT_FILE}"
-        check = verify(staging, server, feeds, device_results, device_artifact, original_run.result(), atol, rtol)
+        reference = original_run.result()
+        check = verify(staging, server, feeds, device_results, device_artifact, reference, atol, rtol)
         if not check.passed:
             raise SplitnnError(
                 f"verification failed: the chained parts differ from the model by up to {check.max_abs_err:.3g} "
                 f"(atol {atol}, rtol {rtol}); nothing was written; loosen --atol/--rtol if this precision is expected"
             )
-        reference = original_run.result()
         save_verification_data(staging, feeds, reference)
-        document = VerticalPlanFile(
-            model=relative_model(graph.path, outdir),
-            graph_fingerprint=graph_fingerprint(graph.model),  # the skeleton read at load time
-            inputs={n: TensorSpec(tuple(graph.info(n).shape), graph.info(n).dtype) for n in graph.inputs},
-            outputs=tuple(graph.outputs),
-            objective=plan.objective,
-            forced_cut=plan.forced,
-            cut=cut_record(plan.chosen),
-            predicted=plan.chosen.predicted,
-            device_profile=plan.device,
-            server_profile=plan.server,
-            link=plan.link,
-            constraints=plan.constraints,
-            candidates=tuple(candidate_record(c) for c in plan.candidates),
-            parts=Parts(device=PartSpec(device.inputs, device.outputs, device.model is None),
-                        server=PartSpec(server.inputs, server.outputs, server.model is None)),
-            verification=check,
-            artifacts=VerticalArtifacts(**artifacts),
-            device_work=device_work(analysis, plan.chosen.cut),
-        )
+        document = _plan_file(analysis, plan, outdir, (device, server), check, artifacts)
         write_plan(staging, document)
         publish(staging, outdir)
         return document
-    finally:
-        background.shutdown(wait=True)
-        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_parts(graph: Graph, staging: Path, device: Part, server: Part, feeds: dict[str, np.ndarray],
+                 ort_format: bool, background: ThreadPoolExecutor) -> tuple[VerticalArtifacts, Future[Any] | None]:
+    """Write both parts; the device part is converted and run on `background` as soon as it is written."""
+    artifacts: dict[str, str] = {}
+    device_run = None
+    with WeightSource.of(graph) as weights:
+        for side, part in ((DEVICE_DIR, device), (SERVER_DIR, server)):
+            if part.model is None:
+                continue
+            save_part(part, staging / side, weights)
+            artifacts[f"{side}_model"] = f"{side}/{MODEL_FILE}"
+            artifacts[f"{side}_weights"] = f"{side}/{WEIGHTS_FILE}"
+            if side == DEVICE_DIR:
+                device_run = background.submit(run_device_side, staging, device, feeds, ort_format)
+    if ort_format and device.model is not None:
+        artifacts["device_ort"] = f"{DEVICE_DIR}/{ORT_FILE}"
+    return VerticalArtifacts(**artifacts), device_run
+
+
+def _plan_file(analysis: Analysis, plan: Plan, outdir: Path, parts: tuple[Part, Part], check: Verification,
+               artifacts: VerticalArtifacts) -> VerticalPlanFile:
+    device, server = parts
+    return VerticalPlanFile(
+        **header_fields(analysis.graph, outdir),
+        objective=plan.objective,
+        forced_cut=plan.forced,
+        cut=cut_record(plan.chosen),
+        predicted=plan.chosen.predicted,
+        device_profile=plan.device,
+        server_profile=plan.server,
+        link=plan.link,
+        constraints=plan.constraints,
+        candidates=tuple(candidate_record(c) for c in plan.candidates),
+        parts=Parts(device=PartSpec(device.inputs, device.outputs, device.model is None),
+                    server=PartSpec(server.inputs, server.outputs, server.model is None)),
+        verification=check,
+        artifacts=artifacts,
+        device_work=device_work(analysis, plan.chosen.cut),
+    )
 
 
 def device_work(analysis: Analysis, cut: Cut) -> tuple[NodeWork, ...]:
