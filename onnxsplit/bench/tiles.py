@@ -68,6 +68,7 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
     # Each worker may use the node's usable RAM for the plan's share, plus what the interpreter, Dask and
     # onnxruntime themselves take; past that, Dask's nanny restarts it.
     memory = plan.node_profile.usable_ram_bytes + RUNTIME_ALLOWANCE_BYTES
+
     def tick(stage: str, total: int) -> Callable[[int], None]:
         return (lambda done: progress(stage, done, total)) if progress else (lambda done: None)
 
@@ -84,42 +85,16 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
         uss_before = client.run(_process_uss, workers=available)
         plugin = register_plugin(client, SessionsPlugin(f"splitnn-tiles-{program.key}", program.graphs, program.weights))
         handles = place_slices(client, program, available)
-        scaling = []
-        last_records: list[TileRecord] = []
-        outputs: dict[str, np.ndarray] = {}
-        retries = killed = 0
-        for n in counts:
-            workers = available[:n]
-            run_tiled_image(client, program, plugin, feeds, workers, handles)  # warm-up (caches, connections)
-            phases, totals = [], []
-            step = tick(f"{n} worker{'s' if n > 1 else ''}", options.images)
-            for i in range(options.images):
-                timer = None
-                if options.kill_worker_after_s is not None and n == counts[-1] and i == 0:
-                    import os
-
-                    pid = client.run(os.getpid, workers=[workers[0]])[workers[0]]
-                    timer = threading.Timer(options.kill_worker_after_s, _kill_process, (pid,))
-                    timer.start()
-                    killed += 1
-                outputs, records, phase, total, retried = run_tiled_image(client, program, plugin, feeds, workers, handles)
-                if timer is not None:
-                    timer.join()
-                    # The dead worker's replacement has a new address: use whoever is there now.
-                    workers = sorted(client.scheduler_info()["workers"])[:n]
-                retries += retried
-                phases.append(phase)
-                totals.append(total)
-                step(i + 1)
-            scaling.append({"workers": n, "wall_s": statistics.median(totals), "tiles_phase_s": statistics.median(phases)})
-            last_records = records
+        runs = [_time_workers(client, program, plugin, handles, available[:n], feeds, options,
+                              drill=n == counts[-1], tick=tick) for n in counts]
         uss_after = client.run(_process_uss)
 
+    scaling = [run.row for run in runs]
     base = scaling[0]
     for row in scaling:
         row["speedup"] = base["wall_s"] / row["wall_s"]
         row["tiles_speedup"] = base["tiles_phase_s"] / row["tiles_phase_s"]
-    match, max_err = _compare(outputs, reference, plan)
+    match, max_err = _compare(runs[-1].outputs, reference, plan)
     top = scaling[-1]
     return {
         "plan": str(outdir),
@@ -133,9 +108,9 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
         "speedup": top["speedup"],
         "tiles_speedup": top["tiles_speedup"],
         "scaling": scaling,
-        "tiles": [{"id": r.id, "worker": r.worker, "seconds": r.seconds, "done_s": r.done_s} for r in last_records],
-        "retries": retries,
-        "workers_killed": killed,
+        "tiles": [{"id": r.id, "worker": r.worker, "seconds": r.seconds, "done_s": r.done_s} for r in runs[-1].records],
+        "retries": sum(run.retries for run in runs),
+        "workers_killed": sum(run.killed for run in runs),
         "outputs_match": match,
         "max_abs_err": max_err,
         "redundant_macs_ratio": plan.redundant_macs_ratio,
@@ -144,6 +119,50 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
         "predicted": plan.predicted.to_dict(),
         "memory": worker_memory(uss_before, uss_after, plan.memory.node_bytes, memory),
     }
+
+
+@dataclass
+class _WorkerCountRun:
+    """The images timed on one worker count."""
+
+    row: dict[str, Any]  # workers, median wall_s and tiles_phase_s
+    outputs: dict[str, np.ndarray]  # of the last image
+    records: list[TileRecord]  # of the last image
+    retries: int
+    killed: int
+
+
+def _time_workers(client: Any, program: TileProgram, plugin: str, handles: dict[tuple[int, int], Any],
+                  workers: list[str], feeds: dict[str, np.ndarray], options: TileBenchOptions, drill: bool,
+                  tick: Callable[[str, int], Callable[[int], None]]) -> _WorkerCountRun:
+    """`options.images` images on `workers` after a warm-up; with `drill`, the fault drill on the first image."""
+    import os
+
+    n = len(workers)
+    run_tiled_image(client, program, plugin, feeds, workers, handles)  # warm-up (caches, connections)
+    phases, totals = [], []
+    retries = killed = 0
+    outputs: dict[str, np.ndarray] = {}
+    records: list[TileRecord] = []
+    step = tick(f"{n} worker{'s' if n > 1 else ''}", options.images)
+    for i in range(options.images):
+        timer = None
+        if drill and options.kill_worker_after_s is not None and i == 0:
+            pid = client.run(os.getpid, workers=[workers[0]])[workers[0]]
+            timer = threading.Timer(options.kill_worker_after_s, _kill_process, (pid,))
+            timer.start()
+            killed += 1
+        outputs, records, phase, total, retried = run_tiled_image(client, program, plugin, feeds, workers, handles)
+        if timer is not None:
+            timer.join()
+            # The dead worker's replacement has a new address: use whoever is there now.
+            workers = sorted(client.scheduler_info()["workers"])[:n]
+        retries += retried
+        phases.append(phase)
+        totals.append(total)
+        step(i + 1)
+    row = {"workers": n, "wall_s": statistics.median(totals), "tiles_phase_s": statistics.median(phases)}
+    return _WorkerCountRun(row, outputs, records, retries, killed)
 
 
 def _process_uss() -> int:

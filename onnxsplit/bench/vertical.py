@@ -152,82 +152,84 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
     """Measure the plan in `outdir` under `link`; returns the report (see the module doc).
 
     `reference`: the unsplit model's outputs on `bench_feeds(plan, options.seed)`, when the caller has them
-    already (a sweep measures many plans of one model); otherwise the model is loaded and run here.
+    already (a sweep measures many plans of one model); otherwise those kept in the plan folder are used.
     """
+    from splitnn.onnxsplit.artifacts.verification import compare_outputs
+    from splitnn.onnxsplit.runtime.server import server_part_path
+
     outdir = Path(outdir)
     part = DevicePart(outdir, spin=False)  # nor the device's, while the server computes
     plan = part.plan
-    from splitnn.onnxsplit.runtime.server import server_part_path
-
     server_model = server_part_path(outdir)
     if reference is None:
         feeds, reference = inputs_and_reference(outdir, plan, options.seed)
     else:
         feeds = bench_feeds(plan, options.seed)
     tick = (lambda stage, total: (lambda done: progress(stage, done, total))) if progress else (lambda stage, total: None)
-
-    stalls = 0
-    stream = None
-    if server_model is None:  # all on the device: no server, no link
-        client = DeviceClient(part, ("127.0.0.1", 0), slowdown=options.slowdown)
-        client.request(feeds)
-        results = _run_requests(client, feeds, options.requests, tick("all on the device (the plan)", options.requests))
-        if options.stream:
-            stream = stream_frames(client, feeds, options.requests, options.fps, tick("stream", options.requests))
-    else:
-        with ServerProcess(server_model) as server, LinkRelay(server.address, link) as relay:
-            client = DeviceClient(part, relay.address, slowdown=options.slowdown, timeout_s=options.timeout_s)
-            client.request(feeds)  # warm-up: sessions, connection, caches (not counted)
-            results = _run_requests(client, feeds, options.requests, tick("split", options.requests))
-            client.close()
-            if options.stream:
-                stream = stream_frames(client, feeds, options.requests, options.fps, tick("stream", options.requests))
-            stalls = relay.stalls
-
+    results, stream, stalls = _measure(part, server_model, link, options, feeds, tick)
     ok = [r for r in results if r.ok]
-    stages = {stage: percentiles([getattr(r, stage) for r in ok]) for stage in STAGES}
-    bytes_up = int(statistics.median(r.bytes_up for r in ok)) if ok else 0
-    bytes_down = int(statistics.median(r.bytes_down for r in ok)) if ok else 0
-    wire_s = (bytes_up * 8 / link.uplink_bps if link.uplink_bps else 0.0) + (
-        bytes_down * 8 / link.downlink_bps if link.downlink_bps else 0.0)
-    rtt_s = 2 * link.delay_s
-    network_s = wire_s + rtt_s if server_model is not None else 0.0  # an all-device plan sends nothing
-    bound_s = stages["device_s"]["p50"] + network_s + stages["server_s"]["p50"] if ok else float("nan")
-
-    max_err = None
-    outputs_match = None
+    max_err, outputs_match = None, None
     if reference is not None and ok:
-        from splitnn.onnxsplit.artifacts.verification import compare_outputs
-
         max_err, outputs_match = compare_outputs(ok[-1].outputs, reference, plan.verification.atol,
                                                  plan.verification.rtol)
-
     baselines: dict[str, Any] = {}
     if options.baselines and model_path(outdir, plan).is_file():
         baselines = _baselines(model_path(outdir, plan), plan, feeds, link, options, tick)
-
-    report_stream = _stream_report(stream, ok, link, server_model is None) if stream is not None else None
     return {
         "plan": str(outdir),
         "requests": len(results),
         "ok": len(ok),
         "errors": len(results) - len(ok),
         "error_messages": sorted({r.error for r in results if not r.ok}),
-        "stages": stages,
-        "samples": {stage: [getattr(r, stage) for r in ok] for stage in STAGES},  # per ok request, in order
-        "bound_s": bound_s,
+        **_timings(ok, link, local=server_model is None),
         "predicted_s": plan.predicted.total_s,
         "predicted": to_dict(plan.predicted),
         "baselines": baselines,
         "outputs_match": outputs_match,
         "max_abs_err": max_err,
-        "bytes_per_request": {"up": bytes_up, "down": bytes_down},
         "link": {"description": link.describe(), "uplink_bps": link.uplink_bps, "downlink_bps": link.downlink_bps,
-                 "rtt_s": rtt_s, "jitter_s": link.jitter_s, "loss": link.loss, "stalls": stalls},
+                 "rtt_s": 2 * link.delay_s, "jitter_s": link.jitter_s, "loss": link.loss, "stalls": stalls},
         "slowdown": {"factor": options.slowdown, "source": options.slowdown_source,
                      "emulated": options.slowdown > 1},
         "cut": plan.cut.to_dict(),
-        "stream": report_stream,
+        "stream": _stream_report(stream, ok, link, server_model is None) if stream is not None else None,
+    }
+
+
+def _measure(part: DevicePart, server_model: Path | None, link: LinkSettings, options: BenchOptions,
+             feeds: dict[str, np.ndarray], tick: Callable[[str, int], Any],
+             ) -> tuple[list[RequestResult], StreamResult | None, int]:
+    """The timed requests (after one warm-up), the stream when asked, and the link's loss stalls."""
+    if server_model is None:  # all on the device: no server, no link
+        client = DeviceClient(part, ("127.0.0.1", 0), slowdown=options.slowdown)
+        client.request(feeds)
+        results = _run_requests(client, feeds, options.requests, tick("all on the device (the plan)", options.requests))
+        stream = stream_frames(client, feeds, options.requests, options.fps,
+                               tick("stream", options.requests)) if options.stream else None
+        return results, stream, 0
+    with ServerProcess(server_model) as server, LinkRelay(server.address, link) as relay:
+        client = DeviceClient(part, relay.address, slowdown=options.slowdown, timeout_s=options.timeout_s)
+        client.request(feeds)  # warm-up: sessions, connection, caches (not counted)
+        results = _run_requests(client, feeds, options.requests, tick("split", options.requests))
+        client.close()
+        stream = stream_frames(client, feeds, options.requests, options.fps,
+                               tick("stream", options.requests)) if options.stream else None
+        return results, stream, relay.stalls
+
+
+def _timings(ok: list[RequestResult], link: LinkSettings, local: bool) -> dict[str, Any]:
+    """Per-stage percentiles and samples, bytes per request, and the physical bound of the ok requests."""
+    stages = {stage: percentiles([getattr(r, stage) for r in ok]) for stage in STAGES}
+    bytes_up = int(statistics.median(r.bytes_up for r in ok)) if ok else 0
+    bytes_down = int(statistics.median(r.bytes_down for r in ok)) if ok else 0
+    wire_s = (bytes_up * 8 / link.uplink_bps if link.uplink_bps else 0.0) + (
+        bytes_down * 8 / link.downlink_bps if link.downlink_bps else 0.0)
+    network_s = 0.0 if local else wire_s + 2 * link.delay_s  # an all-device plan sends nothing
+    return {
+        "stages": stages,
+        "samples": {stage: [getattr(r, stage) for r in ok] for stage in STAGES},  # per ok request, in order
+        "bound_s": stages["device_s"]["p50"] + network_s + stages["server_s"]["p50"] if ok else float("nan"),
+        "bytes_per_request": {"up": bytes_up, "down": bytes_down},
     }
 
 
