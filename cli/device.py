@@ -27,6 +27,7 @@ def device(outdir: str, address: str, input_file: str | None, random_count: int 
       splitnn device out/vgg16 --server 10.0.0.2:9000 --input image.npy -o result.npz
     """
     import numpy as np
+
     from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic
     from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.model.sample_inputs import random_feeds

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 import click
+
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 # command name -> "module:attribute"

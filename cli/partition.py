@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import click
+
 from splitnn.cli.options import (
     PLANNING,
     TILE_PLANNING,

@@ -4,10 +4,13 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 import click
+
 from splitnn.cli.options import input_shape_option
-from splitnn.cli.render import stderr, stdout
+from splitnn.cli.progress import Progress
+from splitnn.cli.render import stdout
 
 
 @click.command()
@@ -56,40 +59,32 @@ def profile(models: tuple[str, ...], input_shapes: tuple[str, ...], output: str,
     shapes = parse_input_shapes(input_shapes)
     graphs = [load_graph(model, shapes) for model in models]
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     measurements = []
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=stderr(), transient=True) as bar:
+    with Progress() as progress:
         for model, graph in zip(models, graphs):
-            task = bar.add_task(f"timing {Path(model).name}", total=warmup + runs)
+            stage = f"timing {Path(model).name}"
             timings = time_nodes(graph, runs=runs, warmup=warmup, level=level, threads=threads,
-                                 progress=lambda done, total, task=task: bar.update(task, completed=done))
+                                 progress=lambda done, total, stage=stage: progress(stage, done, total))
             measurements.append((graph, timings))
     fit = fit_profile(measurements, base_profile, name or f"profiled-{socket.gethostname()}")
     write_text_atomic(target, device_to_toml(fit.profile, fit_report_lines(fit, measurements)))
 
     if as_json:
-        document = fit.to_dict()
-        document["output"] = str(target)
-        document["timings"] = [
-            {
-                "model": t.model, "level": t.level, "runs": t.runs, "warmup": t.warmup, "run_s": t.run_seconds,
-                "kernel_s": t.kernel_seconds, "eliminated": [g.nodes[i].name for i in t.eliminated],
-                "groups": [{"kernels": list(k.kernels), "nodes": [g.nodes[i].name for i in k.nodes], "seconds": k.seconds}
-                           for k in t.groups],
-            }
-            for g, t in measurements
-        ]
-        click.echo(json.dumps(document, indent=1))
+        click.echo(json.dumps({**fit.to_dict(), "output": str(target), "timings": _timings_json(measurements)}, indent=1))
         return
     _render(fit, measurements, target)
+
+
+def _timings_json(measurements) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    return [
+        {
+            "model": t.model, "level": t.level, "runs": t.runs, "warmup": t.warmup, "run_s": t.run_seconds,
+            "kernel_s": t.kernel_seconds, "eliminated": [g.nodes[i].name for i in t.eliminated],
+            "groups": [{"kernels": list(k.kernels), "nodes": [g.nodes[i].name for i in k.nodes], "seconds": k.seconds}
+                       for k in t.groups],
+        }
+        for g, t in measurements
+    ]
 
 
 def _render(fit, measurements, target: Path) -> None:  # type: ignore[no-untyped-def]

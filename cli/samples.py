@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import click
+
 from splitnn.cli.render import human_bytes, stderr, stdout
 
 
@@ -24,6 +25,7 @@ def samples() -> None:
 def list_samples(as_json: bool) -> None:
     """Show the samples that can be built."""
     from rich.table import Table
+
     from splitnn.sample_models import SAMPLES
 
     if as_json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import click
+
 from splitnn.cli.render import human_bytes, stdout
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+
 from splitnn.cost_models.latency import bytes_moved
 from splitnn.cost_models.node_timing import NodeTimings
 from splitnn.cost_models.op_classes import OP_CLASSES, op_class

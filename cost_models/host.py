@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
 from splitnn.cost_models.profiles import (
     DeviceProfile,
     device_from_dict,

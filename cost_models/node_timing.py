@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
+
 from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import open_in_place
@@ -101,39 +103,10 @@ def group_kernels(graph: Graph, optimized: onnx.ModelProto, medians: Mapping[str
     """Map the kernels of `optimized` back to `graph`'s nodes (steps 2 and 3 of the module doc)."""
     anchors = set(graph.tensors) | set(graph.initializers)
     kernels = list(optimized.graph.node)
-    parent = list(range(len(kernels)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(a: int, b: int) -> None:
-        parent[find(a)] = find(b)
-
-    readers: dict[str, list[int]] = {}
-    for i, kernel in enumerate(kernels):
-        for name in kernel.input:
-            readers.setdefault(name, []).append(i)
-    first_of_name: dict[str, int] = {}
-    for i, kernel in enumerate(kernels):
-        for name in kernel.output:
-            if name and name not in anchors:
-                for reader in readers.get(name, []):
-                    union(i, reader)
-        if kernel.name in first_of_name:
-            union(i, first_of_name[kernel.name])
-        first_of_name.setdefault(kernel.name, i)
-
-    members: dict[int, list[int]] = {}
-    for i in range(len(kernels)):
-        members.setdefault(find(i), []).append(i)
 
     owner: dict[int, int] = {}  # original node -> group that computes it
     groups: list[KernelGroup] = []
-    for root in sorted(members, key=lambda r: min(members[r])):  # in the optimized graph's order
-        inside = members[root]
+    for inside in _kernel_clusters(kernels, anchors):  # in the optimized graph's order
         produced = {name for i in inside for name in kernels[i].output}
         stops = {name for i in inside for name in kernels[i].input if name not in produced and name in anchors}
         outputs = [name for name in produced if name in anchors]
@@ -204,3 +177,30 @@ def time_nodes(
         model=str(graph.path), level=level, threads=threads, runs=runs, warmup=warmup,
         groups=tuple(groups), eliminated=tuple(eliminated), run_seconds=statistics.median(walls),
     )
+
+
+def _kernel_clusters(kernels: list[onnx.NodeProto], anchors: set[str]) -> list[list[int]]:
+    """Kernels joined by a tensor the original graph lacks (a fused intermediate) or by a shared name, as the
+    connected components (scipy's) of that relation, each in order, in the order of their first kernel."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    readers: dict[str, list[int]] = {}
+    for i, kernel in enumerate(kernels):
+        for name in kernel.input:
+            readers.setdefault(name, []).append(i)
+    edges: list[tuple[int, int]] = []
+    first_of_name: dict[str, int] = {}
+    for i, kernel in enumerate(kernels):
+        edges += [(i, reader) for name in kernel.output if name and name not in anchors for reader in readers.get(name, [])]
+        if kernel.name in first_of_name:
+            edges.append((i, first_of_name[kernel.name]))
+        first_of_name.setdefault(kernel.name, i)
+    count = len(kernels)
+    rows = np.array([a for a, _ in edges], dtype=np.int64)
+    cols = np.array([b for _, b in edges], dtype=np.int64)
+    _, labels = connected_components(coo_matrix((np.ones(len(edges)), (rows, cols)), shape=(count, count)), directed=False)
+    members: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        members.setdefault(int(label), []).append(i)
+    return sorted(members.values(), key=min)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+
 @dataclass(frozen=True)
 class Prediction:
     """Seconds per stage of one request; `total_s` is their sum, `throughput_fps` the pipelined rate."""

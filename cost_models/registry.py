@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from splitnn.onnxsplit.model.graph import Graph, Node
 
 MacHandler = Callable[[Node, Graph], int]

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 OPSET = 13

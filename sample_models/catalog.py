@@ -5,6 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import onnx
+
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.sample_models import networks
 

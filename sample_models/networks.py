@@ -9,6 +9,7 @@ ResNet-18 11,689,512 params; MobileNet v1 4,231,976 params.
 from __future__ import annotations
 
 import onnx
+
 from splitnn.sample_models.builder import GraphBuilder
 
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]

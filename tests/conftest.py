@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from splitnn.onnxsplit.core.atomic_files import save_model_atomic
 from splitnn.sample_models import build_sample
 

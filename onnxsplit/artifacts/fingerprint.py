@@ -9,6 +9,7 @@ import hashlib
 from pathlib import Path
 
 import onnx
+
 from splitnn.onnxsplit.model.skeleton import read_skeleton
 
 

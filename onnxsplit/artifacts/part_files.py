@@ -10,6 +10,7 @@ from pathlib import Path
 
 import onnx
 from onnx import numpy_helper
+
 from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.parts import Part
 from splitnn.onnxsplit.core.ort_session import create_session

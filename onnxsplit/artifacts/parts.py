@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 from onnx import helper
+
 from splitnn.onnxsplit.analysis.cuts import Cut, placeable_indices
 from splitnn.onnxsplit.artifacts.chain import PartStep, outputs_of, run_steps
 from splitnn.onnxsplit.core.ort_session import create_session

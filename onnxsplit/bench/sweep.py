@@ -17,12 +17,13 @@ best one.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.verification import reference_outputs
@@ -74,35 +75,12 @@ def sweep_cuts(
         measured.insert(0, plan.chosen)
     measured.sort(key=lambda c: c.cut.id)
 
-    folder = Path(tempfile.mkdtemp(prefix="splitnn-sweep-", dir=workdir))
     rounds = max(1, min(rounds, requests))
-    shares = [requests // rounds + (1 if r < requests % rounds else 0) for r in range(rounds)]
-    reports: dict[int, list[dict[str, Any]]] = {c.cut.id: [] for c in measured}
-    try:
-        factors = {}
-        reference = None
-        for index, candidate in enumerate(measured):
-            if progress:
-                progress("writing the cuts", index, len(measured))
-            document = write_split(analysis, dataclasses.replace(plan, chosen=candidate, forced=True),
-                                   folder / f"cut{candidate.cut.id}")
-            factors[candidate.cut.id] = slowdown if slowdown is not None else slowdown_for_cut(analysis, candidate.cut,
-                                                                                                plan.device)
-            if reference is None:  # every cut of one model gets the same input: run the unsplit model once
-                reference = reference_outputs(analysis.graph, bench_feeds(document, BenchOptions.seed))
-        visits = [(r, c) for r in range(rounds) for c in measured]
-        for visit, (r, candidate) in enumerate(visits):
-            if progress:
-                progress("cuts x rounds", visit, len(visits))
-            options = BenchOptions(requests=shares[r], slowdown=factors[candidate.cut.id],
-                                   slowdown_source="given" if slowdown else "profiles", timeout_s=timeout_s,
-                                   baselines=False, stream=plan.objective == "throughput")
-            reports[candidate.cut.id].append(run_bench(folder / f"cut{candidate.cut.id}", link, options,
-                                                       reference=reference))
-        if progress:
-            progress("cuts x rounds", len(visits), len(visits))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="splitnn-sweep-", dir=workdir) as folder:
+        factors, reference = _write_cuts(analysis, plan, measured, Path(folder), slowdown, progress)
+        reports = _measure_rounds(Path(folder), measured, link, factors, reference, requests, rounds,
+                                  slowdown_given=slowdown is not None, timeout_s=timeout_s,
+                                  stream=plan.objective == "throughput", progress=progress)
     points = [_point(candidate, plan.objective, reports[candidate.cut.id]) for candidate in measured]
 
     ok = [p for p in points if p["measured_s"] is not None]
@@ -124,6 +102,45 @@ def sweep_cuts(
         "best": _brief(best) if best else None,
         "regret": regret,
     }
+
+
+def _write_cuts(analysis: Analysis, plan: Plan, measured: list[Candidate], folder: Path, slowdown: float | None,
+                progress: Callable[[str, int, int], None] | None) -> tuple[dict[int, float], dict[str, np.ndarray]]:
+    """Write and verify every measured cut; K per cut, and the unsplit model's outputs on the bench input."""
+    factors = {}
+    reference = None
+    for index, candidate in enumerate(measured):
+        if progress:
+            progress("writing the cuts", index, len(measured))
+        document = write_split(analysis, dataclasses.replace(plan, chosen=candidate, forced=True),
+                               folder / f"cut{candidate.cut.id}")
+        factors[candidate.cut.id] = slowdown if slowdown is not None else slowdown_for_cut(analysis, candidate.cut,
+                                                                                            plan.device)
+        if reference is None:  # every cut of one model gets the same input: run the unsplit model once
+            reference = reference_outputs(analysis.graph, bench_feeds(document, BenchOptions.seed))
+    assert reference is not None
+    return factors, reference
+
+
+def _measure_rounds(folder: Path, measured: list[Candidate], link: LinkSettings, factors: dict[int, float],
+                    reference: dict[str, np.ndarray], requests: int, rounds: int, *, slowdown_given: bool,
+                    timeout_s: float, stream: bool,
+                    progress: Callable[[str, int, int], None] | None) -> dict[int, list[dict[str, Any]]]:
+    """Each round visits every cut with its share of the requests: a slow stretch falls on all cuts alike."""
+    shares = [requests // rounds + (1 if r < requests % rounds else 0) for r in range(rounds)]
+    reports: dict[int, list[dict[str, Any]]] = {c.cut.id: [] for c in measured}
+    visits = [(r, c) for r in range(rounds) for c in measured]
+    for visit, (r, candidate) in enumerate(visits):
+        if progress:
+            progress("cuts x rounds", visit, len(visits))
+        options = BenchOptions(requests=shares[r], slowdown=factors[candidate.cut.id],
+                               slowdown_source="given" if slowdown_given else "profiles", timeout_s=timeout_s,
+                               baselines=False, stream=stream)
+        reports[candidate.cut.id].append(run_bench(folder / f"cut{candidate.cut.id}", link, options,
+                                                   reference=reference))
+    if progress:
+        progress("cuts x rounds", len(visits), len(visits))
+    return reports
 
 
 def _point(candidate: Candidate, objective: str, reports: list[dict[str, Any]]) -> dict[str, Any]:

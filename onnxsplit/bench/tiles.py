@@ -89,11 +89,7 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
                               drill=n == counts[-1], tick=tick) for n in counts]
         uss_after = client.run(_process_uss)
 
-    scaling = [run.row for run in runs]
-    base = scaling[0]
-    for row in scaling:
-        row["speedup"] = base["wall_s"] / row["wall_s"]
-        row["tiles_speedup"] = base["tiles_phase_s"] / row["tiles_phase_s"]
+    scaling = _with_speedups([run.row for run in runs])
     match, max_err = _compare(runs[-1].outputs, reference, plan)
     top = scaling[-1]
     return {
@@ -119,6 +115,15 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
         "predicted": plan.predicted.to_dict(),
         "memory": worker_memory(uss_before, uss_after, plan.memory.node_bytes, memory),
     }
+
+
+def _with_speedups(scaling: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row's speedup over the first (one worker), for the whole image and for the tiles phase."""
+    base = scaling[0]
+    for row in scaling:
+        row["speedup"] = base["wall_s"] / row["wall_s"]
+        row["tiles_speedup"] = base["tiles_phase_s"] / row["tiles_phase_s"]
+    return scaling
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut
 from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference, plan_feeds, plan_graph

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import helper
+
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 CONTROL_FLOW_OPS = frozenset({"If", "Loop", "Scan"})
@@ -229,35 +230,7 @@ def build_graph(
     outputs = tuple(vi.name for vi in onnx_graph.output)
     order = topological_order(onnx_graph, set(inputs) | init_names)
 
-    nodes: list[Node] = []
-    used_names: set[str] = set()
-    for index, original in enumerate(order):
-        proto = onnx_graph.node[original]
-        name = proto.name or f"{proto.op_type}_{index}"
-        while name in used_names:  # duplicate names happen in exported models
-            name = f"{name}_{index}"
-        used_names.add(name)
-        implicit: tuple[str, ...] = ()
-        if proto.op_type in CONTROL_FLOW_OPS or any(_attr_subgraphs(a) for a in proto.attribute):
-            free: set[str] = set()
-            for attr in proto.attribute:
-                for sub in _attr_subgraphs(attr):
-                    free |= _subgraph_free_names(sub)
-            implicit = tuple(sorted(free - set(proto.input)))
-        nodes.append(
-            Node(
-                index=index,
-                proto_index=original,
-                name=name,
-                op_type=proto.op_type,
-                domain=proto.domain,
-                inputs=tuple(proto.input),
-                outputs=tuple(proto.output),
-                attrs=_plain_attrs(proto),
-                implicit_inputs=implicit,
-            )
-        )
-
+    nodes = _nodes(onnx_graph, order)
     tensors = {name: TensorInfo(name, shape, dtype) for name, (shape, dtype) in shapes.items()}
     constant_values = {name: info.nbytes for name, info in initializers.items()}
     for node in nodes:
@@ -265,15 +238,7 @@ def build_graph(
             for out in node.outputs:
                 constant_values[out] = tensors[out].nbytes if out in tensors else 0
 
-    producer: dict[str, int] = {}
-    consumers: dict[str, list[int]] = {}
-    for node in nodes:
-        for out in node.outputs:
-            if out:
-                producer[out] = node.index
-        for name in dict.fromkeys(node.all_inputs):
-            consumers.setdefault(name, []).append(node.index)
-
+    producer, consumers = _wiring(nodes)
     missing = [name for node in nodes for name in node.outputs if name and name not in tensors]
     missing += [name for name in inputs + outputs if name not in tensors and name not in init_names]
     if missing:
@@ -289,6 +254,42 @@ def build_graph(
         outputs=outputs,
         constant_values=constant_values,
         producer=producer,
-        consumers={name: tuple(ids) for name, ids in consumers.items()},
+        consumers=consumers,
         shape_notes=shape_notes,
     )
+
+
+def _nodes(onnx_graph: onnx.GraphProto, order: list[int]) -> list[Node]:
+    """The graph's nodes in topological `order`, each with a unique name and its subgraphs' free inputs."""
+    nodes: list[Node] = []
+    used_names: set[str] = set()
+    for index, original in enumerate(order):
+        proto = onnx_graph.node[original]
+        name = proto.name or f"{proto.op_type}_{index}"
+        while name in used_names:  # duplicate names happen in exported models
+            name = f"{name}_{index}"
+        used_names.add(name)
+        implicit: tuple[str, ...] = ()
+        if proto.op_type in CONTROL_FLOW_OPS or any(_attr_subgraphs(a) for a in proto.attribute):
+            free: set[str] = set()
+            for attr in proto.attribute:
+                for sub in _attr_subgraphs(attr):
+                    free |= _subgraph_free_names(sub)
+            implicit = tuple(sorted(free - set(proto.input)))
+        nodes.append(Node(index=index, proto_index=original, name=name, op_type=proto.op_type, domain=proto.domain,
+                          inputs=tuple(proto.input), outputs=tuple(proto.output), attrs=_plain_attrs(proto),
+                          implicit_inputs=implicit))
+    return nodes
+
+
+def _wiring(nodes: list[Node]) -> tuple[dict[str, int], dict[str, tuple[int, ...]]]:
+    """Each tensor's producing node and its consuming nodes (in order, each once)."""
+    producer: dict[str, int] = {}
+    consumers: dict[str, list[int]] = {}
+    for node in nodes:
+        for out in node.outputs:
+            if out:
+                producer[out] = node.index
+        for name in dict.fromkeys(node.all_inputs):
+            consumers.setdefault(name, []).append(node.index)
+    return producer, {name: tuple(ids) for name, ids in consumers.items()}

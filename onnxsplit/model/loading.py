@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import helper, shape_inference
+
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.graph import (
     Graph,

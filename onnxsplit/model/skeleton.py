@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 # Initializers whose serialized message is at most this size keep their data:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Mapping
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.model.graph import Graph, InitializerInfo
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from splitnn.onnxsplit.runtime.device import DeviceClient
 from splitnn.onnxsplit.runtime.wire import (
     ERROR,

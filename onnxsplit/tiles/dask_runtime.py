@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from splitnn.onnxsplit.artifacts.chain import RunSlices, SlicedStep, cached_sessions, outputs_of, run_steps
 from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.plan_file import model_path, read_tile_plan
@@ -140,6 +141,7 @@ def run_second(plugin_name: str, data: dict[str, Any], first_input: np.ndarray,
                neighbours: dict[int, tuple[list[np.ndarray], float, str]]) -> tuple[np.ndarray, float, str]:
     """A Dask task (reuse): a second-phase tile, layer by layer, from its neighbours' first-phase results."""
     from distributed import get_worker
+
     from splitnn.onnxsplit.tiles.reuse import run_second_phase
 
     sessions = _sessions(plugin_name)

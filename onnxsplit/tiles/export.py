@@ -22,17 +22,18 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import helper
+
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.chain import PartStep, SlicedStep, SliceRef, Step, cached_sessions, run_steps
-from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, REMAINDER_DIR, TILES_DIR, WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.folder import publish, staging_folder
-from splitnn.onnxsplit.artifacts.plan_file import TilePlanFile, header_fields, save_verification_data, write_plan
-from splitnn.onnxsplit.core.records import to_dict
+from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, REMAINDER_DIR, TILES_DIR, WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.part_files import save_part
 from splitnn.onnxsplit.artifacts.parts import Part, build_part, part_boundary
+from splitnn.onnxsplit.artifacts.plan_file import TilePlanFile, header_fields, save_verification_data, write_plan
 from splitnn.onnxsplit.artifacts.verification import compare_outputs, reference_outputs
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
+from splitnn.onnxsplit.core.records import to_dict
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
 from splitnn.onnxsplit.tiles.geometry import Layer, Tile, crop, stitch

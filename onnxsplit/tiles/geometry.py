@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from splitnn.cost_models.registry import NodeCost
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.graph import Graph, Node

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
 from splitnn.cost_models.registry import NodeCost
-from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.artifacts.parts import part_boundary
+from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.graph import Graph, Node
 from splitnn.onnxsplit.model.weight_source import WeightSource
 from splitnn.onnxsplit.tiles.geometry import split_range

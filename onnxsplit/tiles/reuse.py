@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from splitnn.onnxsplit.tiles.geometry import Region, Tile, TileGrid, _back, crop
 
 

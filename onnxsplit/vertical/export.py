@@ -16,27 +16,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from splitnn.cost_models.latency import NodeWork, node_work
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut, placeable_indices
-from splitnn.onnxsplit.artifacts.folder import publish, staging_folder
 from splitnn.onnxsplit.artifacts.chain import PartStep, outputs_of, run_steps
+from splitnn.onnxsplit.artifacts.folder import publish, staging_folder
 from splitnn.onnxsplit.artifacts.layout import DEVICE_DIR, MODEL_FILE, ORT_FILE, SERVER_DIR, WEIGHTS_FILE
-from splitnn.onnxsplit.artifacts.plan_file import (
-    PartSpec,
-    Parts,
-    VerticalArtifacts,
-    VerticalPlanFile,
-    header_fields,
-    save_verification_data,
-    write_plan,
-)
 from splitnn.onnxsplit.artifacts.part_files import (
     ORT_FORMAT_MAX_BYTES,
     convert_to_ort,
     save_part,
 )
 from splitnn.onnxsplit.artifacts.parts import Part, extract_parts
+from splitnn.onnxsplit.artifacts.plan_file import (
+    Parts,
+    PartSpec,
+    VerticalArtifacts,
+    VerticalPlanFile,
+    header_fields,
+    save_verification_data,
+    write_plan,
+)
 from splitnn.onnxsplit.artifacts.verification import (
     Verification,
     compare_outputs,
@@ -44,8 +45,8 @@ from splitnn.onnxsplit.artifacts.verification import (
     verification_session,
 )
 from splitnn.onnxsplit.core.errors import SplitnnError
-from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.graph import Graph
+from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
 from splitnn.onnxsplit.vertical.planning import Plan, candidate_record, cut_record
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from splitnn.cost_models.latency import seconds
-from splitnn.onnxsplit.artifacts.plan_file import CandidateRecord, Constraints, CutRecord
 from splitnn.cost_models.prediction import Prediction
 from splitnn.cost_models.profiles import DeviceProfile, LinkProfile
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut, placeable_indices
+from splitnn.onnxsplit.artifacts.plan_file import CandidateRecord, Constraints, CutRecord
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 OBJECTIVES = ("latency", "throughput", "energy")

@@ -3,8 +3,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from splitnn.cost_models.catalog import load_device
 
+from splitnn.cost_models.catalog import load_device
 from tests.helpers import run_cli
 
 

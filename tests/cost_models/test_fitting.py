@@ -4,6 +4,7 @@ from __future__ import annotations
 import tomllib
 
 import pytest
+
 from splitnn.cost_models.catalog import load_device
 from splitnn.cost_models.fitting import fit_profile, fit_report_lines
 from splitnn.cost_models.latency import node_seconds

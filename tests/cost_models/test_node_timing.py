@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import pytest
+
 from splitnn.cost_models.node_timing import group_kernels, kernel_medians, time_nodes
 from splitnn.onnxsplit.model.loading import load_graph
-
 from tests.helpers import CLS_MODEL, rapidocr_model
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 from onnx import TensorProto, helper
+
 from splitnn.cost_models import node_costs
 from splitnn.cost_models.registry import registered_ops
 from splitnn.onnxsplit.analysis.analyze import analyze
-
 from tests.helpers import load_proto, make_model, tensor, weight
 
 

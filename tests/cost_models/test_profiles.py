@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from splitnn.cost_models.catalog import builtin_devices, load_device, load_link
 from splitnn.onnxsplit.core.errors import SplitnnError
 

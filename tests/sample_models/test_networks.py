@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.loading import load_graph

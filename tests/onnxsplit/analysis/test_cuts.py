@@ -4,9 +4,9 @@ from __future__ import annotations
 import onnx
 import pytest
 from onnx import TensorProto, helper
+
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.model.loading import load_graph
-
 from tests.helpers import (
     CLS_MODEL,
     DET_MODEL,

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from onnx import helper
-from splitnn.onnxsplit.analysis.memory import live_bytes_per_node, peak_activation_bytes
 
+from splitnn.onnxsplit.analysis.memory import live_bytes_per_node, peak_activation_bytes
 from tests.helpers import load_proto, make_model, tensor
 
 

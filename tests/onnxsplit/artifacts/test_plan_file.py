@@ -26,7 +26,6 @@ from splitnn.onnxsplit.tiles.export import write_tiles
 from splitnn.onnxsplit.tiles.planning import plan_tiles
 from splitnn.onnxsplit.vertical.export import write_split
 from splitnn.onnxsplit.vertical.planning import plan_split
-
 from tests.helpers import run_cli, session
 
 

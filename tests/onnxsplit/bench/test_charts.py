@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+
 from splitnn.onnxsplit.bench.charts import Bar, bench_bars, stacked_bars_png, sweep_bars
 from splitnn.onnxsplit.core.errors import SplitnnError
 

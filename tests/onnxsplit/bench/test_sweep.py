@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.bench.sweep import predicted_seconds, sweep_cuts

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.input_shapes import (
     ANY_INPUT,

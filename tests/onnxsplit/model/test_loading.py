@@ -6,10 +6,10 @@ from pathlib import Path
 import onnx
 import pytest
 from onnx import helper
+
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.loading import load_graph
-
 from tests.helpers import (
     CLS_MODEL,
     REC_MODEL,

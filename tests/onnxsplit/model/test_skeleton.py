@@ -4,9 +4,9 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
+
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.skeleton import KEEP_DATA_MAX_BYTES, read_skeleton
-
 from tests.helpers import make_model, tensor
 
 

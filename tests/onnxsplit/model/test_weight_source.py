@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
 from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import (
@@ -10,7 +11,6 @@ from splitnn.onnxsplit.model.weight_source import (
     model_reading_weights_in_place,
     open_in_place,
 )
-
 from tests.helpers import load_proto, make_model, session, tensor, weight
 
 

@@ -7,6 +7,7 @@ import socket
 import threading
 
 import pytest
+
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.runtime.link_emulator import (
     LinkRelay,

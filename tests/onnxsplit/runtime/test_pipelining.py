@@ -6,13 +6,13 @@ import threading
 import time
 
 import numpy as np
-from splitnn.onnxsplit.model.sample_inputs import random_feeds
+
 from splitnn.onnxsplit.artifacts.plan_file import model_path
+from splitnn.onnxsplit.model.sample_inputs import random_feeds
 from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, settings_for
 from splitnn.onnxsplit.runtime.pipelining import stream_frames
 from splitnn.onnxsplit.runtime.server import ModelServer, server_part_path
-
 from tests.helpers import session
 
 

@@ -6,9 +6,10 @@ import time
 
 import numpy as np
 import pytest
+
+from splitnn.onnxsplit.artifacts.plan_file import model_path
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.sample_inputs import random_feeds
-from splitnn.onnxsplit.artifacts.plan_file import model_path
 from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, parse_address
 from splitnn.onnxsplit.runtime.server import ModelServer, server_part_path
 from splitnn.onnxsplit.runtime.wire import (
@@ -22,7 +23,6 @@ from splitnn.onnxsplit.runtime.wire import (
     read_frame,
     send_frame,
 )
-
 from tests.helpers import session
 
 

@@ -5,6 +5,7 @@ import struct
 
 import numpy as np
 import pytest
+
 from splitnn.onnxsplit.runtime.wire import (
     ERROR,
     HEADER,

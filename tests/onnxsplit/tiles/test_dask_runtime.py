@@ -4,14 +4,14 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from splitnn.cost_models.catalog import load_device
 from splitnn.onnxsplit.analysis.analyze import analyze
+from splitnn.onnxsplit.bench.tiles import TileBenchOptions, run_tile_bench
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.loading import load_graph
-from splitnn.onnxsplit.bench.tiles import TileBenchOptions, run_tile_bench
 from splitnn.onnxsplit.tiles.export import write_tiles
 from splitnn.onnxsplit.tiles.planning import plan_tiles
-
 from tests.helpers import run_cli
 
 

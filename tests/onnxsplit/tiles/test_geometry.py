@@ -6,6 +6,7 @@ import json
 import onnx
 import pytest
 from onnx import helper
+
 from splitnn.cost_models.catalog import load_device
 from splitnn.cost_models.profiles import DeviceProfile, device_to_toml
 from splitnn.onnxsplit.analysis.analyze import analyze
@@ -14,7 +15,6 @@ from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.tiles.export import write_tiles
 from splitnn.onnxsplit.tiles.geometry import fused_stack, split_range, tile_grid
 from splitnn.onnxsplit.tiles.planning import lpt_makespan, plan_tiles
-
 from tests.helpers import DET_MODEL, make_model, rapidocr_model, run_cli, tensor, weight
 
 BOARD = load_device("rockpro64")

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -15,7 +16,6 @@ from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.vertical.export import write_split
 from splitnn.onnxsplit.vertical.planning import plan_split
-
 from tests.helpers import CLS_MODEL, rapidocr_model, session
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.core.errors import SplitnnError

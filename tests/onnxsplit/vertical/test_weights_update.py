@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
+
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -14,7 +15,6 @@ from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.vertical.export import write_split
 from splitnn.onnxsplit.vertical.planning import plan_split
 from splitnn.onnxsplit.vertical.weights_update import update_weights
-
 from tests.helpers import run_cli, session
 
 
