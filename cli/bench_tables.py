@@ -34,6 +34,7 @@ def render_split(report: dict[str, Any]) -> None:
     if report["outputs_match"] is not None:
         verdict = "match" if report["outputs_match"] else "[red]DIFFER[/red]"
         console.print(f"outputs {verdict} the unsplit model (max abs error {report['max_abs_err']:.3g})")
+    _render_versus(report.get("versus_baselines"))
     for message in report["error_messages"]:
         console.print(f"[red]error:[/red] {message}")
     stream = report["stream"]
@@ -47,6 +48,19 @@ def render_split(report: dict[str, Any]) -> None:
                       f"{stream['latency_s']['p50'] * 1e3:.1f} ms, p95 {stream['latency_s']['p95'] * 1e3:.1f} ms")
         for message in stream["error_messages"]:
             console.print(f"[red]stream error:[/red] {message}")
+
+
+def _render_versus(versus: dict[str, Any] | None) -> None:
+    if not versus:
+        return
+    server = f"{versus['vs_all_server']:.2f}x" if versus["vs_all_server"] is not None else "(all on the server failed)"
+    better = "the frames per second of" if versus["measure"] == "frames per second" else "faster than"
+    console = stdout()
+    console.print(f"[bold]the split, measured in this run: {versus['vs_all_device']:.2f}x {better} all on the device, "
+                  f"{server} {better if versus['vs_all_server'] is not None else ''} all on the server[/bold]"
+                  if versus["vs_all_server"] is not None else
+                  f"[bold]the split, measured in this run: {versus['vs_all_device']:.2f}x {better} all on the device; "
+                  f"{server}[/bold]")
 
 
 def render_sweep(report: dict[str, Any]) -> None:

@@ -176,13 +176,15 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
     baselines: dict[str, Any] = {}
     if options.baselines and model_path(outdir, plan).is_file():
         baselines = _baselines(model_path(outdir, plan), plan, feeds, link, options, tick)
+    timings = _timings(ok, link, local=server_model is None)
+    report_stream = _stream_report(stream, ok, link, server_model is None) if stream is not None else None
     return {
         "plan": str(outdir),
         "requests": len(results),
         "ok": len(ok),
         "errors": len(results) - len(ok),
         "error_messages": sorted({r.error for r in results if not r.ok}),
-        **_timings(ok, link, local=server_model is None),
+        **timings,
         "predicted_s": plan.predicted.total_s,
         "predicted": to_dict(plan.predicted),
         "baselines": baselines,
@@ -193,8 +195,30 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
         "slowdown": {"factor": options.slowdown, "source": options.slowdown_source,
                      "emulated": options.slowdown > 1},
         "cut": plan.cut.to_dict(),
-        "stream": _stream_report(stream, ok, link, server_model is None) if stream is not None else None,
+        "stream": report_stream,
+        "versus_baselines": versus_baselines(plan.objective, timings["stages"]["e2e_s"]["p50"] if ok else None, report_stream,
+                                    baselines),
     }
+
+
+def versus_baselines(objective: str, e2e_s: float | None, stream: dict[str, Any] | None,
+            baselines: dict[str, Any]) -> dict[str, Any] | None:
+    """How many times better the split did than each baseline in this run, on the plan's objective: end to end
+    latency (baseline / split), or with a stream, frames per second (split / baseline). None without baselines."""
+    if not baselines:
+        return None
+    if objective == "throughput" and stream is not None and baselines.get("all_device_fps"):
+        fps = stream["throughput_fps"]
+        server_fps = baselines.get("all_server_fps")
+        return {"measure": "frames per second", "split": fps, "all_device": baselines["all_device_fps"],
+                "all_server": server_fps, "vs_all_device": fps / baselines["all_device_fps"],
+                "vs_all_server": fps / server_fps if server_fps else None}
+    if e2e_s is None:
+        return None
+    server_s = baselines.get("all_server_s")
+    return {"measure": "end-to-end latency p50 (s)", "split": e2e_s, "all_device": baselines["all_device_s"],
+            "all_server": server_s, "vs_all_device": baselines["all_device_s"] / e2e_s,
+            "vs_all_server": server_s / e2e_s if server_s else None}
 
 
 def _measure(part: DevicePart, server_model: Path | None, link: LinkSettings, options: BenchOptions,
@@ -288,9 +312,14 @@ def _baselines(model: Path, plan: VerticalPlanFile, feeds: dict[str, np.ndarray]
         client.request(feeds)
         server_only = _run_requests(client, feeds, count, tick("all on the server", count))
         client.close()
+        server_stream = stream_frames(client, feeds, count, options.fps,
+                                      tick("all on the server, stream", count)) if options.stream else None
     served = [r for r in server_only if r.ok]
     return {
         "all_device_s": statistics.median(times),
+        # The device alone cannot overlap frames with itself: its frames per second are 1 / its compute time.
+        "all_device_fps": 1 / statistics.median(times) if options.stream else None,
+        "all_server_fps": server_stream.throughput_fps if server_stream is not None else None,
         "all_server_s": statistics.median(r.e2e_s for r in served) if served else None,
         "all_server": {"transfer_s": statistics.median(r.encode_s + r.transfer_s for r in served),
                        "server_s": statistics.median(r.server_s for r in served)} if served else None,
