@@ -58,7 +58,7 @@ def main() -> None:
         document = write_split(analysis, plan, outdir)
         options = BenchOptions(requests=args.requests, slowdown=derive_slowdown(outdir, document), slowdown_source="profiles",
                                baselines=False, stream=True)
-        report = run_bench(outdir, settings, options)
+        report = run_bench(outdir, settings, options).to_dict()
         e2e, bound = report["stages"]["e2e_s"]["p50"], report["bound_s"]
         stream = report["stream"]
         rows.append({

@@ -1,66 +1,73 @@
 """The tables run-bench prints: a split's stages, a sweep of cuts, a tile plan's scaling."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from splitnn.cli.render import human_bytes, stdout
 
+if TYPE_CHECKING:
+    from splitnn.onnxsplit.bench.split_report import SplitBenchReport, StreamReport, Versus
 
-def render_split(report: dict[str, Any]) -> None:
+
+def render_split(report: SplitBenchReport) -> None:
     from rich.table import Table
 
     console = stdout()
-    slow = report["slowdown"]
-    console.print(f"{report['requests']} requests over {report['link']['description']}: "
-                  f"{report['ok']} ok, {report['errors']} errors")
-    if slow["emulated"]:
-        console.print(f"[yellow]device compute emulated: host time x {slow['factor']:.2f} ({slow['source']})[/yellow]")
-    table = Table(title=f"Cut {', '.join(report['cut']['tensors']) or '(none)'}", title_justify="left")
+    slow = report.slowdown
+    console.print(f"{report.requests} requests over {report.link.description}: {report.ok} ok, {report.errors} errors")
+    if slow.emulated:
+        console.print(f"[yellow]device compute emulated: host time x {slow.factor:.2f} ({slow.source})[/yellow]")
+    table = Table(title=f"Cut {', '.join(report.cut.tensors) or '(none)'}", title_justify="left")
     for column in ("stage", "p50 ms", "p95 ms", "predicted ms"):
         table.add_column(column, justify="left" if column == "stage" else "right")
-    predicted = report["predicted"]
+    predicted = report.predicted
     for stage, label, key in (("device_s", "device compute", "device_s"), ("encode_s", "encode", "encode_s"),
                               ("transfer_s", "transfer", "transfer_s"), ("server_s", "server compute", "server_s"),
                               ("e2e_s", "end to end", "total_s")):
-        values = report["stages"][stage]
-        table.add_row(label, f"{values['p50'] * 1e3:.2f}", f"{values['p95'] * 1e3:.2f}", f"{predicted[key] * 1e3:.2f}")
+        values = report.stages[stage]
+        table.add_row(label, f"{values.p50 * 1e3:.2f}", f"{values.p95 * 1e3:.2f}", f"{getattr(predicted, key) * 1e3:.2f}")
     console.print(table)
-    console.print(f"physical bound {report['bound_s'] * 1e3:.2f} ms; {human_bytes(report['bytes_per_request']['up'])} up, "
-                  f"{human_bytes(report['bytes_per_request']['down'])} down per request")
-    base = report["baselines"]
-    if base:
-        server = f"{base['all_server_s'] * 1e3:.2f} ms" if base["all_server_s"] is not None else "failed"
-        console.print(f"baselines: all on the device {base['all_device_s'] * 1e3:.2f} ms, all on the server {server}")
-    if report["outputs_match"] is not None:
-        verdict = "match" if report["outputs_match"] else "[red]DIFFER[/red]"
-        console.print(f"outputs {verdict} the unsplit model (max abs error {report['max_abs_err']:.3g})")
-    _render_versus(report.get("versus_baselines"))
-    for message in report["error_messages"]:
+    console.print(f"physical bound {report.bound_s * 1e3:.2f} ms; {human_bytes(report.bytes_per_request.up)} up, "
+                  f"{human_bytes(report.bytes_per_request.down)} down per request")
+    base = report.baselines
+    if base is not None:
+        server = f"{base.all_server_s * 1e3:.2f} ms" if base.all_server_s is not None else "failed"
+        console.print(f"baselines: all on the device {base.all_device_s * 1e3:.2f} ms, all on the server {server}")
+    if report.outputs_match is not None:
+        verdict = "match" if report.outputs_match else "[red]DIFFER[/red]"
+        console.print(f"outputs {verdict} the unsplit model (max abs error {report.max_abs_err:.3g})")
+    for message in report.error_messages:
         console.print(f"[red]error:[/red] {message}")
-    stream = report["stream"]
-    if stream is not None:
-        periods = ", ".join(f"{k[:-2]} {v * 1e3:.1f} ms" for k, v in stream["stage_periods_s"].items())
-        offered = f" (offered {stream['offered_fps']:g} fps)" if stream["offered_fps"] else ""
-        ratio = f" = {stream['ratio']:.2f} x" if stream["ratio"] is not None else ""
-        console.print(f"stream of {stream['frames']} frames{offered}: {stream['ok']} ok, {stream['errors']} errors; "
-                      f"[bold]{stream['throughput_fps']:.2f} frames/s[/bold]{ratio} the bound {stream['bound_fps']:.2f} "
-                      f"(1 / max stage: {periods}; bottleneck {stream['bottleneck'][:-2]}); latency p50 "
-                      f"{stream['latency_s']['p50'] * 1e3:.1f} ms, p95 {stream['latency_s']['p95'] * 1e3:.1f} ms")
-        for message in stream["error_messages"]:
-            console.print(f"[red]stream error:[/red] {message}")
+    if report.stream is not None:
+        _render_stream(report.stream)
+    _render_versus(report.versus_baselines)
 
 
-def _render_versus(versus: dict[str, Any] | None) -> None:
-    if not versus:
-        return
-    server = f"{versus['vs_all_server']:.2f}x" if versus["vs_all_server"] is not None else "(all on the server failed)"
-    better = "the frames per second of" if versus["measure"] == "frames per second" else "faster than"
+def _render_stream(stream: StreamReport) -> None:
     console = stdout()
-    console.print(f"[bold]the split, measured in this run: {versus['vs_all_device']:.2f}x {better} all on the device, "
-                  f"{server} {better if versus['vs_all_server'] is not None else ''} all on the server[/bold]"
-                  if versus["vs_all_server"] is not None else
-                  f"[bold]the split, measured in this run: {versus['vs_all_device']:.2f}x {better} all on the device; "
-                  f"{server}[/bold]")
+    periods = ", ".join(f"{k[:-2]} {v * 1e3:.1f} ms" for k, v in stream.stage_periods_s.items())
+    offered = f" (offered {stream.offered_fps:g} fps)" if stream.offered_fps else ""
+    ratio = f" = {stream.ratio:.2f} x" if stream.ratio is not None else ""
+    console.print(f"stream of {stream.frames} frames{offered}: {stream.ok} ok, {stream.errors} errors; "
+                  f"[bold]{stream.throughput_fps:.2f} frames/s[/bold]{ratio} the bound {stream.bound_fps:.2f} "
+                  f"(1 / max stage: {periods}; bottleneck {stream.bottleneck[:-2]}); latency p50 "
+                  f"{stream.latency_s.p50 * 1e3:.1f} ms, p95 {stream.latency_s.p95 * 1e3:.1f} ms")
+    for message in stream.error_messages:
+        console.print(f"[red]stream error:[/red] {message}")
+
+
+def _render_versus(versus: Versus | None) -> None:
+    if versus is None:
+        return
+    if versus.measure == "frames per second":
+        values = f"{versus.split:.2f} frames/s against {versus.all_device:.2f} all on the device"
+        values += f" and {versus.all_server:.2f} all on the server" if versus.all_server is not None else ""
+    else:
+        values = f"{versus.split * 1e3:.1f} ms against {versus.all_device * 1e3:.1f} ms all on the device"
+        values += f" and {versus.all_server * 1e3:.1f} ms all on the server" if versus.all_server is not None else ""
+    server = f"{versus.vs_all_server:.2f}x" if versus.vs_all_server is not None else "unknown (it failed)"
+    stdout().print(f"[bold]the split is {versus.vs_all_device:.2f}x better than all on the device and {server} better "
+                   f"than all on the server[/bold] ({versus.measure}, measured in this run: {values})")
 
 
 def render_sweep(report: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +25,9 @@ from splitnn.cli.options import (
 )
 from splitnn.cli.progress import Progress
 from splitnn.cli.render import stderr
+
+if TYPE_CHECKING:
+    from splitnn.onnxsplit.bench.split_report import SplitBenchReport
 
 
 @click.command("run-bench")
@@ -73,7 +76,7 @@ def run_bench(target: str, link: LinkChoice, bench: BenchChoice, sweep: SweepCho
     if report.plot is not None:
         _plot(report.plot, target, result, sweep is not None)
     if report.as_json:
-        click.echo(json.dumps(result, indent=1))
+        click.echo(json.dumps(result if sweep else result.to_dict(), indent=1))
     elif sweep:
         render_sweep(result)
     else:
@@ -104,7 +107,7 @@ def _tile_bench(outdir: str, tiles: TileBenchChoice, as_json: bool) -> None:
         render_tiles(result)
 
 
-def _bench(outdir: str, link: LinkChoice, bench: BenchChoice, progress: Progress) -> dict[str, Any]:
+def _bench(outdir: str, link: LinkChoice, bench: BenchChoice, progress: Progress) -> SplitBenchReport:
     from splitnn.cost_models.catalog import load_link
     from splitnn.onnxsplit.bench.vertical import BenchOptions, derive_slowdown, run_bench
     from splitnn.onnxsplit.runtime.device import DevicePart
@@ -140,7 +143,7 @@ def _sweep(model: str, sweep: SweepChoice, link: LinkChoice, bench: BenchChoice,
                       slowdown=bench.slowdown, timeout_s=bench.timeout_s, progress=progress)
 
 
-def _plot(path: str, target: str, result: dict[str, Any], sweep: bool) -> None:
+def _plot(path: str, target: str, result: Any, sweep: bool) -> None:
     from splitnn.onnxsplit.bench.charts import bench_bars, stacked_bars_png, sweep_bars
 
     if sweep:
@@ -148,5 +151,5 @@ def _plot(path: str, target: str, result: dict[str, Any], sweep: bool) -> None:
                  f"{result['link']} -> {result['server']}")
         stacked_bars_png(path, sweep_bars(result), title)
     else:
-        stacked_bars_png(path, bench_bars(result), f"{target}: cut {', '.join(result['cut']['tensors']) or '(none)'}, "
-                         f"{result['link']['description']}")
+        stacked_bars_png(path, bench_bars(result), f"{target}: cut {', '.join(result.cut.tensors) or '(none)'}, "
+                         f"{result.link.description}")

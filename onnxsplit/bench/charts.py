@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from splitnn.onnxsplit.bench.split_report import SplitBenchReport
 from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic
 from splitnn.onnxsplit.core.errors import SplitnnError
 
@@ -80,18 +81,18 @@ def sweep_bars(sweep: dict[str, Any]) -> list[Bar]:
     return bars
 
 
-def bench_bars(report: dict[str, Any]) -> list[Bar]:
+def bench_bars(report: SplitBenchReport) -> list[Bar]:
     """The split measured and predicted, next to the all-device and all-server baselines."""
-    stages = {k: v["p50"] for k, v in report["stages"].items()}
+    stages = {k: v.p50 for k, v in report.stages.items()}
     measured = {"device_s": stages["device_s"] + stages["encode_s"], "transfer_s": stages["transfer_s"],
                 "server_s": stages["server_s"]}
-    p = report["predicted"]
-    bars = [Bar("split, measured", measured, report["predicted_s"]),
-            Bar("split, predicted", {"device_s": p["device_s"] + p["encode_s"], "transfer_s": p["transfer_s"],
-                                     "server_s": p["server_s"]})]
-    base = report.get("baselines") or {}
-    if base.get("all_device_s") is not None:
-        bars.append(Bar("all on the device", {"device_s": base["all_device_s"]}))
-    if base.get("all_server") is not None:
-        bars.append(Bar("all on the server", base["all_server"]))
+    p = report.predicted
+    bars = [Bar("split, measured", measured, report.predicted_s),
+            Bar("split, predicted", {"device_s": p.device_s + p.encode_s, "transfer_s": p.transfer_s,
+                                     "server_s": p.server_s})]
+    base = report.baselines
+    if base is not None:
+        bars.append(Bar("all on the device", {"device_s": base.all_device_s}))
+        if base.all_server is not None:
+            bars.append(Bar("all on the server", base.all_server.to_dict()))
     return bars

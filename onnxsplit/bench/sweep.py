@@ -27,6 +27,7 @@ import numpy as np
 
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.verification import reference_outputs
+from splitnn.onnxsplit.bench.split_report import SplitBenchReport
 from splitnn.onnxsplit.bench.vertical import (
     BenchOptions,
     bench_feeds,
@@ -125,10 +126,10 @@ def _write_cuts(analysis: Analysis, plan: Plan, measured: list[Candidate], folde
 def _measure_rounds(folder: Path, measured: list[Candidate], link: LinkSettings, factors: dict[int, float],
                     reference: dict[str, np.ndarray], requests: int, rounds: int, *, slowdown_given: bool,
                     timeout_s: float, stream: bool,
-                    progress: Callable[[str, int, int], None] | None) -> dict[int, list[dict[str, Any]]]:
+                    progress: Callable[[str, int, int], None] | None) -> dict[int, list[SplitBenchReport]]:
     """Each round visits every cut with its share of the requests: a slow stretch falls on all cuts alike."""
     shares = [requests // rounds + (1 if r < requests % rounds else 0) for r in range(rounds)]
-    reports: dict[int, list[dict[str, Any]]] = {c.cut.id: [] for c in measured}
+    reports: dict[int, list[SplitBenchReport]] = {c.cut.id: [] for c in measured}
     visits = [(r, c) for r in range(rounds) for c in measured]
     for visit, (r, candidate) in enumerate(visits):
         if progress:
@@ -143,18 +144,18 @@ def _measure_rounds(folder: Path, measured: list[Candidate], link: LinkSettings,
     return reports
 
 
-def _point(candidate: Candidate, objective: str, reports: list[dict[str, Any]]) -> dict[str, Any]:
+def _point(candidate: Candidate, objective: str, reports: list[SplitBenchReport]) -> dict[str, Any]:
     """One cut's measurement from its rounds: medians over every ok request (latency) or over rounds (throughput)."""
     def median_of(stage: str) -> float:
-        values = [v for report in reports for v in report["samples"][stage]]
+        values = [v for report in reports for v in report.samples[stage]]
         return statistics.median(values) if values else float("nan")
 
-    ok = sum(report["ok"] for report in reports)
+    ok = sum(report.ok for report in reports)
     if objective == "latency":
         value = median_of("e2e_s") if ok else None
     else:
-        periods = [1.0 / r["stream"]["throughput_fps"] for r in reports
-                   if r["stream"] and r["stream"]["ok"] >= 2 and r["stream"]["throughput_fps"] > 0]
+        periods = [1.0 / r.stream.throughput_fps for r in reports
+                   if r.stream is not None and r.stream.ok >= 2 and r.stream.throughput_fps > 0]
         value = statistics.median(periods) if periods else None
     p = candidate.predicted
     return {
@@ -168,9 +169,9 @@ def _point(candidate: Candidate, objective: str, reports: list[dict[str, Any]]) 
         "measured": {"device_s": median_of("device_s") + median_of("encode_s"), "transfer_s": median_of("transfer_s"),
                      "server_s": median_of("server_s"), "e2e_s": median_of("e2e_s")},
         "ok": ok,
-        "errors": sum(report["errors"] for report in reports),
-        "slowdown": reports[0]["slowdown"]["factor"],
-        "outputs_match": all(report["outputs_match"] for report in reports) if reports else None,
+        "errors": sum(report.errors for report in reports),
+        "slowdown": reports[0].slowdown.factor,
+        "outputs_match": all(report.outputs_match for report in reports) if reports else None,
     }
 
 

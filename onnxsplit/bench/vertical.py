@@ -25,8 +25,18 @@ from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut
 from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference, plan_feeds, plan_graph
 from splitnn.onnxsplit.artifacts.plan_file import VerticalPlanFile, model_path
+from splitnn.onnxsplit.bench.split_report import (
+    Baselines,
+    BytesPerRequest,
+    LinkReport,
+    Percentiles,
+    ServerOnlyStages,
+    SlowdownReport,
+    SplitBenchReport,
+    StreamReport,
+    Versus,
+)
 from splitnn.onnxsplit.core.errors import SplitnnError
-from splitnn.onnxsplit.core.records import to_dict
 from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, RequestResult
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
 from splitnn.onnxsplit.runtime.pipelining import StreamResult, stream_frames
@@ -69,10 +79,10 @@ class ServerProcess:
         self.close()
 
 
-def percentiles(values: list[float]) -> dict[str, float]:
+def percentiles(values: list[float]) -> Percentiles:
     if not values:
-        return {"p50": float("nan"), "p95": float("nan")}
-    return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95))}
+        return Percentiles(float("nan"), float("nan"))
+    return Percentiles(float(np.percentile(values, 50)), float(np.percentile(values, 95)))
 
 
 def derive_slowdown(outdir: str | Path, plan: VerticalPlanFile) -> float:
@@ -149,7 +159,7 @@ def _run_requests(client: DeviceClient, feeds: dict[str, np.ndarray], count: int
 
 def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
               progress: Callable[[str, int, int], None] | None = None,
-              reference: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+              reference: dict[str, np.ndarray] | None = None) -> SplitBenchReport:
     """Measure the plan in `outdir` under `link`; returns the report (see the module doc).
 
     `reference`: the unsplit model's outputs on `bench_feeds(plan, options.seed)`, when the caller has them
@@ -173,52 +183,48 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
     if reference is not None and ok:
         max_err, outputs_match = compare_outputs(ok[-1].outputs, reference, plan.verification.atol,
                                                  plan.verification.rtol)
-    baselines: dict[str, Any] = {}
+    baselines = None
     if options.baselines and model_path(outdir, plan).is_file():
         baselines = _baselines(model_path(outdir, plan), plan, feeds, link, options, tick)
     timings = _timings(ok, link, local=server_model is None)
     report_stream = _stream_report(stream, ok, link, server_model is None) if stream is not None else None
-    return {
-        "plan": str(outdir),
-        "requests": len(results),
-        "ok": len(ok),
-        "errors": len(results) - len(ok),
-        "error_messages": sorted({r.error for r in results if not r.ok}),
+    return SplitBenchReport(
+        plan=str(outdir),
+        requests=len(results),
+        ok=len(ok),
+        errors=len(results) - len(ok),
+        error_messages=sorted({r.error for r in results if not r.ok}),
         **timings,
-        "predicted_s": plan.predicted.total_s,
-        "predicted": to_dict(plan.predicted),
-        "baselines": baselines,
-        "outputs_match": outputs_match,
-        "max_abs_err": max_err,
-        "link": {"description": link.describe(), "uplink_bps": link.uplink_bps, "downlink_bps": link.downlink_bps,
-                 "rtt_s": 2 * link.delay_s, "jitter_s": link.jitter_s, "loss": link.loss, "stalls": stalls},
-        "slowdown": {"factor": options.slowdown, "source": options.slowdown_source,
-                     "emulated": options.slowdown > 1},
-        "cut": plan.cut.to_dict(),
-        "stream": report_stream,
-        "versus_baselines": versus_baselines(plan.objective, timings["stages"]["e2e_s"]["p50"] if ok else None, report_stream,
-                                    baselines),
-    }
+        predicted_s=plan.predicted.total_s,
+        predicted=plan.predicted,
+        baselines=baselines,
+        outputs_match=outputs_match,
+        max_abs_err=max_err,
+        link=LinkReport(link.describe(), link.uplink_bps, link.downlink_bps, 2 * link.delay_s, link.jitter_s, link.loss,
+                        stalls),
+        slowdown=SlowdownReport(options.slowdown, options.slowdown_source, options.slowdown > 1),
+        cut=plan.cut,
+        stream=report_stream,
+        versus_baselines=versus_baselines(plan.objective, timings["stages"]["e2e_s"].p50 if ok else None,
+                                          report_stream, baselines),
+    )
 
 
-def versus_baselines(objective: str, e2e_s: float | None, stream: dict[str, Any] | None,
-            baselines: dict[str, Any]) -> dict[str, Any] | None:
+def versus_baselines(objective: str, e2e_s: float | None, stream: StreamReport | None,
+                     baselines: Baselines | None) -> Versus | None:
     """How many times better the split did than each baseline in this run, on the plan's objective: end to end
     latency (baseline / split), or with a stream, frames per second (split / baseline). None without baselines."""
-    if not baselines:
+    if baselines is None:
         return None
-    if objective == "throughput" and stream is not None and baselines.get("all_device_fps"):
-        fps = stream["throughput_fps"]
-        server_fps = baselines.get("all_server_fps")
-        return {"measure": "frames per second", "split": fps, "all_device": baselines["all_device_fps"],
-                "all_server": server_fps, "vs_all_device": fps / baselines["all_device_fps"],
-                "vs_all_server": fps / server_fps if server_fps else None}
+    if objective == "throughput" and stream is not None and baselines.all_device_fps:
+        fps, server_fps = stream.throughput_fps, baselines.all_server_fps
+        return Versus("frames per second", fps, baselines.all_device_fps, server_fps, fps / baselines.all_device_fps,
+                      fps / server_fps if server_fps else None)
     if e2e_s is None:
         return None
-    server_s = baselines.get("all_server_s")
-    return {"measure": "end-to-end latency p50 (s)", "split": e2e_s, "all_device": baselines["all_device_s"],
-            "all_server": server_s, "vs_all_device": baselines["all_device_s"] / e2e_s,
-            "vs_all_server": server_s / e2e_s if server_s else None}
+    server_s = baselines.all_server_s
+    return Versus("end-to-end latency p50 (s)", e2e_s, baselines.all_device_s, server_s,
+                  baselines.all_device_s / e2e_s, server_s / e2e_s if server_s else None)
 
 
 def _measure(part: DevicePart, server_model: Path | None, link: LinkSettings, options: BenchOptions,
@@ -252,13 +258,13 @@ def _timings(ok: list[RequestResult], link: LinkSettings, local: bool) -> dict[s
     network_s = 0.0 if local else wire_s + 2 * link.delay_s  # an all-device plan sends nothing
     return {
         "stages": stages,
-        "samples": {stage: [getattr(r, stage) for r in ok] for stage in STAGES},  # per ok request, in order
-        "bound_s": stages["device_s"]["p50"] + network_s + stages["server_s"]["p50"] if ok else float("nan"),
-        "bytes_per_request": {"up": bytes_up, "down": bytes_down},
+        "samples": {stage: [getattr(r, stage) for r in ok] for stage in STAGES},
+        "bound_s": stages["device_s"].p50 + network_s + stages["server_s"].p50 if ok else float("nan"),
+        "bytes_per_request": BytesPerRequest(bytes_up, bytes_down),
     }
 
 
-def _stream_report(stream: StreamResult, sequential: list[RequestResult], link: LinkSettings, local: bool) -> dict[str, Any]:
+def _stream_report(stream: StreamResult, sequential: list[RequestResult], link: LinkSettings, local: bool) -> StreamReport:
     """The stream's throughput next to 1 / max(stage), the stages as timed in the stream itself
     (device and server compute per frame; the link's time is bytes / rate)."""
     def p50(values: list[float]) -> float:
@@ -275,24 +281,16 @@ def _stream_report(stream: StreamResult, sequential: list[RequestResult], link: 
     bottleneck = max(periods, key=lambda k: periods[k])
     capacity = 1 / periods[bottleneck] if periods[bottleneck] > 0 else float("inf")
     bound_fps = min(capacity, stream.offered_fps) if stream.offered_fps else capacity
-    return {
-        "frames": stream.frames,
-        "ok": stream.ok,
-        "errors": stream.errors,
-        "error_messages": stream.error_messages,
-        "offered_fps": stream.offered_fps,
-        "throughput_fps": stream.throughput_fps,
-        "bound_fps": bound_fps,
-        "ratio": stream.throughput_fps / bound_fps if bound_fps and bound_fps != float("inf") else None,
-        "stage_periods_s": periods,
-        "bottleneck": bottleneck,
-        "latency_s": percentiles(stream.latencies_s),
-        "wall_s": stream.wall_s,
-    }
+    return StreamReport(
+        frames=stream.frames, ok=stream.ok, errors=stream.errors, error_messages=stream.error_messages,
+        offered_fps=stream.offered_fps, throughput_fps=stream.throughput_fps, bound_fps=bound_fps,
+        ratio=stream.throughput_fps / bound_fps if bound_fps and bound_fps != float("inf") else None,
+        stage_periods_s=periods, bottleneck=bottleneck, latency_s=percentiles(stream.latencies_s), wall_s=stream.wall_s,
+    )
 
 
 def _baselines(model: Path, plan: VerticalPlanFile, feeds: dict[str, np.ndarray], link: LinkSettings, options: BenchOptions,
-               tick: Callable[[str, int], Any]) -> dict[str, Any]:
+               tick: Callable[[str, int], Any]) -> Baselines:
     """All on the device (the whole model, dilated) and all on the server (the raw input over the link)."""
     from splitnn.onnxsplit.core.ort_session import create_session
 
@@ -315,16 +313,16 @@ def _baselines(model: Path, plan: VerticalPlanFile, feeds: dict[str, np.ndarray]
         server_stream = stream_frames(client, feeds, count, options.fps,
                                       tick("all on the server, stream", count)) if options.stream else None
     served = [r for r in server_only if r.ok]
-    return {
-        "all_device_s": statistics.median(times),
+    return Baselines(
+        all_device_s=statistics.median(times),
+        all_server_s=statistics.median(r.e2e_s for r in served) if served else None,
+        all_server=ServerOnlyStages(statistics.median(r.encode_s + r.transfer_s for r in served),
+                                    statistics.median(r.server_s for r in served)) if served else None,
+        requests=count,
         # The device alone cannot overlap frames with itself: its frames per second are 1 / its compute time.
-        "all_device_fps": 1 / statistics.median(times) if options.stream else None,
-        "all_server_fps": server_stream.throughput_fps if server_stream is not None else None,
-        "all_server_s": statistics.median(r.e2e_s for r in served) if served else None,
-        "all_server": {"transfer_s": statistics.median(r.encode_s + r.transfer_s for r in served),
-                       "server_s": statistics.median(r.server_s for r in served)} if served else None,
-        "requests": count,
-    }
+        all_device_fps=1 / statistics.median(times) if options.stream else None,
+        all_server_fps=server_stream.throughput_fps if server_stream is not None else None,
+    )
 
 
 class _WholeModel:

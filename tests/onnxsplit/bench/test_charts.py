@@ -3,7 +3,18 @@ from __future__ import annotations
 
 import pytest
 
+from splitnn.cost_models.prediction import Prediction
+from splitnn.onnxsplit.artifacts.plan_file import CutRecord
 from splitnn.onnxsplit.bench.charts import Bar, bench_bars, stacked_bars_png, sweep_bars
+from splitnn.onnxsplit.bench.split_report import (
+    Baselines,
+    BytesPerRequest,
+    LinkReport,
+    Percentiles,
+    ServerOnlyStages,
+    SlowdownReport,
+    SplitBenchReport,
+)
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -34,10 +45,19 @@ def test_bars_from_reports():
     bars = sweep_bars(sweep)
     assert [b.label for b in bars] == ["1: conv1", "2: fc"] and [b.tags for b in bars] == [["best"], ["chosen"]]
     assert bars[0].seconds["transfer_s"] == 0.2 and bars[1].predicted_s == 0.2
-    report = {"stages": {k: {"p50": v} for k, v in
-                         {"device_s": 0.1, "encode_s": 0.01, "transfer_s": 0.2, "server_s": 0.05, "e2e_s": 0.36}.items()},
-              "predicted": {"device_s": 0.1, "encode_s": 0.0, "transfer_s": 0.15, "server_s": 0.04, "total_s": 0.29},
-              "predicted_s": 0.29, "baselines": {"all_device_s": 0.5, "all_server": {"transfer_s": 0.8, "server_s": 0.1}}}
+    stages = {"device_s": 0.1, "encode_s": 0.01, "transfer_s": 0.2, "server_s": 0.05, "e2e_s": 0.36}
+    report = SplitBenchReport(
+        plan="out", requests=1, ok=1, errors=0, error_messages=[],
+        stages={k: Percentiles(v, v) for k, v in stages.items()}, samples={k: [v] for k, v in stages.items()},
+        bound_s=0.36, bytes_per_request=BytesPerRequest(1000, 40), predicted_s=0.29,
+        predicted=Prediction(device_s=0.1, encode_s=0.0, transfer_s=0.15, server_s=0.04, total_s=0.29,
+                             throughput_fps=6.7, energy_j=0.5),
+        baselines=Baselines(all_device_s=0.5, all_server_s=0.9, all_server=ServerOnlyStages(0.8, 0.1), requests=1),
+        outputs_match=True, max_abs_err=0.0, link=LinkReport("test", 1e6, 1e6, 0.01, 0.0, 0.0, 0),
+        slowdown=SlowdownReport(1.0, "none", False),
+        cut=CutRecord(id=3, tensors=("x",), bytes=1000, reply_bytes=40, after_node="conv", device_macs=1,
+                      device_param_bytes=1, device_peak_bytes=1, device_memory_bytes=2),
+        stream=None, versus_baselines=None)
     bars = bench_bars(report)
     assert [b.label for b in bars] == ["split, measured", "split, predicted", "all on the device", "all on the server"]
     assert bars[0].seconds["device_s"] == pytest.approx(0.11) and bars[3].seconds == {"transfer_s": 0.8, "server_s": 0.1}

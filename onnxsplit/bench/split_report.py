@@ -1,0 +1,112 @@
+"""What `run-bench` reports for a vertical split: typed records, `to_dict()` for --json (the keys as documented).
+
+Times are seconds and rates frames per second, as the field names say;
+`stages` and `samples` are keyed by stage (device_s, encode_s, transfer_s,
+server_s, e2e_s).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from splitnn.cost_models.prediction import Prediction
+from splitnn.onnxsplit.artifacts.plan_file import CutRecord
+from splitnn.onnxsplit.core.records import Record
+
+
+@dataclass(frozen=True)
+class Percentiles(Record):
+    p50: float
+    p95: float
+
+
+@dataclass(frozen=True)
+class BytesPerRequest(Record):
+    up: int
+    down: int
+
+
+@dataclass(frozen=True)
+class LinkReport(Record):
+    description: str
+    uplink_bps: float | None
+    downlink_bps: float | None
+    rtt_s: float
+    jitter_s: float
+    loss: float
+    stalls: int  # loss stalls the relay inserted
+
+
+@dataclass(frozen=True)
+class SlowdownReport(Record):
+    factor: float  # K: the device part's host compute time is dilated by it
+    source: str  # "none", "given" or "profiles"
+    emulated: bool
+
+
+@dataclass(frozen=True)
+class StreamReport(Record):
+    frames: int
+    ok: int
+    errors: int
+    error_messages: list[str]
+    offered_fps: float | None
+    throughput_fps: float
+    bound_fps: float  # 1 / the slowest stage (or the offered rate, if lower)
+    ratio: float | None  # throughput / bound
+    stage_periods_s: dict[str, float]
+    bottleneck: str
+    latency_s: Percentiles
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class ServerOnlyStages(Record):
+    transfer_s: float
+    server_s: float
+
+
+@dataclass(frozen=True)
+class Baselines(Record):
+    """The whole model on the device (dilated like the device part) and on the server (the input sent)."""
+
+    all_device_s: float
+    all_server_s: float | None  # None: every request failed
+    all_server: ServerOnlyStages | None
+    requests: int
+    all_device_fps: float | None = None  # with --stream
+    all_server_fps: float | None = None
+
+
+@dataclass(frozen=True)
+class Versus(Record):
+    """How many times better the split did than each baseline in the same run, on the plan's objective."""
+
+    measure: str
+    split: float
+    all_device: float
+    all_server: float | None
+    vs_all_device: float
+    vs_all_server: float | None
+
+
+@dataclass(frozen=True)
+class SplitBenchReport(Record):
+    plan: str
+    requests: int
+    ok: int
+    errors: int
+    error_messages: list[str]
+    stages: dict[str, Percentiles]
+    samples: dict[str, list[float]]  # per ok request, in order
+    bound_s: float  # device + bytes / bandwidth each way + round trip + server
+    bytes_per_request: BytesPerRequest
+    predicted_s: float
+    predicted: Prediction
+    baselines: Baselines | None
+    outputs_match: bool | None
+    max_abs_err: float | None
+    link: LinkReport
+    slowdown: SlowdownReport
+    cut: CutRecord
+    stream: StreamReport | None
+    versus_baselines: Versus | None
