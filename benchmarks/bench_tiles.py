@@ -60,7 +60,7 @@ def main() -> None:
         document = write_tiles(analysis, plan, outdir, reuse=args.reuse)
         counted = [sum(c.macs for c in analyze(load_graph(outdir / name)).nodes) for name in document["artifacts"]["tiles"]]
         saved = document["reuse"].get("saved_macs", 0)
-        report = run_tile_bench(outdir, TileBenchOptions(workers=2, images=args.images))
+        report = run_tile_bench(outdir, TileBenchOptions(workers=2, images=args.images)).to_dict()
         one, two = report["scaling"]
         rows.append({
             "size": size,

@@ -1,12 +1,14 @@
 """The tables run-bench prints: a split's stages, a sweep of cuts, a tile plan's scaling."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from splitnn.cli.render import human_bytes, stdout
 
 if TYPE_CHECKING:
     from splitnn.onnxsplit.bench.split_report import SplitBenchReport, StreamReport, Versus
+    from splitnn.onnxsplit.bench.sweep import SweepReport
+    from splitnn.onnxsplit.bench.tile_report import TableRow, TileBenchReport
 
 
 def render_split(report: SplitBenchReport) -> None:
@@ -70,77 +72,88 @@ def _render_versus(versus: Versus | None) -> None:
                    f"than all on the server[/bold] ({versus.measure}, measured in this run: {values})")
 
 
-def render_sweep(report: dict[str, Any]) -> None:
+def render_sweep(report: SweepReport) -> None:
     from rich.table import Table
 
     console = stdout()
-    console.print(f"{report['model']}: {report['device']} -> {report['link']} -> {report['server']}, objective "
-                  f"{report['objective']} (measured: {report['measure']}, {report['requests']} requests per cut in "
-                  f"{report['rounds']} rounds over all cuts)")
-    table = Table(title=f"{len(report['sweep'])} of {report['feasible_cuts']} feasible cuts measured", title_justify="left")
+    console.print(f"{report.model}: {report.device} -> {report.link} -> {report.server}, objective "
+                  f"{report.objective} (measured: {report.measure}, {report.requests} requests per cut in "
+                  f"{report.rounds} rounds over all cuts)")
+    table = Table(title=f"{len(report.sweep)} of {report.feasible_cuts} feasible cuts measured", title_justify="left")
     for column in ("cut", "after node", "bytes", "predicted ms", "measured ms", "device ms", "transfer ms", "server ms", "K", "ok"):
         table.add_column(column, justify="left" if column == "after node" else "right")
-    chosen, best = report["chosen"]["cut_id"], (report["best"] or {}).get("cut_id")
-    for point in report["sweep"]:
-        mark = ("[bold green]>[/bold green]" if point["cut_id"] == chosen else "") + ("[bold]*[/bold]" if point["cut_id"] == best else "")
-        measured = f"{point['measured_s'] * 1e3:.1f}" if point["measured_s"] is not None else "[red]failed[/red]"
-        m = point["measured"]
-        table.add_row(f"{mark}{point['cut_id']}", point["after_node"] or "(input)", human_bytes(point["bytes"]),
-                      f"{point['predicted_s'] * 1e3:.1f}", measured, f"{m['device_s'] * 1e3:.1f}",
-                      f"{m['transfer_s'] * 1e3:.1f}", f"{m['server_s'] * 1e3:.1f}", f"{point['slowdown']:.2f}",
-                      f"{point['ok']}/{point['ok'] + point['errors']}")
+    chosen, best = report.chosen.cut_id, report.best.cut_id if report.best else None
+    for point in report.sweep:
+        mark = ("[bold green]>[/bold green]" if point.cut_id == chosen else "") + ("[bold]*[/bold]" if point.cut_id == best else "")
+        measured = f"{point.measured_s * 1e3:.1f}" if point.measured_s is not None else "[red]failed[/red]"
+        m = point.measured
+        table.add_row(f"{mark}{point.cut_id}", point.after_node or "(input)", human_bytes(point.bytes),
+                      f"{point.predicted_s * 1e3:.1f}", measured, f"{m.device_s * 1e3:.1f}",
+                      f"{m.transfer_s * 1e3:.1f}", f"{m.server_s * 1e3:.1f}", f"{point.slowdown:.2f}",
+                      f"{point.ok}/{point.ok + point.errors}")
     console.print(table)
-    regret = f"{report['regret']:.3f}" if report["regret"] is not None else "unknown (the chosen cut failed)"
+    regret = f"{report.regret:.3f}" if report.regret is not None else "unknown (the chosen cut failed)"
     console.print(f"> chosen by prediction: cut {chosen}; * measured best: cut {best}; [bold]regret {regret}[/bold]")
 
 
-def render_tiles(report: dict[str, Any]) -> None:
+def render_tiles(report: TileBenchReport) -> None:
     from rich.table import Table
 
     console = stdout()
-    mode = "whole images spread over the workers" if report["mode"] == "data-parallel" else (
-        f"{report['grid']['rows']}x{report['grid']['cols']} tiles")
-    console.print(f"{mode} on {report['scheduler']}, {report['images']} images per worker count")
+    tiles_mode = report.mode == "tiles"
+    mode = f"{report.grid.rows}x{report.grid.cols} tiles" if tiles_mode and report.grid else "whole images spread over the workers"
+    console.print(f"{mode} on {report.scheduler}, {report.images} images per worker count")
     table = Table(title="Scaling", title_justify="left")
-    columns = ["workers", "wall ms", "speedup"] + (["tiles ms", "tiles speedup"] if report["mode"] == "tiles" else ["images/s"])
-    for column in columns:
+    for column in ["workers", "wall ms", "speedup"] + (["tiles ms", "tiles speedup"] if tiles_mode else ["images/s"]):
         table.add_column(column, justify="right")
-    for row in report["scaling"]:
-        cells = [str(row["workers"]), f"{row['wall_s'] * 1e3:.1f}", f"{row['speedup']:.2f}x"]
-        cells += ([f"{row['tiles_phase_s'] * 1e3:.1f}", f"{row['tiles_speedup']:.2f}x"] if report["mode"] == "tiles"
-                  else [f"{row['images_per_s']:.2f}"])
+    for row in report.scaling:
+        cells = [str(row.workers), f"{row.wall_s * 1e3:.1f}", f"{row.speedup:.2f}x"]
+        cells += ([f"{(row.tiles_phase_s or 0) * 1e3:.1f}", f"{row.tiles_speedup or 0:.2f}x"] if tiles_mode
+                  else [f"{row.images_per_s or 0:.2f}"])
         table.add_row(*cells)
     console.print(table)
-    if report["mode"] == "data-parallel":
-        counts = sorted({row["images"] for row in report["table"]})
-        workers = sorted({row["workers"] for row in report["table"]})
-        grid = Table(title="Seconds by image count (rows) and workers (columns)", title_justify="left")
-        for column in ["images", *[str(w) for w in workers]]:
-            grid.add_column(column, justify="right")
-        wall = {(row["images"], row["workers"]): row["wall_s"] for row in report["table"]}
-        for count in counts:
-            grid.add_row(str(count), *[f"{wall[(count, w)]:.2f}" for w in workers])
-        console.print(grid)
+    if report.table:
+        _render_image_table(report.table)
     per_worker: dict[str, list[float]] = {}
-    for tile in report["tiles"]:
-        per_worker.setdefault(tile["worker"], []).append(tile["seconds"])
-    what = "tiles" if report["mode"] == "tiles" else "images"
+    for task in report.tiles:
+        per_worker.setdefault(task.worker, []).append(task.seconds)
+    what = "tiles" if tiles_mode else "images"
     console.print("last run: " + "; ".join(f"{worker} ran {len(times)} {what}, {sum(times) * 1e3:.1f} ms of compute"
                                            for worker, times in sorted(per_worker.items())))
-    if report["mode"] == "tiles":
-        console.print(f"makespan of the tiles {report['makespan_s'] * 1e3:.1f} ms with {report['workers']} workers; "
-                      f"redundant MACs {report['redundant_macs_ratio']:.1%}")
-        if report["reuse"]["enabled"]:
-            console.print(f"reuse: {report['reuse']['saved_macs'] / 1e6:,.0f} M MACs saved "
-                          f"({report['reuse']['saved_fraction_of_redundant']:.1%} of the redundant ones)")
-        memory = report["memory"]
-        if memory["max_growth_bytes"] is not None:
-            console.print(f"memory: the plan's sessions grew a worker by up to {human_bytes(memory['max_growth_bytes'])} "
-                          f"(planned per node: {human_bytes(memory['planned_node_bytes'])}, stack weights + the largest "
-                          f"tile's activations{'; split-layer slices on top' if report['neuron_splits'] else ''}; "
-                          f"limit per worker {human_bytes(memory['limit_bytes'])})")
-    killed = f"{report['workers_killed']} worker(s) killed by the drill; " if report["workers_killed"] else ""
-    console.print(f"{killed}tasks re-run after a lost worker: {report['retries']}")
-    if report["outputs_match"] is not None:
-        verdict = "match" if report["outputs_match"] else "[red]DIFFER[/red]"
-        console.print(f"outputs {verdict} the unpartitioned model (max abs error {report['max_abs_err']:.3g})")
+    if tiles_mode:
+        _render_tile_figures(report)
+    killed = f"{report.workers_killed} worker(s) killed by the drill; " if report.workers_killed else ""
+    console.print(f"{killed}tasks re-run after a lost worker: {report.retries}")
+    if report.outputs_match is not None:
+        verdict = "match" if report.outputs_match else "[red]DIFFER[/red]"
+        console.print(f"outputs {verdict} the unpartitioned model (max abs error {report.max_abs_err:.3g})")
+
+
+def _render_image_table(rows: tuple[TableRow, ...]) -> None:
+    from rich.table import Table
+
+    counts = sorted({row.images for row in rows})
+    workers = sorted({row.workers for row in rows})
+    grid = Table(title="Seconds by image count (rows) and workers (columns)", title_justify="left")
+    for column in ["images", *[str(w) for w in workers]]:
+        grid.add_column(column, justify="right")
+    wall = {(row.images, row.workers): row.wall_s for row in rows}
+    for count in counts:
+        grid.add_row(str(count), *[f"{wall[(count, w)]:.2f}" for w in workers])
+    stdout().print(grid)
+
+
+def _render_tile_figures(report: TileBenchReport) -> None:
+    console = stdout()
+    console.print(f"makespan of the tiles {report.makespan_s * 1e3:.1f} ms with {report.workers} workers; "
+                  f"redundant MACs {report.redundant_macs_ratio or 0:.1%}")
+    reuse = report.reuse or {}
+    if reuse.get("enabled"):
+        console.print(f"reuse: {reuse['saved_macs'] / 1e6:,.0f} M MACs saved "
+                      f"({reuse['saved_fraction_of_redundant']:.1%} of the redundant ones)")
+    memory = report.memory
+    if memory is not None and memory.max_growth_bytes is not None:
+        console.print(f"memory: the plan's sessions grew a worker by up to {human_bytes(memory.max_growth_bytes)} "
+                      f"(planned per node: {human_bytes(memory.planned_node_bytes)}, stack weights + the largest "
+                      f"tile's activations{'; split-layer slices on top' if report.neuron_splits else ''}; "
+                      f"limit per worker {human_bytes(memory.limit_bytes)})")

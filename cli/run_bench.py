@@ -28,6 +28,7 @@ from splitnn.cli.render import stderr
 
 if TYPE_CHECKING:
     from splitnn.onnxsplit.bench.split_report import SplitBenchReport
+    from splitnn.onnxsplit.bench.sweep import SweepReport
 
 
 @click.command("run-bench")
@@ -76,7 +77,7 @@ def run_bench(target: str, link: LinkChoice, bench: BenchChoice, sweep: SweepCho
     if report.plot is not None:
         _plot(report.plot, target, result, sweep is not None)
     if report.as_json:
-        click.echo(json.dumps(result if sweep else result.to_dict(), indent=1))
+        click.echo(json.dumps(result.to_dict(), indent=1))
     elif sweep:
         render_sweep(result)
     else:
@@ -102,7 +103,7 @@ def _tile_bench(outdir: str, tiles: TileBenchChoice, as_json: bool) -> None:
         progress("starting the Dask cluster", 0, 1)
         result = run_tile_bench(outdir, tiles.options, progress)
     if as_json:
-        click.echo(json.dumps(result, indent=1))
+        click.echo(json.dumps(result.to_dict(), indent=1))
     else:
         render_tiles(result)
 
@@ -125,7 +126,7 @@ def _bench(outdir: str, link: LinkChoice, bench: BenchChoice, progress: Progress
     return run_bench(outdir, settings, options, progress)
 
 
-def _sweep(model: str, sweep: SweepChoice, link: LinkChoice, bench: BenchChoice, progress: Progress) -> dict[str, Any]:
+def _sweep(model: str, sweep: SweepChoice, link: LinkChoice, bench: BenchChoice, progress: Progress) -> SweepReport:
     from splitnn.onnxsplit.analysis.analyze import analyze
     from splitnn.onnxsplit.bench.sweep import sweep_cuts
     from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
@@ -147,8 +148,7 @@ def _plot(path: str, target: str, result: Any, sweep: bool) -> None:
     from splitnn.onnxsplit.bench.charts import bench_bars, stacked_bars_png, sweep_bars
 
     if sweep:
-        title = (f"{Path(target).name}: measured per cut ({result['measure']}), {result['device']} -> "
-                 f"{result['link']} -> {result['server']}")
+        title = f"{Path(target).name}: measured per cut ({result.measure}), {result.device} -> {result.link} -> {result.server}"
         stacked_bars_png(path, sweep_bars(result), title)
     else:
         stacked_bars_png(path, bench_bars(result), f"{target}: cut {', '.join(result.cut.tensors) or '(none)'}, "

@@ -8,9 +8,12 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from splitnn.onnxsplit.bench.split_report import SplitBenchReport
+
+if TYPE_CHECKING:
+    from splitnn.onnxsplit.bench.sweep import SweepReport
 from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic
 from splitnn.onnxsplit.core.errors import SplitnnError
 
@@ -69,15 +72,17 @@ def stacked_bars_png(path: str | Path, bars: list[Bar], title: str, ylabel: str 
     return path
 
 
-def sweep_bars(sweep: dict[str, Any]) -> list[Bar]:
+def sweep_bars(sweep: SweepReport) -> list[Bar]:
     """One bar per measured cut of a sweep report, its measured stages and its prediction."""
     bars = []
-    chosen = sweep["chosen"]["cut_id"]
-    best = sweep["best"]["cut_id"] if sweep["best"] else None
-    for point in sweep["sweep"]:
-        tags = (["chosen"] if point["cut_id"] == chosen else []) + (["best"] if point["cut_id"] == best else [])
-        label = f"{point['cut_id']}: {point['after_node'] or '(input)'}"
-        bars.append(Bar(label, point["measured"], point["predicted_s"], tags))
+    chosen = sweep.chosen.cut_id
+    best = sweep.best.cut_id if sweep.best else None
+    for point in sweep.sweep:
+        tags = (["chosen"] if point.cut_id == chosen else []) + (["best"] if point.cut_id == best else [])
+        label = f"{point.cut_id}: {point.after_node or '(input)'}"
+        m = point.measured
+        bars.append(Bar(label, {"device_s": m.device_s, "transfer_s": m.transfer_s, "server_s": m.server_s},
+                        point.predicted_s, tags))
     return bars
 
 

@@ -20,8 +20,8 @@ import dataclasses
 import statistics
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -35,11 +35,64 @@ from splitnn.onnxsplit.bench.vertical import (
     slowdown_for_cut,
 )
 from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.core.records import Record
 from splitnn.onnxsplit.runtime.link_emulator import LinkSettings
 from splitnn.onnxsplit.vertical.export import write_split
 from splitnn.onnxsplit.vertical.planning import Candidate, Plan
 
 MEASURABLE = ("latency", "throughput")
+
+
+@dataclass(frozen=True)
+class StageSeconds(Record):
+    device_s: float  # compute + encode
+    transfer_s: float
+    server_s: float
+    e2e_s: float | None = None
+
+
+@dataclass(frozen=True)
+class SweepPoint(Record):
+    """One measured cut: its prediction and what its rounds measured (None when every request failed)."""
+
+    cut_id: int
+    tensors: tuple[str, ...]
+    after_node: str | None
+    bytes: int
+    predicted_s: float
+    measured_s: float | None
+    predicted: StageSeconds
+    measured: StageSeconds
+    ok: int
+    errors: int
+    slowdown: float
+    outputs_match: bool | None
+
+
+@dataclass(frozen=True)
+class PointBrief(Record):
+    cut_id: int
+    tensors: tuple[str, ...]
+    after_node: str | None
+    predicted_s: float
+    measured_s: float | None
+
+
+@dataclass(frozen=True)
+class SweepReport(Record):
+    model: str
+    objective: str
+    measure: str
+    device: str
+    server: str
+    link: str
+    requests: int
+    rounds: int
+    feasible_cuts: int
+    sweep: tuple[SweepPoint, ...]
+    chosen: PointBrief
+    best: PointBrief | None
+    regret: float | None  # chosen / best, both measured
 
 
 def predicted_seconds(candidate: Candidate, objective: str) -> float:
@@ -59,7 +112,7 @@ def sweep_cuts(
     timeout_s: float = 30.0,
     workdir: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
-) -> dict[str, Any]:
+) -> SweepReport:
     """Measure the plan's feasible candidates (the `top` best by prediction, or all) and report the regret.
 
     `plan` is what `plan_split` chose; `slowdown` None derives K per cut from
@@ -84,25 +137,25 @@ def sweep_cuts(
                                   stream=plan.objective == "throughput", progress=progress)
     points = [_point(candidate, plan.objective, reports[candidate.cut.id]) for candidate in measured]
 
-    ok = [p for p in points if p["measured_s"] is not None]
-    chosen = next(p for p in points if p["cut_id"] == chosen_id)
-    best = min(ok, key=lambda p: p["measured_s"]) if ok else None
-    regret = (chosen["measured_s"] / best["measured_s"]) if best is not None and chosen["measured_s"] is not None else None
-    return {
-        "model": str(analysis.graph.path),
-        "objective": plan.objective,
-        "measure": "e2e p50 per request" if plan.objective == "latency" else "seconds per frame, pipelined",
-        "device": plan.device.name,
-        "server": plan.server.name,
-        "link": link.describe(),
-        "requests": requests,
-        "rounds": rounds,
-        "feasible_cuts": len(ranked),
-        "sweep": points,
-        "chosen": _brief(chosen),
-        "best": _brief(best) if best else None,
-        "regret": regret,
-    }
+    ok = [p for p in points if p.measured_s is not None]
+    chosen = next(p for p in points if p.cut_id == chosen_id)
+    best = min(ok, key=lambda p: p.measured_s) if ok else None  # type: ignore[arg-type, return-value]
+    regret = chosen.measured_s / best.measured_s if best is not None and chosen.measured_s is not None else None  # type: ignore[operator]
+    return SweepReport(
+        model=str(analysis.graph.path),
+        objective=plan.objective,
+        measure="e2e p50 per request" if plan.objective == "latency" else "seconds per frame, pipelined",
+        device=plan.device.name,
+        server=plan.server.name,
+        link=link.describe(),
+        requests=requests,
+        rounds=rounds,
+        feasible_cuts=len(ranked),
+        sweep=tuple(points),
+        chosen=_brief(chosen),
+        best=_brief(best) if best else None,
+        regret=regret,
+    )
 
 
 def _write_cuts(analysis: Analysis, plan: Plan, measured: list[Candidate], folder: Path, slowdown: float | None,
@@ -144,7 +197,7 @@ def _measure_rounds(folder: Path, measured: list[Candidate], link: LinkSettings,
     return reports
 
 
-def _point(candidate: Candidate, objective: str, reports: list[SplitBenchReport]) -> dict[str, Any]:
+def _point(candidate: Candidate, objective: str, reports: list[SplitBenchReport]) -> SweepPoint:
     """One cut's measurement from its rounds: medians over every ok request (latency) or over rounds (throughput)."""
     def median_of(stage: str) -> float:
         values = [v for report in reports for v in report.samples[stage]]
@@ -158,22 +211,22 @@ def _point(candidate: Candidate, objective: str, reports: list[SplitBenchReport]
                    if r.stream is not None and r.stream.ok >= 2 and r.stream.throughput_fps > 0]
         value = statistics.median(periods) if periods else None
     p = candidate.predicted
-    return {
-        "cut_id": candidate.cut.id,
-        "tensors": list(candidate.cut.tensors),
-        "after_node": candidate.cut.last_device_node,
-        "bytes": candidate.cut.bytes,
-        "predicted_s": predicted_seconds(candidate, objective),
-        "measured_s": value,
-        "predicted": {"device_s": p.device_s + p.encode_s, "transfer_s": p.transfer_s, "server_s": p.server_s},
-        "measured": {"device_s": median_of("device_s") + median_of("encode_s"), "transfer_s": median_of("transfer_s"),
-                     "server_s": median_of("server_s"), "e2e_s": median_of("e2e_s")},
-        "ok": ok,
-        "errors": sum(report.errors for report in reports),
-        "slowdown": reports[0].slowdown.factor,
-        "outputs_match": all(report.outputs_match for report in reports) if reports else None,
-    }
+    return SweepPoint(
+        cut_id=candidate.cut.id,
+        tensors=tuple(candidate.cut.tensors),
+        after_node=candidate.cut.last_device_node,
+        bytes=candidate.cut.bytes,
+        predicted_s=predicted_seconds(candidate, objective),
+        measured_s=value,
+        predicted=StageSeconds(p.device_s + p.encode_s, p.transfer_s, p.server_s),
+        measured=StageSeconds(median_of("device_s") + median_of("encode_s"), median_of("transfer_s"),
+                              median_of("server_s"), median_of("e2e_s")),
+        ok=ok,
+        errors=sum(report.errors for report in reports),
+        slowdown=reports[0].slowdown.factor,
+        outputs_match=all(report.outputs_match for report in reports) if reports else None,
+    )
 
 
-def _brief(point: dict[str, Any]) -> dict[str, Any]:
-    return {k: point[k] for k in ("cut_id", "tensors", "after_node", "predicted_s", "measured_s")}
+def _brief(point: SweepPoint) -> PointBrief:
+    return PointBrief(point.cut_id, point.tensors, point.after_node, point.predicted_s, point.measured_s)

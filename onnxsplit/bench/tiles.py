@@ -20,6 +20,14 @@ from typing import Any
 import numpy as np
 
 from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference
+from splitnn.onnxsplit.bench.tile_report import (
+    ScalingRow,
+    TableRow,
+    TaskRun,
+    TileBenchReport,
+    WorkerMemory,
+    WorkerUss,
+)
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.sample_inputs import random_feeds
 from splitnn.onnxsplit.tiles.dask_runtime import (
@@ -58,7 +66,7 @@ def _kill_process(pid: int) -> None:
 
 
 def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
-                   progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+                   progress: Callable[[str, int, int], None] | None = None) -> TileBenchReport:
     """Time the tile plan in `outdir` on Dask (see the module doc); returns the report."""
     program = TileProgram(outdir)
     plan = program.plan
@@ -92,38 +100,25 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
     scaling = _with_speedups([run.row for run in runs])
     match, max_err = _compare(runs[-1].outputs, reference, plan)
     top = scaling[-1]
-    return {
-        "plan": str(outdir),
-        "mode": "tiles",
-        "scheduler": options.scheduler or "embedded LocalCluster",
-        "workers": top["workers"],
-        "grid": plan.grid.to_dict(),
-        "images": options.images,
-        "makespan_s": top["tiles_phase_s"],
-        "wall_s": top["wall_s"],
-        "speedup": top["speedup"],
-        "tiles_speedup": top["tiles_speedup"],
-        "scaling": scaling,
-        "tiles": [{"id": r.id, "worker": r.worker, "seconds": r.seconds, "done_s": r.done_s} for r in runs[-1].records],
-        "retries": sum(run.retries for run in runs),
-        "workers_killed": sum(run.killed for run in runs),
-        "outputs_match": match,
-        "max_abs_err": max_err,
-        "redundant_macs_ratio": plan.redundant_macs_ratio,
-        "reuse": {k: v for k, v in plan.reuse.items() if k != "second_phase"},
-        "neuron_splits": [split.to_dict() for split in plan.neuron_splits],
-        "predicted": plan.predicted.to_dict(),
-        "memory": worker_memory(uss_before, uss_after, plan.memory.node_bytes, memory),
-    }
+    return TileBenchReport(
+        plan=str(outdir), mode="tiles", scheduler=options.scheduler or "embedded LocalCluster",
+        workers=top.workers, images=options.images, makespan_s=top.tiles_phase_s, wall_s=top.wall_s,  # type: ignore[arg-type]
+        speedup=top.speedup, scaling=tuple(scaling),
+        tiles=tuple(TaskRun(r.id, r.worker, r.seconds, r.done_s) for r in runs[-1].records),
+        retries=sum(run.retries for run in runs), workers_killed=sum(run.killed for run in runs),
+        outputs_match=match, max_abs_err=max_err,
+        grid=plan.grid, tiles_speedup=top.tiles_speedup, redundant_macs_ratio=plan.redundant_macs_ratio,
+        reuse={k: v for k, v in plan.reuse.items() if k != "second_phase"}, neuron_splits=plan.neuron_splits,
+        predicted=plan.predicted, memory=worker_memory(uss_before, uss_after, plan.memory.node_bytes, memory),
+    )
 
 
-def _with_speedups(scaling: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _with_speedups(rows: list[dict[str, Any]]) -> list[ScalingRow]:
     """Each row's speedup over the first (one worker), for the whole image and for the tiles phase."""
-    base = scaling[0]
-    for row in scaling:
-        row["speedup"] = base["wall_s"] / row["wall_s"]
-        row["tiles_speedup"] = base["tiles_phase_s"] / row["tiles_phase_s"]
-    return scaling
+    base = rows[0]
+    return [ScalingRow(workers=row["workers"], wall_s=row["wall_s"], speedup=base["wall_s"] / row["wall_s"],
+                       tiles_phase_s=row["tiles_phase_s"], tiles_speedup=base["tiles_phase_s"] / row["tiles_phase_s"])
+            for row in rows]
 
 
 @dataclass
@@ -185,7 +180,7 @@ def _process_uss() -> int:
     return int(psutil.Process().memory_full_info().uss)
 
 
-def worker_memory(before: dict[str, int], after: dict[str, int], planned_bytes: int, limit_bytes: int) -> dict[str, Any]:
+def worker_memory(before: dict[str, int], after: dict[str, int], planned_bytes: int, limit_bytes: int) -> WorkerMemory:
     """Each worker's unique memory (USS) before the plan's sessions were built and after the runs.
 
     The growth is what the plan's share took on that node; the plan budgeted
@@ -193,12 +188,10 @@ def worker_memory(before: dict[str, int], after: dict[str, int], planned_bytes: 
     activations). The slices of split layers placed on a worker come on top.
     A worker that replaced a lost one has no "before".
     """
-    workers = [{"worker": address, "uss_before_bytes": before.get(address), "uss_after_bytes": uss,
-                "growth_bytes": uss - before[address] if address in before else None}
-               for address, uss in sorted(after.items())]
-    growths = [w["growth_bytes"] for w in workers if w["growth_bytes"] is not None]
-    return {"planned_node_bytes": planned_bytes, "limit_bytes": limit_bytes, "workers": workers,
-            "max_growth_bytes": max(growths) if growths else None}
+    workers = tuple(WorkerUss(address, before.get(address), uss, uss - before[address] if address in before else None)
+                    for address, uss in sorted(after.items()))
+    growths = [w.growth_bytes for w in workers if w.growth_bytes is not None]
+    return WorkerMemory(planned_bytes, limit_bytes, workers, max(growths) if growths else None)
 
 
 def _compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray] | None,
@@ -218,7 +211,7 @@ def image_counts(images: int) -> list[int]:
 
 def _data_parallel(client: Any, program: TileProgram, available: list[str], counts: list[int],
                    specs: dict[str, Any], options: TileBenchOptions,
-                   checked: tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None], tick: Callable[[str, int], Any]) -> dict[str, Any]:
+                   checked: tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None], tick: Callable[[str, int], Any]) -> TileBenchReport:
     """Whole images spread over the workers: the time for a quarter, half and all of `options.images`
     images on each worker count (the seed experiment's table of time by image count and node count)."""
     from distributed import wait
@@ -247,26 +240,16 @@ def _data_parallel(client: Any, program: TileProgram, available: list[str], coun
                 if index == 0:
                     first_outputs = outputs
             table.append({"workers": n, "images": count, "wall_s": time.perf_counter() - start})
-    scaling = [dict(row) for row in table if row["images"] == options.images]
-    base = scaling[0]["wall_s"]
-    for row in scaling:
-        row["speedup"] = base / row["wall_s"]
-        row["images_per_s"] = options.images / row["wall_s"]
+    base = next(row["wall_s"] for row in table if row["images"] == options.images)
+    scaling = [ScalingRow(workers=row["workers"], wall_s=row["wall_s"], speedup=base / row["wall_s"],
+                          images=row["images"], images_per_s=options.images / row["wall_s"])
+               for row in table if row["images"] == options.images]
     match, max_err = _compare(first_outputs, reference, program.plan)  # images[0] is the reference input
-    return {
-        "plan": str(program.folder),
-        "mode": "data-parallel",
-        "scheduler": options.scheduler or "embedded LocalCluster",
-        "workers": scaling[-1]["workers"],
-        "images": options.images,
-        "makespan_s": scaling[-1]["wall_s"],
-        "wall_s": scaling[-1]["wall_s"],
-        "speedup": scaling[-1]["speedup"],
-        "scaling": scaling,
-        "table": table,
-        "tiles": per_image,
-        "retries": 0,  # not tracked for whole images
-        "workers_killed": 0,
-        "outputs_match": match,
-        "max_abs_err": max_err,
-    }
+    return TileBenchReport(
+        plan=str(program.folder), mode="data-parallel", scheduler=options.scheduler or "embedded LocalCluster",
+        workers=scaling[-1].workers, images=options.images, makespan_s=scaling[-1].wall_s, wall_s=scaling[-1].wall_s,
+        speedup=scaling[-1].speedup, scaling=tuple(scaling),
+        tiles=tuple(TaskRun(**run) for run in per_image),
+        retries=0, workers_killed=0,  # not tracked for whole images
+        outputs_match=match, max_abs_err=max_err, table=tuple(TableRow(**row) for row in table),
+    )

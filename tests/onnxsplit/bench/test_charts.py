@@ -15,6 +15,7 @@ from splitnn.onnxsplit.bench.split_report import (
     SlowdownReport,
     SplitBenchReport,
 )
+from splitnn.onnxsplit.bench.sweep import PointBrief, StageSeconds, SweepPoint, SweepReport
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -37,11 +38,17 @@ def test_not_a_png_name(tmp_path):
 
 
 def test_bars_from_reports():
-    sweep = {"chosen": {"cut_id": 2}, "best": {"cut_id": 1}, "sweep": [
-        {"cut_id": 1, "after_node": "conv1", "predicted_s": 0.3,
-         "measured": {"device_s": 0.1, "transfer_s": 0.2, "server_s": 0.01, "e2e_s": 0.31}},
-        {"cut_id": 2, "after_node": "fc", "predicted_s": 0.2,
-         "measured": {"device_s": 0.35, "transfer_s": 0.0, "server_s": 0.0, "e2e_s": 0.35}}]}
+    def point(cut_id, node, predicted_s, device_s, transfer_s, server_s):
+        return SweepPoint(cut_id=cut_id, tensors=("t",), after_node=node, bytes=1, predicted_s=predicted_s,
+                          measured_s=device_s + transfer_s + server_s,
+                          predicted=StageSeconds(predicted_s, 0.0, 0.0),
+                          measured=StageSeconds(device_s, transfer_s, server_s, device_s + transfer_s + server_s),
+                          ok=1, errors=0, slowdown=1.0, outputs_match=True)
+
+    points = (point(1, "conv1", 0.3, 0.1, 0.2, 0.01), point(2, "fc", 0.2, 0.35, 0.0, 0.0))
+    brief = {p.cut_id: PointBrief(p.cut_id, p.tensors, p.after_node, p.predicted_s, p.measured_s) for p in points}
+    sweep = SweepReport(model="m", objective="latency", measure="e2e", device="d", server="s", link="l", requests=1,
+                        rounds=1, feasible_cuts=2, sweep=points, chosen=brief[2], best=brief[1], regret=1.1)
     bars = sweep_bars(sweep)
     assert [b.label for b in bars] == ["1: conv1", "2: fc"] and [b.tags for b in bars] == [["best"], ["chosen"]]
     assert bars[0].seconds["transfer_s"] == 0.2 and bars[1].predicted_s == 0.2

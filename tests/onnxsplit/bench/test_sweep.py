@@ -23,7 +23,7 @@ def _plan(analysis, objective="latency"):
 
 def test_top_cuts_measured_and_regret_from_measurements(lenet, tmp_path):
     plan = _plan(lenet)
-    report = sweep_cuts(lenet, plan, settings_for(18.88e6, 0.01), top=3, requests=3, slowdown=2.0, workdir=tmp_path)
+    report = sweep_cuts(lenet, plan, settings_for(18.88e6, 0.01), top=3, requests=3, slowdown=2.0, workdir=tmp_path).to_dict()
     points = report["sweep"]
     ranked = sorted((c for c in plan.candidates if c.feasible), key=lambda c: (c.predicted.total_s, c.cut.id))
     assert {p["cut_id"] for p in points} == {c.cut.id for c in ranked[:3]}
@@ -43,7 +43,7 @@ def test_top_cuts_measured_and_regret_from_measurements(lenet, tmp_path):
 
 def test_throughput_sweep_measures_streams(lenet, tmp_path):
     plan = _plan(lenet, "throughput")
-    report = sweep_cuts(lenet, plan, settings_for(18.88e6, 0.01), top=1, requests=3, slowdown=1.0, workdir=tmp_path)
+    report = sweep_cuts(lenet, plan, settings_for(18.88e6, 0.01), top=1, requests=3, slowdown=1.0, workdir=tmp_path).to_dict()
     (point,) = report["sweep"]
     assert point["cut_id"] == plan.chosen.cut.id and report["measure"] == "seconds per frame, pipelined"
     assert point["predicted_s"] == pytest.approx(1 / plan.chosen.predicted.throughput_fps)

@@ -24,7 +24,7 @@ def vgg_tiles(sample_path, tmp_path_factory):
 
 
 def test_tiles_run_on_two_workers_and_match(vgg_tiles):
-    report = run_tile_bench(vgg_tiles, TileBenchOptions(images=2))
+    report = run_tile_bench(vgg_tiles, TileBenchOptions(images=2)).to_dict()
     assert report["mode"] == "tiles" and report["workers"] == 2 and report["outputs_match"] is True
     assert report["max_abs_err"] < 1e-4
     assert [row["workers"] for row in report["scaling"]] == [1, 2]
@@ -39,13 +39,13 @@ def test_a_worker_killed_mid_run_still_gives_the_right_output(sample_path, tmp_p
     analysis = analyze(load_graph(sample_path("vgg16")))
     outdir = tmp_path / "vgg224"
     write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (3, 3), "maxpool3_out"), outdir)
-    report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False, kill_worker_after_s=0.05))
+    report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False, kill_worker_after_s=0.05)).to_dict()
     assert report["workers_killed"] == 1 and report["outputs_match"] is True and len(report["tiles"]) == 9
     assert report["retries"] >= 1  # the dead worker's tasks were handed to the other one by the scheduler
 
 
 def test_data_parallel_spreads_whole_images(vgg_tiles):
-    report = run_tile_bench(vgg_tiles, TileBenchOptions(images=4, data_parallel=True))
+    report = run_tile_bench(vgg_tiles, TileBenchOptions(images=4, data_parallel=True)).to_dict()
     assert report["mode"] == "data-parallel" and report["outputs_match"] is True
     assert [row["workers"] for row in report["scaling"]] == [1, 2] and len(report["tiles"]) == 4
     assert all(row["images_per_s"] > 0 for row in report["scaling"])
@@ -86,12 +86,12 @@ def test_neuron_split_layers_run_on_the_workers(sample_path, tmp_path):
     small = DeviceProfile(**{**board.__dict__, "name": "small", "ram_bytes": 42_500_000})
     outdir = tmp_path / "split-fc"
     write_tiles(analysis, plan_tiles(analysis, 2, small, (2, 2), "maxpool2_out"), outdir)
-    report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False))
+    report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False)).to_dict()
     assert report["outputs_match"] is True and report["max_abs_err"] < 1e-4
     assert [s["node"] for s in report["neuron_splits"]] == ["fc2"]
     # Slice 0 lives on the worker the drill kills: the images after it still need the slice, so the
     # scheduler must rebuild it on another worker (scattered data would be lost with its worker).
-    report = run_tile_bench(outdir, TileBenchOptions(images=3, scaling=False, kill_worker_after_s=0.05))
+    report = run_tile_bench(outdir, TileBenchOptions(images=3, scaling=False, kill_worker_after_s=0.05)).to_dict()
     assert report["workers_killed"] == 1 and report["outputs_match"] is True
 
 
@@ -99,7 +99,7 @@ def test_reuse_runs_in_two_phases_on_the_workers(sample_path, tmp_path):
     analysis = analyze(load_graph(sample_path("vgg16", 96)))
     outdir = tmp_path / "reuse"
     write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (3, 3), "maxpool2_out"), outdir, reuse=True)
-    report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False))
+    report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False)).to_dict()
     assert report["outputs_match"] is True and report["reuse"]["enabled"] and report["reuse"]["saved_macs"] > 0
     assert sorted(tile["id"] for tile in report["tiles"]) == list(range(9))
 
@@ -111,7 +111,7 @@ def test_a_worker_holds_the_stack_weights_once_however_many_tiles_it_runs(sample
     outdir = tmp_path / "vgg-pool4"
     plan = plan_tiles(analysis, 1, load_device("rockpro64"), (3, 3), "maxpool4_out")
     write_tiles(analysis, plan, outdir)
-    report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False))
+    report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False)).to_dict()
     assert report["outputs_match"] is True and report["workers"] == 1
     memory = report["memory"]
     weights = plan.stack_param_bytes

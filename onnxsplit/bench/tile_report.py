@@ -1,0 +1,85 @@
+"""What `run-bench` reports for a tile plan: typed records, `to_dict()` for --json (the keys as documented).
+
+`mode` is "tiles" (one image at a time, its tiles spread over the workers) or
+"data-parallel" (whole images spread over the workers); the fields that only
+one mode has are None in the other and left out of the JSON.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from splitnn.onnxsplit.artifacts.plan_file import GridRecord, NeuronSplitRecord, TilePrediction
+from splitnn.onnxsplit.core.records import Record
+
+
+@dataclass(frozen=True)
+class ScalingRow(Record):
+    workers: int
+    wall_s: float  # median per image (tiles) or for all the images (data-parallel)
+    speedup: float  # over the first row (one worker)
+    tiles_phase_s: float | None = None
+    tiles_speedup: float | None = None
+    images: int | None = None
+    images_per_s: float | None = None
+
+
+@dataclass(frozen=True)
+class TableRow(Record):
+    """The seed's table: seconds for an image count on a worker count."""
+
+    workers: int
+    images: int
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class TaskRun(Record):
+    """Where one tile (or whole image) of the last run ran and for how long."""
+
+    id: int
+    worker: str
+    seconds: float
+    done_s: float | None = None  # since the image's tiles were submitted
+
+
+@dataclass(frozen=True)
+class WorkerUss(Record):
+    worker: str
+    uss_before_bytes: int | None  # None: the worker replaced a lost one
+    uss_after_bytes: int
+    growth_bytes: int | None
+
+
+@dataclass(frozen=True)
+class WorkerMemory(Record):
+    planned_node_bytes: int
+    limit_bytes: int
+    workers: tuple[WorkerUss, ...]
+    max_growth_bytes: int | None
+
+
+@dataclass(frozen=True)
+class TileBenchReport(Record):
+    plan: str
+    mode: str
+    scheduler: str
+    workers: int
+    images: int
+    makespan_s: float
+    wall_s: float
+    speedup: float
+    scaling: tuple[ScalingRow, ...]
+    tiles: tuple[TaskRun, ...]
+    retries: int  # tasks the scheduler ran again after a lost worker
+    workers_killed: int
+    outputs_match: bool | None
+    max_abs_err: float | None
+    grid: GridRecord | None = None
+    tiles_speedup: float | None = None
+    redundant_macs_ratio: float | None = None
+    reuse: dict[str, Any] | None = None
+    neuron_splits: tuple[NeuronSplitRecord, ...] | None = None
+    predicted: TilePrediction | None = None
+    memory: WorkerMemory | None = None
+    table: tuple[TableRow, ...] | None = None
