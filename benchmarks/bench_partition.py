@@ -99,7 +99,7 @@ def writes_child(model: Path, plan_dir: Path, target: Path) -> None:
     from splitnn.onnxsplit.model.loading import load_graph
     from splitnn.onnxsplit.model.weight_source import WeightSource
 
-    tensors = tuple(read_plan(plan_dir, strategy="vertical")["cut"]["tensors"])
+    tensors = tuple(read_plan(plan_dir, strategy="vertical").cut.tensors)
     analysis = analyze(load_graph(model))
     cut = next(c for c in analysis.cuts if tuple(c.tensors) == tensors)
     parts = extract_parts(analysis.graph, analysis.graph.model, cut)
@@ -126,12 +126,11 @@ def verification_child(model: Path, plan_dir: Path) -> None:
     with ThreadPoolExecutor(max_workers=1) as background:
         original = background.submit(reference_outputs, graph, feeds)
         pool = dict(feeds)
-        for side, artifact in (("device", plan["artifacts"].get("device_ort")), ("server", plan["artifacts"].get("server_model"))):
+        for part, artifact in ((plan.parts.device, plan.artifacts.device_ort), (plan.parts.server, plan.artifacts.server_model)):
             if artifact is None:
                 continue
-            part = plan["parts"][side]
             session = create_session(plan_dir / artifact, prepack=False, spin=False)
-            pool.update(zip(part["outputs"], session.run(part["outputs"], {n: pool[n] for n in part["inputs"]})))
+            pool.update(zip(part.outputs, session.run(list(part.outputs), {n: pool[n] for n in part.inputs})))
         original.result()
 
 

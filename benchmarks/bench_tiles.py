@@ -57,7 +57,7 @@ def main() -> None:
         nine = plan_tiles(analysis, 2, load_device("rockpro64"), (3, 3), "maxpool3_out").grid
         outdir = work / f"tiles-{size}"
         shutil.rmtree(outdir, ignore_errors=True)
-        document = write_tiles(analysis, plan, outdir, reuse=args.reuse)
+        document = write_tiles(analysis, plan, outdir, reuse=args.reuse).to_dict()
         counted = [sum(c.macs for c in analyze(load_graph(outdir / name)).nodes) for name in document["artifacts"]["tiles"]]
         saved = document["reuse"].get("saved_macs", 0)
         report = run_tile_bench(outdir, TileBenchOptions(workers=2, images=args.images)).to_dict()

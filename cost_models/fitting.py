@@ -154,10 +154,8 @@ def _residuals(d: _Design, log_params: np.ndarray, smooth: float | None = None) 
     return np.sqrt(d.weight) * np.log(_group_predictions(d, log_params, smooth) / d.measured)
 
 
-# Plain squares. A robust loss (soft-L1, scale 0.1 in log error) was measured worse on models left out of the
-# fit: benchmarks/bench_profile_fit.py, fitted on ResNet-18, alternating rounds, median held-out error over
-# rounds 19.0% with soft-L1 (8 rounds) against 14.7% with plain squares (5 rounds): down-weighting the groups
-# the roofline misses most also down-weights the large convolutions that dominate other models' time.
+# Plain squares: a robust loss (soft-L1) predicted the models left out of the fit worse
+# (benchmarks/bench_profile_fit.py; the figures are in the README).
 LOSS = "linear"
 # How far from the base profile a fitted figure may go (in each direction).
 BOUND_FACTOR = 1e6
