@@ -71,6 +71,9 @@ class DevicePart:
         self.file = None if parts.device.empty or device_file is None else outdir / device_file
         # All on the device: nothing is sent, the device part's outputs are the answer.
         self.server_empty: bool = parts.server.empty
+        # Only what the server part reads is sent; model outputs computed here stay here and join its answer.
+        self.sends: list[str] = list(parts.server.inputs)
+        self.keeps: list[str] = [name for name in self.outputs if name in self.plan.outputs]
         self.session = create_session(self.file, threads=threads, spin=spin) if self.file is not None else None
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -119,6 +122,15 @@ class DeviceClient:
             time.sleep(measured * (self.slowdown - 1))
         return tensors, measured * self.slowdown
 
+    def payload(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """What goes up: the tensors the server part reads (all of them for a part that does not say)."""
+        sends = getattr(self.part, "sends", None)
+        return tensors if sends is None else {name: tensors[name] for name in sends}
+
+    def kept(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model outputs the device part computed: they are part of the answer without travelling."""
+        return {name: tensors[name] for name in getattr(self.part, "keeps", ())}
+
     def exchange(self, tensors: dict[str, np.ndarray], request_id: int | None = None) -> RequestResult:
         """Encode, send, wait; the device compute is not included (see `request`)."""
         request_id = request_id if request_id is not None else next(self._ids)
@@ -152,9 +164,10 @@ class DeviceClient:
         tensors, device_s = self.compute(feeds)
         if self.part.server_empty:
             return RequestResult(next(self._ids), True, "", device_s, 0.0, 0.0, 0.0, time.perf_counter() - start, 0, 0, tensors)
-        result = self.exchange(tensors)
+        result = self.exchange(self.payload(tensors))
+        outputs = {**self.kept(tensors), **result.outputs} if result.ok else result.outputs
         return RequestResult(result.request_id, result.ok, result.error, device_s, result.encode_s, result.transfer_s,
-                             result.server_s, time.perf_counter() - start, result.bytes_up, result.bytes_down, result.outputs)
+                             result.server_s, time.perf_counter() - start, result.bytes_up, result.bytes_down, outputs)
 
     def close(self) -> None:
         self._drop()
