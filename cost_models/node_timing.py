@@ -119,7 +119,7 @@ def group_kernels(graph: Graph, optimized: onnx.ModelProto, medians: Mapping[str
                 continue
             owner[index] = len(groups)
             node = graph.nodes[index]
-            if not node.is_constant:
+            if node.op_type != "Constant":  # a static node walked through was computed by this group
                 nodes.append(index)
             pending.extend(n for n in node.all_inputs if n not in stops)
         names = tuple(dict.fromkeys(kernels[i].name for i in inside))
@@ -131,7 +131,8 @@ def group_kernels(graph: Graph, optimized: onnx.ModelProto, medians: Mapping[str
             groups[claimant] = KernelGroup(earlier.kernels + names, earlier.nodes, earlier.seconds + seconds)
             continue
         groups.append(KernelGroup(names, tuple(sorted(nodes)), seconds))
-    eliminated = [n.index for n in graph.nodes if not n.is_constant and n.index not in owner]
+    # Static nodes count here too: onnxruntime folds them, they run in no kernel (Constant nodes are no work).
+    eliminated = [n.index for n in graph.nodes if n.op_type != "Constant" and n.index not in owner]
     return groups, eliminated
 
 

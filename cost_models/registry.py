@@ -68,6 +68,7 @@ class NodeCost:
     param_bytes: int
     output_bytes: int
     known: bool  # False when no handler exists for op_type (macs is then 0)
+    static: bool = False  # computed from constants alone: its work is done once, not per inference
 
 
 def node_costs(graph: Graph) -> list[NodeCost]:
@@ -101,6 +102,7 @@ def node_costs(graph: Graph) -> list[NodeCost]:
                 param_bytes=param_bytes,
                 output_bytes=output_bytes,
                 known=handler is not None,
+                static=node.is_constant,
             )
         )
     return costs

@@ -12,10 +12,12 @@ from splitnn.onnxsplit.model.graph import CONTROL_FLOW_OPS, Graph
 
 @dataclass(frozen=True)
 class Totals:
-    macs: int
+    macs: int  # per inference: static nodes left out
     params: int
     param_bytes: int
     peak_activation_bytes: int
+    static_macs: int = 0  # the static nodes' work, done once (when a part loads or is folded)
+    static_nodes: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,11 @@ def analyze(graph: Graph) -> Analysis:
         if not cost.known:
             unknown.setdefault(cost.op_type, []).append(cost.name)
     totals = Totals(
-        macs=sum(c.macs for c in costs),
+        macs=sum(c.macs for c in costs if not c.static),
         params=sum(c.params for c in costs),
         param_bytes=sum(c.param_bytes for c in costs),
         peak_activation_bytes=peak_activation_bytes(graph),
+        static_macs=sum(c.macs for c in costs if c.static),
+        static_nodes=sum(1 for node in graph.nodes if node.is_static and node.op_type != "Constant"),
     )
     return Analysis(graph=graph, nodes=costs, totals=totals, cuts=enumerate_cuts(graph, costs), unknown_ops=unknown)

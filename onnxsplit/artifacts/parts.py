@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from splitnn.onnxsplit.analysis.cuts import Cut, placeable_indices
 from splitnn.onnxsplit.artifacts.chain import PartStep, outputs_of, run_steps
 from splitnn.onnxsplit.core.ort_session import create_session
-from splitnn.onnxsplit.model.graph import Graph
+from splitnn.onnxsplit.model.graph import SHAPE_OPS, Graph, Node
 
 
 @dataclass(frozen=True)
@@ -71,16 +71,12 @@ def build_part(
     """
     if not indices:
         return None
-    reads = {n for i in indices for n in graph.nodes[i].all_inputs}
-    constant_nodes = [
-        node.index
-        for node in graph.nodes
-        if node.is_constant and any(out in reads for out in node.outputs)
-    ]
-    chosen = sorted(set(indices) | set(constant_nodes))
-    protos = [source.graph.node[graph.nodes[i].proto_index] for i in chosen]
+    chosen = [graph.nodes[i] for i in sorted(set(indices) | _static_behind(graph, indices))]
+    folded = {node.index for node in chosen if node.is_static and node.op_type in SHAPE_OPS}
+    protos = [_folded(graph, node) if node.index in folded else source.graph.node[node.proto_index] for node in chosen]
+    reads = {n for node in chosen if node.index not in folded for n in node.all_inputs}  # subgraphs' reads too
     initializers = [t for t in source.graph.initializer if t.name in reads]
-    produced = {out for i in chosen for out in graph.nodes[i].outputs if out}
+    produced = {out for node in chosen for out in node.outputs if out}
     inner = [n for n in dict.fromkeys(produced) if n not in outputs and n in graph.tensors]
     part_graph = helper.make_graph(
         protos,
@@ -93,6 +89,33 @@ def build_part(
     model = helper.make_model(part_graph, opset_imports=list(source.opset_import), ir_version=source.ir_version)
     model.functions.extend(source.functions)
     return model
+
+
+def _static_behind(graph: Graph, indices: Sequence[int]) -> set[int]:
+    """The static nodes whose values nodes `indices` read, directly or through other static nodes."""
+    found: set[int] = set()
+    pending = [n for i in indices for n in graph.nodes[i].all_inputs]
+    while pending:
+        producer = graph.producer.get(pending.pop())
+        if producer is None or producer in found or not graph.nodes[producer].is_constant:
+            continue
+        found.add(producer)
+        node = graph.nodes[producer]
+        if node.op_type not in SHAPE_OPS:  # a folded Shape/Size reads nothing
+            pending.extend(node.all_inputs)
+    return found
+
+
+def _folded(graph: Graph, node: Node) -> onnx.NodeProto:
+    """A Shape or Size node as a Constant node of the same output and name (the value the fixed shapes give)."""
+    shape = np.array(graph.shape(node.inputs[0]), dtype=np.int64)
+    if node.op_type == "Size":
+        value = np.array(shape.prod(), dtype=np.int64)
+    else:
+        start, end = int(node.attrs.get("start", 0)), node.attrs.get("end")
+        value = shape[start:] if end is None else shape[start:int(end)]
+    return helper.make_node("Constant", [], [node.outputs[0]], name=node.name,
+                            value=numpy_helper.from_array(value, node.outputs[0]))
 
 
 def extract_parts(graph: Graph, source: onnx.ModelProto, cut: Cut) -> tuple[Part, Part]:

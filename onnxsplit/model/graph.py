@@ -8,7 +8,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,11 @@ from onnx import helper
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 CONTROL_FLOW_OPS = frozenset({"If", "Loop", "Scan"})
+# Operators whose output is fixed by the shapes of their inputs alone (fixed when the model is loaded).
+SHAPE_OPS = frozenset({"Shape", "Size"})
+# Operators that are never static, whatever their inputs: their output changes from run to run.
+RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                        "Bernoulli"})
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,9 @@ class Node:
     attrs: Mapping[str, Any]
     # Outer-scope tensors read inside If/Loop/Scan bodies: real inputs of the node.
     implicit_inputs: tuple[str, ...] = ()
+    # Computed from initializers and constants alone (or a Shape/Size, whose value the fixed shapes give):
+    # its outputs are constants, not activations.
+    is_static: bool = False
 
     @property
     def all_inputs(self) -> tuple[str, ...]:
@@ -77,8 +85,11 @@ class Node:
 
     @property
     def is_constant(self) -> bool:
-        """A Constant node: its output is a fixed value that either side can hold."""
-        return self.op_type == "Constant" and self.domain in ("", "ai.onnx")
+        """A Constant node or a static one: its outputs are fixed values that either side can hold.
+
+        Such a node takes no position in the order of cuts, its outputs never cross a cut, and each part
+        gets a copy of the ones it reads (Shape and Size folded to their values)."""
+        return self.is_static or (self.op_type == "Constant" and self.domain in ("", "ai.onnx"))
 
 
 @dataclass
@@ -230,7 +241,7 @@ def build_graph(
     outputs = tuple(vi.name for vi in onnx_graph.output)
     order = topological_order(onnx_graph, set(inputs) | init_names)
 
-    nodes = _nodes(onnx_graph, order)
+    nodes = _static_marked(_nodes(onnx_graph, order), init_names)
     tensors = {name: TensorInfo(name, shape, dtype) for name, (shape, dtype) in shapes.items()}
     constant_values = {name: info.nbytes for name, info in initializers.items()}
     for node in nodes:
@@ -293,3 +304,19 @@ def _wiring(nodes: list[Node]) -> tuple[dict[str, int], dict[str, tuple[int, ...
         for name in dict.fromkeys(node.all_inputs):
             consumers.setdefault(name, []).append(node.index)
     return producer, {name: tuple(ids) for name, ids in consumers.items()}
+
+
+def _static_marked(nodes: list[Node], initializers: set[str]) -> list[Node]:
+    """`nodes` with `is_static` set on those computed from initializers and constants alone (in one pass over
+    the topological order), and on Shape/Size nodes. Random and control-flow nodes and other domains never are."""
+    static_tensors = set(initializers)
+    marked = []
+    for node in nodes:
+        ordinary = node.domain in ("", "ai.onnx") and node.op_type not in RANDOM_OPS and not node.implicit_inputs
+        static = ordinary and node.op_type not in CONTROL_FLOW_OPS and (
+            node.op_type == "Constant" or node.op_type in SHAPE_OPS or all(n in static_tensors for n in node.all_inputs))
+        if static:
+            static_tensors.update(out for out in node.outputs if out)
+            node = replace(node, is_static=True)
+        marked.append(node)
+    return marked
