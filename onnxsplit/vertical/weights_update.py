@@ -58,7 +58,7 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> WeightsUpdateRe
     The new files are staged and renamed into place per part; the ORT-format
     device part embeds its weights, so it is rebuilt when device weights change.
     """
-    from splitnn.onnxsplit.artifacts.part_files import convert_to_ort
+    from splitnn.onnxsplit.artifacts.part_files import convert_to_ort, write_part_graph
 
     outdir = Path(outdir)
     plan = read_vertical_plan(outdir)
@@ -87,8 +87,7 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> WeightsUpdateRe
         if changed:
             staging = Path(tempfile.mkdtemp(prefix=f".{side}.", dir=outdir))
             try:
-                onnx.save_model(part, str(staging / MODEL_FILE), save_as_external_data=True,
-                                all_tensors_to_one_file=True, location=WEIGHTS_FILE, size_threshold=0)
+                write_part_graph(part, staging)
                 if side == DEVICE_DIR and (outdir / side / ORT_FILE).exists():
                     convert_to_ort(staging / MODEL_FILE, staging / ORT_FILE)
                 # The blob first, the graph last: the tensors' shapes are unchanged, so the old

