@@ -136,7 +136,13 @@ def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
     console = stdout()
     cut = document.cut
     p = document.predicted
-    where = "all on the server" if cut.id == 0 else ("all on the device" if cut.id == len(document.candidates) - 1 else f"after {cut.after_node}")
+    last_prefix = max(c.cut.id for c in plan.candidates if c.cut.device_indices is None)
+    if cut.id == 0:
+        where = "all on the server"
+    elif cut.device_node_names:
+        where = f"a min-cut partition: {len(cut.device_node_names)} nodes on the device, the last {cut.after_node}"
+    else:
+        where = "all on the device" if cut.id == last_prefix else f"after {cut.after_node}"
     link = plan.link
     console.print(
         f"[bold]Chosen cut {cut.id}[/bold] ({where}), objective {plan.objective}, "

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from splitnn.cost_models.registry import NodeCost
-from splitnn.onnxsplit.analysis.memory import live_bytes_per_node
+from splitnn.onnxsplit.analysis.memory import live_bytes_per_node, part_peak_bytes
 from splitnn.onnxsplit.model.graph import Graph
 
 
@@ -38,6 +38,10 @@ class Cut:
     server_macs: int
     server_param_bytes: int
     reply_bytes: int = 0  # model outputs computed on the server, sent back to the device
+    # The device side as a set of node indices, when it is not the first `device_nodes` placed nodes in the
+    # graph's order (a min-cut partition: each branch may go to its own depth); None for prefix cuts.
+    device_indices: tuple[int, ...] | None = None
+    device_names: tuple[str, ...] | None = None  # the names of those nodes, as plan.json records them
 
     @property
     def all_server(self) -> bool:
@@ -106,6 +110,43 @@ def enumerate_cuts(graph: Graph, costs: list[NodeCost]) -> list[Cut]:
             device_macs += costs[placeable[k]].macs
             device_peak = max(device_peak, live[placeable[k]])
     return cuts
+
+
+def device_side(graph: Graph, cut: Cut) -> list[int]:
+    """The placed node indices on the device side of `cut`, in topological order."""
+    if cut.device_indices is not None:
+        return list(cut.device_indices)
+    return placeable_indices(graph)[: cut.device_nodes]
+
+
+def cut_of_device_set(graph: Graph, costs: list[NodeCost], device: set[int] | frozenset[int], cut_id: int) -> Cut:
+    """The Cut whose device side is the placed nodes `device` (closed under predecessors: every node an
+    element reads from is in it too)."""
+    placed = placeable_indices(graph)
+    indices = sorted(i for i in placed if i in device)
+    server = [i for i in placed if i not in device]
+    server_reads = {n for i in server for n in graph.nodes[i].all_inputs}
+    made_on_device = {out for i in indices for out in graph.nodes[i].outputs if out}
+    tensors = tuple(n for n in dict.fromkeys([*graph.inputs, *(o for i in indices for o in graph.nodes[i].outputs)])
+                    if n and n in server_reads and not graph.is_constant(n) and (n in made_on_device or n in graph.inputs))
+    device_constants = {n for i in indices for n in graph.nodes[i].all_inputs if graph.is_constant(n)}
+    server_constants = {n for i in server for n in graph.nodes[i].all_inputs if graph.is_constant(n)}
+    return Cut(
+        id=cut_id,
+        tensors=tensors,
+        bytes=sum(graph.info(name).nbytes for name in tensors),
+        device_nodes=len(indices),
+        last_device_node=graph.nodes[indices[-1]].name if indices else None,
+        device_macs=sum(costs[i].macs for i in indices),
+        device_param_bytes=sum(graph.constant_values[n] for n in device_constants),
+        device_peak_bytes=part_peak_bytes(graph, indices),
+        server_macs=sum(costs[i].macs for i in server),
+        server_param_bytes=sum(graph.constant_values[n] for n in server_constants),
+        reply_bytes=sum(graph.info(o).nbytes for o in graph.outputs if o in graph.producer
+                        and graph.producer[o] in set(server)),
+        device_indices=tuple(indices),
+        device_names=tuple(graph.nodes[i].name for i in indices),
+    )
 
 
 def _cumulative_constant_bytes(graph: Graph, indices: list[int]) -> list[int]:

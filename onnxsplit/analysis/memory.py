@@ -46,3 +46,30 @@ def peak_activation_bytes(graph: Graph) -> int:
     per_node = live_bytes_per_node(graph)
     inputs = sum(graph.info(name).nbytes for name in graph.inputs)
     return max(per_node, default=inputs)
+
+
+def part_peak_bytes(graph: Graph, indices: list[int]) -> int:
+    """Peak activation bytes of a part running graph nodes `indices` (in topological order) on its own: the
+    graph inputs it reads are held from the start, and what later nodes outside it (or the model's outputs)
+    need is held to the end."""
+    inside = set(indices)
+    last_use: dict[str, int] = {}
+    for name in activation_names(graph):
+        if name in graph.producer and graph.producer[name] not in inside:
+            continue
+        readers = graph.consumers.get(name, ())
+        if name not in graph.producer and not any(r in inside for r in readers):
+            continue  # a model input this part does not read
+        needed_outside = name in graph.outputs or any(r not in inside for r in readers)
+        last_use[name] = len(graph.nodes) if needed_outside else max((r for r in readers if r in inside),
+                                                                      default=graph.producer.get(name, -1))
+    freed_at: dict[int, list[str]] = {}
+    for name, step in last_use.items():
+        freed_at.setdefault(step, []).append(name)
+    live = sum(graph.info(n).nbytes for n in last_use if n not in graph.producer)
+    peak = live
+    for index in sorted(inside):
+        live += sum(graph.info(out).nbytes for out in graph.nodes[index].outputs if out in last_use)
+        peak = max(peak, live)
+        live -= sum(graph.info(n).nbytes for n in freed_at.get(index, []))
+    return peak

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from splitnn.onnxsplit.analysis.cuts import Cut, placeable_indices
+from splitnn.onnxsplit.analysis.cuts import Cut, device_side, placeable_indices
 from splitnn.onnxsplit.artifacts.chain import PartStep, outputs_of, run_steps
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.model.graph import SHAPE_OPS, Graph, Node
@@ -32,8 +32,9 @@ class Part:
 
 def side_indices(graph: Graph, cut: Cut) -> tuple[list[int], list[int]]:
     """Non-Constant node indices on the device and on the server, in topological order."""
-    placeable = placeable_indices(graph)
-    return placeable[: cut.id], placeable[cut.id :]
+    device = device_side(graph, cut)
+    inside = set(device)
+    return device, [i for i in placeable_indices(graph) if i not in inside]
 
 
 def part_boundary(graph: Graph, indices: Sequence[int], needed_later: Iterable[str],

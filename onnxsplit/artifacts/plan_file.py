@@ -72,6 +72,8 @@ class CutRecord(Record):
     device_param_bytes: int
     device_peak_bytes: int
     device_memory_bytes: int
+    # The device side's nodes, for a min-cut partition that is not a prefix of the graph's order.
+    device_node_names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

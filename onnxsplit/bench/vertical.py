@@ -121,10 +121,10 @@ def slowdown_for_cut(analysis: Analysis, cut: Cut, device: DeviceProfile) -> flo
     """The device part of `cut` predicted on `device` over the same part predicted on this host (at least 1)."""
     from splitnn.cost_models.catalog import load_device
     from splitnn.cost_models.latency import seconds
-    from splitnn.onnxsplit.analysis.cuts import placeable_indices
+    from splitnn.onnxsplit.analysis.cuts import device_side
 
     host = load_device("host")
-    nodes = placeable_indices(analysis.graph)[: cut.device_nodes]
+    nodes = device_side(analysis.graph, cut)
     if not nodes:
         return 1.0
     return max(seconds(analysis.graph, analysis.nodes, nodes, device) / seconds(analysis.graph, analysis.nodes, nodes, host), 1.0)

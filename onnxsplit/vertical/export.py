@@ -19,7 +19,7 @@ import numpy as np
 
 from splitnn.cost_models.latency import NodeWork, node_work
 from splitnn.onnxsplit.analysis.analyze import Analysis
-from splitnn.onnxsplit.analysis.cuts import Cut, placeable_indices
+from splitnn.onnxsplit.analysis.cuts import Cut, device_side
 from splitnn.onnxsplit.artifacts.chain import PartStep, outputs_of, run_steps
 from splitnn.onnxsplit.artifacts.folder import publish, staging_folder
 from splitnn.onnxsplit.artifacts.layout import DEVICE_DIR, MODEL_FILE, ORT_FILE, SERVER_DIR, WEIGHTS_FILE
@@ -174,4 +174,4 @@ def _plan_file(analysis: Analysis, plan: Plan, outdir: Path, parts: tuple[Part, 
 def device_work(analysis: Analysis, cut: Cut) -> tuple[NodeWork, ...]:
     """The roofline work of every node of the device part, as plan.json keeps it."""
     graph = analysis.graph
-    return tuple(node_work(graph.nodes[i], analysis.nodes[i], graph) for i in placeable_indices(graph)[: cut.device_nodes])
+    return tuple(node_work(graph.nodes[i], analysis.nodes[i], graph) for i in device_side(graph, cut))

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from splitnn.cost_models.latency import seconds
 from splitnn.cost_models.prediction import Prediction
 from splitnn.cost_models.profiles import DeviceProfile, LinkProfile
 from splitnn.onnxsplit.analysis.analyze import Analysis
-from splitnn.onnxsplit.analysis.cuts import Cut, placeable_indices
+from splitnn.onnxsplit.analysis.cuts import Cut, cut_of_device_set, placeable_indices
+from splitnn.onnxsplit.analysis.min_cut import min_cut_device_side
 from splitnn.onnxsplit.artifacts.plan_file import CandidateRecord, Constraints, CutRecord
 from splitnn.onnxsplit.core.errors import SplitnnError
 
@@ -60,7 +63,8 @@ def cut_record(candidate: Candidate) -> CutRecord:
     return CutRecord(id=cut.id, tensors=tuple(cut.tensors), bytes=cut.bytes, reply_bytes=cut.reply_bytes,
                      after_node=cut.last_device_node, device_macs=cut.device_macs,
                      device_param_bytes=cut.device_param_bytes, device_peak_bytes=cut.device_peak_bytes,
-                     device_memory_bytes=candidate.device_memory_bytes)
+                     device_memory_bytes=candidate.device_memory_bytes,
+                     device_node_names=cut.device_names)
 
 
 def candidate_record(candidate: Candidate) -> CandidateRecord:
@@ -68,20 +72,27 @@ def candidate_record(candidate: Candidate) -> CandidateRecord:
                            violations=tuple(candidate.violations))
 
 
-def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, link: LinkProfile) -> list[Prediction]:
-    """A Prediction for every cut, in cut order (prefix sums: one pass over the nodes per profile)."""
+def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, link: LinkProfile,
+            cuts: list[Cut] | None = None) -> list[Prediction]:
+    """A Prediction for every cut of `cuts` (default: the analysis's prefix cuts), in order."""
     graph, costs = analysis.graph, analysis.nodes
     placeable = placeable_indices(graph)
+    device_node = {i: seconds(graph, costs, [i], device) for i in placeable}
+    server_node = {i: seconds(graph, costs, [i], server) for i in placeable}
     device_prefix = [0.0]
     server_prefix = [0.0]
-    for index in placeable:
-        device_prefix.append(device_prefix[-1] + seconds(graph, costs, [index], device))
-        server_prefix.append(server_prefix[-1] + seconds(graph, costs, [index], server))
+    for index in placeable:  # prefix sums: one pass over the nodes per profile
+        device_prefix.append(device_prefix[-1] + device_node[index])
+        server_prefix.append(server_prefix[-1] + server_node[index])
     server_total = server_prefix[-1]
     predictions = []
-    for cut in analysis.cuts:
-        device_s = device_prefix[cut.id]
-        server_s = server_total - server_prefix[cut.id]
+    for cut in analysis.cuts if cuts is None else cuts:
+        if cut.device_indices is None:
+            device_s = device_prefix[cut.device_nodes]
+            server_s = server_total - server_prefix[cut.device_nodes]
+        else:
+            device_s = sum(device_node[i] for i in cut.device_indices)
+            server_s = server_total - sum(server_node[i] for i in cut.device_indices)
         encode_s = cut.bytes / device.memory_bytes_per_s
         send_s = cut.bytes * 8 / link.uplink_bps
         transfer_s = link.transfer_seconds(cut.bytes, cut.reply_bytes) if cut.tensors else 0.0
@@ -98,6 +109,34 @@ def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, li
             )
         )
     return predictions
+
+
+# The uplinks of the parametric sweep: where the latency-optimal partition changes, it is listed.
+SWEEP_UPLINKS_BPS = tuple(float(x) for x in np.geomspace(0.05e6, 1000e6, 24))
+
+
+def dag_cuts(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, link: LinkProfile) -> list[Cut]:
+    """The min-cut partitions (DADS) at the plan's link and across a sweep of uplinks (the downlink in the same
+    ratio) that are not prefixes of the graph's order: the latency-optimal device sides those links lead to."""
+    graph, costs = analysis.graph, analysis.nodes
+    placeable = placeable_indices(graph)
+    position = {index: p for p, index in enumerate(placeable)}
+    device_node = {i: seconds(graph, costs, [i], device) for i in placeable}
+    server_node = {i: seconds(graph, costs, [i], server) for i in placeable}
+    found: list[Cut] = []
+    seen: set[frozenset[int]] = set()
+    for uplink_bps in (link.uplink_bps, *SWEEP_UPLINKS_BPS):
+        downlink_bps = uplink_bps * link.down_bps / link.uplink_bps
+        side = min_cut_device_side(
+            graph, device_node, server_node,
+            tensor_s=lambda n, up=uplink_bps: graph.info(n).nbytes * (8 / up + 1 / device.memory_bytes_per_s),
+            reply_s=lambda n, down=downlink_bps: graph.info(n).nbytes * 8 / down)
+        is_prefix = max((position[i] for i in side), default=-1) == len(side) - 1
+        if is_prefix or side in seen:
+            continue
+        seen.add(side)
+        found.append(cut_of_device_set(graph, costs, side, len(analysis.cuts) + len(found)))
+    return found
 
 
 def _score(prediction: Prediction, objective: str) -> float:
@@ -128,7 +167,8 @@ def plan_split(
     constraints = constraints or Constraints(device_memory_bytes=device.usable_ram_bytes)
     total_macs = analysis.totals.macs
     candidates = []
-    for cut, prediction in zip(analysis.cuts, predict(analysis, device, server, link)):
+    cuts = [*analysis.cuts, *dag_cuts(analysis, device, server, link)]
+    for cut, prediction in zip(cuts, predict(analysis, device, server, link, cuts)):
         memory = cut.device_param_bytes + cut.device_peak_bytes
         violations = []
         if memory > constraints.device_memory_bytes:
