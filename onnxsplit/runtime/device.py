@@ -122,10 +122,11 @@ class DeviceClient:
             time.sleep(measured * (self.slowdown - 1))
         return tensors, measured * self.slowdown
 
-    def payload(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """What goes up: the tensors the server part reads (all of them for a part that does not say)."""
+    def payload(self, tensors: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """What goes up: the tensors the server part reads (all of them for a part that does not say), a model
+        input it reads forwarded as it came."""
         sends = getattr(self.part, "sends", None)
-        return tensors if sends is None else {name: tensors[name] for name in sends}
+        return tensors if sends is None else {name: tensors[name] if name in tensors else feeds[name] for name in sends}
 
     def kept(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The model outputs the device part computed: they are part of the answer without travelling."""
@@ -164,7 +165,7 @@ class DeviceClient:
         tensors, device_s = self.compute(feeds)
         if self.part.server_empty:
             return RequestResult(next(self._ids), True, "", device_s, 0.0, 0.0, 0.0, time.perf_counter() - start, 0, 0, tensors)
-        result = self.exchange(self.payload(tensors))
+        result = self.exchange(self.payload(tensors, feeds))
         outputs = {**self.kept(tensors), **result.outputs} if result.ok else result.outputs
         return RequestResult(result.request_id, result.ok, result.error, device_s, result.encode_s, result.transfer_s,
                              result.server_s, time.perf_counter() - start, result.bytes_up, result.bytes_down, outputs)

@@ -145,7 +145,7 @@ def stream_frames(client: DeviceClient, feeds: dict[str, np.ndarray], frames: in
                     break
             tensors, compute_s = client.compute(feeds)
             encode_start = time.perf_counter()
-            data = encode_frame(Frame(REQUEST, request_id, tensors=client.payload(tensors)))
+            data = encode_frame(Frame(REQUEST, request_id, tensors=client.payload(tensors, feeds)))
             device_s.append(compute_s + time.perf_counter() - encode_start)
             with answers.lock:
                 started[request_id] = begin
