@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.onnxsplit.analysis.analyze import analyze
@@ -28,7 +28,9 @@ def _random_dag(seed: int, count: int):
         else:
             source, width = sources[0], widths[sources[0]]
         out = int(rng.choice([8, 32, 128, 512, 2048]))
-        inits.append(weight(f"w{i}", [width, out], seed * 100 + i))
+        # Scaled so that values stay near 1 through chains of products (float32 compares well then).
+        scaled = numpy_helper.to_array(weight(f"w{i}", [width, out], seed * 100 + i)) / np.sqrt(width)
+        inits.append(numpy_helper.from_array(scaled.astype(np.float32), f"w{i}"))
         nodes.append(helper.make_node("MatMul", [source, f"w{i}"], [f"t{i}"], name=f"mm{i}"))
         widths[f"t{i}"] = out
     read = {name for node in nodes for name in node.input}
