@@ -34,26 +34,30 @@ _HANDLERS: dict[str, MacHandler] = {}
 _STATISTICS_INPUTS: dict[str, frozenset[int]] = {"BatchNormalization": frozenset({3, 4})}
 
 
-def register(*op_types: str) -> Callable[[MacHandler], MacHandler]:
-    """Decorator: make `handler` the MAC formula of `op_types` (default ONNX domain)."""
+def register(*op_types: str, domain: str = "") -> Callable[[MacHandler], MacHandler]:
+    """Decorator: make `handler` the MAC formula of `op_types` in `domain` (default: the ONNX domain)."""
 
     def wrap(handler: MacHandler) -> MacHandler:
         for op_type in op_types:
-            if op_type in _HANDLERS:
+            key = _key(domain, op_type)
+            if key in _HANDLERS:
                 raise ValueError(f"two MAC handlers for {op_type}")
-            _HANDLERS[op_type] = handler
+            _HANDLERS[key] = handler
         return handler
 
     return wrap
 
 
+def _key(domain: str, op_type: str) -> str:
+    return op_type if domain in ("", "ai.onnx") else f"{domain}.{op_type}"
+
+
 def handler_for(node: Node) -> MacHandler | None:
-    if node.domain not in ("", "ai.onnx"):
-        return None
-    return _HANDLERS.get(node.op_type)
+    return _HANDLERS.get(_key(node.domain, node.op_type))
 
 
 def registered_ops() -> list[str]:
+    """The op types with a formula (other domains' prefixed with the domain, e.g. com.microsoft.QLinearAdd)."""
     return sorted(_HANDLERS)
 
 

@@ -13,6 +13,7 @@ from splitnn.cost_models.operators import (  # noqa: F401
     matmul,
     normalization,
     pool,
+    quantized,
     reduce,
     resize,
 )

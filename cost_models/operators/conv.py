@@ -18,6 +18,19 @@ def conv(node: Node, graph: Graph) -> int:
     return math.prod(out) * math.prod(weight[1:])
 
 
+# Where each convolution keeps its weight: Conv and ConvInteger second, QLinearConv fourth (after the input's
+# scale and zero point), as onnxruntime's quantizer writes them.
+WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
+
+
+@register("ConvInteger", "QLinearConv")
+def quantized_conv(node: Node, graph: Graph) -> int:
+    """As Conv: one int8 multiply-accumulate per weight element per output element."""
+    out = graph.shape(node.outputs[0])
+    weight = graph.shape(node.inputs[WEIGHT_INPUT[node.op_type]])
+    return math.prod(out) * math.prod(weight[1:])
+
+
 @register("ConvTranspose")
 def conv_transpose(node: Node, graph: Graph) -> int:
     """N*Cin*Hin*Win * (Cout/group)*kh*kw: every input element is scattered through the
