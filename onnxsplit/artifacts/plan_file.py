@@ -236,6 +236,7 @@ class TilePlanFile(PlanHeader):
     node_profile: DeviceProfile
     grid: GridRecord
     fuse_until: str
+    image_layout: str = "NCHW"  # "NHWC": tiles are regions of axes 1 and 2 of the image
     stack: tuple[StackLayerRecord, ...]
     tiles: tuple[TileRecord, ...]
     stack_macs: int

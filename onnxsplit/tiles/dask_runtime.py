@@ -323,7 +323,7 @@ def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: 
     if program.second_phase:
         futures, tile_of = _submit_with_reuse(client, program, plugin_name, image, workers)
     else:
-        regions = [crop(image, t.input_region) for t in program.tiles]
+        regions = [crop(image, t.input_region, program.plan.image_layout) for t in program.tiles]
         futures = client.map(run_tile, [plugin_name] * len(regions), [t.id for t in program.tiles], regions,
                              workers=workers, allow_other_workers=False, pure=False)
         tile_of = {future.key: tile for future, tile in zip(futures, program.tiles)}

@@ -55,9 +55,11 @@ def tile_model(stack_model: onnx.ModelProto, stack: list[Layer], tile: Tile) -> 
     model.CopyFrom(stack_model)
     graph = model.graph
     (y0, y1, x0, x1), (oy0, oy1, ox0, ox1) = tile.input_region, tile.output_region
-    for value, (h, w) in ((graph.input[0], (y1 - y0, x1 - x0)), (graph.output[0], (oy1 - oy0, ox1 - ox0))):
+    nhwc = stack[0].in_layout == "NHWC"
+    for value, (h, w), axes in ((graph.input[0], (y1 - y0, x1 - x0), (1, 2) if nhwc else (2, 3)),
+                                (graph.output[0], (oy1 - oy0, ox1 - ox0), (2, 3))):
         dims = value.type.tensor_type.shape.dim
-        dims[2].dim_value, dims[3].dim_value = h, w
+        dims[axes[0]].dim_value, dims[axes[1]].dim_value = h, w
     del graph.value_info[:]  # the inner shapes were those of the whole image
     pads = {layer.output: part.pads for layer, part in zip(stack, tile.layers) if layer.window is not None}
     for node in graph.node:
@@ -115,6 +117,9 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
     graph = analysis.graph
     if graph.path is None:
         raise SplitnnError("the analysis has no model file to take the weights from")
+    if reuse and plan.stack[0].in_layout != "NCHW":
+        raise SplitnnError("--reuse needs an NCHW input; this model's tiles start with its NHWC layout transpose: "
+                           "drop --reuse")
     stack_part, remainder = _parts(analysis, plan)
     with staging_folder(outdir) as staging:
         steps: list[Step] = []
@@ -265,7 +270,7 @@ def run_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, feeds: 
         if tile.id in outputs:
             continue
         session = create_session(folder / name, prepack=False)
-        outputs[tile.id] = session.run(None, {stack[0].input: crop(image, tile.input_region)})[0]
+        outputs[tile.id] = session.run(None, {stack[0].input: crop(image, tile.input_region, stack[0].in_layout)})[0]
     stitched = stitch(plan.grid.tiles, outputs, stack[-1].out_shape, next(iter(outputs.values())).dtype)
     pool = {**feeds, stack[-1].output: stitched}
     return run_steps(remainder, pool, cached_sessions(lambda model: create_session(folder / model, prepack=False, threads=1)))

@@ -40,7 +40,10 @@ WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool"})
 POINTWISE_OPS = frozenset({
     "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Softplus",
     "BatchNormalization", "Identity", "Dropout", "LRN",  # LRN mixes channels, never positions
+    "Cast", "Add", "Sub", "Mul", "Div",  # with constant operands that do not vary over positions (checked)
 })
+# Binary ops whose constant operand must not vary over H and W (an unfolded batch norm's per-channel Sub/Mul/Add).
+ELEMENTWISE_WITH_CONSTANT = frozenset({"Add", "Sub", "Mul", "Div", "PRelu"})
 
 
 @dataclass(frozen=True)
@@ -65,18 +68,23 @@ class Layer:
     window: Window | None  # None: pointwise
     input: str
     output: str
-    in_shape: tuple[int, int, int, int]  # N, C, H, W
+    in_shape: tuple[int, int, int, int]  # N, C, H, W (the logical order, whatever the layout in memory)
     out_shape: tuple[int, int, int, int]
     macs: int  # of the whole layer
     itemsize: int
+    in_layout: str = "NCHW"  # "NHWC" for a TF/Keras input read by the layout Transpose that starts the stack
 
 
-Region = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open)
+Region = tuple[int, int, int, int]
+# The Transpose that TF/Keras exports put first: NHWC input to NCHW.
+NHWC_TO_NCHW = [0, 3, 1, 2]  # y0, y1, x0, x1 (half-open)
 
 
-def crop(tensor: np.ndarray, region: Region | list[int]) -> np.ndarray:
-    """`region` of an NCHW tensor, contiguous (as onnxruntime and Dask's serialization want it)."""
+def crop(tensor: np.ndarray, region: Region | list[int], layout: str = "NCHW") -> np.ndarray:
+    """`region` (rows, columns) of an NCHW or NHWC tensor, contiguous (as onnxruntime and Dask want it)."""
     y0, y1, x0, x1 = region
+    if layout == "NHWC":
+        return np.ascontiguousarray(tensor[:, y0:y1, x0:x1, :])
     return np.ascontiguousarray(tensor[:, :, y0:y1, x0:x1])
 
 
@@ -177,6 +185,8 @@ def why_not_tileable(node: Node) -> str:
     """Empty when the node can be part of a fused stack, else why not."""
     if node.op_type in POINTWISE_OPS:
         return ""
+    if node.op_type == "Transpose":
+        return "" if list(node.attrs.get("perm", [])) == NHWC_TO_NCHW else f"{node.name} is not the NHWC-to-NCHW layout transpose"
     if node.op_type not in WINDOW_OPS:
         return f"{node.op_type} is not a spatial layer (it mixes positions or is not supported in a tile)"
     auto_pad = node.attrs.get("auto_pad", "NOTSET")
@@ -209,13 +219,21 @@ def fused_stack(graph: Graph, costs: list[NodeCost], until: str | None = None) -
         data_inputs = [n for n in node.inputs if n and not graph.is_constant(n)]
         if data_inputs != [current] or why_not_tileable(node) or len(node.outputs) < 1:
             break
+        if node.op_type in ELEMENTWISE_WITH_CONSTANT and not _constant_operands_per_channel(graph, node):
+            break
+        if node.op_type == "Transpose" and stack:
+            break  # only as the first layer: the input's layout
+        layout = "NHWC" if node.op_type == "Transpose" else "NCHW"
         output = node.outputs[0]
         if len(graph.info(output).shape) != 4:
             break
         itemsize = graph.info(output).nbytes // max(graph.info(output).elements, 1)
+        in_shape = graph.info(current).shape
+        if layout == "NHWC":
+            in_shape = (in_shape[0], in_shape[3], in_shape[1], in_shape[2])
         stack.append(Layer(node.index, node.name, node.op_type, _window(node) if node.op_type in WINDOW_OPS else None,
-                           current, output, graph.info(current).shape, graph.info(output).shape,  # type: ignore[arg-type]
-                           costs[node.index].macs, itemsize))
+                           current, output, in_shape, graph.info(output).shape,  # type: ignore[arg-type]
+                           costs[node.index].macs, itemsize, layout))
         current = output
     if until is not None and current != until:
         where = f"the stack stops at '{current}'" if stack else "no layer after the input can be tiled"
@@ -227,6 +245,17 @@ def fused_stack(graph: Graph, costs: list[NodeCost], until: str | None = None) -
         reason = why_not_tileable(first) if first is not None else "the input is not read"
         raise SplitnnError(f"no fused stack: the first layer after '{images[0]}' cannot be tiled ({reason})")
     return stack
+
+
+def _constant_operands_per_channel(graph: Graph, node: Node) -> bool:
+    """Whether every constant operand of `node` is the same at every position (its last two axes, H and W once
+    broadcast, are 1), so a tile can apply it as it is."""
+    for name in node.inputs:
+        if name and graph.is_constant(name):
+            shape = graph.shape(name)
+            if any(dim != 1 for dim in shape[-2:]):
+                return False
+    return True
 
 
 def split_range(length: int, parts: int) -> list[tuple[int, int]]:

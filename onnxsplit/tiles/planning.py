@@ -64,6 +64,7 @@ class TilePlan:
             "node_profile": self.profile.to_dict(),
             "grid": {"rows": g.rows, "cols": g.cols},
             "fuse_until": self.stack[-1].output,
+            "image_layout": self.stack[0].in_layout,
             "stack": [{"node": layer.name, "op_type": layer.op_type, "input": layer.input, "output": layer.output,
                        "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape), "macs": layer.macs,
                        "window": None if layer.window is None else {
