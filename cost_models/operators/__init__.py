@@ -7,6 +7,7 @@ tests/cost_models/test_operators.py.
 from __future__ import annotations
 
 from splitnn.cost_models.operators import (  # noqa: F401
+    attention,
     conv,
     data_movement,
     elementwise,
