@@ -42,10 +42,29 @@ def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, csv_path: 
         stderr().print(f"[yellow]warning:[/yellow] {line}", soft_wrap=True)
     if csv_path:
         _write_csv(result, csv_path)
+    partitions = _min_cut_partitions(result)
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=1))
+        click.echo(json.dumps({**result.to_dict(), "min_cut_partitions": partitions}, indent=1))
         return
     _render(result, cut_rows, max_nodes)
+    if partitions:
+        stdout().print(f"{len(partitions)} min-cut partition(s) that no prefix of the order gives (rockpro64 -> "
+                       "cloud-cpu, uplinks 0.05 to 1000 Mbit/s; `partition` prices them with its own profiles):")
+        for cut in partitions:
+            stdout().print(f"  {cut['device_nodes']} nodes on the device, the last {cut['last_device_node']}; sends "
+                           f"{', '.join(cut['tensors'])} ({human_bytes(cut['bytes'])})")
+
+
+def _min_cut_partitions(result) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
+    """The latency-optimal partitions that are not prefixes (DADS's min cut) across a sweep of uplinks, for
+    the built-in board and server: where branches go to their own depths."""
+    from dataclasses import asdict
+
+    from splitnn.cost_models.catalog import load_device, load_link
+    from splitnn.onnxsplit.vertical.planning import dag_cuts
+
+    cuts = dag_cuts(result, load_device("rockpro64"), load_device("cloud-cpu"), load_link("4g"))
+    return [{k: v for k, v in asdict(cut).items() if k != "device_indices"} for cut in cuts]
 
 
 def _write_csv(result: object, path: str) -> None:

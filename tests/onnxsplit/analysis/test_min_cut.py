@@ -114,3 +114,15 @@ def test_a_min_cut_plan_runs_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["outputs_match"] is True and report["ok"] == 2 and report["stream"]["ok"] == 2
+
+
+def test_analyze_lists_the_min_cut_partitions(tmp_path):
+    import json
+
+    import onnx
+
+    onnx.save_model(_random_dag(13, 8), str(tmp_path / "dag.onnx"))
+    proc = run_cli("analyze", "dag.onnx", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    partitions = json.loads(proc.stdout)["min_cut_partitions"]
+    assert ["mm2", "mm6"] in [p["device_names"] for p in partitions]
