@@ -64,3 +64,17 @@ def test_a_forced_mid_cut_runs_through_run_bench(corpus, tmp_path):
     report = json.loads(proc.stdout)
     assert report["ok"] == 2 and report["outputs_match"] is True
     assert report["bytes_per_request"]["up"] - middle.bytes < 1024  # the cut's tensor and the frame's framing
+
+
+@pytest.mark.parametrize("name", ["nudenet", "layout"])
+def test_tiles_run_where_a_spatial_stack_exists(name, tmp_path):
+    (package, relative, shapes), _ = CORPUS[name]
+    path = packaged_model(package, relative)
+    shape_args = [arg for n, dims in shapes.items() for arg in ("--input-shape", f"{n}:{'x'.join(map(str, dims))}")]
+    proc = run_cli("partition", str(path), *shape_args, "-o", str(tmp_path / "tiles"), "--strategy", "tiles",
+                   "--nodes", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["verification"]["passed"]
+    proc = run_cli("run-bench", str(tmp_path / "tiles"), "--images", "1", "--no-scaling", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["outputs_match"] is True
