@@ -120,6 +120,10 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
     if reuse and plan.stack[0].in_layout != "NCHW":
         raise SplitnnError("--reuse needs an NCHW input; this model's tiles start with its NHWC layout transpose: "
                            "drop --reuse")
+    if reuse and any(sum(1 for n in graph.nodes[layer.index].inputs if n and not graph.is_constant(n)) > 1
+                     for layer in plan.stack):
+        raise SplitnnError("--reuse runs the stack layer by layer, and a SiLU (x * Sigmoid(x)) reads two of them: "
+                           "drop --reuse")
     stack_part, remainder = _parts(analysis, plan)
     with staging_folder(outdir) as staging:
         steps: list[Step] = []

@@ -213,6 +213,12 @@ def fused_stack(graph: Graph, costs: list[NodeCost], until: str | None = None) -
     stack: list[Layer] = []
     while current != until:
         readers = [i for i in graph.consumers.get(current, ()) if not graph.nodes[i].is_constant]
+        swish = _swish(graph, current, readers) if stack and current not in graph.outputs else None
+        if swish is not None:  # SiLU written out, x * Sigmoid(x): a diamond that stays per position
+            for node in swish:
+                stack.append(_pointwise_layer(graph, costs, node, current))
+            current = swish[-1].outputs[0]
+            continue
         if len(readers) != 1 or current in graph.outputs and stack:
             break  # a branch (or an output read outside the stack): the stack ends here
         node = graph.nodes[readers[0]]
@@ -245,6 +251,30 @@ def fused_stack(graph: Graph, costs: list[NodeCost], until: str | None = None) -
         reason = why_not_tileable(first) if first is not None else "the input is not read"
         raise SplitnnError(f"no fused stack: the first layer after '{images[0]}' cannot be tiled ({reason})")
     return stack
+
+
+def _swish(graph: Graph, current: str, readers: list[int]) -> list[Node] | None:
+    """[Sigmoid, Mul] when `current`'s two readers are x -> Sigmoid -> Mul(x, Sigmoid(x)) (SiLU as PyTorch exports
+    write it), else None."""
+    if len(readers) != 2:
+        return None
+    nodes = sorted((graph.nodes[i] for i in readers), key=lambda n: n.op_type != "Sigmoid")
+    sigmoid, mul = nodes
+    if sigmoid.op_type != "Sigmoid" or mul.op_type != "Mul" or len(sigmoid.outputs) != 1:
+        return None
+    gate = sigmoid.outputs[0]
+    if sorted(mul.inputs) != sorted([current, gate]) or graph.consumers.get(gate, ()) != (mul.index,):
+        return None
+    if len(graph.info(mul.outputs[0]).shape) != 4:
+        return None
+    return [sigmoid, mul]
+
+
+def _pointwise_layer(graph: Graph, costs: list[NodeCost], node: Node, current: str) -> Layer:
+    output = node.outputs[0]
+    itemsize = graph.info(output).nbytes // max(graph.info(output).elements, 1)
+    return Layer(node.index, node.name, node.op_type, None, current, output, graph.info(current).shape,  # type: ignore[arg-type]
+                 graph.info(output).shape, costs[node.index].macs, itemsize)  # type: ignore[arg-type]
 
 
 def _constant_operands_per_channel(graph: Graph, node: Node) -> bool:

@@ -104,3 +104,25 @@ def test_an_nhwc_tile_plan_runs_on_dask(tmp_path):
     write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "r2"), tmp_path / "tiles")
     report = run_tile_bench(tmp_path / "tiles", TileBenchOptions(images=1, scaling=False))
     assert report.outputs_match is True and len(report.tiles) == 4
+
+
+def test_silu_written_out_stays_in_the_stack(tmp_path):
+    """PyTorch exports SiLU as x * Sigmoid(x): a diamond that stays per position, so the stack goes on."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("Sigmoid", ["c1"], ["gate"], name="silu_sigmoid"),
+        helper.make_node("Mul", ["c1", "gate"], ["s1"], name="silu_mul"),
+        helper.make_node("Conv", ["s1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("GlobalAveragePool", ["c2"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc"], ["y"], name="fc"),
+    ]
+    model = make_model(nodes, [tensor("x", [1, 3, 16, 16])], [tensor("y", [1, 10])],
+                       [weight("w1", [8, 3, 3, 3], 1), weight("w2", [8, 8, 3, 3], 2), weight("fc", [8, 10], 3)])
+    onnx.save_model(model, str(tmp_path / "silu.onnx"))
+    analysis = analyze(load_graph(tmp_path / "silu.onnx"))
+    plan = plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "c2")
+    assert [layer.op_type for layer in plan.stack] == ["Conv", "Sigmoid", "Mul", "Conv"]
+    assert write_tiles(analysis, plan, tmp_path / "tiles").verification.passed
+    with pytest.raises(SplitnnError, match="SiLU"):
+        write_tiles(analysis, plan, tmp_path / "reuse", reuse=True)
