@@ -14,7 +14,8 @@ from splitnn.cli.render import human_bytes, stdout
 @click.option("--server", "address", required=True, metavar="HOST:PORT", help="Where `splitnn serve` listens.")
 @click.option("--input", "input_file", type=click.Path(dir_okay=False), help="A .npy file for the (single) model input.")
 @click.option("--random", "random_count", type=click.IntRange(1), help="Send N random inputs instead.")
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for each answer.")
+@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds to wait for each answer.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Save the last answer's outputs (.npz).")
 @click.option("--json", "as_json", is_flag=True, help="Per-request timings as JSON.")
 def device(outdir: str, address: str, input_file: str | None, random_count: int | None, timeout: float,

@@ -260,7 +260,8 @@ BENCH = OptionGroup("bench", (
     (("--device-slowdown", "device_slowdown"), dict(
         default="auto", show_default=True,
         help="Dilate the device part's compute by K (auto: the device profile against the host profile; 1: none).")),
-    (("--timeout", "timeout"), dict(default=30.0, show_default=True, help="Seconds to wait for each answer.")),
+    (("--timeout", "timeout"), dict(default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+                                    help="Seconds to wait for each answer.")),
     (("--no-baselines", "no_baselines"), dict(is_flag=True, help="Skip the all-device and all-server runs.")),
     (("--stream", "stream"), dict(is_flag=True, help="Also pipeline the frames (the device computes frame i+1 while "
                                                      "the server works on frame i).")),

@@ -111,3 +111,11 @@ def load_proto(model: onnx.ModelProto, folder: Path, input_shapes=None, name: st
     path = folder / name
     onnx.save_model(model, str(path))
     return load_graph(path, input_shapes)
+
+
+def assert_bad_input(proc: subprocess.CompletedProcess[str], says: str) -> None:
+    """A user's mistake: exit code 2, one line on stderr that says what is wrong, no traceback."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("splitnn: error: "), proc.stderr[-2000:]
+    assert says in lines[0], lines[0]

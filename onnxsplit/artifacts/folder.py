@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from splitnn.onnxsplit.artifacts.layout import PLAN_FILE
+from splitnn.onnxsplit.core.atomic_files import writable_folder
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 
@@ -37,7 +38,7 @@ def staging_folder(outdir: Path) -> Iterator[Path]:
     """A private folder beside `outdir` to write a plan into (checked first: `outdir` may only hold an older plan);
     removed on the way out, whatever happened. `publish` it to make it the plan."""
     check_output_folder(outdir)
-    outdir.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(outdir.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
     try:
         yield staging

@@ -8,6 +8,19 @@ from pathlib import Path
 
 import onnx
 
+from splitnn.onnxsplit.core.errors import SplitnnError
+
+
+def writable_folder(folder: Path) -> Path:
+    """`folder`, created if needed; a place that cannot hold files is one SplitnnError line, not a traceback."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # the one sure test (root passes access(), /proc still refuses)
+            pass
+    except OSError as exc:
+        raise SplitnnError(f"cannot write into '{folder}' ({exc.strerror or exc}): choose a folder you can write to") from None
+    return folder
+
 
 def save_model_atomic(model: onnx.ModelProto, path: str | Path, external_data: bool = False) -> list[Path]:
     """Save `model` to `path` (and, with `external_data`, its weights to `<name>.data` beside it).
@@ -17,7 +30,7 @@ def save_model_atomic(model: onnx.ModelProto, path: str | Path, external_data: b
     graph whose weights are missing. Returns the paths written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(path.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         written: list[Path] = []
@@ -49,7 +62,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     """Write to a temporary name beside `path`, then rename: readers see the old file or the new one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    writable_folder(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -69,6 +69,9 @@ class DevicePart:
         self.outputs: list[str] = list(parts.device.outputs) if not parts.device.empty else self.inputs
         device_file = self.plan.device_file
         self.file = None if parts.device.empty or device_file is None else outdir / device_file
+        if self.file is not None and not self.file.is_file():
+            raise SplitnnError(f"the plan's device part '{self.file}' is missing: copy the whole plan folder, or "
+                               "partition again")
         # All on the device: nothing is sent, the device part's outputs are the answer.
         self.server_empty: bool = parts.server.empty
         # Only what the server part reads is sent; model outputs computed here stay here and join its answer.

@@ -1,0 +1,38 @@
+"""Bad input from a user's own folder: one line on stderr, exit code 2, nothing half-written (issue 18's list)."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.helpers import assert_bad_input, run_cli
+
+
+@pytest.fixture()
+def workdir(tmp_path, sample_path):
+    shutil.copy(sample_path("lenet5"), tmp_path / "lenet.onnx")
+    (tmp_path / "a_file").write_text("not a folder")
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, says", [
+    (["partition", "lenet.onnx", "-o", "/proc/x"], "cannot write into '/proc'"),
+    (["partition", "lenet.onnx", "-o", "a_file/sub"], "cannot write into 'a_file'"),
+    (["samples", "build", "lenet5", "-o", "/proc/x.onnx"], "cannot write into '/proc'"),
+    (["analyze", "lenet.onnx", "--csv", "a_file/nodes.csv"], "cannot write into 'a_file'"),
+])
+def test_an_output_that_cannot_be_written(workdir, args, says):
+    assert_bad_input(run_cli(*args, cwd=workdir), says)
+    assert sorted(p.name for p in workdir.iterdir()) == ["a_file", "lenet.onnx"]  # nothing half-written
+
+
+def test_timeouts_must_be_positive_and_a_deleted_device_part_is_named(workdir):
+    proc = run_cli("partition", "lenet.onnx", "-o", "plan", "--cut", "averagepool2_out", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert_bad_input(run_cli("run-bench", "plan", "--timeout", "-1", cwd=workdir), "--timeout")
+    assert_bad_input(run_cli("device", "plan", "--server", "127.0.0.1:9", "--random", "1", "--timeout", "-1",
+                             cwd=workdir), "--timeout")
+    (workdir / "plan" / "device" / "model.ort").unlink()
+    assert_bad_input(run_cli("device", "plan", "--server", "127.0.0.1:9", "--random", "1", cwd=workdir),
+                     "device part 'plan/device/model.ort' is missing")
+    assert_bad_input(run_cli("run-bench", "plan", "--requests", "1", cwd=workdir), "is missing")
