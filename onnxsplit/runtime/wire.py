@@ -22,6 +22,7 @@ framework (gRPC, ZeroMQ) the device would also need; .npy does the tensors.
 from __future__ import annotations
 
 import io
+import math
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ STATUS_FAILED = 4  # the part failed to run
 
 HEADER = struct.Struct("<4sBBHQdI")
 DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024
+# A frame over the maximum by at most this much is read and dropped, so the connection goes on; a larger one is
+# refused without reading it (an error frame, then the connection closes).
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
 
 
 class ProtocolError(Exception):
@@ -104,13 +108,30 @@ def decode_tensors(payload: bytes) -> dict[str, np.ndarray]:
             pos += 4
             if pos + data_len > len(view):
                 raise ProtocolError(f"tensor '{name}' runs past the end of the payload")
-            tensors[name] = np.lib.format.read_array(io.BytesIO(view[pos : pos + data_len]), allow_pickle=False)
+            tensors[name] = _checked_array(name, view[pos : pos + data_len])
             pos += data_len
         if pos != len(view):
             raise ProtocolError(f"{len(view) - pos} stray bytes after the tensors")
         return tensors
-    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+    except (struct.error, ValueError, UnicodeDecodeError, MemoryError) as exc:
         raise ProtocolError(f"malformed tensor payload: {exc}") from None
+
+
+def _checked_array(name: str, data: memoryview) -> np.ndarray:
+    """A tensor's .npy bytes as an array, its header checked against the bytes that came before anything is
+    allocated: a header claiming more elements than the payload holds is refused."""
+    stream = io.BytesIO(data)
+    version = np.lib.format.read_magic(stream)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(stream)  # numpy's own parser, with its limit on the header's size
+    if dtype.hasobject:
+        raise ProtocolError(f"tensor '{name}' has an object dtype (pickled data is never read)")
+    expected = math.prod(shape) * dtype.itemsize
+    if expected != len(data) - stream.tell():
+        raise ProtocolError(f"tensor '{name}' claims shape {list(shape)} of {dtype} ({expected} bytes) but carries "
+                            f"{len(data) - stream.tell()} bytes")
+    stream.seek(0)
+    return np.lib.format.read_array(stream, allow_pickle=False)
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -139,6 +160,9 @@ def read_frame(sock: socket.socket, max_payload_bytes: int = DEFAULT_MAX_FRAME_B
         raise ProtocolError(f"protocol version {version}, this side speaks {VERSION}")
     if kind not in (REQUEST, RESPONSE, ERROR):
         raise ProtocolError(f"unknown frame kind {kind}")
+    if length > max_payload_bytes + DRAIN_MAX_BYTES:  # refused unread: its length alone says it is not a request
+        raise ProtocolError(f"frame of {length} bytes is over the maximum of {max_payload_bytes}", STATUS_TOO_LARGE,
+                            request_id, resumable=False)
     if length > max_payload_bytes:
         remaining = length
         while remaining:  # drain it, so the connection stays usable

@@ -72,3 +72,25 @@ def test_frames_over_a_socket_pair():
             read_frame(right)
         assert not info.value.resumable
     assert MAGIC == b"SPNN"
+
+
+def test_a_lying_header_is_refused_before_anything_is_allocated():
+    """issue 18: an .npy header claiming 10^9 x 10^9 elements, and a frame length of 4 GB."""
+    import io
+    import struct
+
+    from splitnn.onnxsplit.runtime.wire import HEADER, MAGIC, VERSION, decode_tensors
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros((2, 2), np.float32))
+    npy = buffer.getvalue().replace(b"(2, 2)", b"(1000000000, 1000000000)")
+    payload = struct.pack("<H", 1) + struct.pack("<H", 1) + b"x" + struct.pack("<I", len(npy)) + npy
+    with pytest.raises(ProtocolError, match="claims shape \\[1000000000, 1000000000\\]"):
+        decode_tensors(payload)
+    left, right = socket.socketpair()
+    with left, right:
+        left.sendall(HEADER.pack(MAGIC, VERSION, REQUEST, 0, 5, 0.0, 0xFFFFFFFF))  # and nothing behind it
+        right.settimeout(5)
+        with pytest.raises(ProtocolError, match="over the maximum") as info:
+            read_frame(right)  # refused at once, not read for 4 GB
+        assert info.value.status == STATUS_TOO_LARGE and not info.value.resumable
