@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 from collections.abc import Sequence
 
 from rich.console import Console
 
+# Output piped to a file or a program is as wide as its content needs: tables keep every cell whole.
+PIPED_WIDTH = 10_000
+
 
 def stdout() -> Console:
-    return Console(highlight=False)
+    """The console for results: the terminal's width, or, piped without COLUMNS set, wide enough for any table."""
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(highlight=False, width=PIPED_WIDTH if piped else None)
 
 
 def stderr() -> Console:
