@@ -102,12 +102,48 @@ class PlanningChoice:
                                self.max_device_share, self.max_transfer_bytes)
 
 
+def _bandwidth_bps(text: str | None) -> float | None:
+    """--bandwidth in bits per second; a bare number is Mbit/s, and the user is told so."""
+    from splitnn.onnxsplit.core.units import parse_bandwidth_bps
+
+    if text is None:
+        return None
+    _say_unit(text, "--bandwidth", "Mbit/s")
+    return parse_bandwidth_bps(text)
+
+
+def _seconds(text: str | None, option: str) -> float | None:
+    """A duration option in seconds; a bare number is milliseconds, and the user is told so."""
+    from splitnn.onnxsplit.core.units import parse_duration_s
+
+    if text is None:
+        return None
+    _say_unit(text, option, "ms")
+    return parse_duration_s(text)
+
+
+def _say_unit(text: str, option: str, unit: str) -> None:
+    if text.strip().replace(".", "", 1).isdigit():
+        from splitnn.cli.render import stderr
+
+        stderr().print(f"note: {option} {text} taken as {text} {unit}")
+
+
 def _planning_choice(device: str, server: str, link: str | None, bandwidth: str | None, rtt: str | None,
                      max_device_share: float | None, max_transfer_bytes: str | None) -> PlanningChoice:
+    from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.core.units import parse_bandwidth_bps, parse_bytes, parse_duration_s
 
-    return PlanningChoice(device, server, link, parse_bandwidth_bps(bandwidth) if bandwidth else None,
-                          parse_duration_s(rtt) if rtt else None, max_device_share,
+    bandwidth_bps = parse_bandwidth_bps(bandwidth) if bandwidth else None
+    rtt_s = parse_duration_s(rtt) if rtt else None
+    if bandwidth is not None and link is None and rtt is None:
+        raise SplitnnError("--bandwidth without --link needs --rtt (e.g. --rtt 40ms): the round trip counts as much "
+                           "as the rate; or start from a preset: --link 4g --bandwidth ...")
+    if bandwidth:
+        _say_unit(bandwidth, "--bandwidth", "Mbit/s")
+    if rtt:
+        _say_unit(rtt, "--rtt", "ms")
+    return PlanningChoice(device, server, link, bandwidth_bps, rtt_s, max_device_share,
                           parse_bytes(max_transfer_bytes) if max_transfer_bytes else None)
 
 
@@ -184,13 +220,11 @@ class LinkChoice:
 
 def _link_choice(link: str | None, bandwidth: str | None, rtt: str | None, jitter: str | None, loss: float,
                  trace: str | None, outages: tuple[str, ...]) -> LinkChoice:
-    from splitnn.onnxsplit.core.units import parse_bandwidth_bps, parse_duration_s
     from splitnn.onnxsplit.runtime.link_emulator import read_trace
 
-    impairments = dict(jitter_s=parse_duration_s(jitter) if jitter else 0.0, loss=loss, outages=_outages(outages),
+    impairments = dict(jitter_s=_seconds(jitter, "--jitter") or 0.0, loss=loss, outages=_outages(outages),
                        trace=read_trace(trace) if trace else ())
-    return LinkChoice(link, parse_bandwidth_bps(bandwidth) if bandwidth else None,
-                      parse_duration_s(rtt) if rtt else None, impairments)
+    return LinkChoice(link, _bandwidth_bps(bandwidth), _seconds(rtt, "--rtt"), impairments)
 
 
 def _outages(texts: tuple[str, ...]) -> list[tuple[float, float]]:

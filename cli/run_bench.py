@@ -115,10 +115,11 @@ def _bench(outdir: str, link: LinkChoice, bench: BenchChoice, progress: Progress
     from splitnn.onnxsplit.runtime.link_emulator import settings_for
 
     plan = DevicePart(outdir).plan
-    if link.name or link.bandwidth_bps:  # as in partition: a named link, else a custom one; --bandwidth/--rtt override
+    if link.name:  # a preset, as in partition; --bandwidth/--rtt override it
         chosen = load_link(link.name, link.bandwidth_bps, link.rtt_s)
-    else:  # the link the plan was made for, its RTT unless --rtt is given
-        chosen = dataclasses.replace(plan.link, rtt_s=plan.link.rtt_s if link.rtt_s is None else link.rtt_s)
+    else:  # the link the plan was made for, with what the user overrides (its RTT is kept unless --rtt is given)
+        rate = {} if link.bandwidth_bps is None else {"uplink_bps": link.bandwidth_bps, "downlink_bps": link.bandwidth_bps}
+        chosen = dataclasses.replace(plan.link, **rate, rtt_s=plan.link.rtt_s if link.rtt_s is None else link.rtt_s)
     settings = settings_for(chosen.uplink_bps, chosen.rtt_s, downlink_bps=chosen.down_bps, **link.impairments)
     factor, source = (derive_slowdown(outdir, plan), "profiles") if bench.slowdown is None else (bench.slowdown, "given")
     options = BenchOptions(requests=bench.requests, slowdown=factor, slowdown_source=source, timeout_s=bench.timeout_s,
@@ -134,6 +135,11 @@ def _sweep(model: str, sweep: SweepChoice, link: LinkChoice, bench: BenchChoice,
     from splitnn.onnxsplit.runtime.link_emulator import settings_for
     from splitnn.onnxsplit.vertical.planning import plan_split
 
+    if link.name is None and link.bandwidth_bps is not None and link.rtt_s is None:
+        from splitnn.onnxsplit.core.errors import SplitnnError
+
+        raise SplitnnError("--bandwidth without --link needs --rtt (e.g. --rtt 40ms), or start from a preset: "
+                           "--link 4g --bandwidth ...")
     inputs = planning_inputs(sweep.device, sweep.server, link.name, link.bandwidth_bps, link.rtt_s,
                              sweep.max_device_share, sweep.max_transfer_bytes)
     analysis = analyze(load_graph(model, parse_input_shapes(sweep.input_shapes)))

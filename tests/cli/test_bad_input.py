@@ -36,3 +36,26 @@ def test_timeouts_must_be_positive_and_a_deleted_device_part_is_named(workdir):
     assert_bad_input(run_cli("device", "plan", "--server", "127.0.0.1:9", "--random", "1", cwd=workdir),
                      "device part 'plan/device/model.ort' is missing")
     assert_bad_input(run_cli("run-bench", "plan", "--requests", "1", cwd=workdir), "is missing")
+
+
+def test_assumptions_are_said_and_never_a_silent_zero(workdir):
+    """issue 18, item 8: units stated for bare numbers, no silent 0 ms round trip, no echo server."""
+    from tests.helpers import run_cli as cli
+
+    assert_bad_input(cli("partition", "lenet.onnx", "-o", "p", "--bandwidth", "12", cwd=workdir), "needs --rtt")
+    proc = cli("partition", "lenet.onnx", "-o", "p", "--bandwidth", "12", "--rtt", "40", "--json", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert "--bandwidth 12 taken as 12 Mbit/s" in proc.stderr and "--rtt 40 taken as 40 ms" in proc.stderr
+    import json
+
+    assert json.loads(proc.stdout)["link"]["rtt_s"] == 0.04
+    proc = cli("partition", "lenet.onnx", "-o", "plan4g", "--link", "4g", "--cut", "averagepool2_out", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    proc = cli("run-bench", "plan4g", "--bandwidth", "12Mbit", "--requests", "1", "--no-baselines",
+               "--device-slowdown", "1", "--json", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    link = json.loads(proc.stdout)["link"]
+    assert link["uplink_bps"] == 12e6 and abs(link["rtt_s"] - 0.05) < 1e-9  # the plan's 4G round trip is kept
+    proc = cli("partition", "lenet.onnx", "-o", "alldevice", "--cut", "", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert_bad_input(cli("serve", "alldevice", "--port", "0", cwd=workdir), "nothing to serve")
