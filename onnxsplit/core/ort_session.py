@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
+from splitnn.onnxsplit.core.errors import SplitnnError
+
 if TYPE_CHECKING:
     import onnxruntime
 
@@ -40,6 +42,27 @@ def create_session(
     """
     import onnxruntime as ort
 
+    options = _options(level, prepack, config, save_to, threads, profile_prefix, spin, shared_arena)
+    if isinstance(source, onnx.ModelProto):
+        model: bytes | str = source.SerializeToString()
+    else:
+        model = source if isinstance(source, bytes) else str(source)
+    if not isinstance(model, str):
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types share no base class but Exception
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SplitnnError(f"onnxruntime cannot load '{model}' ({first[:300]}): the file or its weights are damaged "
+                           "or incomplete; copy the folder again or partition again") from None
+
+
+def _options(level: str | None, prepack: bool, config: dict[str, str] | None, save_to: Path | None,
+             threads: int | None, profile_prefix: Path | None, spin: bool,
+             shared_arena: bool) -> "onnxruntime.SessionOptions":
+    """The session options create_session's keywords ask for (see there)."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if level is not None:
@@ -66,11 +89,7 @@ def create_session(
         options.add_session_config_entry("session.use_env_allocators", "1")
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
-    if isinstance(source, onnx.ModelProto):
-        model: bytes | str = source.SerializeToString()
-    else:
-        model = source if isinstance(source, bytes) else str(source)
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return options
 
 
 _arena_lock = threading.Lock()

@@ -249,7 +249,7 @@ def dask_client(workers: int, memory_limit_bytes: int | None, scheduler: str | N
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: not an address at all
             raise SplitnnError(f"cannot reach the Dask scheduler at {scheduler} ({exc}): start `dask scheduler` there, "
                                "and `dask worker` on each board") from None
         with client:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from splitnn.onnxsplit.artifacts.fingerprint import file_fingerprint
@@ -74,7 +75,11 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> WeightsUpdateRe
         model_path = outdir / side / MODEL_FILE
         if not model_path.is_file():
             continue
-        part = onnx.load(str(model_path), load_external_data=True)
+        try:
+            part = onnx.load(str(model_path), load_external_data=True)
+        except (OSError, ValueError, DecodeError) as exc:
+            raise SplitnnError(f"the plan's {side} part '{model_path}' or its weights are damaged ({exc}): copy the "
+                               "folder again or partition again") from None
         changed: list[str] = []
         changed_bytes = 0
         for tensor in part.graph.initializer:

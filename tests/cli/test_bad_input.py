@@ -59,3 +59,21 @@ def test_assumptions_are_said_and_never_a_silent_zero(workdir):
     proc = cli("partition", "lenet.onnx", "-o", "alldevice", "--cut", "", cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     assert_bad_input(cli("serve", "alldevice", "--port", "0", cwd=workdir), "nothing to serve")
+
+
+def test_damaged_parts_and_an_unknown_scheduler(workdir):
+    """issue 18: a truncated weights.bin in serve and update-weights, run-bench --scheduler nonsense."""
+    from tests.helpers import run_cli as cli
+
+    proc = cli("partition", "lenet.onnx", "-o", "plan", "--cut", "averagepool2_out", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    for side in ("server", "device"):
+        blob = workdir / "plan" / side / "weights.bin"
+        blob.write_bytes(blob.read_bytes()[:100])
+    assert_bad_input(cli("serve", "plan", "--port", "0", cwd=workdir), "onnxruntime cannot load 'plan/server/model.onnx'")
+    assert_bad_input(cli("update-weights", "plan", "--from", "lenet.onnx", cwd=workdir), "are damaged")
+    proc = cli("partition", "lenet.onnx", "-o", "tiles", "--strategy", "tiles", "--nodes", "2", "--grid", "1x2",
+               cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert_bad_input(cli("run-bench", "tiles", "--scheduler", "nonsense", cwd=workdir),
+                     "cannot reach the Dask scheduler at nonsense")
