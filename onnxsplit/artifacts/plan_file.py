@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -269,7 +269,6 @@ class TilePlanFile(PlanHeader):
 
 
 PlanFile = VerticalPlanFile | TilePlanFile
-P = TypeVar("P", VerticalPlanFile, TilePlanFile)
 _KINDS: dict[str, type[VerticalPlanFile] | type[TilePlanFile]] = {"vertical": VerticalPlanFile, "tiles": TilePlanFile}
 
 # Why a plan of the other kind cannot be used where one of `strategy` is wanted.
