@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The measured `host` profile is cached; the tests (and the commands they run as child processes, which inherit
+# the environment) use a cache of their own, never the user's ~/.cache/splitnn nor what an earlier run left.
+os.environ["SPLITNN_CACHE_DIR"] = tempfile.mkdtemp(prefix="splitnn-test-cache-")
 
 from splitnn.onnxsplit.core.atomic_files import save_model_atomic
 from splitnn.sample_models import build_sample

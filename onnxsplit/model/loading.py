@@ -41,9 +41,27 @@ def load_graph(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | N
     initializers = describe_initializers(model, payloads)
     check_external_data(path, initializers)
     fix_input_shapes(model, dict(input_shapes or {}), set(initializers))
+    _check_input_sizes(model, set(initializers))
     shapes, notes = resolve_shapes(model, path, initializers)
     write_value_info(model, shapes, set(initializers))
     return build_graph(model, path, shapes, initializers, tuple(notes))
+
+
+# No input of a model splitnn plans for is this large; a larger one is a mistyped --input-shape.
+MAX_INPUT_BYTES = 2**34  # 16 GiB
+
+
+def _check_input_sizes(model: onnx.ModelProto, initializer_names: set[str]) -> None:
+    """Refuse inputs whose fixed shapes would not fit in memory, before anything is allocated for them."""
+    for vi in model.graph.input:
+        if vi.name in initializer_names:
+            continue
+        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        itemsize = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).itemsize
+        nbytes = math.prod(dims) * itemsize
+        if nbytes > MAX_INPUT_BYTES:
+            raise SplitnnError(f"input '{vi.name}' of shape {format_shape(dims)} would take {nbytes / 2**40:.1f} TiB "
+                               f"(more than {MAX_INPUT_BYTES // 2**30} GiB): check --input-shape")
 
 
 def describe_initializers(model: onnx.ModelProto, payloads: Mapping[str, InlinePayload]) -> dict[str, InitializerInfo]:

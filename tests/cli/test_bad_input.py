@@ -77,3 +77,17 @@ def test_damaged_parts_and_an_unknown_scheduler(workdir):
     assert proc.returncode == 0, proc.stderr
     assert_bad_input(cli("run-bench", "tiles", "--scheduler", "nonsense", cwd=workdir),
                      "cannot reach the Dask scheduler at nonsense")
+
+
+def test_an_input_shape_that_cannot_fit_is_refused_before_allocating(workdir):
+    for command in (["partition", "lenet.onnx", "-o", "big"], ["profile", "lenet.onnx", "-o", "big.toml"]):
+        assert_bad_input(run_cli(*command, "--input-shape", "input:1x1x10000000x10000000", cwd=workdir),
+                         "would take 363.8 TiB")
+
+
+def test_the_tests_keep_their_own_host_profile_cache():
+    import os
+    from pathlib import Path
+
+    assert "splitnn-test-cache-" in os.environ["SPLITNN_CACHE_DIR"]
+    assert not str(Path(os.environ["SPLITNN_CACHE_DIR"])).startswith(str(Path.home() / ".cache"))
