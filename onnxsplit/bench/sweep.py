@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from splitnn.onnxsplit.analysis.analyze import Analysis
+from splitnn.onnxsplit.artifacts.bench_inputs import plan_feeds
 from splitnn.onnxsplit.artifacts.verification import reference_outputs
 from splitnn.onnxsplit.bench.split_report import SplitBenchReport
 from splitnn.onnxsplit.bench.vertical import (
     BenchOptions,
-    bench_feeds,
     run_bench,
     slowdown_for_cut,
 )
@@ -171,7 +171,7 @@ def _write_cuts(analysis: Analysis, plan: Plan, measured: list[Candidate], folde
         factors[candidate.cut.id] = slowdown if slowdown is not None else slowdown_for_cut(analysis, candidate.cut,
                                                                                             plan.device)
         if reference is None:  # every cut of one model gets the same input: run the unsplit model once
-            reference = reference_outputs(analysis.graph, bench_feeds(document, BenchOptions.seed))
+            reference = reference_outputs(analysis.graph, plan_feeds(document, BenchOptions.seed))
     assert reference is not None
     return factors, reference
 

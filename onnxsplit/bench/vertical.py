@@ -14,7 +14,7 @@ import select
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,7 @@ from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
 from splitnn.onnxsplit.runtime.pipelining import StreamResult, stream_frames
 
 if TYPE_CHECKING:
+    from splitnn.cost_models.latency import NodeWork
     from splitnn.cost_models.profiles import DeviceProfile
 
 STAGES = ("device_s", "encode_s", "transfer_s", "server_s", "e2e_s")
@@ -86,22 +87,14 @@ def percentiles(values: list[float]) -> Percentiles:
 
 
 def derive_slowdown(outdir: str | Path, plan: VerticalPlanFile) -> float:
-    """How much slower the plan's device is than this host, for the device part: the ratio of the
-    roofline predictions on the two profiles (the host profile measured once and cached).
+    """How much slower the plan's device is than this host, for the device part (see `slowdown_of_work`).
 
     The device part's roofline work is kept in plan.json, so the model is not needed; a schema 1 plan
     (written before it was kept) has its model loaded and analysed again.
     """
-    from splitnn.cost_models.catalog import load_device
-    from splitnn.cost_models.latency import work_seconds
-
     if plan.device_work is None:
         return _slowdown_from_model(outdir, plan)
-    if not plan.device_work:
-        return 1.0
-    host = load_device("host")
-    device_s = sum(work_seconds(w, plan.device_profile) for w in plan.device_work)
-    return max(device_s / sum(work_seconds(w, host) for w in plan.device_work), 1.0)
+    return slowdown_of_work(plan.device_work, plan.device_profile)
 
 
 def _slowdown_from_model(outdir: str | Path, plan: VerticalPlanFile) -> float:
@@ -118,21 +111,22 @@ def _slowdown_from_model(outdir: str | Path, plan: VerticalPlanFile) -> float:
 
 
 def slowdown_for_cut(analysis: Analysis, cut: Cut, device: DeviceProfile) -> float:
-    """The device part of `cut` predicted on `device` over the same part predicted on this host (at least 1)."""
+    """`slowdown_of_work` for the device part of `cut`."""
+    from splitnn.onnxsplit.vertical.export import device_work
+
+    return slowdown_of_work(device_work(analysis, cut), device)
+
+
+def slowdown_of_work(work: Sequence[NodeWork], device: DeviceProfile) -> float:
+    """The device part predicted on `device` over the same part predicted on this host (the host profile,
+    measured once and cached), at least 1; 1 for an empty device part."""
     from splitnn.cost_models.catalog import load_device
-    from splitnn.cost_models.latency import seconds
-    from splitnn.onnxsplit.analysis.cuts import device_side
+    from splitnn.cost_models.latency import work_seconds
 
-    host = load_device("host")
-    nodes = device_side(analysis.graph, cut)
-    if not nodes:
+    if not work:
         return 1.0
-    return max(seconds(analysis.graph, analysis.nodes, nodes, device) / seconds(analysis.graph, analysis.nodes, nodes, host), 1.0)
-
-
-def bench_feeds(plan: VerticalPlanFile, seed: int) -> dict[str, np.ndarray]:
-    """The input every request of a bench sends when the caller brings the reference: random, from `seed`."""
-    return plan_feeds(plan, seed)
+    host = load_device("host")
+    return max(sum(work_seconds(w, device) for w in work) / sum(work_seconds(w, host) for w in work), 1.0)
 
 
 @dataclass
@@ -162,7 +156,7 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
               reference: dict[str, np.ndarray] | None = None) -> SplitBenchReport:
     """Measure the plan in `outdir` under `link`; returns the report (see the module doc).
 
-    `reference`: the unsplit model's outputs on `bench_feeds(plan, options.seed)`, when the caller has them
+    `reference`: the unsplit model's outputs on `plan_feeds(plan, options.seed)`, when the caller has them
     already (a sweep measures many plans of one model); otherwise those kept in the plan folder are used.
     """
     from splitnn.onnxsplit.artifacts.verification import compare_outputs
@@ -175,7 +169,7 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
     if reference is None:
         feeds, reference = inputs_and_reference(outdir, plan, options.seed)
     else:
-        feeds = bench_feeds(plan, options.seed)
+        feeds = plan_feeds(plan, options.seed)
     tick = (lambda stage, total: (lambda done: progress(stage, done, total))) if progress else (lambda stage, total: None)
     results, stream, stalls = _measure(part, server_model, link, options, feeds, tick)
     ok = [r for r in results if r.ok]
