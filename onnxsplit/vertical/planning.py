@@ -72,13 +72,21 @@ def candidate_record(candidate: Candidate) -> CandidateRecord:
                            violations=tuple(candidate.violations))
 
 
-def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, link: LinkProfile,
-            cuts: list[Cut] | None = None) -> list[Prediction]:
-    """A Prediction for every cut of `cuts` (default: the analysis's prefix cuts), in order."""
+NodeSeconds = dict[int, float]  # placed node index -> predicted seconds on one profile
+
+
+def node_seconds_on(analysis: Analysis, profile: DeviceProfile) -> NodeSeconds:
+    """Every placed node's predicted seconds on `profile`."""
     graph, costs = analysis.graph, analysis.nodes
-    placeable = placeable_indices(graph)
-    device_node = {i: seconds(graph, costs, [i], device) for i in placeable}
-    server_node = {i: seconds(graph, costs, [i], server) for i in placeable}
+    return {i: seconds(graph, costs, [i], profile) for i in placeable_indices(graph)}
+
+
+def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, link: LinkProfile,
+            cuts: list[Cut] | None = None, per_node: tuple[NodeSeconds, NodeSeconds] | None = None) -> list[Prediction]:
+    """A Prediction for every cut of `cuts` (default: the analysis's prefix cuts), in order. `per_node`: the
+    device's and the server's `node_seconds_on`, when the caller has them already."""
+    placeable = placeable_indices(analysis.graph)
+    device_node, server_node = per_node or (node_seconds_on(analysis, device), node_seconds_on(analysis, server))
     device_prefix = [0.0]
     server_prefix = [0.0]
     for index in placeable:  # prefix sums: one pass over the nodes per profile
@@ -115,14 +123,14 @@ def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, li
 SWEEP_UPLINKS_BPS = tuple(float(x) for x in np.geomspace(0.05e6, 1000e6, 24))
 
 
-def dag_cuts(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, link: LinkProfile) -> list[Cut]:
+def dag_cuts(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, link: LinkProfile,
+             per_node: tuple[NodeSeconds, NodeSeconds] | None = None) -> list[Cut]:
     """The min-cut partitions (DADS) at the plan's link and across a sweep of uplinks (the downlink in the same
-    ratio) that are not prefixes of the graph's order: the latency-optimal device sides those links lead to."""
+    ratio) that are not prefixes of the graph's order: the latency-optimal device sides those links lead to.
+    `per_node` as in `predict`."""
     graph, costs = analysis.graph, analysis.nodes
-    placeable = placeable_indices(graph)
-    position = {index: p for p, index in enumerate(placeable)}
-    device_node = {i: seconds(graph, costs, [i], device) for i in placeable}
-    server_node = {i: seconds(graph, costs, [i], server) for i in placeable}
+    position = {index: p for p, index in enumerate(placeable_indices(graph))}
+    device_node, server_node = per_node or (node_seconds_on(analysis, device), node_seconds_on(analysis, server))
     found: list[Cut] = []
     seen: set[frozenset[int]] = set()
     for uplink_bps in (link.uplink_bps, *SWEEP_UPLINKS_BPS):
@@ -167,8 +175,9 @@ def plan_split(
     constraints = constraints or Constraints(device_memory_bytes=device.usable_ram_bytes)
     total_macs = analysis.totals.macs
     candidates = []
-    cuts = [*analysis.cuts, *dag_cuts(analysis, device, server, link)]
-    for cut, prediction in zip(cuts, predict(analysis, device, server, link, cuts)):
+    per_node = (node_seconds_on(analysis, device), node_seconds_on(analysis, server))  # once for both
+    cuts = [*analysis.cuts, *dag_cuts(analysis, device, server, link, per_node)]
+    for cut, prediction in zip(cuts, predict(analysis, device, server, link, cuts, per_node)):
         memory = cut.device_param_bytes + cut.device_peak_bytes
         violations = []
         if memory > constraints.device_memory_bytes:
