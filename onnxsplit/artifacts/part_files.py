@@ -64,7 +64,8 @@ _INTEGER_TYPES = frozenset({onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx
 
 
 def stays_inline(tensor: onnx.TensorProto) -> bool:
-    """Whether `tensor` is kept in a part's graph rather than its weight blob (strings, small integers)."""
+    """Whether `tensor` is kept in a part's graph rather than its weight blob: strings, integers up to
+    INLINE_INTEGER_MAX_BYTES, anything up to INLINE_ANY_MAX_BYTES."""
     if tensor.data_type == onnx.TensorProto.STRING:
         return True  # strings cannot be external data
     itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
@@ -88,10 +89,7 @@ def save_part(part: Part, folder: Path, weights: WeightSource) -> None:
                 length = weights.copy_into(tensor.name, blob)
             else:  # a Constant node's value, moved above
                 length = blob.write(numpy_helper.to_array(tensor).tobytes())
-            for field_name in _DATA_FIELDS:
-                tensor.ClearField(field_name)
-            del tensor.external_data[:]
-            tensor.data_location = onnx.TensorProto.EXTERNAL
+            _clear_data(tensor, onnx.TensorProto.EXTERNAL)
             for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(length))):
                 entry = tensor.external_data.add()
                 entry.key, entry.value = key, value
@@ -104,11 +102,16 @@ def _make_inline(tensor: onnx.TensorProto, weights: WeightSource) -> None:
         return
     if tensor.name in weights.initializers:
         data = bytes(weights.read(tensor.name))
-        for field_name in _DATA_FIELDS:
-            tensor.ClearField(field_name)
-        del tensor.external_data[:]
-        tensor.data_location = onnx.TensorProto.DEFAULT
+        _clear_data(tensor, onnx.TensorProto.DEFAULT)
         tensor.raw_data = data
+
+
+def _clear_data(tensor: onnx.TensorProto, location: int) -> None:
+    """Drop `tensor`'s value and where it was kept, ready to be given one at `location`."""
+    for field_name in _DATA_FIELDS:
+        tensor.ClearField(field_name)
+    del tensor.external_data[:]
+    tensor.data_location = location
 
 
 def _has_values(tensor: onnx.TensorProto) -> bool:
