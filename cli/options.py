@@ -357,19 +357,29 @@ SWEEP = OptionGroup("sweep", (
 
 @dataclass(frozen=True)
 class TileBenchChoice:
-    options: Any  # TileBenchOptions
+    workers: int | None
+    scheduler: str | None
+    data_parallel: bool
+    images: int
+    scaling: bool
+    kill_worker_after_s: float | None
     given: tuple[str, ...]  # the tile-only options the user set (refused on a vertical split)
+
+    def options(self):  # type: ignore[no-untyped-def]
+        """The tile bench's options (imported only for a tile plan: a vertical split never loads the Dask code)."""
+        from splitnn.onnxsplit.bench.tiles import TileBenchOptions
+
+        return TileBenchOptions(workers=self.workers, scheduler=self.scheduler, images=self.images,
+                                scaling=self.scaling, data_parallel=self.data_parallel,
+                                kill_worker_after_s=self.kill_worker_after_s)
 
 
 def _tile_bench_choice(workers: int | None, scheduler: str | None, data_parallel: bool, images: int,
                        no_scaling: bool, kill_worker_after: float | None) -> TileBenchChoice:
-    from splitnn.onnxsplit.bench.tiles import TileBenchOptions
-
     tile_only = {"--workers": workers, "--scheduler": scheduler, "--data-parallel": data_parallel or None,
                  "--no-scaling": no_scaling or None, "--kill-worker-after": kill_worker_after}
-    options = TileBenchOptions(workers=workers, scheduler=scheduler, images=images, scaling=not no_scaling,
-                               data_parallel=data_parallel, kill_worker_after_s=kill_worker_after)
-    return TileBenchChoice(options, tuple(k for k, v in tile_only.items() if v is not None))
+    return TileBenchChoice(workers, scheduler, data_parallel, images, not no_scaling, kill_worker_after,
+                           tuple(k for k, v in tile_only.items() if v is not None))
 
 
 TILE_BENCH = OptionGroup("tiles", (

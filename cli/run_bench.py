@@ -101,7 +101,7 @@ def _tile_bench(outdir: str, tiles: TileBenchChoice, as_json: bool) -> None:
 
     with Progress() as progress:
         progress("starting the Dask cluster", 0, 1)
-        result = run_tile_bench(outdir, tiles.options, progress)
+        result = run_tile_bench(outdir, tiles.options(), progress)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=1))
     else:
