@@ -123,6 +123,7 @@ def cut_of_device_set(graph: Graph, costs: list[NodeCost], device: set[int] | fr
     """The Cut whose device side is the placed nodes `device` (closed under predecessors: every node an
     element reads from is in it too)."""
     placed = placeable_indices(graph)
+    placed_set = set(placed)
     indices = sorted(i for i in placed if i in device)
     server = [i for i in placed if i not in device]
     server_reads = {n for i in server for n in graph.nodes[i].all_inputs}
@@ -143,7 +144,7 @@ def cut_of_device_set(graph: Graph, costs: list[NodeCost], device: set[int] | fr
         server_macs=sum(costs[i].macs for i in server),
         server_param_bytes=sum(graph.constant_values[n] for n in server_constants),
         reply_bytes=sum(graph.info(o).nbytes for o in graph.outputs if o in graph.producer
-                        and graph.producer[o] in set(server)),
+                        and graph.producer[o] not in device and graph.producer[o] in placed_set),
         device_indices=tuple(indices),
         device_names=tuple(graph.nodes[i].name for i in indices),
     )
