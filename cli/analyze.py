@@ -124,6 +124,9 @@ def _render(result, cut_rows: int, max_nodes: int) -> None:  # type: ignore[no-u
         f"[bold]Totals[/bold]: {human_count(totals.macs)} MACs, {totals.params:,} params, "
         f"{human_bytes(totals.param_bytes)} of weights, peak activations {human_bytes(totals.peak_activation_bytes)}"
     )
+    if totals.param_bytes > 1.05 * totals.stored_param_bytes:
+        console.print(f"[dim]The file stores {human_bytes(totals.stored_param_bytes)} of weights; the rest is computed "
+                      f"from them when a part loads (e.g. int8 cast to float), and is counted at its computed size[/dim]")
 
     cuts = result.cuts
     picks = result.best_cuts(cut_rows)

@@ -29,9 +29,9 @@ def device(outdir: str, address: str, input_file: str | None, random_count: int 
     """
     import numpy as np
 
+    from splitnn.onnxsplit.artifacts.bench_inputs import plan_feeds
     from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic
     from splitnn.onnxsplit.core.errors import SplitnnError
-    from splitnn.onnxsplit.model.sample_inputs import random_feeds
     from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, parse_address
 
     if (input_file is None) == (random_count is None):
@@ -50,7 +50,7 @@ def device(outdir: str, address: str, input_file: str | None, random_count: int 
             raise SplitnnError(f"'{input_file}' has shape {list(array.shape)}, the model's input '{name}' needs {list(shape)}")
         inputs = [{name: array.astype(dtype)}]
     else:
-        inputs = [random_feeds(specs, seed) for seed in range(random_count or 0)]
+        inputs = [plan_feeds(part.plan, seed) for seed in range(random_count or 0)]
     client = DeviceClient(part, parse_address(address), timeout_s=timeout)
     results = [client.request(feeds) for feeds in inputs]
     client.close()

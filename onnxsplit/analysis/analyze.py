@@ -14,8 +14,9 @@ from splitnn.onnxsplit.model.graph import CONTROL_FLOW_OPS, Graph
 class Totals:
     macs: int  # per inference: static nodes left out
     params: int
-    param_bytes: int
+    param_bytes: int  # as held in memory: a value computed from stored ones (int8 cast to float) at its own size
     peak_activation_bytes: int
+    stored_param_bytes: int = 0  # as the file stores them: initializers and Constant nodes' values
     static_macs: int = 0  # the static nodes' work, done once (when a part loads or is folded)
     static_nodes: int = 0
 
@@ -80,6 +81,9 @@ def analyze(graph: Graph) -> Analysis:
         params=sum(c.params for c in costs),
         param_bytes=sum(c.param_bytes for c in costs),
         peak_activation_bytes=peak_activation_bytes(graph),
+        stored_param_bytes=sum(info.nbytes for info in graph.initializers.values())
+        + sum(graph.constant_values[out] for node in graph.nodes if node.is_constant and not node.is_static
+              for out in node.outputs if out),
         static_macs=sum(c.macs for c in costs if c.static),
         static_nodes=sum(1 for node in graph.nodes if node.is_static and node.op_type != "Constant"),
     )

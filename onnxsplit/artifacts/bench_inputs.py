@@ -18,8 +18,10 @@ from splitnn.onnxsplit.model.sample_inputs import random_feeds
 
 
 def plan_feeds(plan: PlanFile, seed: int) -> dict[str, np.ndarray]:
-    """A random input of each of the plan's input shapes and dtypes, from `seed`."""
-    return random_feeds({n: (s.shape, s.dtype) for n, s in plan.inputs.items()}, seed)
+    """A random input of each of the plan's input shapes and dtypes, from `seed` (integer inputs that index a
+    table stay below its length)."""
+    bounds = {n: s.index_bound for n, s in plan.inputs.items() if s.index_bound is not None}
+    return random_feeds({n: (s.shape, s.dtype) for n, s in plan.inputs.items()}, seed, bounds)
 
 
 def plan_graph(outdir: str | Path, plan: PlanFile) -> Graph | None:

@@ -34,6 +34,7 @@ from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic, write_text_a
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.records import Record, RecordError
 from splitnn.onnxsplit.model.graph import Graph
+from splitnn.onnxsplit.model.sample_inputs import index_bounds
 
 SCHEMA_VERSION = 2
 STRATEGIES = ("vertical", "tiles")
@@ -43,6 +44,8 @@ STRATEGIES = ("vertical", "tiles")
 class TensorSpec(Record):
     shape: tuple[int, ...]
     dtype: str
+    # For an integer input that indexes a table: random values must stay below it (sample_inputs.index_bounds).
+    index_bound: int | None = None
 
 
 @dataclass(frozen=True)
@@ -269,7 +272,7 @@ class TilePlanFile(PlanHeader):
 
 
 PlanFile = VerticalPlanFile | TilePlanFile
-_KINDS: dict[str, type[VerticalPlanFile] | type[TilePlanFile]] = {"vertical": VerticalPlanFile, "tiles": TilePlanFile}
+_KINDS: dict[str, type[VerticalPlanFile | TilePlanFile]] = {"vertical": VerticalPlanFile, "tiles": TilePlanFile}
 
 # Why a plan of the other kind cannot be used where one of `strategy` is wanted.
 _WRONG_KIND = {
@@ -331,9 +334,10 @@ def relative_model(model: str | Path, outdir: str | Path) -> str:
 def header_fields(graph: Graph, outdir: str | Path) -> dict[str, Any]:
     """The PlanHeader fields of a plan of `graph` written to `outdir` (the graph must have been loaded from a file)."""
     assert graph.path is not None
+    bounds = index_bounds(graph)
     return dict(model=relative_model(graph.path, outdir),
                 graph_fingerprint=graph_fingerprint(graph.model),  # of the skeleton read at load time
-                inputs={n: TensorSpec(tuple(graph.info(n).shape), graph.info(n).dtype) for n in graph.inputs},
+                inputs={n: TensorSpec(tuple(graph.info(n).shape), graph.info(n).dtype, bounds.get(n)) for n in graph.inputs},
                 outputs=tuple(graph.outputs))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference
+from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference, plan_feeds
 from splitnn.onnxsplit.bench.tile_report import (
     ScalingRow,
     TableRow,
@@ -29,7 +29,6 @@ from splitnn.onnxsplit.bench.tile_report import (
     WorkerUss,
 )
 from splitnn.onnxsplit.core.errors import SplitnnError
-from splitnn.onnxsplit.model.sample_inputs import random_feeds
 from splitnn.onnxsplit.tiles.dask_runtime import (
     RUNTIME_ALLOWANCE_BYTES,
     SessionsPlugin,
@@ -71,7 +70,6 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
     program = TileProgram(outdir)
     plan = program.plan
     nodes = options.workers or plan.nodes
-    specs = {n: (s.shape, s.dtype) for n, s in plan.inputs.items()}
     feeds, reference = inputs_and_reference(outdir, plan, options.seed)
     # Each worker may use the node's usable RAM for the plan's share, plus what the interpreter, Dask and
     # onnxruntime themselves take; past that, Dask's nanny restarts it.
@@ -89,7 +87,7 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
         nodes = min(nodes, len(available)) if options.scheduler else nodes
         counts = list(range(1, nodes + 1)) if options.scaling else [nodes]
         if options.data_parallel:
-            return _data_parallel(client, program, available, counts, specs, options, (feeds, reference), tick)
+            return _data_parallel(client, program, available, counts, options, (feeds, reference), tick)
         uss_before = client.run(_process_uss, workers=available)
         plugin = register_plugin(client, SessionsPlugin(f"splitnn-tiles-{program.key}", program.graphs, program.weights))
         handles = place_slices(client, program, available)
@@ -210,7 +208,7 @@ def image_counts(images: int) -> list[int]:
 
 
 def _data_parallel(client: Any, program: TileProgram, available: list[str], counts: list[int],
-                   specs: dict[str, Any], options: TileBenchOptions,
+                   options: TileBenchOptions,
                    checked: tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None], tick: Callable[[str, int], Any]) -> TileBenchReport:
     """Whole images spread over the workers: the time for a quarter, half and all of `options.images`
     images on each worker count (the seed experiment's table of time by image count and node count)."""
@@ -220,7 +218,7 @@ def _data_parallel(client: Any, program: TileProgram, available: list[str], coun
         raise SplitnnError(f"the plan's model '{program.model_path}' is gone: data parallelism runs the whole model")
     plugin = register_plugin(client, SessionsPlugin(f"splitnn-whole-{program.key}", {0: program.model_path.read_bytes()}))
     first, reference = checked  # the first image is the one whose reference outputs are known
-    images = [first] + [random_feeds(specs, options.seed + i) for i in range(1, options.images)]
+    images = [first] + [plan_feeds(program.plan, options.seed + i) for i in range(1, options.images)]
     table = []
     per_image: list[dict[str, Any]] = []
     first_outputs: dict[str, np.ndarray] = {}

@@ -63,15 +63,17 @@ def tile_model(stack_model: onnx.ModelProto, stack: list[Layer], tile: Tile) -> 
     del graph.value_info[:]  # the inner shapes were those of the whole image
     pads = {layer.output: part.pads for layer, part in zip(stack, tile.layers) if layer.window is not None}
     for node in graph.node:
-        if node.output[0] not in pads:
-            continue
-        auto_pad = next((a.s for a in node.attribute if a.name == "auto_pad"), b"NOTSET")
-        if auto_pad == b"VALID":
-            continue  # no padding anywhere, so none at the borders either
-        kept = [a for a in node.attribute if a.name != "pads"]
-        del node.attribute[:]
-        node.attribute.extend(kept + [helper.make_attribute("pads", list(pads[node.output[0]]))])
+        if node.output[0] in pads:
+            _set_pads(node, pads[node.output[0]])
     return model
+
+
+def _set_pads(node: onnx.NodeProto, pads: tuple[int, int, int, int]) -> None:
+    """Give a window node explicit `pads` in place of its own pads or auto_pad (VALID and SAME included: the
+    geometry has already turned them into pads for the whole image)."""
+    kept = [a for a in node.attribute if a.name not in ("pads", "auto_pad")]
+    del node.attribute[:]
+    node.attribute.extend(kept + [helper.make_attribute("pads", list(pads))])
 
 
 def every_layer_outputs(model: onnx.ModelProto, stack: list[Layer], tile: Tile) -> onnx.ModelProto:
@@ -92,10 +94,8 @@ def layer_model(stack_model: onnx.ModelProto, stack: list[Layer], index: int, in
     source = next(n for n in stack_model.graph.node if n.output[0] == layer.output)
     node = onnx.NodeProto()
     node.CopyFrom(source)
-    if layer.window is not None and next((a.s for a in node.attribute if a.name == "auto_pad"), b"NOTSET") != b"VALID":
-        kept = [a for a in node.attribute if a.name != "pads"]
-        del node.attribute[:]
-        node.attribute.extend(kept + [helper.make_attribute("pads", list(pads))])
+    if layer.window is not None:
+        _set_pads(node, pads)
     reads = set(node.input)
     initializers = [t for t in stack_model.graph.initializer if t.name in reads]
     constants = [n for n in stack_model.graph.node if n.op_type == "Constant" and n.output[0] in reads]

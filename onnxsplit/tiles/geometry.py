@@ -5,8 +5,10 @@ up to a cut: Conv, MaxPool, AveragePool (windows) and layers that treat every
 position alike (BatchNormalization, activations). It stops before anything
 that mixes positions (Resize, Flatten, Gemm, global pooling), before a
 branch (a tensor read twice, as in a skip connection), and before windows it
-cannot tile exactly (auto_pad other than NOTSET/VALID, ceil_mode, groups of
-a transposed convolution).
+cannot tile exactly (ceil_mode, groups of a transposed convolution). A
+window with auto_pad SAME (TF/Keras 'same' padding) gets the explicit pads the
+ONNX rule gives for the whole image, and each tile keeps those at its true
+borders only.
 
 The stack's output is split into an R x C grid. Each tile's input region is
 found by walking back through the stack, layer by layer, with the general
@@ -168,17 +170,29 @@ def _pair(values: Any, default: int) -> tuple[int, int]:
     return (int(values[0]), int(values[1]))
 
 
-def window_of(node: Node) -> Window | None:
-    """The node's window, or None when the node cannot be tiled exactly (the reason is in `why_not_tileable`)."""
-    return None if why_not_tileable(node) else _window(node)
+def _auto_pad(node: Node) -> str:
+    value = node.attrs.get("auto_pad", "NOTSET")
+    return value.decode() if isinstance(value, bytes) else value
 
 
-def _window(node: Node) -> Window:
+def _window(node: Node, in_hw: tuple[int, int]) -> Window:
+    """The node's window with explicit pads: auto_pad SAME_UPPER/SAME_LOWER (as TF/Keras exports write
+    'same' padding) resolved against the whole input's size `in_hw`, by the ONNX rule."""
     attrs = node.attrs
     kernel = _pair(attrs.get("kernel_shape"), 1)
-    pads = list(attrs.get("pads", [0, 0, 0, 0]))
-    return Window(kernel, _pair(attrs.get("strides"), 1), (int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3])),
-                  _pair(attrs.get("dilations"), 1))
+    stride = _pair(attrs.get("strides"), 1)
+    dilation = _pair(attrs.get("dilations"), 1)
+    pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
+    auto_pad = _auto_pad(node)
+    if auto_pad == "VALID":
+        pads = [0, 0, 0, 0]
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        for axis in range(2):
+            extent = (kernel[axis] - 1) * dilation[axis] + 1
+            total = max(0, (math.ceil(in_hw[axis] / stride[axis]) - 1) * stride[axis] + extent - in_hw[axis])
+            small, large = total // 2, total - total // 2
+            pads[axis], pads[axis + 2] = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+    return Window(kernel, stride, (pads[0], pads[1], pads[2], pads[3]), dilation)
 
 
 def why_not_tileable(node: Node) -> str:
@@ -189,10 +203,8 @@ def why_not_tileable(node: Node) -> str:
         return "" if list(node.attrs.get("perm", [])) == NHWC_TO_NCHW else f"{node.name} is not the NHWC-to-NCHW layout transpose"
     if node.op_type not in WINDOW_OPS:
         return f"{node.op_type} is not a spatial layer (it mixes positions or is not supported in a tile)"
-    auto_pad = node.attrs.get("auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    if auto_pad not in ("NOTSET", "VALID"):
-        return f"{node.name} uses auto_pad={auto_pad}"
+    if _auto_pad(node) not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        return f"{node.name} uses auto_pad={_auto_pad(node)}"
     if int(node.attrs.get("ceil_mode", 0)):
         return f"{node.name} uses ceil_mode"
     if node.op_type == "Conv" and "kernel_shape" not in node.attrs:
@@ -237,7 +249,8 @@ def fused_stack(graph: Graph, costs: list[NodeCost], until: str | None = None) -
         in_shape = graph.info(current).shape
         if layout == "NHWC":
             in_shape = (in_shape[0], in_shape[3], in_shape[1], in_shape[2])
-        stack.append(Layer(node.index, node.name, node.op_type, _window(node) if node.op_type in WINDOW_OPS else None,
+        window = _window(node, (in_shape[2], in_shape[3])) if node.op_type in WINDOW_OPS else None
+        stack.append(Layer(node.index, node.name, node.op_type, window,
                            current, output, in_shape, graph.info(output).shape,  # type: ignore[arg-type]
                            costs[node.index].macs, itemsize, layout))
         current = output

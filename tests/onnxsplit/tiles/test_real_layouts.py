@@ -126,3 +126,29 @@ def test_silu_written_out_stays_in_the_stack(tmp_path):
     assert write_tiles(analysis, plan, tmp_path / "tiles").verification.passed
     with pytest.raises(SplitnnError, match="SiLU"):
         write_tiles(analysis, plan, tmp_path / "reuse", reuse=True)
+
+
+def test_same_padding_is_tiled_exactly_on_odd_sizes(tmp_path):
+    """Keras 'same' padding, as keras2onnx and tf2onnx write it (auto_pad SAME_UPPER), on a size that the stride
+    does not divide: the pads the ONNX rule gives for the whole image, kept at each tile's true borders."""
+    nodes = [
+        helper.make_node("Transpose", ["image"], ["nchw"], name="to_nchw", perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "w1"], ["c1"], name="conv1", auto_pad="SAME_UPPER", kernel_shape=[3, 3],
+                         strides=[2, 2]),
+        helper.make_node("PRelu", ["c1", "slope"], ["p1"], name="prelu1"),
+        helper.make_node("MaxPool", ["p1"], ["m1"], name="pool1", auto_pad="SAME_LOWER", kernel_shape=[3, 3],
+                         strides=[2, 2]),
+        helper.make_node("Conv", ["m1", "w2"], ["c2"], name="conv2", auto_pad="VALID", kernel_shape=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["c2"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["y"], name="flatten"),
+    ]
+    model = make_model(nodes, [tensor("image", [1, 27, 23, 3])], [tensor("y", [1, 8])],
+                       [weight("w1", [6, 3, 3, 3], 1), weight("slope", [1, 6, 1, 1], 2), weight("w2", [8, 6, 2, 2], 3)])
+    onnx.save_model(model, str(tmp_path / "same.onnx"))
+    analysis = analyze(load_graph(tmp_path / "same.onnx"))
+    plan = plan_tiles(analysis, 2, load_device("rockpro64"), (3, 2), "c2")
+    conv1, pool1 = plan.stack[1], plan.stack[3]
+    assert conv1.out_shape[2:] == (14, 12) and conv1.window.pads == (1, 1, 1, 1)  # 27 -> 14: 2 rows of pad, 1 each
+    assert pool1.window.pads == (1, 1, 0, 0)  # 14 -> 7 with a 3x3 window, stride 2: one pad, first (SAME_LOWER)
+    document = write_tiles(analysis, plan, tmp_path / "tiles")
+    assert document.verification.passed and document.verification.max_abs_err < 1e-5
