@@ -15,7 +15,7 @@ from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.tiles.export import write_tiles
 from splitnn.onnxsplit.tiles.geometry import fused_stack, split_range, tile_grid
 from splitnn.onnxsplit.tiles.planning import lpt_makespan, plan_tiles
-from tests.helpers import DET_MODEL, make_model, rapidocr_model, run_cli, tensor, weight
+from tests.helpers import CLS_MODEL, DET_MODEL, REC_MODEL, make_model, rapidocr_model, run_cli, tensor, weight
 
 BOARD = load_device("rockpro64")
 
@@ -80,11 +80,13 @@ def test_every_sample_with_a_spatial_stack_tiles_exactly(name, size, grid, sampl
     assert len(document["tiles"]) == grid[0] * grid[1]
 
 
-def test_a_real_exported_detector_tiles_exactly(tmp_path):
-    analysis = analyze(load_graph(rapidocr_model(DET_MODEL), {"x": (1, 3, 96, 96)}))
+@pytest.mark.parametrize("model, shape", [(DET_MODEL, (1, 3, 96, 96)), (CLS_MODEL, (1, 3, 48, 192)),
+                                          (REC_MODEL, (1, 3, 48, 320))])
+def test_the_real_pp_ocr_models_tile_exactly(model, shape, tmp_path):
+    analysis = analyze(load_graph(rapidocr_model(model), {"x": shape}))
     plan = plan_tiles(analysis, 2, BOARD, (2, 2))
     assert len(plan.stack) >= 2  # conv + activation at least, before the first branch
-    document = write_tiles(analysis, plan, tmp_path / "det").to_dict()
+    document = write_tiles(analysis, plan, tmp_path / "tiles").to_dict()
     assert document["verification"]["passed"] and not document["remainder"]["empty"]
 
 
