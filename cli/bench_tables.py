@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 from splitnn.cli.render import human_bytes, stdout
 
 if TYPE_CHECKING:
+    from splitnn.cost_models.prediction import Prediction
     from splitnn.onnxsplit.bench.split_report import SplitBenchReport, StreamReport, Versus
     from splitnn.onnxsplit.bench.sweep import SweepReport
     from splitnn.onnxsplit.bench.tile_report import TableRow, TileBenchReport
@@ -15,10 +16,8 @@ def render_split(report: SplitBenchReport) -> None:
     from rich.table import Table
 
     console = stdout()
-    slow = report.slowdown
     console.print(f"{report.requests} requests over {report.link.description}: {report.ok} ok, {report.errors} errors")
-    if slow.emulated:
-        console.print(f"[yellow]device compute emulated: host time x {slow.factor:.2f} ({slow.source})[/yellow]")
+    _render_emulation(report)
     table = Table(title=f"Cut {', '.join(report.cut.tensors) or '(none)'}", title_justify="left")
     for column in ("stage", "p50 ms", "p95 ms", "predicted ms"):
         table.add_column(column, justify="left" if column == "stage" else "right")
@@ -34,7 +33,10 @@ def render_split(report: SplitBenchReport) -> None:
     base = report.baselines
     if base is not None:
         server = f"{base.all_server_s * 1e3:.2f} ms" if base.all_server_s is not None else "failed"
-        console.print(f"baselines: all on the device {base.all_device_s * 1e3:.2f} ms, all on the server {server}")
+        device_predicted = _predicted_ms(base.predicted_all_device)
+        server_predicted = _predicted_ms(base.predicted_all_server)
+        console.print(f"baselines: all on the device {base.all_device_s * 1e3:.2f} ms{device_predicted}, "
+                      f"all on the server {server}{server_predicted}")
     if report.outputs_match is not None:
         verdict = "match" if report.outputs_match else "[red]DIFFER[/red]"
         console.print(f"outputs {verdict} the unsplit model (max abs error {report.max_abs_err:.3g})")
@@ -45,13 +47,33 @@ def render_split(report: SplitBenchReport) -> None:
     _render_versus(report.versus_baselines)
 
 
+def _predicted_ms(prediction: Prediction | None) -> str:
+    return f" (predicted {prediction.total_s * 1e3:.2f})" if prediction is not None else ""
+
+
+def _render_emulation(report: SplitBenchReport) -> None:
+    """One line on how the board's compute was emulated: a factor given, or each part brought to its prediction."""
+    slow, console = report.slowdown, stdout()
+    if slow.source == "given":
+        if slow.emulated:
+            console.print(f"[yellow]device compute emulated: host time x {slow.factor:.2f} (--device-slowdown)[/yellow]")
+        return
+    parts = [(what, c) for what, c in (("device part", slow.device_part), ("whole model", slow.whole_model)) if c]
+    described = "; ".join(f"{what} {c.host_s * 1e3:.2f} ms here, {c.predicted_s * 1e3:.2f} ms predicted"
+                          + (" [red](this host is slower: run at its own speed)[/red]" if c.host_slower else "")
+                          for what, c in parts)
+    console.print(f"[yellow]device compute emulated: each run waits until the device profile's prediction has "
+                  f"passed ({described})[/yellow]")
+
+
 def _render_stream(stream: StreamReport) -> None:
     console = stdout()
     periods = ", ".join(f"{k[:-2]} {v * 1e3:.1f} ms" for k, v in stream.stage_periods_s.items())
     offered = f" (offered {stream.offered_fps:g} fps)" if stream.offered_fps else ""
     ratio = f" = {stream.ratio:.2f} x" if stream.ratio is not None else ""
+    predicted = f" (predicted {stream.predicted_fps:.2f})" if stream.predicted_fps is not None else ""
     console.print(f"stream of {stream.frames} frames{offered}: {stream.ok} ok, {stream.errors} errors; "
-                  f"[bold]{stream.throughput_fps:.2f} frames/s[/bold]{ratio} the bound {stream.bound_fps:.2f} "
+                  f"[bold]{stream.throughput_fps:.2f} frames/s[/bold]{predicted}{ratio} the bound {stream.bound_fps:.2f} "
                   f"(1 / max stage: {periods}; bottleneck {stream.bottleneck[:-2]}); latency p50 "
                   f"{stream.latency_s.p50 * 1e3:.1f} ms, p95 {stream.latency_s.p95 * 1e3:.1f} ms")
     for message in stream.error_messages:

@@ -392,8 +392,9 @@ TILE_BENCH = OptionGroup("tiles", (
                                   help="Tile plans: timed images per worker count.")),
     (("--no-scaling", "no_scaling"), dict(is_flag=True, help="Tile plans: time only the full worker count, not 1..N.")),
     (("--kill-worker-after", "kill_worker_after"), dict(
-        type=click.FloatRange(0), metavar="S", help="Tile plans, fault drill: kill one worker S seconds into the first "
-                                                    "timed image.")),
+        type=click.FloatRange(0), metavar="S", help="Tile plans, fault drill: kill one worker S seconds after the first "
+                                                    "tile of the first timed image is back (0: at once, while the other "
+                                                    "tiles are out).")),
 ), _tile_bench_choice)
 
 

@@ -110,7 +110,7 @@ def _tile_bench(outdir: str, tiles: TileBenchChoice, as_json: bool) -> None:
 
 def _bench(outdir: str, link: LinkChoice, bench: BenchChoice, progress: Progress) -> SplitBenchReport:
     from splitnn.cost_models.catalog import load_link
-    from splitnn.onnxsplit.bench.vertical import BenchOptions, derive_slowdown, run_bench
+    from splitnn.onnxsplit.bench.vertical import BenchOptions, run_bench
     from splitnn.onnxsplit.runtime.device import DevicePart
     from splitnn.onnxsplit.runtime.link_emulator import settings_for
 
@@ -121,8 +121,7 @@ def _bench(outdir: str, link: LinkChoice, bench: BenchChoice, progress: Progress
         rate = {} if link.bandwidth_bps is None else {"uplink_bps": link.bandwidth_bps, "downlink_bps": link.bandwidth_bps}
         chosen = dataclasses.replace(plan.link, **rate, rtt_s=plan.link.rtt_s if link.rtt_s is None else link.rtt_s)
     settings = settings_for(chosen.uplink_bps, chosen.rtt_s, downlink_bps=chosen.down_bps, **link.impairments)
-    factor, source = (derive_slowdown(outdir, plan), "profiles") if bench.slowdown is None else (bench.slowdown, "given")
-    options = BenchOptions(requests=bench.requests, slowdown=factor, slowdown_source=source, timeout_s=bench.timeout_s,
+    options = BenchOptions(requests=bench.requests, slowdown=bench.slowdown, timeout_s=bench.timeout_s,
                            baselines=bench.baselines, stream=bench.stream, fps=bench.fps)
     return run_bench(outdir, settings, options, progress)
 

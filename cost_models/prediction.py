@@ -19,3 +19,16 @@ class Prediction:
     total_s: float
     throughput_fps: float
     energy_j: float
+
+
+def pipelined_fps(device_s: float, uplink_s: float, server_s: float, downlink_s: float) -> float:
+    """Frames per second of a stream through a split, the one model of the pipeline that the planner's
+    throughput objective and run-bench's `--stream` bound both use.
+
+    The device computes frame i+1 while frame i crosses the uplink, frame i-1 is on the server and frame i-2
+    comes back (runtime/pipelining.py): each stage works on its own frame, so the slowest one sets the rate.
+    Each link direction serializes its frames: bytes * 8 / bits per second. The round trip delays every frame
+    but does not hold the next one back, so it is latency, not a period.
+    """
+    slowest = max(device_s, uplink_s, server_s, downlink_s)
+    return 1.0 / slowest if slowest > 0 else float("inf")

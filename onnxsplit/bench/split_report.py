@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from splitnn.cost_models.prediction import Prediction
 from splitnn.onnxsplit.artifacts.plan_file import CutRecord
+from splitnn.onnxsplit.bench.calibration import Calibration
 from splitnn.onnxsplit.core.records import Record
 
 
@@ -38,9 +39,13 @@ class LinkReport(Record):
 
 @dataclass(frozen=True)
 class SlowdownReport(Record):
-    factor: float  # K: the device part's host compute time is dilated by it
-    source: str  # "none", "given" or "profiles"
-    emulated: bool
+    """How the board's compute was emulated on this host (see bench/calibration.py)."""
+
+    factor: float  # K: the device part's host time x K is the board's (calibrated: at the median)
+    source: str  # "given" (--device-slowdown K) or "calibrated" (each part brought to its prediction)
+    emulated: bool  # False: the part ran at this host's own speed
+    device_part: Calibration | None = None
+    whole_model: Calibration | None = None  # the all-on-device baseline's
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class StreamReport(Record):
     bottleneck: str
     latency_s: Percentiles
     wall_s: float
+    predicted_fps: float | None = None  # the plan's throughput prediction (the same pipeline model as bound_fps)
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,9 @@ class Baselines(Record):
     requests: int
     all_device_fps: float | None = None  # with --stream
     all_server_fps: float | None = None
+    predicted_all_device: Prediction | None = None  # what the plan predicted for each baseline
+    predicted_all_server: Prediction | None = None
+    device_calibration: Calibration | None = None
 
 
 @dataclass(frozen=True)

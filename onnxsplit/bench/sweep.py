@@ -29,11 +29,7 @@ from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.bench_inputs import plan_feeds
 from splitnn.onnxsplit.artifacts.verification import reference_outputs
 from splitnn.onnxsplit.bench.split_report import SplitBenchReport
-from splitnn.onnxsplit.bench.vertical import (
-    BenchOptions,
-    run_bench,
-    slowdown_for_cut,
-)
+from splitnn.onnxsplit.bench.vertical import BenchOptions, run_bench
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.records import Record
 from splitnn.onnxsplit.runtime.link_emulator import LinkSettings
@@ -115,8 +111,8 @@ def sweep_cuts(
 ) -> SweepReport:
     """Measure the plan's feasible candidates (the `top` best by prediction, or all) and report the regret.
 
-    `plan` is what `plan_split` chose; `slowdown` None derives K per cut from
-    the profiles (as `run-bench --device-slowdown auto` does).
+    `plan` is what `plan_split` chose; `slowdown` None calibrates each cut's
+    device part to its prediction (as `run-bench --device-slowdown auto` does).
     """
     if plan.objective not in MEASURABLE:
         raise SplitnnError(f"a sweep measures latency or throughput, not {plan.objective} (that needs a power meter): "
@@ -131,9 +127,8 @@ def sweep_cuts(
 
     rounds = max(1, min(rounds, requests))
     with tempfile.TemporaryDirectory(prefix="splitnn-sweep-", dir=workdir) as folder:
-        factors, reference = _write_cuts(analysis, plan, measured, Path(folder), slowdown, progress)
-        reports = _measure_rounds(Path(folder), measured, link, factors, reference, requests, rounds,
-                                  slowdown_given=slowdown is not None, timeout_s=timeout_s,
+        reference = _write_cuts(analysis, plan, measured, Path(folder), progress)
+        reports = _measure_rounds(Path(folder), measured, link, slowdown, reference, requests, rounds, timeout_s=timeout_s,
                                   stream=plan.objective == "throughput", progress=progress)
     points = [_point(candidate, plan.objective, reports[candidate.cut.id]) for candidate in measured]
 
@@ -158,27 +153,23 @@ def sweep_cuts(
     )
 
 
-def _write_cuts(analysis: Analysis, plan: Plan, measured: list[Candidate], folder: Path, slowdown: float | None,
-                progress: Callable[[str, int, int], None] | None) -> tuple[dict[int, float], dict[str, np.ndarray]]:
-    """Write and verify every measured cut; K per cut, and the unsplit model's outputs on the bench input."""
-    factors = {}
+def _write_cuts(analysis: Analysis, plan: Plan, measured: list[Candidate], folder: Path,
+                progress: Callable[[str, int, int], None] | None) -> dict[str, np.ndarray]:
+    """Write and verify every measured cut; the unsplit model's outputs on the bench input."""
     reference = None
     for index, candidate in enumerate(measured):
         if progress:
             progress("writing the cuts", index, len(measured))
         document = write_split(analysis, dataclasses.replace(plan, chosen=candidate, forced=True),
                                folder / f"cut{candidate.cut.id}")
-        factors[candidate.cut.id] = slowdown if slowdown is not None else slowdown_for_cut(analysis, candidate.cut,
-                                                                                            plan.device)
         if reference is None:  # every cut of one model gets the same input: run the unsplit model once
             reference = reference_outputs(analysis.graph, plan_feeds(document, BenchOptions.seed))
     assert reference is not None
-    return factors, reference
+    return reference
 
 
-def _measure_rounds(folder: Path, measured: list[Candidate], link: LinkSettings, factors: dict[int, float],
-                    reference: dict[str, np.ndarray], requests: int, rounds: int, *, slowdown_given: bool,
-                    timeout_s: float, stream: bool,
+def _measure_rounds(folder: Path, measured: list[Candidate], link: LinkSettings, slowdown: float | None,
+                    reference: dict[str, np.ndarray], requests: int, rounds: int, *, timeout_s: float, stream: bool,
                     progress: Callable[[str, int, int], None] | None) -> dict[int, list[SplitBenchReport]]:
     """Each round visits every cut with its share of the requests: a slow stretch falls on all cuts alike."""
     shares = [requests // rounds + (1 if r < requests % rounds else 0) for r in range(rounds)]
@@ -187,9 +178,8 @@ def _measure_rounds(folder: Path, measured: list[Candidate], link: LinkSettings,
     for visit, (r, candidate) in enumerate(visits):
         if progress:
             progress("cuts x rounds", visit, len(visits))
-        options = BenchOptions(requests=shares[r], slowdown=factors[candidate.cut.id],
-                               slowdown_source="given" if slowdown_given else "profiles", timeout_s=timeout_s,
-                               baselines=False, stream=stream)
+        options = BenchOptions(requests=shares[r], slowdown=slowdown, timeout_s=timeout_s, baselines=False,
+                               stream=stream)
         reports[candidate.cut.id].append(run_bench(folder / f"cut{candidate.cut.id}", link, options,
                                                    reference=reference))
     if progress:

@@ -50,18 +50,46 @@ class TileBenchOptions:
     scaling: bool = True  # also time 1..N-1 workers
     data_parallel: bool = False  # whole images spread over the workers instead of tiles
     seed: int = 0
-    kill_worker_after_s: float | None = None  # fault drill: kill one worker this long into the first timed image
+    # Fault drill: kill one worker this long after the first tile of the first timed image is back (0: at once,
+    # while the other tiles are still out: the same point in every run).
+    kill_worker_after_s: float | None = None
 
 
-def _kill_process(pid: int) -> None:
-    """Fault drill: end a local worker's process abruptly, as a crash would (its nanny starts a new one)."""
-    import os
-    import signal
+class _WorkerKill:
+    """The fault drill: end a local worker's process abruptly, as a crash would (its nanny starts a new one), and
+    tell whether it really died."""
 
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    def __init__(self, pid: int, delay_s: float) -> None:
+        self.pid, self.delay_s = pid, delay_s
+        self.timer: threading.Timer | None = None
+
+    def __call__(self) -> None:  # called when the first tile is back
+        self.timer = threading.Timer(self.delay_s, self._kill)
+        self.timer.start()
+
+    def _kill(self) -> None:
+        import os
+        import signal
+
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def died(self, wait_s: float = 10.0) -> bool:
+        """Whether the worker's process is gone (waited for up to `wait_s`); False if the drill never fired."""
+        import psutil  # a dependency of Dask distributed
+
+        if self.timer is None:
+            return False
+        self.timer.join()
+        try:
+            psutil.Process(self.pid).wait(wait_s)
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.TimeoutExpired:
+            return False
+        return True
 
 
 def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
@@ -144,15 +172,13 @@ def _time_workers(client: Any, program: TileProgram, plugin: str, handles: dict[
     records: list[TileRecord] = []
     step = tick(f"{n} worker{'s' if n > 1 else ''}", options.images)
     for i in range(options.images):
-        timer = None
+        kill = None
         if drill and options.kill_worker_after_s is not None and i == 0:
-            pid = client.run(os.getpid, workers=[workers[0]])[workers[0]]
-            timer = threading.Timer(options.kill_worker_after_s, _kill_process, (pid,))
-            timer.start()
-            killed += 1
-        outputs, records, phase, total, retried = run_tiled_image(client, program, plugin, feeds, workers, handles)
-        if timer is not None:
-            timer.join()
+            kill = _WorkerKill(client.run(os.getpid, workers=[workers[0]])[workers[0]], options.kill_worker_after_s)
+        outputs, records, phase, total, retried = run_tiled_image(client, program, plugin, feeds, workers, handles,
+                                                                  after_first_tile=kill)
+        if kill is not None:
+            killed += kill.died()
             # The dead worker's replacement has a new address: use whoever is there now.
             workers = sorted(client.scheduler_info()["workers"])[:n]
         retries += retried

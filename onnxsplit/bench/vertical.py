@@ -14,17 +14,17 @@ import select
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from splitnn.onnxsplit.analysis.analyze import Analysis
-from splitnn.onnxsplit.analysis.cuts import Cut
-from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference, plan_feeds, plan_graph
+from splitnn.cost_models.prediction import Prediction, pipelined_fps
+from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference, plan_feeds
 from splitnn.onnxsplit.artifacts.plan_file import VerticalPlanFile, model_path
+from splitnn.onnxsplit.bench.calibration import Calibration, calibrate
 from splitnn.onnxsplit.bench.split_report import (
     Baselines,
     BytesPerRequest,
@@ -40,10 +40,6 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, RequestResult
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
 from splitnn.onnxsplit.runtime.pipelining import StreamResult, stream_frames
-
-if TYPE_CHECKING:
-    from splitnn.cost_models.latency import NodeWork
-    from splitnn.cost_models.profiles import DeviceProfile
 
 STAGES = ("device_s", "encode_s", "transfer_s", "server_s", "e2e_s")
 BASELINE_REQUESTS = 10
@@ -86,54 +82,10 @@ def percentiles(values: list[float]) -> Percentiles:
     return Percentiles(float(np.percentile(values, 50)), float(np.percentile(values, 95)))
 
 
-def derive_slowdown(outdir: str | Path, plan: VerticalPlanFile) -> float:
-    """How much slower the plan's device is than this host, for the device part (see `slowdown_of_work`).
-
-    The device part's roofline work is kept in plan.json, so the model is not needed; a schema 1 plan
-    (written before it was kept) has its model loaded and analysed again.
-    """
-    if plan.device_work is None:
-        return _slowdown_from_model(outdir, plan)
-    return slowdown_of_work(plan.device_work, plan.device_profile)
-
-
-def _slowdown_from_model(outdir: str | Path, plan: VerticalPlanFile) -> float:
-    from splitnn.onnxsplit.analysis.analyze import analyze
-
-    graph = plan_graph(outdir, plan)
-    if graph is None:
-        raise SplitnnError(f"the plan's model '{plan.model}' is gone: give --device-slowdown K explicitly")
-    analysis = analyze(graph)
-    cut = next((c for c in analysis.cuts if sorted(c.tensors) == sorted(plan.cut.tensors)), None)
-    if cut is None:
-        raise SplitnnError("the plan's cut is not a cut of its model any more: partition again")
-    return slowdown_for_cut(analysis, cut, plan.device_profile)
-
-
-def slowdown_for_cut(analysis: Analysis, cut: Cut, device: DeviceProfile) -> float:
-    """`slowdown_of_work` for the device part of `cut`."""
-    from splitnn.onnxsplit.vertical.export import device_work
-
-    return slowdown_of_work(device_work(analysis, cut), device)
-
-
-def slowdown_of_work(work: Sequence[NodeWork], device: DeviceProfile) -> float:
-    """The device part predicted on `device` over the same part predicted on this host (the host profile,
-    measured once and cached), at least 1; 1 for an empty device part."""
-    from splitnn.cost_models.catalog import load_device
-    from splitnn.cost_models.latency import work_seconds
-
-    if not work:
-        return 1.0
-    host = load_device("host")
-    return max(sum(work_seconds(w, device) for w in work) / sum(work_seconds(w, host) for w in work), 1.0)
-
-
 @dataclass
 class BenchOptions:
     requests: int = 20
-    slowdown: float = 1.0
-    slowdown_source: str = "none"  # "none", "given" or "profiles"
+    slowdown: float | None = None  # a factor K the user gave; None: each part calibrated to its prediction
     timeout_s: float = 30.0
     baselines: bool = True
     seed: int = 0
@@ -171,7 +123,12 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
     else:
         feeds = plan_feeds(plan, options.seed)
     tick = (lambda stage, total: (lambda done: progress(stage, done, total))) if progress else (lambda stage, total: None)
-    results, stream, stalls = _measure(part, server_model, link, options, feeds, tick)
+    calibration = None
+    if options.slowdown is None:
+        tick("calibrating the device part", 1)(0)
+        calibration = calibrate(lambda: part.run(feeds), plan.predicted.device_s)
+    emulation = _Emulation(options.slowdown or 1.0, calibration.predicted_s if calibration else 0.0)
+    results, stream, stalls = _measure(part, server_model, link, options, emulation, feeds, tick)
     ok = [r for r in results if r.ok]
     max_err, outputs_match = None, None
     if reference is not None and ok:
@@ -180,8 +137,10 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
     baselines = None
     if options.baselines and model_path(outdir, plan).is_file():
         baselines = _baselines(model_path(outdir, plan), plan, feeds, link, options, tick)
+    whole = baselines.device_calibration if baselines is not None else None
     timings = _timings(ok, link, local=server_model is None)
-    report_stream = _stream_report(stream, ok, link, server_model is None) if stream is not None else None
+    report_stream = (_stream_report(stream, ok, link, server_model is None, plan.predicted.throughput_fps)
+                     if stream is not None else None)
     return SplitBenchReport(
         plan=str(outdir),
         requests=len(results),
@@ -196,12 +155,27 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
         max_abs_err=max_err,
         link=LinkReport(link.describe(), link.uplink_bps, link.downlink_bps, 2 * link.delay_s, link.jitter_s, link.loss,
                         stalls),
-        slowdown=SlowdownReport(options.slowdown, options.slowdown_source, options.slowdown > 1),
+        slowdown=_slowdown_report(options, calibration, whole),
         cut=plan.cut,
         stream=report_stream,
         versus_baselines=versus_baselines(plan.objective, timings["stages"]["e2e_s"].p50 if ok else None,
                                           report_stream, baselines),
     )
+
+
+@dataclass(frozen=True)
+class _Emulation:
+    """How the device part's time on this host becomes the board's: times `factor`, or at least `board_s`."""
+
+    factor: float = 1.0
+    board_s: float = 0.0
+
+
+def _slowdown_report(options: BenchOptions, part: Calibration | None, whole: Calibration | None) -> SlowdownReport:
+    if options.slowdown is not None:
+        return SlowdownReport(options.slowdown, "given", options.slowdown > 1)
+    assert part is not None
+    return SlowdownReport(part.factor, "calibrated", not part.host_slower, device_part=part, whole_model=whole)
 
 
 def versus_baselines(objective: str, e2e_s: float | None, stream: StreamReport | None,
@@ -222,18 +196,19 @@ def versus_baselines(objective: str, e2e_s: float | None, stream: StreamReport |
 
 
 def _measure(part: DevicePart, server_model: Path | None, link: LinkSettings, options: BenchOptions,
-             feeds: dict[str, np.ndarray], tick: Callable[[str, int], Any],
+             emulation: _Emulation, feeds: dict[str, np.ndarray], tick: Callable[[str, int], Any],
              ) -> tuple[list[RequestResult], StreamResult | None, int]:
     """The timed requests (after one warm-up), the stream when asked, and the link's loss stalls."""
     if server_model is None:  # all on the device: no server, no link
-        client = DeviceClient(part, ("127.0.0.1", 0), slowdown=options.slowdown)
+        client = DeviceClient(part, ("127.0.0.1", 0), slowdown=emulation.factor, board_s=emulation.board_s)
         client.request(feeds)
         results = _run_requests(client, feeds, options.requests, tick("all on the device (the plan)", options.requests))
         stream = stream_frames(client, feeds, options.requests, options.fps,
                                tick("stream", options.requests)) if options.stream else None
         return results, stream, 0
     with ServerProcess(server_model) as server, LinkRelay(server.address, link) as relay:
-        client = DeviceClient(part, relay.address, slowdown=options.slowdown, timeout_s=options.timeout_s)
+        client = DeviceClient(part, relay.address, slowdown=emulation.factor, board_s=emulation.board_s,
+                              timeout_s=options.timeout_s)
         client.request(feeds)  # warm-up: sessions, connection, caches (not counted)
         results = _run_requests(client, feeds, options.requests, tick("split", options.requests))
         client.close()
@@ -258,7 +233,8 @@ def _timings(ok: list[RequestResult], link: LinkSettings, local: bool) -> dict[s
     }
 
 
-def _stream_report(stream: StreamResult, sequential: list[RequestResult], link: LinkSettings, local: bool) -> StreamReport:
+def _stream_report(stream: StreamResult, sequential: list[RequestResult], link: LinkSettings, local: bool,
+                   predicted_fps: float) -> StreamReport:
     """The stream's throughput next to 1 / max(stage), the stages as timed in the stream itself
     (device and server compute per frame; the link's time is bytes / rate)."""
     def p50(values: list[float]) -> float:
@@ -273,13 +249,14 @@ def _stream_report(stream: StreamResult, sequential: list[RequestResult], link: 
         "downlink_s": 0.0 if local or not link.downlink_bps else down * 8 / link.downlink_bps,
     }
     bottleneck = max(periods, key=lambda k: periods[k])
-    capacity = 1 / periods[bottleneck] if periods[bottleneck] > 0 else float("inf")
+    capacity = pipelined_fps(**periods)  # the planner's model of the pipeline, on the stages as measured
     bound_fps = min(capacity, stream.offered_fps) if stream.offered_fps else capacity
     return StreamReport(
         frames=stream.frames, ok=stream.ok, errors=stream.errors, error_messages=stream.error_messages,
         offered_fps=stream.offered_fps, throughput_fps=stream.throughput_fps, bound_fps=bound_fps,
         ratio=stream.throughput_fps / bound_fps if bound_fps and bound_fps != float("inf") else None,
         stage_periods_s=periods, bottleneck=bottleneck, latency_s=percentiles(stream.latencies_s), wall_s=stream.wall_s,
+        predicted_fps=predicted_fps,
     )
 
 
@@ -290,7 +267,13 @@ def _baselines(model: Path, plan: VerticalPlanFile, feeds: dict[str, np.ndarray]
 
     count = min(options.requests, BASELINE_REQUESTS)
     whole = _WholeModel(create_session(model, level="basic", spin=False), plan)  # the level of the device's .ort
-    device_only = DeviceClient(whole, ("127.0.0.1", 0), slowdown=options.slowdown)  # type: ignore[arg-type]
+    all_device, all_server = _baseline_predictions(plan)
+    calibration = None
+    if options.slowdown is None and all_device is not None:
+        tick("calibrating the whole model", 1)(0)
+        calibration = calibrate(lambda: whole.run(feeds), all_device.device_s)
+    device_only = DeviceClient(whole, ("127.0.0.1", 0), slowdown=options.slowdown or 1.0,  # type: ignore[arg-type]
+                               board_s=calibration.predicted_s if calibration else 0.0)
     device_only.compute(feeds)
     times = []
     step = tick("all on the device", count)
@@ -316,7 +299,17 @@ def _baselines(model: Path, plan: VerticalPlanFile, feeds: dict[str, np.ndarray]
         # The device alone cannot overlap frames with itself: its frames per second are 1 / its compute time.
         all_device_fps=1 / statistics.median(times) if options.stream else None,
         all_server_fps=server_stream.throughput_fps if server_stream is not None else None,
+        predicted_all_device=all_device,
+        predicted_all_server=all_server,
+        device_calibration=calibration,
     )
+
+
+def _baseline_predictions(plan: VerticalPlanFile) -> tuple[Prediction | None, Prediction | None]:
+    """What the plan predicted for all on the device (the cut that sends nothing) and all on the server (cut 0)."""
+    all_device = next((c.predicted for c in plan.candidates if not c.tensors), None)
+    all_server = next((c.predicted for c in plan.candidates if c.id == 0), None)
+    return all_device, all_server
 
 
 class _WholeModel:

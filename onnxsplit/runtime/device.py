@@ -1,9 +1,11 @@
 """The device side: run the device part, send the tensors at the cut, wait for the server's answer.
 
 Every request is timed by stage:
-- device_s: the device part's compute, dilated by `slowdown` (a real board is
-  much slower than this host; the extra time is slept, so the link and the
-  server see the same pacing a board would give them);
+- device_s: the device part's compute as a board would take it: the time on
+  this host times `slowdown`, or at least `board_s` (a real board is much
+  slower than this host; the extra time is slept, so the link and the server
+  see the same pacing a board would give them). run-bench sets `board_s` to
+  what the device profile predicts for the part (bench/calibration.py);
 - encode_s: serialising the tensors into a frame;
 - transfer_s: from the first byte sent to the answer received, minus the
   server's own compute time, which the answer carries;
@@ -88,11 +90,12 @@ class DevicePart:
 class DeviceClient:
     """Runs the device part and talks to a server (directly, or through a LinkRelay)."""
 
-    def __init__(self, part: DevicePart, server: tuple[str, int], *, slowdown: float = 1.0, timeout_s: float = 30.0,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+    def __init__(self, part: DevicePart, server: tuple[str, int], *, slowdown: float = 1.0, board_s: float = 0.0,
+                 timeout_s: float = 30.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.part = part
         self.server = server
         self.slowdown = slowdown
+        self.board_s = board_s
         self.timeout_s = timeout_s
         self.max_frame_bytes = max_frame_bytes
         self._ids = itertools.count(1)
@@ -117,13 +120,14 @@ class DeviceClient:
             self._sock = None
 
     def compute(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
-        """The device part's outputs and its (dilated) compute time."""
+        """The device part's outputs and its compute time as the emulated board takes it (see the module doc)."""
         start = time.perf_counter()
         tensors = self.part.run(feeds)
         measured = time.perf_counter() - start
-        if self.slowdown > 1:
-            time.sleep(measured * (self.slowdown - 1))
-        return tensors, measured * self.slowdown
+        board_s = max(measured * self.slowdown, self.board_s)
+        if board_s > measured:
+            time.sleep(board_s - measured)
+        return tensors, board_s
 
     def payload(self, tensors: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """What goes up: the tensors the server part reads (all of them for a part that does not say), a model

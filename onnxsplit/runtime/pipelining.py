@@ -49,6 +49,7 @@ class StreamResult:
     server_s: list[float] = field(default_factory=list)
     bytes_up: int = 0  # per frame, the last one sent
     bytes_down: int = 0
+    most_in_flight: int = 0  # the most frames sent and not yet answered when a frame was sent (1: no overlap)
 
 
 class _Answers:
@@ -61,6 +62,12 @@ class _Answers:
         self.errors: dict[int, str] = {}
         self.bytes_down = 0
         self.failed = ""  # why the connection can carry no more answers
+
+    def sent(self, started: dict[int, float], request_id: int, at: float) -> int:
+        """Record that frame `request_id` was sent at `at`; how many frames are now out, this one included."""
+        with self.lock:
+            started[request_id] = at
+            return sum(1 for j in started if j not in self.done_at and j not in self.errors)
 
 
 def _receive(sock: socket.socket, started: dict[int, float], sending: threading.Event, answers: _Answers,
@@ -134,6 +141,7 @@ def stream_frames(client: DeviceClient, feeds: dict[str, np.ndarray], frames: in
         args=(sock, started, sending, answers, client.max_frame_bytes, client.timeout_s))
     receiver.start()
     bytes_up = 0
+    most_in_flight = 0
     try:
         for i in range(frames):
             _pace(first, i, fps)
@@ -147,8 +155,7 @@ def stream_frames(client: DeviceClient, feeds: dict[str, np.ndarray], frames: in
             encode_start = time.perf_counter()
             data = encode_frame(Frame(REQUEST, request_id, tensors=client.payload(tensors, feeds)))
             device_s.append(compute_s + time.perf_counter() - encode_start)
-            with answers.lock:
-                started[request_id] = begin
+            most_in_flight = max(most_in_flight, answers.sent(started, request_id, begin))
             try:
                 sock.sendall(data)
             except OSError as exc:
@@ -165,7 +172,7 @@ def stream_frames(client: DeviceClient, feeds: dict[str, np.ndarray], frames: in
     client._drop()  # the connection may hold unread answers after a failure: never reuse it
     if progress:
         progress(frames)
-    return _result(frames, fps, first, started, device_s, answers, bytes_up)
+    return _result(frames, fps, first, started, device_s, answers, bytes_up, most_in_flight)
 
 
 def _pace(first: float, index: int, fps: float | None) -> None:
@@ -176,7 +183,7 @@ def _pace(first: float, index: int, fps: float | None) -> None:
 
 
 def _result(frames: int, fps: float | None, first: float, started: dict[int, float], device_s: list[float],
-            answers: _Answers, bytes_up: int) -> StreamResult:
+            answers: _Answers, bytes_up: int, most_in_flight: int = 1) -> StreamResult:
     done = sorted(answers.done_at.values())
     throughput = (len(done) - 1) / (done[-1] - done[0]) if len(done) >= 2 and done[-1] > done[0] else float("nan")
     return StreamResult(
@@ -192,4 +199,5 @@ def _result(frames: int, fps: float | None, first: float, started: dict[int, flo
         server_s=[answers.server_s[i] for i in sorted(answers.server_s)],
         bytes_up=bytes_up,
         bytes_down=answers.bytes_down,
+        most_in_flight=most_in_flight,
     )

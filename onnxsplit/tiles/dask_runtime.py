@@ -310,8 +310,10 @@ def _retried(client: Any, keys: list[Any]) -> int:
 
 def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: dict[str, np.ndarray],
                     workers: list[str], slice_handles: dict[tuple[int, int], Any] | None = None,
+                    after_first_tile: Callable[[], Any] | None = None,
                     ) -> tuple[dict[str, np.ndarray], list[TileRecord], float, float, int]:
-    """One image through the tiles on `workers`.
+    """One image through the tiles on `workers`; `after_first_tile` is called once the first tile is back, while
+    the others are still out (the fault drill kills a worker there).
 
     Returns the outputs, per-tile records, the tiles phase and total seconds, and how many tile tasks the
     scheduler had to run again because their worker was lost.
@@ -338,6 +340,8 @@ def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: 
             stitched = np.empty(program.stack_shape, dtype=output.dtype)
         paste(stitched, tile.output_region, output)
         records.append(TileRecord(tile.id, worker, seconds, time.perf_counter() - start))
+        if after_first_tile is not None and len(records) == 1:
+            after_first_tile()
     tiles_phase = time.perf_counter() - start
     runner = _slice_runner(client, plugin_name, slice_handles, workers) if slice_handles else None
     outputs = program.finish(stitched, feeds, runner)  # type: ignore[arg-type]

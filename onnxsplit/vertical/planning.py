@@ -8,8 +8,10 @@ Per cut (the model is stated once, here):
                computed on the server)
   server_s   = roofline time of the server part on the server profile
   total_s    = device_s + encode_s + transfer_s + server_s          (objective `latency`)
-  throughput = 1 / max(device_s + encode_s, transfer_s, server_s)   (objective `throughput`,
-               frames pipelined through the three stages)
+  throughput = 1 / max(device_s + encode_s, bytes * 8 / uplink, server_s,
+                       reply bytes * 8 / downlink)                    (objective `throughput`:
+               frames pipelined through the four stages, as `run-bench --stream`
+               runs them; the round trip is latency, not a period: pipelined_fps)
   energy_j   = device compute power * (device_s + encode_s)
                + radio power(bandwidth) * bytes * 8 / bandwidth       (objective `energy`)
 Constraints rule cuts out: device memory (device weights + device peak
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from splitnn.cost_models.latency import seconds
-from splitnn.cost_models.prediction import Prediction
+from splitnn.cost_models.prediction import Prediction, pipelined_fps
 from splitnn.cost_models.profiles import DeviceProfile, LinkProfile
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut, cut_of_device_set, placeable_indices
@@ -104,7 +106,8 @@ def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, li
         encode_s = cut.bytes / device.memory_bytes_per_s
         send_s = cut.bytes * 8 / link.uplink_bps
         transfer_s = link.transfer_seconds(cut.bytes, cut.reply_bytes) if cut.tensors else 0.0
-        slowest = max(device_s + encode_s, transfer_s, server_s)
+        uplink_s = cut.bytes * 8 / link.uplink_bps if cut.tensors else 0.0
+        downlink_s = cut.reply_bytes * 8 / link.down_bps if cut.tensors else 0.0
         predictions.append(
             Prediction(
                 device_s=device_s,
@@ -112,7 +115,7 @@ def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, li
                 transfer_s=transfer_s,
                 server_s=server_s,
                 total_s=device_s + encode_s + transfer_s + server_s,
-                throughput_fps=1.0 / slowest if slowest > 0 else float("inf"),
+                throughput_fps=pipelined_fps(device_s + encode_s, uplink_s, server_s, downlink_s),
                 energy_j=device.compute_power_w * (device_s + encode_s) + link.radio_watts() * send_s,
             )
         )

@@ -139,5 +139,5 @@ def test_a_moved_plan_folder_runs_without_its_model(sample_path, tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["ok"] == 2 and report["outputs_match"] is True and report["max_abs_err"] < 1e-4
-    assert report["slowdown"]["source"] == "profiles" and report["slowdown"]["factor"] >= 1
+    assert report["slowdown"]["source"] == "calibrated" and report["slowdown"]["factor"] >= 1
     assert report["baselines"] is None  # they run the whole model, which is not here

@@ -1,7 +1,6 @@
 """Random inputs stay valid: integer inputs that index a table stay below its length."""
 from __future__ import annotations
 
-import numpy as np
 from onnx import TensorProto, helper
 
 from splitnn.onnxsplit.artifacts.plan_file import header_fields

@@ -33,8 +33,9 @@ def test_stream_answers_every_frame_and_overlaps_them(lenet_plan):
         assert server.counts.ok == frames
     assert (result.frames, result.ok, result.errors) == (frames, frames, 0)
     assert len(result.latencies_s) == frames and all(latency >= rtt for latency in result.latencies_s)
-    # One request at a time would need at least frames x rtt (2.4 s); pipelined, the round trips overlap.
-    assert result.wall_s < frames * rtt
+    # Pipelined: frames were sent while earlier ones were still on the link (one at a time, this would be 1;
+    # LeNet-5's device part computes in far less than the 0.4 s round trip).
+    assert result.most_in_flight >= 2
     assert result.bytes_up > 16 * 5 * 5 * 4 and result.bytes_down > 10 * 4
     assert np.isfinite(result.throughput_fps) and result.throughput_fps > 0
     # The answers themselves are right: the last one checked against the unsplit model through a plain request.

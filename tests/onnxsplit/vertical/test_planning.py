@@ -81,3 +81,19 @@ def test_transfer_counts_the_reply_over_the_downlink(vgg):
     expected = first.cut.bytes * 8 / 5.85e6 + 4000 * 8 / 1e6 + link.rtt_s
     assert first.predicted.transfer_s == pytest.approx(expected, rel=1e-12)
     assert last.cut.reply_bytes == 0 and last.predicted.transfer_s == 0  # all on the device: nothing moves
+
+
+def test_throughput_is_the_slowest_of_four_pipelined_stages_and_ignores_the_round_trip(vgg):
+    """The throughput objective's model is the stream's: device, uplink, server and downlink each work on their
+    own frame, so the slowest sets the rate; the round trip adds latency, not a period."""
+    board, cloud = load_device("rockpro64"), load_device("cloud-cpu")
+    near = dataclasses.replace(load_link("4g"), rtt_s=0.001, downlink_bps=2e6)
+    far = dataclasses.replace(near, rtt_s=0.5)
+    for a, b in zip(plan_split(vgg, board, cloud, near, "throughput").candidates,
+                    plan_split(vgg, board, cloud, far, "throughput").candidates):
+        p, cut = a.predicted, a.cut
+        up, down = (cut.bytes * 8 / near.uplink_bps, cut.reply_bytes * 8 / 2e6) if cut.tensors else (0.0, 0.0)
+        assert p.throughput_fps == pytest.approx(1 / max(p.device_s + p.encode_s, up, p.server_s, down), rel=1e-12)
+        assert b.predicted.throughput_fps == p.throughput_fps
+        if cut.tensors:
+            assert b.predicted.total_s == pytest.approx(p.total_s + 0.499, rel=1e-9)
