@@ -152,7 +152,7 @@ def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
         f"  sends {', '.join(cut.tensors) or 'nothing'} ({human_bytes(cut.bytes)}); predicted "
         f"device {p.device_s * 1000:.1f} ms + encode {p.encode_s * 1000:.2f} ms + transfer {p.transfer_s * 1000:.1f} ms "
         f"+ server {p.server_s * 1000:.1f} ms = [bold]{p.total_s * 1000:.1f} ms[/bold], "
-        f"{p.throughput_fps:.2f} frames/s, {p.energy_j:.3f} J on the device"
+        f"{p.throughput_fps:.2f} frames/s, {_joules(p.energy_j)} on the device"
     )
     key = {"latency": lambda c: c.predicted.total_s, "throughput": lambda c: -c.predicted.throughput_fps,
            "energy": lambda c: c.predicted.energy_j}[plan.objective]
@@ -165,7 +165,7 @@ def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
         table.add_row(f"{mark}{c.cut.id}", c.cut.last_device_node or "(input)", human_bytes(c.cut.bytes),
                       f"{c.predicted.device_s * 1000:.1f}", f"{c.predicted.transfer_s * 1000:.1f}",
                       f"{c.predicted.server_s * 1000:.1f}", f"{c.predicted.total_s * 1000:.1f}",
-                      f"{c.predicted.throughput_fps:.2f}", f"{c.predicted.energy_j:.3f}",
+                      f"{c.predicted.throughput_fps:.2f}", _joules(c.predicted.energy_j, unit=False),
                       "yes" if c.feasible else "[red]" + "; ".join(c.violations) + "[/red]")
     console.print(table)
     ruled_out = sum(1 for c in plan.candidates if not c.feasible)
@@ -176,3 +176,10 @@ def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
     console.print(f"verified: max abs error {v.max_abs_err:.3g} (atol {v.atol}, rtol {v.rtol}){chained}")
     for name, rel in document.artifacts.to_dict().items():
         console.print(f"  {name:<15} {rel}")
+
+
+def _joules(energy_j: float | None, unit: bool = True) -> str:
+    """A predicted energy, or 'unknown' where the device profile's power was not measured."""
+    if energy_j is None:
+        return "unknown energy" if unit else "?"
+    return f"{energy_j:.3f} J" if unit else f"{energy_j:.3f}"

@@ -3,31 +3,53 @@ from __future__ import annotations
 
 import json
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from splitnn.cli.options import input_shape_option
+from splitnn.cli.options import OptionGroup, input_shape_option, use_groups
 from splitnn.cli.progress import Progress
 from splitnn.cli.render import stdout
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How the profiler runs each model."""
+
+    runs: int
+    warmup: int
+    level: str
+    threads: int | None
+
+
+TIMING = OptionGroup("timing", (
+    (("--runs", "runs"), dict(default=10, show_default=True, type=click.IntRange(1),
+                              help="Timed runs per model (the median is kept).")),
+    (("--warmup", "warmup"), dict(default=2, show_default=True, type=click.IntRange(0), help="Untimed runs first.")),
+    (("--level", "level"), dict(type=click.Choice(["none", "basic", "extended", "all"]), default="basic",
+                                show_default=True,
+                                help="onnxruntime graph optimizations; basic is what the ORT-format device part gets.")),
+    (("--threads", "threads"), dict(type=click.IntRange(1),
+                                    help="Intra-op threads (default: onnxruntime's, one per core).")),
+), Timing)
 
 
 @click.command()
 @click.argument("models", nargs=-1, required=True, metavar="MODEL.onnx...")
 @input_shape_option
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Profile file to write (.toml).")
-@click.option("--runs", default=10, show_default=True, type=click.IntRange(1), help="Timed runs per model (the median is kept).")
-@click.option("--warmup", default=2, show_default=True, type=click.IntRange(0), help="Untimed runs first.")
-@click.option("--level", type=click.Choice(["none", "basic", "extended", "all"]), default="basic", show_default=True,
-              help="onnxruntime graph optimizations; basic is what the ORT-format device part gets.")
-@click.option("--threads", type=click.IntRange(1), help="Intra-op threads (default: onnxruntime's, one per core).")
+@use_groups(TIMING)
 @click.option("--base", default="host", show_default=True,
               help="Profile that supplies what the models cannot determine (RAM, power, unused classes).")
 @click.option("--name", help="Name inside the profile (default: profiled-HOSTNAME).")
+@click.option("--compute-watts", type=click.FloatRange(0, min_open=True), metavar="W",
+              help="The board's power while computing, as a power meter read it (default: unknown, and energy "
+                   "is not predicted with this profile).")
 @click.option("--json", "as_json", is_flag=True, help="Print the fit and the per-group timings as JSON.")
-def profile(models: tuple[str, ...], input_shapes: tuple[str, ...], output: str, runs: int, warmup: int, level: str,
-            threads: int | None, base: str, name: str | None, as_json: bool) -> None:
+def profile(models: tuple[str, ...], input_shapes: tuple[str, ...], output: str, timing: Timing, base: str,
+            name: str | None, compute_watts: float | None, as_json: bool) -> None:
     """Time every node of MODEL(s) on this machine and fit a device profile to the times.
 
     Run it on the board to be modelled. onnxruntime's own profiler times each
@@ -63,10 +85,10 @@ def profile(models: tuple[str, ...], input_shapes: tuple[str, ...], output: str,
     with Progress() as progress:
         for model, graph in zip(models, graphs):
             stage = f"timing {Path(model).name}"
-            timings = time_nodes(graph, runs=runs, warmup=warmup, level=level, threads=threads,
+            timings = time_nodes(graph, runs=timing.runs, warmup=timing.warmup, level=timing.level, threads=timing.threads,
                                  progress=lambda done, total, stage=stage: progress(stage, done, total))
             measurements.append((graph, timings))
-    fit = fit_profile(measurements, base_profile, name or f"profiled-{socket.gethostname()}")
+    fit = fit_profile(measurements, base_profile, name or f"profiled-{socket.gethostname()}", compute_watts)
     write_text_atomic(target, device_to_toml(fit.profile, fit_report_lines(fit, measurements)))
 
     if as_json:

@@ -178,9 +178,11 @@ def _solve(d: _Design, start: np.ndarray) -> np.ndarray:
 
 
 def fit_profile(
-    measurements: list[tuple[Graph, NodeTimings]], base: DeviceProfile, name: str, description: str = ""
+    measurements: list[tuple[Graph, NodeTimings]], base: DeviceProfile, name: str,
+    compute_power_w: float | None = None, description: str = ""
 ) -> ProfileFit:
-    """Fit `base`'s per-class rates, bandwidth and overhead to the measured kernel groups."""
+    """Fit `base`'s per-class rates, bandwidth and overhead to the measured kernel groups. The power is what the
+    user measured (`compute_power_w`), never the base profile's: timing a model tells nothing about watts."""
     d = _design(measurements)
     start = np.log([*(base.macs_per_s[c] for c in OP_CLASSES), base.memory_bytes_per_s, max(base.per_node_overhead_s, 1e-7)])
     params = _solve(d, start)
@@ -231,6 +233,7 @@ def fit_profile(
         macs_per_s={c: float(math.exp(params[i])) for i, c in enumerate(OP_CLASSES)},
         memory_bytes_per_s=float(math.exp(params[4])),
         per_node_overhead_s=float(math.exp(params[5])),
+        compute_power_w=compute_power_w,
         source="fitted",
     )
     return ProfileFit(profile, tuple(classes), tuple(models), _objective(d, params))

@@ -3,7 +3,13 @@
 One small graph per operator class is timed (median of runs, after warm-up);
 memory bandwidth is a numpy copy; the per-node overhead is the time per node of
 a chain of tiny Relu nodes. The result is cached as TOML under
-$SPLITNN_CACHE_DIR (default ~/.cache/splitnn) so that later runs agree.
+$SPLITNN_CACHE_DIR (default ~/.cache/splitnn) so that later runs agree, with
+when it was measured and how loaded the machine was then. A kept profile is
+measured again when it is older than a week, was measured on another number of
+cores, or was measured under load (more than half a core busy per core) and
+the machine is quieter now: one cache written while the machine was busy put
+dense convolution at a third of its real rate. Its power is not measured: it
+is left unknown, and energy is not predicted with it.
 """
 from __future__ import annotations
 
@@ -81,19 +87,52 @@ def measure_host() -> DeviceProfile:
             "description": "this machine, measured with onnxruntime",
             "compute": {**{f"{k}_gmac_per_s": v for k, v in gmac.items()}, "per_node_overhead_ms": round(overhead * 1000, 4)},
             "memory": {"bandwidth_gb_per_s": round(bandwidth / 1e9, 3), "ram_gb": ram_bytes / 1e9, "usable_fraction": 0.8},
-            "power": {"compute_w": 0.0},
         },
         "measured",
     )
 
 
+MAX_AGE_S = 7 * 24 * 3600
+BUSY_LOAD_PER_CORE = 0.5
+
+
+def load_per_core() -> float:
+    """The 1-minute load average per core (0 where the platform has none)."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except OSError:
+        return 0.0
+
+
+def is_stale(measurement: dict[str, float], now: float, load_now: float) -> str:
+    """Why a kept host profile should be measured again (empty: it is good)."""
+    try:
+        measured_at, load_then, cpus = (float(measurement[k]) for k in ("measured_at", "load_per_core", "cpus"))
+    except (KeyError, TypeError, ValueError):
+        return "it does not say when it was measured"
+    if now - measured_at > MAX_AGE_S:
+        return "it is more than a week old"
+    if int(cpus) != (os.cpu_count() or 1):
+        return "it was measured on another number of cores"
+    if load_then > BUSY_LOAD_PER_CORE and load_now < load_then:
+        return f"it was measured under load ({load_then:.2f} per core) and the machine is quieter now"
+    return ""
+
+
 def host_profile(refresh: bool = False) -> DeviceProfile:
-    """This machine's profile: from the cache, or measured (a few seconds) and cached."""
+    """This machine's profile: from the cache while it is good (see the module doc), else measured (a few
+    seconds) and cached."""
     from splitnn.onnxsplit.core.atomic_files import write_text_atomic
 
     path = cache_path()
     if path.is_file() and not refresh:
-        return device_from_dict(read_toml(path, "cached host profile"), f"measured:{path}")
+        data = read_toml(path, "cached host profile")
+        if not is_stale(data.get("measurement", {}), time.time(), load_per_core()):
+            return device_from_dict(data, f"measured:{path}")
+    load = load_per_core()
     profile = measure_host()
-    write_text_atomic(path, device_to_toml(profile, ["Measured by splitnn on this machine (cost_models/host.py); delete to measure again."]))
+    record = (f"\n[measurement]\nmeasured_at = {time.time():.0f}\nload_per_core = {max(load, load_per_core()):.3f}\n"
+              f"cpus = {os.cpu_count() or 1}\n")
+    write_text_atomic(path, device_to_toml(profile, ["Measured by splitnn on this machine (cost_models/host.py); delete to "
+                                                     "measure again."]) + record)
     return device_from_dict(read_toml(path, "cached host profile"), f"measured:{path}")

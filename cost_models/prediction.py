@@ -18,7 +18,7 @@ class Prediction:
     server_s: float
     total_s: float
     throughput_fps: float
-    energy_j: float
+    energy_j: float | None  # None: the device profile's power was not measured
 
 
 def pipelined_fps(device_s: float, uplink_s: float, server_s: float, downlink_s: float) -> float:

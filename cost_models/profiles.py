@@ -28,7 +28,7 @@ class DeviceProfile:
     per_node_overhead_s: float
     ram_bytes: int
     usable_ram_fraction: float = 0.8
-    compute_power_w: float = 0.0  # drawn while computing, for the energy objective
+    compute_power_w: float | None = None  # drawn while computing, for the energy objective; None: not measured
     source: str = ""  # where the file came from
 
     @classmethod
@@ -38,7 +38,7 @@ class DeviceProfile:
             name=data["name"], description=data.get("description", ""), macs_per_s=dict(data["macs_per_s"]),
             memory_bytes_per_s=data["memory_bytes_per_s"], per_node_overhead_s=data["per_node_overhead_s"],
             ram_bytes=data["ram_bytes"], usable_ram_fraction=data["usable_ram_fraction"],
-            compute_power_w=data["compute_power_w"], source=data.get("source", ""),
+            compute_power_w=_known_watts(data.get("compute_power_w")), source=data.get("source", ""),
         )
 
     @property
@@ -121,6 +121,12 @@ def read_toml(path: Path | Any, what: str) -> dict[str, Any]:
         raise SplitnnError(f"{what} '{path}' is not valid TOML ({exc}): fix the file") from None
 
 
+def _known_watts(value: Any) -> float | None:
+    """A power figure, or None when it is missing or 0 (no device computes for nothing: 0 was how older
+    profiles wrote 'not measured')."""
+    return float(value) if value is not None and float(value) > 0 else None
+
+
 def device_from_dict(data: dict[str, Any], source: str) -> DeviceProfile:
     try:
         compute = data["compute"]
@@ -134,7 +140,7 @@ def device_from_dict(data: dict[str, Any], source: str) -> DeviceProfile:
             per_node_overhead_s=float(compute.get("per_node_overhead_ms", 0.0)) / 1000,
             ram_bytes=int(float(memory["ram_gb"]) * 1e9),
             usable_ram_fraction=float(memory.get("usable_fraction", 0.8)),
-            compute_power_w=float(data.get("power", {}).get("compute_w", 0.0)),
+            compute_power_w=_known_watts(data.get("power", {}).get("compute_w")),
             source=source,
         )
     except (KeyError, TypeError, ValueError) as exc:
@@ -158,6 +164,7 @@ def device_to_toml(profile: DeviceProfile, comments: list[str] = ()) -> str:  # 
         f"usable_fraction = {profile.usable_ram_fraction}",
         "",
         "[power]",
-        f"compute_w = {profile.compute_power_w}",
+        f"compute_w = {profile.compute_power_w}" if profile.compute_power_w is not None
+        else "# compute_w: not measured (energy predictions are unknown until a measured figure is given)",
     ]
     return "\n".join(lines) + "\n"

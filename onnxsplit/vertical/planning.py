@@ -116,7 +116,8 @@ def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, li
                 server_s=server_s,
                 total_s=device_s + encode_s + transfer_s + server_s,
                 throughput_fps=pipelined_fps(device_s + encode_s, uplink_s, server_s, downlink_s),
-                energy_j=device.compute_power_w * (device_s + encode_s) + link.radio_watts() * send_s,
+                energy_j=None if device.compute_power_w is None
+                else device.compute_power_w * (device_s + encode_s) + link.radio_watts() * send_s,
             )
         )
     return predictions
@@ -155,7 +156,17 @@ def _score(prediction: Prediction, objective: str) -> float:
         return prediction.total_s
     if objective == "throughput":
         return -prediction.throughput_fps
+    assert prediction.energy_j is not None  # plan_split refuses the energy objective without a measured power
     return prediction.energy_j
+
+
+def _check_objective(objective: str, device: DeviceProfile) -> None:
+    if objective not in OBJECTIVES:
+        raise SplitnnError(f"unknown objective '{objective}': use one of {', '.join(OBJECTIVES)}")
+    if objective == "energy" and device.compute_power_w is None:
+        raise SplitnnError(f"the device profile '{device.name}' has no measured power, so energy cannot be predicted: "
+                           "give a profile with [power] compute_w (splitnn profile --compute-watts W), or use "
+                           "--objective latency or throughput")
 
 
 def plan_split(
@@ -173,8 +184,7 @@ def plan_split(
     taken (it must still satisfy the constraints). Raises SplitnnError when no
     cut is feasible, naming what ruled each one out.
     """
-    if objective not in OBJECTIVES:
-        raise SplitnnError(f"unknown objective '{objective}': use one of {', '.join(OBJECTIVES)}")
+    _check_objective(objective, device)
     constraints = constraints or Constraints(device_memory_bytes=device.usable_ram_bytes)
     total_macs = analysis.totals.macs
     candidates = []

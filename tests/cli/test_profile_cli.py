@@ -20,10 +20,18 @@ def test_profile_writes_a_usable_device_profile(sample_path, tmp_path):
     assert sum(len(g["nodes"]) for g in timing["groups"]) + len(timing["eliminated"]) == 69  # ResNet-18's nodes
     board = load_device(str(target))
     assert board.ram_bytes == load_device("rockpro64").ram_bytes  # not measurable: from --base
+    assert board.compute_power_w is None  # timing tells nothing about watts: unknown, not the base's 5 W
     assert board.macs_per_s["dense_conv"] == pytest.approx(report["profile"]["macs_per_s"]["dense_conv"], rel=1e-3)
     # The profile drives a partition.
     proc = run_cli("partition", model, "-o", str(tmp_path / "plan"), "--device", str(target), "--no-ort")
     assert proc.returncode == 0, proc.stderr
+    assert "unknown energy on the device" in proc.stdout
+    proc = run_cli("partition", model, "-o", str(tmp_path / "energy"), "--device", str(target), "--objective", "energy")
+    assert proc.returncode == 2 and "no measured power" in proc.stderr and not (tmp_path / "energy").exists()
+    # A power the user measured is kept.
+    proc = run_cli("profile", model, "-o", str(tmp_path / "watts.toml"), "--runs", "1", "--compute-watts", "4.2")
+    assert proc.returncode == 0, proc.stderr
+    assert load_device(str(tmp_path / "watts.toml")).compute_power_w == 4.2
 
 
 def test_profile_table_and_bad_options(sample_path, tmp_path):

@@ -1,0 +1,43 @@
+"""The host profile: measured again when the kept one is stale or was measured under load; power unknown."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from splitnn.cost_models.catalog import load_device, load_link
+from splitnn.cost_models.host import MAX_AGE_S, is_stale
+from splitnn.cost_models.profiles import device_from_dict, device_to_toml, read_toml
+from splitnn.onnxsplit.analysis.analyze import analyze
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.model.loading import load_graph
+from splitnn.onnxsplit.vertical.planning import plan_split
+
+
+def test_a_kept_host_profile_is_measured_again_when_stale_or_taken_under_load():
+    now, cpus = 1_000_000.0, os.cpu_count() or 1
+    fresh = {"measured_at": now - 60, "load_per_core": 0.1, "cpus": cpus}
+    assert is_stale(fresh, now, load_now=0.1) == ""
+    assert "week" in is_stale({**fresh, "measured_at": now - MAX_AGE_S - 1}, now, 0.1)
+    assert "cores" in is_stale({**fresh, "cpus": cpus + 1}, now, 0.1)
+    busy = {**fresh, "load_per_core": 1.5}
+    assert "under load" in is_stale(busy, now, load_now=0.2)
+    assert is_stale(busy, now, load_now=2.0) == ""  # no quieter now: measuring again would not help
+    assert "when" in is_stale({}, now, 0.1)  # written before the record was kept
+
+
+def test_unmeasured_power_is_unknown_and_energy_is_refused(sample_path, tmp_path):
+    host = load_device("host")  # measured into the tests' own cache
+    assert host.compute_power_w is None
+    path = tmp_path / "board.toml"
+    path.write_text(device_to_toml(host))
+    assert device_from_dict(read_toml(path, "p"), "p").compute_power_w is None  # and it stays unknown in a file
+    analysis = analyze(load_graph(sample_path("lenet5")))
+    plan = plan_split(analysis, host, load_device("cloud-cpu"), load_link("4g"), "latency")
+    assert all(c.predicted.energy_j is None for c in plan.candidates)  # never 0 J
+    with pytest.raises(SplitnnError, match="no measured power"):
+        plan_split(analysis, host, load_device("cloud-cpu"), load_link("4g"), "energy")
+    board = plan_split(analysis, load_device("rockpro64"), load_device("cloud-cpu"), load_link("4g"), "energy")
+    assert board.chosen.predicted.energy_j > 0
+
+
