@@ -18,6 +18,10 @@ def update_weights(outdir: str, retrained: str, as_json: bool) -> None:
     Checks that the graph is the same, rewrites device/weights.bin and
     server/weights.bin, and reports per part which tensors changed and how
     many bytes the device must download (0 when only server layers changed).
+    The device's .ort is kept when it reproduces the updated part with the
+    new blob's weights given at load, so only the changed tensors travel;
+    otherwise it is rebuilt and counted. The reference outputs run-bench
+    compares against become the retrained model's.
 
     \b
     Examples:
@@ -35,4 +39,7 @@ def update_weights(outdir: str, retrained: str, as_json: bool) -> None:
         names = ", ".join(part.changed[:5]) + (f" +{len(part.changed) - 5}" if len(part.changed) > 5 else "")
         console.print(f"{side}: {len(part.changed)} tensors changed ({human_bytes(part.changed_bytes)} of "
                       f"{human_bytes(part.blob_bytes)}){': ' + names if names else ''}")
-    console.print(f"[bold]the device must download {human_bytes(report.device_download_bytes)}[/bold]")
+    ort = {None: "", False: " (the .ort is kept: it takes the changed weights from the blob at load)",
+           True: " (the changed tensors and the rebuilt .ort: onnxruntime had folded a changed weight into it)"}
+    console.print(f"[bold]the device must download {human_bytes(report.device_download_bytes)}[/bold]"
+                  f"{ort[report.ort_rebuilt]}")

@@ -132,6 +132,12 @@ def write_part_graph(model: onnx.ModelProto, folder: Path) -> None:
     onnx.save_model(model, str(folder / MODEL_FILE))
 
 
+def blob_initializers(part_model: Path) -> dict[str, np.ndarray]:
+    """Every initializer of a written part (its graph and weight blob), by name."""
+    model = onnx.load(str(part_model), load_external_data=True)
+    return {tensor.name: numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+
+
 def convert_to_ort(onnx_path: Path, ort_path: Path) -> None:
     """onnxruntime's own ORT-format conversion (what its convert_onnx_models_to_ort tool does).
 

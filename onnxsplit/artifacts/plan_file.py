@@ -112,7 +112,8 @@ class PartUpdateRecord(Record):
 class WeightsUpdateRecord(Record):
     retrained: str
     parts: dict[str, PartUpdateRecord]
-    device_download_bytes: int
+    device_download_bytes: int  # the changed tensors, plus the .ort when it had to be rebuilt
+    ort_rebuilt: bool | None = None  # None: the plan has no .ort, or no device weight changed
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,9 @@ class VerticalPlanFile(PlanHeader):
     artifacts: VerticalArtifacts = field(default_factory=VerticalArtifacts)
     device_work: tuple[NodeWork, ...] | None = None  # the device part's nodes, for predictions without the model
     weights_update: WeightsUpdateRecord | None = None
+    # The .ort predates a weights update that kept it: at load it takes every weight from the device blob
+    # (add_initializer), which update-weights checked reproduces the updated part.
+    device_ort_weights_from_blob: bool = False
     strategy: str = "vertical"
     schema_version: int = SCHEMA_VERSION
 

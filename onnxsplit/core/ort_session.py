@@ -4,9 +4,11 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import onnx
 
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -26,6 +28,7 @@ def create_session(
     profile_prefix: Path | None = None,
     spin: bool = True,
     shared_arena: bool = False,
+    initializers: Mapping[str, np.ndarray] | None = None,
 ) -> "onnxruntime.InferenceSession":
     """A CPU session for a model proto, serialized model bytes, or a file (.onnx or .ort).
 
@@ -38,23 +41,37 @@ def create_session(
     matters when another process shares the cores (a bench's device and server);
     shared_arena=True takes activation memory from one arena per process, shared by
     every session that asks for it, instead of one arena per session (sessions that
-    run one at a time then need the largest one's activations, not their sum).
+    run one at a time then need the largest one's activations, not their sum);
+    initializers replaces the model's weights of those names with these values (SessionOptions.add_initializer,
+    which works on ORT-format files too; a name the model no longer has is ignored by onnxruntime).
     """
     import onnxruntime as ort
 
     options = _options(level, prepack, config, save_to, threads, profile_prefix, spin, shared_arena)
+    held = [(name, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value)))
+            for name, value in (initializers or {}).items()]
+    for name, value in held:
+        options.add_initializer(name, value)
     if isinstance(source, onnx.ModelProto):
         model: bytes | str = source.SerializeToString()
     else:
         model = source if isinstance(source, bytes) else str(source)
     if not isinstance(model, str):
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        return _holding(ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]), held)
     try:
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        return _holding(ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]), held)
     except Exception as exc:  # onnxruntime's own exception types share no base class but Exception
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SplitnnError(f"onnxruntime cannot load '{model}' ({first[:300]}): the file or its weights are damaged "
                            "or incomplete; copy the folder again or partition again") from None
+
+
+def _holding(session: Any, values: list[Any]) -> Any:
+    """`session`, keeping the OrtValues it was given as initializers alive as long as it lives (onnxruntime
+    reads their buffers in place)."""
+    if values:
+        session.splitnn_initializers = values
+    return session
 
 
 def _options(level: str | None, prepack: bool, config: dict[str, str] | None, save_to: Path | None,

@@ -79,7 +79,14 @@ class DevicePart:
         # Only what the server part reads is sent; model outputs computed here stay here and join its answer.
         self.sends: list[str] = list(parts.server.inputs)
         self.keeps: list[str] = [name for name in self.outputs if name in self.plan.outputs]
-        self.session = create_session(self.file, threads=threads, spin=spin) if self.file is not None else None
+        overrides = None
+        if self.file is not None and self.plan.device_ort_weights_from_blob and self.file.suffix == ".ort":
+            # The .ort predates a weights update: its weights come from the blob (see VerticalArtifacts).
+            from splitnn.onnxsplit.artifacts.part_files import blob_initializers
+
+            overrides = blob_initializers(outdir / (self.plan.artifacts.device_model or ""))
+        self.session = (create_session(self.file, threads=threads, spin=spin, initializers=overrides)
+                        if self.file is not None else None)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.session is None:

@@ -21,14 +21,17 @@ from onnx import numpy_helper
 
 from splitnn.onnxsplit.artifacts.fingerprint import file_fingerprint
 from splitnn.onnxsplit.artifacts.layout import DEVICE_DIR, MODEL_FILE, ORT_FILE, SERVER_DIR, WEIGHTS_FILE
+from splitnn.onnxsplit.artifacts.bench_inputs import plan_feeds
 from splitnn.onnxsplit.artifacts.plan_file import (
     PartUpdateRecord,
+    VerticalPlanFile,
     WeightsUpdateRecord,
     load_verification_data,
-    read_vertical_plan,
+    read_plan,
     save_verification_data,
     write_plan,
 )
+from splitnn.onnxsplit.artifacts.verification import Verification
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 SIDES = (DEVICE_DIR, SERVER_DIR)
@@ -56,63 +59,106 @@ def _weights_by_name(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 def update_weights(outdir: str | Path, retrained: str | Path) -> WeightsUpdateRecord:
     """Rewrite both weight blobs of the split in `outdir` from `retrained`; return the report.
 
-    The new files are staged and renamed into place per part; the ORT-format
-    device part embeds its weights, so it is rebuilt when device weights change.
+    The new files are staged and renamed into place per part. The ORT-format device part embeds its weights;
+    it is kept when, given the new blob's weights at load (add_initializer), it reproduces the updated part on
+    the kept verification input, so only the changed tensors travel; otherwise (its optimizer folded a changed
+    weight into another) it is rebuilt, and travels too.
     """
-    from splitnn.onnxsplit.artifacts.part_files import convert_to_ort, write_part_graph
-
     outdir = Path(outdir)
-    plan = read_vertical_plan(outdir)
+    plan = _vertical_plan(outdir)
     if file_fingerprint(retrained) != plan.graph_fingerprint:
         raise SplitnnError(
             f"'{retrained}' does not have the same graph as the partitioned model (nodes, wiring or weight shapes differ): "
             "update-weights only swaps weight values; partition the new model instead"
         )
     new_values = _weights_by_name(onnx.load(str(retrained), load_external_data=True))
-
+    kept = load_verification_data(outdir)
+    feeds = kept[0] if kept is not None else plan_feeds(plan, 0)
     updates: list[PartUpdate] = []
+    ort_rebuilt = None
     for side in SIDES:
-        model_path = outdir / side / MODEL_FILE
-        if not model_path.is_file():
-            continue
-        try:
-            part = onnx.load(str(model_path), load_external_data=True)
-        except (OSError, ValueError, DecodeError) as exc:
-            raise SplitnnError(f"the plan's {side} part '{model_path}' or its weights are damaged ({exc}): copy the "
-                               "folder again or partition again") from None
-        changed: list[str] = []
-        changed_bytes = 0
-        for tensor in part.graph.initializer:
-            old = numpy_helper.to_array(tensor)
-            new = new_values[tensor.name]
-            if old.tobytes() != new.tobytes():
-                changed.append(tensor.name)
-                changed_bytes += new.nbytes
-                tensor.CopyFrom(numpy_helper.from_array(new.astype(old.dtype, copy=False), tensor.name))
-        if changed:
-            staging = Path(tempfile.mkdtemp(prefix=f".{side}.", dir=outdir))
-            try:
-                write_part_graph(part, staging)
-                if side == DEVICE_DIR and (outdir / side / ORT_FILE).exists():
-                    convert_to_ort(staging / MODEL_FILE, staging / ORT_FILE)
-                # The blob first, the graph last: the tensors' shapes are unchanged, so the old
-                # graph reads the new blob correctly in between.
-                for name in (WEIGHTS_FILE, ORT_FILE, MODEL_FILE):
-                    if (staging / name).exists():
-                        (staging / name).chmod(0o644)
-                        os.replace(staging / name, outdir / side / name)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-        updates.append(PartUpdate(side, changed, changed_bytes, (outdir / side / WEIGHTS_FILE).stat().st_size))
-
+        if (outdir / side / MODEL_FILE).is_file():
+            update, rebuilt = _update_side(outdir, side, new_values, feeds, plan.verification)
+            updates.append(update)
+            ort_rebuilt = rebuilt if side == DEVICE_DIR else ort_rebuilt
+    device = next((u for u in updates if u.side == DEVICE_DIR), None)
+    download = device.changed_bytes if device else 0
+    if ort_rebuilt:
+        download += (outdir / DEVICE_DIR / ORT_FILE).stat().st_size
     report = WeightsUpdateRecord(
         retrained=str(retrained),
         parts={u.side: PartUpdateRecord(tuple(u.changed), u.changed_bytes, u.blob_bytes) for u in updates},
-        device_download_bytes=next((u.changed_bytes for u in updates if u.side == DEVICE_DIR), 0),
+        device_download_bytes=download,
+        ort_rebuilt=ort_rebuilt,
     )
+    from_blob = plan.device_ort_weights_from_blob if ort_rebuilt is None else not ort_rebuilt
     _update_reference(outdir, retrained)
-    write_plan(outdir, replace(plan, weights_update=report))
+    write_plan(outdir, replace(plan, weights_update=report, device_ort_weights_from_blob=from_blob))
     return report
+
+
+def _vertical_plan(outdir: Path) -> VerticalPlanFile:
+    plan = read_plan(outdir)
+    if not isinstance(plan, VerticalPlanFile):
+        raise SplitnnError(f"'{outdir}' holds a tile plan: update-weights swaps the weights of a vertical split; for "
+                           "tiles, partition the retrained model again with --strategy tiles (the tiles, the "
+                           "remainder and the neuron slices are all cut from it)")
+    return plan
+
+
+def _update_side(outdir: Path, side: str, new_values: dict[str, np.ndarray], feeds: dict[str, np.ndarray],
+                 verification: Verification) -> tuple[PartUpdate, bool | None]:
+    """Swap one part's changed weights in place; whether its .ort was rebuilt (None: none, or nothing changed)."""
+    from splitnn.onnxsplit.artifacts.part_files import convert_to_ort, write_part_graph
+
+    model_path = outdir / side / MODEL_FILE
+    try:
+        part = onnx.load(str(model_path), load_external_data=True)
+    except (OSError, ValueError, DecodeError) as exc:
+        raise SplitnnError(f"the plan's {side} part '{model_path}' or its weights are damaged ({exc}): copy the "
+                           "folder again or partition again") from None
+    changed: list[str] = []
+    changed_bytes = 0
+    for tensor in part.graph.initializer:
+        old = numpy_helper.to_array(tensor)
+        new = new_values[tensor.name]
+        if old.tobytes() != new.tobytes():
+            changed.append(tensor.name)
+            changed_bytes += new.nbytes
+            tensor.CopyFrom(numpy_helper.from_array(new.astype(old.dtype, copy=False), tensor.name))
+    rebuilt = None
+    if changed:
+        staging = Path(tempfile.mkdtemp(prefix=f".{side}.", dir=outdir))
+        try:
+            write_part_graph(part, staging)
+            if side == DEVICE_DIR and (outdir / side / ORT_FILE).exists():
+                rebuilt = not _ort_reproduces(outdir / side / ORT_FILE, staging / MODEL_FILE, feeds, verification)
+                if rebuilt:
+                    convert_to_ort(staging / MODEL_FILE, staging / ORT_FILE)
+            # The blob first, the graph last: the tensors' shapes are unchanged, so the old
+            # graph reads the new blob correctly in between.
+            for name in (WEIGHTS_FILE, ORT_FILE, MODEL_FILE):
+                if (staging / name).exists():
+                    (staging / name).chmod(0o644)
+                    os.replace(staging / name, outdir / side / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return PartUpdate(side, changed, changed_bytes, (outdir / side / WEIGHTS_FILE).stat().st_size), rebuilt
+
+
+def _ort_reproduces(ort_path: Path, new_part: Path, feeds: dict[str, np.ndarray], verification: Verification) -> bool:
+    """Whether the existing .ort, given the new part's weights at load, computes what the new part computes."""
+    from splitnn.onnxsplit.artifacts.part_files import blob_initializers
+    from splitnn.onnxsplit.artifacts.verification import compare_outputs
+    from splitnn.onnxsplit.core.ort_session import create_session
+
+    reference = create_session(new_part, prepack=False)
+    names = [o.name for o in reference.get_outputs()]
+    inputs = {i.name: feeds[i.name] for i in reference.get_inputs()}
+    expected = dict(zip(names, reference.run(names, inputs)))
+    kept = create_session(ort_path, prepack=False, initializers=blob_initializers(new_part))
+    _, same = compare_outputs(dict(zip(names, kept.run(names, inputs))), expected, verification.atol, verification.rtol)
+    return same
 
 
 def _update_reference(outdir: Path, retrained: str | Path) -> None:
