@@ -19,9 +19,9 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
+from splitnn.onnxsplit.artifacts.bench_inputs import plan_feeds
 from splitnn.onnxsplit.artifacts.fingerprint import file_fingerprint
 from splitnn.onnxsplit.artifacts.layout import DEVICE_DIR, MODEL_FILE, ORT_FILE, SERVER_DIR, WEIGHTS_FILE
-from splitnn.onnxsplit.artifacts.bench_inputs import plan_feeds
 from splitnn.onnxsplit.artifacts.plan_file import (
     PartUpdateRecord,
     VerticalPlanFile,
