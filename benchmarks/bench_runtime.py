@@ -6,7 +6,7 @@ for throughput) under one emulated link:
     bandwidth each way + round trip + server compute, from the same run);
     target e2e p50 <= 1.05 x bound + 2 ms;
   - stream: the pipelined throughput against 1 / max(stage); target >= 0.9.
-The device is emulated as the rockpro64 profile (K from the profiles).
+The device is emulated as the rockpro64 profile (each part calibrated to its prediction).
 
     python benchmarks/bench_runtime.py [--link 4g] [--requests 20] [--json]
 """

@@ -7,7 +7,7 @@ $SPLITNN_CACHE_DIR (default ~/.cache/splitnn) so that later runs agree, with
 when it was measured and how loaded the machine was then. A kept profile is
 measured again when it is older than a week, was measured on another number of
 cores, or was measured under load (more than half a core busy per core) and
-the machine is quieter now: one cache written while the machine was busy put
+the machine is quiet now: one cache written while the machine was busy put
 dense convolution at a third of its real rate. Its power is not measured: it
 is left unknown, and energy is not predicted with it.
 """
@@ -114,8 +114,8 @@ def is_stale(measurement: dict[str, float], now: float, load_now: float) -> str:
         return "it is more than a week old"
     if int(cpus) != (os.cpu_count() or 1):
         return "it was measured on another number of cores"
-    if load_then > BUSY_LOAD_PER_CORE and load_now < load_then:
-        return f"it was measured under load ({load_then:.2f} per core) and the machine is quieter now"
+    if load_then > BUSY_LOAD_PER_CORE >= load_now:
+        return f"it was measured under load ({load_then:.2f} per core) and the machine is quiet now"
     return ""
 
 

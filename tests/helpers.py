@@ -104,11 +104,15 @@ def max_chain_error(analysis: Analysis, full: onnx.ModelProto, cut_ids=None) -> 
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `splitnn ARGS` as a user would, in a child process."""
-    return subprocess.run(
-        [sys.executable, "-m", "splitnn.cli", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    """Run `splitnn ARGS` as a user would, in a child process: from `cwd`, or from an empty folder of its own
+    (never the repository, which would hide a command that only works from there)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="splitnn-cwd-") as elsewhere:
+        return subprocess.run(
+            [sys.executable, "-m", "splitnn.cli", *args], capture_output=True, text=True, cwd=cwd or elsewhere,
+            timeout=300, env={**os.environ, "COLUMNS": "200"},
+        )
 
 
 def load_proto(model: onnx.ModelProto, folder: Path, input_shapes=None, name: str = "model.onnx") -> Graph:

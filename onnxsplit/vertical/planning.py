@@ -5,7 +5,8 @@ Per cut (the model is stated once, here):
   encode_s   = bytes at the cut / device memory bandwidth (one copy into the send buffer)
   transfer_s = bytes * 8 / uplink bandwidth + reply bytes * 8 / downlink bandwidth
                + round trip (0 when nothing is sent; the reply is the model outputs
-               computed on the server)
+               computed on the server; bytes as on the wire: the tensors and the
+               frame around them, cost_models/wire_bytes.py)
   server_s   = roofline time of the server part on the server profile
   total_s    = device_s + encode_s + transfer_s + server_s          (objective `latency`)
   throughput = 1 / max(device_s + encode_s, bytes * 8 / uplink, server_s,
@@ -19,6 +20,7 @@ activations <= usable RAM), the share of MACs on the device, the bytes sent.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,11 +28,13 @@ import numpy as np
 from splitnn.cost_models.latency import seconds
 from splitnn.cost_models.prediction import Prediction, pipelined_fps
 from splitnn.cost_models.profiles import DeviceProfile, LinkProfile
+from splitnn.cost_models.wire_bytes import frame_overhead_bytes, tensor_overhead_bytes
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut, cut_of_device_set, placeable_indices
 from splitnn.onnxsplit.analysis.min_cut import min_cut_device_side
 from splitnn.onnxsplit.artifacts.plan_file import CandidateRecord, Constraints, CutRecord
 from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.model.graph import Graph
 
 OBJECTIVES = ("latency", "throughput", "energy")
 
@@ -95,6 +99,7 @@ def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, li
         device_prefix.append(device_prefix[-1] + device_node[index])
         server_prefix.append(server_prefix[-1] + server_node[index])
     server_total = server_prefix[-1]
+    frames = _FrameBytes(analysis.graph, placeable)
     predictions = []
     for cut in analysis.cuts if cuts is None else cuts:
         if cut.device_indices is None:
@@ -104,10 +109,10 @@ def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, li
             device_s = sum(device_node[i] for i in cut.device_indices)
             server_s = server_total - sum(server_node[i] for i in cut.device_indices)
         encode_s = cut.bytes / device.memory_bytes_per_s
-        send_s = cut.bytes * 8 / link.uplink_bps
-        transfer_s = link.transfer_seconds(cut.bytes, cut.reply_bytes) if cut.tensors else 0.0
-        uplink_s = cut.bytes * 8 / link.uplink_bps if cut.tensors else 0.0
-        downlink_s = cut.reply_bytes * 8 / link.down_bps if cut.tensors else 0.0
+        up, down = (frames.request(cut), frames.reply(cut)) if cut.tensors else (0, 0)
+        send_s = up * 8 / link.uplink_bps
+        transfer_s = link.transfer_seconds(up, down) if cut.tensors else 0.0
+        uplink_s, downlink_s = up * 8 / link.uplink_bps, down * 8 / link.down_bps
         predictions.append(
             Prediction(
                 device_s=device_s,
@@ -123,6 +128,36 @@ def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, li
     return predictions
 
 
+class _FrameBytes:
+    """The bytes a cut's request and reply take on the wire: the tensors, and the frame around them (its header,
+    each tensor's name and .npy header: cost_models/wire_bytes.py)."""
+
+    def __init__(self, graph: Graph, placeable: list[int]) -> None:
+        self.graph = graph
+        position = {index: pos for pos, index in enumerate(placeable)}
+        # Model outputs computed by a placed node: (name, its position, its node index).
+        self.outputs = [(name, position[graph.producer[name]], graph.producer[name]) for name in graph.outputs
+                        if graph.producer.get(name) in position]
+        self._around: dict[str, int] = {}
+
+    def around(self, name: str) -> int:
+        """What tensor `name` adds to a frame beyond its data."""
+        if name not in self._around:
+            info = self.graph.info(name)
+            self._around[name] = tensor_overhead_bytes(name, info.shape, info.dtype)
+        return self._around[name]
+
+    def request(self, cut: Cut) -> int:
+        return cut.bytes + frame_overhead_bytes([]) + sum(self.around(name) for name in cut.tensors)
+
+    def reply(self, cut: Cut) -> int:
+        """The model outputs the server computes come back; the device keeps its own."""
+        device = set(cut.device_indices) if cut.device_indices is not None else None
+        back = [name for name, pos, index in self.outputs
+                if (index not in device if device is not None else pos >= cut.device_nodes)]
+        return cut.reply_bytes + frame_overhead_bytes([]) + sum(self.around(name) for name in back)
+
+
 # The uplinks of the parametric sweep: where the latency-optimal partition changes, it is listed.
 SWEEP_UPLINKS_BPS = tuple(float(x) for x in np.geomspace(0.05e6, 1000e6, 24))
 
@@ -134,6 +169,7 @@ def dag_cuts(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, l
     `per_node` as in `predict`."""
     graph, costs = analysis.graph, analysis.nodes
     position = {index: p for p, index in enumerate(placeable_indices(graph))}
+    frames = _FrameBytes(graph, placeable_indices(graph))
     device_node, server_node = per_node or (node_seconds_on(analysis, device), node_seconds_on(analysis, server))
     found: list[Cut] = []
     seen: set[frozenset[int]] = set()
@@ -141,8 +177,9 @@ def dag_cuts(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, l
         downlink_bps = uplink_bps * link.down_bps / link.uplink_bps
         side = min_cut_device_side(
             graph, device_node, server_node,
-            tensor_s=lambda n, up=uplink_bps: graph.info(n).nbytes * (8 / up + 1 / device.memory_bytes_per_s),
-            reply_s=lambda n, down=downlink_bps: graph.info(n).nbytes * 8 / down)
+            tensor_s=lambda n, up=uplink_bps: (graph.info(n).nbytes * (8 / up + 1 / device.memory_bytes_per_s)
+                                               + frames.around(n) * 8 / up),
+            reply_s=lambda n, down=downlink_bps: (graph.info(n).nbytes + frames.around(n)) * 8 / down)
         is_prefix = max((position[i] for i in side), default=-1) == len(side) - 1
         if is_prefix or side in seen:
             continue

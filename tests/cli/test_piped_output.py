@@ -5,13 +5,11 @@ import os
 import subprocess
 import sys
 
-from tests.helpers import REPO
-
 
 def test_piped_tables_are_not_cut(sample_path, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     proc = subprocess.run([sys.executable, "-m", "splitnn.cli", "analyze", str(sample_path("lenet5"))],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "…" not in proc.stdout
     assert "averagepool1" in proc.stdout and "1x6x28x28" in proc.stdout  # cut to "average…" and "1x6x28x…" before

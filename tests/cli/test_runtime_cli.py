@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.helpers import REPO, run_cli
+from tests.helpers import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_run_bench_without_a_plan(tmp_path):
 
 
 def test_serve_and_device_as_two_processes(plan_dir, tmp_path):
-    server = subprocess.Popen([sys.executable, "-m", "splitnn.cli", "serve", str(plan_dir), "--port", "0"], cwd=REPO,
+    server = subprocess.Popen([sys.executable, "-m", "splitnn.cli", "serve", str(plan_dir), "--port", "0"], cwd=tmp_path,
                               stderr=subprocess.PIPE, text=True)
     try:
         line = server.stderr.readline()

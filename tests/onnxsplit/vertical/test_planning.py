@@ -17,6 +17,14 @@ def vgg(sample_path):
     return analyze(load_graph(sample_path("vgg16")))
 
 
+def _wire(analysis, names) -> int:
+    """The bytes a frame carrying tensors `names` takes on the wire."""
+    from splitnn.cost_models.wire_bytes import frame_overhead_bytes
+
+    infos = [analysis.graph.info(n) for n in names]
+    return sum(i.nbytes for i in infos) + frame_overhead_bytes([(n, i.shape, i.dtype) for n, i in zip(names, infos)])
+
+
 def test_cut_moves_earlier_as_bandwidth_grows(vgg):
     board, cloud = load_device("rockpro64"), load_device("cloud-cpu")
     chosen = {}
@@ -78,7 +86,9 @@ def test_transfer_counts_the_reply_over_the_downlink(vgg):
     plan = plan_split(vgg, board, cloud, link, "latency")
     first, last = plan.candidates[0], plan.candidates[-1]
     assert first.cut.reply_bytes == 1000 * 4  # VGG-16's 1000 float scores come back
-    expected = first.cut.bytes * 8 / 5.85e6 + 4000 * 8 / 1e6 + link.rtt_s
+    up, down = _wire(vgg, first.cut.tensors), _wire(vgg, vgg.graph.outputs)  # the tensors and their frames
+    assert up - first.cut.bytes == 28 + 2 + 2 + len("input") + 4 + 128 and down - 4000 < 200
+    expected = up * 8 / 5.85e6 + down * 8 / 1e6 + link.rtt_s
     assert first.predicted.transfer_s == pytest.approx(expected, rel=1e-12)
     assert last.cut.reply_bytes == 0 and last.predicted.transfer_s == 0  # all on the device: nothing moves
 
@@ -92,7 +102,9 @@ def test_throughput_is_the_slowest_of_four_pipelined_stages_and_ignores_the_roun
     for a, b in zip(plan_split(vgg, board, cloud, near, "throughput").candidates,
                     plan_split(vgg, board, cloud, far, "throughput").candidates):
         p, cut = a.predicted, a.cut
-        up, down = (cut.bytes * 8 / near.uplink_bps, cut.reply_bytes * 8 / 2e6) if cut.tensors else (0.0, 0.0)
+        replies = [o for o in vgg.graph.outputs if cut.reply_bytes]  # VGG-16's one output, when the server makes it
+        up, down = ((_wire(vgg, cut.tensors) * 8 / near.uplink_bps, _wire(vgg, replies) * 8 / 2e6) if cut.tensors
+                    else (0.0, 0.0))
         assert p.throughput_fps == pytest.approx(1 / max(p.device_s + p.encode_s, up, p.server_s, down), rel=1e-12)
         assert b.predicted.throughput_fps == p.throughput_fps
         if cut.tensors:

@@ -1,0 +1,37 @@
+"""What tensors cost on the wire: the bytes a frame of the device-server protocol takes beyond the data.
+
+A frame (runtime/wire.py) is a 28-byte header, a tensor count, and per tensor
+its name, a length and the array in numpy's .npy format, whose own header
+(about 128 bytes) says its dtype and shape. On a fast link that is noise; over
+Cat-1 (0.13 Mbit/s) the few hundred bytes around two 4-float tensors took 25 ms
+a frame, five times the device's compute, and a stream the planner priced at
+269 frames/s ran at 45. The planner prices these bytes too; a test checks this
+count against the encoder itself.
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+FRAME_HEADER_BYTES = 28  # magic, version, kind, status, request id, server seconds, payload length
+TENSOR_COUNT_BYTES = 2
+
+
+def npy_header_bytes(shape: Sequence[int], dtype: str) -> int:
+    """The length of the .npy preamble (magic, version, header) numpy writes for an array of `shape` and `dtype`."""
+    buffer = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": tuple(shape)}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.tell()
+
+
+def tensor_overhead_bytes(name: str, shape: Sequence[int], dtype: str) -> int:
+    """What one tensor adds to a frame beyond its data: its name and length fields and its .npy header."""
+    return 2 + len(name.encode("utf-8")) + 4 + npy_header_bytes(shape, dtype)
+
+
+def frame_overhead_bytes(tensors: Iterable[tuple[str, Sequence[int], str]]) -> int:
+    """The bytes a frame carrying `tensors` (name, shape, dtype) takes beyond the tensors' data."""
+    return FRAME_HEADER_BYTES + TENSOR_COUNT_BYTES + sum(tensor_overhead_bytes(*tensor) for tensor in tensors)
