@@ -20,7 +20,6 @@ activations <= usable RAM), the share of MACs on the device, the bytes sent.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
