@@ -6,9 +6,10 @@ off-screen, and written to a temporary name then renamed.
 from __future__ import annotations
 
 import io
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from splitnn.onnxsplit.bench.split_report import SplitBenchReport
 
@@ -41,7 +42,18 @@ def stacked_bars_png(path: str | Path, bars: list[Bar], title: str, ylabel: str 
     except ImportError:
         raise SplitnnError("--plot needs matplotlib: pip install 'splitnn[plot]' (or pip install matplotlib)") from None
 
-    figure, axes = plt.subplots(figsize=(max(6.0, 0.55 * len(bars) + 3), 4.5), dpi=110)
+    figure = bar_figure(plt, bars, title, ylabel)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    write_bytes_atomic(path, buffer.getvalue())
+    return path
+
+
+def bar_figure(plt: Any, bars: list[Bar], title: str, ylabel: str = "ms per request") -> Any:
+    """The matplotlib figure stacked_bars_png writes (its layout is tested: nothing drawn outside it)."""
+    width = max(7.0, 0.55 * len(bars) + 4.5)
+    figure, axes = plt.subplots(figsize=(width, 4.8), dpi=110)
     positions = list(range(len(bars)))
     bottoms = [0.0] * len(bars)
     for key, name, colour in STACK:
@@ -62,14 +74,12 @@ def stacked_bars_png(path: str | Path, bars: list[Bar], title: str, ylabel: str 
                          fontsize=8)
     axes.set_ylim(0, top * 1.2)
     axes.set_ylabel(ylabel)
-    axes.set_title(title, fontsize=10)
-    axes.legend(fontsize=8, loc="upper left")
+    # A long title wraps rather than running off both edges; the legend sits outside the axes, where it
+    # covers neither a bar nor a prediction marker.
+    axes.set_title("\n".join(textwrap.wrap(title, int(width * 11))), fontsize=10)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    write_bytes_atomic(path, buffer.getvalue())
-    return path
+    return figure
 
 
 def sweep_bars(sweep: SweepReport) -> list[Bar]:
@@ -97,7 +107,9 @@ def bench_bars(report: SplitBenchReport) -> list[Bar]:
                                      "server_s": p.server_s})]
     base = report.baselines
     if base is not None:
-        bars.append(Bar("all on the device", {"device_s": base.all_device_s}))
+        device_predicted = base.predicted_all_device.total_s if base.predicted_all_device else None
+        server_predicted = base.predicted_all_server.total_s if base.predicted_all_server else None
+        bars.append(Bar("all on the device", {"device_s": base.all_device_s}, device_predicted))
         if base.all_server is not None:
-            bars.append(Bar("all on the server", base.all_server.to_dict()))
+            bars.append(Bar("all on the server", base.all_server.to_dict(), server_predicted))
     return bars

@@ -122,7 +122,8 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
         feeds, reference = inputs_and_reference(outdir, plan, options.seed)
     else:
         feeds = plan_feeds(plan, options.seed)
-    tick = (lambda stage, total: (lambda done: progress(stage, done, total))) if progress else (lambda stage, total: None)
+    tick = ((lambda stage, total: (lambda done: progress(stage, done, total))) if progress
+            else (lambda stage, total: (lambda done: None)))
     calibration = None
     if options.slowdown is None:
         tick("calibrating the device part", 1)(0)

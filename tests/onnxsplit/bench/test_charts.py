@@ -68,3 +68,32 @@ def test_bars_from_reports():
     bars = bench_bars(report)
     assert [b.label for b in bars] == ["split, measured", "split, predicted", "all on the device", "all on the server"]
     assert bars[0].seconds["device_s"] == pytest.approx(0.11) and bars[3].seconds == {"transfer_s": 0.8, "server_s": 0.1}
+
+
+@pytest.mark.parametrize("count", [2, 12])
+def test_nothing_is_drawn_outside_the_picture_and_the_legend_covers_no_marker(count):
+    """issue 18: a sweep's title was clipped at both ends and its legend covered a prediction marker."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from splitnn.onnxsplit.bench.charts import bar_figure
+
+    bars = [Bar(f"{i}: /model.22/Concat_{i}_output_0", {"device_s": 0.01 * (i + 1), "transfer_s": 0.2},
+                0.25, ["chosen"] if i == 0 else []) for i in range(count)]
+    title = ("nudenet/320n.onnx: measured per cut (e2e p50 per request), rockpro64 -> up 18.88 Mbit/s, down 18.88 "
+             "Mbit/s, delay 5 ms each way -> cloud-cpu")
+    figure = bar_figure(plt, bars, title)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    page = figure.bbox
+    axes = figure.axes[0]
+    texts = [axes.title, axes.yaxis.label, *axes.get_xticklabels(), axes.get_legend()]
+    for artist in texts:
+        box = artist.get_window_extent(renderer)
+        assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1 and page.y0 - 1 <= box.y0 and box.y1 <= page.y1 + 1, artist
+    legend = axes.get_legend().get_window_extent(renderer)
+    assert legend.x0 >= axes.get_window_extent(renderer).x1  # beside the bars, not over them
+    plt.close(figure)
