@@ -161,6 +161,43 @@ PLANNING = OptionGroup("planning", (
 
 
 @dataclass(frozen=True)
+class CutChoice:
+    """How partition picks the cut: by an objective at the typical link, given by the user, or over a trace."""
+
+    objective: str
+    forced: tuple[str, ...] | None  # --cut
+    trace: Any  # the --trace steps (cost_models.link_traces.Trace), or None
+    trace_name: str | None
+    percentile: float | None
+
+
+def _cut_choice(objective: str, cut_tensors: str | None, trace: str | None, percentile: float | None) -> CutChoice:
+    from splitnn.cost_models.link_traces import read_trace
+    from splitnn.onnxsplit.core.errors import SplitnnError
+
+    forced = tuple(t.strip() for t in cut_tensors.split(",") if t.strip()) if cut_tensors is not None else None
+    if percentile is not None and trace is None:
+        raise SplitnnError("--percentile is a figure over a trace: add --trace FILE.csv")
+    if trace is not None and (forced is not None or objective != "latency"):
+        raise SplitnnError("--trace picks the cut with the best latency over the trace: drop --cut and --objective")
+    return CutChoice(objective, forced, read_trace(trace) if trace else None, trace, percentile)
+
+
+CUT_CHOICE = OptionGroup("choice", (
+    (("--objective", "objective"), dict(type=click.Choice(["latency", "throughput", "energy"]), default="latency",
+                                        show_default=True)),
+    (("--cut", "cut_tensors"), dict(metavar="TENSOR[,TENSOR...]",
+                                    help="Take the cut that sends exactly these tensors instead of choosing.")),
+    (("--trace", "trace"), dict(type=click.Path(dir_okay=False), metavar="FILE.csv",
+                                help="Choose the one cut with the best mean latency over this bandwidth trace "
+                                     "(time_s,mbps rows; the link's RTT and its up/down ratio are kept).")),
+    (("--percentile", "percentile"), dict(type=click.FloatRange(0, 100, min_open=True),
+                                          help="With --trace: the best at this percentile of latency (e.g. 95) "
+                                               "instead of the mean.")),
+), _cut_choice)
+
+
+@dataclass(frozen=True)
 class Verification:
     atol: float
     rtol: float
@@ -220,7 +257,7 @@ class LinkChoice:
 
 def _link_choice(link: str | None, bandwidth: str | None, rtt: str | None, jitter: str | None, loss: float,
                  trace: str | None, outages: tuple[str, ...]) -> LinkChoice:
-    from splitnn.onnxsplit.runtime.link_emulator import read_trace
+    from splitnn.cost_models.link_traces import read_trace
 
     impairments = dict(jitter_s=_seconds(jitter, "--jitter") or 0.0, loss=loss, outages=_outages(outages),
                        trace=read_trace(trace) if trace else ())

@@ -6,9 +6,11 @@ import json
 import click
 
 from splitnn.cli.options import (
+    CUT_CHOICE,
     PLANNING,
     TILE_PLANNING,
     VERIFICATION,
+    CutChoice,
     PlanningChoice,
     TilePlanning,
     Verification,
@@ -23,16 +25,14 @@ from splitnn.cli.render import human_bytes, stderr, stdout
 @input_shape_option
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Folder to write the plan and parts to.")
 @use_groups(PLANNING)
-@click.option("--objective", type=click.Choice(["latency", "throughput", "energy"]), default="latency", show_default=True)
-@click.option("--cut", "cut_tensors", metavar="TENSOR[,TENSOR...]", help="Take the cut that sends exactly these tensors instead of choosing.")
+@use_groups(CUT_CHOICE)
 @use_groups(VERIFICATION)
 @click.option("--strategy", type=click.Choice(["vertical", "tiles"]), default="vertical", show_default=True,
               help="vertical: device + server; tiles: the first layers split into tiles across a cluster.")
 @use_groups(TILE_PLANNING)
 @click.option("--json", "as_json", is_flag=True, help="Print plan.json to stdout instead of tables.")
-def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: PlanningChoice, objective: str,
-              cut_tensors: str | None, verification: Verification, strategy: str, tiles: TilePlanning,
-              as_json: bool) -> None:
+def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: PlanningChoice, choice: CutChoice,
+              verification: Verification, strategy: str, tiles: TilePlanning, as_json: bool) -> None:
     """Split MODEL between a device and a server at the best cut, and write both parts.
 
     Every cut is predicted (device roofline + transfer + server roofline), cuts
@@ -46,6 +46,7 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
       splitnn partition vgg16.onnx -o out/vgg16 --link 3g
       splitnn partition resnet18.onnx -o out/r18 --device raspberry-pi-4 --bandwidth 20Mbit --rtt 15ms
       splitnn partition model.onnx -o out/m --cut relu5_out --no-ort --json
+      splitnn partition vgg16.onnx -o out/vgg16 --link 4g --trace traces/commute-lte.csv --percentile 95
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --fuse-until maxpool3_out
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --reuse
     """
@@ -60,9 +61,13 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
     from splitnn.onnxsplit.vertical.planning import plan_split
 
     inputs = planning.load()
-    forced = tuple(t.strip() for t in cut_tensors.split(",") if t.strip()) if cut_tensors is not None else None
     analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))
-    plan = plan_split(analysis, inputs.device, inputs.server, inputs.link, objective, inputs.constraints, forced)
+    plan = plan_split(analysis, inputs.device, inputs.server, inputs.link, choice.objective, inputs.constraints,
+                      choice.forced)
+    if choice.trace is not None:
+        from splitnn.onnxsplit.vertical.link_range import plan_over_trace
+
+        plan = plan_over_trace(plan, choice.trace, choice.trace_name or "", choice.percentile)
     with stderr().status("writing and verifying the parts..."):
         document = write_split(analysis, plan, outdir, ort_format=verification.ort_format, atol=verification.atol,
                                rtol=verification.rtol)
@@ -154,6 +159,12 @@ def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
         f"+ server {p.server_s * 1000:.1f} ms = [bold]{p.total_s * 1000:.1f} ms[/bold], "
         f"{p.throughput_fps:.2f} frames/s, {_joules(p.energy_j)} on the device"
     )
+    if document.over_trace is not None:
+        t = document.over_trace
+        change = t.typical_expected_s / t.expected_s - 1 if t.expected_s else 0.0
+        console.print(f"  over the trace {t.trace} ({t.steps} steps): {t.statistic} latency [bold]{t.expected_s * 1e3:.1f} "
+                      f"ms[/bold]; the link's typical rate alone would choose cut {t.typical_cut_id}: "
+                      f"{t.typical_expected_s * 1e3:.1f} ms over the trace ({change:+.1%})")
     key = {"latency": lambda c: c.predicted.total_s, "throughput": lambda c: -c.predicted.throughput_fps,
            "energy": lambda c: c.predicted.energy_j}[plan.objective]
     best = sorted(plan.candidates, key=lambda c: (not c.feasible, key(c)))[:8]

@@ -109,6 +109,19 @@ class PartUpdateRecord(Record):
 
 
 @dataclass(frozen=True)
+class TraceChoiceRecord(Record):
+    """A cut chosen for a bandwidth trace (partition --trace): its figure over the trace, beside the figure of
+    the cut the link's typical rate alone would give."""
+
+    trace: str
+    steps: int
+    statistic: str  # "mean", or a percentile such as "p95"
+    expected_s: float
+    typical_cut_id: int
+    typical_expected_s: float
+
+
+@dataclass(frozen=True)
 class WeightsUpdateRecord(Record):
     retrained: str
     parts: dict[str, PartUpdateRecord]
@@ -145,6 +158,7 @@ class VerticalPlanFile(PlanHeader):
     # The .ort predates a weights update that kept it: at load it takes every weight from the device blob
     # (add_initializer), which update-weights checked reproduces the updated part.
     device_ort_weights_from_blob: bool = False
+    over_trace: TraceChoiceRecord | None = None  # partition --trace: the cut is the best over that trace
     strategy: str = "vertical"
     schema_version: int = SCHEMA_VERSION
 

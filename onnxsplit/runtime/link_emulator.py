@@ -20,7 +20,6 @@ real link would impose (and the same for the replies):
 """
 from __future__ import annotations
 
-import csv
 import queue
 import random
 import socket
@@ -28,7 +27,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from splitnn.onnxsplit.core.errors import SplitnnError
 
@@ -63,30 +61,6 @@ class LinkSettings:
         if self.trace:
             parts.append(f"trace of {len(self.trace)} steps")
         return ", ".join(parts)
-
-
-def read_trace(path: str | Path) -> tuple[tuple[float, float], ...]:
-    """A bandwidth trace from a CSV of `time_s,mbps` rows (a header row is allowed)."""
-    steps: list[tuple[float, float]] = []
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            for row_number, row in enumerate(csv.reader(handle), start=1):
-                if not row or row[0].strip().startswith("#"):
-                    continue
-                try:
-                    time_s, mbps = float(row[0]), float(row[1])
-                except (ValueError, IndexError):
-                    if row_number == 1:
-                        continue  # header
-                    raise SplitnnError(f"trace '{path}' line {row_number}: expected time_s,mbps, got {','.join(row)}") from None
-                if mbps <= 0 or time_s < 0 or (steps and time_s <= steps[-1][0]):
-                    raise SplitnnError(f"trace '{path}' line {row_number}: times must increase from 0 and rates be positive")
-                steps.append((time_s, mbps * 1e6))
-    except OSError as exc:
-        raise SplitnnError(f"cannot read trace '{path}': {exc.strerror}") from None
-    if not steps:
-        raise SplitnnError(f"trace '{path}' has no time_s,mbps rows")
-    return tuple(steps)
 
 
 @dataclass

@@ -168,6 +168,7 @@ def _plan_file(analysis: Analysis, plan: Plan, outdir: Path, parts: tuple[Part, 
         verification=check,
         artifacts=artifacts,
         device_work=device_work(analysis, plan.chosen.cut),
+        over_trace=plan.over_trace,
     )
 
 

@@ -8,12 +8,12 @@ import threading
 
 import pytest
 
+from splitnn.cost_models.link_traces import read_trace
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.runtime.link_emulator import (
     LinkRelay,
     LinkSchedule,
     LinkSettings,
-    read_trace,
     settings_for,
 )
 
