@@ -1,0 +1,118 @@
+"""What the device knows of the link while it runs: a bandwidth estimate from its own requests, and the cut it
+picks from it (issue 13, items 2 and 3; the adaptive runtime that uses them comes next).
+
+The estimate is passive. Each answered request gives one sample: the bits
+that crossed (up, and down in the link's ratio) over the time they took on the
+wire, which is the transfer time (first byte sent to answer, minus the server's
+compute, which the answer carries) minus the round trip. Samples are averaged
+in log space (rates multiply; a fade from 20 to 0.2 Mbit/s is two steps of ten,
+not one of 19.8) with a weight that decays with time, half-life `half_life_s`,
+so an old rate fades out however few requests there were. A change of link
+is not averaged in slowly: two samples in a row more than a factor of two off
+the estimate, on the same side, start the average again from them (Edgent's
+change point, in its simplest form). A request that
+failed or timed out is a bound, not a sample: the rate was at most its bits
+over the time waited, and an estimate above that is pulled down to it. An
+estimate older than `stale_after_s` is reported stale (a probe or the planned
+rate is then the better guess).
+
+The choice is the cut with the best predicted latency at the estimate (the
+lines of vertical/link_range.py), with hysteresis: the current cut is kept
+until another one is predicted better by more than `hysteresis` (10%), so two
+nearly equal cuts do not take turns. Switching costs nothing but the choice.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from splitnn.onnxsplit.vertical.link_range import LatencyLine
+
+JUMP = math.log(2)  # a sample this far off the estimate (a factor of 2) may be a new link
+
+
+@dataclass(frozen=True)
+class Estimate:
+    bps: float | None  # None: no sample yet
+    spread: float  # one standard deviation of the samples, as a factor (1.25: +-25%)
+    samples: int
+    age_s: float  # since the last sample or bound
+    stale: bool
+
+
+class BandwidthEstimator:
+    """The uplink rate, from the device's own requests (see the module doc)."""
+
+    def __init__(self, rtt_s: float, down_over_up: float = 1.0, half_life_s: float = 2.0,
+                 stale_after_s: float = 5.0) -> None:
+        self.rtt_s, self.down_over_up = rtt_s, down_over_up
+        self.half_life_s, self.stale_after_s = half_life_s, stale_after_s
+        self._log_bps: float | None = None
+        self._variance = 0.0
+        self._samples = 0
+        self._last_at: float | None = None
+        self._pending_jump, self._jump_sample = 0, 0.0  # a first sample far off the estimate, waiting for a second
+
+    def _wire_bits(self, up_bytes: int, down_bytes: int) -> float:
+        """The bits that crossed, in uplink bits (the reply's at the downlink's rate)."""
+        return 8 * (up_bytes + down_bytes / self.down_over_up)
+
+    def observe(self, up_bytes: int, down_bytes: int, transfer_s: float, at: float) -> None:
+        """One answered request: its bytes each way and its transfer time (server compute already taken out)."""
+        on_wire = transfer_s - self.rtt_s
+        if on_wire <= 0 or up_bytes + down_bytes == 0:
+            return  # all latency, no information on the rate
+        sample = math.log(self._wire_bits(up_bytes, down_bytes) / on_wire)
+        if self._log_bps is None or self._last_at is None:
+            self._log_bps, self._variance = sample, 0.0
+        else:
+            deviation = sample - self._log_bps
+            jump = 1 if deviation > JUMP else -1 if deviation < -JUMP else 0
+            if jump and jump == self._pending_jump:  # the second sample in a row that far off: a new link
+                self._log_bps, self._variance = (sample + self._jump_sample) / 2, (sample - self._jump_sample) ** 2 / 4
+                jump = 0
+            else:
+                weight = 1 - 0.5 ** (max(at - self._last_at, 1e-3) / self.half_life_s)
+                self._log_bps += weight * deviation
+                self._variance = (1 - weight) * (self._variance + weight * deviation ** 2)
+            self._pending_jump, self._jump_sample = jump, sample
+        self._samples += 1
+        self._last_at = at
+
+    def observe_failure(self, up_bytes: int, waited_s: float, at: float) -> None:
+        """A request with no answer after `waited_s`: the rate was at most its bits over that time."""
+        if waited_s <= self.rtt_s or up_bytes == 0:
+            return
+        bound = math.log(self._wire_bits(up_bytes, 0) / (waited_s - self.rtt_s))
+        if self._log_bps is None or self._log_bps > bound:
+            self._log_bps = bound
+        self._last_at = at
+
+    def estimate(self, now: float) -> Estimate:
+        if self._log_bps is None or self._last_at is None:
+            return Estimate(None, 1.0, 0, math.inf, True)
+        age = now - self._last_at
+        return Estimate(math.exp(self._log_bps), math.exp(math.sqrt(self._variance)), self._samples, age,
+                        age > self.stale_after_s)
+
+
+class CutChooser:
+    """The cut with the best predicted latency at a rate, with hysteresis (see the module doc)."""
+
+    def __init__(self, lines: Sequence[LatencyLine], hysteresis: float = 0.1) -> None:
+        if not lines:
+            raise ValueError("no cut to choose from")
+        self.lines, self.hysteresis = list(lines), hysteresis
+        self.current: LatencyLine | None = None
+        self.switches = 0
+
+    def choose(self, uplink_bps: float) -> LatencyLine:
+        best = min(self.lines, key=lambda line: (line.seconds(uplink_bps), line.wire_bits))
+        if self.current is None:
+            self.current = best
+        elif best is not self.current and (
+                self.current.seconds(uplink_bps) > (1 + self.hysteresis) * best.seconds(uplink_bps)):
+            self.current = best
+            self.switches += 1
+        return self.current

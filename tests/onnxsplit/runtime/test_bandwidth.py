@@ -1,0 +1,67 @@
+"""The device's bandwidth estimate follows the link, and the cut it picks switches without flapping."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from splitnn.onnxsplit.runtime.bandwidth import BandwidthEstimator, CutChooser
+from splitnn.onnxsplit.vertical.link_range import LatencyLine
+
+
+def _request(estimator, bps, at, up=60_000, down=4_000, rtt=0.05):
+    """One request over a link of `bps` (both ways): its transfer time as the device measures it."""
+    estimator.observe(up, down, rtt + 8 * (up + down) / bps, at)
+
+
+def test_the_estimate_follows_a_change_within_two_seconds():
+    estimator = BandwidthEstimator(rtt_s=0.05)
+    assert estimator.estimate(0.0).bps is None and estimator.estimate(0.0).stale
+    at = 0.0
+    for _ in range(20):  # 18 Mbit/s, a request every 0.2 s
+        at += 0.2
+        _request(estimator, 18e6, at)
+    assert estimator.estimate(at).bps == pytest.approx(18e6, rel=1e-6)
+    changed = at
+    while at < changed + 2.0:  # the link drops to 1 Mbit/s
+        at += 0.2
+        _request(estimator, 1e6, at)
+    estimate = estimator.estimate(at)
+    assert abs(estimate.bps / 1e6 - 1) < 0.2  # within 20%, 2 s after the change
+    assert not estimate.stale and estimator.estimate(at + 6).stale
+
+
+def test_noise_is_smoothed_and_one_outlier_does_not_move_the_estimate_far():
+    estimator = BandwidthEstimator(rtt_s=0.05)
+    at = 0.0
+    for i in range(40):
+        at += 0.2
+        _request(estimator, 8e6 if i % 2 else 12e6, at)
+    steady = estimator.estimate(at)
+    assert 8e6 < steady.bps < 12e6 and steady.spread > 1.05
+    _request(estimator, 0.5e6, at + 0.2)  # one slow request (a retransmission, say)
+    assert estimator.estimate(at + 0.2).bps > 0.5 * steady.bps
+
+
+def test_a_failed_request_pulls_the_estimate_down():
+    estimator = BandwidthEstimator(rtt_s=0.05)
+    _request(estimator, 18e6, 1.0)
+    estimator.observe_failure(60_000, waited_s=2.05, at=3.0)  # no answer in 2 s: at most 0.24 Mbit/s
+    assert estimator.estimate(3.0).bps == pytest.approx(60_000 * 8 / 2.0)
+    estimator.observe_failure(60_000, waited_s=0.04, at=3.1)  # shorter than the round trip: says nothing
+    assert estimator.estimate(3.1).bps == pytest.approx(60_000 * 8 / 2.0)
+
+
+def _line(cut_id, fixed_s, wire_bits):
+    return LatencyLine(SimpleNamespace(cut=SimpleNamespace(id=cut_id)), fixed_s, wire_bits)
+
+
+def test_the_choice_switches_with_hysteresis():
+    device_only, early = _line(9, 0.600, 0.0), _line(3, 0.100, 8 * 100_000)  # equal at 1.6 Mbit/s
+    chooser = CutChooser([device_only, early], hysteresis=0.1)
+    assert chooser.choose(20e6) is early and chooser.switches == 0
+    assert chooser.choose(1.5e6) is early  # device_only is better, but by less than 10%
+    assert chooser.choose(1.7e6) is early and chooser.choose(1.5e6) is early  # no flapping
+    assert chooser.choose(1.0e6) is device_only and chooser.switches == 1  # 0.9 s against 0.6 s: switch
+    assert chooser.choose(1.7e6) is device_only  # back near the crossing: kept
+    assert chooser.choose(10e6) is early and chooser.switches == 2
