@@ -169,9 +169,24 @@ class CutChoice:
     trace: Any  # the --trace steps (cost_models.link_traces.Trace), or None
     trace_name: str | None
     percentile: float | None
+    bandwidth_range: tuple[float, float] | None  # (low, high) uplink bits per second
 
 
-def _cut_choice(objective: str, cut_tensors: str | None, trace: str | None, percentile: float | None) -> CutChoice:
+def _bandwidth_range(text: str) -> tuple[float, float]:
+    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.core.units import parse_bandwidth_bps
+
+    low, sep, high = text.partition("-")
+    if not sep:
+        raise SplitnnError(f"--bandwidth-range '{text}' must be LOW-HIGH, e.g. 0.1Mbit-50Mbit")
+    low_bps, high_bps = parse_bandwidth_bps(low), parse_bandwidth_bps(high)
+    if not 0 < low_bps <= high_bps:
+        raise SplitnnError(f"--bandwidth-range '{text}': the low end must be above 0 and not above the high end")
+    return low_bps, high_bps
+
+
+def _cut_choice(objective: str, cut_tensors: str | None, trace: str | None, percentile: float | None,
+                bandwidth_range: str | None) -> CutChoice:
     from splitnn.cost_models.link_traces import read_trace
     from splitnn.onnxsplit.core.errors import SplitnnError
 
@@ -180,7 +195,10 @@ def _cut_choice(objective: str, cut_tensors: str | None, trace: str | None, perc
         raise SplitnnError("--percentile is a figure over a trace: add --trace FILE.csv")
     if trace is not None and (forced is not None or objective != "latency"):
         raise SplitnnError("--trace picks the cut with the best latency over the trace: drop --cut and --objective")
-    return CutChoice(objective, forced, read_trace(trace) if trace else None, trace, percentile)
+    steps = read_trace(trace) if trace else None
+    rates = [bps for _, bps in steps] if steps else []
+    span = _bandwidth_range(bandwidth_range) if bandwidth_range else (min(rates), max(rates)) if rates else None
+    return CutChoice(objective, forced, steps, trace, percentile, span)
 
 
 CUT_CHOICE = OptionGroup("choice", (
@@ -194,6 +212,10 @@ CUT_CHOICE = OptionGroup("choice", (
     (("--percentile", "percentile"), dict(type=click.FloatRange(0, 100, min_open=True),
                                           help="With --trace: the best at this percentile of latency (e.g. 95) "
                                                "instead of the mean.")),
+    (("--bandwidth-range", "bandwidth_range"), dict(metavar="LOW-HIGH",
+                                                    help="Also list the cuts that are best somewhere in this range "
+                                                         "of uplink rates, e.g. 0.1Mbit-50Mbit (with --trace: the "
+                                                         "trace's lowest to highest rate).")),
 ), _cut_choice)
 
 

@@ -68,6 +68,10 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
         from splitnn.onnxsplit.vertical.link_range import plan_over_trace
 
         plan = plan_over_trace(plan, choice.trace, choice.trace_name or "", choice.percentile)
+    if choice.bandwidth_range is not None:
+        from splitnn.onnxsplit.vertical.link_range import plan_over_range
+
+        plan = plan_over_range(plan, *choice.bandwidth_range)
     with stderr().status("writing and verifying the parts..."):
         document = write_split(analysis, plan, outdir, ort_format=verification.ort_format, atol=verification.atol,
                                rtol=verification.rtol)
@@ -165,6 +169,10 @@ def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
         console.print(f"  over the trace {t.trace} ({t.steps} steps): {t.statistic} latency [bold]{t.expected_s * 1e3:.1f} "
                       f"ms[/bold]; the link's typical rate alone would choose cut {t.typical_cut_id}: "
                       f"{t.typical_expected_s * 1e3:.1f} ms over the trace ({change:+.1%})")
+    for kept in document.over_range or ():
+        where = "all on the device" if not kept.tensors else f"sends {', '.join(kept.tensors)}"
+        console.print(f"  best from {kept.low_bps / 1e6:.3g} to {kept.high_bps / 1e6:.3g} Mbit/s: cut {kept.cut_id} "
+                      f"({where}), {kept.fixed_s * 1e3:.1f} ms + {kept.wire_bits / 1e6:.3g} Mbit / uplink rate")
     key = {"latency": lambda c: c.predicted.total_s, "throughput": lambda c: -c.predicted.throughput_fps,
            "energy": lambda c: c.predicted.energy_j}[plan.objective]
     best = sorted(plan.candidates, key=lambda c: (not c.feasible, key(c)))[:8]

@@ -122,6 +122,18 @@ class TraceChoiceRecord(Record):
 
 
 @dataclass(frozen=True)
+class RangeCutRecord(Record):
+    """A cut that is best for uplink rates [low_bps, high_bps] (vertical/link_range.py)."""
+
+    cut_id: int
+    tensors: tuple[str, ...]
+    low_bps: float
+    high_bps: float
+    fixed_s: float  # its predicted latency is fixed_s + wire_bits / uplink_bps
+    wire_bits: float
+
+
+@dataclass(frozen=True)
 class WeightsUpdateRecord(Record):
     retrained: str
     parts: dict[str, PartUpdateRecord]
@@ -159,6 +171,8 @@ class VerticalPlanFile(PlanHeader):
     # (add_initializer), which update-weights checked reproduces the updated part.
     device_ort_weights_from_blob: bool = False
     over_trace: TraceChoiceRecord | None = None  # partition --trace: the cut is the best over that trace
+    # partition --bandwidth-range (or --trace): the cuts that are best somewhere in that range, fastest first
+    over_range: tuple[RangeCutRecord, ...] | None = None
     strategy: str = "vertical"
     schema_version: int = SCHEMA_VERSION
 

@@ -169,6 +169,7 @@ def _plan_file(analysis: Analysis, plan: Plan, outdir: Path, parts: tuple[Part, 
         artifacts=artifacts,
         device_work=device_work(analysis, plan.chosen.cut),
         over_trace=plan.over_trace,
+        over_range=plan.over_range,
     )
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from splitnn.cost_models.link_traces import Trace, time_weights
-from splitnn.onnxsplit.artifacts.plan_file import TraceChoiceRecord
+from splitnn.onnxsplit.artifacts.plan_file import RangeCutRecord, TraceChoiceRecord
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.vertical.planning import Candidate, Plan
 
@@ -85,6 +85,16 @@ def best_over_range(lines: Sequence[LatencyLine], low_bps: float, high_bps: floa
         if nxt < 0 or at >= x_end:
             return kept
         x, current = at, lines[nxt]
+
+
+def plan_over_range(plan: Plan, low_bps: float, high_bps: float) -> Plan:
+    """`plan` with the cuts that are best somewhere in [low_bps, high_bps] recorded (its chosen cut unchanged)."""
+    kept = best_over_range(latency_lines(plan), low_bps, high_bps)
+    lines = {line.candidate.cut.id: line for line in latency_lines(plan)}
+    records = tuple(RangeCutRecord(k.candidate.cut.id, tuple(k.candidate.cut.tensors), k.low_bps, k.high_bps,
+                                   lines[k.candidate.cut.id].fixed_s, lines[k.candidate.cut.id].wire_bits)
+                    for k in kept)
+    return replace(plan, over_range=records)
 
 
 def plan_over_trace(plan: Plan, trace: Trace, trace_name: str, percentile: float | None = None) -> Plan:

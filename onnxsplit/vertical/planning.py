@@ -31,7 +31,13 @@ from splitnn.cost_models.wire_bytes import frame_overhead_bytes, tensor_overhead
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut, cut_of_device_set, placeable_indices
 from splitnn.onnxsplit.analysis.min_cut import min_cut_device_side
-from splitnn.onnxsplit.artifacts.plan_file import CandidateRecord, Constraints, CutRecord, TraceChoiceRecord
+from splitnn.onnxsplit.artifacts.plan_file import (
+    CandidateRecord,
+    Constraints,
+    CutRecord,
+    RangeCutRecord,
+    TraceChoiceRecord,
+)
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.graph import Graph
 
@@ -61,6 +67,7 @@ class Plan:
     constraints: Constraints
     forced: bool = False  # the cut was given by the user
     over_trace: TraceChoiceRecord | None = None  # the cut is the best over a bandwidth trace (link_range)
+    over_range: tuple[RangeCutRecord, ...] | None = None  # the cuts best somewhere in a range of rates
 
 
 def cut_record(candidate: Candidate) -> CutRecord:

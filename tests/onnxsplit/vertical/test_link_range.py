@@ -86,3 +86,23 @@ def test_partition_over_a_trace_records_the_choice_and_refuses_bad_traces(sample
     assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "q"), "--trace", str(trace), "--cut", "x"),
                      "drop --cut")
     assert not (tmp_path / "q").exists()
+
+
+def test_partition_lists_the_cuts_best_over_a_range(sample_path, tmp_path):
+    from tests.helpers import assert_bad_input, run_cli
+
+    model = str(sample_path("vgg16"))
+    proc = run_cli("partition", model, "-o", str(tmp_path / "p"), "--link", "4g", "--bandwidth-range",
+                   "0.1Mbit-100Mbit", "--no-ort", "--json")
+    assert proc.returncode == 0, proc.stderr
+    kept = json.loads(proc.stdout)["over_range"]
+    assert kept[0]["high_bps"] == pytest.approx(100e6) and kept[-1]["low_bps"] == pytest.approx(0.1e6)
+    assert [k["cut_id"] for k in kept][0] == 0 and kept[-1]["tensors"] == []  # the input when fast, the board when slow
+    for k in kept:  # each cut's line is its prediction: at the middle of its interval it beats every other one
+        middle = (k["low_bps"] * k["high_bps"]) ** 0.5
+        mine = k["fixed_s"] + k["wire_bits"] / middle
+        assert all(mine <= o["fixed_s"] + o["wire_bits"] / middle + 1e-12 for o in kept)
+    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "q"), "--bandwidth-range", "5Mbit-1Mbit"),
+                     "low end")
+    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "q"), "--bandwidth-range", "5Mbit"),
+                     "LOW-HIGH")
