@@ -170,6 +170,7 @@ class CutChoice:
     trace_name: str | None
     percentile: float | None
     bandwidth_range: tuple[float, float] | None  # (low, high) uplink bits per second
+    adaptive: bool  # write every cut best somewhere in the range (vertical/adaptive.py)
 
 
 def _bandwidth_range(text: str) -> tuple[float, float]:
@@ -186,7 +187,7 @@ def _bandwidth_range(text: str) -> tuple[float, float]:
 
 
 def _cut_choice(objective: str, cut_tensors: str | None, trace: str | None, percentile: float | None,
-                bandwidth_range: str | None) -> CutChoice:
+                bandwidth_range: str | None, adaptive: bool) -> CutChoice:
     from splitnn.cost_models.link_traces import read_trace
     from splitnn.onnxsplit.core.errors import SplitnnError
 
@@ -198,7 +199,10 @@ def _cut_choice(objective: str, cut_tensors: str | None, trace: str | None, perc
     steps = read_trace(trace) if trace else None
     rates = [bps for _, bps in steps] if steps else []
     span = _bandwidth_range(bandwidth_range) if bandwidth_range else (min(rates), max(rates)) if rates else None
-    return CutChoice(objective, forced, steps, trace, percentile, span)
+    if adaptive and (span is None or forced is not None or objective != "latency" or percentile is not None):
+        raise SplitnnError("--adaptive keeps the cuts best for latency over a range: give --bandwidth-range LOW-HIGH "
+                           "or --trace FILE.csv, and no --cut, --objective or --percentile")
+    return CutChoice(objective, forced, None if adaptive else steps, trace, percentile, span, adaptive)
 
 
 CUT_CHOICE = OptionGroup("choice", (
@@ -216,6 +220,9 @@ CUT_CHOICE = OptionGroup("choice", (
                                                     help="Also list the cuts that are best somewhere in this range "
                                                          "of uplink rates, e.g. 0.1Mbit-50Mbit (with --trace: the "
                                                          "trace's lowest to highest rate).")),
+    (("--adaptive", "adaptive"), dict(is_flag=True, help="Write every cut that is best somewhere in "
+                                                          "--bandwidth-range (or --trace's rates), to switch between "
+                                                          "as the link moves (the runtime that switches comes next).")),
 ), _cut_choice)
 
 

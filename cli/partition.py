@@ -64,6 +64,9 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
     analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))
     plan = plan_split(analysis, inputs.device, inputs.server, inputs.link, choice.objective, inputs.constraints,
                       choice.forced)
+    if choice.adaptive:
+        _write_adaptive(analysis, plan, choice, outdir, verification, as_json)
+        return
     if choice.trace is not None:
         from splitnn.onnxsplit.vertical.link_range import plan_over_trace
 
@@ -79,6 +82,33 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
         click.echo(json.dumps(document.to_dict(), indent=1))
         return
     _render(document, plan)
+
+
+def _write_adaptive(analysis, plan, choice: CutChoice, outdir: str, verification: Verification,  # type: ignore[no-untyped-def]
+                    as_json: bool) -> None:
+    from splitnn.onnxsplit.vertical.adaptive import plan_adaptive, write_adaptive
+
+    assert choice.bandwidth_range is not None
+    adaptive = plan_adaptive(plan, *choice.bandwidth_range)
+    with stderr().status("writing and verifying the kept cuts..."):
+        document = write_adaptive(analysis, adaptive, outdir, ort_format=verification.ort_format,
+                                  atol=verification.atol, rtol=verification.rtol)
+    if as_json:
+        click.echo(json.dumps(document.to_dict(), indent=1))
+        return
+    console = stdout()
+    console.print(f"[bold]Adaptive plan[/bold]: {len(document.kept)} cuts kept for "
+                  f"{document.low_bps / 1e6:.3g} to {document.high_bps / 1e6:.3g} Mbit/s, {document.link.name} round "
+                  f"trip; the device {'can answer alone' if document.answers_alone else 'cannot hold the whole model'}")
+    for kept in document.kept:
+        where = "all on the device" if not kept.cut.tensors else f"sends {', '.join(kept.cut.tensors)}"
+        best = ("kept to answer alone" if kept.low_bps == kept.high_bps and not kept.cut.tensors
+                else f"best from {kept.low_bps / 1e6:.3g} to {kept.high_bps / 1e6:.3g} Mbit/s")
+        console.print(f"  cut {kept.cut.id} ({where}, {human_bytes(kept.cut.bytes)}): {best}; "
+                      f"{kept.fixed_s * 1e3:.1f} ms + {kept.wire_bits / 1e6:.3g} Mbit / uplink rate")
+    v = document.verification
+    console.print(f"verified: every kept cut chained against the model, max abs error {v.max_abs_err:.3g}, device "
+                  f"side run from {v.device_artifact}")
 
 
 def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, tiles: TilePlanning,

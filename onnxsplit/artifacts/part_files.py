@@ -75,25 +75,36 @@ def stays_inline(tensor: onnx.TensorProto) -> bool:
 
 def save_part(part: Part, folder: Path, weights: WeightSource) -> None:
     """Write the part's graph and stream every weight into its one blob, in graph order."""
-    assert part.model is not None
-    model = part.model
+    save_parts({MODEL_FILE: part}, folder, weights)
+
+
+def save_parts(parts: dict[str, Part], folder: Path, weights: WeightSource) -> None:
+    """Write several parts' graphs into `folder` (each under its file name) and every weight they read into one
+    blob, each tensor once whichever parts read it (an adaptive plan's server graphs share their weights)."""
     folder.mkdir(parents=True)
-    constants_to_initializers(model)
+    placed: dict[str, tuple[int, int]] = {}  # tensor name -> (offset, length) in the blob
     with open(folder / WEIGHTS_FILE, "wb") as blob:
-        for tensor in model.graph.initializer:
-            if stays_inline(tensor):
-                _make_inline(tensor, weights)
-                continue
-            offset = blob.tell()
-            if tensor.name in weights.initializers:
-                length = weights.copy_into(tensor.name, blob)
-            else:  # a Constant node's value, moved above
-                length = blob.write(numpy_helper.to_array(tensor).tobytes())
-            _clear_data(tensor, onnx.TensorProto.EXTERNAL)
-            for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(length))):
-                entry = tensor.external_data.add()
-                entry.key, entry.value = key, value
-    onnx.save_model(model, str(folder / MODEL_FILE))
+        for file_name, part in parts.items():
+            assert part.model is not None
+            model = part.model
+            constants_to_initializers(model)
+            for tensor in model.graph.initializer:
+                if stays_inline(tensor):
+                    _make_inline(tensor, weights)
+                    continue
+                if tensor.name not in placed:
+                    offset = blob.tell()
+                    if tensor.name in weights.initializers:
+                        length = weights.copy_into(tensor.name, blob)
+                    else:  # a Constant node's value, moved above
+                        length = blob.write(numpy_helper.to_array(tensor).tobytes())
+                    placed[tensor.name] = (offset, length)
+                offset, length = placed[tensor.name]
+                _clear_data(tensor, onnx.TensorProto.EXTERNAL)
+                for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(length))):
+                    entry = tensor.external_data.add()
+                    entry.key, entry.value = key, value
+            onnx.save_model(model, str(folder / file_name))
 
 
 def _make_inline(tensor: onnx.TensorProto, weights: WeightSource) -> None:

@@ -37,7 +37,7 @@ from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.model.sample_inputs import index_bounds
 
 SCHEMA_VERSION = 2
-STRATEGIES = ("vertical", "tiles")
+STRATEGIES = ("vertical", "tiles", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -303,14 +303,59 @@ class TilePlanFile(PlanHeader):
         return ()
 
 
-PlanFile = VerticalPlanFile | TilePlanFile
-_KINDS: dict[str, type[VerticalPlanFile | TilePlanFile]] = {"vertical": VerticalPlanFile, "tiles": TilePlanFile}
+@dataclass(frozen=True)
+class AdaptiveCutRecord(Record):
+    """One cut an adaptive plan keeps: where it is best, its latency line, and the server graph that finishes it."""
 
-# Why a plan of the other kind cannot be used where one of `strategy` is wanted.
+    cut: CutRecord
+    low_bps: float
+    high_bps: float
+    fixed_s: float  # predicted latency = fixed_s + wire_bits / uplink_bps
+    wire_bits: float
+    server: PartSpec
+    server_model: str | None  # None: all on the device
+
+
+@dataclass(frozen=True)
+class AdaptiveArtifacts(Record):
+    device_model: str
+    device_weights: str
+    server_weights: str | None = None  # one blob that every server graph reads
+    device_ort: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptivePlanFile(PlanHeader):
+    """A split for a link that moves (partition --adaptive): every cut that is best somewhere in a range of
+    uplink rates, the device part running up to the deepest of them (or the whole model, to answer alone), and
+    one server graph per cut sharing one weight blob."""
+
+    device_profile: DeviceProfile
+    server_profile: DeviceProfile
+    link: LinkProfile
+    constraints: Constraints
+    low_bps: float
+    high_bps: float
+    kept: tuple[AdaptiveCutRecord, ...]
+    device: PartSpec
+    answers_alone: bool  # the device holds the whole model: it can answer without the server
+    verification: Verification
+    artifacts: AdaptiveArtifacts
+    strategy: str = "adaptive"
+    schema_version: int = SCHEMA_VERSION
+
+
+PlanFile = VerticalPlanFile | TilePlanFile | AdaptivePlanFile
+_KINDS: dict[str, type[PlanFile]] = {"vertical": VerticalPlanFile, "tiles": TilePlanFile,
+                                     "adaptive": AdaptivePlanFile}
+
+# Why a plan of another kind cannot be used where one of `strategy` is wanted.
 _WRONG_KIND = {
     "vertical": "holds a tile plan, which has no device and server parts: run it with `splitnn run-bench OUTDIR`",
     "tiles": "holds a vertical split, not a tile plan: partition with --strategy tiles",
 }
+_ADAPTIVE_NOT_YET = ("holds an adaptive plan (partition --adaptive): serve, device, run-bench and update-weights do "
+                     "not handle adaptive plans yet; partition without --adaptive for a split they run")
 
 
 def plan_strategy(outdir: str | Path) -> str:
@@ -325,7 +370,7 @@ def read_plan(outdir: str | Path, strategy: str | None = None) -> PlanFile:
     path = outdir / PLAN_FILE
     kind = _strategy(data, path)
     if strategy is not None and kind != strategy:
-        raise SplitnnError(f"'{outdir}' {_WRONG_KIND[strategy]}")
+        raise SplitnnError(f"'{outdir}' {_ADAPTIVE_NOT_YET if kind == 'adaptive' else _WRONG_KIND[strategy]}")
     data = {k: v for k, v in data.items() if k != "splitnn_version"}  # schema 1's name for the version
     data.setdefault("schema_version", 1)
     try:

@@ -23,6 +23,7 @@ from splitnn.onnxsplit.artifacts.bench_inputs import plan_feeds
 from splitnn.onnxsplit.artifacts.fingerprint import file_fingerprint
 from splitnn.onnxsplit.artifacts.layout import DEVICE_DIR, MODEL_FILE, ORT_FILE, SERVER_DIR, WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.plan_file import (
+    AdaptivePlanFile,
     PartUpdateRecord,
     VerticalPlanFile,
     WeightsUpdateRecord,
@@ -99,6 +100,8 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> WeightsUpdateRe
 
 def _vertical_plan(outdir: Path) -> VerticalPlanFile:
     plan = read_plan(outdir)
+    if isinstance(plan, AdaptivePlanFile):
+        read_plan(outdir, "vertical")  # refused with the reason (adaptive plans are not run yet)
     if not isinstance(plan, VerticalPlanFile):
         raise SplitnnError(f"'{outdir}' holds a tile plan: update-weights swaps the weights of a vertical split; for "
                            "tiles, partition the retrained model again with --strategy tiles (the tiles, the "

@@ -1,0 +1,155 @@
+"""An adaptive plan: every cut that is best somewhere in a range of uplink rates, written once (issue 13, item 1).
+
+OUTDIR/plan.json                 the kept cuts, each with its interval of rates and its latency line
+OUTDIR/device/model.onnx         the model up to the deepest kept cut (the whole model when the device may
+                                 answer alone), returning every kept cut's tensors; weights.bin beside it
+OUTDIR/device/model.ort          its ORT-format copy
+OUTDIR/server/cut<ID>.onnx       per kept cut that sends something, the rest of the model from there;
+OUTDIR/server/weights.bin        one blob that all of them read (each weight stored once)
+
+The kept cuts are prefixes of the graph's order, so each one's device side
+contains the shallower ones': one device graph serves them all (onnxruntime
+runs only the nodes the requested outputs need). The all-on-device cut is kept
+where the device's memory allows it, best somewhere or not, so the device can
+always answer alone. Every kept cut is verified before the folder is published:
+the device graph's outputs for that cut, through its server graph, against the
+original model.
+
+The runtime that switches between the cuts per request (estimate, choice,
+local answers) is not built yet; serve, device and run-bench refuse this kind
+of plan with one line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from splitnn.onnxsplit.analysis.analyze import Analysis
+from splitnn.onnxsplit.analysis.cuts import placeable_indices
+from splitnn.onnxsplit.artifacts.chain import PartStep, outputs_of, run_steps
+from splitnn.onnxsplit.artifacts.folder import publish, staging_folder
+from splitnn.onnxsplit.artifacts.layout import DEVICE_DIR, MODEL_FILE, ORT_FILE, SERVER_DIR, WEIGHTS_FILE
+from splitnn.onnxsplit.artifacts.part_files import convert_to_ort, save_part, save_parts
+from splitnn.onnxsplit.artifacts.parts import Part, build_part, extract_parts, part_boundary
+from splitnn.onnxsplit.artifacts.plan_file import (
+    AdaptiveArtifacts,
+    AdaptiveCutRecord,
+    AdaptivePlanFile,
+    PartSpec,
+    header_fields,
+    save_verification_data,
+    write_plan,
+)
+from splitnn.onnxsplit.artifacts.verification import (
+    Verification,
+    compare_outputs,
+    reference_outputs,
+    verification_session,
+)
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.model.sample_inputs import random_inputs
+from splitnn.onnxsplit.model.weight_source import WeightSource
+from splitnn.onnxsplit.vertical.link_range import KeptCut, best_over_range, latency_lines
+from splitnn.onnxsplit.vertical.planning import Plan, cut_record
+
+
+@dataclass(frozen=True)
+class AdaptivePlan:
+    plan: Plan  # at the typical link, latency objective
+    kept: list[KeptCut]  # fastest rates first
+    answers_alone: bool  # the all-on-device cut is among them (kept for a device that must answer alone)
+    low_bps: float
+    high_bps: float
+
+
+def plan_adaptive(plan: Plan, low_bps: float, high_bps: float) -> AdaptivePlan:
+    """The prefix cuts best somewhere in [low_bps, high_bps], plus all on the device where its memory allows."""
+    lines = [line for line in latency_lines(plan) if line.candidate.cut.device_indices is None]
+    kept = best_over_range(lines, low_bps, high_bps)
+    alone = next((line for line in lines if not line.candidate.cut.tensors), None)  # None: it does not fit
+    if alone is not None and all(k.candidate.cut.tensors for k in kept):
+        kept.append(KeptCut(alone.candidate, low_bps, low_bps))  # best nowhere in the range, kept to answer alone
+    return AdaptivePlan(plan, kept, alone is not None, low_bps, high_bps)
+
+
+def write_adaptive(analysis: Analysis, adaptive: AdaptivePlan, outdir: str | Path, *, ort_format: bool = True,
+                   atol: float = 1e-4, rtol: float = 1e-3) -> AdaptivePlanFile:
+    """Write, verify (every kept cut) and publish the adaptive plan; return the plan file written."""
+    outdir = Path(outdir)
+    graph = analysis.graph
+    if graph.path is None:
+        raise SplitnnError("the analysis has no model file to take the weights from")
+    cuts = [k.candidate.cut for k in adaptive.kept]
+    deepest = max(cut.device_nodes for cut in cuts)
+    if deepest == 0:
+        raise SplitnnError("every kept cut sends the model's input and the device cannot hold the whole model: "
+                           "there is nothing to adapt; partition without --adaptive")
+    indices = placeable_indices(graph)[:deepest]
+    wanted = {name for cut in cuts for name in cut.tensors}
+    inputs, outputs = part_boundary(graph, indices, wanted)
+    device = Part(build_part(graph, graph.model, indices, inputs, outputs, "device"), inputs, outputs)
+    servers = {cut.id: extract_parts(graph, graph.model, cut)[1] for cut in cuts if cut.tensors}
+    with staging_folder(outdir) as staging:
+        with WeightSource.of(graph) as weights:
+            save_part(device, staging / DEVICE_DIR, weights)
+            if servers:
+                save_parts({_server_file(i): part for i, part in servers.items()}, staging / SERVER_DIR, weights)
+        device_file = staging / DEVICE_DIR / MODEL_FILE
+        if ort_format:
+            convert_to_ort(device_file, staging / DEVICE_DIR / ORT_FILE)
+            device_file = staging / DEVICE_DIR / ORT_FILE
+        feeds = random_inputs(graph)
+        reference = reference_outputs(graph, feeds)
+        device_results = dict(zip(device.outputs, verification_session(device_file).run(
+            list(device.outputs), {n: feeds[n] for n in device.inputs})))
+        check = _verify_every_cut(staging, servers, feeds, device_results, reference, atol, rtol,
+                                  device_file.relative_to(staging).as_posix())
+        save_verification_data(staging, feeds, reference)
+        document = _plan_file(analysis, adaptive, outdir, device, servers, check, ort_format)
+        write_plan(staging, document)
+        publish(staging, outdir)
+        return document
+
+
+def _server_file(cut_id: int) -> str:
+    return f"cut{cut_id}.onnx"
+
+
+def _verify_every_cut(folder: Path, servers: dict[int, Part], feeds: dict, device_results: dict, reference: dict,
+                      atol: float, rtol: float, device_artifact: str) -> Verification:
+    """Each kept cut chained (the device graph's outputs through its server graph) against the model; the worst."""
+    worst, passed = compare_outputs(device_results, {k: v for k, v in reference.items() if k in device_results},
+                                    atol, rtol) if any(k in device_results for k in reference) else (0.0, True)
+    for cut_id, server in servers.items():
+        step = PartStep(f"{SERVER_DIR}/{_server_file(cut_id)}", server.inputs, server.outputs)
+        pool = run_steps([step], {**feeds, **device_results}, lambda model: verification_session(folder / model))
+        results = {**{k: v for k, v in device_results.items() if k in reference}, **outputs_of(pool, server.outputs)}
+        error, ok = compare_outputs(results, reference, atol, rtol)
+        worst, passed = max(worst, error), passed and ok
+    if not passed:
+        raise SplitnnError(f"verification failed: a kept cut's chained parts differ from the model by up to {worst:.3g} "
+                           f"(atol {atol}, rtol {rtol}); nothing was written; loosen --atol/--rtol if this is expected")
+    return Verification(worst, atol, rtol, passed, device_artifact)
+
+
+def _plan_file(analysis: Analysis, adaptive: AdaptivePlan, outdir: Path, device: Part, servers: dict[int, Part],
+               check: Verification, ort_format: bool) -> AdaptivePlanFile:
+    lines = {line.candidate.cut.id: line for line in latency_lines(adaptive.plan)}
+    kept = []
+    for k in adaptive.kept:
+        cut, line = k.candidate.cut, lines[k.candidate.cut.id]
+        server = servers.get(cut.id)
+        spec = PartSpec(server.inputs, server.outputs, False) if server else PartSpec((), (), True)
+        kept.append(AdaptiveCutRecord(cut_record(k.candidate), k.low_bps, k.high_bps, line.fixed_s, line.wire_bits,
+                                      spec, f"{SERVER_DIR}/{_server_file(cut.id)}" if server else None))
+    plan = adaptive.plan
+    return AdaptivePlanFile(
+        **header_fields(analysis.graph, outdir),
+        device_profile=plan.device, server_profile=plan.server, link=plan.link, constraints=plan.constraints,
+        low_bps=adaptive.low_bps, high_bps=adaptive.high_bps, kept=tuple(kept),
+        device=PartSpec(device.inputs, device.outputs, False), answers_alone=adaptive.answers_alone,
+        verification=check,
+        artifacts=AdaptiveArtifacts(f"{DEVICE_DIR}/{MODEL_FILE}", f"{DEVICE_DIR}/{WEIGHTS_FILE}",
+                                    f"{SERVER_DIR}/{WEIGHTS_FILE}" if servers else None,
+                                    f"{DEVICE_DIR}/{ORT_FILE}" if ort_format else None),
+    )

@@ -1,0 +1,59 @@
+"""An adaptive plan: every cut best somewhere in a range, each verified, the server's weights stored once."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+
+from splitnn.cost_models.catalog import load_device, load_link
+from splitnn.onnxsplit.analysis.analyze import analyze
+from splitnn.onnxsplit.artifacts.plan_file import read_plan
+from splitnn.onnxsplit.model.loading import load_graph
+from splitnn.onnxsplit.model.sample_inputs import random_inputs
+from splitnn.onnxsplit.vertical.adaptive import plan_adaptive, write_adaptive
+from splitnn.onnxsplit.vertical.planning import plan_split
+from tests.helpers import assert_bad_input, run_cli, session
+
+
+def test_every_kept_cut_runs_from_one_device_graph_and_shared_server_weights(sample_path, tmp_path):
+    path = sample_path("alexnet")
+    analysis = analyze(load_graph(path))
+    plan = plan_split(analysis, load_device("rockpro64"), load_device("cloud-cpu"), load_link("4g"), "latency")
+    adaptive = plan_adaptive(plan, 0.1e6, 100e6)
+    document = write_adaptive(analysis, adaptive, tmp_path / "ad", ort_format=False)
+    kept = document.kept
+    assert len(kept) >= 3 and document.answers_alone and not kept[-1].cut.tensors  # the board alone when slow
+    assert document.verification.passed and document.verification.max_abs_err < 1e-4
+    assert isinstance(read_plan(tmp_path / "ad"), type(document))
+    # Each weight once: the server blob is no bigger than the weights its graphs read, taken once.
+    blob = (tmp_path / "ad" / "server" / "weights.bin").stat().st_size
+    read = {t.name for k in kept if k.server_model for t in onnx.load(str(tmp_path / "ad" / k.server_model),
+                                                                      load_external_data=False).graph.initializer}
+    stored = {t.name: t for t in onnx.load(str(path)).graph.initializer}
+    assert blob <= sum(onnx.numpy_helper.to_array(stored[n]).nbytes for n in read if n in stored)
+    # Run each cut by hand: the device graph asked for that cut's tensors, then its server graph.
+    feeds = random_inputs(analysis.graph)
+    expected = session(str(path)).run(None, feeds)[0]
+    device = session(str(tmp_path / "ad" / document.artifacts.device_model))
+    for k in kept:
+        if k.server_model is None:
+            answer = device.run(list(analysis.graph.outputs), feeds)[0]
+        else:
+            made = [t for t in k.cut.tensors if t not in feeds]
+            sent = {**{t: feeds[t] for t in k.cut.tensors if t in feeds},
+                    **dict(zip(made, device.run(made, feeds) if made else []))}
+            answer = session(str(tmp_path / "ad" / k.server_model)).run(None, sent)[0]
+        np.testing.assert_allclose(answer, expected, atol=1e-4, rtol=1e-3)
+
+
+def test_partition_adaptive_from_the_cli_and_the_commands_that_refuse_it(sample_path, tmp_path):
+    model = str(sample_path("vgg16", 64))
+    proc = run_cli("partition", model, "-o", str(tmp_path / "ad"), "--adaptive", "--bandwidth-range",
+                   "0.1Mbit-100Mbit", "--no-ort", "--json")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["strategy"] == "adaptive" and [k["cut"]["id"] for k in plan["kept"]][0] == 0
+    for command in (["run-bench", str(tmp_path / "ad")], ["serve", str(tmp_path / "ad")]):
+        assert_bad_input(run_cli(*command), "adaptive plan")
+    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "x"), "--adaptive"), "--bandwidth-range")
