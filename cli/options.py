@@ -359,7 +359,8 @@ BENCH = OptionGroup("bench", (
                                       help="Timed requests (per cut with --sweep).")),
     (("--device-slowdown", "device_slowdown"), dict(
         default="auto", show_default=True,
-        help="Dilate the device part's compute by K (auto: the device profile against the host profile; 1: none).")),
+        help="Emulate the board: auto makes each part (and the all-on-device baseline) take what the device "
+             "profile predicts for it; K dilates this host's time by K instead (1: none).")),
     (("--timeout", "timeout"), dict(default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
                                     help="Seconds to wait for each answer.")),
     (("--no-baselines", "no_baselines"), dict(is_flag=True, help="Skip the all-device and all-server runs.")),
