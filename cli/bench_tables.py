@@ -7,6 +7,7 @@ from splitnn.cli.render import human_bytes, stdout
 
 if TYPE_CHECKING:
     from splitnn.cost_models.prediction import Prediction
+    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchReport
     from splitnn.onnxsplit.bench.split_report import SplitBenchReport, StreamReport, Versus
     from splitnn.onnxsplit.bench.sweep import SweepReport
     from splitnn.onnxsplit.bench.tile_report import TableRow, TileBenchReport
@@ -181,3 +182,19 @@ def _render_tile_figures(report: TileBenchReport) -> None:
                       f"(planned per node: {human_bytes(memory.planned_node_bytes)}, stack weights + the largest "
                       f"tile's activations{'; split-layer slices on top' if report.neuron_splits else ''}; "
                       f"limit per worker {human_bytes(memory.limit_bytes)})")
+
+
+def render_adaptive(report: AdaptiveBenchReport) -> None:
+    """An adaptive plan's run: answers by where they came from, latency percentiles, the cuts used."""
+    console = stdout()
+    deadline = f", deadline {report.deadline_s * 1e3:g} ms ({report.deadline_missed} missed)" if report.deadline_s else ""
+    console.print(f"{report.requests} requests over {report.link}{deadline}: [bold]{report.answered_remote} answered "
+                  f"through the server, {report.answered_local} by the device alone[/bold], {report.errors} errors")
+    e = report.e2e_s
+    console.print(f"end to end: p50 {e.p50 * 1e3:.1f} ms, p95 {e.p95 * 1e3:.1f} ms, p99 {e.p99 * 1e3:.1f} ms, "
+                  f"mean {e.mean * 1e3:.1f} ms")
+    cuts = ", ".join(f"cut {cut}: {count}" for cut, count in report.requests_per_cut.items())
+    console.print(f"requests per cut: {cuts}; {report.switches} switches; {report.probes} bandwidth probes")
+    if report.outputs_match is not None:
+        verdict = "match" if report.outputs_match else "[red]DIFFER[/red]"
+        console.print(f"outputs {verdict} the unsplit model (max abs error {report.max_abs_err:.3g})")

@@ -328,15 +328,17 @@ class BenchChoice:
     baselines: bool
     stream: bool
     fps: float | None
+    deadline_s: float | None = None  # adaptive plans: answer every request within this time
 
 
 def _bench_choice(requests: int, device_slowdown: str, timeout: float, no_baselines: bool, stream: bool,
-                  fps: float | None) -> BenchChoice:
+                  fps: float | None, deadline: str | None) -> BenchChoice:
     from splitnn.onnxsplit.core.errors import SplitnnError
 
     if fps is not None and not stream:
         raise SplitnnError("--fps paces a stream: add --stream")
-    return BenchChoice(requests, _slowdown(device_slowdown), timeout, not no_baselines, stream, fps)
+    return BenchChoice(requests, _slowdown(device_slowdown), timeout, not no_baselines, stream, fps,
+                       _seconds(deadline, "--deadline"))
 
 
 def _slowdown(text: str) -> float | None:
@@ -368,6 +370,8 @@ BENCH = OptionGroup("bench", (
                                                      "the server works on frame i).")),
     (("--fps", "fps"), dict(type=click.FloatRange(0, min_open=True),
                             help="With --stream: frames offered per second (default: as fast as the device goes).")),
+    (("--deadline", "deadline"), dict(metavar="TIME", help="Adaptive plans: answer every request within TIME (e.g. "
+                                                           "160ms), on the device alone when the link cannot.")),
 ), _bench_choice)
 
 

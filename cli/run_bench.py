@@ -56,6 +56,7 @@ def run_bench(target: str, link: LinkChoice, bench: BenchChoice, sweep: SweepCho
       splitnn run-bench out/vgg16 --trace lte.csv --outage 3-5
       splitnn run-bench out/vgg16 --stream --requests 50 [--fps 10]
       splitnn run-bench resnet18.onnx --sweep --link wifi --top 6 --plot sweep.png
+      splitnn run-bench out/adaptive --trace traces/wifi-to-3g.csv --deadline 160ms --requests 200
       splitnn run-bench out/tiles                          (a tile plan: tiles on a local Dask cluster)
       splitnn run-bench out/tiles --scheduler tcp://10.0.0.1:8786 --images 20
       splitnn run-bench out/tiles --data-parallel --images 40
@@ -72,6 +73,11 @@ def run_bench(target: str, link: LinkChoice, bench: BenchChoice, sweep: SweepCho
     if tiles.given:
         raise SplitnnError(f"{', '.join(tiles.given)} {'applies' if len(tiles.given) == 1 else 'apply'} only to tile "
                            "plans (splitnn partition --strategy tiles)")
+    if sweep is None and _strategy(target) == "adaptive":
+        _adaptive_bench(target, link, bench, report.as_json)
+        return
+    if bench.deadline_s is not None:
+        raise SplitnnError("--deadline applies to adaptive plans (splitnn partition --adaptive)")
     with Progress() as progress:
         result = _sweep(target, sweep, link, bench, progress) if sweep else _bench(target, link, bench, progress)
     if report.plot is not None:
@@ -87,13 +93,38 @@ def run_bench(target: str, link: LinkChoice, bench: BenchChoice, sweep: SweepCho
 
 
 def _is_tile_plan(target: str) -> bool:
+    return _strategy(target) == "tiles"
+
+
+def _strategy(target: str) -> str | None:
     from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
     from splitnn.onnxsplit.core.errors import SplitnnError
 
     try:
-        return plan_strategy(target) == "tiles"
+        return plan_strategy(target)
     except SplitnnError:
-        return False  # the vertical path's reader says what is wrong
+        return None  # the vertical path's reader says what is wrong
+
+
+def _adaptive_bench(outdir: str, link: LinkChoice, bench: BenchChoice, as_json: bool) -> None:
+    from splitnn.cli.bench_tables import render_adaptive
+    from splitnn.cost_models.catalog import load_link
+    from splitnn.onnxsplit.artifacts.plan_file import read_plan
+    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchOptions, run_adaptive_bench
+    from splitnn.onnxsplit.runtime.link_emulator import settings_for
+
+    plan = read_plan(outdir, "adaptive")
+    chosen = load_link(link.name, link.bandwidth_bps, link.rtt_s) if link.name else dataclasses.replace(
+        plan.link, uplink_bps=link.bandwidth_bps or plan.link.uplink_bps,
+        downlink_bps=link.bandwidth_bps or plan.link.down_bps, rtt_s=plan.link.rtt_s if link.rtt_s is None else link.rtt_s)
+    settings = settings_for(chosen.uplink_bps, chosen.rtt_s, downlink_bps=chosen.down_bps, **link.impairments)
+    options = AdaptiveBenchOptions(requests=bench.requests, deadline_s=bench.deadline_s, timeout_s=bench.timeout_s)
+    with Progress() as progress:
+        result = run_adaptive_bench(outdir, settings, options, progress)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=1))
+    else:
+        render_adaptive(result)
 
 
 def _tile_bench(outdir: str, tiles: TileBenchChoice, as_json: bool) -> None:

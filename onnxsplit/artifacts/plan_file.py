@@ -308,6 +308,7 @@ class AdaptiveCutRecord(Record):
     """One cut an adaptive plan keeps: where it is best, its latency line, and the server graph that finishes it."""
 
     cut: CutRecord
+    predicted: Prediction  # at the plan's typical link
     low_bps: float
     high_bps: float
     fixed_s: float  # predicted latency = fixed_s + wire_bits / uplink_bps
@@ -354,8 +355,8 @@ _WRONG_KIND = {
     "vertical": "holds a tile plan, which has no device and server parts: run it with `splitnn run-bench OUTDIR`",
     "tiles": "holds a vertical split, not a tile plan: partition with --strategy tiles",
 }
-_ADAPTIVE_NOT_YET = ("holds an adaptive plan (partition --adaptive): serve, device, run-bench and update-weights do "
-                     "not handle adaptive plans yet; partition without --adaptive for a split they run")
+_ADAPTIVE_NOT_YET = ("holds an adaptive plan (partition --adaptive): run it with `splitnn run-bench OUTDIR`; serve, "
+                     "device and update-weights do not handle adaptive plans yet")
 
 
 def plan_strategy(outdir: str | Path) -> str:

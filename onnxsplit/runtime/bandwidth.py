@@ -1,5 +1,5 @@
 """What the device knows of the link while it runs: a bandwidth estimate from its own requests, and the cut it
-picks from it (issue 13, items 2 and 3; the adaptive runtime that uses them comes next).
+picks from it (issue 13, items 2 and 3; bench/adaptive.py runs them).
 
 The estimate is passive. Each answered request gives one sample: the bits
 that crossed (up, and down in the link's ratio) over the time they took on the
@@ -89,6 +89,11 @@ class BandwidthEstimator:
             self._log_bps = bound
         self._last_at = at
 
+    def observe_round_trip(self, seconds: float) -> None:
+        """A round trip that carried next to nothing (a tiny probe): the link's own delay, which the samples take
+        out. The planned link's figure holds until one is measured."""
+        self.rtt_s = seconds
+
     def estimate(self, now: float) -> Estimate:
         if self._log_bps is None or self._last_at is None:
             return Estimate(None, 1.0, 0, math.inf, True)
@@ -107,12 +112,18 @@ class CutChooser:
         self.current: LatencyLine | None = None
         self.switches = 0
 
-    def choose(self, uplink_bps: float) -> LatencyLine:
-        best = min(self.lines, key=lambda line: (line.seconds(uplink_bps), line.wire_bits))
+    def choose(self, uplink_bps: float, rtt_change_s: float = 0.0) -> LatencyLine:
+        """The cut to use at `uplink_bps`, the round trip `rtt_change_s` longer than the lines were drawn for."""
+        def seconds(line: LatencyLine) -> float:
+            return line.seconds(uplink_bps) + (rtt_change_s if line.wire_bits > 0 else 0.0)
+
+        best = min(self.lines, key=lambda line: (seconds(line), line.wire_bits))
         if self.current is None:
             self.current = best
-        elif best is not self.current and (
-                self.current.seconds(uplink_bps) > (1 + self.hysteresis) * best.seconds(uplink_bps)):
+        elif best is not self.current and seconds(self.current) > (1 + self.hysteresis) * seconds(best):
             self.current = best
             self.switches += 1
         return self.current
+
+    def predicted_s(self, line: LatencyLine, uplink_bps: float, rtt_change_s: float = 0.0) -> float:
+        return line.seconds(uplink_bps) + (rtt_change_s if line.wire_bits > 0 else 0.0)

@@ -121,6 +121,12 @@ class DeviceClient:
             self._sock = sock
         return self._sock
 
+    def set_timeout(self, seconds: float) -> None:
+        """How long the next answers may take (an adaptive device gives each request what its deadline leaves)."""
+        self.timeout_s = seconds
+        if self._sock is not None:
+            self._sock.settimeout(seconds)
+
     def _drop(self) -> None:
         if self._sock is not None:
             self._sock.close()

@@ -12,6 +12,7 @@ import socket
 import socketserver
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,9 @@ from splitnn.onnxsplit.runtime.wire import (
     read_frame,
     send_frame,
 )
+
+# A request carrying only this tensor is a bandwidth probe (runtime/bandwidth.py): answered at once, empty.
+PROBE_TENSOR = "__splitnn_probe__"
 
 
 @dataclass
@@ -59,11 +63,15 @@ def server_part_path(outdir: str | Path) -> Path | None:
 
 
 class ModelServer:
-    """Serve `model` (an .onnx or .ort file; None: echo the inputs back, for an empty server part)."""
+    """Serve `model` (an .onnx or .ort file; None: echo the inputs back, for an empty server part), or several
+    models (an adaptive plan's server graphs, one per cut): each request goes to the one whose inputs are the
+    tensors it carries."""
 
-    def __init__(self, model: Path | None, host: str = "127.0.0.1", port: int = 0,
+    def __init__(self, model: Path | Sequence[Path] | None, host: str = "127.0.0.1", port: int = 0,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, threads: int | None = None, spin: bool = True) -> None:
-        self.session = create_session(model, threads=threads, spin=spin) if model is not None else None
+        models = [] if model is None else [model] if isinstance(model, Path) else list(model)
+        self.sessions = [create_session(m, threads=threads, spin=spin) for m in models]
+        self.session = self.sessions[0] if self.sessions else None
         self.inputs = [i.name for i in self.session.get_inputs()] if self.session else []
         self.outputs = [o.name for o in self.session.get_outputs()] if self.session else []
         self.max_frame_bytes = max_frame_bytes
@@ -85,14 +93,21 @@ class ModelServer:
         self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
 
     def run(self, tensors: dict) -> dict:  # type: ignore[type-arg]
+        if set(tensors) == {PROBE_TENSOR}:
+            return {}  # a device measuring the link: the bytes came, an empty answer goes back
         if self.session is None:
             return tensors
-        missing = [n for n in self.inputs if n not in tensors]
+        session = self.session
+        if len(self.sessions) > 1:  # the graph of the cut the device chose: the one that reads what it sent
+            session = next((s for s in self.sessions if {i.name for i in s.get_inputs()} == set(tensors)), session)
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        missing = [n for n in inputs if n not in tensors]
         if missing:
-            raise ProtocolError(f"request lacks input(s) {', '.join(missing)} (expected {', '.join(self.inputs)})",
+            raise ProtocolError(f"request lacks input(s) {', '.join(missing)} (expected {', '.join(inputs)})",
                                 STATUS_BAD_INPUT)
-        values = self.session.run(self.outputs, {n: tensors[n] for n in self.inputs})
-        return dict(zip(self.outputs, values))
+        values = session.run(outputs, {n: tensors[n] for n in inputs})
+        return dict(zip(outputs, values))
 
     def _handle(self, sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

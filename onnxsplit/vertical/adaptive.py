@@ -15,9 +15,9 @@ always answer alone. Every kept cut is verified before the folder is published:
 the device graph's outputs for that cut, through its server graph, against the
 original model.
 
-The runtime that switches between the cuts per request (estimate, choice,
-local answers) is not built yet; serve, device and run-bench refuse this kind
-of plan with one line.
+run-bench runs it (bench/adaptive.py: the estimate, the choice per request,
+local answers on a deadline); serve, device and update-weights refuse this
+kind of plan with one line until they handle it.
 """
 from __future__ import annotations
 
@@ -140,8 +140,9 @@ def _plan_file(analysis: Analysis, adaptive: AdaptivePlan, outdir: Path, device:
         cut, line = k.candidate.cut, lines[k.candidate.cut.id]
         server = servers.get(cut.id)
         spec = PartSpec(server.inputs, server.outputs, False) if server else PartSpec((), (), True)
-        kept.append(AdaptiveCutRecord(cut_record(k.candidate), k.low_bps, k.high_bps, line.fixed_s, line.wire_bits,
-                                      spec, f"{SERVER_DIR}/{_server_file(cut.id)}" if server else None))
+        kept.append(AdaptiveCutRecord(cut_record(k.candidate), k.candidate.predicted, k.low_bps, k.high_bps,
+                                      line.fixed_s, line.wire_bits, spec,
+                                      f"{SERVER_DIR}/{_server_file(cut.id)}" if server else None))
     plan = adaptive.plan
     return AdaptivePlanFile(
         **header_fields(analysis.graph, outdir),

@@ -54,6 +54,27 @@ def test_partition_adaptive_from_the_cli_and_the_commands_that_refuse_it(sample_
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     assert plan["strategy"] == "adaptive" and [k["cut"]["id"] for k in plan["kept"]][0] == 0
-    for command in (["run-bench", str(tmp_path / "ad")], ["serve", str(tmp_path / "ad")]):
+    for command in (["serve", str(tmp_path / "ad")], ["update-weights", str(tmp_path / "ad"), "--from", model]):
         assert_bad_input(run_cli(*command), "adaptive plan")
     assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "x"), "--adaptive"), "--bandwidth-range")
+
+
+def test_run_bench_switches_cuts_as_the_link_drops_and_answers_every_request(sample_path, tmp_path):
+    """Fast, then a link too slow for any cut: the device moves from a remote cut to answering alone, and with a
+    deadline no request goes unanswered."""
+    proc = run_cli("partition", str(sample_path("alexnet")), "-o", str(tmp_path / "ad"), "--link", "4g", "--adaptive",
+                   "--bandwidth-range", "0.1Mbit-100Mbit", "--no-ort")
+    assert proc.returncode == 0, proc.stderr
+    trace = tmp_path / "drop.csv"
+    trace.write_text("time_s,mbps\n0,200\n1,0.2\n")
+    proc = run_cli("run-bench", str(tmp_path / "ad"), "--trace", str(trace), "--rtt", "10ms", "--deadline", "160ms",
+                   "--requests", "40", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["requests"] == 40 == report["answered_remote"] + report["answered_local"] + report["errors"]
+    assert report["errors"] == 0 and report["answered_remote"] > 0 and report["answered_local"] > 0
+    assert len(report["requests_per_cut"]) >= 2 and report["outputs_match"] is True
+    assert report["probes"] >= 1  # no estimate at the start: the device measured the link first
+    points = report["points"]
+    assert points[-1]["answered"] == "local" and points[-1]["true_bps"] == 0.2e6
+    assert_bad_input(run_cli("run-bench", str(tmp_path / "ad"), "--deadline", "50ms"), "shorter than the device")
