@@ -198,3 +198,19 @@ def render_adaptive(report: AdaptiveBenchReport) -> None:
     if report.outputs_match is not None:
         verdict = "match" if report.outputs_match else "[red]DIFFER[/red]"
         console.print(f"outputs {verdict} the unsplit model (max abs error {report.max_abs_err:.3g})")
+    if report.static:
+        _render_static(report)
+
+
+def _render_static(report: AdaptiveBenchReport) -> None:
+    from rich.table import Table
+
+    table = Table(title="The same replay, adaptive and with each kept cut held", title_justify="left")
+    for column in ("run", "requests", "remote", "local", "errors", "p50 ms", "p95 ms", "p99 ms", "mean ms"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for run in (report, *report.static):
+        e = run.e2e_s
+        table.add_row("adaptive" if run.held_cut is None else f"cut {run.held_cut} held", str(run.requests),
+                      str(run.answered_remote), str(run.answered_local), str(run.errors), f"{e.p50 * 1e3:.1f}",
+                      f"{e.p95 * 1e3:.1f}", f"{e.p99 * 1e3:.1f}", f"{e.mean * 1e3:.1f}")
+    stdout().print(table)

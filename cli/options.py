@@ -329,16 +329,19 @@ class BenchChoice:
     stream: bool
     fps: float | None
     deadline_s: float | None = None  # adaptive plans: answer every request within this time
+    duration_s: float | None = None  # adaptive plans: a timed run instead of --requests
+    compare_static: bool = False  # adaptive plans: the same replay with each kept cut held
 
 
 def _bench_choice(requests: int, device_slowdown: str, timeout: float, no_baselines: bool, stream: bool,
-                  fps: float | None, deadline: str | None) -> BenchChoice:
+                  fps: float | None, deadline: str | None, duration: float | None,
+                  compare_static: bool) -> BenchChoice:
     from splitnn.onnxsplit.core.errors import SplitnnError
 
     if fps is not None and not stream:
         raise SplitnnError("--fps paces a stream: add --stream")
     return BenchChoice(requests, _slowdown(device_slowdown), timeout, not no_baselines, stream, fps,
-                       _seconds(deadline, "--deadline"))
+                       _seconds(deadline, "--deadline"), duration, compare_static)
 
 
 def _slowdown(text: str) -> float | None:
@@ -372,6 +375,11 @@ BENCH = OptionGroup("bench", (
                             help="With --stream: frames offered per second (default: as fast as the device goes).")),
     (("--deadline", "deadline"), dict(metavar="TIME", help="Adaptive plans: answer every request within TIME (e.g. "
                                                            "160ms), on the device alone when the link cannot.")),
+    (("--duration", "duration"), dict(type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+                                      help="Adaptive plans: run for this long (e.g. a trace's length) instead of "
+                                           "--requests.")),
+    (("--compare-static", "compare_static"), dict(is_flag=True, help="Adaptive plans: replay the same link with "
+                                                                     "each kept cut held fixed, beside the adaptive run.")),
 ), _bench_choice)
 
 

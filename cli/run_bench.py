@@ -76,8 +76,11 @@ def run_bench(target: str, link: LinkChoice, bench: BenchChoice, sweep: SweepCho
     if sweep is None and _strategy(target) == "adaptive":
         _adaptive_bench(target, link, bench, report.as_json)
         return
-    if bench.deadline_s is not None:
-        raise SplitnnError("--deadline applies to adaptive plans (splitnn partition --adaptive)")
+    adaptive_only = {"--deadline": bench.deadline_s, "--duration": bench.duration_s,
+                     "--compare-static": bench.compare_static or None}
+    if any(v is not None for v in adaptive_only.values()):
+        given = ", ".join(k for k, v in adaptive_only.items() if v is not None)
+        raise SplitnnError(f"{given} applies to adaptive plans (splitnn partition --adaptive)")
     with Progress() as progress:
         result = _sweep(target, sweep, link, bench, progress) if sweep else _bench(target, link, bench, progress)
     if report.plot is not None:
@@ -110,7 +113,7 @@ def _adaptive_bench(outdir: str, link: LinkChoice, bench: BenchChoice, as_json: 
     from splitnn.cli.bench_tables import render_adaptive
     from splitnn.cost_models.catalog import load_link
     from splitnn.onnxsplit.artifacts.plan_file import read_plan
-    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchOptions, run_adaptive_bench
+    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchOptions, compare_static, run_adaptive_bench
     from splitnn.onnxsplit.runtime.link_emulator import settings_for
 
     plan = read_plan(outdir, "adaptive")
@@ -118,9 +121,10 @@ def _adaptive_bench(outdir: str, link: LinkChoice, bench: BenchChoice, as_json: 
         plan.link, uplink_bps=link.bandwidth_bps or plan.link.uplink_bps,
         downlink_bps=link.bandwidth_bps or plan.link.down_bps, rtt_s=plan.link.rtt_s if link.rtt_s is None else link.rtt_s)
     settings = settings_for(chosen.uplink_bps, chosen.rtt_s, downlink_bps=chosen.down_bps, **link.impairments)
-    options = AdaptiveBenchOptions(requests=bench.requests, deadline_s=bench.deadline_s, timeout_s=bench.timeout_s)
+    options = AdaptiveBenchOptions(requests=bench.requests, deadline_s=bench.deadline_s, timeout_s=bench.timeout_s,
+                                   duration_s=bench.duration_s)
     with Progress() as progress:
-        result = run_adaptive_bench(outdir, settings, options, progress)
+        result = (compare_static if bench.compare_static else run_adaptive_bench)(outdir, settings, options, progress)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=1))
     else:

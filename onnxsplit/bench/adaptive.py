@@ -51,6 +51,8 @@ class AdaptiveBenchOptions:
     deadline_s: float | None = None
     timeout_s: float = 30.0  # without a deadline: how long an answer may take before the request fails
     seed: int = 0
+    duration_s: float | None = None  # stop after this long instead of after `requests` (a trace's replay)
+    hold_cut: int | None = None  # a static run: this kept cut for every request (--compare-static)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class AdaptiveBenchReport(Record):
     max_abs_err: float | None
     link: str
     points: tuple[RequestPoint, ...]
+    held_cut: int | None = None  # a static run's cut (None: adaptive)
+    static: tuple[AdaptiveBenchReport, ...] = ()  # --compare-static: the same replay with each cut held
 
 
 class _CutView:
@@ -120,6 +124,19 @@ def _rate_at(link: LinkSettings, t: float) -> float | None:
     return current
 
 
+def compare_static(outdir: str | Path, link: LinkSettings, options: AdaptiveBenchOptions,
+                   progress: Callable[[str, int, int], None] | None = None) -> AdaptiveBenchReport:
+    """The adaptive run, then the same replay with each kept cut held fixed (all on the device among them)."""
+    import dataclasses
+
+    adaptive = run_adaptive_bench(outdir, link, options, progress)
+    plan = read_plan(outdir, "adaptive")
+    assert isinstance(plan, AdaptivePlanFile)
+    static = tuple(run_adaptive_bench(outdir, link, dataclasses.replace(options, hold_cut=k.cut.id), progress)
+                   for k in plan.kept)
+    return dataclasses.replace(adaptive, static=static)
+
+
 def run_adaptive_bench(outdir: str | Path, link: LinkSettings, options: AdaptiveBenchOptions,
                        progress: Callable[[str, int, int], None] | None = None) -> AdaptiveBenchReport:
     """Measure the adaptive plan in `outdir` under `link` (see the module doc)."""
@@ -141,10 +158,14 @@ def run_adaptive_bench(outdir: str | Path, link: LinkSettings, options: Adaptive
     with ModelServer(servers or None, spin=False).start() as server, LinkRelay(server.address, link) as relay:
         client = DeviceClient(views[plan.kept[0].cut.id], relay.address, timeout_s=options.timeout_s)  # type: ignore[arg-type]
         loop = _Loop(plan, views, client, link, options, alone)
-        for i in range(options.requests):
+        count = 0
+        while (count < options.requests if options.duration_s is None
+               else time.perf_counter() - loop.start < options.duration_s):
             loop.one(feeds)
+            count += 1
             if progress:
-                progress("requests", i + 1, options.requests)
+                progress("requests" if options.duration_s is None else "requests (timed run)", count,
+                         options.requests if options.duration_s is None else count + 1)
         client.close()
     return loop.report(outdir, reference)
 
@@ -156,14 +177,18 @@ class _Loop:
                  options: AdaptiveBenchOptions, alone: AdaptiveCutRecord | None) -> None:
         self.plan, self.views, self.client, self.link, self.options, self.alone = plan, views, client, link, options, alone
         self.estimator = BandwidthEstimator(plan.link.rtt_s, plan.link.down_bps / plan.link.uplink_bps)
-        self.chooser = CutChooser([LatencyLine(k, k.fixed_s, k.wire_bits) for k in plan.kept])  # type: ignore[arg-type]
+        held = [k for k in plan.kept if options.hold_cut in (None, k.cut.id)]
+        if not held:
+            raise SplitnnError(f"cut {options.hold_cut} is not one of the plan's kept cuts "
+                               f"({', '.join(str(k.cut.id) for k in plan.kept)})")
+        self.chooser = CutChooser([LatencyLine(k, k.fixed_s, k.wire_bits) for k in held])  # type: ignore[arg-type]
         self.start = time.perf_counter()
         self.points: list[RequestPoint] = []
         self.last_outputs: dict[str, np.ndarray] = {}
         self.probes = 0
 
     def one(self, feeds: dict[str, np.ndarray]) -> None:
-        if self.estimator.estimate(time.perf_counter() - self.start).stale:
+        if self.options.hold_cut is None and self.estimator.estimate(time.perf_counter() - self.start).stale:
             self._probe()
         t = time.perf_counter() - self.start
         estimate = self.estimator.estimate(t)
@@ -173,7 +198,8 @@ class _Loop:
         kept: AdaptiveCutRecord = line.candidate  # type: ignore[assignment]
         begin = time.perf_counter()
         predicted = self.chooser.predicted_s(line, bps, rtt_change)
-        if kept.server_model is None or predicted > self._remote_budget(kept) + kept.predicted.device_s:
+        too_slow = self.options.hold_cut is None and predicted > self._remote_budget(kept) + kept.predicted.device_s
+        if kept.server_model is None or too_slow:  # a held cut is always tried: the deadline still catches it
             answered = self._local(feeds, begin, 0.0)
         else:
             answered = self._remote(kept, feeds, begin, t)
@@ -252,5 +278,5 @@ class _Loop:
             e2e_s=Latencies(*(float(np.percentile(e2e, q)) for q in (50, 95, 99)), float(statistics.fmean(e2e))),
             requests_per_cut=per_cut, switches=self.chooser.switches, probes=self.probes, outputs_match=match,
             max_abs_err=max_err,
-            link=self.link.describe(), points=tuple(self.points),
+            link=self.link.describe(), points=tuple(self.points), held_cut=self.options.hold_cut,
         )

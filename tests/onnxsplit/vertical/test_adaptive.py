@@ -78,3 +78,21 @@ def test_run_bench_switches_cuts_as_the_link_drops_and_answers_every_request(sam
     points = report["points"]
     assert points[-1]["answered"] == "local" and points[-1]["true_bps"] == 0.2e6
     assert_bad_input(run_cli("run-bench", str(tmp_path / "ad"), "--deadline", "50ms"), "shorter than the device")
+
+
+def test_compare_static_replays_the_link_with_each_kept_cut_held(sample_path, tmp_path):
+    proc = run_cli("partition", str(sample_path("vgg16", 64)), "-o", str(tmp_path / "ad"), "--adaptive",
+                   "--bandwidth-range", "0.1Mbit-100Mbit", "--no-ort")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("run-bench", str(tmp_path / "ad"), "--rtt", "10ms", "--bandwidth", "50Mbit", "--requests", "6",
+                   "--compare-static", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    plan = json.loads((tmp_path / "ad" / "plan.json").read_text())
+    assert report.get("held_cut") is None  # (None fields are left out of the JSON)
+    assert [r["held_cut"] for r in report["static"]] == [k["cut"]["id"] for k in plan["kept"]]
+    for run in report["static"]:  # each held cut answered every request its own way
+        assert run["requests"] == 6 and run["errors"] == 0 and set(run["requests_per_cut"]) == {str(run["held_cut"])}
+    alone = next(r for r in report["static"] if r["held_cut"] == plan["kept"][-1]["cut"]["id"])
+    assert alone["answered_local"] == 6
+    assert_bad_input(run_cli("run-bench", str(tmp_path / "ad"), "--duration", "0"), "--duration")
