@@ -13,28 +13,19 @@ cut's mean (target <= 0.8), adaptive p99 over all-on-device's p99 (target <= 1.1
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
-
-def _splitnn(*args: str, cwd: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "splitnn.cli", *args, "--json"], capture_output=True, text=True,
-                          cwd=cwd, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"splitnn {' '.join(args)} failed: {proc.stderr.strip()[-400:]}")
-    return json.loads(proc.stdout)
+from benchmarks.cli_runs import sample_model  # noqa: E402
+from benchmarks.cli_runs import splitnn_json as _splitnn
 
 
 def _row(model: str, trace: str, duration: float, work: Path, deadline_factor: float) -> list[str]:
-    path = work / f"{model}.onnx"
-    if not path.exists():
-        subprocess.run([sys.executable, "-m", "splitnn.cli", "samples", "build", model, "-o", str(path)], cwd=work,
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = sample_model(model, work)
     trace_file = REPO / "traces" / f"{trace}.csv"
     outdir = work / f"{model}-{trace}"
     plan = _splitnn("partition", str(path), "-o", str(outdir), "--adaptive", "--trace", str(trace_file), "--no-ort",

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.cli_runs import sample_model  # noqa: E402
+from benchmarks.cli_runs import splitnn_json as _splitnn
 from tests.helpers import MINILM, MTCNN_ONET, NUDENET, packaged_model  # noqa: E402
 
 SAMPLES = ("alexnet", "resnet18", "mobilenet")
@@ -33,24 +34,12 @@ REAL = {"nudenet": NUDENET, "mtcnn-onet": MTCNN_ONET, "minilm": MINILM}
 LINKS = ("cat1", "3g", "4g", "wifi")
 
 
-def _splitnn(*args: str, cwd: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "splitnn.cli", *args, "--json"], capture_output=True, text=True,
-                          cwd=cwd, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"splitnn {' '.join(args)} failed: {proc.stderr.strip()[-300:]}")
-    return json.loads(proc.stdout)
-
-
 def _model(name: str, work: Path) -> tuple[Path, list[str]]:
     if name in REAL:
         package, relative, shapes = REAL[name]
         args = [a for n, dims in shapes.items() for a in ("--input-shape", f"{n}:{'x'.join(map(str, dims))}")]
         return packaged_model(package, relative), args
-    path = work / f"{name}.onnx"
-    if not path.exists():
-        subprocess.run([sys.executable, "-m", "splitnn.cli", "samples", "build", name, "-o", str(path)], cwd=work,
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return path, []
+    return sample_model(name, work), []
 
 
 def _row(name: str, link: str, objective: str, requests: int, max_baseline_s: float, work: Path) -> dict:

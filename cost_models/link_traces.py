@@ -39,6 +39,16 @@ def read_trace(path: str | Path) -> Trace:
     return tuple(steps)
 
 
+def rate_at(trace: Trace, t: float) -> float:
+    """The rate of `trace` at `t` seconds from its start: the step that began last (the first step before it)."""
+    current = trace[0][1]
+    for start, bps in trace:
+        if start > t:
+            break
+        current = bps
+    return current
+
+
 def time_weights(trace: Trace) -> list[tuple[float, float]]:
     """(bits per second, seconds it lasts) per step of `trace` (see the module doc for the last step)."""
     times = [t for t, _ in trace]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from splitnn.cost_models.link_traces import rate_at
 from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference
 from splitnn.onnxsplit.artifacts.plan_file import AdaptiveCutRecord, AdaptivePlanFile, read_plan
 from splitnn.onnxsplit.artifacts.verification import compare_outputs
@@ -39,10 +41,10 @@ from splitnn.onnxsplit.runtime.bandwidth import BandwidthEstimator, CutChooser
 from splitnn.onnxsplit.runtime.device import DeviceClient
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
 from splitnn.onnxsplit.runtime.server import PROBE_TENSOR, ModelServer
+from splitnn.onnxsplit.vertical.link_range import LatencyLine
 
 PROBE_BYTES = 16 * 1024  # a cheap probe: 16 kB up, an empty answer back
 DEADLINE_MARGIN = 0.05  # of the deadline, kept for this host's own overheads (sessions, sockets, threads)
-from splitnn.onnxsplit.vertical.link_range import LatencyLine
 
 
 @dataclass(frozen=True)
@@ -111,17 +113,6 @@ class _CutView:
         if not self.outputs:
             return {}  # this cut sends the model's input as it came
         return dict(zip(self.outputs, self.session.run(self.outputs, {n: feeds[n] for n in self.inputs})))
-
-
-def _rate_at(link: LinkSettings, t: float) -> float | None:
-    if not link.trace:
-        return link.uplink_bps
-    current = link.trace[0][1]
-    for start, bps in link.trace:
-        if start > t:
-            break
-        current = bps
-    return current
 
 
 def compare_static(outdir: str | Path, link: LinkSettings, options: AdaptiveBenchOptions,
@@ -202,8 +193,8 @@ class _Loop:
         if kept.server_model is None or too_slow:  # a held cut is always tried: the deadline still catches it
             answered = self._local(feeds, begin, 0.0)
         else:
-            answered = self._remote(kept, feeds, begin, t)
-        self.points.append(RequestPoint(t, estimate.bps, _rate_at(self.link, t), kept.cut.id, answered,
+            answered = self._remote(kept, feeds, begin)
+        self.points.append(RequestPoint(t, estimate.bps, rate_at(self.link.trace, t) if self.link.trace else self.link.uplink_bps, kept.cut.id, answered,
                                         time.perf_counter() - begin))
 
     def _remote_budget(self, kept: AdaptiveCutRecord) -> float:
@@ -228,10 +219,10 @@ class _Loop:
             self.estimator.observe(result.bytes_up, result.bytes_down, result.transfer_s, at)
         else:
             self.estimator.observe_failure(result.bytes_up, result.e2e_s, at)
-            self.client._drop()
+            self.client.close()
         self.probes += 1
 
-    def _remote(self, kept: AdaptiveCutRecord, feeds: dict[str, np.ndarray], begin: float, t: float) -> str:
+    def _remote(self, kept: AdaptiveCutRecord, feeds: dict[str, np.ndarray], begin: float) -> str:
         self.client.part = self.views[kept.cut.id]  # type: ignore[assignment]
         self.client.board_s = kept.predicted.device_s
         self.client.set_timeout(max(self._remote_budget(kept), 1e-3))
@@ -242,7 +233,7 @@ class _Loop:
             return "remote"
         self.estimator.observe_failure(result.bytes_up or kept.cut.bytes, result.e2e_s - result.device_s,
                                        time.perf_counter() - self.start)
-        self.client._drop()  # a late answer must never be read as a later request's
+        self.client.close()  # a late answer must never be read as a later request's: the next one reconnects
         if self.options.deadline_s is None or self.alone is None:
             return "error"
         return self._local(feeds, begin, kept.predicted.device_s)
@@ -251,12 +242,9 @@ class _Loop:
         """The device answers alone: the whole model, the board's predicted time less `done_s` already run."""
         if self.alone is None:
             return "error"
-        view = self.views[self.alone.cut.id]
-        started = time.perf_counter()
-        self.last_outputs = view.run(feeds)
-        wait = (self.alone.predicted.device_s - done_s) - (time.perf_counter() - started)
-        if wait > 0:
-            time.sleep(wait)
+        self.client.part = self.views[self.alone.cut.id]  # type: ignore[assignment]
+        self.client.board_s = self.alone.predicted.device_s - done_s
+        self.last_outputs = self.client.compute(feeds)[0]  # waits, as for any part, for the board's time
         return "local"
 
     def report(self, outdir: Path, reference: dict[str, np.ndarray] | None) -> AdaptiveBenchReport:
@@ -265,9 +253,7 @@ class _Loop:
         max_err, match = (compare_outputs(self.last_outputs, reference, self.plan.verification.atol,
                                           self.plan.verification.rtol) if reference is not None and self.last_outputs
                           else (None, None))
-        per_cut: dict[str, int] = {}
-        for p in self.points:
-            per_cut[str(p.cut_id)] = per_cut.get(str(p.cut_id), 0) + 1
+        per_cut = dict(Counter(str(p.cut_id) for p in self.points))
         deadline = self.options.deadline_s
         return AdaptiveBenchReport(
             plan=str(outdir), requests=len(self.points),

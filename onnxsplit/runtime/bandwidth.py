@@ -115,7 +115,7 @@ class CutChooser:
     def choose(self, uplink_bps: float, rtt_change_s: float = 0.0) -> LatencyLine:
         """The cut to use at `uplink_bps`, the round trip `rtt_change_s` longer than the lines were drawn for."""
         def seconds(line: LatencyLine) -> float:
-            return line.seconds(uplink_bps) + (rtt_change_s if line.wire_bits > 0 else 0.0)
+            return self.predicted_s(line, uplink_bps, rtt_change_s)
 
         best = min(self.lines, key=lambda line: (seconds(line), line.wire_bits))
         if self.current is None:
@@ -125,5 +125,7 @@ class CutChooser:
             self.switches += 1
         return self.current
 
-    def predicted_s(self, line: LatencyLine, uplink_bps: float, rtt_change_s: float = 0.0) -> float:
+    @staticmethod
+    def predicted_s(line: LatencyLine, uplink_bps: float, rtt_change_s: float = 0.0) -> float:
+        """A line's latency at `uplink_bps`, its round trip (if it sends anything) `rtt_change_s` longer."""
         return line.seconds(uplink_bps) + (rtt_change_s if line.wire_bits > 0 else 0.0)

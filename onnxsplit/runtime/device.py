@@ -81,7 +81,8 @@ class DevicePart:
         self.keeps: list[str] = [name for name in self.outputs if name in self.plan.outputs]
         overrides = None
         if self.file is not None and self.plan.device_ort_weights_from_blob and self.file.suffix == ".ort":
-            # The .ort predates a weights update: its weights come from the blob (see VerticalArtifacts).
+            # The .ort predates a weights update: its weights come from the blob
+            # (VerticalPlanFile.device_ort_weights_from_blob).
             from splitnn.onnxsplit.artifacts.part_files import blob_initializers
 
             overrides = blob_initializers(outdir / (self.plan.artifacts.device_model or ""))

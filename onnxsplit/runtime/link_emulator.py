@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from splitnn.cost_models.link_traces import rate_at
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 PACKET_BYTES = 1448  # a TCP segment's payload on Ethernet
@@ -78,14 +79,7 @@ class LinkSchedule:
     stalls: int = 0
 
     def rate_at(self, t: float) -> float | None:
-        if not self.settings.trace:
-            return self.rate_bps
-        current = self.settings.trace[0][1]
-        for start, bps in self.settings.trace:
-            if start > t:
-                break
-            current = bps
-        return current
+        return rate_at(self.settings.trace, t) if self.settings.trace else self.rate_bps
 
     def _after_outages(self, t: float) -> float:
         for start, end in sorted(self.settings.outages):

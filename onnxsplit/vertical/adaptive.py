@@ -68,7 +68,7 @@ def plan_adaptive(plan: Plan, low_bps: float, high_bps: float) -> AdaptivePlan:
     kept = best_over_range(lines, low_bps, high_bps)
     alone = next((line for line in lines if not line.candidate.cut.tensors), None)  # None: it does not fit
     if alone is not None and all(k.candidate.cut.tensors for k in kept):
-        kept.append(KeptCut(alone.candidate, low_bps, low_bps))  # best nowhere in the range, kept to answer alone
+        kept.append(KeptCut(alone, low_bps, low_bps))  # best nowhere in the range, kept to answer alone
     return AdaptivePlan(plan, kept, alone is not None, low_bps, high_bps)
 
 
@@ -134,10 +134,9 @@ def _verify_every_cut(folder: Path, servers: dict[int, Part], feeds: dict, devic
 
 def _plan_file(analysis: Analysis, adaptive: AdaptivePlan, outdir: Path, device: Part, servers: dict[int, Part],
                check: Verification, ort_format: bool) -> AdaptivePlanFile:
-    lines = {line.candidate.cut.id: line for line in latency_lines(adaptive.plan)}
     kept = []
     for k in adaptive.kept:
-        cut, line = k.candidate.cut, lines[k.candidate.cut.id]
+        cut, line = k.candidate.cut, k.line
         server = servers.get(cut.id)
         spec = PartSpec(server.inputs, server.outputs, False) if server else PartSpec((), (), True)
         kept.append(AdaptiveCutRecord(cut_record(k.candidate), k.candidate.predicted, k.low_bps, k.high_bps,

@@ -44,11 +44,15 @@ class LatencyLine:
 
 @dataclass(frozen=True)
 class KeptCut:
-    """A cut that is best for the uplink rates [low_bps, high_bps]."""
+    """A cut (its latency line) that is best for the uplink rates [low_bps, high_bps]."""
 
-    candidate: Candidate
+    line: LatencyLine
     low_bps: float
     high_bps: float
+
+    @property
+    def candidate(self) -> Candidate:
+        return self.line.candidate
 
 
 def latency_lines(plan: Plan) -> list[LatencyLine]:
@@ -81,7 +85,7 @@ def best_over_range(lines: Sequence[LatencyLine], low_bps: float, high_bps: floa
                      for i, line in enumerate(lines) if line.wire_bits < current.wire_bits]
         ahead = [(at, bits, i) for at, bits, i in crossings if at > x]
         at, _, nxt = min(ahead, default=(x_end, 0.0, -1))
-        kept.append(KeptCut(current.candidate, 1 / min(at, x_end), 1 / x))
+        kept.append(KeptCut(current, 1 / min(at, x_end), 1 / x))
         if nxt < 0 or at >= x_end:
             return kept
         x, current = at, lines[nxt]
@@ -90,10 +94,8 @@ def best_over_range(lines: Sequence[LatencyLine], low_bps: float, high_bps: floa
 def plan_over_range(plan: Plan, low_bps: float, high_bps: float) -> Plan:
     """`plan` with the cuts that are best somewhere in [low_bps, high_bps] recorded (its chosen cut unchanged)."""
     kept = best_over_range(latency_lines(plan), low_bps, high_bps)
-    lines = {line.candidate.cut.id: line for line in latency_lines(plan)}
     records = tuple(RangeCutRecord(k.candidate.cut.id, tuple(k.candidate.cut.tensors), k.low_bps, k.high_bps,
-                                   lines[k.candidate.cut.id].fixed_s, lines[k.candidate.cut.id].wire_bits)
-                    for k in kept)
+                                   k.line.fixed_s, k.line.wire_bits) for k in kept)
     return replace(plan, over_range=records)
 
 
