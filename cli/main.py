@@ -7,6 +7,7 @@ stays instant and `partition` does not pay for importing `run-bench`.
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -73,7 +74,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:
+        if exc.errno not in _FULL_OR_READ_ONLY:
+            raise  # anything else is a bug to report, with its traceback
+        where = f" writing '{exc.filename}'" if exc.filename else ""
+        _fail(f"{exc.strerror or exc}{where}: free some space or write the output to another disk (-o)")
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# A disk that fills up (or is read-only, or a file past the user's size limit) mid-write is the machine's state, not a bug: one line, exit 2; the writers
+# (onnxsplit.core.atomic_files) leave nothing half-written behind.
+_FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
 def _fail(message: str) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -9,6 +10,11 @@ import pytest
 # The measured `host` profile is cached; the tests (and the commands they run as child processes, which inherit
 # the environment) use a cache of their own, never the user's ~/.cache/splitnn nor what an earlier run left.
 os.environ["SPLITNN_CACHE_DIR"] = tempfile.mkdtemp(prefix="splitnn-test-cache-")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The cache folder is the session's own: removed when it ends, so runs do not pile them up in /tmp."""
+    shutil.rmtree(os.environ["SPLITNN_CACHE_DIR"], ignore_errors=True)
 
 from splitnn.onnxsplit.core.atomic_files import save_model_atomic
 from splitnn.sample_models import build_sample

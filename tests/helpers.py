@@ -103,15 +103,24 @@ def max_chain_error(analysis: Analysis, full: onnx.ModelProto, cut_ids=None) -> 
     return worst, checked
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, cwd: Path | None = None, max_file_bytes: int | None = None) -> subprocess.CompletedProcess[str]:
     """Run `splitnn ARGS` as a user would, in a child process: from `cwd`, or from an empty folder of its own
-    (never the repository, which would hide a command that only works from there)."""
+    (never the repository, which would hide a command that only works from there). `max_file_bytes` caps the
+    size of any file the command writes (RLIMIT_FSIZE): a write past it fails as on a full disk."""
     import tempfile
+
+    def limit_file_size() -> None:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
 
     with tempfile.TemporaryDirectory(prefix="splitnn-cwd-") as elsewhere:
         return subprocess.run(
             [sys.executable, "-m", "splitnn.cli", *args], capture_output=True, text=True, cwd=cwd or elsewhere,
             timeout=300, env={**os.environ, "COLUMNS": "200"},
+            preexec_fn=limit_file_size if max_file_bytes is not None else None,
         )
 
 

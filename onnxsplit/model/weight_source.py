@@ -103,10 +103,12 @@ class WeightSource:
                 blob.truncate()
                 del source
         data = self.read(name)
-        blob.write(data)
-        length = len(data)
-        del data  # release the view into the source file
-        return length
+        try:
+            blob.write(data)
+            return len(data)
+        finally:  # release the view into the source file even when the write fails (a full disk), or close() cannot unmap it
+            if isinstance(data, memoryview):
+                data.release()
 
     def close(self) -> None:
         for handle, buf in self._maps.values():

@@ -26,6 +26,16 @@ def test_an_output_that_cannot_be_written(workdir, args, says):
     assert sorted(p.name for p in workdir.iterdir()) == ["a_file", "lenet.onnx"]  # nothing half-written
 
 
+def test_a_disk_that_fills_up_mid_write(workdir, sample_path):
+    """Writing a plan's weights fails part way (a file-size limit stands in for a full disk): one line, and no
+    plan folder nor temporary file is left behind."""
+    shutil.copy(sample_path("alexnet", 64), workdir / "alexnet.onnx")
+    before = sorted(p.name for p in workdir.iterdir())
+    proc = run_cli("partition", "alexnet.onnx", "-o", "plan", cwd=workdir, max_file_bytes=4_000_000)
+    assert_bad_input(proc, "File too large")
+    assert sorted(p.name for p in workdir.iterdir()) == before
+
+
 def test_timeouts_must_be_positive_and_a_deleted_device_part_is_named(workdir):
     proc = run_cli("partition", "lenet.onnx", "-o", "plan", "--cut", "averagepool2_out", cwd=workdir)
     assert proc.returncode == 0, proc.stderr
