@@ -17,10 +17,11 @@ def splitnn_json(*args: str, cwd: Path) -> dict:
     return json.loads(proc.stdout)
 
 
-def sample_model(name: str, work: Path) -> Path:
-    """Sample `name` built into `work` (once)."""
-    path = work / f"{name}.onnx"
+def sample_model(name: str, work: Path, input_size: int | None = None) -> Path:
+    """Sample `name` (at its own input size, or `input_size`) built into `work` (once)."""
+    path = work / (f"{name}-{input_size}.onnx" if input_size else f"{name}.onnx")
+    size = ["--input-size", str(input_size)] if input_size else []
     if not path.exists():
-        subprocess.run([sys.executable, "-m", "splitnn.cli", "samples", "build", name, "-o", str(path)], cwd=work,
+        subprocess.run([sys.executable, "-m", "splitnn.cli", "samples", "build", name, *size, "-o", str(path)], cwd=work,
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return path

@@ -195,6 +195,15 @@ def render_adaptive(report: AdaptiveBenchReport) -> None:
                   f"mean {e.mean * 1e3:.1f} ms")
     cuts = ", ".join(f"cut {cut}: {count}" for cut, count in report.requests_per_cut.items())
     console.print(f"requests per cut: {cuts}; {report.switches} switches; {report.probes} bandwidth probes")
+    known = [p for p in report.points if p.estimate_bps and p.true_bps]
+    if known:
+        import statistics
+
+        errors = [abs(p.estimate_bps / p.true_bps - 1) for p in known]  # type: ignore[operator]
+        last = known[-1]
+        console.print(f"bandwidth estimate against the link's rate: median |error| {statistics.median(errors):.0%} "
+                      f"over {len(known)} requests; at the end {last.estimate_bps / 1e6:.3g} Mbit/s "  # type: ignore[operator]
+                      f"(spread x{last.estimate_spread or 1:.2f}) for {last.true_bps / 1e6:.3g}")  # type: ignore[operator]
     if report.outputs_match is not None:
         verdict = "match" if report.outputs_match else "[red]DIFFER[/red]"
         console.print(f"outputs {verdict} the unsplit model (max abs error {report.max_abs_err:.3g})")

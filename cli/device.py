@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -16,51 +17,82 @@ from splitnn.cli.render import human_bytes, stdout
 @click.option("--random", "random_count", type=click.IntRange(1), help="Send N random inputs instead.")
 @click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Seconds to wait for each answer.")
+@click.option("--deadline", metavar="TIME", help="Adaptive plans: answer every request within TIME (e.g. 900ms), "
+                                                 "finishing on the device when the server cannot.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Save the last answer's outputs (.npz).")
 @click.option("--json", "as_json", is_flag=True, help="Per-request timings as JSON.")
 def device(outdir: str, address: str, input_file: str | None, random_count: int | None, timeout: float,
-           output: str | None, as_json: bool) -> None:
+           deadline: str | None, output: str | None, as_json: bool) -> None:
     """Run the device part of OUTDIR and send its tensors to a server.
+
+    On an adaptive plan (partition --adaptive) the device estimates the link
+    from its own requests, picks a kept cut per request, and with --deadline
+    answers on its own when the server cannot in time.
 
     \b
     Examples:
       splitnn device out/vgg16 --server 127.0.0.1:9000 --random 5
       splitnn device out/vgg16 --server 10.0.0.2:9000 --input image.npy -o result.npz
+      splitnn device out/adaptive --server 10.0.0.2:9000 --random 100 --deadline 900ms
     """
-    import numpy as np
-
-    from splitnn.onnxsplit.artifacts.bench_inputs import plan_feeds
-    from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic
+    from splitnn.cli.options import duration_option_s
+    from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
     from splitnn.onnxsplit.core.errors import SplitnnError
-    from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, parse_address
 
     if (input_file is None) == (random_count is None):
         raise SplitnnError("give exactly one of --input FILE.npy or --random N")
-    part = DevicePart(outdir)
-    specs = {n: (s.shape, s.dtype) for n, s in part.plan.inputs.items()}
-    if input_file is not None:
-        if len(specs) != 1:
-            raise SplitnnError(f"--input gives one tensor but the model has {len(specs)} inputs: use --random")
-        try:
-            array = np.load(input_file, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise SplitnnError(f"cannot read '{input_file}' as .npy: {exc}") from None
-        name, (shape, dtype) = next(iter(specs.items()))
-        if list(array.shape) != list(shape):
-            raise SplitnnError(f"'{input_file}' has shape {list(array.shape)}, the model's input '{name}' needs {list(shape)}")
-        inputs = [{name: array.astype(dtype)}]
+    deadline_s = duration_option_s(deadline, "--deadline")
+    if plan_strategy(outdir) == "adaptive":
+        outputs = _adaptive(outdir, address, input_file, random_count, timeout, deadline_s, as_json)
+    elif deadline_s is not None:
+        raise SplitnnError("--deadline applies to adaptive plans (splitnn partition --adaptive)")
     else:
-        inputs = [plan_feeds(part.plan, seed) for seed in range(random_count or 0)]
+        outputs = _split(outdir, address, input_file, random_count, timeout, as_json)
+    if output is not None and outputs:
+        import io
+
+        import numpy as np
+
+        from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic
+
+        buffer = io.BytesIO()
+        np.savez(buffer, **outputs)
+        write_bytes_atomic(Path(output), buffer.getvalue())
+
+
+def _inputs(plan: Any, input_file: str | None, random_count: int | None) -> list[dict[str, Any]]:
+    """The requests' feeds: the one .npy given, or N random inputs of the plan's shapes."""
+    import numpy as np
+
+    from splitnn.onnxsplit.artifacts.bench_inputs import plan_feeds
+    from splitnn.onnxsplit.core.errors import SplitnnError
+
+    if input_file is None:
+        return [plan_feeds(plan, seed) for seed in range(random_count or 0)]
+    specs = {n: (s.shape, s.dtype) for n, s in plan.inputs.items()}
+    if len(specs) != 1:
+        raise SplitnnError(f"--input gives one tensor but the model has {len(specs)} inputs: use --random")
+    try:
+        array = np.load(input_file, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SplitnnError(f"cannot read '{input_file}' as .npy: {exc}") from None
+    name, (shape, dtype) = next(iter(specs.items()))
+    if list(array.shape) != list(shape):
+        raise SplitnnError(f"'{input_file}' has shape {list(array.shape)}, the model's input '{name}' needs {list(shape)}")
+    return [{name: array.astype(dtype)}]
+
+
+def _split(outdir: str, address: str, input_file: str | None, random_count: int | None, timeout: float,
+           as_json: bool) -> dict[str, Any]:
+    """A split's device part: every request through the server. Returns the last answer's outputs."""
+    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, parse_address
+
+    part = DevicePart(outdir)
+    inputs = _inputs(part.plan, input_file, random_count)
     client = DeviceClient(part, parse_address(address), timeout_s=timeout)
     results = [client.request(feeds) for feeds in inputs]
     client.close()
-    last_ok = next((r for r in reversed(results) if r.ok), None)
-    if output is not None and last_ok is not None:
-        import io
-
-        buffer = io.BytesIO()
-        np.savez(buffer, **last_ok.outputs)
-        write_bytes_atomic(Path(output), buffer.getvalue())
     rows = [{"request": r.request_id, "ok": r.ok, "error": r.error, "device_s": r.device_s, "encode_s": r.encode_s,
              "transfer_s": r.transfer_s, "server_s": r.server_s, "e2e_s": r.e2e_s, "bytes_up": r.bytes_up,
              "bytes_down": r.bytes_down} for r in results]
@@ -76,3 +108,39 @@ def device(outdir: str, address: str, input_file: str | None, random_count: int 
                           f"{row['e2e_s'] * 1e3:.1f} ms, {human_bytes(row['bytes_up'])} up: {state}")
     if not any(r.ok for r in results):
         raise SplitnnError(f"no request succeeded: {results[-1].error}")
+    return next(r for r in reversed(results) if r.ok).outputs
+
+
+def _adaptive(outdir: str, address: str, input_file: str | None, random_count: int | None, timeout: float,
+              deadline_s: float | None, as_json: bool) -> dict[str, Any]:
+    """An adaptive plan's device: a cut per request from its own estimate, local answers under a deadline."""
+    from splitnn.onnxsplit.artifacts.plan_file import read_plan
+    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.runtime.adaptive_device import AdaptiveDevice
+    from splitnn.onnxsplit.runtime.device import parse_address
+
+    plan = read_plan(outdir, "adaptive")
+    inputs = _inputs(plan, input_file, random_count)
+    device = AdaptiveDevice(Path(outdir), plan, parse_address(address), deadline_s=deadline_s,  # type: ignore[arg-type]
+                            timeout_s=timeout)
+    points = [device.request(feeds) for feeds in inputs]
+    device.close()
+    counts = {kind: sum(p.answered == kind for p in points) for kind in ("remote", "local", "error")}
+    missed = sum(1 for p in points if deadline_s is not None and p.answered != "error" and p.e2e_s > deadline_s)
+    if as_json:
+        click.echo(json.dumps({"requests": [p.to_dict() for p in points], "answered_remote": counts["remote"],
+                               "answered_local": counts["local"], "errors": counts["error"], "deadline_missed": missed,
+                               "switches": device.switches, "probes": device.probes}, indent=1))
+    else:
+        console = stdout()
+        for i, p in enumerate(points, start=1):
+            estimate = f"{p.estimate_bps / 1e6:.3g} Mbit/s" if p.estimate_bps else "none yet"
+            console.print(f"request {i}: cut {p.cut_id}, answered {p.answered}, {p.e2e_s * 1e3:.1f} ms "
+                          f"(estimate {estimate})")
+        console.print(f"{counts['remote']} through the server, {counts['local']} on the device, {counts['error']} "
+                      f"errors; {device.switches} switches, {device.probes} probes"
+                      + (f"; {missed} past the deadline" if deadline_s is not None else ""))
+    if counts["error"] == len(points):
+        raise SplitnnError("no request was answered: is `splitnn serve` running on this plan? (--deadline lets the "
+                           "device answer alone)")
+    return device.last_outputs

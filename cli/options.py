@@ -112,6 +112,11 @@ def _bandwidth_bps(text: str | None) -> float | None:
     return parse_bandwidth_bps(text)
 
 
+def duration_option_s(text: str | None, option: str) -> float | None:
+    """A duration option's value in seconds (for commands that take one option outside the groups here)."""
+    return _seconds(text, option)
+
+
 def _seconds(text: str | None, option: str) -> float | None:
     """A duration option in seconds; a bare number is milliseconds, and the user is told so."""
     from splitnn.onnxsplit.core.units import parse_duration_s
@@ -493,6 +498,7 @@ def _report_choice(plot: str | None, as_json: bool) -> ReportChoice:
 
 REPORT = OptionGroup("report", (
     (("--plot", "plot"), dict(type=click.Path(dir_okay=False), metavar="FILE.png",
-                              help="Draw stacked bars (device, transfer, server) per cut or per baseline.")),
+                              help="Draw stacked bars (device, transfer, server) per cut or per baseline; on an adaptive plan, "
+                                   "latency over time above the link's rate, the estimate and the cut used.")),
     (("--json", "as_json"), dict(is_flag=True, help="Print the report as one JSON object.")),
 ), _report_choice)

@@ -118,7 +118,9 @@ def _render(fit, measurements, target: Path) -> None:  # type: ignore[no-untyped
     for column in ("figure", "value", "fitted", "groups", "meas. ms", "pred. ms", "error"):
         table.add_column(column, justify="left" if column in ("figure", "fitted") else "right", no_wrap=True, min_width=6)
     for c in fit.classes:
-        value = f"{p.memory_bytes_per_s / 1e9:.3g} GB/s" if c.name == "memory" else f"{p.macs_per_s[c.name] / 1e9:.3g} GMAC/s"
+        bandwidths = {"memory": p.memory_bytes_per_s, "weights": p.weight_bandwidth}
+        value = (f"{bandwidths[c.name] / 1e9:.3g} GB/s" if c.name in bandwidths
+                 else f"{p.macs_per_s[c.name] / 1e9:.3g} GMAC/s")
         table.add_row(c.name, value, "yes" if c.fitted else "[yellow]no (base)[/yellow]", str(c.groups),
                       f"{c.measured_s * 1e3:.3f}", f"{c.predicted_s * 1e3:.3f}", f"{c.error:+.1%}" if c.groups else "")
     table.add_row("overhead", f"{p.per_node_overhead_s * 1e6:.3g} µs", "yes", "", "", "", "")

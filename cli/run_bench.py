@@ -57,6 +57,7 @@ def run_bench(target: str, link: LinkChoice, bench: BenchChoice, sweep: SweepCho
       splitnn run-bench out/vgg16 --stream --requests 50 [--fps 10]
       splitnn run-bench resnet18.onnx --sweep --link wifi --top 6 --plot sweep.png
       splitnn run-bench out/adaptive --trace traces/wifi-to-3g.csv --deadline 160ms --requests 200
+      splitnn run-bench out/adaptive --trace traces/wifi-to-3g.csv --duration 90 --plot timeline.png
       splitnn run-bench out/tiles                          (a tile plan: tiles on a local Dask cluster)
       splitnn run-bench out/tiles --scheduler tcp://10.0.0.1:8786 --images 20
       splitnn run-bench out/tiles --data-parallel --images 40
@@ -74,7 +75,7 @@ def run_bench(target: str, link: LinkChoice, bench: BenchChoice, sweep: SweepCho
         raise SplitnnError(f"{', '.join(tiles.given)} {'applies' if len(tiles.given) == 1 else 'apply'} only to tile "
                            "plans (splitnn partition --strategy tiles)")
     if sweep is None and _strategy(target) == "adaptive":
-        _adaptive_bench(target, link, bench, report.as_json)
+        _adaptive_bench(target, link, bench, report.as_json, report.plot)
         return
     adaptive_only = {"--deadline": bench.deadline_s, "--duration": bench.duration_s,
                      "--compare-static": bench.compare_static or None}
@@ -109,7 +110,7 @@ def _strategy(target: str) -> str | None:
         return None  # the vertical path's reader says what is wrong
 
 
-def _adaptive_bench(outdir: str, link: LinkChoice, bench: BenchChoice, as_json: bool) -> None:
+def _adaptive_bench(outdir: str, link: LinkChoice, bench: BenchChoice, as_json: bool, plot: str | None) -> None:
     from splitnn.cli.bench_tables import render_adaptive
     from splitnn.cost_models.catalog import load_link
     from splitnn.onnxsplit.artifacts.plan_file import read_plan
@@ -125,10 +126,17 @@ def _adaptive_bench(outdir: str, link: LinkChoice, bench: BenchChoice, as_json: 
                                    duration_s=bench.duration_s)
     with Progress() as progress:
         result = (compare_static if bench.compare_static else run_adaptive_bench)(outdir, settings, options, progress)
+    if plot is not None:
+        from splitnn.onnxsplit.bench.charts import adaptive_timeline_png
+
+        deadline = f", deadline {bench.deadline_s * 1e3:g} ms" if bench.deadline_s is not None else ""
+        adaptive_timeline_png(plot, result, f"{outdir}: adaptive over {result.link}{deadline}")
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=1))
     else:
         render_adaptive(result)
+    if plot is not None:
+        stderr().print(f"plot written to {plot}")
 
 
 def _tile_bench(outdir: str, tiles: TileBenchChoice, as_json: bool) -> None:

@@ -17,16 +17,18 @@ def serve(outdir: str, host: str, port: int) -> None:
     Examples:
       splitnn serve out/vgg16 --host 0.0.0.0 --port 9000
       splitnn device out/vgg16 --server 192.168.1.20:9000 --random 10
+      splitnn serve out/adaptive --host 0.0.0.0     (an adaptive plan: every kept cut's server graph)
     """
     from splitnn.onnxsplit.core.errors import SplitnnError
-    from splitnn.onnxsplit.runtime.server import ModelServer, server_part_path
+    from splitnn.onnxsplit.runtime.server import ModelServer, server_models
 
-    model = server_part_path(outdir)
-    if model is None:
+    models = server_models(outdir)
+    if not models:
         raise SplitnnError(f"'{outdir}' puts the whole model on the device: its server part is empty and there is "
                            "nothing to serve (run `splitnn device` alone, or partition with another cut)")
-    server = ModelServer(model, host=host, port=port)
-    stderr().print(f"serving {outdir} on {server.address[0]}:{server.address[1]} (Ctrl-C to stop)")
+    server = ModelServer(models, host=host, port=port)
+    what = f" ({len(models)} cuts of an adaptive plan)" if len(models) > 1 else ""
+    stderr().print(f"serving {outdir}{what} on {server.address[0]}:{server.address[1]} (Ctrl-C to stop)")
     try:
         server.serve_forever()
     finally:

@@ -1,9 +1,10 @@
 """Fit a device profile's figures to measured kernel times.
 
 The model is the roofline of cost_models.latency, per original node:
-    t(node) = max(MACs / rate[class], bytes moved / bandwidth) + overhead
+    t(node) = max(MACs / rate[class],
+                  activation bytes / bandwidth + weight bytes / weight bandwidth) + overhead
 and a kernel group (splitnn.cost_models.node_timing) is predicted as the sum over the
-nodes it computes. The six figures (four class rates, bandwidth, overhead) are
+nodes it computes. The seven figures (four class rates, two bandwidths, overhead) are
 fitted in log space by scipy's `least_squares` (trust-region reflective, each
 figure bounded within a factor of 10^6 of the base profile's) on the residuals
 
@@ -36,7 +37,9 @@ from splitnn.cost_models.profiles import DeviceProfile
 from splitnn.cost_models.registry import node_costs
 from splitnn.onnxsplit.model.graph import Graph
 
-MEMORY = "memory"  # the bandwidth figure, reported beside the classes
+MEMORY = "memory"  # the activations' bandwidth, reported beside the classes
+WEIGHTS = "weights"  # the weights' bandwidth
+BANDWIDTH, OVERHEAD, WEIGHT_BANDWIDTH = 4, 5, 6  # indices of the non-class figures in the fitted vector
 # A figure counts as determined when halving or doubling it worsens the objective by more than this fraction.
 SENSITIVITY = 0.01
 
@@ -45,7 +48,7 @@ SENSITIVITY = 0.01
 class ClassFit:
     """How well the fitted profile predicts the kernel groups dominated by one operator class."""
 
-    name: str  # an operator class of cost_models.latency, or "memory"
+    name: str  # an operator class of cost_models.latency, "memory" or "weights"
     fitted: bool  # False: the measured models did not determine it (scaled from the base profile)
     groups: int  # kernel groups where this class has the largest predicted time
     measured_s: float
@@ -98,7 +101,8 @@ class _Design:
     """The fit's data as flat arrays: one entry per measured node, one per group."""
 
     macs: np.ndarray
-    bytes: np.ndarray
+    bytes: np.ndarray  # activations read and written
+    weights: np.ndarray  # weight bytes read
     klass: np.ndarray  # index into OP_CLASSES
     group: np.ndarray  # index of the node's group
     measured: np.ndarray  # per group
@@ -107,7 +111,7 @@ class _Design:
 
 
 def _design(measurements: list[tuple[Graph, NodeTimings]]) -> _Design:
-    macs, nbytes, klass, group, measured, model_of = [], [], [], [], [], []
+    macs, nbytes, weights, klass, group, measured, model_of = [], [], [], [], [], [], []
     for model_index, (graph, timings) in enumerate(measurements):
         costs = node_costs(graph)
         for g in timings.groups:
@@ -116,7 +120,8 @@ def _design(measurements: list[tuple[Graph, NodeTimings]]) -> _Design:
             for index in g.nodes:
                 node = graph.nodes[index]
                 macs.append(costs[index].macs)
-                nbytes.append(bytes_moved(node, costs[index], graph))
+                nbytes.append(bytes_moved(node, costs[index], graph) - costs[index].param_bytes)
+                weights.append(costs[index].param_bytes)
                 klass.append(OP_CLASSES.index(op_class(node, graph)))
                 group.append(len(measured))
             measured.append(g.seconds)
@@ -125,14 +130,14 @@ def _design(measurements: list[tuple[Graph, NodeTimings]]) -> _Design:
         raise ValueError("no measured kernel group to fit")
     measured_arr = np.array(measured)
     weight = 0.5 * measured_arr / measured_arr.sum() + 0.5 / len(measured_arr)
-    return _Design(np.array(macs, float), np.array(nbytes, float), np.array(klass), np.array(group),
+    return _Design(np.array(macs, float), np.array(nbytes, float), np.array(weights, float), np.array(klass), np.array(group),
                    measured_arr, weight, np.array(model_of))
 
 
 def _node_terms(d: _Design, log_params: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     rates = np.exp(log_params[:4])
-    bandwidth, overhead = math.exp(log_params[4]), math.exp(log_params[5])
-    return d.macs / rates[d.klass], d.bytes / bandwidth, overhead
+    bandwidth, overhead = math.exp(log_params[BANDWIDTH]), math.exp(log_params[OVERHEAD])
+    return d.macs / rates[d.klass], d.bytes / bandwidth + d.weights / math.exp(log_params[WEIGHT_BANDWIDTH]), overhead
 
 
 def _group_predictions(d: _Design, log_params: np.ndarray, smooth: float | None = None) -> np.ndarray:
@@ -184,7 +189,8 @@ def fit_profile(
     """Fit `base`'s per-class rates, bandwidth and overhead to the measured kernel groups. The power is what the
     user measured (`compute_power_w`), never the base profile's: timing a model tells nothing about watts."""
     d = _design(measurements)
-    start = np.log([*(base.macs_per_s[c] for c in OP_CLASSES), base.memory_bytes_per_s, max(base.per_node_overhead_s, 1e-7)])
+    start = np.log([*(base.macs_per_s[c] for c in OP_CLASSES), base.memory_bytes_per_s, max(base.per_node_overhead_s, 1e-7),
+                    base.weight_bandwidth])
     params = _solve(d, start)
     best = _objective(d, params)
     # A figure is determined when halving or doubling it worsens the fit noticeably.
@@ -195,18 +201,41 @@ def fit_profile(
     # Undetermined figures take the base profile's value, scaled like the determined rates, where the fit allows.
     ratios = [params[i] - start[i] for i in range(len(OP_CLASSES)) if determined[i]]
     scale = float(np.mean(ratios)) if ratios else 0.0
-    for k in range(len(params) - 1):  # the overhead is always the fitted one
-        if not determined[k]:
+    for k in range(len(params)):
+        if k != OVERHEAD and not determined[k]:  # the overhead is always the fitted one
             trial = params.copy()
             trial[k] = start[k] + scale
             if _objective(d, trial) <= best * (1 + SENSITIVITY):
                 params = trial
     # Last, one common factor on all figures makes the summed prediction equal the summed measurement.
     factor = float(_group_predictions(d, params).sum() / d.measured.sum())
-    params[:5] += math.log(factor)
-    params[5] -= math.log(factor)
+    params[[*range(len(OP_CLASSES)), BANDWIDTH, WEIGHT_BANDWIDTH]] += math.log(factor)
+    params[OVERHEAD] -= math.log(factor)
 
     predicted = _group_predictions(d, params)
+    classes = _class_fits(d, params, determined, predicted)
+    models = []
+    for index, (graph, _) in enumerate(measurements):
+        mask = d.model_of_group == index
+        measured, pred = d.measured[mask], predicted[mask]
+        group_error = float(np.sum(np.abs(pred / measured - 1) * measured) / measured.sum()) if mask.any() else 0.0
+        models.append(ModelFit(str(graph.path), float(measured.sum()), float(pred.sum()), group_error))
+    profile = replace(
+        base,
+        name=name,
+        description=description or f"fitted by splitnn profile to {len(measurements)} model(s)",
+        macs_per_s={c: float(math.exp(params[i])) for i, c in enumerate(OP_CLASSES)},
+        memory_bytes_per_s=float(math.exp(params[BANDWIDTH])),
+        per_node_overhead_s=float(math.exp(params[OVERHEAD])),
+        weight_bytes_per_s=float(math.exp(params[WEIGHT_BANDWIDTH])),
+        compute_power_w=compute_power_w,
+        source="fitted",
+    )
+    return ProfileFit(profile, tuple(classes), tuple(models), _objective(d, params))
+
+
+def _class_fits(d: _Design, params: np.ndarray, determined: list[bool], predicted: np.ndarray) -> list[ClassFit]:
+    """Per operator class, and per bandwidth, the groups where it takes most of the predicted time."""
     compute, memory, _ = _node_terms(d, params)
     node_time = np.maximum(compute, memory)
     per_class_time = np.zeros((len(d.measured), len(OP_CLASSES)))
@@ -219,24 +248,14 @@ def fit_profile(
         mask = dominant == i
         classes.append(ClassFit(c, determined[i], int(mask.sum()), float(d.measured[mask].sum()), float(predicted[mask].sum())))
     mask = memory_bound > 0.5 * group_node_time  # groups whose predicted time is mostly memory traffic
-    classes.append(ClassFit(MEMORY, determined[4], int(mask.sum()), float(d.measured[mask].sum()), float(predicted[mask].sum())))
-    models = []
-    for index, (graph, _) in enumerate(measurements):
-        mask = d.model_of_group == index
-        measured, pred = d.measured[mask], predicted[mask]
-        group_error = float(np.sum(np.abs(pred / measured - 1) * measured) / measured.sum()) if mask.any() else 0.0
-        models.append(ModelFit(str(graph.path), float(measured.sum()), float(pred.sum()), group_error))
-    profile = replace(
-        base,
-        name=name,
-        description=description or f"fitted by splitnn profile to {len(measurements)} model(s)",
-        macs_per_s={c: float(math.exp(params[i])) for i, c in enumerate(OP_CLASSES)},
-        memory_bytes_per_s=float(math.exp(params[4])),
-        per_node_overhead_s=float(math.exp(params[5])),
-        compute_power_w=compute_power_w,
-        source="fitted",
-    )
-    return ProfileFit(profile, tuple(classes), tuple(models), _objective(d, params))
+    classes.append(ClassFit(MEMORY, determined[BANDWIDTH], int(mask.sum()), float(d.measured[mask].sum()),
+                            float(predicted[mask].sum())))
+    weight_time = np.bincount(d.group, weights=np.where(memory > compute, d.weights / math.exp(params[WEIGHT_BANDWIDTH]), 0.0),
+                              minlength=len(d.measured))
+    mask = weight_time > 0.5 * group_node_time  # groups whose predicted time is mostly reading weights
+    classes.append(ClassFit(WEIGHTS, determined[WEIGHT_BANDWIDTH], int(mask.sum()), float(d.measured[mask].sum()),
+                            float(predicted[mask].sum())))
+    return classes
 
 
 def fit_report_lines(fit: ProfileFit, measurements: list[tuple[Graph, NodeTimings]]) -> list[str]:

@@ -30,6 +30,14 @@ class DeviceProfile:
     usable_ram_fraction: float = 0.8
     compute_power_w: float | None = None  # drawn while computing, for the energy objective; None: not measured
     source: str = ""  # where the file came from
+    # The rate at which a node's weights are read. At batch 1 each weight is read once per inference, from
+    # DRAM once the model outgrows the caches, while activations mostly stay in cache; None: the same as
+    # memory_bytes_per_s (the profiles that give one bandwidth).
+    weight_bytes_per_s: float | None = None
+
+    @property
+    def weight_bandwidth(self) -> float:
+        return self.weight_bytes_per_s or self.memory_bytes_per_s
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DeviceProfile":
@@ -39,6 +47,7 @@ class DeviceProfile:
             memory_bytes_per_s=data["memory_bytes_per_s"], per_node_overhead_s=data["per_node_overhead_s"],
             ram_bytes=data["ram_bytes"], usable_ram_fraction=data["usable_ram_fraction"],
             compute_power_w=_known_watts(data.get("compute_power_w")), source=data.get("source", ""),
+            weight_bytes_per_s=data.get("weight_bytes_per_s"),
         )
 
     @property
@@ -56,6 +65,7 @@ class DeviceProfile:
             "usable_ram_fraction": self.usable_ram_fraction,
             "compute_power_w": self.compute_power_w,
             "source": self.source,
+            "weight_bytes_per_s": self.weight_bytes_per_s,
         }
 
 
@@ -142,6 +152,8 @@ def device_from_dict(data: dict[str, Any], source: str) -> DeviceProfile:
             usable_ram_fraction=float(memory.get("usable_fraction", 0.8)),
             compute_power_w=_known_watts(data.get("power", {}).get("compute_w")),
             source=source,
+            weight_bytes_per_s=(float(memory["weight_bandwidth_gb_per_s"]) * 1e9
+                                if "weight_bandwidth_gb_per_s" in memory else None),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise SplitnnError(f"device profile '{source}' lacks or mistypes field {exc}: see cost_models/profile_data/devices/ for the form") from None
@@ -160,6 +172,7 @@ def device_to_toml(profile: DeviceProfile, comments: list[str] = ()) -> str:  # 
         "",
         "[memory]",
         f"bandwidth_gb_per_s = {profile.memory_bytes_per_s / 1e9:.4g}",
+        *([f"weight_bandwidth_gb_per_s = {profile.weight_bytes_per_s / 1e9:.4g}"] if profile.weight_bytes_per_s else []),
         f"ram_gb = {profile.ram_bytes / 1e9:.4g}",
         f"usable_fraction = {profile.usable_ram_fraction}",
         "",

@@ -355,8 +355,9 @@ _WRONG_KIND = {
     "vertical": "holds a tile plan, which has no device and server parts: run it with `splitnn run-bench OUTDIR`",
     "tiles": "holds a vertical split, not a tile plan: partition with --strategy tiles",
 }
-_ADAPTIVE_NOT_YET = ("holds an adaptive plan (partition --adaptive): run it with `splitnn run-bench OUTDIR`; serve, "
-                     "device and update-weights do not handle adaptive plans yet")
+_ADAPTIVE_NOT_YET = ("holds an adaptive plan (partition --adaptive): run it with `splitnn run-bench OUTDIR`, or "
+                     "`splitnn serve` and `splitnn device`; update-weights does not handle adaptive plans yet: "
+                     "partition the retrained model again")
 
 
 def plan_strategy(outdir: str | Path) -> str:

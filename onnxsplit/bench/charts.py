@@ -1,4 +1,5 @@
-"""Pictures of a bench: stacked bars of device, transfer and server time (the Neurosurgeon figure).
+"""Pictures of a bench: stacked bars of device, transfer and server time (the Neurosurgeon figure), and an
+adaptive run's timeline (latency per request over the bandwidth and the cut the device chose).
 
 Drawn with matplotlib (the optional `plot` extra: pip install 'splitnn[plot]'),
 off-screen, and written to a temporary name then renamed.
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from splitnn.onnxsplit.bench.split_report import SplitBenchReport
 
 if TYPE_CHECKING:
+    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchReport
     from splitnn.onnxsplit.bench.sweep import SweepReport
 from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -32,6 +34,18 @@ class Bar:
 def stacked_bars_png(path: str | Path, bars: list[Bar], title: str, ylabel: str = "ms per request") -> Path:
     """Write a PNG with one stacked bar per entry of `bars` (seconds, drawn in ms)."""
     path = Path(path)
+    plt = _pyplot(path)
+    return _write_png(plt, bar_figure(plt, bars, title, ylabel), path)
+
+
+def adaptive_timeline_png(path: str | Path, report: AdaptiveBenchReport, title: str) -> Path:
+    """Write a PNG of an adaptive run over time: latency per request, the link's rate and the estimate, the cut."""
+    path = Path(path)
+    plt = _pyplot(path)
+    return _write_png(plt, timeline_figure(plt, report, title), path)
+
+
+def _pyplot(path: Path) -> Any:
     if path.suffix.lower() != ".png":
         raise SplitnnError(f"--plot '{path}' must name a .png file")
     try:
@@ -41,13 +55,53 @@ def stacked_bars_png(path: str | Path, bars: list[Bar], title: str, ylabel: str 
         import matplotlib.pyplot as plt
     except ImportError:
         raise SplitnnError("--plot needs matplotlib: pip install 'splitnn[plot]' (or pip install matplotlib)") from None
+    return plt
 
-    figure = bar_figure(plt, bars, title, ylabel)
+
+def _write_png(plt: Any, figure: Any, path: Path) -> Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)
     write_bytes_atomic(path, buffer.getvalue())
     return path
+
+
+ANSWERED = (("remote", "answered by the server", "#4c72b0"), ("local", "answered on the device", "#dd8452"),
+            ("error", "failed", "#c44e52"))
+
+
+def timeline_figure(plt: Any, report: AdaptiveBenchReport, title: str) -> Any:
+    """Three panels sharing time: end-to-end latency per request (by how it was answered, and the deadline),
+    the link's true rate beside the device's estimate, and the kept cut each request used."""
+    points = report.points
+    figure, (latency, rate, cut) = plt.subplots(3, 1, figsize=(10, 7.5), dpi=110, sharex=True,
+                                                gridspec_kw={"height_ratios": [3, 2, 1.2]})
+    for key, name, colour in ANSWERED:
+        chosen = [p for p in points if p.answered == key]
+        if chosen:
+            latency.scatter([p.t_s for p in chosen], [p.e2e_s * 1e3 for p in chosen], s=10, color=colour, label=name)
+    if report.deadline_s is not None:
+        latency.axhline(report.deadline_s * 1e3, color="black", linestyle="--", linewidth=1, label="deadline")
+    latency.set_ylabel("end to end, ms")
+    latency.set_ylim(bottom=0)
+    latency.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    times = [p.t_s for p in points]
+    true = [(p.true_bps or float("nan")) / 1e6 for p in points]
+    estimate = [(p.estimate_bps or float("nan")) / 1e6 for p in points]
+    rate.step(times, true, where="post", color="#55a868", label="link (the trace)")
+    rate.plot(times, estimate, ".", markersize=3, color="#8172b2", label="device's estimate")
+    rate.set_yscale("log")
+    rate.set_ylabel("uplink, Mbit/s")
+    rate.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    cuts = sorted({p.cut_id for p in points})
+    cut.step(times, [cuts.index(p.cut_id) for p in points], where="post", color="#4c72b0")
+    cut.set_yticks(range(len(cuts)))
+    cut.set_yticklabels([f"cut {c}" for c in cuts], fontsize=8)
+    cut.set_ylabel("cut used")
+    cut.set_xlabel("time since the first request, s")
+    latency.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=10)
+    figure.tight_layout()
+    return figure
 
 
 def bar_figure(plt: Any, bars: list[Bar], title: str, ylabel: str = "ms per request") -> Any:

@@ -8,7 +8,7 @@ compute, which the answer carries) minus the round trip. Samples are averaged
 in log space (rates multiply; a fade from 20 to 0.2 Mbit/s is two steps of ten,
 not one of 19.8) with a weight that decays with time, half-life `half_life_s`,
 so an old rate fades out however few requests there were. A change of link
-is not averaged in slowly: two samples in a row more than a factor of two off
+is not averaged in slowly: two samples in a row more than a factor of 1.5 off
 the estimate, on the same side, start the average again from them (Edgent's
 change point, in its simplest form). A request that
 failed or timed out is a bound, not a sample: the rate was at most its bits
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from splitnn.onnxsplit.vertical.link_range import LatencyLine
 
-JUMP = math.log(2)  # a sample this far off the estimate (a factor of 2) may be a new link
+JUMP = math.log(1.5)  # a sample this far off the estimate (a factor of 1.5) may be a new link
 
 
 @dataclass(frozen=True)

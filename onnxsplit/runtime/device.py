@@ -176,6 +176,15 @@ class DeviceClient:
         return RequestResult(request_id, True, "", 0.0, encoded - start, received - encoded - reply.server_s,
                              reply.server_s, time.perf_counter() - start, len(data), reply.wire_bytes, reply.tensors)
 
+    def try_exchange(self, tensors: dict[str, np.ndarray]) -> RequestResult:
+        """`exchange`, where a server that cannot be reached is a failed result, not an error (an adaptive
+        device then answers alone, and tries the server again later)."""
+        start = time.perf_counter()
+        try:
+            return self.exchange(tensors)
+        except SplitnnError as exc:
+            return self._failed(next(self._ids), str(exc), start, start, 0)
+
     def _failed(self, request_id: int, error: str, start: float, encoded: float, sent: int) -> RequestResult:
         now = time.perf_counter()
         return RequestResult(request_id, False, error, 0.0, encoded - start, now - encoded, 0.0, now - start, sent, 0, {})

@@ -53,6 +53,19 @@ class ServerCounts:
                 self.errors += 1
 
 
+def server_models(outdir: str | Path) -> list[Path]:
+    """Every server graph of a plan folder: the server part of a split, or one per kept cut of an adaptive plan
+    (a ModelServer holds them all); empty when the plan puts everything on the device."""
+    from splitnn.onnxsplit.artifacts.plan_file import AdaptivePlanFile, plan_strategy, read_plan
+
+    if plan_strategy(outdir) != "adaptive":
+        path = server_part_path(outdir)
+        return [] if path is None else [path]
+    plan = read_plan(outdir, "adaptive")
+    assert isinstance(plan, AdaptivePlanFile)
+    return [Path(outdir) / k.server_model for k in plan.kept if k.server_model is not None]
+
+
 def server_part_path(outdir: str | Path) -> Path | None:
     """The server part of a plan folder; None when the plan puts everything on the device."""
     outdir = Path(outdir)

@@ -14,7 +14,8 @@ def test_profile_writes_a_usable_device_profile(sample_path, tmp_path):
     proc = run_cli("profile", model, "-o", str(target), "--runs", "2", "--warmup", "1", "--base", "rockpro64", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert {c["name"] for c in report["classes"]} == {"dense_conv", "depthwise_conv", "matmul", "elementwise", "memory"}
+    assert {c["name"] for c in report["classes"]} == {"dense_conv", "depthwise_conv", "matmul", "elementwise", "memory",
+                                                      "weights"}
     timing = report["timings"][0]
     assert timing["runs"] == 2 and timing["level"] == "basic"
     assert sum(len(g["nodes"]) for g in timing["groups"]) + len(timing["eliminated"]) == 69  # ResNet-18's nodes
@@ -22,6 +23,7 @@ def test_profile_writes_a_usable_device_profile(sample_path, tmp_path):
     assert board.ram_bytes == load_device("rockpro64").ram_bytes  # not measurable: from --base
     assert board.compute_power_w is None  # timing tells nothing about watts: unknown, not the base's 5 W
     assert board.macs_per_s["dense_conv"] == pytest.approx(report["profile"]["macs_per_s"]["dense_conv"], rel=1e-3)
+    assert board.weight_bandwidth == pytest.approx(report["profile"]["weight_bytes_per_s"], rel=1e-3)  # kept in the file
     # The profile drives a partition.
     proc = run_cli("partition", model, "-o", str(tmp_path / "plan"), "--device", str(target), "--no-ort")
     assert proc.returncode == 0, proc.stderr

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import assert_bad_input, run_cli, session
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +133,43 @@ def test_run_bench_plot_of_one_plan(plan_dir, tmp_path):
     proc = run_cli("run-bench", str(plan_dir), "--requests", "2", "--device-slowdown", "1", "--plot", str(plot))
     assert proc.returncode == 0, proc.stderr
     assert plot.read_bytes().startswith(b"\x89PNG") and "plot written to" in proc.stderr
+
+
+def test_serve_and_device_on_an_adaptive_plan(sample_path, tmp_path):
+    """Issue 13, item 8: across two processes the device estimates the link, picks a kept cut per request and,
+    with a deadline, answers alone when the server is gone."""
+    from splitnn.onnxsplit.artifacts.bench_inputs import plan_feeds
+    from splitnn.onnxsplit.artifacts.plan_file import read_plan
+
+    model = sample_path("alexnet")
+    proc = run_cli("partition", str(model), "-o", "ad", "--link", "4g", "--adaptive", "--bandwidth-range",
+                   "0.1Mbit-100Mbit", "--no-ort", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads((tmp_path / "ad" / "plan.json").read_text())
+    alone = next(k for k in plan["kept"] if k["server_model"] is None)
+    server = subprocess.Popen([sys.executable, "-m", "splitnn.cli", "serve", "ad", "--port", "0"], cwd=tmp_path,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        line = server.stderr.readline()
+        assert f"({len(plan['kept']) - 1} cuts of an adaptive plan)" in line, line
+        address = line.split(" on ")[1].split()[0]
+        proc = run_cli("device", "ad", "--server", address, "--random", "6", "--json", "-o", "out.npz", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["errors"] == 0 and report["answered_remote"] == 6 and report["probes"] >= 1
+        assert {p["cut_id"] for p in report["requests"]} <= {k["cut"]["id"] for k in plan["kept"]}
+        assert report["requests"][-1]["estimate_bps"] > 0  # learnt from its own requests
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    feeds = plan_feeds(read_plan(tmp_path / "ad"), 5)  # the last of the six random inputs
+    expected = session(str(model)).run(None, feeds)[0]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npz")[plan["outputs"][0]], expected, atol=1e-4, rtol=1e-3)
+    deadline = f"{1.5 * alone['predicted']['device_s'] * 1e3:.0f}ms"
+    proc = run_cli("device", "ad", "--server", address, "--random", "3", "--deadline", deadline, "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["answered_local"] == 3 and report["errors"] == 0  # the server is gone: the device answered
+    assert_bad_input(run_cli("device", "ad", "--server", address, "--random", "1", "--deadline", "1ms", cwd=tmp_path),
+                     "shorter than the device's own fastest answer")
+    assert_bad_input(run_cli("device", "../missing", "--server", address, "--random", "1", cwd=tmp_path), "missing")

@@ -45,6 +45,20 @@ def test_fit_recovers_the_profile_that_made_the_timings(sample_path, pair):
     assert got.name == "board" and got.ram_bytes == base.ram_bytes
 
 
+def test_fit_tells_the_weights_bandwidth_from_the_activations(sample_path):
+    """Weights read from DRAM, activations from cache: AlexNet's fully connected layers pin the first, the rest
+    of the traffic the second."""
+    from dataclasses import replace
+
+    truth = replace(load_device("rockpro64"), weight_bytes_per_s=0.9e9)
+    graphs = [load_graph(sample_path("mobilenet", 96)), load_graph(sample_path("alexnet", 96))]
+    fit = fit_profile([(g, _synthetic(g, truth)) for g in graphs], load_device("cloud-cpu"), "board")
+    classes = {c.name: c for c in fit.classes}
+    assert classes["weights"].fitted and classes["weights"].groups >= 3  # AlexNet's three Gemms
+    assert fit.profile.weight_bandwidth == pytest.approx(0.9e9, rel=0.05)
+    assert fit.profile.memory_bytes_per_s == pytest.approx(truth.memory_bytes_per_s, rel=0.05)
+
+
 def test_a_class_the_models_lack_is_scaled_from_the_base(sample_path):
     truth = load_device("rockpro64")
     graph = load_graph(sample_path("lenet5"))  # no depthwise convolution

@@ -97,3 +97,32 @@ def test_nothing_is_drawn_outside_the_picture_and_the_legend_covers_no_marker(co
     legend = axes.get_legend().get_window_extent(renderer)
     assert legend.x0 >= axes.get_window_extent(renderer).x1  # beside the bars, not over them
     plt.close(figure)
+
+
+def test_an_adaptive_timeline_keeps_its_text_on_the_page():
+    """run-bench --plot on an adaptive plan: latency, the link's rate against the estimate, and the cut, over time."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchReport, Latencies, RequestPoint
+    from splitnn.onnxsplit.bench.charts import timeline_figure
+
+    points = tuple(RequestPoint(0.1 * i, 20e6 if i < 20 else 1e6, 20e6 if i < 20 else 0.8e6, 0 if i < 20 else 37,
+                                "remote" if i < 20 else "local", 0.4 if i < 20 else 0.64) for i in range(40))
+    report = AdaptiveBenchReport("out/vgg", 40, 20, 20, 0, 0.9, 0, Latencies(0.5, 0.64, 0.64, 0.52), {"0": 20, "37": 20},
+                                 1, 2, True, 0.0, "trace of 180 steps", points)
+    figure = timeline_figure(plt, report, "out/vgg: adaptive over up 5.85 Mbit/s, down 5.85 Mbit/s, delay 25 ms "
+                                          "each way, trace of 180 steps, deadline 900 ms")
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    page = figure.bbox
+    latency, rate, cut = figure.axes
+    assert [t.get_text() for t in cut.get_yticklabels()] == ["cut 0", "cut 37"]
+    assert len(latency.collections) == 2  # remote and local answers, each its own colour
+    for artist in (latency.title, latency.get_legend(), rate.get_legend(), cut.xaxis.label, *cut.get_yticklabels()):
+        box = artist.get_window_extent(renderer)
+        assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1 and page.y0 - 1 <= box.y0 and box.y1 <= page.y1 + 1, artist
+    plt.close(figure)

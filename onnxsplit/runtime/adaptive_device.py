@@ -1,0 +1,259 @@
+"""The device side of an adaptive plan (issue 13, items 2-4 and 8): `splitnn device` runs it against a real
+server, and run-bench (bench/adaptive.py) runs it over an emulated link.
+
+Per request: the estimate (runtime/bandwidth.py; the plan's typical rate while
+there is no fresh one) picks a kept cut with hysteresis; the device graph runs
+that cut's tensors, which go to the server graph of that cut (one server holds
+them all and answers with the one that reads what came). Each answered request
+updates the estimate; a failed one bounds it. While no estimate is fresh, a
+probe between requests measures the round trip and the rate.
+
+With a deadline, every request is answered in time if the device can hold the
+whole model: a cut whose predicted latency at the estimate misses the deadline
+is not tried, the device answering from the start instead; and the server gets
+what the deadline leaves once the device could still finish from the tensors
+it computed. When it does not answer in that time, the device finishes the
+request itself from those tensors, with that cut's server graph
+(server/cut<ID>.onnx, the model from the cut to the outputs), and the
+connection is dropped so that a late answer is never taken for a later
+request's. A device that was given the device folder alone finishes from the
+start instead, and its budget says so.
+
+`emulate_board`: run-bench's emulation of a slower board (as in bench/vertical.py): each part, and each
+finish on the device, waits until the device profile's predicted time for it has passed.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from splitnn.onnxsplit.artifacts.plan_file import AdaptiveCutRecord, AdaptivePlanFile
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.core.ort_session import create_session
+from splitnn.onnxsplit.core.records import Record
+from splitnn.onnxsplit.runtime.bandwidth import BandwidthEstimator, CutChooser
+from splitnn.onnxsplit.runtime.device import DeviceClient
+from splitnn.onnxsplit.runtime.server import PROBE_TENSOR
+from splitnn.onnxsplit.vertical.link_range import LatencyLine
+
+# A probe is sized to take about PROBE_WIRE_S on the wire at the current estimate (long enough that the round
+# trip does not swamp it, short enough to cost little), within these bounds, with an empty answer back.
+PROBE_WIRE_S = 0.05
+PROBE_BYTES = (2 * 1024, 256 * 1024)
+# While the device answers alone its requests say nothing of the link: a probe refreshes an estimate older than
+# this, so that the estimate follows the link (and the device goes back to the server when it recovers).
+PROBE_AFTER_S = 1.0
+DEADLINE_MARGIN = 0.05  # of the deadline, kept for this host's own overheads (sessions, sockets, threads)
+
+
+@dataclass(frozen=True)
+class RequestPoint(Record):
+    """One request: when, what the device believed and used, what the link really was, how it ended."""
+
+    t_s: float
+    estimate_bps: float | None
+    true_bps: float | None  # the link's real rate at that moment, where known (an emulated trace); else None
+    cut_id: int
+    answered: str  # "remote", "local" or "error"
+    e2e_s: float
+    estimate_spread: float | None = None  # one standard deviation of the estimate's samples, as a factor
+
+
+class _CutView:
+    """One kept cut through the shared device graph (duck-types DevicePart for DeviceClient)."""
+
+    def __init__(self, session: Any, plan: AdaptivePlanFile, kept: AdaptiveCutRecord) -> None:
+        made = set(plan.device.outputs)
+        self.session, self.inputs = session, list(plan.device.inputs)
+        self.server_empty = kept.server_model is None
+        self.sends = list(kept.server.inputs)
+        self.keeps = [o for o in plan.outputs if o in made and (self.server_empty or o not in kept.server.outputs)]
+        self.outputs = list(dict.fromkeys([*(t for t in kept.cut.tensors if t in made), *self.keeps]))
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if not self.outputs:
+            return {}  # this cut sends the model's input as it came
+        return dict(zip(self.outputs, self.session.run(self.outputs, {n: feeds[n] for n in self.inputs})))
+
+
+class AdaptiveDevice:
+    """An adaptive plan's device: estimate, choose, run, answer (remote or local), learn (see the module doc)."""
+
+    def __init__(self, outdir: Path, plan: AdaptivePlanFile, server: tuple[str, int], *, deadline_s: float | None = None,
+                 timeout_s: float = 30.0, hold_cut: int | None = None, emulate_board: bool = False,
+                 true_rate: Callable[[float], float | None] | None = None) -> None:
+        self.outdir, self.plan, self.deadline_s, self.timeout_s = outdir, plan, deadline_s, timeout_s
+        self.hold_cut, self.emulate_board, self.true_rate = hold_cut, emulate_board, true_rate
+        self.alone = next((k for k in plan.kept if k.server_model is None), None)
+        if deadline_s is not None and self.alone is None:
+            raise SplitnnError("--deadline needs a device that can answer alone, and this plan's device cannot hold "
+                               "the whole model: drop --deadline")
+        if deadline_s is not None and self.alone is not None and deadline_s < self.alone.predicted.device_s:
+            raise SplitnnError(f"--deadline {deadline_s * 1e3:g} ms is shorter than the device's own fastest answer "
+                               f"({self.alone.predicted.device_s * 1e3:.1f} ms predicted): give a longer deadline")
+        held = [k for k in plan.kept if hold_cut in (None, k.cut.id)]
+        if not held:
+            raise SplitnnError(f"cut {hold_cut} is not one of the plan's kept cuts "
+                               f"({', '.join(str(k.cut.id) for k in plan.kept)})")
+        session = create_session(outdir / (plan.artifacts.device_ort or plan.artifacts.device_model), spin=False)
+        self.views = {k.cut.id: _CutView(session, plan, k) for k in plan.kept}
+        self.client = DeviceClient(self.views[held[0].cut.id], server, timeout_s=timeout_s)  # type: ignore[arg-type]
+        self.estimator = BandwidthEstimator(plan.link.rtt_s, plan.link.down_bps / plan.link.uplink_bps)
+        self.chooser = CutChooser([LatencyLine(k, k.fixed_s, k.wire_bits) for k in held])  # type: ignore[arg-type]
+        self._suffixes: dict[int, Any] = {}  # cut id -> session of the cut's server graph, for finishing here
+        if deadline_s is not None:
+            self._load_suffixes()
+        self.start = time.perf_counter()
+        self.points: list[RequestPoint] = []
+        self.last_outputs: dict[str, np.ndarray] = {}
+        self.probes = 0
+
+    def restart(self, server: tuple[str, int]) -> None:
+        """Talk to `server` from now on, and count time from now: a bench starts the emulated link (whose trace
+        runs from its start) once the device has loaded its sessions."""
+        self.client.close()
+        self.client.server = server
+        self.start = time.perf_counter()
+
+    def can_finish_from_tensors(self, kept: AdaptiveCutRecord) -> bool:
+        """Whether a request sent at `kept` can be finished here from what was computed: the cut's server graph
+        is in the folder, and the cut is past the model's inputs (at the inputs, finishing is starting over)."""
+        computed = any(t not in self.plan.inputs for t in kept.cut.tensors)
+        return computed and kept.server_model is not None and (self.outdir / kept.server_model).is_file()
+
+    def _load_suffixes(self) -> None:
+        """Open the graphs a late answer is finished with before the first request, so that a finish never
+        waits for a session to load (each holds its part of the weights: memory the deadline costs)."""
+        for kept in self.plan.kept:
+            if kept.server_model is not None and self.can_finish_from_tensors(kept):
+                self._suffixes[kept.cut.id] = create_session(self.outdir / kept.server_model, spin=False)
+
+    def request(self, feeds: dict[str, np.ndarray]) -> RequestPoint:
+        """Answer one request, remotely or here; the point is also kept in `points`."""
+        if self.hold_cut is None and self._probe_due():
+            self._probe()
+        t = self._now()
+        estimate = self.estimator.estimate(t)
+        bps = estimate.bps if estimate.bps is not None and not estimate.stale else self.plan.link.uplink_bps
+        rtt_change = self.estimator.rtt_s - self.plan.link.rtt_s  # the lines were drawn for the planned round trip
+        line = self.chooser.choose(bps, rtt_change)
+        kept: AdaptiveCutRecord = line.candidate  # type: ignore[assignment]
+        begin = time.perf_counter()
+        predicted = self.chooser.predicted_s(line, bps, rtt_change)
+        too_slow = self.hold_cut is None and predicted > self._remote_budget(kept) + kept.predicted.device_s
+        if kept.server_model is None or too_slow:  # a held cut is always tried: the deadline still catches it
+            answered = self._from_the_start(feeds)
+        else:
+            answered = self._remote(kept, feeds, begin)
+        point = RequestPoint(t, estimate.bps, self.true_rate(t) if self.true_rate else None, kept.cut.id, answered,
+                             time.perf_counter() - begin, estimate.spread if estimate.bps is not None else None)
+        self.points.append(point)
+        return point
+
+    def close(self) -> None:
+        self.client.close()
+
+    @property
+    def switches(self) -> int:
+        return self.chooser.switches
+
+    def _now(self) -> float:
+        return time.perf_counter() - self.start
+
+    def _rest_s(self, kept: AdaptiveCutRecord) -> float:
+        """The board's predicted time to finish a request here once `kept`'s device part has run."""
+        assert self.alone is not None
+        done = kept.predicted.device_s if self.can_finish_from_tensors(kept) else 0.0
+        return self.alone.predicted.device_s - done
+
+    def _remote_budget(self, kept: AdaptiveCutRecord, spent_s: float | None = None) -> float:
+        """How long the server may take to answer a request at `kept` once `spent_s` of it have passed (by
+        default the device part's predicted time): what the deadline leaves once the device could still finish
+        the request itself, less a margin."""
+        if self.deadline_s is None or self.alone is None:
+            return self.timeout_s
+        spent = kept.predicted.device_s if spent_s is None else spent_s
+        return self.deadline_s * (1 - DEADLINE_MARGIN) - spent - self._rest_s(kept)
+
+    def _probe_due(self) -> bool:
+        estimate = self.estimator.estimate(self._now())
+        using_link = bool(self.points) and self.points[-1].answered == "remote"
+        return estimate.stale or (not using_link and estimate.age_s > PROBE_AFTER_S)
+
+    def _probe(self) -> None:
+        """No fresh estimate (the device answered alone for a while, or it just started): between requests, a
+        one-byte probe measures the round trip, then a probe of about PROBE_WIRE_S at the current estimate
+        measures the rate. Each waits a few times what it should take, and a probe that gets no answer in that
+        time bounds the rate instead."""
+        estimate = self.estimator.estimate(self._now())
+        bps = estimate.bps or self.plan.link.uplink_bps
+        size = int(min(max(bps * PROBE_WIRE_S / 8, PROBE_BYTES[0]), PROBE_BYTES[1]))
+        self.client.set_timeout(min(self.timeout_s, 4 * self.estimator.rtt_s + 0.1))
+        tiny = self.client.try_exchange({PROBE_TENSOR: np.zeros(1, np.uint8)})
+        if tiny.ok:
+            self.estimator.observe_round_trip(tiny.transfer_s)
+        else:
+            self.client.close()
+        while True:
+            self.client.set_timeout(min(self.timeout_s, self.estimator.rtt_s + 4 * 8 * size / bps + 0.1))
+            result = self.client.try_exchange({PROBE_TENSOR: np.zeros(size, np.uint8)})
+            self.probes += 1
+            if not result.ok:
+                self.estimator.observe_failure(result.bytes_up, result.e2e_s, self._now())
+                self.client.close()
+                return
+            on_wire = result.transfer_s - self.estimator.rtt_s
+            if on_wire >= PROBE_WIRE_S / 4 or size >= PROBE_BYTES[1]:
+                self.estimator.observe(result.bytes_up, result.bytes_down, result.transfer_s, self._now())
+                return
+            # The link is much faster than believed: a probe this small is lost in the round trip's jitter.
+            size, bps = min(size * 8, PROBE_BYTES[1]), 8 * size / max(on_wire, 1e-4)
+
+    def _remote(self, kept: AdaptiveCutRecord, feeds: dict[str, np.ndarray], begin: float) -> str:
+        self.client.part = self.views[kept.cut.id]  # type: ignore[assignment]
+        self.client.board_s = kept.predicted.device_s if self.emulate_board else 0.0
+        tensors, _ = self.client.compute(feeds)
+        sent = self.client.payload(tensors, feeds)
+        # What is left of the deadline, from the time the device part really took.
+        self.client.set_timeout(max(self._remote_budget(kept, time.perf_counter() - begin), 1e-3))
+        result = self.client.try_exchange(sent)
+        if result.ok:
+            self.estimator.observe(result.bytes_up, result.bytes_down, result.transfer_s, self._now())
+            self.last_outputs = {**self.client.kept(tensors), **result.outputs}
+            return "remote"
+        self.estimator.observe_failure(result.bytes_up or kept.cut.bytes, result.e2e_s, self._now())
+        self.client.close()  # a late answer must never be read as a later request's: the next one reconnects
+        if self.deadline_s is None or self.alone is None:
+            return "error"
+        if not self.can_finish_from_tensors(kept):
+            return self._from_the_start(feeds)
+        return self._from_tensors(kept, tensors, sent)
+
+    def _from_tensors(self, kept: AdaptiveCutRecord, tensors: dict[str, np.ndarray], sent: dict[str, np.ndarray]) -> str:
+        """Finish here what the server did not answer in time: the cut's server graph on the tensors computed."""
+        begin = time.perf_counter()
+        suffix = self._suffixes[kept.cut.id]
+        names = [o.name for o in suffix.get_outputs()]
+        self.last_outputs = {**self.client.kept(tensors), **dict(zip(names, suffix.run(names, sent)))}
+        self._wait_for_board(begin, self._rest_s(kept))
+        return "local"
+
+    def _from_the_start(self, feeds: dict[str, np.ndarray]) -> str:
+        """The device answers alone: the whole model."""
+        if self.alone is None:
+            return "error"
+        self.client.part = self.views[self.alone.cut.id]  # type: ignore[assignment]
+        self.client.board_s = self.alone.predicted.device_s if self.emulate_board else 0.0
+        self.last_outputs = self.client.compute(feeds)[0]  # waits, as for any part, for the board's time
+        return "local"
+
+    def _wait_for_board(self, begin: float, board_s: float) -> None:
+        if self.emulate_board:
+            left = board_s - (time.perf_counter() - begin)
+            if left > 0:
+                time.sleep(left)

@@ -1,0 +1,38 @@
+"""The adaptive device: a request whose answer cannot come in time is finished here, from the tensors the device
+already computed, with the cut's server graph (issue 13, item 4)."""
+from __future__ import annotations
+
+import numpy as np
+
+from splitnn.cost_models.catalog import load_device, load_link
+from splitnn.onnxsplit.analysis.analyze import analyze
+from splitnn.onnxsplit.model.loading import load_graph
+from splitnn.onnxsplit.model.sample_inputs import random_inputs
+from splitnn.onnxsplit.runtime.adaptive_device import AdaptiveDevice
+from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, settings_for
+from splitnn.onnxsplit.runtime.server import ModelServer, server_models
+from splitnn.onnxsplit.vertical.adaptive import plan_adaptive, write_adaptive
+from splitnn.onnxsplit.vertical.planning import plan_split
+from tests.helpers import session
+
+
+def test_a_late_answer_is_finished_on_the_device_from_the_tensors_it_computed(sample_path, tmp_path):
+    path = sample_path("alexnet")
+    analysis = analyze(load_graph(path))
+    plan = plan_split(analysis, load_device("rockpro64"), load_device("cloud-cpu"), load_link("4g"), "latency")
+    document = write_adaptive(analysis, plan_adaptive(plan, 0.1e6, 100e6), tmp_path / "ad", ort_format=False)
+    middle = next(k for k in document.kept if k.server_model and k.cut.tensors != ["input"])
+    alone = next(k for k in document.kept if k.server_model is None)
+    deadline = 1.5 * alone.predicted.device_s
+    link = settings_for(100e6, 0.01, outages=[(0.0, 60.0)])  # the link is down for the whole test
+    feeds = random_inputs(analysis.graph)
+    with ModelServer(server_models(tmp_path / "ad")).start() as server, LinkRelay(server.address, link) as relay:
+        device = AdaptiveDevice(tmp_path / "ad", document, relay.address, deadline_s=deadline, hold_cut=middle.cut.id,
+                                emulate_board=True)
+        assert device.can_finish_from_tensors(middle)
+        points = [device.request(feeds) for _ in range(2)]
+        device.close()
+    assert [p.answered for p in points] == ["local", "local"] and {p.cut_id for p in points} == {middle.cut.id}
+    assert all(alone.predicted.device_s <= p.e2e_s <= deadline for p in points), (points, alone.predicted.device_s, deadline)
+    expected = session(str(path)).run(None, feeds)[0]
+    np.testing.assert_allclose(device.last_outputs[document.outputs[0]], expected, atol=1e-4, rtol=1e-3)
