@@ -40,7 +40,9 @@ def render_split(report: SplitBenchReport) -> None:
                       f"all on the server {server}{server_predicted}")
     if report.outputs_match is not None:
         verdict = "match" if report.outputs_match else "[red]DIFFER[/red]"
-        console.print(f"outputs {verdict} the unsplit model (max abs error {report.max_abs_err:.3g})")
+        codec = (f", within what the codec {report.codec} was measured to change at partition" if report.codec
+                 else "")
+        console.print(f"outputs {verdict} the unsplit model (max abs error {report.max_abs_err:.3g}{codec})")
     for message in report.error_messages:
         console.print(f"[red]error:[/red] {message}")
     if report.stream is not None:

@@ -176,6 +176,7 @@ class CutChoice:
     percentile: float | None
     bandwidth_range: tuple[float, float] | None  # (low, high) uplink bits per second
     adaptive: bool  # write every cut best somewhere in the range (vertical/adaptive.py)
+    codec: str = "none"  # how the cut's tensors travel (onnxsplit/codecs)
 
 
 def _bandwidth_range(text: str) -> tuple[float, float]:
@@ -192,9 +193,14 @@ def _bandwidth_range(text: str) -> tuple[float, float]:
 
 
 def _cut_choice(objective: str, cut_tensors: str | None, trace: str | None, percentile: float | None,
-                bandwidth_range: str | None, adaptive: bool) -> CutChoice:
+                bandwidth_range: str | None, adaptive: bool, codec: str) -> CutChoice:
     from splitnn.cost_models.link_traces import read_trace
+    from splitnn.onnxsplit.codecs.specs import parse_codec
     from splitnn.onnxsplit.core.errors import SplitnnError
+
+    codec = parse_codec(codec).name  # an unknown one is named here, before any work
+    if adaptive and codec != "none":
+        raise SplitnnError("--codec applies to a single cut for now; an adaptive plan sends plain tensors: drop --codec")
 
     forced = tuple(t.strip() for t in cut_tensors.split(",") if t.strip()) if cut_tensors is not None else None
     if percentile is not None and trace is None:
@@ -207,7 +213,7 @@ def _cut_choice(objective: str, cut_tensors: str | None, trace: str | None, perc
     if adaptive and (span is None or forced is not None or objective != "latency" or percentile is not None):
         raise SplitnnError("--adaptive keeps the cuts best for latency over a range: give --bandwidth-range LOW-HIGH "
                            "or --trace FILE.csv, and no --cut, --objective or --percentile")
-    return CutChoice(objective, forced, None if adaptive else steps, trace, percentile, span, adaptive)
+    return CutChoice(objective, forced, None if adaptive else steps, trace, percentile, span, adaptive, codec)
 
 
 CUT_CHOICE = OptionGroup("choice", (
@@ -226,8 +232,12 @@ CUT_CHOICE = OptionGroup("choice", (
                                                          "of uplink rates, e.g. 0.1Mbit-50Mbit (with --trace: the "
                                                          "trace's lowest to highest rate).")),
     (("--adaptive", "adaptive"), dict(is_flag=True, help="Write every cut that is best somewhere in "
-                                                          "--bandwidth-range (or --trace's rates), to switch between "
-                                                          "as the link moves (the runtime that switches comes next).")),
+                                                          "--bandwidth-range (or --trace's rates); the device "
+                                                          "switches between them as the link moves.")),
+    (("--codec", "codec"), dict(default="none", show_default=True, metavar="CODEC",
+                                help="How the cut's tensors travel: none, fp16, int8, int8:channel, lossless, or a "
+                                     "lossy one followed by +lossless (e.g. int8+lossless); its bytes and its effect "
+                                     "on the outputs are measured on the verification input.")),
 ), _cut_choice)
 
 

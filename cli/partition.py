@@ -77,7 +77,7 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
         plan = plan_over_range(plan, *choice.bandwidth_range)
     with stderr().status("writing and verifying the parts..."):
         document = write_split(analysis, plan, outdir, ort_format=verification.ort_format, atol=verification.atol,
-                               rtol=verification.rtol)
+                               rtol=verification.rtol, codec=choice.codec)
     if as_json:
         click.echo(json.dumps(document.to_dict(), indent=1))
         return
@@ -223,8 +223,18 @@ def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
     v = document.verification
     chained = f", device side run from {v.device_artifact}" if v.device_artifact else ""
     console.print(f"verified: max abs error {v.max_abs_err:.3g} (atol {v.atol}, rtol {v.rtol}){chained}")
+    if document.codec is not None:
+        _render_codec(document.codec)
     for name, rel in document.artifacts.to_dict().items():
         console.print(f"  {name:<15} {rel}")
+
+
+def _render_codec(c) -> None:  # type: ignore[no-untyped-def]
+    top1 = {True: "; the same top class", False: "; [red]a different top class[/red]", None: ""}[c.same_top1]
+    stdout().print(f"codec {c.name}: the cut's tensors {human_bytes(c.raw_bytes)} -> [bold]{human_bytes(c.coded_bytes)}"
+                   f"[/bold] ({c.ratio:.2f}x fewer bytes) on the verification input; the outputs through it "
+                   f"differ by up to {c.max_abs_err:.3g} ({c.max_rel_err:.2%} of their largest value){top1}. "
+                   "[dim]The predictions above are for plain float32.[/dim]")
 
 
 def _joules(energy_j: float | None, unit: bool = True) -> str:

@@ -77,11 +77,7 @@ def run_bench(target: str, link: LinkChoice, bench: BenchChoice, sweep: SweepCho
     if sweep is None and _strategy(target) == "adaptive":
         _adaptive_bench(target, link, bench, report.as_json, report.plot)
         return
-    adaptive_only = {"--deadline": bench.deadline_s, "--duration": bench.duration_s,
-                     "--compare-static": bench.compare_static or None}
-    if any(v is not None for v in adaptive_only.values()):
-        given = ", ".join(k for k, v in adaptive_only.items() if v is not None)
-        raise SplitnnError(f"{given} applies to adaptive plans (splitnn partition --adaptive)")
+    _refuse_adaptive_options(bench)
     with Progress() as progress:
         result = _sweep(target, sweep, link, bench, progress) if sweep else _bench(target, link, bench, progress)
     if report.plot is not None:
@@ -94,6 +90,16 @@ def run_bench(target: str, link: LinkChoice, bench: BenchChoice, sweep: SweepCho
         render_split(result)
     if report.plot is not None:
         stderr().print(f"plot written to {report.plot}")
+
+
+def _refuse_adaptive_options(bench: BenchChoice) -> None:
+    from splitnn.onnxsplit.core.errors import SplitnnError
+
+    adaptive_only = {"--deadline": bench.deadline_s, "--duration": bench.duration_s,
+                     "--compare-static": bench.compare_static or None}
+    if any(v is not None for v in adaptive_only.values()):
+        given = ", ".join(k for k, v in adaptive_only.items() if v is not None)
+        raise SplitnnError(f"{given} applies to adaptive plans (splitnn partition --adaptive)")
 
 
 def _is_tile_plan(target: str) -> bool:

@@ -1,7 +1,8 @@
 """What tensors cost on the wire: the bytes a frame of the device-server protocol takes beyond the data.
 
 A frame (runtime/wire.py) is a 28-byte header, a tensor count, and per tensor
-its name, a length and the array in numpy's .npy format, whose own header
+its name, its codec's name ("none" here: plain tensors), a length and the
+array in numpy's .npy format, whose own header
 (about 128 bytes) says its dtype and shape. On a fast link that is noise; over
 Cat-1 (0.13 Mbit/s) the few hundred bytes around two 4-float tensors took 25 ms
 a frame, five times the device's compute, and a stream the planner priced at
@@ -27,9 +28,13 @@ def npy_header_bytes(shape: Sequence[int], dtype: str) -> int:
     return buffer.tell()
 
 
+PLAIN_CODEC = "none"
+
+
 def tensor_overhead_bytes(name: str, shape: Sequence[int], dtype: str) -> int:
-    """What one tensor adds to a frame beyond its data: its name and length fields and its .npy header."""
-    return 2 + len(name.encode("utf-8")) + 4 + npy_header_bytes(shape, dtype)
+    """What one plain tensor adds to a frame beyond its data: its name, codec and length fields and its .npy
+    header."""
+    return 2 + len(name.encode("utf-8")) + 1 + len(PLAIN_CODEC) + 4 + npy_header_bytes(shape, dtype)
 
 
 def frame_overhead_bytes(tensors: Iterable[tuple[str, Sequence[int], str]]) -> int:

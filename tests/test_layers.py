@@ -19,6 +19,7 @@ FOLDERS = {"cli": "splitnn.cli", "onnxsplit": "splitnn.onnxsplit", "cost_models"
 LAYERS = [
     ("splitnn.onnxsplit.core", 0),
     ("splitnn.onnxsplit.model", 1),
+    ("splitnn.onnxsplit.codecs", 1),
     ("splitnn.sample_models", 1),
     ("splitnn.cost_models", 2),
     ("splitnn.onnxsplit.analysis", 3),

@@ -151,6 +151,23 @@ class PlanHeader(Record):
     outputs: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class CodecRecord(Record):
+    """The codec the device sends the cut's tensors in (onnxsplit/codecs), and what it did to the verification
+    input: its bytes, and the model's outputs through it against the same parts without it."""
+
+    name: str
+    raw_bytes: int  # the tensors the server reads, as .npy
+    coded_bytes: int
+    max_abs_err: float
+    max_rel_err: float  # the largest error over the largest magnitude, per output
+    same_top1: bool | None  # for an output of one row of scores: the same class first; None for other outputs
+
+    @property
+    def ratio(self) -> float:
+        return self.raw_bytes / self.coded_bytes if self.coded_bytes else 1.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class VerticalPlanFile(PlanHeader):
     objective: str
@@ -173,6 +190,7 @@ class VerticalPlanFile(PlanHeader):
     over_trace: TraceChoiceRecord | None = None  # partition --trace: the cut is the best over that trace
     # partition --bandwidth-range (or --trace): the cuts that are best somewhere in that range, fastest first
     over_range: tuple[RangeCutRecord, ...] | None = None
+    codec: CodecRecord | None = None  # partition --codec: how the cut's tensors travel (None: plain .npy)
     strategy: str = "vertical"
     schema_version: int = SCHEMA_VERSION
 

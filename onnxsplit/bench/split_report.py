@@ -119,3 +119,4 @@ class SplitBenchReport(Record):
     cut: CutRecord
     stream: StreamReport | None
     versus_baselines: Versus | None
+    codec: str | None = None  # the plan's codec at the cut (partition --codec); None: plain tensors

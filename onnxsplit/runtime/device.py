@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from splitnn.onnxsplit.artifacts.plan_file import read_vertical_plan
+from splitnn.onnxsplit.codecs.base import Codec, Raw
+from splitnn.onnxsplit.codecs.specs import parse_codec
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.runtime.wire import (
@@ -76,6 +78,8 @@ class DevicePart:
                                "partition again")
         # All on the device: nothing is sent, the device part's outputs are the answer.
         self.server_empty: bool = parts.server.empty
+        # How the tensors travel (partition --codec); the server decodes by the name each tensor carries.
+        self.codec: Codec = parse_codec(self.plan.codec.name) if self.plan.codec is not None else Raw()
         # Only what the server part reads is sent; model outputs computed here stay here and join its answer.
         self.sends: list[str] = list(parts.server.inputs)
         self.keeps: list[str] = [name for name in self.outputs if name in self.plan.outputs]
@@ -157,7 +161,7 @@ class DeviceClient:
         """Encode, send, wait; the device compute is not included (see `request`)."""
         request_id = request_id if request_id is not None else next(self._ids)
         start = time.perf_counter()
-        data = encode_frame(Frame(REQUEST, request_id, tensors=tensors))
+        data = encode_frame(Frame(REQUEST, request_id, tensors=tensors), getattr(self.part, "codec", None))
         encoded = time.perf_counter()
         try:
             sock = self._connect()

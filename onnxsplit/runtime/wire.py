@@ -12,8 +12,10 @@ A frame is a fixed header followed by a payload:
 
 A request or response payload is a list of named tensors:
 
-    count u16, then per tensor: name length u16, name (UTF-8), array length u32,
-    the array in numpy's .npy format (self-describing, read without pickle)
+    count u16, then per tensor: name length u16, name (UTF-8), codec length u8,
+    codec (ASCII, a spec of onnxsplit/codecs, "none" for plain), data length u32,
+    the data: with "none" the array in numpy's .npy format (self-describing, read
+    without pickle), else the codec's bytes (which hold .npy pieces)
 
 An error payload is a UTF-8 message. Everything is little-endian. No library
 frames messages on a raw socket this simply without bringing a server
@@ -22,15 +24,18 @@ framework (gRPC, ZeroMQ) the device would also need; .npy does the tensors.
 from __future__ import annotations
 
 import io
-import math
 import socket
 import struct
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from splitnn.onnxsplit.codecs.base import Codec, Raw, npy_array
+from splitnn.onnxsplit.codecs.specs import parse_codec
+from splitnn.onnxsplit.core.errors import SplitnnError
+
 MAGIC = b"SPNN"
-VERSION = 1
+VERSION = 2  # 2: each tensor names its codec
 REQUEST, RESPONSE, ERROR = 1, 2, 3
 STATUS_OK = 0
 STATUS_BAD_FRAME = 1  # malformed header or payload
@@ -78,17 +83,20 @@ class Frame:
     wire_bytes: int = 0  # header + payload, as read
 
 
-def encode_tensors(tensors: dict[str, np.ndarray]) -> bytes:
+def encode_tensors(tensors: dict[str, np.ndarray], codec: Codec | None = None) -> bytes:
+    """The payload of `tensors`, each encoded with `codec` (plain .npy by default)."""
+    codec = codec or Raw()
+    codec_name = codec.name.encode("ascii")
     out = io.BytesIO()
     out.write(struct.pack("<H", len(tensors)))
     for name, array in tensors.items():
         encoded_name = name.encode("utf-8")
-        buf = io.BytesIO()
         array = np.asarray(array)  # ascontiguousarray would turn a 0-d tensor into 1-d
-        np.lib.format.write_array(buf, array if array.flags.c_contiguous else array.copy(order="C"), allow_pickle=False)
-        data = buf.getvalue()
+        data = codec.encode(array if array.flags.c_contiguous else array.copy(order="C"))
         out.write(struct.pack("<H", len(encoded_name)))
         out.write(encoded_name)
+        out.write(struct.pack("<B", len(codec_name)))
+        out.write(codec_name)
         out.write(struct.pack("<I", len(data)))
         out.write(data)
     return out.getvalue()
@@ -104,11 +112,14 @@ def decode_tensors(payload: bytes) -> dict[str, np.ndarray]:
             (name_len,) = struct.unpack_from("<H", view, pos)
             name = bytes(view[pos + 2 : pos + 2 + name_len]).decode("utf-8")
             pos += 2 + name_len
+            (codec_len,) = struct.unpack_from("<B", view, pos)
+            codec_name = bytes(view[pos + 1 : pos + 1 + codec_len]).decode("ascii")
+            pos += 1 + codec_len
             (data_len,) = struct.unpack_from("<I", view, pos)
             pos += 4
             if pos + data_len > len(view):
                 raise ProtocolError(f"tensor '{name}' runs past the end of the payload")
-            tensors[name] = _checked_array(name, view[pos : pos + data_len])
+            tensors[name] = _decoded(name, codec_name, view[pos : pos + data_len])
             pos += data_len
         if pos != len(view):
             raise ProtocolError(f"{len(view) - pos} stray bytes after the tensors")
@@ -117,25 +128,21 @@ def decode_tensors(payload: bytes) -> dict[str, np.ndarray]:
         raise ProtocolError(f"malformed tensor payload: {exc}") from None
 
 
-def _checked_array(name: str, data: memoryview) -> np.ndarray:
-    """A tensor's .npy bytes as an array, its header checked against the bytes that came before anything is
-    allocated: a header claiming more elements than the payload holds is refused."""
-    stream = io.BytesIO(data)
-    version = np.lib.format.read_magic(stream)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, _, dtype = read_header(stream)  # numpy's own parser, with its limit on the header's size
-    if dtype.hasobject:
-        raise ProtocolError(f"tensor '{name}' has an object dtype (pickled data is never read)")
-    expected = math.prod(shape) * dtype.itemsize
-    if expected != len(data) - stream.tell():
-        raise ProtocolError(f"tensor '{name}' claims shape {list(shape)} of {dtype} ({expected} bytes) but carries "
-                            f"{len(data) - stream.tell()} bytes")
-    stream.seek(0)
-    return np.lib.format.read_array(stream, allow_pickle=False)
+def _decoded(name: str, codec_name: str, data: memoryview) -> np.ndarray:
+    """A tensor's bytes as an array, by the codec it names; every .npy header is checked against the bytes that
+    came before anything is allocated (codecs/base.npy_array), and a compressed one against a limit."""
+    try:
+        codec = parse_codec(codec_name)
+    except SplitnnError:
+        raise ProtocolError(f"tensor '{name}' uses an unknown codec '{codec_name}'") from None
+    try:
+        return codec.decode(bytes(data)) if codec_name != "none" else npy_array(data)
+    except ValueError as exc:
+        raise ProtocolError(f"tensor '{name}': {exc}") from None
 
 
-def encode_frame(frame: Frame) -> bytes:
-    payload = frame.message.encode("utf-8") if frame.kind == ERROR else encode_tensors(frame.tensors)
+def encode_frame(frame: Frame, codec: Codec | None = None) -> bytes:
+    payload = frame.message.encode("utf-8") if frame.kind == ERROR else encode_tensors(frame.tensors, codec)
     header = HEADER.pack(MAGIC, VERSION, frame.kind, frame.status, frame.request_id, frame.server_s, len(payload))
     return header + payload
 

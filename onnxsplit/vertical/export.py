@@ -11,6 +11,7 @@ plan behind.
 """
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
+from splitnn.onnxsplit.vertical.codec_check import measure_codec
 from splitnn.onnxsplit.vertical.planning import Plan, candidate_record, cut_record
 
 
@@ -95,8 +97,10 @@ def write_split(
     ort_format: bool = True,
     atol: float = 1e-4,
     rtol: float = 1e-3,
+    codec: str = "none",
 ) -> VerticalPlanFile:
-    """Write, verify and publish the artifacts of `plan`; return the plan file written."""
+    """Write, verify and publish the artifacts of `plan`; return the plan file written. With a `codec` other
+    than "none" the device sends the cut's tensors in it, and what it does is measured (vertical/codec_check)."""
     outdir = Path(outdir)
     graph = analysis.graph
     if graph.path is None:
@@ -125,6 +129,9 @@ def write_split(
             )
         save_verification_data(staging, feeds, reference)
         document = _plan_file(analysis, plan, outdir, (device, server), check, artifacts)
+        if codec != "none" and server.model is not None:
+            sent = {name: {**feeds, **device_results}[name] for name in server.inputs}
+            document = dataclasses.replace(document, codec=measure_codec(staging, server, sent, codec))
         write_plan(staging, document)
         publish(staging, outdir)
         return document

@@ -173,3 +173,25 @@ def test_serve_and_device_on_an_adaptive_plan(sample_path, tmp_path):
     assert_bad_input(run_cli("device", "ad", "--server", address, "--random", "1", "--deadline", "1ms", cwd=tmp_path),
                      "shorter than the device's own fastest answer")
     assert_bad_input(run_cli("device", "../missing", "--server", address, "--random", "1", cwd=tmp_path), "missing")
+
+
+def test_a_codec_at_the_cut_is_measured_at_partition_and_used_by_the_run(sample_path, tmp_path):
+    """issue 14: partition --codec records the real encoded bytes and the outputs' change; the device sends in it,
+    the server decodes, and run-bench sees the bytes and outputs partition measured."""
+    model = str(sample_path("alexnet"))
+    proc = run_cli("partition", model, "-o", "plan", "--cut", "relu3_out", "--codec", "int8+lossless", "--no-ort",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "codec int8+lossless" in proc.stdout
+    codec = json.loads((tmp_path / "plan" / "plan.json").read_text())["codec"]
+    assert codec["name"] == "int8+lossless" and codec["raw_bytes"] / codec["coded_bytes"] >= 3.9
+    assert 0 < codec["max_rel_err"] < 0.05 and codec["same_top1"] is True
+    proc = run_cli("run-bench", "plan", "--requests", "2", "--no-baselines", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["codec"] == "int8+lossless" and report["outputs_match"] is True
+    assert report["max_abs_err"] == pytest.approx(codec["max_abs_err"], rel=1e-3)  # the same input, the same error
+    up = report["bytes_per_request"]["up"]
+    assert codec["coded_bytes"] < up < codec["coded_bytes"] + 200  # the coded tensors and the frame around them
+    assert_bad_input(run_cli("partition", model, "-o", "x", "--codec", "int9", cwd=tmp_path), "unknown codec 'int9'")
+    assert not (tmp_path / "x").exists()

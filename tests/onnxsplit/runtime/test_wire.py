@@ -84,8 +84,9 @@ def test_a_lying_header_is_refused_before_anything_is_allocated():
     buffer = io.BytesIO()
     np.save(buffer, np.zeros((2, 2), np.float32))
     npy = buffer.getvalue().replace(b"(2, 2)", b"(1000000000, 1000000000)")
-    payload = struct.pack("<H", 1) + struct.pack("<H", 1) + b"x" + struct.pack("<I", len(npy)) + npy
-    with pytest.raises(ProtocolError, match="claims shape \\[1000000000, 1000000000\\]"):
+    payload = (struct.pack("<H", 1) + struct.pack("<H", 1) + b"x" + struct.pack("<B", 4) + b"none"
+               + struct.pack("<I", len(npy)) + npy)
+    with pytest.raises(ProtocolError, match="tensor 'x': shape \\[1000000000, 1000000000\\]"):
         decode_tensors(payload)
     left, right = socket.socketpair()
     with left, right:
@@ -94,3 +95,35 @@ def test_a_lying_header_is_refused_before_anything_is_allocated():
         with pytest.raises(ProtocolError, match="over the maximum") as info:
             read_frame(right)  # refused at once, not read for 4 GB
         assert info.value.status == STATUS_TOO_LARGE and not info.value.resumable
+
+
+def test_tensors_travel_in_the_codec_they_name_and_an_unknown_one_is_refused():
+    """issue 14: each tensor names its codec; the receiver decodes by it."""
+    import struct
+
+    from splitnn.onnxsplit.codecs.specs import parse_codec
+
+    x = np.maximum(np.random.default_rng(0).standard_normal((1, 8, 16, 16)).astype(np.float32), 0)
+    ids = np.array([[3, 1]], dtype=np.int64)
+    plain = encode_tensors({"x": x, "ids": ids})
+    coded = encode_tensors({"x": x, "ids": ids}, parse_codec("int8+lossless"))
+    assert len(coded) < len(plain) / 4
+    back = decode_tensors(coded)
+    assert np.array_equal(back["ids"], ids) and np.abs(back["x"] - x).max() <= x.max() / 255 / 2 + 1e-6
+    bad = coded.replace(b"int8+lossless", b"int9+lossless")
+    with pytest.raises(ProtocolError, match="unknown codec 'int9\\+lossless'"):
+        decode_tensors(bad)
+    # A compressed tensor whose header claims more than the limit is refused before it is expanded.
+    import blosc2
+
+    from splitnn.onnxsplit.codecs import lossless
+
+    bomb = lossless.pack(blosc2.compress2(bytes(1 << 20), typesize=1))
+    payload = struct.pack("<HH", 1, 1) + b"b" + struct.pack("<B", 8) + b"lossless" + struct.pack("<I", len(bomb)) + bomb
+    limit = lossless.MAX_DECODED_BYTES
+    try:
+        lossless.MAX_DECODED_BYTES = 1 << 10
+        with pytest.raises(ProtocolError, match="would expand to 1048576 bytes"):
+            decode_tensors(payload)
+    finally:
+        lossless.MAX_DECODED_BYTES = limit
