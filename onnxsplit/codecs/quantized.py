@@ -46,12 +46,14 @@ class Int8:
         high = values.max(axis=axes, keepdims=True)
         step = np.where(high > low, (high - low) / 255.0, 1.0).astype(np.float32)
         codes = np.clip(np.rint((values - low) / step), 0, 255).astype(np.uint8)
-        return pack(array.dtype.str.encode(), npy_bytes(codes), npy_bytes(low.astype(np.float32)), npy_bytes(step))
+        scales = np.stack([low.astype(np.float32), step])  # one .npy for both: its header is most of the overhead
+        return pack(array.dtype.str.encode(), npy_bytes(codes), npy_bytes(scales))
 
     def decode(self, data: bytes) -> np.ndarray:
         pieces = unpack(data)
         if not pieces[0]:
             return npy_array(pieces[1])
-        dtype, codes, low, step = pieces
-        values = npy_array(low) + npy_array(codes).astype(np.float32) * npy_array(step)
+        dtype, codes, scales = pieces
+        low, step = npy_array(scales)
+        values = low + npy_array(codes).astype(np.float32) * step
         return values.astype(np.dtype(dtype.decode()))

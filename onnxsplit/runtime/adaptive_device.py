@@ -48,7 +48,10 @@ PROBE_BYTES = (2 * 1024, 256 * 1024)
 # While the device answers alone its requests say nothing of the link: a probe refreshes an estimate older than
 # this, so that the estimate follows the link (and the device goes back to the server when it recovers).
 PROBE_AFTER_S = 1.0
-DEADLINE_MARGIN = 0.05  # of the deadline, kept for this host's own overheads (sessions, sockets, threads)
+# Kept from the deadline for this host's own overheads (sockets, threads, a session's run): a share of it, and at
+# least MIN_MARGIN_S, which a short deadline's share would not cover.
+DEADLINE_MARGIN = 0.05
+MIN_MARGIN_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,8 @@ class AdaptiveDevice:
         if self.deadline_s is None or self.alone is None:
             return self.timeout_s
         spent = kept.predicted.device_s if spent_s is None else spent_s
-        return self.deadline_s * (1 - DEADLINE_MARGIN) - spent - self._rest_s(kept)
+        margin = max(self.deadline_s * DEADLINE_MARGIN, MIN_MARGIN_S)
+        return self.deadline_s - margin - spent - self._rest_s(kept)
 
     def _probe_due(self) -> bool:
         estimate = self.estimator.estimate(self._now())
