@@ -212,8 +212,11 @@ class AdaptiveDevice:
                 self.client.close()
                 return
             on_wire = result.transfer_s - self.estimator.rtt_s
-            if on_wire >= PROBE_WIRE_S / 4 or size >= PROBE_BYTES[1]:
+            if on_wire >= PROBE_WIRE_S / 4:
                 self.estimator.observe(result.bytes_up, result.bytes_down, result.transfer_s, self._now())
+                return
+            if size >= PROBE_BYTES[1]:  # the largest probe is still lost in the round trip: a floor is all it says
+                self.estimator.observe_at_least(8 * result.bytes_up / (PROBE_WIRE_S / 4), self._now())
                 return
             # The link is much faster than believed: a probe this small is lost in the round trip's jitter.
             size, bps = min(size * 8, PROBE_BYTES[1]), 8 * size / max(on_wire, 1e-4)

@@ -89,6 +89,15 @@ class BandwidthEstimator:
             self._log_bps = bound
         self._last_at = at
 
+    def observe_at_least(self, bps: float, at: float) -> None:
+        """The link carried a probe faster than its round trip lets this device time (a LAN, or loopback): the
+        rate is at least `bps`, and an estimate below that is raised to it."""
+        bound = math.log(bps)
+        if self._log_bps is None or self._log_bps < bound:
+            self._log_bps, self._variance = bound, 0.0
+            self._samples += 1
+        self._last_at = at
+
     def observe_round_trip(self, seconds: float) -> None:
         """A round trip that carried next to nothing (a tiny probe): the link's own delay, which the samples take
         out. The planned link's figure holds until one is measured."""

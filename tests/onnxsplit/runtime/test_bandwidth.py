@@ -65,3 +65,12 @@ def test_the_choice_switches_with_hysteresis():
     assert chooser.choose(1.0e6) is device_only and chooser.switches == 1  # 0.9 s against 0.6 s: switch
     assert chooser.choose(1.7e6) is device_only  # back near the crossing: kept
     assert chooser.choose(10e6) is early and chooser.switches == 2
+
+
+def test_a_link_too_fast_to_time_gives_a_floor():
+    """A probe lost in the round trip's jitter (loopback, a LAN) says only that the rate is at least so much."""
+    estimator = BandwidthEstimator(rtt_s=0.001)
+    estimator.observe_at_least(100e6, at=0.0)
+    assert estimator.estimate(0.5).bps == pytest.approx(100e6) and not estimator.estimate(0.5).stale
+    estimator.observe_at_least(50e6, at=1.0)  # a lower floor does not pull the estimate down
+    assert estimator.estimate(1.0).bps == pytest.approx(100e6)
