@@ -234,7 +234,7 @@ def _render_codec(c) -> None:  # type: ignore[no-untyped-def]
     stdout().print(f"codec {c.name}: the cut's tensors {human_bytes(c.raw_bytes)} -> [bold]{human_bytes(c.coded_bytes)}"
                    f"[/bold] ({c.ratio:.2f}x fewer bytes) on the verification input; the outputs through it "
                    f"differ by up to {c.max_abs_err:.3g} ({c.max_rel_err:.2%} of their largest value){top1}. "
-                   "[dim]The predictions above are for plain float32.[/dim]")
+                   "[dim]The chosen cut's prediction counts these bytes; the other candidates' are float32.[/dim]")
 
 
 def _joules(energy_j: float | None, unit: bool = True) -> str:

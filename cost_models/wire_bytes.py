@@ -40,3 +40,10 @@ def tensor_overhead_bytes(name: str, shape: Sequence[int], dtype: str) -> int:
 def frame_overhead_bytes(tensors: Iterable[tuple[str, Sequence[int], str]]) -> int:
     """The bytes a frame carrying `tensors` (name, shape, dtype) takes beyond the tensors' data."""
     return FRAME_HEADER_BYTES + TENSOR_COUNT_BYTES + sum(tensor_overhead_bytes(*tensor) for tensor in tensors)
+
+
+def coded_frame_bytes(names: Iterable[str], codec: str, coded_bytes: int) -> int:
+    """A frame carrying tensors `names` in `codec` (onnxsplit/codecs), whose encodings take `coded_bytes` in all:
+    the codec's bytes hold their own .npy headers, so the frame adds only its header and each tensor's fields."""
+    fields = sum(2 + len(name.encode("utf-8")) + 1 + len(codec) + 4 for name in names)
+    return FRAME_HEADER_BYTES + TENSOR_COUNT_BYTES + fields + coded_bytes

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from splitnn.cost_models.latency import NodeWork, node_work
+from splitnn.cost_models.wire_bytes import coded_frame_bytes
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut, device_side
 from splitnn.onnxsplit.artifacts.chain import PartStep, outputs_of, run_steps
@@ -50,7 +51,7 @@ from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
 from splitnn.onnxsplit.vertical.codec_check import measure_codec
-from splitnn.onnxsplit.vertical.planning import Plan, candidate_record, cut_record
+from splitnn.onnxsplit.vertical.planning import Plan, candidate_record, cut_record, with_request_bytes
 
 
 def run_device_side(folder: Path, device: Part, feeds: dict[str, np.ndarray], ort_format: bool) -> tuple[dict[str, np.ndarray], str | None]:
@@ -131,7 +132,9 @@ def write_split(
         document = _plan_file(analysis, plan, outdir, (device, server), check, artifacts)
         if codec != "none" and server.model is not None:
             sent = {name: {**feeds, **device_results}[name] for name in server.inputs}
-            document = dataclasses.replace(document, codec=measure_codec(staging, server, sent, codec))
+            measured = measure_codec(staging, server, sent, codec)
+            up = coded_frame_bytes(sent, measured.name, measured.coded_bytes)
+            document = dataclasses.replace(document, codec=measured, predicted=with_request_bytes(analysis, plan, up))
         write_plan(staging, document)
         publish(staging, outdir)
         return document

@@ -117,22 +117,33 @@ def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, li
             server_s = server_total - sum(server_node[i] for i in cut.device_indices)
         encode_s = cut.bytes / device.memory_bytes_per_s
         up, down = (frames.request(cut), frames.reply(cut)) if cut.tensors else (0, 0)
-        send_s = up * 8 / link.uplink_bps
-        transfer_s = link.transfer_seconds(up, down) if cut.tensors else 0.0
-        uplink_s, downlink_s = up * 8 / link.uplink_bps, down * 8 / link.down_bps
-        predictions.append(
-            Prediction(
-                device_s=device_s,
-                encode_s=encode_s,
-                transfer_s=transfer_s,
-                server_s=server_s,
-                total_s=device_s + encode_s + transfer_s + server_s,
-                throughput_fps=pipelined_fps(device_s + encode_s, uplink_s, server_s, downlink_s),
-                energy_j=None if device.compute_power_w is None
-                else device.compute_power_w * (device_s + encode_s) + link.radio_watts() * send_s,
-            )
-        )
+        predictions.append(prediction_of(device_s, encode_s, server_s, up, down, device, link))
     return predictions
+
+
+def prediction_of(device_s: float, encode_s: float, server_s: float, up_bytes: int, down_bytes: int,
+                  device: DeviceProfile, link: LinkProfile) -> Prediction:
+    """A cut's prediction from its stage times and the bytes each way on the wire (0 and 0: nothing is sent)."""
+    sends = up_bytes > 0
+    transfer_s = link.transfer_seconds(up_bytes, down_bytes) if sends else 0.0
+    uplink_s, downlink_s = up_bytes * 8 / link.uplink_bps, down_bytes * 8 / link.down_bps
+    return Prediction(
+        device_s=device_s,
+        encode_s=encode_s,
+        transfer_s=transfer_s,
+        server_s=server_s,
+        total_s=device_s + encode_s + transfer_s + server_s,
+        throughput_fps=pipelined_fps(device_s + encode_s, uplink_s, server_s, downlink_s),
+        energy_j=None if device.compute_power_w is None
+        else device.compute_power_w * (device_s + encode_s) + link.radio_watts() * uplink_s,
+    )
+
+
+def with_request_bytes(analysis: Analysis, plan: Plan, up_bytes: int) -> Prediction:
+    """The chosen cut's prediction when its request takes `up_bytes` on the wire (a codec's, measured)."""
+    p, cut = plan.chosen.predicted, plan.chosen.cut
+    down = _FrameBytes(analysis.graph, placeable_indices(analysis.graph)).reply(cut)
+    return prediction_of(p.device_s, p.encode_s, p.server_s, up_bytes, down, plan.device, plan.link)
 
 
 class _FrameBytes:

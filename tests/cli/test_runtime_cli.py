@@ -183,7 +183,10 @@ def test_a_codec_at_the_cut_is_measured_at_partition_and_used_by_the_run(sample_
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "codec int8+lossless" in proc.stdout
-    codec = json.loads((tmp_path / "plan" / "plan.json").read_text())["codec"]
+    written = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    codec = written["codec"]
+    raw = next(c for c in written["candidates"] if c["id"] == written["cut"]["id"])["predicted"]
+    assert written["predicted"]["transfer_s"] < raw["transfer_s"] / 3  # the chosen cut is priced at the coded bytes
     assert codec["name"] == "int8+lossless" and codec["raw_bytes"] / codec["coded_bytes"] >= 3.9
     assert 0 < codec["max_rel_err"] < 0.05 and codec["same_top1"] is True
     proc = run_cli("run-bench", "plan", "--requests", "2", "--no-baselines", "--json", cwd=tmp_path)
