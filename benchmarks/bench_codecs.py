@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -93,10 +94,11 @@ def halves(model_path: Path, cut: str, shape: tuple[int, ...]):  # type: ignore[
     model = onnx.shape_inference.infer_shapes(model)
     outputs = [o.name for o in model.graph.output]
     extractor = onnx.utils.Extractor(model)
-    folder = Path(__import__("tempfile").mkdtemp(prefix="splitnn-codecs-"))
-    onnx.save(extractor.extract_model(["x"], [cut]), str(folder / "head.onnx"))
-    onnx.save(extractor.extract_model([cut], outputs), str(folder / "tail.onnx"))
-    return create_session(folder / "head.onnx"), create_session(folder / "tail.onnx")
+    with tempfile.TemporaryDirectory(prefix="splitnn-codecs-") as name:  # a session holds its model once made
+        folder = Path(name)
+        onnx.save(extractor.extract_model(["x"], [cut]), str(folder / "head.onnx"))
+        onnx.save(extractor.extract_model([cut], outputs), str(folder / "tail.onnx"))
+        return create_session(folder / "head.onnx"), create_session(folder / "tail.onnx")
 
 
 def measure(name: str, model_path: Path, inputs: list[np.ndarray], classifier: bool) -> list[str]:

@@ -125,22 +125,22 @@ def _adaptive(outdir: str, address: str, input_file: str | None, random_count: i
                             timeout_s=timeout)
     points = [device.request(feeds) for feeds in inputs]
     device.close()
-    counts = {kind: sum(p.answered == kind for p in points) for kind in ("remote", "local", "error")}
-    missed = sum(1 for p in points if deadline_s is not None and p.answered != "error" and p.e2e_s > deadline_s)
+    counts = device.counts()
     if as_json:
-        click.echo(json.dumps({"requests": [p.to_dict() for p in points], "answered_remote": counts["remote"],
-                               "answered_local": counts["local"], "errors": counts["error"], "deadline_missed": missed,
-                               "switches": device.switches, "probes": device.probes}, indent=1))
+        click.echo(json.dumps({"requests": [p.to_dict() for p in points], "answered_remote": counts.remote,
+                               "answered_local": counts.local, "errors": counts.errors,
+                               "deadline_missed": counts.deadline_missed, "switches": device.switches,
+                               "probes": device.probes}, indent=1))
     else:
         console = stdout()
         for i, p in enumerate(points, start=1):
             estimate = f"{p.estimate_bps / 1e6:.3g} Mbit/s" if p.estimate_bps else "none yet"
             console.print(f"request {i}: cut {p.cut_id}, answered {p.answered}, {p.e2e_s * 1e3:.1f} ms "
                           f"(estimate {estimate})")
-        console.print(f"{counts['remote']} through the server, {counts['local']} on the device, {counts['error']} "
+        console.print(f"{counts.remote} through the server, {counts.local} on the device, {counts.errors} "
                       f"errors; {device.switches} switches, {device.probes} probes"
-                      + (f"; {missed} past the deadline" if deadline_s is not None else ""))
-    if counts["error"] == len(points):
+                      + (f"; {counts.deadline_missed} past the deadline" if deadline_s is not None else ""))
+    if counts.errors == len(points):
         raise SplitnnError("no request was answered: is `splitnn serve` running on this plan? (--deadline lets the "
                            "device answer alone)")
     return device.last_outputs

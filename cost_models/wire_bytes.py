@@ -31,10 +31,14 @@ def npy_header_bytes(shape: Sequence[int], dtype: str) -> int:
 PLAIN_CODEC = "none"
 
 
+def tensor_field_bytes(name: str, codec: str) -> int:
+    """A tensor's fields in a frame before its data: name length and name, codec length and codec, data length."""
+    return 2 + len(name.encode("utf-8")) + 1 + len(codec) + 4
+
+
 def tensor_overhead_bytes(name: str, shape: Sequence[int], dtype: str) -> int:
-    """What one plain tensor adds to a frame beyond its data: its name, codec and length fields and its .npy
-    header."""
-    return 2 + len(name.encode("utf-8")) + 1 + len(PLAIN_CODEC) + 4 + npy_header_bytes(shape, dtype)
+    """What one plain tensor adds to a frame beyond its data: its fields and its .npy header."""
+    return tensor_field_bytes(name, PLAIN_CODEC) + npy_header_bytes(shape, dtype)
 
 
 def frame_overhead_bytes(tensors: Iterable[tuple[str, Sequence[int], str]]) -> int:
@@ -45,5 +49,5 @@ def frame_overhead_bytes(tensors: Iterable[tuple[str, Sequence[int], str]]) -> i
 def coded_frame_bytes(names: Iterable[str], codec: str, coded_bytes: int) -> int:
     """A frame carrying tensors `names` in `codec` (onnxsplit/codecs), whose encodings take `coded_bytes` in all:
     the codec's bytes hold their own .npy headers, so the frame adds only its header and each tensor's fields."""
-    fields = sum(2 + len(name.encode("utf-8")) + 1 + len(codec) + 4 for name in names)
+    fields = sum(tensor_field_bytes(name, codec) for name in names)
     return FRAME_HEADER_BYTES + TENSOR_COUNT_BYTES + fields + coded_bytes

@@ -112,17 +112,14 @@ def _report(device: AdaptiveDevice, outdir: Path, link: LinkSettings,
             reference: dict[str, np.ndarray] | None) -> AdaptiveBenchReport:
     answered = [p for p in device.points if p.answered != "error"]
     e2e = np.array([p.e2e_s for p in answered]) if answered else np.array([float("nan")])
+    counts = device.counts()
     max_err, match = (compare_outputs(device.last_outputs, reference, device.plan.verification.atol,
                                       device.plan.verification.rtol) if reference is not None and device.last_outputs
                       else (None, None))
     per_cut = dict(Counter(str(p.cut_id) for p in device.points))
-    deadline = device.deadline_s
     return AdaptiveBenchReport(
-        plan=str(outdir), requests=len(device.points),
-        answered_remote=sum(p.answered == "remote" for p in device.points),
-        answered_local=sum(p.answered == "local" for p in device.points),
-        errors=sum(p.answered == "error" for p in device.points), deadline_s=deadline,
-        deadline_missed=sum(1 for p in answered if deadline is not None and p.e2e_s > deadline),
+        plan=str(outdir), requests=len(device.points), answered_remote=counts.remote, answered_local=counts.local,
+        errors=counts.errors, deadline_s=device.deadline_s, deadline_missed=counts.deadline_missed,
         e2e_s=Latencies(*(float(np.percentile(e2e, q)) for q in (50, 95, 99)), float(statistics.fmean(e2e))),
         requests_per_cut=per_cut, switches=device.switches, probes=device.probes, outputs_match=match,
         max_abs_err=max_err,

@@ -16,7 +16,7 @@ class Codec(Protocol):
 
     def encode(self, array: np.ndarray) -> bytes: ...
 
-    def decode(self, data: bytes) -> np.ndarray: ...
+    def decode(self, data: bytes | memoryview) -> np.ndarray: ...
 
 
 class Raw:
@@ -27,7 +27,7 @@ class Raw:
     def encode(self, array: np.ndarray) -> bytes:
         return npy_bytes(array)
 
-    def decode(self, data: bytes) -> np.ndarray:
+    def decode(self, data: bytes | memoryview) -> np.ndarray:
         return npy_array(data)
 
 
@@ -62,7 +62,7 @@ def pack(*pieces: bytes) -> bytes:
     return b"".join(_LENGTH.pack(len(p)) + p for p in pieces)
 
 
-def unpack(data: bytes) -> list[bytes]:
+def unpack(data: bytes | memoryview) -> list[bytes]:
     pieces, offset = [], 0
     view = memoryview(data)
     while offset < len(view):

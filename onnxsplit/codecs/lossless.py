@@ -25,7 +25,7 @@ class Lossless:
         return pack(blosc2.compress2(data, typesize=size, codec=blosc2.Codec.ZSTD, clevel=self.level,
                                      filters=[blosc2.Filter.SHUFFLE]))
 
-    def decode(self, data: bytes) -> np.ndarray:
+    def decode(self, data: bytes | memoryview) -> np.ndarray:
         import blosc2
 
         (compressed,) = unpack(data)

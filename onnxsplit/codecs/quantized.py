@@ -20,7 +20,7 @@ class Float16:
             return pack(npy_bytes(array), b"")
         return pack(npy_bytes(array.astype(np.float16)), array.dtype.str.encode())
 
-    def decode(self, data: bytes) -> np.ndarray:
+    def decode(self, data: bytes | memoryview) -> np.ndarray:
         payload, dtype = unpack(data)
         array = npy_array(payload)
         return array.astype(np.dtype(dtype.decode())) if dtype else array
@@ -49,7 +49,7 @@ class Int8:
         scales = np.stack([low.astype(np.float32), step])  # one .npy for both: its header is most of the overhead
         return pack(array.dtype.str.encode(), npy_bytes(codes), npy_bytes(scales))
 
-    def decode(self, data: bytes) -> np.ndarray:
+    def decode(self, data: bytes | memoryview) -> np.ndarray:
         pieces = unpack(data)
         if not pieces[0]:
             return npy_array(pieces[1])

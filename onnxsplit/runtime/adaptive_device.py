@@ -67,6 +67,16 @@ class RequestPoint(Record):
     estimate_spread: float | None = None  # one standard deviation of the estimate's samples, as a factor
 
 
+@dataclass(frozen=True)
+class AnswerCounts:
+    """How a run's requests ended: requests = remote + local + errors; `deadline_missed` among the answered."""
+
+    remote: int
+    local: int
+    errors: int
+    deadline_missed: int
+
+
 class _CutView:
     """One kept cut through the shared device graph (duck-types DevicePart for DeviceClient)."""
 
@@ -108,6 +118,8 @@ class AdaptiveDevice:
         self.client = DeviceClient(self.views[held[0].cut.id], server, timeout_s=timeout_s)  # type: ignore[arg-type]
         self.estimator = BandwidthEstimator(plan.link.rtt_s, plan.link.down_bps / plan.link.uplink_bps)
         self.chooser = CutChooser([LatencyLine(k, k.fixed_s, k.wire_bits) for k in held])  # type: ignore[arg-type]
+        # The kept cuts a late answer can be finished from here: decided once, from the folder's files.
+        self._finishable = {k.cut.id for k in plan.kept if self._suffix_available(k)}
         self._suffixes: dict[int, Any] = {}  # cut id -> session of the cut's server graph, for finishing here
         if deadline_s is not None:
             self._load_suffixes()
@@ -124,8 +136,12 @@ class AdaptiveDevice:
         self.start = time.perf_counter()
 
     def can_finish_from_tensors(self, kept: AdaptiveCutRecord) -> bool:
-        """Whether a request sent at `kept` can be finished here from what was computed: the cut's server graph
-        is in the folder, and the cut is past the model's inputs (at the inputs, finishing is starting over)."""
+        """Whether a request sent at `kept` can be finished here from what was computed."""
+        return kept.cut.id in self._finishable
+
+    def _suffix_available(self, kept: AdaptiveCutRecord) -> bool:
+        """The cut's server graph is in the folder, and the cut is past the model's inputs (at the inputs,
+        finishing is starting over)."""
         computed = any(t not in self.plan.inputs for t in kept.cut.tensors)
         return computed and kept.server_model is not None and (self.outdir / kept.server_model).is_file()
 
@@ -133,8 +149,16 @@ class AdaptiveDevice:
         """Open the graphs a late answer is finished with before the first request, so that a finish never
         waits for a session to load (each holds its part of the weights: memory the deadline costs)."""
         for kept in self.plan.kept:
-            if kept.server_model is not None and self.can_finish_from_tensors(kept):
-                self._suffixes[kept.cut.id] = create_session(self.outdir / kept.server_model, spin=False)
+            if kept.cut.id in self._finishable:
+                self._suffixes[kept.cut.id] = create_session(self.outdir / str(kept.server_model), spin=False)
+
+    def counts(self) -> AnswerCounts:
+        """How the requests so far ended."""
+        answered = [p for p in self.points if p.answered != "error"]
+        deadline = self.deadline_s
+        return AnswerCounts(sum(p.answered == "remote" for p in self.points), sum(p.answered == "local" for p in self.points),
+                            len(self.points) - len(answered),
+                            sum(1 for p in answered if deadline is not None and p.e2e_s > deadline))
 
     def request(self, feeds: dict[str, np.ndarray]) -> RequestPoint:
         """Answer one request, remotely or here; the point is also kept in `points`."""
@@ -221,9 +245,13 @@ class AdaptiveDevice:
             # The link is much faster than believed: a probe this small is lost in the round trip's jitter.
             size, bps = min(size * 8, PROBE_BYTES[1]), 8 * size / max(on_wire, 1e-4)
 
-    def _remote(self, kept: AdaptiveCutRecord, feeds: dict[str, np.ndarray], begin: float) -> str:
+    def _use(self, kept: AdaptiveCutRecord) -> None:
+        """The client runs `kept`'s device part next (taking the board's predicted time for it, when emulated)."""
         self.client.part = self.views[kept.cut.id]  # type: ignore[assignment]
         self.client.board_s = kept.predicted.device_s if self.emulate_board else 0.0
+
+    def _remote(self, kept: AdaptiveCutRecord, feeds: dict[str, np.ndarray], begin: float) -> str:
+        self._use(kept)
         tensors, _ = self.client.compute(feeds)
         sent = self.client.payload(tensors, feeds)
         # What is left of the deadline, from the time the device part really took.
@@ -254,8 +282,7 @@ class AdaptiveDevice:
         """The device answers alone: the whole model."""
         if self.alone is None:
             return "error"
-        self.client.part = self.views[self.alone.cut.id]  # type: ignore[assignment]
-        self.client.board_s = self.alone.predicted.device_s if self.emulate_board else 0.0
+        self._use(self.alone)
         self.last_outputs = self.client.compute(feeds)[0]  # waits, as for any part, for the board's time
         return "local"
 

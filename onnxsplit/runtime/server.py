@@ -83,10 +83,11 @@ class ModelServer:
     def __init__(self, model: Path | Sequence[Path] | None, host: str = "127.0.0.1", port: int = 0,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, threads: int | None = None, spin: bool = True) -> None:
         models = [] if model is None else [model] if isinstance(model, Path) else list(model)
-        self.sessions = [create_session(m, threads=threads, spin=spin) for m in models]
-        self.session = self.sessions[0] if self.sessions else None
-        self.inputs = [i.name for i in self.session.get_inputs()] if self.session else []
-        self.outputs = [o.name for o in self.session.get_outputs()] if self.session else []
+        sessions = [create_session(m, threads=threads, spin=spin) for m in models]
+        # Per session, its input and output names: read once, not on every request.
+        self.graphs = [(s, [i.name for i in s.get_inputs()], [o.name for o in s.get_outputs()]) for s in sessions]
+        self.session = sessions[0] if sessions else None
+        self.inputs, self.outputs = (self.graphs[0][1], self.graphs[0][2]) if self.graphs else ([], [])
         self.max_frame_bytes = max_frame_bytes
         self.counts = ServerCounts()
         owner = self
@@ -110,11 +111,9 @@ class ModelServer:
             return {}  # a device measuring the link: the bytes came, an empty answer goes back
         if self.session is None:
             return tensors
-        session = self.session
-        if len(self.sessions) > 1:  # the graph of the cut the device chose: the one that reads what it sent
-            session = next((s for s in self.sessions if {i.name for i in s.get_inputs()} == set(tensors)), session)
-        inputs = [i.name for i in session.get_inputs()]
-        outputs = [o.name for o in session.get_outputs()]
+        session, inputs, outputs = self.graphs[0]
+        if len(self.graphs) > 1:  # the graph of the cut the device chose: the one that reads what it sent
+            session, inputs, outputs = next((g for g in self.graphs if set(g[1]) == set(tensors)), self.graphs[0])
         missing = [n for n in inputs if n not in tensors]
         if missing:
             raise ProtocolError(f"request lacks input(s) {', '.join(missing)} (expected {', '.join(inputs)})",

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from splitnn.onnxsplit.codecs.base import Codec, Raw, npy_array
+from splitnn.onnxsplit.codecs.base import Codec, Raw
 from splitnn.onnxsplit.codecs.specs import parse_codec
 from splitnn.onnxsplit.core.errors import SplitnnError
 
@@ -136,7 +136,7 @@ def _decoded(name: str, codec_name: str, data: memoryview) -> np.ndarray:
     except SplitnnError:
         raise ProtocolError(f"tensor '{name}' uses an unknown codec '{codec_name}'") from None
     try:
-        return codec.decode(bytes(data)) if codec_name != "none" else npy_array(data)
+        return codec.decode(data)
     except ValueError as exc:
         raise ProtocolError(f"tensor '{name}': {exc}") from None
 

@@ -15,16 +15,17 @@ from splitnn.onnxsplit.codecs.base import Raw
 from splitnn.onnxsplit.codecs.specs import parse_codec
 
 
-def measure_codec(folder: Path, server: Part, sent: dict[str, np.ndarray], spec: str) -> CodecRecord:
-    """`sent`: the tensors the server part reads, as the device computed them. Runs the written server part in
-    `folder` on them as they are and after the codec's round trip, and compares."""
+def measure_codec(folder: Path, server: Part, sent: dict[str, np.ndarray], plain: dict[str, np.ndarray],
+                  spec: str) -> CodecRecord:
+    """`sent`: the tensors the server part reads, as the device computed them; `plain`: the server part's outputs
+    on them (the verification's). Runs the written server part in `folder` on them after the codec's round trip,
+    and compares."""
     codec = parse_codec(spec)
     coded = {name: codec.encode(array) for name, array in sent.items()}
     raw_bytes = sum(len(Raw().encode(array)) for array in sent.values())
     step = PartStep(f"{SERVER_DIR}/{MODEL_FILE}", server.inputs, server.outputs)
-    session_of = lambda model: verification_session(folder / model)  # noqa: E731
-    plain = outputs_of(run_steps([step], dict(sent), session_of), server.outputs)
-    through = outputs_of(run_steps([step], {n: codec.decode(c) for n, c in coded.items()}, session_of), server.outputs)
+    decoded = {n: codec.decode(c) for n, c in coded.items()}
+    through = outputs_of(run_steps([step], decoded, lambda model: verification_session(folder / model)), server.outputs)
     abs_err, rel_err, top1 = 0.0, 0.0, []
     for name, want in plain.items():
         got = through[name]

@@ -79,15 +79,16 @@ def verify(
     reference: dict[str, np.ndarray],
     atol: float,
     rtol: float,
-) -> Verification:
-    """Run the written server part on the device part's outputs and compare with the original's `reference`."""
+) -> tuple[Verification, dict[str, np.ndarray]]:
+    """Run the written server part on the device part's outputs and compare with the original's `reference`;
+    also returns the chained parts' outputs."""
     results = dict(device_results)
     if server.model is not None:
         step = PartStep(f"{SERVER_DIR}/{MODEL_FILE}", server.inputs, server.outputs)
         pool = run_steps([step], {**feeds, **results}, lambda model: verification_session(folder / model))
         results.update(outputs_of(pool, server.outputs))
     max_err, passed = compare_outputs(results, reference, atol, rtol)
-    return Verification(max_err, atol, rtol, passed, device_artifact)
+    return Verification(max_err, atol, rtol, passed, device_artifact), results
 
 
 def write_split(
@@ -122,7 +123,7 @@ def write_split(
         artifacts, device_run = _write_parts(graph, staging, device, server, feeds, ort_format, background)
         device_results, device_artifact = device_run.result() if device_run is not None else ({}, None)
         reference = original_run.result()
-        check = verify(staging, server, feeds, device_results, device_artifact, reference, atol, rtol)
+        check, chained = verify(staging, server, feeds, device_results, device_artifact, reference, atol, rtol)
         if not check.passed:
             raise SplitnnError(
                 f"verification failed: the chained parts differ from the model by up to {check.max_abs_err:.3g} "
@@ -131,8 +132,9 @@ def write_split(
         save_verification_data(staging, feeds, reference)
         document = _plan_file(analysis, plan, outdir, (device, server), check, artifacts)
         if codec != "none" and server.model is not None:
-            sent = {name: {**feeds, **device_results}[name] for name in server.inputs}
-            measured = measure_codec(staging, server, sent, codec)
+            computed = {**feeds, **device_results}
+            sent = {name: computed[name] for name in server.inputs}
+            measured = measure_codec(staging, server, sent, outputs_of(chained, server.outputs), codec)
             up = coded_frame_bytes(sent, measured.name, measured.coded_bytes)
             document = dataclasses.replace(document, codec=measured, predicted=with_request_bytes(analysis, plan, up))
         write_plan(staging, document)
