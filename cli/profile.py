@@ -12,6 +12,7 @@ import click
 from splitnn.cli.options import OptionGroup, input_shape_option, use_groups
 from splitnn.cli.progress import Progress
 from splitnn.cli.render import stdout
+from splitnn.onnxsplit.core.ort_session import DEVICE_PART_LEVEL
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ TIMING = OptionGroup("timing", (
     (("--runs", "runs"), dict(default=10, show_default=True, type=click.IntRange(1),
                               help="Timed runs per model (the median is kept).")),
     (("--warmup", "warmup"), dict(default=2, show_default=True, type=click.IntRange(0), help="Untimed runs first.")),
-    (("--level", "level"), dict(type=click.Choice(["none", "basic", "extended", "all"]), default="basic",
+    (("--level", "level"), dict(type=click.Choice(["none", "basic", "extended", "all"]), default=DEVICE_PART_LEVEL,
                                 show_default=True,
                                 help="onnxruntime graph optimizations; basic is what the ORT-format device part gets.")),
     (("--threads", "threads"), dict(type=click.IntRange(1),

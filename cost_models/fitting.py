@@ -1,10 +1,12 @@
 """Fit a device profile's figures to measured kernel times.
 
 The model is the roofline of cost_models.latency, per original node:
-    t(node) = max(MACs / rate[class],
+    t(node) = max(MACs / (rate[class] x width efficiency),
                   activation bytes / bandwidth + weight bytes / weight bandwidth) + overhead
 and a kernel group (splitnn.cost_models.node_timing) is predicted as the sum over the
-nodes it computes. The seven figures (four class rates, two bandwidths, overhead) are
+nodes it computes. The width efficiency of a narrow dense convolution comes
+from the base profile (dense_conv_full_channels, which the `host`
+micro-benchmarks measure); it is not fitted. The seven figures (four class rates, two bandwidths, overhead) are
 fitted in log space by scipy's `least_squares` (trust-region reflective, each
 figure bounded within a factor of 10^6 of the base profile's) on the residuals
 
@@ -30,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from splitnn.cost_models.latency import bytes_moved
+from splitnn.cost_models.latency import node_work, width_efficiency
 from splitnn.cost_models.node_timing import NodeTimings
-from splitnn.cost_models.op_classes import OP_CLASSES, op_class
+from splitnn.cost_models.op_classes import OP_CLASSES
 from splitnn.cost_models.profiles import DeviceProfile
 from splitnn.cost_models.registry import node_costs
 from splitnn.onnxsplit.model.graph import Graph
@@ -110,7 +112,9 @@ class _Design:
     model_of_group: np.ndarray
 
 
-def _design(measurements: list[tuple[Graph, NodeTimings]]) -> _Design:
+def _design(measurements: list[tuple[Graph, NodeTimings]], base: DeviceProfile) -> _Design:
+    """The measured groups as arrays. A narrow dense convolution counts as MACs / its width efficiency on `base`
+    (cost_models.latency): the fit finds the full rate, which the width then scales down as in prediction."""
     macs, nbytes, weights, klass, group, measured, model_of = [], [], [], [], [], [], []
     for model_index, (graph, timings) in enumerate(measurements):
         costs = node_costs(graph)
@@ -118,11 +122,11 @@ def _design(measurements: list[tuple[Graph, NodeTimings]]) -> _Design:
             if not g.nodes or g.seconds <= 0:
                 continue  # nothing to predict it from (or too fast to see)
             for index in g.nodes:
-                node = graph.nodes[index]
-                macs.append(costs[index].macs)
-                nbytes.append(bytes_moved(node, costs[index], graph) - costs[index].param_bytes)
-                weights.append(costs[index].param_bytes)
-                klass.append(OP_CLASSES.index(op_class(node, graph)))
+                work = node_work(graph.nodes[index], costs[index], graph)
+                macs.append(work.macs / width_efficiency(work.channels, base))
+                nbytes.append(work.bytes_moved - work.weight_bytes)
+                weights.append(work.weight_bytes)
+                klass.append(OP_CLASSES.index(work.op_class))
                 group.append(len(measured))
             measured.append(g.seconds)
             model_of.append(model_index)
@@ -188,7 +192,7 @@ def fit_profile(
 ) -> ProfileFit:
     """Fit `base`'s per-class rates, bandwidth and overhead to the measured kernel groups. The power is what the
     user measured (`compute_power_w`), never the base profile's: timing a model tells nothing about watts."""
-    d = _design(measurements)
+    d = _design(measurements, base)
     start = np.log([*(base.macs_per_s[c] for c in OP_CLASSES), base.memory_bytes_per_s, max(base.per_node_overhead_s, 1e-7),
                     base.weight_bandwidth])
     params = _solve(d, start)

@@ -1,6 +1,6 @@
 """Roofline latency of a node on a device profile.
 
-time(node) = max(MACs / rate of the node's operator class,
+time(node) = max(MACs / (rate of the node's operator class x width efficiency),
                  activation bytes / memory bandwidth + weight bytes / weight bandwidth)
              + per-node overhead
 where activation bytes = the node's input activations + its outputs. At
@@ -10,14 +10,17 @@ Weights and activations get a bandwidth each where the profile says so:
 weights are read once per inference, from DRAM once the model outgrows the
 caches, while a layer's activations were mostly just written and are still
 in cache (on this 2-core host, about 40 against 170 GB/s). Operator classes
-follow how runtimes implement them.
+follow how runtimes implement them. The width efficiency is 1 but for a dense
+convolution with fewer output channels per group than the profile's
+dense_conv_full_channels: sqrt(channels / full channels) (see DeviceProfile).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from splitnn.cost_models.op_classes import op_class
+from splitnn.cost_models.op_classes import DENSE_CONV, op_class
 from splitnn.cost_models.profiles import DeviceProfile
 from splitnn.cost_models.registry import NodeCost
 from splitnn.onnxsplit.model.graph import Graph, Node
@@ -37,14 +40,27 @@ class NodeWork:
     macs: int
     bytes_moved: int  # activations and weights
     weight_bytes: int = 0  # of which weights (plan files older than this field: 0, one bandwidth for all)
+    channels: int = 0  # a dense convolution's output channels per group (0: another node, or an older plan file)
 
 
 def node_work(node: Node, cost: NodeCost, graph: Graph) -> NodeWork:
-    return NodeWork(op_class(node, graph), cost.macs, bytes_moved(node, cost, graph), cost.param_bytes)
+    klass = op_class(node, graph)
+    channels = 0
+    if klass == DENSE_CONV and len(graph.shape(node.outputs[0])) > 1:
+        channels = max(1, graph.shape(node.outputs[0])[1] // max(1, int(node.attrs.get("group", 1))))
+    return NodeWork(klass, cost.macs, bytes_moved(node, cost, graph), cost.param_bytes, channels)
+
+
+def width_efficiency(channels: int, profile: DeviceProfile) -> float:
+    """The fraction of its class's rate a dense convolution with `channels` output channels per group reaches."""
+    full = profile.dense_conv_full_channels
+    if not full or channels <= 0 or channels >= full:
+        return 1.0
+    return math.sqrt(channels / full)
 
 
 def work_seconds(work: NodeWork, profile: DeviceProfile) -> float:
-    compute = work.macs / profile.macs_per_s[work.op_class]
+    compute = work.macs / (profile.macs_per_s[work.op_class] * width_efficiency(work.channels, profile))
     memory = (work.bytes_moved - work.weight_bytes) / profile.memory_bytes_per_s + work.weight_bytes / profile.weight_bandwidth
     return max(compute, memory) + profile.per_node_overhead_s
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from splitnn.onnxsplit.core.ort_session import DEVICE_PART_LEVEL
 from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import open_in_place
@@ -141,7 +142,7 @@ def time_nodes(
     *,
     runs: int = 10,
     warmup: int = 2,
-    level: str = "basic",
+    level: str = DEVICE_PART_LEVEL,
     threads: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> NodeTimings:

@@ -14,7 +14,7 @@ from onnx import numpy_helper
 
 from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.parts import Part
-from splitnn.onnxsplit.core.ort_session import create_session
+from splitnn.onnxsplit.core.ort_session import DEVICE_PART_LEVEL, create_session
 from splitnn.onnxsplit.model.weight_source import WeightSource
 
 # onnxruntime's ORT format is a flatbuffer, whose offsets are 32-bit.
@@ -154,4 +154,5 @@ def convert_to_ort(onnx_path: Path, ort_path: Path) -> None:
 
     Basic optimizations only, so the file stays runnable by any execution provider.
     """
-    create_session(onnx_path, save_to=ort_path, config={"session.save_model_format": "ORT"}, level="basic", prepack=False)
+    create_session(onnx_path, save_to=ort_path, config={"session.save_model_format": "ORT"}, level=DEVICE_PART_LEVEL,
+                   prepack=False)

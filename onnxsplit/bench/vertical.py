@@ -271,10 +271,10 @@ def _stream_report(stream: StreamResult, sequential: list[RequestResult], link: 
 def _baselines(model: Path, plan: VerticalPlanFile, feeds: dict[str, np.ndarray], link: LinkSettings, options: BenchOptions,
                tick: Callable[[str, int], Any]) -> Baselines:
     """All on the device (the whole model, dilated) and all on the server (the raw input over the link)."""
-    from splitnn.onnxsplit.core.ort_session import create_session
+    from splitnn.onnxsplit.core.ort_session import DEVICE_PART_LEVEL, create_session
 
     count = min(options.requests, BASELINE_REQUESTS)
-    whole = _WholeModel(create_session(model, level="basic", spin=False), plan)  # the level of the device's .ort
+    whole = _WholeModel(create_session(model, level=DEVICE_PART_LEVEL, spin=False), plan)
     all_device, all_server = _baseline_predictions(plan)
     calibration = None
     if options.slowdown is None and all_device is not None:

@@ -59,6 +59,42 @@ def test_fit_tells_the_weights_bandwidth_from_the_activations(sample_path):
     assert fit.profile.memory_bytes_per_s == pytest.approx(truth.memory_bytes_per_s, rel=0.05)
 
 
+def test_a_narrow_dense_convolution_runs_below_the_full_rate(sample_path):
+    """Measured at the device part's level on an x86 host: 16 output channels at 0.49 of the full rate, 32 at 0.66."""
+    from dataclasses import replace
+
+    from splitnn.cost_models.latency import node_work, width_efficiency
+
+    board = replace(load_device("rockpro64"), dense_conv_full_channels=64)
+    assert width_efficiency(16, board) == pytest.approx(0.5)
+    assert width_efficiency(64, board) == width_efficiency(512, board) == 1.0
+    assert width_efficiency(16, load_device("rockpro64")) == 1.0  # a profile without the figure: no loss
+    graph = load_graph(sample_path("mobilenet", 96))
+    costs = node_costs(graph)
+    works = [node_work(n, costs[n.index], graph) for n in graph.nodes]
+    dense = [w for w in works if w.op_class == "dense_conv"]
+    assert dense and all(w.channels == graph.shape(n.outputs[0])[1] for n, w in zip(graph.nodes, works) if w.op_class == "dense_conv")
+    assert all(w.channels == 0 for w in works if w.op_class != "dense_conv")
+    narrow = next(n for n, w in zip(graph.nodes, works) if w.op_class == "dense_conv" and w.channels < 64)
+    compute_bound = replace(board, memory_bytes_per_s=1e15, per_node_overhead_s=0.0)  # the rate alone decides
+    slow = node_seconds(narrow, costs[narrow.index], graph, compute_bound)
+    full = node_seconds(narrow, costs[narrow.index], graph, replace(compute_bound, dense_conv_full_channels=None))
+    channels = graph.shape(narrow.outputs[0])[1]
+    assert slow / full == pytest.approx((64 / channels) ** 0.5)
+
+
+def test_the_fit_finds_the_full_rate_behind_narrow_convolutions(sample_path):
+    """The width comes from the base profile; the fit recovers the full rate, not the narrow layers' average."""
+    from dataclasses import replace
+
+    truth = replace(load_device("rockpro64"), dense_conv_full_channels=128)
+    base = replace(load_device("cloud-cpu"), dense_conv_full_channels=128)
+    graphs = [load_graph(sample_path("mobilenet", 96)), load_graph(sample_path("alexnet", 96))]
+    fit = fit_profile([(g, _synthetic(g, truth)) for g in graphs], base, "board")
+    assert fit.profile.dense_conv_full_channels == 128
+    assert fit.profile.macs_per_s["dense_conv"] == pytest.approx(truth.macs_per_s["dense_conv"], rel=0.05)
+
+
 def test_a_class_the_models_lack_is_scaled_from_the_base(sample_path):
     truth = load_device("rockpro64")
     graph = load_graph(sample_path("lenet5"))  # no depthwise convolution
@@ -71,10 +107,13 @@ def test_a_class_the_models_lack_is_scaled_from_the_base(sample_path):
 def test_fitted_profile_round_trips_through_toml(sample_path):
     graph = load_graph(sample_path("lenet5"))
     measurements = [(graph, _synthetic(graph, load_device("rockpro64")))]
-    fit = fit_profile(measurements, load_device("raspberry-pi-4"), "board")
+    from dataclasses import replace
+
+    fit = fit_profile(measurements, replace(load_device("raspberry-pi-4"), dense_conv_full_channels=48.0), "board")
     text = device_to_toml(fit.profile, fit_report_lines(fit, measurements))
     assert text.startswith("# Fitted by `splitnn profile`")
     again = device_from_dict(tomllib.loads(text), "file")
     for name, rate in fit.profile.macs_per_s.items():
         assert again.macs_per_s[name] == pytest.approx(rate, rel=1e-3)
     assert again.per_node_overhead_s == pytest.approx(fit.profile.per_node_overhead_s, rel=1e-3)
+    assert again.dense_conv_full_channels == 48.0
