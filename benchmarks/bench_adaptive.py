@@ -80,27 +80,33 @@ def oracle_ratio(kept: list[dict], points: list[dict]) -> float:
     return oracle / static
 
 
-def estimate_errors(points: list[dict], trace: list[tuple[float, float]], settle_s: float = 2.0,
-                    factor: float = 1.5) -> list[float]:
-    """estimate / true rate - 1 at the first request `settle_s` after each change of the trace's rate by
-    `factor` or more (that has a request before the next change)."""
+def estimate_checks(points: list[dict], trace: list[tuple[float, float]], settle_s: float = 2.0,
+                    factor: float = 1.5) -> list[tuple[float, float]]:
+    """(estimate / true rate - 1, seconds since the trace last stepped) at the first request `settle_s` after each
+    change of the trace's rate by `factor` or more (that has a request before the next change)."""
     changes = [t for (t, r), (_, before) in zip(trace[1:], trace) if max(r / before, before / r) >= factor]
-    errors = []
+    steps = [t for t, _ in trace]
+    checks = []
     for i, change in enumerate(changes):
         end = changes[i + 1] if i + 1 < len(changes) else float("inf")
         after = next((p for p in points if change + settle_s <= p["t_s"] < end and p["estimate_bps"]), None)
         if after is not None:
-            errors.append(after["estimate_bps"] / after["true_bps"] - 1)
-    return errors
+            stepped = after["t_s"] - max(t for t in steps if t <= after["t_s"])
+            checks.append((after["estimate_bps"] / after["true_bps"] - 1, stepped))
+    return checks
 
 
 def _estimate_summary(points: list[dict], trace: list[tuple[float, float]]) -> str:
-    errors = estimate_errors(points, trace)
-    if not errors:
+    checks = estimate_checks(points, trace)
+    if not checks:
         return "no change with a request 2 s after it"
+    errors = [e for e, _ in checks]
     within = sum(abs(e) <= 0.2 for e in errors)
-    return (f"{within} of {len(errors)} within 20%, median |error| {statistics.median(abs(e) for e in errors):.0%}, "
-            f"worst {max(errors, key=abs):+.0%}")
+    # The shipped traces step every 0.5 s, so "2 s after a change" falls on a step: say how many misses came
+    # within 0.25 s of one (the rate compared with had just changed, by up to 1.5x).
+    fresh = sum(abs(e) > 0.2 and stepped < 0.25 for e, stepped in checks)
+    return (f"{within} of {len(errors)} within 20% ({fresh} of the misses within 0.25 s of a step of the trace), "
+            f"median |error| {statistics.median(abs(e) for e in errors):.0%}, worst {max(errors, key=abs):+.0%}")
 
 
 def read_trace(path: Path) -> list[tuple[float, float]]:

@@ -44,10 +44,12 @@ from splitnn.onnxsplit.vertical.link_range import LatencyLine
 # A probe is sized to take about PROBE_WIRE_S on the wire at the current estimate (long enough that the round
 # trip does not swamp it, short enough to cost little), within these bounds, with an empty answer back.
 PROBE_WIRE_S = 0.05
-PROBE_BYTES = (2 * 1024, 256 * 1024)
+PROBE_BYTES = (512, 256 * 1024)
 # While the device answers alone its requests say nothing of the link: a probe refreshes an estimate older than
 # this, so that the estimate follows the link (and the device goes back to the server when it recovers).
-PROBE_AFTER_S = 1.0
+PROBE_AFTER_S = 0.5
+# The one-byte probe that measures the round trip is sent again when its figure is older than this.
+RTT_PROBE_AFTER_S = 5.0
 # Kept from the deadline for this host's own overheads (sockets, threads, a session's run): a share of it, and at
 # least MIN_MARGIN_S, which a short deadline's share would not cover.
 DEADLINE_MARGIN = 0.05
@@ -127,6 +129,7 @@ class AdaptiveDevice:
         self.points: list[RequestPoint] = []
         self.last_outputs: dict[str, np.ndarray] = {}
         self.probes = 0
+        self._rtt_at: float | None = None  # when the round trip was last measured
 
     def restart(self, server: tuple[str, int]) -> None:
         """Talk to `server` from now on, and count time from now: a bench starts the emulated link (whose trace
@@ -221,12 +224,14 @@ class AdaptiveDevice:
         estimate = self.estimator.estimate(self._now())
         bps = estimate.bps or self.plan.link.uplink_bps
         size = int(min(max(bps * PROBE_WIRE_S / 8, PROBE_BYTES[0]), PROBE_BYTES[1]))
-        self.client.set_timeout(min(self.timeout_s, 4 * self.estimator.rtt_s + 0.1))
-        tiny = self.client.try_exchange({PROBE_TENSOR: np.zeros(1, np.uint8)})
-        if tiny.ok:
-            self.estimator.observe_round_trip(tiny.transfer_s)
-        else:
-            self.client.close()
+        if self._rtt_at is None or self._now() - self._rtt_at > RTT_PROBE_AFTER_S:
+            self.client.set_timeout(min(self.timeout_s, 4 * self.estimator.rtt_s + 0.1))
+            tiny = self.client.try_exchange({PROBE_TENSOR: np.zeros(1, np.uint8)})
+            if tiny.ok:
+                self.estimator.observe_round_trip(tiny.transfer_s, self._now())
+                self._rtt_at = self._now()
+            else:
+                self.client.close()
         while True:
             self.client.set_timeout(min(self.timeout_s, self.estimator.rtt_s + 4 * 8 * size / bps + 0.1))
             result = self.client.try_exchange({PROBE_TENSOR: np.zeros(size, np.uint8)})

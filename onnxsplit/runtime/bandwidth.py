@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from splitnn.onnxsplit.vertical.link_range import LatencyLine
 
 JUMP = math.log(1.5)  # a sample this far off the estimate (a factor of 1.5) may be a new link
+RTT_WINDOW_S = 12.0  # the round trip is the least measured over this window
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class BandwidthEstimator:
         self._samples = 0
         self._last_at: float | None = None
         self._pending_jump, self._jump_sample = 0, 0.0  # a first sample far off the estimate, waiting for a second
+        self._round_trips: list[tuple[float, float]] = []  # (when, seconds) of the recent round-trip probes
 
     def _wire_bits(self, up_bytes: int, down_bytes: int) -> float:
         """The bits that crossed, in uplink bits (the reply's at the downlink's rate)."""
@@ -98,10 +100,14 @@ class BandwidthEstimator:
             self._samples += 1
         self._last_at = at
 
-    def observe_round_trip(self, seconds: float) -> None:
+    def observe_round_trip(self, seconds: float, at: float) -> None:
         """A round trip that carried next to nothing (a tiny probe): the link's own delay, which the samples take
-        out. The planned link's figure holds until one is measured."""
-        self.rtt_s = seconds
+        out. The planned link's figure holds until one is measured; then it is the least of those measured in
+        the last RTT_WINDOW_S (as TCP BBR keeps its minimum RTT): on a thin link even a tiny probe's frame takes
+        time on the wire (150 bytes at 0.01 Mbit/s: 0.12 s), and an inflated round trip, taken out of the next
+        samples, would make the rate look many times faster than it is."""
+        self._round_trips = [(t, s) for t, s in self._round_trips if at - t <= RTT_WINDOW_S] + [(at, seconds)]
+        self.rtt_s = min(s for _, s in self._round_trips)
 
     def estimate(self, now: float) -> Estimate:
         if self._log_bps is None or self._last_at is None:

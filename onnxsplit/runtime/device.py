@@ -8,7 +8,8 @@ Every request is timed by stage:
   what the device profile predicts for the part (bench/calibration.py);
 - encode_s: serialising the tensors into a frame;
 - transfer_s: from the first byte sent to the answer received, minus the
-  server's own compute time, which the answer carries;
+  server's own compute time, which the answer carries (a new connection's
+  handshake is not in it: it is no time the bytes spent on the wire);
 - server_s: the server part's compute, as the server measured it;
 - e2e_s: everything, from the input to the decoded outputs.
 """
@@ -162,22 +163,24 @@ class DeviceClient:
         request_id = request_id if request_id is not None else next(self._ids)
         start = time.perf_counter()
         data = encode_frame(Frame(REQUEST, request_id, tensors=tensors), getattr(self.part, "codec", None))
-        encoded = time.perf_counter()
+        encoded = sent = time.perf_counter()
         try:
             sock = self._connect()
+            sent = time.perf_counter()  # a fresh connection's handshake is not wire time for these bytes
             sock.sendall(data)
             reply = read_frame(sock, self.max_frame_bytes)
         except socket.timeout:
             self._drop()  # a late answer would arrive on the next request: start a fresh connection
-            return self._failed(request_id, f"timed out after {self.timeout_s:g} s waiting for the server", start, encoded, len(data))
+            return self._failed(request_id, f"timed out after {self.timeout_s:g} s waiting for the server", start, encoded,
+                                len(data), sent)
         except (ConnectionClosed, ProtocolError, OSError) as exc:
             self._drop()
-            return self._failed(request_id, f"connection failed: {exc}", start, encoded, len(data))
+            return self._failed(request_id, f"connection failed: {exc}", start, encoded, len(data), sent)
         received = time.perf_counter()
         if reply.kind == ERROR or reply.request_id != request_id:
             message = reply.message if reply.kind == ERROR else f"answer to request {reply.request_id}, expected {request_id}"
-            return self._failed(request_id, f"server error: {message}", start, encoded, len(data))
-        return RequestResult(request_id, True, "", 0.0, encoded - start, received - encoded - reply.server_s,
+            return self._failed(request_id, f"server error: {message}", start, encoded, len(data), sent)
+        return RequestResult(request_id, True, "", 0.0, encoded - start, received - sent - reply.server_s,
                              reply.server_s, time.perf_counter() - start, len(data), reply.wire_bytes, reply.tensors)
 
     def try_exchange(self, tensors: dict[str, np.ndarray]) -> RequestResult:
@@ -189,9 +192,13 @@ class DeviceClient:
         except SplitnnError as exc:
             return self._failed(next(self._ids), str(exc), start, start, 0)
 
-    def _failed(self, request_id: int, error: str, start: float, encoded: float, sent: int) -> RequestResult:
+    def _failed(self, request_id: int, error: str, start: float, encoded: float, nbytes: int,
+                sent: float | None = None) -> RequestResult:
+        """A request with no answer; its transfer time runs from when its bytes went out (`sent`, after any
+        connection setup), else from the end of encoding."""
         now = time.perf_counter()
-        return RequestResult(request_id, False, error, 0.0, encoded - start, now - encoded, 0.0, now - start, sent, 0, {})
+        return RequestResult(request_id, False, error, 0.0, encoded - start, now - (sent or encoded), 0.0, now - start, nbytes,
+                             0, {})
 
     def request(self, feeds: dict[str, np.ndarray]) -> RequestResult:
         """One whole request: device compute, then the exchange with the server."""

@@ -74,3 +74,18 @@ def test_a_link_too_fast_to_time_gives_a_floor():
     assert estimator.estimate(0.5).bps == pytest.approx(100e6) and not estimator.estimate(0.5).stale
     estimator.observe_at_least(50e6, at=1.0)  # a lower floor does not pull the estimate down
     assert estimator.estimate(1.0).bps == pytest.approx(100e6)
+
+
+def test_a_round_trip_slowed_by_a_thin_link_does_not_make_the_rate_look_fast():
+    """The round trip is the least measured in the last RTT_WINDOW_S: a one-byte probe's frame that took 0.2 s on a
+    0.01 Mbit/s link would otherwise be taken out of every later sample."""
+    from splitnn.onnxsplit.runtime.bandwidth import RTT_WINDOW_S
+
+    estimator = BandwidthEstimator(rtt_s=0.05)
+    estimator.observe_round_trip(0.05, at=0.0)
+    estimator.observe_round_trip(0.25, at=1.0)  # in a tunnel
+    assert estimator.rtt_s == 0.05
+    _request(estimator, 6e6, at=1.5)  # the link is back: the sample is right, not 2.5 times too fast
+    assert estimator.estimate(1.5).bps == pytest.approx(6e6, rel=1e-6)
+    estimator.observe_round_trip(0.08, at=RTT_WINDOW_S + 1.0)  # a longer path for good: the old minimum expires
+    assert estimator.rtt_s == 0.08
