@@ -176,7 +176,6 @@ class CutChoice:
     percentile: float | None
     bandwidth_range: tuple[float, float] | None  # (low, high) uplink bits per second
     adaptive: bool  # write every cut best somewhere in the range (vertical/adaptive.py)
-    codec: str = "none"  # how the cut's tensors travel (onnxsplit/codecs)
 
 
 def _bandwidth_range(text: str) -> tuple[float, float]:
@@ -193,14 +192,9 @@ def _bandwidth_range(text: str) -> tuple[float, float]:
 
 
 def _cut_choice(objective: str, cut_tensors: str | None, trace: str | None, percentile: float | None,
-                bandwidth_range: str | None, adaptive: bool, codec: str) -> CutChoice:
+                bandwidth_range: str | None, adaptive: bool) -> CutChoice:
     from splitnn.cost_models.link_traces import read_trace
-    from splitnn.onnxsplit.codecs.specs import parse_codec
     from splitnn.onnxsplit.core.errors import SplitnnError
-
-    codec = parse_codec(codec).name  # an unknown one is named here, before any work
-    if adaptive and codec != "none":
-        raise SplitnnError("--codec applies to a single cut for now; an adaptive plan sends plain tensors: drop --codec")
 
     forced = tuple(t.strip() for t in cut_tensors.split(",") if t.strip()) if cut_tensors is not None else None
     if percentile is not None and trace is None:
@@ -213,7 +207,7 @@ def _cut_choice(objective: str, cut_tensors: str | None, trace: str | None, perc
     if adaptive and (span is None or forced is not None or objective != "latency" or percentile is not None):
         raise SplitnnError("--adaptive keeps the cuts best for latency over a range: give --bandwidth-range LOW-HIGH "
                            "or --trace FILE.csv, and no --cut, --objective or --percentile")
-    return CutChoice(objective, forced, None if adaptive else steps, trace, percentile, span, adaptive, codec)
+    return CutChoice(objective, forced, None if adaptive else steps, trace, percentile, span, adaptive)
 
 
 CUT_CHOICE = OptionGroup("choice", (
@@ -234,11 +228,55 @@ CUT_CHOICE = OptionGroup("choice", (
     (("--adaptive", "adaptive"), dict(is_flag=True, help="Write every cut that is best somewhere in "
                                                           "--bandwidth-range (or --trace's rates); the device "
                                                           "switches between them as the link moves.")),
-    (("--codec", "codec"), dict(default="none", show_default=True, metavar="CODEC",
-                                help="How the cut's tensors travel: none, fp16, int8, int8:channel, lossless, or a "
-                                     "lossy one followed by +lossless (e.g. int8+lossless); its bytes and its effect "
-                                     "on the outputs are measured on the verification input.")),
 ), _cut_choice)
+
+
+@dataclass(frozen=True)
+class CodecChoice:
+    """How the cut's tensors travel, and what it is measured on (issue 14)."""
+
+    spec: str  # a codec spec of onnxsplit/codecs ("none": plain .npy)
+    calibration: str | None  # --calibration PATH
+    preprocess: Any  # onnxsplit.model.calibration.Preprocess for a folder of images, or None
+    limit: Any  # vertical.codec_check.OutputChangeLimit, or None
+
+
+def _codec_choice(codec: str, calibration: str | None, preprocess: str | None, max_output_change: str | None) -> CodecChoice:
+    from splitnn.onnxsplit.codecs.specs import canonical_codec, is_calibrated
+    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.model.calibration import parse_preprocess
+    from splitnn.onnxsplit.vertical.codec_check import parse_output_change
+
+    spec = canonical_codec(codec)  # an unknown one is named here, before any work
+    if is_calibrated(spec) and calibration is None:
+        raise SplitnnError(f"{spec} takes each tensor's range from your inputs: add --calibration PATH")
+    if max_output_change is not None and spec == "none":
+        raise SplitnnError("--max-output-change bounds what a codec does to the outputs: add --codec")
+    if preprocess is not None and calibration is None:
+        raise SplitnnError("--preprocess turns --calibration images into inputs: add --calibration FOLDER")
+    return CodecChoice(spec, calibration, parse_preprocess(preprocess) if preprocess else None,
+                       parse_output_change(max_output_change) if max_output_change else None)
+
+
+CODEC_CHOICE = OptionGroup("codec", (
+    (("--codec", "codec"), dict(default="none", show_default=True, metavar="CODEC",
+                                help="How the cut's tensors travel: none, fp16, int8, int8:channel, int8:calibrated "
+                                     "(ranges from --calibration, kept in plan.json), lossless, or a lossy one "
+                                     "followed by +lossless (e.g. int8+lossless). Its bytes and its effect on the "
+                                     "outputs are measured on --calibration, else on the verification input.")),
+    (("--calibration", "calibration"), dict(type=click.Path(), metavar="PATH",
+                                            help="Your inputs, to measure the codec on: a .npz (one array per model "
+                                                 "input, samples on a new first axis), a .npy (one input), or a "
+                                                 "folder of images (see --preprocess).")),
+    (("--preprocess", "preprocess"), dict(metavar="SPEC",
+                                          help="How images become the input, e.g. 'scale=1/255,mean=0.5,std=0.5,"
+                                               "layout=nchw,color=rgb' (defaults: scale=1/255, mean 0, std 1, the "
+                                               "input's layout, RGB); resized to the input's height and width.")),
+    (("--max-output-change", "max_output_change"), dict(metavar="BOUND",
+                                                        help="Refuse a codec that changes the outputs more: "
+                                                             "agreement>=0.99 (top-1 of a classifier), "
+                                                             "relerr<=0.01 or abserr<=0.05.")),
+), _codec_choice)
 
 
 @dataclass(frozen=True)

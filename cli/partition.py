@@ -6,10 +6,12 @@ import json
 import click
 
 from splitnn.cli.options import (
+    CODEC_CHOICE,
     CUT_CHOICE,
     PLANNING,
     TILE_PLANNING,
     VERIFICATION,
+    CodecChoice,
     CutChoice,
     PlanningChoice,
     TilePlanning,
@@ -26,13 +28,14 @@ from splitnn.cli.render import human_bytes, stderr, stdout
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False), help="Folder to write the plan and parts to.")
 @use_groups(PLANNING)
 @use_groups(CUT_CHOICE)
+@use_groups(CODEC_CHOICE)
 @use_groups(VERIFICATION)
 @click.option("--strategy", type=click.Choice(["vertical", "tiles"]), default="vertical", show_default=True,
               help="vertical: device + server; tiles: the first layers split into tiles across a cluster.")
 @use_groups(TILE_PLANNING)
 @click.option("--json", "as_json", is_flag=True, help="Print plan.json to stdout instead of tables.")
 def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: PlanningChoice, choice: CutChoice,
-              verification: Verification, strategy: str, tiles: TilePlanning, as_json: bool) -> None:
+              codec: CodecChoice, verification: Verification, strategy: str, tiles: TilePlanning, as_json: bool) -> None:
     """Split MODEL between a device and a server at the best cut, and write both parts.
 
     Every cut is predicted (device roofline + transfer + server roofline), cuts
@@ -46,11 +49,14 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
       splitnn partition vgg16.onnx -o out/vgg16 --link 3g
       splitnn partition resnet18.onnx -o out/r18 --device raspberry-pi-4 --bandwidth 20Mbit --rtt 15ms
       splitnn partition model.onnx -o out/m --cut relu5_out --no-ort --json
+      splitnn partition cls.onnx -o out/cls --codec int8:calibrated --calibration lines.npz
+      splitnn partition net.onnx -o out/net --codec int8 --calibration photos/ --preprocess mean=0.5,std=0.5 --max-output-change 'agreement>=0.99'
       splitnn partition vgg16.onnx -o out/vgg16 --link 4g --trace traces/commute-lte.csv --percentile 95
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --fuse-until maxpool3_out
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --reuse
     """
     from splitnn.onnxsplit.analysis.analyze import analyze
+    from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
     from splitnn.onnxsplit.model.loading import load_graph
 
@@ -65,8 +71,11 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
     plan = plan_split(analysis, inputs.device, inputs.server, inputs.link, choice.objective, inputs.constraints,
                       choice.forced)
     if choice.adaptive:
+        if codec.spec != "none":
+            raise SplitnnError("--codec applies to a single cut for now; an adaptive plan sends plain tensors: drop --codec")
         _write_adaptive(analysis, plan, choice, outdir, verification, as_json)
         return
+    calibration = _calibration(codec, analysis.graph)
     if choice.trace is not None:
         from splitnn.onnxsplit.vertical.link_range import plan_over_trace
 
@@ -77,11 +86,22 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
         plan = plan_over_range(plan, *choice.bandwidth_range)
     with stderr().status("writing and verifying the parts..."):
         document = write_split(analysis, plan, outdir, ort_format=verification.ort_format, atol=verification.atol,
-                               rtol=verification.rtol, codec=choice.codec)
+                               rtol=verification.rtol, codec=codec.spec, calibration=calibration,
+                               max_output_change=codec.limit)
     if as_json:
         click.echo(json.dumps(document.to_dict(), indent=1))
         return
     _render(document, plan)
+
+
+def _calibration(codec: CodecChoice, graph):  # type: ignore[no-untyped-def]
+    """The --calibration inputs a codec is measured on (None: the verification input)."""
+    if codec.calibration is None or codec.spec == "none":
+        return None
+    from splitnn.onnxsplit.model.calibration import load_calibration
+    from splitnn.onnxsplit.vertical.export import CalibrationInputs
+
+    return CalibrationInputs(tuple(load_calibration(codec.calibration, graph, codec.preprocess)), codec.calibration)
 
 
 def _write_adaptive(analysis, plan, choice: CutChoice, outdir: str, verification: Verification,  # type: ignore[no-untyped-def]
@@ -230,10 +250,15 @@ def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
 
 
 def _render_codec(c) -> None:  # type: ignore[no-untyped-def]
-    top1 = {True: "; the same top class", False: "; [red]a different top class[/red]", None: ""}[c.same_top1]
+    where = (f"on {c.inputs} input(s) of {c.calibration}" if c.calibration else "on the verification input")
+    if c.agreement is not None:
+        top1 = f"; the same top class on {c.agreement:.1%} of them"
+    else:
+        top1 = ""
     stdout().print(f"codec {c.name}: the cut's tensors {human_bytes(c.raw_bytes)} -> [bold]{human_bytes(c.coded_bytes)}"
-                   f"[/bold] ({c.ratio:.2f}x fewer bytes) on the verification input; the outputs through it "
-                   f"differ by up to {c.max_abs_err:.3g} ({c.max_rel_err:.2%} of their largest value){top1}. "
+                   f"[/bold] ({c.ratio:.2f}x fewer bytes) {where}; the outputs through it "
+                   f"differ by up to {c.max_abs_err:.3g} ({c.max_rel_err:.2%} of their largest value){top1}; "
+                   f"encoding {c.encode_s * 1e3:.2f} ms, decoding {c.decode_s * 1e3:.2f} ms here. "
                    "[dim]The chosen cut's prediction counts these bytes; the other candidates' are float32.[/dim]")
 
 

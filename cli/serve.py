@@ -20,13 +20,13 @@ def serve(outdir: str, host: str, port: int) -> None:
       splitnn serve out/adaptive --host 0.0.0.0     (an adaptive plan: every kept cut's server graph)
     """
     from splitnn.onnxsplit.core.errors import SplitnnError
-    from splitnn.onnxsplit.runtime.server import ModelServer, server_models
+    from splitnn.onnxsplit.runtime.server import ModelServer, plan_codecs, server_models
 
     models = server_models(outdir)
     if not models:
         raise SplitnnError(f"'{outdir}' puts the whole model on the device: its server part is empty and there is "
                            "nothing to serve (run `splitnn device` alone, or partition with another cut)")
-    server = ModelServer(models, host=host, port=port)
+    server = ModelServer(models, host=host, port=port, codecs=plan_codecs(outdir))
     what = f" ({len(models)} cuts of an adaptive plan)" if len(models) > 1 else ""
     stderr().print(f"serving {outdir}{what} on {server.address[0]}:{server.address[1]} (Ctrl-C to stop)")
     try:

@@ -139,3 +139,30 @@ def assert_bad_input(proc: subprocess.CompletedProcess[str], says: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert len(lines) == 1 and lines[0].startswith("splitnn: error: "), proc.stderr[-2000:]
     assert says in lines[0], lines[0]
+
+
+TEXT_WORDS = ("invoice", "total", "2024", "receipt", "amount", "due", "paid", "order", "number", "date", "name",
+              "address", "street", "city", "phone", "email", "item", "price", "tax", "balance", "account", "bank")
+
+
+def text_lines(count: int, seed: int = 0) -> tuple[list[np.ndarray], list[int]]:
+    """Real inputs for the PP-OCR direction classifier (CLS_MODEL): text lines rendered with Pillow's bundled
+    FreeType font, as the classifier takes them (3x48x192, scaled to [-1, 1]); label 1: turned 180 degrees."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    inputs, labels = [], []
+    for i in range(count):
+        text = " ".join(rng.choice(TEXT_WORDS, size=int(rng.integers(2, 5))))
+        font = ImageFont.load_default(size=int(rng.integers(20, 34)))
+        width = int(font.getlength(text)) + 16
+        image = Image.new("RGB", (width, 48), (255, 255, 255))
+        ImageDraw.Draw(image).text((8, 6), text, font=font, fill=tuple(int(c) for c in rng.integers(0, 80, 3)))
+        if i % 2:
+            image = image.rotate(180)
+        scaled = image.resize((min(192, int(48 * width / 48)), 48))
+        canvas = np.zeros((48, 192, 3), np.float32)  # rapidocr pads to the right with zeros after scaling
+        canvas[:, :scaled.width] = (np.asarray(scaled, np.float32) / 255 - 0.5) / 0.5
+        inputs.append(canvas.transpose(2, 0, 1)[None])
+        labels.append(i % 2)
+    return inputs, labels

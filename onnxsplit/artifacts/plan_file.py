@@ -30,6 +30,7 @@ from splitnn.onnxsplit.artifacts.chain import PartStep, SlicedStep, Step
 from splitnn.onnxsplit.artifacts.fingerprint import graph_fingerprint
 from splitnn.onnxsplit.artifacts.layout import PLAN_FILE, VERIFICATION_INPUTS_FILE, VERIFICATION_REFERENCE_FILE
 from splitnn.onnxsplit.artifacts.verification import Verification
+from splitnn.onnxsplit.codecs.calibrated import TensorRange
 from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic, write_text_atomic
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.records import Record, RecordError
@@ -153,15 +154,30 @@ class PlanHeader(Record):
 
 @dataclass(frozen=True)
 class CodecRecord(Record):
-    """The codec the device sends the cut's tensors in (onnxsplit/codecs), and what it did to the verification
-    input: its bytes, and the model's outputs through it against the same parts without it."""
+    """The codec the device sends the cut's tensors in (onnxsplit/codecs), and what it did on the inputs it was
+    measured on (the user's --calibration inputs, else the verification input): the bytes of a request, and the
+    model's outputs through it against the same parts without it."""
 
     name: str
-    raw_bytes: int  # the tensors the server reads, as .npy
+    raw_bytes: int  # the tensors the server reads, as .npy (per request; the median over the inputs)
     coded_bytes: int
-    max_abs_err: float
+    max_abs_err: float  # the largest over the inputs
     max_rel_err: float  # the largest error over the largest magnitude, per output
-    same_top1: bool | None  # for an output of one row of scores: the same class first; None for other outputs
+    same_top1: bool | None  # for an output of one row of scores: the same class first on every input; None: no such output
+    agreement: float | None = None  # the share of inputs whose classifier output kept its top-1 class
+    inputs: int = 1  # how many inputs it was measured on
+    calibration: str | None = None  # where those inputs came from (None: the verification input)
+    ranges: tuple[TensorRange, ...] = ()  # int8:calibrated: each tensor's range, which device and server both use
+    encode_s: float = 0.0  # median per request on the machine that planned (not scaled to a device)
+    decode_s: float = 0.0
+    # The largest output change on the verification input, which run-bench runs (None: the inputs measured on
+    # were that input, and max_abs_err is it).
+    verification_abs_err: float | None = None
+
+    @property
+    def bench_abs_err(self) -> float:
+        """How far run-bench's outputs may be from the model's through this codec."""
+        return self.max_abs_err if self.verification_abs_err is None else self.verification_abs_err
 
     @property
     def ratio(self) -> float:

@@ -48,9 +48,10 @@ BASELINE_REQUESTS = 10
 class ServerProcess:
     """A ModelServer in a child process (`python -m splitnn.onnxsplit.runtime.server`), on a free port of 127.0.0.1."""
 
-    def __init__(self, model: Path | None, start_timeout_s: float = 120.0) -> None:
+    def __init__(self, model: Path | None, start_timeout_s: float = 120.0, plan: Path | None = None) -> None:
         # The server shares this machine's cores with the emulated device: its idle threads must not spin.
-        command = [sys.executable, "-m", "splitnn.onnxsplit.runtime.server", str(model) if model else "-", "--port", "0", "--no-spin"]
+        command = [sys.executable, "-m", "splitnn.onnxsplit.runtime.server", str(model) if model else "-", "--port", "0", "--no-spin",
+                   *(["--plan", str(plan)] if plan is not None else [])]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         ready, _, _ = select.select([self.process.stdout], [], [], start_timeout_s)
         line = self.process.stdout.readline().strip() if ready else ""  # type: ignore[union-attr]
@@ -175,7 +176,7 @@ def _outputs_check(plan: VerticalPlanFile, outputs: dict[str, np.ndarray],
     measured it to on this same input, and no more."""
     from splitnn.onnxsplit.artifacts.verification import compare_outputs
 
-    codec_err = plan.codec.max_abs_err * 1.001 if plan.codec is not None else 0.0
+    codec_err = plan.codec.bench_abs_err * 1.001 if plan.codec is not None else 0.0
     return compare_outputs(outputs, reference, plan.verification.atol + codec_err, plan.verification.rtol)
 
 
@@ -214,7 +215,7 @@ def _measure(part: DevicePart, server_model: Path | None, link: LinkSettings, op
         stream = stream_frames(client, feeds, options.requests, options.fps,
                                tick("stream", options.requests)) if options.stream else None
         return results, stream, 0
-    with ServerProcess(server_model) as server, LinkRelay(server.address, link) as relay:
+    with ServerProcess(server_model, plan=part.folder) as server, LinkRelay(server.address, link) as relay:
         client = DeviceClient(part, relay.address, slowdown=emulation.factor, board_s=emulation.board_s,
                               timeout_s=options.timeout_s)
         client.request(feeds)  # warm-up: sessions, connection, caches (not counted)

@@ -1,13 +1,16 @@
 """Codec specs as users write them (`--codec int8+lossless`), and the codec each names."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from splitnn.onnxsplit.codecs.base import Codec, Raw
+from splitnn.onnxsplit.codecs.calibrated import CALIBRATED, CalibratedInt8, TensorRange
 from splitnn.onnxsplit.codecs.lossless import Lossless
 from splitnn.onnxsplit.codecs.quantized import Float16, Int8
 from splitnn.onnxsplit.core.errors import SplitnnError
 
-CODEC_NAMES = ("none", "fp16", "int8", "int8:channel", "lossless", "fp16+lossless", "int8+lossless",
-               "int8:channel+lossless")
+CODEC_NAMES = ("none", "fp16", "int8", "int8:channel", CALIBRATED, "lossless", "fp16+lossless", "int8+lossless",
+               "int8:channel+lossless", f"{CALIBRATED}+lossless")
 
 
 def parse_codec(spec: str) -> Codec:
@@ -18,6 +21,8 @@ def parse_codec(spec: str) -> Codec:
     if plus and rest != "lossless":
         raise SplitnnError(f"unknown codec '{spec}': only '+lossless' may follow a codec (known: {', '.join(CODEC_NAMES)})")
     inner: Codec
+    if lossy == CALIBRATED:
+        raise SplitnnError(f"'{spec}' needs each tensor's calibrated range: build it with tensor_codecs")
     if lossy == "none" or (lossy == "lossless" and not plus):
         inner = Raw()
         if lossy == "lossless":
@@ -31,3 +36,30 @@ def parse_codec(spec: str) -> Codec:
     else:
         raise SplitnnError(f"unknown codec '{spec}' (known: {', '.join(CODEC_NAMES)})")
     return Lossless(inner) if plus else inner
+
+
+def canonical_codec(spec: str) -> str:
+    """The spec as codecs name themselves (an unknown one is refused with the list of known ones)."""
+    if is_calibrated(spec):
+        lossy, plus, rest = spec.strip().lower().partition("+")
+        if plus and rest != "lossless":
+            raise SplitnnError(f"unknown codec '{spec}': only '+lossless' may follow a codec (known: {', '.join(CODEC_NAMES)})")
+        return f"{CALIBRATED}+lossless" if plus else CALIBRATED
+    return parse_codec(spec).name
+
+
+def is_calibrated(spec: str) -> bool:
+    return spec.strip().lower().partition("+")[0] == CALIBRATED
+
+
+def tensor_codecs(spec: str, ranges: Mapping[str, TensorRange]) -> dict[str, Codec] | Codec:
+    """The codec of `spec` for every tensor: one codec, or for int8:calibrated one per tensor of `ranges` (the
+    tensors without a range, integer ones, travel as they are)."""
+    if not is_calibrated(spec):
+        return parse_codec(spec)
+    lossless = spec.strip().lower().endswith("+lossless")
+    codecs: dict[str, Codec] = {}
+    for name, tensor_range in ranges.items():
+        inner: Codec = CalibratedInt8(tensor_range)
+        codecs[name] = Lossless(inner) if lossless else inner
+    return codecs

@@ -9,8 +9,8 @@ updates the estimate; a failed one bounds it. While no estimate is fresh, a
 probe between requests measures the round trip and the rate.
 
 With a deadline, every request is answered in time if the device can hold the
-whole model: a cut whose predicted latency at the estimate misses the deadline
-is not tried, the device answering from the start instead; and the server gets
+whole model: a cut whose predicted latency at the estimate's slow end (one
+spread below it) misses the deadline is not tried, the device answering from the start instead; and the server gets
 what the deadline leaves once the device could still finish from the tensors
 it computed. When it does not answer in that time, the device finishes the
 request itself from those tensors, with that cut's server graph
@@ -174,8 +174,11 @@ class AdaptiveDevice:
         line = self.chooser.choose(bps, rtt_change)
         kept: AdaptiveCutRecord = line.candidate  # type: ignore[assignment]
         begin = time.perf_counter()
-        predicted = self.chooser.predicted_s(line, bps, rtt_change)
-        too_slow = self.hold_cut is None and predicted > self._remote_budget(kept) + kept.predicted.device_s
+        # Whether to try the server at all is decided at the estimate's slow end (one spread below it): a try
+        # that fails costs the whole deadline, and on a moving link the estimate is often 30% high.
+        fresh = estimate.bps is not None and not estimate.stale
+        cautious = self.chooser.predicted_s(line, bps / (estimate.spread if fresh else 1.0), rtt_change)
+        too_slow = self.hold_cut is None and cautious > self._remote_budget(kept) + kept.predicted.device_s
         if kept.server_model is None or too_slow:  # a held cut is always tried: the deadline still catches it
             answered = self._from_the_start(feeds)
         else:

@@ -12,11 +12,13 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from splitnn.onnxsplit.artifacts.plan_file import read_vertical_plan
+from splitnn.onnxsplit.codecs.base import Codec
+from splitnn.onnxsplit.codecs.specs import tensor_codecs
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.runtime.wire import (
@@ -66,6 +68,20 @@ def server_models(outdir: str | Path) -> list[Path]:
     return [Path(outdir) / k.server_model for k in plan.kept if k.server_model is not None]
 
 
+def plan_codecs(outdir: str | Path) -> dict[str, Codec]:
+    """The calibrated codecs a plan's server decodes with (int8:calibrated: each tensor's range, from plan.json);
+    empty for every other codec, which a frame names in full."""
+    from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
+
+    if plan_strategy(outdir) != "vertical":
+        return {}
+    plan = read_vertical_plan(outdir)
+    if plan.codec is None or not plan.codec.ranges:
+        return {}
+    codecs = tensor_codecs(plan.codec.name, {r.name: r for r in plan.codec.ranges})
+    return codecs if isinstance(codecs, dict) else {}
+
+
 def server_part_path(outdir: str | Path) -> Path | None:
     """The server part of a plan folder; None when the plan puts everything on the device."""
     outdir = Path(outdir)
@@ -78,10 +94,11 @@ def server_part_path(outdir: str | Path) -> Path | None:
 class ModelServer:
     """Serve `model` (an .onnx or .ort file; None: echo the inputs back, for an empty server part), or several
     models (an adaptive plan's server graphs, one per cut): each request goes to the one whose inputs are the
-    tensors it carries."""
+    tensors it carries. `codecs`: the calibrated codecs of the plan (plan_codecs), by tensor name."""
 
     def __init__(self, model: Path | Sequence[Path] | None, host: str = "127.0.0.1", port: int = 0,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, threads: int | None = None, spin: bool = True) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, threads: int | None = None, spin: bool = True,
+                 codecs: Mapping[str, Codec] | None = None) -> None:
         models = [] if model is None else [model] if isinstance(model, Path) else list(model)
         sessions = [create_session(m, threads=threads, spin=spin) for m in models]
         # Per session, its input and output names: read once, not on every request.
@@ -89,6 +106,7 @@ class ModelServer:
         self.session = sessions[0] if sessions else None
         self.inputs, self.outputs = (self.graphs[0][1], self.graphs[0][2]) if self.graphs else ([], [])
         self.max_frame_bytes = max_frame_bytes
+        self.codecs = dict(codecs or {})
         self.counts = ServerCounts()
         owner = self
 
@@ -127,7 +145,7 @@ class ModelServer:
             self.counts.connections += 1
         while True:
             try:
-                frame = read_frame(sock, self.max_frame_bytes)
+                frame = read_frame(sock, self.max_frame_bytes, self.codecs)
             except ConnectionClosed:
                 return
             except ProtocolError as exc:
@@ -183,7 +201,8 @@ class ModelServer:
 
 
 def _main(argv: list[str]) -> None:
-    """`python -m splitnn.onnxsplit.runtime.server MODEL|- [--port N] [--no-spin]`: what run-bench starts as its server process.
+    """`python -m splitnn.onnxsplit.runtime.server MODEL|- [--port N] [--no-spin] [--plan OUTDIR]`: what run-bench starts
+    as its server process (--plan: the folder whose calibrated codecs it decodes with).
 
     Prints `listening PORT` once the session is loaded.
     """
@@ -191,7 +210,8 @@ def _main(argv: list[str]) -> None:
 
     model = None if argv[0] == "-" else Path(argv[0])
     port = int(argv[argv.index("--port") + 1]) if "--port" in argv else 0
-    server = ModelServer(model, port=port, spin="--no-spin" not in argv)
+    codecs = plan_codecs(argv[argv.index("--plan") + 1]) if "--plan" in argv else None
+    server = ModelServer(model, port=port, spin="--no-spin" not in argv, codecs=codecs)
     print(f"listening {server.address[1]}", flush=True)
     try:
         server.serve_forever()

@@ -26,11 +26,13 @@ from __future__ import annotations
 import io
 import socket
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from splitnn.onnxsplit.codecs.base import Codec, Raw
+from splitnn.onnxsplit.codecs.calibrated import CALIBRATED
 from splitnn.onnxsplit.codecs.specs import parse_codec
 from splitnn.onnxsplit.core.errors import SplitnnError
 
@@ -83,16 +85,20 @@ class Frame:
     wire_bytes: int = 0  # header + payload, as read
 
 
-def encode_tensors(tensors: dict[str, np.ndarray], codec: Codec | None = None) -> bytes:
-    """The payload of `tensors`, each encoded with `codec` (plain .npy by default)."""
-    codec = codec or Raw()
-    codec_name = codec.name.encode("ascii")
+# One codec for every tensor, or one per tensor name (calibrated codecs hold each tensor's ranges).
+Codecs = Codec | Mapping[str, Codec]
+
+
+def encode_tensors(tensors: dict[str, np.ndarray], codec: Codecs | None = None) -> bytes:
+    """The payload of `tensors`, each encoded with `codec` or its own in a mapping (plain .npy by default)."""
     out = io.BytesIO()
     out.write(struct.pack("<H", len(tensors)))
     for name, array in tensors.items():
+        own = (codec.get(name) if isinstance(codec, Mapping) else codec) or Raw()
+        codec_name = own.name.encode("ascii")
         encoded_name = name.encode("utf-8")
         array = np.asarray(array)  # ascontiguousarray would turn a 0-d tensor into 1-d
-        data = codec.encode(array if array.flags.c_contiguous else array.copy(order="C"))
+        data = own.encode(array if array.flags.c_contiguous else array.copy(order="C"))
         out.write(struct.pack("<H", len(encoded_name)))
         out.write(encoded_name)
         out.write(struct.pack("<B", len(codec_name)))
@@ -102,7 +108,9 @@ def encode_tensors(tensors: dict[str, np.ndarray], codec: Codec | None = None) -
     return out.getvalue()
 
 
-def decode_tensors(payload: bytes) -> dict[str, np.ndarray]:
+def decode_tensors(payload: bytes, codecs: Mapping[str, Codec] | None = None) -> dict[str, np.ndarray]:
+    """The tensors of a payload; a tensor in a calibrated codec is decoded with `codecs[name]`, whose ranges the
+    receiver holds (from its plan)."""
     view = memoryview(payload)
     try:
         (count,) = struct.unpack_from("<H", view, 0)
@@ -119,7 +127,7 @@ def decode_tensors(payload: bytes) -> dict[str, np.ndarray]:
             pos += 4
             if pos + data_len > len(view):
                 raise ProtocolError(f"tensor '{name}' runs past the end of the payload")
-            tensors[name] = _decoded(name, codec_name, view[pos : pos + data_len])
+            tensors[name] = _decoded(name, codec_name, view[pos : pos + data_len], codecs or {})
             pos += data_len
         if pos != len(view):
             raise ProtocolError(f"{len(view) - pos} stray bytes after the tensors")
@@ -128,20 +136,27 @@ def decode_tensors(payload: bytes) -> dict[str, np.ndarray]:
         raise ProtocolError(f"malformed tensor payload: {exc}") from None
 
 
-def _decoded(name: str, codec_name: str, data: memoryview) -> np.ndarray:
+def _decoded(name: str, codec_name: str, data: memoryview, codecs: Mapping[str, Codec]) -> np.ndarray:
     """A tensor's bytes as an array, by the codec it names; every .npy header is checked against the bytes that
     came before anything is allocated (codecs/base.npy_array), and a compressed one against a limit."""
-    try:
-        codec = parse_codec(codec_name)
-    except SplitnnError:
-        raise ProtocolError(f"tensor '{name}' uses an unknown codec '{codec_name}'") from None
+    held = codecs.get(name)
+    if held is not None and held.name == codec_name:
+        codec = held
+    elif CALIBRATED in codec_name:
+        raise ProtocolError(f"tensor '{name}' came as {codec_name}, and this side holds no calibration for it "
+                            "(serve the plan the device was given)")
+    else:
+        try:
+            codec = parse_codec(codec_name)
+        except SplitnnError:
+            raise ProtocolError(f"tensor '{name}' uses an unknown codec '{codec_name}'") from None
     try:
         return codec.decode(data)
     except ValueError as exc:
         raise ProtocolError(f"tensor '{name}': {exc}") from None
 
 
-def encode_frame(frame: Frame, codec: Codec | None = None) -> bytes:
+def encode_frame(frame: Frame, codec: Codecs | None = None) -> bytes:
     payload = frame.message.encode("utf-8") if frame.kind == ERROR else encode_tensors(frame.tensors, codec)
     header = HEADER.pack(MAGIC, VERSION, frame.kind, frame.status, frame.request_id, frame.server_s, len(payload))
     return header + payload
@@ -157,8 +172,10 @@ def _recv_exact(sock: socket.socket, count: int, started: bool) -> bytes:
     return bytes(chunks)
 
 
-def read_frame(sock: socket.socket, max_payload_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Frame:
-    """Read one frame. A payload over `max_payload_bytes` is drained and refused (STATUS_TOO_LARGE)."""
+def read_frame(sock: socket.socket, max_payload_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+               codecs: Mapping[str, Codec] | None = None) -> Frame:
+    """Read one frame. A payload over `max_payload_bytes` is drained and refused (STATUS_TOO_LARGE); `codecs`:
+    the calibrated codecs this side holds, by tensor name."""
     header = _recv_exact(sock, HEADER.size, started=False)
     magic, version, kind, status, request_id, server_s, length = HEADER.unpack(header)
     if magic != MAGIC:
@@ -182,7 +199,7 @@ def read_frame(sock: socket.socket, max_payload_bytes: int = DEFAULT_MAX_FRAME_B
         frame.message = payload.decode("utf-8", errors="replace")
     else:
         try:
-            frame.tensors = decode_tensors(payload)
+            frame.tensors = decode_tensors(payload, codecs)
         except ProtocolError as exc:
             raise ProtocolError(str(exc), exc.status, request_id, resumable=True) from None
     return frame

@@ -1,7 +1,13 @@
-"""What a codec at the cut does, measured on the verification input (issue 14): the real encoded bytes of the
-tensors the server part reads, and the model's outputs through the codec against the same parts without it."""
+"""What a codec at the cut does, measured on the user's inputs (partition --calibration) or on the verification
+input (issue 14): the real encoded bytes of the tensors the server part reads, the encode and decode times, and
+the model's outputs through the codec against the same parts without it. `OutputChangeLimit` is the user's
+bound on that change (--max-output-change)."""
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,30 +17,105 @@ from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, SERVER_DIR
 from splitnn.onnxsplit.artifacts.parts import Part
 from splitnn.onnxsplit.artifacts.plan_file import CodecRecord
 from splitnn.onnxsplit.artifacts.verification import verification_session
-from splitnn.onnxsplit.codecs.base import Raw
-from splitnn.onnxsplit.codecs.specs import parse_codec
+from splitnn.onnxsplit.codecs.base import Codec, Raw
+from splitnn.onnxsplit.codecs.calibrated import TensorRange, calibrate_range
+from splitnn.onnxsplit.codecs.specs import is_calibrated, tensor_codecs
+from splitnn.onnxsplit.core.errors import SplitnnError
+
+Tensors = dict[str, np.ndarray]
 
 
-def measure_codec(folder: Path, server: Part, sent: dict[str, np.ndarray], plain: dict[str, np.ndarray],
-                  spec: str) -> CodecRecord:
-    """`sent`: the tensors the server part reads, as the device computed them; `plain`: the server part's outputs
-    on them (the verification's). Runs the written server part in `folder` on them after the codec's round trip,
-    and compares."""
-    codec = parse_codec(spec)
-    coded = {name: codec.encode(array) for name, array in sent.items()}
-    raw_bytes = sum(len(Raw().encode(array)) for array in sent.values())
+@dataclass(frozen=True)
+class OutputChangeLimit:
+    """How far the codec may move the model's outputs: `agreement>=0.99` (top-1, classifier outputs), `relerr<=0.01`
+    (largest error over the largest magnitude) or `abserr<=0.05`."""
+
+    metric: str  # "agreement", "relerr" or "abserr"
+    bound: float
+
+    def allows(self, record: CodecRecord) -> bool:
+        if self.metric == "agreement":
+            return record.agreement is not None and record.agreement >= self.bound
+        return (record.max_rel_err if self.metric == "relerr" else record.max_abs_err) <= self.bound
+
+    def reached(self, record: CodecRecord) -> str:
+        """What `record` reached on this limit's metric, in words."""
+        if self.metric == "agreement":
+            return "no classifier output to agree on" if record.agreement is None else f"agreement {record.agreement:.1%}"
+        value = record.max_rel_err if self.metric == "relerr" else record.max_abs_err
+        return f"{self.metric} {value:.3g}"
+
+    def __str__(self) -> str:
+        return f"{self.metric}{'>=' if self.metric == 'agreement' else '<='}{self.bound:g}"
+
+
+def parse_output_change(text: str) -> OutputChangeLimit:
+    compact = text.replace(" ", "").lower()
+    for metric, operator in (("agreement", ">="), ("relerr", "<="), ("abserr", "<=")):
+        head, sep, value = compact.partition(operator)
+        if head == metric and sep:
+            try:
+                bound = float(value.rstrip("%")) / (100 if value.endswith("%") else 1)
+            except ValueError:
+                break
+            if bound >= 0 and (metric != "agreement" or bound <= 1):
+                return OutputChangeLimit(metric, bound)
+    raise SplitnnError(f"--max-output-change: cannot read '{text}' (use agreement>=0.99, relerr<=0.01 or abserr<=0.05)")
+
+
+def measure_codec(folder: Path, server: Part, sent: Sequence[Tensors], plain: Sequence[Tensors], spec: str,
+                  calibration: str | None = None, ranges: Sequence[TensorRange] | None = None) -> CodecRecord:
+    """`sent`: per input, the tensors the server part reads, as the device computed them; `plain`: the server part's
+    outputs on them. Runs the written server part in `folder` on them after the codec's round trip, and compares.
+    An int8:calibrated codec takes its ranges from `sent` itself, unless `ranges` are given."""
+    if ranges is not None:
+        by_name = {r.name: r for r in ranges}
+    elif is_calibrated(spec):
+        by_name = {name: calibrate_range(name, [s[name] for s in sent]) for name in sent[0]
+                   if np.issubdtype(sent[0][name].dtype, np.floating)}
+    else:
+        by_name = {}
+    codecs = tensor_codecs(spec, by_name)
     step = PartStep(f"{SERVER_DIR}/{MODEL_FILE}", server.inputs, server.outputs)
-    decoded = {n: codec.decode(c) for n, c in coded.items()}
-    through = outputs_of(run_steps([step], decoded, lambda model: verification_session(folder / model)), server.outputs)
+    session = verification_session(folder / step.model)
+    raw, coded, encode_s, decode_s, abs_err, rel_err, agreed = [], [], [], [], 0.0, 0.0, []
+    for tensors, want in zip(sent, plain):
+        start = time.perf_counter()
+        blobs = {name: _codec(codecs, name).encode(array) for name, array in tensors.items()}
+        encoded = time.perf_counter()
+        decoded = {name: _codec(codecs, name).decode(blob) for name, blob in blobs.items()}
+        decode_s.append(time.perf_counter() - encoded)
+        encode_s.append(encoded - start)
+        raw.append(sum(len(Raw().encode(array)) for array in tensors.values()))
+        coded.append(sum(len(blob) for blob in blobs.values()))
+        got = outputs_of(run_steps([step], decoded, lambda _: session), server.outputs)
+        errors = _output_errors(got, want)
+        abs_err, rel_err = max(abs_err, errors[0]), max(rel_err, errors[1])
+        if errors[2] is not None:
+            agreed.append(errors[2])
+    name = next(iter(codecs.values())).name if isinstance(codecs, dict) and codecs else getattr(codecs, "name", spec)
+    return CodecRecord(
+        name, int(statistics.median(raw)), int(statistics.median(coded)), abs_err, rel_err,
+        all(agreed) if agreed else None, sum(agreed) / len(agreed) if agreed else None, len(sent), calibration,
+        tuple(by_name.values()), statistics.median(encode_s), statistics.median(decode_s),
+    )
+
+
+def _codec(codecs: dict[str, Codec] | Codec, name: str) -> Codec:
+    return (codecs.get(name) or Raw()) if isinstance(codecs, dict) else codecs
+
+
+def _output_errors(got: Tensors, want: Tensors) -> tuple[float, float, bool | None]:
+    """The largest absolute and relative error over the outputs, and whether every classifier output (one row of
+    scores) kept its top-1 class (None: no such output)."""
     abs_err, rel_err, top1 = 0.0, 0.0, []
-    for name, want in plain.items():
-        got = through[name]
-        if not np.issubdtype(want.dtype, np.floating):
-            abs_err = max(abs_err, float(np.abs(got.astype(np.float64) - want).max(initial=0.0)))
+    for name, expected in want.items():
+        actual = got[name]
+        if not np.issubdtype(expected.dtype, np.floating):
+            abs_err = max(abs_err, float(np.abs(actual.astype(np.float64) - expected).max(initial=0.0)))
             continue
-        error = float(np.abs(got - want).max(initial=0.0))
-        abs_err, rel_err = max(abs_err, error), max(rel_err, error / max(float(np.abs(want).max(initial=0.0)), 1e-12))
-        if want.ndim == 2 and want.shape[0] == 1 and want.shape[1] > 1:  # one row of scores: a classifier
-            top1.append(int(got.argmax()) == int(want.argmax()))
-    return CodecRecord(codec.name, raw_bytes, sum(len(c) for c in coded.values()), abs_err, rel_err,
-                       all(top1) if top1 else None)
+        error = float(np.abs(actual - expected).max(initial=0.0))
+        abs_err, rel_err = max(abs_err, error), max(rel_err, error / max(float(np.abs(expected).max(initial=0.0)), 1e-12))
+        if expected.ndim == 2 and expected.shape[0] == 1 and expected.shape[1] > 1:
+            top1.append(int(actual.argmax()) == int(expected.argmax()))
+    return abs_err, rel_err, (all(top1) if top1 else None)

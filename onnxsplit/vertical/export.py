@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from splitnn.onnxsplit.artifacts.part_files import (
 )
 from splitnn.onnxsplit.artifacts.parts import Part, extract_parts
 from splitnn.onnxsplit.artifacts.plan_file import (
+    CodecRecord,
     Parts,
     PartSpec,
     VerticalArtifacts,
@@ -50,7 +52,7 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
-from splitnn.onnxsplit.vertical.codec_check import measure_codec
+from splitnn.onnxsplit.vertical.codec_check import OutputChangeLimit, measure_codec
 from splitnn.onnxsplit.vertical.planning import Plan, candidate_record, cut_record, with_request_bytes
 
 
@@ -100,9 +102,13 @@ def write_split(
     atol: float = 1e-4,
     rtol: float = 1e-3,
     codec: str = "none",
+    calibration: CalibrationInputs | None = None,
+    max_output_change: OutputChangeLimit | None = None,
 ) -> VerticalPlanFile:
     """Write, verify and publish the artifacts of `plan`; return the plan file written. With a `codec` other
-    than "none" the device sends the cut's tensors in it, and what it does is measured (vertical/codec_check)."""
+    than "none" the device sends the cut's tensors in it, and what it does is measured (vertical/codec_check) on
+    the `calibration` inputs (else the verification input); a codec that moves the outputs past
+    `max_output_change` is refused."""
     outdir = Path(outdir)
     graph = analysis.graph
     if graph.path is None:
@@ -134,12 +140,49 @@ def write_split(
         if codec != "none" and server.model is not None:
             computed = {**feeds, **device_results}
             sent = {name: computed[name] for name in server.inputs}
-            measured = measure_codec(staging, server, sent, outputs_of(chained, server.outputs), codec)
+            measured = _measured_codec(staging, (device, server), device_artifact, (sent, outputs_of(chained, server.outputs)),
+                                       codec, calibration, max_output_change)
             up = coded_frame_bytes(sent, measured.name, measured.coded_bytes)
             document = dataclasses.replace(document, codec=measured, predicted=with_request_bytes(analysis, plan, up))
         write_plan(staging, document)
         publish(staging, outdir)
         return document
+
+
+@dataclass(frozen=True)
+class CalibrationInputs:
+    """The user's inputs a codec is measured on (partition --calibration), and where they came from."""
+
+    feeds: tuple[dict[str, np.ndarray], ...]
+    source: str
+
+
+def _measured_codec(staging: Path, parts: tuple[Part, Part], device_artifact: str | None,
+                    verified: tuple[dict[str, np.ndarray], dict[str, np.ndarray]], codec: str,
+                    calibration: CalibrationInputs | None, limit: OutputChangeLimit | None) -> CodecRecord:
+    """What `codec` does at the cut, on the calibration inputs (the parts run on each) or on the verification
+    input (`verified`: what the server part read and returned); refused past `limit`."""
+    device, server = parts
+    if calibration is None:
+        sent, plain = [verified[0]], [verified[1]]
+    else:
+        device_session = verification_session(staging / device_artifact) if device_artifact else None
+        server_session = verification_session(staging / SERVER_DIR / MODEL_FILE)
+        sent, plain = [], []
+        for feeds in calibration.feeds:
+            computed = dict(feeds)
+            if device_session is not None:
+                computed.update(zip(device.outputs, device_session.run(list(device.outputs), {n: feeds[n] for n in device.inputs})))
+            sent.append({name: computed[name] for name in server.inputs})
+            plain.append(dict(zip(server.outputs, server_session.run(list(server.outputs), sent[-1]))))
+    measured = measure_codec(staging, server, sent, plain, codec, calibration.source if calibration else None)
+    if calibration is not None:  # what run-bench will see on the verification input, with the calibrated ranges
+        on_verification = measure_codec(staging, server, [verified[0]], [verified[1]], codec, ranges=measured.ranges)
+        measured = dataclasses.replace(measured, verification_abs_err=on_verification.max_abs_err)
+    if limit is not None and not limit.allows(measured):
+        raise SplitnnError(f"--max-output-change {limit}: {measured.name} reached {limit.reached(measured)} on "
+                           f"{measured.inputs} input(s); nothing was written: allow more change or choose another codec")
+    return measured
 
 
 def _write_parts(graph: Graph, staging: Path, device: Part, server: Part, feeds: dict[str, np.ndarray],

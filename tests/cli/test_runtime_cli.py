@@ -198,3 +198,34 @@ def test_a_codec_at_the_cut_is_measured_at_partition_and_used_by_the_run(sample_
     assert codec["coded_bytes"] < up < codec["coded_bytes"] + 200  # the coded tensors and the frame around them
     assert_bad_input(run_cli("partition", model, "-o", "x", "--codec", "int9", cwd=tmp_path), "unknown codec 'int9'")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_calibrated_codec_on_a_real_classifier_and_real_text_lines(tmp_path):
+    """issue 14: the PP-OCR direction classifier (a real export) on text lines rendered with Pillow: int8 with
+    ranges calibrated on the user's inputs, kept in plan.json, used by device and server, bounded by
+    --max-output-change."""
+    from tests.helpers import CLS_MODEL, rapidocr_model, text_lines
+
+    lines, _ = text_lines(24)
+    np.savez(tmp_path / "lines.npz", x=np.stack(lines))  # [24, 1, 3, 48, 192]
+    model = str(rapidocr_model(CLS_MODEL))
+    common = ("--input-shape", "x:1x3x48x192", "--cut", "relu_4.tmp_0", "--no-ort", "--codec", "int8:calibrated",
+              "--calibration", "lines.npz")
+    proc = run_cli("partition", model, "-o", "plan", *common, "--max-output-change", "agreement>=0.9", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    codec = json.loads((tmp_path / "plan" / "plan.json").read_text())["codec"]
+    assert codec["name"] == "int8:calibrated" and codec["inputs"] == 24 and codec["calibration"] == "lines.npz"
+    assert len(codec["ranges"]) == 1 and len(codec["ranges"][0]["low"]) == 24  # one range per channel
+    assert codec["raw_bytes"] / codec["coded_bytes"] >= 3.95  # no ranges on the wire
+    assert codec["agreement"] >= 0.9
+    proc = run_cli("run-bench", "plan", "--requests", "2", "--no-baselines", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["codec"] == "int8:calibrated" and report["outputs_match"] is True
+    assert report["bytes_per_request"]["up"] < codec["coded_bytes"] + 200
+    # A bound no int8 codec meets: refused, naming what was reached, and nothing written.
+    proc = run_cli("partition", model, "-o", "strict", *common, "--max-output-change", "abserr<=0", cwd=tmp_path)
+    assert_bad_input(proc, "reached abserr")
+    assert not (tmp_path / "strict").exists()
+    assert_bad_input(run_cli("partition", model, "-o", "x", "--codec", "int8:calibrated", cwd=tmp_path),
+                     "add --calibration")
