@@ -88,6 +88,9 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
         document = write_split(analysis, plan, outdir, ort_format=verification.ort_format, atol=verification.atol,
                                rtol=verification.rtol, codec=codec.spec, calibration=calibration,
                                max_output_change=codec.limit)
+    if codec.spec != "none" and document.codec is None:
+        stderr().print(f"note: the chosen cut sends nothing to the server, so --codec {codec.spec} is not used "
+                       "(choose a cut that sends, with --cut or another --link)")
     if as_json:
         click.echo(json.dumps(document.to_dict(), indent=1))
         return

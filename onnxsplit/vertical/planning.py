@@ -139,11 +139,13 @@ def prediction_of(device_s: float, encode_s: float, server_s: float, up_bytes: i
     )
 
 
-def with_request_bytes(analysis: Analysis, plan: Plan, up_bytes: int) -> Prediction:
-    """The chosen cut's prediction when its request takes `up_bytes` on the wire (a codec's, measured)."""
+def with_request_bytes(analysis: Analysis, plan: Plan, up_bytes: int, encode_s: float = 0.0,
+                       decode_s: float = 0.0) -> Prediction:
+    """The chosen cut's prediction when its request takes `up_bytes` on the wire (a codec's, measured), and the codec
+    takes `encode_s` on the device and `decode_s` on the server on top of the plain serialisation."""
     p, cut = plan.chosen.predicted, plan.chosen.cut
     down = _FrameBytes(analysis.graph, placeable_indices(analysis.graph)).reply(cut)
-    return prediction_of(p.device_s, p.encode_s, p.server_s, up_bytes, down, plan.device, plan.link)
+    return prediction_of(p.device_s, p.encode_s + encode_s, p.server_s + decode_s, up_bytes, down, plan.device, plan.link)
 
 
 class _FrameBytes:
