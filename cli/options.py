@@ -247,7 +247,7 @@ def _codec_choice(codec: str, calibration: str | None, preprocess: str | None, m
     from splitnn.onnxsplit.model.calibration import parse_preprocess
     from splitnn.onnxsplit.vertical.codec_check import parse_output_change
 
-    spec = canonical_codec(codec)  # an unknown one is named here, before any work
+    spec = "auto" if codec.strip().lower() == "auto" else canonical_codec(codec)  # an unknown one is named here
     if is_calibrated(spec) and calibration is None:
         raise SplitnnError(f"{spec} takes each tensor's range from your inputs: add --calibration PATH")
     if max_output_change is not None and spec == "none":
@@ -260,7 +260,9 @@ def _codec_choice(codec: str, calibration: str | None, preprocess: str | None, m
 
 CODEC_CHOICE = OptionGroup("codec", (
     (("--codec", "codec"), dict(default="none", show_default=True, metavar="CODEC",
-                                help="How the cut's tensors travel: none, fp16, int8, int8:channel, int8:calibrated "
+                                help="How the cut's tensors travel: auto (the cut and the codec chosen together, "
+                                     "on measured bytes, within --max-output-change; default bound agreement>=0.99 "
+                                     "for a classifier, else relerr<=0.01), none, fp16, int8, int8:channel, int8:calibrated "
                                      "(ranges from --calibration, kept in plan.json), lossless, or a lossy one "
                                      "followed by +lossless (e.g. int8+lossless). Its bytes and its effect on the "
                                      "outputs are measured on --calibration, else on the verification input.")),

@@ -63,7 +63,6 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
     if strategy == "tiles":
         _partition_tiles(model, input_shapes, outdir, tiles, verification, as_json)
         return
-    from splitnn.onnxsplit.vertical.export import write_split
     from splitnn.onnxsplit.vertical.planning import plan_split
 
     inputs = planning.load()
@@ -75,7 +74,22 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
             raise SplitnnError("--codec applies to a single cut for now; an adaptive plan sends plain tensors: drop --codec")
         _write_adaptive(analysis, plan, choice, outdir, verification, as_json)
         return
+    _write_vertical(analysis, plan, choice, codec, verification, outdir, as_json)
+
+
+def _write_vertical(analysis, plan, choice: CutChoice, codec: CodecChoice, verification: Verification,  # type: ignore[no-untyped-def]
+                    outdir: str, as_json: bool) -> None:
+    """One cut (and its codec) chosen, written, verified and shown."""
+    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.vertical.export import write_split
+
+    if codec.spec == "auto" and (choice.trace is not None or choice.bandwidth_range is not None):
+        raise SplitnnError("--codec auto picks the cut at the link's typical rate: with --trace or --bandwidth-range, "
+                           "name a codec")
     calibration = _calibration(codec, analysis.graph)
+    spec, trials = codec.spec, None
+    if spec == "auto":
+        plan, spec, trials = _auto_codec(analysis, plan, codec, calibration)
     if choice.trace is not None:
         from splitnn.onnxsplit.vertical.link_range import plan_over_trace
 
@@ -86,15 +100,15 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
         plan = plan_over_range(plan, *choice.bandwidth_range)
     with stderr().status("writing and verifying the parts..."):
         document = write_split(analysis, plan, outdir, ort_format=verification.ort_format, atol=verification.atol,
-                               rtol=verification.rtol, codec=codec.spec, calibration=calibration,
-                               max_output_change=codec.limit)
-    if codec.spec != "none" and document.codec is None:
+                               rtol=verification.rtol, codec=spec, calibration=calibration,
+                               max_output_change=codec.limit, codec_trials=trials)
+    if spec != "none" and document.codec is None:
         stderr().print(f"note: the chosen cut sends nothing to the server, so --codec {codec.spec} is not used "
                        "(choose a cut that sends, with --cut or another --link)")
     if as_json:
         click.echo(json.dumps(document.to_dict(), indent=1))
-        return
-    _render(document, plan)
+    else:
+        _render(document, plan)
 
 
 def _calibration(codec: CodecChoice, graph):  # type: ignore[no-untyped-def]
@@ -105,6 +119,21 @@ def _calibration(codec: CodecChoice, graph):  # type: ignore[no-untyped-def]
     from splitnn.onnxsplit.vertical.export import CalibrationInputs
 
     return CalibrationInputs(tuple(load_calibration(codec.calibration, graph, codec.preprocess)), codec.calibration)
+
+
+def _auto_codec(analysis, plan, codec: CodecChoice, calibration):  # type: ignore[no-untyped-def]
+    """--codec auto: the cut and the codec chosen together (vertical/codec_planning)."""
+    from splitnn.onnxsplit.model.sample_inputs import random_inputs
+    from splitnn.onnxsplit.vertical.codec_planning import default_limit, plan_cut_and_codec
+
+    inputs = calibration.feeds if calibration is not None else (random_inputs(analysis.graph),)
+    if calibration is None:
+        stderr().print("note: --codec auto without --calibration measures the codecs on a random input; give your "
+                       "own inputs for figures that hold on your data")
+    with stderr().status("pricing every cut with every codec..."):
+        chosen = plan_cut_and_codec(analysis, plan, inputs, codec.limit or default_limit(analysis.graph),
+                                    calibrated=calibration is not None)
+    return chosen.plan, chosen.codec, chosen.trials
 
 
 def _write_adaptive(analysis, plan, choice: CutChoice, outdir: str, verification: Verification,  # type: ignore[no-untyped-def]
@@ -246,10 +275,29 @@ def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
     v = document.verification
     chained = f", device side run from {v.device_artifact}" if v.device_artifact else ""
     console.print(f"verified: max abs error {v.max_abs_err:.3g} (atol {v.atol}, rtol {v.rtol}){chained}")
+    if document.codec_trials:
+        _render_trials(document.codec_trials)
     if document.codec is not None:
         _render_codec(document.codec)
     for name, rel in document.artifacts.to_dict().items():
         console.print(f"  {name:<15} {rel}")
+
+
+def _render_trials(trials) -> None:  # type: ignore[no-untyped-def]
+    """The pairs --codec auto priced, fastest first (the first 12, and the chosen one)."""
+    from rich.table import Table
+
+    table = Table(title="--codec auto: cut and codec, priced at their measured bytes", title_justify="left")
+    for column in ("cut", "sends", "codec", "predicted ms", "verdict"):
+        table.add_column(column, justify="right" if column in ("cut", "predicted ms") else "left", overflow="fold")
+    shown = [t for i, t in enumerate(trials) if i < 12 or t.verdict.startswith("chosen")]
+    for t in shown:
+        sends = ", ".join(t.tensors) or "(nothing)"
+        style = "bold" if t.verdict.startswith("chosen") else ""
+        table.add_row(str(t.cut_id), sends, t.codec, f"{t.total_s * 1e3:.1f}", t.verdict, style=style)
+    stdout().print(table)
+    if len(trials) > len(shown):
+        stdout().print(f"[dim]{len(trials) - len(shown)} more pairs in plan.json (codec_trials)[/dim]")
 
 
 def _render_codec(c) -> None:  # type: ignore[no-untyped-def]

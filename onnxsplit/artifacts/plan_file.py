@@ -153,6 +153,19 @@ class PlanHeader(Record):
 
 
 @dataclass(frozen=True)
+class CodecTrialRecord(Record):
+    """One (cut, codec) pair that partition --codec auto priced: its prediction at the measured bytes, and its
+    verdict (chosen, ruled out by the output change it reached, or not checked)."""
+
+    cut_id: int
+    tensors: tuple[str, ...]
+    codec: str
+    total_s: float
+    throughput_fps: float
+    verdict: str
+
+
+@dataclass(frozen=True)
 class CodecRecord(Record):
     """The codec the device sends the cut's tensors in (onnxsplit/codecs), and what it did on the inputs it was
     measured on (the user's --calibration inputs, else the verification input): the bytes of a request, and the
@@ -207,6 +220,7 @@ class VerticalPlanFile(PlanHeader):
     # partition --bandwidth-range (or --trace): the cuts that are best somewhere in that range, fastest first
     over_range: tuple[RangeCutRecord, ...] | None = None
     codec: CodecRecord | None = None  # partition --codec: how the cut's tensors travel (None: plain .npy)
+    codec_trials: tuple[CodecTrialRecord, ...] | None = None  # partition --codec auto: every pair priced, fastest first
     strategy: str = "vertical"
     schema_version: int = SCHEMA_VERSION
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from splitnn.onnxsplit.codecs.specs import is_calibrated, tensor_codecs
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 Tensors = dict[str, np.ndarray]
+ServerRun = Callable[[Tensors], Tensors]  # the server part: the tensors it reads -> its outputs
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,18 @@ def parse_output_change(text: str) -> OutputChangeLimit:
     raise SplitnnError(f"--max-output-change: cannot read '{text}' (use agreement>=0.99, relerr<=0.01 or abserr<=0.05)")
 
 
-def measure_codec(folder: Path, server: Part, sent: Sequence[Tensors], plain: Sequence[Tensors], spec: str,
+def part_runner(folder: Path, server: Part) -> ServerRun:
+    """The written server part in `folder`, as measure_codec runs it."""
+    step = PartStep(f"{SERVER_DIR}/{MODEL_FILE}", server.inputs, server.outputs)
+    session = verification_session(folder / step.model)
+    return lambda tensors: outputs_of(run_steps([step], tensors, lambda _: session), server.outputs)
+
+
+def measure_codec(server: ServerRun, sent: Sequence[Tensors], plain: Sequence[Tensors], spec: str,
                   calibration: str | None = None, ranges: Sequence[TensorRange] | None = None) -> CodecRecord:
     """`sent`: per input, the tensors the server part reads, as the device computed them; `plain`: the server part's
-    outputs on them. Runs the written server part in `folder` on them after the codec's round trip, and compares.
-    An int8:calibrated codec takes its ranges from `sent` itself, unless `ranges` are given."""
+    outputs on them. Runs `server` on them after the codec's round trip, and compares. An int8:calibrated codec
+    takes its ranges from `sent` itself, unless `ranges` are given."""
     if ranges is not None:
         by_name = {r.name: r for r in ranges}
     elif is_calibrated(spec):
@@ -76,20 +84,17 @@ def measure_codec(folder: Path, server: Part, sent: Sequence[Tensors], plain: Se
     else:
         by_name = {}
     codecs = tensor_codecs(spec, by_name)
-    step = PartStep(f"{SERVER_DIR}/{MODEL_FILE}", server.inputs, server.outputs)
-    session = verification_session(folder / step.model)
     raw, coded, encode_s, decode_s, abs_err, rel_err, agreed = [], [], [], [], 0.0, 0.0, []
     for tensors, want in zip(sent, plain):
         start = time.perf_counter()
-        blobs = {name: _codec(codecs, name).encode(array) for name, array in tensors.items()}
+        blobs = {name: codec_of(codecs, name).encode(array) for name, array in tensors.items()}
         encoded = time.perf_counter()
-        decoded = {name: _codec(codecs, name).decode(blob) for name, blob in blobs.items()}
+        decoded = {name: codec_of(codecs, name).decode(blob) for name, blob in blobs.items()}
         decode_s.append(time.perf_counter() - encoded)
         encode_s.append(encoded - start)
         raw.append(sum(len(Raw().encode(array)) for array in tensors.values()))
         coded.append(sum(len(blob) for blob in blobs.values()))
-        got = outputs_of(run_steps([step], decoded, lambda _: session), server.outputs)
-        errors = _output_errors(got, want)
+        errors = _output_errors(server(decoded), want)
         abs_err, rel_err = max(abs_err, errors[0]), max(rel_err, errors[1])
         if errors[2] is not None:
             agreed.append(errors[2])
@@ -101,7 +106,8 @@ def measure_codec(folder: Path, server: Part, sent: Sequence[Tensors], plain: Se
     )
 
 
-def _codec(codecs: dict[str, Codec] | Codec, name: str) -> Codec:
+def codec_of(codecs: dict[str, Codec] | Codec, name: str) -> Codec:
+    """Tensor `name`'s codec: the one codec, or its own in a mapping (plain .npy where it has none)."""
     return (codecs.get(name) or Raw()) if isinstance(codecs, dict) else codecs
 
 

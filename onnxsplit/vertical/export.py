@@ -34,6 +34,7 @@ from splitnn.onnxsplit.artifacts.part_files import (
 from splitnn.onnxsplit.artifacts.parts import Part, extract_parts
 from splitnn.onnxsplit.artifacts.plan_file import (
     CodecRecord,
+    CodecTrialRecord,
     Parts,
     PartSpec,
     VerticalArtifacts,
@@ -52,7 +53,7 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
-from splitnn.onnxsplit.vertical.codec_check import OutputChangeLimit, measure_codec
+from splitnn.onnxsplit.vertical.codec_check import OutputChangeLimit, measure_codec, part_runner
 from splitnn.onnxsplit.vertical.planning import Plan, candidate_record, cut_record, with_request_bytes
 
 
@@ -104,11 +105,12 @@ def write_split(
     codec: str = "none",
     calibration: CalibrationInputs | None = None,
     max_output_change: OutputChangeLimit | None = None,
+    codec_trials: tuple[CodecTrialRecord, ...] | None = None,
 ) -> VerticalPlanFile:
     """Write, verify and publish the artifacts of `plan`; return the plan file written. With a `codec` other
     than "none" the device sends the cut's tensors in it, and what it does is measured (vertical/codec_check) on
     the `calibration` inputs (else the verification input); a codec that moves the outputs past
-    `max_output_change` is refused."""
+    `max_output_change` is refused. `codec_trials`: the pairs --codec auto priced, kept in plan.json."""
     outdir = Path(outdir)
     graph = analysis.graph
     if graph.path is None:
@@ -138,7 +140,8 @@ def write_split(
                 f"(atol {atol}, rtol {rtol}); nothing was written; loosen --atol/--rtol if this precision is expected"
             )
         save_verification_data(staging, feeds, reference)
-        document = _plan_file(analysis, plan, outdir, (device, server), check, artifacts)
+        document = dataclasses.replace(_plan_file(analysis, plan, outdir, (device, server), check, artifacts),
+                                       codec_trials=codec_trials)
         if codec != "none" and server.model is not None:
             computed = {**feeds, **device_results}
             sent = {name: computed[name] for name in server.inputs}
@@ -179,9 +182,10 @@ def _measured_codec(staging: Path, parts: tuple[Part, Part], device_artifact: st
                 computed.update(zip(device.outputs, device_session.run(list(device.outputs), {n: feeds[n] for n in device.inputs})))
             sent.append({name: computed[name] for name in server.inputs})
             plain.append(dict(zip(server.outputs, server_session.run(list(server.outputs), sent[-1]))))
-    measured = measure_codec(staging, server, sent, plain, codec, calibration.source if calibration else None)
+    run_server = part_runner(staging, server)
+    measured = measure_codec(run_server, sent, plain, codec, calibration.source if calibration else None)
     if calibration is not None:  # what run-bench will see on the verification input, with the calibrated ranges
-        on_verification = measure_codec(staging, server, [verified[0]], [verified[1]], codec, ranges=measured.ranges)
+        on_verification = measure_codec(run_server, [verified[0]], [verified[1]], codec, ranges=measured.ranges)
         measured = dataclasses.replace(measured, verification_abs_err=on_verification.max_abs_err)
     if limit is not None and not limit.allows(measured):
         raise SplitnnError(f"--max-output-change {limit}: {measured.name} reached {limit.reached(measured)} on "

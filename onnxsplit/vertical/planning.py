@@ -140,12 +140,15 @@ def prediction_of(device_s: float, encode_s: float, server_s: float, up_bytes: i
 
 
 def with_request_bytes(analysis: Analysis, plan: Plan, up_bytes: int, encode_s: float = 0.0,
-                       decode_s: float = 0.0) -> Prediction:
-    """The chosen cut's prediction when its request takes `up_bytes` on the wire (a codec's, measured), and the codec
-    takes `encode_s` on the device and `decode_s` on the server on top of the plain serialisation."""
-    p, cut = plan.chosen.predicted, plan.chosen.cut
-    down = _FrameBytes(analysis.graph, placeable_indices(analysis.graph)).reply(cut)
+                       decode_s: float = 0.0, candidate: Candidate | None = None) -> Prediction:
+    """A candidate's prediction (by default the chosen one's) when its request takes `up_bytes` on the wire (a
+    codec's, measured), and the codec takes `encode_s` on the device and `decode_s` on the server on top of the
+    plain serialisation."""
+    chosen = candidate or plan.chosen
+    p = chosen.predicted
+    down = _FrameBytes(analysis.graph, placeable_indices(analysis.graph)).reply(chosen.cut)
     return prediction_of(p.device_s, p.encode_s + encode_s, p.server_s + decode_s, up_bytes, down, plan.device, plan.link)
+
 
 
 class _FrameBytes:
@@ -208,7 +211,7 @@ def dag_cuts(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, l
     return found
 
 
-def _score(prediction: Prediction, objective: str) -> float:
+def objective_score(prediction: Prediction, objective: str) -> float:
     if objective == "latency":
         return prediction.total_s
     if objective == "throughput":
@@ -281,7 +284,7 @@ def plan_split(
                 reasons.setdefault(kind, []).append(c.cut.id)
         summary = "; ".join(f"{kind} rules out {len(ids)} cuts ({_ranges(ids)})" for kind, ids in reasons.items())
         raise SplitnnError(f"no cut is feasible: {summary}; relax a constraint or pick a device with more memory")
-    chosen = min(feasible, key=lambda c: (_score(c.predicted, objective), c.cut.id))
+    chosen = min(feasible, key=lambda c: (objective_score(c.predicted, objective), c.cut.id))
     return Plan(objective, chosen, candidates, device, server, link, constraints)
 
 

@@ -1,0 +1,146 @@
+"""partition --codec auto: the cut and the codec chosen together, on measured bytes and measured output change
+(issue 14).
+
+1. The original model runs once per input with every candidate cut's tensors as extra outputs (a cut that
+   could not beat the best plain cut even if it sent nothing is left out: its device and server time alone are
+   too long).
+2. Every (cut, codec) pair is priced at its real encoded bytes (the median over the first BYTES_INPUTS inputs)
+   and its encode and decode times measured here (planning.with_request_bytes).
+3. The pairs are tried in order of that prediction; a lossless pair passes as it is, a lossy one passes when the
+   cut's server part, run on the decoded tensors of every input, keeps the outputs within the limit. The first
+   that passes is chosen; the ones before it are reported with what ruled them out.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from splitnn.cost_models.wire_bytes import coded_frame_bytes
+from splitnn.onnxsplit.analysis.analyze import Analysis
+from splitnn.onnxsplit.artifacts.parts import extract_parts
+from splitnn.onnxsplit.artifacts.plan_file import CodecTrialRecord
+from splitnn.onnxsplit.artifacts.verification import VERIFY_CONFIG
+from splitnn.onnxsplit.codecs.base import Codec
+from splitnn.onnxsplit.codecs.calibrated import calibrate_range
+from splitnn.onnxsplit.codecs.specs import is_calibrated, tensor_codecs
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.model.graph import Graph
+from splitnn.onnxsplit.model.weight_source import open_in_place
+from splitnn.onnxsplit.vertical.codec_check import OutputChangeLimit, Tensors, codec_of, measure_codec
+from splitnn.onnxsplit.vertical.planning import Candidate, Plan, objective_score, with_request_bytes
+
+AUTO_CODECS = ("none", "lossless", "fp16", "fp16+lossless", "int8:calibrated", "int8:calibrated+lossless")
+LOSSLESS = ("none", "lossless")
+BYTES_INPUTS = 8  # inputs each pair's bytes are measured on (the median)
+
+
+@dataclass(frozen=True)
+class CodecPlan:
+    plan: Plan  # its chosen candidate is the chosen cut (priced plain; write_split prices it coded)
+    codec: str
+    trials: tuple[CodecTrialRecord, ...]  # every pair priced, fastest first, with its verdict
+
+
+def default_limit(graph: Graph) -> OutputChangeLimit:
+    """Without --max-output-change: 99% top-1 agreement for a model with a classifier output (one row of scores),
+    else a 1% relative change."""
+    classifier = any(len(graph.info(n).shape) == 2 and graph.info(n).shape[0] == 1 and graph.info(n).shape[1] > 1
+                     for n in graph.outputs)
+    return OutputChangeLimit("agreement", 0.99) if classifier else OutputChangeLimit("relerr", 0.01)
+
+
+def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors], limit: OutputChangeLimit,
+                       calibrated: bool) -> CodecPlan:
+    """The best (cut, codec) pair by the plan's objective whose output change stays within `limit` (see the module
+    doc). `calibrated`: the inputs are the user's, so int8:calibrated may take its ranges from them."""
+    codecs = [c for c in AUTO_CODECS if calibrated or not is_calibrated(c)]
+    pool = [plan.chosen] if plan.forced else [c for c in plan.candidates if c.feasible]  # --cut: its codec only
+    best_plain = min(objective_score(c.predicted, plan.objective) for c in pool)
+    sending = [c for c in pool if c.cut.tensors and (plan.forced or _may_win(c, plan, best_plain))]
+    at_cuts = _tensors_at(analysis.graph, {t for c in sending for t in c.cut.tensors}, inputs)
+    priced = [(_pair(analysis, plan, c, spec, at_cuts), c, spec) for c in sending for spec in codecs]
+    priced += [(c.predicted, c, "none") for c in pool if not c.cut.tensors]
+    priced.sort(key=lambda item: (objective_score(item[0], plan.objective), item[1].cut.id))
+    trials, chosen = [], None
+    for prediction, candidate, spec in priced:
+        if chosen is not None:
+            verdict = "not checked: slower than the chosen pair"
+        elif spec in LOSSLESS or not candidate.cut.tensors:
+            verdict = "chosen (exact)"
+        else:
+            verdict = _check(analysis.graph, candidate, spec, at_cuts, limit)
+        if verdict.startswith("chosen"):
+            chosen = (candidate, spec)
+        trials.append(CodecTrialRecord(candidate.cut.id, tuple(candidate.cut.tensors), spec,
+                                       prediction.total_s, prediction.throughput_fps, verdict))
+    if chosen is None:
+        raise SplitnnError(f"--codec auto: no cut and codec keeps the outputs within {limit}")
+    return CodecPlan(dataclasses.replace(plan, chosen=chosen[0]), chosen[1], tuple(trials))
+
+
+def _may_win(candidate: Candidate, plan: Plan, best_plain: float) -> bool:
+    """Whether the cut could beat the best plain cut if its tensors took no time on the wire."""
+    if plan.objective != "latency":
+        return True
+    p = candidate.predicted
+    return p.device_s + p.server_s + plan.link.rtt_s < best_plain
+
+
+def _tensors_at(graph: Graph, names: set[str], inputs: Sequence[Tensors]) -> list[Tensors]:
+    """Per input: the model's outputs, and the tensors `names` (one run of the model with them as extra outputs)."""
+    model = onnx.ModelProto()
+    model.CopyFrom(graph.model)
+    extra = sorted(n for n in names if n not in graph.outputs and n not in graph.inputs)
+    for name in extra:
+        info = graph.info(name)
+        model.graph.output.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(info.dtype)),
+                                                                info.shape))
+    session = open_in_place(model, graph.initializers, graph.path, prepack=False, config=VERIFY_CONFIG)  # type: ignore[arg-type]
+    wanted = [*graph.outputs, *extra]
+    return [{**feeds, **dict(zip(wanted, session.run(wanted, feeds)))} for feeds in inputs]
+
+
+def _codecs_for(spec: str, tensors: Sequence[str], at_cuts: Sequence[Tensors]) -> dict[str, Codec] | Codec:
+    ranges = ({t: calibrate_range(t, [a[t] for a in at_cuts]) for t in tensors
+               if np.issubdtype(at_cuts[0][t].dtype, np.floating)} if is_calibrated(spec) else {})
+    return tensor_codecs(spec, ranges)
+
+
+def _pair(analysis: Analysis, plan: Plan, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors]):  # type: ignore[no-untyped-def]
+    """The candidate's prediction with its tensors in `spec`, priced at the encoded bytes of the first inputs."""
+    tensors = candidate.cut.tensors
+    codecs = _codecs_for(spec, tensors, at_cuts)
+    sizes, encode, decode = [], [], []
+    for values in at_cuts[:BYTES_INPUTS]:
+        start = time.perf_counter()
+        blobs = {t: codec_of(codecs, t).encode(values[t]) for t in tensors}
+        encoded = time.perf_counter()
+        for t, blob in blobs.items():
+            codec_of(codecs, t).decode(blob)
+        decode.append(time.perf_counter() - encoded)
+        encode.append(encoded - start)
+        sizes.append(sum(len(b) for b in blobs.values()))
+    up = coded_frame_bytes(tensors, spec, int(statistics.median(sizes)))
+    return with_request_bytes(analysis, plan, up, statistics.median(encode), statistics.median(decode), candidate)
+
+
+def _check(graph: Graph, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors], limit: OutputChangeLimit) -> str:
+    """Run the cut's server part on every input's tensors through `spec`: "chosen" or why it is ruled out."""
+    _, server = extract_parts(graph, graph.model, candidate.cut)
+    session = open_in_place(server.model, graph.initializers, graph.path, prepack=False, config=VERIFY_CONFIG)  # type: ignore[arg-type]
+    outputs = list(server.outputs)
+
+    def run(tensors: Tensors) -> Tensors:
+        return dict(zip(outputs, session.run(outputs, {n: tensors[n] for n in server.inputs})))
+
+    sent = [{t: a[t] for t in server.inputs} for a in at_cuts]
+    plain = [{o: a[o] for o in outputs} for a in at_cuts]
+    record = measure_codec(run, sent, plain, spec)
+    return "chosen" if limit.allows(record) else f"ruled out: {limit.reached(record)} (limit {limit})"

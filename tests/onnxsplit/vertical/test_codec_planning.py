@@ -1,0 +1,53 @@
+"""--codec auto: the cut and the codec chosen together, on measured bytes, within the output-change bound."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from splitnn.cost_models.catalog import load_device, load_link
+from splitnn.onnxsplit.analysis.analyze import analyze
+from splitnn.onnxsplit.model.loading import load_graph
+from splitnn.onnxsplit.vertical.codec_check import OutputChangeLimit
+from splitnn.onnxsplit.vertical.codec_planning import default_limit, plan_cut_and_codec
+from splitnn.onnxsplit.vertical.planning import plan_split
+
+
+@pytest.fixture(scope="module")
+def slow_board_plan(sample_path):
+    """AlexNet on a board 20 times slower than a RockPro64, over 4G: sending a mid-network tensor pays, and its
+    bytes decide by how much."""
+    board = load_device("rockpro64")
+    slow = replace(board, name="slow-board", macs_per_s={k: v / 20 for k, v in board.macs_per_s.items()})
+    analysis = analyze(load_graph(sample_path("alexnet", 96)))
+    (name,) = analysis.graph.inputs
+    rng = np.random.default_rng(0)
+    inputs = [{name: rng.random(analysis.graph.info(name).shape, dtype=np.float32)} for _ in range(6)]
+    return analysis, plan_split(analysis, slow, load_device("cloud-cpu"), load_link("4g")), inputs
+
+
+def test_auto_picks_the_fastest_pair_that_keeps_the_outputs(slow_board_plan):
+    analysis, plan, inputs = slow_board_plan
+    assert default_limit(analysis.graph) == OutputChangeLimit("agreement", 0.99)  # a classifier output
+    chosen = plan_cut_and_codec(analysis, plan, inputs, OutputChangeLimit("relerr", 0.05), calibrated=True)
+    trials = chosen.trials
+    assert [t.total_s for t in trials] == sorted(t.total_s for t in trials)
+    first = next(i for i, t in enumerate(trials) if t.verdict.startswith("chosen"))
+    assert all(t.verdict.startswith("ruled out") for t in trials[:first])
+    assert all(t.verdict.startswith("not checked") for t in trials[first + 1:])
+    winner = trials[first]
+    assert (winner.cut_id, winner.codec) == (chosen.plan.chosen.cut.id, chosen.codec)
+    assert chosen.codec != "none" and chosen.plan.chosen.cut.tensors  # on this board a coded cut wins...
+    best_plain = min(c.predicted.total_s for c in plan.candidates if c.feasible)
+    assert winner.total_s < best_plain  # ...over every cut sent as float32, by its measured bytes
+    plain_same_cut = next(t for t in trials if t.cut_id == winner.cut_id and t.codec == "none")
+    assert winner.total_s < plain_same_cut.total_s
+
+
+def test_a_bound_no_lossy_codec_meets_leaves_an_exact_pair(slow_board_plan):
+    analysis, plan, inputs = slow_board_plan
+    chosen = plan_cut_and_codec(analysis, plan, inputs, OutputChangeLimit("abserr", 0.0), calibrated=True)
+    assert chosen.codec in ("none", "lossless")
+    ruled_out = [t for t in chosen.trials if t.verdict.startswith("ruled out")]
+    assert ruled_out and all("abserr" in t.verdict for t in ruled_out)  # each says what it reached
