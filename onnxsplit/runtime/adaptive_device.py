@@ -10,9 +10,10 @@ probe between requests measures the round trip and the rate.
 
 With a deadline, every request is answered in time if the device can hold the
 whole model: a cut whose predicted latency at the estimate's slow end (one
-spread below it) misses the deadline is not tried, the device answering from the start instead; and the server gets
-what the deadline leaves once the device could still finish from the tensors
-it computed. When it does not answer in that time, the device finishes the
+spread below it) misses the deadline, or is no faster there than the device
+alone, is not tried, the device answering from the start instead; and the
+server gets what the deadline leaves once the device could still finish from
+the tensors it computed. When it does not answer in that time, the device finishes the
 request itself from those tensors, with that cut's server graph
 (server/cut<ID>.onnx, the model from the cut to the outputs), and the
 connection is dropped so that a late answer is never taken for a later
@@ -179,6 +180,10 @@ class AdaptiveDevice:
         fresh = estimate.bps is not None and not estimate.stale
         cautious = self.chooser.predicted_s(line, bps / (estimate.spread if fresh else 1.0), rtt_change)
         too_slow = self.hold_cut is None and cautious > self._remote_budget(kept) + kept.predicted.device_s
+        if self.deadline_s is not None and self.alone is not None and kept is not self.alone:
+            # Under a deadline a try that fails costs the deadline: the server is worth it only when it is
+            # faster than answering alone even at the slow end.
+            too_slow = too_slow or (self.hold_cut is None and cautious >= self.alone.predicted.device_s)
         if kept.server_model is None or too_slow:  # a held cut is always tried: the deadline still catches it
             answered = self._from_the_start(feeds)
         else:

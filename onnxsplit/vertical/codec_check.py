@@ -76,25 +76,16 @@ def measure_codec(server: ServerRun, sent: Sequence[Tensors], plain: Sequence[Te
     """`sent`: per input, the tensors the server part reads, as the device computed them; `plain`: the server part's
     outputs on them. Runs `server` on them after the codec's round trip, and compares. An int8:calibrated codec
     takes its ranges from `sent` itself, unless `ranges` are given."""
-    if ranges is not None:
-        by_name = {r.name: r for r in ranges}
-    elif is_calibrated(spec):
-        by_name = {name: calibrate_range(name, [s[name] for s in sent]) for name in sent[0]
-                   if np.issubdtype(sent[0][name].dtype, np.floating)}
-    else:
-        by_name = {}
+    by_name = {r.name: r for r in ranges} if ranges is not None else calibrated_ranges(spec, sent)
     codecs = tensor_codecs(spec, by_name)
     raw, coded, encode_s, decode_s, abs_err, rel_err, agreed = [], [], [], [], 0.0, 0.0, []
     for tensors, want in zip(sent, plain):
-        start = time.perf_counter()
-        blobs = {name: codec_of(codecs, name).encode(array) for name, array in tensors.items()}
-        encoded = time.perf_counter()
-        decoded = {name: codec_of(codecs, name).decode(blob) for name, blob in blobs.items()}
-        decode_s.append(time.perf_counter() - encoded)
-        encode_s.append(encoded - start)
+        trip = round_trip(codecs, tensors)
+        encode_s.append(trip.encode_s)
+        decode_s.append(trip.decode_s)
         raw.append(sum(len(Raw().encode(array)) for array in tensors.values()))
-        coded.append(sum(len(blob) for blob in blobs.values()))
-        errors = _output_errors(server(decoded), want)
+        coded.append(trip.coded_bytes)
+        errors = _output_errors(server(trip.decoded), want)
         abs_err, rel_err = max(abs_err, errors[0]), max(rel_err, errors[1])
         if errors[2] is not None:
             agreed.append(errors[2])
@@ -104,6 +95,38 @@ def measure_codec(server: ServerRun, sent: Sequence[Tensors], plain: Sequence[Te
         all(agreed) if agreed else None, sum(agreed) / len(agreed) if agreed else None, len(sent), calibration,
         tuple(by_name.values()), statistics.median(encode_s), statistics.median(decode_s),
     )
+
+
+def calibrated_ranges(spec: str, samples: Sequence[Tensors]) -> dict[str, TensorRange]:
+    """For an int8:calibrated spec, each floating-point tensor's range over `samples` (else none)."""
+    if not is_calibrated(spec):
+        return {}
+    first = samples[0]
+    return {name: calibrate_range(name, [s[name] for s in samples]) for name in first
+            if np.issubdtype(first[name].dtype, np.floating)}
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    """One input's tensors through a codec and back, timed on this machine."""
+
+    decoded: Tensors
+    coded_bytes: int
+    encode_s: float
+    decode_s: float
+
+
+def round_trip(codecs: dict[str, Codec] | Codec, tensors: Tensors) -> RoundTrip:
+    start = time.perf_counter()
+    blobs = {name: codec_of(codecs, name).encode(array) for name, array in tensors.items()}
+    encoded = time.perf_counter()
+    decoded = {name: codec_of(codecs, name).decode(blob) for name, blob in blobs.items()}
+    return RoundTrip(decoded, sum(len(b) for b in blobs.values()), encoded - start, time.perf_counter() - encoded)
+
+
+def is_scores(shape: Sequence[int]) -> bool:
+    """One row of scores: a classifier's output, whose top-1 class agreement is measured."""
+    return len(shape) == 2 and shape[0] == 1 and shape[1] > 1
 
 
 def codec_of(codecs: dict[str, Codec] | Codec, name: str) -> Codec:
@@ -122,6 +145,6 @@ def _output_errors(got: Tensors, want: Tensors) -> tuple[float, float, bool | No
             continue
         error = float(np.abs(actual - expected).max(initial=0.0))
         abs_err, rel_err = max(abs_err, error), max(rel_err, error / max(float(np.abs(expected).max(initial=0.0)), 1e-12))
-        if expected.ndim == 2 and expected.shape[0] == 1 and expected.shape[1] > 1:
+        if is_scores(expected.shape):
             top1.append(int(actual.argmax()) == int(expected.argmax()))
     return abs_err, rel_err, (all(top1) if top1 else None)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,13 +26,18 @@ from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.parts import extract_parts
 from splitnn.onnxsplit.artifacts.plan_file import CodecTrialRecord
 from splitnn.onnxsplit.artifacts.verification import VERIFY_CONFIG
-from splitnn.onnxsplit.codecs.base import Codec
-from splitnn.onnxsplit.codecs.calibrated import calibrate_range
 from splitnn.onnxsplit.codecs.specs import is_calibrated, tensor_codecs
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.model.weight_source import open_in_place
-from splitnn.onnxsplit.vertical.codec_check import OutputChangeLimit, Tensors, codec_of, measure_codec
+from splitnn.onnxsplit.vertical.codec_check import (
+    OutputChangeLimit,
+    Tensors,
+    calibrated_ranges,
+    is_scores,
+    measure_codec,
+    round_trip,
+)
 from splitnn.onnxsplit.vertical.planning import Candidate, Plan, objective_score, with_request_bytes
 
 AUTO_CODECS = ("none", "lossless", "fp16", "fp16+lossless", "int8:calibrated", "int8:calibrated+lossless")
@@ -51,8 +55,7 @@ class CodecPlan:
 def default_limit(graph: Graph) -> OutputChangeLimit:
     """Without --max-output-change: 99% top-1 agreement for a model with a classifier output (one row of scores),
     else a 1% relative change."""
-    classifier = any(len(graph.info(n).shape) == 2 and graph.info(n).shape[0] == 1 and graph.info(n).shape[1] > 1
-                     for n in graph.outputs)
+    classifier = any(is_scores(graph.info(n).shape) for n in graph.outputs)
     return OutputChangeLimit("agreement", 0.99) if classifier else OutputChangeLimit("relerr", 0.01)
 
 
@@ -107,28 +110,14 @@ def _tensors_at(graph: Graph, names: set[str], inputs: Sequence[Tensors]) -> lis
     return [{**feeds, **dict(zip(wanted, session.run(wanted, feeds)))} for feeds in inputs]
 
 
-def _codecs_for(spec: str, tensors: Sequence[str], at_cuts: Sequence[Tensors]) -> dict[str, Codec] | Codec:
-    ranges = ({t: calibrate_range(t, [a[t] for a in at_cuts]) for t in tensors
-               if np.issubdtype(at_cuts[0][t].dtype, np.floating)} if is_calibrated(spec) else {})
-    return tensor_codecs(spec, ranges)
-
-
 def _pair(analysis: Analysis, plan: Plan, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors]):  # type: ignore[no-untyped-def]
     """The candidate's prediction with its tensors in `spec`, priced at the encoded bytes of the first inputs."""
-    tensors = candidate.cut.tensors
-    codecs = _codecs_for(spec, tensors, at_cuts)
-    sizes, encode, decode = [], [], []
-    for values in at_cuts[:BYTES_INPUTS]:
-        start = time.perf_counter()
-        blobs = {t: codec_of(codecs, t).encode(values[t]) for t in tensors}
-        encoded = time.perf_counter()
-        for t, blob in blobs.items():
-            codec_of(codecs, t).decode(blob)
-        decode.append(time.perf_counter() - encoded)
-        encode.append(encoded - start)
-        sizes.append(sum(len(b) for b in blobs.values()))
-    up = coded_frame_bytes(tensors, spec, int(statistics.median(sizes)))
-    return with_request_bytes(analysis, plan, up, statistics.median(encode), statistics.median(decode), candidate)
+    sent = [{t: values[t] for t in candidate.cut.tensors} for values in at_cuts]
+    codecs = tensor_codecs(spec, calibrated_ranges(spec, sent))  # the ranges over every input, as write_split takes them
+    trips = [round_trip(codecs, tensors) for tensors in sent[:BYTES_INPUTS]]
+    up = coded_frame_bytes(candidate.cut.tensors, spec, int(statistics.median(t.coded_bytes for t in trips)))
+    return with_request_bytes(analysis, plan, up, statistics.median(t.encode_s for t in trips),
+                              statistics.median(t.decode_s for t in trips), candidate)
 
 
 def _check(graph: Graph, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors], limit: OutputChangeLimit) -> str:
