@@ -50,6 +50,7 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
       splitnn partition resnet18.onnx -o out/r18 --device raspberry-pi-4 --bandwidth 20Mbit --rtt 15ms
       splitnn partition model.onnx -o out/m --cut relu5_out --no-ort --json
       splitnn partition cls.onnx -o out/cls --codec int8:calibrated --calibration lines.npz
+      splitnn partition net.onnx -o out/net --link 3g --codec auto --calibration lines.npz   (cut and codec together)
       splitnn partition net.onnx -o out/net --codec int8 --calibration photos/ --preprocess mean=0.5,std=0.5 --max-output-change 'agreement>=0.99'
       splitnn partition vgg16.onnx -o out/vgg16 --link 4g --trace traces/commute-lte.csv --percentile 95
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --fuse-until maxpool3_out
