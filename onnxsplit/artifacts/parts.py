@@ -52,7 +52,8 @@ def part_boundary(graph: Graph, indices: Sequence[int], needed_later: Iterable[s
     return inputs, tuple(n for n in produced if n in wanted)
 
 
-def _value_info(graph: Graph, name: str) -> onnx.ValueInfoProto:
+def value_info(graph: Graph, name: str) -> onnx.ValueInfoProto:
+    """Tensor `name`'s dtype and shape as the graph knows them, for a model's inputs, outputs or value_info."""
     info = graph.info(name)
     return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(info.dtype)), info.shape)
 
@@ -82,10 +83,10 @@ def build_part(
     part_graph = helper.make_graph(
         protos,
         name,
-        [_value_info(graph, n) for n in inputs],
-        [_value_info(graph, n) for n in outputs],
+        [value_info(graph, n) for n in inputs],
+        [value_info(graph, n) for n in outputs],
         initializer=initializers,
-        value_info=[_value_info(graph, n) for n in inner],
+        value_info=[value_info(graph, n) for n in inner],
     )
     model = helper.make_model(part_graph, opset_imports=list(source.opset_import), ir_version=source.ir_version)
     model.functions.extend(source.functions)

@@ -31,6 +31,7 @@ from splitnn.onnxsplit.artifacts.fingerprint import graph_fingerprint
 from splitnn.onnxsplit.artifacts.layout import PLAN_FILE, VERIFICATION_INPUTS_FILE, VERIFICATION_REFERENCE_FILE
 from splitnn.onnxsplit.artifacts.verification import Verification
 from splitnn.onnxsplit.codecs.calibrated import TensorRange
+from splitnn.onnxsplit.codecs.specs import Codecs, tensor_codecs
 from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic, write_text_atomic
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.records import Record, RecordError
@@ -186,6 +187,10 @@ class CodecRecord(Record):
     # The largest output change on the verification input, which run-bench runs (None: the inputs measured on
     # were that input, and max_abs_err is it).
     verification_abs_err: float | None = None
+
+    def codecs(self) -> Codecs:
+        """The codec each tensor travels in (int8:calibrated: one per tensor, with its range)."""
+        return tensor_codecs(self.name, {r.name: r for r in self.ranges})
 
     @property
     def bench_abs_err(self) -> float:

@@ -24,7 +24,7 @@ from splitnn.onnxsplit.artifacts.verification import compare_outputs
 from splitnn.onnxsplit.core.records import Record
 from splitnn.onnxsplit.runtime.adaptive_device import AdaptiveDevice, RequestPoint
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
-from splitnn.onnxsplit.runtime.server import ModelServer
+from splitnn.onnxsplit.runtime.server import ModelServer, server_models
 
 __all__ = ["AdaptiveBenchOptions", "AdaptiveBenchReport", "Latencies", "RequestPoint", "compare_static",
            "run_adaptive_bench"]
@@ -89,7 +89,7 @@ def run_adaptive_bench(outdir: str | Path, link: LinkSettings, options: Adaptive
     plan = read_plan(outdir, "adaptive")
     assert isinstance(plan, AdaptivePlanFile)
     feeds, reference = inputs_and_reference(outdir, plan, options.seed)
-    servers = [outdir / k.server_model for k in plan.kept if k.server_model]
+    servers = server_models(outdir)
     true_rate = (lambda t: rate_at(link.trace, t)) if link.trace else (lambda t: link.uplink_bps)
     with ModelServer(servers or None, spin=False).start() as server:
         device = AdaptiveDevice(outdir, plan, server.address, deadline_s=options.deadline_s, timeout_s=options.timeout_s,

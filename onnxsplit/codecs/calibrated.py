@@ -41,16 +41,17 @@ class CalibratedInt8:
         self._low = np.asarray(tensor_range.low, np.float32)
         self._step = np.asarray(tensor_range.step, np.float32)
 
-    def _shaped(self, ndim: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._low.size == 1 or ndim < 2:
+    def _shaped(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """low and step, broadcastable to a tensor of `shape` (whose channels must be the calibrated ones)."""
+        if self._low.size == 1 or len(shape) < 2:
             return self._low.reshape(()), self._step.reshape(())
-        shape = (1, self._low.size) + (1,) * (ndim - 2)
-        return self._low.reshape(shape), self._step.reshape(shape)
+        if shape[1] != self._low.size:
+            raise ValueError(f"tensor '{self.range.name}' has {shape[1]} channels, calibrated for {self._low.size}")
+        broadcast = (1, self._low.size) + (1,) * (len(shape) - 2)
+        return self._low.reshape(broadcast), self._step.reshape(broadcast)
 
     def encode(self, array: np.ndarray) -> bytes:
-        low, step = self._shaped(array.ndim)
-        if array.ndim >= 2 and self._low.size > 1 and array.shape[1] != self._low.size:
-            raise ValueError(f"tensor '{self.range.name}' has {array.shape[1]} channels, calibrated for {self._low.size}")
+        low, step = self._shaped(array.shape)
         codes = np.clip(np.rint((array.astype(np.float32, copy=False) - low) / step), 0, 255).astype(np.uint8)
         return npy_bytes(codes)
 
@@ -58,9 +59,7 @@ class CalibratedInt8:
         codes = npy_array(data)
         if codes.dtype != np.uint8:
             raise ValueError(f"int8:calibrated codes must be uint8, not {codes.dtype}")
-        if codes.ndim >= 2 and self._low.size > 1 and codes.shape[1] != self._low.size:
-            raise ValueError(f"tensor '{self.range.name}' came with {codes.shape[1]} channels, calibrated for {self._low.size}")
-        low, step = self._shaped(codes.ndim)
+        low, step = self._shaped(codes.shape)
         return (low + codes.astype(np.float32) * step).astype(np.dtype(self.range.dtype))
 
 

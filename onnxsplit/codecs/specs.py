@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeAlias
 
 from splitnn.onnxsplit.codecs.base import Codec, Raw
 from splitnn.onnxsplit.codecs.calibrated import CALIBRATED, CalibratedInt8, TensorRange
 from splitnn.onnxsplit.codecs.lossless import Lossless
 from splitnn.onnxsplit.codecs.quantized import Float16, Int8
 from splitnn.onnxsplit.core.errors import SplitnnError
+
+# One codec for every tensor, or one per tensor name (calibrated codecs hold each tensor's ranges).
+Codecs: TypeAlias = Codec | Mapping[str, Codec]
 
 CODEC_NAMES = ("none", "fp16", "int8", "int8:channel", CALIBRATED, "lossless", "fp16+lossless", "int8+lossless",
                "int8:channel+lossless", f"{CALIBRATED}+lossless")
@@ -50,6 +54,12 @@ def canonical_codec(spec: str) -> str:
 
 def is_calibrated(spec: str) -> bool:
     return spec.strip().lower().partition("+")[0] == CALIBRATED
+
+
+def codec_of(codecs: Codecs | None, name: str) -> Codec:
+    """Tensor `name`'s codec: the one codec, or its own in a mapping (plain .npy where it has none)."""
+    own = codecs.get(name) if isinstance(codecs, Mapping) else codecs
+    return own or Raw()
 
 
 def tensor_codecs(spec: str, ranges: Mapping[str, TensorRange]) -> dict[str, Codec] | Codec:

@@ -13,8 +13,8 @@ whole model: a cut whose predicted latency at the estimate's slow end (one
 spread below it) misses the deadline, or is no faster there than the device
 alone, is not tried, the device answering from the start instead; and the
 server gets what the deadline leaves once the device could still finish from
-the tensors it computed. When it does not answer in that time, the device finishes the
-request itself from those tensors, with that cut's server graph
+the tensors it computed. When it does not answer in that time, the device
+finishes the request itself from those tensors, with that cut's server graph
 (server/cut<ID>.onnx, the model from the cut to the outputs), and the
 connection is dropped so that a late answer is never taken for a later
 request's. A device that was given the device folder alone finishes from the
@@ -170,21 +170,15 @@ class AdaptiveDevice:
             self._probe()
         t = self._now()
         estimate = self.estimator.estimate(t)
-        bps = estimate.bps if estimate.bps is not None and not estimate.stale else self.plan.link.uplink_bps
+        fresh = estimate.bps is not None and not estimate.stale
+        bps = estimate.bps if fresh else self.plan.link.uplink_bps
         rtt_change = self.estimator.rtt_s - self.plan.link.rtt_s  # the lines were drawn for the planned round trip
         line = self.chooser.choose(bps, rtt_change)
         kept: AdaptiveCutRecord = line.candidate  # type: ignore[assignment]
         begin = time.perf_counter()
-        # Whether to try the server at all is decided at the estimate's slow end (one spread below it): a try
-        # that fails costs the whole deadline, and on a moving link the estimate is often 30% high.
-        fresh = estimate.bps is not None and not estimate.stale
-        cautious = self.chooser.predicted_s(line, bps / (estimate.spread if fresh else 1.0), rtt_change)
-        too_slow = self.hold_cut is None and cautious > self._remote_budget(kept) + kept.predicted.device_s
-        if self.deadline_s is not None and self.alone is not None and kept is not self.alone:
-            # Under a deadline a try that fails costs the deadline: the server is worth it only when it is
-            # faster than answering alone even at the slow end.
-            too_slow = too_slow or (self.hold_cut is None and cautious >= self.alone.predicted.device_s)
-        if kept.server_model is None or too_slow:  # a held cut is always tried: the deadline still catches it
+        # Whether to try the server at all is decided at the estimate's slow end (one spread below it).
+        cautious_s = self.chooser.predicted_s(line, bps / (estimate.spread if fresh else 1.0), rtt_change)
+        if kept.server_model is None or not self._worth_trying(kept, cautious_s):
             answered = self._from_the_start(feeds)
         else:
             answered = self._remote(kept, feeds, begin)
@@ -192,6 +186,17 @@ class AdaptiveDevice:
                              time.perf_counter() - begin, estimate.spread if estimate.bps is not None else None)
         self.points.append(point)
         return point
+
+    def _worth_trying(self, kept: AdaptiveCutRecord, cautious_s: float) -> bool:
+        """Whether to send at `kept`, predicted to answer in `cautious_s` at the estimate's slow end. A held cut
+        is always tried (the deadline still catches it). Under a deadline a try that fails costs the whole
+        deadline, and on a moving link the estimate is often 30% high: the server must answer within what the
+        deadline leaves, and faster than the device alone."""
+        if self.hold_cut is not None:
+            return True
+        if cautious_s > self._remote_budget(kept) + kept.predicted.device_s:
+            return False
+        return self.deadline_s is None or self.alone is None or cautious_s < self.alone.predicted.device_s
 
     def close(self) -> None:
         self.client.close()

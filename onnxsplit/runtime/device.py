@@ -25,14 +25,13 @@ import numpy as np
 
 from splitnn.onnxsplit.artifacts.plan_file import read_vertical_plan
 from splitnn.onnxsplit.codecs.base import Raw
-from splitnn.onnxsplit.codecs.specs import tensor_codecs
+from splitnn.onnxsplit.codecs.specs import Codecs
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.runtime.wire import (
     DEFAULT_MAX_FRAME_BYTES,
     ERROR,
     REQUEST,
-    Codecs,
     ConnectionClosed,
     Frame,
     ProtocolError,
@@ -81,8 +80,7 @@ class DevicePart:
         # All on the device: nothing is sent, the device part's outputs are the answer.
         self.server_empty: bool = parts.server.empty
         # How the tensors travel (partition --codec); the server decodes by the name each tensor carries.
-        self.codec: Codecs = (tensor_codecs(self.plan.codec.name, {r.name: r for r in self.plan.codec.ranges})
-                              if self.plan.codec is not None else Raw())
+        self.codec: Codecs = self.plan.codec.codecs() if self.plan.codec is not None else Raw()
         # Only what the server part reads is sent; model outputs computed here stay here and join its answer.
         self.sends: list[str] = list(parts.server.inputs)
         self.keeps: list[str] = [name for name in self.outputs if name in self.plan.outputs]

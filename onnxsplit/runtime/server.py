@@ -18,7 +18,6 @@ from pathlib import Path
 
 from splitnn.onnxsplit.artifacts.plan_file import read_vertical_plan
 from splitnn.onnxsplit.codecs.base import Codec
-from splitnn.onnxsplit.codecs.specs import tensor_codecs
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.runtime.wire import (
@@ -78,8 +77,8 @@ def plan_codecs(outdir: str | Path) -> dict[str, Codec]:
     plan = read_vertical_plan(outdir)
     if plan.codec is None or not plan.codec.ranges:
         return {}
-    codecs = tensor_codecs(plan.codec.name, {r.name: r for r in plan.codec.ranges})
-    return codecs if isinstance(codecs, dict) else {}
+    codecs = plan.codec.codecs()
+    return dict(codecs) if isinstance(codecs, Mapping) else {}
 
 
 def server_part_path(outdir: str | Path) -> Path | None:

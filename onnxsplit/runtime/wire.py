@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from splitnn.onnxsplit.codecs.base import Codec, Raw
+from splitnn.onnxsplit.codecs.base import Codec
 from splitnn.onnxsplit.codecs.calibrated import CALIBRATED
-from splitnn.onnxsplit.codecs.specs import parse_codec
+from splitnn.onnxsplit.codecs.specs import Codecs, codec_of, parse_codec
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 MAGIC = b"SPNN"
@@ -85,16 +85,12 @@ class Frame:
     wire_bytes: int = 0  # header + payload, as read
 
 
-# One codec for every tensor, or one per tensor name (calibrated codecs hold each tensor's ranges).
-Codecs = Codec | Mapping[str, Codec]
-
-
 def encode_tensors(tensors: dict[str, np.ndarray], codec: Codecs | None = None) -> bytes:
     """The payload of `tensors`, each encoded with `codec` or its own in a mapping (plain .npy by default)."""
     out = io.BytesIO()
     out.write(struct.pack("<H", len(tensors)))
     for name, array in tensors.items():
-        own = (codec.get(name) if isinstance(codec, Mapping) else codec) or Raw()
+        own = codec_of(codec, name)
         codec_name = own.name.encode("ascii")
         encoded_name = name.encode("utf-8")
         array = np.asarray(array)  # ascontiguousarray would turn a 0-d tensor into 1-d

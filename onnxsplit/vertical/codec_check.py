@@ -17,9 +17,9 @@ from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, SERVER_DIR
 from splitnn.onnxsplit.artifacts.parts import Part
 from splitnn.onnxsplit.artifacts.plan_file import CodecRecord
 from splitnn.onnxsplit.artifacts.verification import verification_session
-from splitnn.onnxsplit.codecs.base import Codec, Raw
+from splitnn.onnxsplit.codecs.base import Raw
 from splitnn.onnxsplit.codecs.calibrated import TensorRange, calibrate_range
-from splitnn.onnxsplit.codecs.specs import is_calibrated, tensor_codecs
+from splitnn.onnxsplit.codecs.specs import Codecs, codec_of, is_calibrated, tensor_codecs
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 Tensors = dict[str, np.ndarray]
@@ -68,7 +68,8 @@ def part_runner(folder: Path, server: Part) -> ServerRun:
     """The written server part in `folder`, as measure_codec runs it."""
     step = PartStep(f"{SERVER_DIR}/{MODEL_FILE}", server.inputs, server.outputs)
     session = verification_session(folder / step.model)
-    return lambda tensors: outputs_of(run_steps([step], tensors, lambda _: session), server.outputs)
+    # run_steps adds the outputs to the pool it is given: a copy, so the caller's tensors stay what was sent.
+    return lambda tensors: outputs_of(run_steps([step], dict(tensors), lambda _: session), server.outputs)
 
 
 def measure_codec(server: ServerRun, sent: Sequence[Tensors], plain: Sequence[Tensors], spec: str,
@@ -116,7 +117,7 @@ class RoundTrip:
     decode_s: float
 
 
-def round_trip(codecs: dict[str, Codec] | Codec, tensors: Tensors) -> RoundTrip:
+def round_trip(codecs: Codecs, tensors: Tensors) -> RoundTrip:
     start = time.perf_counter()
     blobs = {name: codec_of(codecs, name).encode(array) for name, array in tensors.items()}
     encoded = time.perf_counter()
@@ -127,11 +128,6 @@ def round_trip(codecs: dict[str, Codec] | Codec, tensors: Tensors) -> RoundTrip:
 def is_scores(shape: Sequence[int]) -> bool:
     """One row of scores: a classifier's output, whose top-1 class agreement is measured."""
     return len(shape) == 2 and shape[0] == 1 and shape[1] > 1
-
-
-def codec_of(codecs: dict[str, Codec] | Codec, name: str) -> Codec:
-    """Tensor `name`'s codec: the one codec, or its own in a mapping (plain .npy where it has none)."""
-    return (codecs.get(name) or Raw()) if isinstance(codecs, dict) else codecs
 
 
 def _output_errors(got: Tensors, want: Tensors) -> tuple[float, float, bool | None]:

@@ -17,13 +17,11 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
-from onnx import helper
 
 from splitnn.cost_models.wire_bytes import coded_frame_bytes
 from splitnn.onnxsplit.analysis.analyze import Analysis
-from splitnn.onnxsplit.artifacts.parts import extract_parts
+from splitnn.onnxsplit.artifacts.parts import extract_parts, value_info
 from splitnn.onnxsplit.artifacts.plan_file import CodecTrialRecord
 from splitnn.onnxsplit.artifacts.verification import VERIFY_CONFIG
 from splitnn.onnxsplit.codecs.specs import is_calibrated, tensor_codecs
@@ -101,10 +99,7 @@ def _tensors_at(graph: Graph, names: set[str], inputs: Sequence[Tensors]) -> lis
     model = onnx.ModelProto()
     model.CopyFrom(graph.model)
     extra = sorted(n for n in names if n not in graph.outputs and n not in graph.inputs)
-    for name in extra:
-        info = graph.info(name)
-        model.graph.output.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(info.dtype)),
-                                                                info.shape))
+    model.graph.output.extend(value_info(graph, name) for name in extra)
     session = open_in_place(model, graph.initializers, graph.path, prepack=False, config=VERIFY_CONFIG)  # type: ignore[arg-type]
     wanted = [*graph.outputs, *extra]
     return [{**feeds, **dict(zip(wanted, session.run(wanted, feeds)))} for feeds in inputs]

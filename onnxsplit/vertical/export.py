@@ -170,19 +170,18 @@ def _measured_codec(staging: Path, parts: tuple[Part, Part], device_artifact: st
     """What `codec` does at the cut, on the calibration inputs (the parts run on each) or on the verification
     input (`verified`: what the server part read and returned); refused past `limit`."""
     device, server = parts
+    run_server = part_runner(staging, server)
     if calibration is None:
         sent, plain = [verified[0]], [verified[1]]
     else:
         device_session = verification_session(staging / device_artifact) if device_artifact else None
-        server_session = verification_session(staging / SERVER_DIR / MODEL_FILE)
         sent, plain = [], []
         for feeds in calibration.feeds:
             computed = dict(feeds)
             if device_session is not None:
                 computed.update(zip(device.outputs, device_session.run(list(device.outputs), {n: feeds[n] for n in device.inputs})))
             sent.append({name: computed[name] for name in server.inputs})
-            plain.append(dict(zip(server.outputs, server_session.run(list(server.outputs), sent[-1]))))
-    run_server = part_runner(staging, server)
+            plain.append(run_server(sent[-1]))
     measured = measure_codec(run_server, sent, plain, codec, calibration.source if calibration else None)
     if calibration is not None:  # what run-bench will see on the verification input, with the calibrated ranges
         on_verification = measure_codec(run_server, [verified[0]], [verified[1]], codec, ranges=measured.ranges)

@@ -150,7 +150,6 @@ def with_request_bytes(analysis: Analysis, plan: Plan, up_bytes: int, encode_s: 
     return prediction_of(p.device_s, p.encode_s + encode_s, p.server_s + decode_s, up_bytes, down, plan.device, plan.link)
 
 
-
 class _FrameBytes:
     """The bytes a cut's request and reply take on the wire: the tensors, and the frame around them (its header,
     each tensor's name and .npy header: cost_models/wire_bytes.py)."""
