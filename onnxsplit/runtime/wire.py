@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from splitnn.onnxsplit.codecs.base import Codec
-from splitnn.onnxsplit.codecs.calibrated import CALIBRATED
-from splitnn.onnxsplit.codecs.specs import Codecs, codec_of, parse_codec
+from splitnn.onnxsplit.codecs.specs import Codecs, codec_of, needs_ranges, parse_codec
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 MAGIC = b"SPNN"
@@ -138,7 +137,7 @@ def _decoded(name: str, codec_name: str, data: memoryview, codecs: Mapping[str, 
     held = codecs.get(name)
     if held is not None and held.name == codec_name:
         codec = held
-    elif CALIBRATED in codec_name:
+    elif needs_ranges(codec_name):
         raise ProtocolError(f"tensor '{name}' came as {codec_name}, and this side holds no calibration for it "
                             "(serve the plan the device was given)")
     else:

@@ -19,7 +19,8 @@ from splitnn.onnxsplit.artifacts.plan_file import CodecRecord
 from splitnn.onnxsplit.artifacts.verification import verification_session
 from splitnn.onnxsplit.codecs.base import Raw
 from splitnn.onnxsplit.codecs.calibrated import TensorRange, calibrate_range
-from splitnn.onnxsplit.codecs.specs import Codecs, codec_of, is_calibrated, tensor_codecs
+from splitnn.onnxsplit.codecs.image import image_axis, image_range
+from splitnn.onnxsplit.codecs.specs import Codecs, codec_of, image_spec, is_calibrated, tensor_codecs
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 Tensors = dict[str, np.ndarray]
@@ -99,10 +100,15 @@ def measure_codec(server: ServerRun, sent: Sequence[Tensors], plain: Sequence[Te
 
 
 def calibrated_ranges(spec: str, samples: Sequence[Tensors]) -> dict[str, TensorRange]:
-    """For an int8:calibrated spec, each floating-point tensor's range over `samples` (else none)."""
+    """For an int8:calibrated spec, each floating-point tensor's range over `samples`; for an image codec, each
+    image tensor's (codecs/image); else none."""
+    first = samples[0]
+    if image_spec(spec) is not None:
+        return {name: image_range(name, first[name], [s[name] for s in samples]) for name in first
+                if image_axis(first[name].shape) is not None
+                and (first[name].dtype == np.uint8 or np.issubdtype(first[name].dtype, np.floating))}
     if not is_calibrated(spec):
         return {}
-    first = samples[0]
     return {name: calibrate_range(name, [s[name] for s in samples]) for name in first
             if np.issubdtype(first[name].dtype, np.floating)}
 

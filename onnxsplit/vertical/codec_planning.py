@@ -9,6 +9,10 @@
 3. The pairs are tried in order of that prediction; a lossless pair passes as it is, a lossy one passes when the
    cut's server part, run on the decoded tensors of every input, keeps the outputs within the limit. The first
    that passes is chosen; the ones before it are reported with what ruled them out.
+
+The cut that sends the model's input (everything on the server) is also priced with the input as an image file
+(IMAGE_CODECS, codecs/image.py), when the input is one image, even where it cannot win: the plain baseline of
+sending a JPEG, which a split must beat to be worth it, is always in the report.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.parts import extract_parts, value_info
 from splitnn.onnxsplit.artifacts.plan_file import CodecTrialRecord
 from splitnn.onnxsplit.artifacts.verification import VERIFY_CONFIG
+from splitnn.onnxsplit.codecs.image import image_axis
 from splitnn.onnxsplit.codecs.specs import is_calibrated, tensor_codecs
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.graph import Graph
@@ -39,6 +44,9 @@ from splitnn.onnxsplit.vertical.codec_check import (
 from splitnn.onnxsplit.vertical.planning import Candidate, Plan, objective_score, with_request_bytes
 
 AUTO_CODECS = ("none", "lossless", "fp16", "fp16+lossless", "int8:calibrated", "int8:calibrated+lossless")
+# Priced at the cut that sends the model's input, when that input is one image. PNG is lossless on the 8-bit
+# codes, not on a float input: it is checked like the others.
+IMAGE_CODECS = ("jpeg:95", "jpeg:90", "jpeg:80", "jpeg:70", "webp:90", "webp:80", "png")
 LOSSLESS = ("none", "lossless")
 BYTES_INPUTS = 8  # inputs each pair's bytes are measured on (the median)
 
@@ -62,11 +70,15 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     """The best (cut, codec) pair by the plan's objective whose output change stays within `limit` (see the module
     doc). `calibrated`: the inputs are the user's, so int8:calibrated may take its ranges from them."""
     codecs = [c for c in AUTO_CODECS if calibrated or not is_calibrated(c)]
+    images = [c for c in IMAGE_CODECS if calibrated] if image_tensors(analysis.graph, analysis.cuts[0].tensors) else []
     pool = [plan.chosen] if plan.forced else [c for c in plan.candidates if c.feasible]  # --cut: its codec only
     best_plain = min(objective_score(c.predicted, plan.objective) for c in pool)
     sending = [c for c in pool if c.cut.tensors and (plan.forced or _may_win(c, plan, best_plain))]
-    at_cuts = _tensors_at(analysis.graph, {t for c in sending for t in c.cut.tensors}, inputs)
+    # The input as an image is priced even where it cannot win: it is the baseline the report shows.
+    baseline = [c for c in pool if c.cut.id == analysis.cuts[0].id] if images else []
+    at_cuts = _tensors_at(analysis.graph, {t for c in [*sending, *baseline] for t in c.cut.tensors}, inputs)
     priced = [(_pair(analysis, plan, c, spec, at_cuts), c, spec) for c in sending for spec in codecs]
+    priced += [(_pair(analysis, plan, c, spec, at_cuts), c, spec) for c in baseline for spec in images]
     priced += [(c.predicted, c, "none") for c in pool if not c.cut.tensors]
     priced.sort(key=lambda item: (objective_score(item[0], plan.objective), item[1].cut.id))
     trials, chosen = [], None
@@ -84,6 +96,26 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     if chosen is None:
         raise SplitnnError(f"--codec auto: no cut and codec keeps the outputs within {limit}")
     return CodecPlan(dataclasses.replace(plan, chosen=chosen[0]), chosen[1], tuple(trials))
+
+
+def image_tensors(graph: Graph, names: Sequence[str]) -> list[str]:
+    """Of tensors `names`, the ones an image codec can send: one image each, float or uint8 (codecs/image)."""
+    return [n for n in names if image_axis(tuple(graph.shape(n))) is not None
+            and (graph.info(n).dtype == "uint8" or graph.info(n).dtype.startswith("float"))]
+
+
+def image_input_cut(analysis: Analysis, spec: str, forced: Sequence[str] | None) -> tuple[str, ...]:
+    """The cut an image codec sends: the model's input, all else on the server. Refused when the input is no image
+    or the user named another cut."""
+    tensors = tuple(analysis.cuts[0].tensors)
+    if not image_tensors(analysis.graph, tensors):
+        shapes = ", ".join(f"{n} {list(analysis.graph.shape(n))}" for n in tensors)
+        raise SplitnnError(f"--codec {spec} sends the model's input as an image, and no input is one image "
+                           f"(1x3xHxW, 1xHxWx3 or one channel; this model takes {shapes}): choose another codec")
+    if forced is not None and set(forced) != set(tensors):
+        raise SplitnnError(f"--codec {spec} sends the model's input ({', '.join(tensors)}), all else on the server: "
+                           "drop --cut")
+    return tensors
 
 
 def _may_win(candidate: Candidate, plan: Plan, best_plain: float) -> bool:

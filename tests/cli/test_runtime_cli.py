@@ -233,3 +233,43 @@ def test_a_calibrated_codec_on_a_real_classifier_and_real_text_lines(tmp_path):
     assert not (tmp_path / "strict").exists()
     assert_bad_input(run_cli("partition", model, "-o", "x", "--codec", "int8:calibrated", cwd=tmp_path),
                      "add --calibration")
+
+
+def test_the_input_as_a_jpeg_on_a_real_classifier_and_real_pages(tmp_path):
+    """issue 14: --codec jpeg:90 sends the orientation classifier's input (a real Paddle export) as a JPEG, all else
+    on the server, with the pixel range taken from the user's images; run-bench sends it so; --codec auto prices
+    the JPEG baseline even where the board alone wins."""
+    from tests.helpers import MAGIKA, ORIENTATION, document_pages, packaged_model
+
+    (tmp_path / "pages").mkdir()
+    for i, page in enumerate(document_pages(8)[0]):
+        page.save(tmp_path / "pages" / f"page{i}.png")
+    model = str(packaged_model(*ORIENTATION[:2]))
+    common = ("--input-shape", "x:1x3x224x224", "--link", "3g", "--no-ort", "--calibration", "pages",
+              "--preprocess", "imagenet")
+    proc = run_cli("partition", model, "-o", "jpeg", *common, "--codec", "jpeg:90", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "x travels as an image" in proc.stdout
+    written = json.loads((tmp_path / "jpeg" / "plan.json").read_text())
+    codec = written["codec"]
+    assert written["cut"]["id"] == 0 and written["cut"]["tensors"] == ["x"]  # everything on the server
+    assert codec["name"] == "jpeg:90" and codec["inputs"] == 8 and codec["agreement"] == 1.0
+    assert codec["raw_bytes"] / codec["coded_bytes"] >= 20
+    (pixel_range,) = codec["ranges"]
+    assert pixel_range["low"][0] == pytest.approx((0 - 0.485) / 0.229, abs=1e-3)  # black text, ImageNet's mean
+    proc = run_cli("run-bench", "jpeg", "--requests", "2", "--no-baselines", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["codec"] == "jpeg:90" and report["outputs_match"] is True
+    # It sends the first page, whose JPEG is not the median's size: far fewer bytes than the float32 input all the same.
+    assert report["bytes_per_request"]["up"] < codec["raw_bytes"] / 20
+    proc = run_cli("partition", model, "-o", "auto", *common, "--codec", "auto", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["cut"]["tensors"] == []  # at 3G this board answers alone faster than any JPEG arrives...
+    baseline = [t for t in plan["codec_trials"] if t["cut_id"] == 0]
+    assert {t["codec"] for t in baseline} >= {"jpeg:90", "jpeg:70", "webp:80", "png"}  # ...and the report says by how much
+    assert min(t["total_s"] for t in baseline) > plan["predicted"]["total_s"]
+    assert_bad_input(run_cli("partition", str(packaged_model(*MAGIKA[:2])), "-o", "x", "--input-shape", "bytes:1x2048",
+                             "--codec", "jpeg:90", "--calibration", "pages", cwd=tmp_path), "no input is one image")
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,94 @@
+"""The model's input as an image file (issue 14): JPEG, WebP or PNG through Pillow, for the cut that sends the
+input itself to the server. This is the baseline most split-computing methods lose to (SC2, Matsubara et al.,
+TMLR 2023): compress the picture and send it all.
+
+The input is a float tensor of one image, (1, C, H, W) or (1, H, W, C) with C = 3 (RGB) or 1 (grey); the
+layout is read from the shape (the axis of size 3 or 1; NCHW where both could be). Its values are mapped to
+0..255 with one affine range for the whole tensor, calibrated from the user's inputs like int8:calibrated's
+(codecs/calibrated.TensorRange), which both sides hold: for an ImageNet-normalized input that range is about
+-2.1..2.6, so the pixel codes are the original 8-bit pixels give or take the rounding. A uint8 input is sent
+as it is (range 0..255, step 1).
+
+Pillow is the encoder because it is the well-kept one every Python imaging stack already carries (libjpeg-turbo,
+libwebp and zlib inside its wheels); its JPEG uses 4:2:0 chroma subsampling below quality 95 and none above.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from splitnn.onnxsplit.codecs.base import pack, unpack
+from splitnn.onnxsplit.codecs.calibrated import TensorRange
+
+# spec prefix -> Pillow's format name; PNG is lossless and takes no quality.
+IMAGE_FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "png": "PNG"}
+# An image header may claim any size: one larger than this is refused before a pixel is decoded.
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+
+
+def image_axis(shape: tuple[int, ...]) -> int | None:
+    """The channel axis of one image's tensor: 1 (NCHW) or 3 (NHWC); None when the shape is not one image."""
+    if len(shape) != 4 or shape[0] != 1:
+        return None
+    if shape[1] in (1, 3):
+        return 1
+    return 3 if shape[3] in (1, 3) else None
+
+
+def image_range(name: str, sample: np.ndarray, samples: list[np.ndarray]) -> TensorRange:
+    """The one affine range that maps the tensor's values over `samples` to 0..255 (uint8: the identity)."""
+    if sample.dtype == np.uint8:
+        return TensorRange(name, (0.0,), (1.0,), sample.dtype.str)
+    low = float(min(s.min() for s in samples))
+    high = float(max(s.max() for s in samples))
+    return TensorRange(name, (low,), ((high - low) / 255.0 if high > low else 1.0,), sample.dtype.str)
+
+
+class ImageCodec:
+    """One image tensor as a JPEG, WebP or PNG file (see the module doc)."""
+
+    def __init__(self, tensor_range: TensorRange, fmt: str, quality: int | None) -> None:
+        if fmt not in IMAGE_FORMATS:
+            raise ValueError(f"unknown image format '{fmt}'")
+        self.range, self.format, self.quality = tensor_range, fmt, quality
+        self.name = fmt if quality is None else f"{fmt}:{quality}"
+
+    def encode(self, array: np.ndarray) -> bytes:
+        from PIL import Image
+
+        axis = image_axis(array.shape)
+        if axis is None:
+            raise ValueError(f"tensor '{self.range.name}' of shape {list(array.shape)} is not one image "
+                             "(1xCxHxW or 1xHxWxC with 3 or 1 channels)")
+        pixels = array[0] if axis == 3 else np.moveaxis(array[0], 0, -1)  # H, W, C
+        codes = np.clip(np.rint((pixels.astype(np.float32) - self.range.low[0]) / self.range.step[0]), 0, 255)
+        codes = codes.astype(np.uint8)
+        image = Image.fromarray(codes[:, :, 0] if codes.shape[2] == 1 else codes, "L" if codes.shape[2] == 1 else "RGB")
+        buffer = io.BytesIO()
+        options = {} if self.quality is None else {"quality": self.quality}
+        if self.format == "jpeg" and self.quality is not None and self.quality >= 95:
+            options["subsampling"] = 0  # 4:4:4: at this quality the colours are kept too
+        image.save(buffer, format=IMAGE_FORMATS[self.format], **options)
+        return pack(b"nhwc" if axis == 3 else b"nchw", buffer.getvalue())
+
+    def decode(self, data: bytes | memoryview) -> np.ndarray:
+        from PIL import Image
+
+        layout, encoded = unpack(data)
+        if layout not in (b"nchw", b"nhwc"):
+            raise ValueError(f"image layout {layout[:8]!r} is neither nchw nor nhwc")
+        try:
+            with Image.open(io.BytesIO(encoded)) as image:  # reads the header only
+                if image.format != IMAGE_FORMATS[self.format]:
+                    raise ValueError(f"expected a {IMAGE_FORMATS[self.format]} image, got {image.format}")
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    raise ValueError(f"a {image.width}x{image.height} image is over the {MAX_IMAGE_PIXELS} pixels allowed")
+                codes = np.asarray(image)
+        except (OSError, SyntaxError, Image.DecompressionBombError) as exc:  # what Pillow raises on a bad file
+            raise ValueError(f"not a readable {IMAGE_FORMATS[self.format]} image ({exc})") from None
+        codes = codes[:, :, None] if codes.ndim == 2 else codes
+        values = codes if self.range.dtype == np.dtype(np.uint8).str else (
+            self.range.low[0] + codes.astype(np.float32) * self.range.step[0])
+        values = values.astype(np.dtype(self.range.dtype))
+        return values[None] if layout == b"nhwc" else np.moveaxis(values, -1, 0)[None]
