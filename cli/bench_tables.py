@@ -67,6 +67,10 @@ def _render_emulation(report: SplitBenchReport) -> None:
                           for what, c in parts)
     console.print(f"[yellow]device compute emulated: each run waits until the device profile's prediction has "
                   f"passed ({described})[/yellow]")
+    if slow.encode_board_s:
+        console.print(f"[yellow]encoding emulated: each request's encoding waits until {slow.encode_board_s * 1e3:.2f} ms "
+                      "have passed, the codec's time on the board as partition priced it (its time here scaled by the "
+                      "board's memory bandwidth against this host's)[/yellow]")
 
 
 def _render_stream(stream: StreamReport) -> None:

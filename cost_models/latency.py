@@ -71,6 +71,13 @@ def node_seconds(node: Node, cost: NodeCost, graph: Graph, profile: DeviceProfil
     return work_seconds(node_work(node, cost, graph), profile)
 
 
+def time_scale(profile: DeviceProfile, here: DeviceProfile) -> float:
+    """How many times longer `profile` takes than this machine (`here`, its measured profile) for work timed here
+    that streams its data through memory, a codec's encode or decode: the ratio of their memory bandwidths (a
+    RockPro64 against this host: about 14)."""
+    return here.memory_bytes_per_s / profile.memory_bytes_per_s
+
+
 def seconds(graph: Graph, costs: list[NodeCost], indices: Iterable[int], profile: DeviceProfile) -> float:
     """Predicted time of running nodes `indices` one after the other on `profile`."""
     return sum(node_seconds(graph.nodes[i], costs[i], graph, profile) for i in indices)

@@ -182,11 +182,24 @@ class CodecRecord(Record):
     inputs: int = 1  # how many inputs it was measured on
     calibration: str | None = None  # where those inputs came from (None: the verification input)
     ranges: tuple[TensorRange, ...] = ()  # int8:calibrated: each tensor's range, which device and server both use
-    encode_s: float = 0.0  # median per request on the machine that planned (not scaled to a device)
+    encode_s: float = 0.0  # median per request on the machine that planned
     decode_s: float = 0.0
+    # How many times longer the device encodes and the server decodes than the machine that planned
+    # (cost_models.latency.time_scale; plan files older than these fields: 1, this machine's time).
+    device_scale: float = 1.0
+    server_scale: float = 1.0
     # The largest output change on the verification input, which run-bench runs (None: the inputs measured on
     # were that input, and max_abs_err is it).
     verification_abs_err: float | None = None
+
+    @property
+    def device_encode_s(self) -> float:
+        """The encode time on the device, as the prediction counts it."""
+        return self.encode_s * self.device_scale
+
+    @property
+    def server_decode_s(self) -> float:
+        return self.decode_s * self.server_scale
 
     def codecs(self) -> Codecs:
         """The codec each tensor travels in (int8:calibrated: one per tensor, with its range)."""

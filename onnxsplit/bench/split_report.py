@@ -46,6 +46,7 @@ class SlowdownReport(Record):
     emulated: bool  # False: the part ran at this host's own speed
     device_part: Calibration | None = None
     whole_model: Calibration | None = None  # the all-on-device baseline's
+    encode_board_s: float = 0.0  # calibrated: each request's encoding waits until this (the codec's predicted time)
 
 
 @dataclass(frozen=True)

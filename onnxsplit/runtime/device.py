@@ -104,11 +104,12 @@ class DeviceClient:
     """Runs the device part and talks to a server (directly, or through a LinkRelay)."""
 
     def __init__(self, part: DevicePart, server: tuple[str, int], *, slowdown: float = 1.0, board_s: float = 0.0,
-                 timeout_s: float = 30.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+                 timeout_s: float = 30.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, encode_board_s: float = 0.0) -> None:
         self.part = part
         self.server = server
         self.slowdown = slowdown
         self.board_s = board_s
+        self.encode_board_s = encode_board_s  # the emulated board's encoding: this host's times `slowdown`, or at least this
         self.timeout_s = timeout_s
         self.max_frame_bytes = max_frame_bytes
         self._ids = itertools.count(1)
@@ -158,11 +159,22 @@ class DeviceClient:
         """The model outputs the device part computed: they are part of the answer without travelling."""
         return {name: tensors[name] for name in getattr(self.part, "keeps", ())}
 
+    def request_frame(self, tensors: dict[str, np.ndarray], request_id: int) -> bytes:
+        """A request's bytes, the tensors in the plan's codec (partition --codec; plain .npy where it has none), in the
+        time the emulated board takes to encode them."""
+        start = time.perf_counter()
+        data = encode_frame(Frame(REQUEST, request_id, tensors=tensors), getattr(self.part, "codec", None))
+        measured = time.perf_counter() - start
+        board_s = max(measured * self.slowdown, self.encode_board_s)
+        if board_s > measured:
+            time.sleep(board_s - measured)
+        return data
+
     def exchange(self, tensors: dict[str, np.ndarray], request_id: int | None = None) -> RequestResult:
         """Encode, send, wait; the device compute is not included (see `request`)."""
         request_id = request_id if request_id is not None else next(self._ids)
         start = time.perf_counter()
-        data = encode_frame(Frame(REQUEST, request_id, tensors=tensors), getattr(self.part, "codec", None))
+        data = self.request_frame(tensors, request_id)
         encoded = sent = time.perf_counter()
         try:
             sock = self._connect()

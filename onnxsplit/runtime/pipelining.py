@@ -26,11 +26,8 @@ import numpy as np
 from splitnn.onnxsplit.runtime.device import DeviceClient
 from splitnn.onnxsplit.runtime.wire import (
     ERROR,
-    REQUEST,
     ConnectionClosed,
-    Frame,
     ProtocolError,
-    encode_frame,
     read_frame,
 )
 
@@ -153,7 +150,7 @@ def stream_frames(client: DeviceClient, feeds: dict[str, np.ndarray], frames: in
                     break
             tensors, compute_s = client.compute(feeds)
             encode_start = time.perf_counter()
-            data = encode_frame(Frame(REQUEST, request_id, tensors=client.payload(tensors, feeds)))
+            data = client.request_frame(client.payload(tensors, feeds), request_id)  # in the plan's codec
             device_s.append(compute_s + time.perf_counter() - encode_start)
             most_in_flight = max(most_in_flight, answers.sent(started, request_id, begin))
             try:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from splitnn.cost_models.latency import time_scale
+from splitnn.cost_models.profiles import DeviceProfile
 from splitnn.onnxsplit.artifacts.chain import PartStep, outputs_of, run_steps
 from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, SERVER_DIR
 from splitnn.onnxsplit.artifacts.parts import Part
@@ -97,6 +99,15 @@ def measure_codec(server: ServerRun, sent: Sequence[Tensors], plain: Sequence[Te
         all(agreed) if agreed else None, sum(agreed) / len(agreed) if agreed else None, len(sent), calibration,
         tuple(by_name.values()), statistics.median(encode_s), statistics.median(decode_s),
     )
+
+
+def codec_scales(device: DeviceProfile, server: DeviceProfile) -> tuple[float, float]:
+    """How many times longer the device encodes and the server decodes than this machine, where both were timed:
+    scaled by memory bandwidth against this machine's measured profile (cost_models.host, cached)."""
+    from splitnn.cost_models.host import host_profile
+
+    here = host_profile()
+    return time_scale(device, here), time_scale(server, here)
 
 
 def calibrated_ranges(spec: str, samples: Sequence[Tensors]) -> dict[str, TensorRange]:

@@ -37,6 +37,7 @@ from splitnn.onnxsplit.vertical.codec_check import (
     OutputChangeLimit,
     Tensors,
     calibrated_ranges,
+    codec_scales,
     is_scores,
     measure_codec,
     round_trip,
@@ -77,8 +78,9 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     # The input as an image is priced even where it cannot win: it is the baseline the report shows.
     baseline = [c for c in pool if c.cut.id == analysis.cuts[0].id] if images else []
     at_cuts = _tensors_at(analysis.graph, {t for c in [*sending, *baseline] for t in c.cut.tensors}, inputs)
-    priced = [(_pair(analysis, plan, c, spec, at_cuts), c, spec) for c in sending for spec in codecs]
-    priced += [(_pair(analysis, plan, c, spec, at_cuts), c, spec) for c in baseline for spec in images]
+    scales = codec_scales(plan.device, plan.server)
+    priced = [(_pair(analysis, plan, c, spec, at_cuts, scales), c, spec) for c in sending for spec in codecs]
+    priced += [(_pair(analysis, plan, c, spec, at_cuts, scales), c, spec) for c in baseline for spec in images]
     priced += [(c.predicted, c, "none") for c in pool if not c.cut.tensors]
     priced.sort(key=lambda item: (objective_score(item[0], plan.objective), item[1].cut.id))
     trials, chosen = [], None
@@ -137,14 +139,16 @@ def _tensors_at(graph: Graph, names: set[str], inputs: Sequence[Tensors]) -> lis
     return [{**feeds, **dict(zip(wanted, session.run(wanted, feeds)))} for feeds in inputs]
 
 
-def _pair(analysis: Analysis, plan: Plan, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors]):  # type: ignore[no-untyped-def]
-    """The candidate's prediction with its tensors in `spec`, priced at the encoded bytes of the first inputs."""
+def _pair(analysis: Analysis, plan: Plan, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors],  # type: ignore[no-untyped-def]
+          scales: tuple[float, float]):
+    """The candidate's prediction with its tensors in `spec`, priced at the encoded bytes of the first inputs and
+    the codec's times here, times `scales` (device, server: codec_check.codec_scales)."""
     sent = [{t: values[t] for t in candidate.cut.tensors} for values in at_cuts]
     codecs = tensor_codecs(spec, calibrated_ranges(spec, sent))  # the ranges over every input, as write_split takes them
     trips = [round_trip(codecs, tensors) for tensors in sent[:BYTES_INPUTS]]
     up = coded_frame_bytes(candidate.cut.tensors, spec, int(statistics.median(t.coded_bytes for t in trips)))
-    return with_request_bytes(analysis, plan, up, statistics.median(t.encode_s for t in trips),
-                              statistics.median(t.decode_s for t in trips), candidate)
+    return with_request_bytes(analysis, plan, up, statistics.median(t.encode_s for t in trips) * scales[0],
+                              statistics.median(t.decode_s for t in trips) * scales[1], candidate)
 
 
 def _check(graph: Graph, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors], limit: OutputChangeLimit) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from splitnn.cost_models.latency import NodeWork, node_work
+from splitnn.cost_models.prediction import Prediction
 from splitnn.cost_models.wire_bytes import coded_frame_bytes
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut, device_side
@@ -53,7 +54,7 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
-from splitnn.onnxsplit.vertical.codec_check import OutputChangeLimit, measure_codec, part_runner
+from splitnn.onnxsplit.vertical.codec_check import OutputChangeLimit, codec_scales, measure_codec, part_runner
 from splitnn.onnxsplit.vertical.planning import Plan, candidate_record, cut_record, with_request_bytes
 
 
@@ -147,13 +148,20 @@ def write_split(
             sent = {name: computed[name] for name in server.inputs}
             measured = _measured_codec(staging, (device, server), device_artifact, (sent, outputs_of(chained, server.outputs)),
                                        codec, calibration, max_output_change)
-            up = coded_frame_bytes(sent, measured.name, measured.coded_bytes)
-            # The codec's own times as measured here (the bench runs it on this machine too; not scaled to a board).
-            predicted = with_request_bytes(analysis, plan, up, measured.encode_s, measured.decode_s)
+            measured, predicted = _priced(analysis, plan, sent, measured)
             document = dataclasses.replace(document, codec=measured, predicted=predicted)
         write_plan(staging, document)
         publish(staging, outdir)
         return document
+
+
+def _priced(analysis: Analysis, plan: Plan, sent: dict[str, np.ndarray], measured: CodecRecord) -> tuple[CodecRecord, Prediction]:
+    """The codec with its times as the board and the server take them (its times here, scaled), and the plan's
+    prediction at its bytes and those times."""
+    up = coded_frame_bytes(sent, measured.name, measured.coded_bytes)
+    scales = codec_scales(plan.device, plan.server)
+    measured = dataclasses.replace(measured, device_scale=scales[0], server_scale=scales[1])
+    return measured, with_request_bytes(analysis, plan, up, measured.device_encode_s, measured.server_decode_s)
 
 
 @dataclass(frozen=True)
