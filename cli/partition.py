@@ -58,7 +58,6 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --reuse
     """
     from splitnn.onnxsplit.analysis.analyze import analyze
-    from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
     from splitnn.onnxsplit.model.loading import load_graph
 
@@ -76,9 +75,7 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
         forced = image_input_cut(analysis, codec.spec, choice.forced)
     plan = plan_split(analysis, inputs.device, inputs.server, inputs.link, choice.objective, inputs.constraints, forced)
     if choice.adaptive:
-        if codec.spec != "none":
-            raise SplitnnError("--codec applies to a single cut for now; an adaptive plan sends plain tensors: drop --codec")
-        _write_adaptive(analysis, plan, choice, outdir, verification, as_json)
+        _write_adaptive(analysis, plan, choice, codec, outdir, verification, as_json)
         return
     _write_vertical(analysis, plan, choice, codec, verification, outdir, as_json)
 
@@ -142,12 +139,27 @@ def _auto_codec(analysis, plan, codec: CodecChoice, calibration):  # type: ignor
     return chosen.plan, chosen.codec, chosen.trials
 
 
-def _write_adaptive(analysis, plan, choice: CutChoice, outdir: str, verification: Verification,  # type: ignore[no-untyped-def]
-                    as_json: bool) -> None:
-    from splitnn.onnxsplit.vertical.adaptive import plan_adaptive, write_adaptive
+def _write_adaptive(analysis, plan, choice: CutChoice, codec: CodecChoice, outdir: str,  # type: ignore[no-untyped-def]
+                    verification: Verification, as_json: bool) -> None:
+    from splitnn.onnxsplit.model.sample_inputs import random_inputs
+    from splitnn.onnxsplit.vertical.adaptive import (
+        check_adaptive_codec,
+        plan_adaptive,
+        plan_adaptive_coded,
+        write_adaptive,
+    )
+    from splitnn.onnxsplit.vertical.codec_planning import default_limit
 
     assert choice.bandwidth_range is not None
-    adaptive = plan_adaptive(plan, *choice.bandwidth_range)
+    if codec.spec == "none":
+        adaptive = plan_adaptive(plan, *choice.bandwidth_range)
+    else:
+        check_adaptive_codec(codec.spec)  # before any input is read
+        calibration = _calibration(codec, analysis.graph)
+        inputs = list(calibration.feeds) if calibration is not None else [random_inputs(analysis.graph)]
+        with stderr().status(f"pricing every cut in {codec.spec}..."):
+            adaptive = plan_adaptive_coded(analysis, plan, *choice.bandwidth_range, codec.spec, inputs,
+                                           codec.limit or default_limit(analysis.graph))
     with stderr().status("writing and verifying the kept cuts..."):
         document = write_adaptive(analysis, adaptive, outdir, ort_format=verification.ort_format,
                                   atol=verification.atol, rtol=verification.rtol)
@@ -162,7 +174,8 @@ def _write_adaptive(analysis, plan, choice: CutChoice, outdir: str, verification
         where = "all on the device" if not kept.cut.tensors else f"sends {', '.join(kept.cut.tensors)}"
         best = ("kept to answer alone" if kept.low_bps == kept.high_bps and not kept.cut.tensors
                 else f"best from {kept.low_bps / 1e6:.3g} to {kept.high_bps / 1e6:.3g} Mbit/s")
-        console.print(f"  cut {kept.cut.id} ({where}, {human_bytes(kept.cut.bytes)}): {best}; "
+        coded = f" as {human_bytes(kept.codec.coded_bytes)} in {kept.codec.name}" if kept.codec is not None else ""
+        console.print(f"  cut {kept.cut.id} ({where}, {human_bytes(kept.cut.bytes)}{coded}): {best}; "
                       f"{kept.fixed_s * 1e3:.1f} ms + {kept.wire_bits / 1e6:.3g} Mbit / uplink rate")
     v = document.verification
     console.print(f"verified: every kept cut chained against the model, max abs error {v.max_abs_err:.3g}, device "

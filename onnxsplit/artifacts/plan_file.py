@@ -381,6 +381,7 @@ class AdaptiveCutRecord(Record):
     wire_bits: float
     server: PartSpec
     server_model: str | None  # None: all on the device
+    codec: CodecRecord | None = None  # partition --adaptive --codec: how this cut's tensors travel (None: plain .npy)
 
 
 @dataclass(frozen=True)

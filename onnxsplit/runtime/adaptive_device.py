@@ -26,7 +26,7 @@ finish on the device, waits until the device profile's predicted time for it has
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from splitnn.onnxsplit.artifacts.plan_file import AdaptiveCutRecord, AdaptivePlanFile
+from splitnn.onnxsplit.codecs.base import Raw
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.core.records import Record
@@ -90,6 +91,10 @@ class _CutView:
         self.sends = list(kept.server.inputs)
         self.keeps = [o for o in plan.outputs if o in made and (self.server_empty or o not in kept.server.outputs)]
         self.outputs = list(dict.fromkeys([*(t for t in kept.cut.tensors if t in made), *self.keeps]))
+        # How this cut's tensors travel (partition --adaptive --codec; the server decodes by each tensor's name),
+        # named per tensor: anything else, a probe, travels plain, at its own size.
+        codec = kept.codec.codecs() if kept.codec is not None else Raw()
+        self.codec = codec if isinstance(codec, Mapping) else {name: codec for name in self.sends}
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self.outputs:

@@ -15,13 +15,22 @@ always answer alone. Every kept cut is verified before the folder is published:
 the device graph's outputs for that cut, through its server graph, against the
 original model.
 
+With a codec (`partition --adaptive --codec int8+lossless`), every cut is priced at its tensors' measured bytes
+in that codec before the kept cuts are drawn (vertical/codec_planning.priced_with), each kept cut that sends is
+checked against the output-change bound, and what the codec did there is kept with the cut (its CodecRecord):
+the device sends that cut's tensors in it, and the server decodes by the name each tensor carries. Only codecs
+whose frames describe themselves are taken (not int8:calibrated nor the image codecs, whose ranges the server
+would have to hold per cut).
+
 run-bench runs it (bench/adaptive.py: the estimate, the choice per request,
 local answers on a deadline); serve, device and update-weights refuse this
 kind of plan with one line until they handle it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from splitnn.onnxsplit.analysis.analyze import Analysis
@@ -35,6 +44,7 @@ from splitnn.onnxsplit.artifacts.plan_file import (
     AdaptiveArtifacts,
     AdaptiveCutRecord,
     AdaptivePlanFile,
+    CodecRecord,
     PartSpec,
     header_fields,
     save_verification_data,
@@ -46,9 +56,12 @@ from splitnn.onnxsplit.artifacts.verification import (
     reference_outputs,
     verification_session,
 )
+from splitnn.onnxsplit.codecs.specs import needs_ranges
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
+from splitnn.onnxsplit.vertical.codec_check import OutputChangeLimit, Tensors
+from splitnn.onnxsplit.vertical.codec_planning import checked_at, priced_with
 from splitnn.onnxsplit.vertical.link_range import KeptCut, best_over_range, latency_lines
 from splitnn.onnxsplit.vertical.planning import Plan, cut_record
 
@@ -60,6 +73,25 @@ class AdaptivePlan:
     answers_alone: bool  # the all-on-device cut is among them (kept for a device that must answer alone)
     low_bps: float
     high_bps: float
+    codecs: dict[int, CodecRecord] = field(default_factory=dict)  # per kept cut that sends, with a codec
+
+
+def check_adaptive_codec(spec: str) -> None:
+    """Refuse a codec an adaptive plan cannot send in (see the module doc)."""
+    if spec == "auto" or needs_ranges(spec):
+        raise SplitnnError(f"--adaptive takes a codec whose frames describe themselves (fp16, int8, int8:channel, "
+                           f"lossless, or one of them +lossless), not {spec}")
+
+
+def plan_adaptive_coded(analysis: Analysis, plan: Plan, low_bps: float, high_bps: float, spec: str,
+                        inputs: Sequence[Tensors], limit: OutputChangeLimit) -> AdaptivePlan:
+    """plan_adaptive with every cut's tensors sent in codec `spec`, priced and checked on `inputs` (module doc)."""
+    check_adaptive_codec(spec)
+    priced, at_cuts = priced_with(analysis, plan, spec, inputs)
+    adaptive = plan_adaptive(priced, low_bps, high_bps)
+    codecs = {k.candidate.cut.id: checked_at(analysis.graph, k.candidate, spec, at_cuts, limit)
+              for k in adaptive.kept if k.candidate.cut.tensors}
+    return dataclasses.replace(adaptive, codecs=codecs)
 
 
 def plan_adaptive(plan: Plan, low_bps: float, high_bps: float) -> AdaptivePlan:
@@ -141,7 +173,8 @@ def _plan_file(analysis: Analysis, adaptive: AdaptivePlan, outdir: Path, device:
         spec = PartSpec(server.inputs, server.outputs, False) if server else PartSpec((), (), True)
         kept.append(AdaptiveCutRecord(cut_record(k.candidate), k.candidate.predicted, k.low_bps, k.high_bps,
                                       line.fixed_s, line.wire_bits, spec,
-                                      f"{SERVER_DIR}/{_server_file(cut.id)}" if server else None))
+                                      f"{SERVER_DIR}/{_server_file(cut.id)}" if server else None,
+                                      adaptive.codecs.get(cut.id)))
     plan = adaptive.plan
     return AdaptivePlanFile(
         **header_fields(analysis.graph, outdir),

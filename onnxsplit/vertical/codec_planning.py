@@ -26,7 +26,7 @@ import onnx
 from splitnn.cost_models.wire_bytes import coded_frame_bytes
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.parts import extract_parts, value_info
-from splitnn.onnxsplit.artifacts.plan_file import CodecTrialRecord
+from splitnn.onnxsplit.artifacts.plan_file import CodecRecord, CodecTrialRecord
 from splitnn.onnxsplit.artifacts.verification import VERIFY_CONFIG
 from splitnn.onnxsplit.codecs.image import image_axis
 from splitnn.onnxsplit.codecs.specs import is_calibrated, tensor_codecs
@@ -100,6 +100,28 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     return CodecPlan(dataclasses.replace(plan, chosen=chosen[0]), chosen[1], tuple(trials))
 
 
+def priced_with(analysis: Analysis, plan: Plan, spec: str, inputs: Sequence[Tensors]) -> tuple[Plan, list[Tensors]]:
+    """`plan` with every feasible cut that sends priced in `spec` at its measured bytes and codec times (an adaptive
+    plan draws its latency lines from these), and per input the model's outputs and every such cut's tensors."""
+    sending = [c for c in plan.candidates if c.feasible and c.cut.tensors]
+    at_cuts = _tensors_at(analysis.graph, {t for c in sending for t in c.cut.tensors}, inputs)
+    scales = codec_scales(plan.device, plan.server)
+    priced = {c.cut.id: _pair(analysis, plan, c, spec, at_cuts, scales) for c in sending}
+    candidates = [dataclasses.replace(c, predicted=priced[c.cut.id]) if c.cut.id in priced else c for c in plan.candidates]
+    return dataclasses.replace(plan, candidates=candidates), at_cuts
+
+
+def checked_at(graph: Graph, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors],
+               limit: OutputChangeLimit) -> CodecRecord:
+    """What `spec` does at `candidate`'s cut on every input (the cut's server part run on the decoded tensors);
+    refused when it moves the outputs past `limit`."""
+    record = _measure_at(graph, candidate, spec, at_cuts)
+    if spec not in LOSSLESS and not limit.allows(record):
+        raise SplitnnError(f"--codec {spec} moves cut {candidate.cut.id}'s outputs past {limit}: it reached "
+                           f"{limit.reached(record)}; nothing was written: allow more change or choose another codec")
+    return record
+
+
 def image_tensors(graph: Graph, names: Sequence[str]) -> list[str]:
     """Of tensors `names`, the ones an image codec can send: one image each, float or uint8 (codecs/image)."""
     return [n for n in names if image_axis(tuple(graph.shape(n))) is not None
@@ -153,6 +175,12 @@ def _pair(analysis: Analysis, plan: Plan, candidate: Candidate, spec: str, at_cu
 
 def _check(graph: Graph, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors], limit: OutputChangeLimit) -> str:
     """Run the cut's server part on every input's tensors through `spec`: "chosen" or why it is ruled out."""
+    record = _measure_at(graph, candidate, spec, at_cuts)
+    return "chosen" if limit.allows(record) else f"ruled out: {limit.reached(record)} (limit {limit})"
+
+
+def _measure_at(graph: Graph, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors]) -> CodecRecord:
+    """measure_codec at `candidate`'s cut, its server part run in memory on every input's tensors."""
     _, server = extract_parts(graph, graph.model, candidate.cut)
     session = open_in_place(server.model, graph.initializers, graph.path, prepack=False, config=VERIFY_CONFIG)  # type: ignore[arg-type]
     outputs = list(server.outputs)
@@ -162,5 +190,4 @@ def _check(graph: Graph, candidate: Candidate, spec: str, at_cuts: Sequence[Tens
 
     sent = [{t: a[t] for t in server.inputs} for a in at_cuts]
     plain = [{o: a[o] for o in outputs} for a in at_cuts]
-    record = measure_codec(run, sent, plain, spec)
-    return "chosen" if limit.allows(record) else f"ruled out: {limit.reached(record)} (limit {limit})"
+    return measure_codec(run, sent, plain, spec)

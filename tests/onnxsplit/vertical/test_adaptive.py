@@ -99,3 +99,31 @@ def test_compare_static_replays_the_link_with_each_kept_cut_held(sample_path, tm
     alone = next(r for r in report["static"] if r["held_cut"] == plan["kept"][-1]["cut"]["id"])
     assert alone["answered_local"] == 6
     assert_bad_input(run_cli("run-bench", str(tmp_path / "ad"), "--duration", "0"), "--duration")
+
+
+def test_an_adaptive_plan_sends_each_kept_cut_in_a_codec(sample_path, tmp_path):
+    """issue 14 in an adaptive plan: every cut priced at its tensors' bytes in the codec before the kept cuts are
+    drawn, each kept cut checked against the bound, and the device sends in it (the server decodes by name)."""
+    model = str(sample_path("alexnet"))
+    common = ("--link", "4g", "--adaptive", "--bandwidth-range", "0.5Mbit-50Mbit", "--no-ort")
+    plain = json.loads(run_cli("partition", model, "-o", str(tmp_path / "plain"), *common, "--json").stdout)
+    proc = run_cli("partition", model, "-o", str(tmp_path / "ad"), *common, "--codec", "int8+lossless", "--json")
+    assert proc.returncode == 0, proc.stderr
+    coded = json.loads(proc.stdout)
+    sending = [k for k in coded["kept"] if k["cut"]["tensors"]]
+    assert sending and all(k["codec"]["name"] == "int8+lossless" for k in sending)
+    assert all(k["codec"]["raw_bytes"] / k["codec"]["coded_bytes"] > 3 for k in sending)
+    for k in sending:  # the latency line's bits are the coded request's (and the float32 reply's)
+        assert k["wire_bits"] < k["cut"]["bytes"] * 8 / 2
+    # Cheaper bytes keep a remote cut down to a slower link than the plain plan does.
+    lowest = min(k["low_bps"] for k in sending)
+    assert lowest < min(k["low_bps"] for k in plain["kept"] if k["cut"]["tensors"])
+    trace = tmp_path / "fast.csv"
+    trace.write_text("time_s,mbps\n0,40\n")
+    proc = run_cli("run-bench", str(tmp_path / "ad"), "--trace", str(trace), "--rtt", "10ms", "--requests", "6",
+                   "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["answered_remote"] == 6 and report["errors"] == 0 and report["outputs_match"] is True
+    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "x"), *common, "--codec", "int8:calibrated",
+                             "--calibration", str(tmp_path / "plain" / "plan.json")), "describe themselves")
