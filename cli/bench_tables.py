@@ -107,9 +107,10 @@ def render_sweep(report: SweepReport) -> None:
     from rich.table import Table
 
     console = stdout()
+    codec = f", every cut's tensors in {report.codec}" if report.codec != "none" else ""
     console.print(f"{report.model}: {report.device} -> {report.link} -> {report.server}, objective "
                   f"{report.objective} (measured: {report.measure}, {report.requests} requests per cut in "
-                  f"{report.rounds} rounds over all cuts)")
+                  f"{report.rounds} rounds over all cuts{codec})")
     table = Table(title=f"{len(report.sweep)} of {report.feasible_cuts} feasible cuts measured", title_justify="left")
     for column in ("cut", "after node", "bytes", "predicted ms", "measured ms", "device ms", "transfer ms", "server ms", "K", "ok"):
         table.add_column(column, justify="left" if column == "after node" else "right")

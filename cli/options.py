@@ -453,18 +453,20 @@ class SweepChoice:
     objective: str
     max_device_share: float | None
     max_transfer_bytes: int | None
+    codec: str = "none"
 
 
 def _sweep_choice(sweep: bool, top: int | None, rounds: int | None, input_shapes: tuple[str, ...],
                   device_name: str | None, server_name: str | None, objective: str | None,
-                  max_device_share: float | None, max_transfer_bytes: str | None) -> SweepChoice | None:
+                  max_device_share: float | None, max_transfer_bytes: str | None, codec: str | None) -> SweepChoice | None:
+    from splitnn.onnxsplit.codecs.specs import canonical_codec
     from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.core.units import parse_bytes
 
     if not sweep:
         sweep_only = {"--top": top, "--rounds": rounds, "--input-shape": input_shapes or None, "--device": device_name,
                       "--server": server_name, "--objective": objective, "--max-device-share": max_device_share,
-                      "--max-transfer-bytes": max_transfer_bytes}
+                      "--max-transfer-bytes": max_transfer_bytes, "--codec": codec}
         given = [k for k, v in sweep_only.items() if v is not None]
         if given:
             raise SplitnnError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --sweep (a plan "
@@ -472,7 +474,8 @@ def _sweep_choice(sweep: bool, top: int | None, rounds: int | None, input_shapes
         return None
     return SweepChoice(top, rounds or 2, input_shapes, device_name or "rockpro64", server_name or "host",
                        objective or "latency", max_device_share,
-                       parse_bytes(max_transfer_bytes) if max_transfer_bytes else None)
+                       parse_bytes(max_transfer_bytes) if max_transfer_bytes else None,
+                       canonical_codec(codec) if codec else "none")
 
 
 SWEEP = OptionGroup("sweep", (
@@ -489,6 +492,9 @@ SWEEP = OptionGroup("sweep", (
                                         help="With --sweep: what to plan and measure (default latency).")),
     (("--max-device-share", "max_device_share"), dict(type=click.FloatRange(0, 1), help="With --sweep: as in partition.")),
     (("--max-transfer-bytes", "max_transfer_bytes"), dict(help="With --sweep: as in partition.")),
+    (("--codec", "codec"), dict(metavar="CODEC", help="With --sweep: send every cut's tensors in this codec and predict "
+                                                      "each cut at its measured bytes (fp16, int8, int8:channel, "
+                                                      "lossless, or one of them +lossless).")),
 ), _sweep_choice)
 
 

@@ -56,6 +56,7 @@ def run_bench(target: str, link: LinkChoice, bench: BenchChoice, sweep: SweepCho
       splitnn run-bench out/vgg16 --trace lte.csv --outage 3-5
       splitnn run-bench out/vgg16 --stream --requests 50 [--fps 10]
       splitnn run-bench resnet18.onnx --sweep --link wifi --top 6 --plot sweep.png
+      splitnn run-bench alexnet.onnx --sweep --link 3g --top 4 --codec int8+lossless
       splitnn run-bench out/adaptive --trace traces/wifi-to-3g.csv --deadline 160ms --requests 200
       splitnn run-bench out/adaptive --trace traces/wifi-to-3g.csv --duration 90 --plot timeline.png
       splitnn run-bench out/tiles                          (a tile plan: tiles on a local Dask cluster)
@@ -195,7 +196,7 @@ def _sweep(model: str, sweep: SweepChoice, link: LinkChoice, bench: BenchChoice,
     settings = settings_for(inputs.link.uplink_bps, inputs.link.rtt_s, downlink_bps=inputs.link.down_bps,
                             **link.impairments)
     return sweep_cuts(analysis, plan, settings, top=sweep.top, requests=bench.requests, rounds=sweep.rounds,
-                      slowdown=bench.slowdown, timeout_s=bench.timeout_s, progress=progress)
+                      slowdown=bench.slowdown, timeout_s=bench.timeout_s, progress=progress, codec=sweep.codec)
 
 
 def _plot(path: str, target: str, result: Any, sweep: bool) -> None:

@@ -30,9 +30,12 @@ from splitnn.onnxsplit.artifacts.bench_inputs import plan_feeds
 from splitnn.onnxsplit.artifacts.verification import reference_outputs
 from splitnn.onnxsplit.bench.split_report import SplitBenchReport
 from splitnn.onnxsplit.bench.vertical import BenchOptions, run_bench
+from splitnn.onnxsplit.codecs.specs import is_self_describing
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.records import Record
+from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.runtime.link_emulator import LinkSettings
+from splitnn.onnxsplit.vertical.codec_planning import priced_with
 from splitnn.onnxsplit.vertical.export import write_split
 from splitnn.onnxsplit.vertical.planning import Candidate, Plan
 
@@ -89,6 +92,7 @@ class SweepReport(Record):
     chosen: PointBrief
     best: PointBrief | None
     regret: float | None  # chosen / best, both measured
+    codec: str = "none"  # every cut's tensors sent in it (run-bench --sweep --codec), and predicted at its bytes
 
 
 def predicted_seconds(candidate: Candidate, objective: str) -> float:
@@ -108,15 +112,19 @@ def sweep_cuts(
     timeout_s: float = 30.0,
     workdir: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    codec: str = "none",
 ) -> SweepReport:
     """Measure the plan's feasible candidates (the `top` best by prediction, or all) and report the regret.
 
     `plan` is what `plan_split` chose; `slowdown` None calibrates each cut's
-    device part to its prediction (as `run-bench --device-slowdown auto` does).
+    device part to its prediction (as `run-bench --device-slowdown auto` does). With a `codec`, every cut is
+    predicted and sends in it (see _priced_in).
     """
     if plan.objective not in MEASURABLE:
         raise SplitnnError(f"a sweep measures latency or throughput, not {plan.objective} (that needs a power meter): "
                            "use --objective latency or throughput")
+    if codec != "none":
+        plan = _priced_in(analysis, plan, codec)
     ranked = sorted((c for c in plan.candidates if c.feasible),
                     key=lambda c: (predicted_seconds(c, plan.objective), c.cut.id))
     chosen_id = plan.chosen.cut.id
@@ -127,7 +135,7 @@ def sweep_cuts(
 
     rounds = max(1, min(rounds, requests))
     with tempfile.TemporaryDirectory(prefix="splitnn-sweep-", dir=workdir) as folder:
-        reference = _write_cuts(analysis, plan, measured, Path(folder), progress)
+        reference = _write_cuts(analysis, plan, measured, Path(folder), progress, codec)
         reports = _measure_rounds(Path(folder), measured, link, slowdown, reference, requests, rounds, timeout_s=timeout_s,
                                   stream=plan.objective == "throughput", progress=progress)
     points = [_point(candidate, plan.objective, reports[candidate.cut.id]) for candidate in measured]
@@ -150,18 +158,30 @@ def sweep_cuts(
         chosen=_brief(chosen),
         best=_brief(best) if best else None,
         regret=regret,
+        codec=codec,
     )
 
 
+def _priced_in(analysis: Analysis, plan: Plan, codec: str) -> Plan:
+    """`plan` with every cut predicted at its tensors' bytes in `codec` (on the input the cuts are verified on),
+    and the best chosen again on those predictions."""
+    if not is_self_describing(codec):
+        raise SplitnnError(f"--sweep --codec takes a codec whose frames describe themselves (fp16, int8, int8:channel, "
+                           f"lossless, or one of them +lossless), not {codec}")
+    priced, _ = priced_with(analysis, plan, codec, [random_inputs(analysis.graph)])
+    feasible = [c for c in priced.candidates if c.feasible]
+    return dataclasses.replace(priced, chosen=min(feasible, key=lambda c: (predicted_seconds(c, plan.objective), c.cut.id)))
+
+
 def _write_cuts(analysis: Analysis, plan: Plan, measured: list[Candidate], folder: Path,
-                progress: Callable[[str, int, int], None] | None) -> dict[str, np.ndarray]:
+                progress: Callable[[str, int, int], None] | None, codec: str) -> dict[str, np.ndarray]:
     """Write and verify every measured cut; the unsplit model's outputs on the bench input."""
     reference = None
     for index, candidate in enumerate(measured):
         if progress:
             progress("writing the cuts", index, len(measured))
         document = write_split(analysis, dataclasses.replace(plan, chosen=candidate, forced=True),
-                               folder / f"cut{candidate.cut.id}")
+                               folder / f"cut{candidate.cut.id}", codec=codec)
         if reference is None:  # every cut of one model gets the same input: run the unsplit model once
             reference = reference_outputs(analysis.graph, plan_feeds(document, BenchOptions.seed))
     assert reference is not None

@@ -80,6 +80,11 @@ def image_spec(spec: str) -> tuple[str, int | None] | None:
     return fmt, int(quality)
 
 
+def is_self_describing(spec: str) -> bool:
+    """Whether a frame in this codec is all a receiver needs (no ranges held on both sides; not "auto")."""
+    return spec.strip().lower() != "auto" and not needs_ranges(spec)
+
+
 def needs_ranges(spec: str) -> bool:
     """Whether the codec maps values with a range calibrated on the user's inputs, held by both sides (never raises:
     the wire asks it of any name a peer sends)."""
