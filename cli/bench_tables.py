@@ -42,7 +42,8 @@ def render_split(report: SplitBenchReport) -> None:
         verdict = "match" if report.outputs_match else "[red]DIFFER[/red]"
         codec = (f", within what the codec {report.codec} was measured to change at partition" if report.codec
                  else "")
-        console.print(f"outputs {verdict} the unsplit model (max abs error {report.max_abs_err:.3g}{codec})")
+        top1 = {True: "; the same top class", False: "; [red]another top class[/red]", None: ""}[report.same_top1]
+        console.print(f"outputs {verdict} the unsplit model (max abs error {report.max_abs_err:.3g}{codec}){top1}")
     for message in report.error_messages:
         console.print(f"[red]error:[/red] {message}")
     if report.stream is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from splitnn.cost_models.prediction import Prediction
 from splitnn.cost_models.profiles import DeviceProfile, LinkProfile
 from splitnn.onnxsplit.artifacts.chain import PartStep, SlicedStep, Step
 from splitnn.onnxsplit.artifacts.fingerprint import graph_fingerprint
+from splitnn.onnxsplit.artifacts.integrity import check_sha256, folder_sha256
 from splitnn.onnxsplit.artifacts.layout import PLAN_FILE, VERIFICATION_INPUTS_FILE, VERIFICATION_REFERENCE_FILE
 from splitnn.onnxsplit.artifacts.verification import Verification
 from splitnn.onnxsplit.codecs.calibrated import TensorRange
@@ -151,6 +152,13 @@ class PlanHeader(Record):
     graph_fingerprint: str
     inputs: dict[str, TensorSpec]
     outputs: tuple[str, ...]
+    # Every other file of the folder, by relative path: its SHA-256 when the plan was written (artifacts/integrity;
+    # empty in plans written before).
+    artifact_sha256: dict[str, str] = field(default_factory=dict)
+
+    def check_artifacts(self, outdir: str | Path, side: str | None) -> None:
+        """Refuse a file of `side` ("device", "server"; None: every file) that is missing or not the one written."""
+        check_sha256(Path(outdir), self.artifact_sha256, side)
 
 
 @dataclass(frozen=True)
@@ -462,9 +470,12 @@ def read_tile_plan(outdir: str | Path) -> TilePlanFile:
     return plan
 
 
-def write_plan(folder: Path, plan: PlanFile) -> None:
-    """Write plan.json into `folder` (atomically: readers see the old file or the new one)."""
+def write_plan(folder: Path, plan: PlanFile) -> PlanFile:
+    """Write plan.json into `folder` (atomically: readers see the old file or the new one), with the SHA-256 of every
+    other file of the folder as it is now; return the plan as written."""
+    plan = replace(plan, artifact_sha256=folder_sha256(folder))
     write_text_atomic(folder / PLAN_FILE, json.dumps(plan.to_dict(), indent=1))
+    return plan
 
 
 def model_path(outdir: str | Path, plan: PlanFile) -> Path:

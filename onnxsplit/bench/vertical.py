@@ -40,6 +40,8 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, RequestResult
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
 from splitnn.onnxsplit.runtime.pipelining import StreamResult, stream_frames
+from splitnn.onnxsplit.runtime.server import server_part_path
+from splitnn.onnxsplit.vertical.codec_check import is_scores
 
 STAGES = ("device_s", "encode_s", "transfer_s", "server_s", "e2e_s")
 BASELINE_REQUESTS = 10
@@ -112,11 +114,10 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
     `reference`: the unsplit model's outputs on `plan_feeds(plan, options.seed)`, when the caller has them
     already (a sweep measures many plans of one model); otherwise those kept in the plan folder are used.
     """
-    from splitnn.onnxsplit.runtime.server import server_part_path
-
     outdir = Path(outdir)
     part = DevicePart(outdir, spin=False)  # nor the device's, while the server computes
     plan = part.plan
+    plan.check_artifacts(outdir, "server")  # (the device part checked its own files)
     server_model = server_part_path(outdir)
     if reference is None:
         feeds, reference = inputs_and_reference(outdir, plan, options.seed)
@@ -128,8 +129,8 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
     if options.slowdown is None:
         tick("calibrating the device part", 1)(0)
         calibration = calibrate(lambda: part.run(feeds), plan.predicted.device_s)
-    # The codec's encoding waits until its predicted time on the board has passed, as the compute does (timing it
-    # here and scaling would scale this host's noise too: an encode after 0.3 s idle took 1.6 ms against 0.4 warm).
+    # The codec's encoding waits for its predicted time on the board, as the compute does (scaling each encode's
+    # time here scaled this host's noise too: an encode after 0.3 s idle took 1.6 ms against 0.4 warm).
     encode_board_s = plan.codec.device_encode_s if plan.codec is not None and options.slowdown is None else 0.0
     emulation = _Emulation(options.slowdown or 1.0, calibration.predicted_s if calibration else 0.0, encode_board_s)
     results, stream, stalls = _measure(part, server_model, link, options, emulation, feeds, tick)
@@ -154,6 +155,7 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
         baselines=baselines,
         outputs_match=outputs_match,
         max_abs_err=max_err,
+        same_top1=same_top1(ok[-1].outputs, reference) if reference is not None and ok else None,
         link=LinkReport(link.describe(), link.uplink_bps, link.downlink_bps, 2 * link.delay_s, link.jitter_s, link.loss,
                         stalls),
         slowdown=_slowdown_report(options, calibration, whole, emulation.encode_board_s),
@@ -172,6 +174,13 @@ class _Emulation:
     factor: float = 1.0
     board_s: float = 0.0
     encode_board_s: float = 0.0  # the request's encoding takes at least this
+
+
+def same_top1(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> bool | None:
+    """Whether every classifier output (one row of scores) has the reference's top class (None: there is none)."""
+    kept = [int(outputs[name].argmax()) == int(expected.argmax()) for name, expected in reference.items()
+            if name in outputs and is_scores(expected.shape)]
+    return all(kept) if kept else None
 
 
 def _outputs_check(plan: VerticalPlanFile, outputs: dict[str, np.ndarray],

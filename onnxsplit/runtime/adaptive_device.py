@@ -109,6 +109,7 @@ class AdaptiveDevice:
                  timeout_s: float = 30.0, hold_cut: int | None = None, emulate_board: bool = False,
                  true_rate: Callable[[float], float | None] | None = None) -> None:
         self.outdir, self.plan, self.deadline_s, self.timeout_s = outdir, plan, deadline_s, timeout_s
+        plan.check_artifacts(outdir, "device")
         self.hold_cut, self.emulate_board, self.true_rate = hold_cut, emulate_board, true_rate
         self.alone = next((k for k in plan.kept if k.server_model is None), None)
         if deadline_s is not None and self.alone is None:

@@ -69,6 +69,7 @@ class DevicePart:
         outdir = Path(outdir)
         self.folder = outdir
         self.plan = read_vertical_plan(outdir)
+        self.plan.check_artifacts(outdir, "device")
         parts = self.plan.parts
         self.inputs: list[str] = list(parts.device.inputs if not parts.device.empty else parts.server.inputs)
         self.outputs: list[str] = list(parts.device.outputs) if not parts.device.empty else self.inputs

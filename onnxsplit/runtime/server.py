@@ -60,10 +60,12 @@ def server_models(outdir: str | Path) -> list[Path]:
     from splitnn.onnxsplit.artifacts.plan_file import AdaptivePlanFile, plan_strategy, read_plan
 
     if plan_strategy(outdir) != "adaptive":
+        read_vertical_plan(outdir).check_artifacts(outdir, "server")
         path = server_part_path(outdir)
         return [] if path is None else [path]
     plan = read_plan(outdir, "adaptive")
     assert isinstance(plan, AdaptivePlanFile)
+    plan.check_artifacts(outdir, "server")
     return [Path(outdir) / k.server_model for k in plan.kept if k.server_model is not None]
 
 

@@ -203,6 +203,7 @@ class TileProgram:
     def __init__(self, outdir: str | Path) -> None:
         outdir = Path(outdir)
         self.plan = read_tile_plan(outdir)
+        self.plan.check_artifacts(outdir, None)  # every tile, slice and blob, before a worker gets any
         artifacts = self.plan.artifacts
         self.key = self.plan.graph_fingerprint + ":" + str(outdir.resolve())
         self.tiles = self.plan.tiles

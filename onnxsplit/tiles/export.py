@@ -158,7 +158,7 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
             "verification": {"max_abs_err": max_err, "atol": atol, "rtol": rtol, "passed": passed},
             "artifacts": artifacts,
         })
-        write_plan(staging, document)
+        document = write_plan(staging, document)
         publish(staging, outdir)
         return document
 

@@ -138,7 +138,7 @@ def write_adaptive(analysis: Analysis, adaptive: AdaptivePlan, outdir: str | Pat
                                   device_file.relative_to(staging).as_posix())
         save_verification_data(staging, feeds, reference)
         document = _plan_file(analysis, adaptive, outdir, device, servers, check, ort_format)
-        write_plan(staging, document)
+        document = write_plan(staging, document)
         publish(staging, outdir)
         return document
 

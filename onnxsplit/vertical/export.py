@@ -150,7 +150,7 @@ def write_split(
                                        codec, calibration, max_output_change)
             measured, predicted = _priced(analysis, plan, sent, measured)
             document = dataclasses.replace(document, codec=measured, predicted=predicted)
-        write_plan(staging, document)
+        document = write_plan(staging, document)
         publish(staging, outdir)
         return document
 

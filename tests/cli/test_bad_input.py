@@ -44,7 +44,7 @@ def test_timeouts_must_be_positive_and_a_deleted_device_part_is_named(workdir):
                              cwd=workdir), "--timeout")
     (workdir / "plan" / "device" / "model.ort").unlink()
     assert_bad_input(run_cli("device", "plan", "--server", "127.0.0.1:9", "--random", "1", cwd=workdir),
-                     "device part 'plan/device/model.ort' is missing")
+                     "'plan/device/model.ort' is missing")
     assert_bad_input(run_cli("run-bench", "plan", "--requests", "1", cwd=workdir), "is missing")
 
 
@@ -80,7 +80,9 @@ def test_damaged_parts_and_an_unknown_scheduler(workdir):
     for side in ("server", "device"):
         blob = workdir / "plan" / side / "weights.bin"
         blob.write_bytes(blob.read_bytes()[:100])
-    assert_bad_input(cli("serve", "plan", "--port", "0", cwd=workdir), "onnxruntime cannot load 'plan/server/model.onnx'")
+    # Named at start by its SHA-256 (issue 15, item 3), before onnxruntime sees it.
+    assert_bad_input(cli("serve", "plan", "--port", "0", cwd=workdir),
+                     "'plan/server/weights.bin' is not the file partition wrote")
     assert_bad_input(cli("update-weights", "plan", "--from", "lenet.onnx", cwd=workdir), "are damaged")
     proc = cli("partition", "lenet.onnx", "-o", "tiles", "--strategy", "tiles", "--nodes", "2", "--grid", "1x2",
                cwd=workdir)
@@ -101,3 +103,29 @@ def test_the_tests_keep_their_own_host_profile_cache():
 
     assert "splitnn-test-cache-" in os.environ["SPLITNN_CACHE_DIR"]
     assert not str(Path(os.environ["SPLITNN_CACHE_DIR"])).startswith(str(Path.home() / ".cache"))
+
+
+def test_every_artifact_is_checked_by_its_sha256(workdir):
+    """issue 15, item 3: plan.json records a SHA-256 per file; a blob of the right size with other bytes is refused
+    by the side that would run it, naming the file; update-weights writes the new hashes."""
+    import json
+
+    from tests.helpers import run_cli as cli
+
+    proc = cli("partition", "lenet.onnx", "-o", "plan", "--cut", "averagepool2_out", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    recorded = json.loads((workdir / "plan" / "plan.json").read_text())["artifact_sha256"]
+    assert {"device/model.onnx", "device/model.ort", "device/weights.bin", "server/model.onnx",
+            "server/weights.bin"} <= set(recorded) and "plan.json" not in recorded
+    blob = workdir / "plan" / "device" / "weights.bin"
+    original = blob.read_bytes()
+    blob.write_bytes(original[:-4] + b"\x00\x00\x80\x7f")  # the same size, the last weight now +inf
+    assert_bad_input(cli("device", "plan", "--server", "127.0.0.1:9", "--random", "1", cwd=workdir),
+                     "'plan/device/weights.bin' is not the file partition wrote")
+    assert_bad_input(cli("run-bench", "plan", "--requests", "1", cwd=workdir), "'plan/device/weights.bin'")
+    blob.write_bytes(original)
+    proc = cli("update-weights", "plan", "--from", "lenet.onnx", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((workdir / "plan" / "plan.json").read_text())["artifact_sha256"] == recorded  # same weights
+    proc = cli("run-bench", "plan", "--requests", "1", "--no-baselines", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr

@@ -269,7 +269,7 @@ def test_the_input_as_a_jpeg_on_a_real_classifier_and_real_pages(tmp_path):
     proc = run_cli("run-bench", "jpeg", "--requests", "2", "--no-baselines", "--stream", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["codec"] == "jpeg:90" and report["outputs_match"] is True
+    assert report["codec"] == "jpeg:90" and report["outputs_match"] is True and report["same_top1"] is True
     # The emulated board takes the codec's predicted time to encode (as it takes the part's to compute).
     assert report["slowdown"]["encode_board_s"] == pytest.approx(codec["encode_s"] * codec["device_scale"])
     # It sends the first page, whose JPEG is not the median's size: far fewer bytes than the float32 input all the same.
