@@ -21,8 +21,10 @@ from splitnn.cli.render import human_bytes, stdout
                                                  "finishing on the device when the server cannot.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Save the last answer's outputs (.npz).")
 @click.option("--json", "as_json", is_flag=True, help="Per-request timings as JSON.")
+@click.option("--token-file", type=click.Path(dir_okay=False),
+              help="The server's shared token (serve --token-file): answers its challenge on each connection.")
 def device(outdir: str, address: str, input_file: str | None, random_count: int | None, timeout: float,
-           deadline: str | None, output: str | None, as_json: bool) -> None:
+           deadline: str | None, output: str | None, as_json: bool, token_file: str | None) -> None:
     """Run the device part of OUTDIR and send its tensors to a server.
 
     On an adaptive plan (partition --adaptive) the device estimates the link
@@ -34,20 +36,23 @@ def device(outdir: str, address: str, input_file: str | None, random_count: int 
       splitnn device out/vgg16 --server 127.0.0.1:9000 --random 5
       splitnn device out/vgg16 --server 10.0.0.2:9000 --input image.npy -o result.npz
       splitnn device out/adaptive --server 10.0.0.2:9000 --random 100 --deadline 900ms
+      splitnn device out/vgg16 --server 10.0.0.2:9000 --random 5 --token-file token.txt
     """
     from splitnn.cli.options import duration_option_s
     from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
     from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.runtime.auth import read_token
 
     if (input_file is None) == (random_count is None):
         raise SplitnnError("give exactly one of --input FILE.npy or --random N")
+    token = read_token(token_file) if token_file is not None else None
     deadline_s = duration_option_s(deadline, "--deadline")
     if plan_strategy(outdir) == "adaptive":
-        outputs = _adaptive(outdir, address, input_file, random_count, timeout, deadline_s, as_json)
+        outputs = _adaptive(outdir, address, input_file, random_count, timeout, deadline_s, as_json, token)
     elif deadline_s is not None:
         raise SplitnnError("--deadline applies to adaptive plans (splitnn partition --adaptive)")
     else:
-        outputs = _split(outdir, address, input_file, random_count, timeout, as_json)
+        outputs = _split(outdir, address, input_file, random_count, timeout, as_json, token)
     if output is not None and outputs:
         import io
 
@@ -83,14 +88,14 @@ def _inputs(plan: Any, input_file: str | None, random_count: int | None) -> list
 
 
 def _split(outdir: str, address: str, input_file: str | None, random_count: int | None, timeout: float,
-           as_json: bool) -> dict[str, Any]:
+           as_json: bool, token: bytes | None) -> dict[str, Any]:
     """A split's device part: every request through the server. Returns the last answer's outputs."""
     from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, parse_address
 
     part = DevicePart(outdir)
     inputs = _inputs(part.plan, input_file, random_count)
-    client = DeviceClient(part, parse_address(address), timeout_s=timeout)
+    client = DeviceClient(part, parse_address(address), timeout_s=timeout, token=token)
     results = [client.request(feeds) for feeds in inputs]
     client.close()
     rows = [{"request": r.request_id, "ok": r.ok, "error": r.error, "device_s": r.device_s, "encode_s": r.encode_s,
@@ -112,7 +117,7 @@ def _split(outdir: str, address: str, input_file: str | None, random_count: int 
 
 
 def _adaptive(outdir: str, address: str, input_file: str | None, random_count: int | None, timeout: float,
-              deadline_s: float | None, as_json: bool) -> dict[str, Any]:
+              deadline_s: float | None, as_json: bool, token: bytes | None) -> dict[str, Any]:
     """An adaptive plan's device: a cut per request from its own estimate, local answers under a deadline."""
     from splitnn.onnxsplit.artifacts.plan_file import read_plan
     from splitnn.onnxsplit.core.errors import SplitnnError
@@ -122,7 +127,7 @@ def _adaptive(outdir: str, address: str, input_file: str | None, random_count: i
     plan = read_plan(outdir, "adaptive")
     inputs = _inputs(plan, input_file, random_count)
     device = AdaptiveDevice(Path(outdir), plan, parse_address(address), deadline_s=deadline_s,  # type: ignore[arg-type]
-                            timeout_s=timeout)
+                            timeout_s=timeout, token=token)
     points = [device.request(feeds) for feeds in inputs]
     device.close()
     counts = device.counts()

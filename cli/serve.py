@@ -10,25 +10,40 @@ from splitnn.cli.render import stderr
 @click.argument("outdir", type=click.Path(file_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for other machines).")
 @click.option("--port", default=9000, show_default=True, type=click.IntRange(0, 65535), help="TCP port (0: any free one).")
-def serve(outdir: str, host: str, port: int) -> None:
+@click.option("--token-file", type=click.Path(dir_okay=False),
+              help="A file holding a shared token: a device must prove it holds the same one (an HMAC of a fresh "
+                   "challenge; the token never crosses the network).")
+@click.option("--insecure", is_flag=True, help="Listen on an address other machines reach without --token-file "
+                                               "(anyone who reaches the port is served).")
+def serve(outdir: str, host: str, port: int, token_file: str | None, insecure: bool) -> None:
     """Serve the server part of the plan in OUTDIR until interrupted.
 
     \b
     Examples:
-      splitnn serve out/vgg16 --host 0.0.0.0 --port 9000
-      splitnn device out/vgg16 --server 192.168.1.20:9000 --random 10
-      splitnn serve out/adaptive --host 0.0.0.0     (an adaptive plan: every kept cut's server graph)
+      splitnn serve out/vgg16 --host 0.0.0.0 --port 9000 --token-file token.txt
+      splitnn device out/vgg16 --server 192.168.1.20:9000 --random 10 --token-file token.txt
+      splitnn serve out/adaptive --host 0.0.0.0 --token-file token.txt     (every kept cut's server graph)
+      splitnn serve out/vgg16     (this machine only: 127.0.0.1, no token needed)
     """
     from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.runtime.auth import is_loopback, read_token
     from splitnn.onnxsplit.runtime.server import ModelServer, plan_codecs, server_models
 
+    token = read_token(token_file) if token_file is not None else None
+    if token is None and not is_loopback(host):
+        if not insecure:
+            raise SplitnnError(f"--host {host} lets other machines connect, and without --token-file any of them "
+                               "would be served: give --token-file FILE (and the same to each device), or --insecure")
+        stderr().print(f"[yellow]warning: serving {host} without a token (--insecure): anyone who reaches the port "
+                       "is served[/yellow]")
     models = server_models(outdir)
     if not models:
         raise SplitnnError(f"'{outdir}' puts the whole model on the device: its server part is empty and there is "
                            "nothing to serve (run `splitnn device` alone, or partition with another cut)")
-    server = ModelServer(models, host=host, port=port, codecs=plan_codecs(outdir))
+    server = ModelServer(models, host=host, port=port, codecs=plan_codecs(outdir), token=token, log=stderr().print)
     what = f" ({len(models)} cuts of an adaptive plan)" if len(models) > 1 else ""
-    stderr().print(f"serving {outdir}{what} on {server.address[0]}:{server.address[1]} (Ctrl-C to stop)")
+    guarded = ", devices must hold the token" if token is not None else ""
+    stderr().print(f"serving {outdir}{what} on {server.address[0]}:{server.address[1]}{guarded} (Ctrl-C to stop)")
     try:
         server.serve_forever()
     finally:

@@ -28,7 +28,10 @@ from splitnn.onnxsplit.codecs.base import Raw
 from splitnn.onnxsplit.codecs.specs import Codecs
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
+from splitnn.onnxsplit.runtime.auth import ANSWER, NONCE, answer
 from splitnn.onnxsplit.runtime.wire import (
+    AUTH,
+    CHALLENGE,
     DEFAULT_MAX_FRAME_BYTES,
     ERROR,
     REQUEST,
@@ -37,6 +40,7 @@ from splitnn.onnxsplit.runtime.wire import (
     ProtocolError,
     encode_frame,
     read_frame,
+    send_frame,
 )
 
 
@@ -105,12 +109,14 @@ class DeviceClient:
     """Runs the device part and talks to a server (directly, or through a LinkRelay)."""
 
     def __init__(self, part: DevicePart, server: tuple[str, int], *, slowdown: float = 1.0, board_s: float = 0.0,
-                 timeout_s: float = 30.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, encode_board_s: float = 0.0) -> None:
+                 timeout_s: float = 30.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, encode_board_s: float = 0.0,
+                 token: bytes | None = None) -> None:
         self.part = part
         self.server = server
         self.slowdown = slowdown
         self.board_s = board_s
         self.encode_board_s = encode_board_s  # the emulated board's encoding: this host's times `slowdown`, or at least this
+        self.token = token  # the server's shared token: every new connection answers its challenge (runtime/auth.py)
         self.timeout_s = timeout_s
         self.max_frame_bytes = max_frame_bytes
         self._ids = itertools.count(1)
@@ -126,8 +132,27 @@ class DeviceClient:
                     "start it with `splitnn serve OUTDIR --port N`"
                 ) from None
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.token is not None:
+                self._answer_challenge(sock)
             self._sock = sock
         return self._sock
+
+    def _answer_challenge(self, sock: socket.socket) -> None:
+        """Prove the token on a new connection: the server's nonce in, its HMAC out (runtime/auth.py)."""
+        try:
+            frame = read_frame(sock, 4096)
+        except socket.timeout:
+            sock.close()
+            raise SplitnnError(f"the server at {self.server[0]}:{self.server[1]} sent no challenge in {self.timeout_s:g} s: "
+                               "it was started without --token-file; drop --token-file here, or give it there") from None
+        except (ConnectionClosed, ProtocolError, OSError) as exc:
+            sock.close()
+            raise SplitnnError(f"the server closed the connection before authenticating ({exc})") from None
+        nonce = frame.tensors.get(NONCE) if frame.kind == CHALLENGE else None
+        if nonce is None:
+            sock.close()
+            raise SplitnnError("the server did not send a challenge: it was started without --token-file")
+        send_frame(sock, Frame(AUTH, 0, tensors={ANSWER: np.frombuffer(answer(self.token, nonce.tobytes()), np.uint8)}))
 
     def set_timeout(self, seconds: float) -> None:
         """How long the next answers may take (an adaptive device gives each request what its deadline leaves)."""
@@ -190,6 +215,10 @@ class DeviceClient:
             self._drop()
             return self._failed(request_id, f"connection failed: {exc}", start, encoded, len(data), sent)
         received = time.perf_counter()
+        if reply.kind == CHALLENGE:
+            self._drop()
+            raise SplitnnError("the server asks for a token (it was started with --token-file): give the same "
+                               "--token-file here")
         if reply.kind == ERROR or reply.request_id != request_id:
             message = reply.message if reply.kind == ERROR else f"answer to request {reply.request_id}, expected {request_id}"
             return self._failed(request_id, f"server error: {message}", start, encoded, len(data), sent)

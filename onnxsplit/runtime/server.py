@@ -5,22 +5,30 @@ onnxruntime session may be run from several threads at once). A frame that
 breaks the protocol gets an error frame and the connection goes on, except
 when the stream itself cannot be trusted any more (a wrong magic number:
 the frame boundaries are lost), where the error frame is followed by a close.
+With a token (`serve --token-file`), a connection serves requests only after the device has answered its
+challenge (runtime/auth.py).
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from splitnn.onnxsplit.artifacts.plan_file import read_vertical_plan
 from splitnn.onnxsplit.codecs.base import Codec
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
+from splitnn.onnxsplit.runtime.auth import ANSWER, NONCE, answer_is_right, new_nonce
 from splitnn.onnxsplit.runtime.wire import (
+    AUTH,
+    CHALLENGE,
     DEFAULT_MAX_FRAME_BYTES,
     ERROR,
     REQUEST,
@@ -28,6 +36,7 @@ from splitnn.onnxsplit.runtime.wire import (
     STATUS_BAD_FRAME,
     STATUS_BAD_INPUT,
     STATUS_FAILED,
+    STATUS_UNAUTHORIZED,
     ConnectionClosed,
     Frame,
     ProtocolError,
@@ -37,6 +46,10 @@ from splitnn.onnxsplit.runtime.wire import (
 
 # A request carrying only this tensor is a bandwidth probe (runtime/bandwidth.py): answered at once, empty.
 PROBE_TENSOR = "__splitnn_probe__"
+# How long a device may take to answer the challenge before the connection is refused (a silent client does not
+# hold its thread).
+AUTH_TIMEOUT_S = 10.0
+OTHER_FRAME = "something else than an answer to the challenge (a device without the token?)"
 
 
 @dataclass
@@ -99,7 +112,8 @@ class ModelServer:
 
     def __init__(self, model: Path | Sequence[Path] | None, host: str = "127.0.0.1", port: int = 0,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, threads: int | None = None, spin: bool = True,
-                 codecs: Mapping[str, Codec] | None = None) -> None:
+                 codecs: Mapping[str, Codec] | None = None, token: bytes | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
         models = [] if model is None else [model] if isinstance(model, Path) else list(model)
         sessions = [create_session(m, threads=threads, spin=spin) for m in models]
         # Per session, its input and output names: read once, not on every request.
@@ -108,6 +122,7 @@ class ModelServer:
         self.inputs, self.outputs = (self.graphs[0][1], self.graphs[0][2]) if self.graphs else ([], [])
         self.max_frame_bytes = max_frame_bytes
         self.codecs = dict(codecs or {})
+        self.token, self.log = token, log or (lambda line: None)  # token: devices must answer its challenge
         self.counts = ServerCounts()
         owner = self
 
@@ -140,10 +155,39 @@ class ModelServer:
         values = session.run(outputs, {n: tensors[n] for n in inputs})
         return dict(zip(outputs, values))
 
+    def _authenticated(self, sock: socket.socket) -> bool:
+        """With a token: challenge the device, and refuse it (one error frame, a log line) unless it answers right
+        within AUTH_TIMEOUT_S (runtime/auth.py)."""
+        if self.token is None:
+            return True
+        nonce = new_nonce()
+        peer = "{}:{}".format(*sock.getpeername()[:2])
+        try:
+            send_frame(sock, Frame(CHALLENGE, 0, tensors={NONCE: np.frombuffer(nonce, np.uint8)}))
+            sock.settimeout(AUTH_TIMEOUT_S)
+            frame = read_frame(sock, 4096)
+            sock.settimeout(None)
+            given = frame.tensors.get(ANSWER) if frame.kind == AUTH else None
+            if given is not None and answer_is_right(self.token, nonce, given.tobytes()):
+                return True
+            reason = "a wrong answer to the challenge" if frame.kind == AUTH else OTHER_FRAME
+        except ProtocolError:
+            reason = OTHER_FRAME
+        except (ConnectionClosed, OSError) as exc:
+            reason = f"no answer to the challenge ({exc})"
+        self.log(f"refused {peer}: {reason}")
+        with contextlib.suppress(OSError):
+            send_frame(sock, Frame(ERROR, 0, STATUS_UNAUTHORIZED, message="authentication failed: this server needs "
+                                   "the device to hold its token (--token-file)"))
+        sock.close()
+        return False
+
     def _handle(self, sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.counts.lock:
             self.counts.connections += 1
+        if not self._authenticated(sock):
+            return
         while True:
             try:
                 frame = read_frame(sock, self.max_frame_bytes, self.codecs)

@@ -38,11 +38,13 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 MAGIC = b"SPNN"
 VERSION = 2  # 2: each tensor names its codec
 REQUEST, RESPONSE, ERROR = 1, 2, 3
+CHALLENGE, AUTH = 4, 5  # a server with a token: its nonce, and the device's HMAC of it (runtime/auth.py)
 STATUS_OK = 0
 STATUS_BAD_FRAME = 1  # malformed header or payload
 STATUS_TOO_LARGE = 2  # payload over the receiver's maximum
 STATUS_BAD_INPUT = 3  # tensors do not match the part's inputs
 STATUS_FAILED = 4  # the part failed to run
+STATUS_UNAUTHORIZED = 5  # no answer, or a wrong one, to the server's challenge
 
 HEADER = struct.Struct("<4sBBHQdI")
 DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024
@@ -177,7 +179,7 @@ def read_frame(sock: socket.socket, max_payload_bytes: int = DEFAULT_MAX_FRAME_B
         raise ProtocolError(f"not a splitnn frame (magic {magic!r})")
     if version != VERSION:
         raise ProtocolError(f"protocol version {version}, this side speaks {VERSION}")
-    if kind not in (REQUEST, RESPONSE, ERROR):
+    if kind not in (REQUEST, RESPONSE, ERROR, CHALLENGE, AUTH):
         raise ProtocolError(f"unknown frame kind {kind}")
     if length > max_payload_bytes + DRAIN_MAX_BYTES:  # refused unread: its length alone says it is not a request
         raise ProtocolError(f"frame of {length} bytes is over the maximum of {max_payload_bytes}", STATUS_TOO_LARGE,

@@ -129,3 +129,16 @@ def test_every_artifact_is_checked_by_its_sha256(workdir):
     assert json.loads((workdir / "plan" / "plan.json").read_text())["artifact_sha256"] == recorded  # same weights
     proc = cli("run-bench", "plan", "--requests", "1", "--no-baselines", cwd=workdir)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_server_other_machines_reach_needs_a_token(workdir):
+    """issue 15, item 1: no token on a non-loopback address unless --insecure; a missing or empty token file."""
+    from tests.helpers import run_cli as cli
+
+    proc = cli("partition", "lenet.onnx", "-o", "plan", "--cut", "averagepool2_out", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert_bad_input(cli("serve", "plan", "--host", "0.0.0.0", "--port", "0", cwd=workdir), "give --token-file FILE")
+    (workdir / "empty.txt").write_text("\n")
+    assert_bad_input(cli("serve", "plan", "--token-file", "empty.txt", cwd=workdir), "'empty.txt' is empty")
+    assert_bad_input(cli("device", "plan", "--server", "127.0.0.1:9", "--random", "1", "--token-file", "nope.txt",
+                         cwd=workdir), "'nope.txt' cannot be read")

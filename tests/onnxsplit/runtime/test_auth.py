@@ -1,0 +1,72 @@
+"""A server with a token (issue 15, item 1): a challenge per connection, answered with an HMAC; the token never
+crosses the network, a wrong or replayed answer is refused with one error frame and a log line."""
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.model.sample_inputs import random_feeds
+from splitnn.onnxsplit.runtime.auth import ANSWER, NONCE, answer, is_loopback, read_token
+from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart
+from splitnn.onnxsplit.runtime.server import ModelServer, server_part_path
+from splitnn.onnxsplit.runtime.wire import AUTH, CHALLENGE, ERROR, STATUS_UNAUTHORIZED, Frame, read_frame, send_frame
+
+TOKEN = b"0123456789abcdef0123456789abcdef"
+
+
+def _feeds(part: DevicePart) -> dict[str, np.ndarray]:
+    return random_feeds({n: (s.shape, s.dtype) for n, s in part.plan.inputs.items()}, 0)
+
+
+def test_only_a_device_holding_the_token_is_served(lenet_plan):
+    part = DevicePart(lenet_plan)
+    logged: list[str] = []
+    with ModelServer(server_part_path(lenet_plan), token=TOKEN, log=logged.append).start() as server:
+        right = DeviceClient(part, server.address, token=TOKEN, timeout_s=5)
+        assert all(right.request(_feeds(part)).ok for _ in range(2))  # one handshake, then requests on it
+        with pytest.raises(SplitnnError, match="asks for a token"):
+            DeviceClient(part, server.address, timeout_s=5).request(_feeds(part))
+        wrong = DeviceClient(part, server.address, token=b"another token", timeout_s=5).request(_feeds(part))
+        assert not wrong.ok and "authentication failed" in wrong.error
+        assert server.counts.ok == 2
+    assert len(logged) == 2 and all(line.startswith("refused 127.0.0.1:") for line in logged)
+    assert "something else than an answer" in logged[0] and "a wrong answer" in logged[1]
+
+
+def test_the_token_never_crosses_and_an_answer_cannot_be_replayed(lenet_plan):
+    with ModelServer(server_part_path(lenet_plan), token=TOKEN, log=lambda line: None).start() as server:
+        with socket.create_connection(server.address, timeout=5) as first:
+            challenge = read_frame(first)
+            nonce = challenge.tensors[NONCE].tobytes()
+            assert challenge.kind == CHALLENGE and len(nonce) == 32
+            proof = np.frombuffer(answer(TOKEN, nonce), np.uint8)
+            send_frame(first, Frame(AUTH, 0, tensors={ANSWER: proof}))
+            assert TOKEN not in proof.tobytes()  # only the HMAC went out
+        with socket.create_connection(server.address, timeout=5) as second:  # an eavesdropper replays it
+            assert read_frame(second).tensors[NONCE].tobytes() != nonce  # a fresh nonce per connection
+            send_frame(second, Frame(AUTH, 0, tensors={ANSWER: proof}))
+            refused = read_frame(second)
+            assert refused.kind == ERROR and refused.status == STATUS_UNAUTHORIZED
+        assert server.counts.ok == 0
+
+
+def test_a_device_with_a_token_and_a_server_without_one(lenet_plan):
+    part = DevicePart(lenet_plan)
+    with ModelServer(server_part_path(lenet_plan)).start() as server:
+        result = DeviceClient(part, server.address, token=TOKEN, timeout_s=0.5).try_exchange({"x": np.zeros(1)})
+        assert not result.ok and "without --token-file" in result.error
+
+
+def test_token_files_and_loopback_addresses(tmp_path):
+    (tmp_path / "t").write_text("  secret-token \n")
+    assert read_token(tmp_path / "t") == b"secret-token"
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(SplitnnError, match="is empty"):
+        read_token(tmp_path / "empty")
+    with pytest.raises(SplitnnError, match="cannot be read"):
+        read_token(tmp_path / "missing")
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.0.0.5")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.20") and not is_loopback("board.local")
