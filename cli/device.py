@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ from splitnn.cli.render import human_bytes, stdout
 @click.option("--json", "as_json", is_flag=True, help="Per-request timings as JSON.")
 @click.option("--token-file", type=click.Path(dir_okay=False),
               help="The server's shared token (serve --token-file): answers its challenge on each connection.")
+@click.option("--tls-ca", type=click.Path(dir_okay=False),
+              help="Connect with TLS, trusting this CA file (for `serve --self-signed DIR`: DIR/cert.pem).")
 def device(outdir: str, address: str, input_file: str | None, random_count: int | None, timeout: float,
-           deadline: str | None, output: str | None, as_json: bool, token_file: str | None) -> None:
+           deadline: str | None, output: str | None, as_json: bool, token_file: str | None, tls_ca: str | None) -> None:
     """Run the device part of OUTDIR and send its tensors to a server.
 
     On an adaptive plan (partition --adaptive) the device estimates the link
@@ -42,17 +45,20 @@ def device(outdir: str, address: str, input_file: str | None, random_count: int 
     from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
     from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.runtime.auth import read_token
+    from splitnn.onnxsplit.runtime.device import parse_address
+    from splitnn.onnxsplit.runtime.tls import client_context
 
     if (input_file is None) == (random_count is None):
         raise SplitnnError("give exactly one of --input FILE.npy or --random N")
     token = read_token(token_file) if token_file is not None else None
+    link = _Connection(parse_address(address), timeout, token, client_context(tls_ca) if tls_ca is not None else None)
     deadline_s = duration_option_s(deadline, "--deadline")
     if plan_strategy(outdir) == "adaptive":
-        outputs = _adaptive(outdir, address, input_file, random_count, timeout, deadline_s, as_json, token)
+        outputs = _adaptive(outdir, link, input_file, random_count, deadline_s, as_json)
     elif deadline_s is not None:
         raise SplitnnError("--deadline applies to adaptive plans (splitnn partition --adaptive)")
     else:
-        outputs = _split(outdir, address, input_file, random_count, timeout, as_json, token)
+        outputs = _split(outdir, link, input_file, random_count, as_json)
     if output is not None and outputs:
         import io
 
@@ -87,15 +93,25 @@ def _inputs(plan: Any, input_file: str | None, random_count: int | None) -> list
     return [{name: array.astype(dtype)}]
 
 
-def _split(outdir: str, address: str, input_file: str | None, random_count: int | None, timeout: float,
-           as_json: bool, token: bytes | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Connection:
+    """How the device reaches its server: where, how long it waits, and what it proves (token, TLS)."""
+
+    address: tuple[str, int]
+    timeout_s: float
+    token: bytes | None
+    tls: Any  # ssl.SSLContext or None
+
+
+def _split(outdir: str, link: _Connection, input_file: str | None, random_count: int | None,
+           as_json: bool) -> dict[str, Any]:
     """A split's device part: every request through the server. Returns the last answer's outputs."""
     from splitnn.onnxsplit.core.errors import SplitnnError
-    from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, parse_address
+    from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart
 
     part = DevicePart(outdir)
     inputs = _inputs(part.plan, input_file, random_count)
-    client = DeviceClient(part, parse_address(address), timeout_s=timeout, token=token)
+    client = DeviceClient(part, link.address, timeout_s=link.timeout_s, token=link.token, tls=link.tls)
     results = [client.request(feeds) for feeds in inputs]
     client.close()
     rows = [{"request": r.request_id, "ok": r.ok, "error": r.error, "device_s": r.device_s, "encode_s": r.encode_s,
@@ -116,18 +132,17 @@ def _split(outdir: str, address: str, input_file: str | None, random_count: int 
     return next(r for r in reversed(results) if r.ok).outputs
 
 
-def _adaptive(outdir: str, address: str, input_file: str | None, random_count: int | None, timeout: float,
-              deadline_s: float | None, as_json: bool, token: bytes | None) -> dict[str, Any]:
+def _adaptive(outdir: str, link: _Connection, input_file: str | None, random_count: int | None,
+              deadline_s: float | None, as_json: bool) -> dict[str, Any]:
     """An adaptive plan's device: a cut per request from its own estimate, local answers under a deadline."""
     from splitnn.onnxsplit.artifacts.plan_file import read_plan
     from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.runtime.adaptive_device import AdaptiveDevice
-    from splitnn.onnxsplit.runtime.device import parse_address
 
     plan = read_plan(outdir, "adaptive")
     inputs = _inputs(plan, input_file, random_count)
-    device = AdaptiveDevice(Path(outdir), plan, parse_address(address), deadline_s=deadline_s,  # type: ignore[arg-type]
-                            timeout_s=timeout, token=token)
+    device = AdaptiveDevice(Path(outdir), plan, link.address, deadline_s=deadline_s,  # type: ignore[arg-type]
+                            timeout_s=link.timeout_s, token=link.token, tls=link.tls)
     points = [device.request(feeds) for feeds in inputs]
     device.close()
     counts = device.counts()

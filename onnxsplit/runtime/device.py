@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,13 +111,14 @@ class DeviceClient:
 
     def __init__(self, part: DevicePart, server: tuple[str, int], *, slowdown: float = 1.0, board_s: float = 0.0,
                  timeout_s: float = 30.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, encode_board_s: float = 0.0,
-                 token: bytes | None = None) -> None:
+                 token: bytes | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.part = part
         self.server = server
         self.slowdown = slowdown
         self.board_s = board_s
         self.encode_board_s = encode_board_s  # the emulated board's encoding: this host's times `slowdown`, or at least this
         self.token = token  # the server's shared token: every new connection answers its challenge (runtime/auth.py)
+        self.tls = tls  # encrypt every connection, the server's certificate checked (runtime/tls.py)
         self.timeout_s = timeout_s
         self.max_frame_bytes = max_frame_bytes
         self._ids = itertools.count(1)
@@ -132,10 +134,26 @@ class DeviceClient:
                     "start it with `splitnn serve OUTDIR --port N`"
                 ) from None
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls is not None:
+                sock = self._tls_handshake(sock)
             if self.token is not None:
                 self._answer_challenge(sock)
             self._sock = sock
         return self._sock
+
+    def _tls_handshake(self, sock: socket.socket) -> socket.socket:
+        assert self.tls is not None
+        try:
+            return self.tls.wrap_socket(sock, server_hostname=self.server[0])
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise SplitnnError(f"the server at {self.server[0]}:{self.server[1]} is not trusted ({exc.verify_message}): "
+                               "give its CA (or its self-signed cert.pem) as --tls-ca, and connect by a name the "
+                               "certificate holds") from None
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            raise SplitnnError(f"TLS with {self.server[0]}:{self.server[1]} failed ({exc}): is it served with "
+                               "--tls-cert?") from None
 
     def _answer_challenge(self, sock: socket.socket) -> None:
         """Prove the token on a new connection: the server's nonce in, its HMAC out (runtime/auth.py)."""

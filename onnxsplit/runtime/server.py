@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -113,7 +114,7 @@ class ModelServer:
     def __init__(self, model: Path | Sequence[Path] | None, host: str = "127.0.0.1", port: int = 0,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, threads: int | None = None, spin: bool = True,
                  codecs: Mapping[str, Codec] | None = None, token: bytes | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, tls: ssl.SSLContext | None = None) -> None:
         models = [] if model is None else [model] if isinstance(model, Path) else list(model)
         sessions = [create_session(m, threads=threads, spin=spin) for m in models]
         # Per session, its input and output names: read once, not on every request.
@@ -123,6 +124,7 @@ class ModelServer:
         self.max_frame_bytes = max_frame_bytes
         self.codecs = dict(codecs or {})
         self.token, self.log = token, log or (lambda line: None)  # token: devices must answer its challenge
+        self.tls = tls  # every connection encrypted (runtime/tls.py)
         self.counts = ServerCounts()
         owner = self
 
@@ -182,11 +184,27 @@ class ModelServer:
         sock.close()
         return False
 
-    def _handle(self, sock: socket.socket) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def _encrypted(self, sock: socket.socket) -> socket.socket | None:
+        """With TLS: the connection after its handshake (None, logged, when the handshake fails)."""
+        if self.tls is None:
+            return sock
+        peer = "{}:{}".format(*sock.getpeername()[:2])
+        try:
+            sock.settimeout(AUTH_TIMEOUT_S)
+            wrapped = self.tls.wrap_socket(sock, server_side=True)
+            wrapped.settimeout(None)
+            return wrapped
+        except (ssl.SSLError, OSError) as exc:
+            self.log(f"refused {peer}: TLS handshake failed ({exc})")
+            sock.close()
+            return None
+
+    def _handle(self, plain: socket.socket) -> None:
+        plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self.counts.lock:
             self.counts.connections += 1
-        if not self._authenticated(sock):
+        sock = self._encrypted(plain)
+        if sock is None or not self._authenticated(sock):
             return
         while True:
             try:
