@@ -41,9 +41,14 @@ def npy_array(data: bytes | memoryview) -> np.ndarray:
     """The array in .npy bytes, its header checked against the bytes that came before anything is allocated: a
     header that claims more elements than the bytes hold, or an object dtype, is a ValueError."""
     stream = io.BytesIO(data)
-    version = np.lib.format.read_magic(stream)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, _, dtype = read_header(stream)  # numpy's own parser, with its limit on the header's size
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(stream)  # numpy's own parser, with its limit on the header's size
+    except ValueError:
+        raise
+    except Exception as exc:  # a peer's bytes: numpy's parser also raises TokenError, SyntaxError... (found by fuzzing)
+        raise ValueError(f"unreadable .npy header ({type(exc).__name__}: {exc})") from None
     if dtype.hasobject:
         raise ValueError("an object dtype (pickled data is never read)")
     expected = math.prod(shape) * dtype.itemsize
