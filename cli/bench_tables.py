@@ -43,6 +43,8 @@ def render_split(report: SplitBenchReport) -> None:
         codec = (f", within what the codec {report.codec} was measured to change at partition" if report.codec
                  else "")
         top1 = {True: "; the same top class", False: "; [red]another top class[/red]", None: ""}[report.same_top1]
+        if report.tls:
+            top1 += "; over TLS"
         console.print(f"outputs {verdict} the unsplit model (max abs error {report.max_abs_err:.3g}{codec}){top1}")
     for message in report.error_messages:
         console.print(f"[red]error:[/red] {message}")

@@ -389,17 +389,20 @@ class BenchChoice:
     deadline_s: float | None = None  # adaptive plans: answer every request within this time
     duration_s: float | None = None  # adaptive plans: a timed run instead of --requests
     compare_static: bool = False  # adaptive plans: the same replay with each kept cut held
+    tls: bool = False  # the split's connection in TLS
 
 
 def _bench_choice(requests: int, device_slowdown: str, timeout: float, no_baselines: bool, stream: bool,
                   fps: float | None, deadline: str | None, duration: float | None,
-                  compare_static: bool) -> BenchChoice:
+                  compare_static: bool, tls: bool) -> BenchChoice:
     from splitnn.onnxsplit.core.errors import SplitnnError
 
     if fps is not None and not stream:
         raise SplitnnError("--fps paces a stream: add --stream")
+    if tls and stream:  # one TLS connection read and written from two threads at once is not safe in Python's ssl
+        raise SplitnnError("--tls measures the requests one at a time: drop --stream")
     return BenchChoice(requests, _slowdown(device_slowdown), timeout, not no_baselines, stream, fps,
-                       _seconds(deadline, "--deadline"), duration, compare_static)
+                       _seconds(deadline, "--deadline"), duration, compare_static, tls)
 
 
 def _slowdown(text: str) -> float | None:
@@ -438,6 +441,8 @@ BENCH = OptionGroup("bench", (
                                            "--requests.")),
     (("--compare-static", "compare_static"), dict(is_flag=True, help="Adaptive plans: replay the same link with "
                                                                      "each kept cut held fixed, beside the adaptive run.")),
+    (("--tls", "tls"), dict(is_flag=True, help="Encrypt the split's connection with TLS (a self-signed pair made for "
+                                              "the run), to measure what it costs.")),
 ), _bench_choice)
 
 

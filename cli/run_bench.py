@@ -172,7 +172,7 @@ def _bench(outdir: str, link: LinkChoice, bench: BenchChoice, progress: Progress
         chosen = dataclasses.replace(plan.link, **rate, rtt_s=plan.link.rtt_s if link.rtt_s is None else link.rtt_s)
     settings = settings_for(chosen.uplink_bps, chosen.rtt_s, downlink_bps=chosen.down_bps, **link.impairments)
     options = BenchOptions(requests=bench.requests, slowdown=bench.slowdown, timeout_s=bench.timeout_s,
-                           baselines=bench.baselines, stream=bench.stream, fps=bench.fps)
+                           baselines=bench.baselines, stream=bench.stream, fps=bench.fps, tls=bench.tls)
     return run_bench(outdir, settings, options, progress)
 
 

@@ -124,3 +124,4 @@ class SplitBenchReport(Record):
     # Every classifier output (one row of scores) kept the unsplit model's top class on the input run; None: no
     # such output (or no answer to compare).
     same_top1: bool | None = None
+    tls: bool = False  # the split's connection was encrypted (run-bench --tls)

@@ -14,6 +14,7 @@ import select
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, RequestRe
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
 from splitnn.onnxsplit.runtime.pipelining import StreamResult, stream_frames
 from splitnn.onnxsplit.runtime.server import server_part_path
+from splitnn.onnxsplit.runtime.tls import client_context, write_self_signed
 from splitnn.onnxsplit.vertical.codec_check import is_scores
 
 STAGES = ("device_s", "encode_s", "transfer_s", "server_s", "e2e_s")
@@ -50,10 +52,12 @@ BASELINE_REQUESTS = 10
 class ServerProcess:
     """A ModelServer in a child process (`python -m splitnn.onnxsplit.runtime.server`), on a free port of 127.0.0.1."""
 
-    def __init__(self, model: Path | None, start_timeout_s: float = 120.0, plan: Path | None = None) -> None:
+    def __init__(self, model: Path | None, start_timeout_s: float = 120.0, plan: Path | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
         # The server shares this machine's cores with the emulated device: its idle threads must not spin.
         command = [sys.executable, "-m", "splitnn.onnxsplit.runtime.server", str(model) if model else "-", "--port", "0", "--no-spin",
-                   *(["--plan", str(plan)] if plan is not None else [])]
+                   *(["--plan", str(plan)] if plan is not None else []),
+                   *(["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls is not None else [])]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         ready, _, _ = select.select([self.process.stdout], [], [], start_timeout_s)
         line = self.process.stdout.readline().strip() if ready else ""  # type: ignore[union-attr]
@@ -93,6 +97,7 @@ class BenchOptions:
     baselines: bool = True
     seed: int = 0
     stream: bool = False  # also pipeline `requests` frames on one connection
+    tls: bool = False  # the split's connection in TLS (a self-signed pair made for the run), to measure its cost
     fps: float | None = None  # the stream's pacing; None: as fast as the device goes
 
 
@@ -162,6 +167,7 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
         cut=plan.cut,
         stream=report_stream,
         codec=plan.codec.name if plan.codec is not None else None,
+        tls=options.tls and server_model is not None,
         versus_baselines=versus_baselines(plan.objective, timings["stages"]["e2e_s"].p50 if ok else None,
                                           report_stream, baselines),
     )
@@ -231,16 +237,24 @@ def _measure(part: DevicePart, server_model: Path | None, link: LinkSettings, op
         stream = stream_frames(client, feeds, options.requests, options.fps,
                                tick("stream", options.requests)) if options.stream else None
         return results, stream, 0
-    with ServerProcess(server_model, plan=part.folder) as server, LinkRelay(server.address, link) as relay:
-        client = DeviceClient(part, relay.address, slowdown=emulation.factor, board_s=emulation.board_s,
-                              encode_board_s=emulation.encode_board_s,
-                              timeout_s=options.timeout_s)
-        client.request(feeds)  # warm-up: sessions, connection, caches (not counted)
-        results = _run_requests(client, feeds, options.requests, tick("split", options.requests))
-        client.close()
-        stream = stream_frames(client, feeds, options.requests, options.fps,
-                               tick("stream", options.requests)) if options.stream else None
-        return results, stream, relay.stalls
+    with tempfile.TemporaryDirectory(prefix="splitnn-tls-") as keys:
+        pair = write_self_signed(keys) if options.tls else None
+        with ServerProcess(server_model, plan=part.folder, tls=pair) as server, LinkRelay(server.address, link) as relay:
+            client = DeviceClient(part, relay.address, slowdown=emulation.factor, board_s=emulation.board_s,
+                                  encode_board_s=emulation.encode_board_s, timeout_s=options.timeout_s,
+                                  tls=client_context(pair[0]) if pair is not None else None)
+            return _timed(client, feeds, options, tick) + (relay.stalls,)
+
+
+def _timed(client: DeviceClient, feeds: dict[str, np.ndarray], options: BenchOptions, tick: Callable[[str, int], Any],
+           ) -> tuple[list[RequestResult], StreamResult | None]:
+    """The split's timed requests (after one warm-up) and the stream when asked."""
+    client.request(feeds)  # warm-up: sessions, connection, caches (not counted)
+    results = _run_requests(client, feeds, options.requests, tick("split", options.requests))
+    client.close()
+    stream = stream_frames(client, feeds, options.requests, options.fps,
+                           tick("stream", options.requests)) if options.stream else None
+    return results, stream
 
 
 def _timings(ok: list[RequestResult], link: LinkSettings, local: bool) -> dict[str, Any]:

@@ -264,8 +264,8 @@ class ModelServer:
 
 
 def _main(argv: list[str]) -> None:
-    """`python -m splitnn.onnxsplit.runtime.server MODEL|- [--port N] [--no-spin] [--plan OUTDIR]`: what run-bench starts
-    as its server process (--plan: the folder whose calibrated codecs it decodes with).
+    """`python -m splitnn.onnxsplit.runtime.server MODEL|- [--port N] [--no-spin] [--plan OUTDIR] [--tls-cert C --tls-key K]`:
+    what run-bench starts as its server process (--plan: the folder whose calibrated codecs it decodes with).
 
     Prints `listening PORT` once the session is loaded.
     """
@@ -274,7 +274,12 @@ def _main(argv: list[str]) -> None:
     model = None if argv[0] == "-" else Path(argv[0])
     port = int(argv[argv.index("--port") + 1]) if "--port" in argv else 0
     codecs = plan_codecs(argv[argv.index("--plan") + 1]) if "--plan" in argv else None
-    server = ModelServer(model, port=port, spin="--no-spin" not in argv, codecs=codecs)
+    tls = None
+    if "--tls-cert" in argv:
+        from splitnn.onnxsplit.runtime.tls import server_context
+
+        tls = server_context(argv[argv.index("--tls-cert") + 1], argv[argv.index("--tls-key") + 1])
+    server = ModelServer(model, port=port, spin="--no-spin" not in argv, codecs=codecs, tls=tls)
     print(f"listening {server.address[1]}", flush=True)
     try:
         server.serve_forever()

@@ -44,3 +44,13 @@ def test_certificate_files_are_checked_before_serving(lenet_plan, tmp_path):
                      "does not match its key")
     assert_bad_input(run_cli("device", str(lenet_plan), "--server", "127.0.0.1:9", "--random", "1", "--tls-ca",
                              str(tmp_path / "nothing.pem")), "cannot be read as PEM")
+
+
+def test_run_bench_measures_the_split_over_tls(lenet_plan):
+    import json
+
+    proc = run_cli("run-bench", str(lenet_plan), "--requests", "3", "--no-baselines", "--tls", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["tls"] is True and report["ok"] == 3 and report["outputs_match"] is True
+    assert_bad_input(run_cli("run-bench", str(lenet_plan), "--tls", "--stream"), "drop --stream")
