@@ -30,7 +30,7 @@ from splitnn.onnxsplit.artifacts.bench_inputs import plan_feeds
 from splitnn.onnxsplit.artifacts.verification import reference_outputs
 from splitnn.onnxsplit.bench.split_report import SplitBenchReport
 from splitnn.onnxsplit.bench.vertical import BenchOptions, run_bench
-from splitnn.onnxsplit.codecs.specs import is_self_describing
+from splitnn.onnxsplit.codecs.specs import require_self_describing
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.records import Record
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
@@ -165,9 +165,7 @@ def sweep_cuts(
 def _priced_in(analysis: Analysis, plan: Plan, codec: str) -> Plan:
     """`plan` with every cut predicted at its tensors' bytes in `codec` (on the input the cuts are verified on),
     and the best chosen again on those predictions."""
-    if not is_self_describing(codec):
-        raise SplitnnError(f"--sweep --codec takes a codec whose frames describe themselves (fp16, int8, int8:channel, "
-                           f"lossless, or one of them +lossless), not {codec}")
+    require_self_describing(codec, "--sweep --codec")
     priced, _ = priced_with(analysis, plan, codec, [random_inputs(analysis.graph)])
     feasible = [c for c in priced.candidates if c.feasible]
     return dataclasses.replace(priced, chosen=min(feasible, key=lambda c: (predicted_seconds(c, plan.objective), c.cut.id)))

@@ -80,9 +80,11 @@ def image_spec(spec: str) -> tuple[str, int | None] | None:
     return fmt, int(quality)
 
 
-def is_self_describing(spec: str) -> bool:
-    """Whether a frame in this codec is all a receiver needs (no ranges held on both sides; not "auto")."""
-    return spec.strip().lower() != "auto" and not needs_ranges(spec)
+def require_self_describing(spec: str, where: str) -> None:
+    """Refuse a codec whose frames are not all a receiver needs (ranges held on both sides, or "auto") for `where`."""
+    if spec.strip().lower() == "auto" or needs_ranges(spec):
+        raise SplitnnError(f"{where} takes a codec whose frames describe themselves (fp16, int8, int8:channel, "
+                           f"lossless, or one of them +lossless), not {spec}")
 
 
 def needs_ranges(spec: str) -> bool:

@@ -56,7 +56,7 @@ from splitnn.onnxsplit.artifacts.verification import (
     reference_outputs,
     verification_session,
 )
-from splitnn.onnxsplit.codecs.specs import is_self_describing
+from splitnn.onnxsplit.codecs.specs import require_self_describing
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
@@ -78,9 +78,7 @@ class AdaptivePlan:
 
 def check_adaptive_codec(spec: str) -> None:
     """Refuse a codec an adaptive plan cannot send in (see the module doc)."""
-    if not is_self_describing(spec):
-        raise SplitnnError(f"--adaptive takes a codec whose frames describe themselves (fp16, int8, int8:channel, "
-                           f"lossless, or one of them +lossless), not {spec}")
+    require_self_describing(spec, "--adaptive")
 
 
 def plan_adaptive_coded(analysis: Analysis, plan: Plan, low_bps: float, high_bps: float, spec: str,
