@@ -20,8 +20,13 @@ from splitnn.cli.render import stderr
 @click.option("--self-signed", "self_signed", type=click.Path(file_okay=False), metavar="DIR",
               help="Write a self-signed certificate and key into DIR (cert.pem, key.pem; for localhost, 127.0.0.1 and "
                    "--host) and serve with them; a device trusts DIR/cert.pem as its --tls-ca.")
+@click.option("--max-connections", default=64, show_default=True, type=click.IntRange(1),
+              help="Devices connected at once; one more is turned away with an error frame.")
+@click.option("--idle-timeout", default=300.0, show_default=True, type=click.FloatRange(0, min_open=True), metavar="S",
+              help="Close a connection that sends nothing (or a frame that slowly) for S seconds; its device "
+                   "reconnects on its next request.")
 def serve(outdir: str, host: str, port: int, token_file: str | None, insecure: bool, tls_cert: str | None,
-          tls_key: str | None, self_signed: str | None) -> None:
+          tls_key: str | None, self_signed: str | None, max_connections: int, idle_timeout: float) -> None:
     """Serve the server part of the plan in OUTDIR until interrupted.
 
     \b
@@ -50,7 +55,7 @@ def serve(outdir: str, host: str, port: int, token_file: str | None, insecure: b
         raise SplitnnError(f"'{outdir}' puts the whole model on the device: its server part is empty and there is "
                            "nothing to serve (run `splitnn device` alone, or partition with another cut)")
     server = ModelServer(models, host=host, port=port, codecs=plan_codecs(outdir), token=token, log=stderr().print,
-                         tls=tls)
+                         tls=tls, max_connections=max_connections, idle_timeout_s=idle_timeout)
     what = f" ({len(models)} cuts of an adaptive plan)" if len(models) > 1 else ""
     guarded = (", devices must hold the token" if token is not None else "") + (", TLS" if tls is not None else "")
     stderr().print(f"serving {outdir}{what} on {server.address[0]}:{server.address[1]}{guarded} (Ctrl-C to stop)")
@@ -58,7 +63,8 @@ def serve(outdir: str, host: str, port: int, token_file: str | None, insecure: b
         server.serve_forever()
     finally:
         counts = server.counts
-        stderr().print(f"served {counts.ok} requests, {counts.errors} errors, {counts.connections} connections")
+        stderr().print(f"served {counts.ok} requests, {counts.errors} errors, {counts.connections} connections "
+                       f"({counts.refused_busy} turned away at --max-connections)")
 
 
 def _tls(cert: str | None, key: str | None, self_signed: str | None, host: str):  # type: ignore[no-untyped-def]

@@ -221,10 +221,7 @@ class DeviceClient:
         data = self.request_frame(tensors, request_id)
         encoded = sent = time.perf_counter()
         try:
-            sock = self._connect()
-            sent = time.perf_counter()  # a fresh connection's handshake is not wire time for these bytes
-            sock.sendall(data)
-            reply = read_frame(sock, self.max_frame_bytes)
+            reply, sent = self._send(data)
         except socket.timeout:
             self._drop()  # a late answer would arrive on the next request: start a fresh connection
             return self._failed(request_id, f"timed out after {self.timeout_s:g} s waiting for the server", start, encoded,
@@ -242,6 +239,25 @@ class DeviceClient:
             return self._failed(request_id, f"server error: {message}", start, encoded, len(data), sent)
         return RequestResult(request_id, True, "", 0.0, encoded - start, received - sent - reply.server_s,
                              reply.server_s, time.perf_counter() - start, len(data), reply.wire_bytes, reply.tensors)
+
+    def _send(self, data: bytes) -> tuple[Frame, float]:
+        """Send a request and read its answer, and when its bytes went out (a new connection's handshake is not wire
+        time). A kept connection the server closed meanwhile (serve --idle-timeout) is opened again, once, when it
+        failed before any byte of an answer came."""
+        reused = self._sock is not None
+        sock = self._connect()
+        sent = time.perf_counter()
+        try:
+            sock.sendall(data)
+            return read_frame(sock, self.max_frame_bytes), sent
+        except (ConnectionClosed, BrokenPipeError, ConnectionResetError) as exc:
+            if not reused or (isinstance(exc, ConnectionClosed) and exc.partial):
+                raise
+            self._drop()
+            sock = self._connect()
+            sent = time.perf_counter()
+            sock.sendall(data)
+            return read_frame(sock, self.max_frame_bytes), sent
 
     def try_exchange(self, tensors: dict[str, np.ndarray]) -> RequestResult:
         """`exchange`, where a server that cannot be reached is a failed result, not an error (an adaptive

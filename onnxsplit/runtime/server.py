@@ -36,6 +36,7 @@ from splitnn.onnxsplit.runtime.wire import (
     RESPONSE,
     STATUS_BAD_FRAME,
     STATUS_BAD_INPUT,
+    STATUS_BUSY,
     STATUS_FAILED,
     STATUS_UNAUTHORIZED,
     ConnectionClosed,
@@ -57,7 +58,9 @@ OTHER_FRAME = "something else than an answer to the challenge (a device without 
 class ServerCounts:
     ok: int = 0
     errors: int = 0
-    connections: int = 0
+    connections: int = 0  # admitted, since the start
+    open: int = 0  # admitted and not yet closed
+    refused_busy: int = 0  # turned away at --max-connections
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, ok: bool) -> None:
@@ -114,7 +117,8 @@ class ModelServer:
     def __init__(self, model: Path | Sequence[Path] | None, host: str = "127.0.0.1", port: int = 0,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, threads: int | None = None, spin: bool = True,
                  codecs: Mapping[str, Codec] | None = None, token: bytes | None = None,
-                 log: Callable[[str], None] | None = None, tls: ssl.SSLContext | None = None) -> None:
+                 log: Callable[[str], None] | None = None, tls: ssl.SSLContext | None = None,
+                 max_connections: int | None = None, idle_timeout_s: float | None = None) -> None:
         models = [] if model is None else [model] if isinstance(model, Path) else list(model)
         sessions = [create_session(m, threads=threads, spin=spin) for m in models]
         # Per session, its input and output names: read once, not on every request.
@@ -125,6 +129,9 @@ class ModelServer:
         self.codecs = dict(codecs or {})
         self.token, self.log = token, log or (lambda line: None)  # token: devices must answer its challenge
         self.tls = tls  # every connection encrypted (runtime/tls.py)
+        # A connection over max_connections is turned away with an error frame; one silent for idle_timeout_s (or
+        # that sends a frame that slowly) is closed, so no client holds a thread for ever.
+        self.max_connections, self.idle_timeout_s = max_connections, idle_timeout_s
         self.counts = ServerCounts()
         owner = self
 
@@ -199,17 +206,44 @@ class ModelServer:
             sock.close()
             return None
 
+    def _admitted(self, sock: socket.socket) -> bool:
+        """Count the connection in, or turn it away (an error frame, a log line) at max_connections."""
+        with self.counts.lock:
+            busy = self.max_connections is not None and self.counts.open >= self.max_connections
+            if busy:
+                self.counts.refused_busy += 1
+            else:
+                self.counts.open += 1
+                self.counts.connections += 1
+        if busy:
+            self.log("refused {}:{}: --max-connections {} reached".format(*sock.getpeername()[:2], self.max_connections))
+            with contextlib.suppress(OSError):
+                send_frame(sock, Frame(ERROR, 0, STATUS_BUSY, message=f"the server is at its {self.max_connections} "
+                                       "connections: try again later"))
+        return not busy
+
     def _handle(self, plain: socket.socket) -> None:
         plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self.counts.lock:
-            self.counts.connections += 1
-        sock = self._encrypted(plain)
-        if sock is None or not self._authenticated(sock):
+        if not self._admitted(plain):
             return
+        try:
+            sock = self._encrypted(plain)
+            if sock is not None and self._authenticated(sock):
+                sock.settimeout(self.idle_timeout_s)
+                self._serve_connection(sock)
+        finally:
+            with self.counts.lock:
+                self.counts.open -= 1
+
+    def _serve_connection(self, sock: socket.socket) -> None:
+        """Answer the connection's frames until it closes, breaks the protocol beyond repair, or idles out."""
         while True:
             try:
                 frame = read_frame(sock, self.max_frame_bytes, self.codecs)
             except ConnectionClosed:
+                return
+            except socket.timeout:
+                self.log("closed {}:{}: nothing for {:g} s".format(*sock.getpeername()[:2], self.idle_timeout_s))
                 return
             except ProtocolError as exc:
                 self.counts.add(False)

@@ -45,6 +45,7 @@ STATUS_TOO_LARGE = 2  # payload over the receiver's maximum
 STATUS_BAD_INPUT = 3  # tensors do not match the part's inputs
 STATUS_FAILED = 4  # the part failed to run
 STATUS_UNAUTHORIZED = 5  # no answer, or a wrong one, to the server's challenge
+STATUS_BUSY = 6  # the server is at its maximum of connections
 
 HEADER = struct.Struct("<4sBBHQdI")
 DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024

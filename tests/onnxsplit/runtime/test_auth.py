@@ -70,3 +70,24 @@ def test_token_files_and_loopback_addresses(tmp_path):
         read_token(tmp_path / "missing")
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.0.0.5")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.20") and not is_loopback("board.local")
+
+
+def test_connections_over_the_limit_are_turned_away_and_idle_ones_closed(lenet_plan):
+    """issue 15, item 4 (in part): --max-connections and --idle-timeout; a device whose kept connection the server
+    closed for idling opens it again on its next request, which succeeds."""
+    import time
+
+    part = DevicePart(lenet_plan)
+    logged: list[str] = []
+    with ModelServer(server_part_path(lenet_plan), max_connections=1, idle_timeout_s=0.3, log=logged.append).start() as server:
+        first = DeviceClient(part, server.address, timeout_s=5)
+        assert first.request(_feeds(part)).ok  # holds the one connection
+        busy = DeviceClient(part, server.address, timeout_s=5).request(_feeds(part))
+        assert not busy.ok and "try again later" in busy.error
+        deadline = time.monotonic() + 5
+        while server.counts.open and time.monotonic() < deadline:  # the first device falls silent: closed
+            time.sleep(0.05)
+        assert server.counts.open == 0 and server.counts.refused_busy == 1
+        assert first.request(_feeds(part)).ok  # reconnects once, transparently
+    assert any("--max-connections 1 reached" in line for line in logged)
+    assert any("nothing for 0.3 s" in line for line in logged)
