@@ -141,20 +141,16 @@ def _auto_codec(analysis, plan, codec: CodecChoice, calibration):  # type: ignor
 
 def _write_adaptive(analysis, plan, choice: CutChoice, codec: CodecChoice, outdir: str,  # type: ignore[no-untyped-def]
                     verification: Verification, as_json: bool) -> None:
+    from splitnn.onnxsplit.codecs.specs import require_self_describing
     from splitnn.onnxsplit.model.sample_inputs import random_inputs
-    from splitnn.onnxsplit.vertical.adaptive import (
-        check_adaptive_codec,
-        plan_adaptive,
-        plan_adaptive_coded,
-        write_adaptive,
-    )
+    from splitnn.onnxsplit.vertical.adaptive import plan_adaptive, plan_adaptive_coded, write_adaptive
     from splitnn.onnxsplit.vertical.codec_planning import default_limit
 
     assert choice.bandwidth_range is not None
     if codec.spec == "none":
         adaptive = plan_adaptive(plan, *choice.bandwidth_range)
     else:
-        check_adaptive_codec(codec.spec)  # before any input is read
+        require_self_describing(codec.spec, "--adaptive")  # before any input is read
         calibration = _calibration(codec, analysis.graph)
         inputs = list(calibration.feeds) if calibration is not None else [random_inputs(analysis.graph)]
         with stderr().status(f"pricing every cut in {codec.spec}..."):

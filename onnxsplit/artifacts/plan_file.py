@@ -189,7 +189,7 @@ class CodecRecord(Record):
     agreement: float | None = None  # the share of inputs whose classifier output kept its top-1 class
     inputs: int = 1  # how many inputs it was measured on
     calibration: str | None = None  # where those inputs came from (None: the verification input)
-    ranges: tuple[TensorRange, ...] = ()  # int8:calibrated: each tensor's range, which device and server both use
+    ranges: tuple[TensorRange, ...] = ()  # int8:calibrated, image codecs: each tensor's range, held by both sides
     encode_s: float = 0.0  # median per request on the machine that planned
     decode_s: float = 0.0
     # How many times longer the device encodes and the server decodes than the machine that planned
@@ -210,7 +210,7 @@ class CodecRecord(Record):
         return self.decode_s * self.server_scale
 
     def codecs(self) -> Codecs:
-        """The codec each tensor travels in (int8:calibrated: one per tensor, with its range)."""
+        """The codec each tensor travels in (int8:calibrated and the image codecs: one per tensor, with its range)."""
         return tensor_codecs(self.name, {r.name: r for r in self.ranges})
 
     @property

@@ -37,7 +37,7 @@ from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.runtime.link_emulator import LinkSettings
 from splitnn.onnxsplit.vertical.codec_planning import priced_with
 from splitnn.onnxsplit.vertical.export import write_split
-from splitnn.onnxsplit.vertical.planning import Candidate, Plan
+from splitnn.onnxsplit.vertical.planning import Candidate, Plan, best_candidate
 
 MEASURABLE = ("latency", "throughput")
 
@@ -167,8 +167,7 @@ def _priced_in(analysis: Analysis, plan: Plan, codec: str) -> Plan:
     and the best chosen again on those predictions."""
     require_self_describing(codec, "--sweep --codec")
     priced, _ = priced_with(analysis, plan, codec, [random_inputs(analysis.graph)])
-    feasible = [c for c in priced.candidates if c.feasible]
-    return dataclasses.replace(priced, chosen=min(feasible, key=lambda c: (predicted_seconds(c, plan.objective), c.cut.id)))
+    return dataclasses.replace(priced, chosen=best_candidate((c for c in priced.candidates if c.feasible), plan.objective))
 
 
 def _write_cuts(analysis: Analysis, plan: Plan, measured: list[Candidate], folder: Path,

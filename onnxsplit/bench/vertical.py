@@ -43,7 +43,7 @@ from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
 from splitnn.onnxsplit.runtime.pipelining import StreamResult, stream_frames
 from splitnn.onnxsplit.runtime.server import server_part_path
 from splitnn.onnxsplit.runtime.tls import client_context, write_self_signed
-from splitnn.onnxsplit.vertical.codec_check import is_scores
+from splitnn.onnxsplit.vertical.codec_check import same_top1
 
 STAGES = ("device_s", "encode_s", "transfer_s", "server_s", "e2e_s")
 BASELINE_REQUESTS = 10
@@ -180,13 +180,6 @@ class _Emulation:
     factor: float = 1.0
     board_s: float = 0.0
     encode_board_s: float = 0.0  # the request's encoding takes at least this
-
-
-def same_top1(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> bool | None:
-    """Whether every classifier output (one row of scores) has the reference's top class (None: there is none)."""
-    kept = [int(outputs[name].argmax()) == int(expected.argmax()) for name, expected in reference.items()
-            if name in outputs and is_scores(expected.shape)]
-    return all(kept) if kept else None
 
 
 def _outputs_check(plan: VerticalPlanFile, outputs: dict[str, np.ndarray],

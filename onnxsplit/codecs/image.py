@@ -19,7 +19,7 @@ import io
 import numpy as np
 
 from splitnn.onnxsplit.codecs.base import pack, unpack
-from splitnn.onnxsplit.codecs.calibrated import TensorRange
+from splitnn.onnxsplit.codecs.calibrated import TensorRange, calibrate_range
 
 # spec prefix -> Pillow's format name; PNG is lossless and takes no quality.
 IMAGE_FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "png": "PNG"}
@@ -36,13 +36,12 @@ def image_axis(shape: tuple[int, ...]) -> int | None:
     return 3 if shape[3] in (1, 3) else None
 
 
-def image_range(name: str, sample: np.ndarray, samples: list[np.ndarray]) -> TensorRange:
-    """The one affine range that maps the tensor's values over `samples` to 0..255 (uint8: the identity)."""
-    if sample.dtype == np.uint8:
-        return TensorRange(name, (0.0,), (1.0,), sample.dtype.str)
-    low = float(min(s.min() for s in samples))
-    high = float(max(s.max() for s in samples))
-    return TensorRange(name, (low,), ((high - low) / 255.0 if high > low else 1.0,), sample.dtype.str)
+def image_range(name: str, samples: list[np.ndarray]) -> TensorRange:
+    """The one affine range that maps the tensor's values over `samples` to 0..255 (int8:calibrated's, for the
+    whole tensor; uint8: the identity)."""
+    if samples[0].dtype == np.uint8:
+        return TensorRange(name, (0.0,), (1.0,), samples[0].dtype.str)
+    return calibrate_range(name, samples, per_channel=False)
 
 
 class ImageCodec:

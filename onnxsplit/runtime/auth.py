@@ -19,6 +19,7 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 NONCE_BYTES = 32
 CONTEXT = b"splitnn-auth-1:"  # what the HMAC covers besides the nonce: a MAC for this protocol and no other
 NONCE, ANSWER = "nonce", "hmac"  # the tensor each frame carries (uint8)
+HANDSHAKE_MAX_BYTES = 4096  # a challenge or an answer is a few dozen bytes: a larger frame is no answer
 
 
 def read_token(path: str | Path) -> bytes:

@@ -29,7 +29,7 @@ from splitnn.onnxsplit.codecs.base import Raw
 from splitnn.onnxsplit.codecs.specs import Codecs
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
-from splitnn.onnxsplit.runtime.auth import ANSWER, NONCE, answer
+from splitnn.onnxsplit.runtime.auth import ANSWER, HANDSHAKE_MAX_BYTES, NONCE, answer
 from splitnn.onnxsplit.runtime.wire import (
     AUTH,
     CHALLENGE,
@@ -158,7 +158,7 @@ class DeviceClient:
     def _answer_challenge(self, sock: socket.socket) -> None:
         """Prove the token on a new connection: the server's nonce in, its HMAC out (runtime/auth.py)."""
         try:
-            frame = read_frame(sock, 4096)
+            frame = read_frame(sock, HANDSHAKE_MAX_BYTES)
         except socket.timeout:
             sock.close()
             raise SplitnnError(f"the server at {self.server[0]}:{self.server[1]} sent no challenge in {self.timeout_s:g} s: "

@@ -26,7 +26,7 @@ from splitnn.onnxsplit.artifacts.plan_file import read_vertical_plan
 from splitnn.onnxsplit.codecs.base import Codec
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
-from splitnn.onnxsplit.runtime.auth import ANSWER, NONCE, answer_is_right, new_nonce
+from splitnn.onnxsplit.runtime.auth import ANSWER, HANDSHAKE_MAX_BYTES, NONCE, answer_is_right, new_nonce
 from splitnn.onnxsplit.runtime.wire import (
     AUTH,
     CHALLENGE,
@@ -71,6 +71,14 @@ class ServerCounts:
                 self.errors += 1
 
 
+def _peer(sock: socket.socket) -> str:
+    """HOST:PORT of the other end, for the log."""
+    try:
+        return "{}:{}".format(*sock.getpeername()[:2])
+    except OSError:
+        return "a closed connection"
+
+
 def server_models(outdir: str | Path) -> list[Path]:
     """Every server graph of a plan folder: the server part of a split, or one per kept cut of an adaptive plan
     (a ModelServer holds them all); empty when the plan puts everything on the device."""
@@ -87,8 +95,8 @@ def server_models(outdir: str | Path) -> list[Path]:
 
 
 def plan_codecs(outdir: str | Path) -> dict[str, Codec]:
-    """The calibrated codecs a plan's server decodes with (int8:calibrated: each tensor's range, from plan.json);
-    empty for every other codec, which a frame names in full."""
+    """The calibrated codecs a plan's server decodes with (int8:calibrated and the image codecs: each tensor's range,
+    from plan.json); empty for every other codec, which a frame names in full."""
     from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
 
     if plan_strategy(outdir) != "vertical":
@@ -170,11 +178,11 @@ class ModelServer:
         if self.token is None:
             return True
         nonce = new_nonce()
-        peer = "{}:{}".format(*sock.getpeername()[:2])
+        peer = _peer(sock)  # read now: a peer that resets has no address any more
         try:
             send_frame(sock, Frame(CHALLENGE, 0, tensors={NONCE: np.frombuffer(nonce, np.uint8)}))
             sock.settimeout(AUTH_TIMEOUT_S)
-            frame = read_frame(sock, 4096)
+            frame = read_frame(sock, HANDSHAKE_MAX_BYTES)
             sock.settimeout(None)
             given = frame.tensors.get(ANSWER) if frame.kind == AUTH else None
             if given is not None and answer_is_right(self.token, nonce, given.tobytes()):
@@ -195,7 +203,7 @@ class ModelServer:
         """With TLS: the connection after its handshake (None, logged, when the handshake fails)."""
         if self.tls is None:
             return sock
-        peer = "{}:{}".format(*sock.getpeername()[:2])
+        peer = _peer(sock)  # read now: a failed handshake may leave no address
         try:
             sock.settimeout(AUTH_TIMEOUT_S)
             wrapped = self.tls.wrap_socket(sock, server_side=True)
@@ -216,7 +224,7 @@ class ModelServer:
                 self.counts.open += 1
                 self.counts.connections += 1
         if busy:
-            self.log("refused {}:{}: --max-connections {} reached".format(*sock.getpeername()[:2], self.max_connections))
+            self.log(f"refused {_peer(sock)}: --max-connections {self.max_connections} reached")
             with contextlib.suppress(OSError):
                 send_frame(sock, Frame(ERROR, 0, STATUS_BUSY, message=f"the server is at its {self.max_connections} "
                                        "connections: try again later"))
@@ -243,7 +251,7 @@ class ModelServer:
             except ConnectionClosed:
                 return
             except socket.timeout:
-                self.log("closed {}:{}: nothing for {:g} s".format(*sock.getpeername()[:2], self.idle_timeout_s))
+                self.log(f"closed {_peer(sock)}: nothing for {self.idle_timeout_s:g} s")
                 return
             except ProtocolError as exc:
                 self.counts.add(False)

@@ -76,15 +76,10 @@ class AdaptivePlan:
     codecs: dict[int, CodecRecord] = field(default_factory=dict)  # per kept cut that sends, with a codec
 
 
-def check_adaptive_codec(spec: str) -> None:
-    """Refuse a codec an adaptive plan cannot send in (see the module doc)."""
-    require_self_describing(spec, "--adaptive")
-
-
 def plan_adaptive_coded(analysis: Analysis, plan: Plan, low_bps: float, high_bps: float, spec: str,
                         inputs: Sequence[Tensors], limit: OutputChangeLimit) -> AdaptivePlan:
     """plan_adaptive with every cut's tensors sent in codec `spec`, priced and checked on `inputs` (module doc)."""
-    check_adaptive_codec(spec)
+    require_self_describing(spec, "--adaptive")
     priced, at_cuts = priced_with(analysis, plan, spec, inputs)
     adaptive = plan_adaptive(priced, low_bps, high_bps)
     codecs = {k.candidate.cut.id: checked_at(analysis.graph, k.candidate, spec, at_cuts, limit)

@@ -115,7 +115,7 @@ def calibrated_ranges(spec: str, samples: Sequence[Tensors]) -> dict[str, Tensor
     image tensor's (codecs/image); else none."""
     first = samples[0]
     if image_spec(spec) is not None:
-        return {name: image_range(name, first[name], [s[name] for s in samples]) for name in first
+        return {name: image_range(name, [s[name] for s in samples]) for name in first
                 if image_axis(first[name].shape) is not None
                 and (first[name].dtype == np.uint8 or np.issubdtype(first[name].dtype, np.floating))}
     if not is_calibrated(spec):
@@ -147,10 +147,18 @@ def is_scores(shape: Sequence[int]) -> bool:
     return len(shape) == 2 and shape[0] == 1 and shape[1] > 1
 
 
+def same_top1(got: Tensors, want: Tensors) -> bool | None:
+    """Whether every classifier output of `want` (one row of scores) has the same top class in `got` (None: there
+    is none)."""
+    kept = [int(got[name].argmax()) == int(expected.argmax()) for name, expected in want.items()
+            if name in got and is_scores(expected.shape)]
+    return all(kept) if kept else None
+
+
 def _output_errors(got: Tensors, want: Tensors) -> tuple[float, float, bool | None]:
     """The largest absolute and relative error over the outputs, and whether every classifier output (one row of
     scores) kept its top-1 class (None: no such output)."""
-    abs_err, rel_err, top1 = 0.0, 0.0, []
+    abs_err, rel_err = 0.0, 0.0
     for name, expected in want.items():
         actual = got[name]
         if not np.issubdtype(expected.dtype, np.floating):
@@ -158,6 +166,4 @@ def _output_errors(got: Tensors, want: Tensors) -> tuple[float, float, bool | No
             continue
         error = float(np.abs(actual - expected).max(initial=0.0))
         abs_err, rel_err = max(abs_err, error), max(rel_err, error / max(float(np.abs(expected).max(initial=0.0)), 1e-12))
-        if is_scores(expected.shape):
-            top1.append(int(actual.argmax()) == int(expected.argmax()))
-    return abs_err, rel_err, (all(top1) if top1 else None)
+    return abs_err, rel_err, same_top1(got, want)

@@ -20,6 +20,7 @@ activations <= usable RAM), the share of MACs on the device, the bytes sent.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -283,8 +284,12 @@ def plan_split(
                 reasons.setdefault(kind, []).append(c.cut.id)
         summary = "; ".join(f"{kind} rules out {len(ids)} cuts ({_ranges(ids)})" for kind, ids in reasons.items())
         raise SplitnnError(f"no cut is feasible: {summary}; relax a constraint or pick a device with more memory")
-    chosen = min(feasible, key=lambda c: (objective_score(c.predicted, objective), c.cut.id))
-    return Plan(objective, chosen, candidates, device, server, link, constraints)
+    return Plan(objective, best_candidate(feasible, objective), candidates, device, server, link, constraints)
+
+
+def best_candidate(candidates: Iterable[Candidate], objective: str) -> Candidate:
+    """The candidate that scores best on `objective` (the shallower cut on a tie)."""
+    return min(candidates, key=lambda c: (objective_score(c.predicted, objective), c.cut.id))
 
 
 def _ranges(ids: list[int]) -> str:

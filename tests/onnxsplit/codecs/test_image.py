@@ -50,7 +50,7 @@ def test_a_photo_travels_as_an_image_file_in_far_fewer_bytes(photo_inputs):
 def test_layouts_grey_and_uint8_inputs():
     pixels = np.asarray(Image.open(photos()[0]).convert("RGB").resize((64, 48)))  # H 48, W 64, uint8
     nhwc = pixels[None]
-    codec = ImageCodec(image_range("x", nhwc, [nhwc]), "png", None)
+    codec = ImageCodec(image_range("x", [nhwc]), "png", None)
     assert codec.range.step == (1.0,) and np.array_equal(codec.decode(codec.encode(nhwc)), nhwc)  # uint8: exact
     nchw = (pixels.transpose(2, 0, 1)[None] / 255).astype(np.float32)
     back = _codec("png", [nchw]).decode(_codec("png", [nchw]).encode(nchw))
