@@ -2,32 +2,64 @@
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
+from splitnn.cli.options import OptionGroup, use_groups
 from splitnn.cli.render import human_bytes, stdout
+
+
+@dataclass(frozen=True)
+class _Connection:
+    """How the device reaches its server: where, how long it waits, and what it proves (token, TLS)."""
+
+    address: tuple[str, int]
+    timeout_s: float
+    token: bytes | None
+    tls: Any  # ssl.SSLContext or None
+    name: str  # for the server's per-device counters
+
+
+def _connection(address: str, timeout: float, token_file: str | None, tls_ca: str | None, name: str) -> _Connection:
+    from splitnn.onnxsplit.runtime.auth import read_token
+    from splitnn.onnxsplit.runtime.device import parse_address
+    from splitnn.onnxsplit.runtime.tls import client_context
+
+    token = read_token(token_file) if token_file is not None else None
+    return _Connection(parse_address(address), timeout, token, client_context(tls_ca) if tls_ca is not None else None,
+                       name)
+
+
+CONNECTION = OptionGroup("link", (
+    (("--server", "address"), dict(required=True, metavar="HOST:PORT", help="Where `splitnn serve` listens.")),
+    (("--timeout", "timeout"), dict(default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+                                    help="Seconds to wait for each answer.")),
+    (("--token-file", "token_file"), dict(
+        type=click.Path(dir_okay=False),
+        help="The server's shared token (serve --token-file): answers its challenge on each connection.")),
+    (("--tls-ca", "tls_ca"), dict(
+        type=click.Path(dir_okay=False),
+        help="Connect with TLS, trusting this CA file (for `serve --self-signed DIR`: DIR/cert.pem).")),
+    (("--name", "name"), dict(default=socket.gethostname(), show_default="this host's name",
+                              help="How the server's per-device counters know this device.")),
+), _connection)
 
 
 @click.command()
 @click.argument("outdir", type=click.Path(file_okay=False))
-@click.option("--server", "address", required=True, metavar="HOST:PORT", help="Where `splitnn serve` listens.")
 @click.option("--input", "input_file", type=click.Path(dir_okay=False), help="A .npy file for the (single) model input.")
 @click.option("--random", "random_count", type=click.IntRange(1), help="Send N random inputs instead.")
-@click.option("--timeout", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
-              help="Seconds to wait for each answer.")
 @click.option("--deadline", metavar="TIME", help="Adaptive plans: answer every request within TIME (e.g. 900ms), "
                                                  "finishing on the device when the server cannot.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Save the last answer's outputs (.npz).")
 @click.option("--json", "as_json", is_flag=True, help="Per-request timings as JSON.")
-@click.option("--token-file", type=click.Path(dir_okay=False),
-              help="The server's shared token (serve --token-file): answers its challenge on each connection.")
-@click.option("--tls-ca", type=click.Path(dir_okay=False),
-              help="Connect with TLS, trusting this CA file (for `serve --self-signed DIR`: DIR/cert.pem).")
-def device(outdir: str, address: str, input_file: str | None, random_count: int | None, timeout: float,
-           deadline: str | None, output: str | None, as_json: bool, token_file: str | None, tls_ca: str | None) -> None:
+@use_groups(CONNECTION)
+def device(outdir: str, input_file: str | None, random_count: int | None, deadline: str | None, output: str | None,
+           as_json: bool, link: _Connection) -> None:
     """Run the device part of OUTDIR and send its tensors to a server.
 
     On an adaptive plan (partition --adaptive) the device estimates the link
@@ -44,14 +76,9 @@ def device(outdir: str, address: str, input_file: str | None, random_count: int 
     from splitnn.cli.options import duration_option_s
     from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
     from splitnn.onnxsplit.core.errors import SplitnnError
-    from splitnn.onnxsplit.runtime.auth import read_token
-    from splitnn.onnxsplit.runtime.device import parse_address
-    from splitnn.onnxsplit.runtime.tls import client_context
 
     if (input_file is None) == (random_count is None):
         raise SplitnnError("give exactly one of --input FILE.npy or --random N")
-    token = read_token(token_file) if token_file is not None else None
-    link = _Connection(parse_address(address), timeout, token, client_context(tls_ca) if tls_ca is not None else None)
     deadline_s = duration_option_s(deadline, "--deadline")
     if plan_strategy(outdir) == "adaptive":
         outputs = _adaptive(outdir, link, input_file, random_count, deadline_s, as_json)
@@ -93,16 +120,6 @@ def _inputs(plan: Any, input_file: str | None, random_count: int | None) -> list
     return [{name: array.astype(dtype)}]
 
 
-@dataclass(frozen=True)
-class _Connection:
-    """How the device reaches its server: where, how long it waits, and what it proves (token, TLS)."""
-
-    address: tuple[str, int]
-    timeout_s: float
-    token: bytes | None
-    tls: Any  # ssl.SSLContext or None
-
-
 def _split(outdir: str, link: _Connection, input_file: str | None, random_count: int | None,
            as_json: bool) -> dict[str, Any]:
     """A split's device part: every request through the server. Returns the last answer's outputs."""
@@ -111,7 +128,8 @@ def _split(outdir: str, link: _Connection, input_file: str | None, random_count:
 
     part = DevicePart(outdir)
     inputs = _inputs(part.plan, input_file, random_count)
-    client = DeviceClient(part, link.address, timeout_s=link.timeout_s, token=link.token, tls=link.tls)
+    client = DeviceClient(part, link.address, timeout_s=link.timeout_s, token=link.token, tls=link.tls,
+                          name=link.name)
     results = [client.request(feeds) for feeds in inputs]
     client.close()
     rows = [{"request": r.request_id, "ok": r.ok, "error": r.error, "device_s": r.device_s, "encode_s": r.encode_s,
@@ -142,7 +160,7 @@ def _adaptive(outdir: str, link: _Connection, input_file: str | None, random_cou
     plan = read_plan(outdir, "adaptive")
     inputs = _inputs(plan, input_file, random_count)
     device = AdaptiveDevice(Path(outdir), plan, link.address, deadline_s=deadline_s,  # type: ignore[arg-type]
-                            timeout_s=link.timeout_s, token=link.token, tls=link.tls)
+                            timeout_s=link.timeout_s, token=link.token, tls=link.tls, name=link.name)
     points = [device.request(feeds) for feeds in inputs]
     device.close()
     counts = device.counts()

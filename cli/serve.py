@@ -1,33 +1,93 @@
 """`splitnn serve`: the server part of a plan folder, answering devices over TCP."""
 from __future__ import annotations
 
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Any
+
 import click
 
+from splitnn.cli.options import OptionGroup, use_groups
 from splitnn.cli.render import stderr
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Who may connect (a token) and whether the bytes are encrypted (a TLS context), from the options."""
+
+    host: str
+    token: bytes | None
+    tls: Any  # ssl.SSLContext | None
+
+
+def _guard(host: str, token_file: str | None, insecure: bool, tls_cert: str | None, tls_key: str | None,
+           self_signed: str | None) -> Guard:
+    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.runtime.auth import is_loopback, read_token
+
+    token = read_token(token_file) if token_file is not None else None
+    if token is None and not is_loopback(host):
+        if not insecure:
+            raise SplitnnError(f"--host {host} lets other machines connect, and without --token-file any of them "
+                               "would be served: give --token-file FILE (and the same to each device), or --insecure")
+        stderr().print(f"[yellow]warning: serving {host} without a token (--insecure): anyone who reaches the port "
+                       "is served[/yellow]")
+    return Guard(host, token, _tls(tls_cert, tls_key, self_signed, host))
+
+
+GUARD = OptionGroup("guard", (
+    (("--host", "host"), dict(default="127.0.0.1", show_default=True,
+                              help="Address to listen on (0.0.0.0 for other machines).")),
+    (("--token-file", "token_file"), dict(
+        type=click.Path(dir_okay=False), help="A file holding a shared token: a device must prove it holds the same "
+                                              "one (an HMAC of a fresh challenge; the token never crosses the network).")),
+    (("--insecure", "insecure"), dict(is_flag=True, help="Listen on an address other machines reach without "
+                                                         "--token-file (anyone who reaches the port is served).")),
+    (("--tls-cert", "tls_cert"), dict(type=click.Path(dir_okay=False),
+                                      help="Encrypt with TLS: the server's certificate (PEM).")),
+    (("--tls-key", "tls_key"), dict(type=click.Path(dir_okay=False), help="With --tls-cert: its private key (PEM).")),
+    (("--self-signed", "self_signed"), dict(
+        type=click.Path(file_okay=False), metavar="DIR",
+        help="Write a self-signed certificate and key into DIR (cert.pem, key.pem; for localhost, 127.0.0.1 and --host) "
+             "and serve with them; a device trusts DIR/cert.pem as its --tls-ca.")),
+), _guard)
+
+
+def _limits(max_connections: int, idle_timeout: float, max_batch: int, max_wait_ms: float) -> Any:
+    from splitnn.onnxsplit.runtime.server import ServerLimits
+
+    return ServerLimits(max_connections, idle_timeout, max_batch, max_wait_ms / 1e3)
+
+
+LIMITS = OptionGroup("limits", (
+    (("--max-connections", "max_connections"), dict(
+        default=64, show_default=True, type=click.IntRange(1),
+        help="Devices connected at once; one more is turned away with an error frame.")),
+    (("--idle-timeout", "idle_timeout"), dict(
+        default=300.0, show_default=True, type=click.FloatRange(0, min_open=True), metavar="S",
+        help="Close a connection that sends nothing (or a frame that slowly) for S seconds; its device reconnects on "
+             "its next request.")),
+    (("--max-batch", "max_batch"), dict(
+        default=8, show_default=True, type=click.IntRange(1),
+        help="Run up to this many devices' requests in one session call, where the server part takes a batch (checked "
+             "at start; otherwise one at a time). 1: one request at a time.")),
+    (("--max-wait-ms", "max_wait_ms"), dict(
+        default=2.0, show_default=True, type=click.FloatRange(0), metavar="MS",
+        help="How long a request waits for others to join its batch.")),
+), _limits)
 
 
 @click.command()
 @click.argument("outdir", type=click.Path(file_okay=False))
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for other machines).")
 @click.option("--port", default=9000, show_default=True, type=click.IntRange(0, 65535), help="TCP port (0: any free one).")
-@click.option("--token-file", type=click.Path(dir_okay=False),
-              help="A file holding a shared token: a device must prove it holds the same one (an HMAC of a fresh "
-                   "challenge; the token never crosses the network).")
-@click.option("--insecure", is_flag=True, help="Listen on an address other machines reach without --token-file "
-                                               "(anyone who reaches the port is served).")
-@click.option("--tls-cert", type=click.Path(dir_okay=False), help="Encrypt with TLS: the server's certificate (PEM).")
-@click.option("--tls-key", type=click.Path(dir_okay=False), help="With --tls-cert: its private key (PEM).")
-@click.option("--self-signed", "self_signed", type=click.Path(file_okay=False), metavar="DIR",
-              help="Write a self-signed certificate and key into DIR (cert.pem, key.pem; for localhost, 127.0.0.1 and "
-                   "--host) and serve with them; a device trusts DIR/cert.pem as its --tls-ca.")
-@click.option("--max-connections", default=64, show_default=True, type=click.IntRange(1),
-              help="Devices connected at once; one more is turned away with an error frame.")
-@click.option("--idle-timeout", default=300.0, show_default=True, type=click.FloatRange(0, min_open=True), metavar="S",
-              help="Close a connection that sends nothing (or a frame that slowly) for S seconds; its device "
-                   "reconnects on its next request.")
-def serve(outdir: str, host: str, port: int, token_file: str | None, insecure: bool, tls_cert: str | None,
-          tls_key: str | None, self_signed: str | None, max_connections: int, idle_timeout: float) -> None:
-    """Serve the server part of the plan in OUTDIR until interrupted.
+@click.option("--drain-timeout", default=30.0, show_default=True, type=click.FloatRange(0), metavar="S",
+              help="On SIGTERM, how long to wait for the requests in flight before exiting.")
+@use_groups(GUARD, LIMITS)
+def serve(outdir: str, port: int, drain_timeout: float, guard: Guard, limits: Any) -> None:
+    """Serve the server part of the plan in OUTDIR until interrupted (Ctrl-C), or until SIGTERM, which stops
+    taking connections, answers the requests in flight and exits. Per-device counters are logged as connections
+    close and at the end (a device is known by its --name, else its address).
 
     \b
     Examples:
@@ -37,34 +97,57 @@ def serve(outdir: str, host: str, port: int, token_file: str | None, insecure: b
       splitnn serve out/vgg16     (this machine only: 127.0.0.1, no token needed)
       splitnn serve out/vgg16 --host 0.0.0.0 --token-file token.txt --self-signed tls/   (encrypted too)
       splitnn device out/vgg16 --server board-server.local:9000 --random 5 --token-file token.txt --tls-ca tls/cert.pem
+      splitnn serve out/vgg16 --max-batch 16 --max-wait-ms 5     (many devices: batch their requests)
     """
     from splitnn.onnxsplit.core.errors import SplitnnError
-    from splitnn.onnxsplit.runtime.auth import is_loopback, read_token
     from splitnn.onnxsplit.runtime.server import ModelServer, plan_codecs, server_models
 
-    token = read_token(token_file) if token_file is not None else None
-    if token is None and not is_loopback(host):
-        if not insecure:
-            raise SplitnnError(f"--host {host} lets other machines connect, and without --token-file any of them "
-                               "would be served: give --token-file FILE (and the same to each device), or --insecure")
-        stderr().print(f"[yellow]warning: serving {host} without a token (--insecure): anyone who reaches the port "
-                       "is served[/yellow]")
-    tls = _tls(tls_cert, tls_key, self_signed, host)
     models = server_models(outdir)
     if not models:
         raise SplitnnError(f"'{outdir}' puts the whole model on the device: its server part is empty and there is "
                            "nothing to serve (run `splitnn device` alone, or partition with another cut)")
-    server = ModelServer(models, host=host, port=port, codecs=plan_codecs(outdir), token=token, log=stderr().print,
-                         tls=tls, max_connections=max_connections, idle_timeout_s=idle_timeout)
+    host = guard.host
+    # Idle onnxruntime threads sleep instead of spinning: a request's network time dwarfs their wake-up, and a
+    # spinning server takes the cores from whatever shares the machine.
+    server = ModelServer(models, host=host, port=port, codecs=plan_codecs(outdir), token=guard.token,
+                         log=stderr().print, tls=guard.tls, limits=limits, spin=False)
     what = f" ({len(models)} cuts of an adaptive plan)" if len(models) > 1 else ""
-    guarded = (", devices must hold the token" if token is not None else "") + (", TLS" if tls is not None else "")
-    stderr().print(f"serving {outdir}{what} on {server.address[0]}:{server.address[1]}{guarded} (Ctrl-C to stop)")
+    shields = ("devices must hold the token; " if guard.token is not None else "") + ("TLS; " if guard.tls else "")
+    batching = f"batches of up to {limits.max_batch}" if server.batch_counts else "one request at a time"
+    stderr().print(f"serving {outdir}{what} on {server.address[0]}:{server.address[1]} ({shields}{batching}; Ctrl-C "
+                   "or SIGTERM to stop)")
+    draining = _drain_on_sigterm(server, drain_timeout)
     try:
         server.serve_forever()
     finally:
-        counts = server.counts
-        stderr().print(f"served {counts.ok} requests, {counts.errors} errors, {counts.connections} connections "
-                       f"({counts.refused_busy} turned away at --max-connections)")
+        if draining.is_set():
+            server.wait_drained()
+        _summary(server)
+
+
+def _drain_on_sigterm(server: Any, timeout_s: float) -> threading.Event:
+    """On SIGTERM, drain the server from another thread (serve_forever's own cannot stop it); the event says it
+    was asked."""
+    asked = threading.Event()
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if not asked.is_set():
+            asked.set()
+            threading.Thread(target=server.drain, args=(timeout_s,), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return asked
+
+
+def _summary(server: Any) -> None:
+    counts = server.counts
+    for line in counts.lines():
+        stderr().print(line)
+    for batches in server.batch_counts:
+        stderr().print(f"batched: {batches.requests} requests in {batches.runs} session runs (mean "
+                       f"{batches.mean_batch:.2f}, largest {batches.largest})")
+    stderr().print(f"served {counts.ok} requests, {counts.errors} errors, {counts.connections} connections "
+                   f"({counts.refused_busy} turned away at --max-connections)")
 
 
 def _tls(cert: str | None, key: str | None, self_signed: str | None, host: str):  # type: ignore[no-untyped-def]

@@ -141,3 +141,13 @@ def median_run_seconds(session: "onnxruntime.InferenceSession", feeds: dict[str,
         session.run(None, feeds)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+# onnxruntime names an input's element type as a string ("tensor(float)"), numpy by its own names.
+_ORT_TYPES = {"float": np.float32, "double": np.float64, "bool": np.bool_}
+
+
+def ort_numpy_dtype(ort_type: str) -> np.dtype:
+    """The numpy dtype of an onnxruntime input or output type such as 'tensor(float)' or 'tensor(int64)'."""
+    name = ort_type.removeprefix("tensor(").removesuffix(")")
+    return np.dtype(_ORT_TYPES.get(name, name))

@@ -108,7 +108,7 @@ class AdaptiveDevice:
     def __init__(self, outdir: Path, plan: AdaptivePlanFile, server: tuple[str, int], *, deadline_s: float | None = None,
                  timeout_s: float = 30.0, hold_cut: int | None = None, emulate_board: bool = False,
                  true_rate: Callable[[float], float | None] | None = None, token: bytes | None = None,
-                 tls: Any = None) -> None:
+                 tls: Any = None, name: str | None = None) -> None:
         self.outdir, self.plan, self.deadline_s, self.timeout_s = outdir, plan, deadline_s, timeout_s
         plan.check_artifacts(outdir, "device")
         self.hold_cut, self.emulate_board, self.true_rate = hold_cut, emulate_board, true_rate
@@ -126,7 +126,7 @@ class AdaptiveDevice:
         session = create_session(outdir / (plan.artifacts.device_ort or plan.artifacts.device_model), spin=False)
         self.views = {k.cut.id: _CutView(session, plan, k) for k in plan.kept}
         self.client = DeviceClient(self.views[held[0].cut.id], server, timeout_s=timeout_s,  # type: ignore[arg-type]
-                                   token=token, tls=tls)
+                                   token=token, tls=tls, name=name)
         self.estimator = BandwidthEstimator(plan.link.rtt_s, plan.link.down_bps / plan.link.uplink_bps)
         self.chooser = CutChooser([LatencyLine(k, k.fixed_s, k.wire_bits) for k in held])  # type: ignore[arg-type]
         # The kept cuts a late answer can be finished from here: decided once, from the folder's files.

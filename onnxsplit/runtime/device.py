@@ -30,6 +30,7 @@ from splitnn.onnxsplit.codecs.specs import Codecs
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.runtime.auth import ANSWER, HANDSHAKE_MAX_BYTES, NONCE, answer
+from splitnn.onnxsplit.runtime.server_counts import DEVICE_NAME_MAX_BYTES, DEVICE_NAME_TENSOR
 from splitnn.onnxsplit.runtime.wire import (
     AUTH,
     CHALLENGE,
@@ -111,7 +112,7 @@ class DeviceClient:
 
     def __init__(self, part: DevicePart, server: tuple[str, int], *, slowdown: float = 1.0, board_s: float = 0.0,
                  timeout_s: float = 30.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, encode_board_s: float = 0.0,
-                 token: bytes | None = None, tls: ssl.SSLContext | None = None) -> None:
+                 token: bytes | None = None, tls: ssl.SSLContext | None = None, name: str | None = None) -> None:
         self.part = part
         self.server = server
         self.slowdown = slowdown
@@ -119,6 +120,7 @@ class DeviceClient:
         self.encode_board_s = encode_board_s  # the emulated board's encoding: this host's times `slowdown`, or at least this
         self.token = token  # the server's shared token: every new connection answers its challenge (runtime/auth.py)
         self.tls = tls  # encrypt every connection, the server's certificate checked (runtime/tls.py)
+        self.name = name  # announced on every connection, for the server's per-device counters
         self.timeout_s = timeout_s
         self.max_frame_bytes = max_frame_bytes
         self._ids = itertools.count(1)
@@ -138,6 +140,8 @@ class DeviceClient:
                 sock = self._tls_handshake(sock)
             if self.token is not None:
                 self._answer_challenge(sock)
+            if self.name:
+                self._announce(sock)
             self._sock = sock
         return self._sock
 
@@ -171,6 +175,18 @@ class DeviceClient:
             sock.close()
             raise SplitnnError("the server did not send a challenge: it was started without --token-file")
         send_frame(sock, Frame(AUTH, 0, tensors={ANSWER: np.frombuffer(answer(self.token, nonce.tobytes()), np.uint8)}))
+
+    def _announce(self, sock: socket.socket) -> None:
+        """Name this device on a new connection (a request of DEVICE_NAME_TENSOR alone, answered empty): the
+        server counts its requests under the name (runtime/server_counts.py)."""
+        name = np.frombuffer(self.name.encode("utf-8")[:DEVICE_NAME_MAX_BYTES], np.uint8)  # type: ignore[union-attr]
+        try:
+            send_frame(sock, Frame(REQUEST, 0, tensors={DEVICE_NAME_TENSOR: name}))
+            read_frame(sock, HANDSHAKE_MAX_BYTES)
+        except (ConnectionClosed, ProtocolError, OSError) as exc:
+            sock.close()
+            raise SplitnnError(f"the server at {self.server[0]}:{self.server[1]} closed the connection at once ({exc})"
+                               ) from None
 
     def set_timeout(self, seconds: float) -> None:
         """How long the next answers may take (an adaptive device gives each request what its deadline leaves)."""

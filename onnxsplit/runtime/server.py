@@ -17,8 +17,9 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,13 @@ from splitnn.onnxsplit.codecs.base import Codec
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.runtime.auth import ANSWER, HANDSHAKE_MAX_BYTES, NONCE, answer_is_right, new_nonce
+from splitnn.onnxsplit.runtime.batching import BatchCounts, Batcher, batchable_session
+from splitnn.onnxsplit.runtime.server_counts import (
+    DEVICE_NAME_MAX_BYTES,
+    DEVICE_NAME_TENSOR,
+    DeviceCounts,
+    ServerCounts,
+)
 from splitnn.onnxsplit.runtime.wire import (
     AUTH,
     CHALLENGE,
@@ -42,6 +50,7 @@ from splitnn.onnxsplit.runtime.wire import (
     ConnectionClosed,
     Frame,
     ProtocolError,
+    encode_frame,
     read_frame,
     send_frame,
 )
@@ -54,21 +63,36 @@ AUTH_TIMEOUT_S = 10.0
 OTHER_FRAME = "something else than an answer to the challenge (a device without the token?)"
 
 
-@dataclass
-class ServerCounts:
-    ok: int = 0
-    errors: int = 0
-    connections: int = 0  # admitted, since the start
-    open: int = 0  # admitted and not yet closed
-    refused_busy: int = 0  # turned away at --max-connections
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one server allows: connections at once (None: any number), how long a connection may be silent (None:
+    for ever), and how requests from several devices are batched (max_batch 1: one request at a time)."""
 
-    def add(self, ok: bool) -> None:
-        with self.lock:
-            if ok:
-                self.ok += 1
-            else:
-                self.errors += 1
+    max_connections: int | None = None
+    idle_timeout_s: float | None = None
+    max_batch: int = 1
+    max_wait_s: float = 0.002
+
+
+@dataclass
+class _Graph:
+    """One server graph: its session, its input and output names (read once, not on every request), and its
+    batcher when it batches."""
+
+    session: Any
+    inputs: list[str]
+    outputs: list[str]
+    batcher: Batcher | None = None
+
+
+@dataclass
+class _Connection:
+    """One device's connection, as the server tracks it: who, and whether a request of it is being answered
+    (a draining server waits for those, and closes the others at once)."""
+
+    sock: socket.socket
+    device: DeviceCounts
+    busy: bool = False
 
 
 def _peer(sock: socket.socket) -> str:
@@ -120,27 +144,30 @@ def server_part_path(outdir: str | Path) -> Path | None:
 class ModelServer:
     """Serve `model` (an .onnx or .ort file; None: echo the inputs back, for an empty server part), or several
     models (an adaptive plan's server graphs, one per cut): each request goes to the one whose inputs are the
-    tensors it carries. `codecs`: the calibrated codecs of the plan (plan_codecs), by tensor name."""
+    tensors it carries. `codecs`: the calibrated codecs of the plan (plan_codecs), by tensor name. With
+    `limits.max_batch` over 1, each graph that takes a batch (runtime/batching.py) answers concurrent requests
+    in one session run."""
 
     def __init__(self, model: Path | Sequence[Path] | None, host: str = "127.0.0.1", port: int = 0,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, threads: int | None = None, spin: bool = True,
                  codecs: Mapping[str, Codec] | None = None, token: bytes | None = None,
                  log: Callable[[str], None] | None = None, tls: ssl.SSLContext | None = None,
-                 max_connections: int | None = None, idle_timeout_s: float | None = None) -> None:
+                 limits: ServerLimits = ServerLimits()) -> None:
         models = [] if model is None else [model] if isinstance(model, Path) else list(model)
-        sessions = [create_session(m, threads=threads, spin=spin) for m in models]
-        # Per session, its input and output names: read once, not on every request.
-        self.graphs = [(s, [i.name for i in s.get_inputs()], [o.name for o in s.get_outputs()]) for s in sessions]
-        self.session = sessions[0] if sessions else None
-        self.inputs, self.outputs = (self.graphs[0][1], self.graphs[0][2]) if self.graphs else ([], [])
         self.max_frame_bytes = max_frame_bytes
         self.codecs = dict(codecs or {})
         self.token, self.log = token, log or (lambda line: None)  # token: devices must answer its challenge
         self.tls = tls  # every connection encrypted (runtime/tls.py)
         # A connection over max_connections is turned away with an error frame; one silent for idle_timeout_s (or
         # that sends a frame that slowly) is closed, so no client holds a thread for ever.
-        self.max_connections, self.idle_timeout_s = max_connections, idle_timeout_s
+        self.limits = limits
         self.counts = ServerCounts()
+        self.graphs = [self._graph(m, threads, spin) for m in models]
+        self.session = self.graphs[0].session if self.graphs else None
+        self.inputs, self.outputs = (self.graphs[0].inputs, self.graphs[0].outputs) if self.graphs else ([], [])
+        self._connections: dict[int, _Connection] = {}
+        self._draining = threading.Event()
+        self._drained = threading.Event()
         owner = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -157,20 +184,40 @@ class ModelServer:
             raise SplitnnError(f"cannot listen on {host}:{port} ({exc.strerror}): choose another --port") from None
         self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
 
+    def _graph(self, model: Path, threads: int | None, spin: bool) -> _Graph:
+        """One server graph's session, its names, and its batcher when batching is asked for and it takes a batch."""
+        session = create_session(model, threads=threads, spin=spin)
+        graph = _Graph(session, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+        if self.limits.max_batch > 1:
+            check = batchable_session(model, session, threads=threads, spin=spin)
+            if check.session is None:
+                self.log(f"{model.name}: one request at a time: {check.reason}")
+            else:
+                graph.batcher = Batcher(check.session, graph.inputs, graph.outputs, self.limits.max_batch,
+                                        self.limits.max_wait_s, lambda feeds: session.run(graph.outputs, feeds),
+                                        senders=lambda: self.counts.open)
+        return graph
+
     def run(self, tensors: dict) -> dict:  # type: ignore[type-arg]
-        if set(tensors) == {PROBE_TENSOR}:
-            return {}  # a device measuring the link: the bytes came, an empty answer goes back
+        if set(tensors) in ({PROBE_TENSOR}, {DEVICE_NAME_TENSOR}):
+            return {}  # a device measuring the link, or naming itself: an empty answer goes back
         if self.session is None:
             return tensors
-        session, inputs, outputs = self.graphs[0]
+        graph = self.graphs[0]
         if len(self.graphs) > 1:  # the graph of the cut the device chose: the one that reads what it sent
-            session, inputs, outputs = next((g for g in self.graphs if set(g[1]) == set(tensors)), self.graphs[0])
-        missing = [n for n in inputs if n not in tensors]
+            graph = next((g for g in self.graphs if set(g.inputs) == set(tensors)), self.graphs[0])
+        missing = [n for n in graph.inputs if n not in tensors]
         if missing:
-            raise ProtocolError(f"request lacks input(s) {', '.join(missing)} (expected {', '.join(inputs)})",
+            raise ProtocolError(f"request lacks input(s) {', '.join(missing)} (expected {', '.join(graph.inputs)})",
                                 STATUS_BAD_INPUT)
-        values = session.run(outputs, {n: tensors[n] for n in inputs})
-        return dict(zip(outputs, values))
+        feeds = {n: tensors[n] for n in graph.inputs}
+        values = graph.batcher.run(feeds) if graph.batcher is not None else graph.session.run(graph.outputs, feeds)
+        return dict(zip(graph.outputs, values))
+
+    @property
+    def batch_counts(self) -> list[BatchCounts]:
+        """Per server graph that batches, how its session runs went."""
+        return [g.batcher.counts for g in self.graphs if g.batcher is not None]
 
     def _authenticated(self, sock: socket.socket) -> bool:
         """With a token: challenge the device, and refuse it (one error frame, a log line) unless it answers right
@@ -216,75 +263,151 @@ class ModelServer:
 
     def _admitted(self, sock: socket.socket) -> bool:
         """Count the connection in, or turn it away (an error frame, a log line) at max_connections."""
+        limit = self.limits.max_connections
         with self.counts.lock:
-            busy = self.max_connections is not None and self.counts.open >= self.max_connections
+            busy = limit is not None and self.counts.open >= limit
             if busy:
                 self.counts.refused_busy += 1
             else:
                 self.counts.open += 1
                 self.counts.connections += 1
         if busy:
-            self.log(f"refused {_peer(sock)}: --max-connections {self.max_connections} reached")
+            self.log(f"refused {_peer(sock)}: --max-connections {limit} reached")
             with contextlib.suppress(OSError):
-                send_frame(sock, Frame(ERROR, 0, STATUS_BUSY, message=f"the server is at its {self.max_connections} "
+                send_frame(sock, Frame(ERROR, 0, STATUS_BUSY, message=f"the server is at its {limit} "
                                        "connections: try again later"))
         return not busy
 
     def _handle(self, plain: socket.socket) -> None:
         plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if not self._admitted(plain):
+        if self._draining.is_set() or not self._admitted(plain):
             return
         try:
             sock = self._encrypted(plain)
             if sock is not None and self._authenticated(sock):
-                sock.settimeout(self.idle_timeout_s)
-                self._serve_connection(sock)
+                sock.settimeout(self.limits.idle_timeout_s)
+                address = _peer(sock).rpartition(":")[0]
+                connection = _Connection(sock, self.counts.device(address, address))
+                with self.counts.lock:
+                    self._connections[id(connection)] = connection
+                    connection.device.connections += 1
+                try:
+                    self._serve_connection(connection)
+                finally:
+                    with self.counts.lock:
+                        del self._connections[id(connection)]
+                    self.log(f"closed a connection of {connection.device.line()}")
         finally:
             with self.counts.lock:
                 self.counts.open -= 1
 
-    def _serve_connection(self, sock: socket.socket) -> None:
-        """Answer the connection's frames until it closes, breaks the protocol beyond repair, or idles out."""
+    def _next_frame(self, connection: _Connection) -> Frame | None:
+        """The connection's next request frame, marked busy; None when the connection is done with. A frame that
+        breaks the protocol is answered with an error frame here (and closes the connection when its boundaries are
+        lost)."""
+        sock = connection.sock
         while True:
             try:
                 frame = read_frame(sock, self.max_frame_bytes, self.codecs)
             except ConnectionClosed:
-                return
+                return None
             except socket.timeout:
-                self.log(f"closed {_peer(sock)}: nothing for {self.idle_timeout_s:g} s")
-                return
+                self.log(f"closed {_peer(sock)}: nothing for {self.limits.idle_timeout_s:g} s")
+                return None
             except ProtocolError as exc:
-                self.counts.add(False)
+                self.counts.add(False, connection.device)
                 try:
                     send_frame(sock, Frame(ERROR, exc.request_id, exc.status, message=str(exc)))
                 except OSError:
-                    return
+                    return None
                 if not exc.resumable:  # frame boundaries lost: nothing more can be read reliably
                     sock.close()
-                    return
+                    return None
                 continue
             except OSError:
-                return
-            if frame.kind != REQUEST:
-                self.counts.add(False)
+                return None
+            with self.counts.lock:
+                connection.busy = True
+            if frame.kind == REQUEST:
+                return frame
+            self.counts.add(False, connection.device)
+            connection.busy = False
+            with contextlib.suppress(OSError):
                 send_frame(sock, Frame(ERROR, frame.request_id, STATUS_BAD_FRAME, message="expected a request frame"))
-                continue
+
+    def _serve_connection(self, connection: _Connection) -> None:
+        """Answer the connection's frames until it closes, breaks the protocol beyond repair, idles out, or the
+        server drains."""
+        while not self._draining.is_set():
+            frame = self._next_frame(connection)
+            if frame is None:
+                return
+            if set(frame.tensors) == {DEVICE_NAME_TENSOR}:  # not a request to count: who sends the next ones
+                self._name_device(connection, frame)
             start = time.perf_counter()
+            ok = False
             try:
                 outputs = self.run(frame.tensors)
                 reply = Frame(RESPONSE, frame.request_id, server_s=time.perf_counter() - start, tensors=outputs)
-                self.counts.add(True)
+                ok = True
             except ProtocolError as exc:
                 reply = Frame(ERROR, frame.request_id, exc.status, message=str(exc))
-                self.counts.add(False)
             except Exception as exc:  # onnxruntime rejects the tensors (dtype, shape): the device's mistake
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 reply = Frame(ERROR, frame.request_id, STATUS_FAILED, message=f"the server part failed: {first}")
-                self.counts.add(False)
+            data = encode_frame(reply)
+            if set(frame.tensors) != {DEVICE_NAME_TENSOR}:  # counted before the device can see the answer
+                self.counts.add(ok, connection.device, frame.wire_bytes, len(data), reply.server_s)
             try:
-                send_frame(sock, reply)
+                connection.sock.sendall(data)
             except OSError:
                 return
+            finally:
+                connection.busy = False
+
+    def _name_device(self, connection: _Connection, frame: Frame) -> None:
+        """A device's name for its counters (DEVICE_NAME_TENSOR: UTF-8 bytes, at most DEVICE_NAME_MAX_BYTES)."""
+        raw = frame.tensors[DEVICE_NAME_TENSOR].tobytes()[:DEVICE_NAME_MAX_BYTES]
+        before = connection.device
+        name = raw.decode("utf-8", errors="replace").strip() or before.address
+        connection.device = self.counts.device(name, before.address)
+        if connection.device is before:
+            return
+        with self.counts.lock:  # the connection was counted for its address until now
+            before.connections -= 1
+            connection.device.connections += 1
+            if not (before.connections or before.ok or before.errors):
+                del self.counts.devices[before.name]
+
+    def drain(self, timeout_s: float = 30.0) -> bool:
+        """Stop taking connections, close the idle ones, let the requests in flight be answered, then return
+        (True when all were, within `timeout_s`). What SIGTERM does to `splitnn serve`. Not from the thread that
+        runs serve_forever, which this stops."""
+        with self.counts.lock:
+            self._draining.set()
+            in_flight = sum(c.busy for c in self._connections.values())
+            idle = [c.sock for c in self._connections.values() if not c.busy]
+        self.log(f"draining: no new connections; {in_flight} request(s) in flight, {len(idle)} idle connection(s) "
+                 "closed")
+        self._server.shutdown()
+        self._server.server_close()  # a device that tries now is refused at once, not left waiting
+        for sock in idle:  # their reads end; a reply still being written goes out (only the read side is shut)
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RD)  # the plain socket's, also under TLS
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.counts.lock:
+                if not any(c.busy for c in self._connections.values()):
+                    break
+            time.sleep(0.01)
+        with self.counts.lock:
+            left = sum(c.busy for c in self._connections.values())
+        self._drained.set()
+        return left == 0
+
+    def wait_drained(self, timeout_s: float | None = None) -> bool:
+        """Wait until a drain that was started has ended."""
+        return self._drained.wait(timeout_s)
 
     def serve_forever(self) -> None:
         self._server.serve_forever(poll_interval=0.1)
@@ -295,8 +418,12 @@ class ModelServer:
         return self
 
     def close(self) -> None:
-        self._server.shutdown()
+        if not self._draining.is_set():
+            self._server.shutdown()
         self._server.server_close()
+        for graph in self.graphs:
+            if graph.batcher is not None:
+                graph.batcher.close()
 
     def __enter__(self) -> "ModelServer":
         return self

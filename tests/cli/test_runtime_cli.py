@@ -84,21 +84,26 @@ def test_serve_and_device_as_two_processes(plan_dir, tmp_path):
                               stderr=subprocess.PIPE, text=True)
     try:
         line = server.stderr.readline()
+        while line and "serving" not in line:  # a line on batching may come first
+            line = server.stderr.readline()
         assert "serving" in line, line
         address = line.split(" on ")[1].split()[0]
         plan = json.loads((plan_dir / "plan.json").read_text())
         shape = plan["inputs"]["input"]["shape"]
         np.save(tmp_path / "x.npy", np.random.default_rng(0).random(shape).astype(np.float32))
         proc = run_cli("device", str(plan_dir), "--server", address, "--input", str(tmp_path / "x.npy"),
-                       "-o", str(tmp_path / "out.npz"), "--json")
+                       "-o", str(tmp_path / "out.npz"), "--json", "--name", "board-7")
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["ok"] == 1
         assert np.load(tmp_path / "out.npz")[plan["outputs"][0]].shape == (1, 10)
         proc = run_cli("device", str(plan_dir), "--server", address)
         assert proc.returncode == 2 and "exactly one of --input" in proc.stderr
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.terminate()  # SIGTERM: drains, logs its counters, exits 0
+        assert server.wait(timeout=30) == 0
+    log = server.stderr.read()
+    assert "draining: no new connections" in log
+    assert "device board-7 (127.0.0.1): 1 ok, 0 errors, 1 connection(s)" in log and "served 1 requests" in log
     proc = run_cli("device", str(plan_dir), "--server", address, "--random", "1", "--timeout", "2")
     assert proc.returncode == 2 and "cannot reach the server" in proc.stderr
 

@@ -11,7 +11,7 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.sample_inputs import random_feeds
 from splitnn.onnxsplit.runtime.auth import ANSWER, NONCE, answer, is_loopback, read_token
 from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart
-from splitnn.onnxsplit.runtime.server import ModelServer, server_part_path
+from splitnn.onnxsplit.runtime.server import ModelServer, ServerLimits, server_part_path
 from splitnn.onnxsplit.runtime.wire import AUTH, CHALLENGE, ERROR, STATUS_UNAUTHORIZED, Frame, read_frame, send_frame
 
 TOKEN = b"0123456789abcdef0123456789abcdef"
@@ -79,7 +79,7 @@ def test_connections_over_the_limit_are_turned_away_and_idle_ones_closed(lenet_p
 
     part = DevicePart(lenet_plan)
     logged: list[str] = []
-    with ModelServer(server_part_path(lenet_plan), max_connections=1, idle_timeout_s=0.3, log=logged.append).start() as server:
+    with ModelServer(server_part_path(lenet_plan), limits=ServerLimits(max_connections=1, idle_timeout_s=0.3), log=logged.append).start() as server:
         first = DeviceClient(part, server.address, timeout_s=5)
         assert first.request(_feeds(part)).ok  # holds the one connection
         busy = DeviceClient(part, server.address, timeout_s=5).request(_feeds(part))
