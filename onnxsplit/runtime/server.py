@@ -49,6 +49,7 @@ from splitnn.onnxsplit.runtime.wire import (
     STATUS_UNAUTHORIZED,
     ConnectionClosed,
     Frame,
+    FrameTooSlow,
     ProtocolError,
     encode_frame,
     read_frame,
@@ -308,8 +309,11 @@ class ModelServer:
         sock = connection.sock
         while True:
             try:
-                frame = read_frame(sock, self.max_frame_bytes, self.codecs)
+                frame = read_frame(sock, self.max_frame_bytes, self.codecs, self.limits.idle_timeout_s)
             except ConnectionClosed:
+                return None
+            except FrameTooSlow:
+                self.log(f"closed {_peer(sock)}: a frame took longer than {self.limits.idle_timeout_s:g} s to arrive")
                 return None
             except socket.timeout:
                 self.log(f"closed {_peer(sock)}: nothing for {self.limits.idle_timeout_s:g} s")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import socket
 import struct
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -66,6 +67,10 @@ class ProtocolError(Exception):
         self.status = status
         self.request_id = request_id
         self.resumable = resumable
+
+
+class FrameTooSlow(TimeoutError):
+    """A frame that began but did not arrive whole within its time limit (read_frame's frame_timeout_s)."""
 
 
 class ConnectionClosed(Exception):
@@ -160,10 +165,20 @@ def encode_frame(frame: Frame, codec: Codecs | None = None) -> bytes:
     return header + payload
 
 
-def _recv_exact(sock: socket.socket, count: int, started: bool) -> bytes:
+def _recv_exact(sock: socket.socket, count: int, started: bool, deadline: float | None = None) -> bytes:
     chunks = bytearray()
     while len(chunks) < count:
-        chunk = sock.recv(min(count - len(chunks), 1 << 20))
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise FrameTooSlow("a frame took longer than its time limit to arrive")
+            sock.settimeout(left)
+        try:
+            chunk = sock.recv(min(count - len(chunks), 1 << 20))
+        except socket.timeout:
+            if deadline is not None:
+                raise FrameTooSlow("a frame took longer than its time limit to arrive") from None
+            raise
         if not chunk:
             raise ConnectionClosed(partial=started or bool(chunks))
         chunks += chunk
@@ -171,10 +186,24 @@ def _recv_exact(sock: socket.socket, count: int, started: bool) -> bytes:
 
 
 def read_frame(sock: socket.socket, max_payload_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-               codecs: Mapping[str, Codec] | None = None) -> Frame:
+               codecs: Mapping[str, Codec] | None = None, frame_timeout_s: float | None = None) -> Frame:
     """Read one frame. A payload over `max_payload_bytes` is drained and refused (STATUS_TOO_LARGE); `codecs`:
-    the calibrated codecs this side holds, by tensor name."""
-    header = _recv_exact(sock, HEADER.size, started=False)
+    the calibrated codecs this side holds, by tensor name. With `frame_timeout_s`, the whole frame must arrive
+    within that time of its first byte (else FrameTooSlow), so a peer that trickles bytes cannot hold the
+    reader; the wait for the first byte is the socket's own timeout."""
+    if frame_timeout_s is None:
+        return _read_frame(sock, max_payload_bytes, codecs, None)
+    waiting = sock.gettimeout()
+    first = _recv_exact(sock, 1, started=False)
+    try:
+        return _read_frame(sock, max_payload_bytes, codecs, time.monotonic() + frame_timeout_s, first)
+    finally:
+        sock.settimeout(waiting)
+
+
+def _read_frame(sock: socket.socket, max_payload_bytes: int, codecs: Mapping[str, Codec] | None,
+                deadline: float | None, first: bytes = b"") -> Frame:
+    header = first + _recv_exact(sock, HEADER.size - len(first), started=bool(first), deadline=deadline)
     magic, version, kind, status, request_id, server_s, length = HEADER.unpack(header)
     if magic != MAGIC:
         raise ProtocolError(f"not a splitnn frame (magic {magic!r})")
@@ -188,10 +217,10 @@ def read_frame(sock: socket.socket, max_payload_bytes: int = DEFAULT_MAX_FRAME_B
     if length > max_payload_bytes:
         remaining = length
         while remaining:  # drain it, so the connection stays usable
-            remaining -= len(_recv_exact(sock, min(remaining, 1 << 20), started=True))
+            remaining -= len(_recv_exact(sock, min(remaining, 1 << 20), started=True, deadline=deadline))
         raise ProtocolError(f"frame of {length} bytes is over the maximum of {max_payload_bytes}", STATUS_TOO_LARGE,
                             request_id, resumable=True)
-    payload = _recv_exact(sock, length, started=True) if length else b""
+    payload = _recv_exact(sock, length, started=True, deadline=deadline) if length else b""
     frame = Frame(kind, request_id, status, server_s, wire_bytes=HEADER.size + length)
     if kind == ERROR:
         frame.message = payload.decode("utf-8", errors="replace")

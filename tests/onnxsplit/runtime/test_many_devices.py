@@ -2,6 +2,7 @@
 what is in flight and takes nothing new."""
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -13,6 +14,7 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.sample_inputs import random_feeds
 from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart
 from splitnn.onnxsplit.runtime.server import ModelServer, ServerLimits, server_part_path
+from splitnn.onnxsplit.runtime.wire import REQUEST, Frame, encode_frame
 from tests.helpers import session
 
 
@@ -92,3 +94,19 @@ def test_drain_answers_the_request_in_flight_closes_idle_ones_and_takes_no_new(l
         with pytest.raises(SplitnnError, match="Connection refused"):  # its connection closed, no new one taken
             idle.request(_feeds(part, 2))
         assert server.counts.ok == 2
+
+
+def test_a_client_that_trickles_its_frame_does_not_hold_the_server(lenet_plan):
+    """Never silent for the idle timeout, but the frame as a whole must arrive within it."""
+    logged: list[str] = []
+    with ModelServer(server_part_path(lenet_plan), limits=ServerLimits(idle_timeout_s=1.0), log=logged.append).start() \
+            as server, socket.create_connection(server.address, timeout=10) as sock:
+        data = encode_frame(Frame(REQUEST, 1, tensors={"x": np.zeros(4, np.float32)}))
+        for byte in data[:60]:  # one byte every 0.05 s: 3 s for 60 of its bytes
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:  # closed already
+                break
+            time.sleep(0.05)
+        assert sock.recv(1) == b""  # the server closed it without an answer
+    assert any("a frame took longer than 1 s to arrive" in line for line in logged), logged
