@@ -22,6 +22,12 @@ def stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+def log_line(line: str) -> None:
+    """One line of a long-running command's log on stderr, whole (never wrapped, for grep and log files) and as
+    it is (no markup: it may hold what a peer sent, such as a device's name)."""
+    stderr().print(line, soft_wrap=True, markup=False)
+
+
 def human_bytes(count: int | float) -> str:
     """Decimal units: 553.4 MB."""
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from splitnn.cli.options import OptionGroup, use_groups
-from splitnn.cli.render import stderr
+from splitnn.cli.render import log_line, stderr
 
 
 @dataclass(frozen=True)
@@ -110,11 +110,11 @@ def serve(outdir: str, port: int, drain_timeout: float, guard: Guard, limits: An
     # Idle onnxruntime threads sleep instead of spinning: a request's network time dwarfs their wake-up, and a
     # spinning server takes the cores from whatever shares the machine.
     server = ModelServer(models, host=host, port=port, codecs=plan_codecs(outdir), token=guard.token,
-                         log=stderr().print, tls=guard.tls, limits=limits, spin=False)
+                         log=log_line, tls=guard.tls, limits=limits, spin=False)
     what = f" ({len(models)} cuts of an adaptive plan)" if len(models) > 1 else ""
     shields = ("devices must hold the token; " if guard.token is not None else "") + ("TLS; " if guard.tls else "")
     batching = f"batches of up to {limits.max_batch}" if server.batch_counts else "one request at a time"
-    stderr().print(f"serving {outdir}{what} on {server.address[0]}:{server.address[1]} ({shields}{batching}; Ctrl-C "
+    log_line(f"serving {outdir}{what} on {server.address[0]}:{server.address[1]} ({shields}{batching}; Ctrl-C "
                    "or SIGTERM to stop)")
     draining = _drain_on_sigterm(server, drain_timeout)
     try:
@@ -142,11 +142,11 @@ def _drain_on_sigterm(server: Any, timeout_s: float) -> threading.Event:
 def _summary(server: Any) -> None:
     counts = server.counts
     for line in counts.lines():
-        stderr().print(line)
+        log_line(line)
     for batches in server.batch_counts:
-        stderr().print(f"batched: {batches.requests} requests in {batches.runs} session runs (mean "
+        log_line(f"batched: {batches.requests} requests in {batches.runs} session runs (mean "
                        f"{batches.mean_batch:.2f}, largest {batches.largest})")
-    stderr().print(f"served {counts.ok} requests, {counts.errors} errors, {counts.connections} connections "
+    log_line(f"served {counts.ok} requests, {counts.errors} errors, {counts.connections} connections "
                    f"({counts.refused_busy} turned away at --max-connections)")
 
 
