@@ -34,6 +34,7 @@ def create_session(
     spin: bool = True,
     shared_arena: bool = False,
     initializers: Mapping[str, np.ndarray] | None = None,
+    quiet: bool = False,
 ) -> "onnxruntime.InferenceSession":
     """A CPU session for a model proto, serialized model bytes, or a file (.onnx or .ort).
 
@@ -48,11 +49,14 @@ def create_session(
     every session that asks for it, instead of one arena per session (sessions that
     run one at a time then need the largest one's activations, not their sum);
     initializers replaces the model's weights of those names with these values (SessionOptions.add_initializer,
-    which works on ORT-format files too; a name the model no longer has is ignored by onnxruntime).
+    which works on ORT-format files too; a name the model no longer has is ignored by onnxruntime);
+    quiet=True keeps onnxruntime from logging a failed run's error too (for a run whose failure is an answer).
     """
     import onnxruntime as ort
 
     options = _options(level, prepack, config, save_to, threads, profile_prefix, spin, shared_arena)
+    if quiet:
+        options.log_severity_level = 4  # fatal only
     held = [(name, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value)))
             for name, value in (initializers or {}).items()]
     for name, value in held:

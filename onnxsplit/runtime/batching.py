@@ -51,7 +51,35 @@ def _open_first_dim(model: Any) -> str:
             return f"'{value.name}' has a first dimension of {dims[0].dim_value}, not 1"
         dims[0].dim_param = BATCH_DIM
     del model.graph.value_info[:]  # the shapes inferred for a batch of 1; onnxruntime infers them again
+    _reshapes_keep_the_batch(model)
     return ""
+
+
+def _reshapes_keep_the_batch(model: Any) -> None:
+    """A Reshape to a constant shape of first dimension 1 takes its first dimension from its input instead (0,
+    "copy", in ONNX's Reshape): exporters and constant folding at a batch of 1 leave [1, -1] and the like behind.
+    Only a rewrite to try: the check that follows decides whether the copy computes what the part does."""
+    from onnx import numpy_helper
+
+    constants = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:  # and the outputs of Constant nodes, which exporters use as much
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants.setdefault(node.output[0], node.attribute[0].t)
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in constants:
+            continue
+        if any(a.name == "allowzero" and a.i == 1 for a in node.attribute):
+            continue  # there 0 means a dimension of size 0, not "copy"
+        shape = numpy_helper.to_array(constants[node.input[1]])
+        if shape.ndim != 1 or not len(shape) or shape[0] != 1:
+            continue
+        name = f"{node.input[1]}__splitnn_batch"
+        if name not in constants:
+            copied = shape.copy()
+            copied[0] = 0
+            constants[name] = numpy_helper.from_array(copied, name)
+            model.graph.initializer.append(constants[name])
+        node.input[1] = name
 
 
 def _random_items(session: Any, count: int) -> list[dict[str, np.ndarray]]:
@@ -83,7 +111,7 @@ def batchable_session(model_path: Path, single: Any, threads: int | None = None,
     if reason:
         return BatchingCheck(None, reason)
     try:
-        batched = create_session(model, threads=threads, spin=spin)
+        batched = create_session(model, threads=threads, spin=spin, quiet=True)  # its failure is an answer
         items = _random_items(single, 2)
         names = [o.name for o in single.get_outputs()]
         alone = [single.run(names, item) for item in items]

@@ -87,14 +87,25 @@ def _tiny(tmp_path, node: onnx.NodeProto, initializers=()) -> tuple:  # type: ig
     return path, create_session(path)
 
 
-@pytest.mark.parametrize("case", ["fixed reshape", "mixes items"])
+@pytest.mark.parametrize("case", ["keeps the first item", "mixes items"])
 def test_a_part_that_fixes_or_mixes_the_batch_is_served_one_at_a_time(tmp_path, case):
-    if case == "fixed reshape":  # [1, -1]: a batch of 2 comes out as one row of 8
-        shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, -1])
-        path, single = _tiny(tmp_path, helper.make_node("Reshape", ["x", "shape"], ["y"]), [shape])
-        expected = "has shape [1, 8]"
+    if case == "keeps the first item":  # a slice of the first axis: a batch of 2 comes out as one row
+        bounds = [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("s", 0), ("e", 1), ("a", 0))]
+        path, single = _tiny(tmp_path, helper.make_node("Slice", ["x", "s", "e", "a"], ["y"]), bounds)
+        expected = "has shape [1, 4]"
     else:  # a softmax across the first axis: the shapes agree, the values do not
         path, single = _tiny(tmp_path, helper.make_node("Softmax", ["x"], ["y"], axis=0))
         expected = "differs from the item run alone"
     check = batchable_session(path, single)
     assert check.session is None and expected in check.reason
+
+
+def test_a_reshape_to_a_batch_of_one_is_opened_and_checked(tmp_path):
+    """Exporters leave Reshape(x, [1, -1]) behind (PyTorch's flatten at a batch of 1, constant folding): the
+    batched copy copies the first dimension instead, and the check confirms it."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, -1])
+    path, single = _tiny(tmp_path, helper.make_node("Reshape", ["x", "shape"], ["y"]), [shape])
+    check = batchable_session(path, single)
+    assert check.session is not None, check.reason
+    items = np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_array_equal(check.session.run(None, {"x": items})[0], items)
