@@ -119,3 +119,14 @@ def test_a_worker_holds_the_stack_weights_once_however_many_tiles_it_runs(sample
     (worker,) = memory["workers"]
     assert worker["growth_bytes"] == memory["max_growth_bytes"] > weights * 0.9  # the weights are really there
     assert memory["max_growth_bytes"] < 3 * weights  # ...once, not once per tile (that would be 9x)
+
+
+def test_tiles_are_dealt_into_balanced_groups_one_per_worker():
+    from splitnn.onnxsplit.tiles.dask_runtime import tile_groups, tile_task_count
+
+    predicted = [5.0, 3.0, 3.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0]  # a 3x3 grid: the middle tile the largest
+    groups = tile_groups(predicted, tile_task_count(len(predicted), 2))
+    assert len(groups) == 2 and sorted(i for g in groups for i in g) == list(range(9))  # every tile once
+    loads = sorted(sum(predicted[i] for i in g) for g in groups)
+    assert loads == [10.0, 10.0] and all(g == sorted(g) for g in groups)
+    assert tile_task_count(2, 4) == 2  # never more tasks than tiles
