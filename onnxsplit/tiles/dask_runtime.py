@@ -12,8 +12,9 @@ onnxruntime session per tile (one thread, as one core of a board). The
 sessions map the one blob file instead of holding a copy each, and take their
 activations from one shared arena, so a node holds the stack's weights once
 and the activations of one tile at a time, as the plan's memory rule
-assumes. The client crops the image, submits one task per tile, stitches the
-outputs as they complete, and runs the remainder of the model. Scaling runs
+assumes. The client crops the image, submits one task per worker (its share
+of the tiles), stitches the outputs as they complete, and runs the remainder
+of the model. Scaling runs
 the same plan restricted to the first 1, 2, ..., N workers.
 """
 from __future__ import annotations
