@@ -101,7 +101,7 @@ def profile(models: tuple[str, ...], input_shapes: tuple[str, ...], output: str,
 def _timings_json(measurements) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     return [
         {
-            "model": t.model, "level": t.level, "runs": t.runs, "warmup": t.warmup, "run_s": t.run_seconds,
+            "model": t.model, "level": t.level, "runs": t.runs, "warmup": t.warmup, "run_s": t.run_seconds, "plain_run_s": t.plain_seconds,
             "kernel_s": t.kernel_seconds, "eliminated": [g.nodes[i].name for i in t.eliminated],
             "groups": [{"kernels": list(k.kernels), "nodes": [g.nodes[i].name for i in k.nodes], "seconds": k.seconds}
                        for k in t.groups],
@@ -126,7 +126,7 @@ def _render(fit, measurements, target: Path) -> None:  # type: ignore[no-untyped
                       f"{c.measured_s * 1e3:.3f}", f"{c.predicted_s * 1e3:.3f}", f"{c.error:+.1%}" if c.groups else "")
     table.add_row("overhead", f"{p.per_node_overhead_s * 1e6:.3g} µs", "yes", "", "", "", "")
     console.print(table)
-    models = Table(title="Per model (sum of kernel medians)", title_justify="left")
+    models = Table(title="Per model (kernel medians, less what the profiler adds: the plain run)", title_justify="left")
     for column in ("model", "kernels", "groups", "elim.", "meas. ms", "pred. ms", "error", "group err"):
         models.add_column(column, justify="left" if column == "model" else "right", no_wrap=column != "model")
     for (graph, timings), m in zip(measurements, fit.models):

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from splitnn.onnxsplit.core.ort_session import DEVICE_PART_LEVEL
+from splitnn.onnxsplit.core.ort_session import DEVICE_PART_LEVEL, median_run_seconds
 from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import open_in_place
@@ -63,6 +63,7 @@ class NodeTimings:
     groups: tuple[KernelGroup, ...]
     eliminated: tuple[int, ...]  # original nodes that no kernel computes
     run_seconds: float  # median wall time of a whole run, as the profiler saw it
+    plain_seconds: float | None = None  # median wall time of a whole run without the profiler (None: not timed)
 
     @property
     def kernel_seconds(self) -> float:
@@ -178,7 +179,15 @@ def time_nodes(
     return NodeTimings(
         model=str(graph.path), level=level, threads=threads, runs=runs, warmup=warmup,
         groups=tuple(groups), eliminated=tuple(eliminated), run_seconds=statistics.median(walls),
+        plain_seconds=_plain_seconds(model, graph, feeds, level, threads, warmup, runs),
     )
+
+
+def _plain_seconds(model: onnx.ModelProto, graph: Graph, feeds: dict[str, Any], level: str, threads: int | None,
+                   warmup: int, runs: int) -> float:
+    """Median wall time of a whole run with the profiler off: what a prediction is compared with."""
+    session = open_in_place(model, graph.initializers, graph.path, level=level, threads=threads)
+    return median_run_seconds(session, feeds, runs, warmup=warmup)
 
 
 def _kernel_clusters(kernels: list[onnx.NodeProto], anchors: set[str]) -> list[list[int]]:

@@ -1,6 +1,7 @@
 """The fit is checked on timings made from a known profile, so the figures it must recover are known."""
 from __future__ import annotations
 
+import math
 import tomllib
 
 import pytest
@@ -31,7 +32,7 @@ def test_fit_recovers_the_profile_that_made_the_timings(sample_path, pair):
     truth = load_device("rockpro64")
     base = load_device("cloud-cpu")  # a start far from the truth
     graphs = [load_graph(sample_path("mobilenet", 96)), load_graph(sample_path("alexnet", 96))]
-    fit = fit_profile([(g, _synthetic(g, truth, pair)) for g in graphs], base, "board")
+    fit = fit_profile([(g, _synthetic(g, truth, pair)) for g in graphs], base, "board", prior=0.0)  # the data alone
     got = fit.profile
     classes = {c.name: c for c in fit.classes}
     # Conv rates and the bandwidth (AlexNet's fully connected layers are memory bound) come back closely.
@@ -52,7 +53,7 @@ def test_fit_tells_the_weights_bandwidth_from_the_activations(sample_path):
 
     truth = replace(load_device("rockpro64"), weight_bytes_per_s=0.9e9)
     graphs = [load_graph(sample_path("mobilenet", 96)), load_graph(sample_path("alexnet", 96))]
-    fit = fit_profile([(g, _synthetic(g, truth)) for g in graphs], load_device("cloud-cpu"), "board")
+    fit = fit_profile([(g, _synthetic(g, truth)) for g in graphs], load_device("cloud-cpu"), "board", prior=0.0)
     classes = {c.name: c for c in fit.classes}
     assert classes["weights"].fitted and classes["weights"].groups >= 3  # AlexNet's three Gemms
     assert fit.profile.weight_bandwidth == pytest.approx(0.9e9, rel=0.05)
@@ -90,18 +91,52 @@ def test_the_fit_finds_the_full_rate_behind_narrow_convolutions(sample_path):
     truth = replace(load_device("rockpro64"), dense_conv_full_channels=128)
     base = replace(load_device("cloud-cpu"), dense_conv_full_channels=128)
     graphs = [load_graph(sample_path("mobilenet", 96)), load_graph(sample_path("alexnet", 96))]
-    fit = fit_profile([(g, _synthetic(g, truth)) for g in graphs], base, "board")
+    fit = fit_profile([(g, _synthetic(g, truth)) for g in graphs], base, "board", prior=0.0)
     assert fit.profile.dense_conv_full_channels == 128
     assert fit.profile.macs_per_s["dense_conv"] == pytest.approx(truth.macs_per_s["dense_conv"], rel=0.05)
 
 
-def test_a_class_the_models_lack_is_scaled_from_the_base(sample_path):
+def test_a_class_the_models_lack_keeps_the_base_value(sample_path):
     truth = load_device("rockpro64")
+    base = load_device("raspberry-pi-4")
     graph = load_graph(sample_path("lenet5"))  # no depthwise convolution
-    fit = fit_profile([(graph, _synthetic(graph, truth))], load_device("raspberry-pi-4"), "board")
+    fit = fit_profile([(graph, _synthetic(graph, truth))], base, "board")
     classes = {c.name: c for c in fit.classes}
     assert not classes["depthwise_conv"].fitted and classes["depthwise_conv"].groups == 0
-    assert fit.profile.macs_per_s["depthwise_conv"] > 0
+    # The base's value, times the one common factor that makes the summed prediction the summed measurement.
+    factor = fit.profile.macs_per_s["depthwise_conv"] / base.macs_per_s["depthwise_conv"]
+    assert factor == pytest.approx(fit.profile.memory_bytes_per_s / base.memory_bytes_per_s, rel=0.5)
+    assert sum(m.predicted_s for m in fit.models) == pytest.approx(sum(m.measured_s for m in fit.models), rel=0.01)
+
+
+def test_the_base_holds_a_figure_the_models_barely_touch(sample_path):
+    """LeNet-5's weights are 0.25 MB: how fast they stream hardly shows in its timings. The data alone moves the
+    weight bandwidth to wherever it fits best; the base as a prior keeps it near the base's."""
+    from dataclasses import replace
+
+    base = load_device("rockpro64")
+    truth = replace(base, weight_bytes_per_s=base.weight_bandwidth / 10)
+    graph = load_graph(sample_path("lenet5"))
+    timings = [(graph, _synthetic(graph, truth))]
+    alone = fit_profile(timings, base, "board", prior=0.0).profile.weight_bandwidth / base.weight_bandwidth
+    held = fit_profile(timings, base, "board").profile.weight_bandwidth / base.weight_bandwidth
+    assert abs(math.log(held)) < abs(math.log(alone))
+
+
+def test_what_the_profiler_adds_is_taken_off_the_kernels(sample_path):
+    """Kernels timed under the profiler add up to more than a plain run: the fit predicts the plain run."""
+    from dataclasses import replace
+
+    from splitnn.cost_models.fitting import profiler_cost_per_kernel
+
+    graph = load_graph(sample_path("lenet5"))
+    profiled = _synthetic(graph, load_device("rockpro64"))
+    timings = replace(profiled, plain_seconds=0.8 * profiled.kernel_seconds)
+    kernels = sum(len(g.kernels) for g in timings.groups)
+    assert profiler_cost_per_kernel(timings) == pytest.approx(0.2 * profiled.kernel_seconds / kernels)
+    assert profiler_cost_per_kernel(profiled) == 0.0  # no plain run timed: nothing taken off
+    fit = fit_profile([(graph, timings)], load_device("rockpro64"), "board")
+    assert fit.models[0].predicted_s == pytest.approx(timings.plain_seconds, rel=0.02)
 
 
 def test_fitted_profile_round_trips_through_toml(sample_path):
