@@ -59,11 +59,16 @@ class _WorkerKill:
     """The fault drill: end a local worker's process abruptly, as a crash would (its nanny starts a new one), and
     tell whether it really died."""
 
-    def __init__(self, pid: int, delay_s: float) -> None:
-        self.pid, self.delay_s = pid, delay_s
+    def __init__(self, pids: dict[str, int], delay_s: float) -> None:
+        self.pids, self.delay_s = pids, delay_s  # every worker's process, by address
+        self.pid = 0
         self.timer: threading.Timer | None = None
 
-    def __call__(self) -> None:  # called when the first tile is back
+    def __call__(self, returned_by: str) -> None:  # called when the first task is back, with its worker
+        # Another worker than the one that just answered: the one with tiles still out (tiles travel one task
+        # per worker), so the scheduler has work to hand on.
+        others = sorted(address for address in self.pids if address != returned_by) or sorted(self.pids)
+        self.pid = self.pids[others[0]]
         self.timer = threading.Timer(self.delay_s, self._kill)
         self.timer.start()
 
@@ -174,9 +179,12 @@ def _time_workers(client: Any, program: TileProgram, plugin: str, handles: dict[
     for i in range(options.images):
         kill = None
         if drill and options.kill_worker_after_s is not None and i == 0:
-            kill = _WorkerKill(client.run(os.getpid, workers=[workers[0]])[workers[0]], options.kill_worker_after_s)
-        outputs, records, phase, total, retried = run_tiled_image(client, program, plugin, feeds, workers, handles,
-                                                                  after_first_tile=kill)
+            kill = _WorkerKill(client.run(os.getpid, workers=workers), options.kill_worker_after_s)
+        # The drill's image sends one tile per task, so that the other worker surely has tiles queued when the
+        # first comes back (one group per worker would finish at about the same time: nothing left to re-run).
+        outputs, records, phase, total, retried = run_tiled_image(
+            client, program, plugin, feeds, workers, handles, after_first_tile=kill,
+            tasks=len(program.tiles) if kill is not None else None)
         if kill is not None:
             killed += kill.died()
             # The dead worker's replacement has a new address: use whoever is there now.

@@ -342,10 +342,10 @@ def _retried(client: Any, keys: list[Any]) -> int:
 
 def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: dict[str, np.ndarray],
                     workers: list[str], slice_handles: dict[tuple[int, int], Any] | None = None,
-                    after_first_tile: Callable[[], Any] | None = None, tasks: int | None = None,
+                    after_first_tile: Callable[[str], Any] | None = None, tasks: int | None = None,
                     ) -> tuple[dict[str, np.ndarray], list[TileRecord], float, float, int]:
-    """One image through the tiles on `workers`; `after_first_tile` is called once the first task is back, while
-    the others are still out (the fault drill kills a worker there). `tasks`: how many Dask tasks the tiles
+    """One image through the tiles on `workers`; `after_first_tile` is called with the worker of the first task
+    once it is back, while the others are still out (the fault drill kills another worker there). `tasks`: how many Dask tasks the tiles
     travel in (tile_task_count's by default; as many as tiles: one each).
 
     Returns the outputs, per-tile records, the tiles phase and total seconds, and how many tile tasks the
@@ -374,7 +374,7 @@ def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: 
             paste(stitched, tile.output_region, tile_output)
             records.append(TileRecord(tile.id, worker, tile_s, time.perf_counter() - start))
         if after_first_tile is not None and len(records) == len(tiles):
-            after_first_tile()
+            after_first_tile(worker)
     tiles_phase = time.perf_counter() - start
     runner = _slice_runner(client, plugin_name, slice_handles, workers) if slice_handles else None
     outputs = program.finish(stitched, feeds, runner)  # type: ignore[arg-type]
