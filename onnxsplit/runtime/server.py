@@ -346,7 +346,8 @@ class ModelServer:
             frame = self._next_frame(connection)
             if frame is None:
                 return
-            if set(frame.tensors) == {DEVICE_NAME_TENSOR}:  # not a request to count: who sends the next ones
+            naming = set(frame.tensors) == {DEVICE_NAME_TENSOR}  # not a request to count: who sends the next ones
+            if naming:
                 self._name_device(connection, frame)
             start = time.perf_counter()
             ok = False
@@ -360,7 +361,7 @@ class ModelServer:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 reply = Frame(ERROR, frame.request_id, STATUS_FAILED, message=f"the server part failed: {first}")
             data = encode_frame(reply)
-            if set(frame.tensors) != {DEVICE_NAME_TENSOR}:  # counted before the device can see the answer
+            if not naming:  # counted before the device can see the answer
                 self.counts.add(ok, connection.device, frame.wire_bytes, len(data), reply.server_s)
             try:
                 connection.sock.sendall(data)
