@@ -139,12 +139,13 @@ def render_tiles(report: TileBenchReport) -> None:
     mode = f"{report.grid.rows}x{report.grid.cols} tiles" if tiles_mode and report.grid else "whole images spread over the workers"
     console.print(f"{mode} on {report.scheduler}, {report.images} images per worker count")
     table = Table(title="Scaling", title_justify="left")
-    for column in ["workers", "wall ms", "speedup"] + (["tiles ms", "tiles speedup"] if tiles_mode else ["images/s"]):
+    for column in ["workers", "wall ms", "speedup"] + (["tiles ms", "tiles speedup", "client CPU ms"] if tiles_mode
+                                                       else ["images/s"]):
         table.add_column(column, justify="right")
     for row in report.scaling:
         cells = [str(row.workers), f"{row.wall_s * 1e3:.1f}", f"{row.speedup:.2f}x"]
-        cells += ([f"{(row.tiles_phase_s or 0) * 1e3:.1f}", f"{row.tiles_speedup or 0:.2f}x"] if tiles_mode
-                  else [f"{row.images_per_s or 0:.2f}"])
+        cells += ([f"{(row.tiles_phase_s or 0) * 1e3:.1f}", f"{row.tiles_speedup or 0:.2f}x",
+                   f"{(row.client_cpu_s or 0) * 1e3:.1f}"] if tiles_mode else [f"{row.images_per_s or 0:.2f}"])
         table.add_row(*cells)
     console.print(table)
     if report.table:

@@ -20,6 +20,8 @@ class ScalingRow(Record):
     speedup: float  # over the first row (one worker)
     tiles_phase_s: float | None = None
     tiles_speedup: float | None = None
+    # CPU seconds this process spent per image (median): the client, which also hosts the embedded scheduler
+    client_cpu_s: float | None = None
     images: int | None = None
     images_per_s: float | None = None
 

@@ -148,7 +148,8 @@ def _with_speedups(rows: list[dict[str, Any]]) -> list[ScalingRow]:
     """Each row's speedup over the first (one worker), for the whole image and for the tiles phase."""
     base = rows[0]
     return [ScalingRow(workers=row["workers"], wall_s=row["wall_s"], speedup=base["wall_s"] / row["wall_s"],
-                       tiles_phase_s=row["tiles_phase_s"], tiles_speedup=base["tiles_phase_s"] / row["tiles_phase_s"])
+                       tiles_phase_s=row["tiles_phase_s"], tiles_speedup=base["tiles_phase_s"] / row["tiles_phase_s"],
+                       client_cpu_s=row["client_cpu_s"])
             for row in rows]
 
 
@@ -156,7 +157,7 @@ def _with_speedups(rows: list[dict[str, Any]]) -> list[ScalingRow]:
 class _WorkerCountRun:
     """The images timed on one worker count."""
 
-    row: dict[str, Any]  # workers, median wall_s and tiles_phase_s
+    row: dict[str, Any]  # workers, median wall_s, tiles_phase_s and client_cpu_s
     outputs: dict[str, np.ndarray]  # of the last image
     records: list[TileRecord]  # of the last image
     retries: int
@@ -171,7 +172,7 @@ def _time_workers(client: Any, program: TileProgram, plugin: str, handles: dict[
 
     n = len(workers)
     run_tiled_image(client, program, plugin, feeds, workers, handles)  # warm-up (caches, connections)
-    phases, totals = [], []
+    phases, totals, cpus = [], [], []
     retries = killed = 0
     outputs: dict[str, np.ndarray] = {}
     records: list[TileRecord] = []
@@ -182,9 +183,11 @@ def _time_workers(client: Any, program: TileProgram, plugin: str, handles: dict[
             kill = _WorkerKill(client.run(os.getpid, workers=workers), options.kill_worker_after_s)
         # The drill's image sends one tile per task, so that the other worker surely has tiles queued when the
         # first comes back (one group per worker would finish at about the same time: nothing left to re-run).
+        cpu_start = time.process_time()  # this process: the client, and the embedded cluster's scheduler
         outputs, records, phase, total, retried = run_tiled_image(
             client, program, plugin, feeds, workers, handles, after_first_tile=kill,
             tasks=len(program.tiles) if kill is not None else None)
+        cpus.append(time.process_time() - cpu_start)
         if kill is not None:
             killed += kill.died()
             # The dead worker's replacement has a new address: use whoever is there now.
@@ -193,7 +196,8 @@ def _time_workers(client: Any, program: TileProgram, plugin: str, handles: dict[
         phases.append(phase)
         totals.append(total)
         step(i + 1)
-    row = {"workers": n, "wall_s": statistics.median(totals), "tiles_phase_s": statistics.median(phases)}
+    row = {"workers": n, "wall_s": statistics.median(totals), "tiles_phase_s": statistics.median(phases),
+           "client_cpu_s": statistics.median(cpus)}
     return _WorkerCountRun(row, outputs, records, retries, killed)
 
 

@@ -29,6 +29,7 @@ def test_tiles_run_on_two_workers_and_match(vgg_tiles):
     assert report["max_abs_err"] < 1e-4
     assert [row["workers"] for row in report["scaling"]] == [1, 2]
     assert all(row["wall_s"] > 0 and row["tiles_phase_s"] <= row["wall_s"] for row in report["scaling"])
+    assert all(row["client_cpu_s"] > 0 for row in report["scaling"])  # crops, stitching, remainder, the scheduler
     assert sorted(tile["id"] for tile in report["tiles"]) == [0, 1, 2, 3]
     assert all(tile["seconds"] > 0 and tile["worker"].startswith("tcp://") for tile in report["tiles"])
     assert report["retries"] == 0 and report["workers_killed"] == 0
