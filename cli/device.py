@@ -44,7 +44,7 @@ CONNECTION = OptionGroup("link", (
     (("--tls-ca", "tls_ca"), dict(
         type=click.Path(dir_okay=False),
         help="Connect with TLS, trusting this CA file (for `serve --self-signed DIR`: DIR/cert.pem).")),
-    (("--name", "name"), dict(default=socket.gethostname(), show_default="this host's name",
+    (("--name", "name"), dict(default=socket.gethostname, show_default="this host's name",
                               help="How the server's per-device counters know this device.")),
 ), _connection)
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from splitnn.onnxsplit.core.ort_session import create_session, ort_numpy_dtype
+from splitnn.onnxsplit.model.sample_inputs import random_feeds
 
 BATCH_DIM = "splitnn_batch"  # the open first dimension of the batched copy
 # Two items agree when every output is within this of the original's (both run the same kernels on the same
@@ -83,18 +84,10 @@ def _reshapes_keep_the_batch(model: Any) -> None:
 
 
 def _random_items(session: Any, count: int) -> list[dict[str, np.ndarray]]:
-    """`count` random single-item feeds for a session whose inputs are fixed but for the batch dimension."""
-    rng = np.random.default_rng(0)
-    items = []
-    for _ in range(count):
-        feeds = {}
-        for spec in session.get_inputs():
-            shape = [1, *spec.shape[1:]]
-            dtype = ort_numpy_dtype(spec.type)
-            feeds[spec.name] = (rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
-                                else np.zeros(shape, dtype))
-        items.append(feeds)
-    return items
+    """`count` random single-item feeds for a session whose inputs are fixed but for the batch dimension
+    (integer inputs all 0: they may index a table of any size)."""
+    specs = {s.name: ([1, *s.shape[1:]], ort_numpy_dtype(s.type).name) for s in session.get_inputs()}
+    return [random_feeds(specs, seed, integer_highs={name: 1 for name in specs}) for seed in range(count)]
 
 
 def batchable_session(model_path: Path, single: Any, threads: int | None = None, spin: bool = True) -> BatchingCheck:
@@ -162,7 +155,8 @@ class Batcher:
         self.senders = senders
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.alone = alone  # the part's own session, for a request that cannot join a batch
-        self.specs = {s.name: (tuple(s.shape[1:]), s.type) for s in session.get_inputs()}
+        # Each input's shape but the first dimension, and its dtype: what a request must match to join a batch.
+        self.specs = {s.name: (tuple(s.shape[1:]), ort_numpy_dtype(s.type)) for s in session.get_inputs()}
         self.counts = BatchCounts()
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="splitnn-batcher")
@@ -182,11 +176,11 @@ class Batcher:
 
     def _fits(self, feeds: dict[str, np.ndarray]) -> bool:
         """Whether a request can join a batch: every input one item (or more) of the part's dtype and shape."""
-        for name, (shape, type_) in self.specs.items():
+        for name, (shape, dtype) in self.specs.items():
             value = feeds.get(name)
             if value is None or value.ndim != len(shape) + 1 or tuple(value.shape[1:]) != shape:
                 return False
-            if value.dtype != ort_numpy_dtype(type_) or value.shape[0] != feeds[self.inputs[0]].shape[0]:
+            if value.dtype != dtype or value.shape[0] != feeds[self.inputs[0]].shape[0]:
                 return False
         return True
 

@@ -72,6 +72,9 @@ class ProtocolError(Exception):
 class FrameTooSlow(TimeoutError):
     """A frame that began but did not arrive whole within its time limit (read_frame's frame_timeout_s)."""
 
+    def __init__(self) -> None:
+        super().__init__("a frame took longer than its time limit to arrive")
+
 
 class ConnectionClosed(Exception):
     """The peer closed the connection (between frames, or inside one when `partial`)."""
@@ -171,13 +174,13 @@ def _recv_exact(sock: socket.socket, count: int, started: bool, deadline: float 
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise FrameTooSlow("a frame took longer than its time limit to arrive")
+                raise FrameTooSlow()
             sock.settimeout(left)
         try:
             chunk = sock.recv(min(count - len(chunks), 1 << 20))
         except socket.timeout:
             if deadline is not None:
-                raise FrameTooSlow("a frame took longer than its time limit to arrive") from None
+                raise FrameTooSlow() from None
             raise
         if not chunk:
             raise ConnectionClosed(partial=started or bool(chunks))

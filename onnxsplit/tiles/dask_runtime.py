@@ -14,13 +14,12 @@ activations from one shared arena, so a node holds the stack's weights once
 and the activations of one tile at a time, as the plan's memory rule
 assumes. The client crops the image, submits one task per worker (its share
 of the tiles), stitches the outputs as they complete, and runs the remainder
-of the model. Scaling runs
-the same plan restricted to the first 1, 2, ..., N workers.
+of the model. Scaling runs the same plan restricted to the first 1, 2, ...,
+N workers.
 """
 from __future__ import annotations
 
 import contextlib
-import heapq
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from splitnn.onnxsplit.artifacts.plan_file import model_path, read_tile_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.tiles.geometry import crop, paste
+from splitnn.onnxsplit.tiles.planning import lpt_deal
 
 
 def _with_weights(graph_bytes: bytes, weights: bytes) -> bytes:
@@ -119,16 +119,6 @@ def _sessions(plugin_name: str) -> dict[int, Any]:
     return get_worker().plugins[plugin_name].sessions  # type: ignore[no-any-return]
 
 
-def run_tile(plugin_name: str, tile_id: int, crop: np.ndarray) -> tuple[np.ndarray, float, str]:
-    """A Dask task: one tile's stack on its crop. Returns the output tile, its compute seconds and the worker."""
-    from distributed import get_worker
-
-    session = _sessions(plugin_name)[tile_id]
-    start = time.perf_counter()
-    (output,) = session.run(None, {session.get_inputs()[0].name: crop})
-    return output, time.perf_counter() - start, get_worker().address
-
-
 def run_tile_group(plugin_name: str, tile_ids: list[int], crops: list[np.ndarray]
                    ) -> tuple[list[np.ndarray], list[float], str]:
     """A Dask task: several tiles' stacks, one after the other (one scheduler round trip for all of them).
@@ -147,15 +137,9 @@ def run_tile_group(plugin_name: str, tile_ids: list[int], crops: list[np.ndarray
 
 
 def tile_groups(predicted_s: list[float], count: int) -> list[list[int]]:
-    """Tile indices dealt into `count` groups of about equal predicted time (longest first, to the least loaded),
-    each group's tiles in their grid order."""
-    loads = [(0.0, g) for g in range(count)]
-    groups: list[list[int]] = [[] for _ in range(count)]
-    for index in sorted(range(len(predicted_s)), key=lambda i: -predicted_s[i]):
-        load, g = heapq.heappop(loads)
-        groups[g].append(index)
-        heapq.heappush(loads, (load + predicted_s[index], g))
-    return [sorted(group) for group in groups if group]
+    """Tile indices dealt into `count` groups of about equal predicted time as the planner deals them to nodes
+    (planning.lpt_deal), each group's tiles in their grid order."""
+    return [sorted(group) for group in lpt_deal(predicted_s, count) if group]
 
 
 def run_first_phase(plugin_name: str, tile_id: int, crop: np.ndarray) -> tuple[list[np.ndarray], float, str]:
@@ -345,8 +329,8 @@ def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: 
                     after_first_tile: Callable[[str], Any] | None = None, tasks: int | None = None,
                     ) -> tuple[dict[str, np.ndarray], list[TileRecord], float, float, int]:
     """One image through the tiles on `workers`; `after_first_tile` is called with the worker of the first task
-    once it is back, while the others are still out (the fault drill kills another worker there). `tasks`: how many Dask tasks the tiles
-    travel in (tile_task_count's by default; as many as tiles: one each).
+    once it is back, while the others are still out (the fault drill kills another worker there). `tasks`: how
+    many Dask tasks the tiles travel in (tile_task_count's by default; as many as tiles: one each).
 
     Returns the outputs, per-tile records, the tiles phase and total seconds, and how many tile tasks the
     scheduler had to run again because their worker was lost.
@@ -364,7 +348,7 @@ def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: 
     for future in as_completed(futures):
         output, seconds, worker = future.result()
         tiles = tile_of[future.key]
-        if not isinstance(tiles, list):  # one tile per task
+        if not isinstance(tiles, list):  # a reuse task: one tile
             tiles, output, seconds = [tiles], [output], [seconds]
         for tile, tile_output, tile_s in zip(tiles, output, seconds):
             if isinstance(tile_output, list):  # a first-phase tile (reuse): its last layer is its output
@@ -398,14 +382,9 @@ def _submit_groups(client: Any, program: TileProgram, plugin_name: str, image: n
     """The tiles as `tasks` Dask tasks of about equal predicted time (tile_groups)."""
     regions = [crop(image, t.input_region, program.plan.image_layout) for t in program.tiles]
     count = tasks if tasks is not None else tile_task_count(len(program.tiles), len(workers))
-    if count >= len(program.tiles):
-        futures = client.map(run_tile, [plugin_name] * len(regions), [t.id for t in program.tiles], regions,
-                             workers=workers, allow_other_workers=False, pure=False)
-        return futures, {future.key: tile for future, tile in zip(futures, program.tiles)}
-    groups = tile_groups([t.predicted_s for t in program.tiles], count)
-    futures = [client.submit(run_tile_group, plugin_name, [program.tiles[i].id for i in group],
-                             [regions[i] for i in group], workers=workers, allow_other_workers=False, pure=False)
-               for group in groups]
+    groups = tile_groups([t.predicted_s for t in program.tiles], min(count, len(program.tiles)))
+    futures = client.map(run_tile_group, [plugin_name] * len(groups), [[program.tiles[i].id for i in g] for g in groups],
+                         [[regions[i] for i in g] for g in groups], workers=workers, allow_other_workers=False, pure=False)
     return futures, {f.key: [program.tiles[i] for i in group] for f, group in zip(futures, groups)}
 
 

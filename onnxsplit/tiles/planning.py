@@ -87,13 +87,21 @@ class TilePlan:
         }
 
 
+def lpt_deal(durations: list[float], nodes: int) -> list[list[int]]:
+    """The tasks (indices into `durations`) each node gets when they are dealt out longest first to the least
+    loaded node."""
+    loads = [(0.0, node) for node in range(nodes)]
+    dealt: list[list[int]] = [[] for _ in range(nodes)]
+    for index in sorted(range(len(durations)), key=lambda i: -durations[i]):
+        load, node = heapq.heappop(loads)
+        dealt[node].append(index)
+        heapq.heappush(loads, (load + durations[index], node))
+    return dealt
+
+
 def lpt_makespan(durations: list[float], nodes: int) -> float:
     """Largest node load when tasks are dealt out longest first to the least loaded node."""
-    loads = [0.0] * nodes
-    heapq.heapify(loads)
-    for duration in sorted(durations, reverse=True):
-        heapq.heappush(loads, heapq.heappop(loads) + duration)
-    return max(loads)
+    return max(sum(durations[i] for i in tasks) for tasks in lpt_deal(durations, nodes))
 
 
 def _candidate(analysis: Analysis, stack: list[Layer], rows: int, cols: int, nodes: int, profile: DeviceProfile) -> TilePlan:
