@@ -157,6 +157,7 @@ def render_tiles(report: TileBenchReport) -> None:
     console.print("last run: " + "; ".join(f"{worker} ran {len(times)} {what}, {sum(times) * 1e3:.1f} ms of compute"
                                            for worker, times in sorted(per_worker.items())))
     if tiles_mode:
+        _render_phases(report)
         _render_tile_figures(report)
     killed = f"{report.workers_killed} worker(s) killed by the drill; " if report.workers_killed else ""
     console.print(f"{killed}tasks re-run after a lost worker: {report.retries}")
@@ -177,6 +178,28 @@ def _render_image_table(rows: tuple[TableRow, ...]) -> None:
     for count in counts:
         grid.add_row(str(count), *[f"{wall[(count, w)]:.2f}" for w in workers])
     stdout().print(grid)
+
+
+def _render_phases(report: TileBenchReport) -> None:
+    """Per phase of an image (each stack's tiles, what runs on the client after them, the whole image): the
+    median time on each worker count and the speedup of the most workers over one."""
+    from rich.table import Table
+
+    rows = report.scaling
+    if not rows or rows[0].stack_phases_s is None:
+        return
+    table = Table(title="Per phase (median ms per image)", title_justify="left")
+    for column in ["phase", *[f"{row.workers} worker{'s' if row.workers > 1 else ''}" for row in rows], "speedup"]:
+        table.add_column(column, justify="right" if column != "phase" else "left")
+    labels = report.stack_labels or tuple(f"stack {k + 1}" for k in range(len(rows[0].stack_phases_s)))
+    for k, label in enumerate(labels):
+        table.add_row(f"tiles: {label}", *[f"{row.stack_phases_s[k] * 1e3:.1f}" for row in rows],  # type: ignore[index]
+                      f"{rows[-1].stack_speedups[k]:.2f}x")  # type: ignore[index]
+    rest = rows[-1].remainder_speedup
+    table.add_row("on the client after the tiles" + (" (split layers on the cluster)" if report.neuron_splits else ""),
+                  *[f"{(row.remainder_s or 0) * 1e3:.1f}" for row in rows], f"{rest:.2f}x" if rest else "-")
+    table.add_row("whole image", *[f"{row.wall_s * 1e3:.1f}" for row in rows], f"{rows[-1].speedup:.2f}x")
+    stdout().print(table)
 
 
 def _render_tile_figures(report: TileBenchReport) -> None:

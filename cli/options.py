@@ -305,9 +305,10 @@ class TilePlanning:
     fuse_until: str | None  # None: auto
     node_profile: str
     reuse: bool
+    stacks: int | None = None  # None: auto
 
 
-def _tile_planning(nodes: int, grid: str, fuse_until: str, node_profile: str, reuse: bool) -> TilePlanning:
+def _tile_planning(nodes: int, grid: str, fuse_until: str, stacks: str, node_profile: str, reuse: bool) -> TilePlanning:
     from splitnn.onnxsplit.core.errors import SplitnnError
 
     shape = None
@@ -316,7 +317,14 @@ def _tile_planning(nodes: int, grid: str, fuse_until: str, node_profile: str, re
         if not (rows.isdigit() and cols.isdigit() and int(rows) > 0 and int(cols) > 0):
             raise SplitnnError(f"--grid '{grid}' must be RxC, e.g. 3x3, or auto")
         shape = (int(rows), int(cols))
-    return TilePlanning(nodes, shape, None if fuse_until == "auto" else fuse_until, node_profile, reuse)
+    count = None
+    if stacks != "auto":
+        if not stacks.isdigit() or int(stacks) < 1:
+            raise SplitnnError(f"--stacks '{stacks}' must be a whole number of stacks (1 or more), or auto")
+        count = int(stacks)
+    if reuse and count is None:
+        count = 1  # the checkerboard reuse works within one stack
+    return TilePlanning(nodes, shape, None if fuse_until == "auto" else fuse_until, node_profile, reuse, count)
 
 
 TILE_PLANNING = OptionGroup("tiles", (
@@ -324,7 +332,10 @@ TILE_PLANNING = OptionGroup("tiles", (
     (("--grid", "grid"), dict(default="auto", show_default=True, metavar="RxC|auto",
                               help="Tiles: the grid, e.g. 3x3 (auto: best predicted).")),
     (("--fuse-until", "fuse_until"), dict(default="auto", show_default=True, metavar="TENSOR|auto",
-                                          help="Tiles: the last tensor of the fused stack.")),
+                                          help="Tiles: the last tensor tiled (of the last stack).")),
+    (("--stacks", "stacks"), dict(default="auto", show_default=True, metavar="N|auto",
+                                  help="Tiles: fused stacks in sequence, each tiled in its own grid and stitched "
+                                       "before the next (auto: best predicted; 1 with --reuse).")),
     (("--node-profile", "node_profile"), dict(default="rockpro64", show_default=True, help="Tiles: the profile of every node.")),
     (("--reuse", "reuse"), dict(is_flag=True, help="Tiles: compute each overlap once (checkerboard reuse) instead of in both tiles.")),
 ), _tile_planning)
@@ -512,6 +523,7 @@ class TileBenchChoice:
     scaling: bool
     kill_worker_after_s: float | None
     given: tuple[str, ...]  # the tile-only options the user set (refused on a vertical split)
+    handoff: str = "client"
 
     def options(self):  # type: ignore[no-untyped-def]
         """The tile bench's options (imported only for a tile plan: a vertical split never loads the Dask code)."""
@@ -519,15 +531,15 @@ class TileBenchChoice:
 
         return TileBenchOptions(workers=self.workers, scheduler=self.scheduler, images=self.images,
                                 scaling=self.scaling, data_parallel=self.data_parallel,
-                                kill_worker_after_s=self.kill_worker_after_s)
+                                kill_worker_after_s=self.kill_worker_after_s, handoff=self.handoff)
 
 
 def _tile_bench_choice(workers: int | None, scheduler: str | None, data_parallel: bool, images: int,
-                       no_scaling: bool, kill_worker_after: float | None) -> TileBenchChoice:
+                       no_scaling: bool, kill_worker_after: float | None, handoff: str | None) -> TileBenchChoice:
     tile_only = {"--workers": workers, "--scheduler": scheduler, "--data-parallel": data_parallel or None,
-                 "--no-scaling": no_scaling or None, "--kill-worker-after": kill_worker_after}
+                 "--no-scaling": no_scaling or None, "--kill-worker-after": kill_worker_after, "--handoff": handoff}
     return TileBenchChoice(workers, scheduler, data_parallel, images, not no_scaling, kill_worker_after,
-                           tuple(k for k, v in tile_only.items() if v is not None))
+                           tuple(k for k, v in tile_only.items() if v is not None), handoff or "client")
 
 
 TILE_BENCH = OptionGroup("tiles", (
@@ -543,6 +555,9 @@ TILE_BENCH = OptionGroup("tiles", (
         type=click.FloatRange(0), metavar="S", help="Tile plans, fault drill: kill one worker S seconds after the first "
                                                     "tile of the first timed image is back (0: at once, while the other "
                                                     "tiles are out).")),
+    (("--handoff", "handoff"), dict(type=click.Choice(["workers", "client"]), help=(
+        "Tile plans of several stacks: how a stack's tiles get the previous stack's output; client (default): "
+        "stitched on the client and sent out again; workers: straight from the workers that hold it."))),
 ), _tile_bench_choice)
 
 

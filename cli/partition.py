@@ -56,6 +56,7 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
       splitnn partition vgg16.onnx -o out/vgg16 --link 4g --trace traces/commute-lte.csv --percentile 95
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --fuse-until maxpool3_out
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --reuse
+      splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 2 --stacks 3 --fuse-until maxpool5_out
     """
     from splitnn.onnxsplit.analysis.analyze import analyze
     from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
@@ -189,7 +190,7 @@ def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, til
 
     profile = load_device(tiles.node_profile)
     analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))
-    plan = plan_tiles(analysis, tiles.nodes, profile, tiles.grid, tiles.fuse_until)
+    plan = plan_tiles(analysis, tiles.nodes, profile, tiles.grid, tiles.fuse_until, tiles.stacks)
     with stderr().status("writing and verifying the tiles..."):
         document = write_tiles(analysis, plan, outdir, reuse=tiles.reuse, atol=verification.atol, rtol=verification.rtol)
     if as_json:
@@ -203,10 +204,18 @@ def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
 
     console = stdout()
     grid, p, memory = document.grid, document.predicted, document.memory
-    console.print(
-        f"[bold]Tile plan[/bold]: {len(document.stack)} layers fused up to {document.fuse_until}, grid "
-        f"{grid.rows}x{grid.cols} on {document.nodes} x {document.node_profile.name}; the rest "
-        f"({'nothing' if document.remainder.empty else 'remainder/'}) runs after stitching")
+    stacks = [(document.stack, grid, document.fuse_until, document.tiles), *(
+        (s.stack, s.grid, s.fuse_until, s.tiles) for s in document.later_stacks)]
+    rest = f"the rest ({'nothing' if document.remainder.empty else 'remainder/'}) runs after stitching"
+    if len(stacks) == 1:
+        console.print(f"[bold]Tile plan[/bold]: {len(document.stack)} layers fused up to {document.fuse_until}, grid "
+                      f"{grid.rows}x{grid.cols} on {document.nodes} x {document.node_profile.name}; {rest}")
+    else:
+        console.print(f"[bold]Tile plan[/bold]: {len(stacks)} fused stacks in turn on {document.nodes} x "
+                      f"{document.node_profile.name}, each stitched before the next is tiled; {rest}")
+        for k, (layers, g, until, _) in enumerate(stacks):
+            phase = f", {p.stack_phases_s[k] * 1e3:.1f} ms predicted" if len(p.stack_phases_s) == len(stacks) else ""
+            console.print(f"  stack {k + 1}: {len(layers)} layers up to {until}, grid {g.rows}x{g.cols}{phase}")
     console.print(
         f"  redundant MACs {document.redundant_macs_ratio:.1%} (overlaps computed twice); largest tile's "
         f"activations {human_bytes(document.max_tile_peak_bytes)} = {document.tile_peak_fraction:.1%} of the "
@@ -225,12 +234,13 @@ def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
     console.print(f"  predicted: tiles {p.tiles_phase_s * 1e3:.1f} ms + remainder {p.remainder_s * 1e3:.1f} ms "
                   f"= [bold]{p.makespan_s * 1e3:.1f} ms[/bold] against {p.single_node_s * 1e3:.1f} ms on one node{speedup}")
     table = Table(title="Tiles (regions as rows y0:y1, columns x0:x1)", title_justify="left")
-    for column in ("tile", "output region", "input region", "MACs", "peak", "predicted ms"):
+    for column in ("stack", "tile", "output region", "input region", "MACs", "peak", "predicted ms"):
         table.add_column(column, justify="right")
-    for tile in document.tiles:
-        o, i = tile.output_region, tile.input_region
-        table.add_row(str(tile.id), f"{o[0]}:{o[1]}, {o[2]}:{o[3]}", f"{i[0]}:{i[1]}, {i[2]}:{i[3]}",
-                      f"{tile.macs / 1e6:,.1f} M", human_bytes(tile.peak_bytes), f"{tile.predicted_s * 1e3:.1f}")
+    for k, (_, _, _, tiles) in enumerate(stacks):
+        for tile in tiles:
+            o, i = tile.output_region, tile.input_region
+            table.add_row(str(k + 1), str(tile.id), f"{o[0]}:{o[1]}, {o[2]}:{o[3]}", f"{i[0]}:{i[1]}, {i[2]}:{i[3]}",
+                          f"{tile.macs / 1e6:,.1f} M", human_bytes(tile.peak_bytes), f"{tile.predicted_s * 1e3:.1f}")
     console.print(table)
     v = document.verification
     console.print(f"verified: stitched tiles + remainder against the model, max abs error {v.max_abs_err:.3g}")

@@ -325,6 +325,32 @@ class TilePrediction(Record):
     makespan_s: float
     single_node_s: float
     speedup: float | None
+    stack_phases_s: tuple[float, ...] = ()  # each stack's tiles phase (plan files older than this field: none)
+
+
+@dataclass(frozen=True)
+class LaterStackRecord(Record):
+    """A stack after the first: its tiles are cropped from the previous stack's stitched output."""
+
+    grid: GridRecord
+    input: str  # the previous stack's output
+    fuse_until: str  # this stack's output
+    stack: tuple[StackLayerRecord, ...]
+    tiles: tuple[TileRecord, ...]
+    stack_macs: int
+    tiled_macs: int
+    max_tile_peak_bytes: int
+    param_bytes: int
+    predicted_phase_s: float
+
+
+@dataclass(frozen=True)
+class StackArtifacts(Record):
+    """A later stack's files: its graph, its weight blob and one graph per tile, in a folder of their own."""
+
+    stack_model: str
+    stack_weights: str
+    tiles: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -332,6 +358,7 @@ class TileArtifacts(Record):
     stack_model: str
     stack_weights: str
     tiles: tuple[str, ...]
+    later_stacks: tuple[StackArtifacts, ...] = ()
     reuse: dict[str, Any] | None = None  # first_phase: tile -> graph; second_phase_layers: tile -> layer -> graph
     remainder_steps: tuple[PartStep | SlicedStep, ...] | None = None
     remainder_model: str | None = None
@@ -354,6 +381,7 @@ class TilePlanFile(PlanHeader):
     stack_peak_bytes: int
     max_tile_peak_bytes: int
     tile_peak_fraction: float
+    later_stacks: tuple[LaterStackRecord, ...] = ()  # the stacks after the first, in order
     memory: TileMemory
     neuron_splits: tuple[NeuronSplitRecord, ...] = ()
     predicted: TilePrediction
@@ -367,6 +395,11 @@ class TilePlanFile(PlanHeader):
     @property
     def reuse_enabled(self) -> bool:
         return bool(self.reuse.get("enabled"))
+
+    @property
+    def tiled_output(self) -> str:
+        """The tensor the remainder starts from: the last stack's output."""
+        return self.later_stacks[-1].fuse_until if self.later_stacks else self.fuse_until
 
     def remainder_chain(self) -> tuple[Step, ...]:
         """What runs after the tiles are stitched, as chain steps (none when the stack is the whole model)."""

@@ -22,6 +22,12 @@ class ScalingRow(Record):
     tiles_speedup: float | None = None
     # CPU seconds this process spent per image (median): the client, which also hosts the embedded scheduler
     client_cpu_s: float | None = None
+    # Each stack's phase (median) and its speedup over one worker; what follows the tiles on the client (the
+    # remainder, split layers included) and its speedup
+    stack_phases_s: tuple[float, ...] | None = None
+    stack_speedups: tuple[float, ...] | None = None
+    remainder_s: float | None = None
+    remainder_speedup: float | None = None
     images: int | None = None
     images_per_s: float | None = None
 
@@ -43,6 +49,7 @@ class TaskRun(Record):
     worker: str
     seconds: float
     done_s: float | None = None  # since the image's tiles were submitted
+    stack: int | None = None  # which stack of a tile plan (0: the first)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ class TileBenchReport(Record):
     outputs_match: bool | None
     max_abs_err: float | None
     grid: GridRecord | None = None
+    stack_labels: tuple[str, ...] | None = None  # each stack: its grid and last tensor, e.g. "3x3 to maxpool3_out"
     tiles_speedup: float | None = None
     redundant_macs_ratio: float | None = None
     reuse: dict[str, Any] | None = None

@@ -37,6 +37,7 @@ from splitnn.onnxsplit.tiles.dask_runtime import (
     dask_client,
     place_slices,
     register_plugin,
+    register_program,
     run_tiled_image,
     run_whole,
 )
@@ -53,6 +54,8 @@ class TileBenchOptions:
     # Fault drill: kill one worker this long after the first tile of the first timed image is back (0: at once,
     # while the other tiles are still out: the same point in every run).
     kill_worker_after_s: float | None = None
+    # How a later stack gets the previous one's output: dask_runtime.HANDOFFS ("workers": worker to worker)
+    handoff: str = "client"
 
 
 class _WorkerKill:
@@ -122,9 +125,9 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
         if options.data_parallel:
             return _data_parallel(client, program, available, counts, options, (feeds, reference), tick)
         uss_before = client.run(_process_uss, workers=available)
-        plugin = register_plugin(client, SessionsPlugin(f"splitnn-tiles-{program.key}", program.graphs, program.weights))
+        plugins = register_program(client, program)
         handles = place_slices(client, program, available)
-        runs = [_time_workers(client, program, plugin, handles, available[:n], feeds, options,
+        runs = [_time_workers(client, program, plugins, handles, available[:n], feeds, options,
                               drill=n == counts[-1], tick=tick) for n in counts]
         uss_after = client.run(_process_uss)
 
@@ -135,13 +138,19 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
         plan=str(outdir), mode="tiles", scheduler=options.scheduler or "embedded LocalCluster",
         workers=top.workers, images=options.images, makespan_s=top.tiles_phase_s, wall_s=top.wall_s,  # type: ignore[arg-type]
         speedup=top.speedup, scaling=tuple(scaling),
-        tiles=tuple(TaskRun(r.id, r.worker, r.seconds, r.done_s) for r in runs[-1].records),
+        tiles=tuple(TaskRun(r.id, r.worker, r.seconds, r.done_s, r.stack) for r in runs[-1].records),
         retries=sum(run.retries for run in runs), workers_killed=sum(run.killed for run in runs),
         outputs_match=match, max_abs_err=max_err,
-        grid=plan.grid, tiles_speedup=top.tiles_speedup, redundant_macs_ratio=plan.redundant_macs_ratio,
+        grid=plan.grid, stack_labels=stack_labels(plan), tiles_speedup=top.tiles_speedup, redundant_macs_ratio=plan.redundant_macs_ratio,
         reuse={k: v for k, v in plan.reuse.items() if k != "second_phase"}, neuron_splits=plan.neuron_splits,
         predicted=plan.predicted, memory=worker_memory(uss_before, uss_after, plan.memory.node_bytes, memory),
     )
+
+
+def stack_labels(plan: Any) -> tuple[str, ...]:
+    """Each stack of a tile plan file as its grid and last tensor ("3x3 to maxpool3_out")."""
+    stacks = [(plan.grid, plan.fuse_until), *((s.grid, s.fuse_until) for s in plan.later_stacks)]
+    return tuple(f"{grid.rows}x{grid.cols} to {until}" for grid, until in stacks)
 
 
 def _with_speedups(rows: list[dict[str, Any]]) -> list[ScalingRow]:
@@ -149,7 +158,9 @@ def _with_speedups(rows: list[dict[str, Any]]) -> list[ScalingRow]:
     base = rows[0]
     return [ScalingRow(workers=row["workers"], wall_s=row["wall_s"], speedup=base["wall_s"] / row["wall_s"],
                        tiles_phase_s=row["tiles_phase_s"], tiles_speedup=base["tiles_phase_s"] / row["tiles_phase_s"],
-                       client_cpu_s=row["client_cpu_s"])
+                       client_cpu_s=row["client_cpu_s"], stack_phases_s=row["stack_phases_s"],
+                       stack_speedups=tuple(b / s for b, s in zip(base["stack_phases_s"], row["stack_phases_s"])),
+                       remainder_s=row["remainder_s"], remainder_speedup=base["remainder_s"] / row["remainder_s"] if row["remainder_s"] > 0 else None)
             for row in rows]
 
 
@@ -157,25 +168,24 @@ def _with_speedups(rows: list[dict[str, Any]]) -> list[ScalingRow]:
 class _WorkerCountRun:
     """The images timed on one worker count."""
 
-    row: dict[str, Any]  # workers, median wall_s, tiles_phase_s and client_cpu_s
+    row: dict[str, Any]  # workers; medians of wall_s, tiles_phase_s, stack_phases_s, remainder_s, client_cpu_s
     outputs: dict[str, np.ndarray]  # of the last image
     records: list[TileRecord]  # of the last image
     retries: int
     killed: int
 
 
-def _time_workers(client: Any, program: TileProgram, plugin: str, handles: dict[tuple[int, int], Any],
+def _time_workers(client: Any, program: TileProgram, plugins: list[str], handles: dict[tuple[int, int], Any],
                   workers: list[str], feeds: dict[str, np.ndarray], options: TileBenchOptions, drill: bool,
                   tick: Callable[[str, int], Callable[[int], None]]) -> _WorkerCountRun:
     """`options.images` images on `workers` after a warm-up; with `drill`, the fault drill on the first image."""
     import os
 
     n = len(workers)
-    run_tiled_image(client, program, plugin, feeds, workers, handles)  # warm-up (caches, connections)
-    phases, totals, cpus = [], [], []
+    run_tiled_image(client, program, plugins, feeds, workers, handles, handoff=options.handoff)  # warm-up
+    images: list[Any] = []
+    cpus = []
     retries = killed = 0
-    outputs: dict[str, np.ndarray] = {}
-    records: list[TileRecord] = []
     step = tick(f"{n} worker{'s' if n > 1 else ''}", options.images)
     for i in range(options.images):
         kill = None
@@ -184,21 +194,23 @@ def _time_workers(client: Any, program: TileProgram, plugin: str, handles: dict[
         # The drill's image sends one tile per task, so that the other worker surely has tiles queued when the
         # first comes back (one group per worker would finish at about the same time: nothing left to re-run).
         cpu_start = time.process_time()  # this process: the client, and the embedded cluster's scheduler
-        outputs, records, phase, total, retried = run_tiled_image(
-            client, program, plugin, feeds, workers, handles, after_first_tile=kill,
-            tasks=len(program.tiles) if kill is not None else None)
+        image = run_tiled_image(client, program, plugins, feeds, workers, handles, after_first_tile=kill,
+                                tasks=len(program.tiles) if kill is not None else None, handoff=options.handoff)
         cpus.append(time.process_time() - cpu_start)
+        images.append(image)
         if kill is not None:
             killed += kill.died()
             # The dead worker's replacement has a new address: use whoever is there now.
             workers = sorted(client.scheduler_info()["workers"])[:n]
-        retries += retried
-        phases.append(phase)
-        totals.append(total)
+        retries += image.retried
         step(i + 1)
-    row = {"workers": n, "wall_s": statistics.median(totals), "tiles_phase_s": statistics.median(phases),
+    row = {"workers": n, "wall_s": statistics.median(r.total_s for r in images),
+           "tiles_phase_s": statistics.median(r.tiles_phase_s for r in images),
+           "stack_phases_s": tuple(statistics.median(r.stack_phases_s[k] for r in images)
+                                   for k in range(len(images[0].stack_phases_s))),
+           "remainder_s": statistics.median(r.total_s - r.tiles_phase_s for r in images),
            "client_cpu_s": statistics.median(cpus)}
-    return _WorkerCountRun(row, outputs, records, retries, killed)
+    return _WorkerCountRun(row, images[-1].outputs, images[-1].records, retries, killed)
 
 
 def _process_uss() -> int:

@@ -14,12 +14,15 @@ activations from one shared arena, so a node holds the stack's weights once
 and the activations of one tile at a time, as the plan's memory rule
 assumes. The client crops the image, submits one task per worker (its share
 of the tiles), stitches the outputs as they complete, and runs the remainder
-of the model. Scaling runs the same plan restricted to the first 1, 2, ...,
-N workers.
+of the model. A plan of several stacks runs them in turn: each later stack's
+tiles are cropped from the stitched output of the one before and sent out the
+same way (each stack has a plugin of its own, its graphs and blob). Scaling
+runs the same plan restricted to the first 1, 2, ..., N workers.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -190,6 +193,15 @@ def run_whole(plugin_name: str, feeds: dict[str, np.ndarray]) -> tuple[dict[str,
     return dict(zip(names, values)), time.perf_counter() - start, get_worker().address
 
 
+def register_program(client: Any, program: TileProgram) -> list[str]:
+    """A plugin per stack of `program` on every worker (the first stack's first); returns their names."""
+    names = [register_plugin(client, SessionsPlugin(f"splitnn-tiles-{program.key}", program.graphs, program.weights))]
+    for number, later in enumerate(program.later, start=1):
+        names.append(register_plugin(client, SessionsPlugin(f"splitnn-tiles-{program.key}-stack{number}", later.graphs,
+                                                            later.weights)))
+    return names
+
+
 def register_plugin(client: Any, plugin: SessionsPlugin) -> str:
     from distributed.diagnostics.plugin import WorkerPlugin
 
@@ -210,6 +222,29 @@ class TileRecord:
     worker: str
     seconds: float  # compute inside the worker
     done_s: float  # since the image's tiles were submitted
+    stack: int = 0  # which stack of the plan (0: the first, which reads the image)
+
+
+@dataclass(frozen=True)
+class LaterStack:
+    """A stack after the first, loaded on the client: its tiles, their graphs and blob, and what they stitch into."""
+
+    tiles: tuple[Any, ...]  # plan_file.TileRecord: each tile's regions and predicted time
+    graphs: dict[int, bytes]
+    weights: bytes
+    output_shape: tuple[int, ...]
+
+
+@dataclass
+class ImageRun:
+    """One image through a tile plan on the cluster."""
+
+    outputs: dict[str, np.ndarray]
+    records: list[TileRecord]  # every tile of every stack, by stack then id
+    stack_phases_s: list[float]  # each stack's phase: from sending its tiles to the last one stitched
+    tiles_phase_s: float  # from sending the first stack's tiles to the last stack's last tile stitched
+    total_s: float  # the image, remainder included
+    retried: int  # tile tasks the scheduler ran again because their worker was lost
 
 
 class TileProgram:
@@ -234,8 +269,11 @@ class TileProgram:
                     self.graphs[f"layer:{tile_id}:{index}"] = (outdir / name).read_bytes()  # type: ignore[index]
             self.second_phase = {int(k): v for k, v in self.plan.reuse["second_phase"].items()}
         self.image = self.plan.image_input
-        self.stack_output = self.plan.fuse_until
-        self.stack_shape = self.plan.stack[-1].out_shape
+        self.stack_output = self.plan.tiled_output  # what the remainder starts from
+        self.stack_shape = self.plan.stack[-1].out_shape  # the first stack's output
+        self.later = [LaterStack(record.tiles, {t.id: (outdir / name).read_bytes() for t, name in zip(record.tiles, files.tiles)},
+                                 (outdir / files.stack_weights).read_bytes(), record.stack[-1].out_shape)
+                      for record, files in zip(self.plan.later_stacks, artifacts.later_stacks)]
         self.folder = outdir
         self.steps = self.plan.remainder_chain()
         # The remainder's sessions, opened on first use and kept between images.
@@ -324,27 +362,62 @@ def _retried(client: Any, keys: list[Any]) -> int:
     return int(client.run_on_scheduler(count, keys=keys))
 
 
-def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: dict[str, np.ndarray],
+# How a later stack's tiles get their inputs (issue 16, item 3). "client" (the default): the client gathers and
+# stitches each stack's output and sends the next stack's crops out. "workers": each task of the stack depends on
+# the tasks of the previous stack whose outputs overlap its tiles and cuts its inputs from their results, which
+# Dask moves from worker to worker; the whole image is submitted at once and the client fetches only the last
+# stack. Measured on VGG-16, 2 workers against 1, three stacks at 224 and two at 448 (bench_tiles.py, rounds
+# alternating both): the same time per image on 2 workers (224: 144-167 ms against 146-155; 448: 434-453
+# against 436-445), but "workers" is faster on 1 worker, where nothing moves (202-212 against 215-221 ms at
+# 224), so its speedup is lower. It is kept for clusters whose client sits behind a slower link than the
+# workers'. The hand-off costs about what it saves here: every tile of a 1x2 grid needs both halves of the map.
+HANDOFFS = ("client", "workers")
+
+
+def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds: dict[str, np.ndarray],
                     workers: list[str], slice_handles: dict[tuple[int, int], Any] | None = None,
                     after_first_tile: Callable[[str], Any] | None = None, tasks: int | None = None,
-                    ) -> tuple[dict[str, np.ndarray], list[TileRecord], float, float, int]:
-    """One image through the tiles on `workers`; `after_first_tile` is called with the worker of the first task
-    once it is back, while the others are still out (the fault drill kills another worker there). `tasks`: how
-    many Dask tasks the tiles travel in (tile_task_count's by default; as many as tiles: one each).
-
-    Returns the outputs, per-tile records, the tiles phase and total seconds, and how many tile tasks the
-    scheduler had to run again because their worker was lost.
-    """
-    from distributed import as_completed
-
+                    handoff: str = "client") -> ImageRun:
+    """One image through the tiles of every stack on `workers` (`plugins`: register_program's names), then the
+    remainder. `after_first_tile` is called with the worker of the first task once it is done, while the others
+    are still out (the fault drill kills another worker there). `tasks`: how many Dask tasks the first stack's
+    tiles travel in (tile_task_count's by default; as many as tiles: one each). `handoff`: see HANDOFFS."""
+    if handoff not in HANDOFFS:
+        raise SplitnnError(f"unknown hand-off '{handoff}': one of {', '.join(HANDOFFS)}")
     image = feeds[program.image]
     start = time.perf_counter()
     if program.second_phase:
-        futures, tile_of = _submit_with_reuse(client, program, plugin_name, image, workers)
+        futures, tile_of = _submit_with_reuse(client, program, plugins[0], image, workers)
     else:
-        futures, tile_of = _submit_groups(client, program, plugin_name, image, workers, tasks)
+        futures, tile_of = _submit_groups(client, program, plugins[0], image, workers, tasks)
+    earlier: list[tuple[list[Any], dict[str, Any]]] = []  # stacks whose outputs stayed on the workers
+    if program.later and handoff == "workers":
+        stitched, records, phases, stages = _through_workers(client, program, plugins, (futures, tile_of), workers,
+                                                             start, after_first_tile)
+        earlier, futures = stages[:-1], [f for stage, _ in stages for f in stage]
+    else:
+        stitched, records = _stitch_first(futures, tile_of, program.stack_shape, start, after_first_tile)
+        phases = [time.perf_counter() - start]
+        for number, (later, plugin) in enumerate(zip(program.later, plugins[1:]), start=1):
+            stitched, more = _run_stack(client, later, plugin, number, stitched, workers, start, records)
+            futures += more
+            phases.append(time.perf_counter() - start - sum(phases))
+    runner = _slice_runner(client, plugins[0], slice_handles, workers) if slice_handles else None
+    outputs = program.finish(stitched, feeds, runner)
+    total = time.perf_counter() - start
+    if earlier:  # fetched after the timing
+        records += _earlier_records(client, earlier, list(itertools.accumulate(phases)))
+    retried = _retried(client, [f.key for f in futures])  # while the scheduler still knows the tasks
+    return ImageRun(outputs, sorted(records, key=lambda r: (r.stack, r.id)), phases, sum(phases), total, retried)
+
+
+def _stitch_first(futures: list[Any], tile_of: dict[str, Any], shape: tuple[int, ...], start: float,
+                  after_first_tile: Callable[[str], Any] | None) -> tuple[np.ndarray, list[TileRecord]]:
+    """The first stack's output, stitched on the client as its tasks complete, and its tiles' records."""
+    from distributed import as_completed
+
     stitched = None
-    records = []
+    records: list[TileRecord] = []
     for future in as_completed(futures):
         output, seconds, worker = future.result()
         tiles = tile_of[future.key]
@@ -354,17 +427,122 @@ def run_tiled_image(client: Any, program: TileProgram, plugin_name: str, feeds: 
             if isinstance(tile_output, list):  # a first-phase tile (reuse): its last layer is its output
                 tile_output = tile_output[-1]
             if stitched is None:
-                stitched = np.empty(program.stack_shape, dtype=tile_output.dtype)
+                stitched = np.empty(shape, dtype=tile_output.dtype)
             paste(stitched, tile.output_region, tile_output)
             records.append(TileRecord(tile.id, worker, tile_s, time.perf_counter() - start))
         if after_first_tile is not None and len(records) == len(tiles):
             after_first_tile(worker)
-    tiles_phase = time.perf_counter() - start
-    runner = _slice_runner(client, plugin_name, slice_handles, workers) if slice_handles else None
-    outputs = program.finish(stitched, feeds, runner)  # type: ignore[arg-type]
-    total = time.perf_counter() - start
-    retried = _retried(client, [f.key for f in futures])  # while the scheduler still knows the tasks
-    return outputs, sorted(records, key=lambda r: r.id), tiles_phase, total, retried
+    return stitched, records  # type: ignore[return-value]
+
+
+def _run_stack(client: Any, later: LaterStack, plugin: str, number: int, previous: np.ndarray, workers: list[str],
+               start: float, records: list[TileRecord]) -> tuple[np.ndarray, list[Any]]:
+    """A later stack's tiles, cropped from the previous stack's stitched output on the client (hand-off
+    "client"), one task per worker as the first stack's; each tile's record is added to `records`. Returns the
+    stitched output and the futures."""
+    from distributed import as_completed
+
+    regions = [crop(previous, t.input_region) for t in later.tiles]
+    groups = _groups(later.tiles, len(workers))
+    futures = client.map(run_tile_group, [plugin] * len(groups), [[later.tiles[i].id for i in g] for g in groups],
+                         [[regions[i] for i in g] for g in groups], workers=workers, allow_other_workers=False, pure=False)
+    tile_of = {f.key: [later.tiles[i] for i in group] for f, group in zip(futures, groups)}
+    stitched = None
+    for future in as_completed(futures):
+        outputs, seconds, worker = future.result()
+        for tile, tile_output, tile_s in zip(tile_of[future.key], outputs, seconds):
+            if stitched is None:
+                stitched = np.empty(later.output_shape, dtype=tile_output.dtype)
+            paste(stitched, tile.output_region, tile_output)
+            records.append(TileRecord(tile.id, worker, tile_s, time.perf_counter() - start, number))
+    return stitched, futures  # type: ignore[return-value]
+
+
+def _groups(tiles: tuple[Any, ...], workers: int) -> list[list[int]]:
+    return tile_groups([t.predicted_s for t in tiles], min(tile_task_count(len(tiles), workers), len(tiles)))
+
+
+def run_tile_group_from(plugin_name: str, tile_ids: list[int], regions: list[tuple[int, ...]],
+                        sources: list[list[tuple[int, ...]]], *previous: tuple[list[np.ndarray], list[float], str]
+                        ) -> tuple[list[np.ndarray], list[float], str]:
+    """A Dask task of a later stack (hand-off "workers"): each tile's input, `regions[i]` of the previous stack's
+    output, cut from the results of the previous stack's tasks that overlap it (`previous`, handed over by Dask
+    from the workers that hold them; `sources[j]`: the output regions of the tiles in `previous[j]`)."""
+    first = previous[0][0][0]
+    crops = []
+    for y0, y1, x0, x1 in regions:
+        canvas = np.empty((first.shape[0], first.shape[1], y1 - y0, x1 - x0), dtype=first.dtype)
+        for outputs_regions, (outputs, _, _) in zip(sources, previous):
+            for (oy0, oy1, ox0, ox1), out in zip(outputs_regions, outputs):
+                iy0, iy1, ix0, ix1 = max(y0, oy0), min(y1, oy1), max(x0, ox0), min(x1, ox1)
+                if iy0 < iy1 and ix0 < ix1:
+                    canvas[:, :, iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = out[:, :, iy0 - oy0:iy1 - oy0, ix0 - ox0:ix1 - ox0]
+        crops.append(canvas)
+    return run_tile_group(plugin_name, tile_ids, crops)
+
+
+def _overlaps(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    return max(a[0], b[0]) < min(a[1], b[1]) and max(a[2], b[2]) < min(a[3], b[3])
+
+
+def _through_workers(client: Any, program: TileProgram, plugins: list[str], first: tuple[list[Any], dict[str, Any]],
+                     workers: list[str], start: float, after_first_tile: Callable[[str], Any] | None
+                     ) -> tuple[np.ndarray, list[TileRecord], list[float], list[tuple[list[Any], dict[str, Any]]]]:
+    """Every later stack submitted at once behind the first (hand-off "workers"); returns the last stack's
+    stitched output, its tiles' records, each stack's phase, and each stack's futures and their tiles."""
+    stages = [first]
+    for later, plugin in zip(program.later, plugins[1:]):
+        previous = [(f, [t.output_region for t in stages[-1][1][f.key]]) for f in stages[-1][0]]
+        futures = []
+        groups = _groups(later.tiles, len(workers))
+        for group in groups:
+            regions = [later.tiles[i].input_region for i in group]
+            needed = [(f, outs) for f, outs in previous if any(_overlaps(r, o) for r in regions for o in outs)]
+            futures.append(client.submit(run_tile_group_from, plugin, [later.tiles[i].id for i in group], regions,
+                                         [outs for _, outs in needed], *[f for f, _ in needed], workers=workers,
+                                         allow_other_workers=False, pure=False))
+        stages.append((futures, {f.key: [later.tiles[i] for i in g] for f, g in zip(futures, groups)}))
+    done = _await_stages(client, [futures for futures, _ in stages], start, after_first_tile)
+    phases = [done[0]] + [max(b - a, 0.0) for a, b in zip(done, done[1:])]
+    last_futures, last_tile_of = stages[-1]
+    stitched, records = _stitch_first(last_futures, last_tile_of, program.later[-1].output_shape, start, None)
+    number = len(stages) - 1
+    return stitched, [TileRecord(r.id, r.worker, r.seconds, r.done_s, number) for r in records], phases, stages
+
+
+def _await_stages(client: Any, stages: list[list[Any]], start: float,
+                  after_first_tile: Callable[[str], Any] | None) -> list[float]:
+    """When each stage's last task was done, since `start`, as the scheduler tells the client (no result is
+    fetched); the first stage's first done task calls `after_first_tile` with its worker."""
+    from distributed import as_completed
+
+    stage_of = {f.key: k for k, futures in enumerate(stages) for f in futures}
+    left = [len(futures) for futures in stages]
+    done = [0.0] * len(stages)
+    for future in as_completed([f for futures in stages for f in futures]):
+        k = stage_of[future.key]
+        if after_first_tile is not None and k == 0 and left[0] == len(stages[0]):
+            holders = client.who_has([future]).get(future.key) or ()
+            after_first_tile(next(iter(holders), ""))
+        left[k] -= 1
+        if not left[k]:
+            done[k] = time.perf_counter() - start
+    return done
+
+
+def _times_and_worker(result: tuple[list[np.ndarray], list[float], str]) -> tuple[list[float], str]:
+    """A Dask task: a tile group's compute times and worker, without its outputs."""
+    return result[1], result[2]
+
+
+def _earlier_records(client: Any, stages: list[tuple[list[Any], dict[str, Any]]], done: list[float]) -> list[TileRecord]:
+    """The records of the stacks whose results the client never fetched (all but the last, hand-off "workers"),
+    fetched without the outputs; a tile's done_s is its stack's."""
+    futures = [f for futures, _ in stages for f in futures]
+    metas = dict(zip((f.key for f in futures), client.gather(client.map(_times_and_worker, futures, pure=False))))
+    return [TileRecord(tile.id, metas[f.key][1], seconds, done[number], number)
+            for number, (futures, tile_of) in enumerate(stages) for f in futures
+            for tile, seconds in zip(tile_of[f.key], metas[f.key][0])]
 
 
 def tile_task_count(tiles: int, workers: int) -> int:

@@ -4,6 +4,8 @@ OUTDIR/plan.json                  strategy "tiles": grid, per-tile geometry, MAC
 OUTDIR/tiles/model.onnx           the fused stack (whole input), graph only
 OUTDIR/tiles/weights.bin          the stack's weights, shared by every tile graph
 OUTDIR/tiles/tile_<id>.onnx       one graph per tile: the stack on its input region, pads only at true borders
+OUTDIR/tiles/stack<k>/            with several stacks, stack k (from 1) after the first: its model.onnx,
+                                  weights.bin and tile_<id>.onnx, cropped from the previous stack's stitched output
 OUTDIR/remainder/model.onnx       the rest of the model, run after stitching (absent when the stack is all)
 OUTDIR/remainder/weights.bin
   or, when a layer is too big for a node and split by output neurons:
@@ -11,7 +13,8 @@ OUTDIR/remainder/segment<k>/      the client's segments between split layers (mo
 OUTDIR/neurons/step<k>/slice<i>/  one slice of a split layer with only its weights (model.onnx + weights.bin)
 
 Verification: every tile is run on its crop of a random input, the outputs
-are stitched, the remainder runs on the stitched tensor, and the result is
+are stitched (each later stack's tiles cropped from the stitched map before
+it), the remainder runs on the last stitched tensor, and the result is
 compared with the original model's.
 """
 from __future__ import annotations
@@ -117,6 +120,9 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
     graph = analysis.graph
     if graph.path is None:
         raise SplitnnError("the analysis has no model file to take the weights from")
+    if reuse and len(plan.stacks) > 1:
+        raise SplitnnError("--reuse works on one fused stack; this plan has "
+                           f"{len(plan.stacks)}: add --stacks 1, or drop --reuse")
     if reuse and plan.stack[0].in_layout != "NCHW":
         raise SplitnnError("--reuse needs an NCHW input; this model's tiles start with its NHWC layout transpose: "
                            "drop --reuse")
@@ -124,11 +130,12 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
                      for layer in plan.stack):
         raise SplitnnError("--reuse runs the stack layer by layer, and a SiLU (x * Sigmoid(x)) reads two of them: "
                            "drop --reuse")
-    stack_part, remainder = _parts(analysis, plan)
+    stack_parts, remainder = _parts(analysis, plan)
     with staging_folder(outdir) as staging:
         steps: list[Step] = []
         with WeightSource.of(graph) as weights:
-            save_part(stack_part, staging / TILES_DIR, weights)
+            for number, part in enumerate(stack_parts):
+                save_part(part, staging / _stack_dir(number), weights)
             if plan.neuron_splits:
                 steps = _write_steps(analysis, plan, staging, weights)
             elif remainder.model is not None:
@@ -163,30 +170,48 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
         return document
 
 
-def _parts(analysis: Analysis, plan: TilePlan) -> tuple[Part, Part]:
-    """The fused stack (whole input) and the remainder that runs on the stitched output."""
-    graph, stack = analysis.graph, plan.stack
-    image, stack_out = stack[0].input, stack[-1].output
-    stack_part = Part(build_part(graph, graph.model, [layer.index for layer in stack], (image,), (stack_out,), "stack"),
-                      (image,), (stack_out,))
+def _stack_dir(number: int) -> str:
+    """Where stack `number` (0: the first, which reads the image) keeps its files."""
+    return TILES_DIR if number == 0 else f"{TILES_DIR}/stack{number}"
+
+
+def _parts(analysis: Analysis, plan: TilePlan) -> tuple[list[Part], Part]:
+    """Each fused stack (on its whole input) and the remainder that runs on the last stack's stitched output."""
+    graph = analysis.graph
+    image, stack_out = plan.stack[0].input, plan.last_output
+    stack_parts = []
+    for number, phase in enumerate(plan.stacks):
+        first, last = phase.stack[0].input, phase.stack[-1].output
+        model = build_part(graph, graph.model, [layer.index for layer in phase.stack], (first,), (last,),
+                           "stack" if number == 0 else f"stack{number}")
+        stack_parts.append(Part(model, (first,), (last,)))
     remainder_outputs = tuple(o for o in graph.outputs if o != stack_out)
     remainder_reads, _ = part_boundary(graph, plan.remainder_indices, ())
     remainder_inputs = tuple(dict.fromkeys([stack_out] + [n for n in graph.inputs if n in remainder_reads and n != image]))
     remainder = Part(build_part(graph, graph.model, list(plan.remainder_indices), remainder_inputs, remainder_outputs,
                                 "remainder"), remainder_inputs, remainder_outputs)
-    return stack_part, remainder
+    return stack_parts, remainder
 
 
 def _write_tile_graphs(plan: TilePlan, staging: Path, reuse: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """One graph per tile (and, with reuse, the phase graphs), all reading the stack's one weight blob."""
-    stack_model = onnx.load(str(staging / TILES_DIR / MODEL_FILE), load_external_data=False)
-    artifacts: dict[str, Any] = {"stack_model": f"{TILES_DIR}/{MODEL_FILE}", "stack_weights": f"{TILES_DIR}/{WEIGHTS_FILE}",
+    """One graph per tile of every stack (and, with reuse, the phase graphs), each reading its stack's one weight
+    blob."""
+    stacks = []
+    for number, phase in enumerate(plan.stacks):
+        folder = _stack_dir(number)
+        stack_model = onnx.load(str(staging / folder / MODEL_FILE), load_external_data=False)
+        files: dict[str, Any] = {"stack_model": f"{folder}/{MODEL_FILE}", "stack_weights": f"{folder}/{WEIGHTS_FILE}",
                                  "tiles": []}
-    for tile in plan.grid.tiles:
-        name = f"{TILES_DIR}/tile_{tile.id}.onnx"
-        onnx.save_model(tile_model(stack_model, plan.stack, tile), str(staging / name))
-        artifacts["tiles"].append(name)
-    reuse_doc = _write_reuse(plan, stack_model, staging, artifacts) if reuse else None
+        for tile in phase.grid.tiles:
+            name = f"{folder}/tile_{tile.id}.onnx"
+            onnx.save_model(tile_model(stack_model, phase.stack, tile), str(staging / name))
+            files["tiles"].append(name)
+        stacks.append(files)
+    artifacts = {**stacks[0], "later_stacks": stacks[1:]}
+    reuse_doc = None
+    if reuse:
+        stack_model = onnx.load(str(staging / TILES_DIR / MODEL_FILE), load_external_data=False)
+        reuse_doc = _write_reuse(plan, stack_model, staging, artifacts)
     return artifacts, reuse_doc
 
 
@@ -264,17 +289,22 @@ def run_reuse_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, i
 
 def run_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, feeds: dict[str, np.ndarray],
                 remainder: list[Step]) -> dict[str, np.ndarray]:
-    """Run every tile in this process, stitch, and run the remainder's steps: the plan's outputs on `feeds`."""
-    stack = plan.stack
-    image = feeds[stack[0].input]
+    """Run every tile of every stack in this process, stitching after each, and run the remainder's steps: the
+    plan's outputs on `feeds`."""
+    image = feeds[plan.stack[0].input]
     outputs = {}
     if "reuse" in artifacts:
         outputs = run_reuse_locally(folder, artifacts, plan, image)
-    for tile, name in zip(plan.grid.tiles, artifacts["tiles"]):
-        if tile.id in outputs:
-            continue
-        session = create_session(folder / name, prepack=False)
-        outputs[tile.id] = session.run(None, {stack[0].input: crop(image, tile.input_region, stack[0].in_layout)})[0]
-    stitched = stitch(plan.grid.tiles, outputs, stack[-1].out_shape, next(iter(outputs.values())).dtype)
-    pool = {**feeds, stack[-1].output: stitched}
+    stitched = image
+    for number, phase in enumerate(plan.stacks):
+        names = artifacts["tiles"] if number == 0 else artifacts["later_stacks"][number - 1]["tiles"]
+        for tile, name in zip(phase.grid.tiles, names):
+            if tile.id in outputs:
+                continue
+            session = create_session(folder / name, prepack=False)
+            region = crop(stitched, tile.input_region, phase.stack[0].in_layout)
+            outputs[tile.id] = session.run(None, {phase.stack[0].input: region})[0]
+        stitched = stitch(phase.grid.tiles, outputs, phase.stack[-1].out_shape, next(iter(outputs.values())).dtype)
+        outputs = {}
+    pool = {**feeds, plan.last_output: stitched}
     return run_steps(remainder, pool, cached_sessions(lambda model: create_session(folder / model, prepack=False, threads=1)))

@@ -1,21 +1,33 @@
-"""Choose a tile plan: how deep to fuse, which grid, under each node's memory, by predicted makespan.
+"""Choose a tile plan: how deep to fuse, where to stitch, which grids, under each node's memory, by predicted makespan.
 
-Per candidate (depth d, grid R x C) on N identical nodes of profile P:
+The tiled part of the model is the fused chain of spatial layers from the
+image (tiles.geometry), cut into one or more stacks in sequence. Each stack is
+split into its own grid of tiles; its tiles run across the nodes, the client
+stitches their outputs, and the next stack's tiles are cropped from the
+stitched map (the overlaps of a stack never grow past its own layers: a deep
+single stack's halo does). Per candidate on N identical nodes of profile P:
   tile time     = sum over the stack's layers of roofline(layer on P) x the
                   tile's share of that layer's output area (overlaps included);
-  tiles phase   = the largest node load when the tiles are dealt out longest
-                  first (LPT; a work-stealing scheduler does at least as well
-                  on identical nodes);
+  stack phase   = the largest node load when the stack's tiles are dealt out
+                  longest first (LPT; a work-stealing scheduler does at least
+                  as well on identical nodes);
+  tiles phase   = the stack phases + one STITCH_ROUND_TRIP_S per stack after
+                  the first (the stitched map goes back out as new tiles);
   remainder     = roofline of the rest of the model on one node, except layers
                   whose weights exceed a node's RAM: split by output neurons
                   across nodes, their time divided by the number of slices;
-  makespan      = tiles phase + remainder (moving tiles over the network is
-                  not modelled: on loopback and a board LAN it is small next to
+  makespan      = tiles phase + remainder (moving the tiles' bytes is not
+                  modelled: on loopback and a board LAN it is small next to
                   the compute; run-bench measures it).
-Memory per node: the stack's weights + the largest tile's activations (input
-and output of its largest layer) <= the profile's usable RAM (80% by default).
-Candidates: depths ending at each pooling layer and at the end of the stack;
-grids 1..6 x 1..6 (DeepThings' range).
+Memory per node: every stack's weights (a node runs tiles of each) + the
+largest tile's activations (input and output of its largest layer) <= the
+profile's usable RAM (80% by default).
+Candidates: the tiled part ends at each pooling layer or at the end of the
+chain; stacks end at pooling layers; grids 1..6 x 1..6 (DeepThings' range).
+For one stack every (depth, grid) is tried; for several, each stack takes
+its own best grid and the stack ends come from a dynamic programme over the
+pooling layers (the stacks' phases add up, so the best split of a depth is
+made of the best splits of its prefixes).
 """
 from __future__ import annotations
 
@@ -32,29 +44,66 @@ from splitnn.onnxsplit.tiles.geometry import Layer, TileGrid, fused_stack, tile_
 from splitnn.onnxsplit.tiles.neuron_split import NeuronSplit, plan_neuron_splits
 
 MAX_GRID = 6
+# What one more stack costs beyond its tiles: the client gathers and stitches the map and sends the next
+# stack's tiles out, one more scheduler round trip. Dask's round trip for a task, measured on this project's
+# 2-core host, is about 10 ms even for an empty one (README, tiles).
+STITCH_ROUND_TRIP_S = 0.010
+
+
+@dataclass(frozen=True)
+class StackPhase:
+    """One fused stack split into its grid: its tiles run across the nodes, then the client stitches them."""
+
+    grid: TileGrid
+    tile_seconds: tuple[float, ...]
+    phase_s: float  # the largest node load, tiles dealt out longest first
+    param_bytes: int  # the stack's weights, which every node holds
+
+    @property
+    def stack(self) -> list[Layer]:
+        return self.grid.stack
 
 
 @dataclass(frozen=True)
 class TilePlan:
-    grid: TileGrid
+    stacks: tuple[StackPhase, ...]  # in order: each stack starts from the previous one's stitched output
     nodes: int
     profile: DeviceProfile
-    stack_param_bytes: int
-    node_memory_bytes: int  # what one node must hold: stack weights + the largest tile's activations
-    tile_seconds: tuple[float, ...]
-    tiles_phase_s: float
+    node_memory_bytes: int  # what one node must hold: every stack's weights + the largest tile's activations
     remainder_s: float
     single_node_s: float  # the whole model on one node, untiled
     remainder_indices: tuple[int, ...]
     neuron_splits: tuple[NeuronSplit, ...] = ()  # remainder layers too big for a node, split by output neurons
 
     @property
+    def grid(self) -> TileGrid:  # the first stack's (the one that reads the image)
+        return self.stacks[0].grid
+
+    @property
+    def stack(self) -> list[Layer]:
+        return self.stacks[0].stack
+
+    @property
+    def tile_seconds(self) -> tuple[float, ...]:
+        return self.stacks[0].tile_seconds
+
+    @property
+    def stack_param_bytes(self) -> int:
+        return sum(phase.param_bytes for phase in self.stacks)
+
+    @property
+    def tiles_phase_s(self) -> float:
+        """Every stack's phase, and a round trip through the client between two stacks."""
+        return sum(phase.phase_s for phase in self.stacks) + STITCH_ROUND_TRIP_S * (len(self.stacks) - 1)
+
+    @property
     def makespan_s(self) -> float:
         return self.tiles_phase_s + self.remainder_s
 
     @property
-    def stack(self) -> list[Layer]:
-        return self.grid.stack
+    def last_output(self) -> str:
+        """The tensor the remainder starts from: the last stack's output."""
+        return self.stacks[-1].stack[-1].output
 
     def to_dict(self) -> dict[str, Any]:
         g = self.grid
@@ -65,26 +114,44 @@ class TilePlan:
             "grid": {"rows": g.rows, "cols": g.cols},
             "fuse_until": self.stack[-1].output,
             "image_layout": self.stack[0].in_layout,
-            "stack": [{"node": layer.name, "op_type": layer.op_type, "input": layer.input, "output": layer.output,
-                       "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape), "macs": layer.macs,
-                       "window": None if layer.window is None else {
-                           "kernel": list(layer.window.kernel), "stride": list(layer.window.stride),
-                           "pads": list(layer.window.pads), "dilation": list(layer.window.dilation)}}
-                      for layer in self.stack],
-            "tiles": [{**tile.to_dict(), "predicted_s": s} for tile, s in zip(g.tiles, self.tile_seconds)],
+            "stack": _stack_dict(self.stack),
+            "tiles": _tiles_dict(self.stacks[0]),
             "stack_macs": g.stack_macs,
             "tiled_macs": g.tiled_macs,
             "redundant_macs_ratio": g.redundant_macs_ratio,
             "stack_peak_bytes": g.stack_peak_bytes,
             "max_tile_peak_bytes": g.max_tile_peak_bytes,
             "tile_peak_fraction": g.max_tile_peak_bytes / g.stack_peak_bytes,
+            "later_stacks": [_later_stack_dict(phase) for phase in self.stacks[1:]],
             "memory": {"stack_param_bytes": self.stack_param_bytes, "node_bytes": self.node_memory_bytes,
                        "node_usable_bytes": self.profile.usable_ram_bytes},
             "neuron_splits": [split.to_dict() for split in self.neuron_splits],
             "predicted": {"tiles_phase_s": self.tiles_phase_s, "remainder_s": self.remainder_s,
                           "makespan_s": self.makespan_s, "single_node_s": self.single_node_s,
-                          "speedup": self.single_node_s / self.makespan_s if self.makespan_s else None},
+                          "speedup": self.single_node_s / self.makespan_s if self.makespan_s else None,
+                          "stack_phases_s": [phase.phase_s for phase in self.stacks]},
         }
+
+
+def _stack_dict(stack: list[Layer]) -> list[dict[str, Any]]:
+    return [{"node": layer.name, "op_type": layer.op_type, "input": layer.input, "output": layer.output,
+             "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape), "macs": layer.macs,
+             "window": None if layer.window is None else {
+                 "kernel": list(layer.window.kernel), "stride": list(layer.window.stride),
+                 "pads": list(layer.window.pads), "dilation": list(layer.window.dilation)}}
+            for layer in stack]
+
+
+def _tiles_dict(phase: StackPhase) -> list[dict[str, Any]]:
+    return [{**tile.to_dict(), "predicted_s": s} for tile, s in zip(phase.grid.tiles, phase.tile_seconds)]
+
+
+def _later_stack_dict(phase: StackPhase) -> dict[str, Any]:
+    g = phase.grid
+    return {"grid": {"rows": g.rows, "cols": g.cols}, "input": phase.stack[0].input, "fuse_until": phase.stack[-1].output,
+            "stack": _stack_dict(phase.stack), "tiles": _tiles_dict(phase), "stack_macs": g.stack_macs,
+            "tiled_macs": g.tiled_macs, "max_tile_peak_bytes": g.max_tile_peak_bytes, "param_bytes": phase.param_bytes,
+            "predicted_phase_s": phase.phase_s}
 
 
 def lpt_deal(durations: list[float], nodes: int) -> list[list[int]]:
@@ -104,7 +171,8 @@ def lpt_makespan(durations: list[float], nodes: int) -> float:
     return max(sum(durations[i] for i in tasks) for tasks in lpt_deal(durations, nodes))
 
 
-def _candidate(analysis: Analysis, stack: list[Layer], rows: int, cols: int, nodes: int, profile: DeviceProfile) -> TilePlan:
+def _phase(analysis: Analysis, stack: list[Layer], rows: int, cols: int, nodes: int, profile: DeviceProfile) -> StackPhase:
+    """One stack in a rows x cols grid, its tiles timed by the roofline and dealt out to `nodes` nodes."""
     graph, costs = analysis.graph, analysis.nodes
     grid = tile_grid(stack, rows, cols)
     per_layer = [node_seconds(graph.nodes[layer.index], costs[layer.index], graph, profile) for layer in stack]
@@ -115,48 +183,109 @@ def _candidate(analysis: Analysis, stack: list[Layer], rows: int, cols: int, nod
             area = (part.output_region[1] - part.output_region[0]) * (part.output_region[3] - part.output_region[2])
             total += layer_s * area / (layer.out_shape[2] * layer.out_shape[3])
         tile_s.append(total)
-    in_stack = {layer.index for layer in stack}
+    params = sum(costs[layer.index].param_bytes for layer in stack)
+    return StackPhase(grid, tuple(tile_s), lpt_makespan(tile_s, nodes), params)
+
+
+def _candidate(analysis: Analysis, stacks: list[StackPhase], nodes: int, profile: DeviceProfile) -> TilePlan:
+    graph, costs = analysis.graph, analysis.nodes
+    in_stack = {layer.index for phase in stacks for layer in phase.stack}
     remainder = tuple(i for i in placeable_indices(graph) if i not in in_stack)
-    stack_params = sum(costs[layer.index].param_bytes for layer in stack)
-    tiles_fit = stack_params + grid.max_tile_peak_bytes <= profile.usable_ram_bytes
+    node_bytes = sum(phase.param_bytes for phase in stacks) + max(phase.grid.max_tile_peak_bytes for phase in stacks)
+    tiles_fit = node_bytes <= profile.usable_ram_bytes
     # (A candidate whose tiles do not fit is ruled out anyway: its remainder is not worth splitting.)
     splits = plan_neuron_splits(graph, costs, remainder, nodes, profile.usable_ram_bytes) if tiles_fit else []
     split_at = {split.index: len(split.ranges) for split in splits}
     # A split layer's slices run at once on as many nodes; the rest of the remainder on the client.
     remainder_s = sum(seconds(graph, costs, [i], profile) / split_at.get(i, 1) for i in remainder)
     return TilePlan(
-        grid=grid, nodes=nodes, profile=profile, stack_param_bytes=stack_params,
-        node_memory_bytes=stack_params + grid.max_tile_peak_bytes, tile_seconds=tuple(tile_s),
-        tiles_phase_s=lpt_makespan(tile_s, nodes), remainder_s=remainder_s,
+        stacks=tuple(stacks), nodes=nodes, profile=profile, node_memory_bytes=node_bytes, remainder_s=remainder_s,
         single_node_s=seconds(graph, costs, placeable_indices(graph), profile), remainder_indices=remainder,
         neuron_splits=tuple(splits),
     )
 
 
+def _grids(grid: tuple[int, int] | None, stack: list[Layer]) -> list[tuple[int, int]]:
+    """The grids tried for `stack`: the one given, or every grid up to MAX_GRID, that leave each tile at least one
+    output row and column."""
+    h, w = stack[-1].out_shape[2], stack[-1].out_shape[3]
+    grids = [grid] if grid is not None else [(r, c) for r in range(1, MAX_GRID + 1) for c in range(1, MAX_GRID + 1)]
+    return [(rows, cols) for rows, cols in grids if rows <= h and cols <= w]
+
+
+def _best_phase(analysis: Analysis, stack: list[Layer], grid: tuple[int, int] | None, nodes: int,
+                profile: DeviceProfile) -> StackPhase | None:
+    """The stack's fastest grid whose tiles fit a node on their own (fewer tiles on a tie); None if none does."""
+    phases = [_phase(analysis, stack, rows, cols, nodes, profile) for rows, cols in _grids(grid, stack)]
+    fitting = [p for p in phases if p.param_bytes + p.grid.max_tile_peak_bytes <= profile.usable_ram_bytes]
+    return min(fitting, key=lambda p: (round(p.phase_s, 9), len(p.grid.tiles)), default=None)
+
+
+def _several_stacks(analysis: Analysis, chain: list[Layer], ends: list[int], grid: tuple[int, int] | None,
+                    nodes: int, profile: DeviceProfile, counts: range) -> list[list[StackPhase]]:
+    """The best split of `chain` into k stacks ending at `ends` (positions after a pooling layer; the last is the
+    chain's end), for each k in `counts`: a dynamic programme over the ends, each stack in its best grid."""
+    points = [0, *ends]
+    phase: dict[tuple[int, int], StackPhase | None] = {}
+    # best[k][e]: the fastest k stacks covering chain[:e], as (tiles phase, stacks)
+    best: list[dict[int, tuple[float, list[StackPhase]]]] = [{0: (0.0, [])}]
+    for k in range(1, max(counts) + 1):
+        best.append({})
+        for e in ends:
+            for s in (p for p in points if p < e and p in best[k - 1]):
+                if (s, e) not in phase:
+                    phase[(s, e)] = _best_phase(analysis, chain[s:e], grid, nodes, profile)
+                this = phase[(s, e)]
+                if this is None:
+                    continue
+                before_s, before = best[k - 1][s]
+                total = before_s + this.phase_s + (STITCH_ROUND_TRIP_S if before else 0.0)
+                if e not in best[k] or total < best[k][e][0]:
+                    best[k][e] = (total, [*before, this])
+    return [best[k][ends[-1]][1] for k in counts if k < len(best) and ends[-1] in best[k]]
+
+
 def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tuple[int, int] | None = None,
-               until: str | None = None) -> TilePlan:
-    """The tile plan for `nodes` nodes of `profile`: the grid and depth given, or the best predicted (None = auto)."""
+               until: str | None = None, stacks: int | None = None) -> TilePlan:
+    """The tile plan for `nodes` nodes of `profile`: the grid (every stack's), the depth and the number of stacks
+    given, or the best predicted (None = auto)."""
     if nodes < 1:
         raise SplitnnError("--nodes must be at least 1")
+    if stacks is not None and stacks < 1:
+        raise SplitnnError("--stacks must be at least 1, or auto")
     full = fused_stack(analysis.graph, analysis.nodes, until)
-    if until is not None:
-        depths = [len(full)]
-    else:
-        depths = sorted({i + 1 for i, layer in enumerate(full) if layer.op_type in ("MaxPool", "AveragePool")} | {len(full)})
+    pools = [i + 1 for i, layer in enumerate(full) if layer.op_type in ("MaxPool", "AveragePool")]
+    depths = [len(full)] if until is not None else sorted({*pools, len(full)})
     plans = []
     refused: SplitnnError | None = None
     for depth in depths:
         stack = full[:depth]
-        h, w = stack[-1].out_shape[2], stack[-1].out_shape[3]
-        grids = [grid] if grid is not None else [(r, c) for r in range(1, MAX_GRID + 1) for c in range(1, MAX_GRID + 1)]
-        for rows, cols in grids:
-            if rows <= h and cols <= w:  # at least one output row and column per tile
+        if stacks in (None, 1):  # one stack: every grid, as a candidate of its own
+            for rows, cols in _grids(grid, stack):
                 try:
-                    plans.append(_candidate(analysis, stack, rows, cols, nodes, profile))
+                    plans.append(_candidate(analysis, [_phase(analysis, stack, rows, cols, nodes, profile)], nodes, profile))
                 except SplitnnError as exc:  # a remainder layer no set of nodes can hold at this depth
                     refused = exc
+        ends = [p for p in pools if p < depth] + [depth]
+        counts = range(2, len(ends) + 1) if stacks is None else range(stacks, stacks + 1) if stacks > 1 else range(0)
+        for split in (_several_stacks(analysis, stack, ends, grid, nodes, profile, counts) if len(counts) else []):
+            try:
+                plans.append(_candidate(analysis, split, nodes, profile))
+            except SplitnnError as exc:
+                refused = exc
+    return _chosen(plans, refused, full, grid, stacks, profile)
+
+
+def _chosen(plans: list[TilePlan], refused: SplitnnError | None, full: list[Layer], grid: tuple[int, int] | None,
+            stacks: int | None, profile: DeviceProfile) -> TilePlan:
+    """The fastest plan that fits a node (fewer stacks, then fewer tiles, then a deeper stack on a tie), or why
+    there is none."""
     if not plans and refused is not None:
         raise refused
+    if not plans and stacks is not None and stacks > 1:
+        raise SplitnnError(f"the fused chain cannot be cut into {stacks} stacks: stacks end at its pooling layers "
+                           f"({sum(layer.op_type in ('MaxPool', 'AveragePool') for layer in full)} here); use fewer "
+                           "--stacks, or a later --fuse-until")
     if not plans:
         out = full[-1].out_shape
         raise SplitnnError(f"a {grid[0]}x{grid[1]} grid is finer than the stack's output ({out[2]}x{out[3]}): "  # type: ignore[index]
@@ -169,4 +298,5 @@ def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tup
             f"({smallest.grid.rows}x{smallest.grid.cols} grid: {smallest.stack_param_bytes:,} B of weights + "
             f"{smallest.grid.max_tile_peak_bytes:,} B of activations) against {profile.usable_ram_bytes:,} B usable; "
             "use a finer --grid, an earlier --fuse-until, or a node profile with more RAM")
-    return min(fitting, key=lambda p: (round(p.makespan_s, 9), p.grid.rows * p.grid.cols, -len(p.stack)))
+    return min(fitting, key=lambda p: (round(p.makespan_s, 9), len(p.stacks), len(p.grid.tiles),
+                                       -sum(len(s.stack) for s in p.stacks)))

@@ -114,7 +114,7 @@ def test_the_other_kind_is_refused(written):
 
 def test_a_tile_plan_reads_back_equal(sample_path, tmp_path):
     analysis = analyze(load_graph(sample_path("vgg16", 64)))
-    plan = plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "maxpool2_out")
+    plan = plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "maxpool2_out", stacks=1)
     document = write_tiles(analysis, plan, tmp_path / "tiles")
     again = read_plan(tmp_path / "tiles")
     assert isinstance(again, TilePlanFile) and again == document

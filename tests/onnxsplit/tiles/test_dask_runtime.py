@@ -19,7 +19,7 @@ from tests.helpers import run_cli
 def vgg_tiles(sample_path, tmp_path_factory):
     analysis = analyze(load_graph(sample_path("vgg16", 96)))
     outdir = tmp_path_factory.mktemp("tiles") / "vgg"
-    write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "maxpool2_out"), outdir)
+    write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "maxpool2_out", stacks=1), outdir)
     return outdir
 
 
@@ -39,7 +39,7 @@ def test_a_worker_killed_mid_run_still_gives_the_right_output(sample_path, tmp_p
     # VGG-16 at 224 up to its third pooling layer, 3x3: each tile takes tens of ms, so 50 ms in, both workers hold tasks.
     analysis = analyze(load_graph(sample_path("vgg16")))
     outdir = tmp_path / "vgg224"
-    write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (3, 3), "maxpool3_out"), outdir)
+    write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (3, 3), "maxpool3_out", stacks=1), outdir)
     report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False, kill_worker_after_s=0)).to_dict()
     assert report["workers_killed"] == 1 and report["outputs_match"] is True and len(report["tiles"]) == 9
     assert report["retries"] >= 1  # the dead worker's tasks were handed to the other one by the scheduler
@@ -86,7 +86,7 @@ def test_neuron_split_layers_run_on_the_workers(sample_path, tmp_path):
     board = load_device("rockpro64")
     small = DeviceProfile(**{**board.__dict__, "name": "small", "ram_bytes": 42_500_000})
     outdir = tmp_path / "split-fc"
-    write_tiles(analysis, plan_tiles(analysis, 2, small, (2, 2), "maxpool2_out"), outdir)
+    write_tiles(analysis, plan_tiles(analysis, 2, small, (2, 2), "maxpool2_out", stacks=1), outdir)
     report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False)).to_dict()
     assert report["outputs_match"] is True and report["max_abs_err"] < 1e-4
     assert [s["node"] for s in report["neuron_splits"]] == ["fc2"]
@@ -99,7 +99,7 @@ def test_neuron_split_layers_run_on_the_workers(sample_path, tmp_path):
 def test_reuse_runs_in_two_phases_on_the_workers(sample_path, tmp_path):
     analysis = analyze(load_graph(sample_path("vgg16", 96)))
     outdir = tmp_path / "reuse"
-    write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (3, 3), "maxpool2_out"), outdir, reuse=True)
+    write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (3, 3), "maxpool2_out", stacks=1), outdir, reuse=True)
     report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False)).to_dict()
     assert report["outputs_match"] is True and report["reuse"]["enabled"] and report["reuse"]["saved_macs"] > 0
     assert sorted(tile["id"] for tile in report["tiles"]) == list(range(9))
@@ -110,7 +110,7 @@ def test_a_worker_holds_the_stack_weights_once_however_many_tiles_it_runs(sample
     # copy of the weights per tile session it grew by 651 MB; holding them once, by 50 MB.
     analysis = analyze(load_graph(sample_path("vgg16", 96)))
     outdir = tmp_path / "vgg-pool4"
-    plan = plan_tiles(analysis, 1, load_device("rockpro64"), (3, 3), "maxpool4_out")
+    plan = plan_tiles(analysis, 1, load_device("rockpro64"), (3, 3), "maxpool4_out", stacks=1)
     write_tiles(analysis, plan, outdir)
     report = run_tile_bench(outdir, TileBenchOptions(images=1, scaling=False)).to_dict()
     assert report["outputs_match"] is True and report["workers"] == 1

@@ -56,7 +56,7 @@ def test_regions_walk_back_with_the_window_formula(tmp_path):
 
 def test_stitched_tiles_equal_the_model_and_macs_follow_the_geometry(tmp_path):
     analysis = _chain(tmp_path)
-    plan = plan_tiles(analysis, 2, BOARD, (2, 2))
+    plan = plan_tiles(analysis, 2, BOARD, (2, 2), stacks=1)
     document = write_tiles(analysis, plan, tmp_path / "out").to_dict()
     assert document["verification"]["passed"] and document["verification"]["max_abs_err"] < 1e-5
     assert document["remainder"]["empty"]
@@ -74,7 +74,7 @@ def test_stitched_tiles_equal_the_model_and_macs_follow_the_geometry(tmp_path):
 ])
 def test_every_sample_with_a_spatial_stack_tiles_exactly(name, size, grid, sample_path, tmp_path):
     analysis = analyze(load_graph(sample_path(name, size)))
-    plan = plan_tiles(analysis, 2, BOARD, grid)
+    plan = plan_tiles(analysis, 2, BOARD, grid, stacks=1)
     document = write_tiles(analysis, plan, tmp_path / name).to_dict()
     assert document["verification"]["passed"], document["verification"]
     assert len(document["tiles"]) == grid[0] * grid[1]
@@ -84,7 +84,7 @@ def test_every_sample_with_a_spatial_stack_tiles_exactly(name, size, grid, sampl
                                           (REC_MODEL, (1, 3, 48, 320))])
 def test_the_real_pp_ocr_models_tile_exactly(model, shape, tmp_path):
     analysis = analyze(load_graph(rapidocr_model(model), {"x": shape}))
-    plan = plan_tiles(analysis, 2, BOARD, (2, 2))
+    plan = plan_tiles(analysis, 2, BOARD, (2, 2), stacks=1)
     assert len(plan.stack) >= 2  # conv + activation at least, before the first branch
     document = write_tiles(analysis, plan, tmp_path / "tiles").to_dict()
     assert document["verification"]["passed"] and not document["remainder"]["empty"]
@@ -92,7 +92,7 @@ def test_the_real_pp_ocr_models_tile_exactly(model, shape, tmp_path):
 
 def test_vgg_third_pool_memory_and_redundancy(sample_path):
     analysis = analyze(load_graph(sample_path("vgg16")))
-    plan = plan_tiles(analysis, 4, BOARD, (3, 3), "maxpool3_out")
+    plan = plan_tiles(analysis, 4, BOARD, (3, 3), "maxpool3_out", stacks=1)
     grid = plan.grid
     assert len(plan.stack) == 17 and plan.stack[-1].out_shape == (1, 256, 28, 28)
     assert grid.max_tile_peak_bytes / grid.stack_peak_bytes <= 0.32  # the target for a 3x3 grid
@@ -101,7 +101,7 @@ def test_vgg_third_pool_memory_and_redundancy(sample_path):
 
 def test_auto_plan_prefers_more_tiles_with_more_nodes(sample_path):
     analysis = analyze(load_graph(sample_path("vgg16", 64)))
-    one, four = plan_tiles(analysis, 1, BOARD), plan_tiles(analysis, 4, BOARD)
+    one, four = plan_tiles(analysis, 1, BOARD, stacks=1), plan_tiles(analysis, 4, BOARD, stacks=1)
     assert (one.grid.rows, one.grid.cols) == (1, 1)  # one node: tiling only adds redundant work
     assert four.grid.rows * four.grid.cols >= 4 and four.makespan_s < one.makespan_s
 
@@ -110,7 +110,7 @@ def test_memory_that_holds_no_tile_is_refused(sample_path):
     analysis = analyze(load_graph(sample_path("vgg16", 64)))
     tiny = DeviceProfile(**{**BOARD.__dict__, "name": "tiny", "ram_bytes": 1000})
     with pytest.raises(SplitnnError, match="no tile fits a node of 'tiny'"):
-        plan_tiles(analysis, 2, tiny)
+        plan_tiles(analysis, 2, tiny, stacks=1)
 
 
 def test_helpers():
@@ -124,7 +124,7 @@ def test_helpers():
 def test_fuse_until_must_be_on_the_stack(sample_path):
     analysis = analyze(load_graph(sample_path("resnet18", 64)))
     with pytest.raises(SplitnnError, match="is not on the fused stack"):
-        plan_tiles(analysis, 2, BOARD, (2, 2), "fc1_out")
+        plan_tiles(analysis, 2, BOARD, (2, 2), "fc1_out", stacks=1)
 
 
 def test_partition_tiles_cli(sample_path, tmp_path):
@@ -153,7 +153,7 @@ def test_fully_connected_layer_too_big_for_a_node_is_split_by_neurons(sample_pat
     # VGG-16 at 64x64: fc1 holds 33.6 MB, fc2 67.1 MB; a node with 34 MB usable holds fc1 but only half of fc2.
     analysis = analyze(load_graph(sample_path("vgg16", 64)))
     small = _small_board(42_500_000)
-    plan = plan_tiles(analysis, 2, small, (2, 2), "maxpool2_out")
+    plan = plan_tiles(analysis, 2, small, (2, 2), "maxpool2_out", stacks=1)
     assert [(s.name, len(s.ranges)) for s in plan.neuron_splits] == [("fc2", 2)]
     document = write_tiles(analysis, plan, tmp_path / "out").to_dict()
     assert document["verification"]["passed"] and document["verification"]["max_abs_err"] < 1e-4
@@ -162,7 +162,7 @@ def test_fully_connected_layer_too_big_for_a_node_is_split_by_neurons(sample_pat
     for part in step["slices"]:  # each slice's blob holds its half of the weights and bias, nothing more
         assert part["bytes"] == (4096 * 2048 + 2048) * 4 <= small.usable_ram_bytes
     with pytest.raises(SplitnnError, match="it needs 2 nodes"):
-        plan_tiles(analysis, 1, small, (1, 1), "maxpool2_out")
+        plan_tiles(analysis, 1, small, (1, 1), "maxpool2_out", stacks=1)
 
 
 @pytest.mark.parametrize("name, size, grid, until", [
@@ -170,7 +170,7 @@ def test_fully_connected_layer_too_big_for_a_node_is_split_by_neurons(sample_pat
 ])
 def test_reuse_computes_each_overlap_once_and_stays_exact(name, size, grid, until, sample_path, tmp_path):
     analysis = analyze(load_graph(sample_path(name, size)))
-    plan = plan_tiles(analysis, 2, BOARD, grid, until)
+    plan = plan_tiles(analysis, 2, BOARD, grid, until, stacks=1)
     document = write_tiles(analysis, plan, tmp_path / name, reuse=True).to_dict()
     assert document["verification"]["passed"], document["verification"]
     reuse = document["reuse"]

@@ -46,7 +46,7 @@ def test_unfolded_batch_norm_and_cast_are_in_the_stack(tmp_path):
     onnx.save_model(_unfolded_bn(), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="bn.data", size_threshold=0)
     analysis = analyze(load_graph(path))
-    plan = plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "c2")
+    plan = plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "c2", stacks=1)
     assert [layer.op_type for layer in plan.stack] == ["Conv", "Sub", "Mul", "Add", "Cast", "Clip", "MaxPool", "Conv"]
     document = write_tiles(analysis, plan, tmp_path / "tiles")  # verified against the model when written
     assert document.verification.passed and document.verification.max_abs_err < 1e-4
@@ -57,8 +57,8 @@ def test_a_constant_that_varies_over_positions_ends_the_stack(tmp_path):
     onnx.save_model(_unfolded_bn(spatial_bias=True), str(path))
     analysis = analyze(load_graph(path))
     with pytest.raises(SplitnnError, match="not on the fused stack"):
-        plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "c2")
-    assert [layer.output for layer in plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "c1").stack] == ["c1"]
+        plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "c2", stacks=1)
+    assert [layer.output for layer in plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "c1", stacks=1).stack] == ["c1"]
 
 
 def _keras_like():
@@ -83,7 +83,7 @@ def test_an_nhwc_input_is_tiled_in_its_height_and_width(tmp_path):
     path = tmp_path / "keras.onnx"
     onnx.save_model(_keras_like(), str(path))
     analysis = analyze(load_graph(path))
-    plan = plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "r2")
+    plan = plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "r2", stacks=1)
     assert plan.stack[0].op_type == "Transpose" and plan.stack[0].in_layout == "NHWC"
     assert plan.stack[0].in_shape == (1, 3, 24, 20)  # logical N, C, H, W
     document = write_tiles(analysis, plan, tmp_path / "tiles")
@@ -101,7 +101,7 @@ def test_an_nhwc_tile_plan_runs_on_dask(tmp_path):
     path = tmp_path / "keras.onnx"
     onnx.save_model(_keras_like(), str(path))
     analysis = analyze(load_graph(path))
-    write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "r2"), tmp_path / "tiles")
+    write_tiles(analysis, plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "r2", stacks=1), tmp_path / "tiles")
     report = run_tile_bench(tmp_path / "tiles", TileBenchOptions(images=1, scaling=False))
     assert report.outputs_match is True and len(report.tiles) == 4
 
@@ -121,7 +121,7 @@ def test_silu_written_out_stays_in_the_stack(tmp_path):
                        [weight("w1", [8, 3, 3, 3], 1), weight("w2", [8, 8, 3, 3], 2), weight("fc", [8, 10], 3)])
     onnx.save_model(model, str(tmp_path / "silu.onnx"))
     analysis = analyze(load_graph(tmp_path / "silu.onnx"))
-    plan = plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "c2")
+    plan = plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "c2", stacks=1)
     assert [layer.op_type for layer in plan.stack] == ["Conv", "Sigmoid", "Mul", "Conv"]
     assert write_tiles(analysis, plan, tmp_path / "tiles").verification.passed
     with pytest.raises(SplitnnError, match="SiLU"):
@@ -146,7 +146,7 @@ def test_same_padding_is_tiled_exactly_on_odd_sizes(tmp_path):
                        [weight("w1", [6, 3, 3, 3], 1), weight("slope", [1, 6, 1, 1], 2), weight("w2", [8, 6, 2, 2], 3)])
     onnx.save_model(model, str(tmp_path / "same.onnx"))
     analysis = analyze(load_graph(tmp_path / "same.onnx"))
-    plan = plan_tiles(analysis, 2, load_device("rockpro64"), (3, 2), "c2")
+    plan = plan_tiles(analysis, 2, load_device("rockpro64"), (3, 2), "c2", stacks=1)
     conv1, pool1 = plan.stack[1], plan.stack[3]
     assert conv1.out_shape[2:] == (14, 12) and conv1.window.pads == (1, 1, 1, 1)  # 27 -> 14: 2 rows of pad, 1 each
     assert pool1.window.pads == (1, 1, 0, 0)  # 14 -> 7 with a 3x3 window, stride 2: one pad, first (SAME_LOWER)

@@ -1,0 +1,113 @@
+"""Several fused stacks in sequence (issue 16, item 1): chosen by predicted makespan, written, verified and run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from splitnn.cost_models.catalog import load_device
+from splitnn.onnxsplit.analysis.analyze import analyze
+from splitnn.onnxsplit.artifacts.plan_file import read_tile_plan
+from splitnn.onnxsplit.bench.tiles import TileBenchOptions, run_tile_bench
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.model.loading import load_graph
+from splitnn.onnxsplit.tiles.export import write_tiles
+from splitnn.onnxsplit.tiles.planning import STITCH_ROUND_TRIP_S, plan_tiles
+from tests.helpers import MTCNN_ONET, assert_bad_input, packaged_model, run_cli
+
+BOARD = load_device("rockpro64")
+
+
+@pytest.fixture(scope="module")
+def vgg(sample_path):
+    return analyze(load_graph(sample_path("vgg16", 96)))
+
+
+def test_auto_cuts_the_trunk_into_stacks_when_that_is_faster(vgg):
+    single = plan_tiles(vgg, 2, BOARD, stacks=1)
+    auto = plan_tiles(vgg, 2, BOARD)
+    assert len(auto.stacks) > 1 and auto.makespan_s < single.makespan_s
+    # Each stack starts from the one before; they end at pooling layers; the phases add up with a round trip each.
+    for before, after in zip(auto.stacks, auto.stacks[1:]):
+        assert after.stack[0].input == before.stack[-1].output and before.stack[-1].op_type == "MaxPool"
+    assert auto.tiles_phase_s == pytest.approx(sum(s.phase_s for s in auto.stacks)
+                                               + STITCH_ROUND_TRIP_S * (len(auto.stacks) - 1))
+    # A node holds every stack's weights and the largest tile's activations.
+    assert auto.node_memory_bytes == (sum(s.param_bytes for s in auto.stacks)
+                                      + max(s.grid.max_tile_peak_bytes for s in auto.stacks))
+    tiled = {layer.index for s in auto.stacks for layer in s.stack}
+    assert tiled.isdisjoint(auto.remainder_indices)
+
+
+def test_a_forced_count_of_stacks_and_what_cannot_be(vgg):
+    plan = plan_tiles(vgg, 2, BOARD, (1, 2), "maxpool4_out", stacks=2)
+    assert len(plan.stacks) == 2 and plan.stacks[-1].stack[-1].output == "maxpool4_out"
+    assert all((s.grid.rows, s.grid.cols) == (1, 2) for s in plan.stacks)
+    with pytest.raises(SplitnnError, match="cannot be cut into 9 stacks: stacks end at its pooling layers"):
+        plan_tiles(vgg, 2, BOARD, stacks=9)
+    with pytest.raises(SplitnnError, match="--stacks must be at least 1"):
+        plan_tiles(vgg, 2, BOARD, stacks=0)
+
+
+def test_several_stacks_are_written_verified_and_run_on_dask(vgg, tmp_path):
+    plan = plan_tiles(vgg, 2, BOARD, (2, 1), "maxpool5_out", stacks=3)
+    document = write_tiles(vgg, plan, tmp_path / "tiles")  # verified against the model before it is published
+    assert document.verification.passed and len(document.later_stacks) == 2
+    assert [s.input for s in document.later_stacks] == [plan.stacks[0].stack[-1].output, plan.stacks[1].stack[-1].output]
+    assert document.remainder.inputs[0] == "maxpool5_out" == read_tile_plan(tmp_path / "tiles").tiled_output
+    assert all((tmp_path / "tiles" / name).is_file() for files in document.artifacts.later_stacks for name in files.tiles)
+    report = run_tile_bench(tmp_path / "tiles", TileBenchOptions(images=1)).to_dict()
+    assert report["outputs_match"] is True
+    assert report["stack_labels"] == ["2x1 to " + plan.stacks[0].stack[-1].output,
+                                      "2x1 to " + plan.stacks[1].stack[-1].output, "2x1 to maxpool5_out"]
+    for row in report["scaling"]:  # each stack's phase, then what the client does after them
+        assert len(row["stack_phases_s"]) == 3 and all(s > 0 for s in row["stack_phases_s"])
+        assert row["tiles_phase_s"] == pytest.approx(sum(row["stack_phases_s"]), rel=1e-6)
+        assert row["wall_s"] == pytest.approx(row["tiles_phase_s"] + row["remainder_s"], rel=1e-6)
+    assert sorted((t["stack"], t["id"]) for t in report["tiles"]) == [(k, i) for k in range(3) for i in range(2)]
+    # The other hand-off: each stack's tiles cut on the workers from the previous stack's outputs. The same outputs.
+    report = run_tile_bench(tmp_path / "tiles", TileBenchOptions(images=1, scaling=False, handoff="workers")).to_dict()
+    assert report["outputs_match"] is True and len(report["tiles"]) == 6
+
+
+def test_a_worker_killed_mid_image_with_two_stacks(sample_path, tmp_path):
+    """Hand-off between workers: the killed worker may hold first-stack outputs that the second stack needs; the
+    scheduler runs those tasks again, and the image still comes out right."""
+    analysis = analyze(load_graph(sample_path("vgg16")))
+    write_tiles(analysis, plan_tiles(analysis, 2, BOARD, (3, 3), "maxpool4_out", stacks=2), tmp_path / "t")
+    for handoff in ("workers", "client"):
+        options = TileBenchOptions(images=1, scaling=False, kill_worker_after_s=0, handoff=handoff)
+        report = run_tile_bench(tmp_path / "t", options).to_dict()
+        assert report["workers_killed"] == 1 and report["outputs_match"] is True
+        assert report["retries"] >= 1 and len(report["tiles"]) == 18
+
+
+def test_the_cli_plans_stacks_and_refuses_a_bad_count(sample_path, tmp_path):
+    model = str(sample_path("vgg16", 64))
+    proc = run_cli("partition", model, "-o", str(tmp_path / "t"), "--strategy", "tiles", "--stacks", "2", "--grid", "1x2")
+    assert proc.returncode == 0, proc.stderr
+    assert "2 fused stacks in turn" in proc.stdout and "stack 2:" in proc.stdout
+    proc = run_cli("run-bench", str(tmp_path / "t"), "--images", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "Per phase" in proc.stdout and "tiles: 1x2 to" in proc.stdout and "whole image" in proc.stdout
+    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "u"), "--strategy", "tiles", "--stacks", "two"),
+                     "--stacks 'two' must be a whole number")
+    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "u"), "--strategy", "tiles", "--stacks", "2",
+                             "--reuse"), "--reuse works on one fused stack")
+    assert not (tmp_path / "u").exists()
+
+
+def test_a_real_keras_export_runs_in_two_stacks(tmp_path):
+    """MTCNN's O-Net (keras2onnx): the first stack reads the NHWC image through its layout transpose, the second
+    is cropped from the first's stitched NCHW output."""
+    package, relative, shapes = MTCNN_ONET
+    (name, dims), = shapes.items()
+    proc = run_cli("partition", str(packaged_model(package, relative)), "--input-shape", f"{name}:{'x'.join(map(str, dims))}",
+                   "-o", str(tmp_path / "t"), "--strategy", "tiles", "--stacks", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["verification"]["passed"] and plan["image_layout"] == "NHWC" and len(plan["later_stacks"]) == 1
+    proc = run_cli("run-bench", str(tmp_path / "t"), "--images", "1", "--no-scaling", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["outputs_match"] is True and len(report["scaling"][0]["stack_phases_s"]) == 2
