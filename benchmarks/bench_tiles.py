@@ -50,6 +50,9 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="plan with the checkerboard reuse of overlaps")
     parser.add_argument("--stacks", type=int, default=1, help="fused stacks in sequence (default 1)")
     parser.add_argument("--fuse-until", default="maxpool3_out", help="the last tensor tiled")
+    parser.add_argument("--fc-split", default="memory", choices=["memory", "time"],
+                        help="split fully connected layers by neurons only where they do not fit (memory, the default "
+                             "here: the plan is for rockpro64 boards and runs on this host), or where predicted faster")
     parser.add_argument("--handoff", default="client", choices=["client", "workers"],
                         help="how a later stack gets the previous one's output")
     parser.add_argument("--workdir", type=Path)
@@ -63,7 +66,8 @@ def main() -> None:
             save_model_atomic(build_sample("vgg16", size), model)
         analysis = analyze(load_graph(model))
         rows_cols = None if args.grid == "auto" else tuple(int(v) for v in args.grid.split("x"))
-        plan = plan_tiles(analysis, 2, load_device("rockpro64"), rows_cols, args.fuse_until, stacks=args.stacks)  # type: ignore[arg-type]
+        plan = plan_tiles(analysis, 2, load_device("rockpro64"), rows_cols, args.fuse_until, stacks=args.stacks,
+                          fc_split=args.fc_split)  # type: ignore[arg-type]
         nine = plan_tiles(analysis, 2, load_device("rockpro64"), (3, 3), "maxpool3_out", stacks=1).grid
         outdir = work / f"tiles-{size}"
         shutil.rmtree(outdir, ignore_errors=True)

@@ -306,9 +306,11 @@ class TilePlanning:
     node_profile: str
     reuse: bool
     stacks: int | None = None  # None: auto
+    fc_split: str = "time"
 
 
-def _tile_planning(nodes: int, grid: str, fuse_until: str, stacks: str, node_profile: str, reuse: bool) -> TilePlanning:
+def _tile_planning(nodes: int, grid: str, fuse_until: str, stacks: str, fc_split: str, node_profile: str,
+                   reuse: bool) -> TilePlanning:
     from splitnn.onnxsplit.core.errors import SplitnnError
 
     shape = None
@@ -324,7 +326,7 @@ def _tile_planning(nodes: int, grid: str, fuse_until: str, stacks: str, node_pro
         count = int(stacks)
     if reuse and count is None:
         count = 1  # the checkerboard reuse works within one stack
-    return TilePlanning(nodes, shape, None if fuse_until == "auto" else fuse_until, node_profile, reuse, count)
+    return TilePlanning(nodes, shape, None if fuse_until == "auto" else fuse_until, node_profile, reuse, count, fc_split)
 
 
 TILE_PLANNING = OptionGroup("tiles", (
@@ -336,6 +338,10 @@ TILE_PLANNING = OptionGroup("tiles", (
     (("--stacks", "stacks"), dict(default="auto", show_default=True, metavar="N|auto",
                                   help="Tiles: fused stacks in sequence, each tiled in its own grid and stitched "
                                        "before the next (auto: best predicted; 1 with --reuse).")),
+    (("--fc-split", "fc_split"), dict(type=click.Choice(["time", "memory"]), default="time", show_default=True,
+                                      help="Tiles: split a fully connected layer by output neurons across the nodes "
+                                           "where that is predicted faster (time), or only where it does not fit a "
+                                           "node (memory).")),
     (("--node-profile", "node_profile"), dict(default="rockpro64", show_default=True, help="Tiles: the profile of every node.")),
     (("--reuse", "reuse"), dict(is_flag=True, help="Tiles: compute each overlap once (checkerboard reuse) instead of in both tiles.")),
 ), _tile_planning)

@@ -190,7 +190,7 @@ def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, til
 
     profile = load_device(tiles.node_profile)
     analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))
-    plan = plan_tiles(analysis, tiles.nodes, profile, tiles.grid, tiles.fuse_until, tiles.stacks)
+    plan = plan_tiles(analysis, tiles.nodes, profile, tiles.grid, tiles.fuse_until, tiles.stacks, tiles.fc_split)
     with stderr().status("writing and verifying the tiles..."):
         document = write_tiles(analysis, plan, outdir, reuse=tiles.reuse, atol=verification.atol, rtol=verification.rtol)
     if as_json:
@@ -228,7 +228,8 @@ def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
                       "redundant MACs saved)")
     for split in document.neuron_splits:
         sizes = ", ".join(human_bytes(part.bytes) for part in split.slices)
-        console.print(f"  {split.node} ({human_bytes(split.param_bytes)} of weights) is too big for a node: split by "
+        why = "is too big for a node" if split.why == "memory" else "is predicted faster across the nodes"
+        console.print(f"  {split.node} ({human_bytes(split.param_bytes)} of weights) {why}: split by "
                       f"output neurons into {len(split.slices)} slices ({sizes}), one per node")
     speedup = f", speedup {p.speedup:.2f}x" if p.speedup else ""
     console.print(f"  predicted: tiles {p.tiles_phase_s * 1e3:.1f} ms + remainder {p.remainder_s * 1e3:.1f} ms "

@@ -316,6 +316,7 @@ class NeuronSplitRecord(Record):
     output: str
     param_bytes: int
     slices: tuple[SliceRecord, ...]
+    why: str = "memory"  # "memory": too big for a node; "time": predicted faster across the nodes
 
 
 @dataclass(frozen=True)

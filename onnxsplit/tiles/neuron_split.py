@@ -7,13 +7,17 @@ element of C). Slice i takes neurons [n0, n1): its own columns of the weight
 weights; the client concatenates the slices' outputs on the last axis.
 
 A layer is split when its weights exceed a node's usable RAM, into as many
-slices as needed (at least 2, at most the number of nodes; more is refused).
-The rest of the remainder runs on the client in segments between split
-layers: `remainder_steps` gives the order.
+slices as needed (at least 2, at most the number of nodes; more is refused),
+or, given its predicted time, when one slice per node run at once plus a round
+trip is predicted faster than the whole layer on the client (a fully connected
+layer at batch 1 reads every weight once: it is bound by memory bandwidth, and
+each node brings its own). The rest of the remainder runs on the client in
+segments between split layers: `remainder_steps` gives the order.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,11 +45,12 @@ class NeuronSplit:
     neurons: int
     ranges: tuple[tuple[int, int], ...]
     param_bytes: int
+    why: str = "memory"  # "memory": too big for a node; "time": predicted faster across the nodes
 
     def to_dict(self) -> dict[str, Any]:
         per_neuron = self.param_bytes / self.neurons
         return {"node": self.name, "op_type": self.op_type, "input": self.input, "output": self.output,
-                "param_bytes": self.param_bytes,
+                "param_bytes": self.param_bytes, "why": self.why,
                 "slices": [{"neurons": [a, b], "bytes": round(per_neuron * (b - a))} for a, b in self.ranges]}
 
 
@@ -73,13 +78,20 @@ def _weight_layout(node: Node, graph: Graph) -> tuple[str, str | None, int, bool
 
 
 def plan_neuron_splits(graph: Graph, costs: list[NodeCost], indices: tuple[int, ...], nodes: int,
-                       usable_bytes: int) -> list[NeuronSplit]:
-    """The layers among `indices` whose weights exceed `usable_bytes`, each split into just enough slices."""
+                       usable_bytes: int, seconds_of: Callable[[int], float] | None = None,
+                       round_trip_s: float = 0.0) -> list[NeuronSplit]:
+    """The layers among `indices` whose weights exceed `usable_bytes`, each split into just enough slices; with
+    `seconds_of` (a layer's predicted time on one node), also every other layer that can be split and is
+    predicted faster as one slice per node plus `round_trip_s`."""
     splits = []
     for index in indices:
         node = graph.nodes[index]
         param_bytes = costs[index].param_bytes
         if param_bytes <= usable_bytes:
+            layout = _weight_layout(node, graph) if seconds_of is not None and nodes > 1 else None
+            if layout is not None and layout[2] >= nodes and seconds_of(index) * (1 - 1 / nodes) > round_trip_s:  # type: ignore[misc]
+                splits.append(NeuronSplit(index, node.name, node.op_type, node.inputs[0], node.outputs[0], layout[0],
+                                          layout[1], layout[2], tuple(split_range(layout[2], nodes)), param_bytes, "time"))
             continue
         layout = _weight_layout(node, graph)
         if layout is None:

@@ -13,9 +13,11 @@ single stack's halo does). Per candidate on N identical nodes of profile P:
                   as well on identical nodes);
   tiles phase   = the stack phases + one STITCH_ROUND_TRIP_S per stack after
                   the first (the stitched map goes back out as new tiles);
-  remainder     = roofline of the rest of the model on one node, except layers
-                  whose weights exceed a node's RAM: split by output neurons
-                  across nodes, their time divided by the number of slices;
+  remainder     = roofline of the rest of the model on one node, except fully
+                  connected layers split by output neurons across the nodes
+                  (those whose weights exceed a node's RAM, and those
+                  predicted faster so): their time divided by the number of
+                  slices, plus one STITCH_ROUND_TRIP_S;
   makespan      = tiles phase + remainder (moving the tiles' bytes is not
                   modelled: on loopback and a board LAN it is small next to
                   the compute; run-bench measures it).
@@ -48,6 +50,7 @@ MAX_GRID = 6
 # stack's tiles out, one more scheduler round trip. Dask's round trip for a task, measured on this project's
 # 2-core host, is about 10 ms even for an empty one (README, tiles).
 STITCH_ROUND_TRIP_S = 0.010
+FC_SPLITS = ("time", "memory")  # when a fully connected layer of the remainder is split by neurons (plan_tiles)
 
 
 @dataclass(frozen=True)
@@ -187,17 +190,22 @@ def _phase(analysis: Analysis, stack: list[Layer], rows: int, cols: int, nodes: 
     return StackPhase(grid, tuple(tile_s), lpt_makespan(tile_s, nodes), params)
 
 
-def _candidate(analysis: Analysis, stacks: list[StackPhase], nodes: int, profile: DeviceProfile) -> TilePlan:
+def _candidate(analysis: Analysis, stacks: list[StackPhase], nodes: int, profile: DeviceProfile,
+               fc_split: str = "time") -> TilePlan:
     graph, costs = analysis.graph, analysis.nodes
     in_stack = {layer.index for phase in stacks for layer in phase.stack}
     remainder = tuple(i for i in placeable_indices(graph) if i not in in_stack)
     node_bytes = sum(phase.param_bytes for phase in stacks) + max(phase.grid.max_tile_peak_bytes for phase in stacks)
     tiles_fit = node_bytes <= profile.usable_ram_bytes
     # (A candidate whose tiles do not fit is ruled out anyway: its remainder is not worth splitting.)
-    splits = plan_neuron_splits(graph, costs, remainder, nodes, profile.usable_ram_bytes) if tiles_fit else []
+    def layer_s(i: int) -> float:
+        return seconds(graph, costs, [i], profile)
+
+    splits = plan_neuron_splits(graph, costs, remainder, nodes, profile.usable_ram_bytes,
+                                layer_s if fc_split == "time" else None, STITCH_ROUND_TRIP_S) if tiles_fit else []
     split_at = {split.index: len(split.ranges) for split in splits}
-    # A split layer's slices run at once on as many nodes; the rest of the remainder on the client.
-    remainder_s = sum(seconds(graph, costs, [i], profile) / split_at.get(i, 1) for i in remainder)
+    # A split layer's slices run at once on as many nodes, a round trip for them all; the rest on the client.
+    remainder_s = sum(layer_s(i) / split_at[i] + STITCH_ROUND_TRIP_S if i in split_at else layer_s(i) for i in remainder)
     return TilePlan(
         stacks=tuple(stacks), nodes=nodes, profile=profile, node_memory_bytes=node_bytes, remainder_s=remainder_s,
         single_node_s=seconds(graph, costs, placeable_indices(graph), profile), remainder_indices=remainder,
@@ -246,11 +254,15 @@ def _several_stacks(analysis: Analysis, chain: list[Layer], ends: list[int], gri
 
 
 def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tuple[int, int] | None = None,
-               until: str | None = None, stacks: int | None = None) -> TilePlan:
+               until: str | None = None, stacks: int | None = None, fc_split: str = "time") -> TilePlan:
     """The tile plan for `nodes` nodes of `profile`: the grid (every stack's), the depth and the number of stacks
-    given, or the best predicted (None = auto)."""
+    given, or the best predicted (None = auto). `fc_split`: "time" splits a fully connected layer of the remainder
+    by output neurons across the nodes where that is predicted faster, or where it does not fit a node;
+    "memory" only where it does not fit."""
     if nodes < 1:
         raise SplitnnError("--nodes must be at least 1")
+    if fc_split not in FC_SPLITS:
+        raise SplitnnError(f"--fc-split '{fc_split}' must be one of {', '.join(FC_SPLITS)}")
     if stacks is not None and stacks < 1:
         raise SplitnnError("--stacks must be at least 1, or auto")
     full = fused_stack(analysis.graph, analysis.nodes, until)
@@ -263,14 +275,15 @@ def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tup
         if stacks in (None, 1):  # one stack: every grid, as a candidate of its own
             for rows, cols in _grids(grid, stack):
                 try:
-                    plans.append(_candidate(analysis, [_phase(analysis, stack, rows, cols, nodes, profile)], nodes, profile))
+                    plans.append(_candidate(analysis, [_phase(analysis, stack, rows, cols, nodes, profile)], nodes, profile,
+                                            fc_split))
                 except SplitnnError as exc:  # a remainder layer no set of nodes can hold at this depth
                     refused = exc
         ends = [p for p in pools if p < depth] + [depth]
         counts = range(2, len(ends) + 1) if stacks is None else range(stacks, stacks + 1) if stacks > 1 else range(0)
         for split in (_several_stacks(analysis, stack, ends, grid, nodes, profile, counts) if len(counts) else []):
             try:
-                plans.append(_candidate(analysis, split, nodes, profile))
+                plans.append(_candidate(analysis, split, nodes, profile, fc_split))
             except SplitnnError as exc:
                 refused = exc
     return _chosen(plans, refused, full, grid, stacks, profile)

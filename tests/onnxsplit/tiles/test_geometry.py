@@ -130,7 +130,7 @@ def test_fuse_until_must_be_on_the_stack(sample_path):
 def test_partition_tiles_cli(sample_path, tmp_path):
     out = tmp_path / "tiles"
     proc = run_cli("partition", str(sample_path("vgg16", 64)), "-o", str(out), "--strategy", "tiles", "--nodes", "2",
-                   "--grid", "2x2", "--fuse-until", "maxpool2_out", "--json")
+                   "--grid", "2x2", "--fuse-until", "maxpool2_out", "--stacks", "1", "--fc-split", "memory", "--json")
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     assert plan["strategy"] == "tiles" and plan["grid"] == {"rows": 2, "cols": 2} and plan["fuse_until"] == "maxpool2_out"

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from splitnn.cost_models.catalog import load_device
+from splitnn.cost_models.latency import seconds
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.artifacts.plan_file import read_tile_plan
 from splitnn.onnxsplit.bench.tiles import TileBenchOptions, run_tile_bench
@@ -111,3 +112,25 @@ def test_a_real_keras_export_runs_in_two_stacks(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["outputs_match"] is True and len(report["scaling"][0]["stack_phases_s"]) == 2
+
+
+def test_fully_connected_layers_are_split_where_that_is_predicted_faster(sample_path, tmp_path):
+    """Issue 16, item 2: a fully connected layer that fits a node is still split by output neurons when one slice
+    per node at once, plus a round trip, is predicted faster than the whole layer on the client."""
+    import dataclasses
+
+    analysis = analyze(load_graph(sample_path("vgg16", 64)))
+    slow_memory = dataclasses.replace(BOARD, name="slow", weight_bytes_per_s=1e8)  # fc1: 8.4 MB at 0.1 GB/s, 84 ms
+    timed = plan_tiles(analysis, 2, slow_memory, (1, 2), "maxpool3_out", stacks=1)
+    split = {s.name: s for s in timed.neuron_splits}
+    assert split and all(s.why == "time" and len(s.ranges) == 2 for s in split.values())
+    untouched = plan_tiles(analysis, 2, slow_memory, (1, 2), "maxpool3_out", stacks=1, fc_split="memory")
+    assert not untouched.neuron_splits and timed.remainder_s < untouched.remainder_s
+    # Each split layer: half its time on each node, and one round trip.
+    saved = sum(seconds(analysis.graph, analysis.nodes, [s.index], slow_memory) / 2 - STITCH_ROUND_TRIP_S
+                for s in split.values())
+    assert untouched.remainder_s - timed.remainder_s == pytest.approx(saved)
+    document = write_tiles(analysis, timed, tmp_path / "t")  # slices written and the whole verified
+    assert document.verification.passed and {s.why for s in document.neuron_splits} == {"time"}
+    with pytest.raises(SplitnnError, match="--fc-split 'never' must be one of time, memory"):
+        plan_tiles(analysis, 2, BOARD, fc_split="never")
