@@ -324,8 +324,6 @@ def _tile_planning(nodes: int, grid: str, fuse_until: str, stacks: str, fc_split
         if not stacks.isdigit() or int(stacks) < 1:
             raise SplitnnError(f"--stacks '{stacks}' must be a whole number of stacks (1 or more), or auto")
         count = int(stacks)
-    if reuse and count is None:
-        count = 1  # the checkerboard reuse works within one stack
     return TilePlanning(nodes, shape, None if fuse_until == "auto" else fuse_until, node_profile, reuse, count, fc_split)
 
 
@@ -337,13 +335,13 @@ TILE_PLANNING = OptionGroup("tiles", (
                                           help="Tiles: the last tensor tiled (of the last stack).")),
     (("--stacks", "stacks"), dict(default="auto", show_default=True, metavar="N|auto",
                                   help="Tiles: fused stacks in sequence, each tiled in its own grid and stitched "
-                                       "before the next (auto: best predicted; 1 with --reuse).")),
+                                       "before the next (auto: best predicted).")),
     (("--fc-split", "fc_split"), dict(type=click.Choice(["time", "memory"]), default="time", show_default=True,
                                       help="Tiles: split a fully connected layer by output neurons across the nodes "
                                            "where that is predicted faster (time), or only where it does not fit a "
                                            "node (memory).")),
     (("--node-profile", "node_profile"), dict(default="rockpro64", show_default=True, help="Tiles: the profile of every node.")),
-    (("--reuse", "reuse"), dict(is_flag=True, help="Tiles: compute each overlap once (checkerboard reuse) instead of in both tiles.")),
+    (("--reuse", "reuse"), dict(is_flag=True, help="Tiles: compute each overlap once (checkerboard reuse) instead of in both tiles, within each stack.")),
 ), _tile_planning)
 
 

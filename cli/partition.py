@@ -221,10 +221,12 @@ def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
         f"activations {human_bytes(document.max_tile_peak_bytes)} = {document.tile_peak_fraction:.1%} of the "
         f"untiled stack's {human_bytes(document.stack_peak_bytes)}; per node {human_bytes(memory.node_bytes)} "
         f"of {human_bytes(memory.node_usable_bytes)} usable")
-    if document.reuse_enabled:
-        r = document.reuse
-        console.print(f"  reuse: second-phase tiles take the overlaps from their neighbours: {r['macs'] / 1e6:,.0f} M MACs "
-                      f"instead of {document.tiled_macs / 1e6:,.0f} M ({r['saved_fraction_of_redundant']:.1%} of the "
+    reused = [(k, r, tiled) for k, (r, tiled) in enumerate([(document.reuse, document.tiled_macs), *(
+        (later.reuse, later.tiled_macs) for later in document.later_stacks)]) if r.get("enabled")]
+    for k, r, tiled in reused:
+        where = f" (stack {k + 1})" if len(stacks) > 1 else ""
+        console.print(f"  reuse{where}: second-phase tiles take the overlaps from their neighbours: {r['macs'] / 1e6:,.0f} "
+                      f"M MACs instead of {tiled / 1e6:,.0f} M ({r['saved_fraction_of_redundant']:.1%} of the "
                       "redundant MACs saved)")
     for split in document.neuron_splits:
         sizes = ", ".join(human_bytes(part.bytes) for part in split.slices)

@@ -343,6 +343,7 @@ class LaterStackRecord(Record):
     max_tile_peak_bytes: int
     param_bytes: int
     predicted_phase_s: float
+    reuse: dict[str, Any] = field(default_factory=lambda: {"enabled": False})  # as TilePlanFile.reuse, for this stack
 
 
 @dataclass(frozen=True)
@@ -352,6 +353,7 @@ class StackArtifacts(Record):
     stack_model: str
     stack_weights: str
     tiles: tuple[str, ...]
+    reuse: dict[str, Any] | None = None  # as TileArtifacts.reuse, for this stack
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +233,7 @@ class LaterStack:
     graphs: dict[int, bytes]
     weights: bytes
     output_shape: tuple[int, ...]
+    second_phase: dict[int, dict[str, Any]] = field(default_factory=dict)  # reuse: the second-phase tiles
 
 
 @dataclass
@@ -247,6 +248,25 @@ class ImageRun:
     retried: int  # tile tasks the scheduler ran again because their worker was lost
 
 
+def _stack_graphs(outdir: Path, tiles: tuple[Any, ...], names: tuple[str, ...], reuse: dict[str, Any] | None
+                  ) -> dict[Any, bytes]:
+    """A stack's graphs by the key its tasks name them with: a tile's id, and with reuse "first:ID" (a first-phase
+    tile returning every layer) and "layer:ID:L" (layer L of a second-phase tile)."""
+    graphs: dict[Any, bytes] = {tile.id: (outdir / name).read_bytes() for tile, name in zip(tiles, names)}
+    if reuse is not None:
+        for tile_id, name in reuse["first_phase"].items():
+            graphs[f"first:{tile_id}"] = (outdir / name).read_bytes()
+        for tile_id, layers in reuse["second_phase_layers"].items():
+            for index, name in layers.items():
+                graphs[f"layer:{tile_id}:{index}"] = (outdir / name).read_bytes()
+    return graphs
+
+
+def _second_phase(reuse: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """A stack's second-phase tiles (reuse), by id: what each needs from its neighbours (none without reuse)."""
+    return {int(k): v for k, v in reuse.get("second_phase", {}).items()} if reuse.get("enabled") else {}
+
+
 class TileProgram:
     """A tile plan folder, loaded on the client: geometry, tile graphs, weights, and the remainder's session."""
 
@@ -257,22 +277,15 @@ class TileProgram:
         artifacts = self.plan.artifacts
         self.key = self.plan.graph_fingerprint + ":" + str(outdir.resolve())
         self.tiles = self.plan.tiles
-        self.graphs = {tile.id: (outdir / name).read_bytes() for tile, name in zip(self.tiles, artifacts.tiles)}
+        self.graphs = _stack_graphs(outdir, self.tiles, artifacts.tiles, artifacts.reuse)
         self.weights = (outdir / artifacts.stack_weights).read_bytes()
-        self.second_phase: dict[int, dict[str, Any]] = {}
-        if self.plan.reuse_enabled and artifacts.reuse is not None:
-            # first-phase graphs return every layer; second-phase tiles run layer by layer
-            for tile_id, name in artifacts.reuse["first_phase"].items():
-                self.graphs[f"first:{tile_id}"] = (outdir / name).read_bytes()  # type: ignore[index]
-            for tile_id, names in artifacts.reuse["second_phase_layers"].items():
-                for index, name in names.items():
-                    self.graphs[f"layer:{tile_id}:{index}"] = (outdir / name).read_bytes()  # type: ignore[index]
-            self.second_phase = {int(k): v for k, v in self.plan.reuse["second_phase"].items()}
+        self.second_phase = _second_phase(self.plan.reuse)
         self.image = self.plan.image_input
         self.stack_output = self.plan.tiled_output  # what the remainder starts from
         self.stack_shape = self.plan.stack[-1].out_shape  # the first stack's output
-        self.later = [LaterStack(record.tiles, {t.id: (outdir / name).read_bytes() for t, name in zip(record.tiles, files.tiles)},
-                                 (outdir / files.stack_weights).read_bytes(), record.stack[-1].out_shape)
+        self.later = [LaterStack(record.tiles, _stack_graphs(outdir, record.tiles, files.tiles, files.reuse),
+                                 (outdir / files.stack_weights).read_bytes(), record.stack[-1].out_shape,
+                                 _second_phase(record.reuse))
                       for record, files in zip(self.plan.later_stacks, artifacts.later_stacks)]
         self.folder = outdir
         self.steps = self.plan.remainder_chain()
@@ -387,10 +400,12 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
     image = feeds[program.image]
     start = time.perf_counter()
     if program.second_phase:
-        futures, tile_of = _submit_with_reuse(client, program, plugins[0], image, workers)
+        futures, tile_of = _submit_with_reuse(client, program.tiles, program.second_phase, plugins[0], image, workers)
     else:
         futures, tile_of = _submit_groups(client, program, plugins[0], image, workers, tasks)
     earlier: list[tuple[list[Any], dict[str, Any]]] = []  # stacks whose outputs stayed on the workers
+    if handoff == "workers" and any(later.second_phase for later in program.later):
+        raise SplitnnError("--handoff workers does not run a reuse plan's later stacks: use --handoff client")
     if program.later and handoff == "workers":
         stitched, records, phases, stages = _through_workers(client, program, plugins, (futures, tile_of), workers,
                                                              start, after_first_tile)
@@ -442,6 +457,11 @@ def _run_stack(client: Any, later: LaterStack, plugin: str, number: int, previou
     stitched output and the futures."""
     from distributed import as_completed
 
+    if later.second_phase:  # reuse: the stack's two phases, as the first stack's
+        futures, tile_of = _submit_with_reuse(client, later.tiles, later.second_phase, plugin, previous, workers)
+        stitched, mine = _stitch_first(futures, tile_of, later.output_shape, start, None)
+        records += [TileRecord(r.id, r.worker, r.seconds, r.done_s, number) for r in mine]
+        return stitched, futures
     regions = [crop(previous, t.input_region) for t in later.tiles]
     groups = _groups(later.tiles, len(workers))
     futures = client.map(run_tile_group, [plugin] * len(groups), [[later.tiles[i].id for i in g] for g in groups],
@@ -468,16 +488,12 @@ def run_tile_group_from(plugin_name: str, tile_ids: list[int], regions: list[tup
     """A Dask task of a later stack (hand-off "workers"): each tile's input, `regions[i]` of the previous stack's
     output, cut from the results of the previous stack's tasks that overlap it (`previous`, handed over by Dask
     from the workers that hold them; `sources[j]`: the output regions of the tiles in `previous[j]`)."""
-    first = previous[0][0][0]
-    crops = []
-    for y0, y1, x0, x1 in regions:
-        canvas = np.empty((first.shape[0], first.shape[1], y1 - y0, x1 - x0), dtype=first.dtype)
-        for outputs_regions, (outputs, _, _) in zip(sources, previous):
-            for (oy0, oy1, ox0, ox1), out in zip(outputs_regions, outputs):
-                iy0, iy1, ix0, ix1 = max(y0, oy0), min(y1, oy1), max(x0, ox0), min(x1, ox1)
-                if iy0 < iy1 and ix0 < ix1:
-                    canvas[:, :, iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = out[:, :, iy0 - oy0:iy1 - oy0, ix0 - ox0:ix1 - ox0]
-        crops.append(canvas)
+    from splitnn.onnxsplit.tiles.reuse import assemble
+
+    pieces = [(region, output) for regions, (outputs, _, _) in zip(sources, previous)
+              for region, output in zip(regions, outputs)]
+    first = pieces[0][1]
+    crops = [assemble(region, first.shape[1], first.dtype, pieces) for region in regions]  # type: ignore[arg-type]
     return run_tile_group(plugin_name, tile_ids, crops)
 
 
@@ -566,23 +582,23 @@ def _submit_groups(client: Any, program: TileProgram, plugin_name: str, image: n
     return futures, {f.key: [program.tiles[i] for i in group] for f, group in zip(futures, groups)}
 
 
-def _submit_with_reuse(client: Any, program: TileProgram, plugin_name: str, image: np.ndarray,
-                       workers: list[str]) -> tuple[list[Any], dict[str, Any]]:
-    """Reuse: first-phase tiles at once, then each second-phase tile once its neighbours are done (Dask
-    passes their results to it)."""
+def _submit_with_reuse(client: Any, tiles: tuple[Any, ...], second_phase: dict[int, dict[str, Any]], plugin_name: str,
+                       image: np.ndarray, workers: list[str]) -> tuple[list[Any], dict[str, Any]]:
+    """Reuse, one stack (`image`: its input): first-phase tiles at once, then each second-phase tile once its
+    neighbours are done (Dask passes their results to it)."""
     from splitnn.onnxsplit.tiles.reuse import first_layer_input
 
     futures, tile_of, first = [], {}, {}
-    for tile in program.tiles:
-        if tile.id in program.second_phase:
+    for tile in tiles:
+        if tile.id in second_phase:
             continue
         future = client.submit(run_first_phase, plugin_name, tile.id, crop(image, tile.input_region),
                                workers=workers, allow_other_workers=False, pure=False)
         first[tile.id] = future
         futures.append(future)
         tile_of[future.key] = tile
-    for tile in program.tiles:
-        data = program.second_phase.get(tile.id)
+    for tile in tiles:
+        data = second_phase.get(tile.id)
         if data is None:
             continue
         near = {int(n): first[int(n)] for n in data["neighbours"]}

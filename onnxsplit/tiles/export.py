@@ -39,7 +39,7 @@ from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.core.records import to_dict
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
-from splitnn.onnxsplit.tiles.geometry import Layer, Tile, crop, stitch
+from splitnn.onnxsplit.tiles.geometry import Layer, Tile, TileGrid, crop, stitch
 from splitnn.onnxsplit.tiles.neuron_split import Segment, remainder_steps, slice_model
 from splitnn.onnxsplit.tiles.planning import TilePlan
 from splitnn.onnxsplit.tiles.reuse import (
@@ -120,14 +120,11 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
     graph = analysis.graph
     if graph.path is None:
         raise SplitnnError("the analysis has no model file to take the weights from")
-    if reuse and len(plan.stacks) > 1:
-        raise SplitnnError("--reuse works on one fused stack; this plan has "
-                           f"{len(plan.stacks)}: add --stacks 1, or drop --reuse")
     if reuse and plan.stack[0].in_layout != "NCHW":
         raise SplitnnError("--reuse needs an NCHW input; this model's tiles start with its NHWC layout transpose: "
                            "drop --reuse")
     if reuse and any(sum(1 for n in graph.nodes[layer.index].inputs if n and not graph.is_constant(n)) > 1
-                     for layer in plan.stack):
+                     for phase in plan.stacks for layer in phase.stack):
         raise SplitnnError("--reuse runs the stack layer by layer, and a SiLU (x * Sigmoid(x)) reads two of them: "
                            "drop --reuse")
     stack_parts, remainder = _parts(analysis, plan)
@@ -140,7 +137,7 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
                 steps = _write_steps(analysis, plan, staging, weights)
             elif remainder.model is not None:
                 save_part(remainder, staging / REMAINDER_DIR, weights)
-        artifacts, reuse_doc = _write_tile_graphs(plan, staging, reuse)
+        artifacts, reuse_docs = _write_tile_graphs(plan, staging, reuse)
         if steps:
             artifacts["remainder_steps"] = [step.to_dict() for step in steps]
         elif remainder.model is not None:
@@ -155,13 +152,16 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
                                f"(atol {atol}, rtol {rtol}); nothing was written")
         save_verification_data(staging, feeds, expected)
         # The plan's own to_dict gives the planning figures; reading the whole back through TilePlanFile checks it.
+        plan_fields = plan.to_dict()
+        for later, doc in zip(plan_fields["later_stacks"], reuse_docs[1:]):
+            later["reuse"] = doc
         document = TilePlanFile.from_dict({
             **to_dict(header_fields(graph, outdir)),
             "image_input": plan.stack[0].input,
-            **plan.to_dict(),
+            **plan_fields,
             "remainder": {"inputs": list(remainder.inputs), "outputs": list(remainder.outputs),
                           "empty": remainder.model is None},
-            "reuse": reuse_doc or {"enabled": False},
+            "reuse": reuse_docs[0],
             "verification": {"max_abs_err": max_err, "atol": atol, "rtol": rtol, "passed": passed},
             "artifacts": artifacts,
         })
@@ -193,10 +193,10 @@ def _parts(analysis: Analysis, plan: TilePlan) -> tuple[list[Part], Part]:
     return stack_parts, remainder
 
 
-def _write_tile_graphs(plan: TilePlan, staging: Path, reuse: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _write_tile_graphs(plan: TilePlan, staging: Path, reuse: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One graph per tile of every stack (and, with reuse, the phase graphs), each reading its stack's one weight
-    blob."""
-    stacks = []
+    blob; returns the artifacts and each stack's reuse record."""
+    stacks, docs = [], []
     for number, phase in enumerate(plan.stacks):
         folder = _stack_dir(number)
         stack_model = onnx.load(str(staging / folder / MODEL_FILE), load_external_data=False)
@@ -206,13 +206,9 @@ def _write_tile_graphs(plan: TilePlan, staging: Path, reuse: bool) -> tuple[dict
             name = f"{folder}/tile_{tile.id}.onnx"
             onnx.save_model(tile_model(stack_model, phase.stack, tile), str(staging / name))
             files["tiles"].append(name)
+        docs.append(_write_reuse(phase.grid, stack_model, staging, folder, files) if reuse else {"enabled": False})
         stacks.append(files)
-    artifacts = {**stacks[0], "later_stacks": stacks[1:]}
-    reuse_doc = None
-    if reuse:
-        stack_model = onnx.load(str(staging / TILES_DIR / MODEL_FILE), load_external_data=False)
-        reuse_doc = _write_reuse(plan, stack_model, staging, artifacts)
-    return artifacts, reuse_doc
+    return {**stacks[0], "later_stacks": stacks[1:]}, docs
 
 
 def _write_steps(analysis: Analysis, plan: TilePlan, staging: Path, weights: WeightSource) -> list[Step]:
@@ -240,14 +236,16 @@ def _write_steps(analysis: Analysis, plan: TilePlan, staging: Path, weights: Wei
     return steps
 
 
-def _write_reuse(plan: TilePlan, stack_model: onnx.ModelProto, staging: Path, artifacts: dict[str, Any]) -> dict[str, Any]:
-    """Reuse's graphs: first-phase tiles returning every layer, second-phase tiles one graph per computed layer."""
-    grid, stack = plan.grid, plan.stack
+def _write_reuse(grid: TileGrid, stack_model: onnx.ModelProto, staging: Path, folder: str,
+                 artifacts: dict[str, Any]) -> dict[str, Any]:
+    """One stack's reuse graphs in its `folder`: first-phase tiles returning every layer, second-phase tiles one graph
+    per computed layer; their names go into the stack's `artifacts`, and its reuse record is returned."""
+    stack = grid.stack
     first: dict[str, str] = {}
     layers: dict[str, dict[str, str]] = {}
     for tile in grid.tiles:
         if first_phase(tile):
-            name = f"{TILES_DIR}/tile_{tile.id}_every_layer.onnx"
+            name = f"{folder}/tile_{tile.id}_every_layer.onnx"
             onnx.save_model(every_layer_outputs(tile_model(stack_model, stack, tile), stack, tile), str(staging / name))
             first[str(tile.id)] = name
             continue
@@ -256,7 +254,7 @@ def _write_reuse(plan: TilePlan, stack_model: onnx.ModelProto, staging: Path, ar
         for index, part in enumerate(plan_layers):
             if part.compute is None:
                 continue
-            name = f"{TILES_DIR}/tile_{tile.id}_layer{index}.onnx"
+            name = f"{folder}/tile_{tile.id}_layer{index}.onnx"
             onnx.save_model(layer_model(stack_model, stack, index, part.input_region, part.compute, part.pads),
                             str(staging / name))
             layers[str(tile.id)][str(index)] = name
@@ -267,18 +265,19 @@ def _write_reuse(plan: TilePlan, stack_model: onnx.ModelProto, staging: Path, ar
             "second_phase": {str(t.id): second_phase_data(grid, t) for t in grid.tiles if not first_phase(t)}}
 
 
-def run_reuse_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, image: np.ndarray) -> dict[int, np.ndarray]:
-    """Every tile's output, with reuse: first phase in full, second phase layer by layer (in this process)."""
+def run_reuse_locally(folder: Path, reuse: dict[str, Any], grid: TileGrid, image: np.ndarray) -> dict[int, np.ndarray]:
+    """Every tile's output of one stack with reuse (`reuse`: its artifacts' reuse graphs; `image`: the stack's
+    input): first phase in full, second phase layer by layer (in this process)."""
     per_layer: dict[int, list[np.ndarray]] = {}
     finals: dict[int, np.ndarray] = {}
-    for tile_id, name in artifacts["reuse"]["first_phase"].items():
-        tile = plan.grid.tiles[int(tile_id)]
-        per_layer[tile.id] = create_session(folder / name, prepack=False).run(None, {plan.stack[0].input: crop(image, tile.input_region)})
+    for tile_id, name in reuse["first_phase"].items():
+        tile = grid.tiles[int(tile_id)]
+        per_layer[tile.id] = create_session(folder / name, prepack=False).run(None, {grid.stack[0].input: crop(image, tile.input_region)})
         finals[tile.id] = per_layer[tile.id][-1]
-    for tile_id, names in artifacts["reuse"]["second_phase_layers"].items():
-        tile = plan.grid.tiles[int(tile_id)]
+    for tile_id, names in reuse["second_phase_layers"].items():
+        tile = grid.tiles[int(tile_id)]
         sessions = {int(index): create_session(folder / name, prepack=False) for index, name in names.items()}
-        data = second_phase_data(plan.grid, tile)
+        data = second_phase_data(grid, tile)
 
         def run_layer(index: int, x: np.ndarray, sessions: dict[int, Any] = sessions) -> np.ndarray:
             return sessions[index].run(None, {sessions[index].get_inputs()[0].name: x})[0]  # type: ignore[no-any-return]
@@ -291,20 +290,16 @@ def run_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, feeds: 
                 remainder: list[Step]) -> dict[str, np.ndarray]:
     """Run every tile of every stack in this process, stitching after each, and run the remainder's steps: the
     plan's outputs on `feeds`."""
-    image = feeds[plan.stack[0].input]
-    outputs = {}
-    if "reuse" in artifacts:
-        outputs = run_reuse_locally(folder, artifacts, plan, image)
-    stitched = image
+    stitched = feeds[plan.stack[0].input]
     for number, phase in enumerate(plan.stacks):
-        names = artifacts["tiles"] if number == 0 else artifacts["later_stacks"][number - 1]["tiles"]
-        for tile, name in zip(phase.grid.tiles, names):
+        files = artifacts if number == 0 else artifacts["later_stacks"][number - 1]
+        outputs = run_reuse_locally(folder, files["reuse"], phase.grid, stitched) if "reuse" in files else {}
+        for tile, name in zip(phase.grid.tiles, files["tiles"]):
             if tile.id in outputs:
                 continue
             session = create_session(folder / name, prepack=False)
             region = crop(stitched, tile.input_region, phase.stack[0].in_layout)
             outputs[tile.id] = session.run(None, {phase.stack[0].input: region})[0]
         stitched = stitch(phase.grid.tiles, outputs, phase.stack[-1].out_shape, next(iter(outputs.values())).dtype)
-        outputs = {}
     pool = {**feeds, plan.last_output: stitched}
     return run_steps(remainder, pool, cached_sessions(lambda model: create_session(folder / model, prepack=False, threads=1)))

@@ -93,8 +93,10 @@ def test_the_cli_plans_stacks_and_refuses_a_bad_count(sample_path, tmp_path):
     assert "Per phase" in proc.stdout and "tiles: 1x2 to" in proc.stdout and "whole image" in proc.stdout
     assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "u"), "--strategy", "tiles", "--stacks", "two"),
                      "--stacks 'two' must be a whole number")
-    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "u"), "--strategy", "tiles", "--stacks", "2",
-                             "--reuse"), "--reuse works on one fused stack")
+    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "u"), "--strategy", "tiles", "--stacks", "0"),
+                     "--stacks '0' must be a whole number")
+    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "u"), "--strategy", "tiles", "--stacks", "7"),
+                     "cannot be cut into 7 stacks")
     assert not (tmp_path / "u").exists()
 
 
@@ -134,3 +136,17 @@ def test_fully_connected_layers_are_split_where_that_is_predicted_faster(sample_
     assert document.verification.passed and {s.why for s in document.neuron_splits} == {"time"}
     with pytest.raises(SplitnnError, match="--fc-split 'never' must be one of time, memory"):
         plan_tiles(analysis, 2, BOARD, fc_split="never")
+
+
+def test_reuse_applies_within_each_stack(vgg, tmp_path):
+    """Issue 16, item 4: with --reuse every stack runs its checkerboard's two phases, the second cropped from the
+    stitched output of the stack before."""
+    plan = plan_tiles(vgg, 2, BOARD, (3, 3), "maxpool3_out", stacks=2)
+    document = write_tiles(vgg, plan, tmp_path / "t", reuse=True)  # verified: stitched through both stacks' phases
+    assert document.verification.passed and document.reuse["saved_macs"] > 0
+    (later,) = document.later_stacks
+    assert later.reuse["enabled"] and later.reuse["saved_macs"] > 0 and document.artifacts.later_stacks[0].reuse
+    report = run_tile_bench(tmp_path / "t", TileBenchOptions(images=1, scaling=False)).to_dict()
+    assert report["outputs_match"] is True and len(report["tiles"]) == 18
+    with pytest.raises(SplitnnError, match="--handoff workers does not run a reuse plan's later stacks"):
+        run_tile_bench(tmp_path / "t", TileBenchOptions(images=1, scaling=False, handoff="workers"))
