@@ -195,9 +195,14 @@ def _render_phases(report: TileBenchReport) -> None:
     for k, label in enumerate(labels):
         table.add_row(f"tiles: {label}", *[f"{row.stack_phases_s[k] * 1e3:.1f}" for row in rows],  # type: ignore[index]
                       f"{rows[-1].stack_speedups[k]:.2f}x")  # type: ignore[index]
-    rest = rows[-1].remainder_speedup
-    table.add_row("on the client after the tiles" + (" (split layers on the cluster)" if report.neuron_splits else ""),
-                  *[f"{(row.remainder_s or 0) * 1e3:.1f}" for row in rows], f"{rest:.2f}x" if rest else "-")
+    splits = report.neuron_splits or ()
+    for k, split in enumerate(splits):
+        table.add_row(f"{split.node} in {len(split.slices)} slices across the nodes",
+                      *[f"{row.split_layers_s[k] * 1e3:.1f}" for row in rows],  # type: ignore[index]
+                      f"{rows[-1].split_layer_speedups[k]:.2f}x")  # type: ignore[index]
+    client = [(row.remainder_s or 0) - sum(row.split_layers_s or ()) for row in rows]
+    table.add_row("the rest, on the client" if splits else "on the client after the tiles",
+                  *[f"{c * 1e3:.1f}" for c in client], f"{client[0] / client[-1]:.2f}x" if client[-1] > 0 else "-")
     table.add_row("whole image", *[f"{row.wall_s * 1e3:.1f}" for row in rows], f"{rows[-1].speedup:.2f}x")
     stdout().print(table)
 

@@ -28,6 +28,9 @@ class ScalingRow(Record):
     stack_speedups: tuple[float, ...] | None = None
     remainder_s: float | None = None
     remainder_speedup: float | None = None
+    # Of the remainder: each layer split by neurons across the nodes (its slices sent, run and back), and speedups
+    split_layers_s: tuple[float, ...] | None = None
+    split_layer_speedups: tuple[float, ...] | None = None
     images: int | None = None
     images_per_s: float | None = None
 

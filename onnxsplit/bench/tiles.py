@@ -160,7 +160,9 @@ def _with_speedups(rows: list[dict[str, Any]]) -> list[ScalingRow]:
                        tiles_phase_s=row["tiles_phase_s"], tiles_speedup=base["tiles_phase_s"] / row["tiles_phase_s"],
                        client_cpu_s=row["client_cpu_s"], stack_phases_s=row["stack_phases_s"],
                        stack_speedups=tuple(b / s for b, s in zip(base["stack_phases_s"], row["stack_phases_s"])),
-                       remainder_s=row["remainder_s"], remainder_speedup=base["remainder_s"] / row["remainder_s"] if row["remainder_s"] > 0 else None)
+                       remainder_s=row["remainder_s"], remainder_speedup=base["remainder_s"] / row["remainder_s"] if row["remainder_s"] > 0 else None,
+                       split_layers_s=row["split_layers_s"],
+                       split_layer_speedups=tuple(b / s for b, s in zip(base["split_layers_s"], row["split_layers_s"])))
             for row in rows]
 
 
@@ -209,6 +211,8 @@ def _time_workers(client: Any, program: TileProgram, plugins: list[str], handles
            "stack_phases_s": tuple(statistics.median(r.stack_phases_s[k] for r in images)
                                    for k in range(len(images[0].stack_phases_s))),
            "remainder_s": statistics.median(r.total_s - r.tiles_phase_s for r in images),
+           "split_layers_s": tuple(statistics.median(r.split_layers_s[k] for r in images)
+                                   for k in range(len(images[0].split_layers_s))),
            "client_cpu_s": statistics.median(cpus)}
     return _WorkerCountRun(row, images[-1].outputs, images[-1].records, retries, killed)
 

@@ -246,6 +246,7 @@ class ImageRun:
     tiles_phase_s: float  # from sending the first stack's tiles to the last stack's last tile stitched
     total_s: float  # the image, remainder included
     retried: int  # tile tasks the scheduler ran again because their worker was lost
+    split_layers_s: list[float] = field(default_factory=list)  # each layer split by neurons, its slices on the nodes
 
 
 def _stack_graphs(outdir: Path, tiles: tuple[Any, ...], names: tuple[str, ...], reuse: dict[str, Any] | None
@@ -359,12 +360,17 @@ def place_slices(client: Any, program: TileProgram, workers: list[str]) -> dict[
     return handles
 
 
-def _slice_runner(client: Any, plugin_name: str, handles: dict[tuple[int, int], Any], workers: list[str]) -> Callable[..., list[np.ndarray]]:
-    """run_slices for TileProgram.finish: each slice of a split layer as a task where its weights are."""
+def _slice_runner(client: Any, plugin_name: str, handles: dict[tuple[int, int], Any], workers: list[str],
+                  seconds: list[float]) -> Callable[..., list[np.ndarray]]:
+    """run_slices for TileProgram.finish: each slice of a split layer as a task where its weights are; each split
+    layer's time, from sending its slices to having them all back, is added to `seconds`."""
     def run(number: int, step: SlicedStep, x: np.ndarray) -> list[np.ndarray]:
+        start = time.perf_counter()
         futures = [client.submit(run_slice, plugin_name, f"{number}:{i}", handles[(number, i)], x, workers=workers,
                                  allow_other_workers=False, pure=False) for i in range(len(step.slices))]
-        return client.gather(futures)  # type: ignore[no-any-return]
+        parts = client.gather(futures)
+        seconds.append(time.perf_counter() - start)
+        return parts  # type: ignore[no-any-return]
     return run
 
 
@@ -417,13 +423,15 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
             stitched, more = _run_stack(client, later, plugin, number, stitched, workers, start, records)
             futures += more
             phases.append(time.perf_counter() - start - sum(phases))
-    runner = _slice_runner(client, plugins[0], slice_handles, workers) if slice_handles else None
+    split_s: list[float] = []
+    runner = _slice_runner(client, plugins[0], slice_handles, workers, split_s) if slice_handles else None
     outputs = program.finish(stitched, feeds, runner)
     total = time.perf_counter() - start
     if earlier:  # fetched after the timing
         records += _earlier_records(client, earlier, list(itertools.accumulate(phases)))
     retried = _retried(client, [f.key for f in futures])  # while the scheduler still knows the tasks
-    return ImageRun(outputs, sorted(records, key=lambda r: (r.stack, r.id)), phases, sum(phases), total, retried)
+    return ImageRun(outputs, sorted(records, key=lambda r: (r.stack, r.id)), phases, sum(phases), total, retried,
+                    split_s)
 
 
 def _stitch_first(futures: list[Any], tile_of: dict[str, Any], shape: tuple[int, ...], start: float,

@@ -134,6 +134,10 @@ def test_fully_connected_layers_are_split_where_that_is_predicted_faster(sample_
     assert untouched.remainder_s - timed.remainder_s == pytest.approx(saved)
     document = write_tiles(analysis, timed, tmp_path / "t")  # slices written and the whole verified
     assert document.verification.passed and {s.why for s in document.neuron_splits} == {"time"}
+    report = run_tile_bench(tmp_path / "t", TileBenchOptions(images=1, scaling=False)).to_dict()
+    (row,) = report["scaling"]  # each split layer timed on its own, within what follows the tiles
+    assert report["outputs_match"] is True and len(row["split_layers_s"]) == len(split)
+    assert 0 < sum(row["split_layers_s"]) < row["remainder_s"]
     with pytest.raises(SplitnnError, match="--fc-split 'never' must be one of time, memory"):
         plan_tiles(analysis, 2, BOARD, fc_split="never")
 
