@@ -142,7 +142,7 @@ def _auto_codec(analysis, plan, codec: CodecChoice, calibration):  # type: ignor
 
 def _write_adaptive(analysis, plan, choice: CutChoice, codec: CodecChoice, outdir: str,  # type: ignore[no-untyped-def]
                     verification: Verification, as_json: bool) -> None:
-    from splitnn.onnxsplit.codecs.specs import require_self_describing
+    from splitnn.onnxsplit.codecs.specs import require_one_codec
     from splitnn.onnxsplit.model.sample_inputs import random_inputs
     from splitnn.onnxsplit.vertical.adaptive import plan_adaptive, plan_adaptive_coded, write_adaptive
     from splitnn.onnxsplit.vertical.codec_planning import default_limit
@@ -151,7 +151,7 @@ def _write_adaptive(analysis, plan, choice: CutChoice, codec: CodecChoice, outdi
     if codec.spec == "none":
         adaptive = plan_adaptive(plan, *choice.bandwidth_range)
     else:
-        require_self_describing(codec.spec, "--adaptive")  # before any input is read
+        require_one_codec(codec.spec, "--adaptive")  # before any input is read
         calibration = _calibration(codec, analysis.graph)
         inputs = list(calibration.feeds) if calibration is not None else [random_inputs(analysis.graph)]
         with stderr().status(f"pricing every cut in {codec.spec}..."):

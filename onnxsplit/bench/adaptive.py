@@ -24,7 +24,7 @@ from splitnn.onnxsplit.artifacts.verification import compare_outputs
 from splitnn.onnxsplit.core.records import Record
 from splitnn.onnxsplit.runtime.adaptive_device import AdaptiveDevice, RequestPoint
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
-from splitnn.onnxsplit.runtime.server import ModelServer, server_models
+from splitnn.onnxsplit.runtime.server import ModelServer, plan_codecs, server_models
 
 __all__ = ["AdaptiveBenchOptions", "AdaptiveBenchReport", "Latencies", "RequestPoint", "compare_static",
            "run_adaptive_bench"]
@@ -91,7 +91,7 @@ def run_adaptive_bench(outdir: str | Path, link: LinkSettings, options: Adaptive
     feeds, reference = inputs_and_reference(outdir, plan, options.seed)
     servers = server_models(outdir)
     true_rate = (lambda t: rate_at(link.trace, t)) if link.trace else (lambda t: link.uplink_bps)
-    with ModelServer(servers or None, spin=False).start() as server:
+    with ModelServer(servers or None, spin=False, codecs=plan_codecs(outdir)).start() as server:
         device = AdaptiveDevice(outdir, plan, server.address, deadline_s=options.deadline_s, timeout_s=options.timeout_s,
                                 hold_cut=options.hold_cut, emulate_board=True, true_rate=true_rate)
         with LinkRelay(server.address, link) as relay:  # the trace's clock starts once the device is ready

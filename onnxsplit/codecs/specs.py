@@ -87,6 +87,13 @@ def require_self_describing(spec: str, where: str) -> None:
                            f"lossless, or one of them +lossless), not {spec}")
 
 
+def require_one_codec(spec: str, where: str) -> None:
+    """Refuse "auto" for `where`, which takes one named codec."""
+    if spec.strip().lower() == "auto":
+        raise SplitnnError(f"{where} takes one named codec for every kept cut (e.g. int8+lossless, int8:calibrated, "
+                           "webp:90), not auto")
+
+
 def needs_ranges(spec: str) -> bool:
     """Whether the codec maps values with a range calibrated on the user's inputs, held by both sides (never raises:
     the wire asks it of any name a peer sends)."""

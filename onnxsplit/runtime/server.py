@@ -121,16 +121,24 @@ def server_models(outdir: str | Path) -> list[Path]:
 
 def plan_codecs(outdir: str | Path) -> dict[str, Codec]:
     """The calibrated codecs a plan's server decodes with (int8:calibrated and the image codecs: each tensor's range,
-    from plan.json); empty for every other codec, which a frame names in full."""
-    from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
+    from plan.json; of every kept cut for an adaptive plan); empty for every other codec, which a frame names in
+    full."""
+    from splitnn.onnxsplit.artifacts.plan_file import AdaptivePlanFile, plan_strategy, read_plan
 
-    if plan_strategy(outdir) != "vertical":
+    strategy = plan_strategy(outdir)
+    if strategy == "vertical":
+        records = [read_vertical_plan(outdir).codec]
+    elif strategy == "adaptive":  # every kept cut's: a tensor's range is the same whichever cut sends it
+        plan = read_plan(outdir, "adaptive")
+        assert isinstance(plan, AdaptivePlanFile)
+        records = [k.codec for k in plan.kept]
+    else:
         return {}
-    plan = read_vertical_plan(outdir)
-    if plan.codec is None or not plan.codec.ranges:
-        return {}
-    codecs = plan.codec.codecs()
-    return dict(codecs) if isinstance(codecs, Mapping) else {}
+    held: dict[str, Codec] = {}
+    for record in records:
+        codecs = record.codecs() if record is not None and record.ranges else None
+        held.update(codecs if isinstance(codecs, Mapping) else {})
+    return held
 
 
 def server_part_path(outdir: str | Path) -> Path | None:

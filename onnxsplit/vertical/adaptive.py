@@ -18,9 +18,11 @@ original model.
 With a codec (`partition --adaptive --codec int8+lossless`), every cut is priced at its tensors' measured bytes
 in that codec before the kept cuts are drawn (vertical/codec_planning.priced_with), each kept cut that sends is
 checked against the output-change bound, and what the codec did there is kept with the cut (its CodecRecord):
-the device sends that cut's tensors in it, and the server decodes by the name each tensor carries. Only codecs
-whose frames describe themselves are taken (not int8:calibrated nor the image codecs, whose ranges the server
-would have to hold per cut).
+the device sends that cut's tensors in it, and the server decodes by the name each tensor carries. A calibrated
+codec (int8:calibrated, +lossless) keeps each tensor's range in its cut's record, which both sides read from
+plan.json (a tensor's range is the same whichever cut sends it: it comes from the same inputs). An image codec
+(jpeg:Q, webp:Q, png) prices and sends only the cut that sends the model's input, the other cuts travel as
+float32: the plain "send a JPEG" baseline, taken when the link is fast enough, beside the cuts for slower links.
 
 run-bench runs it (bench/adaptive.py: the estimate, the choice per request,
 local answers on a deadline); serve, device and update-weights refuse this
@@ -56,12 +58,12 @@ from splitnn.onnxsplit.artifacts.verification import (
     reference_outputs,
     verification_session,
 )
-from splitnn.onnxsplit.codecs.specs import require_self_describing
+from splitnn.onnxsplit.codecs.specs import image_spec, require_one_codec
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
-from splitnn.onnxsplit.vertical.codec_check import OutputChangeLimit, Tensors
-from splitnn.onnxsplit.vertical.codec_planning import checked_at, priced_with
+from splitnn.onnxsplit.vertical.codec_check import OutputChangeLimit, Tensors, measure_codec, part_runner
+from splitnn.onnxsplit.vertical.codec_planning import checked_at, image_input_cut, priced_with
 from splitnn.onnxsplit.vertical.link_range import KeptCut, best_over_range, latency_lines
 from splitnn.onnxsplit.vertical.planning import Plan, cut_record
 
@@ -79,11 +81,15 @@ class AdaptivePlan:
 def plan_adaptive_coded(analysis: Analysis, plan: Plan, low_bps: float, high_bps: float, spec: str,
                         inputs: Sequence[Tensors], limit: OutputChangeLimit) -> AdaptivePlan:
     """plan_adaptive with every cut's tensors sent in codec `spec`, priced and checked on `inputs` (module doc)."""
-    require_self_describing(spec, "--adaptive")
-    priced, at_cuts = priced_with(analysis, plan, spec, inputs)
+    require_one_codec(spec, "--adaptive")
+    only = None
+    if image_spec(spec) is not None:  # only the input can go as an image
+        tensors = set(image_input_cut(analysis, spec, None))
+        only = {c.cut.id for c in plan.candidates if c.cut.tensors and set(c.cut.tensors) == tensors}
+    priced, at_cuts = priced_with(analysis, plan, spec, inputs, only)
     adaptive = plan_adaptive(priced, low_bps, high_bps)
     codecs = {k.candidate.cut.id: checked_at(analysis.graph, k.candidate, spec, at_cuts, limit)
-              for k in adaptive.kept if k.candidate.cut.tensors}
+              for k in adaptive.kept if k.candidate.cut.tensors and (only is None or k.candidate.cut.id in only)}
     return dataclasses.replace(adaptive, codecs=codecs)
 
 
@@ -130,10 +136,26 @@ def write_adaptive(analysis: Analysis, adaptive: AdaptivePlan, outdir: str | Pat
         check = _verify_every_cut(staging, servers, feeds, device_results, reference, atol, rtol,
                                   device_file.relative_to(staging).as_posix())
         save_verification_data(staging, feeds, reference)
+        adaptive = dataclasses.replace(adaptive, codecs=_on_verification(staging, servers, adaptive.codecs,
+                                                                          {**feeds, **device_results}))
         document = _plan_file(analysis, adaptive, outdir, device, servers, check, ort_format)
         document = write_plan(staging, document)
         publish(staging, outdir)
         return document
+
+
+def _on_verification(folder: Path, servers: dict[int, Part], codecs: dict[int, CodecRecord],
+                     computed: Tensors) -> dict[int, CodecRecord]:
+    """Each kept cut's codec record with what it does on the verification input, which run-bench sends: the
+    server graph on its tensors through the codec (with the calibrated ranges) against it on them as they are."""
+    measured = {}
+    for cut_id, record in codecs.items():
+        server = servers[cut_id]
+        run = part_runner(folder, server, f"{SERVER_DIR}/{_server_file(cut_id)}")
+        sent = {n: computed[n] for n in server.inputs}
+        on_verification = measure_codec(run, [sent], [run(sent)], record.name, ranges=record.ranges)
+        measured[cut_id] = dataclasses.replace(record, verification_abs_err=on_verification.max_abs_err)
+    return measured
 
 
 def _server_file(cut_id: int) -> str:

@@ -67,9 +67,9 @@ def parse_output_change(text: str) -> OutputChangeLimit:
     raise SplitnnError(f"--max-output-change: cannot read '{text}' (use agreement>=0.99, relerr<=0.01 or abserr<=0.05)")
 
 
-def part_runner(folder: Path, server: Part) -> ServerRun:
-    """The written server part in `folder`, as measure_codec runs it."""
-    step = PartStep(f"{SERVER_DIR}/{MODEL_FILE}", server.inputs, server.outputs)
+def part_runner(folder: Path, server: Part, model: str = f"{SERVER_DIR}/{MODEL_FILE}") -> ServerRun:
+    """The written server part in `folder` (at `model` in it), as measure_codec runs it."""
+    step = PartStep(model, server.inputs, server.outputs)
     session = verification_session(folder / step.model)
     # run_steps adds the outputs to the pool it is given: a copy, so the caller's tensors stay what was sent.
     return lambda tensors: outputs_of(run_steps([step], dict(tensors), lambda _: session), server.outputs)

@@ -100,10 +100,12 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     return CodecPlan(dataclasses.replace(plan, chosen=chosen[0]), chosen[1], tuple(trials))
 
 
-def priced_with(analysis: Analysis, plan: Plan, spec: str, inputs: Sequence[Tensors]) -> tuple[Plan, list[Tensors]]:
-    """`plan` with every feasible cut that sends priced in `spec` at its measured bytes and codec times (an adaptive
-    plan draws its latency lines from these), and per input the model's outputs and every such cut's tensors."""
-    sending = [c for c in plan.candidates if c.feasible and c.cut.tensors]
+def priced_with(analysis: Analysis, plan: Plan, spec: str, inputs: Sequence[Tensors],
+                only: set[int] | None = None) -> tuple[Plan, list[Tensors]]:
+    """`plan` with every feasible cut that sends (of cut ids `only`, when given) priced in `spec` at its measured
+    bytes and codec times (an adaptive plan draws its latency lines from these), and per input the model's outputs
+    and every such cut's tensors."""
+    sending = [c for c in plan.candidates if c.feasible and c.cut.tensors and (only is None or c.cut.id in only)]
     at_cuts = _tensors_at(analysis.graph, {t for c in sending for t in c.cut.tensors}, inputs)
     scales = codec_scales(plan.device, plan.server)
     priced = {c.cut.id: _pair(analysis, plan, c, spec, at_cuts, scales) for c in sending}

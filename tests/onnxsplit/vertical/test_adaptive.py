@@ -125,5 +125,63 @@ def test_an_adaptive_plan_sends_each_kept_cut_in_a_codec(sample_path, tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["answered_remote"] == 6 and report["errors"] == 0 and report["outputs_match"] is True
-    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "x"), *common, "--codec", "int8:calibrated",
-                             "--calibration", str(tmp_path / "plain" / "plan.json")), "describe themselves")
+    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "x"), *common, "--codec", "auto"), "not auto")
+
+
+def test_an_adaptive_plan_holds_each_cut_s_calibrated_ranges(sample_path, tmp_path):
+    """int8:calibrated in an adaptive plan: each kept cut's ranges, from the user's inputs, in its record; the
+    device encodes and the server (serve, run-bench) decodes with them."""
+    import numpy as np
+
+    from splitnn.onnxsplit.runtime.server import plan_codecs
+
+    model = str(sample_path("alexnet"))
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "calib.npz", input=rng.random((6, 3, 224, 224), dtype=np.float32))
+    proc = run_cli("partition", model, "-o", str(tmp_path / "ad"), "--link", "4g", "--adaptive", "--bandwidth-range",
+                   "0.5Mbit-50Mbit", "--no-ort", "--codec", "int8:calibrated+lossless", "--calibration",
+                   str(tmp_path / "calib.npz"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    sending = [k for k in json.loads(proc.stdout)["kept"] if k["cut"]["tensors"]]
+    assert sending and all(k["codec"]["name"] == "int8:calibrated+lossless" and k["codec"]["inputs"] == 6 for k in sending)
+    assert all({r["name"] for r in k["codec"]["ranges"]} == set(k["cut"]["tensors"]) for k in sending)
+    assert set(plan_codecs(tmp_path / "ad")) == {t for k in sending for t in k["cut"]["tensors"]}
+    trace = tmp_path / "fast.csv"
+    trace.write_text("time_s,mbps\n0,40\n")
+    proc = run_cli("run-bench", str(tmp_path / "ad"), "--trace", str(trace), "--requests", "4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["answered_remote"] == 4 and report["errors"] == 0 and report["outputs_match"] is True
+
+
+def test_an_adaptive_plan_sends_the_input_as_an_image_on_a_real_classifier(tmp_path):
+    """The plain "send a JPEG" baseline as one of an adaptive plan's cuts: the orientation classifier (a real Paddle
+    export) on a board ten times slower than a RockPro64, rendered pages as calibration; webp:90 prices only the
+    cut that sends the input, which is kept for the fast links, and the board alone below."""
+    from dataclasses import replace
+
+    from splitnn.cost_models.catalog import load_device
+    from splitnn.cost_models.profiles import device_to_toml
+    from tests.helpers import ORIENTATION, document_pages, packaged_model
+
+    (tmp_path / "pages").mkdir()
+    for i, page in enumerate(document_pages(6)[0]):
+        page.save(tmp_path / "pages" / f"page{i}.png")
+    board = load_device("rockpro64")
+    slow = replace(board, name="slow-board", macs_per_s={k: v / 10 for k, v in board.macs_per_s.items()})
+    (tmp_path / "slow.toml").write_text(device_to_toml(slow), encoding="utf-8")
+    proc = run_cli("partition", str(packaged_model(*ORIENTATION[:2])), "-o", "ad", "--input-shape", "x:1x3x224x224",
+                   "--device", "slow.toml", "--link", "4g", "--no-ort", "--calibration", "pages", "--preprocess",
+                   "imagenet", "--adaptive", "--bandwidth-range", "0.1Mbit-100Mbit", "--codec", "webp:90", "--json",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    kept = json.loads(proc.stdout)["kept"]
+    (image,) = [k for k in kept if k.get("codec") is not None]
+    assert image["cut"]["tensors"] == ["x"] and image["codec"]["name"] == "webp:90" and image["high_bps"] == 100e6
+    assert image["codec"]["agreement"] == 1.0 and image["codec"]["raw_bytes"] / image["codec"]["coded_bytes"] > 20
+    assert any(not k["cut"]["tensors"] for k in kept)  # the board alone, for the slow links
+    (tmp_path / "fast.csv").write_text("time_s,mbps\n0,40\n")
+    proc = run_cli("run-bench", "ad", "--trace", "fast.csv", "--requests", "4", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["answered_remote"] == 4 and report["errors"] == 0 and report["outputs_match"] is True
