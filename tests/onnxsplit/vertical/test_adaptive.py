@@ -177,7 +177,8 @@ def test_an_adaptive_plan_sends_the_input_as_an_image_on_a_real_classifier(tmp_p
     assert proc.returncode == 0, proc.stderr
     kept = json.loads(proc.stdout)["kept"]
     (image,) = [k for k in kept if k.get("codec") is not None]
-    assert image["cut"]["tensors"] == ["x"] and image["codec"]["name"] == "webp:90" and image["high_bps"] == 100e6
+    # (Where exactly it hands over to the next cut moves with the encode time measured here: not asserted.)
+    assert image["cut"]["tensors"] == ["x"] and image["codec"]["name"] == "webp:90" and image["high_bps"] > 40e6
     assert image["codec"]["agreement"] == 1.0 and image["codec"]["raw_bytes"] / image["codec"]["coded_bytes"] > 20
     assert any(not k["cut"]["tensors"] for k in kept)  # the board alone, for the slow links
     (tmp_path / "fast.csv").write_text("time_s,mbps\n0,40\n")
@@ -185,3 +186,4 @@ def test_an_adaptive_plan_sends_the_input_as_an_image_on_a_real_classifier(tmp_p
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["answered_remote"] == 4 and report["errors"] == 0 and report["outputs_match"] is True
+    assert report["requests_per_cut"].get(str(image["cut"]["id"]), 0) >= 1  # the input went as a WebP file
