@@ -19,6 +19,10 @@ share of the run the link was down.
     python benchmarks/bench_adaptive.py [--models vgg16,resnet18] [--traces commute-lte,wifi-to-3g] [--duration S]
                                         [--deadline-factor 1.5 (0: none)]
     python benchmarks/bench_adaptive.py --drill [--requests 1000]
+    python benchmarks/bench_adaptive.py --models vgg16 --codec webp:90 --calibration PHOTOS [--max-output-change C]
+
+With --codec the adaptive plans send their cuts in it (an image codec: only the cut that sends the input, the
+others as float32), measured on the --calibration images, and the replays send the first of those images.
 """
 from __future__ import annotations
 
@@ -36,7 +40,8 @@ from benchmarks.cli_runs import sample_model  # noqa: E402
 from benchmarks.cli_runs import splitnn_json as _splitnn  # noqa: E402
 
 
-def _row(model: str, trace: str, duration: float | None, work: Path, deadline_factor: float) -> list[str]:
+def _row(model: str, trace: str, duration: float | None, work: Path, deadline_factor: float,
+         coding: tuple[str, ...] = ()) -> list[str]:
     path = sample_model(model, work)
     trace_file = REPO / "traces" / f"{trace}.csv"
     if duration is None:  # the whole trace: to its last step's start, and one step more
@@ -44,7 +49,7 @@ def _row(model: str, trace: str, duration: float | None, work: Path, deadline_fa
         duration = steps[-1][0] + (steps[-1][0] - steps[0][0]) / max(len(steps) - 1, 1)
     outdir = work / f"{model}-{trace}"
     plan = _splitnn("partition", str(path), "-o", str(outdir), "--adaptive", "--trace", str(trace_file), "--no-ort",
-                    cwd=work)
+                    *coding, cwd=work)
     alone = next(k for k in plan["kept"] if k["server_model"] is None)
     deadline = deadline_factor * alone["predicted"]["device_s"]
     report = _splitnn("run-bench", str(outdir), "--trace", str(trace_file), "--duration", str(duration),
@@ -148,17 +153,29 @@ def main() -> None:
                         help="the deadline as a multiple of the board's own time (0: no deadline)")
     parser.add_argument("--drill", action="store_true", help="the outage drill instead of the trace replays")
     parser.add_argument("--requests", type=int, default=1000, help="requests of the drill")
+    parser.add_argument("--codec", help="partition --codec for the adaptive plans (e.g. webp:90; with --calibration)")
+    parser.add_argument("--calibration", type=Path, help="partition --calibration: the images the codec is measured "
+                        "on; run-bench then sends the first of them")
+    parser.add_argument("--preprocess", default="imagenet", help="partition --preprocess for --calibration")
+    parser.add_argument("--max-output-change", help="partition --max-output-change")
     args = parser.parse_args()
     if args.drill:
         with tempfile.TemporaryDirectory(prefix="splitnn-drill-") as folder:
             drill(args.requests, Path(folder))
         return
+    coding: tuple[str, ...] = ()
+    if args.codec:
+        coding = ("--codec", args.codec)
+        if args.calibration:
+            coding += ("--calibration", str(args.calibration.resolve()), "--preprocess", args.preprocess)
+        if args.max_output_change:
+            coding += ("--max-output-change", args.max_output_change)
     print("| model | trace | run | requests | remote | local | errors | deadline missed | p50 ms | p99 ms | mean ms |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="splitnn-adaptive-") as folder:
         for model in args.models.split(","):
             for trace in args.traces.split(","):
-                for line in _row(model, trace, args.duration, Path(folder), args.deadline_factor):
+                for line in _row(model, trace, args.duration, Path(folder), args.deadline_factor, coding):
                     print(line, flush=True)
 
 

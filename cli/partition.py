@@ -148,18 +148,20 @@ def _write_adaptive(analysis, plan, choice: CutChoice, codec: CodecChoice, outdi
     from splitnn.onnxsplit.vertical.codec_planning import default_limit
 
     assert choice.bandwidth_range is not None
+    verification_feeds = None
     if codec.spec == "none":
         adaptive = plan_adaptive(plan, *choice.bandwidth_range)
     else:
         require_one_codec(codec.spec, "--adaptive")  # before any input is read
         calibration = _calibration(codec, analysis.graph)
         inputs = list(calibration.feeds) if calibration is not None else [random_inputs(analysis.graph)]
+        verification_feeds = inputs[0] if calibration is not None else None  # what run-bench sends: the user's
         with stderr().status(f"pricing every cut in {codec.spec}..."):
             adaptive = plan_adaptive_coded(analysis, plan, *choice.bandwidth_range, codec.spec, inputs,
                                            codec.limit or default_limit(analysis.graph))
     with stderr().status("writing and verifying the kept cuts..."):
         document = write_adaptive(analysis, adaptive, outdir, ort_format=verification.ort_format,
-                                  atol=verification.atol, rtol=verification.rtol)
+                                  atol=verification.atol, rtol=verification.rtol, feeds=verification_feeds)
     if as_json:
         click.echo(json.dumps(document.to_dict(), indent=1))
         return

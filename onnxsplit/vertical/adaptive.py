@@ -104,8 +104,10 @@ def plan_adaptive(plan: Plan, low_bps: float, high_bps: float) -> AdaptivePlan:
 
 
 def write_adaptive(analysis: Analysis, adaptive: AdaptivePlan, outdir: str | Path, *, ort_format: bool = True,
-                   atol: float = 1e-4, rtol: float = 1e-3) -> AdaptivePlanFile:
-    """Write, verify (every kept cut) and publish the adaptive plan; return the plan file written."""
+                   atol: float = 1e-4, rtol: float = 1e-3, feeds: Tensors | None = None) -> AdaptivePlanFile:
+    """Write, verify (every kept cut) and publish the adaptive plan; return the plan file written. `feeds`: the
+    verification input, which run-bench sends (default: a random one; with a codec, give one of the user's
+    inputs: an image codec's bytes depend on what the image shows)."""
     outdir = Path(outdir)
     graph = analysis.graph
     if graph.path is None:
@@ -129,7 +131,7 @@ def write_adaptive(analysis: Analysis, adaptive: AdaptivePlan, outdir: str | Pat
         if ort_format:
             convert_to_ort(device_file, staging / DEVICE_DIR / ORT_FILE)
             device_file = staging / DEVICE_DIR / ORT_FILE
-        feeds = random_inputs(graph)
+        feeds = dict(feeds) if feeds is not None else random_inputs(graph)
         reference = reference_outputs(graph, feeds)
         device_results = dict(zip(device.outputs, verification_session(device_file).run(
             list(device.outputs), {n: feeds[n] for n in device.inputs})))
