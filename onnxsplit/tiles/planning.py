@@ -197,10 +197,10 @@ def _candidate(analysis: Analysis, stacks: list[StackPhase], nodes: int, profile
     remainder = tuple(i for i in placeable_indices(graph) if i not in in_stack)
     node_bytes = sum(phase.param_bytes for phase in stacks) + max(phase.grid.max_tile_peak_bytes for phase in stacks)
     tiles_fit = node_bytes <= profile.usable_ram_bytes
-    # (A candidate whose tiles do not fit is ruled out anyway: its remainder is not worth splitting.)
     def layer_s(i: int) -> float:
         return seconds(graph, costs, [i], profile)
 
+    # (A candidate whose tiles do not fit is ruled out anyway: its remainder is not worth splitting.)
     splits = plan_neuron_splits(graph, costs, remainder, nodes, profile.usable_ram_bytes,
                                 layer_s if fc_split == "time" else None, STITCH_ROUND_TRIP_S) if tiles_fit else []
     split_at = {split.index: len(split.ranges) for split in splits}
@@ -279,9 +279,12 @@ def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tup
                                             fc_split))
                 except SplitnnError as exc:  # a remainder layer no set of nodes can hold at this depth
                     refused = exc
-        ends = [p for p in pools if p < depth] + [depth]
-        counts = range(2, len(ends) + 1) if stacks is None else range(stacks, stacks + 1) if stacks > 1 else range(0)
-        for split in (_several_stacks(analysis, stack, ends, grid, nodes, profile, counts) if len(counts) else []):
+        ends = [p for p in pools if p < depth] + [depth]  # where a stack may end
+        if stacks is None:
+            counts = range(2, len(ends) + 1)  # every number of stacks the ends allow
+        else:
+            counts = range(stacks, stacks + 1) if stacks > 1 else range(0)
+        for split in (_several_stacks(analysis, stack, ends, grid, nodes, profile, counts) if counts else []):
             try:
                 plans.append(_candidate(analysis, split, nodes, profile, fc_split))
             except SplitnnError as exc:
