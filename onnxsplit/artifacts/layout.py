@@ -4,6 +4,7 @@ OUTDIR/plan.json
 OUTDIR/device/model.onnx, weights.bin, model.ort      a vertical split's device part
 OUTDIR/server/model.onnx, weights.bin                 its server part
 OUTDIR/tiles/model.onnx, weights.bin, tile_<id>.onnx  a tile plan's fused stack and tiles
+OUTDIR/tiles/stack<k>/...                             its k-th stack after the first (same files)
 OUTDIR/remainder/...                                  what runs after the tiles are stitched
 OUTDIR/verification/inputs.npz, reference.npz         the verification input, the original's outputs on it
 Paths stored in plan.json are relative to OUTDIR, with forward slashes.
@@ -20,3 +21,8 @@ TILES_DIR = "tiles"
 REMAINDER_DIR = "remainder"
 VERIFICATION_INPUTS_FILE = "verification/inputs.npz"  # the input the parts were verified on
 VERIFICATION_REFERENCE_FILE = "verification/reference.npz"  # the original model's outputs on it
+
+
+def tile_stack_dir(number: int) -> str:
+    """The folder of a tile plan's stack `number` (0: the first, which reads the image)."""
+    return TILES_DIR if number == 0 else f"{TILES_DIR}/stack{number}"

@@ -29,7 +29,7 @@ from onnx import helper
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.chain import PartStep, SlicedStep, SliceRef, Step, cached_sessions, run_steps
 from splitnn.onnxsplit.artifacts.folder import publish, staging_folder
-from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, REMAINDER_DIR, TILES_DIR, WEIGHTS_FILE
+from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, REMAINDER_DIR, WEIGHTS_FILE, tile_stack_dir
 from splitnn.onnxsplit.artifacts.part_files import save_part
 from splitnn.onnxsplit.artifacts.parts import Part, build_part, part_boundary
 from splitnn.onnxsplit.artifacts.plan_file import TilePlanFile, header_fields, save_verification_data, write_plan
@@ -132,7 +132,7 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
         steps: list[Step] = []
         with WeightSource.of(graph) as weights:
             for number, part in enumerate(stack_parts):
-                save_part(part, staging / _stack_dir(number), weights)
+                save_part(part, staging / tile_stack_dir(number), weights)
             if plan.neuron_splits:
                 steps = _write_steps(analysis, plan, staging, weights)
             elif remainder.model is not None:
@@ -170,11 +170,6 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
         return document
 
 
-def _stack_dir(number: int) -> str:
-    """Where stack `number` (0: the first, which reads the image) keeps its files."""
-    return TILES_DIR if number == 0 else f"{TILES_DIR}/stack{number}"
-
-
 def _parts(analysis: Analysis, plan: TilePlan) -> tuple[list[Part], Part]:
     """Each fused stack (on its whole input) and the remainder that runs on the last stack's stitched output."""
     graph = analysis.graph
@@ -198,7 +193,7 @@ def _write_tile_graphs(plan: TilePlan, staging: Path, reuse: bool) -> tuple[dict
     blob; returns the artifacts and each stack's reuse record."""
     stacks, docs = [], []
     for number, phase in enumerate(plan.stacks):
-        folder = _stack_dir(number)
+        folder = tile_stack_dir(number)
         stack_model = onnx.load(str(staging / folder / MODEL_FILE), load_external_data=False)
         files: dict[str, Any] = {"stack_model": f"{folder}/{MODEL_FILE}", "stack_weights": f"{folder}/{WEIGHTS_FILE}",
                                  "tiles": []}
