@@ -417,7 +417,7 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
                                                              start, after_first_tile)
         earlier, futures = stages[:-1], [f for stage, _ in stages for f in stage]
     else:
-        stitched, records = _stitch_first(futures, tile_of, program.stack_shape, start, after_first_tile)
+        stitched, records = _stitch_results(futures, tile_of, program.stack_shape, start, after_first_tile)
         phases = [time.perf_counter() - start]
         for number, (later, plugin) in enumerate(zip(program.later, plugins[1:]), start=1):
             stitched, more = _run_stack(client, later, plugin, number, stitched, workers, start, records)
@@ -434,9 +434,10 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
                     split_s)
 
 
-def _stitch_first(futures: list[Any], tile_of: dict[str, Any], shape: tuple[int, ...], start: float,
+def _stitch_results(futures: list[Any], tile_of: dict[str, Any], shape: tuple[int, ...], start: float,
                   after_first_tile: Callable[[str], Any] | None) -> tuple[np.ndarray, list[TileRecord]]:
-    """The first stack's output, stitched on the client as its tasks complete, and its tiles' records."""
+    """A stack's output, stitched on the client as its tasks complete (tile groups, or reuse's one-tile tasks),
+    and its tiles' records."""
     from distributed import as_completed
 
     stitched = None
@@ -467,7 +468,7 @@ def _run_stack(client: Any, later: LaterStack, plugin: str, number: int, previou
 
     if later.second_phase:  # reuse: the stack's two phases, as the first stack's
         futures, tile_of = _submit_with_reuse(client, later.tiles, later.second_phase, plugin, previous, workers)
-        stitched, mine = _stitch_first(futures, tile_of, later.output_shape, start, None)
+        stitched, mine = _stitch_results(futures, tile_of, later.output_shape, start, None)
         records += [TileRecord(r.id, r.worker, r.seconds, r.done_s, number) for r in mine]
         return stitched, futures
     regions = [crop(previous, t.input_region) for t in later.tiles]
@@ -529,7 +530,7 @@ def _through_workers(client: Any, program: TileProgram, plugins: list[str], firs
     done = _await_stages(client, [futures for futures, _ in stages], start, after_first_tile)
     phases = [done[0]] + [max(b - a, 0.0) for a, b in zip(done, done[1:])]
     last_futures, last_tile_of = stages[-1]
-    stitched, records = _stitch_first(last_futures, last_tile_of, program.later[-1].output_shape, start, None)
+    stitched, records = _stitch_results(last_futures, last_tile_of, program.later[-1].output_shape, start, None)
     number = len(stages) - 1
     return stitched, [TileRecord(r.id, r.worker, r.seconds, r.done_s, number) for r in records], phases, stages
 
