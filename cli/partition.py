@@ -215,12 +215,16 @@ def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
     else:
         console.print(f"[bold]Tile plan[/bold]: {len(stacks)} fused stacks in turn on {document.nodes} x "
                       f"{document.node_profile.name}, each stitched before the next is tiled; {rest}")
-        for k, (layers, g, until, _) in enumerate(stacks):
+        macs = [(document.stack_macs, document.tiled_macs), *((s.stack_macs, s.tiled_macs) for s in document.later_stacks)]
+        for k, ((layers, g, until, _), (own, tiled)) in enumerate(zip(stacks, macs)):
             phase = f", {p.stack_phases_s[k] * 1e3:.1f} ms predicted" if len(p.stack_phases_s) == len(stacks) else ""
-            console.print(f"  stack {k + 1}: {len(layers)} layers up to {until}, grid {g.rows}x{g.cols}{phase}")
+            console.print(f"  stack {k + 1}: {len(layers)} layers up to {until}, grid {g.rows}x{g.cols}, redundant MACs "
+                          f"{tiled / own - 1:.1%}{phase}")
+    lead = (f"  redundant MACs {document.redundant_macs_ratio:.1%} (overlaps computed twice); " if len(stacks) == 1
+            else "  ")
     console.print(
-        f"  redundant MACs {document.redundant_macs_ratio:.1%} (overlaps computed twice); largest tile's "
-        f"activations {human_bytes(document.max_tile_peak_bytes)} = {document.tile_peak_fraction:.1%} of the "
+        f"{lead}largest tile's activations{' (stack 1)' if len(stacks) > 1 else ''} "
+        f"{human_bytes(document.max_tile_peak_bytes)} = {document.tile_peak_fraction:.1%} of the "
         f"untiled stack's {human_bytes(document.stack_peak_bytes)}; per node {human_bytes(memory.node_bytes)} "
         f"of {human_bytes(memory.node_usable_bytes)} usable")
     reused = [(k, r, tiled) for k, (r, tiled) in enumerate([(document.reuse, document.tiled_macs), *(
