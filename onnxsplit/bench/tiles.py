@@ -208,11 +208,9 @@ def _time_workers(client: Any, program: TileProgram, plugins: list[str], handles
         step(i + 1)
     row = {"workers": n, "wall_s": statistics.median(r.total_s for r in images),
            "tiles_phase_s": statistics.median(r.tiles_phase_s for r in images),
-           "stack_phases_s": tuple(statistics.median(r.stack_phases_s[k] for r in images)
-                                   for k in range(len(images[0].stack_phases_s))),
+           "stack_phases_s": tuple(map(statistics.median, zip(*(r.stack_phases_s for r in images)))),
            "remainder_s": statistics.median(r.total_s - r.tiles_phase_s for r in images),
-           "split_layers_s": tuple(statistics.median(r.split_layers_s[k] for r in images)
-                                   for k in range(len(images[0].split_layers_s))),
+           "split_layers_s": tuple(map(statistics.median, zip(*(r.split_layers_s for r in images)))),
            "client_cpu_s": statistics.median(cpus)}
     return _WorkerCountRun(row, images[-1].outputs, images[-1].records, retries, killed)
 

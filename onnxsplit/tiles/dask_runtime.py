@@ -403,15 +403,16 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
     tiles travel in (tile_task_count's by default; as many as tiles: one each). `handoff`: see HANDOFFS."""
     if handoff not in HANDOFFS:
         raise SplitnnError(f"unknown hand-off '{handoff}': one of {', '.join(HANDOFFS)}")
+    if handoff == "workers" and any(later.second_phase for later in program.later):
+        raise SplitnnError("--handoff workers does not run a reuse plan's later stacks: use --handoff client")
     image = feeds[program.image]
     start = time.perf_counter()
     if program.second_phase:
         futures, tile_of = _submit_with_reuse(client, program.tiles, program.second_phase, plugins[0], image, workers)
     else:
-        futures, tile_of = _submit_groups(client, program, plugins[0], image, workers, tasks)
+        futures, tile_of = _submit_groups(client, program.tiles, plugins[0], image, program.plan.image_layout, workers,
+                                          tasks)
     earlier: list[tuple[list[Any], dict[str, Any]]] = []  # stacks whose outputs stayed on the workers
-    if handoff == "workers" and any(later.second_phase for later in program.later):
-        raise SplitnnError("--handoff workers does not run a reuse plan's later stacks: use --handoff client")
     if program.later and handoff == "workers":
         stitched, records, phases, stages = _through_workers(client, program, plugins, (futures, tile_of), workers,
                                                              start, after_first_tile)
@@ -435,9 +436,10 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
 
 
 def _stitch_results(futures: list[Any], tile_of: dict[str, Any], shape: tuple[int, ...], start: float,
-                  after_first_tile: Callable[[str], Any] | None) -> tuple[np.ndarray, list[TileRecord]]:
-    """A stack's output, stitched on the client as its tasks complete (tile groups, or reuse's one-tile tasks),
-    and its tiles' records."""
+                    after_first_tile: Callable[[str], Any] | None = None, stack: int = 0
+                    ) -> tuple[np.ndarray, list[TileRecord]]:
+    """Stack number `stack`'s output, stitched on the client as its tasks complete (tile groups, or reuse's
+    one-tile tasks), and its tiles' records."""
     from distributed import as_completed
 
     stitched = None
@@ -453,7 +455,7 @@ def _stitch_results(futures: list[Any], tile_of: dict[str, Any], shape: tuple[in
             if stitched is None:
                 stitched = np.empty(shape, dtype=tile_output.dtype)
             paste(stitched, tile.output_region, tile_output)
-            records.append(TileRecord(tile.id, worker, tile_s, time.perf_counter() - start))
+            records.append(TileRecord(tile.id, worker, tile_s, time.perf_counter() - start, stack))
         if after_first_tile is not None and len(records) == len(tiles):
             after_first_tile(worker)
     return stitched, records  # type: ignore[return-value]
@@ -462,33 +464,21 @@ def _stitch_results(futures: list[Any], tile_of: dict[str, Any], shape: tuple[in
 def _run_stack(client: Any, later: LaterStack, plugin: str, number: int, previous: np.ndarray, workers: list[str],
                start: float, records: list[TileRecord]) -> tuple[np.ndarray, list[Any]]:
     """A later stack's tiles, cropped from the previous stack's stitched output on the client (hand-off
-    "client"), one task per worker as the first stack's; each tile's record is added to `records`. Returns the
-    stitched output and the futures."""
-    from distributed import as_completed
-
-    if later.second_phase:  # reuse: the stack's two phases, as the first stack's
+    "client"), sent as the first stack's are; each tile's record is added to `records`. Returns the stitched
+    output and the futures."""
+    if later.second_phase:  # reuse: the stack's two phases
         futures, tile_of = _submit_with_reuse(client, later.tiles, later.second_phase, plugin, previous, workers)
-        stitched, mine = _stitch_results(futures, tile_of, later.output_shape, start, None)
-        records += [TileRecord(r.id, r.worker, r.seconds, r.done_s, number) for r in mine]
-        return stitched, futures
-    regions = [crop(previous, t.input_region) for t in later.tiles]
-    groups = _groups(later.tiles, len(workers))
-    futures = client.map(run_tile_group, [plugin] * len(groups), [[later.tiles[i].id for i in g] for g in groups],
-                         [[regions[i] for i in g] for g in groups], workers=workers, allow_other_workers=False, pure=False)
-    tile_of = {f.key: [later.tiles[i] for i in group] for f, group in zip(futures, groups)}
-    stitched = None
-    for future in as_completed(futures):
-        outputs, seconds, worker = future.result()
-        for tile, tile_output, tile_s in zip(tile_of[future.key], outputs, seconds):
-            if stitched is None:
-                stitched = np.empty(later.output_shape, dtype=tile_output.dtype)
-            paste(stitched, tile.output_region, tile_output)
-            records.append(TileRecord(tile.id, worker, tile_s, time.perf_counter() - start, number))
-    return stitched, futures  # type: ignore[return-value]
+    else:
+        futures, tile_of = _submit_groups(client, later.tiles, plugin, previous, "NCHW", workers)
+    stitched, mine = _stitch_results(futures, tile_of, later.output_shape, start, stack=number)
+    records += mine
+    return stitched, futures
 
 
-def _groups(tiles: tuple[Any, ...], workers: int) -> list[list[int]]:
-    return tile_groups([t.predicted_s for t in tiles], min(tile_task_count(len(tiles), workers), len(tiles)))
+def _groups(tiles: tuple[Any, ...], workers: int, tasks: int | None = None) -> list[list[int]]:
+    """The tiles (indices) as `tasks` groups of about equal predicted time (default: tile_task_count's)."""
+    count = tasks if tasks is not None else tile_task_count(len(tiles), workers)
+    return tile_groups([t.predicted_s for t in tiles], min(count, len(tiles)))
 
 
 def run_tile_group_from(plugin_name: str, tile_ids: list[int], regions: list[tuple[int, ...]],
@@ -530,9 +520,9 @@ def _through_workers(client: Any, program: TileProgram, plugins: list[str], firs
     done = _await_stages(client, [futures for futures, _ in stages], start, after_first_tile)
     phases = [done[0]] + [max(b - a, 0.0) for a, b in zip(done, done[1:])]
     last_futures, last_tile_of = stages[-1]
-    stitched, records = _stitch_results(last_futures, last_tile_of, program.later[-1].output_shape, start, None)
-    number = len(stages) - 1
-    return stitched, [TileRecord(r.id, r.worker, r.seconds, r.done_s, number) for r in records], phases, stages
+    stitched, records = _stitch_results(last_futures, last_tile_of, program.later[-1].output_shape, start,
+                                        stack=len(stages) - 1)
+    return stitched, records, phases, stages
 
 
 def _await_stages(client: Any, stages: list[list[Any]], start: float,
@@ -580,15 +570,15 @@ def tile_task_count(tiles: int, workers: int) -> int:
     return min(tiles, workers)
 
 
-def _submit_groups(client: Any, program: TileProgram, plugin_name: str, image: np.ndarray, workers: list[str],
-                   tasks: int | None) -> tuple[list[Any], dict[str, Any]]:
-    """The tiles as `tasks` Dask tasks of about equal predicted time (tile_groups)."""
-    regions = [crop(image, t.input_region, program.plan.image_layout) for t in program.tiles]
-    count = tasks if tasks is not None else tile_task_count(len(program.tiles), len(workers))
-    groups = tile_groups([t.predicted_s for t in program.tiles], min(count, len(program.tiles)))
-    futures = client.map(run_tile_group, [plugin_name] * len(groups), [[program.tiles[i].id for i in g] for g in groups],
+def _submit_groups(client: Any, tiles: tuple[Any, ...], plugin_name: str, source: np.ndarray, layout: str,
+                   workers: list[str], tasks: int | None = None) -> tuple[list[Any], dict[str, Any]]:
+    """A stack's tiles, cropped from `source` (the image, or the previous stack's stitched output, in `layout`),
+    as Dask tasks of about equal predicted time (_groups)."""
+    regions = [crop(source, t.input_region, layout) for t in tiles]
+    groups = _groups(tiles, len(workers), tasks)
+    futures = client.map(run_tile_group, [plugin_name] * len(groups), [[tiles[i].id for i in g] for g in groups],
                          [[regions[i] for i in g] for g in groups], workers=workers, allow_other_workers=False, pure=False)
-    return futures, {f.key: [program.tiles[i] for i in group] for f, group in zip(futures, groups)}
+    return futures, {f.key: [tiles[i] for i in group] for f, group in zip(futures, groups)}
 
 
 def _submit_with_reuse(client: Any, tiles: tuple[Any, ...], second_phase: dict[int, dict[str, Any]], plugin_name: str,
