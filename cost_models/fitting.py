@@ -4,8 +4,9 @@ The model is the roofline of cost_models.latency, per original node:
     t(node) = max(MACs / (rate[class] x width efficiency),
                   activation bytes / bandwidth + weight bytes / weight bandwidth) + overhead
 and a kernel group (splitnn.cost_models.node_timing) is predicted as the sum over the
-nodes it computes. The width efficiency of a narrow dense convolution comes
-from the base profile (dense_conv_full_channels, which the `host`
+nodes it computes. The rate efficiency of a narrow dense convolution and of a
+depthwise one's rows comes from the base profile (dense_conv_full_channels,
+depthwise_row_overhead and depthwise_strided_efficiency, which the `host`
 micro-benchmarks measure); it is not fitted. The seven figures (four class rates, two bandwidths, overhead) are
 fitted in log space by scipy's `least_squares` (trust-region reflective, each
 figure bounded within a factor of 10^6 of the base profile's) on the residuals
@@ -44,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from splitnn.cost_models.latency import node_work, width_efficiency
+from splitnn.cost_models.latency import node_work, rate_efficiency
 from splitnn.cost_models.node_timing import NodeTimings
 from splitnn.cost_models.op_classes import OP_CLASSES
 from splitnn.cost_models.profiles import DeviceProfile
@@ -125,8 +126,9 @@ class _Design:
 
 
 def _design(measurements: list[tuple[Graph, NodeTimings]], base: DeviceProfile) -> _Design:
-    """The measured groups as arrays. A narrow dense convolution counts as MACs / its width efficiency on `base`
-    (cost_models.latency): the fit finds the full rate, which the width then scales down as in prediction."""
+    """The measured groups as arrays. A node counts as MACs / its rate efficiency on `base` (a narrow dense
+    convolution, a depthwise one's rows; cost_models.latency): the fit finds the full rate, which the
+    efficiency then scales down as in prediction."""
     macs, nbytes, weights, klass, group, measured, model_of = [], [], [], [], [], [], []
     for model_index, (graph, timings) in enumerate(measurements):
         costs = node_costs(graph)
@@ -137,7 +139,7 @@ def _design(measurements: list[tuple[Graph, NodeTimings]], base: DeviceProfile) 
                 continue  # nothing to predict it from (or too fast to see)
             for index in g.nodes:
                 work = node_work(graph.nodes[index], costs[index], graph)
-                macs.append(work.macs / width_efficiency(work.channels, base))
+                macs.append(work.macs / rate_efficiency(work, base))
                 nbytes.append(work.bytes_moved - work.weight_bytes)
                 weights.append(work.weight_bytes)
                 klass.append(OP_CLASSES.index(work.op_class))

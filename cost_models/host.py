@@ -5,20 +5,24 @@ the optimization level of the device's ORT-format part (DEVICE_PART_LEVEL: at
 onnxruntime's default level a depthwise convolution ran 3.2x faster than the
 same shape inside a device part, 52 against 16 GMAC/s); a narrow dense
 convolution (16 channels) gives the width from which dense convolutions run
-at the full rate; memory bandwidth is a numpy copy; the per-node overhead is
-the time per node of a chain of tiny Relu nodes. The result is cached as TOML under
+at the full rate; depthwise convolutions with wide, narrow and strided rows
+give that class's full rate and its row efficiency (cost_models.latency). The
+activations' bandwidth is onnxruntime adding two layer-sized tensors, which
+stay in the caches, and the weights' bandwidth a vector times a matrix larger
+than the caches; the elementwise rate is a Relu of a layer-sized tensor; the
+per-node overhead is the time per node of a chain of tiny Relu nodes. The
+result is cached as TOML under
 $SPLITNN_CACHE_DIR (default ~/.cache/splitnn) so that later runs agree, with
 when it was measured and how loaded the machine was then. A kept profile is
 measured again when it is older than a week, was measured on another number of
-cores, or was measured under load (more than half a core busy per core) and
-the machine is quiet now: one cache written while the machine was busy put
-dense convolution at a third of its real rate. Its power is not measured: it
-is left unknown, and energy is not predicted with it.
+cores, by older probes (PROBES), or was measured under load (more than half a
+core busy per core) and the machine is quiet now: one cache written while the
+machine was busy put dense convolution at a third of its real rate. Its power
+is not measured: it is left unknown, and energy is not predicted with it.
 """
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +45,7 @@ def cache_path() -> Path:
     return Path(root) / "host.toml"
 
 
-def _time_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int = 7) -> float:
+def _time_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int = 25) -> float:
     from splitnn.onnxsplit.core.ort_session import create_session, median_run_seconds
 
     return median_run_seconds(create_session(model, level=DEVICE_PART_LEVEL), feeds, runs)
@@ -58,29 +62,66 @@ def _single(op: str, x_shape: list[int], w_shape: list[int] | None, out: str = "
     return model, {"x": rng.standard_normal(x_shape).astype(np.float32)}
 
 
+# The depthwise probes: rows of these widths (cost_models.latency's row efficiency), the strided one by 2.
+WIDE_ROW, NARROW_ROW, STRIDED_ROW = 224, 14, 56
+
+
+def _depthwise_rates() -> tuple[float, float, float]:
+    """The depthwise class's full rate, its row overhead (columns) and its strided efficiency, from three
+    3x3 depthwise convolutions: wide rows, narrow rows, and wide rows stepped by 2.
+
+    With rate(w) = full * w / (w + w0), the narrow-to-wide ratio q gives w0 = W N (1 - q) / (W q - N)."""
+    def rate(channels: int, height: int, width: int, stride: int) -> float:
+        model, feeds = _single("Conv", [1, channels, height, width], [channels, 1, 3, 3], pads=[1, 1, 1, 1],
+                               group=channels, strides=[stride, stride])
+        return channels * (height // stride) * (width // stride) * 9 / _time_model(model, feeds)
+
+    wide, narrow = rate(64, 32, WIDE_ROW, 1), rate(1024, 14, NARROW_ROW, 1)
+    ratio = min(narrow / wide, 1.0)
+    overhead = 0.0 if ratio >= 1 else min(1000.0, WIDE_ROW * NARROW_ROW * (1 - ratio) / max(WIDE_ROW * ratio - NARROW_ROW, 1e-3))
+    full = wide * (WIDE_ROW + overhead) / WIDE_ROW
+    strided_row = STRIDED_ROW // 2
+    strided = rate(128, 56, STRIDED_ROW, 2) / (full * strided_row / (strided_row + overhead))
+    return full, overhead, min(strided, 1.0)
+
+
+def _bandwidths() -> tuple[float, float]:
+    """The activations' bandwidth: onnxruntime adding two layer-sized tensors (1.6 MB each), which stay in the
+    caches as a layer's activations do (about 110 GB/s here, where a 64 MB copy moves 40); and the weights':
+    a vector times a 128 MB matrix, each weight read once from DRAM, as a fully connected layer at batch 1."""
+    shape = [1, 128, 56, 56]
+    rng = np.random.default_rng(0)
+    node = helper.make_node("Add", ["x", "z"], ["y"])
+    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("x", "z")],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    feeds = {n: rng.standard_normal(shape).astype(np.float32) for n in ("x", "z")}
+    activations = 3 * 4 * int(np.prod(shape)) / _time_model(model, feeds)
+    model, feeds = _single("MatMul", [1, 4096], [4096, 8192])
+    weights = 4096 * 8192 * 4 / _time_model(model, feeds)
+    return activations, weights
+
+
 def measure_host() -> DeviceProfile:
+    """Each probe is the median of 25 runs, after one throw-away probe: the first probe on a machine that was
+    idle ran 10% slow, and the narrow convolution's width, which goes as the square of a ratio of two
+    rates, moved from 66 to 52 with it (7 runs each)."""
     rates = {}
     model, feeds = _single("Conv", [1, 128, 56, 56], [128, 128, 3, 3], pads=[1, 1, 1, 1])
+    _time_model(model, feeds)
     rates["dense_conv"] = 56 * 56 * 128 * 128 * 9 / _time_model(model, feeds)
     model, feeds = _single("Conv", [1, 16, 112, 112], [16, 16, 3, 3], pads=[1, 1, 1, 1])
     narrow = 112 * 112 * 16 * 16 * 9 / _time_model(model, feeds)
     # 16 channels run at sqrt(16 / full) of the full rate (cost_models.latency), so full = 16 / (narrow / rate)^2.
     full_channels = min(1024.0, 16 / min(1.0, narrow / rates["dense_conv"]) ** 2)
-    model, feeds = _single("Conv", [1, 256, 56, 56], [256, 1, 3, 3], pads=[1, 1, 1, 1], group=256)
-    rates["depthwise_conv"] = 56 * 56 * 256 * 9 / _time_model(model, feeds)
+    rates["depthwise_conv"], row_overhead, strided = _depthwise_rates()
     model, feeds = _single("MatMul", [256, 1024], [1024, 1024])
     rates["matmul"] = 256 * 1024 * 1024 / _time_model(model, feeds)
-    model, feeds = _single("Sigmoid", [1, 64, 64, 64], None)
-    rates["elementwise"] = 64**3 / _time_model(model, feeds)
-
-    block = np.ones(64 * 1024 * 1024 // 4, dtype=np.float32)
-    target = np.empty_like(block)
-    copies = []
-    for _ in range(5):
-        start = time.perf_counter()
-        np.copyto(target, block)
-        copies.append(time.perf_counter() - start)
-    bandwidth = 2 * block.nbytes / statistics.median(copies)  # read + write
+    # The cheapest common elementwise operator: in the caches, as bound by memory as by arithmetic.
+    model, feeds = _single("Relu", [1, 128, 56, 56], None)
+    rates["elementwise"] = 128 * 56 * 56 / _time_model(model, feeds)
+    bandwidth, weight_bandwidth = _bandwidths()
 
     chain = [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"]) for i in range(200)]
     graph = helper.make_graph(chain, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [4])],
@@ -96,14 +137,19 @@ def measure_host() -> DeviceProfile:
             "name": "host",
             "description": "this machine, measured with onnxruntime",
             "compute": {**{f"{k}_gmac_per_s": v for k, v in gmac.items()}, "per_node_overhead_ms": round(overhead * 1000, 4),
-                        "dense_conv_full_channels": round(full_channels, 1)},
-            "memory": {"bandwidth_gb_per_s": round(bandwidth / 1e9, 3), "ram_gb": ram_bytes / 1e9, "usable_fraction": 0.8},
+                        "dense_conv_full_channels": round(full_channels, 1), "depthwise_row_overhead": round(row_overhead, 2),
+                        "depthwise_strided_efficiency": round(strided, 3)},
+            "memory": {"bandwidth_gb_per_s": round(bandwidth / 1e9, 3), "weight_bandwidth_gb_per_s": round(weight_bandwidth / 1e9, 3),
+                       "ram_gb": ram_bytes / 1e9, "usable_fraction": 0.8},
         },
         "measured",
     )
 
 
 MAX_AGE_S = 7 * 24 * 3600
+# The version of the micro-benchmarks above; a kept profile measured by another is measured again.
+# 2: depthwise rows, the activations' bandwidth in the caches, the weights' from a matrix in DRAM.
+PROBES = 2
 BUSY_LOAD_PER_CORE = 0.5
 
 
@@ -121,6 +167,8 @@ def is_stale(measurement: dict[str, Any], now: float, load_now: float) -> str:
         measured_at, load_then, cpus = (float(measurement[k]) for k in ("measured_at", "load_per_core", "cpus"))
     except (KeyError, TypeError, ValueError):
         return "it does not say when it was measured"
+    if measurement.get("probes") != PROBES:
+        return "it was measured by an older set of micro-benchmarks"
     if measurement.get("level") != DEVICE_PART_LEVEL:
         return f"it was not measured at the device part's optimization level ({DEVICE_PART_LEVEL})"
     if now - measured_at > MAX_AGE_S:
@@ -145,7 +193,7 @@ def host_profile(refresh: bool = False) -> DeviceProfile:
     load = load_per_core()
     profile = measure_host()
     record = (f"\n[measurement]\nmeasured_at = {time.time():.0f}\nload_per_core = {max(load, load_per_core()):.3f}\n"
-              f"cpus = {os.cpu_count() or 1}\nlevel = \"{DEVICE_PART_LEVEL}\"\n")
+              f"cpus = {os.cpu_count() or 1}\nlevel = \"{DEVICE_PART_LEVEL}\"\nprobes = {PROBES}\n")
     write_text_atomic(path, device_to_toml(profile, ["Measured by splitnn on this machine (cost_models/host.py); delete to "
                                                      "measure again."]) + record)
     return device_from_dict(read_toml(path, "cached host profile"), f"measured:{path}")

@@ -10,9 +10,12 @@ Weights and activations get a bandwidth each where the profile says so:
 weights are read once per inference, from DRAM once the model outgrows the
 caches, while a layer's activations were mostly just written and are still
 in cache (on this 2-core host, about 40 against 170 GB/s). Operator classes
-follow how runtimes implement them. The width efficiency is 1 but for a dense
-convolution with fewer output channels per group than the profile's
-dense_conv_full_channels: sqrt(channels / full channels) (see DeviceProfile).
+follow how runtimes implement them. The rate efficiency is 1 but for
+- a dense convolution with fewer output channels per group than the profile's
+  dense_conv_full_channels: sqrt(channels / full channels);
+- a depthwise convolution, whose kernel runs along each output row: width /
+  (width + depthwise_row_overhead), times depthwise_strided_efficiency where it
+  steps more than one column (see DeviceProfile).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from splitnn.cost_models.op_classes import DENSE_CONV, op_class
+from splitnn.cost_models.op_classes import DENSE_CONV, DEPTHWISE_CONV, op_class
 from splitnn.cost_models.profiles import DeviceProfile
 from splitnn.cost_models.registry import NodeCost
 from splitnn.onnxsplit.model.graph import Graph, Node
@@ -41,6 +44,8 @@ class NodeWork:
     bytes_moved: int  # activations and weights
     weight_bytes: int = 0  # of which weights (plan files older than this field: 0, one bandwidth for all)
     channels: int = 0  # a dense convolution's output channels per group (0: another node, or an older plan file)
+    row: int = 0  # a depthwise convolution's output width (0: another node, or an older plan file)
+    row_stride: int = 1  # and its stride along the row
 
 
 def node_work(node: Node, cost: NodeCost, graph: Graph) -> NodeWork:
@@ -48,19 +53,26 @@ def node_work(node: Node, cost: NodeCost, graph: Graph) -> NodeWork:
     channels = 0
     if klass == DENSE_CONV and len(graph.shape(node.outputs[0])) > 1:
         channels = max(1, graph.shape(node.outputs[0])[1] // max(1, int(node.attrs.get("group", 1))))
-    return NodeWork(klass, cost.macs, bytes_moved(node, cost, graph), cost.param_bytes, channels)
+    row, row_stride = 0, 1
+    if klass == DEPTHWISE_CONV and len(graph.shape(node.outputs[0])) == 4:
+        row = graph.shape(node.outputs[0])[3]
+        row_stride = int((node.attrs.get("strides") or [1])[-1])
+    return NodeWork(klass, cost.macs, bytes_moved(node, cost, graph), cost.param_bytes, channels, row, row_stride)
 
 
-def width_efficiency(channels: int, profile: DeviceProfile) -> float:
-    """The fraction of its class's rate a dense convolution with `channels` output channels per group reaches."""
+def rate_efficiency(work: NodeWork, profile: DeviceProfile) -> float:
+    """The fraction of its class's full rate a node reaches (the module doc says which nodes lose some)."""
     full = profile.dense_conv_full_channels
-    if not full or channels <= 0 or channels >= full:
-        return 1.0
-    return math.sqrt(channels / full)
+    if work.channels > 0 and full and work.channels < full:
+        return math.sqrt(work.channels / full)
+    if work.row > 0 and profile.depthwise_row_overhead:
+        strided = profile.depthwise_strided_efficiency or 1.0
+        return work.row / (work.row + profile.depthwise_row_overhead) * (strided if work.row_stride > 1 else 1.0)
+    return 1.0
 
 
 def work_seconds(work: NodeWork, profile: DeviceProfile) -> float:
-    compute = work.macs / (profile.macs_per_s[work.op_class] * width_efficiency(work.channels, profile))
+    compute = work.macs / (profile.macs_per_s[work.op_class] * rate_efficiency(work, profile))
     memory = (work.bytes_moved - work.weight_bytes) / profile.memory_bytes_per_s + work.weight_bytes / profile.weight_bandwidth
     return max(compute, memory) + profile.per_node_overhead_s
 
@@ -73,9 +85,9 @@ def node_seconds(node: Node, cost: NodeCost, graph: Graph, profile: DeviceProfil
 
 def time_scale(profile: DeviceProfile, here: DeviceProfile) -> float:
     """How many times longer `profile` takes than this machine (`here`, its measured profile) for work timed here
-    that streams its data through memory, a codec's encode or decode: the ratio of their memory bandwidths (a
-    RockPro64 against this host: about 14)."""
-    return here.memory_bytes_per_s / profile.memory_bytes_per_s
+    that streams its data through memory, a codec's encode or decode: the ratio of their bandwidths to DRAM (the
+    weights', which is the one bandwidth of a profile that gives one; a RockPro64 against this host: about 18)."""
+    return here.weight_bandwidth / profile.weight_bandwidth
 
 
 def seconds(graph: Graph, costs: list[NodeCost], indices: Iterable[int], profile: DeviceProfile) -> float:

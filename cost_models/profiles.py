@@ -39,6 +39,12 @@ class DeviceProfile:
     # this x86 host at the device part's optimization level, 16 channels ran at 0.49 of the full rate, 32 at
     # 0.66, 64 at 0.93 (so about 67). None: no such loss (the profiles that do not give it).
     dense_conv_full_channels: float | None = None
+    # A depthwise convolution runs along each output row, with a fixed cost per row and kernel tap: a row of
+    # width w runs at w / (w + this) of the class's full rate (on this host about 20: 14 columns at 0.4 of
+    # it, 160 at 0.9), and a row that steps over columns (stride > 1) at depthwise_strided_efficiency of
+    # that (about 0.35 here). None: no such loss (the profiles that do not give it).
+    depthwise_row_overhead: float | None = None
+    depthwise_strided_efficiency: float | None = None
 
     @property
     def weight_bandwidth(self) -> float:
@@ -54,6 +60,8 @@ class DeviceProfile:
             compute_power_w=_known_watts(data.get("compute_power_w")), source=data.get("source", ""),
             weight_bytes_per_s=data.get("weight_bytes_per_s"),
             dense_conv_full_channels=data.get("dense_conv_full_channels"),
+            depthwise_row_overhead=data.get("depthwise_row_overhead"),
+            depthwise_strided_efficiency=data.get("depthwise_strided_efficiency"),
         )
 
     @property
@@ -73,6 +81,8 @@ class DeviceProfile:
             "source": self.source,
             "weight_bytes_per_s": self.weight_bytes_per_s,
             "dense_conv_full_channels": self.dense_conv_full_channels,
+            "depthwise_row_overhead": self.depthwise_row_overhead,
+            "depthwise_strided_efficiency": self.depthwise_strided_efficiency,
         }
 
 
@@ -144,6 +154,10 @@ def _known_watts(value: Any) -> float | None:
     return float(value) if value is not None and float(value) > 0 else None
 
 
+def _optional(table: dict[str, Any], key: str) -> float | None:
+    return float(table[key]) if key in table else None
+
+
 def device_from_dict(data: dict[str, Any], source: str) -> DeviceProfile:
     try:
         compute = data["compute"]
@@ -155,8 +169,9 @@ def device_from_dict(data: dict[str, Any], source: str) -> DeviceProfile:
             macs_per_s=rates,
             memory_bytes_per_s=float(memory["bandwidth_gb_per_s"]) * 1e9,
             per_node_overhead_s=float(compute.get("per_node_overhead_ms", 0.0)) / 1000,
-            dense_conv_full_channels=(float(compute["dense_conv_full_channels"])
-                                      if "dense_conv_full_channels" in compute else None),
+            dense_conv_full_channels=_optional(compute, "dense_conv_full_channels"),
+            depthwise_row_overhead=_optional(compute, "depthwise_row_overhead"),
+            depthwise_strided_efficiency=_optional(compute, "depthwise_strided_efficiency"),
             ram_bytes=int(float(memory["ram_gb"]) * 1e9),
             usable_ram_fraction=float(memory.get("usable_fraction", 0.8)),
             compute_power_w=_known_watts(data.get("power", {}).get("compute_w")),
@@ -178,7 +193,10 @@ def device_to_toml(profile: DeviceProfile, comments: list[str] = ()) -> str:  # 
         "[compute]",
         *[f"{cls}_gmac_per_s = {profile.macs_per_s[cls] / 1e9:.4g}" for cls in OP_CLASSES],
         f"per_node_overhead_ms = {profile.per_node_overhead_s * 1000:.4g}",
-        *([f"dense_conv_full_channels = {profile.dense_conv_full_channels:.4g}"] if profile.dense_conv_full_channels else []),
+        *[f"{key} = {value:.4g}" for key, value in (("dense_conv_full_channels", profile.dense_conv_full_channels),
+                                                      ("depthwise_row_overhead", profile.depthwise_row_overhead),
+                                                      ("depthwise_strided_efficiency", profile.depthwise_strided_efficiency))
+          if value],
         "",
         "[memory]",
         f"bandwidth_gb_per_s = {profile.memory_bytes_per_s / 1e9:.4g}",

@@ -64,12 +64,16 @@ def test_a_narrow_dense_convolution_runs_below_the_full_rate(sample_path):
     """Measured at the device part's level on an x86 host: 16 output channels at 0.49 of the full rate, 32 at 0.66."""
     from dataclasses import replace
 
-    from splitnn.cost_models.latency import node_work, width_efficiency
+    from splitnn.cost_models.latency import NodeWork, node_work, rate_efficiency
 
     board = replace(load_device("rockpro64"), dense_conv_full_channels=64)
-    assert width_efficiency(16, board) == pytest.approx(0.5)
-    assert width_efficiency(64, board) == width_efficiency(512, board) == 1.0
-    assert width_efficiency(16, load_device("rockpro64")) == 1.0  # a profile without the figure: no loss
+
+    def dense(channels: int) -> NodeWork:
+        return NodeWork("dense_conv", 1, 1, channels=channels)
+
+    assert rate_efficiency(dense(16), board) == pytest.approx(0.5)
+    assert rate_efficiency(dense(64), board) == rate_efficiency(dense(512), board) == 1.0
+    assert rate_efficiency(dense(16), load_device("rockpro64")) == 1.0  # a profile without the figure: no loss
     graph = load_graph(sample_path("mobilenet", 96))
     costs = node_costs(graph)
     works = [node_work(n, costs[n.index], graph) for n in graph.nodes]
@@ -82,6 +86,38 @@ def test_a_narrow_dense_convolution_runs_below_the_full_rate(sample_path):
     full = node_seconds(narrow, costs[narrow.index], graph, replace(compute_bound, dense_conv_full_channels=None))
     channels = graph.shape(narrow.outputs[0])[1]
     assert slow / full == pytest.approx((64 / channels) ** 0.5)
+
+
+def test_a_depthwise_convolution_loses_rate_on_narrow_and_strided_rows():
+    """On the PP-OCR detector (a real export), timed at the device part's level on this x86 host: 3x3 rows of
+    160 columns at 18.8 GMAC/s, 20 columns (5x5) at 9.3, rows stepped by 2 at 6 to 7. The roofline follows the
+    row: width / (width + overhead), times the strided efficiency."""
+    from dataclasses import replace
+
+    from splitnn.cost_models.latency import node_work, rate_efficiency
+    from tests.helpers import DET_MODEL, rapidocr_model
+
+    graph = load_graph(rapidocr_model(DET_MODEL), {"x": (1, 3, 320, 320)})
+    costs = node_costs(graph)
+    works = [(n, node_work(n, costs[n.index], graph)) for n in graph.nodes if not n.is_constant]
+    depthwise = [(n, w) for n, w in works if w.op_class == "depthwise_conv"]
+    assert len(depthwise) >= 10
+    assert all(w.row == graph.shape(n.outputs[0])[3] and w.row_stride == n.attrs["strides"][1] for n, w in depthwise)
+    assert {w.row_stride for _, w in depthwise} == {1, 2}
+    assert all(w.row == 0 for _, w in works if w.op_class != "depthwise_conv")
+    board = replace(load_device("rockpro64"), depthwise_row_overhead=20.0, depthwise_strided_efficiency=0.5)
+    wide = next(w for _, w in depthwise if w.row == 160 and w.row_stride == 1)
+    narrow = next(w for _, w in depthwise if w.row == 10 and w.row_stride == 1)
+    strided = next(w for _, w in depthwise if w.row == 80 and w.row_stride == 2)
+    assert rate_efficiency(wide, board) == pytest.approx(160 / 180)
+    assert rate_efficiency(narrow, board) == pytest.approx(10 / 30)
+    assert rate_efficiency(strided, board) == pytest.approx(80 / 100 * 0.5)
+    assert rate_efficiency(wide, load_device("rockpro64")) == 1.0  # a profile without the figures: no loss
+    # The fit finds the full rate behind the rows, and keeps the base's row figures.
+    fit = fit_profile([(graph, _synthetic(graph, board))], replace(load_device("cloud-cpu"), depthwise_row_overhead=20.0,
+                                                                  depthwise_strided_efficiency=0.5), "board", prior=0.0)
+    assert fit.profile.depthwise_row_overhead == 20.0 and fit.profile.depthwise_strided_efficiency == 0.5
+    assert fit.profile.macs_per_s["depthwise_conv"] == pytest.approx(board.macs_per_s["depthwise_conv"], rel=0.05)
 
 
 def test_the_fit_finds_the_full_rate_behind_narrow_convolutions(sample_path):

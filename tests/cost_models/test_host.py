@@ -6,7 +6,7 @@ import os
 import pytest
 
 from splitnn.cost_models.catalog import load_device, load_link
-from splitnn.cost_models.host import MAX_AGE_S, is_stale
+from splitnn.cost_models.host import MAX_AGE_S, PROBES, is_stale
 from splitnn.cost_models.profiles import device_from_dict, device_to_toml, read_toml
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -17,12 +17,14 @@ from splitnn.onnxsplit.vertical.planning import plan_split
 
 def test_a_kept_host_profile_is_measured_again_when_stale_or_taken_under_load():
     now, cpus = 1_000_000.0, os.cpu_count() or 1
-    fresh = {"measured_at": now - 60, "load_per_core": 0.1, "cpus": cpus, "level": DEVICE_PART_LEVEL}
+    fresh = {"measured_at": now - 60, "load_per_core": 0.1, "cpus": cpus, "level": DEVICE_PART_LEVEL, "probes": PROBES}
     assert is_stale(fresh, now, load_now=0.1) == ""
     assert "week" in is_stale({**fresh, "measured_at": now - MAX_AGE_S - 1}, now, 0.1)
     assert "cores" in is_stale({**fresh, "cpus": cpus + 1}, now, 0.1)
     # Measured at onnxruntime's default level (as before), where a depthwise convolution runs 3x faster than in a part.
     assert "optimization level" in is_stale({k: v for k, v in fresh.items() if k != "level"}, now, 0.1)
+    # Measured by the micro-benchmarks before depthwise rows and the bandwidths in and out of the caches.
+    assert "older set" in is_stale({k: v for k, v in fresh.items() if k != "probes"}, now, 0.1)
     busy = {**fresh, "load_per_core": 1.5}
     assert "under load" in is_stale(busy, now, load_now=0.2)
     assert is_stale(busy, now, load_now=1.0) == ""  # still busy: measuring again would not help
@@ -36,8 +38,16 @@ def test_unmeasured_power_is_unknown_and_energy_is_refused(sample_path, tmp_path
 
     assert read_toml(cache_path(), "cache")["measurement"]["level"] == DEVICE_PART_LEVEL
     assert host.dense_conv_full_channels is not None and host.dense_conv_full_channels >= 16
+    # The depthwise rows and the two bandwidths are measured (probes 2), and a profile file keeps them.
+    assert host.depthwise_row_overhead is not None and 0 <= host.depthwise_row_overhead <= 1000
+    assert host.depthwise_strided_efficiency is not None and 0 < host.depthwise_strided_efficiency <= 1
+    assert host.weight_bytes_per_s is not None and host.weight_bytes_per_s > 0
     path = tmp_path / "board.toml"
     path.write_text(device_to_toml(host))
+    kept = device_from_dict(read_toml(path, "p"), "p")
+    assert (kept.depthwise_row_overhead, kept.depthwise_strided_efficiency) == pytest.approx(
+        (host.depthwise_row_overhead, host.depthwise_strided_efficiency), rel=1e-3)
+    assert kept.weight_bandwidth == pytest.approx(host.weight_bandwidth, rel=1e-3)
     assert device_from_dict(read_toml(path, "p"), "p").compute_power_w is None  # and it stays unknown in a file
     analysis = analyze(load_graph(sample_path("lenet5")))
     plan = plan_split(analysis, host, load_device("cloud-cpu"), load_link("4g"), "latency")
