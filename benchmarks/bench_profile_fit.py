@@ -9,6 +9,15 @@ minute; per model the median over the rounds is reported. The figure of merit
 is |predicted / measured - 1| on models not in the fit.
 
     python benchmarks/bench_profile_fit.py --runs 20 --rounds 3 [--json]
+
+With --each, every model of --test is timed once per round (under the profiler
+and plainly, one model after the other), and a profile is fitted on each in
+turn from that same round's timings: every fitting model is then judged on the
+same measurements, so a change of the machine's speed between two fits (small
+models ran 20-35% slower one hour than the next on this shared machine) does
+not pass for a difference between fitting models.
+
+    python benchmarks/bench_profile_fit.py --each --runs 20 --rounds 3 [--json]
 """
 from __future__ import annotations
 
@@ -85,6 +94,54 @@ def one_round(graphs: dict, train: list[str], test: list[str], runs: int) -> lis
     return rows
 
 
+def each_round(graphs: dict, names: list[str], runs: int) -> dict[str, dict[str, float]]:  # type: ignore[type-arg]
+    """One round of --each: per fitting model, each model's error (predicted / measured - 1)."""
+    from splitnn.cost_models.catalog import load_device
+    from splitnn.cost_models.fitting import fit_profile
+    from splitnn.cost_models.latency import seconds
+    from splitnn.cost_models.node_timing import time_nodes
+    from splitnn.cost_models.registry import node_costs
+    from splitnn.onnxsplit.core.ort_session import DEVICE_PART_LEVEL
+
+    host = load_device("host")
+    timings, measured = {}, {}
+    for name in names:  # each model's two timings back to back
+        timings[name] = time_nodes(graphs[name], runs=runs)
+        measured[name] = plain_seconds(graphs[name], runs, DEVICE_PART_LEVEL)
+    profiles = {name: fit_profile([(graphs[name], timings[name])], host, "fitted").profile for name in names}
+    profiles["host"] = host
+    errors = {}
+    for fitted_on, profile in profiles.items():
+        errors[fitted_on] = {}
+        for name in names:
+            graph = graphs[name]
+            placed = [n.index for n in graph.nodes if not n.is_constant]
+            errors[fitted_on][name] = seconds(graph, node_costs(graph), placed, profile) / measured[name] - 1
+    return errors
+
+
+def main_each(graphs: dict, names: list[str], args: argparse.Namespace) -> None:  # type: ignore[type-arg]
+    rounds = [each_round(graphs, names, args.runs) for _ in range(args.rounds)]
+    table = {}
+    for fitted_on in [*names, "host"]:
+        errors = {n: statistics.median(r[fitted_on][n] for r in rounds) for n in names}
+        held = [abs(e) for n, e in errors.items() if n != fitted_on]
+        per_round = [statistics.median(abs(r[fitted_on][n]) for n in names if n != fitted_on) for r in rounds]
+        table[fitted_on] = {"errors": errors, "median_abs_error_held_out": statistics.median(held),
+                            "median_abs_error_held_out_per_round": per_round}
+    if args.json:
+        print(json.dumps({"runs": args.runs, "rounds": args.rounds, "fits": table}, indent=1))
+        return
+    print(f"each model fitted in turn on the same round's timings; errors against plain runs (basic level); "
+          f"medians over {args.rounds} rounds ({args.runs} runs each); host: the micro-benchmarks, not fitted")
+    print(f"{'fitted on':<10} " + " ".join(f"{n:>9}" for n in names) + f" {'held-out':>9}  per round")
+    for fitted_on, row in table.items():
+        cells = " ".join(f"{row['errors'][n]:+9.1%}" if n != fitted_on else f"{'(' + format(row['errors'][n], '+.1%') + ')':>9}"
+                         for n in names)
+        per_round = ", ".join(f"{e:.1%}" for e in row["median_abs_error_held_out_per_round"])
+        print(f"{fitted_on:<10} {cells} {row['median_abs_error_held_out']:9.1%}  {per_round}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", nargs="+", default=["resnet18"])
@@ -93,6 +150,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="fit and measure this many times; the medians are reported")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--each", action="store_true", help="fit on each --test model in turn, from the same timings")
     args = parser.parse_args()
 
     from splitnn.onnxsplit.model.loading import load_graph
@@ -100,6 +158,9 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="splitnn-bench-"))
     paths = _model_paths(work)
     graphs = {name: load_graph(paths[name], SHAPES.get(name)) for name in set(args.train) | set(args.test)}
+    if args.each:
+        main_each(graphs, args.test, args)
+        return
     rounds = [one_round(graphs, args.train, args.test, args.runs) for _ in range(args.rounds)]
     rows = []
     for i, name in enumerate(args.test):

@@ -124,6 +124,9 @@ def _render(fit, measurements, target: Path) -> None:  # type: ignore[no-untyped
                  else f"{p.macs_per_s[c.name] / 1e9:.3g} GMAC/s")
         table.add_row(c.name, value, "yes" if c.fitted else "[yellow]no (base)[/yellow]", str(c.groups),
                       f"{c.measured_s * 1e3:.3f}", f"{c.predicted_s * 1e3:.3f}", f"{c.error:+.1%}" if c.groups else "")
+    if p.dense_conv_pixel_overhead:
+        table.add_row("conv pixels", f"{p.dense_conv_pixel_overhead:.3g} px", "yes" if fit.pixel_overhead_fitted
+                      else "[yellow]no (base)[/yellow]", "", "", "", "")
     table.add_row("overhead", f"{p.per_node_overhead_s * 1e6:.3g} µs", "yes", "", "", "", "")
     console.print(table)
     models = Table(title="Per model (kernel medians, less what the profiler adds: the plain run)", title_justify="left")

@@ -1,14 +1,18 @@
 """Fit a device profile's figures to measured kernel times.
 
 The model is the roofline of cost_models.latency, per original node:
-    t(node) = max(MACs / (rate[class] x width efficiency),
+    t(node) = max(MACs / (rate[class] x rate efficiency),
                   activation bytes / bandwidth + weight bytes / weight bandwidth) + overhead
 and a kernel group (splitnn.cost_models.node_timing) is predicted as the sum over the
 nodes it computes. The rate efficiency of a narrow dense convolution and of a
 depthwise one's rows comes from the base profile (dense_conv_full_channels,
 depthwise_row_overhead and depthwise_strided_efficiency, which the `host`
-micro-benchmarks measure); it is not fitted. The seven figures (four class rates, two bandwidths, overhead) are
-fitted in log space by scipy's `least_squares` (trust-region reflective, each
+micro-benchmarks measure); it is not fitted. A dense convolution's loss at
+few output pixels, pixels / (pixels + dense_conv_pixel_overhead), is fitted
+(the eighth figure) where the base profile gives it: the `host` probes cannot
+measure it (convolutions timed alone lose more than inside a model), while a
+model's layers from 49 to 50176 pixels pin it down. The eight figures (four
+class rates, two bandwidths, overhead, pixels) are fitted in log space by scipy's `least_squares` (trust-region reflective, each
 figure bounded within a factor of 10^6 of the base profile's) on the residuals
 
     sqrt(w) * log(predicted / measured) per group,
@@ -45,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from splitnn.cost_models.latency import node_work, rate_efficiency
+from splitnn.cost_models.latency import node_work, shape_efficiency
 from splitnn.cost_models.node_timing import NodeTimings
 from splitnn.cost_models.op_classes import OP_CLASSES
 from splitnn.cost_models.profiles import DeviceProfile
@@ -54,7 +58,8 @@ from splitnn.onnxsplit.model.graph import Graph
 
 MEMORY = "memory"  # the activations' bandwidth, reported beside the classes
 WEIGHTS = "weights"  # the weights' bandwidth
-BANDWIDTH, OVERHEAD, WEIGHT_BANDWIDTH = 4, 5, 6  # indices of the non-class figures in the fitted vector
+BANDWIDTH, OVERHEAD, WEIGHT_BANDWIDTH, PIXELS = 4, 5, 6, 7  # indices of the non-class figures in the fitted vector
+NO_PIXEL_LOSS = 1e-9  # the pixel overhead of a base profile without one: no loss, and fitted no further
 # A figure counts as determined when halving or doubling it worsens the objective by more than this fraction.
 SENSITIVITY = 0.01
 
@@ -93,6 +98,7 @@ class ProfileFit:
     classes: tuple[ClassFit, ...]
     models: tuple[ModelFit, ...]
     objective: float  # the weighted squared log error at the optimum
+    pixel_overhead_fitted: bool = False  # the dense convolutions' pixel overhead was determined by the models
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +114,7 @@ class ProfileFit:
                 for m in self.models
             ],
             "objective": self.objective,
+            "pixel_overhead_fitted": self.pixel_overhead_fitted,
         }
 
 
@@ -119,6 +126,7 @@ class _Design:
     bytes: np.ndarray  # activations read and written
     weights: np.ndarray  # weight bytes read
     klass: np.ndarray  # index into OP_CLASSES
+    pixels: np.ndarray  # a dense convolution's output pixels (0: another node)
     group: np.ndarray  # index of the node's group
     measured: np.ndarray  # per group
     weight: np.ndarray  # per group
@@ -126,10 +134,10 @@ class _Design:
 
 
 def _design(measurements: list[tuple[Graph, NodeTimings]], base: DeviceProfile) -> _Design:
-    """The measured groups as arrays. A node counts as MACs / its rate efficiency on `base` (a narrow dense
+    """The measured groups as arrays. A node counts as MACs / its shape efficiency on `base` (a narrow dense
     convolution, a depthwise one's rows; cost_models.latency): the fit finds the full rate, which the
     efficiency then scales down as in prediction."""
-    macs, nbytes, weights, klass, group, measured, model_of = [], [], [], [], [], [], []
+    macs, nbytes, weights, klass, pixels, group, measured, model_of = [], [], [], [], [], [], [], []
     for model_index, (graph, timings) in enumerate(measurements):
         costs = node_costs(graph)
         inflation = profiler_cost_per_kernel(timings)
@@ -139,7 +147,8 @@ def _design(measurements: list[tuple[Graph, NodeTimings]], base: DeviceProfile) 
                 continue  # nothing to predict it from (or too fast to see)
             for index in g.nodes:
                 work = node_work(graph.nodes[index], costs[index], graph)
-                macs.append(work.macs / rate_efficiency(work, base))
+                macs.append(work.macs / shape_efficiency(work, base))
+                pixels.append(work.pixels)
                 nbytes.append(work.bytes_moved - work.weight_bytes)
                 weights.append(work.weight_bytes)
                 klass.append(OP_CLASSES.index(work.op_class))
@@ -150,7 +159,8 @@ def _design(measurements: list[tuple[Graph, NodeTimings]], base: DeviceProfile) 
         raise ValueError("no measured kernel group to fit")
     measured_arr = np.array(measured)
     weight = 0.5 * measured_arr / measured_arr.sum() + 0.5 / len(measured_arr)
-    return _Design(np.array(macs, float), np.array(nbytes, float), np.array(weights, float), np.array(klass), np.array(group),
+    return _Design(np.array(macs, float), np.array(nbytes, float), np.array(weights, float), np.array(klass),
+                   np.array(pixels, float), np.array(group),
                    measured_arr, weight, np.array(model_of))
 
 
@@ -166,7 +176,8 @@ def profiler_cost_per_kernel(timings: NodeTimings) -> float:
 def _node_terms(d: _Design, log_params: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     rates = np.exp(log_params[:4])
     bandwidth, overhead = math.exp(log_params[BANDWIDTH]), math.exp(log_params[OVERHEAD])
-    return d.macs / rates[d.klass], d.bytes / bandwidth + d.weights / math.exp(log_params[WEIGHT_BANDWIDTH]), overhead
+    pixel_loss = np.where(d.pixels > 0, 1 + math.exp(log_params[PIXELS]) / np.maximum(d.pixels, 1), 1.0)
+    return d.macs / rates[d.klass] * pixel_loss, d.bytes / bandwidth + d.weights / math.exp(log_params[WEIGHT_BANDWIDTH]), overhead
 
 
 def _group_predictions(d: _Design, log_params: np.ndarray, smooth: float | None = None) -> np.ndarray:
@@ -226,14 +237,9 @@ def fit_profile(
     profile's: timing a model tells nothing about watts."""
     d = _design(measurements, base)
     start = np.log([*(base.macs_per_s[c] for c in OP_CLASSES), base.memory_bytes_per_s, max(base.per_node_overhead_s, 1e-7),
-                    base.weight_bandwidth])
+                    base.weight_bandwidth, base.dense_conv_pixel_overhead or NO_PIXEL_LOSS])
     params = _solve(d, start, prior)
-    best = _objective(d, params)
-    # A figure is determined when halving or doubling it worsens the fit noticeably.
-    determined = []
-    for k in range(len(params)):
-        worse = min(_objective(d, params + step * np.eye(len(params))[k]) for step in (-math.log(2), math.log(2)))
-        determined.append(worse > best * (1 + SENSITIVITY) + 1e-9)
+    determined = _determined(d, params)
     # Last, one common factor on all figures makes the summed prediction equal the summed measurement.
     factor = float(_group_predictions(d, params).sum() / d.measured.sum())
     params[[*range(len(OP_CLASSES)), BANDWIDTH, WEIGHT_BANDWIDTH]] += math.log(factor)
@@ -255,10 +261,22 @@ def fit_profile(
         memory_bytes_per_s=float(math.exp(params[BANDWIDTH])),
         per_node_overhead_s=float(math.exp(params[OVERHEAD])),
         weight_bytes_per_s=float(math.exp(params[WEIGHT_BANDWIDTH])),
+        dense_conv_pixel_overhead=float(math.exp(params[PIXELS])) if base.dense_conv_pixel_overhead else None,
         compute_power_w=compute_power_w,
         source="fitted",
     )
-    return ProfileFit(profile, tuple(classes), tuple(models), _objective(d, params))
+    return ProfileFit(profile, tuple(classes), tuple(models), _objective(d, params),
+                      bool(base.dense_conv_pixel_overhead) and determined[PIXELS])
+
+
+def _determined(d: _Design, params: np.ndarray) -> list[bool]:
+    """Per figure, whether halving or doubling it worsens the fit noticeably."""
+    best = _objective(d, params)
+    determined = []
+    for k in range(len(params)):
+        worse = min(_objective(d, params + step * np.eye(len(params))[k]) for step in (-math.log(2), math.log(2)))
+        determined.append(worse > best * (1 + SENSITIVITY) + 1e-9)
+    return determined
 
 
 def _class_fits(d: _Design, params: np.ndarray, determined: list[bool], predicted: np.ndarray) -> list[ClassFit]:

@@ -23,6 +23,7 @@ is not measured: it is left unknown, and energy is not predicted with it.
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -62,73 +63,98 @@ def _single(op: str, x_shape: list[int], w_shape: list[int] | None, out: str = "
     return model, {"x": rng.standard_normal(x_shape).astype(np.float32)}
 
 
+# A dense convolution's pixel overhead (cost_models.latency): not measured by a probe, since convolutions timed
+# alone lost far more at few pixels than the same shapes inside a model (3x3, 256 channels at 14x14: 122 against
+# 179 GMAC/s). From the kernel times of six models on this x86 host (ResNet-18, MobileNet, AlexNet, VGG-16, the
+# PP-OCR detector and recognizer), where 20 to 40 predicted the models left out of a fit best; `splitnn profile`
+# fits it to the user's models.
+HOST_PIXEL_OVERHEAD = 30.0
 # The depthwise probes: rows of these widths (cost_models.latency's row efficiency), the strided one by 2.
 WIDE_ROW, NARROW_ROW, STRIDED_ROW = 224, 14, 56
+# Each probe is timed this many times, in turn with the others, and the median kept (_probe_rates).
+ROUNDS = 3
 
 
-def _depthwise_rates() -> tuple[float, float, float]:
-    """The depthwise class's full rate, its row overhead (columns) and its strided efficiency, from three
-    3x3 depthwise convolutions: wide rows, narrow rows, and wide rows stepped by 2.
-
-    With rate(w) = full * w / (w + w0), the narrow-to-wide ratio q gives w0 = W N (1 - q) / (W q - N)."""
-    def rate(channels: int, height: int, width: int, stride: int) -> float:
-        model, feeds = _single("Conv", [1, channels, height, width], [channels, 1, 3, 3], pads=[1, 1, 1, 1],
-                               group=channels, strides=[stride, stride])
-        return channels * (height // stride) * (width // stride) * 9 / _time_model(model, feeds)
-
-    wide, narrow = rate(64, 32, WIDE_ROW, 1), rate(1024, 14, NARROW_ROW, 1)
-    ratio = min(narrow / wide, 1.0)
-    overhead = 0.0 if ratio >= 1 else min(1000.0, WIDE_ROW * NARROW_ROW * (1 - ratio) / max(WIDE_ROW * ratio - NARROW_ROW, 1e-3))
-    full = wide * (WIDE_ROW + overhead) / WIDE_ROW
-    strided_row = STRIDED_ROW // 2
-    strided = rate(128, 56, STRIDED_ROW, 2) / (full * strided_row / (strided_row + overhead))
-    return full, overhead, min(strided, 1.0)
-
-
-def _bandwidths() -> tuple[float, float]:
-    """The activations' bandwidth: onnxruntime adding two layer-sized tensors (1.6 MB each), which stay in the
-    caches as a layer's activations do (about 110 GB/s here, where a 64 MB copy moves 40); and the weights':
-    a vector times a 128 MB matrix, each weight read once from DRAM, as a fully connected layer at batch 1."""
-    shape = [1, 128, 56, 56]
+def _add_probe(shape: list[int]) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
     node = helper.make_node("Add", ["x", "z"], ["y"])
     graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("x", "z")],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    feeds = {n: rng.standard_normal(shape).astype(np.float32) for n in ("x", "z")}
-    activations = 3 * 4 * int(np.prod(shape)) / _time_model(model, feeds)
-    model, feeds = _single("MatMul", [1, 4096], [4096, 8192])
-    weights = 4096 * 8192 * 4 / _time_model(model, feeds)
-    return activations, weights
+    return model, {n: rng.standard_normal(shape).astype(np.float32) for n in ("x", "z")}
 
 
-def measure_host() -> DeviceProfile:
-    """Each probe is the median of 25 runs, after one throw-away probe: the first probe on a machine that was
-    idle ran 10% slow, and the narrow convolution's width, which goes as the square of a ratio of two
-    rates, moved from 66 to 52 with it (7 runs each)."""
-    rates = {}
-    model, feeds = _single("Conv", [1, 128, 56, 56], [128, 128, 3, 3], pads=[1, 1, 1, 1])
-    _time_model(model, feeds)
-    rates["dense_conv"] = 56 * 56 * 128 * 128 * 9 / _time_model(model, feeds)
-    model, feeds = _single("Conv", [1, 16, 112, 112], [16, 16, 3, 3], pads=[1, 1, 1, 1])
-    narrow = 112 * 112 * 16 * 16 * 9 / _time_model(model, feeds)
-    # 16 channels run at sqrt(16 / full) of the full rate (cost_models.latency), so full = 16 / (narrow / rate)^2.
-    full_channels = min(1024.0, 16 / min(1.0, narrow / rates["dense_conv"]) ** 2)
-    rates["depthwise_conv"], row_overhead, strided = _depthwise_rates()
-    model, feeds = _single("MatMul", [256, 1024], [1024, 1024])
-    rates["matmul"] = 256 * 1024 * 1024 / _time_model(model, feeds)
-    # The cheapest common elementwise operator: in the caches, as bound by memory as by arithmetic.
-    model, feeds = _single("Relu", [1, 128, 56, 56], None)
-    rates["elementwise"] = 128 * 56 * 56 / _time_model(model, feeds)
-    bandwidth, weight_bandwidth = _bandwidths()
-
+def _chain_probe() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     chain = [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"]) for i in range(200)]
     graph = helper.make_graph(chain, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [4])],
                               [helper.make_tensor_value_info("t200", TensorProto.FLOAT, [4])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    overhead = _time_model(model, {"t0": np.ones(4, dtype=np.float32)}) / 200
+    return model, {"t0": np.ones(4, dtype=np.float32)}
+
+
+def _depthwise(channels: int, height: int, width: int, stride: int) -> tuple[tuple[onnx.ModelProto, dict[str, np.ndarray]], float]:
+    probe = _single("Conv", [1, channels, height, width], [channels, 1, 3, 3], pads=[1, 1, 1, 1], group=channels,
+                    strides=[stride, stride])
+    return probe, channels * (height // stride) * (width // stride) * 9
+
+
+def _probes() -> dict[str, tuple[tuple[onnx.ModelProto, dict[str, np.ndarray]], float]]:
+    """Each probe's graph and feeds, and its work: MACs, elements, bytes or nodes, whose rate it measures."""
+    return {
+        "dense_conv": (_single("Conv", [1, 128, 56, 56], [128, 128, 3, 3], pads=[1, 1, 1, 1]), 56 * 56 * 128 * 128 * 9),
+        "narrow_conv": (_single("Conv", [1, 16, 112, 112], [16, 16, 3, 3], pads=[1, 1, 1, 1]), 112 * 112 * 16 * 16 * 9),
+        "wide_rows": _depthwise(64, 32, WIDE_ROW, 1),
+        "narrow_rows": _depthwise(1024, 14, NARROW_ROW, 1),
+        "strided_rows": _depthwise(128, 56, STRIDED_ROW, 2),
+        "matmul": (_single("MatMul", [256, 1024], [1024, 1024]), 256 * 1024 * 1024),
+        # The cheapest common elementwise operator: in the caches, as bound by memory as by arithmetic.
+        "elementwise": (_single("Relu", [1, 128, 56, 56], None), 128 * 56 * 56),
+        # The activations' bandwidth: onnxruntime adding two layer-sized tensors (1.6 MB each), which stay in the
+        # caches as a layer's activations do (about 170 GB/s here, where a 64 MB copy moves 40).
+        "activations": (_add_probe([1, 128, 56, 56]), 3 * 4 * 128 * 56 * 56),
+        # The weights': a vector times a 128 MB matrix, each weight read once from DRAM, as a fully connected layer.
+        "weights": (_single("MatMul", [1, 4096], [4096, 8192]), 4096 * 8192 * 4),
+        "nodes": (_chain_probe(), 200),
+    }
+
+
+def _probe_rates() -> dict[str, float]:
+    """Each probe's work per second: the median of 25 runs, ROUNDS times in turn with the other probes, the
+    median of those kept. A probe slowed by another process on a shared machine is slowed for all its runs
+    (one wide depthwise probe ran at half its rate and put the row overhead at 2.6 instead of 24), and the
+    fastest of the rounds is no cure: the 128 MB matrix once streamed at 88 GB/s against 40 to 50 in every
+    other measurement. A first throw-away probe warms the machine up (the first probe after idle ran 10% slow)."""
+    probes = _probes()
+    _time_model(*probes["dense_conv"][0])
+    times: dict[str, list[float]] = {name: [] for name in probes}
+    for _ in range(ROUNDS):
+        for name, (probe, _work) in probes.items():
+            times[name].append(_time_model(*probe))
+    return {name: work / statistics.median(times[name]) for name, (_probe, work) in probes.items()}
+
+
+def _depthwise_figures(rate: dict[str, float]) -> tuple[float, float, float]:
+    """The depthwise class's full rate, its row overhead (columns) and its strided efficiency, from three 3x3
+    depthwise convolutions: wide rows, narrow rows, and wide rows stepped by 2.
+
+    With rate(w) = full * w / (w + w0), the narrow-to-wide ratio q gives w0 = W N (1 - q) / (W q - N)."""
+    ratio = min(rate["narrow_rows"] / rate["wide_rows"], 1.0)
+    overhead = 0.0 if ratio >= 1 else min(1000.0, WIDE_ROW * NARROW_ROW * (1 - ratio) / max(WIDE_ROW * ratio - NARROW_ROW, 1e-3))
+    full = rate["wide_rows"] * (WIDE_ROW + overhead) / WIDE_ROW
+    strided_row = STRIDED_ROW // 2
+    strided = rate["strided_rows"] / (full * strided_row / (strided_row + overhead))
+    return full, overhead, min(strided, 1.0)
+
+
+def measure_host() -> DeviceProfile:
+    rate = _probe_rates()
+    rates = {name: rate[name] for name in ("dense_conv", "matmul", "elementwise")}
+    # 16 channels run at sqrt(16 / full) of the full rate (cost_models.latency), so full = 16 / (narrow / rate)^2.
+    full_channels = min(1024.0, 16 / min(1.0, rate["narrow_conv"] / rates["dense_conv"]) ** 2)
+    rates["depthwise_conv"], row_overhead, strided = _depthwise_figures(rate)
+    bandwidth, weight_bandwidth, overhead = rate["activations"], rate["weights"], 1 / rate["nodes"]
 
     ram_bytes = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     gmac = {name: round(rate / 1e9, 3) for name, rate in rates.items()}
@@ -138,7 +164,7 @@ def measure_host() -> DeviceProfile:
             "description": "this machine, measured with onnxruntime",
             "compute": {**{f"{k}_gmac_per_s": v for k, v in gmac.items()}, "per_node_overhead_ms": round(overhead * 1000, 4),
                         "dense_conv_full_channels": round(full_channels, 1), "depthwise_row_overhead": round(row_overhead, 2),
-                        "depthwise_strided_efficiency": round(strided, 3)},
+                        "depthwise_strided_efficiency": round(strided, 3), "dense_conv_pixel_overhead": HOST_PIXEL_OVERHEAD},
             "memory": {"bandwidth_gb_per_s": round(bandwidth / 1e9, 3), "weight_bandwidth_gb_per_s": round(weight_bandwidth / 1e9, 3),
                        "ram_gb": ram_bytes / 1e9, "usable_fraction": 0.8},
         },
@@ -148,8 +174,9 @@ def measure_host() -> DeviceProfile:
 
 MAX_AGE_S = 7 * 24 * 3600
 # The version of the micro-benchmarks above; a kept profile measured by another is measured again.
-# 2: depthwise rows, the activations' bandwidth in the caches, the weights' from a matrix in DRAM.
-PROBES = 2
+# 2: depthwise rows, the activations' bandwidth in the caches, the weights' from a matrix in DRAM; 3: the dense
+# convolutions' pixel overhead, and each probe the median of ROUNDS.
+PROBES = 3
 BUSY_LOAD_PER_CORE = 0.5
 
 

@@ -15,7 +15,9 @@ follow how runtimes implement them. The rate efficiency is 1 but for
   dense_conv_full_channels: sqrt(channels / full channels);
 - a depthwise convolution, whose kernel runs along each output row: width /
   (width + depthwise_row_overhead), times depthwise_strided_efficiency where it
-  steps more than one column (see DeviceProfile).
+  steps more than one column;
+- a dense convolution with few output pixels (its GEMM is short on that side):
+  pixels / (pixels + dense_conv_pixel_overhead) (see DeviceProfile).
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ class NodeWork:
     channels: int = 0  # a dense convolution's output channels per group (0: another node, or an older plan file)
     row: int = 0  # a depthwise convolution's output width (0: another node, or an older plan file)
     row_stride: int = 1  # and its stride along the row
+    pixels: int = 0  # a dense convolution's output pixels (height x width; 0: another node, or an older plan file)
 
 
 def node_work(node: Node, cost: NodeCost, graph: Graph) -> NodeWork:
@@ -57,11 +60,16 @@ def node_work(node: Node, cost: NodeCost, graph: Graph) -> NodeWork:
     if klass == DEPTHWISE_CONV and len(graph.shape(node.outputs[0])) == 4:
         row = graph.shape(node.outputs[0])[3]
         row_stride = int((node.attrs.get("strides") or [1])[-1])
-    return NodeWork(klass, cost.macs, bytes_moved(node, cost, graph), cost.param_bytes, channels, row, row_stride)
+    pixels = 0
+    out = graph.shape(node.outputs[0])
+    if klass == DENSE_CONV and len(out) > 2:
+        pixels = math.prod(out[2:])
+    return NodeWork(klass, cost.macs, bytes_moved(node, cost, graph), cost.param_bytes, channels, row, row_stride, pixels)
 
 
-def rate_efficiency(work: NodeWork, profile: DeviceProfile) -> float:
-    """The fraction of its class's full rate a node reaches (the module doc says which nodes lose some)."""
+def shape_efficiency(work: NodeWork, profile: DeviceProfile) -> float:
+    """The fraction of its class's full rate a node reaches for its channels or rows (a narrow dense
+    convolution, a depthwise one's rows), before the pixels (pixel_efficiency)."""
     full = profile.dense_conv_full_channels
     if work.channels > 0 and full and work.channels < full:
         return math.sqrt(work.channels / full)
@@ -69,6 +77,16 @@ def rate_efficiency(work: NodeWork, profile: DeviceProfile) -> float:
         strided = profile.depthwise_strided_efficiency or 1.0
         return work.row / (work.row + profile.depthwise_row_overhead) * (strided if work.row_stride > 1 else 1.0)
     return 1.0
+
+
+def pixel_efficiency(pixels: int, overhead: float | None) -> float:
+    """The fraction of the full rate a dense convolution with `pixels` output pixels reaches."""
+    return pixels / (pixels + overhead) if pixels > 0 and overhead else 1.0
+
+
+def rate_efficiency(work: NodeWork, profile: DeviceProfile) -> float:
+    """The fraction of its class's full rate a node reaches (the module doc says which nodes lose some)."""
+    return shape_efficiency(work, profile) * pixel_efficiency(work.pixels, profile.dense_conv_pixel_overhead)
 
 
 def work_seconds(work: NodeWork, profile: DeviceProfile) -> float:

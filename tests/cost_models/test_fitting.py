@@ -120,6 +120,34 @@ def test_a_depthwise_convolution_loses_rate_on_narrow_and_strided_rows():
     assert fit.profile.macs_per_s["depthwise_conv"] == pytest.approx(board.macs_per_s["depthwise_conv"], rel=0.05)
 
 
+def test_a_dense_convolution_with_few_pixels_loses_rate_and_the_fit_finds_how_much(sample_path):
+    """ResNet-18's 3x3 layers ran at 0.72 of the full rate with 49 output pixels, 0.8 with 196 (on this host, in the
+    model): pixels / (pixels + overhead). The overhead is the fit's eighth figure; ResNet-18 at 96x96 has layers
+    from 9 to 2304 pixels, which pin it down."""
+    from dataclasses import replace
+
+    from splitnn.cost_models.latency import node_work, pixel_efficiency, rate_efficiency
+
+    assert pixel_efficiency(49, 30.0) == pytest.approx(49 / 79)
+    assert pixel_efficiency(49, None) == pixel_efficiency(0, 30.0) == 1.0
+    graph = load_graph(sample_path("resnet18", 96))
+    costs = node_costs(graph)
+    works = [node_work(n, costs[n.index], graph) for n in graph.nodes if not n.is_constant]
+    dense = [w for w in works if w.op_class == "dense_conv"]
+    assert {w.pixels for w in dense} >= {9, 2304} and all(w.pixels == 0 for w in works if w.op_class != "dense_conv")
+    truth = replace(load_device("rockpro64"), dense_conv_pixel_overhead=30.0)
+    smallest = min(dense, key=lambda w: w.pixels)
+    assert rate_efficiency(smallest, truth) == pytest.approx(9 / 39)
+    fit = fit_profile([(graph, _synthetic(graph, truth))], replace(load_device("cloud-cpu"), dense_conv_pixel_overhead=5.0),
+                      "board", prior=0.0)
+    assert fit.pixel_overhead_fitted
+    assert fit.profile.dense_conv_pixel_overhead == pytest.approx(30.0, rel=0.1)
+    assert fit.profile.macs_per_s["dense_conv"] == pytest.approx(truth.macs_per_s["dense_conv"], rel=0.05)
+    # A base without the figure: no pixel loss, and none fitted.
+    plain = fit_profile([(graph, _synthetic(graph, truth))], load_device("cloud-cpu"), "board", prior=0.0)
+    assert plain.profile.dense_conv_pixel_overhead is None and not plain.pixel_overhead_fitted
+
+
 def test_the_fit_finds_the_full_rate_behind_narrow_convolutions(sample_path):
     """The width comes from the base profile; the fit recovers the full rate, not the narrow layers' average."""
     from dataclasses import replace
