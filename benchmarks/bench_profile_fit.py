@@ -94,8 +94,40 @@ def one_round(graphs: dict, train: list[str], test: list[str], runs: int) -> lis
     return rows
 
 
+PART_SHARES = (1 / 3, 2 / 3)  # --each also times the device part at the cut nearest these shares of the MACs
+
+
+def device_parts(graph) -> list[tuple[str, list[int], object]]:  # type: ignore[no-untyped-def]
+    """(label, device nodes, device part model) at the prefix cuts nearest PART_SHARES of the model's MACs."""
+    from splitnn.cost_models.registry import node_costs
+    from splitnn.onnxsplit.analysis.cuts import enumerate_cuts
+    from splitnn.onnxsplit.artifacts.parts import extract_parts, side_indices
+
+    costs = node_costs(graph)
+    cuts = [c for c in enumerate_cuts(graph, costs) if c.device_nodes and c.server_macs]
+    total = sum(c.macs for c in costs)
+    parts = []
+    for share in PART_SHARES:
+        cut = min(cuts, key=lambda c: abs(c.device_macs - share * total))
+        device, _ = extract_parts(graph, graph.model, cut)
+        parts.append((f"{round(share * 3)}/3", side_indices(graph, cut)[0], device))
+    return parts
+
+
+def part_seconds(graph, part, runs: int, level: str) -> float:  # type: ignore[no-untyped-def]
+    """Median plain run time of a device part, its weights read from the model's file."""
+    from splitnn.onnxsplit.core.ort_session import median_run_seconds
+    from splitnn.onnxsplit.model.sample_inputs import random_inputs
+    from splitnn.onnxsplit.model.weight_source import open_in_place
+
+    session = open_in_place(part.model, graph.initializers, graph.path, level=level)
+    feeds = {k: v for k, v in random_inputs(graph).items() if k in part.inputs}
+    return median_run_seconds(session, feeds, runs, warmup=3)
+
+
 def each_round(graphs: dict, names: list[str], runs: int) -> dict[str, dict[str, float]]:  # type: ignore[type-arg]
-    """One round of --each: per fitting model, each model's error (predicted / measured - 1)."""
+    """One round of --each: per fitting model, each model's and each device part's error (predicted / measured
+    - 1), keyed "model" and "model@1/3"."""
     from splitnn.cost_models.catalog import load_device
     from splitnn.cost_models.fitting import fit_profile
     from splitnn.cost_models.latency import seconds
@@ -104,33 +136,45 @@ def each_round(graphs: dict, names: list[str], runs: int) -> dict[str, dict[str,
     from splitnn.onnxsplit.core.ort_session import DEVICE_PART_LEVEL
 
     host = load_device("host")
-    timings, measured = {}, {}
-    for name in names:  # each model's two timings back to back
-        timings[name] = time_nodes(graphs[name], runs=runs)
-        measured[name] = plain_seconds(graphs[name], runs, DEVICE_PART_LEVEL)
+    timings, measured, nodes = {}, {}, {}
+    for name in names:  # each model's timings back to back
+        graph = graphs[name]
+        timings[name] = time_nodes(graph, runs=runs)
+        measured[name] = plain_seconds(graph, runs, DEVICE_PART_LEVEL)
+        nodes[name] = (name, [n.index for n in graph.nodes if not n.is_constant])
+        for label, indices, part in device_parts(graph):
+            measured[f"{name}@{label}"] = part_seconds(graph, part, runs, DEVICE_PART_LEVEL)
+            nodes[f"{name}@{label}"] = (name, indices)
     profiles = {name: fit_profile([(graphs[name], timings[name])], host, "fitted").profile for name in names}
     profiles["host"] = host
     errors = {}
     for fitted_on, profile in profiles.items():
         errors[fitted_on] = {}
-        for name in names:
+        for key, (name, indices) in nodes.items():
             graph = graphs[name]
-            placed = [n.index for n in graph.nodes if not n.is_constant]
-            errors[fitted_on][name] = seconds(graph, node_costs(graph), placed, profile) / measured[name] - 1
+            errors[fitted_on][key] = seconds(graph, node_costs(graph), indices, profile) / measured[key] - 1
     return errors
 
 
 def main_each(graphs: dict, names: list[str], args: argparse.Namespace) -> None:  # type: ignore[type-arg]
     rounds = [each_round(graphs, names, args.runs) for _ in range(args.rounds)]
+    keys = list(rounds[0][names[0]])
     table = {}
     for fitted_on in [*names, "host"]:
-        errors = {n: statistics.median(r[fitted_on][n] for r in rounds) for n in names}
-        held = [abs(e) for n, e in errors.items() if n != fitted_on]
-        per_round = [statistics.median(abs(r[fitted_on][n]) for n in names if n != fitted_on) for r in rounds]
-        table[fitted_on] = {"errors": errors, "median_abs_error_held_out": statistics.median(held),
-                            "median_abs_error_held_out_per_round": per_round}
+        errors = {k: statistics.median(r[fitted_on][k] for r in rounds) for k in keys}
+        held = [k for k in keys if k.split("@")[0] != fitted_on]  # other models, whole and their device parts
+
+        def held_median(errs: dict[str, float], chosen: list[str]) -> float:
+            return statistics.median(abs(errs[k]) for k in chosen)
+
+        table[fitted_on] = {"errors": errors, "median_abs_error_held_out": held_median(errors, [k for k in held if "@" not in k]),
+                            "median_abs_error_held_out_parts": held_median(errors, [k for k in held if "@" in k]),
+                            "median_abs_error_held_out_per_round": [held_median(r[fitted_on], [k for k in held if "@" not in k])
+                                                                    for r in rounds],
+                            "median_abs_error_held_out_parts_per_round": [held_median(r[fitted_on], [k for k in held if "@" in k])
+                                                                          for r in rounds]}
     if args.json:
-        print(json.dumps({"runs": args.runs, "rounds": args.rounds, "fits": table}, indent=1))
+        print(json.dumps({"runs": args.runs, "rounds": args.rounds, "part_shares": PART_SHARES, "fits": table}, indent=1))
         return
     print(f"each model fitted in turn on the same round's timings; errors against plain runs (basic level); "
           f"medians over {args.rounds} rounds ({args.runs} runs each); host: the micro-benchmarks, not fitted")
@@ -140,6 +184,13 @@ def main_each(graphs: dict, names: list[str], args: argparse.Namespace) -> None:
                          for n in names)
         per_round = ", ".join(f"{e:.1%}" for e in row["median_abs_error_held_out_per_round"])
         print(f"{fitted_on:<10} {cells} {row['median_abs_error_held_out']:9.1%}  {per_round}")
+    print("device parts (the prefix at about 1/3 and 2/3 of each model's MACs), fitted on each model; held-out: the "
+          "other models' parts")
+    parts = [k for k in keys if "@" in k]
+    for fitted_on, row in table.items():
+        cells = " ".join(f"{k}:{row['errors'][k]:+.1%}" for k in parts if k.split("@")[0] != fitted_on)
+        per_round = ", ".join(f"{e:.1%}" for e in row["median_abs_error_held_out_parts_per_round"])
+        print(f"{fitted_on:<10} held-out parts {row['median_abs_error_held_out_parts']:.1%} ({per_round})  {cells}")
 
 
 def main() -> None:

@@ -188,7 +188,7 @@ def test_the_base_holds_a_figure_the_models_barely_touch(sample_path):
 
 
 def test_what_the_profiler_adds_is_taken_off_the_kernels(sample_path):
-    """Kernels timed under the profiler add up to more than a plain run: the fit predicts the plain run."""
+    """Kernels timed under the profiler add up to more (or less) than a plain run: the fit predicts the plain run."""
     from dataclasses import replace
 
     from splitnn.cost_models.fitting import profiler_cost_per_kernel
@@ -201,6 +201,11 @@ def test_what_the_profiler_adds_is_taken_off_the_kernels(sample_path):
     assert profiler_cost_per_kernel(profiled) == 0.0  # no plain run timed: nothing taken off
     fit = fit_profile([(graph, timings)], load_device("rockpro64"), "board")
     assert fit.models[0].predicted_s == pytest.approx(timings.plain_seconds, rel=0.02)
+    # A plain run longer than the kernels: the time between them is carried by the kernels, and predicted.
+    slow = replace(profiled, plain_seconds=1.25 * profiled.kernel_seconds)
+    assert profiler_cost_per_kernel(slow) == pytest.approx(-0.25 * profiled.kernel_seconds / kernels)
+    fit = fit_profile([(graph, slow)], load_device("rockpro64"), "board")
+    assert fit.models[0].predicted_s == pytest.approx(slow.plain_seconds, rel=0.02)
 
 
 def test_fitted_profile_round_trips_through_toml(sample_path):
