@@ -45,16 +45,19 @@ def _model_paths(work: Path) -> dict[str, Path]:
         paths[name] = path
     from tests.helpers import (  # found without importing OpenCV
         DET_MODEL,
+        NUDENET,
         REC_MODEL,
+        packaged_model,
         rapidocr_model,
     )
 
     paths["ocr-det"] = rapidocr_model(DET_MODEL)
     paths["ocr-rec"] = rapidocr_model(REC_MODEL)
+    paths["yolov8n"] = packaged_model(NUDENET[0], NUDENET[1])  # a PyTorch export: SiLU, a box-distribution Softmax
     return paths
 
 
-SHAPES = {"ocr-det": {"x": (1, 3, 320, 320)}, "ocr-rec": {"x": (1, 3, 48, 320)}}
+SHAPES = {"ocr-det": {"x": (1, 3, 320, 320)}, "ocr-rec": {"x": (1, 3, 48, 320)}, "yolov8n": {"images": (1, 3, 320, 320)}}
 
 
 def plain_seconds(graph, runs: int, level: str) -> float:  # type: ignore[no-untyped-def]
@@ -196,7 +199,8 @@ def main_each(graphs: dict, names: list[str], args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", nargs="+", default=["resnet18"])
-    parser.add_argument("--test", nargs="+", default=["resnet18", "mobilenet", "alexnet", "vgg16", "ocr-det", "ocr-rec"])
+    parser.add_argument("--test", nargs="+", default=["resnet18", "mobilenet", "alexnet", "vgg16", "ocr-det", "ocr-rec",
+                                                      "yolov8n"])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3, help="fit and measure this many times; the medians are reported")
     parser.add_argument("--workdir", type=Path)

@@ -9,10 +9,11 @@ depthwise one's rows comes from the base profile (dense_conv_full_channels,
 depthwise_row_overhead and depthwise_strided_efficiency, which the `host`
 micro-benchmarks measure); it is not fitted. A dense convolution's loss at
 few output pixels, pixels / (pixels + dense_conv_pixel_overhead), is fitted
-(the eighth figure) where the base profile gives it: the `host` probes cannot
+(the last figure) where the base profile gives it: the `host` probes cannot
 measure it (convolutions timed alone lose more than inside a model), while a
-model's layers from 49 to 50176 pixels pin it down. The eight figures (four
-class rates, two bandwidths, overhead, pixels) are fitted in log space by scipy's `least_squares` (trust-region reflective, each
+model's layers from 49 to 50176 pixels pin it down. The figures (one rate per
+operator class, two bandwidths, overhead, pixels) are fitted in log space by
+scipy's `least_squares` (trust-region reflective, each
 figure bounded within a factor of 10^6 of the base profile's) on the residuals
 
     sqrt(w) * log(predicted / measured) per group,
@@ -62,7 +63,8 @@ from splitnn.onnxsplit.model.graph import Graph
 
 MEMORY = "memory"  # the activations' bandwidth, reported beside the classes
 WEIGHTS = "weights"  # the weights' bandwidth
-BANDWIDTH, OVERHEAD, WEIGHT_BANDWIDTH, PIXELS = 4, 5, 6, 7  # indices of the non-class figures in the fitted vector
+# Indices of the non-class figures in the fitted vector, after one rate per class.
+BANDWIDTH, OVERHEAD, WEIGHT_BANDWIDTH, PIXELS = range(len(OP_CLASSES), len(OP_CLASSES) + 4)
 NO_PIXEL_LOSS = 1e-9  # the pixel overhead of a base profile without one: no loss, and fitted no further
 # A figure counts as determined when halving or doubling it worsens the objective by more than this fraction.
 SENSITIVITY = 0.01
@@ -179,7 +181,7 @@ def profiler_cost_per_kernel(timings: NodeTimings) -> float:
 
 
 def _node_terms(d: _Design, log_params: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    rates = np.exp(log_params[:4])
+    rates = np.exp(log_params[:len(OP_CLASSES)])
     bandwidth, overhead = math.exp(log_params[BANDWIDTH]), math.exp(log_params[OVERHEAD])
     pixel_loss = np.where(d.pixels > 0, 1 + math.exp(log_params[PIXELS]) / np.maximum(d.pixels, 1), 1.0)
     return d.macs / rates[d.klass] * pixel_loss, d.bytes / bandwidth + d.weights / math.exp(log_params[WEIGHT_BANDWIDTH]), overhead

@@ -111,6 +111,9 @@ def _probes() -> dict[str, tuple[tuple[onnx.ModelProto, dict[str, np.ndarray]], 
         "matmul": (_single("MatMul", [256, 1024], [1024, 1024]), 256 * 1024 * 1024),
         # The cheapest common elementwise operator: in the caches, as bound by memory as by arithmetic.
         "elementwise": (_single("Relu", [1, 128, 56, 56], None), 128 * 56 * 56),
+        "transcendental": (_single("Sigmoid", [1, 128, 56, 56], None), 128 * 56 * 56),
+        # Three operations per element (cost_models/operators/reduce.py), over YOLOv8's box distribution.
+        "strided_softmax": (_single("Softmax", [1, 16, 4, 2100], None, axis=1), 3 * 16 * 4 * 2100),
         # The activations' bandwidth: onnxruntime adding two layer-sized tensors (1.6 MB each), which stay in the
         # caches as a layer's activations do (about 170 GB/s here, where a 64 MB copy moves 40).
         "activations": (_add_probe([1, 128, 56, 56]), 3 * 4 * 128 * 56 * 56),
@@ -150,7 +153,7 @@ def _depthwise_figures(rate: dict[str, float]) -> tuple[float, float, float]:
 
 def measure_host() -> DeviceProfile:
     rate = _probe_rates()
-    rates = {name: rate[name] for name in ("dense_conv", "matmul", "elementwise")}
+    rates = {name: rate[name] for name in ("dense_conv", "matmul", "elementwise", "transcendental", "strided_softmax")}
     # 16 channels run at sqrt(16 / full) of the full rate (cost_models.latency), so full = 16 / (narrow / rate)^2.
     full_channels = min(1024.0, 16 / min(1.0, rate["narrow_conv"] / rates["dense_conv"]) ** 2)
     rates["depthwise_conv"], row_overhead, strided = _depthwise_figures(rate)
@@ -175,8 +178,9 @@ def measure_host() -> DeviceProfile:
 MAX_AGE_S = 7 * 24 * 3600
 # The version of the micro-benchmarks above; a kept profile measured by another is measured again.
 # 2: depthwise rows, the activations' bandwidth in the caches, the weights' from a matrix in DRAM; 3: the dense
-# convolutions' pixel overhead, and each probe the median of ROUNDS.
-PROBES = 3
+# convolutions' pixel overhead, and each probe the median of ROUNDS; 4: the transcendental and strided softmax
+# classes.
+PROBES = 4
 BUSY_LOAD_PER_CORE = 0.5
 
 

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from splitnn.cost_models.op_classes import OP_CLASSES
+from splitnn.cost_models.op_classes import FALLBACK, OP_CLASSES, with_fallbacks
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 PROFILE_DATA = resources.files("splitnn.cost_models") / "profile_data"
@@ -50,6 +50,10 @@ class DeviceProfile:
     # at 0.8 (timed alone, the same shapes ran slower still, so the `host` probes do not measure it: they
     # take HOST_PIXEL_OVERHEAD, and `splitnn profile` fits it). None: no such loss.
     dense_conv_pixel_overhead: float | None = None
+
+    def __post_init__(self) -> None:
+        # A profile written before a class existed (a file, a plan.json, or code) rates it as its fallback.
+        object.__setattr__(self, "macs_per_s", with_fallbacks(self.macs_per_s))
 
     @property
     def weight_bandwidth(self) -> float:
@@ -169,7 +173,8 @@ def device_from_dict(data: dict[str, Any], source: str) -> DeviceProfile:
     try:
         compute = data["compute"]
         memory = data["memory"]
-        rates = {cls: float(compute[f"{cls}_gmac_per_s"]) * 1e9 for cls in OP_CLASSES}
+        rates = {cls: float(compute[f"{cls}_gmac_per_s"]) * 1e9 for cls in OP_CLASSES
+                 if cls not in FALLBACK or f"{cls}_gmac_per_s" in compute}
         return DeviceProfile(
             name=str(data["name"]),
             description=str(data.get("description", "")),

@@ -14,8 +14,8 @@ def test_profile_writes_a_usable_device_profile(sample_path, tmp_path):
     proc = run_cli("profile", model, "-o", str(target), "--runs", "2", "--warmup", "1", "--base", "rockpro64", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert {c["name"] for c in report["classes"]} == {"dense_conv", "depthwise_conv", "matmul", "elementwise", "memory",
-                                                      "weights"}
+    assert {c["name"] for c in report["classes"]} == {"dense_conv", "depthwise_conv", "matmul", "elementwise", "transcendental",
+                                                      "strided_softmax", "memory", "weights"}
     timing = report["timings"][0]
     assert timing["runs"] == 2 and timing["level"] == "basic"
     assert sum(len(g["nodes"]) for g in timing["groups"]) + len(timing["eliminated"]) == 69  # ResNet-18's nodes

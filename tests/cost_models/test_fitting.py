@@ -148,6 +148,37 @@ def test_a_dense_convolution_with_few_pixels_loses_rate_and_the_fit_finds_how_mu
     assert plain.profile.dense_conv_pixel_overhead is None and not plain.pixel_overhead_fitted
 
 
+def test_transcendental_operators_and_a_softmax_over_another_axis_have_classes_of_their_own():
+    """YOLOv8n (a PyTorch export): 58 SiLU Sigmoids, and the box distribution's Softmax over axis 1 of [1, 16, 4, 2100],
+    which onnxruntime ran 28x slower than over the last axis. A profile without these classes rates them as before."""
+    from splitnn.cost_models.op_classes import ELEMENTWISE, STRIDED_SOFTMAX, TRANSCENDENTAL, op_class
+    from tests.helpers import NUDENET, packaged_model
+
+    package, relative, shapes = NUDENET
+    graph = load_graph(packaged_model(package, relative), shapes)
+    classes = {n.op_type: set() for n in graph.nodes}
+    for node in graph.nodes:
+        classes[node.op_type].add(op_class(node, graph))
+    assert classes["Sigmoid"] == {TRANSCENDENTAL} and classes["Mul"] == {ELEMENTWISE}
+    assert classes["Softmax"] == {STRIDED_SOFTMAX}
+    board = load_device("rockpro64")  # its file predates the classes: they take the elementwise rate
+    assert board.macs_per_s[TRANSCENDENTAL] == board.macs_per_s[STRIDED_SOFTMAX] == board.macs_per_s[ELEMENTWISE]
+    from dataclasses import replace
+
+    rates = {k: v for k, v in board.macs_per_s.items() if k != STRIDED_SOFTMAX}
+    slower = replace(board, macs_per_s={**rates, TRANSCENDENTAL: board.macs_per_s[ELEMENTWISE] / 3})
+    assert slower.macs_per_s[STRIDED_SOFTMAX] == slower.macs_per_s[TRANSCENDENTAL]  # a missing class: its fallback's rate
+    text = device_to_toml(slower)
+    assert "transcendental_gmac_per_s" in text and "strided_softmax_gmac_per_s" in text
+    assert device_from_dict(tomllib.loads(text), "file").macs_per_s[TRANSCENDENTAL] == pytest.approx(
+        slower.macs_per_s[TRANSCENDENTAL], rel=1e-3)
+    sigmoid = next(n for n in graph.nodes if n.op_type == "Sigmoid")
+    costs = node_costs(graph)
+    compute_bound = replace(slower, memory_bytes_per_s=1e15, weight_bytes_per_s=1e15, per_node_overhead_s=0.0)
+    assert node_seconds(sigmoid, costs[sigmoid.index], graph, compute_bound) == pytest.approx(
+        3 * node_seconds(sigmoid, costs[sigmoid.index], graph, replace(compute_bound, macs_per_s=board.macs_per_s)))
+
+
 def test_the_fit_finds_the_full_rate_behind_narrow_convolutions(sample_path):
     """The width comes from the base profile; the fit recovers the full rate, not the narrow layers' average."""
     from dataclasses import replace

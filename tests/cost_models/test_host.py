@@ -42,6 +42,8 @@ def test_unmeasured_power_is_unknown_and_energy_is_refused(sample_path, tmp_path
     assert host.depthwise_row_overhead is not None and 0 <= host.depthwise_row_overhead <= 1000
     assert host.depthwise_strided_efficiency is not None and 0 < host.depthwise_strided_efficiency <= 1
     assert host.weight_bytes_per_s is not None and host.weight_bytes_per_s > 0
+    measured = read_toml(cache_path(), "cache")["compute"]  # every class has its own probe (probes 4)
+    assert {f"{c}_gmac_per_s" for c in ("elementwise", "transcendental", "strided_softmax")} <= set(measured)
     path = tmp_path / "board.toml"
     path.write_text(device_to_toml(host))
     kept = device_from_dict(read_toml(path, "p"), "p")
