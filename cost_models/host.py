@@ -9,7 +9,9 @@ at the full rate; depthwise convolutions with wide, narrow and strided rows
 give that class's full rate and its row efficiency (cost_models.latency). The
 activations' bandwidth is onnxruntime adding two layer-sized tensors, which
 stay in the caches, and the weights' bandwidth a vector times a matrix larger
-than the caches; the elementwise rate is a Relu of a layer-sized tensor; the
+than the caches; the elementwise rate is a Relu of a layer-sized tensor, the
+transcendental rate a Sigmoid of it, and the strided softmax rate a Softmax
+over axis 1 of YOLOv8's box distribution (cost_models.op_classes); the
 per-node overhead is the time per node of a chain of tiny Relu nodes. The
 result is cached as TOML under
 $SPLITNN_CACHE_DIR (default ~/.cache/splitnn) so that later runs agree, with
@@ -52,14 +54,19 @@ def _time_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int 
     return median_run_seconds(create_session(model, level=DEVICE_PART_LEVEL), feeds, runs)
 
 
+def _as_model(graph: onnx.GraphProto) -> onnx.ModelProto:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
 def _single(op: str, x_shape: list[int], w_shape: list[int] | None, out: str = "y", **attrs: object) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal(w_shape).astype(np.float32), "w")] if w_shape else []
     node = helper.make_node(op, ["x", "w"] if w_shape else ["x"], [out], **attrs)
     graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
                               [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
+    model = _as_model(graph)
     return model, {"x": rng.standard_normal(x_shape).astype(np.float32)}
 
 
@@ -80,8 +87,7 @@ def _add_probe(shape: list[int]) -> tuple[onnx.ModelProto, dict[str, np.ndarray]
     node = helper.make_node("Add", ["x", "z"], ["y"])
     graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("x", "z")],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
+    model = _as_model(graph)
     return model, {n: rng.standard_normal(shape).astype(np.float32) for n in ("x", "z")}
 
 
@@ -89,8 +95,7 @@ def _chain_probe() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     chain = [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"]) for i in range(200)]
     graph = helper.make_graph(chain, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [4])],
                               [helper.make_tensor_value_info("t200", TensorProto.FLOAT, [4])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
+    model = _as_model(graph)
     return model, {"t0": np.ones(4, dtype=np.float32)}
 
 

@@ -53,15 +53,12 @@ class NodeWork:
 
 def node_work(node: Node, cost: NodeCost, graph: Graph) -> NodeWork:
     klass = op_class(node, graph)
-    channels = 0
-    if klass == DENSE_CONV and len(graph.shape(node.outputs[0])) > 1:
-        channels = max(1, graph.shape(node.outputs[0])[1] // max(1, int(node.attrs.get("group", 1))))
-    row, row_stride = 0, 1
-    if klass == DEPTHWISE_CONV and len(graph.shape(node.outputs[0])) == 4:
-        row = graph.shape(node.outputs[0])[3]
-        row_stride = int((node.attrs.get("strides") or [1])[-1])
-    pixels = 0
     out = graph.shape(node.outputs[0])
+    channels, row, row_stride, pixels = 0, 0, 1, 0
+    if klass == DENSE_CONV and len(out) > 1:
+        channels = max(1, out[1] // max(1, int(node.attrs.get("group", 1))))
+    if klass == DEPTHWISE_CONV and len(out) == 4:
+        row, row_stride = out[3], int((node.attrs.get("strides") or [1])[-1])
     if klass == DENSE_CONV and len(out) > 2:
         pixels = math.prod(out[2:])
     return NodeWork(klass, cost.macs, bytes_moved(node, cost, graph), cost.param_bytes, channels, row, row_stride, pixels)

@@ -42,7 +42,7 @@ class DeviceProfile:
     # A depthwise convolution runs along each output row, with a fixed cost per row and kernel tap: a row of
     # width w runs at w / (w + this) of the class's full rate (on this host about 20: 14 columns at 0.4 of
     # it, 160 at 0.9), and a row that steps over columns (stride > 1) at depthwise_strided_efficiency of
-    # that (about 0.35 here). None: no such loss (the profiles that do not give it).
+    # that (about 0.55 here). None: no such loss (the profiles that do not give it).
     depthwise_row_overhead: float | None = None
     depthwise_strided_efficiency: float | None = None
     # A dense convolution with few output pixels runs below the full rate: pixels / (pixels + this). On this
