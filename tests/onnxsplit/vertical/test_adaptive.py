@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import onnx
@@ -177,11 +178,14 @@ def test_an_adaptive_plan_sends_the_input_as_an_image_on_a_real_classifier(tmp_p
     assert proc.returncode == 0, proc.stderr
     kept = json.loads(proc.stdout)["kept"]
     (image,) = [k for k in kept if k.get("codec") is not None]
-    # (Where exactly it hands over to the next cut moves with the encode time measured here: not asserted.)
-    assert image["cut"]["tensors"] == ["x"] and image["codec"]["name"] == "webp:90" and image["high_bps"] > 40e6
+    # (Where exactly it hands over to the other cuts moves with the encode time measured here, on a busy runner
+    # 25 to 60 Mbit/s: not asserted; the run below stays inside the interval the plan gives it.)
+    assert image["cut"]["tensors"] == ["x"] and image["codec"]["name"] == "webp:90"
+    assert image["low_bps"] < image["high_bps"]
     assert image["codec"]["agreement"] == 1.0 and image["codec"]["raw_bytes"] / image["codec"]["coded_bytes"] > 20
     assert any(not k["cut"]["tensors"] for k in kept)  # the board alone, for the slow links
-    (tmp_path / "fast.csv").write_text("time_s,mbps\n0,40\n")
+    inside = math.sqrt(image["low_bps"] * image["high_bps"]) / 1e6  # where the plan sends the input as WebP
+    (tmp_path / "fast.csv").write_text(f"time_s,mbps\n0,{inside:.3f}\n")
     proc = run_cli("run-bench", "ad", "--trace", "fast.csv", "--requests", "4", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
