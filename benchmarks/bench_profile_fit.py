@@ -60,15 +60,17 @@ def _model_paths(work: Path) -> dict[str, Path]:
 SHAPES = {"ocr-det": {"x": (1, 3, 320, 320)}, "ocr-rec": {"x": (1, 3, 48, 320)}, "yolov8n": {"images": (1, 3, 320, 320)}}
 
 
-def plain_seconds(graph, runs: int, level: str) -> float:  # type: ignore[no-untyped-def]
-    """Median plain run time, one session at a time: sessions left open side by side keep their thread pools
-    spinning and slowed MobileNet from 5.2 to 10.9 ms."""
+def plain_seconds(graph, runs: int, level: str, model=None) -> float:  # type: ignore[no-untyped-def]
+    """Median plain run time of `graph`'s model, or of `model` (a part of it, its weights read from the model's
+    file), one session at a time: sessions left open side by side keep their thread pools spinning and slowed
+    MobileNet from 5.2 to 10.9 ms."""
     from splitnn.onnxsplit.core.ort_session import median_run_seconds
     from splitnn.onnxsplit.model.sample_inputs import random_inputs
     from splitnn.onnxsplit.model.weight_source import open_in_place
 
-    session = open_in_place(graph.model, graph.initializers, graph.path, level=level)
-    return median_run_seconds(session, random_inputs(graph), runs, warmup=3)
+    session = open_in_place(model or graph.model, graph.initializers, graph.path, level=level)
+    wanted = {i.name for i in session.get_inputs()}
+    return median_run_seconds(session, {k: v for k, v in random_inputs(graph).items() if k in wanted}, runs, warmup=3)
 
 
 def one_round(graphs: dict, train: list[str], test: list[str], runs: int) -> list[dict]:  # type: ignore[type-arg]
@@ -117,17 +119,6 @@ def device_parts(graph) -> list[tuple[str, list[int], object]]:  # type: ignore[
     return parts
 
 
-def part_seconds(graph, part, runs: int, level: str) -> float:  # type: ignore[no-untyped-def]
-    """Median plain run time of a device part, its weights read from the model's file."""
-    from splitnn.onnxsplit.core.ort_session import median_run_seconds
-    from splitnn.onnxsplit.model.sample_inputs import random_inputs
-    from splitnn.onnxsplit.model.weight_source import open_in_place
-
-    session = open_in_place(part.model, graph.initializers, graph.path, level=level)
-    feeds = {k: v for k, v in random_inputs(graph).items() if k in part.inputs}
-    return median_run_seconds(session, feeds, runs, warmup=3)
-
-
 def each_round(graphs: dict, names: list[str], runs: int) -> dict[str, dict[str, float]]:  # type: ignore[type-arg]
     """One round of --each: per fitting model, each model's and each device part's error (predicted / measured
     - 1), keyed "model" and "model@1/3"."""
@@ -146,7 +137,7 @@ def each_round(graphs: dict, names: list[str], runs: int) -> dict[str, dict[str,
         measured[name] = plain_seconds(graph, runs, DEVICE_PART_LEVEL)
         nodes[name] = (name, [n.index for n in graph.nodes if not n.is_constant])
         for label, indices, part in device_parts(graph):
-            measured[f"{name}@{label}"] = part_seconds(graph, part, runs, DEVICE_PART_LEVEL)
+            measured[f"{name}@{label}"] = plain_seconds(graph, runs, DEVICE_PART_LEVEL, part.model)
             nodes[f"{name}@{label}"] = (name, indices)
     profiles = {name: fit_profile([(graphs[name], timings[name])], host, "fitted").profile for name in names}
     profiles["host"] = host

@@ -206,8 +206,7 @@ def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
 
     console = stdout()
     grid, p, memory = document.grid, document.predicted, document.memory
-    stacks = [(document.stack, grid, document.fuse_until, document.tiles), *(
-        (s.stack, s.grid, s.fuse_until, s.tiles) for s in document.later_stacks)]
+    stacks = document.all_stacks
     rest = f"the rest ({'nothing' if document.remainder.empty else 'remainder/'}) runs after stitching"
     if len(stacks) == 1:
         console.print(f"[bold]Tile plan[/bold]: {len(document.stack)} layers fused up to {document.fuse_until}, grid "
@@ -215,11 +214,9 @@ def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
     else:
         console.print(f"[bold]Tile plan[/bold]: {len(stacks)} fused stacks in turn on {document.nodes} x "
                       f"{document.node_profile.name}, each stitched before the next is tiled; {rest}")
-        macs = [(document.stack_macs, document.tiled_macs), *((s.stack_macs, s.tiled_macs) for s in document.later_stacks)]
-        for k, ((layers, g, until, _), (own, tiled)) in enumerate(zip(stacks, macs)):
-            phase = f", {p.stack_phases_s[k] * 1e3:.1f} ms predicted" if len(p.stack_phases_s) == len(stacks) else ""
-            console.print(f"  stack {k + 1}: {len(layers)} layers up to {until}, grid {g.rows}x{g.cols}, redundant MACs "
-                          f"{tiled / own - 1:.1%}{phase}")
+        for k, s in enumerate(stacks):
+            console.print(f"  stack {k + 1}: {len(s.stack)} layers up to {s.fuse_until}, grid {s.grid.rows}x{s.grid.cols}, "
+                          f"redundant MACs {s.tiled_macs / s.stack_macs - 1:.1%}, {s.predicted_phase_s * 1e3:.1f} ms predicted")
     lead = (f"  redundant MACs {document.redundant_macs_ratio:.1%} (overlaps computed twice); " if len(stacks) == 1
             else "  ")
     console.print(
@@ -227,13 +224,13 @@ def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
         f"{human_bytes(document.max_tile_peak_bytes)} = {document.tile_peak_fraction:.1%} of the "
         f"untiled stack's {human_bytes(document.stack_peak_bytes)}; per node {human_bytes(memory.node_bytes)} "
         f"of {human_bytes(memory.node_usable_bytes)} usable")
-    reused = [(k, r, tiled) for k, (r, tiled) in enumerate([(document.reuse, document.tiled_macs), *(
-        (later.reuse, later.tiled_macs) for later in document.later_stacks)]) if r.get("enabled")]
-    for k, r, tiled in reused:
+    for k, s in enumerate(stacks):
+        if not s.reuse.get("enabled"):
+            continue
         where = f" (stack {k + 1})" if len(stacks) > 1 else ""
-        console.print(f"  reuse{where}: second-phase tiles take the overlaps from their neighbours: {r['macs'] / 1e6:,.0f} "
-                      f"M MACs instead of {tiled / 1e6:,.0f} M ({r['saved_fraction_of_redundant']:.1%} of the "
-                      "redundant MACs saved)")
+        console.print(f"  reuse{where}: second-phase tiles take the overlaps from their neighbours: "
+                      f"{s.reuse['macs'] / 1e6:,.0f} M MACs instead of {s.tiled_macs / 1e6:,.0f} M "
+                      f"({s.reuse['saved_fraction_of_redundant']:.1%} of the redundant MACs saved)")
     for split in document.neuron_splits:
         sizes = ", ".join(human_bytes(part.bytes) for part in split.slices)
         why = "is too big for a node" if split.why == "memory" else "is predicted faster across the nodes"
@@ -245,8 +242,8 @@ def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
     table = Table(title="Tiles (regions as rows y0:y1, columns x0:x1)", title_justify="left")
     for column in ("stack", "tile", "output region", "input region", "MACs", "peak", "predicted ms"):
         table.add_column(column, justify="right")
-    for k, (_, _, _, tiles) in enumerate(stacks):
-        for tile in tiles:
+    for k, s in enumerate(stacks):
+        for tile in s.tiles:
             o, i = tile.output_region, tile.input_region
             table.add_row(str(k + 1), str(tile.id), f"{o[0]}:{o[1]}, {o[2]}:{o[3]}", f"{i[0]}:{i[1]}, {i[2]}:{i[3]}",
                           f"{tile.macs / 1e6:,.1f} M", human_bytes(tile.peak_bytes), f"{tile.predicted_s * 1e3:.1f}")

@@ -330,8 +330,10 @@ class TilePrediction(Record):
 
 
 @dataclass(frozen=True)
-class LaterStackRecord(Record):
-    """A stack after the first: its tiles are cropped from the previous stack's stitched output."""
+class StackRecord(Record):
+    """One fused stack and its tiles. plan.json lists the stacks after the first in `later_stacks` (each cropped from
+    the previous stack's stitched output); the first's fields are TilePlanFile's own, and
+    TilePlanFile.all_stacks gives every stack in this one form."""
 
     grid: GridRecord
     input: str  # the previous stack's output
@@ -384,7 +386,7 @@ class TilePlanFile(PlanHeader):
     stack_peak_bytes: int
     max_tile_peak_bytes: int
     tile_peak_fraction: float
-    later_stacks: tuple[LaterStackRecord, ...] = ()  # the stacks after the first, in order
+    later_stacks: tuple[StackRecord, ...] = ()  # the stacks after the first, in order
     memory: TileMemory
     neuron_splits: tuple[NeuronSplitRecord, ...] = ()
     predicted: TilePrediction
@@ -398,6 +400,17 @@ class TilePlanFile(PlanHeader):
     @property
     def reuse_enabled(self) -> bool:
         return bool(self.reuse.get("enabled"))
+
+    @property
+    def all_stacks(self) -> tuple[StackRecord, ...]:
+        """Every stack in order, the first (which reads the image) in the later stacks' form."""
+        p = self.predicted
+        first = StackRecord(
+            grid=self.grid, input=self.image_input, fuse_until=self.fuse_until, stack=self.stack, tiles=self.tiles,
+            stack_macs=self.stack_macs, tiled_macs=self.tiled_macs, max_tile_peak_bytes=self.max_tile_peak_bytes,
+            param_bytes=self.memory.stack_param_bytes - sum(s.param_bytes for s in self.later_stacks),
+            predicted_phase_s=p.stack_phases_s[0] if p.stack_phases_s else p.tiles_phase_s, reuse=self.reuse)
+        return (first, *self.later_stacks)
 
     @property
     def tiled_output(self) -> str:

@@ -149,8 +149,7 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
 
 def stack_labels(plan: Any) -> tuple[str, ...]:
     """Each stack of a tile plan file as its grid and last tensor ("3x3 to maxpool3_out")."""
-    stacks = [(plan.grid, plan.fuse_until), *((s.grid, s.fuse_until) for s in plan.later_stacks)]
-    return tuple(f"{grid.rows}x{grid.cols} to {until}" for grid, until in stacks)
+    return tuple(f"{s.grid.rows}x{s.grid.cols} to {s.fuse_until}" for s in plan.all_stacks)
 
 
 def _with_speedups(rows: list[dict[str, Any]]) -> list[ScalingRow]:

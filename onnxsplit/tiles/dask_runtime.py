@@ -407,11 +407,8 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
         raise SplitnnError("--handoff workers does not run a reuse plan's later stacks: use --handoff client")
     image = feeds[program.image]
     start = time.perf_counter()
-    if program.second_phase:
-        futures, tile_of = _submit_with_reuse(client, program.tiles, program.second_phase, plugins[0], image, workers)
-    else:
-        futures, tile_of = _submit_groups(client, program.tiles, plugins[0], image, program.plan.image_layout, workers,
-                                          tasks)
+    futures, tile_of = _submit_stack(client, program.tiles, program.second_phase, plugins[0], image,
+                                     program.plan.image_layout, workers, tasks)
     earlier: list[tuple[list[Any], dict[str, Any]]] = []  # stacks whose outputs stayed on the workers
     if program.later and handoff == "workers":
         stitched, records, phases, stages = _through_workers(client, program, plugins, (futures, tile_of), workers,
@@ -466,10 +463,7 @@ def _run_stack(client: Any, later: LaterStack, plugin: str, number: int, previou
     """A later stack's tiles, cropped from the previous stack's stitched output on the client (hand-off
     "client"), sent as the first stack's are; each tile's record is added to `records`. Returns the stitched
     output and the futures."""
-    if later.second_phase:  # reuse: the stack's two phases
-        futures, tile_of = _submit_with_reuse(client, later.tiles, later.second_phase, plugin, previous, workers)
-    else:
-        futures, tile_of = _submit_groups(client, later.tiles, plugin, previous, "NCHW", workers)
+    futures, tile_of = _submit_stack(client, later.tiles, later.second_phase, plugin, previous, "NCHW", workers)
     stitched, mine = _stitch_results(futures, tile_of, later.output_shape, start, stack=number)
     records += mine
     return stitched, futures
@@ -568,6 +562,15 @@ def tile_task_count(tiles: int, workers: int) -> int:
     1.70x and 1.65x one per worker. The scheduler still steals a whole group that a busy worker has not begun,
     and re-runs a lost worker's group."""
     return min(tiles, workers)
+
+
+def _submit_stack(client: Any, tiles: tuple[Any, ...], second_phase: dict[int, dict[str, Any]], plugin_name: str,
+                  source: np.ndarray, layout: str, workers: list[str], tasks: int | None = None
+                  ) -> tuple[list[Any], dict[str, Any]]:
+    """A stack's tiles sent out: with reuse (`second_phase`), its two phases; else as groups (_submit_groups)."""
+    if second_phase:
+        return _submit_with_reuse(client, tiles, second_phase, plugin_name, source, workers)
+    return _submit_groups(client, tiles, plugin_name, source, layout, workers, tasks)
 
 
 def _submit_groups(client: Any, tiles: tuple[Any, ...], plugin_name: str, source: np.ndarray, layout: str,

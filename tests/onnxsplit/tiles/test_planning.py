@@ -56,6 +56,12 @@ def test_several_stacks_are_written_verified_and_run_on_dask(vgg, tmp_path):
     assert document.verification.passed and len(document.later_stacks) == 2
     assert [s.input for s in document.later_stacks] == [plan.stacks[0].stack[-1].output, plan.stacks[1].stack[-1].output]
     assert document.remainder.inputs[0] == "maxpool5_out" == read_tile_plan(tmp_path / "tiles").tiled_output
+    # Every stack in one form, the first from the plan file's own fields.
+    stacks = document.all_stacks
+    assert [s.fuse_until for s in stacks] == [phase.stack[-1].output for phase in plan.stacks]
+    assert stacks[0].input == document.image_input and stacks[1:] == document.later_stacks
+    assert [s.param_bytes for s in stacks] == [phase.param_bytes for phase in plan.stacks]
+    assert [s.predicted_phase_s for s in stacks] == pytest.approx([phase.phase_s for phase in plan.stacks])
     assert all((tmp_path / "tiles" / name).is_file() for files in document.artifacts.later_stacks for name in files.tiles)
     report = run_tile_bench(tmp_path / "tiles", TileBenchOptions(images=1)).to_dict()
     assert report["outputs_match"] is True
