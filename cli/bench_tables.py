@@ -30,7 +30,8 @@ def render_split(report: SplitBenchReport) -> None:
         table.add_row(label, f"{values.p50 * 1e3:.2f}", f"{values.p95 * 1e3:.2f}", f"{getattr(predicted, key) * 1e3:.2f}")
     console.print(table)
     console.print(f"physical bound {report.bound_s * 1e3:.2f} ms; {human_bytes(report.bytes_per_request.up)} up, "
-                  f"{human_bytes(report.bytes_per_request.down)} down per request")
+                  f"{human_bytes(report.bytes_per_request.down)} down per request"
+                  + (f" (the answers in {report.reply_codec})" if report.reply_codec else ""))
     base = report.baselines
     if base is not None:
         server = f"{base.all_server_s * 1e3:.2f} ms" if base.all_server_s is not None else "failed"
@@ -40,8 +41,9 @@ def render_split(report: SplitBenchReport) -> None:
                       f"all on the server {server}{server_predicted}")
     if report.outputs_match is not None:
         verdict = "match" if report.outputs_match else "[red]DIFFER[/red]"
-        codec = (f", within what the codec {report.codec} was measured to change at partition" if report.codec
-                 else "")
+        codecs = " and ".join(f"{what} {name}" for what, name in (("the codec", report.codec),
+                                                                   ("the reply codec", report.reply_codec)) if name)
+        codec = f", within what {codecs} was measured to change at partition" if codecs else ""
         top1 = {True: "; the same top class", False: "; [red]another top class[/red]", None: ""}[report.same_top1]
         if report.tls:
             top1 += "; over TLS"

@@ -239,10 +239,12 @@ class CodecChoice:
     calibration: str | None  # --calibration PATH
     preprocess: Any  # onnxsplit.model.calibration.Preprocess for a folder of images, or None
     limit: Any  # vertical.codec_check.OutputChangeLimit, or None
+    reply: str = "none"  # the codec the server answers in (--reply-codec)
 
 
-def _codec_choice(codec: str, calibration: str | None, preprocess: str | None, max_output_change: str | None) -> CodecChoice:
-    from splitnn.onnxsplit.codecs.specs import canonical_codec, needs_ranges
+def _codec_choice(codec: str, calibration: str | None, preprocess: str | None, max_output_change: str | None,
+                  reply_codec: str) -> CodecChoice:
+    from splitnn.onnxsplit.codecs.specs import canonical_codec, needs_ranges, require_self_describing
     from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.model.calibration import parse_preprocess
     from splitnn.onnxsplit.vertical.codec_check import parse_output_change
@@ -250,12 +252,14 @@ def _codec_choice(codec: str, calibration: str | None, preprocess: str | None, m
     spec = "auto" if codec.strip().lower() == "auto" else canonical_codec(codec)  # an unknown one is named here
     if needs_ranges(spec) and calibration is None:
         raise SplitnnError(f"{spec} takes each tensor's range from your inputs: add --calibration PATH")
-    if max_output_change is not None and spec == "none":
-        raise SplitnnError("--max-output-change bounds what a codec does to the outputs: add --codec")
+    require_self_describing(reply_codec, "--reply-codec")
+    reply = canonical_codec(reply_codec)  # (image and calibrated codecs were refused above)
+    if max_output_change is not None and spec == "none" and reply == "none":
+        raise SplitnnError("--max-output-change bounds what a codec does to the outputs: add --codec or --reply-codec")
     if preprocess is not None and calibration is None:
         raise SplitnnError("--preprocess turns --calibration images into inputs: add --calibration FOLDER")
     return CodecChoice(spec, calibration, parse_preprocess(preprocess) if preprocess else None,
-                       parse_output_change(max_output_change) if max_output_change else None)
+                       parse_output_change(max_output_change) if max_output_change else None, reply)
 
 
 CODEC_CHOICE = OptionGroup("codec", (
@@ -281,6 +285,11 @@ CODEC_CHOICE = OptionGroup("codec", (
                                                         help="Refuse a codec that changes the outputs more: "
                                                              "agreement>=0.99 (top-1 of a classifier), "
                                                              "relerr<=0.01 or abserr<=0.05.")),
+    (("--reply-codec", "reply_codec"), dict(default="none", show_default=True, metavar="CODEC",
+                                            help="How the server's answer travels back: none, fp16, int8, "
+                                                 "int8:channel, lossless, or one of them +lossless (e.g. "
+                                                 "fp16+lossless); measured like --codec, on the server part's "
+                                                 "outputs, and priced in the prediction.")),
 ), _codec_choice)
 
 

@@ -53,6 +53,7 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
       splitnn partition net.onnx -o out/net --link 3g --codec auto --calibration lines.npz   (cut and codec together)
       splitnn partition net.onnx -o out/jpeg --link 3g --codec jpeg:90 --calibration photos/ --preprocess imagenet   (the input as a JPEG)
       splitnn partition net.onnx -o out/net --codec int8 --calibration photos/ --preprocess mean=0.5,std=0.5 --max-output-change 'agreement>=0.99'
+      splitnn partition det.onnx -o out/det --link 3g --cut relu_3.tmp_0 --reply-codec fp16+lossless   (the answer coded too)
       splitnn partition vgg16.onnx -o out/vgg16 --link 4g --trace traces/commute-lte.csv --percentile 95
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --fuse-until maxpool3_out
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --reuse
@@ -62,6 +63,10 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
     from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
     from splitnn.onnxsplit.model.loading import load_graph
 
+    if codec.reply != "none" and (strategy == "tiles" or choice.adaptive):
+        from splitnn.onnxsplit.core.errors import SplitnnError
+
+        raise SplitnnError("--reply-codec applies to a split at one cut: drop it with --strategy tiles or --adaptive")
     if strategy == "tiles":
         _partition_tiles(model, input_shapes, outdir, tiles, verification, as_json)
         return
@@ -105,7 +110,9 @@ def _write_vertical(analysis, plan, choice: CutChoice, codec: CodecChoice, verif
     with stderr().status("writing and verifying the parts..."):
         document = write_split(analysis, plan, outdir, ort_format=verification.ort_format, atol=verification.atol,
                                rtol=verification.rtol, codec=spec, calibration=calibration,
-                               max_output_change=codec.limit, codec_trials=trials)
+                               max_output_change=codec.limit, codec_trials=trials, reply_codec=codec.reply)
+    if codec.reply != "none" and document.reply_codec is None:
+        stderr().print(f"note: the chosen cut sends nothing to the server, so --reply-codec {codec.reply} is not used")
     if spec != "none" and document.codec is None:
         stderr().print(f"note: the chosen cut sends nothing to the server, so --codec {codec.spec} is not used "
                        "(choose a cut that sends, with --cut or another --link)")
@@ -117,7 +124,7 @@ def _write_vertical(analysis, plan, choice: CutChoice, codec: CodecChoice, verif
 
 def _calibration(codec: CodecChoice, graph):  # type: ignore[no-untyped-def]
     """The --calibration inputs a codec is measured on (None: the verification input)."""
-    if codec.calibration is None or codec.spec == "none":
+    if codec.calibration is None or (codec.spec == "none" and codec.reply == "none"):
         return None
     from splitnn.onnxsplit.model.calibration import load_calibration
     from splitnn.onnxsplit.vertical.export import CalibrationInputs
@@ -317,6 +324,8 @@ def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
         _render_trials(document.codec_trials)
     if document.codec is not None:
         _render_codec(document.codec)
+    if document.reply_codec is not None:
+        _render_reply_codec(document.reply_codec)
     for name, rel in document.artifacts.to_dict().items():
         console.print(f"  {name:<15} {rel}")
 
@@ -356,6 +365,15 @@ def _render_codec(c) -> None:  # type: ignore[no-untyped-def]
             stdout().print(f"  {r.name} travels as an image: values {r.low[0]:.4g} to {r.low[0] + 255 * r.step[0]:.4g} "
                            "are pixel codes 0 to 255 (the range seen on the inputs above; the layout is read from "
                            "the shape)")
+
+
+def _render_reply_codec(r) -> None:  # type: ignore[no-untyped-def]
+    top1 = f"; the same top class on {r.agreement:.1%} of them" if r.agreement is not None else ""
+    stdout().print(f"reply codec {r.name}: the answer {human_bytes(r.raw_bytes)} -> [bold]{human_bytes(r.coded_bytes)}"
+                   f"[/bold] ({r.ratio:.2f}x fewer bytes) on {r.inputs} input(s); the outputs differ by up to "
+                   f"{r.max_abs_err:.3g} ({r.max_rel_err:.2%} of their largest value){top1}; encoding "
+                   f"{r.server_encode_s * 1e3:.2f} ms on the server, decoding {r.device_decode_s * 1e3:.2f} ms on the "
+                   "device, as predicted (in the transfer).")
 
 
 def _joules(energy_j: float | None, unit: bool = True) -> str:

@@ -100,7 +100,7 @@ def serve(outdir: str, port: int, drain_timeout: float, guard: Guard, limits: An
       splitnn serve out/vgg16 --max-batch 16 --max-wait-ms 5     (many devices: batch their requests)
     """
     from splitnn.onnxsplit.core.errors import SplitnnError
-    from splitnn.onnxsplit.runtime.server import ModelServer, plan_codecs, server_models
+    from splitnn.onnxsplit.runtime.server import ModelServer, plan_codecs, plan_reply_codec, server_models
 
     models = server_models(outdir)
     if not models:
@@ -110,9 +110,10 @@ def serve(outdir: str, port: int, drain_timeout: float, guard: Guard, limits: An
     # Idle onnxruntime threads sleep instead of spinning: a request's network time dwarfs their wake-up, and a
     # spinning server takes the cores from whatever shares the machine.
     server = ModelServer(models, host=host, port=port, codecs=plan_codecs(outdir), token=guard.token,
-                         log=log_line, tls=guard.tls, limits=limits, spin=False)
+                         log=log_line, tls=guard.tls, limits=limits, spin=False, reply_codec=plan_reply_codec(outdir))
     what = f" ({len(models)} cuts of an adaptive plan)" if len(models) > 1 else ""
     shields = ("devices must hold the token; " if guard.token is not None else "") + ("TLS; " if guard.tls else "")
+    shields += f"answers in {server.reply_codec.name}; " if server.reply_codec is not None else ""
     batching = f"batches of up to {limits.max_batch}" if server.batch_counts else "one request at a time"
     log_line(f"serving {outdir}{what} on {server.address[0]}:{server.address[1]} ({shields}{batching}; Ctrl-C "
                    "or SIGTERM to stop)")

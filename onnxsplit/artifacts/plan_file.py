@@ -223,6 +223,30 @@ class CodecRecord(Record):
         return self.raw_bytes / self.coded_bytes if self.coded_bytes else 1.0
 
 
+@dataclass(frozen=True)
+class ReplyCodecRecord(Record):
+    """The codec the server answers in (partition --reply-codec: one whose frames describe themselves, so the device
+    decodes by the name each tensor carries), and what it did to the server part's outputs on the inputs it was
+    measured on. Its times are priced where they run: the encode on the server, the decode on the device; run-bench
+    measures both inside the transfer stage, and the prediction counts them there."""
+
+    name: str
+    raw_bytes: int  # the outputs coming back, as .npy (per request; the median over the inputs)
+    coded_bytes: int
+    max_abs_err: float  # the largest change of an output the codec makes, over the inputs
+    max_rel_err: float  # that change over the output's largest magnitude
+    agreement: float | None  # the share of inputs whose classifier output kept its top-1 class (None: no such output)
+    inputs: int
+    encode_s: float  # median per reply on the machine that planned
+    decode_s: float
+    server_encode_s: float  # the encode on the server, the decode on the device, as the prediction counts them
+    device_decode_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.raw_bytes / self.coded_bytes if self.coded_bytes else 1.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class VerticalPlanFile(PlanHeader):
     objective: str
@@ -247,6 +271,7 @@ class VerticalPlanFile(PlanHeader):
     over_range: tuple[RangeCutRecord, ...] | None = None
     codec: CodecRecord | None = None  # partition --codec: how the cut's tensors travel (None: plain .npy)
     codec_trials: tuple[CodecTrialRecord, ...] | None = None  # partition --codec auto: every pair priced, fastest first
+    reply_codec: ReplyCodecRecord | None = None  # partition --reply-codec: how the answer travels (None: plain .npy)
     strategy: str = "vertical"
     schema_version: int = SCHEMA_VERSION
 

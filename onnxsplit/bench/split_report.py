@@ -121,6 +121,7 @@ class SplitBenchReport(Record):
     stream: StreamReport | None
     versus_baselines: Versus | None
     codec: str | None = None  # the plan's codec at the cut (partition --codec); None: plain tensors
+    reply_codec: str | None = None  # the codec the server answers in (partition --reply-codec); None: plain tensors
     # Every classifier output (one row of scores) kept the unsplit model's top class on the input run; None: no
     # such output (or no answer to compare).
     same_top1: bool | None = None

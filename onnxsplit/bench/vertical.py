@@ -134,10 +134,7 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
     if options.slowdown is None:
         tick("calibrating the device part", 1)(0)
         calibration = calibrate(lambda: part.run(feeds), plan.predicted.device_s)
-    # The codec's encoding waits for its predicted time on the board, as the compute does (scaling each encode's
-    # time here scaled this host's noise too: an encode after 0.3 s idle took 1.6 ms against 0.4 warm).
-    encode_board_s = plan.codec.device_encode_s if plan.codec is not None and options.slowdown is None else 0.0
-    emulation = _Emulation(options.slowdown or 1.0, calibration.predicted_s if calibration else 0.0, encode_board_s)
+    emulation = _emulation(plan, options, calibration)
     results, stream, stalls = _measure(part, server_model, link, options, emulation, feeds, tick)
     ok = [r for r in results if r.ok]
     max_err, outputs_match = _outputs_check(plan, ok[-1].outputs, reference) if reference is not None and ok else (None, None)
@@ -167,6 +164,7 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
         cut=plan.cut,
         stream=report_stream,
         codec=plan.codec.name if plan.codec is not None else None,
+        reply_codec=plan.reply_codec.name if plan.reply_codec is not None else None,
         tls=options.tls and server_model is not None,
         versus_baselines=versus_baselines(plan.objective, timings["stages"]["e2e_s"].p50 if ok else None,
                                           report_stream, baselines),
@@ -180,15 +178,31 @@ class _Emulation:
     factor: float = 1.0
     board_s: float = 0.0
     encode_board_s: float = 0.0  # the request's encoding takes at least this
+    reply_decode_extra_s: float = 0.0  # a coded answer's decoding takes this much longer than here
+
+
+def _emulation(plan: VerticalPlanFile, options: BenchOptions, calibration: Calibration | None) -> _Emulation:
+    """The board's compute at its prediction (or this host's times --device-slowdown). The codec's encoding waits
+    for its predicted time on the board, as the compute does (scaling each encode's time here scaled this host's
+    noise too: an encode after 0.3 s idle took 1.6 ms against 0.4 warm); a coded answer's decoding likewise."""
+    if options.slowdown is not None:
+        return _Emulation(options.slowdown)
+    assert calibration is not None
+    encode_board_s = plan.codec.device_encode_s if plan.codec is not None else 0.0
+    reply = plan.reply_codec
+    decode_extra_s = max(reply.device_decode_s - reply.decode_s, 0.0) if reply is not None else 0.0
+    return _Emulation(1.0, calibration.predicted_s, encode_board_s, decode_extra_s)
 
 
 def _outputs_check(plan: VerticalPlanFile, outputs: dict[str, np.ndarray],
                    reference: dict[str, np.ndarray]) -> tuple[float, bool]:
     """The run's outputs against the unsplit model's. A lossy codec at the cut moves them by what partition
-    measured it to on this same input, and no more."""
+    measured it to on this same input, and no more; a lossy reply codec by what it was measured to move them."""
     from splitnn.onnxsplit.artifacts.verification import compare_outputs
 
     codec_err = plan.codec.bench_abs_err * 1.001 if plan.codec is not None else 0.0
+    if plan.reply_codec is not None:  # and the answer's codec by what it was measured to, on top
+        codec_err += plan.reply_codec.max_abs_err * 1.01
     return compare_outputs(outputs, reference, plan.verification.atol + codec_err, plan.verification.rtol)
 
 
@@ -235,6 +249,7 @@ def _measure(part: DevicePart, server_model: Path | None, link: LinkSettings, op
         with ServerProcess(server_model, plan=part.folder, tls=pair) as server, LinkRelay(server.address, link) as relay:
             client = DeviceClient(part, relay.address, slowdown=emulation.factor, board_s=emulation.board_s,
                                   encode_board_s=emulation.encode_board_s, timeout_s=options.timeout_s,
+                                  reply_decode_extra_s=emulation.reply_decode_extra_s,
                                   tls=client_context(pair[0]) if pair is not None else None)
             return _timed(client, feeds, options, tick) + (relay.stalls,)
 

@@ -7,9 +7,10 @@ Every request is timed by stage:
   see the same pacing a board would give them). run-bench sets `board_s` to
   what the device profile predicts for the part (bench/calibration.py);
 - encode_s: serialising the tensors into a frame;
-- transfer_s: from the first byte sent to the answer received, minus the
-  server's own compute time, which the answer carries (a new connection's
-  handshake is not in it: it is no time the bytes spent on the wire);
+- transfer_s: from the first byte sent to the answer received and decoded,
+  minus the server's own compute time, which the answer carries (a new
+  connection's handshake is not in it: it is no time the bytes spent on the
+  wire; a reply codec's encode on the server and decode here are in it);
 - server_s: the server part's compute, as the server measured it;
 - e2e_s: everything, from the input to the decoded outputs.
 """
@@ -37,6 +38,7 @@ from splitnn.onnxsplit.runtime.wire import (
     DEFAULT_MAX_FRAME_BYTES,
     ERROR,
     REQUEST,
+    RESPONSE,
     ConnectionClosed,
     Frame,
     ProtocolError,
@@ -112,12 +114,15 @@ class DeviceClient:
 
     def __init__(self, part: DevicePart, server: tuple[str, int], *, slowdown: float = 1.0, board_s: float = 0.0,
                  timeout_s: float = 30.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, encode_board_s: float = 0.0,
-                 token: bytes | None = None, tls: ssl.SSLContext | None = None, name: str | None = None) -> None:
+                 token: bytes | None = None, tls: ssl.SSLContext | None = None, name: str | None = None,
+                 reply_decode_extra_s: float = 0.0) -> None:
         self.part = part
         self.server = server
         self.slowdown = slowdown
         self.board_s = board_s
         self.encode_board_s = encode_board_s  # the emulated board's encoding: this host's times `slowdown`, or at least this
+        # What the emulated board takes to decode a coded answer (partition --reply-codec) beyond this host's time.
+        self.reply_decode_extra_s = reply_decode_extra_s
         self.token = token  # the server's shared token: every new connection answers its challenge (runtime/auth.py)
         self.tls = tls  # encrypt every connection, the server's certificate checked (runtime/tls.py)
         self.name = name  # announced on every connection, for the server's per-device counters
@@ -245,6 +250,8 @@ class DeviceClient:
         except (ConnectionClosed, ProtocolError, OSError) as exc:
             self._drop()
             return self._failed(request_id, f"connection failed: {exc}", start, encoded, len(data), sent)
+        if self.reply_decode_extra_s and reply.kind == RESPONSE:
+            time.sleep(self.reply_decode_extra_s)
         received = time.perf_counter()
         if reply.kind == CHALLENGE:
             self._drop()

@@ -25,6 +25,7 @@ import numpy as np
 
 from splitnn.onnxsplit.artifacts.plan_file import read_vertical_plan
 from splitnn.onnxsplit.codecs.base import Codec
+from splitnn.onnxsplit.codecs.specs import parse_codec
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.runtime.auth import ANSWER, HANDSHAKE_MAX_BYTES, NONCE, answer_is_right, new_nonce
@@ -141,6 +142,16 @@ def plan_codecs(outdir: str | Path) -> dict[str, Codec]:
     return held
 
 
+def plan_reply_codec(outdir: str | Path) -> Codec | None:
+    """The codec a vertical plan's server answers in (partition --reply-codec); None: plain .npy."""
+    from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
+
+    if plan_strategy(outdir) != "vertical":
+        return None
+    record = read_vertical_plan(outdir).reply_codec
+    return parse_codec(record.name) if record is not None else None
+
+
 def server_part_path(outdir: str | Path) -> Path | None:
     """The server part of a plan folder; None when the plan puts everything on the device."""
     outdir = Path(outdir)
@@ -161,10 +172,11 @@ class ModelServer:
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, threads: int | None = None, spin: bool = True,
                  codecs: Mapping[str, Codec] | None = None, token: bytes | None = None,
                  log: Callable[[str], None] | None = None, tls: ssl.SSLContext | None = None,
-                 limits: ServerLimits = ServerLimits()) -> None:
+                 limits: ServerLimits = ServerLimits(), reply_codec: Codec | None = None) -> None:
         models = [] if model is None else [model] if isinstance(model, Path) else list(model)
         self.max_frame_bytes = max_frame_bytes
         self.codecs = dict(codecs or {})
+        self.reply_codec = reply_codec  # the answers' codec (plan_reply_codec); None: plain .npy
         self.token, self.log = token, log or (lambda line: None)  # token: devices must answer its challenge
         self.tls = tls  # every connection encrypted (runtime/tls.py)
         # A connection over max_connections is turned away with an error frame; one silent for idle_timeout_s (or
@@ -368,7 +380,7 @@ class ModelServer:
             except Exception as exc:  # onnxruntime rejects the tensors (dtype, shape): the device's mistake
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 reply = Frame(ERROR, frame.request_id, STATUS_FAILED, message=f"the server part failed: {first}")
-            data = encode_frame(reply)
+            data = encode_frame(reply, self.reply_codec)
             if not naming:  # counted before the device can see the answer
                 self.counts.add(ok, connection.device, frame.wire_bytes, len(data), reply.server_s)
             try:
@@ -447,7 +459,8 @@ class ModelServer:
 
 def _main(argv: list[str]) -> None:
     """`python -m splitnn.onnxsplit.runtime.server MODEL|- [--port N] [--no-spin] [--plan OUTDIR] [--tls-cert C --tls-key K]`:
-    what run-bench starts as its server process (--plan: the folder whose calibrated codecs it decodes with).
+    what run-bench starts as its server process (--plan: the folder whose calibrated codecs it decodes with, and
+    whose reply codec it answers in).
 
     Prints `listening PORT` once the session is loaded.
     """
@@ -461,7 +474,8 @@ def _main(argv: list[str]) -> None:
         from splitnn.onnxsplit.runtime.tls import server_context
 
         tls = server_context(argv[argv.index("--tls-cert") + 1], argv[argv.index("--tls-key") + 1])
-    server = ModelServer(model, port=port, spin="--no-spin" not in argv, codecs=codecs, tls=tls)
+    reply_codec = plan_reply_codec(argv[argv.index("--plan") + 1]) if "--plan" in argv else None
+    server = ModelServer(model, port=port, spin="--no-spin" not in argv, codecs=codecs, tls=tls, reply_codec=reply_codec)
     print(f"listening {server.address[1]}", flush=True)
     try:
         server.serve_forever()

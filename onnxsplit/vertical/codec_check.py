@@ -17,7 +17,7 @@ from splitnn.cost_models.profiles import DeviceProfile
 from splitnn.onnxsplit.artifacts.chain import PartStep, outputs_of, run_steps
 from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, SERVER_DIR
 from splitnn.onnxsplit.artifacts.parts import Part
-from splitnn.onnxsplit.artifacts.plan_file import CodecRecord
+from splitnn.onnxsplit.artifacts.plan_file import CodecRecord, ReplyCodecRecord
 from splitnn.onnxsplit.artifacts.verification import verification_session
 from splitnn.onnxsplit.codecs.base import Raw
 from splitnn.onnxsplit.codecs.calibrated import TensorRange, calibrate_range
@@ -83,6 +83,7 @@ def measure_codec(server: ServerRun, sent: Sequence[Tensors], plain: Sequence[Te
     by_name = {r.name: r for r in ranges} if ranges is not None else calibrated_ranges(spec, sent)
     codecs = tensor_codecs(spec, by_name)
     raw, coded, encode_s, decode_s, abs_err, rel_err, agreed = [], [], [], [], 0.0, 0.0, []
+    round_trip(codecs, sent[0])  # warm-up, not timed: a codec's first call loads its library (blosc2: ~80 ms)
     for tensors, want in zip(sent, plain):
         trip = round_trip(codecs, tensors)
         encode_s.append(trip.encode_s)
@@ -99,6 +100,22 @@ def measure_codec(server: ServerRun, sent: Sequence[Tensors], plain: Sequence[Te
         all(agreed) if agreed else None, sum(agreed) / len(agreed) if agreed else None, len(sent), calibration,
         tuple(by_name.values()), statistics.median(encode_s), statistics.median(decode_s),
     )
+
+
+def measure_reply_codec(outputs: Sequence[Tensors], spec: str, scales: tuple[float, float],
+                        limit: OutputChangeLimit | None = None) -> ReplyCodecRecord:
+    """What `spec` does to the server part's answers (partition --reply-codec): `outputs`, per input, what the
+    server part returned; `scales`, codec_scales' (device, server). The answer is measured as a cut's tensors are,
+    with nothing run after the codec: its change is the outputs' change. Refused past `limit`."""
+    measured = measure_codec(lambda decoded: decoded, outputs, outputs, spec)
+    if limit is not None and not limit.allows(measured):
+        raise SplitnnError(f"--max-output-change {limit}: --reply-codec {measured.name} reached "
+                           f"{limit.reached(measured)} on {measured.inputs} input(s); nothing was written: allow more "
+                           "change or choose another reply codec")
+    return ReplyCodecRecord(measured.name, measured.raw_bytes, measured.coded_bytes, measured.max_abs_err,
+                            measured.max_rel_err, measured.agreement, measured.inputs, measured.encode_s,
+                            measured.decode_s, server_encode_s=measured.encode_s * scales[1],
+                            device_decode_s=measured.decode_s * scales[0])
 
 
 def codec_scales(device: DeviceProfile, server: DeviceProfile) -> tuple[float, float]:

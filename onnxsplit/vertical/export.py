@@ -38,6 +38,7 @@ from splitnn.onnxsplit.artifacts.plan_file import (
     CodecTrialRecord,
     Parts,
     PartSpec,
+    ReplyCodecRecord,
     VerticalArtifacts,
     VerticalPlanFile,
     header_fields,
@@ -54,7 +55,15 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
-from splitnn.onnxsplit.vertical.codec_check import OutputChangeLimit, codec_scales, measure_codec, part_runner
+from splitnn.onnxsplit.vertical.codec_check import (
+    OutputChangeLimit,
+    ServerRun,
+    Tensors,
+    codec_scales,
+    measure_codec,
+    measure_reply_codec,
+    part_runner,
+)
 from splitnn.onnxsplit.vertical.planning import Plan, candidate_record, cut_record, with_request_bytes
 
 
@@ -107,11 +116,13 @@ def write_split(
     calibration: CalibrationInputs | None = None,
     max_output_change: OutputChangeLimit | None = None,
     codec_trials: tuple[CodecTrialRecord, ...] | None = None,
+    reply_codec: str = "none",
 ) -> VerticalPlanFile:
     """Write, verify and publish the artifacts of `plan`; return the plan file written. With a `codec` other
     than "none" the device sends the cut's tensors in it, and what it does is measured (vertical/codec_check) on
     the `calibration` inputs (else the verification input); a codec that moves the outputs past
-    `max_output_change` is refused. `codec_trials`: the pairs --codec auto priced, kept in plan.json."""
+    `max_output_change` is refused. `codec_trials`: the pairs --codec auto priced, kept in plan.json. With a
+    `reply_codec` (one whose frames describe themselves) the server answers in it, measured the same way."""
     outdir = Path(outdir)
     graph = analysis.graph
     if graph.path is None:
@@ -129,7 +140,8 @@ def write_split(
         # it is written: onnxruntime and file writes release the GIL.
         # A user's own input, where they gave some, is the one verified and kept for run-bench: its bytes through the
         # codec are what the prediction counts, where a random input's are not.
-        feeds = dict(calibration.feeds[0]) if calibration is not None and codec != "none" else random_inputs(graph)
+        coded = codec != "none" or reply_codec != "none"
+        feeds = dict(calibration.feeds[0]) if calibration is not None and coded else random_inputs(graph)
         original_run = background.submit(reference_outputs, graph, feeds)
         artifacts, device_run = _write_parts(graph, staging, device, server, feeds, ort_format, background)
         device_results, device_artifact = device_run.result() if device_run is not None else ({}, None)
@@ -143,25 +155,46 @@ def write_split(
         save_verification_data(staging, feeds, reference)
         document = dataclasses.replace(_plan_file(analysis, plan, outdir, (device, server), check, artifacts),
                                        codec_trials=codec_trials)
-        if codec != "none" and server.model is not None:
+        if coded and server.model is not None:
             computed = {**feeds, **device_results}
-            sent = {name: computed[name] for name in server.inputs}
-            measured = _measured_codec(staging, (device, server), device_artifact, (sent, outputs_of(chained, server.outputs)),
-                                       codec, calibration, max_output_change)
-            measured, predicted = _priced(analysis, plan, sent, measured)
-            document = dataclasses.replace(document, codec=measured, predicted=predicted)
+            verified = ({name: computed[name] for name in server.inputs}, outputs_of(chained, server.outputs))
+            run_server, sent, plain = _server_runs(staging, (device, server), device_artifact, verified, calibration)
+            document = _with_codecs(analysis, plan, document, (run_server, sent, plain), verified, (codec, reply_codec),
+                                    calibration, max_output_change)
         document = write_plan(staging, document)
         publish(staging, outdir)
         return document
 
 
-def _priced(analysis: Analysis, plan: Plan, sent: dict[str, np.ndarray], measured: CodecRecord) -> tuple[CodecRecord, Prediction]:
-    """The codec with its times as the board and the server take them (its times here, scaled), and the plan's
-    prediction at its bytes and those times."""
-    up = coded_frame_bytes(sent, measured.name, measured.coded_bytes)
+def _with_codecs(analysis: Analysis, plan: Plan, document: VerticalPlanFile,
+                 runs: tuple[ServerRun, list[Tensors], list[Tensors]],
+                 verified: tuple[dict[str, np.ndarray], dict[str, np.ndarray]], specs: tuple[str, str],
+                 calibration: CalibrationInputs | None, limit: OutputChangeLimit | None) -> VerticalPlanFile:
+    """The plan file with the cut's codec and the reply codec (`specs`; "none": plain) measured on the inputs of
+    _server_runs (`runs`), and its prediction at their bytes and times."""
+    run_server, sent, plain = runs
+    codec, reply_codec = specs
+    measured = _measured_codec(run_server, sent, plain, verified, codec, calibration, limit) if codec != "none" else None
     scales = codec_scales(plan.device, plan.server)
-    measured = dataclasses.replace(measured, device_scale=scales[0], server_scale=scales[1])
-    return measured, with_request_bytes(analysis, plan, up, measured.device_encode_s, measured.server_decode_s)
+    reply = measure_reply_codec(plain, reply_codec, scales, limit) if reply_codec != "none" else None
+    measured, predicted = _priced(analysis, plan, verified, measured, reply, scales)
+    return dataclasses.replace(document, codec=measured, reply_codec=reply, predicted=predicted)
+
+
+def _priced(analysis: Analysis, plan: Plan, verified: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
+            measured: CodecRecord | None, reply: ReplyCodecRecord | None,
+            scales: tuple[float, float]) -> tuple[CodecRecord | None, Prediction]:
+    """The codecs with their times as the board and the server take them (their times here, scaled), and the
+    plan's prediction at their bytes and those times (`verified`: what the server part read and returned)."""
+    up = encode_s = decode_s = None
+    if measured is not None:
+        measured = dataclasses.replace(measured, device_scale=scales[0], server_scale=scales[1])
+        up = coded_frame_bytes(verified[0], measured.name, measured.coded_bytes)
+        encode_s, decode_s = measured.device_encode_s, measured.server_decode_s
+    down = coded_frame_bytes(verified[1], reply.name, reply.coded_bytes) if reply is not None else None
+    reply_s = (reply.server_encode_s, reply.device_decode_s) if reply is not None else (0.0, 0.0)
+    return measured, with_request_bytes(analysis, plan, up, encode_s or 0.0, decode_s or 0.0, down_bytes=down,
+                                        reply_s=reply_s)
 
 
 @dataclass(frozen=True)
@@ -172,24 +205,30 @@ class CalibrationInputs:
     source: str
 
 
-def _measured_codec(staging: Path, parts: tuple[Part, Part], device_artifact: str | None,
-                    verified: tuple[dict[str, np.ndarray], dict[str, np.ndarray]], codec: str,
-                    calibration: CalibrationInputs | None, limit: OutputChangeLimit | None) -> CodecRecord:
-    """What `codec` does at the cut, on the calibration inputs (the parts run on each) or on the verification
-    input (`verified`: what the server part read and returned); refused past `limit`."""
+def _server_runs(staging: Path, parts: tuple[Part, Part], device_artifact: str | None,
+                 verified: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
+                 calibration: CalibrationInputs | None) -> tuple[ServerRun, list[Tensors], list[Tensors]]:
+    """The written server part, and per input what it reads and returns: on the calibration inputs (the parts run
+    on each) or on the verification input (`verified`)."""
     device, server = parts
     run_server = part_runner(staging, server)
     if calibration is None:
-        sent, plain = [verified[0]], [verified[1]]
-    else:
-        device_session = verification_session(staging / device_artifact) if device_artifact else None
-        sent, plain = [], []
-        for feeds in calibration.feeds:
-            computed = dict(feeds)
-            if device_session is not None:
-                computed.update(zip(device.outputs, device_session.run(list(device.outputs), {n: feeds[n] for n in device.inputs})))
-            sent.append({name: computed[name] for name in server.inputs})
-            plain.append(run_server(sent[-1]))
+        return run_server, [verified[0]], [verified[1]]
+    device_session = verification_session(staging / device_artifact) if device_artifact else None
+    sent, plain = [], []
+    for feeds in calibration.feeds:
+        computed = dict(feeds)
+        if device_session is not None:
+            computed.update(zip(device.outputs, device_session.run(list(device.outputs), {n: feeds[n] for n in device.inputs})))
+        sent.append({name: computed[name] for name in server.inputs})
+        plain.append(run_server(sent[-1]))
+    return run_server, sent, plain
+
+
+def _measured_codec(run_server: ServerRun, sent: list[Tensors], plain: list[Tensors],
+                    verified: tuple[dict[str, np.ndarray], dict[str, np.ndarray]], codec: str,
+                    calibration: CalibrationInputs | None, limit: OutputChangeLimit | None) -> CodecRecord:
+    """What `codec` does at the cut, on the inputs of _server_runs; refused past `limit`."""
     measured = measure_codec(run_server, sent, plain, codec, calibration.source if calibration else None)
     if calibration is not None:  # what run-bench will see on the verification input, with the calibrated ranges
         on_verification = measure_codec(run_server, [verified[0]], [verified[1]], codec, ranges=measured.ranges)

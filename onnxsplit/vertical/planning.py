@@ -123,10 +123,12 @@ def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, li
 
 
 def prediction_of(device_s: float, encode_s: float, server_s: float, up_bytes: int, down_bytes: int,
-                  device: DeviceProfile, link: LinkProfile) -> Prediction:
-    """A cut's prediction from its stage times and the bytes each way on the wire (0 and 0: nothing is sent)."""
+                  device: DeviceProfile, link: LinkProfile, reply_s: tuple[float, float] = (0.0, 0.0)) -> Prediction:
+    """A cut's prediction from its stage times and the bytes each way on the wire (0 and 0: nothing is sent).
+    `reply_s`: a reply codec's encode on the server and decode on the device, counted in the transfer, where
+    run-bench measures them (the server's clock stops before it encodes its answer)."""
     sends = up_bytes > 0
-    transfer_s = link.transfer_seconds(up_bytes, down_bytes) if sends else 0.0
+    transfer_s = link.transfer_seconds(up_bytes, down_bytes) + sum(reply_s) if sends else 0.0
     uplink_s, downlink_s = up_bytes * 8 / link.uplink_bps, down_bytes * 8 / link.down_bps
     return Prediction(
         device_s=device_s,
@@ -134,21 +136,26 @@ def prediction_of(device_s: float, encode_s: float, server_s: float, up_bytes: i
         transfer_s=transfer_s,
         server_s=server_s,
         total_s=device_s + encode_s + transfer_s + server_s,
-        throughput_fps=pipelined_fps(device_s + encode_s, uplink_s, server_s, downlink_s),
+        throughput_fps=pipelined_fps(device_s + encode_s + reply_s[1], uplink_s, server_s + reply_s[0], downlink_s),
         energy_j=None if device.compute_power_w is None
         else device.compute_power_w * (device_s + encode_s) + link.radio_watts() * uplink_s,
     )
 
 
-def with_request_bytes(analysis: Analysis, plan: Plan, up_bytes: int, encode_s: float = 0.0,
-                       decode_s: float = 0.0, candidate: Candidate | None = None) -> Prediction:
+def with_request_bytes(analysis: Analysis, plan: Plan, up_bytes: int | None = None, encode_s: float = 0.0,
+                       decode_s: float = 0.0, candidate: Candidate | None = None, down_bytes: int | None = None,
+                       reply_s: tuple[float, float] = (0.0, 0.0)) -> Prediction:
     """A candidate's prediction (by default the chosen one's) when its request takes `up_bytes` on the wire (a
-    codec's, measured), and the codec takes `encode_s` on the device and `decode_s` on the server on top of the
-    plain serialisation."""
+    codec's, measured; None: plain), and the codec takes `encode_s` on the device and `decode_s` on the server on
+    top of the plain serialisation; its reply takes `down_bytes` (a reply codec's; None: plain), whose codec takes
+    `reply_s` (the server's encode, the device's decode)."""
     chosen = candidate or plan.chosen
     p = chosen.predicted
-    down = _FrameBytes(analysis.graph, placeable_indices(analysis.graph)).reply(chosen.cut)
-    return prediction_of(p.device_s, p.encode_s + encode_s, p.server_s + decode_s, up_bytes, down, plan.device, plan.link)
+    frames = _FrameBytes(analysis.graph, placeable_indices(analysis.graph))
+    up = frames.request(chosen.cut) if up_bytes is None else up_bytes
+    down = frames.reply(chosen.cut) if down_bytes is None else down_bytes
+    return prediction_of(p.device_s, p.encode_s + encode_s, p.server_s + decode_s, up, down, plan.device, plan.link,
+                         reply_s)
 
 
 class _FrameBytes:

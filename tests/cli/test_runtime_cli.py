@@ -293,3 +293,41 @@ def test_the_input_as_a_jpeg_on_a_real_classifier_and_real_pages(tmp_path):
     assert_bad_input(run_cli("partition", str(packaged_model(*MAGIKA[:2])), "-o", "x", "--input-shape", "bytes:1x2048",
                              "--codec", "jpeg:90", "--calibration", "pages", cwd=tmp_path), "no input is one image")
     assert not (tmp_path / "x").exists()
+
+
+def test_the_answer_travels_coded_on_a_real_detector_and_real_pages(tmp_path):
+    """issue 14: --reply-codec codes the server's answer. The PP-OCRv4 detector (a real Paddle export) cut near its
+    end returns a 320x320 probability map (409.7 kB as float32): on pages of rendered text, lossless coding keeps it
+    exact in a fraction of the bytes; the prediction prices the coded answer, the server sends it, the device
+    decodes it by the codec's name, and run-bench measures it."""
+    from tests.helpers import DET_MODEL, document_pages, rapidocr_model
+
+    (tmp_path / "pages").mkdir()
+    for i, page in enumerate(document_pages(4)[0]):
+        page.save(tmp_path / "pages" / f"page{i}.png")
+    model = str(rapidocr_model(DET_MODEL))
+    common = ("--input-shape", "x:1x3x320x320", "--link", "3g", "--cut", "batch_norm_0.tmp_4", "--no-ort",
+              "--calibration", "pages", "--preprocess", "imagenet")
+    proc = run_cli("partition", model, "-o", "plan", *common, "--reply-codec", "lossless", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "reply codec lossless" in proc.stdout
+    written = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    reply = written["reply_codec"]
+    assert reply["name"] == "lossless" and reply["inputs"] == 4 and reply["max_abs_err"] == 0.0
+    assert reply["raw_bytes"] > 400_000 and reply["raw_bytes"] / reply["coded_bytes"] >= 5
+    plain = next(c for c in written["candidates"] if c["id"] == written["cut"]["id"])["predicted"]
+    saved_s = (reply["raw_bytes"] - reply["coded_bytes"]) * 8 / 1.1e6  # 3G's downlink, as its uplink
+    coding_s = reply["server_encode_s"] + reply["device_decode_s"]
+    assert plain["transfer_s"] - written["predicted"]["transfer_s"] == pytest.approx(saved_s - coding_s, rel=0.01)
+    proc = run_cli("run-bench", "plan", "--link", "wifi", "--requests", "2", "--no-baselines", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["reply_codec"] == "lossless" and report["outputs_match"] is True and report["max_abs_err"] == 0.0
+    assert report["bytes_per_request"]["down"] < reply["raw_bytes"] / 5
+    for bad, message in (("int8:calibrated", "frames describe themselves"), ("webp:90", "frames describe themselves"),
+                         ("int9", "unknown codec 'int9'")):
+        assert_bad_input(run_cli("partition", model, "-o", "x", *common, "--reply-codec", bad, cwd=tmp_path), message)
+    proc = run_cli("partition", model, "-o", "x", "--input-shape", "x:1x3x320x320", "--adaptive", "--bandwidth-range",
+                   "1Mbit-10Mbit", "--reply-codec", "fp16", cwd=tmp_path)
+    assert_bad_input(proc, "--reply-codec applies to a split at one cut")
+    assert not (tmp_path / "x").exists()
