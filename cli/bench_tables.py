@@ -41,9 +41,10 @@ def render_split(report: SplitBenchReport) -> None:
                       f"all on the server {server}{server_predicted}")
     if report.outputs_match is not None:
         verdict = "match" if report.outputs_match else "[red]DIFFER[/red]"
-        codecs = " and ".join(f"{what} {name}" for what, name in (("the codec", report.codec),
-                                                                   ("the reply codec", report.reply_codec)) if name)
-        codec = f", within what {codecs} was measured to change at partition" if codecs else ""
+        named = [f"{what} {name}" for what, name in (("the codec", report.codec),
+                                                      ("the reply codec", report.reply_codec)) if name]
+        verb = "were" if len(named) > 1 else "was"
+        codec = f", within what {' and '.join(named)} {verb} measured to change at partition" if named else ""
         top1 = {True: "; the same top class", False: "; [red]another top class[/red]", None: ""}[report.same_top1]
         if report.tls:
             top1 += "; over TLS"

@@ -252,8 +252,10 @@ def _codec_choice(codec: str, calibration: str | None, preprocess: str | None, m
     spec = "auto" if codec.strip().lower() == "auto" else canonical_codec(codec)  # an unknown one is named here
     if needs_ranges(spec) and calibration is None:
         raise SplitnnError(f"{spec} takes each tensor's range from your inputs: add --calibration PATH")
-    require_self_describing(reply_codec, "--reply-codec")
-    reply = canonical_codec(reply_codec)  # (image and calibrated codecs were refused above)
+    reply = "auto" if reply_codec.strip().lower() == "auto" else reply_codec
+    if reply != "auto":
+        require_self_describing(reply, "--reply-codec")
+        reply = canonical_codec(reply)  # (image and calibrated codecs were refused above)
     if max_output_change is not None and spec == "none" and reply == "none":
         raise SplitnnError("--max-output-change bounds what a codec does to the outputs: add --codec or --reply-codec")
     if preprocess is not None and calibration is None:
@@ -268,9 +270,10 @@ CODEC_CHOICE = OptionGroup("codec", (
                                      "on measured bytes, within --max-output-change; default bound agreement>=0.99 "
                                      "for a classifier, else relerr<=0.01), none, fp16, int8, int8:channel, int8:calibrated "
                                      "(ranges from --calibration, kept in plan.json), lossless, or a lossy one "
-                                     "followed by +lossless (e.g. int8+lossless); or jpeg:Q, webp:Q, png: the "
+                                     "followed by +lossless (e.g. int8+lossless); or jpeg:Q, webp:Q[:M], png: the "
                                      "model's input as an image file, everything else on the server (the plain "
-                                     "baseline; range from --calibration). Its bytes and its effect on the "
+                                     "baseline; range from --calibration; M: WebP's effort, 0 fastest to 6 "
+                                     "smallest, default 4). Its bytes and its effect on the "
                                      "outputs are measured on --calibration, else on the verification input.")),
     (("--calibration", "calibration"), dict(type=click.Path(), metavar="PATH",
                                             help="Your inputs, to measure the codec on: a .npz (one array per model "
@@ -286,8 +289,9 @@ CODEC_CHOICE = OptionGroup("codec", (
                                                              "agreement>=0.99 (top-1 of a classifier), "
                                                              "relerr<=0.01 or abserr<=0.05.")),
     (("--reply-codec", "reply_codec"), dict(default="none", show_default=True, metavar="CODEC",
-                                            help="How the server's answer travels back: none, fp16, int8, "
-                                                 "int8:channel, lossless, or one of them +lossless (e.g. "
+                                            help="How the server's answer travels back: auto (the one "
+                                                 "predicted back soonest within --max-output-change), none, fp16, "
+                                                 "int8, int8:channel, lossless, or one of them +lossless (e.g. "
                                                  "fp16+lossless); measured like --codec, on the server part's "
                                                  "outputs, and priced in the prediction.")),
 ), _codec_choice)

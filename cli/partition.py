@@ -112,7 +112,9 @@ def _write_vertical(analysis, plan, choice: CutChoice, codec: CodecChoice, verif
                                rtol=verification.rtol, codec=spec, calibration=calibration,
                                max_output_change=codec.limit, codec_trials=trials, reply_codec=codec.reply)
     if codec.reply != "none" and document.reply_codec is None:
-        stderr().print(f"note: the chosen cut sends nothing to the server, so --reply-codec {codec.reply} is not used")
+        why = ("plain float32 comes back soonest" if codec.reply == "auto" and not document.parts.server.empty
+               else "the chosen cut sends nothing to the server")
+        stderr().print(f"note: {why}, so --reply-codec {codec.reply} is not used")
     if spec != "none" and document.codec is None:
         stderr().print(f"note: the chosen cut sends nothing to the server, so --codec {codec.spec} is not used "
                        "(choose a cut that sends, with --cut or another --link)")
@@ -135,7 +137,8 @@ def _calibration(codec: CodecChoice, graph):  # type: ignore[no-untyped-def]
 def _auto_codec(analysis, plan, codec: CodecChoice, calibration):  # type: ignore[no-untyped-def]
     """--codec auto: the cut and the codec chosen together (vertical/codec_planning)."""
     from splitnn.onnxsplit.model.sample_inputs import random_inputs
-    from splitnn.onnxsplit.vertical.codec_planning import default_limit, plan_cut_and_codec
+    from splitnn.onnxsplit.vertical.codec_check import default_limit
+    from splitnn.onnxsplit.vertical.codec_planning import plan_cut_and_codec
 
     inputs = calibration.feeds if calibration is not None else (random_inputs(analysis.graph),)
     if calibration is None:
@@ -152,7 +155,7 @@ def _write_adaptive(analysis, plan, choice: CutChoice, codec: CodecChoice, outdi
     from splitnn.onnxsplit.codecs.specs import require_one_codec
     from splitnn.onnxsplit.model.sample_inputs import random_inputs
     from splitnn.onnxsplit.vertical.adaptive import plan_adaptive, plan_adaptive_coded, write_adaptive
-    from splitnn.onnxsplit.vertical.codec_planning import default_limit
+    from splitnn.onnxsplit.vertical.codec_check import default_limit
 
     assert choice.bandwidth_range is not None
     verification_feeds = None
@@ -370,7 +373,8 @@ def _render_codec(c) -> None:  # type: ignore[no-untyped-def]
 def _render_reply_codec(r) -> None:  # type: ignore[no-untyped-def]
     top1 = f"; the same top class on {r.agreement:.1%} of them" if r.agreement is not None else ""
     stdout().print(f"reply codec {r.name}: the answer {human_bytes(r.raw_bytes)} -> [bold]{human_bytes(r.coded_bytes)}"
-                   f"[/bold] ({r.ratio:.2f}x fewer bytes) on {r.inputs} input(s); the outputs differ by up to "
+                   f"[/bold] ({r.ratio:.2f}x fewer bytes) on {r.inputs} input(s); the outputs (through every codec) "
+                   "differ by up to "
                    f"{r.max_abs_err:.3g} ({r.max_rel_err:.2%} of their largest value){top1}; encoding "
                    f"{r.server_encode_s * 1e3:.2f} ms on the server, decoding {r.device_decode_s * 1e3:.2f} ms on the "
                    "device, as predicted (in the transfer).")

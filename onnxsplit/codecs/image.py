@@ -23,6 +23,9 @@ from splitnn.onnxsplit.codecs.calibrated import TensorRange, calibrate_range
 
 # spec prefix -> Pillow's format name; PNG is lossless and takes no quality.
 IMAGE_FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "png": "PNG"}
+# libwebp's effort (cwebp -m, Pillow's `method`) when a spec names none: 4. At 224x224 on this host it encodes in
+# 4.7 ms against 1.8 ms at effort 0, for 7% fewer bytes; a board's slower core makes that gap tens of ms.
+WEBP_DEFAULT_METHOD = 4
 # An image header may claim any size: one larger than this is refused before a pixel is decoded.
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 
@@ -47,11 +50,12 @@ def image_range(name: str, samples: list[np.ndarray]) -> TensorRange:
 class ImageCodec:
     """One image tensor as a JPEG, WebP or PNG file (see the module doc)."""
 
-    def __init__(self, tensor_range: TensorRange, fmt: str, quality: int | None) -> None:
+    def __init__(self, tensor_range: TensorRange, fmt: str, quality: int | None, method: int | None = None) -> None:
         if fmt not in IMAGE_FORMATS:
             raise ValueError(f"unknown image format '{fmt}'")
-        self.range, self.format, self.quality = tensor_range, fmt, quality
-        self.name = fmt if quality is None else f"{fmt}:{quality}"
+        self.range, self.format, self.quality, self.method = tensor_range, fmt, quality, method
+        name = fmt if quality is None else f"{fmt}:{quality}"
+        self.name = name if method is None else f"{name}:{method}"  # specs.image_codec_name
 
     def encode(self, array: np.ndarray) -> bytes:
         from PIL import Image
@@ -68,6 +72,8 @@ class ImageCodec:
         options = {} if self.quality is None else {"quality": self.quality}
         if self.format == "jpeg" and self.quality is not None and self.quality >= 95:
             options["subsampling"] = 0  # 4:4:4: at this quality the colours are kept too
+        if self.format == "webp":
+            options["method"] = WEBP_DEFAULT_METHOD if self.method is None else self.method
         image.save(buffer, format=IMAGE_FORMATS[self.format], **options)
         return pack(b"nhwc" if axis == 3 else b"nchw", buffer.getvalue())
 

@@ -6,7 +6,7 @@ from typing import TypeAlias
 
 from splitnn.onnxsplit.codecs.base import Codec, Raw
 from splitnn.onnxsplit.codecs.calibrated import CALIBRATED, CalibratedInt8, TensorRange
-from splitnn.onnxsplit.codecs.image import IMAGE_FORMATS, ImageCodec
+from splitnn.onnxsplit.codecs.image import IMAGE_FORMATS, WEBP_DEFAULT_METHOD, ImageCodec
 from splitnn.onnxsplit.codecs.lossless import Lossless
 from splitnn.onnxsplit.codecs.quantized import Float16, Int8
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -16,7 +16,8 @@ Codecs: TypeAlias = Codec | Mapping[str, Codec]
 
 CODEC_NAMES = ("none", "fp16", "int8", "int8:channel", CALIBRATED, "lossless", "fp16+lossless", "int8+lossless",
                "int8:channel+lossless", f"{CALIBRATED}+lossless")
-IMAGE_CODECS = ("jpeg:Q", "webp:Q", "png")  # the model's input as an image file; Q: quality, 1 to 100
+# The model's input as an image file; Q: quality, 1 to 100; M: WebP's effort, 0 (fastest) to 6 (smallest; cwebp -m).
+IMAGE_CODECS = ("jpeg:Q", "webp:Q[:M]", "png")
 KNOWN = ", ".join((*CODEC_NAMES, *IMAGE_CODECS))
 
 
@@ -49,7 +50,7 @@ def canonical_codec(spec: str) -> str:
     """The spec as codecs name themselves (an unknown one is refused with the list of known ones)."""
     image = image_spec(spec)
     if image is not None:
-        return image[0] if image[1] is None else f"{image[0]}:{image[1]}"
+        return image_codec_name(*image)
     if is_calibrated(spec):
         lossy, plus, rest = spec.strip().lower().partition("+")
         if plus and rest != "lossless":
@@ -62,11 +63,11 @@ def is_calibrated(spec: str) -> bool:
     return spec.strip().lower().partition("+")[0] == CALIBRATED
 
 
-def image_spec(spec: str) -> tuple[str, int | None] | None:
-    """(format, quality) of an image codec spec (jpeg:90, webp:80, png); None for any other spec. A malformed
-    image spec (jpeg:0, png:5, jpeg+lossless) is refused with what to write instead."""
+def image_spec(spec: str) -> tuple[str, int | None, int | None] | None:
+    """(format, quality, WebP effort) of an image codec spec (jpeg:90, webp:80, webp:90:0, png); None for any other
+    spec. A malformed image spec (jpeg:0, png:5, jpeg+lossless, webp:90:9) is refused with what to write instead."""
     text, plus, rest = spec.strip().lower().partition("+")
-    fmt, colon, quality = text.partition(":")
+    fmt, colon, tail = text.partition(":")
     if fmt not in IMAGE_FORMATS:
         return None
     if plus:
@@ -74,10 +75,22 @@ def image_spec(spec: str) -> tuple[str, int | None] | None:
     if fmt == "png":
         if colon:
             raise SplitnnError(f"codec '{spec}': PNG is lossless and takes no quality; write png")
-        return fmt, None
+        return fmt, None, None
+    quality, colon, method = tail.partition(":")
     if not quality.isdigit() or not 1 <= int(quality) <= 100:
         raise SplitnnError(f"codec '{spec}': give {fmt}'s quality from 1 to 100, e.g. {fmt}:90")
-    return fmt, int(quality)
+    if not colon:
+        return fmt, int(quality), None
+    if fmt != "webp" or not method.isdigit() or not 0 <= int(method) <= 6:
+        raise SplitnnError(f"codec '{spec}': only webp takes an effort after its quality, from 0 (fastest) to 6 "
+                           "(smallest), e.g. webp:90:0")
+    return fmt, int(quality), None if int(method) == WEBP_DEFAULT_METHOD else int(method)
+
+
+def image_codec_name(fmt: str, quality: int | None, method: int | None = None) -> str:
+    """The spec an image codec names itself by: png, jpeg:90, webp:90 (libwebp's default effort), webp:90:0."""
+    name = fmt if quality is None else f"{fmt}:{quality}"
+    return name if method is None else f"{name}:{method}"
 
 
 def require_self_describing(spec: str, where: str) -> None:

@@ -24,6 +24,7 @@ from splitnn.onnxsplit.codecs.calibrated import TensorRange, calibrate_range
 from splitnn.onnxsplit.codecs.image import image_axis, image_range
 from splitnn.onnxsplit.codecs.specs import Codecs, codec_of, image_spec, is_calibrated, tensor_codecs
 from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.model.graph import Graph
 
 Tensors = dict[str, np.ndarray]
 ServerRun = Callable[[Tensors], Tensors]  # the server part: the tensors it reads -> its outputs
@@ -37,12 +38,12 @@ class OutputChangeLimit:
     metric: str  # "agreement", "relerr" or "abserr"
     bound: float
 
-    def allows(self, record: CodecRecord) -> bool:
+    def allows(self, record: CodecRecord | ReplyCodecRecord) -> bool:
         if self.metric == "agreement":
             return record.agreement is not None and record.agreement >= self.bound
         return (record.max_rel_err if self.metric == "relerr" else record.max_abs_err) <= self.bound
 
-    def reached(self, record: CodecRecord) -> str:
+    def reached(self, record: CodecRecord | ReplyCodecRecord) -> str:
         """What `record` reached on this limit's metric, in words."""
         if self.metric == "agreement":
             return "no classifier output to agree on" if record.agreement is None else f"agreement {record.agreement:.1%}"
@@ -65,6 +66,13 @@ def parse_output_change(text: str) -> OutputChangeLimit:
             if bound >= 0 and (metric != "agreement" or bound <= 1):
                 return OutputChangeLimit(metric, bound)
     raise SplitnnError(f"--max-output-change: cannot read '{text}' (use agreement>=0.99, relerr<=0.01 or abserr<=0.05)")
+
+
+def default_limit(graph: Graph) -> OutputChangeLimit:
+    """Without --max-output-change: 99% top-1 agreement for a model with a classifier output (one row of scores),
+    else a 1% relative change."""
+    classifier = any(is_scores(graph.info(n).shape) for n in graph.outputs)
+    return OutputChangeLimit("agreement", 0.99) if classifier else OutputChangeLimit("relerr", 0.01)
 
 
 def part_runner(folder: Path, server: Part, model: str = f"{SERVER_DIR}/{MODEL_FILE}") -> ServerRun:
@@ -102,12 +110,17 @@ def measure_codec(server: ServerRun, sent: Sequence[Tensors], plain: Sequence[Te
     )
 
 
-def measure_reply_codec(outputs: Sequence[Tensors], spec: str, scales: tuple[float, float],
+# What --reply-codec auto tries: every codec whose frames describe themselves (none: plain float32, the default).
+REPLY_CODECS = ("lossless", "fp16", "fp16+lossless", "int8", "int8+lossless")
+
+
+def measure_reply_codec(returned: Sequence[Tensors], plain: Sequence[Tensors], spec: str, scales: tuple[float, float],
                         limit: OutputChangeLimit | None = None) -> ReplyCodecRecord:
-    """What `spec` does to the server part's answers (partition --reply-codec): `outputs`, per input, what the
-    server part returned; `scales`, codec_scales' (device, server). The answer is measured as a cut's tensors are,
-    with nothing run after the codec: its change is the outputs' change. Refused past `limit`."""
-    measured = measure_codec(lambda decoded: decoded, outputs, outputs, spec)
+    """What `spec` does to the server part's answers (partition --reply-codec): `returned`, per input, what the
+    server part returns (through the cut's codec, if any); `plain`, what it returns without codecs; `scales`,
+    codec_scales' (device, server). The answer is coded as a cut's tensors are, with nothing run after it, so the
+    change it reports is that of both codecs together. Refused past `limit`."""
+    measured = measure_codec(lambda decoded: decoded, returned, plain, spec)
     if limit is not None and not limit.allows(measured):
         raise SplitnnError(f"--max-output-change {limit}: --reply-codec {measured.name} reached "
                            f"{limit.reached(measured)} on {measured.inputs} input(s); nothing was written: allow more "
@@ -116,6 +129,21 @@ def measure_reply_codec(outputs: Sequence[Tensors], spec: str, scales: tuple[flo
                             measured.max_rel_err, measured.agreement, measured.inputs, measured.encode_s,
                             measured.decode_s, server_encode_s=measured.encode_s * scales[1],
                             device_decode_s=measured.decode_s * scales[0])
+
+
+def choose_reply_codec(returned: Sequence[Tensors], plain: Sequence[Tensors], scales: tuple[float, float],
+                       limit: OutputChangeLimit, downlink_bps: float, own_change: bool = False) -> ReplyCodecRecord | None:
+    """--reply-codec auto: of REPLY_CODECS within `limit`, the one whose answer is predicted back soonest (its bytes
+    over the downlink, its encode on the server and its decode on the device); None when plain float32 is.
+    `own_change`: `limit` holds the reply codec's own change (against `returned`), not both codecs' together; the
+    record kept reports both together either way."""
+    best, best_s = None, statistics.median(sum(len(Raw().encode(a)) for a in t.values()) for t in returned) * 8 / downlink_bps
+    for spec in REPLY_CODECS:
+        judged = measure_reply_codec(returned, returned if own_change else plain, spec, scales)
+        seconds = judged.coded_bytes * 8 / downlink_bps + judged.server_encode_s + judged.device_decode_s
+        if limit.allows(judged) and seconds < best_s:
+            best, best_s = judged, seconds
+    return measure_reply_codec(returned, plain, best.name, scales) if best is not None and own_change else best
 
 
 def codec_scales(device: DeviceProfile, server: DeviceProfile) -> tuple[float, float]:

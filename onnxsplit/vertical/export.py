@@ -59,10 +59,13 @@ from splitnn.onnxsplit.vertical.codec_check import (
     OutputChangeLimit,
     ServerRun,
     Tensors,
+    choose_reply_codec,
     codec_scales,
+    default_limit,
     measure_codec,
     measure_reply_codec,
     part_runner,
+    round_trip,
 )
 from splitnn.onnxsplit.vertical.planning import Plan, candidate_record, cut_record, with_request_bytes
 
@@ -121,8 +124,8 @@ def write_split(
     """Write, verify and publish the artifacts of `plan`; return the plan file written. With a `codec` other
     than "none" the device sends the cut's tensors in it, and what it does is measured (vertical/codec_check) on
     the `calibration` inputs (else the verification input); a codec that moves the outputs past
-    `max_output_change` is refused. `codec_trials`: the pairs --codec auto priced, kept in plan.json. With a
-    `reply_codec` (one whose frames describe themselves) the server answers in it, measured the same way."""
+    `max_output_change` is refused. `codec_trials`: the pairs --codec auto priced, kept in plan.json. The server
+    answers in `reply_codec`, measured the same way (_with_codecs)."""
     outdir = Path(outdir)
     graph = analysis.graph
     if graph.path is None:
@@ -170,13 +173,23 @@ def _with_codecs(analysis: Analysis, plan: Plan, document: VerticalPlanFile,
                  runs: tuple[ServerRun, list[Tensors], list[Tensors]],
                  verified: tuple[dict[str, np.ndarray], dict[str, np.ndarray]], specs: tuple[str, str],
                  calibration: CalibrationInputs | None, limit: OutputChangeLimit | None) -> VerticalPlanFile:
-    """The plan file with the cut's codec and the reply codec (`specs`; "none": plain) measured on the inputs of
+    """The plan file with the cut's codec and the reply codec (`specs`; "none": plain; the reply's may be "auto":
+    the one predicted back soonest within the bound, default_limit without one) measured on the inputs of
     _server_runs (`runs`), and its prediction at their bytes and times."""
     run_server, sent, plain = runs
     codec, reply_codec = specs
     measured = _measured_codec(run_server, sent, plain, verified, codec, calibration, limit) if codec != "none" else None
     scales = codec_scales(plan.device, plan.server)
-    reply = measure_reply_codec(plain, reply_codec, scales, limit) if reply_codec != "none" else None
+    reply = None
+    if reply_codec != "none":  # on what the server returns through the cut's codec: the change is both codecs'
+        returned = plain if measured is None else [run_server(round_trip(measured.codecs(), s).decoded) for s in sent]
+        if reply_codec != "auto":
+            reply = measure_reply_codec(returned, plain, reply_codec, scales, limit)
+        elif limit is not None:  # the user's bound holds both codecs together
+            reply = choose_reply_codec(returned, plain, scales, limit, plan.link.down_bps)
+        else:  # the default bound holds the reply codec's own change
+            reply = choose_reply_codec(returned, plain, scales, default_limit(analysis.graph), plan.link.down_bps,
+                                       own_change=True)
     measured, predicted = _priced(analysis, plan, verified, measured, reply, scales)
     return dataclasses.replace(document, codec=measured, reply_codec=reply, predicted=predicted)
 

@@ -324,6 +324,15 @@ def test_the_answer_travels_coded_on_a_real_detector_and_real_pages(tmp_path):
     report = json.loads(proc.stdout)
     assert report["reply_codec"] == "lossless" and report["outputs_match"] is True and report["max_abs_err"] == 0.0
     assert report["bytes_per_request"]["down"] < reply["raw_bytes"] / 5
+    # auto: with a lossy codec at the cut too, the answer's codec is the one back soonest within the default bound
+    # on its own change, and the record gives both codecs' change together.
+    proc = run_cli("partition", model, "-o", "auto", *common, "--codec", "int8+lossless", "--reply-codec", "auto",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    written = json.loads((tmp_path / "auto" / "plan.json").read_text())
+    assert written["reply_codec"]["name"] in ("lossless", "fp16+lossless", "int8+lossless")
+    assert written["reply_codec"]["raw_bytes"] / written["reply_codec"]["coded_bytes"] >= 16
+    assert written["reply_codec"]["max_abs_err"] >= written["codec"]["max_abs_err"] * 0.9  # both codecs' change
     for bad, message in (("int8:calibrated", "frames describe themselves"), ("webp:90", "frames describe themselves"),
                          ("int9", "unknown codec 'int9'")):
         assert_bad_input(run_cli("partition", model, "-o", "x", *common, "--reply-codec", bad, cwd=tmp_path), message)

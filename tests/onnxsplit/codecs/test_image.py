@@ -41,6 +41,11 @@ def test_a_photo_travels_as_an_image_file_in_far_fewer_bytes(photo_inputs):
     assert sizes["png"] > sizes["jpeg:95"] > sizes["jpeg:90"] > sizes["jpeg:70"]
     assert errors["jpeg:70"] > errors["jpeg:90"] > errors["jpeg:95"] > errors["png"]
     assert x.nbytes / sizes["jpeg:90"] > 20 and x.nbytes / sizes["webp:80"] > 20
+    # WebP's effort changes how hard libwebp searches, not what it keeps: effort 6 packs a little more than 0.
+    fast, small = _codec("webp:80:0", photo_inputs), _codec("webp:80:6", photo_inputs)
+    assert fast.name == "webp:80:0" and _codec("webp:80:4", photo_inputs).name == "webp:80"
+    assert len(small.encode(x)) < len(fast.encode(x)) < 1.5 * len(small.encode(x))  # 1.29x on this photo
+    assert float(np.abs(fast.decode(fast.encode(x)) - x).mean()) < 2 * errors["webp:80"]
     # The range is the inputs' own: ImageNet normalization spans about -2.1 to 2.6.
     tensor_range = _codec("jpeg:90", photo_inputs).range
     assert tensor_range.low[0] == pytest.approx(min(float(s.min()) for s in photo_inputs))
@@ -92,10 +97,12 @@ def test_the_receiver_checks_an_image_before_decoding_it(photo_inputs):
 def test_image_specs_are_read_or_refused_with_what_to_write():
     assert canonical_codec(" JPEG:90 ") == "jpeg:90" and canonical_codec("png") == "png"
     assert canonical_codec("webp:100") == "webp:100"
+    assert canonical_codec("webp:90:0") == "webp:90:0" and canonical_codec("webp:90:4") == "webp:90"  # 4: libwebp's default
     assert needs_ranges("jpeg:90") and needs_ranges("png") and needs_ranges("int8:calibrated")
     assert not needs_ranges("int8+lossless") and not needs_ranges("garbage:::")
     for bad, says in (("jpeg", "quality from 1 to 100"), ("jpeg:0", "quality from 1 to 100"),
                       ("webp:high", "quality from 1 to 100"), ("png:5", "takes no quality"),
-                      ("jpeg:90+lossless", "compressed already"), ("gif:80", "unknown codec")):
+                      ("jpeg:90+lossless", "compressed already"), ("gif:80", "unknown codec"),
+                      ("jpeg:90:0", "only webp takes an effort"), ("webp:90:7", "from 0 \\(fastest\\) to 6")):
         with pytest.raises(SplitnnError, match=says):
             canonical_codec(bad)

@@ -9,8 +9,8 @@ import pytest
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.model.loading import load_graph
-from splitnn.onnxsplit.vertical.codec_check import OutputChangeLimit
-from splitnn.onnxsplit.vertical.codec_planning import default_limit, plan_cut_and_codec
+from splitnn.onnxsplit.vertical.codec_check import OutputChangeLimit, default_limit
+from splitnn.onnxsplit.vertical.codec_planning import plan_cut_and_codec
 from splitnn.onnxsplit.vertical.planning import plan_split
 
 
