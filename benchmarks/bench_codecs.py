@@ -153,11 +153,13 @@ def _cli(*args: str, cwd: Path) -> dict:  # type: ignore[type-arg]
 def _measured(label: str, folder: str, plan: dict, requests: int, cwd: Path) -> dict:  # type: ignore[type-arg]
     report = _cli("run-bench", folder, "--requests", str(requests), "--no-baselines", cwd=cwd)
     codec = plan.get("codec") or {}
-    reply = (plan.get("reply_codec") or {}).get("name")
+    replied = plan.get("reply_codec") or {}
+    reply = replied.get("name")
+    change = replied or codec  # a reply codec's record holds both codecs' change together
     return {"plan": label, "cut": plan["cut"]["id"], "sends": ", ".join(plan["cut"]["tensors"]) or "nothing",
             "codec": codec.get("name", "none") + (f", answer in {reply}" if reply else ""),
             "bytes_up": report["bytes_per_request"]["up"], "bytes_down": report["bytes_per_request"]["down"],
-            "agreement": codec.get("agreement"), "relerr": codec.get("max_rel_err"), "predicted_s": plan["predicted"]["total_s"],
+            "agreement": change.get("agreement"), "relerr": change.get("max_rel_err"), "predicted_s": plan["predicted"]["total_s"],
             "measured_s": report["stages"]["e2e_s"]["p50"], "outputs_match": report["outputs_match"]}
 
 
