@@ -146,7 +146,7 @@ def _auto_codec(analysis, plan, codec: CodecChoice, calibration):  # type: ignor
                        "own inputs for figures that hold on your data")
     with stderr().status("pricing every cut with every codec..."):
         chosen = plan_cut_and_codec(analysis, plan, inputs, codec.limit or default_limit(analysis.graph),
-                                    calibrated=calibration is not None)
+                                    calibrated=calibration is not None, reply_spec=codec.reply)
     return chosen.plan, chosen.codec, chosen.trials
 
 

@@ -26,7 +26,7 @@ import onnx
 from splitnn.cost_models.wire_bytes import coded_frame_bytes
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.parts import extract_parts, value_info
-from splitnn.onnxsplit.artifacts.plan_file import CodecRecord, CodecTrialRecord
+from splitnn.onnxsplit.artifacts.plan_file import CodecRecord, CodecTrialRecord, ReplyCodecRecord
 from splitnn.onnxsplit.artifacts.verification import VERIFY_CONFIG
 from splitnn.onnxsplit.codecs.image import image_axis
 from splitnn.onnxsplit.codecs.specs import is_calibrated, tensor_codecs
@@ -37,11 +37,13 @@ from splitnn.onnxsplit.vertical.codec_check import (
     OutputChangeLimit,
     Tensors,
     calibrated_ranges,
+    choose_reply_codec,
     codec_scales,
     measure_codec,
+    measure_reply_codec,
     round_trip,
 )
-from splitnn.onnxsplit.vertical.planning import Candidate, Plan, objective_score, with_request_bytes
+from splitnn.onnxsplit.vertical.planning import Candidate, Plan, objective_score, plain_reply_bytes, with_request_bytes
 
 AUTO_CODECS = ("none", "lossless", "fp16", "fp16+lossless", "int8:calibrated", "int8:calibrated+lossless")
 # Priced at the cut that sends the model's input, when that input is one image. PNG is lossless on the 8-bit
@@ -60,9 +62,11 @@ class CodecPlan:
 
 
 def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors], limit: OutputChangeLimit,
-                       calibrated: bool) -> CodecPlan:
+                       calibrated: bool, reply_spec: str = "none") -> CodecPlan:
     """The best (cut, codec) pair by the plan's objective whose output change stays within `limit` (see the module
-    doc). `calibrated`: the inputs are the user's, so int8:calibrated may take its ranges from them."""
+    doc). `calibrated`: the inputs are the user's, so int8:calibrated may take its ranges from them. `reply_spec`:
+    the codec the answers travel in (--reply-codec; "auto" as codec_check.choose_reply_codec picks it on the
+    model's outputs), which every pair that sends is priced with."""
     codecs = [c for c in AUTO_CODECS if calibrated or not is_calibrated(c)]
     images = [c for c in IMAGE_CODECS if calibrated] if image_tensors(analysis.graph, analysis.cuts[0].tensors) else []
     pool = [plan.chosen] if plan.forced else [c for c in plan.candidates if c.feasible]  # --cut: its codec only
@@ -72,8 +76,9 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     baseline = [c for c in pool if c.cut.id == analysis.cuts[0].id] if images else []
     at_cuts = _tensors_at(analysis.graph, {t for c in [*sending, *baseline] for t in c.cut.tensors}, inputs)
     scales = codec_scales(plan.device, plan.server)
-    priced = [(_pair(analysis, plan, c, spec, at_cuts, scales), c, spec) for c in sending for spec in codecs]
-    priced += [(_pair(analysis, plan, c, spec, at_cuts, scales), c, spec) for c in baseline for spec in images]
+    reply = _reply_on_outputs(analysis.graph, at_cuts, reply_spec, scales, limit, plan.link.down_bps)
+    priced = [(_pair(analysis, plan, c, spec, at_cuts, scales, reply), c, spec) for c in sending for spec in codecs]
+    priced += [(_pair(analysis, plan, c, spec, at_cuts, scales, reply), c, spec) for c in baseline for spec in images]
     priced += [(c.predicted, c, "none") for c in pool if not c.cut.tensors]
     priced.sort(key=lambda item: (objective_score(item[0], plan.objective), item[1].cut.id))
     trials, chosen = [], None
@@ -156,16 +161,33 @@ def _tensors_at(graph: Graph, names: set[str], inputs: Sequence[Tensors]) -> lis
     return [{**feeds, **dict(zip(wanted, session.run(wanted, feeds)))} for feeds in inputs]
 
 
+def _reply_on_outputs(graph: Graph, at_cuts: Sequence[Tensors], spec: str, scales: tuple[float, float],
+                      limit: OutputChangeLimit, downlink_bps: float) -> ReplyCodecRecord | None:
+    """The reply codec `spec` on the model's outputs (None: plain; "auto": the one back soonest within `limit` on
+    its own change). write_split measures it again on what the chosen cut's server part returns."""
+    if spec == "none":
+        return None
+    outputs = [{o: values[o] for o in graph.outputs} for values in at_cuts]
+    if spec == "auto":
+        return choose_reply_codec(outputs, outputs, scales, limit, downlink_bps, own_change=True)
+    return measure_reply_codec(outputs, outputs, spec, scales)
+
+
 def _pair(analysis: Analysis, plan: Plan, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors],  # type: ignore[no-untyped-def]
-          scales: tuple[float, float]):
+          scales: tuple[float, float], reply: ReplyCodecRecord | None = None):
     """The candidate's prediction with its tensors in `spec`, priced at the encoded bytes of the first inputs and
-    the codec's times here, times `scales` (device, server: codec_check.codec_scales)."""
+    the codec's times here, times `scales` (device, server: codec_check.codec_scales); its answer in `reply` (the
+    plain answer's bytes times the codec's ratio on the model's outputs)."""
     sent = [{t: values[t] for t in candidate.cut.tensors} for values in at_cuts]
     codecs = tensor_codecs(spec, calibrated_ranges(spec, sent))  # the ranges over every input, as write_split takes them
     trips = [round_trip(codecs, tensors) for tensors in sent[:BYTES_INPUTS]]
     up = coded_frame_bytes(candidate.cut.tensors, spec, int(statistics.median(t.coded_bytes for t in trips)))
+    down, reply_s = None, (0.0, 0.0)
+    if reply is not None:
+        down = int(plain_reply_bytes(analysis, candidate) / reply.ratio)
+        reply_s = (reply.server_encode_s, reply.device_decode_s)
     return with_request_bytes(analysis, plan, up, statistics.median(t.encode_s for t in trips) * scales[0],
-                              statistics.median(t.decode_s for t in trips) * scales[1], candidate)
+                              statistics.median(t.decode_s for t in trips) * scales[1], candidate, down, reply_s)
 
 
 def _check(graph: Graph, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors], limit: OutputChangeLimit) -> str:

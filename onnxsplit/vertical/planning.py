@@ -158,6 +158,11 @@ def with_request_bytes(analysis: Analysis, plan: Plan, up_bytes: int | None = No
                          reply_s)
 
 
+def plain_reply_bytes(analysis: Analysis, candidate: Candidate) -> int:
+    """The bytes of a candidate's answer on the wire as plain .npy tensors, with the frame around them."""
+    return _FrameBytes(analysis.graph, placeable_indices(analysis.graph)).reply(candidate.cut)
+
+
 class _FrameBytes:
     """The bytes a cut's request and reply take on the wire: the tensors, and the frame around them (its header,
     each tensor's name and .npy header: cost_models/wire_bytes.py)."""

@@ -51,3 +51,26 @@ def test_a_bound_no_lossy_codec_meets_leaves_an_exact_pair(slow_board_plan):
     assert chosen.codec in ("none", "lossless")
     ruled_out = [t for t in chosen.trials if t.verdict.startswith("ruled out")]
     assert ruled_out and all("abserr" in t.verdict for t in ruled_out)  # each says what it reached
+
+
+def test_every_pair_that_sends_is_priced_with_the_reply_codec(slow_board_plan):
+    """--codec auto --reply-codec C: a pair's answer is priced at the plain answer's bytes over C's ratio on the
+    model's outputs (int8: about a quarter of 1000 float32 scores), plus C's encode and decode, in the transfer."""
+    from splitnn.onnxsplit.vertical.codec_planning import _reply_on_outputs, _tensors_at
+    from splitnn.onnxsplit.vertical.planning import plain_reply_bytes, with_request_bytes
+
+    analysis, plan, inputs = slow_board_plan
+    limit = OutputChangeLimit("relerr", 0.05)
+    reply = _reply_on_outputs(analysis.graph, _tensors_at(analysis.graph, set(), inputs), "int8", (1.0, 1.0), limit,
+                              plan.link.down_bps)
+    assert reply is not None and reply.name == "int8" and 3.0 < reply.ratio < 4.0 and reply.inputs == len(inputs)
+    sending = next(c for c in plan.candidates if c.feasible and c.cut.tensors)
+    plain_down = plain_reply_bytes(analysis, sending)
+    coded_down = int(plain_down / reply.ratio)
+    before = with_request_bytes(analysis, plan, candidate=sending)
+    after = with_request_bytes(analysis, plan, candidate=sending, down_bytes=coded_down, reply_s=(0.001, 0.002))
+    assert before.transfer_s == pytest.approx(sending.predicted.transfer_s)  # plain by default
+    assert before.transfer_s - after.transfer_s == pytest.approx((plain_down - coded_down) * 8 / plan.link.down_bps
+                                                                 - 0.003)
+    chosen = plan_cut_and_codec(analysis, plan, inputs, limit, True, reply_spec="auto")  # priced with auto's choice
+    assert chosen.trials[0].verdict.startswith(("chosen", "ruled out"))
