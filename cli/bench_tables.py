@@ -25,7 +25,7 @@ def render_split(report: SplitBenchReport) -> None:
     predicted = report.predicted
     for stage, label, key in (("device_s", "device compute", "device_s"), ("encode_s", "encode", "encode_s"),
                               ("transfer_s", "transfer", "transfer_s"), ("server_s", "server compute", "server_s"),
-                              ("e2e_s", "end to end", "total_s")):
+                              ("decode_s", "decode", "decode_s"), ("e2e_s", "end to end", "total_s")):
         values = report.stages[stage]
         table.add_row(label, f"{values.p50 * 1e3:.2f}", f"{values.p95 * 1e3:.2f}", f"{getattr(predicted, key) * 1e3:.2f}")
     console.print(table)

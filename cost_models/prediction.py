@@ -19,6 +19,7 @@ class Prediction:
     total_s: float
     throughput_fps: float
     energy_j: float | None  # None: the device profile's power was not measured
+    decode_s: float = 0.0  # codecs: the server decoding the request, the device decoding the answer (in total_s)
 
 
 def pipelined_fps(device_s: float, uplink_s: float, server_s: float, downlink_s: float) -> float:

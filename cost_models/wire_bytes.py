@@ -1,6 +1,6 @@
 """What tensors cost on the wire: the bytes a frame of the device-server protocol takes beyond the data.
 
-A frame (runtime/wire.py) is a 28-byte header, a tensor count, and per tensor
+A frame (runtime/wire.py) is a 36-byte header, a tensor count, and per tensor
 its name, its codec's name ("none" here: plain tensors), a length and the
 array in numpy's .npy format, whose own header
 (about 128 bytes) says its dtype and shape. On a fast link that is noise; over
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-FRAME_HEADER_BYTES = 28  # magic, version, kind, status, request id, server seconds, payload length
+FRAME_HEADER_BYTES = 36  # magic, version, kind, status, request id, server and decode seconds, payload length
 TENSOR_COUNT_BYTES = 2
 
 

@@ -153,12 +153,13 @@ def sweep_bars(sweep: SweepReport) -> list[Bar]:
 def bench_bars(report: SplitBenchReport) -> list[Bar]:
     """The split measured and predicted, next to the all-device and all-server baselines."""
     stages = {k: v.p50 for k, v in report.stages.items()}
+    # A codec's decoding (the request's on the server, the answer's on the device) joins the server's bar.
     measured = {"device_s": stages["device_s"] + stages["encode_s"], "transfer_s": stages["transfer_s"],
-                "server_s": stages["server_s"]}
+                "server_s": stages["server_s"] + stages.get("decode_s", 0.0)}
     p = report.predicted
     bars = [Bar("split, measured", measured, report.predicted_s),
             Bar("split, predicted", {"device_s": p.device_s + p.encode_s, "transfer_s": p.transfer_s,
-                                     "server_s": p.server_s})]
+                                     "server_s": p.server_s + p.decode_s})]
     base = report.baselines
     if base is not None:
         device_predicted = base.predicted_all_device.total_s if base.predicted_all_device else None

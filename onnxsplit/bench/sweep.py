@@ -225,9 +225,10 @@ def _point(candidate: Candidate, objective: str, reports: list[SplitBenchReport]
         bytes=candidate.cut.bytes,
         predicted_s=predicted_seconds(candidate, objective),
         measured_s=value,
-        predicted=StageSeconds(p.device_s + p.encode_s, p.transfer_s, p.server_s),
+        # A codec's decoding (the request's on the server, the answer's on the device) joins the server's stage.
+        predicted=StageSeconds(p.device_s + p.encode_s, p.transfer_s, p.server_s + p.decode_s),
         measured=StageSeconds(median_of("device_s") + median_of("encode_s"), median_of("transfer_s"),
-                              median_of("server_s"), median_of("e2e_s")),
+                              median_of("server_s") + median_of("decode_s"), median_of("e2e_s")),
         ok=ok,
         errors=sum(report.errors for report in reports),
         slowdown=reports[0].slowdown.factor,

@@ -45,7 +45,7 @@ from splitnn.onnxsplit.runtime.server import server_part_path
 from splitnn.onnxsplit.runtime.tls import client_context, write_self_signed
 from splitnn.onnxsplit.vertical.codec_check import same_top1
 
-STAGES = ("device_s", "encode_s", "transfer_s", "server_s", "e2e_s")
+STAGES = ("device_s", "encode_s", "transfer_s", "server_s", "decode_s", "e2e_s")
 BASELINE_REQUESTS = 10
 
 

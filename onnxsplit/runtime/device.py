@@ -7,11 +7,14 @@ Every request is timed by stage:
   see the same pacing a board would give them). run-bench sets `board_s` to
   what the device profile predicts for the part (bench/calibration.py);
 - encode_s: serialising the tensors into a frame;
-- transfer_s: from the first byte sent to the answer received and decoded,
-  minus the server's own compute time, which the answer carries (a new
-  connection's handshake is not in it: it is no time the bytes spent on the
-  wire; a reply codec's encode on the server and decode here are in it);
+- transfer_s: from the first byte sent to the answer received, less the
+  server's compute and decode times, which the answer carries, and this
+  side's decode (a new connection's handshake is not in it: it is no time the
+  bytes spent on the wire; the server's encoding of its answer is);
 - server_s: the server part's compute, as the server measured it;
+- decode_s: the server decoding the request's tensors (as it measured it) and
+  this side decoding the answer's (an emulated board: at least its predicted
+  time);
 - e2e_s: everything, from the input to the decoded outputs.
 """
 from __future__ import annotations
@@ -61,6 +64,7 @@ class RequestResult:
     bytes_up: int
     bytes_down: int
     outputs: dict[str, np.ndarray]
+    decode_s: float = 0.0  # the server decoding the request's tensors, and the device the answer's
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -250,8 +254,10 @@ class DeviceClient:
         except (ConnectionClosed, ProtocolError, OSError) as exc:
             self._drop()
             return self._failed(request_id, f"connection failed: {exc}", start, encoded, len(data), sent)
+        decode_s = reply.decode_s + reply.read_decode_s
         if self.reply_decode_extra_s and reply.kind == RESPONSE:
             time.sleep(self.reply_decode_extra_s)
+            decode_s += self.reply_decode_extra_s
         received = time.perf_counter()
         if reply.kind == CHALLENGE:
             self._drop()
@@ -260,8 +266,9 @@ class DeviceClient:
         if reply.kind == ERROR or reply.request_id != request_id:
             message = reply.message if reply.kind == ERROR else f"answer to request {reply.request_id}, expected {request_id}"
             return self._failed(request_id, f"server error: {message}", start, encoded, len(data), sent)
-        return RequestResult(request_id, True, "", 0.0, encoded - start, received - sent - reply.server_s,
-                             reply.server_s, time.perf_counter() - start, len(data), reply.wire_bytes, reply.tensors)
+        return RequestResult(request_id, True, "", 0.0, encoded - start, received - sent - reply.server_s - decode_s,
+                             reply.server_s, time.perf_counter() - start, len(data), reply.wire_bytes, reply.tensors,
+                             decode_s)
 
     def _send(self, data: bytes) -> tuple[Frame, float]:
         """Send a request and read its answer, and when its bytes went out (a new connection's handshake is not wire
@@ -308,7 +315,8 @@ class DeviceClient:
         result = self.exchange(self.payload(tensors, feeds))
         outputs = {**self.kept(tensors), **result.outputs} if result.ok else result.outputs
         return RequestResult(result.request_id, result.ok, result.error, device_s, result.encode_s, result.transfer_s,
-                             result.server_s, time.perf_counter() - start, result.bytes_up, result.bytes_down, outputs)
+                             result.server_s, time.perf_counter() - start, result.bytes_up, result.bytes_down, outputs,
+                             result.decode_s)
 
     def close(self) -> None:
         self._drop()

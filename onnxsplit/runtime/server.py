@@ -373,7 +373,8 @@ class ModelServer:
             ok = False
             try:
                 outputs = self.run(frame.tensors)
-                reply = Frame(RESPONSE, frame.request_id, server_s=time.perf_counter() - start, tensors=outputs)
+                reply = Frame(RESPONSE, frame.request_id, server_s=time.perf_counter() - start, tensors=outputs,
+                              decode_s=frame.read_decode_s)
                 ok = True
             except ProtocolError as exc:
                 reply = Frame(ERROR, frame.request_id, exc.status, message=str(exc))

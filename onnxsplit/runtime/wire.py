@@ -3,11 +3,12 @@
 A frame is a fixed header followed by a payload:
 
     magic   4 bytes  b"SPNN"
-    version u8       1
+    version u8       3
     kind    u8       1 request, 2 response, 3 error
     status  u16      0 ok; for errors, one of the STATUS_* codes
     request u64      request id, echoed in the reply
     server  f64      server compute seconds (responses), else 0
+    decode  f64      seconds the server took to decode the request's tensors (responses), else 0
     length  u32      payload bytes that follow (at most the receiver's maximum)
 
 A request or response payload is a list of named tensors:
@@ -37,7 +38,7 @@ from splitnn.onnxsplit.codecs.specs import Codecs, codec_of, needs_ranges, parse
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 MAGIC = b"SPNN"
-VERSION = 2  # 2: each tensor names its codec
+VERSION = 3  # 2: each tensor names its codec; 3: a response says how long the request took to decode
 REQUEST, RESPONSE, ERROR = 1, 2, 3
 CHALLENGE, AUTH = 4, 5  # a server with a token: its nonce, and the device's HMAC of it (runtime/auth.py)
 STATUS_OK = 0
@@ -48,7 +49,7 @@ STATUS_FAILED = 4  # the part failed to run
 STATUS_UNAUTHORIZED = 5  # no answer, or a wrong one, to the server's challenge
 STATUS_BUSY = 6  # the server is at its maximum of connections
 
-HEADER = struct.Struct("<4sBBHQdI")
+HEADER = struct.Struct("<4sBBHQddI")
 DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024
 # A frame over the maximum by at most this much is read and dropped, so the connection goes on; a larger one is
 # refused without reading it (an error frame, then the connection closes).
@@ -93,6 +94,8 @@ class Frame:
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     message: str = ""
     wire_bytes: int = 0  # header + payload, as read
+    decode_s: float = 0.0  # a response: the server's decode of the request's tensors (on the wire)
+    read_decode_s: float = 0.0  # this side's decode of this frame's tensors, timed by read_frame (not on the wire)
 
 
 def encode_tensors(tensors: dict[str, np.ndarray], codec: Codecs | None = None) -> bytes:
@@ -164,7 +167,8 @@ def _decoded(name: str, codec_name: str, data: memoryview, codecs: Mapping[str, 
 
 def encode_frame(frame: Frame, codec: Codecs | None = None) -> bytes:
     payload = frame.message.encode("utf-8") if frame.kind == ERROR else encode_tensors(frame.tensors, codec)
-    header = HEADER.pack(MAGIC, VERSION, frame.kind, frame.status, frame.request_id, frame.server_s, len(payload))
+    header = HEADER.pack(MAGIC, VERSION, frame.kind, frame.status, frame.request_id, frame.server_s, frame.decode_s,
+                         len(payload))
     return header + payload
 
 
@@ -207,7 +211,7 @@ def read_frame(sock: socket.socket, max_payload_bytes: int = DEFAULT_MAX_FRAME_B
 def _read_frame(sock: socket.socket, max_payload_bytes: int, codecs: Mapping[str, Codec] | None,
                 deadline: float | None, first: bytes = b"") -> Frame:
     header = first + _recv_exact(sock, HEADER.size - len(first), started=bool(first), deadline=deadline)
-    magic, version, kind, status, request_id, server_s, length = HEADER.unpack(header)
+    magic, version, kind, status, request_id, server_s, decode_s, length = HEADER.unpack(header)
     if magic != MAGIC:
         raise ProtocolError(f"not a splitnn frame (magic {magic!r})")
     if version != VERSION:
@@ -224,14 +228,16 @@ def _read_frame(sock: socket.socket, max_payload_bytes: int, codecs: Mapping[str
         raise ProtocolError(f"frame of {length} bytes is over the maximum of {max_payload_bytes}", STATUS_TOO_LARGE,
                             request_id, resumable=True)
     payload = _recv_exact(sock, length, started=True, deadline=deadline) if length else b""
-    frame = Frame(kind, request_id, status, server_s, wire_bytes=HEADER.size + length)
+    frame = Frame(kind, request_id, status, server_s, wire_bytes=HEADER.size + length, decode_s=decode_s)
     if kind == ERROR:
         frame.message = payload.decode("utf-8", errors="replace")
     else:
+        start = time.perf_counter()
         try:
             frame.tensors = decode_tensors(payload, codecs)
         except ProtocolError as exc:
             raise ProtocolError(str(exc), exc.status, request_id, resumable=True) from None
+        frame.read_decode_s = time.perf_counter() - start
     return frame
 
 

@@ -123,22 +123,26 @@ def predict(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, li
 
 
 def prediction_of(device_s: float, encode_s: float, server_s: float, up_bytes: int, down_bytes: int,
-                  device: DeviceProfile, link: LinkProfile, reply_s: tuple[float, float] = (0.0, 0.0)) -> Prediction:
+                  device: DeviceProfile, link: LinkProfile, reply_encode_s: float = 0.0,
+                  decode_s: tuple[float, float] = (0.0, 0.0)) -> Prediction:
     """A cut's prediction from its stage times and the bytes each way on the wire (0 and 0: nothing is sent).
-    `reply_s`: a reply codec's encode on the server and decode on the device, counted in the transfer, where
-    run-bench measures them (the server's clock stops before it encodes its answer)."""
+    Codecs: `reply_encode_s`, the server encoding its answer, is counted in the transfer, where run-bench measures
+    it (the server's clock stops before it encodes); `decode_s`, the server decoding the request and the device
+    decoding the answer, is its own stage."""
     sends = up_bytes > 0
-    transfer_s = link.transfer_seconds(up_bytes, down_bytes) + sum(reply_s) if sends else 0.0
+    transfer_s = link.transfer_seconds(up_bytes, down_bytes) + reply_encode_s if sends else 0.0
     uplink_s, downlink_s = up_bytes * 8 / link.uplink_bps, down_bytes * 8 / link.down_bps
     return Prediction(
         device_s=device_s,
         encode_s=encode_s,
         transfer_s=transfer_s,
         server_s=server_s,
-        total_s=device_s + encode_s + transfer_s + server_s,
-        throughput_fps=pipelined_fps(device_s + encode_s + reply_s[1], uplink_s, server_s + reply_s[0], downlink_s),
+        total_s=device_s + encode_s + transfer_s + server_s + sum(decode_s),
+        throughput_fps=pipelined_fps(device_s + encode_s + decode_s[1], uplink_s,
+                                     server_s + decode_s[0] + reply_encode_s, downlink_s),
         energy_j=None if device.compute_power_w is None
         else device.compute_power_w * (device_s + encode_s) + link.radio_watts() * uplink_s,
+        decode_s=sum(decode_s),
     )
 
 
@@ -154,8 +158,8 @@ def with_request_bytes(analysis: Analysis, plan: Plan, up_bytes: int | None = No
     frames = _FrameBytes(analysis.graph, placeable_indices(analysis.graph))
     up = frames.request(chosen.cut) if up_bytes is None else up_bytes
     down = frames.reply(chosen.cut) if down_bytes is None else down_bytes
-    return prediction_of(p.device_s, p.encode_s + encode_s, p.server_s + decode_s, up, down, plan.device, plan.link,
-                         reply_s)
+    return prediction_of(p.device_s, p.encode_s + encode_s, p.server_s, up, down, plan.device, plan.link,
+                         reply_s[0], (decode_s, reply_s[1]))
 
 
 def plain_reply_bytes(analysis: Analysis, candidate: Candidate) -> int:

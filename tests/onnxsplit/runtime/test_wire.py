@@ -90,7 +90,7 @@ def test_a_lying_header_is_refused_before_anything_is_allocated():
         decode_tensors(payload)
     left, right = socket.socketpair()
     with left, right:
-        left.sendall(HEADER.pack(MAGIC, VERSION, REQUEST, 0, 5, 0.0, 0xFFFFFFFF))  # and nothing behind it
+        left.sendall(HEADER.pack(MAGIC, VERSION, REQUEST, 0, 5, 0.0, 0.0, 0xFFFFFFFF))  # and nothing behind it
         right.settimeout(5)
         with pytest.raises(ProtocolError, match="over the maximum") as info:
             read_frame(right)  # refused at once, not read for 4 GB

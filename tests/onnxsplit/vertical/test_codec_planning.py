@@ -55,7 +55,8 @@ def test_a_bound_no_lossy_codec_meets_leaves_an_exact_pair(slow_board_plan):
 
 def test_every_pair_that_sends_is_priced_with_the_reply_codec(slow_board_plan):
     """--codec auto --reply-codec C: a pair's answer is priced at the plain answer's bytes over C's ratio on the
-    model's outputs (int8: about a quarter of 1000 float32 scores), plus C's encode and decode, in the transfer."""
+    model's outputs (int8: about a quarter of 1000 float32 scores), plus C's encode in the transfer and its decode
+    as its own stage."""
     from splitnn.onnxsplit.vertical.codec_planning import _reply_on_outputs, _tensors_at
     from splitnn.onnxsplit.vertical.planning import plain_reply_bytes, with_request_bytes
 
@@ -70,7 +71,10 @@ def test_every_pair_that_sends_is_priced_with_the_reply_codec(slow_board_plan):
     before = with_request_bytes(analysis, plan, candidate=sending)
     after = with_request_bytes(analysis, plan, candidate=sending, down_bytes=coded_down, reply_s=(0.001, 0.002))
     assert before.transfer_s == pytest.approx(sending.predicted.transfer_s)  # plain by default
+    # The answer's encode on the server is in the transfer; its decode on the board is the decode stage.
     assert before.transfer_s - after.transfer_s == pytest.approx((plain_down - coded_down) * 8 / plan.link.down_bps
-                                                                 - 0.003)
+                                                                 - 0.001)
+    assert after.decode_s == pytest.approx(0.002) and after.total_s == pytest.approx(
+        before.total_s - (before.transfer_s - after.transfer_s) + 0.002)
     chosen = plan_cut_and_codec(analysis, plan, inputs, limit, True, reply_spec="auto")  # priced with auto's choice
     assert chosen.trials[0].verdict.startswith(("chosen", "ruled out"))

@@ -87,7 +87,7 @@ def test_transfer_counts_the_reply_over_the_downlink(vgg):
     first, last = plan.candidates[0], plan.candidates[-1]
     assert first.cut.reply_bytes == 1000 * 4  # VGG-16's 1000 float scores come back
     up, down = _wire(vgg, first.cut.tensors), _wire(vgg, vgg.graph.outputs)  # the tensors and their frames
-    assert up - first.cut.bytes == 28 + 2 + 2 + len("input") + 1 + len("none") + 4 + 128 and down - 4000 < 200
+    assert up - first.cut.bytes == 36 + 2 + 2 + len("input") + 1 + len("none") + 4 + 128 and down - 4000 < 200
     expected = up * 8 / 5.85e6 + down * 8 / 1e6 + link.rtt_s
     assert first.predicted.transfer_s == pytest.approx(expected, rel=1e-12)
     assert last.cut.reply_bytes == 0 and last.predicted.transfer_s == 0  # all on the device: nothing moves
