@@ -283,7 +283,8 @@ def _render_chosen(document, plan) -> None:  # type: ignore[no-untyped-def]
     console.print(
         f"  sends {', '.join(cut.tensors) or 'nothing'} ({human_bytes(cut.bytes)}{coded}); predicted "
         f"device {p.device_s * 1000:.1f} ms + encode {p.encode_s * 1000:.2f} ms + transfer {p.transfer_s * 1000:.1f} ms "
-        f"+ server {p.server_s * 1000:.1f} ms = [bold]{p.total_s * 1000:.1f} ms[/bold], "
+        f"+ server {p.server_s * 1000:.1f} ms" + (f" + decode {p.decode_s * 1000:.2f} ms" if p.decode_s else "")
+        + f" = [bold]{p.total_s * 1000:.1f} ms[/bold], "
         f"{p.throughput_fps:.2f} frames/s, {_joules(p.energy_j)} on the device"
     )
 
