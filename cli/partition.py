@@ -63,10 +63,11 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
     from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
     from splitnn.onnxsplit.model.loading import load_graph
 
-    if codec.reply != "none" and (strategy == "tiles" or choice.adaptive):
+    if codec.reply != "none" and strategy == "tiles":
         from splitnn.onnxsplit.core.errors import SplitnnError
 
-        raise SplitnnError("--reply-codec applies to a split at one cut: drop it with --strategy tiles or --adaptive")
+        raise SplitnnError("--reply-codec applies to a split between a device and a server: drop it with "
+                           "--strategy tiles")
     if strategy == "tiles":
         _partition_tiles(model, input_shapes, outdir, tiles, verification, as_json)
         return
@@ -159,16 +160,16 @@ def _write_adaptive(analysis, plan, choice: CutChoice, codec: CodecChoice, outdi
 
     assert choice.bandwidth_range is not None
     verification_feeds = None
-    if codec.spec == "none":
+    if codec.spec == "none" and codec.reply == "none":
         adaptive = plan_adaptive(plan, *choice.bandwidth_range)
     else:
         require_one_codec(codec.spec, "--adaptive")  # before any input is read
         calibration = _calibration(codec, analysis.graph)
         inputs = list(calibration.feeds) if calibration is not None else [random_inputs(analysis.graph)]
         verification_feeds = inputs[0] if calibration is not None else None  # what run-bench sends: the user's
-        with stderr().status(f"pricing every cut in {codec.spec}..."):
+        with stderr().status(f"pricing every cut in {codec.spec}, the answers in {codec.reply}..."):
             adaptive = plan_adaptive_coded(analysis, plan, *choice.bandwidth_range, codec.spec, inputs,
-                                           codec.limit or default_limit(analysis.graph))
+                                           codec.limit or default_limit(analysis.graph), codec.reply)
     with stderr().status("writing and verifying the kept cuts..."):
         document = write_adaptive(analysis, adaptive, outdir, ort_format=verification.ort_format,
                                   atol=verification.atol, rtol=verification.rtol, feeds=verification_feeds)
@@ -186,6 +187,8 @@ def _write_adaptive(analysis, plan, choice: CutChoice, codec: CodecChoice, outdi
         coded = f" as {human_bytes(kept.codec.coded_bytes)} in {kept.codec.name}" if kept.codec is not None else ""
         console.print(f"  cut {kept.cut.id} ({where}, {human_bytes(kept.cut.bytes)}{coded}): {best}; "
                       f"{kept.fixed_s * 1e3:.1f} ms + {kept.wire_bits / 1e6:.3g} Mbit / uplink rate")
+    if document.reply_codec is not None:
+        _render_reply_codec(document.reply_codec)
     v = document.verification
     console.print(f"verified: every kept cut chained against the model, max abs error {v.max_abs_err:.3g}, device "
                   f"side run from {v.device_artifact}")
@@ -376,9 +379,9 @@ def _render_reply_codec(r) -> None:  # type: ignore[no-untyped-def]
     stdout().print(f"reply codec {r.name}: the answer {human_bytes(r.raw_bytes)} -> [bold]{human_bytes(r.coded_bytes)}"
                    f"[/bold] ({r.ratio:.2f}x fewer bytes) on {r.inputs} input(s); the outputs (through every codec) "
                    "differ by up to "
-                   f"{r.max_abs_err:.3g} ({r.max_rel_err:.2%} of their largest value){top1}; encoding "
-                   f"{r.server_encode_s * 1e3:.2f} ms on the server, decoding {r.device_decode_s * 1e3:.2f} ms on the "
-                   "device, as predicted (in the transfer).")
+                   f"{r.max_abs_err:.3g} ({r.max_rel_err:.2%} of their largest value){top1}; predicted encoding "
+                   f"{r.server_encode_s * 1e3:.2f} ms on the server (in the transfer), decoding "
+                   f"{r.device_decode_s * 1e3:.2f} ms on the device (the decode stage).")
 
 
 def _joules(energy_j: float | None, unit: bool = True) -> str:

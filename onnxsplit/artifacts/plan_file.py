@@ -491,6 +491,7 @@ class AdaptivePlanFile(PlanHeader):
     answers_alone: bool  # the device holds the whole model: it can answer without the server
     verification: Verification
     artifacts: AdaptiveArtifacts
+    reply_codec: ReplyCodecRecord | None = None  # partition --reply-codec: how every answer travels (None: plain)
     strategy: str = "adaptive"
     schema_version: int = SCHEMA_VERSION
 

@@ -24,7 +24,7 @@ from splitnn.onnxsplit.artifacts.verification import compare_outputs
 from splitnn.onnxsplit.core.records import Record
 from splitnn.onnxsplit.runtime.adaptive_device import AdaptiveDevice, RequestPoint
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
-from splitnn.onnxsplit.runtime.server import ModelServer, plan_codecs, server_models
+from splitnn.onnxsplit.runtime.server import ModelServer, plan_codecs, plan_reply_codec, server_models
 
 __all__ = ["AdaptiveBenchOptions", "AdaptiveBenchReport", "Latencies", "RequestPoint", "compare_static",
            "run_adaptive_bench"]
@@ -91,7 +91,8 @@ def run_adaptive_bench(outdir: str | Path, link: LinkSettings, options: Adaptive
     feeds, reference = inputs_and_reference(outdir, plan, options.seed)
     servers = server_models(outdir)
     true_rate = (lambda t: rate_at(link.trace, t)) if link.trace else (lambda t: link.uplink_bps)
-    with ModelServer(servers or None, spin=False, codecs=plan_codecs(outdir)).start() as server:
+    with ModelServer(servers or None, spin=False, codecs=plan_codecs(outdir),
+                     reply_codec=plan_reply_codec(outdir)).start() as server:
         device = AdaptiveDevice(outdir, plan, server.address, deadline_s=options.deadline_s, timeout_s=options.timeout_s,
                                 hold_cut=options.hold_cut, emulate_board=True, true_rate=true_rate)
         with LinkRelay(server.address, link) as relay:  # the trace's clock starts once the device is ready
@@ -115,6 +116,8 @@ def _report(device: AdaptiveDevice, outdir: Path, link: LinkSettings,
     counts = device.counts()
     # A kept cut's codec may move the outputs as far as partition measured it to (on the verification input).
     codec_err = max((k.codec.bench_abs_err for k in device.plan.kept if k.codec is not None), default=0.0)
+    if device.plan.reply_codec is not None:  # the answer's codec, on top
+        codec_err += device.plan.reply_codec.max_abs_err * 1.01
     max_err, match = (compare_outputs(device.last_outputs, reference, device.plan.verification.atol + codec_err,
                                       device.plan.verification.rtol) if reference is not None and device.last_outputs
                       else (None, None))

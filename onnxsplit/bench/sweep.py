@@ -166,7 +166,7 @@ def _priced_in(analysis: Analysis, plan: Plan, codec: str) -> Plan:
     """`plan` with every cut predicted at its tensors' bytes in `codec` (on the input the cuts are verified on),
     and the best chosen again on those predictions."""
     require_self_describing(codec, "--sweep --codec")
-    priced, _ = priced_with(analysis, plan, codec, [random_inputs(analysis.graph)])
+    priced, _, _ = priced_with(analysis, plan, codec, [random_inputs(analysis.graph)])
     return dataclasses.replace(priced, chosen=best_candidate((c for c in priced.candidates if c.feasible), plan.objective))
 
 

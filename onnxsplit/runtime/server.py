@@ -143,12 +143,18 @@ def plan_codecs(outdir: str | Path) -> dict[str, Codec]:
 
 
 def plan_reply_codec(outdir: str | Path) -> Codec | None:
-    """The codec a vertical plan's server answers in (partition --reply-codec); None: plain .npy."""
-    from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
+    """The codec a plan's server answers in (partition --reply-codec); None: plain .npy."""
+    from splitnn.onnxsplit.artifacts.plan_file import AdaptivePlanFile, plan_strategy, read_plan
 
-    if plan_strategy(outdir) != "vertical":
+    strategy = plan_strategy(outdir)
+    if strategy == "vertical":
+        record = read_vertical_plan(outdir).reply_codec
+    elif strategy == "adaptive":
+        plan = read_plan(outdir, "adaptive")
+        assert isinstance(plan, AdaptivePlanFile)
+        record = plan.reply_codec
+    else:
         return None
-    record = read_vertical_plan(outdir).reply_codec
     return parse_codec(record.name) if record is not None else None
 
 

@@ -23,6 +23,8 @@ codec (int8:calibrated, +lossless) keeps each tensor's range in its cut's record
 plan.json (a tensor's range is the same whichever cut sends it: it comes from the same inputs). An image codec
 (jpeg:Q, webp:Q, png) prices and sends only the cut that sends the model's input, the other cuts travel as
 float32: the plain "send a JPEG" baseline, taken when the link is fast enough, beside the cuts for slower links.
+With a reply codec (`--reply-codec`), every cut that sends is priced with its answer in it, measured on the
+model's outputs (its own change held to the bound), and the server answers every cut in it.
 
 run-bench runs it (bench/adaptive.py: the estimate, the choice per request,
 local answers on a deadline); serve, device and update-weights refuse this
@@ -48,6 +50,7 @@ from splitnn.onnxsplit.artifacts.plan_file import (
     AdaptivePlanFile,
     CodecRecord,
     PartSpec,
+    ReplyCodecRecord,
     header_fields,
     save_verification_data,
     write_plan,
@@ -76,21 +79,24 @@ class AdaptivePlan:
     low_bps: float
     high_bps: float
     codecs: dict[int, CodecRecord] = field(default_factory=dict)  # per kept cut that sends, with a codec
+    reply: ReplyCodecRecord | None = None  # the codec the server answers in (None: plain .npy)
 
 
 def plan_adaptive_coded(analysis: Analysis, plan: Plan, low_bps: float, high_bps: float, spec: str,
-                        inputs: Sequence[Tensors], limit: OutputChangeLimit) -> AdaptivePlan:
-    """plan_adaptive with every cut's tensors sent in codec `spec`, priced and checked on `inputs` (module doc)."""
+                        inputs: Sequence[Tensors], limit: OutputChangeLimit, reply_spec: str = "none") -> AdaptivePlan:
+    """plan_adaptive with every cut's tensors sent in codec `spec` ("none": plain) and the answers in
+    `reply_spec`, priced and checked on `inputs` (module doc)."""
     require_one_codec(spec, "--adaptive")
     only = None
     if image_spec(spec) is not None:  # only the input can go as an image
         tensors = set(image_input_cut(analysis, spec, None))
         only = {c.cut.id for c in plan.candidates if c.cut.tensors and set(c.cut.tensors) == tensors}
-    priced, at_cuts = priced_with(analysis, plan, spec, inputs, only)
+    priced, at_cuts, reply = priced_with(analysis, plan, spec, inputs, only, reply_spec, limit)
     adaptive = plan_adaptive(priced, low_bps, high_bps)
     codecs = {k.candidate.cut.id: checked_at(analysis.graph, k.candidate, spec, at_cuts, limit)
-              for k in adaptive.kept if k.candidate.cut.tensors and (only is None or k.candidate.cut.id in only)}
-    return dataclasses.replace(adaptive, codecs=codecs)
+              for k in adaptive.kept if spec != "none" and k.candidate.cut.tensors
+              and (only is None or k.candidate.cut.id in only)}
+    return dataclasses.replace(adaptive, codecs=codecs, reply=reply)
 
 
 def plan_adaptive(plan: Plan, low_bps: float, high_bps: float) -> AdaptivePlan:
@@ -198,7 +204,7 @@ def _plan_file(analysis: Analysis, adaptive: AdaptivePlan, outdir: Path, device:
         device_profile=plan.device, server_profile=plan.server, link=plan.link, constraints=plan.constraints,
         low_bps=adaptive.low_bps, high_bps=adaptive.high_bps, kept=tuple(kept),
         device=PartSpec(device.inputs, device.outputs, False), answers_alone=adaptive.answers_alone,
-        verification=check,
+        verification=check, reply_codec=adaptive.reply,
         artifacts=AdaptiveArtifacts(f"{DEVICE_DIR}/{MODEL_FILE}", f"{DEVICE_DIR}/{WEIGHTS_FILE}",
                                     f"{SERVER_DIR}/{WEIGHTS_FILE}" if servers else None,
                                     f"{DEVICE_DIR}/{ORT_FILE}" if ort_format else None),

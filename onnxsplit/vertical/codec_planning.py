@@ -39,6 +39,7 @@ from splitnn.onnxsplit.vertical.codec_check import (
     calibrated_ranges,
     choose_reply_codec,
     codec_scales,
+    default_limit,
     measure_codec,
     measure_reply_codec,
     round_trip,
@@ -76,7 +77,9 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     baseline = [c for c in pool if c.cut.id == analysis.cuts[0].id] if images else []
     at_cuts = _tensors_at(analysis.graph, {t for c in [*sending, *baseline] for t in c.cut.tensors}, inputs)
     scales = codec_scales(plan.device, plan.server)
-    reply = _reply_on_outputs(analysis.graph, at_cuts, reply_spec, scales, limit, plan.link.down_bps)
+    # (a named reply codec is held to the bound by write_split, on both codecs' change together)
+    reply = reply_on_outputs(analysis.graph, at_cuts, reply_spec, scales, limit if reply_spec == "auto" else None,
+                             plan.link.down_bps)
     priced = [(_pair(analysis, plan, c, spec, at_cuts, scales, reply), c, spec) for c in sending for spec in codecs]
     priced += [(_pair(analysis, plan, c, spec, at_cuts, scales, reply), c, spec) for c in baseline for spec in images]
     priced += [(c.predicted, c, "none") for c in pool if not c.cut.tensors]
@@ -98,17 +101,21 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     return CodecPlan(dataclasses.replace(plan, chosen=chosen[0]), chosen[1], tuple(trials))
 
 
-def priced_with(analysis: Analysis, plan: Plan, spec: str, inputs: Sequence[Tensors],
-                only: set[int] | None = None) -> tuple[Plan, list[Tensors]]:
+def priced_with(analysis: Analysis, plan: Plan, spec: str, inputs: Sequence[Tensors], only: set[int] | None = None,
+                reply_spec: str = "none", limit: OutputChangeLimit | None = None,
+                ) -> tuple[Plan, list[Tensors], ReplyCodecRecord | None]:
     """`plan` with every feasible cut that sends (of cut ids `only`, when given) priced in `spec` at its measured
-    bytes and codec times (an adaptive plan draws its latency lines from these), and per input the model's outputs
-    and every such cut's tensors."""
+    bytes and codec times (an adaptive plan draws its latency lines from these), its answer in `reply_spec`
+    (reply_on_outputs, within `limit`); per input the model's outputs and every such cut's tensors; and the reply
+    codec's record."""
     sending = [c for c in plan.candidates if c.feasible and c.cut.tensors and (only is None or c.cut.id in only)]
     at_cuts = _tensors_at(analysis.graph, {t for c in sending for t in c.cut.tensors}, inputs)
     scales = codec_scales(plan.device, plan.server)
-    priced = {c.cut.id: _pair(analysis, plan, c, spec, at_cuts, scales) for c in sending}
+    reply = reply_on_outputs(analysis.graph, at_cuts, reply_spec, scales, limit or default_limit(analysis.graph),
+                             plan.link.down_bps)
+    priced = {c.cut.id: _pair(analysis, plan, c, spec, at_cuts, scales, reply) for c in sending}
     candidates = [dataclasses.replace(c, predicted=priced[c.cut.id]) if c.cut.id in priced else c for c in plan.candidates]
-    return dataclasses.replace(plan, candidates=candidates), at_cuts
+    return dataclasses.replace(plan, candidates=candidates), at_cuts, reply
 
 
 def checked_at(graph: Graph, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors],
@@ -161,16 +168,18 @@ def _tensors_at(graph: Graph, names: set[str], inputs: Sequence[Tensors]) -> lis
     return [{**feeds, **dict(zip(wanted, session.run(wanted, feeds)))} for feeds in inputs]
 
 
-def _reply_on_outputs(graph: Graph, at_cuts: Sequence[Tensors], spec: str, scales: tuple[float, float],
-                      limit: OutputChangeLimit, downlink_bps: float) -> ReplyCodecRecord | None:
+def reply_on_outputs(graph: Graph, at_cuts: Sequence[Tensors], spec: str, scales: tuple[float, float],
+                     limit: OutputChangeLimit | None, downlink_bps: float) -> ReplyCodecRecord | None:
     """The reply codec `spec` on the model's outputs (None: plain; "auto": the one back soonest within `limit` on
-    its own change). write_split measures it again on what the chosen cut's server part returns."""
+    its own change; a named one is refused past `limit`, when given). write_split measures it again on what the
+    chosen cut's server part returns."""
     if spec == "none":
         return None
     outputs = [{o: values[o] for o in graph.outputs} for values in at_cuts]
     if spec == "auto":
-        return choose_reply_codec(outputs, outputs, scales, limit, downlink_bps, own_change=True)
-    return measure_reply_codec(outputs, outputs, spec, scales)
+        return choose_reply_codec(outputs, outputs, scales, limit or default_limit(graph), downlink_bps,
+                                  own_change=True)
+    return measure_reply_codec(outputs, outputs, spec, scales, limit)
 
 
 def _pair(analysis: Analysis, plan: Plan, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors],  # type: ignore[no-untyped-def]
@@ -178,16 +187,19 @@ def _pair(analysis: Analysis, plan: Plan, candidate: Candidate, spec: str, at_cu
     """The candidate's prediction with its tensors in `spec`, priced at the encoded bytes of the first inputs and
     the codec's times here, times `scales` (device, server: codec_check.codec_scales); its answer in `reply` (the
     plain answer's bytes times the codec's ratio on the model's outputs)."""
-    sent = [{t: values[t] for t in candidate.cut.tensors} for values in at_cuts]
-    codecs = tensor_codecs(spec, calibrated_ranges(spec, sent))  # the ranges over every input, as write_split takes them
-    trips = [round_trip(codecs, tensors) for tensors in sent[:BYTES_INPUTS]]
-    up = coded_frame_bytes(candidate.cut.tensors, spec, int(statistics.median(t.coded_bytes for t in trips)))
+    up, encode_s, decode_s = None, 0.0, 0.0  # "none": the plain request, as the plan prices it
+    if spec != "none":
+        sent = [{t: values[t] for t in candidate.cut.tensors} for values in at_cuts]
+        codecs = tensor_codecs(spec, calibrated_ranges(spec, sent))  # the ranges over every input, as write_split
+        trips = [round_trip(codecs, tensors) for tensors in sent[:BYTES_INPUTS]]
+        up = coded_frame_bytes(candidate.cut.tensors, spec, int(statistics.median(t.coded_bytes for t in trips)))
+        encode_s = statistics.median(t.encode_s for t in trips) * scales[0]
+        decode_s = statistics.median(t.decode_s for t in trips) * scales[1]
     down, reply_s = None, (0.0, 0.0)
     if reply is not None:
         down = int(plain_reply_bytes(analysis, candidate) / reply.ratio)
         reply_s = (reply.server_encode_s, reply.device_decode_s)
-    return with_request_bytes(analysis, plan, up, statistics.median(t.encode_s for t in trips) * scales[0],
-                              statistics.median(t.decode_s for t in trips) * scales[1], candidate, down, reply_s)
+    return with_request_bytes(analysis, plan, up, encode_s, decode_s, candidate, down, reply_s)
 
 
 def _check(graph: Graph, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors], limit: OutputChangeLimit) -> str:

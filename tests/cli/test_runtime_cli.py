@@ -340,7 +340,7 @@ def test_the_answer_travels_coded_on_a_real_detector_and_real_pages(tmp_path):
     for bad, message in (("int8:calibrated", "frames describe themselves"), ("webp:90", "frames describe themselves"),
                          ("int9", "unknown codec 'int9'")):
         assert_bad_input(run_cli("partition", model, "-o", "x", *common, "--reply-codec", bad, cwd=tmp_path), message)
-    proc = run_cli("partition", model, "-o", "x", "--input-shape", "x:1x3x320x320", "--adaptive", "--bandwidth-range",
-                   "1Mbit-10Mbit", "--reply-codec", "fp16", cwd=tmp_path)
-    assert_bad_input(proc, "--reply-codec applies to a split at one cut")
+    proc = run_cli("partition", model, "-o", "x", "--input-shape", "x:1x3x320x320", "--strategy", "tiles",
+                   "--reply-codec", "fp16", cwd=tmp_path)
+    assert_bad_input(proc, "--reply-codec applies to a split between a device and a server")
     assert not (tmp_path / "x").exists()

@@ -191,3 +191,41 @@ def test_an_adaptive_plan_sends_the_input_as_an_image_on_a_real_classifier(tmp_p
     report = json.loads(proc.stdout)
     assert report["answered_remote"] == 4 and report["errors"] == 0 and report["outputs_match"] is True
     assert report["requests_per_cut"].get(str(image["cut"]["id"]), 0) >= 1  # the input went as a WebP file
+
+
+def test_an_adaptive_plan_answers_in_the_reply_codec_on_a_real_detector(tmp_path):
+    """--adaptive --reply-codec: the PP-OCRv4 detector (a real Paddle export) on a board ten times slower than a
+    RockPro64 returns a 409.7 kB probability map; every cut that sends is priced with it coming back lossless
+    (exact), the server answers every cut in it, and the adaptive device decodes it."""
+    from dataclasses import replace
+
+    from splitnn.cost_models.catalog import load_device
+    from splitnn.cost_models.profiles import device_to_toml
+    from tests.helpers import DET_MODEL, document_pages, rapidocr_model
+
+    (tmp_path / "pages").mkdir()
+    for i, page in enumerate(document_pages(4)[0]):
+        page.save(tmp_path / "pages" / f"page{i}.png")
+    board = load_device("rockpro64")
+    slow = replace(board, name="slow-board", macs_per_s={k: v / 10 for k, v in board.macs_per_s.items()})
+    (tmp_path / "slow.toml").write_text(device_to_toml(slow), encoding="utf-8")
+    common = ("--input-shape", "x:1x3x320x320", "--device", "slow.toml", "--link", "4g", "--no-ort", "--calibration",
+              "pages", "--preprocess", "imagenet", "--adaptive", "--bandwidth-range", "0.1Mbit-100Mbit", "--json")
+    plans = {}
+    for reply in ("none", "lossless"):
+        proc = run_cli("partition", str(rapidocr_model(DET_MODEL)), "-o", reply, *common, "--reply-codec", reply,
+                       cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        plans[reply] = json.loads(proc.stdout)
+    coded = plans["lossless"]["reply_codec"]
+    assert plans["none"].get("reply_codec") is None
+    assert coded["name"] == "lossless" and coded["max_abs_err"] == 0.0 and coded["raw_bytes"] / coded["coded_bytes"] > 5
+    # Every cut that sends carries fewer bits with its answer coded, so a sending cut takes over at a lower rate.
+    lowest = {name: min(k["low_bps"] for k in plan["kept"] if k["cut"]["tensors"]) for name, plan in plans.items()}
+    assert lowest["lossless"] < lowest["none"]
+    sending = max((k for k in plans["lossless"]["kept"] if k["cut"]["tensors"]), key=lambda k: k["high_bps"])
+    (tmp_path / "fast.csv").write_text(f"time_s,mbps\n0,{math.sqrt(sending['low_bps'] * sending['high_bps']) / 1e6:.3f}\n")
+    proc = run_cli("run-bench", "lossless", "--trace", "fast.csv", "--requests", "3", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["answered_remote"] == 3 and report["errors"] == 0 and report["outputs_match"] is True

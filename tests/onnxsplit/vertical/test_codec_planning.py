@@ -57,12 +57,12 @@ def test_every_pair_that_sends_is_priced_with_the_reply_codec(slow_board_plan):
     """--codec auto --reply-codec C: a pair's answer is priced at the plain answer's bytes over C's ratio on the
     model's outputs (int8: about a quarter of 1000 float32 scores), plus C's encode in the transfer and its decode
     as its own stage."""
-    from splitnn.onnxsplit.vertical.codec_planning import _reply_on_outputs, _tensors_at
+    from splitnn.onnxsplit.vertical.codec_planning import _tensors_at, reply_on_outputs
     from splitnn.onnxsplit.vertical.planning import plain_reply_bytes, with_request_bytes
 
     analysis, plan, inputs = slow_board_plan
     limit = OutputChangeLimit("relerr", 0.05)
-    reply = _reply_on_outputs(analysis.graph, _tensors_at(analysis.graph, set(), inputs), "int8", (1.0, 1.0), limit,
+    reply = reply_on_outputs(analysis.graph, _tensors_at(analysis.graph, set(), inputs), "int8", (1.0, 1.0), limit,
                               plan.link.down_bps)
     assert reply is not None and reply.name == "int8" and 3.0 < reply.ratio < 4.0 and reply.inputs == len(inputs)
     sending = next(c for c in plan.candidates if c.feasible and c.cut.tensors)
