@@ -155,22 +155,29 @@ def test_an_adaptive_plan_holds_each_cut_s_calibrated_ranges(sample_path, tmp_pa
     assert report["answered_remote"] == 4 and report["errors"] == 0 and report["outputs_match"] is True
 
 
-def test_an_adaptive_plan_sends_the_input_as_an_image_on_a_real_classifier(tmp_path):
-    """The plain "send a JPEG" baseline as one of an adaptive plan's cuts: the orientation classifier (a real Paddle
-    export) on a board ten times slower than a RockPro64, rendered pages as calibration; webp:90 prices only the
-    cut that sends the input, which is kept for the fast links, and the board alone below."""
+def _pages_and_a_slow_board(tmp_path, count: int) -> None:
+    """`count` pages of rendered text in tmp_path/pages, and slow.toml: a board ten times slower than a RockPro64."""
     from dataclasses import replace
 
     from splitnn.cost_models.catalog import load_device
     from splitnn.cost_models.profiles import device_to_toml
-    from tests.helpers import ORIENTATION, document_pages, packaged_model
+    from tests.helpers import document_pages
 
     (tmp_path / "pages").mkdir()
-    for i, page in enumerate(document_pages(6)[0]):
+    for i, page in enumerate(document_pages(count)[0]):
         page.save(tmp_path / "pages" / f"page{i}.png")
     board = load_device("rockpro64")
     slow = replace(board, name="slow-board", macs_per_s={k: v / 10 for k, v in board.macs_per_s.items()})
     (tmp_path / "slow.toml").write_text(device_to_toml(slow), encoding="utf-8")
+
+
+def test_an_adaptive_plan_sends_the_input_as_an_image_on_a_real_classifier(tmp_path):
+    """The plain "send a JPEG" baseline as one of an adaptive plan's cuts: the orientation classifier (a real Paddle
+    export) on a board ten times slower than a RockPro64, rendered pages as calibration; webp:90 prices only the
+    cut that sends the input, which is kept for the fast links, and the board alone below."""
+    from tests.helpers import ORIENTATION, packaged_model
+
+    _pages_and_a_slow_board(tmp_path, 6)
     proc = run_cli("partition", str(packaged_model(*ORIENTATION[:2])), "-o", "ad", "--input-shape", "x:1x3x224x224",
                    "--device", "slow.toml", "--link", "4g", "--no-ort", "--calibration", "pages", "--preprocess",
                    "imagenet", "--adaptive", "--bandwidth-range", "0.1Mbit-100Mbit", "--codec", "webp:90", "--json",
@@ -197,18 +204,9 @@ def test_an_adaptive_plan_answers_in_the_reply_codec_on_a_real_detector(tmp_path
     """--adaptive --reply-codec: the PP-OCRv4 detector (a real Paddle export) on a board ten times slower than a
     RockPro64 returns a 409.7 kB probability map; every cut that sends is priced with it coming back lossless
     (exact), the server answers every cut in it, and the adaptive device decodes it."""
-    from dataclasses import replace
+    from tests.helpers import DET_MODEL, rapidocr_model
 
-    from splitnn.cost_models.catalog import load_device
-    from splitnn.cost_models.profiles import device_to_toml
-    from tests.helpers import DET_MODEL, document_pages, rapidocr_model
-
-    (tmp_path / "pages").mkdir()
-    for i, page in enumerate(document_pages(4)[0]):
-        page.save(tmp_path / "pages" / f"page{i}.png")
-    board = load_device("rockpro64")
-    slow = replace(board, name="slow-board", macs_per_s={k: v / 10 for k, v in board.macs_per_s.items()})
-    (tmp_path / "slow.toml").write_text(device_to_toml(slow), encoding="utf-8")
+    _pages_and_a_slow_board(tmp_path, 4)
     common = ("--input-shape", "x:1x3x320x320", "--device", "slow.toml", "--link", "4g", "--no-ort", "--calibration",
               "pages", "--preprocess", "imagenet", "--adaptive", "--bandwidth-range", "0.1Mbit-100Mbit", "--json")
     plans = {}
