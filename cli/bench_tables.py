@@ -114,6 +114,7 @@ def render_sweep(report: SweepReport) -> None:
 
     console = stdout()
     codec = f", every cut's tensors in {report.codec}" if report.codec != "none" else ""
+    codec += f", every answer in {report.reply_codec}" if report.reply_codec != "none" else ""
     console.print(f"{report.model}: {report.device} -> {report.link} -> {report.server}, objective "
                   f"{report.objective} (measured: {report.measure}, {report.requests} requests per cut in "
                   f"{report.rounds} rounds over all cuts{codec})")

@@ -244,7 +244,7 @@ class CodecChoice:
 
 def _codec_choice(codec: str, calibration: str | None, preprocess: str | None, max_output_change: str | None,
                   reply_codec: str) -> CodecChoice:
-    from splitnn.onnxsplit.codecs.specs import canonical_codec, needs_ranges, require_self_describing
+    from splitnn.onnxsplit.codecs.specs import canonical_codec, needs_ranges
     from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.model.calibration import parse_preprocess
     from splitnn.onnxsplit.vertical.codec_check import parse_output_change
@@ -252,16 +252,23 @@ def _codec_choice(codec: str, calibration: str | None, preprocess: str | None, m
     spec = "auto" if codec.strip().lower() == "auto" else canonical_codec(codec)  # an unknown one is named here
     if needs_ranges(spec) and calibration is None:
         raise SplitnnError(f"{spec} takes each tensor's range from your inputs: add --calibration PATH")
-    reply = "auto" if reply_codec.strip().lower() == "auto" else reply_codec
-    if reply != "auto":
-        require_self_describing(reply, "--reply-codec")
-        reply = canonical_codec(reply)  # (image and calibrated codecs were refused above)
+    reply = _reply_spec(reply_codec)
     if max_output_change is not None and spec == "none" and reply == "none":
         raise SplitnnError("--max-output-change bounds what a codec does to the outputs: add --codec or --reply-codec")
     if preprocess is not None and calibration is None:
         raise SplitnnError("--preprocess turns --calibration images into inputs: add --calibration FOLDER")
     return CodecChoice(spec, calibration, parse_preprocess(preprocess) if preprocess else None,
                        parse_output_change(max_output_change) if max_output_change else None, reply)
+
+
+def _reply_spec(text: str) -> str:
+    """A --reply-codec spec: auto, or a codec whose frames describe themselves, in its canonical name."""
+    from splitnn.onnxsplit.codecs.specs import canonical_codec, require_self_describing
+
+    if text.strip().lower() == "auto":
+        return "auto"
+    require_self_describing(text, "--reply-codec")  # (image and calibrated codecs need ranges: refused)
+    return canonical_codec(text)
 
 
 CODEC_CHOICE = OptionGroup("codec", (
@@ -487,11 +494,13 @@ class SweepChoice:
     max_device_share: float | None
     max_transfer_bytes: int | None
     codec: str = "none"
+    reply_codec: str = "none"
 
 
 def _sweep_choice(sweep: bool, top: int | None, rounds: int | None, input_shapes: tuple[str, ...],
                   device_name: str | None, server_name: str | None, objective: str | None,
-                  max_device_share: float | None, max_transfer_bytes: str | None, codec: str | None) -> SweepChoice | None:
+                  max_device_share: float | None, max_transfer_bytes: str | None, codec: str | None,
+                  reply_codec: str | None) -> SweepChoice | None:
     from splitnn.onnxsplit.codecs.specs import canonical_codec
     from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.core.units import parse_bytes
@@ -499,7 +508,7 @@ def _sweep_choice(sweep: bool, top: int | None, rounds: int | None, input_shapes
     if not sweep:
         sweep_only = {"--top": top, "--rounds": rounds, "--input-shape": input_shapes or None, "--device": device_name,
                       "--server": server_name, "--objective": objective, "--max-device-share": max_device_share,
-                      "--max-transfer-bytes": max_transfer_bytes, "--codec": codec}
+                      "--max-transfer-bytes": max_transfer_bytes, "--codec": codec, "--reply-codec": reply_codec}
         given = [k for k, v in sweep_only.items() if v is not None]
         if given:
             raise SplitnnError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --sweep (a plan "
@@ -508,7 +517,7 @@ def _sweep_choice(sweep: bool, top: int | None, rounds: int | None, input_shapes
     return SweepChoice(top, rounds or 2, input_shapes, device_name or "rockpro64", server_name or "host",
                        objective or "latency", max_device_share,
                        parse_bytes(max_transfer_bytes) if max_transfer_bytes else None,
-                       canonical_codec(codec) if codec else "none")
+                       canonical_codec(codec) if codec else "none", _reply_spec(reply_codec or "none"))
 
 
 SWEEP = OptionGroup("sweep", (
@@ -528,6 +537,8 @@ SWEEP = OptionGroup("sweep", (
     (("--codec", "codec"), dict(metavar="CODEC", help="With --sweep: send every cut's tensors in this codec and predict "
                                                       "each cut at its measured bytes (fp16, int8, int8:channel, "
                                                       "lossless, or one of them +lossless).")),
+    (("--reply-codec", "reply_codec"), dict(metavar="CODEC", help="With --sweep: every cut's answers in this codec "
+                                                                  "(auto, or one --codec takes), priced and measured.")),
 ), _sweep_choice)
 
 

@@ -196,7 +196,8 @@ def _sweep(model: str, sweep: SweepChoice, link: LinkChoice, bench: BenchChoice,
     settings = settings_for(inputs.link.uplink_bps, inputs.link.rtt_s, downlink_bps=inputs.link.down_bps,
                             **link.impairments)
     return sweep_cuts(analysis, plan, settings, top=sweep.top, requests=bench.requests, rounds=sweep.rounds,
-                      slowdown=bench.slowdown, timeout_s=bench.timeout_s, progress=progress, codec=sweep.codec)
+                      slowdown=bench.slowdown, timeout_s=bench.timeout_s, progress=progress, codec=sweep.codec,
+                      reply_codec=sweep.reply_codec)
 
 
 def _plot(path: str, target: str, result: Any, sweep: bool) -> None:

@@ -93,6 +93,7 @@ class SweepReport(Record):
     best: PointBrief | None
     regret: float | None  # chosen / best, both measured
     codec: str = "none"  # every cut's tensors sent in it (run-bench --sweep --codec), and predicted at its bytes
+    reply_codec: str = "none"  # every cut's answers sent in it (run-bench --sweep --reply-codec)
 
 
 def predicted_seconds(candidate: Candidate, objective: str) -> float:
@@ -113,6 +114,7 @@ def sweep_cuts(
     workdir: Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     codec: str = "none",
+    reply_codec: str = "none",
 ) -> SweepReport:
     """Measure the plan's feasible candidates (the `top` best by prediction, or all) and report the regret.
 
@@ -123,25 +125,20 @@ def sweep_cuts(
     if plan.objective not in MEASURABLE:
         raise SplitnnError(f"a sweep measures latency or throughput, not {plan.objective} (that needs a power meter): "
                            "use --objective latency or throughput")
-    if codec != "none":
-        plan = _priced_in(analysis, plan, codec)
+    if codec != "none" or reply_codec != "none":
+        plan = _priced_in(analysis, plan, codec, reply_codec)
     ranked = sorted((c for c in plan.candidates if c.feasible),
                     key=lambda c: (predicted_seconds(c, plan.objective), c.cut.id))
-    chosen_id = plan.chosen.cut.id
-    measured = ranked[:top] if top else ranked
-    if all(c.cut.id != chosen_id for c in measured):
-        measured.insert(0, plan.chosen)
-    measured.sort(key=lambda c: c.cut.id)
-
+    measured = _to_measure(ranked, plan.chosen, top)
     rounds = max(1, min(rounds, requests))
     with tempfile.TemporaryDirectory(prefix="splitnn-sweep-", dir=workdir) as folder:
-        reference = _write_cuts(analysis, plan, measured, Path(folder), progress, codec)
+        reference = _write_cuts(analysis, plan, measured, Path(folder), progress, (codec, reply_codec))
         reports = _measure_rounds(Path(folder), measured, link, slowdown, reference, requests, rounds, timeout_s=timeout_s,
                                   stream=plan.objective == "throughput", progress=progress)
     points = [_point(candidate, plan.objective, reports[candidate.cut.id]) for candidate in measured]
 
     ok = [p for p in points if p.measured_s is not None]
-    chosen = next(p for p in points if p.cut_id == chosen_id)
+    chosen = next(p for p in points if p.cut_id == plan.chosen.cut.id)
     best = min(ok, key=lambda p: p.measured_s) if ok else None  # type: ignore[arg-type, return-value]
     regret = chosen.measured_s / best.measured_s if best is not None and chosen.measured_s is not None else None  # type: ignore[operator]
     return SweepReport(
@@ -159,26 +156,36 @@ def sweep_cuts(
         best=_brief(best) if best else None,
         regret=regret,
         codec=codec,
+        reply_codec=reply_codec,
     )
 
 
-def _priced_in(analysis: Analysis, plan: Plan, codec: str) -> Plan:
+def _to_measure(ranked: list[Candidate], chosen: Candidate, top: int | None) -> list[Candidate]:
+    """The `top` best by prediction (all without it) and the chosen one, in cut order."""
+    measured = ranked[:top] if top else list(ranked)
+    if all(c.cut.id != chosen.cut.id for c in measured):
+        measured.insert(0, chosen)
+    return sorted(measured, key=lambda c: c.cut.id)
+
+
+def _priced_in(analysis: Analysis, plan: Plan, codec: str, reply_codec: str) -> Plan:
     """`plan` with every cut predicted at its tensors' bytes in `codec` (on the input the cuts are verified on),
     and the best chosen again on those predictions."""
     require_self_describing(codec, "--sweep --codec")
-    priced, _, _ = priced_with(analysis, plan, codec, [random_inputs(analysis.graph)])
+    priced, _, _ = priced_with(analysis, plan, codec, [random_inputs(analysis.graph)], reply_spec=reply_codec)
     return dataclasses.replace(priced, chosen=best_candidate((c for c in priced.candidates if c.feasible), plan.objective))
 
 
 def _write_cuts(analysis: Analysis, plan: Plan, measured: list[Candidate], folder: Path,
-                progress: Callable[[str, int, int], None] | None, codec: str) -> dict[str, np.ndarray]:
-    """Write and verify every measured cut; the unsplit model's outputs on the bench input."""
+                progress: Callable[[str, int, int], None] | None, codecs: tuple[str, str]) -> dict[str, np.ndarray]:
+    """Write and verify every measured cut, `codecs` the request's and the answer's; the unsplit model's outputs on
+    the bench input."""
     reference = None
     for index, candidate in enumerate(measured):
         if progress:
             progress("writing the cuts", index, len(measured))
         document = write_split(analysis, dataclasses.replace(plan, chosen=candidate, forced=True),
-                               folder / f"cut{candidate.cut.id}", codec=codec)
+                               folder / f"cut{candidate.cut.id}", codec=codecs[0], reply_codec=codecs[1])
         if reference is None:  # every cut of one model gets the same input: run the unsplit model once
             reference = reference_outputs(analysis.graph, plan_feeds(document, BenchOptions.seed))
     assert reference is not None

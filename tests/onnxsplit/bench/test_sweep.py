@@ -61,8 +61,8 @@ def test_a_sweep_in_a_codec_predicts_and_sends_every_cut_coded(lenet, tmp_path):
     """issue 14 in a sweep: every cut predicted at its tensors' measured bytes in the codec, and measured sending them."""
     plan = _plan(lenet)
     report = sweep_cuts(lenet, plan, settings_for(18.88e6, 0.01), top=3, requests=2, slowdown=2.0, workdir=tmp_path,
-                        codec="int8+lossless").to_dict()
-    assert report["codec"] == "int8+lossless"
+                        codec="int8+lossless", reply_codec="fp16").to_dict()
+    assert report["codec"] == "int8+lossless" and report["reply_codec"] == "fp16"
     sending = [p for p in report["sweep"] if p["bytes"] > 0]
     assert sending
     for point in sending:
