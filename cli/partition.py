@@ -369,9 +369,10 @@ def _render_codec(c) -> None:  # type: ignore[no-untyped-def]
                    "[dim]The chosen cut's prediction counts these bytes; the other candidates' are float32.[/dim]")
     if image_spec(c.name) is not None:
         for r in c.ranges:
-            stdout().print(f"  {r.name} travels as an image: values {r.low[0]:.4g} to {r.low[0] + 255 * r.step[0]:.4g} "
-                           "are pixel codes 0 to 255 (the range seen on the inputs above; the layout is read from "
-                           "the shape)")
+            spans = ", ".join(f"{low:.4g} to {low + 255 * step:.4g}" for low, step in zip(r.low, r.step))
+            per = " per channel" if len(r.low) > 1 else ""
+            stdout().print(f"  {r.name} travels as an image: values {spans}{per} are pixel codes 0 to 255 (the range "
+                           "seen on the inputs above; the layout is read from the shape)")
 
 
 def _render_reply_codec(r) -> None:  # type: ignore[no-untyped-def]
