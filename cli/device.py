@@ -133,8 +133,8 @@ def _split(outdir: str, link: _Connection, input_file: str | None, random_count:
     results = [client.request(feeds) for feeds in inputs]
     client.close()
     rows = [{"request": r.request_id, "ok": r.ok, "error": r.error, "device_s": r.device_s, "encode_s": r.encode_s,
-             "transfer_s": r.transfer_s, "server_s": r.server_s, "e2e_s": r.e2e_s, "bytes_up": r.bytes_up,
-             "bytes_down": r.bytes_down} for r in results]
+             "transfer_s": r.transfer_s, "server_s": r.server_s, "decode_s": r.decode_s, "e2e_s": r.e2e_s,
+             "bytes_up": r.bytes_up, "bytes_down": r.bytes_down} for r in results]
     if as_json:
         click.echo(json.dumps({"requests": rows, "ok": sum(r.ok for r in results),
                                "errors": sum(not r.ok for r in results)}, indent=1))
@@ -142,9 +142,11 @@ def _split(outdir: str, link: _Connection, input_file: str | None, random_count:
         console = stdout()
         for row in rows:
             state = "ok" if row["ok"] else f"[red]{row['error']}[/red]"
+            decode = f", decode {row['decode_s'] * 1e3:.1f} ms" if row["decode_s"] else ""
             console.print(f"request {row['request']}: device {row['device_s'] * 1e3:.1f} ms, transfer "
-                          f"{row['transfer_s'] * 1e3:.1f} ms, server {row['server_s'] * 1e3:.1f} ms, total "
-                          f"{row['e2e_s'] * 1e3:.1f} ms, {human_bytes(row['bytes_up'])} up: {state}")
+                          f"{row['transfer_s'] * 1e3:.1f} ms, server {row['server_s'] * 1e3:.1f} ms{decode}, total "
+                          f"{row['e2e_s'] * 1e3:.1f} ms, {human_bytes(row['bytes_up'])} up, "
+                          f"{human_bytes(row['bytes_down'])} down: {state}")
     if not any(r.ok for r in results):
         raise SplitnnError(f"no request succeeded: {results[-1].error}")
     return next(r for r in reversed(results) if r.ok).outputs

@@ -35,6 +35,7 @@ import numpy as np
 
 from splitnn.onnxsplit.artifacts.plan_file import AdaptiveCutRecord, AdaptivePlanFile
 from splitnn.onnxsplit.codecs.base import Raw
+from splitnn.onnxsplit.codecs.specs import warm_up
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.core.records import Record
@@ -124,6 +125,7 @@ class AdaptiveDevice:
             raise SplitnnError(f"cut {hold_cut} is not one of the plan's kept cuts "
                                f"({', '.join(str(k.cut.id) for k in plan.kept)})")
         session = create_session(outdir / (plan.artifacts.device_ort or plan.artifacts.device_model), spin=False)
+        warm_up(r.name for r in (*(k.codec for k in plan.kept), plan.reply_codec) if r is not None)
         self.views = {k.cut.id: _CutView(session, plan, k) for k in plan.kept}
         self.client = DeviceClient(self.views[held[0].cut.id], server, timeout_s=timeout_s,  # type: ignore[arg-type]
                                    token=token, tls=tls, name=name)

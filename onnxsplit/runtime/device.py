@@ -30,7 +30,7 @@ import numpy as np
 
 from splitnn.onnxsplit.artifacts.plan_file import read_vertical_plan
 from splitnn.onnxsplit.codecs.base import Raw
-from splitnn.onnxsplit.codecs.specs import Codecs
+from splitnn.onnxsplit.codecs.specs import Codecs, warm_up
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.runtime.auth import ANSWER, HANDSHAKE_MAX_BYTES, NONCE, answer
@@ -94,6 +94,7 @@ class DevicePart:
         self.server_empty: bool = parts.server.empty
         # How the tensors travel (partition --codec); the server decodes by the name each tensor carries.
         self.codec: Codecs = self.plan.codec.codecs() if self.plan.codec is not None else Raw()
+        warm_up(r.name for r in (self.plan.codec, self.plan.reply_codec) if r is not None)
         # Only what the server part reads is sent; model outputs computed here stay here and join its answer.
         self.sends: list[str] = list(parts.server.inputs)
         self.keeps: list[str] = [name for name in self.outputs if name in self.plan.outputs]

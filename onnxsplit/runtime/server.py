@@ -25,7 +25,7 @@ import numpy as np
 
 from splitnn.onnxsplit.artifacts.plan_file import read_vertical_plan
 from splitnn.onnxsplit.codecs.base import Codec
-from splitnn.onnxsplit.codecs.specs import parse_codec
+from splitnn.onnxsplit.codecs.specs import parse_codec, warm_up
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.runtime.auth import ANSWER, HANDSHAKE_MAX_BYTES, NONCE, answer_is_right, new_nonce
@@ -156,6 +156,24 @@ def plan_reply_codec(outdir: str | Path) -> Codec | None:
     else:
         return None
     return parse_codec(record.name) if record is not None else None
+
+
+def plan_codec_names(outdir: str | Path) -> list[str]:
+    """The codecs a plan's frames travel in, requests and answers (of every kept cut for an adaptive plan): what
+    codecs.specs.warm_up loads before the first request."""
+    from splitnn.onnxsplit.artifacts.plan_file import AdaptivePlanFile, plan_strategy, read_plan
+
+    strategy = plan_strategy(outdir)
+    if strategy == "vertical":
+        plan = read_vertical_plan(outdir)
+        records: list[Any] = [plan.codec, plan.reply_codec]
+    elif strategy == "adaptive":
+        adaptive = read_plan(outdir, "adaptive")
+        assert isinstance(adaptive, AdaptivePlanFile)
+        records = [k.codec for k in adaptive.kept] + [adaptive.reply_codec]
+    else:
+        return []
+    return [r.name for r in records if r is not None]
 
 
 def server_part_path(outdir: str | Path) -> Path | None:
@@ -482,6 +500,7 @@ def _main(argv: list[str]) -> None:
 
         tls = server_context(argv[argv.index("--tls-cert") + 1], argv[argv.index("--tls-key") + 1])
     reply_codec = plan_reply_codec(argv[argv.index("--plan") + 1]) if "--plan" in argv else None
+    warm_up(plan_codec_names(argv[argv.index("--plan") + 1]) if "--plan" in argv else ())
     server = ModelServer(model, port=port, spin="--no-spin" not in argv, codecs=codecs, tls=tls, reply_codec=reply_codec)
     print(f"listening {server.address[1]}", flush=True)
     try:
