@@ -64,6 +64,10 @@ def test_layouts_grey_and_uint8_inputs():
     nchw = (pixels.transpose(2, 0, 1)[None] / 255).astype(np.float32)
     back = _codec("png", [nchw]).decode(_codec("png", [nchw]).encode(nchw))
     assert back.shape == (1, 3, 48, 64) and np.abs(back - nchw).max() <= 0.5 / 255 + 1e-6
+    # An NHWC float input (a Keras export's, scaled to -1..1): per channel of the last axis, PNG gives it back.
+    nhwc_float = (pixels[None] / 127.5 - 1).astype(np.float32)
+    png = _codec("png", [nhwc_float])
+    assert len(png.range.low) == 3 and np.abs(png.decode(png.encode(nhwc_float)) - nhwc_float).max() < 1e-6
     grey = nchw[:, :1]
     assert _codec("jpeg:90", [grey]).decode(_codec("jpeg:90", [grey]).encode(grey)).shape == (1, 1, 48, 64)
     assert [image_axis(s) for s in [(1, 3, 8, 8), (1, 8, 8, 3), (1, 1, 8, 8), (1, 16, 8, 8), (2, 3, 8, 8), (3, 8, 8)]] == \
