@@ -83,9 +83,10 @@ def image_spec(spec: str) -> tuple[str, int | None, int | None] | None:
         raise SplitnnError(f"codec '{spec}': give {fmt}'s quality from 1 to 100, e.g. {fmt}:90")
     if not colon:
         return fmt, int(quality), None
-    if fmt != "webp" or not method.isdigit() or not 0 <= int(method) <= 6:
-        raise SplitnnError(f"codec '{spec}': only webp takes an effort after its quality, from 0 (fastest) to 6 "
-                           "(smallest), e.g. webp:90:0")
+    if fmt != "webp":
+        raise SplitnnError(f"codec '{spec}': only webp takes an effort after its quality; write {fmt}:{quality}")
+    if not method.isdigit() or not 0 <= int(method) <= 6:
+        raise SplitnnError(f"codec '{spec}': give webp's effort from 0 (fastest) to 6 (smallest), e.g. webp:90:0")
     return fmt, int(quality), None if int(method) == WEBP_DEFAULT_METHOD else int(method)
 
 
