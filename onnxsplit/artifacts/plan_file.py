@@ -276,6 +276,16 @@ class VerticalPlanFile(PlanHeader):
     schema_version: int = SCHEMA_VERSION
 
     @property
+    def request_codecs(self) -> tuple[CodecRecord, ...]:
+        """The codec records the requests travel in (none: plain .npy)."""
+        return (self.codec,) if self.codec is not None else ()
+
+    @property
+    def codec_names(self) -> tuple[str, ...]:
+        """Every codec the plan's frames travel in, requests and answers (codecs.specs.warm_up loads them)."""
+        return _codec_names(self.request_codecs, self.reply_codec)
+
+    @property
     def device_file(self) -> str | None:
         """The device part a device runs: the .ort when written, else the .onnx; None when the part is empty."""
         return self.artifacts.device_ort or self.artifacts.device_model
@@ -494,6 +504,20 @@ class AdaptivePlanFile(PlanHeader):
     reply_codec: ReplyCodecRecord | None = None  # partition --reply-codec: how every answer travels (None: plain)
     strategy: str = "adaptive"
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def request_codecs(self) -> tuple[CodecRecord, ...]:
+        """The codec records the kept cuts' requests travel in (a cut without one: plain .npy)."""
+        return tuple(k.codec for k in self.kept if k.codec is not None)
+
+    @property
+    def codec_names(self) -> tuple[str, ...]:
+        """Every codec the plan's frames travel in, requests and answers (codecs.specs.warm_up loads them)."""
+        return _codec_names(self.request_codecs, self.reply_codec)
+
+
+def _codec_names(requests: tuple[CodecRecord, ...], reply: ReplyCodecRecord | None) -> tuple[str, ...]:
+    return tuple(r.name for r in requests) + ((reply.name,) if reply is not None else ())
 
 
 PlanFile = VerticalPlanFile | TilePlanFile | AdaptivePlanFile

@@ -51,6 +51,12 @@ def image_range(name: str, samples: list[np.ndarray]) -> TensorRange:
     return calibrate_range(name, [np.moveaxis(s, axis, 1) for s in samples] if axis == 3 else samples)
 
 
+def image_codec_name(fmt: str, quality: int | None, method: int | None = None) -> str:
+    """The spec an image codec names itself by: png, jpeg:90, webp:90 (libwebp's default effort), webp:90:0."""
+    name = fmt if quality is None else f"{fmt}:{quality}"
+    return name if method is None else f"{name}:{method}"
+
+
 class ImageCodec:
     """One image tensor as a JPEG, WebP or PNG file (see the module doc)."""
 
@@ -58,8 +64,7 @@ class ImageCodec:
         if fmt not in IMAGE_FORMATS:
             raise ValueError(f"unknown image format '{fmt}'")
         self.range, self.format, self.quality, self.method = tensor_range, fmt, quality, method
-        name = fmt if quality is None else f"{fmt}:{quality}"
-        self.name = name if method is None else f"{name}:{method}"  # specs.image_codec_name
+        self.name = image_codec_name(fmt, quality, method)
 
     def encode(self, array: np.ndarray) -> bytes:
         from PIL import Image

@@ -8,7 +8,7 @@ import numpy as np
 
 from splitnn.onnxsplit.codecs.base import Codec, Raw
 from splitnn.onnxsplit.codecs.calibrated import CALIBRATED, CalibratedInt8, TensorRange
-from splitnn.onnxsplit.codecs.image import IMAGE_FORMATS, WEBP_DEFAULT_METHOD, ImageCodec
+from splitnn.onnxsplit.codecs.image import IMAGE_FORMATS, WEBP_DEFAULT_METHOD, ImageCodec, image_codec_name
 from splitnn.onnxsplit.codecs.lossless import Lossless
 from splitnn.onnxsplit.codecs.quantized import Float16, Int8
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -90,12 +90,6 @@ def image_spec(spec: str) -> tuple[str, int | None, int | None] | None:
     return fmt, int(quality), None if int(method) == WEBP_DEFAULT_METHOD else int(method)
 
 
-def image_codec_name(fmt: str, quality: int | None, method: int | None = None) -> str:
-    """The spec an image codec names itself by: png, jpeg:90, webp:90 (libwebp's default effort), webp:90:0."""
-    name = fmt if quality is None else f"{fmt}:{quality}"
-    return name if method is None else f"{name}:{method}"
-
-
 def require_self_describing(spec: str, where: str) -> None:
     """Refuse a codec whose frames are not all a receiver needs (ranges held on both sides, or "auto") for `where`."""
     if spec.strip().lower() == "auto" or needs_ranges(spec):
@@ -148,7 +142,7 @@ def warm_up(names: Iterable[str]) -> None:
         if text.endswith("lossless"):
             codec = Lossless(Raw())
             codec.decode(codec.encode(np.zeros(4, np.float32)))
-        image = image_spec(text) if needs_ranges(text) and not is_calibrated(text) else None
+        image = image_spec(text)  # None for any codec but an image format
         if image is not None:
             tiny = np.zeros((1, 8, 8, 3), np.uint8)
             codec = ImageCodec(TensorRange("warm-up", (0.0,), (1.0,), tiny.dtype.str), *image)

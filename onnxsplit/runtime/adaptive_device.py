@@ -125,7 +125,7 @@ class AdaptiveDevice:
             raise SplitnnError(f"cut {hold_cut} is not one of the plan's kept cuts "
                                f"({', '.join(str(k.cut.id) for k in plan.kept)})")
         session = create_session(outdir / (plan.artifacts.device_ort or plan.artifacts.device_model), spin=False)
-        warm_up(r.name for r in (*(k.codec for k in plan.kept), plan.reply_codec) if r is not None)
+        warm_up(plan.codec_names)
         self.views = {k.cut.id: _CutView(session, plan, k) for k in plan.kept}
         self.client = DeviceClient(self.views[held[0].cut.id], server, timeout_s=timeout_s,  # type: ignore[arg-type]
                                    token=token, tls=tls, name=name)

@@ -94,7 +94,7 @@ class DevicePart:
         self.server_empty: bool = parts.server.empty
         # How the tensors travel (partition --codec); the server decodes by the name each tensor carries.
         self.codec: Codecs = self.plan.codec.codecs() if self.plan.codec is not None else Raw()
-        warm_up(r.name for r in (self.plan.codec, self.plan.reply_codec) if r is not None)
+        warm_up(self.plan.codec_names)
         # Only what the server part reads is sent; model outputs computed here stay here and join its answer.
         self.sends: list[str] = list(parts.server.inputs)
         self.keeps: list[str] = [name for name in self.outputs if name in self.plan.outputs]

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from splitnn.onnxsplit.artifacts.plan_file import read_vertical_plan
+from splitnn.onnxsplit.artifacts.plan_file import AdaptivePlanFile, VerticalPlanFile, read_vertical_plan
 from splitnn.onnxsplit.codecs.base import Codec
 from splitnn.onnxsplit.codecs.specs import parse_codec, warm_up
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -108,7 +108,7 @@ def _peer(sock: socket.socket) -> str:
 def server_models(outdir: str | Path) -> list[Path]:
     """Every server graph of a plan folder: the server part of a split, or one per kept cut of an adaptive plan
     (a ModelServer holds them all); empty when the plan puts everything on the device."""
-    from splitnn.onnxsplit.artifacts.plan_file import AdaptivePlanFile, plan_strategy, read_plan
+    from splitnn.onnxsplit.artifacts.plan_file import plan_strategy, read_plan
 
     if plan_strategy(outdir) != "adaptive":
         read_vertical_plan(outdir).check_artifacts(outdir, "server")
@@ -120,60 +120,43 @@ def server_models(outdir: str | Path) -> list[Path]:
     return [Path(outdir) / k.server_model for k in plan.kept if k.server_model is not None]
 
 
-def plan_codecs(outdir: str | Path) -> dict[str, Codec]:
-    """The calibrated codecs a plan's server decodes with (int8:calibrated and the image codecs: each tensor's range,
-    from plan.json; of every kept cut for an adaptive plan); empty for every other codec, which a frame names in
-    full."""
-    from splitnn.onnxsplit.artifacts.plan_file import AdaptivePlanFile, plan_strategy, read_plan
+def _codec_plan(outdir: str | Path) -> VerticalPlanFile | AdaptivePlanFile | None:
+    """The plan whose frames may carry codecs (a split or an adaptive plan); None for a tile plan."""
+    from splitnn.onnxsplit.artifacts.plan_file import plan_strategy, read_plan
 
     strategy = plan_strategy(outdir)
     if strategy == "vertical":
-        records = [read_vertical_plan(outdir).codec]
-    elif strategy == "adaptive":  # every kept cut's: a tensor's range is the same whichever cut sends it
+        return read_vertical_plan(outdir)
+    if strategy == "adaptive":
         plan = read_plan(outdir, "adaptive")
         assert isinstance(plan, AdaptivePlanFile)
-        records = [k.codec for k in plan.kept]
-    else:
-        return {}
+        return plan
+    return None
+
+
+def plan_codecs(outdir: str | Path) -> dict[str, Codec]:
+    """The calibrated codecs a plan's server decodes with (int8:calibrated and the image codecs: each tensor's range,
+    from plan.json; of every kept cut for an adaptive plan, as a tensor's range is the same whichever cut sends it);
+    empty for every other codec, which a frame names in full."""
+    plan = _codec_plan(outdir)
     held: dict[str, Codec] = {}
-    for record in records:
-        codecs = record.codecs() if record is not None and record.ranges else None
+    for record in plan.request_codecs if plan is not None else ():
+        codecs = record.codecs() if record.ranges else None
         held.update(codecs if isinstance(codecs, Mapping) else {})
     return held
 
 
 def plan_reply_codec(outdir: str | Path) -> Codec | None:
     """The codec a plan's server answers in (partition --reply-codec); None: plain .npy."""
-    from splitnn.onnxsplit.artifacts.plan_file import AdaptivePlanFile, plan_strategy, read_plan
-
-    strategy = plan_strategy(outdir)
-    if strategy == "vertical":
-        record = read_vertical_plan(outdir).reply_codec
-    elif strategy == "adaptive":
-        plan = read_plan(outdir, "adaptive")
-        assert isinstance(plan, AdaptivePlanFile)
-        record = plan.reply_codec
-    else:
-        return None
-    return parse_codec(record.name) if record is not None else None
+    plan = _codec_plan(outdir)
+    return parse_codec(plan.reply_codec.name) if plan is not None and plan.reply_codec is not None else None
 
 
-def plan_codec_names(outdir: str | Path) -> list[str]:
-    """The codecs a plan's frames travel in, requests and answers (of every kept cut for an adaptive plan): what
-    codecs.specs.warm_up loads before the first request."""
-    from splitnn.onnxsplit.artifacts.plan_file import AdaptivePlanFile, plan_strategy, read_plan
-
-    strategy = plan_strategy(outdir)
-    if strategy == "vertical":
-        plan = read_vertical_plan(outdir)
-        records: list[Any] = [plan.codec, plan.reply_codec]
-    elif strategy == "adaptive":
-        adaptive = read_plan(outdir, "adaptive")
-        assert isinstance(adaptive, AdaptivePlanFile)
-        records = [k.codec for k in adaptive.kept] + [adaptive.reply_codec]
-    else:
-        return []
-    return [r.name for r in records if r is not None]
+def plan_codec_names(outdir: str | Path) -> tuple[str, ...]:
+    """The codecs a plan's frames travel in, requests and answers: what codecs.specs.warm_up loads before the
+    first request."""
+    plan = _codec_plan(outdir)
+    return plan.codec_names if plan is not None else ()
 
 
 def server_part_path(outdir: str | Path) -> Path | None:

@@ -84,10 +84,12 @@ def part_runner(folder: Path, server: Part, model: str = f"{SERVER_DIR}/{MODEL_F
 
 
 def measure_codec(server: ServerRun, sent: Sequence[Tensors], plain: Sequence[Tensors], spec: str,
-                  calibration: str | None = None, ranges: Sequence[TensorRange] | None = None) -> CodecRecord:
+                  calibration: str | None = None, ranges: Sequence[TensorRange] | None = None,
+                  returned: list[Tensors] | None = None) -> CodecRecord:
     """`sent`: per input, the tensors the server part reads, as the device computed them; `plain`: the server part's
     outputs on them. Runs `server` on them after the codec's round trip, and compares. An int8:calibrated codec
-    takes its ranges from `sent` itself, unless `ranges` are given."""
+    takes its ranges from `sent` itself, unless `ranges` are given. `returned`, when given, receives what the server
+    part returned on each input through the codec (a reply codec is measured on those)."""
     by_name = {r.name: r for r in ranges} if ranges is not None else calibrated_ranges(spec, sent)
     codecs = tensor_codecs(spec, by_name)
     raw, coded, encode_s, decode_s, abs_err, rel_err, agreed = [], [], [], [], 0.0, 0.0, []
@@ -98,7 +100,10 @@ def measure_codec(server: ServerRun, sent: Sequence[Tensors], plain: Sequence[Te
         decode_s.append(trip.decode_s)
         raw.append(sum(len(Raw().encode(array)) for array in tensors.values()))
         coded.append(trip.coded_bytes)
-        errors = _output_errors(server(trip.decoded), want)
+        got = server(trip.decoded)
+        if returned is not None:
+            returned.append(got)
+        errors = _output_errors(got, want)
         abs_err, rel_err = max(abs_err, errors[0]), max(rel_err, errors[1])
         if errors[2] is not None:
             agreed.append(errors[2])

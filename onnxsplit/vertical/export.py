@@ -65,7 +65,6 @@ from splitnn.onnxsplit.vertical.codec_check import (
     measure_codec,
     measure_reply_codec,
     part_runner,
-    round_trip,
 )
 from splitnn.onnxsplit.vertical.planning import Plan, candidate_record, cut_record, with_request_bytes
 
@@ -178,11 +177,13 @@ def _with_codecs(analysis: Analysis, plan: Plan, document: VerticalPlanFile,
     _server_runs (`runs`), and its prediction at their bytes and times."""
     run_server, sent, plain = runs
     codec, reply_codec = specs
-    measured = _measured_codec(run_server, sent, plain, verified, codec, calibration, limit) if codec != "none" else None
+    returned: list[Tensors] = []  # what the server part returns through the cut's codec
+    measured = (_measured_codec(run_server, sent, plain, verified, codec, calibration, limit, returned)
+                if codec != "none" else None)
     scales = codec_scales(plan.device, plan.server)
     reply = None
     if reply_codec != "none":  # on what the server returns through the cut's codec: the change is both codecs'
-        returned = plain if measured is None else [run_server(round_trip(measured.codecs(), s).decoded) for s in sent]
+        returned = returned if measured is not None else plain
         if reply_codec != "auto":
             reply = measure_reply_codec(returned, plain, reply_codec, scales, limit)
         elif limit is not None:  # the user's bound holds both codecs together
@@ -240,9 +241,12 @@ def _server_runs(staging: Path, parts: tuple[Part, Part], device_artifact: str |
 
 def _measured_codec(run_server: ServerRun, sent: list[Tensors], plain: list[Tensors],
                     verified: tuple[dict[str, np.ndarray], dict[str, np.ndarray]], codec: str,
-                    calibration: CalibrationInputs | None, limit: OutputChangeLimit | None) -> CodecRecord:
-    """What `codec` does at the cut, on the inputs of _server_runs; refused past `limit`."""
-    measured = measure_codec(run_server, sent, plain, codec, calibration.source if calibration else None)
+                    calibration: CalibrationInputs | None, limit: OutputChangeLimit | None,
+                    returned: list[Tensors] | None = None) -> CodecRecord:
+    """What `codec` does at the cut, on the inputs of _server_runs (`returned` receives the server part's outputs
+    through it); refused past `limit`."""
+    measured = measure_codec(run_server, sent, plain, codec, calibration.source if calibration else None,
+                             returned=returned)
     if calibration is not None:  # what run-bench will see on the verification input, with the calibrated ranges
         on_verification = measure_codec(run_server, [verified[0]], [verified[1]], codec, ranges=measured.ranges)
         measured = dataclasses.replace(measured, verification_abs_err=on_verification.max_abs_err)
