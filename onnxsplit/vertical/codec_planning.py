@@ -4,11 +4,17 @@
 1. The original model runs once per input with every candidate cut's tensors as extra outputs (a cut that
    could not beat the best plain cut even if it sent nothing is left out: its device and server time alone are
    too long).
-2. Every (cut, codec) pair is priced at its real encoded bytes (the median over the first BYTES_INPUTS inputs)
+2. Every (cut, codec) pair is priced at its real encoded bytes (the median over BYTES_INPUTS of the inputs,
+   evenly spaced: a folder of photographs and their mirror images is not priced on its first four)
    and its encode and decode times measured here (planning.with_request_bytes).
 3. The pairs are tried in order of that prediction; a lossless pair passes as it is, a lossy one passes when the
    cut's server part, run on the decoded tensors of every input, keeps the outputs within the limit. The first
    that passes is chosen; the ones before it are reported with what ruled them out.
+4. When the chosen pair sends the input as an image at a quality, the qualities between it and the next lower
+   rung of the ladder (IMAGE_CODECS) are priced and checked the same way: auto's image is the fastest quality
+   within the limit to the unit, not to the ladder's rung (VGG-16's photographs at relerr<=0.05: webp:86:0, 14.8
+   kB, where the ladder stopped at webp:90:0, 15.9 kB). Its output change is not monotonic in the quality, so
+   each is checked, none inferred from its neighbours.
 
 The cut that sends the model's input (everything on the server) is also priced with the input as an image file
 (IMAGE_CODECS, codecs/image.py), when the input is one image, even where it cannot win: the plain baseline of
@@ -23,13 +29,14 @@ from dataclasses import dataclass
 
 import onnx
 
+from splitnn.cost_models.prediction import Prediction
 from splitnn.cost_models.wire_bytes import coded_frame_bytes
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.parts import extract_parts, value_info
 from splitnn.onnxsplit.artifacts.plan_file import CodecRecord, CodecTrialRecord, ReplyCodecRecord
 from splitnn.onnxsplit.artifacts.verification import VERIFY_CONFIG
-from splitnn.onnxsplit.codecs.image import image_axis
-from splitnn.onnxsplit.codecs.specs import is_calibrated, tensor_codecs
+from splitnn.onnxsplit.codecs.image import image_axis, image_codec_name
+from splitnn.onnxsplit.codecs.specs import image_spec, is_calibrated, tensor_codecs
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.model.weight_source import open_in_place
@@ -50,9 +57,16 @@ AUTO_CODECS = ("none", "lossless", "fp16", "fp16+lossless", "int8:calibrated", "
 # Priced at the cut that sends the model's input, when that input is one image. PNG is lossless on the 8-bit
 # codes, not on a float input: it is checked like the others. WebP at effort 0 too: on a board its encode is
 # tens of ms shorter for a few % more bytes, which wins on the faster links.
-IMAGE_CODECS = ("jpeg:95", "jpeg:90", "jpeg:80", "jpeg:70", "webp:90", "webp:90:0", "webp:80", "webp:80:0", "png")
+IMAGE_CODECS = ("jpeg:95", "jpeg:90", "jpeg:80", "jpeg:70", "jpeg:50", "jpeg:30", "webp:90", "webp:90:0", "webp:80",
+                "webp:80:0", "webp:60", "webp:60:0", "png")
 LOSSLESS = ("none", "lossless")
-BYTES_INPUTS = 8  # inputs each pair's bytes are measured on (the median)
+BYTES_INPUTS = 8  # inputs each pair's bytes and times are measured on (the median), spread over all of them
+# The chosen image codec's quality is then refined to the unit, down to the next lower rung of its format and
+# effort that was ruled out, or QUALITY_STEP below it where none was (the lowest rung, or one not checked).
+QUALITY_STEP = 10
+
+
+Pair = tuple[Prediction, Candidate, str]  # a cut and a codec, priced
 
 
 @dataclass(frozen=True)
@@ -84,21 +98,68 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     priced += [(_pair(analysis, plan, c, spec, at_cuts, scales, reply), c, spec) for c in baseline for spec in images]
     priced += [(c.predicted, c, "none") for c in pool if not c.cut.tensors]
     priced.sort(key=lambda item: (objective_score(item[0], plan.objective), item[1].cut.id))
+    trials, chosen = _tried(analysis.graph, priced, at_cuts, limit)
+    if chosen is None:
+        raise SplitnnError(f"--codec auto: no cut and codec keeps the outputs within {limit}")
+    finer = [(_pair(analysis, plan, chosen[1], spec, at_cuts, scales, reply), chosen[1], spec)
+             for spec in finer_qualities(chosen[2], trials)]
+    if finer:  # the image codec's qualities between the ladder's rungs, each to the unit
+        trials, chosen = _refined(analysis.graph, plan.objective, trials, chosen, finer, at_cuts, limit)
+    return CodecPlan(dataclasses.replace(plan, chosen=chosen[1]), chosen[2], tuple(trials))
+
+
+def _refined(graph: Graph, objective: str, trials: list[CodecTrialRecord], chosen: Pair, finer: list[Pair],
+             at_cuts: Sequence[Tensors], limit: OutputChangeLimit) -> tuple[list[CodecTrialRecord], Pair]:
+    """The trials and the chosen pair once the pairs `finer` (the chosen cut at finer qualities) faster than the
+    chosen one were checked in order: the first within `limit` is chosen instead."""
+    bar = objective_score(chosen[0], objective)
+    finer.sort(key=lambda item: (objective_score(item[0], objective), item[2]))
+    faster = [f for f in finer if objective_score(f[0], objective) < bar]
+    more, better = _tried(graph, faster, at_cuts, limit)
+    more += [_trial(f, "not checked: slower than the chosen pair") for f in finer if f not in faster]
+    if better is not None:
+        trials = [dataclasses.replace(t, verdict="within the limit; a finer quality is faster")
+                  if t.verdict == "chosen" else t for t in trials]
+        chosen = better
+    return sorted([*trials, *more], key=lambda t: (t.total_s, t.cut_id)), chosen
+
+
+def finer_qualities(spec: str, trials: Sequence[CodecTrialRecord]) -> list[str]:
+    """When `spec` is an image codec at a quality: the same format and effort at every quality between it and the
+    highest lower quality of theirs that was ruled out (QUALITY_STEP below it where none was tried); else none."""
+    parsed = image_spec(spec)
+    if parsed is None or parsed[1] is None:
+        return []
+    fmt, quality, method = parsed
+    family = [image_spec(t.codec) for t in trials if t.verdict.startswith("ruled out") and image_spec(t.codec)]
+    lower = [q for f, q, m in family if f == fmt and m == method and q is not None and q < quality]  # type: ignore[misc]
+    floor = max(lower, default=max(quality - QUALITY_STEP, 0))
+    return [image_codec_name(fmt, q, method) for q in range(floor + 1, quality)]
+
+
+def _tried(graph: Graph, priced: Sequence[Pair], at_cuts: Sequence[Tensors], limit: OutputChangeLimit,
+           ) -> tuple[list[CodecTrialRecord], Pair | None]:
+    """The pairs `priced` (fastest first) checked in order until one keeps the outputs within `limit`: every
+    pair's record with its verdict, and the chosen pair (None when none passed)."""
     trials, chosen = [], None
-    for prediction, candidate, spec in priced:
+    for pair in priced:
+        _, candidate, spec = pair
         if chosen is not None:
             verdict = "not checked: slower than the chosen pair"
         elif spec in LOSSLESS or not candidate.cut.tensors:
             verdict = "chosen (exact)"
         else:
-            verdict = _check(analysis.graph, candidate, spec, at_cuts, limit)
+            verdict = _check(graph, candidate, spec, at_cuts, limit)
         if verdict.startswith("chosen"):
-            chosen = (candidate, spec)
-        trials.append(CodecTrialRecord(candidate.cut.id, tuple(candidate.cut.tensors), spec,
-                                       prediction.total_s, prediction.throughput_fps, verdict))
-    if chosen is None:
-        raise SplitnnError(f"--codec auto: no cut and codec keeps the outputs within {limit}")
-    return CodecPlan(dataclasses.replace(plan, chosen=chosen[0]), chosen[1], tuple(trials))
+            chosen = pair
+        trials.append(_trial(pair, verdict))
+    return trials, chosen
+
+
+def _trial(pair: Pair, verdict: str) -> CodecTrialRecord:
+    prediction, candidate, spec = pair
+    return CodecTrialRecord(candidate.cut.id, tuple(candidate.cut.tensors), spec, prediction.total_s,
+                            prediction.throughput_fps, verdict)
 
 
 def priced_with(analysis: Analysis, plan: Plan, spec: str, inputs: Sequence[Tensors], only: set[int] | None = None,
@@ -191,7 +252,7 @@ def _pair(analysis: Analysis, plan: Plan, candidate: Candidate, spec: str, at_cu
     if spec != "none":
         sent = [{t: values[t] for t in candidate.cut.tensors} for values in at_cuts]
         codecs = tensor_codecs(spec, calibrated_ranges(spec, sent))  # the ranges over every input, as write_split
-        trips = [round_trip(codecs, tensors) for tensors in sent[:BYTES_INPUTS]]
+        trips = [round_trip(codecs, tensors) for tensors in sent[::max(1, len(sent) // BYTES_INPUTS)][:BYTES_INPUTS]]
         up = coded_frame_bytes(candidate.cut.tensors, spec, int(statistics.median(t.coded_bytes for t in trips)))
         encode_s = statistics.median(t.encode_s for t in trips) * scales[0]
         decode_s = statistics.median(t.decode_s for t in trips) * scales[1]

@@ -78,3 +78,51 @@ def test_every_pair_that_sends_is_priced_with_the_reply_codec(slow_board_plan):
         before.total_s - (before.transfer_s - after.transfer_s) + 0.002)
     chosen = plan_cut_and_codec(analysis, plan, inputs, limit, True, reply_spec="auto")  # priced with auto's choice
     assert chosen.trials[0].verdict.startswith(("chosen", "ruled out"))
+
+
+def test_finer_qualities_lie_between_the_chosen_rung_and_the_next_lower_one_ruled_out():
+    from splitnn.onnxsplit.artifacts.plan_file import CodecTrialRecord
+    from splitnn.onnxsplit.vertical.codec_planning import QUALITY_STEP, finer_qualities
+
+    def trial(codec: str, verdict: str) -> CodecTrialRecord:
+        return CodecTrialRecord(0, ("x",), codec, 0.3, 3.0, verdict)
+
+    tried = [trial("jpeg:70", "ruled out: relerr 0.07"), trial("webp:80:0", "ruled out: relerr 0.06"),
+             trial("webp:80", "ruled out: relerr 0.06"), trial("webp:90:0", "chosen")]
+    assert finer_qualities("webp:90:0", tried) == [f"webp:{q}:0" for q in range(81, 90)]  # its own effort's rung
+    assert finer_qualities("webp:90", tried) == [f"webp:{q}" for q in range(81, 90)]
+    assert finer_qualities("jpeg:80", tried) == [f"jpeg:{q}" for q in range(71, 80)]
+    # No lower rung of its family ruled out: QUALITY_STEP below it.
+    assert finer_qualities("jpeg:95", []) == [f"jpeg:{q}" for q in range(95 - QUALITY_STEP + 1, 95)]
+    assert finer_qualities("png", tried) == [] and finer_qualities("int8+lossless", tried) == []
+
+
+def test_auto_refines_the_image_quality_below_the_ladders_rungs(sample_path):
+    """A board 100 times slower than a RockPro64 at 3G: the input as an image wins (at 3G a quality step's bytes
+    outweigh the noise in its encode time). With a bound every image quality meets, auto goes below the ladder's
+    lowest rung (jpeg:70) to the fastest quality, each to the unit; every pair predicted faster was checked and
+    ruled out."""
+    from PIL import Image
+
+    from splitnn.onnxsplit.vertical.codec_planning import IMAGE_CODECS
+    from tests.helpers import imagenet_input, photos
+
+    board = load_device("rockpro64")
+    slow = replace(board, name="slow-board", macs_per_s={k: v / 100 for k, v in board.macs_per_s.items()})
+    analysis = analyze(load_graph(sample_path("alexnet", 96)))
+    (name,) = analysis.graph.inputs
+    inputs = [{name: imagenet_input(Image.open(path), 96)} for path in photos()[:6]]
+    plan = plan_split(analysis, slow, load_device("cloud-cpu"), load_link("3g"))
+    chosen = plan_cut_and_codec(analysis, plan, inputs, OutputChangeLimit("relerr", 10.0), calibrated=True)
+    assert chosen.plan.chosen.cut.id == analysis.cuts[0].id and chosen.codec.startswith(("jpeg:", "webp:"))
+    assert chosen.codec not in IMAGE_CODECS  # a quality between the rungs
+    fmt, quality = chosen.codec.split(":")[:2]
+    lowest_rung = min(int(c.split(":")[1]) for c in IMAGE_CODECS if c.startswith(f"{fmt}:") and c.count(":") ==
+                      chosen.codec.count(":"))
+    assert int(quality) < lowest_rung
+    trials = chosen.trials
+    assert [t.total_s for t in trials] == sorted(t.total_s for t in trials)
+    first = next(i for i, t in enumerate(trials) if t.verdict == "chosen")
+    assert trials[first].codec == chosen.codec
+    assert all(t.verdict.startswith("ruled out") for t in trials[:first])
+    assert any(t.verdict == "within the limit; a finer quality is faster" for t in trials[first + 1:])
