@@ -342,13 +342,15 @@ def _render_trials(trials) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
 
     table = Table(title="--codec auto: cut and codec, priced at their measured bytes", title_justify="left")
-    for column in ("cut", "sends", "codec", "predicted ms", "verdict"):
-        table.add_column(column, justify="right" if column in ("cut", "predicted ms") else "left", overflow="fold")
+    for column in ("cut", "sends", "codec", "bytes up", "predicted ms", "verdict"):
+        table.add_column(column, justify="right" if column in ("cut", "bytes up", "predicted ms") else "left",
+                         overflow="fold")
     shown = [t for i, t in enumerate(trials) if i < 12 or t.verdict.startswith("chosen")]
     for t in shown:
         sends = ", ".join(t.tensors) or "(nothing)"
         style = "bold" if t.verdict.startswith("chosen") else ""
-        table.add_row(str(t.cut_id), sends, t.codec, f"{t.total_s * 1e3:.1f}", t.verdict, style=style)
+        up = "-" if t.request_bytes is None else human_bytes(t.request_bytes)
+        table.add_row(str(t.cut_id), sends, t.codec, up, f"{t.total_s * 1e3:.1f}", t.verdict, style=style)
     stdout().print(table)
     if len(trials) > len(shown):
         stdout().print(f"[dim]{len(trials) - len(shown)} more pairs in plan.json (codec_trials)[/dim]")

@@ -163,8 +163,8 @@ class PlanHeader(Record):
 
 @dataclass(frozen=True)
 class CodecTrialRecord(Record):
-    """One (cut, codec) pair that partition --codec auto priced: its prediction at the measured bytes, and its
-    verdict (chosen, ruled out by the output change it reached, or not checked)."""
+    """One (cut, codec) pair that partition --codec auto priced: its request's measured bytes, its prediction at
+    them, and its verdict (chosen, ruled out by the output change it reached, or not checked)."""
 
     cut_id: int
     tensors: tuple[str, ...]
@@ -172,6 +172,9 @@ class CodecTrialRecord(Record):
     total_s: float
     throughput_fps: float
     verdict: str
+    # The request on the wire in this codec, frame included (the median over the inputs priced; 0 when the cut sends
+    # nothing). None in plans written before 2026-12-01, which did not keep it.
+    request_bytes: int | None = None
 
 
 @dataclass(frozen=True)

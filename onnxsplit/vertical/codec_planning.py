@@ -51,7 +51,14 @@ from splitnn.onnxsplit.vertical.codec_check import (
     measure_reply_codec,
     round_trip,
 )
-from splitnn.onnxsplit.vertical.planning import Candidate, Plan, objective_score, plain_reply_bytes, with_request_bytes
+from splitnn.onnxsplit.vertical.planning import (
+    Candidate,
+    Plan,
+    objective_score,
+    plain_reply_bytes,
+    plain_request_bytes,
+    with_request_bytes,
+)
 
 AUTO_CODECS = ("none", "lossless", "fp16", "fp16+lossless", "int8:calibrated", "int8:calibrated+lossless")
 # Priced at the cut that sends the model's input, when that input is one image. PNG is lossless on the 8-bit
@@ -66,7 +73,14 @@ BYTES_INPUTS = 8  # inputs each pair's bytes and times are measured on (the medi
 QUALITY_STEP = 10
 
 
-Pair = tuple[Prediction, Candidate, str]  # a cut and a codec, priced
+@dataclass(frozen=True)
+class Pair:
+    """A cut and a codec, priced at the request's bytes in that codec (the median over the inputs priced)."""
+
+    prediction: Prediction
+    candidate: Candidate
+    codec: str
+    request_bytes: int
 
 
 @dataclass(frozen=True)
@@ -94,27 +108,27 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     # (a named reply codec is held to the bound by write_split, on both codecs' change together)
     reply = reply_on_outputs(analysis.graph, at_cuts, reply_spec, scales, limit if reply_spec == "auto" else None,
                              plan.link.down_bps)
-    priced = [(_pair(analysis, plan, c, spec, at_cuts, scales, reply), c, spec) for c in sending for spec in codecs]
-    priced += [(_pair(analysis, plan, c, spec, at_cuts, scales, reply), c, spec) for c in baseline for spec in images]
-    priced += [(c.predicted, c, "none") for c in pool if not c.cut.tensors]
-    priced.sort(key=lambda item: (objective_score(item[0], plan.objective), item[1].cut.id))
+    priced = [_pair(analysis, plan, c, spec, at_cuts, scales, reply) for c in sending for spec in codecs]
+    priced += [_pair(analysis, plan, c, spec, at_cuts, scales, reply) for c in baseline for spec in images]
+    priced += [Pair(c.predicted, c, "none", 0) for c in pool if not c.cut.tensors]
+    priced.sort(key=lambda pair: (objective_score(pair.prediction, plan.objective), pair.candidate.cut.id))
     trials, chosen = _tried(analysis.graph, priced, at_cuts, limit)
     if chosen is None:
         raise SplitnnError(f"--codec auto: no cut and codec keeps the outputs within {limit}")
-    finer = [(_pair(analysis, plan, chosen[1], spec, at_cuts, scales, reply), chosen[1], spec)
-             for spec in finer_qualities(chosen[2], trials)]
+    finer = [_pair(analysis, plan, chosen.candidate, spec, at_cuts, scales, reply)
+             for spec in finer_qualities(chosen.codec, trials)]
     if finer:  # the image codec's qualities between the ladder's rungs, each to the unit
         trials, chosen = _refined(analysis.graph, plan.objective, trials, chosen, finer, at_cuts, limit)
-    return CodecPlan(dataclasses.replace(plan, chosen=chosen[1]), chosen[2], tuple(trials))
+    return CodecPlan(dataclasses.replace(plan, chosen=chosen.candidate), chosen.codec, tuple(trials))
 
 
 def _refined(graph: Graph, objective: str, trials: list[CodecTrialRecord], chosen: Pair, finer: list[Pair],
              at_cuts: Sequence[Tensors], limit: OutputChangeLimit) -> tuple[list[CodecTrialRecord], Pair]:
     """The trials and the chosen pair once the pairs `finer` (the chosen cut at finer qualities) faster than the
     chosen one were checked in order: the first within `limit` is chosen instead."""
-    bar = objective_score(chosen[0], objective)
-    finer.sort(key=lambda item: (objective_score(item[0], objective), item[2]))
-    faster = [f for f in finer if objective_score(f[0], objective) < bar]
+    bar = objective_score(chosen.prediction, objective)
+    finer.sort(key=lambda pair: (objective_score(pair.prediction, objective), pair.codec))
+    faster = [f for f in finer if objective_score(f.prediction, objective) < bar]
     more, better = _tried(graph, faster, at_cuts, limit)
     more += [_trial(f, "not checked: slower than the chosen pair") for f in finer if f not in faster]
     if better is not None:
@@ -143,13 +157,12 @@ def _tried(graph: Graph, priced: Sequence[Pair], at_cuts: Sequence[Tensors], lim
     pair's record with its verdict, and the chosen pair (None when none passed)."""
     trials, chosen = [], None
     for pair in priced:
-        _, candidate, spec = pair
         if chosen is not None:
             verdict = "not checked: slower than the chosen pair"
-        elif spec in LOSSLESS or not candidate.cut.tensors:
+        elif pair.codec in LOSSLESS or not pair.candidate.cut.tensors:
             verdict = "chosen (exact)"
         else:
-            verdict = _check(graph, candidate, spec, at_cuts, limit)
+            verdict = _check(graph, pair.candidate, pair.codec, at_cuts, limit)
         if verdict.startswith("chosen"):
             chosen = pair
         trials.append(_trial(pair, verdict))
@@ -157,9 +170,9 @@ def _tried(graph: Graph, priced: Sequence[Pair], at_cuts: Sequence[Tensors], lim
 
 
 def _trial(pair: Pair, verdict: str) -> CodecTrialRecord:
-    prediction, candidate, spec = pair
-    return CodecTrialRecord(candidate.cut.id, tuple(candidate.cut.tensors), spec, prediction.total_s,
-                            prediction.throughput_fps, verdict)
+    cut, prediction = pair.candidate.cut, pair.prediction
+    return CodecTrialRecord(cut.id, tuple(cut.tensors), pair.codec, prediction.total_s, prediction.throughput_fps,
+                            verdict, pair.request_bytes)
 
 
 def priced_with(analysis: Analysis, plan: Plan, spec: str, inputs: Sequence[Tensors], only: set[int] | None = None,
@@ -174,7 +187,7 @@ def priced_with(analysis: Analysis, plan: Plan, spec: str, inputs: Sequence[Tens
     scales = codec_scales(plan.device, plan.server)
     reply = reply_on_outputs(analysis.graph, at_cuts, reply_spec, scales, limit or default_limit(analysis.graph),
                              plan.link.down_bps)
-    priced = {c.cut.id: _pair(analysis, plan, c, spec, at_cuts, scales, reply) for c in sending}
+    priced = {c.cut.id: _pair(analysis, plan, c, spec, at_cuts, scales, reply).prediction for c in sending}
     candidates = [dataclasses.replace(c, predicted=priced[c.cut.id]) if c.cut.id in priced else c for c in plan.candidates]
     return dataclasses.replace(plan, candidates=candidates), at_cuts, reply
 
@@ -243,12 +256,12 @@ def reply_on_outputs(graph: Graph, at_cuts: Sequence[Tensors], spec: str, scales
     return measure_reply_codec(outputs, outputs, spec, scales, limit)
 
 
-def _pair(analysis: Analysis, plan: Plan, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors],  # type: ignore[no-untyped-def]
-          scales: tuple[float, float], reply: ReplyCodecRecord | None = None):
-    """The candidate's prediction with its tensors in `spec`, priced at the encoded bytes of the first inputs and
-    the codec's times here, times `scales` (device, server: codec_check.codec_scales); its answer in `reply` (the
-    plain answer's bytes times the codec's ratio on the model's outputs)."""
-    up, encode_s, decode_s = None, 0.0, 0.0  # "none": the plain request, as the plan prices it
+def _pair(analysis: Analysis, plan: Plan, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors],
+          scales: tuple[float, float], reply: ReplyCodecRecord | None = None) -> Pair:
+    """The candidate with its tensors in `spec`, priced at the encoded bytes of BYTES_INPUTS inputs and the codec's
+    times here, times `scales` (device, server: codec_check.codec_scales); its answer in `reply` (the plain
+    answer's bytes times the codec's ratio on the model's outputs)."""
+    up, encode_s, decode_s = plain_request_bytes(analysis, candidate), 0.0, 0.0  # "none": as the plan prices it
     if spec != "none":
         sent = [{t: values[t] for t in candidate.cut.tensors} for values in at_cuts]
         codecs = tensor_codecs(spec, calibrated_ranges(spec, sent))  # the ranges over every input, as write_split
@@ -260,7 +273,8 @@ def _pair(analysis: Analysis, plan: Plan, candidate: Candidate, spec: str, at_cu
     if reply is not None:
         down = int(plain_reply_bytes(analysis, candidate) / reply.ratio)
         reply_s = (reply.server_encode_s, reply.device_decode_s)
-    return with_request_bytes(analysis, plan, up, encode_s, decode_s, candidate, down, reply_s)
+    return Pair(with_request_bytes(analysis, plan, up, encode_s, decode_s, candidate, down, reply_s), candidate, spec,
+                up)
 
 
 def _check(graph: Graph, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors], limit: OutputChangeLimit) -> str:

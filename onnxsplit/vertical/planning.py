@@ -162,6 +162,11 @@ def with_request_bytes(analysis: Analysis, plan: Plan, up_bytes: int | None = No
                          reply_s[0], (decode_s, reply_s[1]))
 
 
+def plain_request_bytes(analysis: Analysis, candidate: Candidate) -> int:
+    """The bytes of a candidate's request on the wire as plain .npy tensors, with the frame around them."""
+    return _FrameBytes(analysis.graph, placeable_indices(analysis.graph)).request(candidate.cut)
+
+
 def plain_reply_bytes(analysis: Analysis, candidate: Candidate) -> int:
     """The bytes of a candidate's answer on the wire as plain .npy tensors, with the frame around them."""
     return _FrameBytes(analysis.graph, placeable_indices(analysis.graph)).reply(candidate.cut)

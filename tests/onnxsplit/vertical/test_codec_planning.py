@@ -11,7 +11,7 @@ from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.vertical.codec_check import OutputChangeLimit, default_limit
 from splitnn.onnxsplit.vertical.codec_planning import plan_cut_and_codec
-from splitnn.onnxsplit.vertical.planning import plan_split
+from splitnn.onnxsplit.vertical.planning import plain_request_bytes, plan_split
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,11 @@ def test_auto_picks_the_fastest_pair_that_keeps_the_outputs(slow_board_plan):
     assert winner.total_s < best_plain  # ...over every cut sent as float32, by its measured bytes
     plain_same_cut = next(t for t in trials if t.cut_id == winner.cut_id and t.codec == "none")
     assert winner.total_s < plain_same_cut.total_s
+    # Each pair keeps its request's bytes on the wire (the report's column): float32 as the plan prices it, and
+    # the codec's measured bytes, fewer.
+    assert plain_same_cut.request_bytes == plain_request_bytes(analysis, chosen.plan.chosen)
+    assert 0 < winner.request_bytes < plain_same_cut.request_bytes
+    assert all(t.request_bytes == 0 for t in trials if not t.tensors)
 
 
 def test_a_bound_no_lossy_codec_meets_leaves_an_exact_pair(slow_board_plan):
