@@ -137,6 +137,7 @@ def _calibration(codec: CodecChoice, graph):  # type: ignore[no-untyped-def]
 
 def _auto_codec(analysis, plan, codec: CodecChoice, calibration):  # type: ignore[no-untyped-def]
     """--codec auto: the cut and the codec chosen together (vertical/codec_planning)."""
+    from splitnn.cli.progress import Progress
     from splitnn.onnxsplit.model.sample_inputs import random_inputs
     from splitnn.onnxsplit.vertical.codec_check import default_limit
     from splitnn.onnxsplit.vertical.codec_planning import plan_cut_and_codec
@@ -145,9 +146,9 @@ def _auto_codec(analysis, plan, codec: CodecChoice, calibration):  # type: ignor
     if calibration is None:
         stderr().print("note: --codec auto without --calibration measures the codecs on a random input; give your "
                        "own inputs for figures that hold on your data")
-    with stderr().status("pricing every cut with every codec..."):
+    with Progress() as progress:
         chosen = plan_cut_and_codec(analysis, plan, inputs, codec.limit or default_limit(analysis.graph),
-                                    calibrated=calibration is not None, reply_spec=codec.reply)
+                                    calibrated=calibration is not None, reply_spec=codec.reply, progress=progress)
     return chosen.plan, chosen.codec, chosen.trials
 
 

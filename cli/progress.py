@@ -1,4 +1,4 @@
-"""A progress display on stderr for the long commands (run-bench, its sweep and tile runs)."""
+"""A progress display on stderr for the long commands (run-bench, its sweep and tile runs; partition --codec auto)."""
 from __future__ import annotations
 
 from splitnn.cli.render import stderr

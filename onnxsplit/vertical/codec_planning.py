@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import onnx
@@ -91,11 +91,13 @@ class CodecPlan:
 
 
 def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors], limit: OutputChangeLimit,
-                       calibrated: bool, reply_spec: str = "none") -> CodecPlan:
+                       calibrated: bool, reply_spec: str = "none",
+                       progress: Callable[[str, int, int], None] | None = None) -> CodecPlan:
     """The best (cut, codec) pair by the plan's objective whose output change stays within `limit` (see the module
     doc). `calibrated`: the inputs are the user's, so int8:calibrated may take its ranges from them. `reply_spec`:
     the codec the answers travel in (--reply-codec; "auto" as codec_check.choose_reply_codec picks it on the
-    model's outputs), which every pair that sends is priced with."""
+    model's outputs), which every pair that sends is priced with. `progress(stage, done, total)`: called as pairs
+    are priced and checked (checking stops at the first pair within the limit, before its total)."""
     codecs = [c for c in AUTO_CODECS if calibrated or not is_calibrated(c)]
     images = [c for c in IMAGE_CODECS if calibrated] if image_tensors(analysis.graph, analysis.cuts[0].tensors) else []
     pool = [plan.chosen] if plan.forced else [c for c in plan.candidates if c.feasible]  # --cut: its codec only
@@ -108,28 +110,33 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     # (a named reply codec is held to the bound by write_split, on both codecs' change together)
     reply = reply_on_outputs(analysis.graph, at_cuts, reply_spec, scales, limit if reply_spec == "auto" else None,
                              plan.link.down_bps)
-    priced = [_pair(analysis, plan, c, spec, at_cuts, scales, reply) for c in sending for spec in codecs]
-    priced += [_pair(analysis, plan, c, spec, at_cuts, scales, reply) for c in baseline for spec in images]
+    pairs = [(c, spec) for c in sending for spec in codecs] + [(c, spec) for c in baseline for spec in images]
+    priced = []
+    for done, (candidate, spec) in enumerate(pairs, 1):
+        priced.append(_pair(analysis, plan, candidate, spec, at_cuts, scales, reply))
+        if progress:
+            progress("pricing pairs", done, len(pairs))
     priced += [Pair(c.predicted, c, "none", 0) for c in pool if not c.cut.tensors]
     priced.sort(key=lambda pair: (objective_score(pair.prediction, plan.objective), pair.candidate.cut.id))
-    trials, chosen = _tried(analysis.graph, priced, at_cuts, limit)
+    trials, chosen = _tried(analysis.graph, priced, at_cuts, limit, progress)
     if chosen is None:
         raise SplitnnError(f"--codec auto: no cut and codec keeps the outputs within {limit}")
     finer = [_pair(analysis, plan, chosen.candidate, spec, at_cuts, scales, reply)
              for spec in finer_qualities(chosen.codec, trials)]
     if finer:  # the image codec's qualities between the ladder's rungs, each to the unit
-        trials, chosen = _refined(analysis.graph, plan.objective, trials, chosen, finer, at_cuts, limit)
+        trials, chosen = _refined(analysis.graph, plan.objective, trials, chosen, finer, at_cuts, limit, progress)
     return CodecPlan(dataclasses.replace(plan, chosen=chosen.candidate), chosen.codec, tuple(trials))
 
 
 def _refined(graph: Graph, objective: str, trials: list[CodecTrialRecord], chosen: Pair, finer: list[Pair],
-             at_cuts: Sequence[Tensors], limit: OutputChangeLimit) -> tuple[list[CodecTrialRecord], Pair]:
+             at_cuts: Sequence[Tensors], limit: OutputChangeLimit,
+             progress: Callable[[str, int, int], None] | None) -> tuple[list[CodecTrialRecord], Pair]:
     """The trials and the chosen pair once the pairs `finer` (the chosen cut at finer qualities) faster than the
     chosen one were checked in order: the first within `limit` is chosen instead."""
     bar = objective_score(chosen.prediction, objective)
     finer.sort(key=lambda pair: (objective_score(pair.prediction, objective), pair.codec))
     faster = [f for f in finer if objective_score(f.prediction, objective) < bar]
-    more, better = _tried(graph, faster, at_cuts, limit)
+    more, better = _tried(graph, faster, at_cuts, limit, progress, stage="finer qualities")
     more += [_trial(f, "not checked: slower than the chosen pair") for f in finer if f not in faster]
     if better is not None:
         trials = [dataclasses.replace(t, verdict="within the limit; a finer quality is faster")
@@ -152,11 +159,14 @@ def finer_qualities(spec: str, trials: Sequence[CodecTrialRecord]) -> list[str]:
 
 
 def _tried(graph: Graph, priced: Sequence[Pair], at_cuts: Sequence[Tensors], limit: OutputChangeLimit,
+           progress: Callable[[str, int, int], None] | None = None, stage: str = "checking pairs",
            ) -> tuple[list[CodecTrialRecord], Pair | None]:
     """The pairs `priced` (fastest first) checked in order until one keeps the outputs within `limit`: every
     pair's record with its verdict, and the chosen pair (None when none passed)."""
     trials, chosen = [], None
-    for pair in priced:
+    for done, pair in enumerate(priced, 1):
+        if progress and chosen is None:
+            progress(stage, done, len(priced))
         if chosen is not None:
             verdict = "not checked: slower than the chosen pair"
         elif pair.codec in LOSSLESS or not pair.candidate.cut.tensors:

@@ -118,7 +118,16 @@ def test_auto_refines_the_image_quality_below_the_ladders_rungs(sample_path):
     (name,) = analysis.graph.inputs
     inputs = [{name: imagenet_input(Image.open(path), 96)} for path in photos()[:6]]
     plan = plan_split(analysis, slow, load_device("cloud-cpu"), load_link("3g"))
-    chosen = plan_cut_and_codec(analysis, plan, inputs, OutputChangeLimit("relerr", 10.0), calibrated=True)
+    calls: list[tuple[str, int, int]] = []
+    chosen = plan_cut_and_codec(analysis, plan, inputs, OutputChangeLimit("relerr", 10.0), calibrated=True,
+                                progress=lambda *call: calls.append(call))
+    # The progress a partition shows: every pair priced, then the pairs checked (fastest first) and the finer
+    # qualities, each stopping at the first within the bound.
+    priced = [c for c in calls if c[0] == "pricing pairs"]
+    finer = [t for t in chosen.trials if t.codec.startswith(("jpeg:", "webp:")) and t.codec not in IMAGE_CODECS]
+    assert priced and priced[-1][1] == priced[-1][2] == len([t for t in chosen.trials if t.tensors]) - len(finer)
+    assert [c[0] for c in calls if c[0] != "pricing pairs"][:1] == ["checking pairs"]
+    assert any(c[0] == "finer qualities" for c in calls)
     assert chosen.plan.chosen.cut.id == analysis.cuts[0].id and chosen.codec.startswith(("jpeg:", "webp:"))
     assert chosen.codec not in IMAGE_CODECS  # a quality between the rungs
     fmt, quality = chosen.codec.split(":")[:2]
