@@ -163,17 +163,18 @@ class PlanHeader(Record):
 
 @dataclass(frozen=True)
 class CodecTrialRecord(Record):
-    """One (cut, codec) pair that partition --codec auto priced: its request's measured bytes, its prediction at
-    them, and its verdict (chosen, ruled out by the output change it reached, or not checked)."""
+    """One (cut, codec) pair that partition --codec auto considered: its request's measured bytes, its prediction at
+    them, and its verdict (chosen, ruled out by the output change it reached, not checked, or not priced: slower
+    than the chosen pair whatever its bytes)."""
 
     cut_id: int
     tensors: tuple[str, ...]
     codec: str
-    total_s: float
-    throughput_fps: float
+    total_s: float  # for a pair not priced: the least it could take (its cut's compute and the round trip)
+    throughput_fps: float | None  # None for a pair not priced
     verdict: str
     # The request on the wire in this codec, frame included (the median over the inputs priced; 0 when the cut sends
-    # nothing). None in plans written before 2026-12-01, which did not keep it.
+    # nothing). None for a pair not priced, and in plans written before 2026-12-01, which did not keep it.
     request_bytes: int | None = None
 
 

@@ -4,12 +4,14 @@
 1. The original model runs once per input with every candidate cut's tensors as extra outputs (a cut that
    could not beat the best plain cut even if it sent nothing is left out: its device and server time alone are
    too long).
-2. Every (cut, codec) pair is priced at its real encoded bytes (the median over BYTES_INPUTS of the inputs,
+2. Every (cut, codec) pair that could win is priced at its real encoded bytes (the median over BYTES_INPUTS of the inputs,
    evenly spaced: a folder of photographs and their mirror images is not priced on its first four)
    and its encode and decode times measured here (planning.with_request_bytes).
 3. The pairs are tried in order of that prediction; a lossless pair passes as it is, a lossy one passes when the
    cut's server part, run on the decoded tensors of every input, keeps the outputs within the limit. The first
-   that passes is chosen; the ones before it are reported with what ruled them out.
+   that passes is chosen; the ones before it are reported with what ruled them out. Steps 2 and 3 go together,
+   best first (_best_first): a pair is priced only when its floor, its cut's compute and the round trip, could
+   still beat every pair priced, so the cuts that cannot win are never encoded.
 4. When the chosen pair sends the input as an image at a quality, the qualities between it and the next lower
    rung of the ladder (IMAGE_CODECS) are priced and checked the same way: auto's image is the fastest quality
    within the limit to the unit, not to the ladder's rung (VGG-16's photographs at relerr<=0.05: webp:86:0, 14.8
@@ -23,6 +25,7 @@ sending a JPEG, which a split must beat to be worth it, is always in the report.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -110,15 +113,12 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     # (a named reply codec is held to the bound by write_split, on both codecs' change together)
     reply = reply_on_outputs(analysis.graph, at_cuts, reply_spec, scales, limit if reply_spec == "auto" else None,
                              plan.link.down_bps)
-    pairs = [(c, spec) for c in sending for spec in codecs] + [(c, spec) for c in baseline for spec in images]
-    priced = []
-    for done, (candidate, spec) in enumerate(pairs, 1):
-        priced.append(_pair(analysis, plan, candidate, spec, at_cuts, scales, reply))
-        if progress:
-            progress("pricing pairs", done, len(pairs))
-    priced += [Pair(c.predicted, c, "none", 0) for c in pool if not c.cut.tensors]
-    priced.sort(key=lambda pair: (objective_score(pair.prediction, plan.objective), pair.candidate.cut.id))
-    trials, chosen = _tried(analysis.graph, priced, at_cuts, limit, progress)
+    ready = [_pair(analysis, plan, c, spec, at_cuts, scales, reply) for c in baseline for spec in images]
+    ready += [Pair(c.predicted, c, "none", 0) for c in pool if not c.cut.tensors]
+    ready += [_pair(analysis, plan, c, "none", at_cuts, scales, reply) for c in sending]  # no encoding: cheap
+    pairs = [(c, spec) for c in sending for spec in codecs if spec != "none"]
+    trials, chosen = _best_first(analysis.graph, plan, pairs, ready, at_cuts, limit, progress,
+                                 lambda c, spec: _pair(analysis, plan, c, spec, at_cuts, scales, reply))
     if chosen is None:
         raise SplitnnError(f"--codec auto: no cut and codec keeps the outputs within {limit}")
     finer = [_pair(analysis, plan, chosen.candidate, spec, at_cuts, scales, reply)
@@ -156,6 +156,59 @@ def finer_qualities(spec: str, trials: Sequence[CodecTrialRecord]) -> list[str]:
     lower = [q for f, q, m in family if f == fmt and m == method and q is not None and q < quality]  # type: ignore[misc]
     floor = max(lower, default=max(quality - QUALITY_STEP, 0))
     return [image_codec_name(fmt, q, method) for q in range(floor + 1, quality)]
+
+
+def _best_first(graph: Graph, plan: Plan, pairs: Sequence[tuple[Candidate, str]], ready: Sequence[Pair],
+                at_cuts: Sequence[Tensors], limit: OutputChangeLimit, progress: Callable[[str, int, int], None] | None,
+                price: Callable[[Candidate, str], Pair]) -> tuple[list[CodecTrialRecord], Pair | None]:
+    """The pairs `ready` (priced) and `pairs` (priced by `price` when their turn comes) checked fastest first until
+    one keeps the outputs within `limit`: every pair's record, and the chosen pair (None when none passed).
+
+    For the latency objective a pair takes at least its cut's compute and the round trip, whatever its codec
+    (`_floor`), so a pair is priced only when nothing priced is faster than that floor, and a cut whose floor is
+    past the chosen pair is never encoded: the choice is the one pricing every pair would make (the PP-OCR layout
+    detector on a slow board: 169 of 615 cuts priced, the rest skipped; pricing them all took 6 min). For the
+    other objectives every pair is priced first."""
+    heap = [(_floor(c, plan), c.cut.id, 0, i) for i, (c, _) in enumerate(pairs)]  # 0: still to price
+    priced = list(ready)
+    heap += [(objective_score(p.prediction, plan.objective), p.candidate.cut.id, 1, i) for i, p in enumerate(priced)]
+    heapq.heapify(heap)
+    trials: list[CodecTrialRecord] = []
+    chosen, done, checked = None, 0, 0
+    while heap and chosen is None:
+        _, cut_id, kind, index = heapq.heappop(heap)
+        if kind == 0:  # its turn: priced, and back in the order at its prediction
+            priced.append(price(*pairs[index]))
+            heapq.heappush(heap, (objective_score(priced[-1].prediction, plan.objective), cut_id, 1, len(priced) - 1))
+            done += 1
+            if progress:
+                progress("pricing pairs", done, len(pairs))
+            continue
+        pair, checked = priced[index], checked + 1
+        if progress:
+            progress("checking pairs", checked, len(pairs) + len(ready))
+        exact = pair.codec in LOSSLESS or not pair.candidate.cut.tensors
+        verdict = "chosen (exact)" if exact else _check(graph, pair.candidate, pair.codec, at_cuts, limit)
+        chosen = pair if verdict.startswith("chosen") else None
+        trials.append(_trial(pair, verdict))
+    for key, _, kind, index in sorted(heap):
+        if kind == 1:
+            trials.append(_trial(priced[index], "not checked: slower than the chosen pair"))
+        else:
+            candidate, spec = pairs[index]
+            trials.append(CodecTrialRecord(candidate.cut.id, tuple(candidate.cut.tensors), spec, key, None,
+                                           "not priced: its compute and the round trip are slower than the chosen "
+                                           "pair", None))
+    return trials, chosen
+
+
+def _floor(candidate: Candidate, plan: Plan) -> float:
+    """The least a pair at `candidate`'s cut can score, whatever its codec: for latency its cut's compute and the
+    round trip (no bytes, no encoding); for the other objectives no floor."""
+    if plan.objective != "latency":
+        return float("-inf")
+    p = candidate.predicted
+    return p.device_s + p.server_s + plan.link.rtt_s
 
 
 def _tried(graph: Graph, priced: Sequence[Pair], at_cuts: Sequence[Tensors], limit: OutputChangeLimit,

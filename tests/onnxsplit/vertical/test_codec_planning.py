@@ -35,8 +35,17 @@ def test_auto_picks_the_fastest_pair_that_keeps_the_outputs(slow_board_plan):
     assert [t.total_s for t in trials] == sorted(t.total_s for t in trials)
     first = next(i for i, t in enumerate(trials) if t.verdict.startswith("chosen"))
     assert all(t.verdict.startswith("ruled out") for t in trials[:first])
-    assert all(t.verdict.startswith("not checked") for t in trials[first + 1:])
+    assert all(t.verdict.startswith(("not checked", "not priced")) for t in trials[first + 1:])
     winner = trials[first]
+    # Best first: a pair is priced only when it could beat what was priced before. Its floor (its cut's compute
+    # and the round trip) bounds every priced pair from below, and each pair left unpriced has a floor past the
+    # chosen pair's prediction, so pricing it could not have changed the choice.
+    floors = {c.cut.id: c.predicted.device_s + c.predicted.server_s + plan.link.rtt_s for c in plan.candidates}
+    priced = [t for t in trials if t.request_bytes is not None and t.tensors]
+    assert priced and all(t.total_s >= floors[t.cut_id] for t in priced)
+    unpriced = [t for t in trials if t.verdict.startswith("not priced")]
+    assert unpriced and all(t.total_s == floors[t.cut_id] > winner.total_s for t in unpriced)
+    assert all(t.request_bytes is None and t.throughput_fps is None for t in unpriced)
     assert (winner.cut_id, winner.codec) == (chosen.plan.chosen.cut.id, chosen.codec)
     assert chosen.codec != "none" and chosen.plan.chosen.cut.tensors  # on this board a coded cut wins...
     best_plain = min(c.predicted.total_s for c in plan.candidates if c.feasible)
@@ -121,11 +130,12 @@ def test_auto_refines_the_image_quality_below_the_ladders_rungs(sample_path):
     calls: list[tuple[str, int, int]] = []
     chosen = plan_cut_and_codec(analysis, plan, inputs, OutputChangeLimit("relerr", 10.0), calibrated=True,
                                 progress=lambda *call: calls.append(call))
-    # The progress a partition shows: every pair priced, then the pairs checked (fastest first) and the finer
-    # qualities, each stopping at the first within the bound.
+    # The progress a partition shows: the tensor codecs' pairs priced (out of all of them: the input's images and
+    # the plain pairs are priced before), the pairs checked, and the finer qualities.
     priced = [c for c in calls if c[0] == "pricing pairs"]
-    finer = [t for t in chosen.trials if t.codec.startswith(("jpeg:", "webp:")) and t.codec not in IMAGE_CODECS]
-    assert priced and priced[-1][1] == priced[-1][2] == len([t for t in chosen.trials if t.tensors]) - len(finer)
+    coded = [t for t in chosen.trials if t.tensors and t.codec != "none" and not t.codec.startswith(("jpeg", "webp", "png"))]
+    assert priced and {c[2] for c in priced} == {len(coded)}
+    assert priced[-1][1] == len([t for t in coded if not t.verdict.startswith("not priced")])
     assert [c[0] for c in calls if c[0] != "pricing pairs"][:1] == ["checking pairs"]
     assert any(c[0] == "finer qualities" for c in calls)
     assert chosen.plan.chosen.cut.id == analysis.cuts[0].id and chosen.codec.startswith(("jpeg:", "webp:"))
