@@ -1,6 +1,7 @@
 """`splitnn profile`: time every node with onnxruntime's profiler and fit a device profile."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import click
 
 from splitnn.cli.options import OptionGroup, input_shape_option, use_groups
 from splitnn.cli.progress import Progress
-from splitnn.cli.render import stdout
+from splitnn.cli.render import stderr, stdout
 from splitnn.onnxsplit.core.ort_session import DEVICE_PART_LEVEL
 
 
@@ -58,7 +59,9 @@ def profile(models: tuple[str, ...], input_shapes: tuple[str, ...], output: str,
     the nodes of the file. The roofline figures (per-class rates, memory
     bandwidth, per-node overhead) are then fitted to those times, and the
     profile is written as TOML for --device/--server. Several models give the
-    fit more kinds of layers to learn from.
+    fit more kinds of layers to learn from. Two codec references (an image
+    as WebP, a feature map as int8+lossless) are timed too, so that a codec's
+    time measured where partition runs scales to the board by their ratio.
 
     \b
     Examples:
@@ -67,6 +70,7 @@ def profile(models: tuple[str, ...], input_shapes: tuple[str, ...], output: str,
       splitnn partition vgg16.onnx -o out/vgg16 --device board.toml
     """
     from splitnn.cost_models.catalog import load_device
+    from splitnn.cost_models.codec_probe import with_codec_references
     from splitnn.cost_models.fitting import fit_profile, fit_report_lines
     from splitnn.cost_models.node_timing import time_nodes
     from splitnn.cost_models.profiles import device_to_toml
@@ -90,6 +94,8 @@ def profile(models: tuple[str, ...], input_shapes: tuple[str, ...], output: str,
                                  progress=lambda done, total, stage=stage: progress(stage, done, total))
             measurements.append((graph, timings))
     fit = fit_profile(measurements, base_profile, name or f"profiled-{socket.gethostname()}", compute_watts)
+    with stderr().status("timing the codec references..."):
+        fit = dataclasses.replace(fit, profile=with_codec_references(fit.profile))
     write_text_atomic(target, device_to_toml(fit.profile, fit_report_lines(fit, measurements)))
 
     if as_json:
@@ -128,6 +134,9 @@ def _render(fit, measurements, target: Path) -> None:  # type: ignore[no-untyped
         table.add_row("conv pixels", f"{p.dense_conv_pixel_overhead:.3g} px", "yes" if fit.pixel_overhead_fitted
                       else "[yellow]no (base)[/yellow]", "", "", "", "")
     table.add_row("overhead", f"{p.per_node_overhead_s * 1e6:.3g} µs", "yes", "", "", "", "")
+    if p.image_codec_s is not None and p.array_codec_s is not None:
+        table.add_row("image codec", f"{p.image_codec_s * 1e3:.3g} ms", "timed", "", "", "", "")
+        table.add_row("array codec", f"{p.array_codec_s * 1e3:.3g} ms", "timed", "", "", "", "")
     console.print(table)
     models = Table(title="Per model (kernel medians, less what the profiler adds: the plain run)", title_justify="left")
     for column in ("model", "kernels", "groups", "elim.", "meas. ms", "pred. ms", "error", "group err"):

@@ -12,7 +12,8 @@ stay in the caches, and the weights' bandwidth a vector times a matrix larger
 than the caches; the elementwise rate is a Relu of a layer-sized tensor, the
 transcendental rate a Sigmoid of it, and the strided softmax rate a Softmax
 over axis 1 of YOLOv8's box distribution (cost_models.op_classes); the
-per-node overhead is the time per node of a chain of tiny Relu nodes. The
+per-node overhead is the time per node of a chain of tiny Relu nodes; the
+codecs' speed is cost_models/codec_probe's two references. The
 result is cached as TOML under
 $SPLITNN_CACHE_DIR (default ~/.cache/splitnn) so that later runs agree, with
 when it was measured and how loaded the machine was then. A kept profile is
@@ -34,6 +35,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from splitnn.cost_models.codec_probe import codec_reference_seconds
 from splitnn.cost_models.profiles import (
     DeviceProfile,
     device_from_dict,
@@ -166,6 +168,7 @@ def measure_host() -> DeviceProfile:
 
     ram_bytes = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     gmac = {name: round(rate / 1e9, 3) for name, rate in rates.items()}
+    image_codec_s, array_codec_s = codec_reference_seconds()
     return device_from_dict(
         {
             "name": "host",
@@ -175,6 +178,8 @@ def measure_host() -> DeviceProfile:
                         "depthwise_strided_efficiency": round(strided, 3), "dense_conv_pixel_overhead": HOST_PIXEL_OVERHEAD},
             "memory": {"bandwidth_gb_per_s": round(bandwidth / 1e9, 3), "weight_bandwidth_gb_per_s": round(weight_bandwidth / 1e9, 3),
                        "ram_gb": ram_bytes / 1e9, "usable_fraction": 0.8},
+            "codecs": {"image_reference_ms": round(image_codec_s * 1000, 4),
+                       "array_reference_ms": round(array_codec_s * 1000, 4)},
         },
         "measured",
     )
@@ -184,8 +189,8 @@ MAX_AGE_S = 7 * 24 * 3600
 # The version of the micro-benchmarks above; a kept profile measured by another is measured again.
 # 2: depthwise rows, the activations' bandwidth in the caches, the weights' from a matrix in DRAM; 3: the dense
 # convolutions' pixel overhead, and each probe the median of ROUNDS; 4: the transcendental and strided softmax
-# classes.
-PROBES = 4
+# classes; 5: the codec references (cost_models/codec_probe).
+PROBES = 5
 BUSY_LOAD_PER_CORE = 0.5
 
 

@@ -50,6 +50,11 @@ class DeviceProfile:
     # at 0.8 (timed alone, the same shapes ran slower still, so the `host` probes do not measure it: they
     # take HOST_PIXEL_OVERHEAD, and `splitnn profile` fits it). None: no such loss.
     dense_conv_pixel_overhead: float | None = None
+    # Seconds for the codec references of cost_models/codec_probe on this device (an image encoded as webp:90:0;
+    # a feature map coded as int8+lossless), as `splitnn profile` and the host probes measure them. None: not
+    # measured, and a codec's time is scaled by the DRAM bandwidths instead (cost_models.latency.codec_time_scale).
+    image_codec_s: float | None = None
+    array_codec_s: float | None = None
 
     def __post_init__(self) -> None:
         # A profile written before a class existed (a file, a plan.json, or code) rates it as its fallback.
@@ -72,6 +77,7 @@ class DeviceProfile:
             depthwise_row_overhead=data.get("depthwise_row_overhead"),
             depthwise_strided_efficiency=data.get("depthwise_strided_efficiency"),
             dense_conv_pixel_overhead=data.get("dense_conv_pixel_overhead"),
+            image_codec_s=data.get("image_codec_s"), array_codec_s=data.get("array_codec_s"),
         )
 
     @property
@@ -94,6 +100,8 @@ class DeviceProfile:
             "depthwise_row_overhead": self.depthwise_row_overhead,
             "depthwise_strided_efficiency": self.depthwise_strided_efficiency,
             "dense_conv_pixel_overhead": self.dense_conv_pixel_overhead,
+            "image_codec_s": self.image_codec_s,
+            "array_codec_s": self.array_codec_s,
         }
 
 
@@ -191,9 +199,16 @@ def device_from_dict(data: dict[str, Any], source: str) -> DeviceProfile:
             source=source,
             weight_bytes_per_s=(float(memory["weight_bandwidth_gb_per_s"]) * 1e9
                                 if "weight_bandwidth_gb_per_s" in memory else None),
+            **_codec_references(data.get("codecs", {})),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise SplitnnError(f"device profile '{source}' lacks or mistypes field {exc}: see cost_models/profile_data/devices/ for the form") from None
+
+
+def _codec_references(codecs: dict[str, Any]) -> dict[str, float | None]:
+    """The [codecs] table's reference times (cost_models/codec_probe), in seconds; absent: None."""
+    return {field: float(codecs[key]) / 1000 if key in codecs else None
+            for field, key in (("image_codec_s", "image_reference_ms"), ("array_codec_s", "array_reference_ms"))}
 
 
 def device_to_toml(profile: DeviceProfile, comments: list[str] = ()) -> str:  # type: ignore[assignment]
@@ -221,5 +236,9 @@ def device_to_toml(profile: DeviceProfile, comments: list[str] = ()) -> str:  # 
         "[power]",
         f"compute_w = {profile.compute_power_w}" if profile.compute_power_w is not None
         else "# compute_w: not measured (energy predictions are unknown until a measured figure is given)",
+        *(["", "[codecs]", "# the codec references of cost_models/codec_probe.py, timed on this device",
+           f"image_reference_ms = {profile.image_codec_s * 1000:.4g}",
+           f"array_reference_ms = {profile.array_codec_s * 1000:.4g}"]
+          if profile.image_codec_s is not None and profile.array_codec_s is not None else []),
     ]
     return "\n".join(lines) + "\n"

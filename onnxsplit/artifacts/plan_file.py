@@ -197,7 +197,7 @@ class CodecRecord(Record):
     encode_s: float = 0.0  # median per request on the machine that planned
     decode_s: float = 0.0
     # How many times longer the device encodes and the server decodes than the machine that planned
-    # (cost_models.latency.time_scale; plan files older than these fields: 1, this machine's time).
+    # (cost_models.latency.codec_time_scale; plan files older than these fields: 1, this machine's time).
     device_scale: float = 1.0
     server_scale: float = 1.0
     # The largest output change on the verification input, which run-bench runs (None: the inputs measured on

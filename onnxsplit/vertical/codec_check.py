@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from splitnn.cost_models.latency import time_scale
+from splitnn.cost_models.latency import codec_time_scale
 from splitnn.cost_models.profiles import DeviceProfile
 from splitnn.onnxsplit.artifacts.chain import PartStep, outputs_of, run_steps
 from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, SERVER_DIR
@@ -151,13 +151,14 @@ def choose_reply_codec(returned: Sequence[Tensors], plain: Sequence[Tensors], sc
     return measure_reply_codec(returned, plain, best.name, scales) if best is not None and own_change else best
 
 
-def codec_scales(device: DeviceProfile, server: DeviceProfile) -> tuple[float, float]:
-    """How many times longer the device encodes and the server decodes than this machine, where both were timed:
-    scaled by memory bandwidth against this machine's measured profile (cost_models.host, cached)."""
+def codec_scales(device: DeviceProfile, server: DeviceProfile, spec: str = "none") -> tuple[float, float]:
+    """How many times longer the device and the server take than this machine for codec `spec`'s work timed here:
+    against this machine's measured profile (cost_models.host, cached), by the codec references where both
+    profiles have them, else by memory bandwidth (cost_models.latency.codec_time_scale)."""
     from splitnn.cost_models.host import host_profile
 
-    here = host_profile()
-    return time_scale(device, here), time_scale(server, here)
+    here, image = host_profile(), image_spec(spec) is not None
+    return codec_time_scale(device, here, image), codec_time_scale(server, here, image)
 
 
 def calibrated_ranges(spec: str, samples: Sequence[Tensors]) -> dict[str, TensorRange]:

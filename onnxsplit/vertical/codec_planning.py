@@ -113,15 +113,15 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     # (a named reply codec is held to the bound by write_split, on both codecs' change together)
     reply = reply_on_outputs(analysis.graph, at_cuts, reply_spec, scales, limit if reply_spec == "auto" else None,
                              plan.link.down_bps)
-    ready = [_pair(analysis, plan, c, spec, at_cuts, scales, reply) for c in baseline for spec in images]
+    ready = [_pair(analysis, plan, c, spec, at_cuts, reply) for c in baseline for spec in images]
     ready += [Pair(c.predicted, c, "none", 0) for c in pool if not c.cut.tensors]
-    ready += [_pair(analysis, plan, c, "none", at_cuts, scales, reply) for c in sending]  # no encoding: cheap
+    ready += [_pair(analysis, plan, c, "none", at_cuts, reply) for c in sending]  # no encoding: cheap
     pairs = [(c, spec) for c in sending for spec in codecs if spec != "none"]
     trials, chosen = _best_first(analysis.graph, plan, pairs, ready, at_cuts, limit, progress,
-                                 lambda c, spec: _pair(analysis, plan, c, spec, at_cuts, scales, reply))
+                                 lambda c, spec: _pair(analysis, plan, c, spec, at_cuts, reply))
     if chosen is None:
         raise SplitnnError(f"--codec auto: no cut and codec keeps the outputs within {limit}")
-    finer = [_pair(analysis, plan, chosen.candidate, spec, at_cuts, scales, reply)
+    finer = [_pair(analysis, plan, chosen.candidate, spec, at_cuts, reply)
              for spec in finer_qualities(chosen.codec, trials)]
     if finer:  # the image codec's qualities between the ladder's rungs, each to the unit
         trials, chosen = _refined(analysis.graph, plan.objective, trials, chosen, finer, at_cuts, limit, progress)
@@ -250,7 +250,7 @@ def priced_with(analysis: Analysis, plan: Plan, spec: str, inputs: Sequence[Tens
     scales = codec_scales(plan.device, plan.server)
     reply = reply_on_outputs(analysis.graph, at_cuts, reply_spec, scales, limit or default_limit(analysis.graph),
                              plan.link.down_bps)
-    priced = {c.cut.id: _pair(analysis, plan, c, spec, at_cuts, scales, reply).prediction for c in sending}
+    priced = {c.cut.id: _pair(analysis, plan, c, spec, at_cuts, reply).prediction for c in sending}
     candidates = [dataclasses.replace(c, predicted=priced[c.cut.id]) if c.cut.id in priced else c for c in plan.candidates]
     return dataclasses.replace(plan, candidates=candidates), at_cuts, reply
 
@@ -320,9 +320,9 @@ def reply_on_outputs(graph: Graph, at_cuts: Sequence[Tensors], spec: str, scales
 
 
 def _pair(analysis: Analysis, plan: Plan, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors],
-          scales: tuple[float, float], reply: ReplyCodecRecord | None = None) -> Pair:
+          reply: ReplyCodecRecord | None = None) -> Pair:
     """The candidate with its tensors in `spec`, priced at the encoded bytes of BYTES_INPUTS inputs and the codec's
-    times here, times `scales` (device, server: codec_check.codec_scales); its answer in `reply` (the plain
+    times here, scaled to the device and the server (codec_check.codec_scales); its answer in `reply` (the plain
     answer's bytes times the codec's ratio on the model's outputs)."""
     up, encode_s, decode_s = plain_request_bytes(analysis, candidate), 0.0, 0.0  # "none": as the plan prices it
     if spec != "none":
@@ -330,6 +330,7 @@ def _pair(analysis: Analysis, plan: Plan, candidate: Candidate, spec: str, at_cu
         codecs = tensor_codecs(spec, calibrated_ranges(spec, sent))  # the ranges over every input, as write_split
         trips = [round_trip(codecs, tensors) for tensors in sent[::max(1, len(sent) // BYTES_INPUTS)][:BYTES_INPUTS]]
         up = coded_frame_bytes(candidate.cut.tensors, spec, int(statistics.median(t.coded_bytes for t in trips)))
+        scales = codec_scales(plan.device, plan.server, spec)
         encode_s = statistics.median(t.encode_s for t in trips) * scales[0]
         decode_s = statistics.median(t.decode_s for t in trips) * scales[1]
     down, reply_s = None, (0.0, 0.0)

@@ -180,7 +180,7 @@ def _with_codecs(analysis: Analysis, plan: Plan, document: VerticalPlanFile,
     returned: list[Tensors] = []  # what the server part returns through the cut's codec
     measured = (_measured_codec(run_server, sent, plain, verified, codec, calibration, limit, returned)
                 if codec != "none" else None)
-    scales = codec_scales(plan.device, plan.server)
+    scales = codec_scales(plan.device, plan.server)  # the answer's codecs are array codecs
     reply = None
     if reply_codec != "none":  # on what the server returns through the cut's codec: the change is both codecs'
         returned = returned if measured is not None else plain
@@ -191,7 +191,8 @@ def _with_codecs(analysis: Analysis, plan: Plan, document: VerticalPlanFile,
         else:  # the default bound holds the reply codec's own change
             reply = choose_reply_codec(returned, plain, scales, default_limit(analysis.graph), plan.link.down_bps,
                                        own_change=True)
-    measured, predicted = _priced(analysis, plan, verified, measured, reply, scales)
+    measured, predicted = _priced(analysis, plan, verified, measured, reply, codec_scales(plan.device, plan.server,
+                                                                                          codec))
     return dataclasses.replace(document, codec=measured, reply_codec=reply, predicted=predicted)
 
 

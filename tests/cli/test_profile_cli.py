@@ -24,6 +24,17 @@ def test_profile_writes_a_usable_device_profile(sample_path, tmp_path):
     assert board.compute_power_w is None  # timing tells nothing about watts: unknown, not the base's 5 W
     assert board.macs_per_s["dense_conv"] == pytest.approx(report["profile"]["macs_per_s"]["dense_conv"], rel=1e-3)
     assert board.weight_bandwidth == pytest.approx(report["profile"]["weight_bytes_per_s"], rel=1e-3)  # kept in the file
+    # The codec references are timed where the profile is made, and kept in the file.
+    assert board.image_codec_s == pytest.approx(report["profile"]["image_codec_s"], rel=1e-3) and board.image_codec_s > 0
+    assert board.array_codec_s == pytest.approx(report["profile"]["array_codec_s"], rel=1e-3) and board.array_codec_s > 0
+    # A codec timed where partition runs is scaled to this board by their references, not by DRAM bandwidths.
+    from splitnn.cost_models.host import host_profile
+    from splitnn.onnxsplit.vertical.codec_check import codec_scales
+
+    here, server = host_profile(), load_device("cloud-cpu")
+    assert codec_scales(board, server, "webp:90")[0] == pytest.approx(board.image_codec_s / here.image_codec_s)
+    assert codec_scales(board, server, "int8+lossless")[0] == pytest.approx(board.array_codec_s / here.array_codec_s)
+    assert codec_scales(server, server)[0] == pytest.approx(here.weight_bandwidth / server.weight_bandwidth)
     # The profile drives a partition.
     proc = run_cli("partition", model, "-o", str(tmp_path / "plan"), "--device", str(target), "--no-ort")
     assert proc.returncode == 0, proc.stderr

@@ -42,4 +42,31 @@ def test_host_profile_is_measured_and_cached(tmp_path, monkeypatch):
     assert (tmp_path / "host.toml").is_file()
     assert all(rate > 1e8 for rate in first.macs_per_s.values())  # any real CPU exceeds 0.1 GMAC/s
     assert first.memory_bytes_per_s > 1e8 and first.ram_bytes > 1e9
+    # The codec references, timed here: a 224x224 WebP encode and a 200 kB int8+lossless frame take between
+    # 10 microseconds and a second on any CPU.
+    assert 1e-5 < first.image_codec_s < 1.0 and 1e-5 < first.array_codec_s < 1.0
     assert load_device("host") == first  # the second call reads the cache
+
+
+def test_a_codec_is_scaled_by_its_reference_where_both_profiles_time_it(tmp_path):
+    """cost_models.latency.codec_time_scale: the ratio of the matching codec reference (cost_models/codec_probe)
+    when the board's profile and this machine's both have it; else the ratio of their DRAM bandwidths."""
+    from dataclasses import replace
+
+    from splitnn.cost_models.latency import codec_time_scale
+    from splitnn.cost_models.profiles import device_from_dict, device_to_toml, read_toml
+
+    here = replace(load_device("rockpro64"), name="here", weight_bytes_per_s=40e9, image_codec_s=0.002,
+                   array_codec_s=0.003)
+    board = load_device("rockpro64")  # the built-in board: no references (no board here to time them on)
+    assert board.image_codec_s is None and board.array_codec_s is None
+    assert codec_time_scale(board, here, image=True) == pytest.approx(40e9 / board.weight_bandwidth)
+    timed = replace(board, image_codec_s=0.011, array_codec_s=0.024)
+    assert codec_time_scale(timed, here, image=True) == pytest.approx(5.5)
+    assert codec_time_scale(timed, here, image=False) == pytest.approx(8.0)
+    # Kept through the profile's TOML and plan.json's dict.
+    path = tmp_path / "board.toml"
+    path.write_text(device_to_toml(timed))
+    again = device_from_dict(read_toml(path, "profile"), str(path))
+    assert (again.image_codec_s, again.array_codec_s) == pytest.approx((0.011, 0.024))
+    assert type(timed).from_dict(timed.to_dict()) == timed
