@@ -109,10 +109,10 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     # The input as an image is priced even where it cannot win: it is the baseline the report shows.
     baseline = [c for c in pool if c.cut.id == analysis.cuts[0].id] if images else []
     at_cuts = _tensors_at(analysis.graph, {t for c in [*sending, *baseline] for t in c.cut.tensors}, inputs)
-    scales = codec_scales(plan.device, plan.server)
+    reply_scales = codec_scales(plan.device, plan.server)  # the answer's codecs are array codecs
     # (a named reply codec is held to the bound by write_split, on both codecs' change together)
-    reply = reply_on_outputs(analysis.graph, at_cuts, reply_spec, scales, limit if reply_spec == "auto" else None,
-                             plan.link.down_bps)
+    reply = reply_on_outputs(analysis.graph, at_cuts, reply_spec, reply_scales,
+                             limit if reply_spec == "auto" else None, plan.link.down_bps)
     ready = [_pair(analysis, plan, c, spec, at_cuts, reply) for c in baseline for spec in images]
     ready += [Pair(c.predicted, c, "none", 0) for c in pool if not c.cut.tensors]
     ready += [_pair(analysis, plan, c, "none", at_cuts, reply) for c in sending]  # no encoding: cheap
@@ -124,19 +124,18 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     finer = [_pair(analysis, plan, chosen.candidate, spec, at_cuts, reply)
              for spec in finer_qualities(chosen.codec, trials)]
     if finer:  # the image codec's qualities between the ladder's rungs, each to the unit
-        trials, chosen = _refined(analysis.graph, plan.objective, trials, chosen, finer, at_cuts, limit, progress)
+        trials, chosen = _refined(analysis.graph, plan, trials, chosen, finer, at_cuts, limit, progress)
     return CodecPlan(dataclasses.replace(plan, chosen=chosen.candidate), chosen.codec, tuple(trials))
 
 
-def _refined(graph: Graph, objective: str, trials: list[CodecTrialRecord], chosen: Pair, finer: list[Pair],
+def _refined(graph: Graph, plan: Plan, trials: list[CodecTrialRecord], chosen: Pair, finer: list[Pair],
              at_cuts: Sequence[Tensors], limit: OutputChangeLimit,
              progress: Callable[[str, int, int], None] | None) -> tuple[list[CodecTrialRecord], Pair]:
     """The trials and the chosen pair once the pairs `finer` (the chosen cut at finer qualities) faster than the
     chosen one were checked in order: the first within `limit` is chosen instead."""
-    bar = objective_score(chosen.prediction, objective)
-    finer.sort(key=lambda pair: (objective_score(pair.prediction, objective), pair.codec))
-    faster = [f for f in finer if objective_score(f.prediction, objective) < bar]
-    more, better = _tried(graph, faster, at_cuts, limit, progress, stage="finer qualities")
+    bar = objective_score(chosen.prediction, plan.objective)
+    faster = [f for f in finer if objective_score(f.prediction, plan.objective) < bar]
+    more, better = _best_first(graph, plan, (), faster, at_cuts, limit, progress, stage="finer qualities")
     more += [_trial(f, "not checked: slower than the chosen pair") for f in finer if f not in faster]
     if better is not None:
         trials = [dataclasses.replace(t, verdict="within the limit; a finer quality is faster")
@@ -160,7 +159,8 @@ def finer_qualities(spec: str, trials: Sequence[CodecTrialRecord]) -> list[str]:
 
 def _best_first(graph: Graph, plan: Plan, pairs: Sequence[tuple[Candidate, str]], ready: Sequence[Pair],
                 at_cuts: Sequence[Tensors], limit: OutputChangeLimit, progress: Callable[[str, int, int], None] | None,
-                price: Callable[[Candidate, str], Pair]) -> tuple[list[CodecTrialRecord], Pair | None]:
+                price: Callable[[Candidate, str], Pair] | None = None, stage: str = "checking pairs",
+                ) -> tuple[list[CodecTrialRecord], Pair | None]:
     """The pairs `ready` (priced) and `pairs` (priced by `price` when their turn comes) checked fastest first until
     one keeps the outputs within `limit`: every pair's record, and the chosen pair (None when none passed).
 
@@ -178,6 +178,7 @@ def _best_first(graph: Graph, plan: Plan, pairs: Sequence[tuple[Candidate, str]]
     while heap and chosen is None:
         _, cut_id, kind, index = heapq.heappop(heap)
         if kind == 0:  # its turn: priced, and back in the order at its prediction
+            assert price is not None, "pairs to price need a price"
             priced.append(price(*pairs[index]))
             heapq.heappush(heap, (objective_score(priced[-1].prediction, plan.objective), cut_id, 1, len(priced) - 1))
             done += 1
@@ -186,7 +187,7 @@ def _best_first(graph: Graph, plan: Plan, pairs: Sequence[tuple[Candidate, str]]
             continue
         pair, checked = priced[index], checked + 1
         if progress:
-            progress("checking pairs", checked, len(pairs) + len(ready))
+            progress(stage, checked, len(pairs) + len(ready))
         exact = pair.codec in LOSSLESS or not pair.candidate.cut.tensors
         verdict = "chosen (exact)" if exact else _check(graph, pair.candidate, pair.codec, at_cuts, limit)
         chosen = pair if verdict.startswith("chosen") else None
@@ -211,27 +212,6 @@ def _floor(candidate: Candidate, plan: Plan) -> float:
     return p.device_s + p.server_s + plan.link.rtt_s
 
 
-def _tried(graph: Graph, priced: Sequence[Pair], at_cuts: Sequence[Tensors], limit: OutputChangeLimit,
-           progress: Callable[[str, int, int], None] | None = None, stage: str = "checking pairs",
-           ) -> tuple[list[CodecTrialRecord], Pair | None]:
-    """The pairs `priced` (fastest first) checked in order until one keeps the outputs within `limit`: every
-    pair's record with its verdict, and the chosen pair (None when none passed)."""
-    trials, chosen = [], None
-    for done, pair in enumerate(priced, 1):
-        if progress and chosen is None:
-            progress(stage, done, len(priced))
-        if chosen is not None:
-            verdict = "not checked: slower than the chosen pair"
-        elif pair.codec in LOSSLESS or not pair.candidate.cut.tensors:
-            verdict = "chosen (exact)"
-        else:
-            verdict = _check(graph, pair.candidate, pair.codec, at_cuts, limit)
-        if verdict.startswith("chosen"):
-            chosen = pair
-        trials.append(_trial(pair, verdict))
-    return trials, chosen
-
-
 def _trial(pair: Pair, verdict: str) -> CodecTrialRecord:
     cut, prediction = pair.candidate.cut, pair.prediction
     return CodecTrialRecord(cut.id, tuple(cut.tensors), pair.codec, prediction.total_s, prediction.throughput_fps,
@@ -247,9 +227,8 @@ def priced_with(analysis: Analysis, plan: Plan, spec: str, inputs: Sequence[Tens
     codec's record."""
     sending = [c for c in plan.candidates if c.feasible and c.cut.tensors and (only is None or c.cut.id in only)]
     at_cuts = _tensors_at(analysis.graph, {t for c in sending for t in c.cut.tensors}, inputs)
-    scales = codec_scales(plan.device, plan.server)
-    reply = reply_on_outputs(analysis.graph, at_cuts, reply_spec, scales, limit or default_limit(analysis.graph),
-                             plan.link.down_bps)
+    reply = reply_on_outputs(analysis.graph, at_cuts, reply_spec, codec_scales(plan.device, plan.server),
+                             limit or default_limit(analysis.graph), plan.link.down_bps)
     priced = {c.cut.id: _pair(analysis, plan, c, spec, at_cuts, reply).prediction for c in sending}
     candidates = [dataclasses.replace(c, predicted=priced[c.cut.id]) if c.cut.id in priced else c for c in plan.candidates]
     return dataclasses.replace(plan, candidates=candidates), at_cuts, reply
