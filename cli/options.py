@@ -240,10 +240,11 @@ class CodecChoice:
     preprocess: Any  # onnxsplit.model.calibration.Preprocess for a folder of images, or None
     limit: Any  # vertical.codec_check.OutputChangeLimit, or None
     reply: str = "none"  # the codec the server answers in (--reply-codec)
+    plot: str | None = None  # --plot FILE.png: --codec auto's pairs drawn
 
 
 def _codec_choice(codec: str, calibration: str | None, preprocess: str | None, max_output_change: str | None,
-                  reply_codec: str) -> CodecChoice:
+                  reply_codec: str, plot: str | None) -> CodecChoice:
     from splitnn.onnxsplit.codecs.specs import canonical_codec, needs_ranges
     from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.model.calibration import parse_preprocess
@@ -257,8 +258,10 @@ def _codec_choice(codec: str, calibration: str | None, preprocess: str | None, m
         raise SplitnnError("--max-output-change bounds what a codec does to the outputs: add --codec or --reply-codec")
     if preprocess is not None and calibration is None:
         raise SplitnnError("--preprocess turns --calibration images into inputs: add --calibration FOLDER")
+    if plot is not None and (spec != "auto" or Path(plot).suffix.lower() != ".png"):
+        raise SplitnnError(f"--plot '{plot}' draws the pairs --codec auto prices: give --codec auto and a .png file")
     return CodecChoice(spec, calibration, parse_preprocess(preprocess) if preprocess else None,
-                       parse_output_change(max_output_change) if max_output_change else None, reply)
+                       parse_output_change(max_output_change) if max_output_change else None, reply, plot)
 
 
 def _reply_spec(text: str) -> str:
@@ -301,6 +304,9 @@ CODEC_CHOICE = OptionGroup("codec", (
                                                  "int8, int8:channel, lossless, or one of them +lossless (e.g. "
                                                  "fp16+lossless); measured like --codec, on the server part's "
                                                  "outputs, and priced in the prediction.")),
+    (("--plot", "plot"), dict(type=click.Path(dir_okay=False), metavar="FILE.png",
+                              help="With --codec auto: draw every pair priced, its request bytes against its "
+                                   "predicted latency, by verdict (needs matplotlib).")),
 ), _codec_choice)
 
 

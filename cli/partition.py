@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -54,6 +55,7 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
       splitnn partition net.onnx -o out/jpeg --link 3g --codec jpeg:90 --calibration photos/ --preprocess imagenet   (the input as a JPEG)
       splitnn partition net.onnx -o out/net --codec int8 --calibration photos/ --preprocess mean=0.5,std=0.5 --max-output-change 'agreement>=0.99'
       splitnn partition det.onnx -o out/det --link 3g --cut relu_3.tmp_0 --reply-codec fp16+lossless   (the answer coded too)
+      splitnn partition net.onnx -o out/net --link 3g --codec auto --calibration photos/ --preprocess imagenet --plot pairs.png
       splitnn partition vgg16.onnx -o out/vgg16 --link 4g --trace traces/commute-lte.csv --percentile 95
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --fuse-until maxpool3_out
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --reuse
@@ -119,6 +121,13 @@ def _write_vertical(analysis, plan, choice: CutChoice, codec: CodecChoice, verif
     if spec != "none" and document.codec is None:
         stderr().print(f"note: the chosen cut sends nothing to the server, so --codec {codec.spec} is not used "
                        "(choose a cut that sends, with --cut or another --link)")
+    if codec.plot is not None and trials is not None:
+        from splitnn.onnxsplit.bench.charts import codec_trials_png
+
+        where = f"{plan.device.name} -> {plan.link.name} -> {plan.server.name}"
+        codec_trials_png(codec.plot, trials, f"--codec auto on {Path(analysis.graph.path or 'the model').name}, "
+                                             f"{where}: chose cut {document.cut.id} in {spec}")
+        stderr().print(f"wrote {codec.plot}")
     if as_json:
         click.echo(json.dumps(document.to_dict(), indent=1))
     else:

@@ -1,5 +1,6 @@
 """Pictures of a bench: stacked bars of device, transfer and server time (the Neurosurgeon figure), and an
-adaptive run's timeline (latency per request over the bandwidth and the cut the device chose).
+adaptive run's timeline (latency per request over the bandwidth and the cut the device chose); and of what
+`partition --codec auto` priced: every pair's request bytes against its predicted latency, by verdict.
 
 Drawn with matplotlib (the optional `plot` extra: pip install 'splitnn[plot]'),
 off-screen, and written to a temporary name then renamed.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import io
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from splitnn.onnxsplit.bench.split_report import SplitBenchReport
 
 if TYPE_CHECKING:
+    from splitnn.onnxsplit.artifacts.plan_file import CodecTrialRecord
     from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchReport
     from splitnn.onnxsplit.bench.sweep import SweepReport
 from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic
@@ -43,6 +46,54 @@ def adaptive_timeline_png(path: str | Path, report: AdaptiveBenchReport, title: 
     path = Path(path)
     plt = _pyplot(path)
     return _write_png(plt, timeline_figure(plt, report, title), path)
+
+
+def codec_trials_png(path: str | Path, trials: Sequence[CodecTrialRecord], title: str) -> Path:
+    """Write a PNG of --codec auto's pairs: request bytes against predicted latency, by verdict."""
+    path = Path(path)
+    plt = _pyplot(path)
+    return _write_png(plt, trials_figure(plt, trials, title), path)
+
+
+# (verdict prefix, legend, colour, marker); pairs not priced have no bytes and are left out.
+VERDICTS = (("ruled out", "ruled out by the output change", "#c44e52", "x"),
+            ("not checked", "slower than the chosen pair", "#8c8c8c", "."),
+            ("within the limit", "within the bound, a finer quality faster", "#55a868", "o"),
+            ("chosen", "chosen", "#4c72b0", "*"))
+
+
+def trials_figure(plt: Any, trials: Sequence[CodecTrialRecord], title: str) -> Any:
+    """One point per priced pair (bytes up and predicted ms, both on log axes); the chosen pair and the fastest
+    one ruled out are labelled with their cut and codec."""
+    figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
+    priced = [t for t in trials if t.request_bytes is not None and t.request_bytes > 0]
+    for prefix, name, colour, marker in VERDICTS:
+        points = [t for t in priced if t.verdict.startswith(prefix)]
+        if points:
+            axes.scatter([t.request_bytes for t in points], [t.total_s * 1e3 for t in points], c=colour,
+                         marker=marker, s=90 if prefix == "chosen" else 28, label=f"{name} ({len(points)})",
+                         zorder=3 if prefix == "chosen" else 2)
+    ruled_out = [t for t in priced if t.verdict.startswith("ruled out")]
+    named = [t for t in priced if t.verdict == "chosen"] + ruled_out[:1]  # the chosen, and the fastest ruled out
+    for t in named:
+        chosen = t.verdict == "chosen"  # below right of its star; the one ruled out above left of its cross
+        axes.annotate(f"cut {t.cut_id}: {t.codec}", (t.request_bytes, t.total_s * 1e3), fontsize=8,
+                      xytext=(8, -14) if chosen else (-4, 10), ha="left" if chosen else "right",
+                      textcoords="offset points")
+    exact = [t for t in trials if not t.tensors]
+    for t in exact:  # a cut that sends nothing: a line at its latency
+        axes.axhline(t.total_s * 1e3, color="#dd8452", linestyle="--", linewidth=1,
+                     label=f"cut {t.cut_id} sends nothing ({t.total_s * 1e3:.1f} ms)")
+    unpriced = len(trials) - len(priced) - len(exact)
+    axes.set_xscale("log")
+    axes.set_yscale("log")  # from the fastest pairs to cuts that send megabytes: orders of magnitude apart
+    axes.set_xlabel("request bytes on the wire")
+    axes.set_ylabel("predicted ms per request")
+    axes.set_title("\n".join(textwrap.wrap(title + (f"; {unpriced} pairs not priced (slower at any size)"
+                                                      if unpriced else ""), 72)), fontsize=10)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    figure.tight_layout()
+    return figure
 
 
 def _pyplot(path: Path) -> Any:

@@ -201,11 +201,15 @@ def test_a_codec_at_the_cut_is_measured_at_partition_and_used_by_the_run(sample_
     assert report["max_abs_err"] == pytest.approx(codec["max_abs_err"], rel=1e-3)  # the same input, the same error
     up = report["bytes_per_request"]["up"]
     assert codec["coded_bytes"] < up < codec["coded_bytes"] + 200  # the coded tensors and the frame around them
-    proc = run_cli("partition", model, "-o", "auto", "--codec", "auto", "--no-ort", "--json", cwd=tmp_path)
+    proc = run_cli("partition", model, "-o", "auto", "--codec", "auto", "--no-ort", "--json", "--plot", "pairs.png",
+                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     trials = json.loads(proc.stdout)["codec_trials"]  # every pair priced, in plan.json too
     assert trials and trials[0]["verdict"].startswith("chosen") and "random input" in proc.stderr
+    assert (tmp_path / "pairs.png").read_bytes().startswith(b"\x89PNG") and "wrote pairs.png" in proc.stderr
     assert_bad_input(run_cli("partition", model, "-o", "x", "--codec", "int9", cwd=tmp_path), "unknown codec 'int9'")
+    assert_bad_input(run_cli("partition", model, "-o", "x", "--codec", "fp16", "--plot", "p.png", cwd=tmp_path),
+                     "--plot 'p.png' draws the pairs --codec auto prices")
     assert not (tmp_path / "x").exists()
 
 

@@ -126,3 +126,42 @@ def test_an_adaptive_timeline_keeps_its_text_on_the_page():
         box = artist.get_window_extent(renderer)
         assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1 and page.y0 - 1 <= box.y0 and box.y1 <= page.y1 + 1, artist
     plt.close(figure)
+
+
+def test_codec_trials_are_drawn_by_verdict_and_their_text_stays_on_the_page(tmp_path):
+    """partition --codec auto --plot: one point per priced pair (its bytes against its predicted latency) in its
+    verdict's colour, the chosen pair and the fastest ruled out labelled; pairs not priced are counted, not
+    drawn."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from splitnn.onnxsplit.artifacts.plan_file import CodecTrialRecord
+    from splitnn.onnxsplit.bench.charts import codec_trials_png, trials_figure
+
+    trials = [CodecTrialRecord(0, ("input",), "jpeg:70", 0.28, 3.5, "ruled out: relerr 0.071 (limit relerr<=0.05)", 10300),
+              CodecTrialRecord(0, ("input",), "webp:86:0", 0.35, 2.9, "chosen", 15011),
+              CodecTrialRecord(0, ("input",), "webp:90:0", 0.36, 2.8, "within the limit; a finer quality is faster",
+                               16089),
+              CodecTrialRecord(31, ("maxpool5_out",), "lossless", 0.71, 1.4, "not checked: slower than the chosen pair",
+                               80000),
+              CodecTrialRecord(37, (), "none", 0.638, 1.6, "not checked: slower than the chosen pair", 0),
+              CodecTrialRecord(24, ("maxpool4_out",), "fp16", 0.9, None, "not priced: its compute and the round trip "
+                               "are slower than the chosen pair", None)]
+    figure = trials_figure(plt, trials, "--codec auto on vgg16.onnx, rockpro64 -> 3g -> host: chose cut 0 in webp:86:0")
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    axes = figure.axes[0]
+    assert len(axes.collections) == 4  # ruled out, not checked, within the limit, chosen: one scatter each
+    labels = sorted(t.get_text() for t in axes.texts)
+    assert labels == ["cut 0: jpeg:70", "cut 0: webp:86:0"]  # the chosen pair and the fastest ruled out
+    assert "1 pairs not priced" in axes.title.get_text() and len(axes.lines) == 1  # cut 37 sends nothing: a line
+    page = figure.bbox
+    for artist in (axes.title, axes.xaxis.label, axes.yaxis.label, axes.get_legend()):
+        box = artist.get_window_extent(renderer)
+        assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1 and page.y0 - 1 <= box.y0 and box.y1 <= page.y1 + 1, artist
+    plt.close(figure)
+    data = codec_trials_png(tmp_path / "pairs.png", trials, "t").read_bytes()
+    assert data.startswith(PNG_MAGIC)
