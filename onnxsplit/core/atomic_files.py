@@ -60,15 +60,16 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write to a temporary name beside `path`, then rename: readers see the old file or the new one."""
+def write_bytes_atomic(path: str | Path, data: bytes, mode: int | None = None) -> None:
+    """Write to a temporary name beside `path`, then rename: readers see the old file or the new one. The file
+    gets `mode` (e.g. 0o600 for a private key, set before the rename), else the mode a new file would get."""
     path = Path(path)
     writable_folder(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.chmod(tmp, _new_file_mode(path))  # mkstemp makes it 0600: a profile or a picture others read too
+        os.chmod(tmp, _new_file_mode(path) if mode is None else mode)  # mkstemp's 0600 hid profiles and pictures
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -71,7 +71,6 @@ def write_self_signed(folder: str | Path, names: Sequence[str] = ()) -> tuple[Pa
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(folder / CERT_FILE, cert.public_bytes(serialization.Encoding.PEM))
-    write_bytes_atomic(folder / KEY_FILE, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                            serialization.NoEncryption()))
-    (folder / KEY_FILE).chmod(0o600)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    write_bytes_atomic(folder / KEY_FILE, private, mode=0o600)  # never readable by others, not even for a moment
     return folder / CERT_FILE, folder / KEY_FILE

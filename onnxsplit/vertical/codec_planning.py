@@ -4,8 +4,8 @@
 1. The original model runs once per input with every candidate cut's tensors as extra outputs (a cut that
    could not beat the best plain cut even if it sent nothing is left out: its device and server time alone are
    too long).
-2. Every (cut, codec) pair that could win is priced at its real encoded bytes (the median over BYTES_INPUTS of the inputs,
-   evenly spaced: a folder of photographs and their mirror images is not priced on its first four)
+2. Every (cut, codec) pair that could win is priced at its real encoded bytes (the median over BYTES_INPUTS of
+   the inputs, evenly spaced: a folder of photographs and their mirror images is not priced on its first four)
    and its encode and decode times measured here (planning.with_request_bytes).
 3. The pairs are tried in order of that prediction; a lossless pair passes as it is, a lossy one passes when the
    cut's server part, run on the decoded tensors of every input, keeps the outputs within the limit. The first
@@ -151,8 +151,9 @@ def finer_qualities(spec: str, trials: Sequence[CodecTrialRecord]) -> list[str]:
     if parsed is None or parsed[1] is None:
         return []
     fmt, quality, method = parsed
-    family = [image_spec(t.codec) for t in trials if t.verdict.startswith("ruled out") and image_spec(t.codec)]
-    lower = [q for f, q, m in family if f == fmt and m == method and q is not None and q < quality]  # type: ignore[misc]
+    ruled_out = [image_spec(t.codec) for t in trials if t.verdict.startswith("ruled out")]
+    lower = [rung[1] for rung in ruled_out if rung is not None and rung[0] == fmt and rung[2] == method
+             and rung[1] is not None and rung[1] < quality]
     floor = max(lower, default=max(quality - QUALITY_STEP, 0))
     return [image_codec_name(fmt, q, method) for q in range(floor + 1, quality)]
 

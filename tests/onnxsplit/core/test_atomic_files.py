@@ -20,6 +20,9 @@ def test_a_written_file_gets_the_umask_mode_and_keeps_an_existing_files_mode(tmp
         os.umask(0o077)
         write_text_atomic(tmp_path / "private.toml", "x = 1\n")
         assert stat.S_IMODE((tmp_path / "private.toml").stat().st_mode) == 0o600
+        os.umask(0o022)
+        write_bytes_atomic(tmp_path / "key.pem", b"secret", mode=0o600)  # a private key: never readable by others
+        assert stat.S_IMODE((tmp_path / "key.pem").stat().st_mode) == 0o600
     finally:
         os.umask(mask)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["chart.png", "private.toml"]  # no temporary left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chart.png", "key.pem", "private.toml"]  # no temporary
