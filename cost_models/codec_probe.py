@@ -7,9 +7,11 @@
 
 `splitnn profile` records both in the profile it writes for a board, and the `host` probes in this machine's
 (cost_models.host). A codec's time measured here is then scaled to the board by the ratio of the matching
-reference (cost_models.latency.codec_time_scale), as a board's compute is scaled by its fitted rates. A profile
-without them (the built-in boards: no board here to run them on) is scaled by the ratio of DRAM bandwidths,
-which overstates a board's time for work that stays in its caches, such as an image's encode.
+reference (cost_models.latency.codec_time_scale), as a board's compute is scaled by its fitted rates. The
+built-in boards carry estimates (no board here to run them on): this reference time on the development machine
+times the ratio of published single-thread 7-Zip ratings (see their TOML). A profile without them is scaled by
+the ratio of DRAM bandwidths, which overstates a board's time for work that stays in its caches, such as an
+image's encode.
 
 Written by hand because no library times a codec against a reference that travels with a device profile; the
 codecs themselves are splitnn's (Pillow's libwebp, blosc2).

@@ -101,9 +101,10 @@ def node_seconds(node: Node, cost: NodeCost, graph: Graph, profile: DeviceProfil
 def codec_time_scale(profile: DeviceProfile, here: DeviceProfile, image: bool = False) -> float:
     """How many times longer `profile` takes than this machine (`here`, its measured profile) for a codec's encode
     or decode timed here (`image`: an image codec's): the ratio of their times for the matching codec reference
-    (cost_models/codec_probe) where both profiles have it; else the ratio of their bandwidths to DRAM (the
-    weights', which is the one bandwidth of a profile that gives one; a RockPro64 against this host: about 19),
-    which is right for work that streams through memory and overstates a board's time for work in its caches."""
+    (cost_models/codec_probe) where both profiles have it (the built-in boards carry estimates from single-core
+    ratings: a RockPro64 about 2.6 times this host); else the ratio of their bandwidths to DRAM (the weights',
+    which is the one bandwidth of a profile that gives one; a RockPro64 against this host: about 19), which is
+    right for work that streams through memory and overstates a board's time for work in its caches."""
     theirs, ours = ((profile.image_codec_s, here.image_codec_s) if image
                     else (profile.array_codec_s, here.array_codec_s))
     if theirs and ours:

@@ -51,8 +51,9 @@ class DeviceProfile:
     # take HOST_PIXEL_OVERHEAD, and `splitnn profile` fits it). None: no such loss.
     dense_conv_pixel_overhead: float | None = None
     # Seconds for the codec references of cost_models/codec_probe on this device (an image encoded as webp:90:0;
-    # a feature map coded as int8+lossless), as `splitnn profile` and the host probes measure them. None: not
-    # measured, and a codec's time is scaled by the DRAM bandwidths instead (cost_models.latency.codec_time_scale).
+    # a feature map coded as int8+lossless), as `splitnn profile` and the host probes measure them, or as the
+    # built-in boards' TOML estimates them. None: unknown, and a codec's time is scaled by the DRAM bandwidths
+    # instead (cost_models.latency.codec_time_scale).
     image_codec_s: float | None = None
     array_codec_s: float | None = None
 

@@ -266,13 +266,13 @@ def test_the_input_as_a_jpeg_on_a_real_classifier_and_real_pages(tmp_path):
     assert codec["raw_bytes"] / codec["coded_bytes"] >= 20
     (pixel_range,) = codec["ranges"]
     assert pixel_range["low"][0] == pytest.approx((0 - 0.485) / 0.229, abs=1e-3)  # black text, ImageNet's mean
-    # The encoding is priced on the board: this machine's time, scaled by the bandwidths to DRAM (host: the tests'
-    # own cached profile, which the command read too).
+    # The encoding is priced on the board: this machine's time, scaled by the image codec references (the board's
+    # estimated in its TOML; host: the tests' own cached profile, which the command read too).
     from splitnn.cost_models.catalog import load_device
     from splitnn.cost_models.host import host_profile
 
     board = load_device("rockpro64")
-    assert codec["device_scale"] == pytest.approx(host_profile().weight_bandwidth / board.weight_bandwidth)
+    assert codec["device_scale"] == pytest.approx(board.image_codec_s / host_profile().image_codec_s)
     assert written["predicted"]["encode_s"] == pytest.approx(
         codec["encode_s"] * codec["device_scale"] + 3 * 224 * 224 * 4 / board.memory_bytes_per_s, rel=1e-6)
     proc = run_cli("run-bench", "jpeg", "--requests", "2", "--no-baselines", "--stream", "--json", cwd=tmp_path)
