@@ -377,7 +377,9 @@ def _render_codec(c) -> None:  # type: ignore[no-untyped-def]
     stdout().print(f"codec {c.name}: the cut's tensors {human_bytes(c.raw_bytes)} -> [bold]{human_bytes(c.coded_bytes)}"
                    f"[/bold] ({c.ratio:.2f}x fewer bytes) {where}; the outputs through it "
                    f"differ by up to {c.max_abs_err:.3g} ({c.max_rel_err:.2%} of their largest value){top1}; "
-                   f"encoding {c.encode_s * 1e3:.2f} ms, decoding {c.decode_s * 1e3:.2f} ms here. "
+                   f"encoding {c.encode_s * 1e3:.2f} ms here, {c.device_encode_s * 1e3:.2f} ms on the device "
+                   f"(x{c.device_scale:.2f}), decoding {c.decode_s * 1e3:.2f} ms here, "
+                   f"{c.server_decode_s * 1e3:.2f} ms on the server (x{c.server_scale:.2f}). "
                    "[dim]The chosen cut's prediction counts these bytes; the other candidates' are float32.[/dim]")
     if image_spec(c.name) is not None:
         for r in c.ranges:

@@ -273,6 +273,9 @@ def test_the_input_as_a_jpeg_on_a_real_classifier_and_real_pages(tmp_path):
 
     board = load_device("rockpro64")
     assert codec["device_scale"] == pytest.approx(board.image_codec_s / host_profile().image_codec_s)
+    # The report says what the board's encode is priced at, and by how many times this machine's.
+    assert (f"{codec['encode_s'] * 1e3:.2f} ms here, {codec['encode_s'] * codec['device_scale'] * 1e3:.2f} ms on the "
+            f"device (x{codec['device_scale']:.2f})") in " ".join(proc.stdout.split())
     assert written["predicted"]["encode_s"] == pytest.approx(
         codec["encode_s"] * codec["device_scale"] + 3 * 224 * 224 * 4 / board.memory_bytes_per_s, rel=1e-6)
     proc = run_cli("run-bench", "jpeg", "--requests", "2", "--no-baselines", "--stream", "--json", cwd=tmp_path)
