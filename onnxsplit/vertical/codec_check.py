@@ -151,14 +151,33 @@ def choose_reply_codec(returned: Sequence[Tensors], plain: Sequence[Tensors], sc
     return measure_reply_codec(returned, plain, best.name, scales) if best is not None and own_change else best
 
 
-def codec_scales(device: DeviceProfile, server: DeviceProfile, spec: str = "none") -> tuple[float, float]:
-    """How many times longer the device and the server take than this machine for codec `spec`'s work timed here:
-    against this machine's measured profile (cost_models.host, cached), by the codec references where both
-    profiles have them, else by memory bandwidth (cost_models.latency.codec_time_scale)."""
+@dataclass(frozen=True)
+class CodecScales:
+    """How many times longer the device and the server take than this machine for a codec's work timed here,
+    (device, server) for array codecs and for image codecs, all read against one host profile."""
+
+    array: tuple[float, float]
+    image: tuple[float, float]
+
+    def of(self, spec: str) -> tuple[float, float]:
+        return self.image if image_spec(spec) is not None else self.array
+
+
+def all_codec_scales(device: DeviceProfile, server: DeviceProfile) -> CodecScales:
+    """Both kinds' scales against this machine's measured profile (cost_models.host, cached; read once, so that a
+    planner pricing many pairs prices them all against the same profile, even if the cache is renewed meanwhile):
+    by the codec references where both profiles have them, else by memory bandwidth
+    (cost_models.latency.codec_time_scale)."""
     from splitnn.cost_models.host import host_profile
 
-    here, image = host_profile(), image_spec(spec) is not None
-    return codec_time_scale(device, here, image), codec_time_scale(server, here, image)
+    here = host_profile()
+    return CodecScales(*((codec_time_scale(device, here, image), codec_time_scale(server, here, image))
+                         for image in (False, True)))
+
+
+def codec_scales(device: DeviceProfile, server: DeviceProfile, spec: str = "none") -> tuple[float, float]:
+    """all_codec_scales' (device, server) for codec `spec`."""
+    return all_codec_scales(device, server).of(spec)
 
 
 def calibrated_ranges(spec: str, samples: Sequence[Tensors]) -> dict[str, TensorRange]:

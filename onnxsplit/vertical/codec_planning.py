@@ -44,11 +44,12 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.model.weight_source import open_in_place
 from splitnn.onnxsplit.vertical.codec_check import (
+    CodecScales,
     OutputChangeLimit,
     Tensors,
+    all_codec_scales,
     calibrated_ranges,
     choose_reply_codec,
-    codec_scales,
     default_limit,
     measure_codec,
     measure_reply_codec,
@@ -109,20 +110,23 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     # The input as an image is priced even where it cannot win: it is the baseline the report shows.
     baseline = [c for c in pool if c.cut.id == analysis.cuts[0].id] if images else []
     at_cuts = _tensors_at(analysis.graph, {t for c in [*sending, *baseline] for t in c.cut.tensors}, inputs)
-    reply_scales = codec_scales(plan.device, plan.server)  # the answer's codecs are array codecs
-    # (a named reply codec is held to the bound by write_split, on both codecs' change together)
-    reply = reply_on_outputs(analysis.graph, at_cuts, reply_spec, reply_scales,
+    scales = all_codec_scales(plan.device, plan.server)
+    # The answer's codecs are array codecs; a named one is held to the bound by write_split, on both codecs' change
+    # together.
+    reply = reply_on_outputs(analysis.graph, at_cuts, reply_spec, scales.array,
                              limit if reply_spec == "auto" else None, plan.link.down_bps)
-    ready = [_pair(analysis, plan, c, spec, at_cuts, reply) for c in baseline for spec in images]
+
+    def price(candidate: Candidate, spec: str) -> Pair:
+        return _pair(analysis, plan, candidate, spec, at_cuts, scales, reply)
+
+    ready = [price(c, spec) for c in baseline for spec in images]
     ready += [Pair(c.predicted, c, "none", 0) for c in pool if not c.cut.tensors]
-    ready += [_pair(analysis, plan, c, "none", at_cuts, reply) for c in sending]  # no encoding: cheap
+    ready += [price(c, "none") for c in sending]  # no encoding: cheap
     pairs = [(c, spec) for c in sending for spec in codecs if spec != "none"]
-    trials, chosen = _best_first(analysis.graph, plan, pairs, ready, at_cuts, limit, progress,
-                                 lambda c, spec: _pair(analysis, plan, c, spec, at_cuts, reply))
+    trials, chosen = _best_first(analysis.graph, plan, pairs, ready, at_cuts, limit, progress, price)
     if chosen is None:
         raise SplitnnError(f"--codec auto: no cut and codec keeps the outputs within {limit}")
-    finer = [_pair(analysis, plan, chosen.candidate, spec, at_cuts, reply)
-             for spec in finer_qualities(chosen.codec, trials)]
+    finer = [price(chosen.candidate, spec) for spec in finer_qualities(chosen.codec, trials)]
     if finer:  # the image codec's qualities between the ladder's rungs, each to the unit
         trials, chosen = _refined(analysis.graph, plan, trials, chosen, finer, at_cuts, limit, progress)
     return CodecPlan(dataclasses.replace(plan, chosen=chosen.candidate), chosen.codec, tuple(trials))
@@ -228,9 +232,10 @@ def priced_with(analysis: Analysis, plan: Plan, spec: str, inputs: Sequence[Tens
     codec's record."""
     sending = [c for c in plan.candidates if c.feasible and c.cut.tensors and (only is None or c.cut.id in only)]
     at_cuts = _tensors_at(analysis.graph, {t for c in sending for t in c.cut.tensors}, inputs)
-    reply = reply_on_outputs(analysis.graph, at_cuts, reply_spec, codec_scales(plan.device, plan.server),
-                             limit or default_limit(analysis.graph), plan.link.down_bps)
-    priced = {c.cut.id: _pair(analysis, plan, c, spec, at_cuts, reply).prediction for c in sending}
+    scales = all_codec_scales(plan.device, plan.server)
+    reply = reply_on_outputs(analysis.graph, at_cuts, reply_spec, scales.array, limit or default_limit(analysis.graph),
+                             plan.link.down_bps)
+    priced = {c.cut.id: _pair(analysis, plan, c, spec, at_cuts, scales, reply).prediction for c in sending}
     candidates = [dataclasses.replace(c, predicted=priced[c.cut.id]) if c.cut.id in priced else c for c in plan.candidates]
     return dataclasses.replace(plan, candidates=candidates), at_cuts, reply
 
@@ -300,19 +305,21 @@ def reply_on_outputs(graph: Graph, at_cuts: Sequence[Tensors], spec: str, scales
 
 
 def _pair(analysis: Analysis, plan: Plan, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors],
-          reply: ReplyCodecRecord | None = None) -> Pair:
+          scales: CodecScales, reply: ReplyCodecRecord | None = None) -> Pair:
     """The candidate with its tensors in `spec`, priced at the encoded bytes of BYTES_INPUTS inputs and the codec's
-    times here, scaled to the device and the server (codec_check.codec_scales); its answer in `reply` (the plain
-    answer's bytes times the codec's ratio on the model's outputs)."""
-    up, encode_s, decode_s = plain_request_bytes(analysis, candidate), 0.0, 0.0  # "none": as the plan prices it
-    if spec != "none":
+    times here, scaled to the device and the server by `scales`; its answer in `reply` (the plain answer's bytes
+    times the codec's ratio on the model's outputs)."""
+    encode_s = decode_s = 0.0
+    if spec == "none":
+        up = plain_request_bytes(analysis, candidate)  # as the plan prices it
+    else:
         sent = [{t: values[t] for t in candidate.cut.tensors} for values in at_cuts]
         codecs = tensor_codecs(spec, calibrated_ranges(spec, sent))  # the ranges over every input, as write_split
         trips = [round_trip(codecs, tensors) for tensors in sent[::max(1, len(sent) // BYTES_INPUTS)][:BYTES_INPUTS]]
         up = coded_frame_bytes(candidate.cut.tensors, spec, int(statistics.median(t.coded_bytes for t in trips)))
-        scales = codec_scales(plan.device, plan.server, spec)
-        encode_s = statistics.median(t.encode_s for t in trips) * scales[0]
-        decode_s = statistics.median(t.decode_s for t in trips) * scales[1]
+        device_scale, server_scale = scales.of(spec)
+        encode_s = statistics.median(t.encode_s for t in trips) * device_scale
+        decode_s = statistics.median(t.decode_s for t in trips) * server_scale
     down, reply_s = None, (0.0, 0.0)
     if reply is not None:
         down = int(plain_reply_bytes(analysis, candidate) / reply.ratio)

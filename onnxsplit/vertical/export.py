@@ -59,8 +59,8 @@ from splitnn.onnxsplit.vertical.codec_check import (
     OutputChangeLimit,
     ServerRun,
     Tensors,
+    all_codec_scales,
     choose_reply_codec,
-    codec_scales,
     default_limit,
     measure_codec,
     measure_reply_codec,
@@ -180,19 +180,18 @@ def _with_codecs(analysis: Analysis, plan: Plan, document: VerticalPlanFile,
     returned: list[Tensors] = []  # what the server part returns through the cut's codec
     measured = (_measured_codec(run_server, sent, plain, verified, codec, calibration, limit, returned)
                 if codec != "none" else None)
-    scales = codec_scales(plan.device, plan.server)  # the answer's codecs are array codecs
+    scales = all_codec_scales(plan.device, plan.server)  # one read of this machine's profile for both codecs
     reply = None
     if reply_codec != "none":  # on what the server returns through the cut's codec: the change is both codecs'
         returned = returned if measured is not None else plain
         if reply_codec != "auto":
-            reply = measure_reply_codec(returned, plain, reply_codec, scales, limit)
+            reply = measure_reply_codec(returned, plain, reply_codec, scales.array, limit)  # an array codec
         elif limit is not None:  # the user's bound holds both codecs together
-            reply = choose_reply_codec(returned, plain, scales, limit, plan.link.down_bps)
+            reply = choose_reply_codec(returned, plain, scales.array, limit, plan.link.down_bps)
         else:  # the default bound holds the reply codec's own change
-            reply = choose_reply_codec(returned, plain, scales, default_limit(analysis.graph), plan.link.down_bps,
+            reply = choose_reply_codec(returned, plain, scales.array, default_limit(analysis.graph), plan.link.down_bps,
                                        own_change=True)
-    measured, predicted = _priced(analysis, plan, verified, measured, reply, codec_scales(plan.device, plan.server,
-                                                                                          codec))
+    measured, predicted = _priced(analysis, plan, verified, measured, reply, scales.of(codec))
     return dataclasses.replace(document, codec=measured, reply_codec=reply, predicted=predicted)
 
 
