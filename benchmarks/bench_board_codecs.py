@@ -25,7 +25,7 @@ import sys
 
 from splitnn.cost_models.codec_probe import codec_reference_seconds
 
-# (board, sbc-bench result, clock) -> single-thread 7-Zip MIPS as sbc-bench published it (p7zip 16.02).
+# Board -> (its single-thread 7-Zip MIPS as sbc-bench published it with p7zip 16.02, which result and clock).
 PUBLISHED_MIPS = {
     "rockpro64": (1755, "results/1iFp.txt, RK3399's A72 at 1.8 GHz"),
     "raspberry-pi-4": (1661, "results/3EgS.txt, BCM2711's A72 at 1.5 GHz"),
