@@ -6,7 +6,7 @@ import json
 import click
 
 from splitnn.cli.options import input_shape_option
-from splitnn.cli.render import human_bytes, human_count, sparkline, stderr, stdout
+from splitnn.cli.render import human_bytes, human_count, sparkline, stdout, warning
 
 
 @click.command()
@@ -39,7 +39,7 @@ def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, csv_path: 
     shapes = parse_input_shapes(input_shapes)
     result = run_analysis(load_graph(model, shapes))
     for line in result.warnings:
-        stderr().print(f"[yellow]warning:[/yellow] {line}", soft_wrap=True)
+        warning(line)
     if csv_path:
         _write_csv(result, csv_path)
     partitions = _min_cut_partitions(result)

@@ -20,7 +20,7 @@ from splitnn.cli.options import (
     input_shape_option,
     use_groups,
 )
-from splitnn.cli.render import human_bytes, stderr, stdout
+from splitnn.cli.render import human_bytes, stderr, stdout, warn_unpriced
 
 
 @click.command()
@@ -83,6 +83,7 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
     if image_spec(codec.spec) is not None:  # an image file is the model's input: everything else on the server
         forced = image_input_cut(analysis, codec.spec, choice.forced)
     plan = plan_split(analysis, inputs.device, inputs.server, inputs.link, choice.objective, inputs.constraints, forced)
+    warn_unpriced(plan.unpriced)
     if choice.adaptive:
         _write_adaptive(analysis, plan, choice, codec, outdir, verification, as_json)
         return
@@ -216,6 +217,7 @@ def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, til
     profile = load_device(tiles.node_profile)
     analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))
     plan = plan_tiles(analysis, tiles.nodes, profile, tiles.grid, tiles.fuse_until, tiles.stacks, tiles.fc_split)
+    warn_unpriced(plan.unpriced)
     with stderr().status("writing and verifying the tiles..."):
         document = write_tiles(analysis, plan, outdir, reuse=tiles.reuse, atol=verification.atol, rtol=verification.rtol)
     if as_json:

@@ -5,8 +5,12 @@ import math
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from splitnn.cost_models.registry import UnpricedOps
 
 # Output piped to a file or a program is as wide as its content needs: tables keep every cell whole.
 PIPED_WIDTH = 10_000
@@ -26,6 +30,24 @@ def log_line(line: str) -> None:
     """One line of a long-running command's log on stderr, whole (never wrapped, for grep and log files) and as
     it is (no markup: it may hold what a peer sent, such as a device's name)."""
     stderr().print(line, soft_wrap=True, markup=False)
+
+
+def warning(line: str, console: Console | None = None) -> None:
+    """One warning line on stderr (or on `console`: a progress display's, which prints it above the bars), whole."""
+    from rich.markup import escape
+
+    (console or stderr()).print(f"[yellow]warning:[/yellow] {escape(line)}", soft_wrap=True)
+
+
+def warn_unpriced(unpriced: UnpricedOps | None, console: Console | None = None) -> None:
+    """The one line every command that plans or predicts from costs gives when some nodes are priced at 0 s for an
+    operator with no cost formula (cost_models/registry.unpriced_ops); nothing when there is none."""
+    if unpriced is None:
+        return
+    ops = ", ".join(f"{op} x{count}" for op, count in unpriced.counts.items())
+    nodes = f"{unpriced.nodes} node{'s' if unpriced.nodes > 1 else ''}"
+    warning(f"{nodes} of an operator with no cost formula ({ops}) priced at 0 s: the predictions ignore their work, "
+            "so the cut and the times predicted may be wrong", console)
 
 
 def human_bytes(count: int | float) -> str:

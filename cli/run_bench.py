@@ -24,7 +24,7 @@ from splitnn.cli.options import (
     use_groups,
 )
 from splitnn.cli.progress import Progress
-from splitnn.cli.render import stderr
+from splitnn.cli.render import stderr, warn_unpriced
 
 if TYPE_CHECKING:
     from splitnn.onnxsplit.bench.split_report import SplitBenchReport
@@ -67,6 +67,8 @@ def run_bench(target: str, link: LinkChoice, bench: BenchChoice, sweep: SweepCho
 
     if sweep is not None and bench.stream:
         raise SplitnnError("--sweep measures streams itself with --objective throughput: drop --stream")
+    if sweep is None:
+        _warn_unpriced(target)
     if sweep is None and _is_tile_plan(target):
         if report.plot is not None:
             raise SplitnnError("--plot draws the split's stages; a tile plan prints its scaling table (use --json for data)")
@@ -91,6 +93,19 @@ def run_bench(target: str, link: LinkChoice, bench: BenchChoice, sweep: SweepCho
         render_split(result)
     if report.plot is not None:
         stderr().print(f"plot written to {report.plot}")
+
+
+def _warn_unpriced(outdir: str) -> None:
+    """The plan's nodes priced at 0 s (an operator with no cost formula): its predictions, which the report shows,
+    ignore their work."""
+    from splitnn.onnxsplit.artifacts.plan_file import read_plan
+    from splitnn.onnxsplit.core.errors import SplitnnError
+
+    try:
+        plan = read_plan(outdir)
+    except SplitnnError:
+        return  # the bench's own reading of the plan says what is wrong
+    warn_unpriced(plan.unpriced_ops)
 
 
 def _refuse_adaptive_options(bench: BenchChoice) -> None:
@@ -193,6 +208,7 @@ def _sweep(model: str, sweep: SweepChoice, link: LinkChoice, bench: BenchChoice,
                              sweep.max_device_share, sweep.max_transfer_bytes)
     analysis = analyze(load_graph(model, parse_input_shapes(sweep.input_shapes)))
     plan = plan_split(analysis, inputs.device, inputs.server, inputs.link, sweep.objective, inputs.constraints)
+    warn_unpriced(plan.unpriced, progress.bar.console)
     settings = settings_for(inputs.link.uplink_bps, inputs.link.rtt_s, downlink_bps=inputs.link.down_bps,
                             **link.impairments)
     return sweep_cuts(analysis, plan, settings, top=sweep.top, requests=bench.requests, rounds=sweep.rounds,

@@ -8,10 +8,12 @@ from __future__ import annotations
 from splitnn.cost_models import operators  # noqa: F401  (importing the families fills the registry)
 from splitnn.cost_models.registry import (
     NodeCost,
+    UnpricedOps,
     handler_for,
     node_costs,
     register,
     registered_ops,
+    unpriced_ops,
 )
 
-__all__ = ["NodeCost", "handler_for", "node_costs", "register", "registered_ops"]
+__all__ = ["NodeCost", "UnpricedOps", "handler_for", "node_costs", "register", "registered_ops", "unpriced_ops"]

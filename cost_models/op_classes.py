@@ -32,6 +32,12 @@ TRANSCENDENTAL_OPS = frozenset({
     "FastGelu", "BiasGelu", "QuickGelu",
 })
 SOFTMAX_OPS = frozenset({"Softmax", "LogSoftmax"})
+# Matrix products, and the fused operators whose work is mostly matrix products: onnxruntime's int8 LSTM (its gates'
+# products, in its GEMM kernels) and the attentions (the projections and QK^T, AV; the softmax between is a small part).
+MATMUL_OPS = frozenset({
+    "Gemm", "MatMul", "MatMulInteger", "QLinearMatMul", "QGemm", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
+    "MatMulNBits", "DynamicQuantizeLSTM", "Attention", "MultiHeadAttention", "GroupQueryAttention",
+})
 
 
 def with_fallbacks(rates: dict[str, float]) -> dict[str, float]:
@@ -57,8 +63,7 @@ def op_class(node: Node, graph: Graph) -> str:
         group = int(node.attrs.get("group", 1))
         channels = graph.shape(node.inputs[0])[1] if len(graph.shape(node.inputs[0])) > 1 else 1
         return DEPTHWISE_CONV if group > 1 and group == channels else DENSE_CONV
-    if node.op_type in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul", "QGemm", "MatMulIntegerToFloat",
-                        "DynamicQuantizeMatMul"):
+    if node.op_type in MATMUL_OPS:
         return MATMUL
     if node.op_type in TRANSCENDENTAL_OPS:
         return TRANSCENDENTAL

@@ -19,11 +19,13 @@ Conventions (stated once, used everywhere):
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from splitnn.onnxsplit.core.records import Record
 from splitnn.onnxsplit.model.graph import Graph, Node
 
 MacHandler = Callable[[Node, Graph], int]
@@ -59,6 +61,29 @@ def handler_for(node: Node) -> MacHandler | None:
 def registered_ops() -> list[str]:
     """The op types with a formula (other domains' prefixed with the domain, e.g. com.microsoft.QLinearAdd)."""
     return sorted(_HANDLERS)
+
+
+@dataclass(frozen=True)
+class UnpricedOps(Record):
+    """The nodes with work to do (not computed from constants alone) whose operator has no MAC formula: each is
+    priced at 0 MACs, so at 0 s on every profile, and a prediction made from the costs leaves its work out. A plan
+    carries this (plan.json too) so that every command that plans or predicts can say so."""
+
+    counts: dict[str, int]  # op type -> nodes of it, most first
+
+    @property
+    def nodes(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def op_types(self) -> tuple[str, ...]:
+        return tuple(self.counts)
+
+
+def unpriced_ops(graph: Graph) -> UnpricedOps | None:
+    """The nodes of `graph` priced at 0 because their operator is unknown; None when there is none."""
+    counts = Counter(node.op_type for node in graph.nodes if not node.is_constant and handler_for(node) is None)
+    return UnpricedOps(dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))) if counts else None
 
 
 @dataclass(frozen=True)

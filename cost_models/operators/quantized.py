@@ -1,4 +1,5 @@
-"""onnxruntime's quantized operators in the com.microsoft domain (QOperator form, as its quantizer writes them).
+"""onnxruntime's quantized operators in the com.microsoft domain (QOperator form, as its quantizer writes them;
+MatMulNBits, the 2- to 8-bit block-quantized weights of its weight-only quantizer).
 
 Each counts as its float counterpart: an int8 multiply-accumulate or operation per element as one. QLinearConv,
 ConvInteger and MatMulInteger are in the ONNX domain (conv and matmul modules); QuantizeLinear and
@@ -45,3 +46,11 @@ def quantized_matmul(node: Node, graph: Graph) -> int:
     a = graph.shape(node.inputs[0])
     k = a[0] if node.attrs.get("transA", 0) else a[-1]
     return math.prod(graph.shape(node.outputs[0])) * k
+
+
+@register("MatMulNBits", domain=MS)
+def matmul_n_bits(node: Node, graph: Graph) -> int:
+    """rows * N * K, A [..., K] and the weight's N and K from the attributes (B is packed, 2 to 8 bits per weight in
+    blocks: its shape is not N x K). The weights' dequantization, once per block, is not counted."""
+    a = graph.shape(node.inputs[0])
+    return math.prod(a[:-1]) * int(node.attrs["N"]) * int(node.attrs["K"])

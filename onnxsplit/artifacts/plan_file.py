@@ -26,6 +26,7 @@ import numpy as np
 from splitnn.cost_models.latency import NodeWork
 from splitnn.cost_models.prediction import Prediction
 from splitnn.cost_models.profiles import DeviceProfile, LinkProfile
+from splitnn.cost_models.registry import UnpricedOps, unpriced_ops
 from splitnn.onnxsplit.artifacts.chain import PartStep, SlicedStep, Step
 from splitnn.onnxsplit.artifacts.fingerprint import graph_fingerprint
 from splitnn.onnxsplit.artifacts.integrity import check_sha256, folder_sha256
@@ -155,6 +156,9 @@ class PlanHeader(Record):
     # Every other file of the folder, by relative path: its SHA-256 when the plan was written (artifacts/integrity;
     # empty in plans written before).
     artifact_sha256: dict[str, str] = field(default_factory=dict)
+    # The model's nodes of an operator with no cost formula, priced at 0 s in every prediction of the plan (None:
+    # none, or a plan written before 2026-12-08, which did not keep them).
+    unpriced_ops: UnpricedOps | None = None
 
     def check_artifacts(self, outdir: str | Path, side: str | None) -> None:
         """Refuse a file of `side` ("device", "server"; None: every file) that is missing or not the one written."""
@@ -598,7 +602,7 @@ def header_fields(graph: Graph, outdir: str | Path) -> dict[str, Any]:
     return dict(model=relative_model(graph.path, outdir),
                 graph_fingerprint=graph_fingerprint(graph.model),  # of the skeleton read at load time
                 inputs={n: TensorSpec(tuple(graph.info(n).shape), graph.info(n).dtype, bounds.get(n)) for n in graph.inputs},
-                outputs=tuple(graph.outputs))
+                outputs=tuple(graph.outputs), unpriced_ops=unpriced_ops(graph))
 
 
 def save_verification_data(folder: Path, inputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:

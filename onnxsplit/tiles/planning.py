@@ -34,11 +34,12 @@ made of the best splits of its prefixes).
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from splitnn.cost_models.latency import node_seconds, seconds
 from splitnn.cost_models.profiles import DeviceProfile
+from splitnn.cost_models.registry import UnpricedOps, unpriced_ops
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import placeable_indices
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -77,6 +78,7 @@ class TilePlan:
     single_node_s: float  # the whole model on one node, untiled
     remainder_indices: tuple[int, ...]
     neuron_splits: tuple[NeuronSplit, ...] = ()  # remainder layers too big for a node, split by output neurons
+    unpriced: UnpricedOps | None = None  # nodes of an unknown operator, priced at 0 s in every prediction here
 
     @property
     def grid(self) -> TileGrid:  # the first stack's (the one that reads the image)
@@ -289,7 +291,7 @@ def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tup
                 plans.append(_candidate(analysis, split, nodes, profile, fc_split))
             except SplitnnError as exc:
                 refused = exc
-    return _chosen(plans, refused, full, grid, stacks, profile)
+    return replace(_chosen(plans, refused, full, grid, stacks, profile), unpriced=unpriced_ops(analysis.graph))
 
 
 def _chosen(plans: list[TilePlan], refused: SplitnnError | None, full: list[Layer], grid: tuple[int, int] | None,

@@ -28,6 +28,7 @@ import numpy as np
 from splitnn.cost_models.latency import seconds
 from splitnn.cost_models.prediction import Prediction, pipelined_fps
 from splitnn.cost_models.profiles import DeviceProfile, LinkProfile
+from splitnn.cost_models.registry import UnpricedOps, unpriced_ops
 from splitnn.cost_models.wire_bytes import frame_overhead_bytes, tensor_overhead_bytes
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut, cut_of_device_set, placeable_indices
@@ -69,6 +70,7 @@ class Plan:
     forced: bool = False  # the cut was given by the user
     over_trace: TraceChoiceRecord | None = None  # the cut is the best over a bandwidth trace (link_range)
     over_range: tuple[RangeCutRecord, ...] | None = None  # the cuts best somewhere in a range of rates
+    unpriced: UnpricedOps | None = None  # nodes of an unknown operator, priced at 0 s in every prediction here
 
 
 def cut_record(candidate: Candidate) -> CutRecord:
@@ -294,7 +296,8 @@ def plan_split(
         chosen = min(matches, key=lambda c: c.cut.id)
         if not chosen.feasible:
             raise SplitnnError(f"the cut at {', '.join(chosen.cut.tensors)} breaks a constraint: {'; '.join(chosen.violations)}")
-        return Plan(objective, chosen, candidates, device, server, link, constraints, forced=True)
+        return Plan(objective, chosen, candidates, device, server, link, constraints, forced=True,
+                    unpriced=unpriced_ops(analysis.graph))
 
     feasible = [c for c in candidates if c.feasible]
     if not feasible:
@@ -305,7 +308,8 @@ def plan_split(
                 reasons.setdefault(kind, []).append(c.cut.id)
         summary = "; ".join(f"{kind} rules out {len(ids)} cuts ({_ranges(ids)})" for kind, ids in reasons.items())
         raise SplitnnError(f"no cut is feasible: {summary}; relax a constraint or pick a device with more memory")
-    return Plan(objective, best_candidate(feasible, objective), candidates, device, server, link, constraints)
+    return Plan(objective, best_candidate(feasible, objective), candidates, device, server, link, constraints,
+                unpriced=unpriced_ops(analysis.graph))
 
 
 def best_candidate(candidates: Iterable[Candidate], objective: str) -> Candidate:
