@@ -60,6 +60,11 @@ def _min_cut_partitions(result) -> list[dict]:  # type: ignore[no-untyped-def, t
     the built-in board and server: where branches go to their own depths."""
     from dataclasses import asdict
 
+    from splitnn.onnxsplit.analysis.cuts import placeable_indices
+    from splitnn.onnxsplit.analysis.min_cut import closed_sets_are_prefixes
+
+    if closed_sets_are_prefixes(result.graph, placeable_indices(result.graph)):
+        return []  # a chain: every partition is a prefix cut, listed already (and the planner is not imported)
     from splitnn.cost_models.catalog import load_device, load_link
     from splitnn.onnxsplit.vertical.planning import dag_cuts
 

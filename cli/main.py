@@ -15,33 +15,43 @@ import click
 
 from splitnn.onnxsplit.core.errors import SplitnnError
 
-# command name -> "module:attribute"
+# command name -> ("module:attribute", the first line of its help). The lines are kept here so that `splitnn --help`
+# lists the commands without importing them (each module pulls in onnx); tests/cli/test_main_cli.py checks that
+# every line is still its command's own.
 COMMANDS = {
-    "analyze": "splitnn.cli.analyze:analyze",
-    "partition": "splitnn.cli.partition:partition",
-    "profile": "splitnn.cli.profile:profile",
-    "run-bench": "splitnn.cli.run_bench:run_bench",
-    "serve": "splitnn.cli.serve:serve",
-    "device": "splitnn.cli.device:device",
-    "samples": "splitnn.cli.samples:samples",
-    "update-weights": "splitnn.cli.update_weights:update_weights",
+    "analyze": ("splitnn.cli.analyze:analyze", "Cost of every node and every place MODEL can be cut."),
+    "device": ("splitnn.cli.device:device", "Run the device part of OUTDIR and send its tensors to a server."),
+    "partition": ("splitnn.cli.partition:partition",
+                  "Split MODEL between a device and a server at the best cut, and write both parts."),
+    "profile": ("splitnn.cli.profile:profile",
+                "Time every node of MODEL(s) on this machine and fit a device profile to the times."),
+    "run-bench": ("splitnn.cli.run_bench:run_bench",
+                  "Run the plan in OUTDIR end to end over an emulated link and compare with the prediction."),
+    "samples": ("splitnn.cli.samples:samples",
+                "List and build the bundled reference networks (LeNet-5, AlexNet, VGG, ResNet-18, MobileNet)."),
+    "serve": ("splitnn.cli.serve:serve", "Serve the server part of the plan in OUTDIR until stopped (Ctrl-C or SIGTERM)."),
+    "update-weights": ("splitnn.cli.update_weights:update_weights",
+                       "Replace the weights of a split in OUTDIR with those of RETRAINED.onnx."),
 }
 
 
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use."""
+    """A group whose subcommands are imported on first use; its own help lists them from COMMANDS."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
-        if target is None:
+        if cmd_name not in COMMANDS:
             return None
-        module, _, attribute = target.partition(":")
+        module, _, attribute = COMMANDS[cmd_name][0].partition(":")
         command = getattr(importlib.import_module(module), attribute)
-        assert isinstance(command, click.Command) and command.name == cmd_name, target
+        assert isinstance(command, click.Command) and command.name == cmd_name, cmd_name
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

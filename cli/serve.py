@@ -78,7 +78,7 @@ LIMITS = OptionGroup("limits", (
 ), _limits)
 
 
-@click.command()
+@click.command(short_help="Serve the server part of the plan in OUTDIR until stopped (Ctrl-C or SIGTERM).")
 @click.argument("outdir", type=click.Path(file_okay=False))
 @click.option("--port", default=9000, show_default=True, type=click.IntRange(0, 65535), help="TCP port (0: any free one).")
 @click.option("--drain-timeout", default=30.0, show_default=True, type=click.FloatRange(0), metavar="S",

@@ -32,6 +32,14 @@ from splitnn.onnxsplit.model.graph import Graph
 NANOSECONDS = 1e9
 
 
+def closed_sets_are_prefixes(graph: Graph, placed: list[int]) -> bool:
+    """Whether every predecessor-closed set of the placed nodes (in topological order) is a prefix of them: so when
+    each node reads something its predecessor in the order makes (a chain, as VGG's), and no minimum cut can be
+    anything but a prefix cut."""
+    return all(any(graph.producer.get(name) == before for name in graph.nodes[after].all_inputs)
+               for before, after in zip(placed, placed[1:]))
+
+
 def min_cut_device_side(graph: Graph, device_s: Mapping[int, float], server_s: Mapping[int, float],
                         tensor_s: Callable[[str], float], reply_s: Callable[[str], float]) -> frozenset[int]:
     """The placed nodes on the device in a partition minimising device + transfer + server + reply seconds.

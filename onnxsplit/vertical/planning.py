@@ -32,7 +32,7 @@ from splitnn.cost_models.registry import UnpricedOps, unpriced_ops
 from splitnn.cost_models.wire_bytes import frame_overhead_bytes, tensor_overhead_bytes
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut, cut_of_device_set, placeable_indices
-from splitnn.onnxsplit.analysis.min_cut import min_cut_device_side
+from splitnn.onnxsplit.analysis.min_cut import closed_sets_are_prefixes, min_cut_device_side
 from splitnn.onnxsplit.artifacts.plan_file import (
     CandidateRecord,
     Constraints,
@@ -214,6 +214,8 @@ def dag_cuts(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, l
     ratio) that are not prefixes of the graph's order: the latency-optimal device sides those links lead to.
     `per_node` as in `predict`."""
     graph, costs = analysis.graph, analysis.nodes
+    if closed_sets_are_prefixes(graph, placeable_indices(graph)):
+        return []
     position = {index: p for p, index in enumerate(placeable_indices(graph))}
     frames = _FrameBytes(graph, placeable_indices(graph))
     device_node, server_node = per_node or (node_seconds_on(analysis, device), node_seconds_on(analysis, server))

@@ -8,6 +8,7 @@ from onnx import helper, numpy_helper
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.analysis.cuts import cut_of_device_set, placeable_indices
+from splitnn.onnxsplit.analysis.min_cut import closed_sets_are_prefixes
 from splitnn.onnxsplit.artifacts.parts import extract_parts, run_parts
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.vertical.planning import plan_split, predict
@@ -126,3 +127,11 @@ def test_analyze_lists_the_min_cut_partitions(tmp_path):
     assert proc.returncode == 0, proc.stderr
     partitions = json.loads(proc.stdout)["min_cut_partitions"]
     assert ["mm2", "mm6"] in [p["device_names"] for p in partitions]
+
+
+@pytest.mark.parametrize("seed, count", [(seed, count) for seed in range(12) for count in (3, 5, 8)])
+def test_closed_sets_are_prefixes_exactly_when_the_check_says_so(tmp_path, seed, count):
+    graph = analyze(load_proto(_random_dag(seed, count), tmp_path)).graph
+    placed = placeable_indices(graph)
+    prefixes = {frozenset(placed[:k]) for k in range(len(placed) + 1)}
+    assert closed_sets_are_prefixes(graph, placed) == all(side in prefixes for side in _closed_sets(graph))
