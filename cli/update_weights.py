@@ -20,8 +20,10 @@ def update_weights(outdir: str, retrained: str, as_json: bool) -> None:
     many bytes the device must download (0 when only server layers changed).
     The device's .ort is kept when it reproduces the updated part with the
     new blob's weights given at load, so only the changed tensors travel;
-    otherwise it is rebuilt and counted. The reference outputs run-bench
-    compares against become the retrained model's.
+    where onnxruntime folded a changed weight into others when it wrote the
+    .ort (plan.json's device_ort_folded), or the kept file does not
+    reproduce the part, it is rebuilt, said and counted. The reference
+    outputs run-bench compares against become the retrained model's.
 
     \b
     Examples:
@@ -39,7 +41,19 @@ def update_weights(outdir: str, retrained: str, as_json: bool) -> None:
         names = ", ".join(part.changed[:5]) + (f" +{len(part.changed) - 5}" if len(part.changed) > 5 else "")
         console.print(f"{side}: {len(part.changed)} tensors changed ({human_bytes(part.changed_bytes)} of "
                       f"{human_bytes(part.blob_bytes)}){': ' + names if names else ''}")
-    ort = {None: "", False: " (the .ort is kept: it takes the changed weights from the blob at load)",
-           True: " (the changed tensors and the rebuilt .ort: onnxruntime had folded a changed weight into it)"}
     console.print(f"[bold]the device must download {human_bytes(report.device_download_bytes)}[/bold]"
-                  f"{ort[report.ort_rebuilt]}")
+                  f"{_ort_note(report.ort_rebuilt, report.ort_rebuilt_for)}")
+
+
+def _ort_note(rebuilt: bool | None, rebuilt_for: tuple[str, ...]) -> str:
+    """What became of the device's .ort, after the download."""
+    if rebuilt is None:
+        return ""
+    if not rebuilt:
+        return " (the .ort is kept: it takes the changed weights from the blob at load)"
+    if not rebuilt_for:
+        return (" (the changed tensors and the .ort, rebuilt: given the new weights at load, the old one did not "
+                "reproduce the updated part)")
+    names = ", ".join(rebuilt_for[:3]) + (f" +{len(rebuilt_for) - 3}" if len(rebuilt_for) > 3 else "")
+    return (f" (the changed tensors and the .ort, rebuilt: onnxruntime had folded {names} into other weights when "
+            "it wrote the old one)")

@@ -6,14 +6,19 @@ model keeps them, so the model is never held in memory whole.
 """
 from __future__ import annotations
 
+import mmap
+from collections.abc import Collection
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
 from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.parts import Part
+from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import DEVICE_PART_LEVEL, create_session
 from splitnn.onnxsplit.model.weight_source import WeightSource
 
@@ -143,16 +148,83 @@ def write_part_graph(model: onnx.ModelProto, folder: Path) -> None:
     onnx.save_model(model, str(folder / MODEL_FILE))
 
 
-def blob_initializers(part_model: Path) -> dict[str, np.ndarray]:
-    """Every initializer of a written part (its graph and weight blob), by name."""
-    model = onnx.load(str(part_model), load_external_data=True)
-    return {tensor.name: numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+def blob_initializers(part_model: Path, leave_out: Collection[str] = ()) -> dict[str, np.ndarray]:
+    """Every initializer of a written part (its graph and weight blob) but those named in `leave_out`, by name."""
+    model = onnx.load(str(part_model), load_external_data=False)
+    kept = [tensor for tensor in model.graph.initializer if tensor.name not in leave_out]
+    for tensor in kept:
+        if uses_external_data(tensor):
+            load_external_data_for_tensor(tensor, str(part_model.parent))
+    return {tensor.name: numpy_helper.to_array(tensor) for tensor in kept}
 
 
-def convert_to_ort(onnx_path: Path, ort_path: Path) -> None:
-    """onnxruntime's own ORT-format conversion (what its convert_onnx_models_to_ort tool does).
+def convert_to_ort(onnx_path: Path, ort_path: Path) -> tuple[str, ...]:
+    """onnxruntime's own ORT-format conversion (what its convert_onnx_models_to_ort tool does); returns the part's
+    weights the file no longer holds as they were (ort_folded_weights).
 
     Basic optimizations only, so the file stays runnable by any execution provider.
     """
     create_session(onnx_path, save_to=ort_path, config={"session.save_model_format": "ORT"}, level=DEVICE_PART_LEVEL,
                    prepack=False)
+    return ort_folded_weights(ort_path, onnx_path)
+
+
+def ort_folded_weights(ort_path: Path, part_model: Path, *, values: bool = True) -> tuple[str, ...]:
+    """The weights of the part `part_model` that its ORT-format file `ort_path` does not hold as they were.
+
+    Writing the file, onnxruntime's basic optimizations fold weights into new ones (constant folding; Conv with a
+    following BatchNormalization, Mul or Add), rewrite some in place (a transpose pushed into a per-channel
+    constant keeps its name and takes another shape) and drop those left unread. Such a weight cannot be given to
+    the file at load (add_initializer): a name the file no longer holds is ignored, and a value of the old shape
+    breaks the node that reads the new one. A weight counts as held when the file has an initializer of its name,
+    type, shape and (with `values`; without, for a file whose blob has changed since) bytes; anything the file
+    keeps otherwise (strings, data outside the file) counts as not held. The file is read with onnxruntime's own
+    flatbuffers reader.
+    """
+    held = _ort_initializers(ort_path)
+    model = onnx.load(str(part_model), load_external_data=False)
+    folded = []
+    with ExitStack() as stack:
+        blobs: dict[str, mmap.mmap] = {}
+        for tensor in model.graph.initializer:
+            ort_tensor = held.get(tensor.name)
+            if ort_tensor is None or ort_tensor[:2] != (tensor.data_type, tuple(tensor.dims)) or ort_tensor[2] is None:
+                folded.append(tensor.name)
+            elif values and ort_tensor[2] != _tensor_bytes(tensor, part_model.parent, blobs, stack):
+                folded.append(tensor.name)
+    return tuple(folded)
+
+
+def _ort_initializers(ort_path: Path) -> dict[str, tuple[int, tuple[int, ...], bytes | None]]:
+    """The initializers of an ORT-format file's main graph: (ONNX data type, dims, raw bytes; None where the file
+    keeps the value otherwise), by name."""
+    # onnxruntime's own reader of its format; importing its package puts the bindings (ort_flatbuffers_py) on the path
+    import onnxruntime.tools.ort_format_model  # noqa: F401
+    import ort_flatbuffers_py.fbs as fbs
+
+    buffer = ort_path.read_bytes()
+    session = fbs.InferenceSession.InferenceSession
+    if not session.InferenceSessionBufferHasIdentifier(buffer, 0):
+        raise SplitnnError(f"'{ort_path}' is not an ORT-format model: copy the plan folder again or partition again")
+    graph = session.GetRootAs(buffer, 0).Model().Graph()
+    tensors = {}
+    for i in range(graph.InitializersLength()):
+        tensor = graph.Initializers(i)
+        raw = None if tensor.RawDataIsNone() or tensor.ExternalDataOffset() >= 0 else tensor.RawDataAsNumpy().tobytes()
+        dims = tuple(int(d) for d in tensor.DimsAsNumpy()) if tensor.DimsLength() else ()
+        tensors[tensor.Name().decode()] = (tensor.DataType(), dims, raw)
+    return tensors
+
+
+def _tensor_bytes(tensor: onnx.TensorProto, folder: Path, blobs: dict[str, mmap.mmap], stack: ExitStack) -> bytes:
+    """A written part's weight as raw little-endian bytes, read from its blob in place where it lies there."""
+    if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        return numpy_helper.to_array(tensor).tobytes()
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    location = info["location"]
+    if location not in blobs:
+        handle = stack.enter_context(open(folder / location, "rb"))
+        blobs[location] = stack.enter_context(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
+    offset = int(info.get("offset", 0))
+    length = int(info["length"]) if "length" in info else len(blobs[location]) - offset
+    return blobs[location][offset:offset + length]

@@ -143,6 +143,9 @@ class WeightsUpdateRecord(Record):
     parts: dict[str, PartUpdateRecord]
     device_download_bytes: int  # the changed tensors, plus the .ort when it had to be rebuilt
     ort_rebuilt: bool | None = None  # None: the plan has no .ort, or no device weight changed
+    # Why it was rebuilt: the changed weights the .ort no longer held as they were (VerticalPlanFile.device_ort_folded);
+    # empty where it was rebuilt because, given the new weights at load, it did not reproduce the updated part.
+    ort_rebuilt_for: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -274,6 +277,10 @@ class VerticalPlanFile(PlanHeader):
     # The .ort predates a weights update that kept it: at load it takes every weight from the device blob
     # (add_initializer), which update-weights checked reproduces the updated part.
     device_ort_weights_from_blob: bool = False
+    # The device part's weights its .ort does not hold as they were (part_files.ort_folded_weights: onnxruntime
+    # folded, fused, reshaped or dropped them writing it): never given to it at load, and a retrained one rebuilds
+    # it. None: a plan written before this was recorded.
+    device_ort_folded: tuple[str, ...] | None = None
     over_trace: TraceChoiceRecord | None = None  # partition --trace: the cut is the best over that trace
     # partition --bandwidth-range (or --trace): the cuts that are best somewhere in that range, fastest first
     over_range: tuple[RangeCutRecord, ...] | None = None

@@ -100,11 +100,12 @@ class DevicePart:
         self.keeps: list[str] = [name for name in self.outputs if name in self.plan.outputs]
         overrides = None
         if self.file is not None and self.plan.device_ort_weights_from_blob and self.file.suffix == ".ort":
-            # The .ort predates a weights update: its weights come from the blob
-            # (VerticalPlanFile.device_ort_weights_from_blob).
+            # The .ort predates a weights update: the weights it holds as they were come from the blob
+            # (VerticalPlanFile.device_ort_weights_from_blob, device_ort_folded).
             from splitnn.onnxsplit.artifacts.part_files import blob_initializers
 
-            overrides = blob_initializers(outdir / (self.plan.artifacts.device_model or ""))
+            overrides = blob_initializers(outdir / (self.plan.artifacts.device_model or ""),
+                                          leave_out=self.plan.device_ort_folded or ())
         self.session = (create_session(self.file, threads=threads, spin=spin, initializers=overrides)
                         if self.file is not None else None)
 

@@ -69,20 +69,23 @@ from splitnn.onnxsplit.vertical.codec_check import (
 from splitnn.onnxsplit.vertical.planning import Plan, candidate_record, cut_record, with_request_bytes
 
 
-def run_device_side(folder: Path, device: Part, feeds: dict[str, np.ndarray], ort_format: bool) -> tuple[dict[str, np.ndarray], str | None]:
+def run_device_side(folder: Path, device: Part, feeds: dict[str, np.ndarray],
+                    ort_format: bool) -> tuple[dict[str, np.ndarray], str | None, tuple[str, ...] | None]:
     """Convert the written device part to ORT format (when asked) and run the file a device would run.
 
     The ORT-format file was converted from the .onnx part, so running it checks
-    both. Returns the device part's outputs and the file run (relative to `folder`).
+    both. Returns the device part's outputs, the file run (relative to `folder`) and the part's weights the .ort
+    does not hold as they were (VerticalPlanFile.device_ort_folded; None: no .ort).
     """
     if device.model is None:
-        return {}, None
+        return {}, None, None
     device_file = folder / DEVICE_DIR / MODEL_FILE
+    folded = None
     if ort_format:
-        convert_to_ort(device_file, folder / DEVICE_DIR / ORT_FILE)
+        folded = convert_to_ort(device_file, folder / DEVICE_DIR / ORT_FILE)
         device_file = folder / DEVICE_DIR / ORT_FILE
     values = verification_session(device_file).run(list(device.outputs), {n: feeds[n] for n in device.inputs})
-    return dict(zip(device.outputs, values)), device_file.relative_to(folder).as_posix()
+    return dict(zip(device.outputs, values)), device_file.relative_to(folder).as_posix(), folded
 
 
 def verify(
@@ -146,7 +149,7 @@ def write_split(
         feeds = dict(calibration.feeds[0]) if calibration is not None and coded else random_inputs(graph)
         original_run = background.submit(reference_outputs, graph, feeds)
         artifacts, device_run = _write_parts(graph, staging, device, server, feeds, ort_format, background)
-        device_results, device_artifact = device_run.result() if device_run is not None else ({}, None)
+        device_results, device_artifact, ort_folded = device_run.result() if device_run else ({}, None, None)
         reference = original_run.result()
         check, chained = verify(staging, server, feeds, device_results, device_artifact, reference, atol, rtol)
         if not check.passed:
@@ -156,7 +159,7 @@ def write_split(
             )
         save_verification_data(staging, feeds, reference)
         document = dataclasses.replace(_plan_file(analysis, plan, outdir, (device, server), check, artifacts),
-                                       codec_trials=codec_trials)
+                                       codec_trials=codec_trials, device_ort_folded=ort_folded)
         if coded and server.model is not None:
             computed = {**feeds, **device_results}
             verified = ({name: computed[name] for name in server.inputs}, outputs_of(chained, server.outputs))

@@ -46,6 +46,15 @@ class PartUpdate:
     blob_bytes: int
 
 
+@dataclass(frozen=True)
+class OrtUpdate:
+    """What became of the device's .ort in an update that changed device weights."""
+
+    rebuilt: bool
+    rebuilt_for: tuple[str, ...]  # the changed weights the kept .ort no longer held as they were
+    folded: tuple[str, ...]  # the weights the .ort now in place does not hold as they were (plan.device_ort_folded)
+
+
 def _weights_by_name(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """Every weight value of a model: initializers and Constant-node values, by tensor name."""
     values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -61,9 +70,11 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> WeightsUpdateRe
     """Rewrite both weight blobs of the split in `outdir` from `retrained`; return the report.
 
     The new files are staged and renamed into place per part. The ORT-format device part embeds its weights;
-    it is kept when, given the new blob's weights at load (add_initializer), it reproduces the updated part on
-    the kept verification input, so only the changed tensors travel; otherwise (its optimizer folded a changed
-    weight into another) it is rebuilt, and travels too.
+    it is kept when no changed weight is one it no longer holds as it was (plan.device_ort_folded: onnxruntime
+    folded, fused or reshaped it writing the file) and, given the new blob's weights it holds at load
+    (add_initializer), it reproduces the updated part on the kept verification input: then only the changed
+    tensors travel. Otherwise it is rebuilt from the updated part (part_files.convert_to_ort, as partition writes
+    it), and travels too.
     """
     outdir = Path(outdir)
     plan = _vertical_plan(outdir)
@@ -76,25 +87,27 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> WeightsUpdateRe
     kept = load_verification_data(outdir)
     feeds = kept[0] if kept is not None else plan_feeds(plan, 0)
     updates: list[PartUpdate] = []
-    ort_rebuilt = None
+    ort = None
     for side in SIDES:
         if (outdir / side / MODEL_FILE).is_file():
-            update, rebuilt = _update_side(outdir, side, new_values, feeds, plan.verification)
+            update, side_ort = _update_side(outdir, side, new_values, feeds, plan)
             updates.append(update)
-            ort_rebuilt = rebuilt if side == DEVICE_DIR else ort_rebuilt
+            ort = side_ort if side == DEVICE_DIR else ort
     device = next((u for u in updates if u.side == DEVICE_DIR), None)
     download = device.changed_bytes if device else 0
-    if ort_rebuilt:
+    if ort is not None and ort.rebuilt:
         download += (outdir / DEVICE_DIR / ORT_FILE).stat().st_size
     report = WeightsUpdateRecord(
         retrained=str(retrained),
         parts={u.side: PartUpdateRecord(tuple(u.changed), u.changed_bytes, u.blob_bytes) for u in updates},
         device_download_bytes=download,
-        ort_rebuilt=ort_rebuilt,
+        ort_rebuilt=None if ort is None else ort.rebuilt,
+        ort_rebuilt_for=() if ort is None else ort.rebuilt_for,
     )
-    from_blob = plan.device_ort_weights_from_blob if ort_rebuilt is None else not ort_rebuilt
+    if ort is not None:
+        plan = replace(plan, device_ort_weights_from_blob=not ort.rebuilt, device_ort_folded=ort.folded)
     _update_reference(outdir, retrained)
-    write_plan(outdir, replace(plan, weights_update=report, device_ort_weights_from_blob=from_blob))
+    write_plan(outdir, replace(plan, weights_update=report))
     return report
 
 
@@ -110,9 +123,9 @@ def _vertical_plan(outdir: Path) -> VerticalPlanFile:
 
 
 def _update_side(outdir: Path, side: str, new_values: dict[str, np.ndarray], feeds: dict[str, np.ndarray],
-                 verification: Verification) -> tuple[PartUpdate, bool | None]:
-    """Swap one part's changed weights in place; whether its .ort was rebuilt (None: none, or nothing changed)."""
-    from splitnn.onnxsplit.artifacts.part_files import convert_to_ort, write_part_graph
+                 plan: VerticalPlanFile) -> tuple[PartUpdate, OrtUpdate | None]:
+    """Swap one part's changed weights in place; what became of its .ort (None: none, or nothing changed)."""
+    from splitnn.onnxsplit.artifacts.part_files import write_part_graph
 
     model_path = outdir / side / MODEL_FILE
     try:
@@ -129,15 +142,14 @@ def _update_side(outdir: Path, side: str, new_values: dict[str, np.ndarray], fee
             changed.append(tensor.name)
             changed_bytes += new.nbytes
             tensor.CopyFrom(numpy_helper.from_array(new.astype(old.dtype, copy=False), tensor.name))
-    rebuilt = None
+    ort = None
     if changed:
         staging = Path(tempfile.mkdtemp(prefix=f".{side}.", dir=outdir))
         try:
             write_part_graph(part, staging)
             if side == DEVICE_DIR and (outdir / side / ORT_FILE).exists():
-                rebuilt = not _ort_reproduces(outdir / side / ORT_FILE, staging / MODEL_FILE, feeds, verification)
-                if rebuilt:
-                    convert_to_ort(staging / MODEL_FILE, staging / ORT_FILE)
+                ort = _update_ort(outdir / side, staging, changed, _ort_folded(outdir / side, plan), feeds,
+                                  plan.verification)
             # The blob first, the graph last: the tensors' shapes are unchanged, so the old
             # graph reads the new blob correctly in between.
             for name in (WEIGHTS_FILE, ORT_FILE, MODEL_FILE):
@@ -146,11 +158,36 @@ def _update_side(outdir: Path, side: str, new_values: dict[str, np.ndarray], fee
                     os.replace(staging / name, outdir / side / name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return PartUpdate(side, changed, changed_bytes, (outdir / side / WEIGHTS_FILE).stat().st_size), rebuilt
+    return PartUpdate(side, changed, changed_bytes, (outdir / side / WEIGHTS_FILE).stat().st_size), ort
 
 
-def _ort_reproduces(ort_path: Path, new_part: Path, feeds: dict[str, np.ndarray], verification: Verification) -> bool:
-    """Whether the existing .ort, given the new part's weights at load, computes what the new part computes."""
+def _ort_folded(folder: Path, plan: VerticalPlanFile) -> tuple[str, ...]:
+    """The weights the .ort in `folder` (not yet updated) does not hold as they were: the plan's record, or for a
+    plan written before it was kept, read from the file (by name, type and shape only where an earlier update
+    kept the .ort, whose blob has changed since)."""
+    from splitnn.onnxsplit.artifacts.part_files import ort_folded_weights
+
+    if plan.device_ort_folded is not None:
+        return plan.device_ort_folded
+    return ort_folded_weights(folder / ORT_FILE, folder / MODEL_FILE, values=not plan.device_ort_weights_from_blob)
+
+
+def _update_ort(folder: Path, staging: Path, changed: list[str], folded: tuple[str, ...],
+                feeds: dict[str, np.ndarray], verification: Verification) -> OrtUpdate:
+    """Keep the .ort in `folder` when it can take the new weights from the blob staged in `staging`, else rebuild
+    it there from the staged part, as partition writes it."""
+    from splitnn.onnxsplit.artifacts.part_files import convert_to_ort
+
+    rebuilt_for = tuple(name for name in changed if name in set(folded))
+    if not rebuilt_for and _ort_reproduces(folder / ORT_FILE, staging / MODEL_FILE, folded, feeds, verification):
+        return OrtUpdate(False, (), folded)
+    return OrtUpdate(True, rebuilt_for, convert_to_ort(staging / MODEL_FILE, staging / ORT_FILE))
+
+
+def _ort_reproduces(ort_path: Path, new_part: Path, folded: tuple[str, ...], feeds: dict[str, np.ndarray],
+                    verification: Verification) -> bool:
+    """Whether the existing .ort, given at load the new part's weights it holds as they were (all but `folded`),
+    computes what the new part computes. A .ort that fails to load or run so does not."""
     from splitnn.onnxsplit.artifacts.part_files import blob_initializers
     from splitnn.onnxsplit.artifacts.verification import compare_outputs
     from splitnn.onnxsplit.core.ort_session import create_session
@@ -159,8 +196,13 @@ def _ort_reproduces(ort_path: Path, new_part: Path, feeds: dict[str, np.ndarray]
     names = [o.name for o in reference.get_outputs()]
     inputs = {i.name: feeds[i.name] for i in reference.get_inputs()}
     expected = dict(zip(names, reference.run(names, inputs)))
-    kept = create_session(ort_path, prepack=False, initializers=blob_initializers(new_part))
-    _, same = compare_outputs(dict(zip(names, kept.run(names, inputs))), expected, verification.atol, verification.rtol)
+    try:
+        kept = create_session(ort_path, prepack=False, initializers=blob_initializers(new_part, leave_out=folded),
+                              quiet=True)
+        outputs = kept.run(names, inputs)
+    except Exception:  # onnxruntime's errors share no base class but Exception; any of them is a "no" here
+        return False
+    _, same = compare_outputs(dict(zip(names, outputs)), expected, verification.atol, verification.rtol)
     return same
 
 
