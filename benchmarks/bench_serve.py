@@ -82,6 +82,7 @@ def _relay(target: tuple[str, int], link: str, conn) -> None:  # type: ignore[no
 
 def _serve(plan: Path, batch: int, tls_dir: Path | None) -> tuple[subprocess.Popen, tuple[str, int]]:  # type: ignore[type-arg]
     command = [sys.executable, "-m", "splitnn.cli", "serve", str(plan), "--port", "0", "--max-connections", "200",
+               "--max-per-address", "200",  # every device is on this host
                "--max-batch", str(batch), *(["--self-signed", str(tls_dir)] if tls_dir is not None else [])]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "400"})
     for line in process.stderr:  # type: ignore[union-attr]

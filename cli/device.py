@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from splitnn.cli.options import OptionGroup, use_groups
-from splitnn.cli.render import human_bytes, stdout
+from splitnn.cli.render import human_bytes, stderr, stdout
 
 
 @dataclass(frozen=True)
@@ -163,14 +163,22 @@ def _adaptive(outdir: str, link: _Connection, input_file: str | None, random_cou
     inputs = _inputs(plan, input_file, random_count)
     device = AdaptiveDevice(Path(outdir), plan, link.address, deadline_s=deadline_s,  # type: ignore[arg-type]
                             timeout_s=link.timeout_s, token=link.token, tls=link.tls, name=link.name)
-    points = [device.request(feeds) for feeds in inputs]
+    points = []
+    for feeds in inputs:
+        points.append(device.request(feeds))
+        if device.refused is not None and deadline_s is None:  # every later request would be refused too
+            device.close()
+            raise SplitnnError(device.refused)
     device.close()
     counts = device.counts()
+    if device.refused is not None:  # --deadline asked the device to answer alone when the server does not
+        stderr().print(f"[yellow]warning: {device.refused}; the requests after it were answered on the device "
+                       "(--deadline)[/yellow]")
     if as_json:
         click.echo(json.dumps({"requests": [p.to_dict() for p in points], "answered_remote": counts.remote,
                                "answered_local": counts.local, "errors": counts.errors,
                                "deadline_missed": counts.deadline_missed, "switches": device.switches,
-                               "probes": device.probes}, indent=1))
+                               "probes": device.probes, "refused": device.refused}, indent=1))
     else:
         console = stdout()
         for i, p in enumerate(points, start=1):

@@ -54,16 +54,21 @@ GUARD = OptionGroup("guard", (
 ), _guard)
 
 
-def _limits(max_connections: int, idle_timeout: float, max_batch: int, max_wait_ms: float) -> Any:
+def _limits(max_connections: int, max_per_address: int, idle_timeout: float, max_batch: int,
+            max_wait_ms: float) -> Any:
     from splitnn.onnxsplit.runtime.server import ServerLimits
 
-    return ServerLimits(max_connections, idle_timeout, max_batch, max_wait_ms / 1e3)
+    return ServerLimits(max_connections, idle_timeout, max_batch, max_wait_ms / 1e3, max_per_address)
 
 
 LIMITS = OptionGroup("limits", (
     (("--max-connections", "max_connections"), dict(
         default=64, show_default=True, type=click.IntRange(1),
         help="Devices connected at once; one more is turned away with an error frame.")),
+    (("--max-per-address", "max_per_address"), dict(
+        default=32, show_default=True, type=click.IntRange(1),
+        help="Connections at once from one address (so that one client cannot take every place); one more is "
+             "turned away with an error frame. Raise it for many devices behind one NAT.")),
     (("--idle-timeout", "idle_timeout"), dict(
         default=300.0, show_default=True, type=click.FloatRange(0, min_open=True), metavar="S",
         help="Close a connection that sends nothing (or a frame that slowly) for S seconds; its device reconnects on "
@@ -156,7 +161,8 @@ def _summary(server: Any) -> None:
         log_line(f"batched: {batches.requests} requests in {batches.runs} session runs (mean "
                        f"{batches.mean_batch:.2f}, largest {batches.largest})")
     log_line(f"served {counts.ok} requests, {counts.errors} errors, {counts.connections} connections "
-                   f"({counts.refused_busy} turned away at --max-connections)")
+             f"({counts.refused_busy} turned away at --max-connections, {counts.refused_address} at "
+             "--max-per-address)")
 
 
 def _tls(cert: str | None, key: str | None, self_signed: str | None, host: str):  # type: ignore[no-untyped-def]

@@ -20,6 +20,10 @@ connection is dropped so that a late answer is never taken for a later
 request's. A device that was given the device folder alone finishes from the
 start instead, and its budget says so.
 
+A server that refuses the device's token (runtime/device.Refused) is no slow link: the device stops asking it
+(`refused` says why) and every request is an error, unless a deadline asked the device to answer alone when the
+server cannot, where it answers alone.
+
 `emulate_board`: run-bench's emulation of a slower board (as in bench/vertical.py): each part, and each
 finish on the device, waits until the device profile's predicted time for it has passed.
 """
@@ -40,7 +44,7 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.core.records import Record
 from splitnn.onnxsplit.runtime.bandwidth import BandwidthEstimator, CutChooser
-from splitnn.onnxsplit.runtime.device import DeviceClient
+from splitnn.onnxsplit.runtime.device import DeviceClient, Refused
 from splitnn.onnxsplit.runtime.server import PROBE_TENSOR
 from splitnn.onnxsplit.vertical.link_range import LatencyLine
 
@@ -141,6 +145,7 @@ class AdaptiveDevice:
         self.last_outputs: dict[str, np.ndarray] = {}
         self.probes = 0
         self._rtt_at: float | None = None  # when the round trip was last measured
+        self.refused: str | None = None  # why the server refused this device (its token), once it did
 
     def restart(self, server: tuple[str, int]) -> None:
         """Talk to `server` from now on, and count time from now: a bench starts the emulated link (whose trace
@@ -176,8 +181,11 @@ class AdaptiveDevice:
 
     def request(self, feeds: dict[str, np.ndarray]) -> RequestPoint:
         """Answer one request, remotely or here; the point is also kept in `points`."""
-        if self.hold_cut is None and self._probe_due():
-            self._probe()
+        if self.refused is None and self.hold_cut is None and self._probe_due():
+            try:
+                self._probe()
+            except Refused as exc:
+                self._refuse(exc)
         t = self._now()
         estimate = self.estimator.estimate(t)
         fresh = estimate.bps is not None and not estimate.stale
@@ -188,7 +196,9 @@ class AdaptiveDevice:
         begin = time.perf_counter()
         # Whether to try the server at all is decided at the estimate's slow end (one spread below it).
         cautious_s = self.chooser.predicted_s(line, bps / (estimate.spread if fresh else 1.0), rtt_change)
-        if kept.server_model is None or not self._worth_trying(kept, cautious_s):
+        if self.refused is not None:  # an error, or answered alone where a deadline asked for that
+            answered = self._from_the_start(feeds) if self.deadline_s is not None else "error"
+        elif kept.server_model is None or not self._worth_trying(kept, cautious_s):
             answered = self._from_the_start(feeds)
         else:
             answered = self._remote(kept, feeds, begin)
@@ -284,13 +294,28 @@ class AdaptiveDevice:
         sent = self.client.payload(tensors, feeds)
         # What is left of the deadline, from the time the device part really took.
         self.client.set_timeout(max(self._remote_budget(kept, time.perf_counter() - begin), 1e-3))
-        result = self.client.try_exchange(sent)
+        try:
+            result = self.client.try_exchange(sent)
+        except Refused as exc:  # the link is not to blame: the estimate learns nothing
+            self._refuse(exc)
+            return self._fall_back(kept, feeds, tensors, sent)
         if result.ok:
             self.estimator.observe(result.bytes_up, result.bytes_down, result.transfer_s, self._now())
             self.last_outputs = {**self.client.kept(tensors), **result.outputs}
             return "remote"
         self.estimator.observe_failure(result.bytes_up or kept.cut.bytes, result.e2e_s, self._now())
         self.client.close()  # a late answer must never be read as a later request's: the next one reconnects
+        return self._fall_back(kept, feeds, tensors, sent)
+
+    def _refuse(self, refusal: Refused) -> None:
+        """The server refused this device's token: no more tries (see the module doc)."""
+        self.refused = str(refusal)
+        self.client.close()
+
+    def _fall_back(self, kept: AdaptiveCutRecord, feeds: dict[str, np.ndarray], tensors: dict[str, np.ndarray],
+                   sent: dict[str, np.ndarray]) -> str:
+        """A request the server did not answer: an error, or under a deadline answered here (from the tensors
+        computed where the cut's server graph is at hand)."""
         if self.deadline_s is None or self.alone is None:
             return "error"
         if not self.can_finish_from_tensors(kept):

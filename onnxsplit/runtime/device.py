@@ -42,6 +42,7 @@ from splitnn.onnxsplit.runtime.wire import (
     ERROR,
     REQUEST,
     RESPONSE,
+    STATUS_UNAUTHORIZED,
     ConnectionClosed,
     Frame,
     ProtocolError,
@@ -65,6 +66,20 @@ class RequestResult:
     bytes_down: int
     outputs: dict[str, np.ndarray]
     decode_s: float = 0.0  # the server decoding the request's tensors, and the device the answer's
+
+
+class Refused(SplitnnError):
+    """The server refused this device: it holds a token (serve --token-file) and the device holds another one, or
+    none. No retry helps; the device's options must change. DeviceClient.try_exchange raises it rather than
+    returning a failed request, so that an adaptive device never takes it for a link that is down."""
+
+    def __init__(self, server: tuple[str, int], token_given: bool) -> None:
+        where = f"the server at {server[0]}:{server[1]}"
+        super().__init__(
+            f"{where} refused this device's token: give --token-file the same file the server was started with"
+            if token_given else
+            f"{where} asks for a token (it was started with --token-file) and refused this device: give the same "
+            "--token-file here")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -182,6 +197,10 @@ class DeviceClient:
             sock.close()
             raise SplitnnError(f"the server closed the connection before authenticating ({exc})") from None
         nonce = frame.tensors.get(NONCE) if frame.kind == CHALLENGE else None
+        if frame.kind == ERROR:  # turned away before any challenge (serve --max-connections, --max-per-address)
+            sock.close()
+            raise SplitnnError(f"the server at {self.server[0]}:{self.server[1]} turned this device away: "
+                               f"{frame.message}")
         if nonce is None:
             sock.close()
             raise SplitnnError("the server did not send a challenge: it was started without --token-file")
@@ -193,11 +212,22 @@ class DeviceClient:
         name = np.frombuffer(self.name.encode("utf-8")[:DEVICE_NAME_MAX_BYTES], np.uint8)  # type: ignore[union-attr]
         try:
             send_frame(sock, Frame(REQUEST, 0, tensors={DEVICE_NAME_TENSOR: name}))
-            read_frame(sock, HANDSHAKE_MAX_BYTES)
+            reply = read_frame(sock, HANDSHAKE_MAX_BYTES)
         except (ConnectionClosed, ProtocolError, OSError) as exc:
             sock.close()
             raise SplitnnError(f"the server at {self.server[0]}:{self.server[1]} closed the connection at once ({exc})"
                                ) from None
+        refused = self._refusal(reply)
+        if refused is not None:
+            sock.close()
+            raise refused
+
+    def _refusal(self, reply: Frame) -> Refused | None:
+        """The refusal a frame says (a challenge this device cannot answer, or the server's verdict on its answer);
+        None for any other frame."""
+        if reply.kind == CHALLENGE or (reply.kind == ERROR and reply.status == STATUS_UNAUTHORIZED):
+            return Refused(self.server, self.token is not None)
+        return None
 
     def set_timeout(self, seconds: float) -> None:
         """How long the next answers may take (an adaptive device gives each request what its deadline leaves)."""
@@ -261,10 +291,10 @@ class DeviceClient:
             time.sleep(self.reply_decode_extra_s)
             decode_s += self.reply_decode_extra_s
         received = time.perf_counter()
-        if reply.kind == CHALLENGE:
+        refused = self._refusal(reply)
+        if refused is not None:
             self._drop()
-            raise SplitnnError("the server asks for a token (it was started with --token-file): give the same "
-                               "--token-file here")
+            raise refused
         if reply.kind == ERROR or reply.request_id != request_id:
             message = reply.message if reply.kind == ERROR else f"answer to request {reply.request_id}, expected {request_id}"
             return self._failed(request_id, f"server error: {message}", start, encoded, len(data), sent)
@@ -293,10 +323,13 @@ class DeviceClient:
 
     def try_exchange(self, tensors: dict[str, np.ndarray]) -> RequestResult:
         """`exchange`, where a server that cannot be reached is a failed result, not an error (an adaptive
-        device then answers alone, and tries the server again later)."""
+        device then answers alone, and tries the server again later); a server that refuses this device's token
+        still raises Refused: no later try would differ."""
         start = time.perf_counter()
         try:
             return self.exchange(tensors)
+        except Refused:
+            raise
         except SplitnnError as exc:
             return self._failed(next(self._ids), str(exc), start, start, 0)
 

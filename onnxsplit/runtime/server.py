@@ -6,7 +6,14 @@ breaks the protocol gets an error frame and the connection goes on, except
 when the stream itself cannot be trusted any more (a wrong magic number:
 the frame boundaries are lost), where the error frame is followed by a close.
 With a token (`serve --token-file`), a connection serves requests only after the device has answered its
-challenge (runtime/auth.py).
+challenge (runtime/auth.py); a device that does not is told so in an error frame (STATUS_UNAUTHORIZED), which it
+reads whole: a refused connection is drained before it closes (`_refuse`), so no reset discards the frame.
+
+A flood of connections (issue 30, item 7) neither fills the listen queue (LISTEN_BACKLOG, not socketserver's 5)
+nor holds the accepting thread: it only accepts, and everything that reads from a peer (the TLS handshake, the
+challenge, the frames) runs in the connection's own thread under a timeout. One address holds at most
+`ServerLimits.max_per_address` connections at once, so a client that opens many and sends nothing cannot take the
+places of every other device.
 """
 from __future__ import annotations
 
@@ -63,17 +70,32 @@ PROBE_TENSOR = "__splitnn_probe__"
 # hold its thread).
 AUTH_TIMEOUT_S = 10.0
 OTHER_FRAME = "something else than an answer to the challenge (a device without the token?)"
+WRONG_ANSWER = "a wrong answer to the challenge"
+# The listen queue: connections the kernel completes while the accepting thread catches up (socketserver's default
+# of 5 made a burst of connections wait for one-second SYN retries). The kernel caps it at its own maximum
+# (net.core.somaxconn on Linux), so asking for more than that costs nothing.
+LISTEN_BACKLOG = 4096
+# A refused connection is read (and what it sends dropped) until its peer closes, for at most this long and this
+# many bytes, so that its error frame is not lost to a reset: a device refused for its token reads why.
+REFUSAL_LINGER_S = AUTH_TIMEOUT_S
+BUSY_LINGER_S = 1.0  # the same for one turned away before it said anything (it sends at most its first request)
+REFUSAL_DRAIN_BYTES = 64 * 1024 * 1024
+# Refusals at --max-connections or --max-per-address are logged at most once per address in this many seconds
+# (a flood would otherwise write a line per connection); the summary counts them all.
+REFUSAL_LOG_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
 class ServerLimits:
     """What one server allows: connections at once (None: any number), how long a connection may be silent (None:
-    for ever), and how requests from several devices are batched (max_batch 1: one request at a time)."""
+    for ever), how requests from several devices are batched (max_batch 1: one request at a time), and connections
+    at once from one address (None: any number; `serve --max-per-address`)."""
 
     max_connections: int | None = None
     idle_timeout_s: float | None = None
     max_batch: int = 1
     max_wait_s: float = 0.002
+    max_per_address: int | None = None
 
 
 @dataclass
@@ -95,6 +117,14 @@ class _Connection:
     sock: socket.socket
     device: DeviceCounts
     busy: bool = False
+
+
+def _address(sock: socket.socket) -> str:
+    """The other end's host (no port), which --max-per-address counts by; empty when it has none any more."""
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return ""
 
 
 def _peer(sock: socket.socket) -> str:
@@ -194,6 +224,8 @@ class ModelServer:
         self.session = self.graphs[0].session if self.graphs else None
         self.inputs, self.outputs = (self.graphs[0].inputs, self.graphs[0].outputs) if self.graphs else ([], [])
         self._connections: dict[int, _Connection] = {}
+        self._per_address: dict[str, int] = {}  # open connections by host (under counts.lock)
+        self._refusals_logged: dict[str, tuple[float, int]] = {}  # host -> when last logged, refusals since
         self._draining = threading.Event()
         self._drained = threading.Event()
         owner = self
@@ -205,6 +237,7 @@ class ModelServer:
         class Server(socketserver.ThreadingTCPServer):
             daemon_threads = True
             allow_reuse_address = True
+            request_queue_size = LISTEN_BACKLOG
 
         try:
             self._server = Server((host, port), Handler)
@@ -262,17 +295,37 @@ class ModelServer:
             given = frame.tensors.get(ANSWER) if frame.kind == AUTH else None
             if given is not None and answer_is_right(self.token, nonce, given.tobytes()):
                 return True
-            reason = "a wrong answer to the challenge" if frame.kind == AUTH else OTHER_FRAME
+            reason = WRONG_ANSWER if frame.kind == AUTH else OTHER_FRAME
         except ProtocolError:
             reason = OTHER_FRAME
         except (ConnectionClosed, OSError) as exc:
             reason = f"no answer to the challenge ({exc})"
         self.log(f"refused {peer}: {reason}")
-        with contextlib.suppress(OSError):
-            send_frame(sock, Frame(ERROR, 0, STATUS_UNAUTHORIZED, message="authentication failed: this server needs "
-                                   "the device to hold its token (--token-file)"))
-        sock.close()
+        held = "does not hold this server's token" if reason == WRONG_ANSWER else "did not prove it holds the token"
+        self._refuse(sock, Frame(ERROR, 0, STATUS_UNAUTHORIZED, message=f"authentication failed: the device {held} "
+                                 f"({reason}); give it the file the server was started with as --token-file"))
         return False
+
+    def _refuse(self, sock: socket.socket, frame: Frame, linger_s: float = REFUSAL_LINGER_S) -> None:
+        """Send `frame` (an error) and close, reading and dropping what the peer still sends until it closes (at
+        most `linger_s`, REFUSAL_DRAIN_BYTES): closing with unread bytes would send a reset, which discards the
+        frame on the peer's side before it is read (a device that sent its request right after its answer to the
+        challenge then saw only `Connection reset by peer`)."""
+        with contextlib.suppress(OSError):
+            send_frame(sock, frame)
+            socket.socket.shutdown(sock, socket.SHUT_WR)  # the plain socket's, also under TLS: the peer reads an end
+            deadline, drained = time.monotonic() + linger_s, 0
+            while drained < REFUSAL_DRAIN_BYTES:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                sock.settimeout(left)
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        with contextlib.suppress(OSError):
+            sock.close()
 
     def _encrypted(self, sock: socket.socket) -> socket.socket | None:
         """With TLS: the connection after its handshake (None, logged, when the handshake fails)."""
@@ -289,26 +342,47 @@ class ModelServer:
             sock.close()
             return None
 
-    def _admitted(self, sock: socket.socket) -> bool:
-        """Count the connection in, or turn it away (an error frame, a log line) at max_connections."""
-        limit = self.limits.max_connections
+    def _admitted(self, sock: socket.socket, address: str) -> bool:
+        """Count the connection in, or turn it away (an error frame, a log line at most every REFUSAL_LOG_EVERY_S
+        per address) at max_connections, or at max_per_address connections from its address."""
+        limit, per_address = self.limits.max_connections, self.limits.max_per_address
+        log, since = False, 0
         with self.counts.lock:
-            busy = limit is not None and self.counts.open >= limit
+            # An address at its share is refused for that first, even when the server is full too: it is the cause.
+            crowded = per_address is not None and self._per_address.get(address, 0) >= per_address
+            busy = not crowded and limit is not None and self.counts.open >= limit
             if busy:
                 self.counts.refused_busy += 1
+            elif crowded:
+                self.counts.refused_address += 1
             else:
                 self.counts.open += 1
                 self.counts.connections += 1
-        if busy:
-            self.log(f"refused {_peer(sock)}: --max-connections {limit} reached")
-            with contextlib.suppress(OSError):
-                send_frame(sock, Frame(ERROR, 0, STATUS_BUSY, message=f"the server is at its {limit} "
-                                       "connections: try again later"))
-        return not busy
+                self._per_address[address] = self._per_address.get(address, 0) + 1
+            if busy or crowded:
+                now = time.monotonic()
+                if len(self._refusals_logged) > 10_000:  # a flood from many addresses: forget who was logged when
+                    self._refusals_logged.clear()
+                logged_at, since = self._refusals_logged.get(address, (-REFUSAL_LOG_EVERY_S, 0))
+                log = now - logged_at >= REFUSAL_LOG_EVERY_S
+                self._refusals_logged[address] = (now, 0) if log else (logged_at, since + 1)
+        if not (busy or crowded):
+            return True
+        why = (f"--max-connections {limit} reached" if busy
+               else f"--max-per-address {per_address} reached for {address}")
+        if log:
+            more = f" ({since} more refused since the last line)" if since else ""
+            self.log(f"refused {_peer(sock)}: {why}{more}")
+        message = (f"the server is at its {limit} connections: try again later" if busy else
+                   f"the server already holds {per_address} connections from {address}: close some, or try again later")
+        self._refuse(sock, Frame(ERROR, 0, STATUS_BUSY, message=message), linger_s=BUSY_LINGER_S)
+        return False
 
     def _handle(self, plain: socket.socket) -> None:
-        plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._draining.is_set() or not self._admitted(plain):
+        with contextlib.suppress(OSError):  # a peer that already reset: it is refused below, or its reads fail
+            plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        host = _address(plain)
+        if self._draining.is_set() or not self._admitted(plain, host):
             return
         try:
             sock = self._encrypted(plain)
@@ -328,6 +402,9 @@ class ModelServer:
         finally:
             with self.counts.lock:
                 self.counts.open -= 1
+                left = self._per_address.pop(host, 1) - 1
+                if left:
+                    self._per_address[host] = left
 
     def _next_frame(self, connection: _Connection) -> Frame | None:
         """The connection's next request frame, marked busy; None when the connection is done with. A frame that

@@ -42,6 +42,7 @@ class ServerCounts:
     connections: int = 0  # admitted, since the start
     open: int = 0  # admitted and not yet closed
     refused_busy: int = 0  # turned away at --max-connections
+    refused_address: int = 0  # turned away at --max-per-address
     devices: dict[str, DeviceCounts] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -3,6 +3,7 @@ already computed, with the cut's server graph (issue 13, item 4)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.onnxsplit.analysis.analyze import analyze
@@ -38,3 +39,44 @@ def test_a_late_answer_is_finished_on_the_device_from_the_tensors_it_computed(sa
     assert all(alone.predicted.device_s <= p.e2e_s < 10 * deadline for p in points), (points, alone.predicted.device_s, deadline)
     expected = session(str(path)).run(None, feeds)[0]
     np.testing.assert_allclose(device.last_outputs[document.outputs[0]], expected, atol=1e-4, rtol=1e-3)
+
+
+def test_a_refused_adaptive_device_counts_errors_and_answers_alone_only_under_a_deadline(sample_path, tmp_path, capsys):
+    """issue 30, item 2: a device the server refuses (no token, or another one) is told so. Without a deadline every
+    request is an error (it answered them all alone on the board and exited 0); `splitnn device` exits 2 with one
+    line. With --deadline, which asks it to answer alone when the server cannot, it does, and says why."""
+    from splitnn.cli.main import main
+
+    path = sample_path("alexnet")
+    analysis = analyze(load_graph(path))
+    plan = plan_split(analysis, load_device("rockpro64"), load_device("cloud-cpu"), load_link("4g"), "latency")
+    document = write_adaptive(analysis, plan_adaptive(plan, 0.1e6, 100e6), tmp_path / "ad", ort_format=False)
+    alone = next(k for k in document.kept if k.server_model is None)
+    feeds = random_inputs(analysis.graph)
+    token = b"the server's token"
+    (tmp_path / "other.txt").write_text("another token\n")
+    with ModelServer(server_models(tmp_path / "ad"), token=token).start() as server:
+        plain = AdaptiveDevice(tmp_path / "ad", document, server.address)
+        points = [plain.request(feeds) for _ in range(3)]
+        plain.close()
+        assert [p.answered for p in points] == ["error"] * 3 and plain.counts().errors == 3
+        assert plain.refused is not None and "asks for a token" in plain.refused
+        other = AdaptiveDevice(tmp_path / "ad", document, server.address, token=b"another token",
+                               deadline_s=2 * alone.predicted.device_s)
+        points = [other.request(feeds) for _ in range(2)]
+        other.close()
+        assert [p.answered for p in points] == ["local", "local"]
+        assert other.refused is not None and "refused this device's token" in other.refused
+        assert server.counts.ok == 0
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main(["device", str(tmp_path / "ad"), "--server", f"127.0.0.1:{server.address[1]}", "--random", "2"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and len(err) == 1 and "asks for a token" in err[0], err
+        main_args = ["device", str(tmp_path / "ad"), "--server", f"127.0.0.1:{server.address[1]}", "--random", "2",
+                     "--token-file", str(tmp_path / "other.txt"), "--deadline", "10s", "--json"]
+        with pytest.raises(SystemExit) as exit_:
+            main(main_args)
+        captured = capsys.readouterr()
+        assert exit_.value.code == 0 and "refused this device's token" in captured.err
+        assert '"answered_local": 2' in captured.out

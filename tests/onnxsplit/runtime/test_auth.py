@@ -3,6 +3,7 @@ crosses the network, a wrong or replayed answer is refused with one error frame 
 from __future__ import annotations
 
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -10,8 +11,8 @@ import pytest
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.sample_inputs import random_feeds
 from splitnn.onnxsplit.runtime.auth import ANSWER, NONCE, answer, is_loopback, read_token
-from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart
-from splitnn.onnxsplit.runtime.server import ModelServer, ServerLimits, server_part_path
+from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, Refused
+from splitnn.onnxsplit.runtime.server import OTHER_FRAME, WRONG_ANSWER, ModelServer, ServerLimits, server_part_path
 from splitnn.onnxsplit.runtime.wire import AUTH, CHALLENGE, ERROR, STATUS_UNAUTHORIZED, Frame, read_frame, send_frame
 
 TOKEN = b"0123456789abcdef0123456789abcdef"
@@ -27,13 +28,55 @@ def test_only_a_device_holding_the_token_is_served(lenet_plan):
     with ModelServer(server_part_path(lenet_plan), token=TOKEN, log=logged.append).start() as server:
         right = DeviceClient(part, server.address, token=TOKEN, timeout_s=5)
         assert all(right.request(_feeds(part)).ok for _ in range(2))  # one handshake, then requests on it
-        with pytest.raises(SplitnnError, match="asks for a token"):
+        with pytest.raises(Refused, match="asks for a token"):
             DeviceClient(part, server.address, timeout_s=5).request(_feeds(part))
-        wrong = DeviceClient(part, server.address, token=b"another token", timeout_s=5).request(_feeds(part))
-        assert not wrong.ok and "authentication failed" in wrong.error
+        with pytest.raises(Refused, match="refused this device's token"):
+            DeviceClient(part, server.address, token=b"another token", timeout_s=5).request(_feeds(part))
         assert server.counts.ok == 2
+        _wait_for(lambda: len(logged) >= 2)  # each refusal is logged by its connection's thread, in any order
     assert len(logged) == 2 and all(line.startswith("refused 127.0.0.1:") for line in logged)
-    assert "something else than an answer" in logged[0] and "a wrong answer" in logged[1]
+    assert {line.split(": ", 1)[1] for line in logged} == {OTHER_FRAME, WRONG_ANSWER}
+
+
+def _wait_for(condition, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """Until `condition()` holds (what another thread does), for at most `seconds`: a bound, not a timing."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_refused_device_is_told_so_even_when_its_request_is_large(lenet_plan):
+    """issue 30, item 2: a device with a wrong token that sends its request right after its answer read `Connection
+    reset by peer` (the server closed with the request unread); it reads the server's refusal now, with or
+    without a name to announce, and a refusal is never a failed request an adaptive device would retry."""
+    part = DevicePart(lenet_plan)
+    large = {"x": np.zeros(4_000_000, np.float32)}  # 16 MB: still arriving when the server refuses
+    with ModelServer(server_part_path(lenet_plan), token=TOKEN, log=lambda line: None).start() as server:
+        for name in (None, "board-7", None):
+            client = DeviceClient(part, server.address, token=b"another token", timeout_s=10, name=name)
+            with pytest.raises(Refused, match="refused this device's token: give --token-file the same file"):
+                client.try_exchange(large)
+        with socket.create_connection(server.address, timeout=5) as raw:  # what the server's frame says
+            nonce = read_frame(raw).tensors[NONCE].tobytes()
+            send_frame(raw, Frame(AUTH, 0, tensors={ANSWER: np.frombuffer(answer(b"another", nonce), np.uint8)}))
+            refused = read_frame(raw)
+            assert refused.kind == ERROR and refused.status == STATUS_UNAUTHORIZED
+            assert "does not hold this server's token" in refused.message and "--token-file" in refused.message
+        assert server.counts.ok == 0
+
+
+def test_the_device_command_exits_2_with_one_line_when_refused(lenet_plan, tmp_path, capsys):
+    """`splitnn device` with a wrong token: one line, exit 2 (it printed `connection failed: [Errno 104]`)."""
+    from splitnn.cli.main import main
+
+    (tmp_path / "wrong.txt").write_text("another token\n")
+    with ModelServer(server_part_path(lenet_plan), token=TOKEN, log=lambda line: None).start() as server:
+        with pytest.raises(SystemExit) as exit_:
+            main(["device", str(lenet_plan), "--server", f"127.0.0.1:{server.address[1]}", "--random", "2",
+                  "--token-file", str(tmp_path / "wrong.txt")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1, err
+    assert "refused this device's token" in err[0] and "Traceback" not in err[0]
 
 
 def test_the_token_never_crosses_and_an_answer_cannot_be_replayed(lenet_plan):

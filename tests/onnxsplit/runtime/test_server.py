@@ -118,3 +118,42 @@ def test_outage_longer_than_the_timeout_is_an_explicit_error(lenet_plan):
         results = [client.request(_feeds(part)) for _ in range(2)]
     assert [r.ok for r in results] == [False, False]
     assert all(r.error == "timed out after 0.3 s waiting for the server" for r in results)
+
+
+def test_one_address_holds_at_most_its_share_and_a_silent_client_blocks_no_one(lenet_plan):
+    """issue 30, item 7: connections that send nothing (a flood's, or a slow client's) wait in their own threads, never
+    in the accepting one, and one address holds at most ServerLimits.max_per_address of them: one more is turned away
+    with an error frame that says why, while a device from another address is served, and the address gets its
+    places back as its connections close. The listen queue is a real one, not socketserver's 5."""
+    from splitnn.onnxsplit.runtime.server import LISTEN_BACKLOG, ServerLimits
+    from splitnn.onnxsplit.runtime.wire import CHALLENGE, STATUS_BUSY
+
+    token = b"a token"
+    part = DevicePart(lenet_plan)
+    logged: list[str] = []
+    limits = ServerLimits(max_connections=10, max_per_address=2)
+    with ModelServer(server_part_path(lenet_plan), token=token, limits=limits, log=logged.append).start() as server:
+        assert server._server.request_queue_size == LISTEN_BACKLOG >= 1024
+
+        def silent() -> socket.socket:  # from another loopback address than the device's 127.0.0.1
+            return socket.create_connection(server.address, timeout=5, source_address=("127.0.0.2", 0))
+
+        held = [silent() for _ in range(2)]
+        assert all(read_frame(s).kind == CHALLENGE for s in held)  # admitted, and waiting for an answer
+        with silent() as third:
+            turned_away = read_frame(third)
+            assert turned_away.kind == ERROR and turned_away.status == STATUS_BUSY
+            assert "already holds 2 connections from 127.0.0.2" in turned_away.message
+            assert third.recv(1) == b""  # then closed
+        device = DeviceClient(part, server.address, token=token, timeout_s=5)
+        assert all(device.request(_feeds(part, seed)).ok for seed in range(2))  # while the two wait, silent
+        device.close()
+        assert server.counts.refused_address == 1 and server.counts.refused_busy == 0 and server.counts.ok == 2
+        for sock in held:  # their challenges go unanswered: refused, and their places freed
+            sock.close()
+        deadline = time.monotonic() + 10
+        while server.counts.open and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with silent() as again:
+            assert read_frame(again).kind == CHALLENGE
+    assert any("--max-per-address 2 reached for 127.0.0.2" in line for line in logged)
