@@ -7,7 +7,8 @@ from splitnn.cli.render import human_bytes, stdout
 
 if TYPE_CHECKING:
     from splitnn.cost_models.prediction import Prediction
-    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchReport
+    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchReport, HeldBackCount
+    from splitnn.onnxsplit.bench.run_prediction import RunPrediction
     from splitnn.onnxsplit.bench.split_report import SplitBenchReport, StreamReport, Versus
     from splitnn.onnxsplit.bench.sweep import SweepReport
     from splitnn.onnxsplit.bench.tile_report import TableRow, TileBenchReport
@@ -19,15 +20,17 @@ def render_split(report: SplitBenchReport) -> None:
     console = stdout()
     console.print(f"{report.requests} requests over {report.link.description}: {report.ok} ok, {report.errors} errors")
     _render_emulation(report)
+    _render_predictions(report)
     table = Table(title=f"Cut {', '.join(report.cut.tensors) or '(none)'}", title_justify="left")
-    for column in ("stage", "p50 ms", "p95 ms", "predicted ms"):
+    run = report.this_run.predicted if report.this_run is not None else None
+    for column in ("stage", "p50 ms", "p95 ms", *(("this run predicted ms",) if run else ()), "plan predicted ms"):
         table.add_column(column, justify="left" if column == "stage" else "right")
-    predicted = report.predicted
     for stage, label, key in (("device_s", "device compute", "device_s"), ("encode_s", "encode", "encode_s"),
                               ("transfer_s", "transfer", "transfer_s"), ("server_s", "server compute", "server_s"),
                               ("decode_s", "decode", "decode_s"), ("e2e_s", "end to end", "total_s")):
         values = report.stages[stage]
-        table.add_row(label, f"{values.p50 * 1e3:.2f}", f"{values.p95 * 1e3:.2f}", f"{getattr(predicted, key) * 1e3:.2f}")
+        table.add_row(label, f"{values.p50 * 1e3:.2f}", f"{values.p95 * 1e3:.2f}",
+                      *((f"{getattr(run, key) * 1e3:.2f}",) if run else ()), f"{getattr(report.predicted, key) * 1e3:.2f}")
     console.print(table)
     console.print(f"physical bound {report.bound_s * 1e3:.2f} ms; {human_bytes(report.bytes_per_request.up)} up, "
                   f"{human_bytes(report.bytes_per_request.down)} down per request"
@@ -52,8 +55,20 @@ def render_split(report: SplitBenchReport) -> None:
     for message in report.error_messages:
         console.print(f"[red]error:[/red] {message}")
     if report.stream is not None:
-        _render_stream(report.stream)
+        _render_stream(report.stream, report.this_run)
     _render_versus(report.versus_baselines)
+
+
+def _render_predictions(report: SplitBenchReport) -> None:
+    """Which machines and link each prediction is for: the plan's, and this run's where they differ."""
+    run, plan = report.this_run, report.planned_for
+    if run is None:
+        stdout().print(f"predicted: the plan's ({plan})")
+        return
+    differs = " and ".join({"server": "its server is this host", "link": "its link is the one emulated"}[what]
+                           for what in run.differs)
+    stdout().print(f"predicted: the plan's ({plan}) and this run's ({differs}: {run.server}"
+                   + (f", {run.link}" if "link" in run.differs else "") + ")")
 
 
 def _predicted_ms(prediction: Prediction | None) -> str:
@@ -79,12 +94,18 @@ def _render_emulation(report: SplitBenchReport) -> None:
                       "board's memory bandwidth against this host's)[/yellow]")
 
 
-def _render_stream(stream: StreamReport) -> None:
+def _render_stream(stream: StreamReport, run: RunPrediction | None = None) -> None:
     console = stdout()
     periods = ", ".join(f"{k[:-2]} {v * 1e3:.1f} ms" for k, v in stream.stage_periods_s.items())
     offered = f" (offered {stream.offered_fps:g} fps)" if stream.offered_fps else ""
     ratio = f" = {stream.ratio:.2f} x" if stream.ratio is not None else ""
     predicted = f" (predicted {stream.predicted_fps:.2f})" if stream.predicted_fps is not None else ""
+    if run is not None and stream.predicted_fps is not None:
+        shared = (f", bound by this host's cores, which compute the device part's real work and the server part's: "
+                  f"{run.shared_cores_s * 1e3:.1f} ms a frame" if run.shared_cores_s
+                  and 1 / run.shared_cores_s <= run.predicted.throughput_fps * 1.0001 else "")
+        predicted = (f" (predicted {run.predicted.throughput_fps:.2f} for this run{shared}; "
+                     f"{stream.predicted_fps:.2f} by the plan)")
     console.print(f"stream of {stream.frames} frames{offered}: {stream.ok} ok, {stream.errors} errors; "
                   f"[bold]{stream.throughput_fps:.2f} frames/s[/bold]{predicted}{ratio} the bound {stream.bound_fps:.2f} "
                   f"(1 / max stage: {periods}; bottleneck {stream.bottleneck[:-2]}); latency p50 "
@@ -238,6 +259,8 @@ def render_adaptive(report: AdaptiveBenchReport) -> None:
                   f"mean {e.mean * 1e3:.1f} ms")
     cuts = ", ".join(f"cut {cut}: {count}" for cut, count in report.requests_per_cut.items())
     console.print(f"requests per cut: {cuts}; {report.switches} switches; {report.probes} bandwidth probes")
+    for held in report.held_back:
+        console.print(_held_back_line(held, report.deadline_s))
     known = [p for p in report.points if p.estimate_bps and p.true_bps]
     if known:
         import statistics
@@ -252,6 +275,21 @@ def render_adaptive(report: AdaptiveBenchReport) -> None:
         console.print(f"outputs {verdict} the unsplit model (max abs error {report.max_abs_err:.3g})")
     if report.static:
         _render_static(report)
+
+
+def _held_back_line(held: HeldBackCount, deadline_s: float | None) -> str:
+    """Why some requests sent nothing at the cut the estimate chose, and were answered by the board alone."""
+    what = (f"{held.requests} request{'s' if held.requests > 1 else ''} answered by the device alone where the "
+            f"estimate chose cut {held.cut_id}: ")
+    needed = f"the {held.needed_s * 1e3:.1f} ms predicted for the link and the server (median)"
+    if held.reason == "deadline" and deadline_s is not None:
+        left = (f"left them {held.budget_s * 1e3:.1f} ms" if held.budget_s > 0 else "left them no time")
+        return (f"[yellow]{what}the deadline ({deadline_s * 1e3:g} ms) {left} once the device part ran, keeping the "
+                f"time to finish alone, under {needed}: too little time for the server (a longer deadline lets "
+                "the device try it)[/yellow]")
+    if held.reason == "slower":
+        return f"[yellow]{what}the board alone was predicted to answer sooner than through the server ({needed})[/yellow]"
+    return f"[yellow]{what}{needed} exceeds the timeout ({held.budget_s * 1e3:.1f} ms left)[/yellow]"
 
 
 def _render_static(report: AdaptiveBenchReport) -> None:

@@ -20,6 +20,10 @@ class Prediction:
     throughput_fps: float
     energy_j: float | None  # None: the device profile's power was not measured
     decode_s: float = 0.0  # codecs: the server decoding the request, the device decoding the answer (in total_s)
+    # The request's and the answer's bytes on the wire that transfer_s prices (None: a plan written before they were
+    # kept); run-bench prices them again over the link it emulates.
+    up_bytes: int | None = None
+    down_bytes: int | None = None
 
 
 def pipelined_fps(device_s: float, uplink_s: float, server_s: float, downlink_s: float) -> float:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from splitnn.cost_models.prediction import Prediction
 from splitnn.onnxsplit.artifacts.plan_file import CutRecord
 from splitnn.onnxsplit.bench.calibration import Calibration
+from splitnn.onnxsplit.bench.run_prediction import RunPrediction
 from splitnn.onnxsplit.core.records import Record
 
 
@@ -126,3 +127,7 @@ class SplitBenchReport(Record):
     # such output (or no answer to compare).
     same_top1: bool | None = None
     tls: bool = False  # the split's connection was encrypted (run-bench --tls)
+    # The prediction for what this run ran (the server on this host, the emulated link), beside `predicted`, the
+    # plan's; None with --device-slowdown, or for a plan written before its prediction kept its bytes.
+    this_run: RunPrediction | None = None
+    planned_for: str = ""  # the device, link and server the plan's prediction is for

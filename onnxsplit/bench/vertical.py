@@ -22,10 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from splitnn.cost_models.host import host_profile
 from splitnn.cost_models.prediction import Prediction, pipelined_fps
+from splitnn.cost_models.profiles import DeviceProfile
 from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference, plan_feeds
 from splitnn.onnxsplit.artifacts.plan_file import VerticalPlanFile, model_path
 from splitnn.onnxsplit.bench.calibration import Calibration, calibrate
+from splitnn.onnxsplit.bench.run_prediction import planned_for, predict_run
 from splitnn.onnxsplit.bench.split_report import (
     Baselines,
     BytesPerRequest,
@@ -130,10 +133,7 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
         feeds = plan_feeds(plan, options.seed)
     tick = ((lambda stage, total: (lambda done: progress(stage, done, total))) if progress
             else (lambda stage, total: (lambda done: None)))
-    calibration = None
-    if options.slowdown is None:
-        tick("calibrating the device part", 1)(0)
-        calibration = calibrate(lambda: part.run(feeds), plan.predicted.device_s)
+    calibration, this_host = _calibrated(part, feeds, options, tick)
     emulation = _emulation(plan, options, calibration)
     results, stream, stalls = _measure(part, server_model, link, options, emulation, feeds, tick)
     ok = [r for r in results if r.ok]
@@ -168,7 +168,22 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
         tls=options.tls and server_model is not None,
         versus_baselines=versus_baselines(plan.objective, timings["stages"]["e2e_s"].p50 if ok else None,
                                           report_stream, baselines),
+        planned_for=planned_for(plan),
+        this_run=(predict_run(plan, link, server_model, this_host, calibration.host_s)
+                  if this_host is not None and calibration is not None else None),
     )
+
+
+def _calibrated(part: DevicePart, feeds: dict[str, np.ndarray], options: BenchOptions,
+                tick: Callable[[str, int], Any]) -> tuple[Calibration | None, DeviceProfile | None]:
+    """The device part calibrated to its prediction, and this host's profile (the server's in this run); neither
+    with --device-slowdown."""
+    if options.slowdown is not None:
+        return None, None
+    tick("calibrating the device part", 1)(0)
+    calibration = calibrate(lambda: part.run(feeds), part.plan.predicted.device_s)
+    tick("this host's profile (the server's)", 1)(0)
+    return calibration, host_profile()
 
 
 @dataclass(frozen=True)

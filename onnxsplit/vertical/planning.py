@@ -145,6 +145,8 @@ def prediction_of(device_s: float, encode_s: float, server_s: float, up_bytes: i
         energy_j=None if device.compute_power_w is None
         else device.compute_power_w * (device_s + encode_s) + link.radio_watts() * uplink_s,
         decode_s=sum(decode_s),
+        up_bytes=up_bytes,
+        down_bytes=down_bytes,
     )
 
 
