@@ -203,6 +203,8 @@ def _write_adaptive(analysis, plan, choice: CutChoice, codec: CodecChoice, outdi
     v = document.verification
     console.print(f"verified: every kept cut chained against the model, max abs error {v.max_abs_err:.3g}, device "
                   f"side run from {v.device_artifact}")
+    if v.int8_note():
+        console.print(v.int8_note())
 
 
 def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, tiles: TilePlanning,
@@ -338,7 +340,9 @@ def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
         console.print(f"[dim]{ruled_out} cuts ruled out by constraints (plan.json lists why)[/dim]")
     v = document.verification
     chained = f", device side run from {v.device_artifact}" if v.device_artifact else ""
-    console.print(f"verified: max abs error {v.max_abs_err:.3g} (atol {v.atol}, rtol {v.rtol}){chained}")
+    console.print(f"verified: max abs error {v.max_abs_err:.3g} (atol {v.atol:.3g}, rtol {v.rtol}){chained}")
+    if v.int8_note():  # how an int8 model was checked, and the bound it is held to (artifacts/verification.py)
+        console.print(v.int8_note())
     if document.codec_trials:
         _render_trials(document.codec_trials)
     if document.codec is not None:

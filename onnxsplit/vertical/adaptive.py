@@ -56,9 +56,14 @@ from splitnn.onnxsplit.artifacts.plan_file import (
     write_plan,
 )
 from splitnn.onnxsplit.artifacts.verification import (
+    UNFUSED_LEVEL,
     Verification,
     compare_outputs,
+    is_int8_model,
+    output_quantization_step,
     reference_outputs,
+    settle_int8,
+    unfused_max_error,
     verification_session,
 )
 from splitnn.onnxsplit.codecs.specs import image_spec, require_one_codec
@@ -143,6 +148,14 @@ def write_adaptive(analysis: Analysis, adaptive: AdaptivePlan, outdir: str | Pat
             list(device.outputs), {n: feeds[n] for n in device.inputs})))
         check = _verify_every_cut(staging, servers, feeds, device_results, reference, atol, rtol,
                                   device_file.relative_to(staging).as_posix())
+        if is_int8_model(graph):  # like with like decides (verification.py's docstring)
+            unfused = _unfused_every_cut(staging, device, servers, {**feeds, **device_results} if ort_format else feeds,
+                                         reference_outputs(graph, feeds, UNFUSED_LEVEL), atol, rtol)
+            check = settle_int8(check, unfused, output_quantization_step(graph), "a kept cut's chained parts")
+        if not check.passed:
+            raise SplitnnError(f"verification failed: a kept cut's chained parts differ from the model by up to "
+                               f"{check.max_abs_err:.3g} (atol {atol}, rtol {rtol}); nothing was written; loosen "
+                               "--atol/--rtol if this is expected")
         save_verification_data(staging, feeds, reference)
         adaptive = dataclasses.replace(adaptive, codecs=_on_verification(staging, servers, adaptive.codecs,
                                                                           {**feeds, **device_results}))
@@ -181,10 +194,21 @@ def _verify_every_cut(folder: Path, servers: dict[int, Part], feeds: dict, devic
         results = {**{k: v for k, v in device_results.items() if k in reference}, **outputs_of(pool, server.outputs)}
         error, ok = compare_outputs(results, reference, atol, rtol)
         worst, passed = max(worst, error), passed and ok
-    if not passed:
-        raise SplitnnError(f"verification failed: a kept cut's chained parts differ from the model by up to {worst:.3g} "
-                           f"(atol {atol}, rtol {rtol}); nothing was written; loosen --atol/--rtol if this is expected")
     return Verification(worst, atol, rtol, passed, device_artifact)
+
+
+def _unfused_every_cut(folder: Path, device: Part, servers: dict[int, Part], computed: dict, reference: dict,
+                       atol: float, rtol: float) -> tuple[float, bool]:
+    """An int8 model's like-with-like check (verification.unfused_max_error): each kept cut chained against the model
+    run unfused (`reference`). `computed` holds the device .ort's outputs where there is one (converted at
+    UNFUSED_LEVEL, transformed no further when loaded); else the device .onnx runs again."""
+    first = [] if any(name in computed for name in device.outputs) else [
+        PartStep(f"{DEVICE_DIR}/{MODEL_FILE}", device.inputs, device.outputs)]
+    chains = [[*first, PartStep(f"{SERVER_DIR}/{_server_file(cut_id)}", server.inputs, server.outputs)]
+              for cut_id, server in servers.items()]
+    if all(name in device.outputs for name in reference):  # the device graph answers alone
+        chains.append(first)
+    return unfused_max_error(folder, chains, computed, reference, atol, rtol)
 
 
 def _plan_file(analysis: Analysis, adaptive: AdaptivePlan, outdir: Path, device: Part, servers: dict[int, Part],

@@ -46,9 +46,12 @@ from splitnn.onnxsplit.artifacts.plan_file import (
     write_plan,
 )
 from splitnn.onnxsplit.artifacts.verification import (
+    References,
     Verification,
     compare_outputs,
-    reference_outputs,
+    model_references,
+    settle_int8,
+    unfused_max_error,
     verification_session,
 )
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -90,23 +93,48 @@ def run_device_side(folder: Path, device: Part, feeds: dict[str, np.ndarray],
 
 def verify(
     folder: Path,
-    server: Part,
+    parts: tuple[Part, Part],
     feeds: dict[str, np.ndarray],
     device_results: dict[str, np.ndarray],
     device_artifact: str | None,
-    reference: dict[str, np.ndarray],
+    references: References,
     atol: float,
     rtol: float,
 ) -> tuple[Verification, dict[str, np.ndarray]]:
-    """Run the written server part on the device part's outputs and compare with the original's `reference`;
-    also returns the chained parts' outputs."""
+    """Run the written server part on the device part's outputs and compare with the original's outputs (an int8
+    model's like with like too: verification.py); also returns the chained parts' outputs."""
+    server = parts[1]
     results = dict(device_results)
     if server.model is not None:
         step = PartStep(f"{SERVER_DIR}/{MODEL_FILE}", server.inputs, server.outputs)
         pool = run_steps([step], {**feeds, **results}, lambda model: verification_session(folder / model))
         results.update(outputs_of(pool, server.outputs))
-    max_err, passed = compare_outputs(results, reference, atol, rtol)
-    return Verification(max_err, atol, rtol, passed, device_artifact), results
+    max_err, passed = compare_outputs(results, references.outputs, atol, rtol)
+    check = Verification(max_err, atol, rtol, passed, device_artifact)
+    if references.unfused is not None:
+        device_run = (device_results, device_artifact)
+        unfused = _unfused_check(folder, parts, feeds, device_run, references.unfused, atol, rtol)
+        check = settle_int8(check, unfused, references.step, "the chained parts")
+    return check, results
+
+
+def _unfused_check(folder: Path, parts: tuple[Part, Part], feeds: dict[str, np.ndarray],
+                   device_run: tuple[dict[str, np.ndarray], str | None], reference: dict[str, np.ndarray], atol: float,
+                   rtol: float) -> tuple[float, bool]:
+    """An int8 model's like-with-like check (verification.unfused_max_error) of the written parts against the model
+    run unfused (`reference`). A device .ort was converted at UNFUSED_LEVEL (DEVICE_PART_LEVEL) and onnxruntime
+    transforms an ORT-format file no further when it loads it, so the outputs it gave stand; a device .onnx runs
+    again."""
+    device, server = parts
+    device_results, device_artifact = device_run
+    steps, computed = [], dict(feeds)
+    if device_artifact is not None and device_artifact.endswith(ORT_FILE):
+        computed.update(device_results)
+    elif device.model is not None:
+        steps.append(PartStep(f"{DEVICE_DIR}/{MODEL_FILE}", device.inputs, device.outputs))
+    if server.model is not None:
+        steps.append(PartStep(f"{SERVER_DIR}/{MODEL_FILE}", server.inputs, server.outputs))
+    return unfused_max_error(folder, [steps], computed, reference, atol, rtol)
 
 
 def write_split(
@@ -147,17 +175,17 @@ def write_split(
         # codec are what the prediction counts, where a random input's are not.
         coded = codec != "none" or reply_codec != "none"
         feeds = dict(calibration.feeds[0]) if calibration is not None and coded else random_inputs(graph)
-        original_run = background.submit(reference_outputs, graph, feeds)
+        original_run = background.submit(model_references, graph, feeds)  # an int8 model's unfused too
         artifacts, device_run = _write_parts(graph, staging, device, server, feeds, ort_format, background)
         device_results, device_artifact, ort_folded = device_run.result() if device_run else ({}, None, None)
-        reference = original_run.result()
-        check, chained = verify(staging, server, feeds, device_results, device_artifact, reference, atol, rtol)
+        original = original_run.result()
+        check, chained = verify(staging, (device, server), feeds, device_results, device_artifact, original, atol, rtol)
         if not check.passed:
             raise SplitnnError(
                 f"verification failed: the chained parts differ from the model by up to {check.max_abs_err:.3g} "
                 f"(atol {atol}, rtol {rtol}); nothing was written; loosen --atol/--rtol if this precision is expected"
             )
-        save_verification_data(staging, feeds, reference)
+        save_verification_data(staging, feeds, original.outputs)
         document = dataclasses.replace(_plan_file(analysis, plan, outdir, (device, server), check, artifacts),
                                        codec_trials=codec_trials, device_ort_folded=ort_folded)
         if coded and server.model is not None:
