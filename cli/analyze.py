@@ -30,7 +30,7 @@ def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, csv_path: 
       splitnn analyze resnet18.onnx
       splitnn analyze cls.onnx --input-shape x:1x3x48x192
       splitnn analyze vgg16.onnx --json > vgg16.json
-      splitnn analyze model.onnx 1x3x224x224 --csv nodes.csv   # bare shape: one-input model
+      splitnn analyze model.onnx --input-shape 1x3x224x224 --csv nodes.csv   # a bare shape: a one-input model
     """
     from splitnn.onnxsplit.analysis.analyze import analyze as run_analysis
     from splitnn.onnxsplit.model.input_shapes import parse_input_shapes

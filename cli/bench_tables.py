@@ -56,7 +56,7 @@ def render_split(report: SplitBenchReport) -> None:
         console.print(f"[red]error:[/red] {message}")
     if report.stream is not None:
         _render_stream(report.stream, report.this_run)
-    _render_versus(report.versus_baselines)
+    _render_versus(report.versus_baselines, _baseline_of(report))
 
 
 def _render_predictions(report: SplitBenchReport) -> None:
@@ -90,8 +90,9 @@ def _render_emulation(report: SplitBenchReport) -> None:
                   f"passed ({described})[/yellow]")
     if slow.encode_board_s:
         console.print(f"[yellow]encoding emulated: each request's encoding waits until {slow.encode_board_s * 1e3:.2f} ms "
-                      "have passed, the codec's time on the board as partition priced it (its time here scaled by the "
-                      "board's memory bandwidth against this host's)[/yellow]")
+                      "have passed, the codec's time on the board as partition priced it (its time on the machine that "
+                      "planned, scaled as partition's codec line says: by the two profiles' codec reference times, or "
+                      "by their DRAM bandwidths where a profile has none)[/yellow]")
 
 
 def _render_stream(stream: StreamReport, run: RunPrediction | None = None) -> None:
@@ -114,7 +115,15 @@ def _render_stream(stream: StreamReport, run: RunPrediction | None = None) -> No
         console.print(f"[red]stream error:[/red] {message}")
 
 
-def _render_versus(versus: Versus | None) -> None:
+def _baseline_of(report: SplitBenchReport) -> str | None:
+    """The baseline the split itself is, if any: "device" (its cut sends nothing) or "server" (it sends the input,
+    cut 0)."""
+    return "device" if not report.cut.tensors else "server" if report.cut.id == 0 else None
+
+
+def _render_versus(versus: Versus | None, same: str | None = None) -> None:
+    """How the split did against each baseline; against the one it is (`same`: "device" or "server"), it is no
+    gain or loss, whatever the two runs' noise says."""
     if versus is None:
         return
     if versus.measure == "frames per second":
@@ -123,11 +132,18 @@ def _render_versus(versus: Versus | None) -> None:
     else:
         values = f"{versus.split * 1e3:.1f} ms against {versus.all_device * 1e3:.1f} ms all on the device"
         values += f" and {versus.all_server * 1e3:.1f} ms all on the server" if versus.all_server is not None else ""
-    def factor(x: float | None) -> str:
-        return "unknown (it failed)" if x is None else f"{x:.2f}x ({'better' if x > 1 else 'worse' if x < 1 else 'even'})"
+    def factor(x: float | None, where: str) -> str:
+        if where == same:
+            between = f"; {x:.2f}x between the two runs" if x is not None else ""
+            return f"the same (the split is all on the {where}{between})"
+        if x is None:
+            return "unknown (it failed)"
+        shown = f"{x:.2f}"  # the word follows the figure shown: 0.998 is 1.00x, even
+        return f"{shown}x ({'better' if float(shown) > 1 else 'worse' if float(shown) < 1 else 'even'})"
 
-    stdout().print(f"[bold]the split against all on the device: {factor(versus.vs_all_device)}; against all on the "
-                   f"server: {factor(versus.vs_all_server)}[/bold] ({versus.measure}, measured in this run: {values})")
+    stdout().print(f"[bold]the split against all on the device: {factor(versus.vs_all_device, 'device')}; against "
+                   f"all on the server: {factor(versus.vs_all_server, 'server')}[/bold] ({versus.measure}, measured "
+                   f"in this run: {values})")
 
 
 def render_sweep(report: SweepReport) -> None:
@@ -281,12 +297,12 @@ def _held_back_line(held: HeldBackCount, deadline_s: float | None) -> str:
     """Why some requests sent nothing at the cut the estimate chose, and were answered by the board alone."""
     what = (f"{held.requests} request{'s' if held.requests > 1 else ''} answered by the device alone where the "
             f"estimate chose cut {held.cut_id}: ")
-    needed = f"the {held.needed_s * 1e3:.1f} ms predicted for the link and the server (median)"
+    needed = f"the {held.needed_s * 1e3:.1f} ms predicted for the link and the server (medians)"
     if held.reason == "deadline" and deadline_s is not None:
-        left = (f"left them {held.budget_s * 1e3:.1f} ms" if held.budget_s > 0 else "left them no time")
-        return (f"[yellow]{what}the deadline ({deadline_s * 1e3:g} ms) {left} once the device part ran, keeping the "
-                f"time to finish alone, under {needed}: too little time for the server (a longer deadline lets "
-                "the device try it)[/yellow]")
+        left = f"{held.budget_s * 1e3:.1f} ms" if held.budget_s > 0 else "no time"
+        return (f"[yellow]{what}the deadline ({deadline_s * 1e3:g} ms) leaves the link and the server {left} there "
+                f"(after the device part, keeping the time to finish alone), under {needed}: too little time for "
+                "the server; a longer deadline lets the device try it[/yellow]")
     if held.reason == "slower":
         return f"[yellow]{what}the board alone was predicted to answer sooner than through the server ({needed})[/yellow]"
     return f"[yellow]{what}{needed} exceeds the timeout ({held.budget_s * 1e3:.1f} ms left)[/yellow]"

@@ -126,9 +126,11 @@ def _render(fit, measurements, target: Path) -> None:  # type: ignore[no-untyped
         table.add_column(column, justify="left" if column in ("figure", "fitted") else "right", no_wrap=True, min_width=6)
     for c in fit.classes:
         bandwidths = {"memory": p.memory_bytes_per_s, "weights": p.weight_bandwidth}
-        value = (f"{bandwidths[c.name] / 1e9:.3g} GB/s" if c.name in bandwidths
-                 else f"{p.macs_per_s[c.name] / 1e9:.3g} GMAC/s")
-        table.add_row(c.name, value, "yes" if c.fitted else "[yellow]no (base)[/yellow]", str(c.groups),
+        unit = "GB/s" if c.name in bandwidths else "GMAC/s"
+        value = f"{bandwidths.get(c.name, p.macs_per_s.get(c.name, 0.0)) / 1e9:.3g} {unit}"
+        fitted = ("yes" if c.fitted else f"[yellow]partly (base {(c.base_value or 0) / 1e9:.3g} {unit})[/yellow]"
+                  if c.pulled else "[yellow]no (base)[/yellow]")
+        table.add_row(c.name, value, fitted, str(c.groups),
                       f"{c.measured_s * 1e3:.3f}", f"{c.predicted_s * 1e3:.3f}", f"{c.error:+.1%}" if c.groups else "")
     if p.dense_conv_pixel_overhead:
         table.add_row("conv pixels", f"{p.dense_conv_pixel_overhead:.3g} px", "yes" if fit.pixel_overhead_fitted
@@ -149,3 +151,7 @@ def _render(fit, measurements, target: Path) -> None:  # type: ignore[no-untyped
     console.print(f"wrote {target} (use it as --device {target})")
     console.print("[dim]groups: kernels onnxruntime ran, mapped back to the nodes they compute; elim.: nodes it "
                   "folded away; group err: time-weighted mean error per group[/dim]")
+    if any(c.pulled for c in fit.classes):
+        console.print("[dim]partly: these models moved the figure away from the base profile's without pinning it "
+                      "down (half or twice it fits them about as well one way); profile models that lean on it to "
+                      "fit it[/dim]")

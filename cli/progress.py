@@ -20,7 +20,11 @@ class Progress:
         # and the server share this machine's cores with it.
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             console=stderr(), transient=True, auto_refresh=False)
-        self.bar.__enter__()
+        # Bars only where they can be redrawn: on a pipe rich draws none, and stopping printed an empty line before
+        # whatever came next on stderr (an error's one line). Unstarted, the bars are kept but never drawn.
+        self.shown = self.bar.console.is_interactive
+        if self.shown:
+            self.bar.__enter__()
         self.tasks: dict[str, int] = {}
         return self
 
@@ -30,4 +34,5 @@ class Progress:
         self.bar.update(self.tasks[stage], completed=done, visible=stage.startswith("cuts") or done < total, refresh=True)
 
     def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)  # type: ignore[arg-type]
+        if self.shown:
+            self.bar.__exit__(*exc)  # type: ignore[arg-type]

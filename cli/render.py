@@ -23,7 +23,11 @@ def stdout() -> Console:
 
 
 def stderr() -> Console:
-    return Console(stderr=True, highlight=False)
+    """The console for notes, warnings and progress: on a terminal, its width; piped (to a log file, a program),
+    every line whole, never wrapped at 80 columns."""
+    piped = not sys.stderr.isatty()
+    return Console(stderr=True, highlight=False, soft_wrap=piped,
+                   width=PIPED_WIDTH if piped and "COLUMNS" not in os.environ else None)
 
 
 def log_line(line: str) -> None:

@@ -68,6 +68,9 @@ BANDWIDTH, OVERHEAD, WEIGHT_BANDWIDTH, PIXELS = range(len(OP_CLASSES), len(OP_CL
 NO_PIXEL_LOSS = 1e-9  # the pixel overhead of a base profile without one: no loss, and fitted no further
 # A figure counts as determined when halving or doubling it worsens the objective by more than this fraction.
 SENSITIVITY = 0.01
+# A figure not determined counts as pulled by the data when it ends more than this factor from the base's value
+# (beyond the common factor every figure takes): the data pushed it one way, the prior held it, nothing pinned it.
+PULLED = 1.25
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,10 @@ class ClassFit:
     groups: int  # kernel groups where this class has the largest predicted time
     measured_s: float
     predicted_s: float
+    base_value: float | None = None  # the base profile's figure (MAC/s or bytes/s)
+    # Not determined, yet the data moved it more than PULLED from the base's figure (a figure the data pushes one
+    # way, against the prior, without pinning it down): not the base's value, though not fitted either.
+    pulled: bool = False
 
     @property
     def error(self) -> float:
@@ -110,8 +117,8 @@ class ProfileFit:
         return {
             "profile": self.profile.to_dict(),
             "classes": [
-                {"name": c.name, "fitted": c.fitted, "groups": c.groups, "measured_s": c.measured_s,
-                 "predicted_s": c.predicted_s, "error": c.error}
+                {"name": c.name, "fitted": c.fitted, "pulled": c.pulled, "base_value": c.base_value,
+                 "groups": c.groups, "measured_s": c.measured_s, "predicted_s": c.predicted_s, "error": c.error}
                 for c in self.classes
             ],
             "models": [
@@ -253,7 +260,7 @@ def fit_profile(
     params[OVERHEAD] -= math.log(factor)
 
     predicted = _group_predictions(d, params)
-    classes = _class_fits(d, params, determined, predicted)
+    classes = _class_fits(d, params, determined, predicted, start, factor)
     models = []
     for index, (graph, _) in enumerate(measurements):
         mask = d.model_of_group == index
@@ -286,8 +293,15 @@ def _determined(d: _Design, params: np.ndarray) -> list[bool]:
     return determined
 
 
-def _class_fits(d: _Design, params: np.ndarray, determined: list[bool], predicted: np.ndarray) -> list[ClassFit]:
-    """Per operator class, and per bandwidth, the groups where it takes most of the predicted time."""
+def _class_fits(d: _Design, params: np.ndarray, determined: list[bool], predicted: np.ndarray, start: np.ndarray,
+                factor: float) -> list[ClassFit]:
+    """Per operator class, and per bandwidth, the groups where it takes most of the predicted time; each figure
+    beside the base's (`start`, in log), and whether the data pulled it from there without determining it."""
+    def base(k: int) -> dict[str, Any]:
+        moved = abs(params[k] - start[k] - math.log(factor))
+        pulled = bool(not determined[k] and moved > math.log(PULLED))
+        return {"base_value": float(math.exp(start[k])), "pulled": pulled}
+
     compute, memory, _ = _node_terms(d, params)
     node_time = np.maximum(compute, memory)
     per_class_time = np.zeros((len(d.measured), len(OP_CLASSES)))
@@ -298,15 +312,16 @@ def _class_fits(d: _Design, params: np.ndarray, determined: list[bool], predicte
     classes = []
     for i, c in enumerate(OP_CLASSES):
         mask = dominant == i
-        classes.append(ClassFit(c, determined[i], int(mask.sum()), float(d.measured[mask].sum()), float(predicted[mask].sum())))
+        classes.append(ClassFit(c, determined[i], int(mask.sum()), float(d.measured[mask].sum()),
+                                float(predicted[mask].sum()), **base(i)))
     mask = memory_bound > 0.5 * group_node_time  # groups whose predicted time is mostly memory traffic
     classes.append(ClassFit(MEMORY, determined[BANDWIDTH], int(mask.sum()), float(d.measured[mask].sum()),
-                            float(predicted[mask].sum())))
+                            float(predicted[mask].sum()), **base(BANDWIDTH)))
     weight_time = np.bincount(d.group, weights=np.where(memory > compute, d.weights / math.exp(params[WEIGHT_BANDWIDTH]), 0.0),
                               minlength=len(d.measured))
     mask = weight_time > 0.5 * group_node_time  # groups whose predicted time is mostly reading weights
     classes.append(ClassFit(WEIGHTS, determined[WEIGHT_BANDWIDTH], int(mask.sum()), float(d.measured[mask].sum()),
-                            float(predicted[mask].sum())))
+                            float(predicted[mask].sum()), **base(WEIGHT_BANDWIDTH)))
     return classes
 
 
@@ -323,6 +338,9 @@ def fit_report_lines(fit: ProfileFit, measurements: list[tuple[Graph, NodeTiming
                      f"({model.error:+.1%}; per kernel group {model.group_error:.1%})")
     lines.append("Per class (groups where it dominates): measured -> predicted")
     for c in fit.classes:
-        state = "fitted" if c.fitted else "not determined by these models: the base profile's"
+        unit = "GB/s" if c.name in (MEMORY, WEIGHTS) else "GMAC/s"
+        state = ("fitted" if c.fitted else
+                 f"moved by these models from the base profile's {(c.base_value or 0) / 1e9:.3g} {unit} without "
+                 "being determined" if c.pulled else "not determined by these models: the base profile's")
         lines.append(f"  {c.name}: {c.groups} groups, {c.measured_s * 1e3:.3f} -> {c.predicted_s * 1e3:.3f} ms ({c.error:+.1%}); {state}")
     return lines

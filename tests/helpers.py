@@ -137,8 +137,9 @@ def load_proto(model: onnx.ModelProto, folder: Path, input_shapes=None, name: st
 
 
 def assert_bad_input(proc: subprocess.CompletedProcess[str], says: str) -> None:
-    """A user's mistake: exit code 2, one line on stderr that says what is wrong, no traceback."""
-    lines = proc.stderr.strip().splitlines()
+    """A user's mistake: exit code 2, one line on stderr that says what is wrong, no traceback (and no blank line
+    before it)."""
+    lines = proc.stderr.rstrip("\n").split("\n")
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert len(lines) == 1 and lines[0].startswith("splitnn: error: "), proc.stderr[-2000:]
     assert says in lines[0], lines[0]

@@ -27,8 +27,8 @@ from splitnn.onnxsplit.runtime.adaptive_device import AdaptiveDevice, RequestPoi
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
 from splitnn.onnxsplit.runtime.server import ModelServer, plan_codec_names, plan_codecs, plan_reply_codec, server_models
 
-__all__ = ["AdaptiveBenchOptions", "AdaptiveBenchReport", "Latencies", "RequestPoint", "compare_static",
-           "run_adaptive_bench"]
+__all__ = ["AdaptiveBenchOptions", "AdaptiveBenchReport", "HeldBackCount", "Latencies", "RequestPoint",
+           "compare_static", "run_adaptive_bench"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,19 @@ class Latencies(Record):
 
 
 @dataclass(frozen=True)
+class HeldBackCount(Record):
+    """Requests the board answered alone although the estimate chose a cut that sends: that cut, why nothing was
+    sent (runtime/adaptive_device.HeldBack's reasons), how often, and the medians of what the deadline left the
+    link and the server there against what they were predicted to take."""
+
+    cut_id: int
+    reason: str
+    requests: int
+    budget_s: float
+    needed_s: float
+
+
+@dataclass(frozen=True)
 class AdaptiveBenchReport(Record):
     plan: str
     requests: int
@@ -59,7 +72,7 @@ class AdaptiveBenchReport(Record):
     deadline_s: float | None
     deadline_missed: int
     e2e_s: Latencies
-    requests_per_cut: dict[str, int]
+    requests_per_cut: dict[str, int]  # by the cut that answered (the board alone's where nothing was sent)
     switches: int
     probes: int  # bandwidth probes sent while no estimate was fresh
     outputs_match: bool | None
@@ -68,6 +81,8 @@ class AdaptiveBenchReport(Record):
     points: tuple[RequestPoint, ...]
     held_cut: int | None = None  # a static run's cut (None: adaptive)
     static: tuple[AdaptiveBenchReport, ...] = ()  # --compare-static: the same replay with each cut held
+    held_back: tuple[HeldBackCount, ...] = ()  # the requests that sent nothing at the cut chosen, by cut and why
+    trace: tuple[tuple[float, float], ...] = ()  # the link's (time_s, bps) steps, where it followed a trace
 
 
 def compare_static(outdir: str | Path, link: LinkSettings, options: AdaptiveBenchOptions,
@@ -124,11 +139,19 @@ def _report(device: AdaptiveDevice, outdir: Path, link: LinkSettings,
                                       device.plan.verification.rtol) if reference is not None and device.last_outputs
                       else (None, None))
     per_cut = dict(Counter(str(p.cut_id) for p in device.points))
+    held: dict[tuple[int, str], list[RequestPoint]] = {}
+    for p in device.points:
+        if p.held_back is not None:
+            held.setdefault((p.held_back.cut_id, p.held_back.reason), []).append(p)
+    held_back = tuple(HeldBackCount(cut, reason, len(points), statistics.median(p.held_back.budget_s for p in points),
+                                    statistics.median(p.held_back.needed_s for p in points))  # type: ignore[union-attr]
+                      for (cut, reason), points in held.items())
     return AdaptiveBenchReport(
         plan=str(outdir), requests=len(device.points), answered_remote=counts.remote, answered_local=counts.local,
         errors=counts.errors, deadline_s=device.deadline_s, deadline_missed=counts.deadline_missed,
         e2e_s=Latencies(*(float(np.percentile(e2e, q)) for q in (50, 95, 99)), float(statistics.fmean(e2e))),
         requests_per_cut=per_cut, switches=device.switches, probes=device.probes, outputs_match=match,
         max_abs_err=max_err,
-        link=link.describe(), points=tuple(device.points), held_cut=device.hold_cut,
+        link=link.describe(), points=tuple(device.points), held_cut=device.hold_cut, held_back=held_back,
+        trace=tuple(link.trace),
     )

@@ -36,7 +36,9 @@ class Calibration(Record):
     predicted_s: float  # the device profile's prediction for the part
     host_s: float  # median of `runs` runs on this host, after one warm-up
     factor: float  # how much slower the board is than this host: predicted / host, at least 1
-    host_slower: bool  # this host is slower than the profiled board: the part runs at this host's own speed
+    # This host is slower than the profiled board: the part runs at this host's own speed. Never for a part the
+    # profile predicts no time for (an empty device part): there is nothing to be slower than.
+    host_slower: bool
     runs: int
 
 
@@ -50,5 +52,6 @@ def calibrate(run: Callable[[], Any], predicted_s: float, runs: int = CALIBRATIO
         times.append(time.perf_counter() - start)
     host_s = statistics.median(times)
     return Calibration(predicted_s=predicted_s, host_s=host_s,
-                       factor=max(predicted_s / host_s, 1.0) if host_s > 0 else 1.0, host_slower=host_s > predicted_s,
+                       factor=max(predicted_s / host_s, 1.0) if host_s > 0 else 1.0,
+                       host_slower=host_s > predicted_s > 0,
                        runs=runs)

@@ -137,9 +137,14 @@ def timeline_figure(plt: Any, report: AdaptiveBenchReport, title: str) -> Any:
     latency.set_ylim(bottom=0)
     latency.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     times = [p.t_s for p in points]
-    true = [(p.true_bps or float("nan")) / 1e6 for p in points]
     estimate = [(p.estimate_bps or float("nan")) / 1e6 for p in points]
-    rate.step(times, true, where="post", color="#55a868", label="link (the trace)")
+    steps = trace_steps(report.trace, times[-1] if times else 0.0)
+    if steps:  # the trace itself, each step where it began: a change between two requests is drawn where it came
+        rate.step([t for t, _ in steps], [bps / 1e6 for _, bps in steps], where="post", color="#55a868",
+                  label="link (the trace)")
+    else:  # a fixed rate, as each request saw it
+        rate.step(times, [(p.true_bps or float("nan")) / 1e6 for p in points], where="post", color="#55a868",
+                  label="link")
     rate.plot(times, estimate, ".", markersize=3, color="#8172b2", label="device's estimate")
     rate.set_yscale("log")
     rate.set_ylabel("uplink, Mbit/s")
@@ -149,10 +154,21 @@ def timeline_figure(plt: Any, report: AdaptiveBenchReport, title: str) -> Any:
     cut.set_yticks(range(len(cuts)))
     cut.set_yticklabels([f"cut {c}" for c in cuts], fontsize=8)
     cut.set_ylabel("cut used")
-    cut.set_xlabel("time since the first request, s")
+    cut.set_xlabel("time since the run started (the trace's clock), s")
     latency.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=10)
     figure.tight_layout()
     return figure
+
+
+def trace_steps(trace: Sequence[tuple[float, float]], end_s: float) -> list[tuple[float, float]]:
+    """A trace's (time_s, bps) steps from 0 to `end_s` (the last request), for drawing as a step function: the
+    rate at 0, every change before `end_s`, and the rate at `end_s` again so that the last step has its length."""
+    if not trace:
+        return []
+    start = [bps for t, bps in trace if t <= 0][-1:] or [trace[0][1]]
+    inside = [(t, bps) for t, bps in trace if 0 < t < end_s]
+    last = inside[-1][1] if inside else start[0]
+    return [(0.0, start[0]), *inside, *([(end_s, last)] if end_s > 0 else [])]
 
 
 def bar_figure(plt: Any, bars: list[Bar], title: str, ylabel: str = "ms per request") -> Any:

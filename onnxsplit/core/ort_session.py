@@ -50,7 +50,7 @@ def create_session(
     run one at a time then need the largest one's activations, not their sum);
     initializers replaces the model's weights of those names with these values (SessionOptions.add_initializer,
     which works on ORT-format files too; a name the model no longer has is ignored by onnxruntime);
-    quiet=True keeps onnxruntime from logging a failed run's error too (for a run whose failure is an answer).
+    quiet: kept for its callers; every session logs only onnxruntime's fatal errors now (see `_options`).
     """
     import onnxruntime as ort
 
@@ -90,7 +90,10 @@ def _options(level: str | None, prepack: bool, config: dict[str, str] | None, sa
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    # Fatal errors only: a failed load or run reaches the caller as an exception that holds the same message, which
+    # splitnn reports in its own one line (a traceback, for a bug); onnxruntime's coloured `[E:onnxruntime:...]` copy
+    # of it came first on stderr (issue 30, item 9). Warnings were already off.
+    options.log_severity_level = 4
     if level is not None:
         levels = {
             "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

@@ -77,6 +77,8 @@ def load_calibration(path: str | Path, graph: Graph, preprocess: Preprocess | No
         raise SplitnnError(f"--calibration: '{path}' does not exist: give a .npz or .npy file or a folder of images")
     if path.is_dir():
         samples = _images(path, graph, preprocess or Preprocess())
+        if not samples:
+            _refuse_a_folder_of_arrays(path)
     elif path.suffix.lower() in (".npz", ".npy"):
         samples = _arrays(path, graph)
     else:
@@ -84,6 +86,22 @@ def load_calibration(path: str | Path, graph: Graph, preprocess: Preprocess | No
     if not samples:
         raise SplitnnError(f"--calibration: '{path}' holds no sample: add some")
     return samples[:limit] if limit else samples
+
+
+def _refuse_a_folder_of_arrays(folder: Path) -> None:
+    """A folder holds images only: one of .npy/.npz files gets how to stack them into the one file it takes."""
+    arrays = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in (".npy", ".npz"))
+    if not arrays:
+        return
+    shown = ", ".join(arrays[:3]) + (f" and {len(arrays) - 3} more" if len(arrays) > 3 else "")
+    suffix = Path(arrays[0]).suffix.lower()
+    stack = ("np.save('calibration.npy', np.stack([np.load(f) for f in sorted(glob.glob('{d}/*.npy'))]))"
+             if suffix == ".npy" else
+             "files = [np.load(f) for f in sorted(glob.glob('{d}/*.npz'))]; np.savez('calibration.npz', "
+             "**{{k: np.stack([f[k] for f in files]) for k in files[0].files}})").format(d=folder)
+    raise SplitnnError(f"--calibration: '{folder}' holds no image but {len(arrays)} array file(s) ({shown}): a folder "
+                       f"is read as images; stack the samples into one file (python -c \"import glob, numpy as np; "
+                       f"{stack}\") and give --calibration calibration{suffix}")
 
 
 def _arrays(path: Path, graph: Graph) -> list[dict[str, np.ndarray]]:

@@ -60,7 +60,8 @@ def _check_input_sizes(model: onnx.ModelProto, initializer_names: set[str]) -> N
         itemsize = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).itemsize
         nbytes = math.prod(dims) * itemsize
         if nbytes > MAX_INPUT_BYTES:
-            raise SplitnnError(f"input '{vi.name}' of shape {format_shape(dims)} would take {nbytes / 2**40:.1f} TiB "
+            size = f"{nbytes / 2**40:.1f} TiB" if nbytes >= 2**40 else f"{nbytes / 2**30:.1f} GiB"
+            raise SplitnnError(f"input '{vi.name}' of shape {format_shape(dims)} would take {size} "
                                f"(more than {MAX_INPUT_BYTES // 2**30} GiB): check --input-shape")
 
 

@@ -64,16 +64,30 @@ MIN_MARGIN_S = 0.01
 
 
 @dataclass(frozen=True)
+class HeldBack(Record):
+    """Why a request sent nothing at the kept cut its estimate chose (the board alone answered it)."""
+
+    cut_id: int  # the kept cut the estimate chose
+    # "deadline": what the deadline leaves the link and the server at that cut is less than their predicted time;
+    # "slower": the board alone is predicted to answer sooner; "timeout" (no deadline): the link and the server are
+    # predicted to take longer than the timeout.
+    reason: str
+    budget_s: float  # what the deadline (or the timeout) leaves the link and the server once the device part ran
+    needed_s: float  # the link and the server's predicted time, at the estimate's slow end
+
+
+@dataclass(frozen=True)
 class RequestPoint(Record):
     """One request: when, what the device believed and used, what the link really was, how it ended."""
 
     t_s: float
     estimate_bps: float | None
     true_bps: float | None  # the link's real rate at that moment, where known (an emulated trace); else None
-    cut_id: int
+    cut_id: int  # the kept cut that answered: the board alone's where nothing was sent (`held_back` says why)
     answered: str  # "remote", "local" or "error"
     e2e_s: float
     estimate_spread: float | None = None  # one standard deviation of the estimate's samples, as a factor
+    held_back: HeldBack | None = None  # the cut the estimate chose, where nothing was sent there, and why
 
 
 @dataclass(frozen=True)
@@ -196,27 +210,35 @@ class AdaptiveDevice:
         begin = time.perf_counter()
         # Whether to try the server at all is decided at the estimate's slow end (one spread below it).
         cautious_s = self.chooser.predicted_s(line, bps / (estimate.spread if fresh else 1.0), rtt_change)
+        held_back = (self._held_back(kept, cautious_s) if kept.server_model is not None and self.refused is None
+                     else None)
         if self.refused is not None:  # an error, or answered alone where a deadline asked for that
             answered = self._from_the_start(feeds) if self.deadline_s is not None else "error"
-        elif kept.server_model is None or not self._worth_trying(kept, cautious_s):
+        elif kept.server_model is None or held_back is not None:
             answered = self._from_the_start(feeds)
         else:
             answered = self._remote(kept, feeds, begin)
-        point = RequestPoint(t, estimate.bps, self.true_rate(t) if self.true_rate else None, kept.cut.id, answered,
-                             time.perf_counter() - begin, estimate.spread if estimate.bps is not None else None)
+        used = self.alone if held_back is not None and self.alone is not None else kept
+        point = RequestPoint(t, estimate.bps, self.true_rate(t) if self.true_rate else None, used.cut.id, answered,
+                             time.perf_counter() - begin, estimate.spread if estimate.bps is not None else None,
+                             held_back)
         self.points.append(point)
         return point
 
-    def _worth_trying(self, kept: AdaptiveCutRecord, cautious_s: float) -> bool:
-        """Whether to send at `kept`, predicted to answer in `cautious_s` at the estimate's slow end. A held cut
-        is always tried (the deadline still catches it). Under a deadline a try that fails costs the whole
-        deadline, and on a moving link the estimate is often 30% high: the server must answer within what the
-        deadline leaves, and faster than the device alone."""
+    def _held_back(self, kept: AdaptiveCutRecord, cautious_s: float) -> HeldBack | None:
+        """Why not to send at `kept`, predicted to answer in `cautious_s` at the estimate's slow end (None: send).
+        A held cut is always tried (the deadline still catches it). Under a deadline a try that fails costs the
+        whole deadline, and on a moving link the estimate is often 30% high: the server must answer within what
+        the deadline leaves, and faster than the device alone."""
         if self.hold_cut is not None:
-            return True
-        if cautious_s > self._remote_budget(kept) + kept.predicted.device_s:
-            return False
-        return self.deadline_s is None or self.alone is None or cautious_s < self.alone.predicted.device_s
+            return None
+        budget_s, needed_s = self._remote_budget(kept), cautious_s - kept.predicted.device_s
+        under_deadline = self.deadline_s is not None and self.alone is not None
+        if needed_s > budget_s:
+            return HeldBack(kept.cut.id, "deadline" if under_deadline else "timeout", budget_s, needed_s)
+        if under_deadline and cautious_s >= self.alone.predicted.device_s:  # type: ignore[union-attr]
+            return HeldBack(kept.cut.id, "slower", budget_s, needed_s)
+        return None
 
     def close(self) -> None:
         self.client.close()

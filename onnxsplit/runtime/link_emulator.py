@@ -52,16 +52,36 @@ class LinkSettings:
         def rate(bps: float | None) -> str:
             return "unlimited" if bps is None else f"{bps / 1e6:g} Mbit/s"
 
-        parts = [f"up {rate(self.uplink_bps)}, down {rate(self.downlink_bps)}", f"delay {self.delay_s * 1e3:g} ms each way"]
+        # A trace sets both directions' rate: the fixed rates are then never used, and naming them would describe
+        # another link.
+        rates = (f"the trace's rate both ways ({describe_trace(self.trace)})" if self.trace
+                 else f"up {rate(self.uplink_bps)}, down {rate(self.downlink_bps)}")
+        parts = [rates, f"delay {self.delay_s * 1e3:g} ms each way"]
         if self.jitter_s:
             parts.append(f"jitter ±{self.jitter_s * 1e3:g} ms")
         if self.loss:
             parts.append(f"loss {self.loss:.2%} (stalls of {self.rto_s * 1e3:g} ms)")
         if self.outages:
             parts.append(f"{len(self.outages)} outage(s)")
-        if self.trace:
-            parts.append(f"trace of {len(self.trace)} steps")
         return ", ".join(parts)
+
+
+# A trace of at most this many changes of rate is described change by change; a longer one by its range.
+TRACE_STEPS_NAMED = 4
+
+
+def describe_trace(trace: Sequence[tuple[float, float]]) -> str:
+    """A trace's rates in words: `50 Mbit/s, then 1 Mbit/s from 4 s` (consecutive steps at one rate are one), or
+    for a longer trace `180 steps from 0.5 to 50 Mbit/s`."""
+    changes: list[tuple[float, float]] = []
+    for start, bps in trace:
+        if not changes or bps != changes[-1][1]:
+            changes.append((start, bps))
+    if len(changes) > TRACE_STEPS_NAMED:
+        rates = [bps for _, bps in trace]
+        return f"{len(trace)} steps from {min(rates) / 1e6:.3g} to {max(rates) / 1e6:.3g} Mbit/s"
+    return ", then ".join(f"{bps / 1e6:.3g} Mbit/s" + (f" from {start:g} s" if k else "")
+                          for k, (start, bps) in enumerate(changes))
 
 
 @dataclass

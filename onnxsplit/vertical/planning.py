@@ -292,11 +292,7 @@ def plan_split(
         wanted = set(forced_tensors)
         matches = [c for c in candidates if set(c.cut.tensors) == wanted]
         if not matches:
-            singles = [c.cut.tensors[0] for c in candidates if len(c.cut.tensors) == 1][:8]
-            raise SplitnnError(
-                f"no cut sends exactly {', '.join(sorted(wanted)) or '(nothing)'}: give the full set of tensors crossing a "
-                f"cut (see `splitnn analyze`), e.g. {', '.join(singles)}"
-            )
+            raise SplitnnError(_no_such_cut(wanted, candidates))
         chosen = min(matches, key=lambda c: c.cut.id)
         if not chosen.feasible:
             raise SplitnnError(f"the cut at {', '.join(chosen.cut.tensors)} breaks a constraint: {'; '.join(chosen.violations)}")
@@ -314,6 +310,23 @@ def plan_split(
         raise SplitnnError(f"no cut is feasible: {summary}; relax a constraint or pick a device with more memory")
     return Plan(objective, best_candidate(feasible, objective), candidates, device, server, link, constraints,
                 unpriced=unpriced_ops(analysis.graph))
+
+
+def _no_such_cut(wanted: set[str], candidates: list[Candidate]) -> str:
+    """Why --cut names no cut: the cuts that send these tensors with others (the shallowest first, each with the
+    --cut that takes it), or, where none does, some cuts of one tensor."""
+    named = ", ".join(sorted(wanted)) or "(nothing)"
+    holding = sorted((c.cut for c in candidates if wanted and wanted < set(c.cut.tensors)),
+                     key=lambda cut: (len(cut.tensors), cut.id))
+    if holding:
+        shown = "; ".join(f"cut {cut.id} sends {', '.join(cut.tensors)} (--cut {','.join(cut.tensors)})"
+                          for cut in holding[:3])
+        more = f"; and {len(holding) - 3} more" if len(holding) > 3 else ""
+        return (f"no cut sends exactly {named}: {'it crosses' if len(wanted) == 1 else 'they cross'} only with other "
+                f"tensors: {shown}{more}")
+    singles = [c.cut.tensors[0] for c in candidates if len(c.cut.tensors) == 1][:8]
+    return (f"no cut sends exactly {named}: give the full set of tensors crossing a cut (see `splitnn analyze`), "
+            f"e.g. {', '.join(singles)}")
 
 
 def best_candidate(candidates: Iterable[Candidate], objective: str) -> Candidate:

@@ -165,3 +165,26 @@ def test_codec_trials_are_drawn_by_verdict_and_their_text_stays_on_the_page(tmp_
     plt.close(figure)
     data = codec_trials_png(tmp_path / "pairs.png", trials, "t").read_bytes()
     assert data.startswith(PNG_MAGIC)
+
+
+def test_the_timeline_draws_the_trace_where_its_rate_changed():
+    """issue 30, item 8: a drop at 4 s between requests at 3.5 s and 6.35 s is drawn at 4 s (it was drawn at 6.35,
+    the rate as the next request saw it), from the run's start to its last request."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchReport, Latencies, RequestPoint
+    from splitnn.onnxsplit.bench.charts import timeline_figure
+
+    points = (RequestPoint(3.5, 50e6, 50e6, 0, "remote", 0.4), RequestPoint(6.35, 40e6, 1e6, 37, "local", 0.64))
+    report = AdaptiveBenchReport("out/vgg", 2, 1, 1, 0, 0.9, 0, Latencies(0.5, 0.64, 0.64, 0.52), {"0": 1, "37": 1},
+                                 1, 0, True, 0.0, "the trace's rate both ways (50 Mbit/s, then 1 Mbit/s from 4 s)",
+                                 points, trace=((0.0, 50e6), (4.0, 1e6), (10.0, 1e6)))
+    figure = timeline_figure(plt, report, "out/vgg: adaptive")
+    _, rate, _ = figure.axes
+    trace = next(line for line in rate.get_lines() if "trace" in line.get_label())
+    assert list(trace.get_xdata()) == [0.0, 4.0, 6.35] and list(trace.get_ydata()) == [50.0, 1.0, 1.0]
+    plt.close(figure)

@@ -57,3 +57,26 @@ def test_a_bad_preprocess_names_the_item():
     with pytest.raises(SplitnnError, match="std of 0"):
         parse_preprocess("std=0")
     assert parse_preprocess("layout=NHWC").layout == "nhwc"
+
+
+def test_a_folder_of_arrays_is_told_how_to_stack_them(sample_path, tmp_path):
+    """issue 30, item 9: a folder of .npy samples said `holds no sample: add some`. It says what it found and how to
+    make the one file it takes, and that file then loads."""
+    import subprocess
+    import sys
+
+    graph = load_graph(sample_path("lenet5"))
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    for k in range(4):
+        np.save(folder / f"s{k}.npy", np.full((1, 1, 32, 32), k, np.float32))
+    found = r"holds no image but 4 array file\(s\) \(s0.npy, s1.npy, s2.npy and 1 more\)"
+    with pytest.raises(SplitnnError, match=found) as refused:
+        load_calibration(folder, graph)
+    command = str(refused.value).split('python -c "', 1)[1].split('")', 1)[0]
+    subprocess.run([sys.executable, "-c", command], cwd=tmp_path, check=True)
+    samples = load_calibration(tmp_path / "calibration.npy", graph)
+    assert [float(s["input"].max()) for s in samples] == [0.0, 1.0, 2.0, 3.0]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SplitnnError, match="holds no sample"):  # an empty folder: nothing else to say
+        load_calibration(tmp_path / "empty", graph)

@@ -110,3 +110,11 @@ def test_unrunnable_model_explains(tmp_path):
     onnx.save_model(model, str(path))
     with pytest.raises(SplitnnError):
         load_graph(path, {"x": (2, 7)})  # 7 does not match the weight's 5
+
+
+def test_an_input_too_large_for_memory_is_sized_in_the_unit_that_shows_it(sample_path):
+    """issue 30, item 8: about 24 GiB was `0.0 TiB (more than 16 GiB)`."""
+    with pytest.raises(SplitnnError, match=r"would take 23\.8 GiB \(more than 16 GiB\)"):
+        load_graph(sample_path("lenet5"), {"input": (1, 1, 80000, 80000)})  # 6.4e9 floats
+    with pytest.raises(SplitnnError, match=r"would take 363\.8 TiB"):
+        load_graph(sample_path("lenet5"), {"input": (1, 1, 10000000, 10000000)})

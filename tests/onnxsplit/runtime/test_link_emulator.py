@@ -88,3 +88,14 @@ def test_relay_delivers_every_byte_in_order():
 def test_settings_refuse_a_certain_loss():
     with pytest.raises(SplitnnError, match="probability"):
         settings_for(1e6, 0.01, loss=1.0)
+
+
+def test_a_link_that_follows_a_trace_is_described_by_the_trace():
+    """issue 30, item 8: a run over a trace that went from 50 to 1 Mbit/s was described as `up 5.85 Mbit/s` (the
+    preset's rate, which the trace overrides in both directions)."""
+    from splitnn.onnxsplit.runtime.link_emulator import describe_trace
+
+    described = settings_for(5.85e6, 0.05, trace=[(0.0, 50e6), (4.0, 1e6), (10.0, 1e6)]).describe()
+    assert described == "the trace's rate both ways (50 Mbit/s, then 1 Mbit/s from 4 s), delay 25 ms each way"
+    assert describe_trace([(0.5 * k, (1 + k % 7) * 1e6) for k in range(180)]) == "180 steps from 1 to 7 Mbit/s"
+    assert settings_for(5.85e6, 0.05).describe() == "up 5.85 Mbit/s, down 5.85 Mbit/s, delay 25 ms each way"

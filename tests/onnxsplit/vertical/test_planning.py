@@ -109,3 +109,21 @@ def test_throughput_is_the_slowest_of_four_pipelined_stages_and_ignores_the_roun
         assert b.predicted.throughput_fps == p.throughput_fps
         if cut.tensors:
             assert b.predicted.total_s == pytest.approx(p.total_s + 0.499, rel=1e-9)
+
+
+def test_a_forced_tensor_that_crosses_only_with_others_names_its_cut(sample_path):
+    """issue 30, item 9: `--cut conv2_out` on ResNet-18, whose conv2_out crosses only beside the skip connection's
+    maxpool1_out, listed single-tensor cuts; it names the cut that holds it, all its tensors, and the --cut for it."""
+    analysis = analyze(load_graph(sample_path("resnet18", 64)))
+    holding = min((c for c in analysis.cuts if "conv2_out" in c.tensors), key=lambda c: (len(c.tensors), c.id))
+    assert len(holding.tensors) > 1
+    with pytest.raises(SplitnnError) as refused:
+        plan_split(analysis, load_device("rockpro64"), load_device("cloud-cpu"), load_link("4g"),
+                   forced_tensors=("conv2_out",))
+    message = str(refused.value)
+    assert message.startswith("no cut sends exactly conv2_out: it crosses only with other tensors: "
+                              f"cut {holding.id} sends {', '.join(holding.tensors)} "
+                              f"(--cut {','.join(holding.tensors)})"), message
+    plan = plan_split(analysis, load_device("rockpro64"), load_device("cloud-cpu"), load_link("4g"),
+                      forced_tensors=tuple(holding.tensors))  # what it says to write is a cut
+    assert plan.chosen.cut.id == holding.id
