@@ -181,7 +181,7 @@ def _prepare(work: Path, model_name: str) -> tuple[Path, float, dict]:  # type: 
 def _part_alone(plan: Path, payload: dict, runs: int = 10) -> tuple[float, float] | None:  # type: ignore[type-arg]
     """The server part timed alone in this process, as `serve` opens it (its own session at a batch of 1, the
     checked batched copy at BATCH): the median ms per item of each; None where the part takes no batch."""
-    from splitnn.onnxsplit.core.ort_session import create_session
+    from splitnn.onnxsplit.core.ort_session import create_session, median_run_seconds
     from splitnn.onnxsplit.runtime.batching import batchable_session
     from splitnn.onnxsplit.runtime.server import server_models
 
@@ -193,13 +193,7 @@ def _part_alone(plan: Path, payload: dict, runs: int = 10) -> tuple[float, float
     per_item = []
     for session, size in ((single, 1), (check.session, BATCH)):
         feeds = {n: np.concatenate([v] * size) for n, v in payload.items()}
-        session.run(None, feeds)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            session.run(None, feeds)
-            times.append(time.perf_counter() - start)
-        per_item.append(float(np.median(times)) / size * 1e3)
+        per_item.append(median_run_seconds(session, feeds, runs) / size * 1e3)
     return per_item[0], per_item[1]
 
 
