@@ -14,13 +14,11 @@ does not compute it the same way whole and in parts:
   part is converted at the basic level (DEVICE_PART_LEVEL), where nothing is
   fused: the parts compute those groups in float, the whole model in integers.
   Both are right, and they round differently: the outputs move by a step or
-  two of their quantization (0.0119 per step on the LeNet-5 sample quantized,
-  0.82 on ResNet-18 at 224), even at a cut through an int8 tensor.
+  two of their quantization, even at a cut through an int8 tensor.
 - On an x86 CPU with AVX2 (or AVX-512) but no VNNI, MLAS's u8s8 kernel, which
   the fused groups run, adds pairs of products in saturating 16-bit lanes
-  (vpmaddubsw; onnxruntime issues #14642, #16105): the fused whole model is
-  then wrong by far more than a step (0.296 on tests/cost_models/test_quantized's
-  model on an AMD EPYC), while the unfused parts are exact. With VNNI
+  (vpmaddubsw; onnxruntime issues #14642, #16105): the fused whole model can
+  then be wrong by far more than a step, while the unfused parts are exact. With VNNI
   (vpdpbusd) the sums are 32-bit and exact, which is why the same check passed
   on one machine and failed on another.
 
