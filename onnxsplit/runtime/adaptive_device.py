@@ -8,12 +8,22 @@ them all and answers with the one that reads what came). Each answered request
 updates the estimate; a failed one bounds it. While no estimate is fresh, a
 probe between requests measures the round trip and the rate.
 
+The server is learned as the link is (issue 30, item 11): each answer carries
+the server's compute time, and `ServerSpeed` (runtime/bandwidth.py) scales
+each cut's planned server seconds by what it learned, both in the choice and
+in the deadline's test below. A request that timed out leaves its connection
+to a reader aside (`_LateAnswers`), so that the server's time in its late
+answer is learned too: a server too slow for the deadline would otherwise
+never answer in time to say so. A failed request bounds the rate with the
+server's learned time taken out of its wait.
+
 With a deadline, every request is answered in time if the device can hold the
 whole model: a cut whose predicted latency at the estimate's slow end (one
-spread below it) misses the deadline, or is no faster there than the device
-alone, is not tried, the device answering from the start instead; and the
-server gets what the deadline leaves once the device could still finish from
-the tensors it computed. When it does not answer in that time, the device
+spread below it, the server at its learned speed) misses the deadline, or is
+no faster there than the device alone, is not tried: the device chooses among
+the other kept cuts, the board alone among them; and the server gets what the
+deadline leaves once the device could still finish from the tensors it
+computed. When it does not answer in that time, the device
 finishes the request itself from those tensors, with that cut's server graph
 (server/cut<ID>.onnx, the model from the cut to the outputs), and the
 connection is dropped so that a late answer is never taken for a later
@@ -29,6 +39,8 @@ finish on the device, waits until the device profile's predicted time for it has
 """
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,9 +55,10 @@ from splitnn.onnxsplit.codecs.specs import warm_up
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.core.records import Record
-from splitnn.onnxsplit.runtime.bandwidth import BandwidthEstimator, CutChooser
+from splitnn.onnxsplit.runtime.bandwidth import BandwidthEstimator, CutChooser, ServerSpeed
 from splitnn.onnxsplit.runtime.device import DeviceClient, Refused
 from splitnn.onnxsplit.runtime.server import PROBE_TENSOR
+from splitnn.onnxsplit.runtime.wire import RESPONSE, ConnectionClosed, ProtocolError, read_frame
 from splitnn.onnxsplit.vertical.link_range import LatencyLine
 
 # A probe is sized to take about PROBE_WIRE_S on the wire at the current estimate (long enough that the round
@@ -61,13 +74,17 @@ RTT_PROBE_AFTER_S = 5.0
 # least MIN_MARGIN_S, which a short deadline's share would not cover.
 DEADLINE_MARGIN = 0.05
 MIN_MARGIN_S = 0.01
+# A timed-out request's connection is read aside for its answer this long at most, and this many at once (more are
+# closed unread).
+LATE_ANSWER_WAIT_S = 30.0
+LATE_READERS = 4
 
 
 @dataclass(frozen=True)
 class HeldBack(Record):
-    """Why a request sent nothing at the kept cut its estimate chose (the board alone answered it)."""
+    """Why a request sent nothing at the kept cut its estimate predicted fastest (the board alone answered it)."""
 
-    cut_id: int  # the kept cut the estimate chose
+    cut_id: int  # the kept cut the estimate predicted fastest (with the server's learned speed)
     # "deadline": what the deadline leaves the link and the server at that cut is less than their predicted time;
     # "slower": the board alone is predicted to answer sooner; "timeout" (no deadline): the link and the server are
     # predicted to take longer than the timeout.
@@ -98,6 +115,54 @@ class AnswerCounts:
     local: int
     errors: int
     deadline_missed: int
+
+
+class _LateAnswers:
+    """Connections whose request timed out (runtime/device.DeviceClient.on_late), each read aside by a thread for
+    its answer: the server's time that it carries, kept for the device to learn from."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._times: list[tuple[int, float, float]] = []  # (cut id, the server's seconds, perf_counter at arrival)
+
+    def watch(self, sock: socket.socket, request_id: int, cut_id: int) -> None:
+        with self._lock:
+            if len(self._open) >= LATE_READERS:
+                sock.close()
+                return
+            self._open.add(sock)
+        threading.Thread(target=self._read, args=(sock, request_id, cut_id), daemon=True).start()
+
+    def _read(self, sock: socket.socket, request_id: int, cut_id: int) -> None:
+        try:
+            sock.settimeout(LATE_ANSWER_WAIT_S)
+            frame = read_frame(sock)
+            if frame.kind == RESPONSE and frame.request_id == request_id:
+                with self._lock:
+                    self._times.append((cut_id, frame.server_s, time.perf_counter()))
+        except (OSError, ConnectionClosed, ProtocolError):
+            pass  # no answer after all (closed, timed out, or the frame was cut when the request timed out)
+        finally:
+            with self._lock:
+                self._open.discard(sock)
+            sock.close()
+
+    def take(self) -> list[tuple[int, float, float]]:
+        """The late answers' (cut id, server seconds, perf_counter at arrival) come since the last call."""
+        with self._lock:
+            times, self._times = self._times, []
+        return times
+
+    def close(self) -> None:
+        """Stop reading (a shutdown wakes a thread blocked in recv, which a close does not)."""
+        with self._lock:
+            for sock in self._open:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self._times = []
 
 
 class _CutView:
@@ -145,9 +210,12 @@ class AdaptiveDevice:
         session = create_session(outdir / (plan.artifacts.device_ort or plan.artifacts.device_model), spin=False)
         warm_up(plan.codec_names)
         self.views = {k.cut.id: _CutView(session, plan, k) for k in plan.kept}
+        self._kept = {k.cut.id: k for k in plan.kept}
         self.client = DeviceClient(self.views[held[0].cut.id], server, timeout_s=timeout_s,  # type: ignore[arg-type]
                                    token=token, tls=tls, name=name)
         self.estimator = BandwidthEstimator(plan.link.rtt_s, plan.link.down_bps / plan.link.uplink_bps)
+        self.server_speed = ServerSpeed()  # the server's time against the plan's, from its answers
+        self._late = _LateAnswers()
         self.chooser = CutChooser([LatencyLine(k, k.fixed_s, k.wire_bits) for k in held])  # type: ignore[arg-type]
         # The kept cuts a late answer can be finished from here: decided once, from the folder's files.
         self._finishable = {k.cut.id for k in plan.kept if self._suffix_available(k)}
@@ -165,7 +233,9 @@ class AdaptiveDevice:
         """Talk to `server` from now on, and count time from now: a bench starts the emulated link (whose trace
         runs from its start) once the device has loaded its sessions."""
         self.client.close()
+        self._late.close()
         self.client.server = server
+        self.server_speed.reset()
         self.start = time.perf_counter()
 
     def can_finish_from_tensors(self, kept: AdaptiveCutRecord) -> bool:
@@ -195,6 +265,8 @@ class AdaptiveDevice:
 
     def request(self, feeds: dict[str, np.ndarray]) -> RequestPoint:
         """Answer one request, remotely or here; the point is also kept in `points`."""
+        for cut_id, server_s, arrived in self._late.take():  # answers to requests that timed out
+            self.server_speed.observe(cut_id, self._kept[cut_id].predicted.server_s, server_s, arrived - self.start)
         if self.refused is None and self.hold_cut is None and self._probe_due():
             try:
                 self._probe()
@@ -205,13 +277,27 @@ class AdaptiveDevice:
         fresh = estimate.bps is not None and not estimate.stale
         bps = estimate.bps if fresh else self.plan.link.uplink_bps
         rtt_change = self.estimator.rtt_s - self.plan.link.rtt_s  # the lines were drawn for the planned round trip
-        line = self.chooser.choose(bps, rtt_change)
+        def scale(line: LatencyLine) -> float:  # the server's learned speed, on the line's planned server seconds
+            return self.server_speed.scale(line.candidate.cut.id, t)
+
+        def not_sent(line: LatencyLine) -> HeldBack | None:
+            """Why nothing may be sent at `line`'s cut; whether to try the server at all is decided at the
+            estimate's slow end (one spread below it)."""
+            kept: AdaptiveCutRecord = line.candidate  # type: ignore[assignment]
+            if kept.server_model is None or self.refused is not None:
+                return None
+            slow_bps = bps / (estimate.spread if fresh else 1.0)
+            return self._held_back(kept, self.chooser.predicted_s(line, slow_bps, rtt_change, scale(line)))
+
+        # The fastest of the cuts that may be sent (and the board alone): a cut that cannot answer in time is no
+        # choice, whatever its prediction.
+        line = self.chooser.choose(bps, rtt_change, scale, usable=lambda line: not_sent(line) is None)
         kept: AdaptiveCutRecord = line.candidate  # type: ignore[assignment]
         begin = time.perf_counter()
-        # Whether to try the server at all is decided at the estimate's slow end (one spread below it).
-        cautious_s = self.chooser.predicted_s(line, bps / (estimate.spread if fresh else 1.0), rtt_change)
-        held_back = (self._held_back(kept, cautious_s) if kept.server_model is not None and self.refused is None
-                     else None)
+        held_back = not_sent(line)  # where no cut may be sent and the board cannot answer alone
+        if held_back is None and kept.server_model is None:  # the board alone: why, where a cut that sends is faster
+            fastest = self.chooser.fastest(bps, rtt_change, scale)
+            held_back = not_sent(fastest) if fastest is not line else None
         if self.refused is not None:  # an error, or answered alone where a deadline asked for that
             answered = self._from_the_start(feeds) if self.deadline_s is not None else "error"
         elif kept.server_model is None or held_back is not None:
@@ -242,6 +328,7 @@ class AdaptiveDevice:
 
     def close(self) -> None:
         self.client.close()
+        self._late.close()
 
     @property
     def switches(self) -> int:
@@ -316,16 +403,23 @@ class AdaptiveDevice:
         sent = self.client.payload(tensors, feeds)
         # What is left of the deadline, from the time the device part really took.
         self.client.set_timeout(max(self._remote_budget(kept, time.perf_counter() - begin), 1e-3))
+        # A timed-out request's connection is read aside: its late answer still carries the server's time.
+        self.client.on_late = lambda sock, request_id: self._late.watch(sock, request_id, kept.cut.id)
         try:
             result = self.client.try_exchange(sent)
         except Refused as exc:  # the link is not to blame: the estimate learns nothing
             self._refuse(exc)
             return self._fall_back(kept, feeds, tensors, sent)
+        finally:
+            self.client.on_late = None
         if result.ok:
             self.estimator.observe(result.bytes_up, result.bytes_down, result.transfer_s, self._now())
+            self.server_speed.observe(kept.cut.id, kept.predicted.server_s, result.server_s, self._now())
             self.last_outputs = {**self.client.kept(tensors), **result.outputs}
             return "remote"
-        self.estimator.observe_failure(result.bytes_up or kept.cut.bytes, result.e2e_s, self._now())
+        # The link had the wait less what the server was expected to take.
+        server_s = self.server_speed.scale(kept.cut.id, self._now()) * kept.predicted.server_s
+        self.estimator.observe_failure(result.bytes_up or kept.cut.bytes, result.e2e_s - server_s, self._now())
         self.client.close()  # a late answer must never be read as a later request's: the next one reconnects
         return self._fall_back(kept, feeds, tensors, sent)
 

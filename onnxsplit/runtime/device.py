@@ -23,6 +23,7 @@ import itertools
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,6 +152,9 @@ class DeviceClient:
         self.max_frame_bytes = max_frame_bytes
         self._ids = itertools.count(1)
         self._sock: socket.socket | None = None
+        # Takes a connection whose request timed out, with the request's id: its answer may still come, and carries
+        # the server's time (an adaptive device reads it aside). None: the connection is closed.
+        self.on_late: Callable[[socket.socket, int], None] | None = None
 
     def _connect(self) -> socket.socket:
         if self._sock is None:
@@ -240,6 +244,14 @@ class DeviceClient:
             self._sock.close()
             self._sock = None
 
+    def _abandon(self, request_id: int) -> None:
+        """Never use the connection again after request `request_id` timed out: it goes to `on_late`, else closed."""
+        sock, self._sock = self._sock, None
+        if sock is not None and self.on_late is not None:
+            self.on_late(sock, request_id)
+        elif sock is not None:
+            sock.close()
+
     def compute(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
         """The device part's outputs and its compute time as the emulated board takes it (see the module doc)."""
         start = time.perf_counter()
@@ -280,7 +292,7 @@ class DeviceClient:
         try:
             reply, sent = self._send(data)
         except socket.timeout:
-            self._drop()  # a late answer would arrive on the next request: start a fresh connection
+            self._abandon(request_id)  # a late answer would arrive on the next request: start a fresh connection
             return self._failed(request_id, f"timed out after {self.timeout_s:g} s waiting for the server", start, encoded,
                                 len(data), sent)
         except (ConnectionClosed, ProtocolError, OSError) as exc:

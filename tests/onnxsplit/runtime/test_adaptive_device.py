@@ -2,6 +2,8 @@
 already computed, with the cut's server graph (issue 13, item 4)."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -80,3 +82,69 @@ def test_a_refused_adaptive_device_counts_errors_and_answers_alone_only_under_a_
         captured = capsys.readouterr()
         assert exit_.value.code == 0 and "refused this device's token" in captured.err
         assert '"answered_local": 2' in captured.out
+
+
+class _SlowServer(ModelServer):
+    """A server whose every model run takes `extra_s` longer than it would (a machine much slower than the plan's
+    server); counts the runs it made."""
+
+    def __init__(self, *args, extra_s: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.extra_s, self.runs = extra_s, 0
+
+    def run(self, tensors: dict) -> dict:  # type: ignore[type-arg]
+        from splitnn.onnxsplit.runtime.server import PROBE_TENSOR
+        from splitnn.onnxsplit.runtime.server_counts import DEVICE_NAME_TENSOR
+
+        if set(tensors) not in ({PROBE_TENSOR}, {DEVICE_NAME_TENSOR}):
+            self.runs += 1
+            time.sleep(self.extra_s)
+        return super().run(tensors)
+
+
+def _alexnet_adaptive(sample_path, tmp_path):
+    path = sample_path("alexnet")
+    analysis = analyze(load_graph(path))
+    plan = plan_split(analysis, load_device("rockpro64"), load_device("cloud-cpu"), load_link("4g"), "latency")
+    document = write_adaptive(analysis, plan_adaptive(plan, 0.1e6, 100e6), tmp_path / "ad", ort_format=False)
+    return analysis, document
+
+
+def test_a_server_slower_than_planned_is_learned_from_its_answers_and_left(sample_path, tmp_path):
+    """issue 30, item 11: the plan priced a fast server, and the one that answers takes half a second more per
+    request. The first answer carries the server's time; from the next request on the device answers alone (it
+    kept sending to the server, trusting the plan's figures)."""
+    analysis, document = _alexnet_adaptive(sample_path, tmp_path)
+    alone = next(k for k in document.kept if k.server_model is None)
+    feeds = random_inputs(analysis.graph)
+    with _SlowServer(server_models(tmp_path / "ad"), extra_s=0.5).start() as server:
+        device = AdaptiveDevice(tmp_path / "ad", document, server.address)
+        points = [device.request(feeds) for _ in range(5)]
+        device.close()
+    assert points[0].answered == "remote" and points[0].cut_id != alone.cut.id, points[0]
+    assert [(p.answered, p.cut_id) for p in points[1:]] == [("local", alone.cut.id)] * 4, points
+    assert server.runs == 1
+
+
+def test_under_a_deadline_a_late_answer_still_teaches_the_server_time(sample_path, tmp_path):
+    """issue 30, item 11: under a deadline a server too slow for it never answers in time, and each try cost a
+    fallback (the next probe found the link fine, and the device tried again). The late answer is read aside:
+    once it came, no request is sent to that server any more, and every request is answered."""
+    analysis, document = _alexnet_adaptive(sample_path, tmp_path)
+    alone = next(k for k in document.kept if k.server_model is None)
+    feeds = random_inputs(analysis.graph)
+    with _SlowServer(server_models(tmp_path / "ad"), extra_s=0.5).start() as server:
+        device = AdaptiveDevice(tmp_path / "ad", document, server.address, deadline_s=1.5 * alone.predicted.device_s,
+                                emulate_board=True)
+        before = [device.request(feeds) for _ in range(2)]
+        assert before[0].answered == "local" and server.runs >= 1  # tried, too late: answered here
+        for _ in range(40):  # until a late answer has come (the server's half second; each request takes longer)
+            if device.server_speed.samples:
+                break
+            before.append(device.request(feeds))
+        assert device.server_speed.samples >= 1
+        tried = server.runs
+        after = [device.request(feeds) for _ in range(5)]
+        device.close()
+    assert server.runs == tried and all(p.answered == "local" for p in before + after), (before, after)
+    assert device.counts().errors == 0

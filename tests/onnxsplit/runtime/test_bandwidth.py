@@ -89,3 +89,69 @@ def test_a_round_trip_slowed_by_a_thin_link_does_not_make_the_rate_look_fast():
     assert estimator.estimate(1.5).bps == pytest.approx(6e6, rel=1e-6)
     estimator.observe_round_trip(0.08, at=RTT_WINDOW_S + 1.0)  # a longer path for good: the old minimum expires
     assert estimator.rtt_s == 0.08
+
+
+def _priced(cut_id, fixed_s, wire_bits, server_s):
+    """A kept cut's line whose server part was planned to take `server_s`."""
+    return LatencyLine(SimpleNamespace(cut=SimpleNamespace(id=cut_id), predicted=SimpleNamespace(server_s=server_s)),
+                       fixed_s, wire_bits)
+
+
+def test_the_server_speed_is_learned_from_the_times_its_answers_carry():
+    """issue 30, item 11: the plan priced one server and another answers. The factor on the planned server seconds
+    comes from the first answer, is smoothed like the rate, follows a change of server after two answers, stands in
+    for a cut not answered yet, and fades toward the plan once no answer comes."""
+    from splitnn.onnxsplit.runtime.bandwidth import FORGET_HALF_LIFE_S, ServerSpeed
+
+    speed = ServerSpeed()
+    assert speed.scale(0, 0.0) == 1.0  # nothing learned: the plan's server
+    speed.observe(0, planned_s=0.05, server_s=0.40, at=1.0)
+    assert speed.scale(0, 1.0) == pytest.approx(8.0) and speed.scale(31, 1.0) == pytest.approx(8.0)
+    at = 1.0
+    for i in range(20):  # noisy answers around 8x
+        at += 0.6
+        speed.observe(0, 0.05, 0.05 * (7.0 if i % 2 else 9.0), at)
+    assert 7.0 < speed.scale(0, at) < 9.0
+    speed.observe(31, planned_s=0.01, server_s=0.02, at=at)  # the other cut's own answer: its own factor
+    assert speed.scale(31, at) == pytest.approx(2.0) and speed.scale(0, at) > 6.5
+    speed.observe(0, 0.05, 0.05, at + 0.6)  # one fast answer is not yet a new server...
+    assert speed.scale(0, at + 0.6) > 4.0
+    speed.observe(0, 0.05, 0.05, at + 1.2)  # ...two in a row are
+    assert speed.scale(0, at + 1.2) == pytest.approx(1.0)
+    speed.observe(5, planned_s=1e-5, server_s=1e-3, at=at + 1.2)  # next to no planned time: its factor alone
+    assert speed.scale(5, at + 1.2) == pytest.approx(100.0) and speed.scale(7, at + 1.2) < 3.0
+    late = at + 1.2 + 4 * FORGET_HALF_LIFE_S  # no answer for a long while: back near the plan
+    assert speed.scale(0, late) < 1.2 and speed.scale(31, late) < 1.2
+    speed.reset()
+    assert speed.scale(0, late) == 1.0
+
+
+def test_the_choice_ranks_the_cuts_with_the_learned_server_time():
+    """At 30 Mbit/s the plan's server makes sending the input best; a server twenty times slower than planned
+    makes the device alone best, and the predicted latency says so."""
+    device_only = _priced(37, 0.638, 0.0, 0.0)
+    middle = _priced(31, 0.519, 0.84e6, 0.0084)
+    input_cut = _priced(0, 0.100, 4.85e6, 0.050)
+    chooser = CutChooser([device_only, middle, input_cut])
+    assert chooser.choose(30e6) is input_cut
+    assert CutChooser.predicted_s(input_cut, 30e6, server_scale=8.0) == pytest.approx(0.100 + 4.85 / 30 + 7 * 0.050)
+    slow = {0: 20.0, 31: 20.0}
+    assert chooser.choose(30e6, server_scale=lambda line: slow.get(line.candidate.cut.id, 1.0)) is device_only
+    assert chooser.switches == 1
+
+
+def test_a_cut_that_cannot_answer_in_time_is_no_choice():
+    """issue 30, item 11: under a deadline, the device chose the fastest cut and then sent nothing there when it
+    could not answer in time, answering alone although another cut could. Only the usable cuts are ranked, and a
+    current cut that becomes unusable is left at once, hysteresis or not."""
+    device_only = _priced(37, 0.638, 0.0, 0.0)
+    middle = _priced(31, 0.519, 0.84e6, 0.0084)
+    input_cut = _priced(0, 0.100, 4.85e6, 0.050)
+    chooser = CutChooser([device_only, middle, input_cut])
+    slow = {0: 6.0, 31: 6.0}
+    scale = lambda line: slow.get(line.candidate.cut.id, 1.0)  # noqa: E731
+    assert chooser.choose(30e6, server_scale=scale) is input_cut  # 0.51 s against 0.59 s and 0.64 s
+    in_time = lambda line: line is not input_cut  # noqa: E731  (the deadline leaves the input cut too little)
+    assert chooser.choose(30e6, server_scale=scale, usable=in_time) is middle and chooser.switches == 1
+    assert chooser.fastest(30e6, server_scale=scale) is input_cut
+    assert chooser.choose(30e6, server_scale=scale, usable=lambda line: False) is input_cut  # none usable: all ranked
