@@ -40,6 +40,10 @@ def render_split(report: SplitBenchReport) -> None:
         server = f"{base.all_server_s * 1e3:.2f} ms" if base.all_server_s is not None else "failed"
         device_predicted = _predicted_ms(base.predicted_all_device)
         server_predicted = _predicted_ms(base.predicted_all_server)
+        run_server = report.this_run.all_server if report.this_run is not None else None
+        if run_server is not None and base.predicted_all_server is not None:
+            server_predicted = (f" (predicted {run_server.total_s * 1e3:.2f} for this run, "
+                                f"{base.predicted_all_server.total_s * 1e3:.2f} by the plan)")
         console.print(f"baselines: all on the device {base.all_device_s * 1e3:.2f} ms{device_predicted}, "
                       f"all on the server {server}{server_predicted}")
     if report.outputs_match is not None:
@@ -60,15 +64,14 @@ def render_split(report: SplitBenchReport) -> None:
 
 
 def _render_predictions(report: SplitBenchReport) -> None:
-    """Which machines and link each prediction is for: the plan's, and this run's where they differ."""
-    run, plan = report.this_run, report.planned_for
-    if run is None:
-        stdout().print(f"predicted: the plan's ({plan})")
-        return
-    differs = " and ".join({"server": "its server is this host", "link": "its link is the one emulated"}[what]
-                           for what in run.differs)
-    stdout().print(f"predicted: the plan's ({plan}) and this run's ({differs}: {run.server}"
-                   + (f", {run.link}" if "link" in run.differs else "") + ")")
+    """Which machines and link each prediction is for: the plan's, and this run's (the board as emulated, the link
+    as the relay emulates it, the server this host)."""
+    run = report.this_run
+    line = f"predicted: by the plan for {report.planned_for}"
+    if run is not None:
+        link = run.link if "link" in run.differs else "the plan's link"
+        line += f"; for this run, {run.device} emulated -> {link} -> {run.server}"
+    stdout().print(line)
 
 
 def _predicted_ms(prediction: Prediction | None) -> str:

@@ -37,10 +37,12 @@ class RunPrediction(Record):
     """The prediction for the bench's own run, and what in it differs from the plan's."""
 
     predicted: Prediction
+    device: str  # the board the device part is emulated as
     server: str  # the profile the server part was priced on (this host's)
     link: str  # the link as emulated
     differs: tuple[str, ...]  # "server", "link": what the plan assumed otherwise
     shared_cores_s: float | None = None  # the device part's host time + the server part's, per frame (None: no server)
+    all_server: Prediction | None = None  # the all-on-server baseline as run here (None: no baselines)
 
 
 def planned_for(plan: VerticalPlanFile) -> str:
@@ -62,22 +64,24 @@ def emulated_link(plan_link: LinkProfile, settings: LinkSettings) -> LinkProfile
                    downlink_bps=down or plan_link.down_bps, rtt_s=2 * settings.delay_s)
 
 
-def server_part_seconds(server_model: Path, profile: DeviceProfile) -> float:
-    """The server part's predicted time on `profile`, from its own graph (weights are not read)."""
+def server_part_seconds(server_model: Path, profile: DeviceProfile,
+                        input_shapes: dict[str, tuple[int, ...]] | None = None) -> float:
+    """The server part's (or a whole model's, at `input_shapes`) predicted time on `profile`, from its own graph
+    (weights are not read)."""
     from splitnn.cost_models.latency import seconds
     from splitnn.onnxsplit.analysis.analyze import analyze
     from splitnn.onnxsplit.analysis.cuts import placeable_indices
     from splitnn.onnxsplit.model.loading import load_graph
 
-    part = analyze(load_graph(server_model))
+    part = analyze(load_graph(server_model, input_shapes))
     return seconds(part.graph, part.nodes, placeable_indices(part.graph), profile)
 
 
 def predict_run(plan: VerticalPlanFile, settings: LinkSettings, server_model: Path | None, here: DeviceProfile,
-                device_host_s: float | None) -> RunPrediction | None:
-    """The plan's chosen cut priced for this run (see the module doc); None for a plan written before its
-    prediction kept the bytes it priced. `device_host_s`: the device part's time on this host (the calibration's),
-    None when not known."""
+                device_host_s: float | None, model: Path | None = None) -> RunPrediction | None:
+    """The plan's chosen cut priced for this run (see the module doc), and with `model` (the unsplit model, which
+    the baselines run) the all-on-server baseline too; None for a plan written before its prediction kept the bytes
+    it priced. `device_host_s`: the device part's time on this host (the calibration's), None when not known."""
     from splitnn.onnxsplit.vertical.planning import prediction_of
 
     planned = plan.predicted
@@ -98,9 +102,23 @@ def predict_run(plan: VerticalPlanFile, settings: LinkSettings, server_model: Pa
     if server_model is not None and device_host_s is not None:
         shared_s = device_host_s + server_s
         predicted = replace(predicted, throughput_fps=min(predicted.throughput_fps, 1 / shared_s))
-    differs = tuple(what for what, same in (
-        ("server", False),  # the bench's server is always this host
-        ("link", (link.uplink_bps, link.down_bps, link.rtt_s) == (plan.link.uplink_bps, plan.link.down_bps,
-                                                                   plan.link.rtt_s) and not settings.trace),
-    ) if not same)
-    return RunPrediction(predicted, "this host" if here.name == "host" else here.name, settings.describe(), differs, shared_s)
+    all_server = _all_on_server(plan, model, here, link)
+    same_link = (link.uplink_bps, link.down_bps, link.rtt_s) == (plan.link.uplink_bps, plan.link.down_bps,
+                                                                 plan.link.rtt_s) and not settings.trace
+    differs = (*(("server",) if server_model is not None or all_server is not None else ()),
+               *(() if same_link else ("link",)))
+    return RunPrediction(predicted, plan.device_profile.name, "this host" if here.name == "host" else here.name,
+                         settings.describe(), differs, shared_s, all_server)
+
+
+def _all_on_server(plan: VerticalPlanFile, model: Path | None, here: DeviceProfile, link: LinkProfile,
+                   ) -> Prediction | None:
+    """The all-on-server baseline as the bench runs it: the plain input over `link`, the whole model on `here`."""
+    from splitnn.onnxsplit.vertical.planning import prediction_of
+
+    planned = next((c.predicted for c in plan.candidates if c.id == 0), None)
+    if model is None or not model.is_file() or planned is None or planned.up_bytes is None:
+        return None
+    shapes = {name: tuple(spec.shape) for name, spec in plan.inputs.items()}
+    return prediction_of(0.0, planned.encode_s, server_part_seconds(model, here, shapes), planned.up_bytes,
+                         planned.down_bytes or 0, plan.device_profile, link)

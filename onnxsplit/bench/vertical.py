@@ -169,7 +169,8 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
         versus_baselines=versus_baselines(plan.objective, timings["stages"]["e2e_s"].p50 if ok else None,
                                           report_stream, baselines),
         planned_for=planned_for(plan),
-        this_run=(predict_run(plan, link, server_model, this_host, calibration.host_s)
+        this_run=(predict_run(plan, link, server_model, this_host, calibration.host_s,
+                              model_path(outdir, plan) if baselines is not None else None)
                   if this_host is not None and calibration is not None else None),
     )
 

@@ -6,7 +6,7 @@ import pytest
 
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.onnxsplit.analysis.analyze import analyze
-from splitnn.onnxsplit.artifacts.plan_file import read_vertical_plan
+from splitnn.onnxsplit.artifacts.plan_file import model_path, read_vertical_plan
 from splitnn.onnxsplit.bench.run_prediction import emulated_link, predict_run
 from splitnn.onnxsplit.bench.vertical import BenchOptions, run_bench
 from splitnn.onnxsplit.model.loading import load_graph
@@ -72,3 +72,21 @@ def test_the_bench_reports_both_and_the_bytes_the_plan_priced_are_what_crossed(t
     assert report.bytes_per_request.up == plan.predicted.up_bytes
     assert report.bytes_per_request.down == plan.predicted.down_bytes
     assert "rockpro64 -> 3g" in report.planned_for and "cloud-cpu" in report.planned_for
+
+
+def test_the_all_on_server_baseline_is_priced_as_the_plan_prices_cut_0(onet_split):
+    """With the plan's own server and link, the whole model over the plain input gives the plan's cut 0 back."""
+    plan, folder = onet_split
+    same = settings_for(plan.link.uplink_bps, plan.link.rtt_s, downlink_bps=plan.link.down_bps)
+    run = predict_run(plan, same, server_part_path(folder), plan.server_profile, None, model_path(folder, plan))
+    cut0 = next(c.predicted for c in plan.candidates if c.id == 0)
+    assert run.all_server is not None
+    for stage in ("transfer_s", "server_s", "total_s"):
+        assert getattr(run.all_server, stage) == pytest.approx(getattr(cut0, stage), rel=1e-9), stage
+
+
+def test_nothing_differs_where_nothing_is_sent_over_the_plans_link(onet_split):
+    plan, _ = onet_split
+    same = settings_for(plan.link.uplink_bps, plan.link.rtt_s, downlink_bps=plan.link.down_bps)
+    run = predict_run(plan, same, None, plan.server_profile, None)
+    assert run.differs == () and run.all_server is None and run.shared_cores_s is None
