@@ -39,7 +39,8 @@ def update_weights(outdir: str, retrained: str, as_json: bool) -> None:
     console = stdout()
     for side, part in report.parts.items():
         names = ", ".join(part.changed[:5]) + (f" +{len(part.changed) - 5}" if len(part.changed) > 5 else "")
-        console.print(f"{side}: {len(part.changed)} tensors changed ({human_bytes(part.changed_bytes)} of "
+        tensors = "tensor" if len(part.changed) == 1 else "tensors"
+        console.print(f"{side}: {len(part.changed)} {tensors} changed ({human_bytes(part.changed_bytes)} of "
                       f"{human_bytes(part.blob_bytes)}){': ' + names if names else ''}")
     console.print(f"[bold]the device must download {human_bytes(report.device_download_bytes)}[/bold]"
                   f"{_ort_note(report.ort_rebuilt, report.ort_rebuilt_for)}")
