@@ -1,7 +1,7 @@
 """Seeded bandwidth traces of links that move: what `traces/*.csv` hold, and how they were made.
 
-Each trace is a `time_s,mbps` CSV (cost_models/link_traces.py reads it) in
-0.5 s steps, generated from a seed, so `python -m
+Each trace is a `time_s,mbps` CSV (cost_models/link_traces.py reads it),
+the two walks in 0.5 s steps generated from a seed, so `python -m
 splitnn.sample_models.link_traces traces/` writes the shipped files again,
 byte for byte (a test checks it). They are synthetic, not measurements: the
 shapes (a rate that wanders, fades of seconds, short handover dips, a tunnel)
@@ -24,6 +24,10 @@ wifi-to-3g (90 s): WiFi at 20 Mbit/s (+-15% per step) for 30 s, a 1.5 s dip
 to 0.2 Mbit/s while the handover happens, then 3G around 1.1 Mbit/s (a
 log-normal walk, step sigma 0.2), with a fade to 0.3 Mbit/s for 6 s near the
 end.
+
+swing-50-1 (120 s): 50 Mbit/s and 1 Mbit/s in turn, 10 s each, with no
+noise: a fast and a slow link swapping (the adaptive device's tests of issue
+30 add outages with `run-bench --outage`).
 """
 from __future__ import annotations
 
@@ -77,7 +81,11 @@ def wifi_to_3g(seed: int = 11) -> list[tuple[float, float]]:
     return [(i * STEP_S, float(r)) for i, r in enumerate(rates)]
 
 
-TRACES = {"commute-lte": commute_lte, "wifi-to-3g": wifi_to_3g}
+def swing_50_1() -> list[tuple[float, float]]:
+    return [(float(t), 50.0 if (t // 10) % 2 == 0 else 1.0) for t in range(0, 120, 10)]
+
+
+TRACES = {"commute-lte": commute_lte, "wifi-to-3g": wifi_to_3g, "swing-50-1": swing_50_1}
 
 
 def trace_csv(steps: list[tuple[float, float]]) -> str:
