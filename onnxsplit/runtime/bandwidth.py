@@ -31,9 +31,11 @@ The choice is the cut with the best predicted latency at the estimate (the
 lines of vertical/link_range.py, each server time scaled by its learned
 factor), among those the caller may use (under a deadline, those that can
 answer in time), with hysteresis: the current cut is kept until another one is
-predicted better by more than `hysteresis` (10%), so two nearly equal cuts do
-not take turns, or until it may no longer be used. Switching costs nothing but
-the choice.
+predicted better by more than `hysteresis` (10%), or better at all in `patience`
+(3) choices in a row (so a cut that is steadily a little faster is reached in a
+few requests, while two nearly equal cuts whose estimates cross back and forth
+do not take turns), or until it may no longer be used. Switching costs nothing
+but the choice.
 """
 from __future__ import annotations
 
@@ -202,12 +204,14 @@ class ServerSpeed:
 class CutChooser:
     """The cut with the best predicted latency at a rate, with hysteresis (see the module doc)."""
 
-    def __init__(self, lines: Sequence[LatencyLine], hysteresis: float = 0.1) -> None:
+    def __init__(self, lines: Sequence[LatencyLine], hysteresis: float = 0.1, patience: int = 3) -> None:
         if not lines:
             raise ValueError("no cut to choose from")
-        self.lines, self.hysteresis = list(lines), hysteresis
+        self.lines, self.hysteresis, self.patience = list(lines), hysteresis, patience
         self.current: LatencyLine | None = None
         self.switches = 0
+        self._leader: LatencyLine | None = None  # the cut predicted better than the current one in the last choices
+        self._leads = 0  # in how many choices in a row
 
     def choose(self, uplink_bps: float, rtt_change_s: float = 0.0,
                server_scale: Callable[[LatencyLine], float] | None = None,
@@ -222,10 +226,20 @@ class CutChooser:
         if self.current is None:
             self.current = best
         elif best is not self.current and (all(line is not self.current for line in lines)
-                                           or seconds(self.current) > (1 + self.hysteresis) * seconds(best)):
-            self.current = best
+                                           or seconds(self.current) > (1 + self.hysteresis) * seconds(best)
+                                           or self._lead(best, seconds(best) < seconds(self.current))):
+            self.current, self._leader, self._leads = best, None, 0
             self.switches += 1
+        elif best is self.current:
+            self._leader, self._leads = None, 0
         return self.current
+
+    def _lead(self, best: LatencyLine, faster: bool) -> bool:
+        """Count one more choice in a row where `best` was predicted faster than the current cut; True once it has
+        been for `patience` choices."""
+        self._leads = self._leads + 1 if faster and best is self._leader else int(faster)
+        self._leader = best if faster else None
+        return self._leads >= self.patience
 
     def fastest(self, uplink_bps: float, rtt_change_s: float = 0.0,
                 server_scale: Callable[[LatencyLine], float] | None = None,

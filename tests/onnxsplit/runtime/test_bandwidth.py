@@ -155,3 +155,18 @@ def test_a_cut_that_cannot_answer_in_time_is_no_choice():
     assert chooser.choose(30e6, server_scale=scale, usable=in_time) is middle and chooser.switches == 1
     assert chooser.fastest(30e6, server_scale=scale) is input_cut
     assert chooser.choose(30e6, server_scale=scale, usable=lambda line: False) is input_cut  # none usable: all ranked
+
+
+def test_a_cut_steadily_a_little_faster_is_taken_after_patience_choices():
+    """Within the hysteresis margin, a cut predicted faster `patience` times in a row is taken; one whose lead
+    comes and goes is not."""
+    device_only, early = _line(9, 0.600, 0.0), _line(3, 0.100, 8 * 100_000)  # equal at 1.6 Mbit/s
+    chooser = CutChooser([device_only, early], hysteresis=0.1, patience=3)
+    assert chooser.choose(20e6) is early
+    assert chooser.choose(1.5e6) is early and chooser.choose(1.5e6) is early  # device_only 5% faster: twice
+    assert chooser.choose(1.5e6) is device_only and chooser.switches == 1  # the third time in a row
+    flapping = CutChooser([device_only, early], hysteresis=0.1, patience=3)
+    assert flapping.choose(20e6) is early
+    for rate in (1.5e6, 1.5e6, 1.7e6, 1.5e6, 1.5e6, 1.7e6):  # the lead never lasts three choices
+        assert flapping.choose(rate) is early
+    assert flapping.switches == 0
