@@ -291,11 +291,7 @@ def _render_chosen(document, plan) -> None:  # type: ignore[no-untyped-def]
         where = f"a min-cut partition: {len(cut.device_node_names)} nodes on the device, the last {cut.after_node}"
     else:
         where = "all on the device" if cut.id == last_prefix else f"after {cut.after_node}"
-    link = plan.link
-    console.print(
-        f"[bold]Chosen cut {cut.id}[/bold] ({where}), objective {plan.objective}, "
-        f"{plan.device.name} -> {link.name} {link.uplink_bps / 1e6:g} Mbit/s, rtt {link.rtt_s * 1000:g} ms -> {plan.server.name}"
-    )
+    console.print(f"[bold]Chosen cut {cut.id}[/bold] ({where}), objective {plan.objective}, {document.planned_for}")
     coded = f", {human_bytes(document.codec.coded_bytes)} as {document.codec.name}" if document.codec is not None else ""
     console.print(
         f"  sends {', '.join(cut.tensors) or 'nothing'} ({human_bytes(cut.bytes)}{coded}); predicted "

@@ -305,6 +305,13 @@ class VerticalPlanFile(PlanHeader):
         """The device part a device runs: the .ort when written, else the .onnx; None when the part is empty."""
         return self.artifacts.device_ort or self.artifacts.device_model
 
+    @property
+    def planned_for(self) -> str:
+        """The device, link and server the plan's prediction is for."""
+        link = self.link
+        return (f"{self.device_profile.name} -> {link.name} {link.uplink_bps / 1e6:g} Mbit/s, rtt {link.rtt_s * 1e3:g} "
+                f"ms -> {self.server_profile.name}")
+
 
 @dataclass(frozen=True)
 class GridRecord(Record):

@@ -45,13 +45,6 @@ class RunPrediction(Record):
     all_server: Prediction | None = None  # the all-on-server baseline as run here (None: no baselines)
 
 
-def planned_for(plan: VerticalPlanFile) -> str:
-    """The device, link and server a plan's prediction is for."""
-    link = plan.link
-    return (f"{plan.device_profile.name} -> {link.name} {link.uplink_bps / 1e6:g} Mbit/s, rtt {link.rtt_s * 1e3:g} ms "
-            f"-> {plan.server_profile.name}")
-
-
 def emulated_link(plan_link: LinkProfile, settings: LinkSettings) -> LinkProfile:
     """The plan's link with the relay's rates and round trip (a trace: its time-weighted mean of 1 / rate, both
     ways); an unlimited direction keeps the plan's rate."""

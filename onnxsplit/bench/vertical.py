@@ -28,7 +28,7 @@ from splitnn.cost_models.profiles import DeviceProfile
 from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference, plan_feeds
 from splitnn.onnxsplit.artifacts.plan_file import VerticalPlanFile, model_path
 from splitnn.onnxsplit.bench.calibration import Calibration, calibrate
-from splitnn.onnxsplit.bench.run_prediction import planned_for, predict_run
+from splitnn.onnxsplit.bench.run_prediction import predict_run
 from splitnn.onnxsplit.bench.split_report import (
     Baselines,
     BytesPerRequest,
@@ -168,7 +168,7 @@ def run_bench(outdir: str | Path, link: LinkSettings, options: BenchOptions,
         tls=options.tls and server_model is not None,
         versus_baselines=versus_baselines(plan.objective, timings["stages"]["e2e_s"].p50 if ok else None,
                                           report_stream, baselines),
-        planned_for=planned_for(plan),
+        planned_for=plan.planned_for,
         this_run=(predict_run(plan, link, server_model, this_host, calibration.host_s,
                               model_path(outdir, plan) if baselines is not None else None)
                   if this_host is not None and calibration is not None else None),
