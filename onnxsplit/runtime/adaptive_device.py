@@ -8,10 +8,13 @@ them all and answers with the one that reads what came). Each answered request
 updates the estimate; a failed one bounds it. While no estimate is fresh, a
 probe between requests measures the round trip and the rate.
 
-The server is learned as the link is (issue 30, item 11): each answer carries
-the server's compute time, and `ServerSpeed` (runtime/bandwidth.py) scales
-each cut's planned server seconds by what it learned, both in the choice and
-in the deadline's test below. A request that timed out leaves its connection
+The server and the device are learned as the link is (issue 30, item 11):
+each answer carries the server's compute time, the rest of the request off the
+wire is the device's (its part, encoding and decoding; the part alone is what
+every cut's device part would take alike), and the board alone is timed
+whole; `PartSpeed` (runtime/bandwidth.py) scales each cut's planned
+server and device seconds by what it learned, both in the choice and in the
+deadline's test below. A request that timed out leaves its connection
 to a reader aside (`_LateAnswers`), so that the server's time in its late
 answer is learned too: a server too slow for the deadline would otherwise
 never answer in time to say so. A failed request bounds the rate with the
@@ -55,7 +58,7 @@ from splitnn.onnxsplit.codecs.specs import warm_up
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.core.records import Record
-from splitnn.onnxsplit.runtime.bandwidth import BandwidthEstimator, CutChooser, ServerSpeed
+from splitnn.onnxsplit.runtime.bandwidth import BandwidthEstimator, CutChooser, PartScales, PartSpeed
 from splitnn.onnxsplit.runtime.device import DeviceClient, Refused
 from splitnn.onnxsplit.runtime.server import PROBE_TENSOR
 from splitnn.onnxsplit.runtime.wire import RESPONSE, ConnectionClosed, ProtocolError, read_frame
@@ -214,7 +217,8 @@ class AdaptiveDevice:
         self.client = DeviceClient(self.views[held[0].cut.id], server, timeout_s=timeout_s,  # type: ignore[arg-type]
                                    token=token, tls=tls, name=name)
         self.estimator = BandwidthEstimator(plan.link.rtt_s, plan.link.down_bps / plan.link.uplink_bps)
-        self.server_speed = ServerSpeed()  # the server's time against the plan's, from its answers
+        self.server_speed = PartSpeed()  # the server's time against the plan's, from its answers
+        self.device_speed = PartSpeed(untried_at_most=1.0)  # this device's time against the plan's
         self._late = _LateAnswers()
         self.chooser = CutChooser([LatencyLine(k, k.fixed_s, k.wire_bits) for k in held])  # type: ignore[arg-type]
         # The kept cuts a late answer can be finished from here: decided once, from the folder's files.
@@ -277,8 +281,8 @@ class AdaptiveDevice:
         fresh = estimate.bps is not None and not estimate.stale
         bps = estimate.bps if fresh else self.plan.link.uplink_bps
         rtt_change = self.estimator.rtt_s - self.plan.link.rtt_s  # the lines were drawn for the planned round trip
-        def scale(line: LatencyLine) -> float:  # the server's learned speed, on the line's planned server seconds
-            return self.server_speed.scale(line.candidate.cut.id, t)
+        def scales(line: LatencyLine) -> PartScales:  # the learned speeds, on the line's planned seconds
+            return self._scales(line.candidate.cut.id, t)
 
         def not_sent(line: LatencyLine) -> HeldBack | None:
             """Why nothing may be sent at `line`'s cut; whether to try the server at all is decided at the
@@ -287,16 +291,16 @@ class AdaptiveDevice:
             if kept.server_model is None or self.refused is not None:
                 return None
             slow_bps = bps / (estimate.spread if fresh else 1.0)
-            return self._held_back(kept, self.chooser.predicted_s(line, slow_bps, rtt_change, scale(line)))
+            return self._held_back(kept, self.chooser.predicted_s(line, slow_bps, rtt_change, scales(line)), t)
 
         # The fastest of the cuts that may be sent (and the board alone): a cut that cannot answer in time is no
         # choice, whatever its prediction.
-        line = self.chooser.choose(bps, rtt_change, scale, usable=lambda line: not_sent(line) is None)
+        line = self.chooser.choose(bps, rtt_change, scales, usable=lambda line: not_sent(line) is None)
         kept: AdaptiveCutRecord = line.candidate  # type: ignore[assignment]
         begin = time.perf_counter()
         held_back = not_sent(line)  # where no cut may be sent and the board cannot answer alone
         if held_back is None and kept.server_model is None:  # the board alone: why, where a cut that sends is faster
-            fastest = self.chooser.fastest(bps, rtt_change, scale)
+            fastest = self.chooser.fastest(bps, rtt_change, scales)
             held_back = not_sent(fastest) if fastest is not line else None
         if self.refused is not None:  # an error, or answered alone where a deadline asked for that
             answered = self._from_the_start(feeds) if self.deadline_s is not None else "error"
@@ -311,18 +315,25 @@ class AdaptiveDevice:
         self.points.append(point)
         return point
 
-    def _held_back(self, kept: AdaptiveCutRecord, cautious_s: float) -> HeldBack | None:
+    def _scales(self, cut_id: int, now: float) -> PartScales:
+        """The device's and the server's learned factors on `cut_id`'s planned seconds."""
+        return PartScales(self.device_speed.scale(cut_id, now), self.server_speed.scale(cut_id, now))
+
+    def _held_back(self, kept: AdaptiveCutRecord, cautious_s: float, now: float) -> HeldBack | None:
         """Why not to send at `kept`, predicted to answer in `cautious_s` at the estimate's slow end (None: send).
         A held cut is always tried (the deadline still catches it). Under a deadline a try that fails costs the
         whole deadline, and on a moving link the estimate is often 30% high: the server must answer within what
         the deadline leaves, and faster than the device alone."""
         if self.hold_cut is not None:
             return None
-        budget_s, needed_s = self._remote_budget(kept), cautious_s - kept.predicted.device_s
+        device_s = self.device_speed.scale(kept.cut.id, now) * kept.predicted.device_s
+        budget_s, needed_s = self._remote_budget(kept, device_s), cautious_s - device_s
         under_deadline = self.deadline_s is not None and self.alone is not None
         if needed_s > budget_s:
             return HeldBack(kept.cut.id, "deadline" if under_deadline else "timeout", budget_s, needed_s)
-        if under_deadline and cautious_s >= self.alone.predicted.device_s:  # type: ignore[union-attr]
+        alone = self.alone
+        alone_s = self.device_speed.scale(alone.cut.id, now) * alone.predicted.device_s if alone is not None else 0.0
+        if under_deadline and cautious_s >= alone_s:
             return HeldBack(kept.cut.id, "slower", budget_s, needed_s)
         return None
 
@@ -400,6 +411,7 @@ class AdaptiveDevice:
     def _remote(self, kept: AdaptiveCutRecord, feeds: dict[str, np.ndarray], begin: float) -> str:
         self._use(kept)
         tensors, _ = self.client.compute(feeds)
+        compute_s = time.perf_counter() - begin
         sent = self.client.payload(tensors, feeds)
         # What is left of the deadline, from the time the device part really took.
         self.client.set_timeout(max(self._remote_budget(kept, time.perf_counter() - begin), 1e-3))
@@ -415,6 +427,8 @@ class AdaptiveDevice:
         if result.ok:
             self.estimator.observe(result.bytes_up, result.bytes_down, result.transfer_s, self._now())
             self.server_speed.observe(kept.cut.id, kept.predicted.server_s, result.server_s, self._now())
+            off_wire_s = time.perf_counter() - begin - result.transfer_s - result.server_s  # the device's share
+            self.device_speed.observe(kept.cut.id, kept.predicted.device_s, off_wire_s, self._now(), compute_s)
             self.last_outputs = {**self.client.kept(tensors), **result.outputs}
             return "remote"
         # The link had the wait less what the server was expected to take.
@@ -452,7 +466,10 @@ class AdaptiveDevice:
         if self.alone is None:
             return "error"
         self._use(self.alone)
+        begin = time.perf_counter()
         self.last_outputs = self.client.compute(feeds)[0]  # waits, as for any part, for the board's time
+        self.device_speed.observe(self.alone.cut.id, self.alone.predicted.device_s, time.perf_counter() - begin,
+                                  self._now())
         return "local"
 
     def _wait_for_board(self, begin: float, board_s: float) -> None:

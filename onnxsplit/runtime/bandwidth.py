@@ -18,18 +18,29 @@ estimate older than `stale_after_s` is reported stale (a probe or the planned
 rate is then the better guess).
 
 The server the plan priced may not be the one that answers (another
-machine, or a loaded one). Every answer carries the server's own compute time
-(runtime/wire.py's `server_s`), and `ServerSpeed` learns from it a factor on
-the plan's server seconds, averaged as the rate is (in log space, the same
-half-life, the same change point): one per cut, and one over every cut whose
-planned server time is at least SHARED_MIN_PLANNED_S, which a cut not answered
-yet takes. A factor with no new sample fades, half-life FORGET_HALF_LIFE_S, a
-cut's toward the shared one and the shared one toward the plan's (1), so that a
-server that got faster again is tried again in time.
+machine, or a loaded one), and the board may not be the one it priced either
+(a busier one, or overheads the plan does not count: encoding, sockets).
+Every answer carries the server's own compute time (runtime/wire.py's
+`server_s`), and the rest of a request that is not on the wire is the
+device's. `PartSpeed` learns from these a factor on the plan's seconds, one
+for the server and one for the device, averaged as the rate is (in log space,
+the same half-life, the same change point): one per cut, and one over every
+cut whose planned time is at least SHARED_MIN_PLANNED_S, which a cut not
+measured yet takes. A cut's own factor is learned from all of its part's
+time; the shared one from the share that every cut would take alike: all of
+the server's (a slower server is slower at every cut), the device's compute
+only (what a sending cut adds on the device, encoding and sockets, the board
+alone does not pay). The device's shared factor stands in for a cut not timed
+yet at most at 1 (`untried_at_most`): compute times do not scale from one part
+to another where a board is emulated (each part takes at least its planned
+time) or where parts differ in kind, and a cut that the plan predicts faster
+is then timed once rather than never. A factor with no new sample fades, half-life
+FORGET_HALF_LIFE_S, a cut's toward the shared one and the shared one toward the
+plan's (1), so that a part that got faster again is tried again in time.
 
 The choice is the cut with the best predicted latency at the estimate (the
-lines of vertical/link_range.py, each server time scaled by its learned
-factor), among those the caller may use (under a deadline, those that can
+lines of vertical/link_range.py, each device and server time scaled by its
+learned factor), among those the caller may use (under a deadline, those that can
 answer in time), with hysteresis: the current cut is kept until another one is
 predicted better by more than `hysteresis` (10%), or better at all in `patience`
 (3) choices in a row (so a cut that is steadily a little faster is reached in a
@@ -47,9 +58,9 @@ from splitnn.onnxsplit.vertical.link_range import LatencyLine
 
 JUMP = math.log(1.5)  # a sample this far off the estimate (a factor of 1.5) may be a new link
 RTT_WINDOW_S = 12.0  # the round trip is the least measured over this window
-FORGET_HALF_LIFE_S = 60.0  # a learned server factor with no new sample fades with this half-life
-# A cut whose planned server time is shorter than this teaches its own factor only: the server's fixed overhead
-# per request, over next to no planned time, would give a factor no other cut has.
+FORGET_HALF_LIFE_S = 60.0  # a learned factor with no new sample fades with this half-life
+# A cut whose planned time (of the part measured) is shorter than this teaches its own factor only: a part's
+# fixed overhead per request, over next to no planned time, would give a factor no other cut has.
 SHARED_MIN_PLANNED_S = 1e-3
 
 
@@ -161,41 +172,56 @@ class _Factor:
         return fallback + 0.5 ** (max(now - self.at, 0.0) / forget_half_life_s) * (self.log - fallback)
 
 
-class ServerSpeed:
-    """How many times its planned seconds the server takes, per cut, from the times its answers carry (see the
-    module doc)."""
+@dataclass(frozen=True)
+class PartScales:
+    """The learned factors on one cut's planned device and server seconds (1: as planned)."""
 
-    def __init__(self, half_life_s: float = 2.0, forget_half_life_s: float = FORGET_HALF_LIFE_S) -> None:
+    device: float = 1.0
+    server: float = 1.0
+
+
+class PartSpeed:
+    """How many times its planned seconds a part (the server's, or the device's) takes, per cut, from the times
+    measured; a factor over the cuts stands in for a cut not measured yet (see the module doc)."""
+
+    def __init__(self, half_life_s: float = 2.0, forget_half_life_s: float = FORGET_HALF_LIFE_S,
+                 untried_at_most: float = math.inf) -> None:
         self.half_life_s, self.forget_half_life_s = half_life_s, forget_half_life_s
+        self.untried_at_most = untried_at_most  # the most a cut not measured yet takes of the shared factor
         self._cuts: dict[int, _Factor] = {}
         self._shared: _Factor | None = None
         self.samples = 0
 
-    def observe(self, cut_id: int, planned_s: float, server_s: float, at: float) -> None:
-        """One answer at `cut_id`, whose server part was planned to take `planned_s` and took `server_s`."""
-        if planned_s <= 0 or server_s <= 0:
+    def observe(self, cut_id: int, planned_s: float, measured_s: float, at: float,
+                common_s: float | None = None) -> None:
+        """One request at `cut_id`, whose part was planned to take `planned_s` and took `measured_s`, of which
+        `common_s` (all of it by default) is what any cut's part would take alike."""
+        if planned_s <= 0 or measured_s <= 0:
             return
-        sample = math.log(server_s / planned_s)
+        sample = math.log(measured_s / planned_s)
         own = self._cuts.get(cut_id)
         if own is None:
             self._cuts[cut_id] = _Factor(sample, at)
         else:
             own.add(sample, at, self.half_life_s)
+        common = sample if common_s is None else math.log(max(common_s, 1e-9) / planned_s)
         if planned_s >= SHARED_MIN_PLANNED_S:
             if self._shared is None:
-                self._shared = _Factor(sample, at)
+                self._shared = _Factor(common, at)
             else:
-                self._shared.add(sample, at, self.half_life_s)
+                self._shared.add(common, at, self.half_life_s)
         self.samples += 1
 
     def scale(self, cut_id: int, now: float) -> float:
-        """The factor on `cut_id`'s planned server seconds at `now` (1 before any answer)."""
+        """The factor on `cut_id`'s planned seconds at `now` (1 before any sample)."""
         shared = self._shared.value(now, 0.0, self.forget_half_life_s) if self._shared is not None else 0.0
         own = self._cuts.get(cut_id)
-        return math.exp(own.value(now, shared, self.forget_half_life_s) if own is not None else shared)
+        if own is None:
+            return min(math.exp(shared), self.untried_at_most)
+        return math.exp(own.value(now, shared, self.forget_half_life_s))
 
     def reset(self) -> None:
-        """Another server: nothing learned holds."""
+        """Another machine: nothing learned holds."""
         self._cuts.clear()
         self._shared = None
         self.samples = 0
@@ -214,15 +240,15 @@ class CutChooser:
         self._leads = 0  # in how many choices in a row
 
     def choose(self, uplink_bps: float, rtt_change_s: float = 0.0,
-               server_scale: Callable[[LatencyLine], float] | None = None,
+               scales: Callable[[LatencyLine], PartScales] | None = None,
                usable: Callable[[LatencyLine], bool] | None = None) -> LatencyLine:
         """The cut to use at `uplink_bps`, the round trip `rtt_change_s` longer than the lines were drawn for, each
-        line's server seconds `server_scale(line)` times what they were drawn with; among the lines `usable` keeps
+        line's device and server seconds `scales(line)` times what they were drawn with; among the lines `usable` keeps
         (a deadline's: those that can answer in time), all of them where it keeps none. A current cut that is
         not usable is left at once."""
         lines = [line for line in self.lines if usable is None or usable(line)] or self.lines
-        best = self.fastest(uplink_bps, rtt_change_s, server_scale, lines)
-        seconds = self._seconds(uplink_bps, rtt_change_s, server_scale)
+        best = self.fastest(uplink_bps, rtt_change_s, scales, lines)
+        seconds = self._seconds(uplink_bps, rtt_change_s, scales)
         if self.current is None:
             self.current = best
         elif best is not self.current and (all(line is not self.current for line in lines)
@@ -242,23 +268,26 @@ class CutChooser:
         return self._leads >= self.patience
 
     def fastest(self, uplink_bps: float, rtt_change_s: float = 0.0,
-                server_scale: Callable[[LatencyLine], float] | None = None,
+                scales: Callable[[LatencyLine], PartScales] | None = None,
                 lines: Sequence[LatencyLine] | None = None) -> LatencyLine:
         """The line of `lines` (all by default) predicted fastest, as `choose` predicts them, without hysteresis."""
-        seconds = self._seconds(uplink_bps, rtt_change_s, server_scale)
+        seconds = self._seconds(uplink_bps, rtt_change_s, scales)
         return min(self.lines if lines is None else lines, key=lambda line: (seconds(line), line.wire_bits))
 
     def _seconds(self, uplink_bps: float, rtt_change_s: float,
-                 server_scale: Callable[[LatencyLine], float] | None) -> Callable[[LatencyLine], float]:
+                 scales: Callable[[LatencyLine], PartScales] | None) -> Callable[[LatencyLine], float]:
         def seconds(line: LatencyLine) -> float:
-            return self.predicted_s(line, uplink_bps, rtt_change_s, server_scale(line) if server_scale else 1.0)
+            return self.predicted_s(line, uplink_bps, rtt_change_s, scales(line) if scales else PartScales())
 
         return seconds
 
     @staticmethod
     def predicted_s(line: LatencyLine, uplink_bps: float, rtt_change_s: float = 0.0,
-                    server_scale: float = 1.0) -> float:
+                    scales: PartScales = PartScales()) -> float:
         """A line's latency at `uplink_bps`, its round trip (if it sends anything) `rtt_change_s` longer, its
-        server's seconds `server_scale` times the planned ones."""
-        server_s = (server_scale - 1.0) * line.candidate.predicted.server_s if server_scale != 1.0 else 0.0
-        return line.seconds(uplink_bps) + (rtt_change_s if line.wire_bits > 0 else 0.0) + server_s
+        device's and server's seconds `scales` times the planned ones."""
+        learned_s = 0.0
+        if scales != PartScales():
+            predicted = line.candidate.predicted
+            learned_s = (scales.server - 1.0) * predicted.server_s + (scales.device - 1.0) * predicted.device_s
+        return line.seconds(uplink_bps) + (rtt_change_s if line.wire_bits > 0 else 0.0) + learned_s

@@ -126,6 +126,29 @@ def test_a_server_slower_than_planned_is_learned_from_its_answers_and_left(sampl
     assert server.runs == 1
 
 
+def test_a_device_slower_than_planned_at_sending_is_learned_and_the_board_alone_taken(sample_path, tmp_path):
+    """issue 30, item 11: the device's side of a sending cut takes more than the plan counted (here its encoding,
+    0.15 s a request on a board whose compute is as planned). The device kept the cut the plan ranked first; it
+    learns each sending cut's time off the wire, tries the next, and answers alone from the fourth request on."""
+    analysis, document = _alexnet_adaptive(sample_path, tmp_path)
+    alone = next(k for k in document.kept if k.server_model is None)
+    feeds = random_inputs(analysis.graph)
+    with ModelServer(server_models(tmp_path / "ad")).start() as server:
+        device = AdaptiveDevice(tmp_path / "ad", document, server.address, emulate_board=True)
+        encode = device.client.payload
+
+        def slow_payload(*args, **kwargs):
+            time.sleep(0.15)
+            return encode(*args, **kwargs)
+
+        device.client.payload = slow_payload  # type: ignore[method-assign]
+        points = [device.request(feeds) for _ in range(8)]
+        device.close()
+    assert points[0].answered == "remote", points[0]
+    assert [(p.answered, p.cut_id) for p in points[3:]] == [("local", alone.cut.id)] * 5, points
+    assert device.device_speed.scale(points[0].cut_id, device._now()) > 2.0
+
+
 def test_under_a_deadline_a_late_answer_still_teaches_the_server_time(sample_path, tmp_path):
     """issue 30, item 11: under a deadline a server too slow for it never answers in time, and each try cost a
     fallback (the next probe found the link fine, and the device tried again). The late answer is read aside:
