@@ -337,6 +337,9 @@ class StackLayerRecord(Record):
     out_shape: tuple[int, ...]
     macs: int
     window: WindowRecord | None
+    in_layout: str = "NCHW"  # of `input` in memory; tiles are regions of its H and W axes
+    out_layout: str = "NCHW"
+    inputs: tuple[str, ...] = ()  # every data input where there are several (a residual Add, a Concat)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.plan_file import model_path, read_tile_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
-from splitnn.onnxsplit.tiles.geometry import crop, paste
+from splitnn.onnxsplit.tiles.geometry import crop, in_memory, paste
 from splitnn.onnxsplit.tiles.planning import lpt_deal
 
 
@@ -232,8 +232,10 @@ class LaterStack:
     tiles: tuple[Any, ...]  # plan_file.TileRecord: each tile's regions and predicted time
     graphs: dict[int, bytes]
     weights: bytes
-    output_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]  # logical: N, C, H, W
     second_phase: dict[int, dict[str, Any]] = field(default_factory=dict)  # reuse: the second-phase tiles
+    input_layout: str = "NCHW"  # of the previous stack's output, which its tiles are cropped from
+    output_layout: str = "NCHW"
 
 
 @dataclass
@@ -283,10 +285,11 @@ class TileProgram:
         self.second_phase = _second_phase(self.plan.reuse)
         self.image = self.plan.image_input
         self.stack_output = self.plan.tiled_output  # what the remainder starts from
-        self.stack_shape = self.plan.stack[-1].out_shape  # the first stack's output
+        self.stack_shape = self.plan.stack[-1].out_shape  # the first stack's output (logical)
+        self.stack_layout = self.plan.stack[-1].out_layout
         self.later = [LaterStack(record.tiles, _stack_graphs(outdir, record.tiles, files.tiles, files.reuse),
                                  (outdir / files.stack_weights).read_bytes(), record.stack[-1].out_shape,
-                                 _second_phase(record.reuse))
+                                 _second_phase(record.reuse), record.stack[0].in_layout, record.stack[-1].out_layout)
                       for record, files in zip(self.plan.later_stacks, artifacts.later_stacks)]
         self.folder = outdir
         self.steps = self.plan.remainder_chain()
@@ -405,6 +408,9 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
         raise SplitnnError(f"unknown hand-off '{handoff}': one of {', '.join(HANDOFFS)}")
     if handoff == "workers" and any(later.second_phase for later in program.later):
         raise SplitnnError("--handoff workers does not run a reuse plan's later stacks: use --handoff client")
+    if handoff == "workers" and any(later.input_layout != "NCHW" for later in program.later):
+        raise SplitnnError("--handoff workers assembles NCHW maps between stacks, and this plan's are NHWC: use "
+                           "--handoff client")
     image = feeds[program.image]
     start = time.perf_counter()
     futures, tile_of = _submit_stack(client, program.tiles, program.second_phase, plugins[0], image,
@@ -415,7 +421,8 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
                                                              start, after_first_tile)
         earlier, futures = stages[:-1], [f for stage, _ in stages for f in stage]
     else:
-        stitched, records = _stitch_results(futures, tile_of, program.stack_shape, start, after_first_tile)
+        stitched, records = _stitch_results(futures, tile_of, program.stack_shape, start, after_first_tile,
+                                            layout=program.stack_layout)
         phases = [time.perf_counter() - start]
         for number, (later, plugin) in enumerate(zip(program.later, plugins[1:]), start=1):
             stitched, more = _run_stack(client, later, plugin, number, stitched, workers, start, records)
@@ -433,7 +440,7 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
 
 
 def _stitch_results(futures: list[Any], tile_of: dict[str, Any], shape: tuple[int, ...], start: float,
-                    after_first_tile: Callable[[str], Any] | None = None, stack: int = 0
+                    after_first_tile: Callable[[str], Any] | None = None, stack: int = 0, layout: str = "NCHW"
                     ) -> tuple[np.ndarray, list[TileRecord]]:
     """Stack number `stack`'s output, stitched on the client as its tasks complete (tile groups, or reuse's
     one-tile tasks), and its tiles' records."""
@@ -450,8 +457,8 @@ def _stitch_results(futures: list[Any], tile_of: dict[str, Any], shape: tuple[in
             if isinstance(tile_output, list):  # a first-phase tile (reuse): its last layer is its output
                 tile_output = tile_output[-1]
             if stitched is None:
-                stitched = np.empty(shape, dtype=tile_output.dtype)
-            paste(stitched, tile.output_region, tile_output)
+                stitched = np.empty(in_memory(shape, layout), dtype=tile_output.dtype)  # type: ignore[arg-type]
+            paste(stitched, tile.output_region, tile_output, layout)
             records.append(TileRecord(tile.id, worker, tile_s, time.perf_counter() - start, stack))
         if after_first_tile is not None and len(records) == len(tiles):
             after_first_tile(worker)
@@ -463,8 +470,10 @@ def _run_stack(client: Any, later: LaterStack, plugin: str, number: int, previou
     """A later stack's tiles, cropped from the previous stack's stitched output on the client (hand-off
     "client"), sent as the first stack's are; each tile's record is added to `records`. Returns the stitched
     output and the futures."""
-    futures, tile_of = _submit_stack(client, later.tiles, later.second_phase, plugin, previous, "NCHW", workers)
-    stitched, mine = _stitch_results(futures, tile_of, later.output_shape, start, stack=number)
+    futures, tile_of = _submit_stack(client, later.tiles, later.second_phase, plugin, previous, later.input_layout,
+                                     workers)
+    stitched, mine = _stitch_results(futures, tile_of, later.output_shape, start, stack=number,
+                                     layout=later.output_layout)
     records += mine
     return stitched, futures
 
@@ -515,7 +524,7 @@ def _through_workers(client: Any, program: TileProgram, plugins: list[str], firs
     phases = [done[0]] + [max(b - a, 0.0) for a, b in zip(done, done[1:])]
     last_futures, last_tile_of = stages[-1]
     stitched, records = _stitch_results(last_futures, last_tile_of, program.later[-1].output_shape, start,
-                                        stack=len(stages) - 1)
+                                        stack=len(stages) - 1, layout=program.later[-1].output_layout)
     return stitched, records, phases, stages
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.chain import PartStep, SlicedStep, SliceRef, Step, cached_sessions, run_steps
@@ -39,7 +39,7 @@ from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.core.records import to_dict
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
-from splitnn.onnxsplit.tiles.geometry import Layer, Tile, TileGrid, crop, stitch
+from splitnn.onnxsplit.tiles.geometry import Layer, Tile, TileGrid, crop, is_chain, stitch
 from splitnn.onnxsplit.tiles.neuron_split import Segment, remainder_steps, slice_model
 from splitnn.onnxsplit.tiles.planning import TilePlan
 from splitnn.onnxsplit.tiles.reuse import (
@@ -53,21 +53,37 @@ from splitnn.onnxsplit.tiles.reuse import (
 
 
 def tile_model(stack_model: onnx.ModelProto, stack: list[Layer], tile: Tile) -> onnx.ModelProto:
-    """The stack's graph run on `tile`'s input region: input and output sizes of the tile, pads at true borders only."""
+    """The stack's graph run on `tile`'s input region: input and output sizes of the tile, pads at true borders
+    only, and a crop (Slice) wherever a layer reads less of a tensor than was computed of it (two branches with
+    different halos)."""
     model = onnx.ModelProto()
     model.CopyFrom(stack_model)
     graph = model.graph
-    (y0, y1, x0, x1), (oy0, oy1, ox0, ox1) = tile.input_region, tile.output_region
-    nhwc = stack[0].in_layout == "NHWC"
-    for value, (h, w), axes in ((graph.input[0], (y1 - y0, x1 - x0), (1, 2) if nhwc else (2, 3)),
-                                (graph.output[0], (oy1 - oy0, ox1 - ox0), (2, 3))):
+    first, last = stack[0], stack[-1]
+    for value, region, layout in ((graph.input[0], tile.input_region, first.in_layout),
+                                  (graph.output[0], tile.output_region, last.out_layout)):
         dims = value.type.tensor_type.shape.dim
-        dims[axes[0]].dim_value, dims[axes[1]].dim_value = h, w
+        h, w = (1, 2) if layout == "NHWC" else (2, 3)
+        dims[h].dim_value, dims[w].dim_value = region[1] - region[0], region[3] - region[2]
     del graph.value_info[:]  # the inner shapes were those of the whole image
-    pads = {layer.output: part.pads for layer, part in zip(stack, tile.layers) if layer.window is not None}
+    computed = {first.input: tile.input_region}
+    layouts = {first.input: first.in_layout}
+    for layer, part in zip(stack, tile.layers):
+        for name in layer.all_outputs:
+            computed[name], layouts[name] = part.output_region, layer.out_layout
+    by_output = {layer.output: (layer, part) for layer, part in zip(stack, tile.layers)}
+    nodes: list[onnx.NodeProto] = []
     for node in graph.node:
-        if node.output[0] in pads:
-            _set_pads(node, pads[node.output[0]])
+        if node.output and node.output[0] in by_output:
+            layer, part = by_output[node.output[0]]
+            nodes.extend(_crops(model, node, layer, part, computed, layouts))
+            if layer.op_type == "Pad":
+                _set_pad_amounts(model, node, part.pads, layer.in_layout)
+            elif layer.window is not None:
+                _set_pads(node, part.pads)
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
     return model
 
 
@@ -77,6 +93,54 @@ def _set_pads(node: onnx.NodeProto, pads: tuple[int, int, int, int]) -> None:
     kept = [a for a in node.attribute if a.name not in ("pads", "auto_pad")]
     del node.attribute[:]
     node.attribute.extend(kept + [helper.make_attribute("pads", list(pads))])
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((e.version for e in model.opset_import if e.domain in ("", "ai.onnx")), 0)
+
+
+def _crops(model: onnx.ModelProto, node: onnx.NodeProto, layer: Layer, part: Any, computed: dict[str, Any],
+           layouts: dict[str, str]) -> list[onnx.NodeProto]:
+    """Slices that cut each of `node`'s data inputs down to what `part` reads of it, where more was computed;
+    `node` is rewired to read them."""
+    slices = []
+    for k, (name, reads) in enumerate(zip(layer.data_inputs, part.input_regions or (part.input_region,))):
+        have = computed[name]
+        if tuple(have) == tuple(reads):
+            continue
+        h, w = (1, 2) if layouts[name] == "NHWC" else (2, 3)
+        starts = [reads[0] - have[0], reads[2] - have[2]]
+        ends = [reads[1] - have[0], reads[3] - have[2]]
+        cropped = f"{name}__crop_{node.output[0]}_{k}"
+        if _opset(model) < 10:  # Slice took attributes then
+            slices.append(helper.make_node("Slice", [name], [cropped], name=cropped, starts=starts, ends=ends, axes=[h, w]))
+        else:
+            consts = []
+            for label, values in (("starts", starts), ("ends", ends), ("axes", [h, w])):
+                const = f"{cropped}_{label}"
+                model.graph.initializer.append(numpy_helper.from_array(np.array(values, np.int64), const))
+                consts.append(const)
+            slices.append(helper.make_node("Slice", [name, *consts], [cropped], name=cropped))
+        for i, read in enumerate(node.input):
+            if read == name:
+                node.input[i] = cropped
+    return slices
+
+
+def _set_pad_amounts(model: onnx.ModelProto, node: onnx.NodeProto, pads: tuple[int, int, int, int], layout: str) -> None:
+    """Give a Pad node the amounts `pads` (top, left, bottom, right) on H and W, as a new constant input (or its
+    attribute, before opset 11)."""
+    h, w = (1, 2) if layout == "NHWC" else (2, 3)
+    amounts = [0] * 8
+    amounts[h], amounts[w], amounts[h + 4], amounts[w + 4] = pads
+    if any(a.name == "pads" for a in node.attribute):
+        kept = [a for a in node.attribute if a.name != "pads"]
+        del node.attribute[:]
+        node.attribute.extend(kept + [helper.make_attribute("pads", amounts)])
+        return
+    name = f"{node.output[0]}__tile_pads"
+    model.graph.initializer.append(numpy_helper.from_array(np.array(amounts, np.int64), name))
+    node.input[1] = name
 
 
 def every_layer_outputs(model: onnx.ModelProto, stack: list[Layer], tile: Tile) -> onnx.ModelProto:
@@ -123,10 +187,9 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
     if reuse and plan.stack[0].in_layout != "NCHW":
         raise SplitnnError("--reuse needs an NCHW input; this model's tiles start with its NHWC layout transpose: "
                            "drop --reuse")
-    if reuse and any(sum(1 for n in graph.nodes[layer.index].inputs if n and not graph.is_constant(n)) > 1
-                     for phase in plan.stacks for layer in phase.stack):
-        raise SplitnnError("--reuse runs the stack layer by layer, and a SiLU (x * Sigmoid(x)) reads two of them: "
-                           "drop --reuse")
+    if reuse and not all(is_chain(phase.stack) for phase in plan.stacks):
+        raise SplitnnError("--reuse runs the stack layer by layer, and this stack branches (a residual block, SiLU or "
+                           "HardSwish written out, a split): drop --reuse")
     stack_parts, remainder = _parts(analysis, plan)
     with staging_folder(outdir) as staging:
         steps: list[Step] = []
@@ -295,6 +358,7 @@ def run_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, feeds: 
             session = create_session(folder / name, prepack=False)
             region = crop(stitched, tile.input_region, phase.stack[0].in_layout)
             outputs[tile.id] = session.run(None, {phase.stack[0].input: region})[0]
-        stitched = stitch(phase.grid.tiles, outputs, phase.stack[-1].out_shape, next(iter(outputs.values())).dtype)
+        stitched = stitch(phase.grid.tiles, outputs, phase.stack[-1].out_shape, next(iter(outputs.values())).dtype,
+                          phase.stack[-1].out_layout)
     pool = {**feeds, plan.last_output: stitched}
     return run_steps(remainder, pool, cached_sessions(lambda model: create_session(folder / model, prepack=False, threads=1)))

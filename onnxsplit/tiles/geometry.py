@@ -1,26 +1,35 @@
 """Fused tile partitioning (DeepThings, IEEE TCAD 2018): the geometry.
 
-The fused stack is the chain of spatial layers from the model's image input
-up to a cut: Conv, MaxPool, AveragePool (windows) and layers that treat every
-position alike (BatchNormalization, activations). It stops before anything
-that mixes positions (Resize, Flatten, Gemm, global pooling), before a
-branch (a tensor read twice, as in a skip connection), and before windows it
-cannot tile exactly (ceil_mode, groups of a transposed convolution). A
+A fused stack (tiles/stack_region.py builds it) is a region of the graph
+between one input tensor and one output tensor in which every layer is local
+in space: windows (Conv, MaxPool, AveragePool, and Pad, a window of one),
+layers that treat every position alike (activations, per-channel arithmetic,
+quantization), layers that mix channels only (Concat, Split, a Slice of
+channels, layout Transposes), and branches that meet again inside it
+(residual Add, SiLU's x * Sigmoid(x), unfolded HardSwish, CSP blocks). A
 window with auto_pad SAME (TF/Keras 'same' padding) gets the explicit pads the
 ONNX rule gives for the whole image, and each tile keeps those at its true
 borders only.
 
-The stack's output is split into an R x C grid. Each tile's input region is
-found by walking back through the stack, layer by layer, with the general
-window formula: output rows [o0, o1) of a window with kernel k, stride s,
-padding p (before) and dilation d read input rows
+The stack's output is split into an R x C grid. Each tile's regions are found
+by walking back through the stack's layers in reverse order: a layer computes
+the bounding box of what its readers need of its output, and needs of each
+input what the general window formula gives: output rows [o0, o1) of a
+window with kernel k, stride s, padding p (before) and dilation d read input
+rows
 
     [o0 * s - p,  (o1 - 1) * s - p + (k - 1) * d + 1)
 
 clipped to the input. Whatever falls outside the input is padding, and only
 there (at the true image border) is padding applied: a tile's window keeps
-pads only on the sides where its region was clipped. Neighbouring tiles'
-regions overlap, and the overlap is computed twice: the redundant MACs.
+pads only on the sides where its region was clipped. Where a tensor is
+computed over more than one reader needs (two branches with different
+halos), the tile graph crops it for that reader (tiles/export.py).
+Neighbouring tiles' regions overlap, and the overlap is computed twice: the
+redundant MACs.
+
+Regions are (y0, y1, x0, x1) in the tensor's own rows and columns, whatever
+its layout in memory ("NCHW" or "NHWC", per tensor).
 
 This is written by hand because no library does tile geometry for ONNX
 graphs; the rule it must satisfy is tested: the stitched tiles equal the
@@ -34,9 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from splitnn.cost_models.registry import NodeCost
 from splitnn.onnxsplit.core.errors import SplitnnError
-from splitnn.onnxsplit.model.graph import Graph, Node
 
 WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool"})
 POINTWISE_OPS = frozenset({
@@ -67,19 +74,30 @@ class Layer:
     index: int  # node index in the Graph
     name: str
     op_type: str
-    window: Window | None  # None: pointwise
-    input: str
-    output: str
-    in_shape: tuple[int, int, int, int]  # N, C, H, W (the logical order, whatever the layout in memory)
+    window: Window | None  # None: every output position reads the same input position
+    input: str  # the first data input
+    output: str  # the first output
+    in_shape: tuple[int, int, int, int]  # of `input`: N, C, H, W (the logical order, whatever the layout in memory)
     out_shape: tuple[int, int, int, int]
     macs: int  # of the whole layer
     itemsize: int
-    in_layout: str = "NCHW"  # "NHWC" for a TF/Keras input read by the layout Transpose that starts the stack
+    in_layout: str = "NCHW"  # of `input` in memory: "NCHW" or "NHWC"
+    inputs: tuple[str, ...] = ()  # every data input (a residual Add, a Concat: several); () means (input,)
+    outputs: tuple[str, ...] = ()  # every output (a Split: several); () means (output,)
+    out_layout: str = "NCHW"
+    in_channels: int = 0  # of all data inputs together (0: in_shape's)
+
+    @property
+    def data_inputs(self) -> tuple[str, ...]:
+        return self.inputs or (self.input,)
+
+    @property
+    def all_outputs(self) -> tuple[str, ...]:
+        return self.outputs or (self.output,)
 
 
 Region = tuple[int, int, int, int]
-# The Transpose that TF/Keras exports put first: NHWC input to NCHW.
-NHWC_TO_NCHW = [0, 3, 1, 2]  # y0, y1, x0, x1 (half-open)
+# y0, y1, x0, x1 (half-open)
 
 
 def crop(tensor: np.ndarray, region: Region | list[int], layout: str = "NCHW") -> np.ndarray:
@@ -90,17 +108,28 @@ def crop(tensor: np.ndarray, region: Region | list[int], layout: str = "NCHW") -
     return np.ascontiguousarray(tensor[:, :, y0:y1, x0:x1])
 
 
-def paste(canvas: np.ndarray, region: Region | list[int], values: np.ndarray) -> None:
-    """Write `values` at `region` of an NCHW `canvas` (the inverse of crop)."""
+def paste(canvas: np.ndarray, region: Region | list[int], values: np.ndarray, layout: str = "NCHW") -> None:
+    """Write `values` at `region` of an NCHW or NHWC `canvas` (the inverse of crop)."""
     y0, y1, x0, x1 = region
-    canvas[:, :, y0:y1, x0:x1] = values
+    if layout == "NHWC":
+        canvas[:, y0:y1, x0:x1, :] = values
+    else:
+        canvas[:, :, y0:y1, x0:x1] = values
 
 
-def stitch(tiles: list[Tile], outputs: dict[int, np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """The stack's output assembled from the tiles' outputs (each at its output region)."""
-    result = np.empty(shape, dtype=dtype)
+def in_memory(shape: tuple[int, int, int, int], layout: str) -> tuple[int, int, int, int]:
+    """A logical N, C, H, W shape in the order `layout` holds it."""
+    n, c, h, w = shape
+    return (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
+
+
+def stitch(tiles: list[Tile], outputs: dict[int, np.ndarray], shape: tuple[int, ...], dtype: Any,
+           layout: str = "NCHW") -> np.ndarray:
+    """The stack's output assembled from the tiles' outputs (each at its output region); `shape` is logical
+    (N, C, H, W), the result in `layout`."""
+    result = np.empty(in_memory(shape, layout), dtype=dtype)  # type: ignore[arg-type]
     for tile in tiles:
-        paste(result, tile.output_region, outputs[tile.id])
+        paste(result, tile.output_region, outputs[tile.id], layout)
     return result
 
 
@@ -108,9 +137,10 @@ def stitch(tiles: list[Tile], outputs: dict[int, np.ndarray], shape: tuple[int, 
 class TileLayer:
     """What one layer computes for one tile."""
 
-    input_region: Region
-    output_region: Region
+    input_region: Region  # of the first data input: what the layer reads
+    output_region: Region  # what the layer computes: the bounding box of its readers' needs
     pads: tuple[int, int, int, int]  # applied at this tile's true borders only
+    input_regions: tuple[Region, ...] = ()  # of every data input (several: the same region); () means (input_region,)
 
 
 @dataclass(frozen=True)
@@ -154,7 +184,8 @@ class TileGrid:
 
     @property
     def stack_peak_bytes(self) -> int:
-        return max(_bytes(layer.in_shape, layer.itemsize) + _bytes(layer.out_shape, layer.itemsize) for layer in self.stack)
+        return max(_bytes(layer.in_shape, layer.itemsize) * max(layer.in_channels, layer.in_shape[1]) // layer.in_shape[1]
+                   + _bytes(layer.out_shape, layer.itemsize) * len(layer.all_outputs) for layer in self.stack)
 
     @property
     def max_tile_peak_bytes(self) -> int:
@@ -163,142 +194,6 @@ class TileGrid:
 
 def _bytes(shape: tuple[int, ...], itemsize: int) -> int:
     return math.prod(shape) * itemsize
-
-
-def _pair(values: Any, default: int) -> tuple[int, int]:
-    values = list(values) if values is not None else [default, default]
-    return (int(values[0]), int(values[1]))
-
-
-def _auto_pad(node: Node) -> str:
-    value = node.attrs.get("auto_pad", "NOTSET")
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _window(node: Node, in_hw: tuple[int, int]) -> Window:
-    """The node's window with explicit pads: auto_pad SAME_UPPER/SAME_LOWER (as TF/Keras exports write
-    'same' padding) resolved against the whole input's size `in_hw`, by the ONNX rule."""
-    attrs = node.attrs
-    kernel = _pair(attrs.get("kernel_shape"), 1)
-    stride = _pair(attrs.get("strides"), 1)
-    dilation = _pair(attrs.get("dilations"), 1)
-    pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
-    auto_pad = _auto_pad(node)
-    if auto_pad == "VALID":
-        pads = [0, 0, 0, 0]
-    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        for axis in range(2):
-            extent = (kernel[axis] - 1) * dilation[axis] + 1
-            total = max(0, (math.ceil(in_hw[axis] / stride[axis]) - 1) * stride[axis] + extent - in_hw[axis])
-            small, large = total // 2, total - total // 2
-            pads[axis], pads[axis + 2] = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
-    return Window(kernel, stride, (pads[0], pads[1], pads[2], pads[3]), dilation)
-
-
-def why_not_tileable(node: Node) -> str:
-    """Empty when the node can be part of a fused stack, else why not."""
-    if node.op_type in POINTWISE_OPS:
-        return ""
-    if node.op_type == "Transpose":
-        return "" if list(node.attrs.get("perm", [])) == NHWC_TO_NCHW else f"{node.name} is not the NHWC-to-NCHW layout transpose"
-    if node.op_type not in WINDOW_OPS:
-        return f"{node.op_type} is not a spatial layer (it mixes positions or is not supported in a tile)"
-    if _auto_pad(node) not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
-        return f"{node.name} uses auto_pad={_auto_pad(node)}"
-    if int(node.attrs.get("ceil_mode", 0)):
-        return f"{node.name} uses ceil_mode"
-    if node.op_type == "Conv" and "kernel_shape" not in node.attrs:
-        return f"{node.name} has no kernel_shape attribute"
-    if len(node.attrs.get("kernel_shape", [1, 1])) != 2:
-        return f"{node.name} is not a 2-D window"
-    return ""
-
-
-def fused_stack(graph: Graph, costs: list[NodeCost], until: str | None = None) -> list[Layer]:
-    """The chain of tileable layers from the image input, up to tensor `until` (default: as far as it goes)."""
-    images = [n for n in graph.inputs if len(graph.info(n).shape) == 4]
-    if len(images) != 1:
-        raise SplitnnError(f"a tile plan needs one NCHW image input; the model has {len(images)} 4-D inputs")
-    current = images[0]
-    if graph.info(current).shape[0] != 1:
-        raise SplitnnError(f"input '{current}' has batch {graph.info(current).shape[0]}: tile plans run one image (batch 1)")
-    stack: list[Layer] = []
-    while current != until:
-        readers = [i for i in graph.consumers.get(current, ()) if not graph.nodes[i].is_constant]
-        swish = _swish(graph, current, readers) if stack and current not in graph.outputs else None
-        if swish is not None:  # SiLU written out, x * Sigmoid(x): a diamond that stays per position
-            for node in swish:
-                stack.append(_pointwise_layer(graph, costs, node, current))
-            current = swish[-1].outputs[0]
-            continue
-        if len(readers) != 1 or current in graph.outputs and stack:
-            break  # a branch (or an output read outside the stack): the stack ends here
-        node = graph.nodes[readers[0]]
-        data_inputs = [n for n in node.inputs if n and not graph.is_constant(n)]
-        if data_inputs != [current] or why_not_tileable(node) or len(node.outputs) < 1:
-            break
-        if node.op_type in ELEMENTWISE_WITH_CONSTANT and not _constant_operands_per_channel(graph, node):
-            break
-        if node.op_type == "Transpose" and stack:
-            break  # only as the first layer: the input's layout
-        layout = "NHWC" if node.op_type == "Transpose" else "NCHW"
-        output = node.outputs[0]
-        if len(graph.info(output).shape) != 4:
-            break
-        itemsize = graph.info(output).nbytes // max(graph.info(output).elements, 1)
-        in_shape = graph.info(current).shape
-        if layout == "NHWC":
-            in_shape = (in_shape[0], in_shape[3], in_shape[1], in_shape[2])
-        window = _window(node, (in_shape[2], in_shape[3])) if node.op_type in WINDOW_OPS else None
-        stack.append(Layer(node.index, node.name, node.op_type, window,
-                           current, output, in_shape, graph.info(output).shape,  # type: ignore[arg-type]
-                           costs[node.index].macs, itemsize, layout))
-        current = output
-    if until is not None and current != until:
-        where = f"the stack stops at '{current}'" if stack else "no layer after the input can be tiled"
-        names = [layer.output for layer in stack]
-        raise SplitnnError(f"--fuse-until '{until}' is not on the fused stack ({where}); choose one of "
-                           f"{', '.join(names[-6:]) or '(none)'}")
-    if not stack:
-        first = next((graph.nodes[i] for i in graph.consumers.get(images[0], ())), None)
-        reason = why_not_tileable(first) if first is not None else "the input is not read"
-        raise SplitnnError(f"no fused stack: the first layer after '{images[0]}' cannot be tiled ({reason})")
-    return stack
-
-
-def _swish(graph: Graph, current: str, readers: list[int]) -> list[Node] | None:
-    """[Sigmoid, Mul] when `current`'s two readers are x -> Sigmoid -> Mul(x, Sigmoid(x)) (SiLU as PyTorch exports
-    write it), else None."""
-    if len(readers) != 2:
-        return None
-    nodes = sorted((graph.nodes[i] for i in readers), key=lambda n: n.op_type != "Sigmoid")
-    sigmoid, mul = nodes
-    if sigmoid.op_type != "Sigmoid" or mul.op_type != "Mul" or len(sigmoid.outputs) != 1:
-        return None
-    gate = sigmoid.outputs[0]
-    if sorted(mul.inputs) != sorted([current, gate]) or graph.consumers.get(gate, ()) != (mul.index,):
-        return None
-    if len(graph.info(mul.outputs[0]).shape) != 4:
-        return None
-    return [sigmoid, mul]
-
-
-def _pointwise_layer(graph: Graph, costs: list[NodeCost], node: Node, current: str) -> Layer:
-    output = node.outputs[0]
-    itemsize = graph.info(output).nbytes // max(graph.info(output).elements, 1)
-    return Layer(node.index, node.name, node.op_type, None, current, output, graph.info(current).shape,  # type: ignore[arg-type]
-                 graph.info(output).shape, costs[node.index].macs, itemsize)  # type: ignore[arg-type]
-
-
-def _constant_operands_per_channel(graph: Graph, node: Node) -> bool:
-    """Whether every constant operand of `node` is the same at every position (its last two axes, H and W once
-    broadcast, are 1), so a tile can apply it as it is."""
-    for name in node.inputs:
-        if name and graph.is_constant(name):
-            shape = graph.shape(name)
-            if any(dim != 1 for dim in shape[-2:]):
-                return False
-    return True
 
 
 def split_range(length: int, parts: int) -> list[tuple[int, int]]:
@@ -319,27 +214,59 @@ def _back(window: Window | None, out: tuple[int, int], size: int, axis: int) -> 
     return (max(start, 0), min(end, size)), max(-start, 0), max(end - size, 0)
 
 
+def _union(a: Region | None, b: Region) -> Region:
+    if a is None:
+        return b
+    return (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
+
+
+def _area(region: Region) -> int:
+    return (region[1] - region[0]) * (region[3] - region[2])
+
+
+def _tile_layers(stack: list[Layer], cell: Region) -> tuple[list[TileLayer], Region]:
+    """Every layer's part of the tile whose output is `cell`, in stack order, and the region of the stack's
+    input the tile reads: each layer computes the bounding box of what its readers need."""
+    needs: dict[str, Region] = {stack[-1].output: cell}
+    parts: list[TileLayer] = []
+    for layer in reversed(stack):
+        region: Region | None = None
+        for name in layer.all_outputs:
+            if name in needs:
+                region = _union(region, needs[name])
+        assert region is not None, f"{layer.name}'s output is not read inside the stack"
+        _, _, in_h, in_w = layer.in_shape
+        (iy0, iy1), top, bottom = _back(layer.window, (region[0], region[1]), in_h, 0)
+        (ix0, ix1), left, right = _back(layer.window, (region[2], region[3]), in_w, 1)
+        reads: Region = (iy0, iy1, ix0, ix1)
+        for name in layer.data_inputs:
+            needs[name] = _union(needs.get(name), reads)
+        parts.append(TileLayer(reads, region, (top, left, bottom, right),
+                               (reads,) * len(layer.data_inputs) if len(layer.data_inputs) > 1 else ()))
+    parts.reverse()
+    return parts, needs[stack[0].input]
+
+
 def tile_grid(stack: list[Layer], rows: int, cols: int) -> TileGrid:
     """Split the stack's output into rows x cols tiles and walk each back to the input."""
     _, _, out_h, out_w = stack[-1].out_shape
     grid = TileGrid(stack, rows, cols)
     for r, (y0, y1) in enumerate(split_range(out_h, rows)):
         for c, (x0, x1) in enumerate(split_range(out_w, cols)):
-            region: Region = (y0, y1, x0, x1)
-            layers: list[TileLayer] = []
-            for layer in reversed(stack):
-                _, _, in_h, in_w = layer.in_shape
-                (iy0, iy1), top, bottom = _back(layer.window, (region[0], region[1]), in_h, 0)
-                (ix0, ix1), left, right = _back(layer.window, (region[2], region[3]), in_w, 1)
-                layers.append(TileLayer((iy0, iy1, ix0, ix1), region, (top, left, bottom, right)))
-                region = (iy0, iy1, ix0, ix1)
-            layers.reverse()
+            layers, region = _tile_layers(stack, (y0, y1, x0, x1))
             macs = 0
             peak = 0
             for layer, part in zip(stack, layers):
-                out_area = (part.output_region[1] - part.output_region[0]) * (part.output_region[3] - part.output_region[2])
+                out_area = _area(part.output_region)
                 macs += round(layer.macs * out_area / (layer.out_shape[2] * layer.out_shape[3]))
-                in_area = (part.input_region[1] - part.input_region[0]) * (part.input_region[3] - part.input_region[2])
-                peak = max(peak, (layer.in_shape[1] * in_area + layer.out_shape[1] * out_area) * layer.itemsize)
+                channels_in = layer.in_channels or layer.in_shape[1]
+                out_channels = layer.out_shape[1] * len(layer.all_outputs)
+                peak = max(peak, (channels_in * _area(part.input_region) + out_channels * out_area) * layer.itemsize)
             grid.tiles.append(Tile(len(grid.tiles), r, c, region, (y0, y1, x0, x1), tuple(layers), macs, peak))
     return grid
+
+
+def is_chain(stack: list[Layer]) -> bool:
+    """Whether every layer reads only the one before it (the stack has no branch)."""
+    return all(layer.data_inputs == (before.output,) and len(layer.all_outputs) == 1
+               for before, layer in zip(stack, stack[1:])) and len(stack[0].data_inputs) == 1

@@ -43,7 +43,8 @@ from splitnn.cost_models.registry import UnpricedOps, unpriced_ops
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import placeable_indices
 from splitnn.onnxsplit.core.errors import SplitnnError
-from splitnn.onnxsplit.tiles.geometry import Layer, TileGrid, fused_stack, tile_grid
+from splitnn.onnxsplit.tiles.geometry import Layer, TileGrid, tile_grid
+from splitnn.onnxsplit.tiles.stack_region import fused_stack, stack_ends
 from splitnn.onnxsplit.tiles.neuron_split import NeuronSplit, plan_neuron_splits
 
 MAX_GRID = 6
@@ -140,6 +141,8 @@ class TilePlan:
 
 def _stack_dict(stack: list[Layer]) -> list[dict[str, Any]]:
     return [{"node": layer.name, "op_type": layer.op_type, "input": layer.input, "output": layer.output,
+             "in_layout": layer.in_layout, "out_layout": layer.out_layout,
+             "inputs": list(layer.data_inputs) if len(layer.data_inputs) > 1 else [],
              "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape), "macs": layer.macs,
              "window": None if layer.window is None else {
                  "kernel": list(layer.window.kernel), "stride": list(layer.window.stride),
@@ -268,7 +271,7 @@ def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tup
     if stacks is not None and stacks < 1:
         raise SplitnnError("--stacks must be at least 1, or auto")
     full = fused_stack(analysis.graph, analysis.nodes, until)
-    pools = [i + 1 for i, layer in enumerate(full) if layer.op_type in ("MaxPool", "AveragePool")]
+    pools = [p for p in stack_ends(full) if _shrinks(full[p - 1])]
     depths = [len(full)] if until is not None else sorted({*pools, len(full)})
     plans = []
     refused: SplitnnError | None = None
@@ -294,6 +297,11 @@ def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tup
     return replace(_chosen(plans, refused, full, grid, stacks, profile), unpriced=unpriced_ops(analysis.graph))
 
 
+def _shrinks(layer: Layer) -> bool:
+    """Whether `layer` makes the map smaller (a pooling layer, a strided convolution): where a stack may end."""
+    return layer.out_shape[2] * layer.out_shape[3] < layer.in_shape[2] * layer.in_shape[3]
+
+
 def _chosen(plans: list[TilePlan], refused: SplitnnError | None, full: list[Layer], grid: tuple[int, int] | None,
             stacks: int | None, profile: DeviceProfile) -> TilePlan:
     """The fastest plan that fits a node (fewer stacks, then fewer tiles, then a deeper stack on a tie), or why
@@ -301,8 +309,8 @@ def _chosen(plans: list[TilePlan], refused: SplitnnError | None, full: list[Laye
     if not plans and refused is not None:
         raise refused
     if not plans and stacks is not None and stacks > 1:
-        raise SplitnnError(f"the fused chain cannot be cut into {stacks} stacks: stacks end at its pooling layers "
-                           f"({sum(layer.op_type in ('MaxPool', 'AveragePool') for layer in full)} here); use fewer "
+        raise SplitnnError(f"the fused stack cannot be cut into {stacks} stacks: stacks end where the map shrinks "
+                           f"({sum(_shrinks(layer) for layer in full)} layers here); use fewer "
                            "--stacks, or a later --fuse-until")
     if not plans:
         out = full[-1].out_shape

@@ -13,7 +13,8 @@ from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.tiles.export import write_tiles
-from splitnn.onnxsplit.tiles.geometry import fused_stack, split_range, tile_grid
+from splitnn.onnxsplit.tiles.geometry import split_range, tile_grid
+from splitnn.onnxsplit.tiles.stack_region import fused_stack
 from splitnn.onnxsplit.tiles.planning import lpt_makespan, plan_tiles
 from tests.helpers import CLS_MODEL, DET_MODEL, REC_MODEL, make_model, rapidocr_model, run_cli, tensor, weight
 

@@ -44,7 +44,7 @@ def test_a_forced_count_of_stacks_and_what_cannot_be(vgg):
     plan = plan_tiles(vgg, 2, BOARD, (1, 2), "maxpool4_out", stacks=2)
     assert len(plan.stacks) == 2 and plan.stacks[-1].stack[-1].output == "maxpool4_out"
     assert all((s.grid.rows, s.grid.cols) == (1, 2) for s in plan.stacks)
-    with pytest.raises(SplitnnError, match="cannot be cut into 9 stacks: stacks end at its pooling layers"):
+    with pytest.raises(SplitnnError, match="cannot be cut into 9 stacks: stacks end where the map shrinks"):
         plan_tiles(vgg, 2, BOARD, stacks=9)
     with pytest.raises(SplitnnError, match="--stacks must be at least 1"):
         plan_tiles(vgg, 2, BOARD, stacks=0)

@@ -1,0 +1,394 @@
+"""Which layers of a real export can be tiled, and where a fused stack may end (issue 31, items 1-3).
+
+The tileable region grows from the image input in topological order: a node
+joins when every tensor it computes from (its constants aside) is already in
+the region and it is local in space (tiles/geometry.py lists the kinds). A
+node that reads the region but cannot join is a stop, recorded with its op
+and why: one that mixes the whole map (global pooling, a Reshape or Flatten
+of the map, a MatMul, an RNN over the width) or one not supported in a tile.
+
+Each tensor keeps its layout ("NCHW" or "NHWC"): an NHWC image (Keras,
+tf2onnx, keras2onnx) is followed through Casts and other pointwise layers to
+the Transpose that makes it NCHW for the convolutions, and a layout Transpose
+may come anywhere (tf2onnx writes them around single layers). The image's own
+layout is the one of the two under which the region holds more MACs.
+
+A stack is the region's layers up to a boundary: a point of the topological
+order where exactly one tensor is live (computed before it and read after it,
+or outside the region), the output of the layer just before it. Residual
+blocks, SiLU and unfolded HardSwish diamonds, CSP splits and concats lie
+between two boundaries and so inside one stack.
+
+Written by hand because no library says which ONNX operators are local in
+space; the rule it must satisfy (the stitched tiles equal the stack's output)
+is tested on every corpus CNN.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from onnx import numpy_helper
+
+from splitnn.cost_models.registry import NodeCost
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.model.graph import Graph, Node
+from splitnn.onnxsplit.tiles.geometry import Layer, Window
+
+WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool"})
+UNARY_OPS = frozenset({
+    "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",
+    "Softsign", "Mish", "Gelu", "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Floor", "Ceil", "Round",
+    "Sign", "ThresholdedRelu", "BatchNormalization", "Identity", "Dropout", "Cast",
+    "LRN",  # mixes channels, never positions
+    "QuantizeLinear", "DequantizeLinear",  # per tensor or per channel (checked)
+})
+# Elementwise with broadcasting: their constant operands must not vary over H and W (an unfolded batch norm's
+# per-channel Sub/Mul/Add); two data operands must cover the same positions (a residual Add, x * Sigmoid(x)).
+BINARY_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "PRelu", "Sum", "Mean"})
+CHANNEL_OPS = frozenset({"Concat", "Split"})  # along the channel axis (checked)
+# Ops that read every position of the map to compute each output: where the region ends for good.
+WHOLE_MAP_OPS = frozenset({
+    "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "Flatten", "Reshape", "Gemm", "MatMul", "Squeeze",
+    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceProd", "LSTM", "GRU", "RNN",
+    "InstanceNormalization", "LayerNormalization", "Softmax", "LogSoftmax", "Shape", "NonMaxSuppression", "TopK",
+    "ArgMax", "ArgMin",
+})
+LAYOUTS = ("NCHW", "NHWC")
+
+
+@dataclass(frozen=True)
+class StackStop:
+    """A node that reads the tileable region and cannot join it."""
+
+    node: str
+    op_type: str
+    reason: str
+    whole_map: bool  # it mixes the whole map (the region ends here for good)
+    after_layers: int  # how many region layers come before it in topological order
+
+
+@dataclass(frozen=True)
+class TileableRegion:
+    """Every tileable layer reachable from the image, in topological order, where a stack may end, and the stops."""
+
+    image: str
+    layout: str  # the image's
+    layers: tuple[Layer, ...]
+    boundaries: tuple[int, ...]  # p: layers[:p] is a stack whose output layers[p - 1].output is the one live tensor
+    stops: tuple[StackStop, ...]
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+
+def logical(shape: tuple[int, ...], layout: str) -> tuple[int, int, int, int]:
+    """N, C, H, W of a 4-D tensor held in `layout`."""
+    n, a, b, c = shape
+    return (n, c, a, b) if layout == "NHWC" else (n, a, b, c)
+
+
+def _spatial_axes(layout: str) -> tuple[int, int]:
+    return (1, 2) if layout == "NHWC" else (2, 3)
+
+
+def _channel_axis(layout: str) -> int:
+    return 3 if layout == "NHWC" else 1
+
+
+def _pair(values: Any, default: int) -> tuple[int, int]:
+    values = list(values) if values is not None else [default, default]
+    return (int(values[0]), int(values[1]))
+
+
+def _auto_pad(node: Node) -> str:
+    value = node.attrs.get("auto_pad", "NOTSET")
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _window(node: Node, in_hw: tuple[int, int]) -> Window:
+    """The node's window with explicit pads: auto_pad SAME_UPPER/SAME_LOWER (as TF/Keras exports write
+    'same' padding) resolved against the whole input's size `in_hw`, by the ONNX rule."""
+    attrs = node.attrs
+    kernel = _pair(attrs.get("kernel_shape"), 1)
+    stride = _pair(attrs.get("strides"), 1)
+    dilation = _pair(attrs.get("dilations"), 1)
+    pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
+    auto_pad = _auto_pad(node)
+    if auto_pad == "VALID":
+        pads = [0, 0, 0, 0]
+    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        for axis in range(2):
+            extent = (kernel[axis] - 1) * dilation[axis] + 1
+            total = max(0, (math.ceil(in_hw[axis] / stride[axis]) - 1) * stride[axis] + extent - in_hw[axis])
+            small, large = total // 2, total - total // 2
+            pads[axis], pads[axis + 2] = (small, large) if auto_pad == "SAME_UPPER" else (large, small)
+    return Window(kernel, stride, (pads[0], pads[1], pads[2], pads[3]), dilation)
+
+
+def constant_value(graph: Graph, name: str) -> np.ndarray | None:
+    """The value of a constant tensor held in the model (an initializer with its bytes, or a Constant node's);
+    None where it is not at hand (external data, or computed by static nodes)."""
+    for tensor in graph.model.graph.initializer:
+        if tensor.name == name:
+            external = tensor.data_location == 1 or any(e.key == "location" for e in tensor.external_data)
+            return None if external else numpy_helper.to_array(tensor)
+    index = graph.producer.get(name)
+    node = graph.nodes[index] if index is not None else None
+    if node is not None and node.op_type == "Constant" and "value" in node.attrs:
+        value = node.attrs["value"]
+        return value if isinstance(value, np.ndarray) else numpy_helper.to_array(value)
+    return None
+
+
+def _window_problem(node: Node, layout: str) -> str:
+    """Why window `node` cannot be tiled ('' if it can)."""
+    if layout != "NCHW":
+        return f"{node.name} ({node.op_type}) reads an {layout} tensor"
+    if _auto_pad(node) not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        return f"{node.name} uses auto_pad={_auto_pad(node)}"
+    if int(node.attrs.get("ceil_mode", 0)):
+        return f"{node.name} uses ceil_mode"
+    if node.op_type == "Conv" and "kernel_shape" not in node.attrs:
+        return f"{node.name} has no kernel_shape attribute"
+    if len(node.attrs.get("kernel_shape", [1, 1])) != 2:
+        return f"{node.name} is not a 2-D window"
+    return ""
+
+
+def _pad_window(graph: Graph, node: Node, layout: str) -> Window | str:
+    """A constant Pad of H and W as a window of one (the pads at true borders only, as a Conv's)."""
+    mode = node.attrs.get("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode != "constant":
+        return f"{node.name} pads in mode '{mode}'"
+    if "pads" in node.attrs:
+        pads = np.asarray(node.attrs["pads"])
+    else:
+        value = constant_value(graph, node.inputs[1]) if len(node.inputs) > 1 else None
+        if value is None:
+            return f"{node.name}'s pads are not a constant held in the model"
+        pads = np.asarray(value)
+    if len(node.inputs) > 3 and node.inputs[3]:
+        return f"{node.name} pads chosen axes"
+    if pads.size != 8 or (pads < 0).any():
+        return f"{node.name} crops or pads other than 4-D"
+    h, w = _spatial_axes(layout)
+    if any(int(pads[i]) or int(pads[i + 4]) for i in range(4) if i not in (h, w)):
+        return f"{node.name} pads the batch or the channels"
+    return Window((1, 1), (1, 1), (int(pads[h]), int(pads[w]), int(pads[h + 4]), int(pads[w + 4])), (1, 1))
+
+
+def _transposed(layout: str, perm: list[int]) -> str | None:
+    """The layout a Transpose by `perm` gives a tensor in `layout`; None unless NCHW or NHWC."""
+    result = "".join(layout[i] for i in perm) if len(perm) == 4 else ""
+    return result if result in LAYOUTS else None
+
+
+def _constants_per_channel(graph: Graph, node: Node, layout: str) -> bool:
+    """Whether every constant operand of `node` is the same at every position (its H and W are 1 once broadcast to
+    the tensor's rank), so a tile can apply it as it is."""
+    h, w = _spatial_axes(layout)
+    for name in node.inputs:
+        if name and graph.is_constant(name):
+            shape = (1,) * (4 - len(graph.shape(name))) + tuple(graph.shape(name))
+            if len(shape) != 4 or shape[h] != 1 or shape[w] != 1:
+                return False
+    return True
+
+
+def _axis_problem(node: Node, layout: str, rank: int = 4) -> str:
+    """Why a Concat/Split or a per-channel quantization of `node` is not along the channel axis ('' if it is)."""
+    default = 1 if node.op_type in ("QuantizeLinear", "DequantizeLinear") else 0
+    axis = int(node.attrs.get("axis", default)) % rank
+    if node.op_type in ("QuantizeLinear", "DequantizeLinear") and axis != _channel_axis(layout):
+        return ""  # per tensor unless its scale has more than one value (checked by the caller)
+    return "" if axis == _channel_axis(layout) else f"{node.name} ({node.op_type}) works along axis {axis}, a spatial one"
+
+
+def _quantization_problem(graph: Graph, node: Node, layout: str) -> str:
+    scale = node.inputs[1] if len(node.inputs) > 1 else ""
+    if scale and math.prod(graph.shape(scale)) > 1:
+        return _axis_problem(node, layout) or ("" if int(node.attrs.get("axis", 1)) % 4 == _channel_axis(layout)
+                                               else f"{node.name} quantizes along a spatial axis")
+    return ""
+
+
+def _kind_problem(graph: Graph, node: Node, layout: str) -> tuple[Window | None, str, str]:
+    """(window, output layout, why not) for `node` reading tensors in `layout`."""
+    op = node.op_type
+    if op in WINDOW_OPS:
+        problem = _window_problem(node, layout)
+        in_hw = logical(graph.shape(node.inputs[0]), layout)[2:]
+        return (None if problem else _window(node, in_hw)), layout, problem  # type: ignore[arg-type]
+    if op == "Pad":
+        window = _pad_window(graph, node, layout)
+        return (window, layout, "") if isinstance(window, Window) else (None, layout, window)
+    if op == "Transpose":
+        out = _transposed(layout, [int(p) for p in node.attrs.get("perm", [])])
+        return None, out or layout, "" if out else f"{node.name} is not a layout transpose (NCHW <-> NHWC)"
+    if op in CHANNEL_OPS:
+        return None, layout, _axis_problem(node, layout)
+    if op in ("QuantizeLinear", "DequantizeLinear"):
+        return None, layout, _quantization_problem(graph, node, layout)
+    if op in UNARY_OPS:
+        return None, layout, ""
+    if op in BINARY_OPS:
+        ok = _constants_per_channel(graph, node, layout)
+        return None, layout, "" if ok else f"{node.name} ({op}) adds a constant that differs from position to position"
+    if op in WHOLE_MAP_OPS:
+        return None, layout, f"{op} mixes the whole map"
+    return None, layout, f"{op} is not supported in a tile yet"
+
+
+def _join(graph: Graph, costs: list[NodeCost], node: Node, layouts: dict[str, str]) -> Layer | str:
+    """`node` as a layer of the region whose tensors have `layouts`, or why it cannot join."""
+    data = [n for n in node.inputs if n and not graph.is_constant(n)]
+    if node.implicit_inputs or node.domain not in ("", "ai.onnx"):
+        return f"{node.op_type} is not supported in a tile yet"
+    outside = [n for n in data if n not in layouts]
+    if outside:
+        return f"it also reads '{outside[0]}', which is not computed in the tileable region"
+    layout = layouts[data[0]]
+    if any(layouts[n] != layout for n in data):
+        return f"{node.name} reads tensors in different layouts"
+    outputs = tuple(o for o in node.outputs if o)
+    if any(len(graph.info(o).shape) != 4 for o in outputs):
+        return f"{node.op_type} mixes the whole map" if node.op_type in WHOLE_MAP_OPS else \
+            f"{node.name} ({node.op_type}) does not give a 4-D map"
+    window, out_layout, problem = _kind_problem(graph, node, layout)
+    if problem:
+        return problem
+    in_shape = logical(graph.shape(data[0]), layout)
+    out_shape = logical(graph.info(outputs[0]).shape, out_layout)
+    if len(data) > 1 and any(logical(graph.shape(n), layout)[2:] != out_shape[2:] for n in data):
+        return f"{node.name} ({node.op_type}) broadcasts one operand over the map"
+    if window is None and in_shape[2:] != out_shape[2:]:
+        return f"{node.name} ({node.op_type}) changes the map's size"
+    itemsize = graph.info(outputs[0]).nbytes // max(graph.info(outputs[0]).elements, 1)
+    channels = sum(logical(graph.shape(n), layout)[1] for n in data)
+    return Layer(node.index, node.name, node.op_type, window, data[0], outputs[0], in_shape, out_shape,
+                 costs[node.index].macs, max(itemsize, 1), layout, tuple(data), outputs, out_layout, channels)
+
+
+def _grow(graph: Graph, costs: list[NodeCost], image: str, layout: str) -> tuple[list[Layer], list[StackStop]]:
+    """The region's layers and stops with the image in `layout` (see the module doc)."""
+    layouts = {image: layout}
+    layers: list[Layer] = []
+    stops: list[StackStop] = []
+    for node in graph.nodes:
+        if node.is_constant or not any(n in layouts for n in node.all_inputs):
+            continue
+        joined = _join(graph, costs, node, layouts)
+        if isinstance(joined, str):
+            if not joined.startswith("it also reads"):  # past another stop: that one is the reason
+                stops.append(StackStop(node.name, node.op_type, joined, node.op_type in WHOLE_MAP_OPS, len(layers)))
+            continue
+        layers.append(joined)
+        for name in joined.all_outputs:
+            layouts[name] = joined.out_layout
+    return layers, stops
+
+
+def _boundaries(graph: Graph, image: str, layers: list[Layer]) -> list[int]:
+    """Positions p where layers[p - 1].output is the one tensor live: computed before p, read at p or later (or
+    outside the region, or a model output)."""
+    position = {layer.index: p for p, layer in enumerate(layers)}
+    made_at = {image: -1, **{name: p for p, layer in enumerate(layers) for name in layer.all_outputs}}
+    live = [0] * (len(layers) + 2)
+    for name, made in made_at.items():
+        readers = [i for i in graph.consumers.get(name, ()) if not graph.nodes[i].is_constant]
+        last = max((position.get(i, len(layers)) for i in readers), default=None)
+        if name in graph.outputs:
+            last = len(layers)
+        if last is None:
+            continue  # never read: not live
+        live[made + 1] += 1  # live for p in [made + 1, last]
+        live[last + 1] -= 1
+    counts, total = [], 0
+    for p in range(len(layers) + 1):
+        total += live[p]
+        counts.append(total)
+    result = []
+    for p in range(1, len(layers) + 1):
+        out = layers[p - 1].output
+        if counts[p] == 1 and made_at.get(out) == p - 1 and (out in graph.outputs or _read_after(graph, out, position, p)):
+            result.append(p)
+    return result
+
+
+def _read_after(graph: Graph, name: str, position: dict[int, int], p: int) -> bool:
+    """Whether `name` is read at position p or later (or outside the region): it is the live one."""
+    return any(position.get(i, p) >= p for i in graph.consumers.get(name, ()) if not graph.nodes[i].is_constant)
+
+
+def tileable_region(graph: Graph, costs: list[NodeCost]) -> TileableRegion:
+    """The tileable region from the model's one 4-D image input, in the image's layout (see the module doc)."""
+    images = [n for n in graph.inputs if len(graph.info(n).shape) == 4]
+    if len(images) != 1:
+        raise SplitnnError(f"a tile plan needs one image input (4-D); the model has {len(images)} 4-D inputs")
+    image = images[0]
+    if graph.info(image).shape[0] != 1:
+        raise SplitnnError(f"input '{image}' has batch {graph.info(image).shape[0]}: tile plans run one image (batch 1)")
+    best: TileableRegion | None = None
+    for layout in LAYOUTS:
+        layers, stops = _grow(graph, costs, image, layout)
+        region = TileableRegion(image, layout, tuple(layers), tuple(_boundaries(graph, image, layers)), tuple(stops))
+        if best is None or _score(region) > _score(best):
+            best = region
+    assert best is not None
+    return best
+
+
+def _score(region: TileableRegion) -> tuple[int, int]:
+    """A stack's MACs first, then the region's: under the image's true layout its convolutions join."""
+    end = region.boundaries[-1] if region.boundaries else 0
+    return sum(layer.macs for layer in region.layers[:end]), region.macs
+
+
+def fused_stack(graph: Graph, costs: list[NodeCost], until: str | None = None) -> list[Layer]:
+    """The longest stack of the tileable region (up to tensor `until`, where given): its layers in order."""
+    region = tileable_region(graph, costs)
+    ends = {region.layers[p - 1].output: p for p in region.boundaries}
+    if until is not None:
+        if until not in ends:
+            names = list(ends)
+            where = f"the stack can end at {', '.join(names[-6:])}" if names else "no stack can be formed"
+            raise SplitnnError(f"--fuse-until '{until}' is not on the fused stack at a point where it can end ({where}); "
+                               "choose one of those")
+        return list(region.layers[:ends[until]])
+    if not region.boundaries:
+        stop = region.stops[0] if region.stops else None
+        reason = f"{stop.node} ({stop.op_type}): {stop.reason}" if stop else "the input is not read by a spatial layer"
+        raise SplitnnError(f"no fused stack: nothing after '{region.image}' can be tiled; it stops at {reason}")
+    return list(region.layers[:region.boundaries[-1]])
+
+
+def stack_ends(stack: list[Layer]) -> list[int]:
+    """Positions p in `stack` where a shorter stack may end: one tensor live, layers[p - 1].output (the stack
+    itself ends at len(stack))."""
+    made = {name: p for p, layer in enumerate(stack) for name in layer.all_outputs}
+    last_read: dict[str, int] = {}
+    for p, layer in enumerate(stack):
+        for name in layer.data_inputs:
+            last_read[name] = p
+    ends = []
+    for p in range(1, len(stack)):
+        live = [n for n, at in made.items() if at < p and last_read.get(n, -1) >= p]
+        if stack[0].input in last_read and last_read[stack[0].input] >= p:
+            live.append(stack[0].input)
+        if live == [stack[p - 1].output]:
+            ends.append(p)
+    return [*ends, len(stack)]
+
+
+def macs_before_whole_map(graph: Graph, costs: list[NodeCost]) -> tuple[int, str | None]:
+    """The MACs of the nodes before the model's first layer that mixes the whole map (in topological order), and
+    that layer's name (None, and every MAC, where no layer does)."""
+    for node in graph.nodes:
+        if not node.is_constant and node.op_type in WHOLE_MAP_OPS:
+            return sum(costs[i].macs for i in range(node.index)), node.name
+    return sum(cost.macs for cost in costs), None
