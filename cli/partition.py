@@ -20,7 +20,7 @@ from splitnn.cli.options import (
     input_shape_option,
     use_groups,
 )
-from splitnn.cli.render import human_bytes, stderr, stdout, warn_unpriced
+from splitnn.cli.render import human_bytes, stderr, stdout, warn_unpriced, warning
 
 
 @click.command()
@@ -220,12 +220,46 @@ def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, til
     analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))
     plan = plan_tiles(analysis, tiles.nodes, profile, tiles.grid, tiles.fuse_until, tiles.stacks, tiles.fc_split)
     warn_unpriced(plan.unpriced)
+    _warn_little_help(plan)
     with stderr().status("writing and verifying the tiles..."):
         document = write_tiles(analysis, plan, outdir, reuse=tiles.reuse, atol=verification.atol, rtol=verification.rtol)
     if as_json:
         click.echo(json.dumps(document.to_dict(), indent=1))
         return
     _render_tiles(document)
+
+
+def _warn_little_help(plan) -> None:  # type: ignore[no-untyped-def]
+    """One line where the tiles can give little: the tiled layers are a small share of the model's time."""
+    if plan.speedup_bound >= 1.15 or plan.coverage is None:
+        return
+    stop = next(iter(plan.coverage.stops), None)
+    where = f"; the tileable region stops at {stop.node} ({stop.op_type}): {stop.reason}" if stop else ""
+    warning(f"tiles can help little here: the tiled layers are {plan.tiled_time_share:.0%} of the model's predicted "
+            f"time on one node, so {plan.nodes} nodes give at most {plan.speedup_bound:.2f}x{where}")
+
+
+def _render_coverage(console, document) -> None:  # type: ignore[no-untyped-def]
+    """How much of the model the stacks tile, and where the tileable region stops (and why)."""
+    c = document.coverage
+    if c is None:
+        return
+    line = (f"  tiled: {c.tiled_macs / 1e6:,.1f} M of the model's {c.model_macs / 1e6:,.1f} M MACs "
+            f"({c.tiled_macs / max(c.model_macs, 1):.0%}), {c.tiled_time_share:.0%} of its time on one node")
+    if c.whole_map_node is not None:
+        line += (f"; {c.tiled_macs / max(c.macs_before_whole_map, 1):.0%} of the "
+                 f"{c.macs_before_whole_map / 1e6:,.1f} M before its first layer that mixes the whole map, "
+                 f"{c.whole_map_node} ({c.whole_map_op})")
+    console.print(line)
+    if c.live_after_stack:
+        console.print(f"  the longest stack ends after {c.deepest_stack_layers} of the {c.region_layers} tileable "
+                      f"layers: past it {len(c.live_after_stack)} maps stay live ({', '.join(c.live_after_stack[:3])}), "
+                      "and a stack ends where one map alone is (stacks with several outputs are not built yet)")
+    for stop in c.stops[:4]:
+        console.print(f"  the tileable region stops at {stop.node} ({stop.op_type}) after {stop.after_layers} "
+                      f"layers: {stop.reason}")
+    if len(c.stops) > 4:
+        console.print(f"  ... and at {len(c.stops) - 4} more nodes (plan.json: coverage.stops)")
 
 
 def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
@@ -244,6 +278,7 @@ def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
         for k, s in enumerate(stacks):
             console.print(f"  stack {k + 1}: {len(s.stack)} layers up to {s.fuse_until}, grid {s.grid.rows}x{s.grid.cols}, "
                           f"redundant MACs {s.tiled_macs / s.stack_macs - 1:.1%}, {s.predicted_phase_s * 1e3:.1f} ms predicted")
+    _render_coverage(console, document)
     lead = (f"  redundant MACs {document.redundant_macs_ratio:.1%} (overlaps computed twice); " if len(stacks) == 1
             else "  ")
     console.print(

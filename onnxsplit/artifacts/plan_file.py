@@ -356,6 +356,36 @@ class TileRecord(Record):
 
 
 @dataclass(frozen=True)
+class StopRecord(Record):
+    """A node that reads the tileable region and cannot join it (tiles/stack_region.StackStop)."""
+
+    node: str
+    op_type: str
+    reason: str
+    whole_map: bool
+    after_layers: int
+
+
+@dataclass(frozen=True)
+class CoverageRecord(Record):
+    """How far tiles reach in the model, and where the tileable region stops (tiles/stack_region.TileCoverage)."""
+
+    model_macs: int
+    region_macs: int
+    deepest_stack_macs: int
+    tiled_macs: int  # every stack of this plan, each layer once
+    whole_map_node: str | None
+    whole_map_op: str | None
+    macs_before_whole_map: int
+    tiled_time_share: float  # the stacks' layers' share of the model's predicted time on one node
+    speedup_bound: float  # the most the nodes could give with those layers split perfectly
+    stops: tuple[StopRecord, ...]
+    region_layers: int = 0
+    deepest_stack_layers: int = 0
+    live_after_stack: tuple[str, ...] = ()  # where the longest stack ends before the region: the maps still live
+
+
+@dataclass(frozen=True)
 class TileMemory(Record):
     stack_param_bytes: int
     node_bytes: int
@@ -449,6 +479,7 @@ class TilePlanFile(PlanHeader):
     later_stacks: tuple[StackRecord, ...] = ()  # the stacks after the first, in order
     memory: TileMemory
     neuron_splits: tuple[NeuronSplitRecord, ...] = ()
+    coverage: CoverageRecord | None = None  # plan files older than this field: none
     predicted: TilePrediction
     remainder: PartSpec
     reuse: dict[str, Any] = field(default_factory=lambda: {"enabled": False})  # saved MACs, second-phase geometry

@@ -44,7 +44,7 @@ from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import placeable_indices
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.tiles.geometry import Layer, TileGrid, tile_grid
-from splitnn.onnxsplit.tiles.stack_region import fused_stack, stack_ends
+from splitnn.onnxsplit.tiles.stack_region import TileCoverage, fused_stack, stack_ends, tile_coverage
 from splitnn.onnxsplit.tiles.neuron_split import NeuronSplit, plan_neuron_splits
 
 MAX_GRID = 6
@@ -63,6 +63,7 @@ class StackPhase:
     tile_seconds: tuple[float, ...]
     phase_s: float  # the largest node load, tiles dealt out longest first
     param_bytes: int  # the stack's weights, which every node holds
+    untiled_s: float = 0.0  # the stack's layers on one node, untiled
 
     @property
     def stack(self) -> list[Layer]:
@@ -80,6 +81,23 @@ class TilePlan:
     remainder_indices: tuple[int, ...]
     neuron_splits: tuple[NeuronSplit, ...] = ()  # remainder layers too big for a node, split by output neurons
     unpriced: UnpricedOps | None = None  # nodes of an unknown operator, priced at 0 s in every prediction here
+    coverage: TileCoverage | None = None  # how far tiles reach in this model, and where they stop
+
+    @property
+    def tiled_macs_total(self) -> int:
+        """The MACs of every stack's layers (each once)."""
+        return sum(phase.grid.stack_macs for phase in self.stacks)
+
+    @property
+    def tiled_time_share(self) -> float:
+        """The stacks' layers' share of the model's predicted time on one node."""
+        return sum(phase.untiled_s for phase in self.stacks) / self.single_node_s if self.single_node_s else 0.0
+
+    @property
+    def speedup_bound(self) -> float:
+        """The most the nodes could give with the stacks' layers split perfectly and the rest on one node."""
+        share = self.tiled_time_share
+        return 1.0 / ((1.0 - share) + share / self.nodes)
 
     @property
     def grid(self) -> TileGrid:  # the first stack's (the one that reads the image)
@@ -105,6 +123,9 @@ class TilePlan:
     @property
     def makespan_s(self) -> float:
         return self.tiles_phase_s + self.remainder_s
+
+    def _coverage_dict(self) -> dict[str, Any] | None:
+        return _coverage_of(self)
 
     @property
     def last_output(self) -> str:
@@ -132,11 +153,26 @@ class TilePlan:
             "memory": {"stack_param_bytes": self.stack_param_bytes, "node_bytes": self.node_memory_bytes,
                        "node_usable_bytes": self.profile.usable_ram_bytes},
             "neuron_splits": [split.to_dict() for split in self.neuron_splits],
+            "coverage": self._coverage_dict(),
             "predicted": {"tiles_phase_s": self.tiles_phase_s, "remainder_s": self.remainder_s,
                           "makespan_s": self.makespan_s, "single_node_s": self.single_node_s,
                           "speedup": self.single_node_s / self.makespan_s if self.makespan_s else None,
                           "stack_phases_s": [phase.phase_s for phase in self.stacks]},
         }
+
+
+def _coverage_of(plan: TilePlan) -> dict[str, Any] | None:
+    c = plan.coverage
+    if c is None:
+        return None
+    return {"model_macs": c.model_macs, "region_macs": c.region_macs, "deepest_stack_macs": c.deepest_stack_macs,
+            "tiled_macs": plan.tiled_macs_total, "whole_map_node": c.whole_map_node, "whole_map_op": c.whole_map_op,
+            "macs_before_whole_map": c.macs_before_whole_map, "tiled_time_share": plan.tiled_time_share,
+            "speedup_bound": plan.speedup_bound,
+            "stops": [{"node": s.node, "op_type": s.op_type, "reason": s.reason, "whole_map": s.whole_map,
+                       "after_layers": s.after_layers} for s in c.stops],
+            "region_layers": c.region_layers, "deepest_stack_layers": c.deepest_stack_layers,
+            "live_after_stack": list(c.live_after_stack)}
 
 
 def _stack_dict(stack: list[Layer]) -> list[dict[str, Any]]:
@@ -192,7 +228,7 @@ def _phase(analysis: Analysis, stack: list[Layer], rows: int, cols: int, nodes: 
             total += layer_s * area / (layer.out_shape[2] * layer.out_shape[3])
         tile_s.append(total)
     params = sum(costs[layer.index].param_bytes for layer in stack)
-    return StackPhase(grid, tuple(tile_s), lpt_makespan(tile_s, nodes), params)
+    return StackPhase(grid, tuple(tile_s), lpt_makespan(tile_s, nodes), params, sum(per_layer))
 
 
 def _candidate(analysis: Analysis, stacks: list[StackPhase], nodes: int, profile: DeviceProfile,
@@ -294,7 +330,8 @@ def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tup
                 plans.append(_candidate(analysis, split, nodes, profile, fc_split))
             except SplitnnError as exc:
                 refused = exc
-    return replace(_chosen(plans, refused, full, grid, stacks, profile), unpriced=unpriced_ops(analysis.graph))
+    return replace(_chosen(plans, refused, full, grid, stacks, profile), unpriced=unpriced_ops(analysis.graph),
+                   coverage=tile_coverage(analysis.graph, analysis.nodes))
 
 
 def _shrinks(layer: Layer) -> bool:

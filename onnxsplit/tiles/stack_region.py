@@ -240,15 +240,15 @@ def _kind_problem(graph: Graph, node: Node, layout: str) -> tuple[Window | None,
         ok = _constants_per_channel(graph, node, layout)
         return None, layout, "" if ok else f"{node.name} ({op}) adds a constant that differs from position to position"
     if op in WHOLE_MAP_OPS:
-        return None, layout, f"{op} mixes the whole map"
-    return None, layout, f"{op} is not supported in a tile yet"
+        return None, layout, "mixes the whole map"
+    return None, layout, "not supported in a tile yet"
 
 
 def _join(graph: Graph, costs: list[NodeCost], node: Node, layouts: dict[str, str]) -> Layer | str:
     """`node` as a layer of the region whose tensors have `layouts`, or why it cannot join."""
     data = [n for n in node.inputs if n and not graph.is_constant(n)]
     if node.implicit_inputs or node.domain not in ("", "ai.onnx"):
-        return f"{node.op_type} is not supported in a tile yet"
+        return "not supported in a tile yet"
     outside = [n for n in data if n not in layouts]
     if outside:
         return f"it also reads '{outside[0]}', which is not computed in the tileable region"
@@ -257,8 +257,7 @@ def _join(graph: Graph, costs: list[NodeCost], node: Node, layouts: dict[str, st
         return f"{node.name} reads tensors in different layouts"
     outputs = tuple(o for o in node.outputs if o)
     if any(len(graph.info(o).shape) != 4 for o in outputs):
-        return f"{node.op_type} mixes the whole map" if node.op_type in WHOLE_MAP_OPS else \
-            f"{node.name} ({node.op_type}) does not give a 4-D map"
+        return "mixes the whole map" if node.op_type in WHOLE_MAP_OPS else "does not give a 4-D map"
     window, out_layout, problem = _kind_problem(graph, node, layout)
     if problem:
         return problem
@@ -392,3 +391,40 @@ def macs_before_whole_map(graph: Graph, costs: list[NodeCost]) -> tuple[int, str
         if not node.is_constant and node.op_type in WHOLE_MAP_OPS:
             return sum(costs[i].macs for i in range(node.index)), node.name
     return sum(cost.macs for cost in costs), None
+
+
+@dataclass(frozen=True)
+class TileCoverage:
+    """How much of the model tiles can reach, and where the tileable region stops (issue 31, item 3)."""
+
+    model_macs: int
+    region_macs: int  # every tileable layer's
+    deepest_stack_macs: int  # the longest stack's
+    whole_map_node: str | None  # the model's first layer that mixes the whole map (topological order)
+    whole_map_op: str | None
+    macs_before_whole_map: int
+    stops: tuple[StackStop, ...]
+    region_layers: int
+    deepest_stack_layers: int
+    # Where the longest stack ends before the region does: the maps still live after it (a stack ends where one
+    # map alone is live: a feature pyramid keeps earlier maps for later branches).
+    live_after_stack: tuple[str, ...] = ()
+
+
+def live_at(graph: Graph, image: str, layers: tuple[Layer, ...] | list[Layer], p: int) -> list[str]:
+    """The tensors computed before position p of `layers` (or the image) and read at p or later, or outside."""
+    position = {layer.index: q for q, layer in enumerate(layers)}
+    made = [image, *(name for layer in layers[:p] for name in layer.all_outputs)]
+    return [name for name in made
+            if name in graph.outputs or any(position.get(i, p) >= p for i in graph.consumers.get(name, ())
+                                            if not graph.nodes[i].is_constant)]
+
+
+def tile_coverage(graph: Graph, costs: list[NodeCost]) -> TileCoverage:
+    region = tileable_region(graph, costs)
+    end = region.boundaries[-1] if region.boundaries else 0
+    before, first = macs_before_whole_map(graph, costs)
+    op = next((n.op_type for n in graph.nodes if n.name == first), None) if first else None
+    live = live_at(graph, region.image, region.layers, end + 1) if 0 < end < len(region.layers) else []
+    return TileCoverage(sum(c.macs for c in costs), region.macs, sum(layer.macs for layer in region.layers[:end]),
+                        first, op, before, region.stops, len(region.layers), end, tuple(live))

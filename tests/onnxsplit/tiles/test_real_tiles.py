@@ -110,3 +110,37 @@ def test_every_corpus_cnn_gets_a_verified_tile_plan(name, tmp_path):
     # The target (80%) holds where the stack is one chain of blocks; the feature pyramids (the detectors) need
     # stacks with several outputs, not built yet: their stacks reach 24-45% (they stopped at 2-5% of all MACs).
     assert deepest >= (0.8 if name in WHOLE_BEFORE_MIXING else 0.2) * before, (deepest, before, first)
+
+
+def test_the_plan_says_where_the_stacks_stop_and_why():
+    """issue 31, item 3: on YOLOv8n the region of tileable layers stops at the first Resize (named, with its op
+    and how deep the region got), and the longest stack ends earlier, where the feature pyramid keeps two maps
+    live; both are in the plan with the share of MACs tiled and the first layer that mixes the whole map."""
+    model, shapes = CORPUS_CNNS["yolov8n"]
+    analysis = analyze(load_graph(model(), shapes))
+    plan = plan_tiles(analysis, 2, BOARD, (1, 2), stacks=1)
+    coverage = plan.coverage
+    assert coverage is not None and coverage.whole_map_op == "Reshape"
+    assert [(s.node, s.op_type, s.after_layers) for s in coverage.stops] == [("/model.10/Resize", "Resize", 99)]
+    assert coverage.deepest_stack_layers < coverage.region_layers and len(coverage.live_after_stack) == 2
+    figures = plan.to_dict()["coverage"]
+    assert figures["tiled_macs"] == plan.tiled_macs_total <= coverage.deepest_stack_macs < coverage.region_macs
+    assert 1.0 < plan.speedup_bound < 2.0 and 0 < plan.tiled_time_share < 1
+
+
+def test_partition_warns_where_tiles_can_help_little(capsys, tmp_path):
+    """issue 31, item 3: the PP-OCR classifier's first SE block averages the whole map after 12 layers (5% of the
+    MACs): the plan is written (it is correct), and one warning line says why it gives little, with the figures."""
+    from splitnn.cli.main import main
+
+    model, shapes = CORPUS_CNNS["ocr_cls"]
+    args = ["partition", str(model()), "--input-shape", "x:1x3x48x192", "--strategy", "tiles", "--nodes", "2",
+            "-o", str(tmp_path / "cls")]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    captured = capsys.readouterr()
+    assert exit_.value.code in (0, None)
+    warning = [line for line in captured.err.splitlines() if "tiles can help little" in line]
+    assert len(warning) == 1 and "GlobalAveragePool@0 (GlobalAveragePool): mixes the whole map" in warning[0], captured.err
+    assert "at most 1.0" in warning[0]
+    assert "the tileable region stops at GlobalAveragePool@0 (GlobalAveragePool) after 12 layers" in captured.out
