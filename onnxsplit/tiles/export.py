@@ -81,6 +81,9 @@ def tile_model(stack_model: onnx.ModelProto, stack: list[Layer], tile: Tile) -> 
                 _set_pad_amounts(model, node, part.pads, layer.in_layout)
             elif layer.window is not None:
                 _set_pads(node, part.pads)
+            if layer.scale != (1, 1):
+                nodes.extend(_resize_in_tile(model, node, layer, part))
+                continue
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
@@ -125,6 +128,34 @@ def _crops(model: onnx.ModelProto, node: onnx.NodeProto, layer: Layer, part: Any
             if read == name:
                 node.input[i] = cropped
     return slices
+
+
+def _resize_in_tile(model: onnx.ModelProto, node: onnx.NodeProto, layer: Layer, part: Any) -> list[onnx.NodeProto]:
+    """A Resize by its factors on the tile's input region (scales, where the model gave sizes for the whole map),
+    then cut to what the tile needs of its output (geometry._resized)."""
+    h, w = (1, 2) if layer.in_layout == "NHWC" else (2, 3)
+    if node.op_type == "Resize" and len(node.input) > 3 and node.input[3]:
+        scales = [1.0] * 4
+        scales[h], scales[w] = float(layer.scale[0]), float(layer.scale[1])
+        name = f"{node.output[0]}__tile_scales"
+        model.graph.initializer.append(numpy_helper.from_array(np.array(scales, np.float32), name))
+        del node.input[3]
+        node.input[2] = name
+    if part.computed_region is None:
+        return [node]
+    out = node.output[0]
+    node.output[0] = f"{out}__resized"
+    have, need = part.computed_region, part.output_region
+    starts, ends = [need[0] - have[0], need[2] - have[2]], [need[1] - have[0], need[3] - have[2]]
+    if _opset(model) < 10:
+        crop_node = helper.make_node("Slice", [node.output[0]], [out], name=f"{out}__crop", starts=starts, ends=ends,
+                                     axes=[h, w])
+        return [node, crop_node]
+    consts = []
+    for label, values in (("starts", starts), ("ends", ends), ("axes", [h, w])):
+        model.graph.initializer.append(numpy_helper.from_array(np.array(values, np.int64), f"{out}__crop_{label}"))
+        consts.append(f"{out}__crop_{label}")
+    return [node, helper.make_node("Slice", [node.output[0], *consts], [out], name=f"{out}__crop")]
 
 
 def _set_pad_amounts(model: onnx.ModelProto, node: onnx.NodeProto, pads: tuple[int, int, int, int], layout: str) -> None:

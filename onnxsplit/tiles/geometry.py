@@ -86,6 +86,8 @@ class Layer:
     outputs: tuple[str, ...] = ()  # every output (a Split: several); () means (output,)
     out_layout: str = "NCHW"
     in_channels: int = 0  # of all data inputs together (0: in_shape's)
+    scale: tuple[int, int] = (1, 1)  # a Resize's whole factors on H and W
+    halo: int = 0  # a Resize's: input rows and columns read beyond the nearest ones (interpolation, rounding)
 
     @property
     def data_inputs(self) -> tuple[str, ...]:
@@ -141,6 +143,7 @@ class TileLayer:
     output_region: Region  # what the layer computes: the bounding box of its readers' needs
     pads: tuple[int, int, int, int]  # applied at this tile's true borders only
     input_regions: tuple[Region, ...] = ()  # of every data input (several: the same region); () means (input_region,)
+    computed_region: Region | None = None  # a Resize's whole output on its input region, cropped to output_region
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,17 @@ def _area(region: Region) -> int:
     return (region[1] - region[0]) * (region[3] - region[2])
 
 
+def _resized(layer: Layer, region: Region) -> tuple[Region, Region]:
+    """What a Resize by whole factors reads for output `region` (the nearest input rows and columns, and `halo`
+    more on each side, within the input), and the output it then computes: the factor times that input, which
+    holds `region` (the tile graph crops it)."""
+    _, _, in_h, in_w = layer.in_shape
+    (fy, fx), halo = layer.scale, layer.halo
+    y0, y1 = max(region[0] // fy - halo, 0), min((region[1] - 1) // fy + 1 + halo, in_h)
+    x0, x1 = max(region[2] // fx - halo, 0), min((region[3] - 1) // fx + 1 + halo, in_w)
+    return (y0, y1, x0, x1), (y0 * fy, y1 * fy, x0 * fx, x1 * fx)
+
+
 def _tile_layers(stack: list[Layer], cell: Region) -> tuple[list[TileLayer], Region]:
     """Every layer's part of the tile whose output is `cell`, in stack order, and the region of the stack's
     input the tile reads: each layer computes the bounding box of what its readers need."""
@@ -236,13 +250,19 @@ def _tile_layers(stack: list[Layer], cell: Region) -> tuple[list[TileLayer], Reg
                 region = _union(region, needs[name])
         assert region is not None, f"{layer.name}'s output is not read inside the stack"
         _, _, in_h, in_w = layer.in_shape
-        (iy0, iy1), top, bottom = _back(layer.window, (region[0], region[1]), in_h, 0)
-        (ix0, ix1), left, right = _back(layer.window, (region[2], region[3]), in_w, 1)
-        reads: Region = (iy0, iy1, ix0, ix1)
+        computed: Region | None = None
+        if layer.scale != (1, 1):
+            reads, computed = _resized(layer, region)
+            top = left = bottom = right = 0
+        else:
+            (iy0, iy1), top, bottom = _back(layer.window, (region[0], region[1]), in_h, 0)
+            (ix0, ix1), left, right = _back(layer.window, (region[2], region[3]), in_w, 1)
+            reads = (iy0, iy1, ix0, ix1)
         for name in layer.data_inputs:
             needs[name] = _union(needs.get(name), reads)
         parts.append(TileLayer(reads, region, (top, left, bottom, right),
-                               (reads,) * len(layer.data_inputs) if len(layer.data_inputs) > 1 else ()))
+                               (reads,) * len(layer.data_inputs) if len(layer.data_inputs) > 1 else (),
+                               computed if computed != region else None))
     parts.reverse()
     return parts, needs[stack[0].input]
 
@@ -257,7 +277,7 @@ def tile_grid(stack: list[Layer], rows: int, cols: int) -> TileGrid:
             macs = 0
             peak = 0
             for layer, part in zip(stack, layers):
-                out_area = _area(part.output_region)
+                out_area = _area(part.computed_region or part.output_region)
                 macs += round(layer.macs * out_area / (layer.out_shape[2] * layer.out_shape[3]))
                 channels_in = layer.in_channels or layer.in_shape[1]
                 out_channels = layer.out_shape[1] * len(layer.all_outputs)

@@ -217,6 +217,34 @@ def _quantization_problem(graph: Graph, node: Node, layout: str) -> str:
     return ""
 
 
+def _text(value: Any, default: str) -> str:
+    if value is None:
+        return default
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def resize_factors(graph: Graph, node: Node, layout: str) -> tuple[tuple[int, int], int] | str:
+    """A Resize's (or Upsample's) whole factors on H and W and the halo it reads, or why a tile cannot hold it:
+    its output must move with its input (whole factors, a coordinate mode that shifts with the crop), so that a
+    tile's resized crop, cut to what is needed, equals the whole map's."""
+    mode = _text(node.attrs.get("mode"), "nearest")
+    default_ctm = "half_pixel" if node.op_type == "Resize" and graph.opset >= 11 else "asymmetric"
+    ctm = _text(node.attrs.get("coordinate_transformation_mode"), default_ctm)
+    if ctm not in ("asymmetric", "half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn"):
+        return f"resizes with coordinate_transformation_mode '{ctm}' (the crop would move its samples)"
+    if mode not in ("nearest", "linear", "cubic") or node.attrs.get("antialias") or node.attrs.get("axes"):
+        return f"resizes in mode '{mode}' or with options a tile does not reproduce"
+    in_shape, out_shape = graph.shape(node.inputs[0]), graph.info(node.outputs[0]).shape
+    h, w = _spatial_axes(layout)
+    factors = []
+    for axis in range(4):
+        whole, rest = divmod(out_shape[axis], in_shape[axis])
+        if rest or (axis not in (h, w) and whole != 1):
+            return "resizes by a factor that is not whole, or resizes the batch or the channels"
+        factors.append(whole)
+    return (factors[h], factors[w]), 2 if mode == "cubic" else 1
+
+
 def _kind_problem(graph: Graph, node: Node, layout: str) -> tuple[Window | None, str, str]:
     """(window, output layout, why not) for `node` reading tensors in `layout`."""
     op = node.op_type
@@ -232,6 +260,9 @@ def _kind_problem(graph: Graph, node: Node, layout: str) -> tuple[Window | None,
         return None, out or layout, "" if out else f"{node.name} is not a layout transpose (NCHW <-> NHWC)"
     if op in CHANNEL_OPS:
         return None, layout, _axis_problem(node, layout)
+    if op in ("Resize", "Upsample"):
+        factors = resize_factors(graph, node, layout)
+        return None, layout, factors if isinstance(factors, str) else ""
     if op in ("QuantizeLinear", "DequantizeLinear"):
         return None, layout, _quantization_problem(graph, node, layout)
     if op in UNARY_OPS:
@@ -265,12 +296,16 @@ def _join(graph: Graph, costs: list[NodeCost], node: Node, layouts: dict[str, st
     out_shape = logical(graph.info(outputs[0]).shape, out_layout)
     if len(data) > 1 and any(logical(graph.shape(n), layout)[2:] != out_shape[2:] for n in data):
         return f"{node.name} ({node.op_type}) broadcasts one operand over the map"
-    if window is None and in_shape[2:] != out_shape[2:]:
-        return f"{node.name} ({node.op_type}) changes the map's size"
+    scale, halo = (1, 1), 0
+    if node.op_type in ("Resize", "Upsample"):
+        scale, halo = resize_factors(graph, node, layout)  # type: ignore[misc]
+    elif window is None and in_shape[2:] != out_shape[2:]:
+        return "changes the map's size"
     itemsize = graph.info(outputs[0]).nbytes // max(graph.info(outputs[0]).elements, 1)
     channels = sum(logical(graph.shape(n), layout)[1] for n in data)
     return Layer(node.index, node.name, node.op_type, window, data[0], outputs[0], in_shape, out_shape,
-                 costs[node.index].macs, max(itemsize, 1), layout, tuple(data), outputs, out_layout, channels)
+                 costs[node.index].macs, max(itemsize, 1), layout, tuple(data), outputs, out_layout, channels,
+                 scale, halo)
 
 
 def _grow(graph: Graph, costs: list[NodeCost], image: str, layout: str) -> tuple[list[Layer], list[StackStop]]:

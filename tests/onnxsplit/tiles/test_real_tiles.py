@@ -112,16 +112,49 @@ def test_every_corpus_cnn_gets_a_verified_tile_plan(name, tmp_path):
     assert deepest >= (0.8 if name in WHOLE_BEFORE_MIXING else 0.2) * before, (deepest, before, first)
 
 
+@pytest.mark.parametrize("mode, transform", [("nearest", "asymmetric"), ("linear", "half_pixel"),
+                                             ("cubic", "pytorch_half_pixel")])
+def test_a_resize_inside_the_stack_tiles_exactly(mode, transform, tmp_path):
+    """issue 31, item 2: an FPN's upsampling (Resize by 2, nearest as YOLOv8 and PP-OCR export it, or
+    interpolated) inside a stack: each tile resizes its crop with a halo and keeps what it needs."""
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Resize", ["r1", "", "scales"], ["up"], name="upsample", mode=mode,
+                         coordinate_transformation_mode=transform),
+        helper.make_node("Conv", ["x", "w2"], ["side"], name="lateral", kernel_shape=[1, 1]),
+        helper.make_node("Add", ["up", "side"], ["merged"], name="merge"),
+        helper.make_node("Conv", ["merged", "w3"], ["y"], name="conv3", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    ]
+    model = make_model(nodes, [tensor("x", [1, 3, 30, 26])], [tensor("y", [1, 4, 30, 26])],
+                       [scales, weight("w1", [6, 3, 3, 3], 1), weight("w2", [6, 3, 1, 1], 2),
+                        weight("w3", [4, 6, 3, 3], 3)])
+    path = tmp_path / "fpn.onnx"
+    onnx.save_model(model, str(path))
+    analysis = analyze(load_graph(path))
+    plan = plan_tiles(analysis, 2, BOARD, (3, 2), stacks=1)
+    assert [layer.name for layer in plan.stack] == ["conv1", "relu1", "upsample", "lateral", "merge", "conv3"]
+    document = write_tiles(analysis, plan, tmp_path / "tiles")
+    assert document.verification.passed and document.verification.max_abs_err < 1e-4, document.verification
+
+
 def test_the_plan_says_where_the_stacks_stop_and_why():
-    """issue 31, item 3: on YOLOv8n the region of tileable layers stops at the first Resize (named, with its op
-    and how deep the region got), and the longest stack ends earlier, where the feature pyramid keeps two maps
-    live; both are in the plan with the share of MACs tiled and the first layer that mixes the whole map."""
+    """issue 31, items 2-3: on YOLOv8n the region of tileable layers goes through the neck's Resizes and stops at
+    the three heads' Reshapes (each named, with its op and how deep the region got), and the longest stack ends
+    earlier, where the feature pyramid keeps two maps live; both are in the plan with the share of MACs tiled and
+    the first layer that mixes the whole map."""
     model, shapes = CORPUS_CNNS["yolov8n"]
     analysis = analyze(load_graph(model(), shapes))
     plan = plan_tiles(analysis, 2, BOARD, (1, 2), stacks=1)
     coverage = plan.coverage
     assert coverage is not None and coverage.whole_map_op == "Reshape"
-    assert [(s.node, s.op_type, s.after_layers) for s in coverage.stops] == [("/model.10/Resize", "Resize", 99)]
+    assert [(s.node, s.op_type, s.after_layers) for s in coverage.stops] == [
+        ("/model.22/Reshape", "Reshape", 159), ("/model.22/Reshape_1", "Reshape", 188),
+        ("/model.22/Reshape_2", "Reshape", 212)]
+    assert all(s.whole_map and s.reason == "mixes the whole map" for s in coverage.stops)
+    assert coverage.region_macs > 0.99 * coverage.model_macs
     assert coverage.deepest_stack_layers < coverage.region_layers and len(coverage.live_after_stack) == 2
     figures = plan.to_dict()["coverage"]
     assert figures["tiled_macs"] == plan.tiled_macs_total <= coverage.deepest_stack_macs < coverage.region_macs
