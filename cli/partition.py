@@ -253,8 +253,8 @@ def _render_coverage(console, document) -> None:  # type: ignore[no-untyped-def]
     console.print(line)
     if c.live_after_stack:
         console.print(f"  the longest stack ends after {c.deepest_stack_layers} of the {c.region_layers} tileable "
-                      f"layers: past it {len(c.live_after_stack)} maps stay live ({', '.join(c.live_after_stack[:3])}), "
-                      "and a stack ends where one map alone is (stacks with several outputs are not built yet)")
+                      f"layers: past it {len(c.live_after_stack)} tensors stay live ({', '.join(c.live_after_stack[:3])}), "
+                      "and a stack hands on at most 4 maps, each computed by a tileable layer")
     for stop in c.stops[:4]:
         console.print(f"  the tileable region stops at {stop.node} ({stop.op_type}) after {stop.after_layers} "
                       f"layers: {stop.reason}")
@@ -276,7 +276,8 @@ def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
         console.print(f"[bold]Tile plan[/bold]: {len(stacks)} fused stacks in turn on {document.nodes} x "
                       f"{document.node_profile.name}, each stitched before the next is tiled; {rest}")
         for k, s in enumerate(stacks):
-            console.print(f"  stack {k + 1}: {len(s.stack)} layers up to {s.fuse_until}, grid {s.grid.rows}x{s.grid.cols}, "
+            ends = s.fuse_until if len(s.output_names) == 1 else f"{s.fuse_until} (and {len(s.output_names) - 1} more maps)"
+            console.print(f"  stack {k + 1}: {len(s.stack)} layers up to {ends}, grid {s.grid.rows}x{s.grid.cols}, "
                           f"redundant MACs {s.tiled_macs / s.stack_macs - 1:.1%}, {s.predicted_phase_s * 1e3:.1f} ms predicted")
     _render_coverage(console, document)
     lead = (f"  redundant MACs {document.redundant_macs_ratio:.1%} (overlaps computed twice); " if len(stacks) == 1

@@ -353,6 +353,8 @@ class TileRecord(Record):
     peak_bytes: int
     pads: tuple[tuple[int, ...], ...]
     predicted_s: float
+    output_regions: tuple[tuple[int, ...], ...] = ()  # a stack with several outputs: each one's, in its outputs' order
+    input_regions: tuple[tuple[int, ...], ...] = ()  # a stack with several inputs: each one's, in its inputs' order
 
 
 @dataclass(frozen=True)
@@ -436,6 +438,16 @@ class StackRecord(Record):
     param_bytes: int
     predicted_phase_s: float
     reuse: dict[str, Any] = field(default_factory=lambda: {"enabled": False})  # as TilePlanFile.reuse, for this stack
+    inputs: tuple[str, ...] = ()  # a stack that reads several maps: all of them (`input` is the first)
+    outputs: tuple[str, ...] = ()  # a stack that hands on several maps: all of them (`fuse_until` is the last)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self.inputs or (self.input,)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self.outputs or (self.fuse_until,)
 
 
 @dataclass(frozen=True)
@@ -470,6 +482,7 @@ class TilePlanFile(PlanHeader):
     image_layout: str = "NCHW"  # "NHWC": tiles are regions of axes 1 and 2 of the image
     stack: tuple[StackLayerRecord, ...]
     tiles: tuple[TileRecord, ...]
+    stack_outputs: tuple[str, ...] = ()  # the first stack's maps handed on, where several (`fuse_until` is the last)
     stack_macs: int
     tiled_macs: int
     redundant_macs_ratio: float
@@ -500,7 +513,8 @@ class TilePlanFile(PlanHeader):
             grid=self.grid, input=self.image_input, fuse_until=self.fuse_until, stack=self.stack, tiles=self.tiles,
             stack_macs=self.stack_macs, tiled_macs=self.tiled_macs, max_tile_peak_bytes=self.max_tile_peak_bytes,
             param_bytes=self.memory.stack_param_bytes - sum(s.param_bytes for s in self.later_stacks),
-            predicted_phase_s=p.stack_phases_s[0] if p.stack_phases_s else p.tiles_phase_s, reuse=self.reuse)
+            predicted_phase_s=p.stack_phases_s[0] if p.stack_phases_s else p.tiles_phase_s, reuse=self.reuse,
+            outputs=self.stack_outputs)
         return (first, *self.later_stacks)
 
     @property

@@ -149,7 +149,9 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
 
 def stack_labels(plan: Any) -> tuple[str, ...]:
     """Each stack of a tile plan file as its grid and last tensor ("3x3 to maxpool3_out")."""
-    return tuple(f"{s.grid.rows}x{s.grid.cols} to {s.fuse_until}" for s in plan.all_stacks)
+    return tuple(f"{s.grid.rows}x{s.grid.cols} to {s.fuse_until}" + (f" (+{len(s.output_names) - 1} maps)"
+                                                                        if len(s.output_names) > 1 else "")
+                 for s in plan.all_stacks)
 
 
 def _with_speedups(rows: list[dict[str, Any]]) -> list[ScalingRow]:

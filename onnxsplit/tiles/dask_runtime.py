@@ -122,18 +122,19 @@ def _sessions(plugin_name: str) -> dict[int, Any]:
     return get_worker().plugins[plugin_name].sessions  # type: ignore[no-any-return]
 
 
-def run_tile_group(plugin_name: str, tile_ids: list[int], crops: list[np.ndarray]
-                   ) -> tuple[list[np.ndarray], list[float], str]:
-    """A Dask task: several tiles' stacks, one after the other (one scheduler round trip for all of them).
-    Returns their output tiles, each one's compute seconds, and the worker."""
+def run_tile_group(plugin_name: str, tile_ids: list[int], crops: list[list[np.ndarray]]
+                   ) -> tuple[list[list[np.ndarray]], list[float], str]:
+    """A Dask task: several tiles' stacks, one after the other (one scheduler round trip for all of them); each
+    tile's crops are those of its stack's inputs, in order. Returns each tile's outputs (its stack's, in order),
+    each one's compute seconds, and the worker."""
     from distributed import get_worker
 
     sessions = _sessions(plugin_name)
     outputs, times = [], []
-    for tile_id, tile_crop in zip(tile_ids, crops):
+    for tile_id, tile_crops in zip(tile_ids, crops):
         session = sessions[tile_id]
         start = time.perf_counter()
-        (output,) = session.run(None, {session.get_inputs()[0].name: tile_crop})
+        output = session.run(None, {value.name: c for value, c in zip(session.get_inputs(), tile_crops)})
         times.append(time.perf_counter() - start)
         outputs.append(output)
     return outputs, times, get_worker().address
@@ -226,16 +227,54 @@ class TileRecord:
 
 
 @dataclass(frozen=True)
+class StackMaps:
+    """The maps a stack reads (cropped for each tile from the maps the client holds) and hands on (stitched from
+    its tiles' outputs), with their layouts and logical shapes, from its plan record."""
+
+    inputs: tuple[str, ...]
+    input_layouts: tuple[str, ...]
+    outputs: tuple[str, ...]
+    output_shapes: tuple[tuple[int, ...], ...]  # logical: N, C, H, W
+    output_layouts: tuple[str, ...]
+
+    @classmethod
+    def of(cls, record: Any) -> StackMaps:
+        """From a plan_file.StackRecord."""
+        layers = record.stack
+        reading = [next(layer for layer in layers if name in (layer.inputs or (layer.input,))) for name in record.input_names]
+        making = [next(layer for layer in layers if layer.output == name) for name in record.output_names]
+        return cls(record.input_names, tuple(layer.in_layout for layer in reading), record.output_names,
+                   tuple(layer.out_shape for layer in making), tuple(layer.out_layout for layer in making))
+
+    @property
+    def single(self) -> bool:
+        """One NCHW map in and out (what the workers' hand-off assembles)."""
+        return len(self.inputs) == 1 and len(self.outputs) == 1 and self.input_layouts == self.output_layouts == ("NCHW",)
+
+    def crops(self, tile: Any, pool: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """`tile`'s crop of each input, from the maps in `pool`."""
+        regions = tile.input_regions or (tile.input_region,)
+        return [crop(pool[name], region, layout) for name, region, layout in zip(self.inputs, regions, self.input_layouts)]
+
+    def paste(self, canvases: dict[str, np.ndarray], tile: Any, outputs: list[np.ndarray]) -> None:
+        """`tile`'s outputs into the stitched maps `canvases` (made on the first tile)."""
+        regions = tile.output_regions or (tile.output_region,)
+        for name, shape, layout, region, value in zip(self.outputs, self.output_shapes, self.output_layouts, regions,
+                                                      outputs):
+            if name not in canvases:
+                canvases[name] = np.empty(in_memory(shape, layout), dtype=value.dtype)  # type: ignore[arg-type]
+            paste(canvases[name], region, value, layout)
+
+
+@dataclass(frozen=True)
 class LaterStack:
     """A stack after the first, loaded on the client: its tiles, their graphs and blob, and what they stitch into."""
 
     tiles: tuple[Any, ...]  # plan_file.TileRecord: each tile's regions and predicted time
     graphs: dict[int, bytes]
     weights: bytes
-    output_shape: tuple[int, ...]  # logical: N, C, H, W
+    maps: StackMaps
     second_phase: dict[int, dict[str, Any]] = field(default_factory=dict)  # reuse: the second-phase tiles
-    input_layout: str = "NCHW"  # of the previous stack's output, which its tiles are cropped from
-    output_layout: str = "NCHW"
 
 
 @dataclass
@@ -284,12 +323,10 @@ class TileProgram:
         self.weights = (outdir / artifacts.stack_weights).read_bytes()
         self.second_phase = _second_phase(self.plan.reuse)
         self.image = self.plan.image_input
-        self.stack_output = self.plan.tiled_output  # what the remainder starts from
-        self.stack_shape = self.plan.stack[-1].out_shape  # the first stack's output (logical)
-        self.stack_layout = self.plan.stack[-1].out_layout
+        self.maps = StackMaps.of(self.plan.all_stacks[0])
         self.later = [LaterStack(record.tiles, _stack_graphs(outdir, record.tiles, files.tiles, files.reuse),
-                                 (outdir / files.stack_weights).read_bytes(), record.stack[-1].out_shape,
-                                 _second_phase(record.reuse), record.stack[0].in_layout, record.stack[-1].out_layout)
+                                 (outdir / files.stack_weights).read_bytes(), StackMaps.of(record),
+                                 _second_phase(record.reuse))
                       for record, files in zip(self.plan.later_stacks, artifacts.later_stacks)]
         self.folder = outdir
         self.steps = self.plan.remainder_chain()
@@ -302,11 +339,10 @@ class TileProgram:
                        for i, part in enumerate(step.slices)}
         self.model_path = model_path(outdir, self.plan)
 
-    def finish(self, stitched: np.ndarray, feeds: dict[str, np.ndarray],
-               run_slices: RunSlices | None = None) -> dict[str, np.ndarray]:
-        """The model's outputs from the stitched stack output: the remainder on this client (split layers via
-        `run_slices` on the cluster)."""
-        pool = run_steps(self.steps, {**feeds, self.stack_output: stitched}, self.session_of, run_slices)
+    def finish(self, pool: dict[str, np.ndarray], run_slices: RunSlices | None = None) -> dict[str, np.ndarray]:
+        """The model's outputs from the inputs and the stitched maps in `pool`: the remainder on this client (split
+        layers via `run_slices` on the cluster)."""
+        pool = run_steps(self.steps, dict(pool), self.session_of, run_slices)
         return outputs_of(pool, self.plan.outputs)
 
 
@@ -408,29 +444,30 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
         raise SplitnnError(f"unknown hand-off '{handoff}': one of {', '.join(HANDOFFS)}")
     if handoff == "workers" and any(later.second_phase for later in program.later):
         raise SplitnnError("--handoff workers does not run a reuse plan's later stacks: use --handoff client")
-    if handoff == "workers" and any(later.input_layout != "NCHW" for later in program.later):
-        raise SplitnnError("--handoff workers assembles NCHW maps between stacks, and this plan's are NHWC: use "
-                           "--handoff client")
-    image = feeds[program.image]
+    if handoff == "workers" and program.later and not all(s.single for s in [program.maps, *(l.maps for l in program.later)]):
+        raise SplitnnError("--handoff workers assembles one NCHW map between stacks, and this plan's stacks hand on "
+                           "NHWC maps or several: use --handoff client")
+    pool = dict(feeds)
     start = time.perf_counter()
-    futures, tile_of = _submit_stack(client, program.tiles, program.second_phase, plugins[0], image,
-                                     program.plan.image_layout, workers, tasks)
+    futures, tile_of = _submit_stack(client, program.tiles, program.second_phase, plugins[0], pool, program.maps,
+                                     workers, tasks)
     earlier: list[tuple[list[Any], dict[str, Any]]] = []  # stacks whose outputs stayed on the workers
     if program.later and handoff == "workers":
         stitched, records, phases, stages = _through_workers(client, program, plugins, (futures, tile_of), workers,
                                                              start, after_first_tile)
+        pool.update(stitched)
         earlier, futures = stages[:-1], [f for stage, _ in stages for f in stage]
     else:
-        stitched, records = _stitch_results(futures, tile_of, program.stack_shape, start, after_first_tile,
-                                            layout=program.stack_layout)
+        stitched, records = _stitch_results(futures, tile_of, program.maps, start, after_first_tile)
+        pool.update(stitched)
         phases = [time.perf_counter() - start]
         for number, (later, plugin) in enumerate(zip(program.later, plugins[1:]), start=1):
-            stitched, more = _run_stack(client, later, plugin, number, stitched, workers, start, records)
+            more = _run_stack(client, later, plugin, number, pool, workers, start, records)
             futures += more
             phases.append(time.perf_counter() - start - sum(phases))
     split_s: list[float] = []
     runner = _slice_runner(client, plugins[0], slice_handles, workers, split_s) if slice_handles else None
-    outputs = program.finish(stitched, feeds, runner)
+    outputs = program.finish(pool, runner)
     total = time.perf_counter() - start
     if earlier:  # fetched after the timing
         records += _earlier_records(client, earlier, list(itertools.accumulate(phases)))
@@ -439,43 +476,39 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
                     split_s)
 
 
-def _stitch_results(futures: list[Any], tile_of: dict[str, Any], shape: tuple[int, ...], start: float,
-                    after_first_tile: Callable[[str], Any] | None = None, stack: int = 0, layout: str = "NCHW"
-                    ) -> tuple[np.ndarray, list[TileRecord]]:
-    """Stack number `stack`'s output, stitched on the client as its tasks complete (tile groups, or reuse's
+def _stitch_results(futures: list[Any], tile_of: dict[str, Any], maps: StackMaps, start: float,
+                    after_first_tile: Callable[[str], Any] | None = None, stack: int = 0
+                    ) -> tuple[dict[str, np.ndarray], list[TileRecord]]:
+    """Stack number `stack`'s outputs, stitched on the client as its tasks complete (tile groups, or reuse's
     one-tile tasks), and its tiles' records."""
     from distributed import as_completed
 
-    stitched = None
+    stitched: dict[str, np.ndarray] = {}
     records: list[TileRecord] = []
     for future in as_completed(futures):
         output, seconds, worker = future.result()
         tiles = tile_of[future.key]
-        if not isinstance(tiles, list):  # a reuse task: one tile
-            tiles, output, seconds = [tiles], [output], [seconds]
-        for tile, tile_output, tile_s in zip(tiles, output, seconds):
-            if isinstance(tile_output, list):  # a first-phase tile (reuse): its last layer is its output
-                tile_output = tile_output[-1]
-            if stitched is None:
-                stitched = np.empty(in_memory(shape, layout), dtype=tile_output.dtype)  # type: ignore[arg-type]
-            paste(stitched, tile.output_region, tile_output, layout)
+        if not isinstance(tiles, list):  # a reuse task: one tile of a one-map stack
+            # a first-phase tile returns every layer's output, and its last layer is its output
+            tiles, output, seconds = [tiles], [[output[-1] if isinstance(output, list) else output]], [seconds]
+        for tile, tile_outputs, tile_s in zip(tiles, output, seconds):
+            maps.paste(stitched, tile, tile_outputs)
             records.append(TileRecord(tile.id, worker, tile_s, time.perf_counter() - start, stack))
         if after_first_tile is not None and len(records) == len(tiles):
             after_first_tile(worker)
-    return stitched, records  # type: ignore[return-value]
+    return stitched, records
 
 
-def _run_stack(client: Any, later: LaterStack, plugin: str, number: int, previous: np.ndarray, workers: list[str],
-               start: float, records: list[TileRecord]) -> tuple[np.ndarray, list[Any]]:
-    """A later stack's tiles, cropped from the previous stack's stitched output on the client (hand-off
-    "client"), sent as the first stack's are; each tile's record is added to `records`. Returns the stitched
-    output and the futures."""
-    futures, tile_of = _submit_stack(client, later.tiles, later.second_phase, plugin, previous, later.input_layout,
-                                     workers)
-    stitched, mine = _stitch_results(futures, tile_of, later.output_shape, start, stack=number,
-                                     layout=later.output_layout)
+def _run_stack(client: Any, later: LaterStack, plugin: str, number: int, pool: dict[str, np.ndarray],
+               workers: list[str], start: float, records: list[TileRecord]) -> list[Any]:
+    """A later stack's tiles, cropped from the maps stitched before on the client (hand-off "client"), sent as the
+    first stack's are; its stitched outputs join `pool`, each tile's record is added to `records`. Returns the
+    futures."""
+    futures, tile_of = _submit_stack(client, later.tiles, later.second_phase, plugin, pool, later.maps, workers)
+    stitched, mine = _stitch_results(futures, tile_of, later.maps, start, stack=number)
+    pool.update(stitched)
     records += mine
-    return stitched, futures
+    return futures
 
 
 def _groups(tiles: tuple[Any, ...], workers: int, tasks: int | None = None) -> list[list[int]]:
@@ -492,10 +525,10 @@ def run_tile_group_from(plugin_name: str, tile_ids: list[int], regions: list[tup
     from the workers that hold them; `sources[j]`: the output regions of the tiles in `previous[j]`)."""
     from splitnn.onnxsplit.tiles.reuse import assemble
 
-    pieces = [(region, output) for regions, (outputs, _, _) in zip(sources, previous)
+    pieces = [(region, output[0]) for regions, (outputs, _, _) in zip(sources, previous)
               for region, output in zip(regions, outputs)]
     first = pieces[0][1]
-    crops = [assemble(region, first.shape[1], first.dtype, pieces) for region in regions]  # type: ignore[arg-type]
+    crops = [[assemble(region, first.shape[1], first.dtype, pieces)] for region in regions]  # type: ignore[arg-type]
     return run_tile_group(plugin_name, tile_ids, crops)
 
 
@@ -505,7 +538,7 @@ def _overlaps(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
 
 def _through_workers(client: Any, program: TileProgram, plugins: list[str], first: tuple[list[Any], dict[str, Any]],
                      workers: list[str], start: float, after_first_tile: Callable[[str], Any] | None
-                     ) -> tuple[np.ndarray, list[TileRecord], list[float], list[tuple[list[Any], dict[str, Any]]]]:
+                     ) -> tuple[dict[str, np.ndarray], list[TileRecord], list[float], list[tuple[list[Any], dict[str, Any]]]]:
     """Every later stack submitted at once behind the first (hand-off "workers"); returns the last stack's
     stitched output, its tiles' records, each stack's phase, and each stack's futures and their tiles."""
     stages = [first]
@@ -523,8 +556,8 @@ def _through_workers(client: Any, program: TileProgram, plugins: list[str], firs
     done = _await_stages(client, [futures for futures, _ in stages], start, after_first_tile)
     phases = [done[0]] + [max(b - a, 0.0) for a, b in zip(done, done[1:])]
     last_futures, last_tile_of = stages[-1]
-    stitched, records = _stitch_results(last_futures, last_tile_of, program.later[-1].output_shape, start,
-                                        stack=len(stages) - 1, layout=program.later[-1].output_layout)
+    stitched, records = _stitch_results(last_futures, last_tile_of, program.later[-1].maps, start,
+                                        stack=len(stages) - 1)
     return stitched, records, phases, stages
 
 
@@ -574,19 +607,20 @@ def tile_task_count(tiles: int, workers: int) -> int:
 
 
 def _submit_stack(client: Any, tiles: tuple[Any, ...], second_phase: dict[int, dict[str, Any]], plugin_name: str,
-                  source: np.ndarray, layout: str, workers: list[str], tasks: int | None = None
+                  pool: dict[str, np.ndarray], maps: StackMaps, workers: list[str], tasks: int | None = None
                   ) -> tuple[list[Any], dict[str, Any]]:
-    """A stack's tiles sent out: with reuse (`second_phase`), its two phases; else as groups (_submit_groups)."""
+    """A stack's tiles sent out, cropped from the maps in `pool`: with reuse (`second_phase`, one map in), its two
+    phases; else as groups (_submit_groups)."""
     if second_phase:
-        return _submit_with_reuse(client, tiles, second_phase, plugin_name, source, workers)
-    return _submit_groups(client, tiles, plugin_name, source, layout, workers, tasks)
+        return _submit_with_reuse(client, tiles, second_phase, plugin_name, pool[maps.inputs[0]], workers)
+    return _submit_groups(client, tiles, plugin_name, pool, maps, workers, tasks)
 
 
-def _submit_groups(client: Any, tiles: tuple[Any, ...], plugin_name: str, source: np.ndarray, layout: str,
-                   workers: list[str], tasks: int | None = None) -> tuple[list[Any], dict[str, Any]]:
-    """A stack's tiles, cropped from `source` (the image, or the previous stack's stitched output, in `layout`),
-    as Dask tasks of about equal predicted time (_groups)."""
-    regions = [crop(source, t.input_region, layout) for t in tiles]
+def _submit_groups(client: Any, tiles: tuple[Any, ...], plugin_name: str, pool: dict[str, np.ndarray],
+                   maps: StackMaps, workers: list[str], tasks: int | None = None) -> tuple[list[Any], dict[str, Any]]:
+    """A stack's tiles, cropped from the maps in `pool` (the image, and the maps stitched before), as Dask tasks of
+    about equal predicted time (_groups)."""
+    regions = [maps.crops(t, pool) for t in tiles]
     groups = _groups(tiles, len(workers), tasks)
     futures = client.map(run_tile_group, [plugin_name] * len(groups), [[tiles[i].id for i in g] for g in groups],
                          [[regions[i] for i in g] for g in groups], workers=workers, allow_other_workers=False, pure=False)

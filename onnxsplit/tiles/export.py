@@ -39,7 +39,7 @@ from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.core.records import to_dict
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
-from splitnn.onnxsplit.tiles.geometry import Layer, Tile, TileGrid, crop, is_chain, stitch
+from splitnn.onnxsplit.tiles.geometry import Layer, Tile, TileGrid, crop, is_chain, stack_inputs
 from splitnn.onnxsplit.tiles.neuron_split import Segment, remainder_steps, slice_model
 from splitnn.onnxsplit.tiles.planning import TilePlan
 from splitnn.onnxsplit.tiles.reuse import (
@@ -52,22 +52,20 @@ from splitnn.onnxsplit.tiles.reuse import (
 )
 
 
-def tile_model(stack_model: onnx.ModelProto, stack: list[Layer], tile: Tile) -> onnx.ModelProto:
-    """The stack's graph run on `tile`'s input region: input and output sizes of the tile, pads at true borders
+def tile_model(stack_model: onnx.ModelProto, stack: list[Layer], tile: Tile, outputs: tuple[str, ...] = ()) -> onnx.ModelProto:
+    """The stack's graph run on `tile`'s input regions: input and output sizes of the tile, pads at true borders
     only, and a crop (Slice) wherever a layer reads less of a tensor than was computed of it (two branches with
-    different halos)."""
+    different halos), or a stack output was computed over more than the tile's cell (it is also read inside)."""
     model = onnx.ModelProto()
     model.CopyFrom(stack_model)
     graph = model.graph
-    first, last = stack[0], stack[-1]
-    for value, region, layout in ((graph.input[0], tile.input_region, first.in_layout),
-                                  (graph.output[0], tile.output_region, last.out_layout)):
-        dims = value.type.tensor_type.shape.dim
-        h, w = (1, 2) if layout == "NHWC" else (2, 3)
-        dims[h].dim_value, dims[w].dim_value = region[1] - region[0], region[3] - region[2]
+    inputs, outputs = stack_inputs(stack), outputs or (stack[-1].output,)
+    computed = dict(zip(inputs, tile.input_regions or (tile.input_region,)))
+    layouts = {name: next(layer.in_layout for layer in stack if name in layer.data_inputs) for name in inputs}
+    for value in graph.input:
+        if value.name in computed:
+            _set_hw(value, computed[value.name], layouts[value.name])
     del graph.value_info[:]  # the inner shapes were those of the whole image
-    computed = {first.input: tile.input_region}
-    layouts = {first.input: first.in_layout}
     for layer, part in zip(stack, tile.layers):
         for name in layer.all_outputs:
             computed[name], layouts[name] = part.output_region, layer.out_layout
@@ -85,9 +83,38 @@ def tile_model(stack_model: onnx.ModelProto, stack: list[Layer], tile: Tile) -> 
                 nodes.extend(_resize_in_tile(model, node, layer, part))
                 continue
         nodes.append(node)
+    cells = dict(zip(outputs, tile.output_regions or (tile.output_region,)))
+    for value in graph.output:
+        if value.name not in cells:
+            continue
+        name, cell = value.name, cells[value.name]
+        if tuple(computed[name]) != tuple(cell):  # also read inside the stack: computed over more than the cell
+            nodes.append(_slice(model, name, f"{name}__cell", computed[name], cell, layouts[name]))
+            value.name = f"{name}__cell"
+        _set_hw(value, cell, layouts[name])
     del graph.node[:]
     graph.node.extend(nodes)
     return model
+
+
+def _set_hw(value: onnx.ValueInfoProto, region: Any, layout: str) -> None:
+    """Give a graph input or output the height and width of `region`."""
+    dims = value.type.tensor_type.shape.dim
+    h, w = (1, 2) if layout == "NHWC" else (2, 3)
+    dims[h].dim_value, dims[w].dim_value = region[1] - region[0], region[3] - region[2]
+
+
+def _slice(model: onnx.ModelProto, source: str, target: str, have: Any, need: Any, layout: str) -> onnx.NodeProto:
+    """A Slice from `source`, computed over region `have`, to `target` over region `need` (within it)."""
+    h, w = (1, 2) if layout == "NHWC" else (2, 3)
+    starts, ends = [need[0] - have[0], need[2] - have[2]], [need[1] - have[0], need[3] - have[2]]
+    if _opset(model) < 10:  # Slice took attributes then
+        return helper.make_node("Slice", [source], [target], name=target, starts=starts, ends=ends, axes=[h, w])
+    consts = []
+    for label, values in (("starts", starts), ("ends", ends), ("axes", [h, w])):
+        model.graph.initializer.append(numpy_helper.from_array(np.array(values, np.int64), f"{target}_{label}"))
+        consts.append(f"{target}_{label}")
+    return helper.make_node("Slice", [source, *consts], [target], name=target)
 
 
 def _set_pads(node: onnx.NodeProto, pads: tuple[int, int, int, int]) -> None:
@@ -108,22 +135,10 @@ def _crops(model: onnx.ModelProto, node: onnx.NodeProto, layer: Layer, part: Any
     `node` is rewired to read them."""
     slices = []
     for k, (name, reads) in enumerate(zip(layer.data_inputs, part.input_regions or (part.input_region,))):
-        have = computed[name]
-        if tuple(have) == tuple(reads):
+        if tuple(computed[name]) == tuple(reads):
             continue
-        h, w = (1, 2) if layouts[name] == "NHWC" else (2, 3)
-        starts = [reads[0] - have[0], reads[2] - have[2]]
-        ends = [reads[1] - have[0], reads[3] - have[2]]
         cropped = f"{name}__crop_{node.output[0]}_{k}"
-        if _opset(model) < 10:  # Slice took attributes then
-            slices.append(helper.make_node("Slice", [name], [cropped], name=cropped, starts=starts, ends=ends, axes=[h, w]))
-        else:
-            consts = []
-            for label, values in (("starts", starts), ("ends", ends), ("axes", [h, w])):
-                const = f"{cropped}_{label}"
-                model.graph.initializer.append(numpy_helper.from_array(np.array(values, np.int64), const))
-                consts.append(const)
-            slices.append(helper.make_node("Slice", [name, *consts], [cropped], name=cropped))
+        slices.append(_slice(model, name, cropped, computed[name], reads, layouts[name]))
         for i, read in enumerate(node.input):
             if read == name:
                 node.input[i] = cropped
@@ -145,17 +160,7 @@ def _resize_in_tile(model: onnx.ModelProto, node: onnx.NodeProto, layer: Layer, 
         return [node]
     out = node.output[0]
     node.output[0] = f"{out}__resized"
-    have, need = part.computed_region, part.output_region
-    starts, ends = [need[0] - have[0], need[2] - have[2]], [need[1] - have[0], need[3] - have[2]]
-    if _opset(model) < 10:
-        crop_node = helper.make_node("Slice", [node.output[0]], [out], name=f"{out}__crop", starts=starts, ends=ends,
-                                     axes=[h, w])
-        return [node, crop_node]
-    consts = []
-    for label, values in (("starts", starts), ("ends", ends), ("axes", [h, w])):
-        model.graph.initializer.append(numpy_helper.from_array(np.array(values, np.int64), f"{out}__crop_{label}"))
-        consts.append(f"{out}__crop_{label}")
-    return [node, helper.make_node("Slice", [node.output[0], *consts], [out], name=f"{out}__crop")]
+    return [node, _slice(model, node.output[0], out, part.computed_region, part.output_region, layer.out_layout)]
 
 
 def _set_pad_amounts(model: onnx.ModelProto, node: onnx.NodeProto, pads: tuple[int, int, int, int], layout: str) -> None:
@@ -265,18 +270,22 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
 
 
 def _parts(analysis: Analysis, plan: TilePlan) -> tuple[list[Part], Part]:
-    """Each fused stack (on its whole input) and the remainder that runs on the last stack's stitched output."""
+    """Each fused stack (on its whole inputs) and the remainder that runs on the stitched maps it reads."""
     graph = analysis.graph
-    image, stack_out = plan.stack[0].input, plan.last_output
     stack_parts = []
+    stitched: list[str] = []
     for number, phase in enumerate(plan.stacks):
-        first, last = phase.stack[0].input, phase.stack[-1].output
-        model = build_part(graph, graph.model, [layer.index for layer in phase.stack], (first,), (last,),
+        inputs, outputs = phase.grid.inputs, phase.grid.output_names
+        model = build_part(graph, graph.model, [layer.index for layer in phase.stack], inputs, outputs,
                            "stack" if number == 0 else f"stack{number}")
-        stack_parts.append(Part(model, (first,), (last,)))
-    remainder_outputs = tuple(o for o in graph.outputs if o != stack_out)
+        stack_parts.append(Part(model, inputs, outputs))
+        stitched += outputs
+    remainder_outputs = tuple(o for o in graph.outputs if o not in stitched)
     remainder_reads, _ = part_boundary(graph, plan.remainder_indices, ())
-    remainder_inputs = tuple(dict.fromkeys([stack_out] + [n for n in graph.inputs if n in remainder_reads and n != image]))
+    last = plan.stacks[-1].grid.output_names
+    remainder_inputs = tuple(dict.fromkeys([*(n for n in last if n in remainder_reads or not plan.remainder_indices),
+                                            *(n for n in stitched if n in remainder_reads),
+                                            *(n for n in graph.inputs if n in remainder_reads)]))
     remainder = Part(build_part(graph, graph.model, list(plan.remainder_indices), remainder_inputs, remainder_outputs,
                                 "remainder"), remainder_inputs, remainder_outputs)
     return stack_parts, remainder
@@ -293,7 +302,7 @@ def _write_tile_graphs(plan: TilePlan, staging: Path, reuse: bool) -> tuple[dict
                                  "tiles": []}
         for tile in phase.grid.tiles:
             name = f"{folder}/tile_{tile.id}.onnx"
-            onnx.save_model(tile_model(stack_model, phase.stack, tile), str(staging / name))
+            onnx.save_model(tile_model(stack_model, phase.stack, tile, phase.grid.outputs), str(staging / name))
             files["tiles"].append(name)
         docs.append(_write_reuse(phase.grid, stack_model, staging, folder, files) if reuse else {"enabled": False})
         stacks.append(files)
@@ -377,19 +386,18 @@ def run_reuse_locally(folder: Path, reuse: dict[str, Any], grid: TileGrid, image
 
 def run_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, feeds: dict[str, np.ndarray],
                 remainder: list[Step]) -> dict[str, np.ndarray]:
-    """Run every tile of every stack in this process, stitching after each, and run the remainder's steps: the
-    plan's outputs on `feeds`."""
-    stitched = feeds[plan.stack[0].input]
+    """Run every tile of every stack in this process, stitching after each (the stitched maps join a pool that
+    later stacks and the remainder read from), and run the remainder's steps: the plan's outputs on `feeds`."""
+    pool = dict(feeds)
     for number, phase in enumerate(plan.stacks):
         files = artifacts if number == 0 else artifacts["later_stacks"][number - 1]
-        outputs = run_reuse_locally(folder, files["reuse"], phase.grid, stitched) if "reuse" in files else {}
+        outputs: dict[int, list[np.ndarray]] = {}
+        if "reuse" in files:
+            reused = run_reuse_locally(folder, files["reuse"], phase.grid, pool[phase.stack[0].input])
+            outputs = {tile_id: [value] for tile_id, value in reused.items()}
         for tile, name in zip(phase.grid.tiles, files["tiles"]):
-            if tile.id in outputs:
-                continue
-            session = create_session(folder / name, prepack=False)
-            region = crop(stitched, tile.input_region, phase.stack[0].in_layout)
-            outputs[tile.id] = session.run(None, {phase.stack[0].input: region})[0]
-        stitched = stitch(phase.grid.tiles, outputs, phase.stack[-1].out_shape, next(iter(outputs.values())).dtype,
-                          phase.stack[-1].out_layout)
-    pool = {**feeds, plan.last_output: stitched}
+            if tile.id not in outputs:
+                session = create_session(folder / name, prepack=False)
+                outputs[tile.id] = session.run(None, phase.grid.tile_feeds(tile, pool))
+        pool.update(phase.grid.stitch_all(outputs))
     return run_steps(remainder, pool, cached_sessions(lambda model: create_session(folder / model, prepack=False, threads=1)))

@@ -156,11 +156,15 @@ class Tile:
     layers: tuple[TileLayer, ...]
     macs: int
     peak_bytes: int  # largest input + output of one layer, for this tile
+    output_regions: tuple[Region, ...] = ()  # of every output of a stack with several, in TileGrid.outputs' order
+    input_regions: tuple[Region, ...] = ()  # of every input of a stack with several, in TileGrid.inputs' order
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "row": self.row, "col": self.col, "input_region": list(self.input_region),
                 "output_region": list(self.output_region), "macs": self.macs, "peak_bytes": self.peak_bytes,
-                "pads": [list(layer.pads) for layer in self.layers]}
+                "pads": [list(layer.pads) for layer in self.layers],
+                "output_regions": [list(region) for region in self.output_regions],
+                "input_regions": [list(region) for region in self.input_regions]}
 
 
 @dataclass
@@ -171,6 +175,42 @@ class TileGrid:
     rows: int
     cols: int
     tiles: list[Tile] = field(default_factory=list)
+    outputs: tuple[str, ...] = ()  # a stack with several outputs (a feature pyramid's maps); () means the last layer's
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self.outputs or (self.stack[-1].output,)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return stack_inputs(self.stack)
+
+    def output_shape(self, name: str) -> tuple[int, int, int, int]:
+        """The logical N, C, H, W of stack output `name`."""
+        return next(layer.out_shape for layer in self.stack if layer.output == name)
+
+    def output_layout(self, name: str) -> str:
+        return next(layer.out_layout for layer in self.stack if layer.output == name)
+
+    def input_layout(self, name: str) -> str:
+        return next(layer.in_layout for layer in self.stack if name in layer.data_inputs)
+
+    def tile_feeds(self, tile: Tile, pool: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`tile`'s crop of each stack input, from the maps in `pool` (the image, and maps stitched before)."""
+        regions = tile.input_regions or (tile.input_region,)
+        return {name: crop(pool[name], region, self.input_layout(name)) for name, region in zip(self.inputs, regions)}
+
+    def stitch_all(self, outputs: dict[int, list[np.ndarray]]) -> dict[str, np.ndarray]:
+        """Every stack output assembled from the tiles' outputs (`outputs[tile id]`, in output_names' order)."""
+        result = {}
+        for k, name in enumerate(self.output_names):
+            layout = self.output_layout(name)
+            canvas = np.empty(in_memory(self.output_shape(name), layout), next(iter(outputs.values()))[k].dtype)
+            for tile in self.tiles:
+                paste(canvas, tile.output_regions[k] if tile.output_regions else tile.output_region,
+                      outputs[tile.id][k], layout)
+            result[name] = canvas
+        return result
 
     @property
     def stack_macs(self) -> int:
@@ -238,10 +278,17 @@ def _resized(layer: Layer, region: Region) -> tuple[Region, Region]:
     return (y0, y1, x0, x1), (y0 * fy, y1 * fy, x0 * fx, x1 * fx)
 
 
-def _tile_layers(stack: list[Layer], cell: Region) -> tuple[list[TileLayer], Region]:
-    """Every layer's part of the tile whose output is `cell`, in stack order, and the region of the stack's
+def stack_inputs(stack: list[Layer]) -> tuple[str, ...]:
+    """The tensors the stack's layers read that it does not compute, in order of first use (the first layer's
+    input first)."""
+    made = {name for layer in stack for name in layer.all_outputs}
+    return tuple(dict.fromkeys(name for layer in stack for name in layer.data_inputs if name not in made))
+
+
+def _tile_layers(stack: list[Layer], cells: dict[str, Region]) -> tuple[list[TileLayer], dict[str, Region]]:
+    """Every layer's part of the tile whose outputs are `cells`, in stack order, and the region of the stack's
     input the tile reads: each layer computes the bounding box of what its readers need."""
-    needs: dict[str, Region] = {stack[-1].output: cell}
+    needs: dict[str, Region] = dict(cells)
     parts: list[TileLayer] = []
     for layer in reversed(stack):
         region: Region | None = None
@@ -264,16 +311,23 @@ def _tile_layers(stack: list[Layer], cell: Region) -> tuple[list[TileLayer], Reg
                                (reads,) * len(layer.data_inputs) if len(layer.data_inputs) > 1 else (),
                                computed if computed != region else None))
     parts.reverse()
-    return parts, needs[stack[0].input]
+    return parts, needs
 
 
-def tile_grid(stack: list[Layer], rows: int, cols: int) -> TileGrid:
-    """Split the stack's output into rows x cols tiles and walk each back to the input."""
-    _, _, out_h, out_w = stack[-1].out_shape
-    grid = TileGrid(stack, rows, cols)
-    for r, (y0, y1) in enumerate(split_range(out_h, rows)):
-        for c, (x0, x1) in enumerate(split_range(out_w, cols)):
-            layers, region = _tile_layers(stack, (y0, y1, x0, x1))
+def tile_grid(stack: list[Layer], rows: int, cols: int, outputs: tuple[str, ...] = ()) -> TileGrid:
+    """Split the stack's output (each of `outputs`, where it has several, by the same grid) into rows x cols tiles
+    and walk each back to the input."""
+    grid = TileGrid(stack, rows, cols, outputs=outputs if outputs != (stack[-1].output,) else ())
+    names = grid.output_names
+    ranges = {name: (split_range(grid.output_shape(name)[2], rows), split_range(grid.output_shape(name)[3], cols))
+              for name in names}
+    for r in range(rows):
+        for c in range(cols):
+            cells = {name: (ys[r][0], ys[r][1], xs[c][0], xs[c][1]) for name, (ys, xs) in ranges.items()}
+            layers, needs = _tile_layers(stack, cells)
+            inputs = grid.inputs
+            region = needs[inputs[0]]
+            y0, y1, x0, x1 = cells[names[0]]
             macs = 0
             peak = 0
             for layer, part in zip(stack, layers):
@@ -282,7 +336,9 @@ def tile_grid(stack: list[Layer], rows: int, cols: int) -> TileGrid:
                 channels_in = layer.in_channels or layer.in_shape[1]
                 out_channels = layer.out_shape[1] * len(layer.all_outputs)
                 peak = max(peak, (channels_in * _area(part.input_region) + out_channels * out_area) * layer.itemsize)
-            grid.tiles.append(Tile(len(grid.tiles), r, c, region, (y0, y1, x0, x1), tuple(layers), macs, peak))
+            grid.tiles.append(Tile(len(grid.tiles), r, c, region, (y0, y1, x0, x1), tuple(layers), macs, peak,
+                                   tuple(cells[name] for name in names) if grid.outputs else (),
+                                   tuple(needs[name] for name in inputs) if len(inputs) > 1 else ()))
     return grid
 
 

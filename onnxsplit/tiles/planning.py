@@ -44,10 +44,18 @@ from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import placeable_indices
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.tiles.geometry import Layer, TileGrid, tile_grid
-from splitnn.onnxsplit.tiles.stack_region import TileCoverage, fused_stack, stack_ends, tile_coverage
+from splitnn.onnxsplit.tiles.stack_region import (
+    StackEnds,
+    TileCoverage,
+    fused_stack,
+    stack_ends,
+    tile_coverage,
+    tileable_region,
+)
 from splitnn.onnxsplit.tiles.neuron_split import NeuronSplit, plan_neuron_splits
 
 MAX_GRID = 6
+MAX_ENDS = 12  # where stacks may end, at most (the dynamic programme over them grows with their square)
 # What one more stack costs beyond its tiles: the client gathers and stitches the map and sends the next
 # stack's tiles out, one more scheduler round trip. Dask's round trip for a task, measured on this project's
 # 2-core host, is about 10 ms even for an empty one (README, tiles).
@@ -129,8 +137,8 @@ class TilePlan:
 
     @property
     def last_output(self) -> str:
-        """The tensor the remainder starts from: the last stack's output."""
-        return self.stacks[-1].stack[-1].output
+        """The last stack's (last) output."""
+        return self.stacks[-1].grid.output_names[-1]
 
     def to_dict(self) -> dict[str, Any]:
         g = self.grid
@@ -139,7 +147,8 @@ class TilePlan:
             "nodes": self.nodes,
             "node_profile": self.profile.to_dict(),
             "grid": {"rows": g.rows, "cols": g.cols},
-            "fuse_until": self.stack[-1].output,
+            "fuse_until": self.stacks[0].grid.output_names[-1],
+            "stack_outputs": list(self.stacks[0].grid.outputs),
             "image_layout": self.stack[0].in_layout,
             "stack": _stack_dict(self.stack),
             "tiles": _tiles_dict(self.stacks[0]),
@@ -192,7 +201,8 @@ def _tiles_dict(phase: StackPhase) -> list[dict[str, Any]]:
 
 def _later_stack_dict(phase: StackPhase) -> dict[str, Any]:
     g = phase.grid
-    return {"grid": {"rows": g.rows, "cols": g.cols}, "input": phase.stack[0].input, "fuse_until": phase.stack[-1].output,
+    return {"grid": {"rows": g.rows, "cols": g.cols}, "input": g.inputs[0], "fuse_until": g.output_names[-1],
+            "inputs": list(g.inputs) if len(g.inputs) > 1 else [], "outputs": list(g.outputs),
             "stack": _stack_dict(phase.stack), "tiles": _tiles_dict(phase), "stack_macs": g.stack_macs,
             "tiled_macs": g.tiled_macs, "max_tile_peak_bytes": g.max_tile_peak_bytes, "param_bytes": phase.param_bytes,
             "predicted_phase_s": phase.phase_s}
@@ -215,16 +225,19 @@ def lpt_makespan(durations: list[float], nodes: int) -> float:
     return max(sum(durations[i] for i in tasks) for tasks in lpt_deal(durations, nodes))
 
 
-def _phase(analysis: Analysis, stack: list[Layer], rows: int, cols: int, nodes: int, profile: DeviceProfile) -> StackPhase:
-    """One stack in a rows x cols grid, its tiles timed by the roofline and dealt out to `nodes` nodes."""
+def _phase(analysis: Analysis, stack: list[Layer], rows: int, cols: int, nodes: int, profile: DeviceProfile,
+           outputs: tuple[str, ...] = ()) -> StackPhase:
+    """One stack (handing on `outputs`, by default its last layer's) in a rows x cols grid, its tiles timed by the
+    roofline and dealt out to `nodes` nodes."""
     graph, costs = analysis.graph, analysis.nodes
-    grid = tile_grid(stack, rows, cols)
+    grid = tile_grid(stack, rows, cols, outputs)
     per_layer = [node_seconds(graph.nodes[layer.index], costs[layer.index], graph, profile) for layer in stack]
     tile_s = []
     for tile in grid.tiles:
         total = 0.0
         for layer, part, layer_s in zip(stack, tile.layers, per_layer):
-            area = (part.output_region[1] - part.output_region[0]) * (part.output_region[3] - part.output_region[2])
+            done = part.computed_region or part.output_region
+            area = (done[1] - done[0]) * (done[3] - done[2])
             total += layer_s * area / (layer.out_shape[2] * layer.out_shape[3])
         tile_s.append(total)
     params = sum(costs[layer.index].param_bytes for layer in stack)
@@ -254,26 +267,33 @@ def _candidate(analysis: Analysis, stacks: list[StackPhase], nodes: int, profile
     )
 
 
-def _grids(grid: tuple[int, int] | None, stack: list[Layer]) -> list[tuple[int, int]]:
-    """The grids tried for `stack`: the one given, or every grid up to MAX_GRID, that leave each tile at least one
-    output row and column."""
-    h, w = stack[-1].out_shape[2], stack[-1].out_shape[3]
-    grids = [grid] if grid is not None else [(r, c) for r in range(1, MAX_GRID + 1) for c in range(1, MAX_GRID + 1)]
+def _grids(grid: tuple[int, int] | None, stack: list[Layer], outputs: tuple[str, ...] = (),
+           most_tiles: int | None = None) -> list[tuple[int, int]]:
+    """The grids tried for `stack`: the one given, or every grid up to MAX_GRID (of at most `most_tiles` tiles),
+    that leave each tile at least one row and column of each output."""
+    shapes = [layer.out_shape for layer in stack if layer.output in (outputs or (stack[-1].output,))]
+    h, w = min(shape[2] for shape in shapes), min(shape[3] for shape in shapes)
+    grids = [grid] if grid is not None else [(r, c) for r in range(1, MAX_GRID + 1) for c in range(1, MAX_GRID + 1)
+                                             if most_tiles is None or r * c <= most_tiles]
     return [(rows, cols) for rows, cols in grids if rows <= h and cols <= w]
 
 
 def _best_phase(analysis: Analysis, stack: list[Layer], grid: tuple[int, int] | None, nodes: int,
-                profile: DeviceProfile) -> StackPhase | None:
-    """The stack's fastest grid whose tiles fit a node on their own (fewer tiles on a tie); None if none does."""
-    phases = [_phase(analysis, stack, rows, cols, nodes, profile) for rows, cols in _grids(grid, stack)]
+                profile: DeviceProfile, outputs: tuple[str, ...] = ()) -> StackPhase | None:
+    """The stack's fastest grid whose tiles fit a node on their own (fewer tiles on a tie); None if none does. Of
+    several stacks in turn each tries grids of at most 3 tiles a node (more only add halos at these depths)."""
+    phases = [_phase(analysis, stack, rows, cols, nodes, profile, outputs)
+              for rows, cols in _grids(grid, stack, outputs, max(4, 3 * nodes))]
     fitting = [p for p in phases if p.param_bytes + p.grid.max_tile_peak_bytes <= profile.usable_ram_bytes]
     return min(fitting, key=lambda p: (round(p.phase_s, 9), len(p.grid.tiles)), default=None)
 
 
-def _several_stacks(analysis: Analysis, chain: list[Layer], ends: list[int], grid: tuple[int, int] | None,
+def _several_stacks(analysis: Analysis, where: StackEnds, ends: list[int], grid: tuple[int, int] | None,
                     nodes: int, profile: DeviceProfile, counts: range) -> list[list[StackPhase]]:
-    """The best split of `chain` into k stacks ending at `ends` (positions after a pooling layer; the last is the
-    chain's end), for each k in `counts`: a dynamic programme over the ends, each stack in its best grid."""
+    """The best split of `where.layers[:ends[-1]]` into k stacks ending at `ends` (where the map shrinks; the last
+    is the split's end), for each k in `counts`: a dynamic programme over the ends, each stack in its best grid,
+    handing on the maps still needed after it."""
+    chain = list(where.layers)
     points = [0, *ends]
     phase: dict[tuple[int, int], StackPhase | None] = {}
     # best[k][e]: the fastest k stacks covering chain[:e], as (tiles phase, stacks)
@@ -283,7 +303,7 @@ def _several_stacks(analysis: Analysis, chain: list[Layer], ends: list[int], gri
         for e in ends:
             for s in (p for p in points if p < e and p in best[k - 1]):
                 if (s, e) not in phase:
-                    phase[(s, e)] = _best_phase(analysis, chain[s:e], grid, nodes, profile)
+                    phase[(s, e)] = _best_phase(analysis, chain[s:e], grid, nodes, profile, where.outputs(s, e))
                 this = phase[(s, e)]
                 if this is None:
                     continue
@@ -306,32 +326,57 @@ def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tup
         raise SplitnnError(f"--fc-split '{fc_split}' must be one of {', '.join(FC_SPLITS)}")
     if stacks is not None and stacks < 1:
         raise SplitnnError("--stacks must be at least 1, or auto")
-    full = fused_stack(analysis.graph, analysis.nodes, until)
-    pools = [p for p in stack_ends(full) if _shrinks(full[p - 1])]
-    depths = [len(full)] if until is not None else sorted({*pools, len(full)})
+    region = tileable_region(analysis.graph, analysis.nodes)
+    full = fused_stack(analysis.graph, analysis.nodes, until, region) if until is not None else \
+        _deepest(analysis, region)
+    where = stack_ends(analysis.graph, region, len(full))
+    ends = _ends(where, full)
+    depths = [len(full)] if until is not None else ends
     plans = []
     refused: SplitnnError | None = None
     for depth in depths:
-        stack = full[:depth]
+        stack, outputs = full[:depth], where.outputs(0, depth)
         if stacks in (None, 1):  # one stack: every grid, as a candidate of its own
-            for rows, cols in _grids(grid, stack):
+            for rows, cols in _grids(grid, stack, outputs):
                 try:
-                    plans.append(_candidate(analysis, [_phase(analysis, stack, rows, cols, nodes, profile)], nodes, profile,
-                                            fc_split))
+                    phase = _phase(analysis, stack, rows, cols, nodes, profile, outputs)
+                    plans.append(_candidate(analysis, [phase], nodes, profile, fc_split))
                 except SplitnnError as exc:  # a remainder layer no set of nodes can hold at this depth
                     refused = exc
-        ends = [p for p in pools if p < depth] + [depth]  # where a stack may end
+        inner = [p for p in ends if p < depth] + [depth]  # where a stack may end
         if stacks is None:
-            counts = range(2, len(ends) + 1)  # every number of stacks the ends allow
+            counts = range(2, len(inner) + 1)  # every number of stacks the ends allow
         else:
             counts = range(stacks, stacks + 1) if stacks > 1 else range(0)
-        for split in (_several_stacks(analysis, stack, ends, grid, nodes, profile, counts) if counts else []):
+        for split in (_several_stacks(analysis, where, inner, grid, nodes, profile, counts) if counts else []):
             try:
                 plans.append(_candidate(analysis, split, nodes, profile, fc_split))
             except SplitnnError as exc:
                 refused = exc
     return replace(_chosen(plans, refused, full, grid, stacks, profile), unpriced=unpriced_ops(analysis.graph),
                    coverage=tile_coverage(analysis.graph, analysis.nodes))
+
+
+def _deepest(analysis: Analysis, region: Any) -> list[Layer]:
+    """The region's layers up to its last point where a stack may end (stack_region.stack_ends)."""
+    where = stack_ends(analysis.graph, region)
+    if not where.ends:
+        return fused_stack(analysis.graph, analysis.nodes, None, region)  # says why there is no stack
+    return list(region.layers[:where.ends[-1]])
+
+
+def _ends(where: StackEnds, full: list[Layer]) -> list[int]:
+    """Where the stacks of `full` may end: after a layer that shrinks the map, and at its end; at most MAX_ENDS,
+    spread evenly over its MACs."""
+    ends = [p for p in where.ends if p < len(full) and _shrinks(full[p - 1])] + [len(full)]
+    if len(ends) <= MAX_ENDS:
+        return ends
+    done, total = [], 0
+    for layer in full:
+        total += layer.macs
+        done.append(total)
+    picked = {min(ends, key=lambda p: abs(done[p - 1] - total * k / MAX_ENDS)) for k in range(1, MAX_ENDS)}
+    return sorted(picked | {len(full)})
 
 
 def _shrinks(layer: Layer) -> bool:

@@ -383,9 +383,11 @@ def _score(region: TileableRegion) -> tuple[int, int]:
     return sum(layer.macs for layer in region.layers[:end]), region.macs
 
 
-def fused_stack(graph: Graph, costs: list[NodeCost], until: str | None = None) -> list[Layer]:
-    """The longest stack of the tileable region (up to tensor `until`, where given): its layers in order."""
-    region = tileable_region(graph, costs)
+def fused_stack(graph: Graph, costs: list[NodeCost], until: str | None = None,
+                region: TileableRegion | None = None) -> list[Layer]:
+    """The longest stack of the tileable region with one output (up to tensor `until`, where given): its layers in
+    order."""
+    region = region or tileable_region(graph, costs)
     ends = {region.layers[p - 1].output: p for p in region.boundaries}
     if until is not None:
         if until not in ends:
@@ -399,24 +401,6 @@ def fused_stack(graph: Graph, costs: list[NodeCost], until: str | None = None) -
         reason = f"{stop.node} ({stop.op_type}): {stop.reason}" if stop else "the input is not read by a spatial layer"
         raise SplitnnError(f"no fused stack: nothing after '{region.image}' can be tiled; it stops at {reason}")
     return list(region.layers[:region.boundaries[-1]])
-
-
-def stack_ends(stack: list[Layer]) -> list[int]:
-    """Positions p in `stack` where a shorter stack may end: one tensor live, layers[p - 1].output (the stack
-    itself ends at len(stack))."""
-    made = {name: p for p, layer in enumerate(stack) for name in layer.all_outputs}
-    last_read: dict[str, int] = {}
-    for p, layer in enumerate(stack):
-        for name in layer.data_inputs:
-            last_read[name] = p
-    ends = []
-    for p in range(1, len(stack)):
-        live = [n for n, at in made.items() if at < p and last_read.get(n, -1) >= p]
-        if stack[0].input in last_read and last_read[stack[0].input] >= p:
-            live.append(stack[0].input)
-        if live == [stack[p - 1].output]:
-            ends.append(p)
-    return [*ends, len(stack)]
 
 
 def macs_before_whole_map(graph: Graph, costs: list[NodeCost]) -> tuple[int, str | None]:
@@ -441,8 +425,8 @@ class TileCoverage:
     stops: tuple[StackStop, ...]
     region_layers: int
     deepest_stack_layers: int
-    # Where the longest stack ends before the region does: the maps still live after it (a stack ends where one
-    # map alone is live: a feature pyramid keeps earlier maps for later branches).
+    # Where the longest stack ends before the region does: the maps still live after it (a stack hands on at most
+    # MAX_STACK_OUTPUTS maps, each computed by a layer of the region).
     live_after_stack: tuple[str, ...] = ()
 
 
@@ -457,9 +441,58 @@ def live_at(graph: Graph, image: str, layers: tuple[Layer, ...] | list[Layer], p
 
 def tile_coverage(graph: Graph, costs: list[NodeCost]) -> TileCoverage:
     region = tileable_region(graph, costs)
-    end = region.boundaries[-1] if region.boundaries else 0
+    ends = stack_ends(graph, region).ends
+    end = ends[-1] if ends else 0
     before, first = macs_before_whole_map(graph, costs)
     op = next((n.op_type for n in graph.nodes if n.name == first), None) if first else None
     live = live_at(graph, region.image, region.layers, end + 1) if 0 < end < len(region.layers) else []
     return TileCoverage(sum(c.macs for c in costs), region.macs, sum(layer.macs for layer in region.layers[:end]),
                         first, op, before, region.stops, len(region.layers), end, tuple(live))
+
+
+MAX_STACK_OUTPUTS = 4  # the most maps a stack hands on (a feature pyramid's levels and their lateral taps)
+
+
+def live_sets(graph: Graph, image: str, layers: tuple[Layer, ...] | list[Layer]) -> list[frozenset[str]]:
+    """For each position p (0..len(layers)), the tensors computed before p (or the image) and read at p or later
+    (or outside `layers`, or a model output)."""
+    position = {layer.index: q for q, layer in enumerate(layers)}
+    end = len(layers)
+    spans: list[tuple[int, int, str]] = []
+    for made, name in [(-1, image), *((q, n) for q, layer in enumerate(layers) for n in layer.all_outputs)]:
+        readers = [position.get(i, end) for i in graph.consumers.get(name, ()) if not graph.nodes[i].is_constant]
+        last = end if name in graph.outputs else max(readers, default=None)
+        if last is not None and last > made:
+            spans.append((made + 1, last, name))  # live for p in [made + 1, last]
+    result: list[set[str]] = [set() for _ in range(end + 1)]
+    for first, last, name in spans:
+        for p in range(first, last + 1):
+            result[p].add(name)
+    return [frozenset(s) for s in result]
+
+
+@dataclass(frozen=True)
+class StackEnds:
+    """Where stacks of `layers` may end, and what each stack hands on (the maps still needed after it)."""
+
+    image: str
+    layers: tuple[Layer, ...]
+    live: tuple[frozenset[str], ...]  # per position, as live_sets gives
+    ends: tuple[int, ...]  # positions p where a stack layers[s:p] may end (each live map computed by a layer)
+
+    def outputs(self, start: int, end: int) -> tuple[str, ...]:
+        """The maps stack layers[start:end] computes that are still needed after it, in the order they are made."""
+        made = [layer.output for layer in self.layers[start:end]]
+        return tuple(name for name in made if name in self.live[end])
+
+
+def stack_ends(graph: Graph, region: TileableRegion, deepest: int | None = None) -> StackEnds:
+    """Every position of the region where a stack may end: each tensor live there is the image or a 4-D map
+    that a layer computes as its first output, and at most MAX_STACK_OUTPUTS of them are maps."""
+    layers = region.layers[:deepest] if deepest is not None else region.layers
+    live = live_sets(graph, region.image, layers)
+    firsts = {layer.output for layer in layers}
+    ends = tuple(p for p in range(1, len(layers) + 1)
+                 if all(n == region.image or n in firsts for n in live[p])
+                 and 0 < len(live[p] - {region.image}) <= MAX_STACK_OUTPUTS)
+    return StackEnds(region.image, tuple(layers), tuple(live), ends)
