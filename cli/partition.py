@@ -248,8 +248,8 @@ def _render_coverage(console, document) -> None:  # type: ignore[no-untyped-def]
             f"({c.tiled_macs / max(c.model_macs, 1):.0%}), {c.tiled_time_share:.0%} of its time on one node")
     if c.whole_map_node is not None:
         line += (f"; {c.tiled_macs / max(c.macs_before_whole_map, 1):.0%} of the "
-                 f"{c.macs_before_whole_map / 1e6:,.1f} M before its first layer that mixes the whole map, "
-                 f"{c.whole_map_node} ({c.whole_map_op})")
+                 f"{c.macs_before_whole_map / 1e6:,.1f} M ahead of every layer that mixes the whole map (the first: "
+                 f"{c.whole_map_node}, {c.whole_map_op})")
     console.print(line)
     if c.live_after_stack:
         console.print(f"  the longest stack ends after {c.deepest_stack_layers} of the {c.region_layers} tileable "

@@ -404,12 +404,19 @@ def fused_stack(graph: Graph, costs: list[NodeCost], until: str | None = None,
 
 
 def macs_before_whole_map(graph: Graph, costs: list[NodeCost]) -> tuple[int, str | None]:
-    """The MACs of the nodes before the model's first layer that mixes the whole map (in topological order), and
-    that layer's name (None, and every MAC, where no layer does)."""
+    """The MACs of the nodes that come before every layer that mixes the whole map (none of those is behind them),
+    and the first such layer's name in topological order (None, and every MAC, where no layer does)."""
+    after: set[int] = set()  # the nodes a whole-map layer is behind, and those layers
+    first: str | None = None
     for node in graph.nodes:
-        if not node.is_constant and node.op_type in WHOLE_MAP_OPS:
-            return sum(costs[i].macs for i in range(node.index)), node.name
-    return sum(cost.macs for cost in costs), None
+        if node.is_constant:
+            continue
+        behind = any(graph.producer.get(name) in after for name in node.all_inputs)
+        if node.op_type in WHOLE_MAP_OPS or behind:
+            after.add(node.index)
+            if first is None and node.op_type in WHOLE_MAP_OPS:
+                first = node.name
+    return sum(cost.macs for i, cost in enumerate(costs) if i not in after), first
 
 
 @dataclass(frozen=True)
@@ -421,7 +428,7 @@ class TileCoverage:
     deepest_stack_macs: int  # the longest stack's
     whole_map_node: str | None  # the model's first layer that mixes the whole map (topological order)
     whole_map_op: str | None
-    macs_before_whole_map: int
+    macs_before_whole_map: int  # of the nodes no layer that mixes the whole map is behind
     stops: tuple[StackStop, ...]
     region_layers: int
     deepest_stack_layers: int

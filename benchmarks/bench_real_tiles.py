@@ -1,0 +1,127 @@
+"""Tiles on the CNNs users export (issue 31, item 5): every CNN of the test corpus, 2 rockpro64 nodes.
+
+Per model: the automatic tile plan (`plan_tiles`, 2 nodes), written and verified
+(`write_tiles`), then run on an embedded Dask LocalCluster with 1 and 2 workers
+(`run_tile_bench`), --repeats times. Reported per model: the stacks (layers,
+grid, maps handed on), where the tileable region stops (node, op, why), the
+share of the MACs before the model's first layer that mixes the whole map that
+the plan tiles (and that its longest possible stack reaches), and the tiles
+phase and whole image speedup of 2 workers over 1, predicted and measured
+(medians over the repeats, each a median over --images images).
+
+Targets (issue 31): reach >= 80% of the MACs before the first whole-map layer
+on every model; tiles phase >= 1.6x and whole image >= 1.5x on the three
+models with the most MACs.
+
+    python benchmarks/bench_real_tiles.py [--models yolov8n,picodet] [--images 5] [--repeats 3] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from splitnn.cost_models.catalog import load_device  # noqa: E402
+from splitnn.onnxsplit.analysis.analyze import analyze  # noqa: E402
+from splitnn.onnxsplit.bench.tiles import TileBenchOptions, run_tile_bench  # noqa: E402
+from splitnn.onnxsplit.model.loading import load_graph  # noqa: E402
+from splitnn.onnxsplit.tiles.export import write_tiles  # noqa: E402
+from splitnn.onnxsplit.tiles.planning import plan_tiles  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    CLS_MODEL,
+    DET_MODEL,
+    LAYOUT,
+    MTCNN_ONET,
+    MTCNN_PNET,
+    NUDENET,
+    ORIENTATION,
+    REC_MODEL,
+    packaged_model,
+    rapidocr_model,
+)
+
+# Each corpus CNN at the size its package runs it (the detectors at a typical photo size).
+MODELS = {
+    "ocr_det": (lambda: rapidocr_model(DET_MODEL), {"x": (1, 3, 640, 640)}),
+    "ocr_cls": (lambda: rapidocr_model(CLS_MODEL), {"x": (1, 3, 48, 192)}),
+    "ocr_rec": (lambda: rapidocr_model(REC_MODEL), {"x": (1, 3, 48, 320)}),
+    "yolov8n": (lambda: packaged_model(*NUDENET[:2]), {"images": (1, 3, 320, 320)}),
+    "picodet": (lambda: packaged_model(*LAYOUT[:2]), {"image": (1, 3, 800, 608)}),
+    "mtcnn_pnet": (lambda: packaged_model(*MTCNN_PNET[:2]), MTCNN_PNET[2]),
+    "mtcnn_onet": (lambda: packaged_model(*MTCNN_ONET[:2]), MTCNN_ONET[2]),
+    "orientation": (lambda: packaged_model(*ORIENTATION[:2]), ORIENTATION[2]),
+}
+
+
+def measure(name: str, work: Path, images: int, repeats: int) -> dict:
+    model, shapes = MODELS[name]
+    analysis = analyze(load_graph(model(), shapes))
+    plan = plan_tiles(analysis, 2, load_device("rockpro64"))
+    outdir = work / name
+    shutil.rmtree(outdir, ignore_errors=True)
+    document = write_tiles(analysis, plan, outdir)
+    runs = [run_tile_bench(outdir, TileBenchOptions(workers=2, images=images)).to_dict() for _ in range(repeats)]
+    shutil.rmtree(outdir, ignore_errors=True)
+    two = [run["scaling"][1] for run in runs]
+    c = plan.coverage
+    assert c is not None
+    stop = c.stops[0] if c.stops else None
+    return {
+        "model": name, "inputs": {k: list(v) for k, v in shapes.items()}, "model_macs": c.model_macs,
+        "stacks": [{"layers": len(p.stack), "grid": f"{p.grid.rows}x{p.grid.cols}", "maps_out": len(p.grid.output_names),
+                    "maps_in": len(p.grid.inputs), "redundant_macs": p.grid.redundant_macs_ratio} for p in plan.stacks],
+        "region_stops_at": None if stop is None else f"{stop.node} ({stop.op_type}): {stop.reason}",
+        "whole_map_layer": f"{c.whole_map_node} ({c.whole_map_op})",
+        "tiled_of_before_whole_map": plan.tiled_macs_total / c.macs_before_whole_map,
+        "reach_of_before_whole_map": c.deepest_stack_macs / c.macs_before_whole_map,
+        "predicted_tiles_speedup": sum(p.untiled_s for p in plan.stacks) / plan.tiles_phase_s,
+        "predicted_image_speedup": plan.single_node_s / plan.makespan_s,
+        "tiles_speedup": statistics.median(t["tiles_speedup"] for t in two),
+        "image_speedup": statistics.median(t["speedup"] for t in two),
+        "tiles_2_workers_ms": statistics.median(t["tiles_phase_s"] for t in two) * 1e3,
+        "image_2_workers_ms": statistics.median(t["wall_s"] for t in two) * 1e3,
+        "outputs_match": all(run["outputs_match"] for run in runs) and document.verification.passed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--images", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="splitnn-real-tiles-"))
+    rows = [measure(name, work, args.images, args.repeats) for name in args.models.split(",")]
+    shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps({"images": args.images, "repeats": args.repeats, "cores": os.cpu_count(), "rows": rows},
+                         indent=1))
+        return
+    print(f"Corpus CNNs, automatic 2-node tile plans, Dask LocalCluster, median of {args.repeats} runs of "
+          f"{args.images} images, {os.cpu_count()} cores")
+    print(f"{'model':<12} {'GMAC':>6} {'stacks (layers grid maps-out)':<34} {'tiled':>6} {'reach':>6} "
+          f"{'tiles pred':>10} {'tiles meas':>10} {'image pred':>10} {'image meas':>10} match")
+    for r in rows:
+        stacks = " + ".join(f"{s['layers']} {s['grid']} {s['maps_out']}" for s in r["stacks"])
+        print(f"{r['model']:<12} {r['model_macs'] / 1e9:>6.2f} {stacks:<34} {r['tiled_of_before_whole_map']:>6.0%} "
+              f"{r['reach_of_before_whole_map']:>6.0%} {r['predicted_tiles_speedup']:>9.2f}x {r['tiles_speedup']:>9.2f}x "
+              f"{r['predicted_image_speedup']:>9.2f}x {r['image_speedup']:>9.2f}x {r['outputs_match']}")
+    for r in rows:
+        print(f"{r['model']}: region stops at {r['region_stops_at']}; first whole-map layer {r['whole_map_layer']}")
+    top = sorted(rows, key=lambda r: -r["model_macs"])[:3]
+    print("targets: reach >= 80% on every model:", all(r["reach_of_before_whole_map"] >= 0.8 for r in rows),
+          "| tiles >= 1.6x on the 3 largest:", all(r["tiles_speedup"] >= 1.6 for r in top),
+          "| image >= 1.5x on the 3 largest:", all(r["image_speedup"] >= 1.5 for r in top))
+
+
+if __name__ == "__main__":
+    main()
