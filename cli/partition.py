@@ -230,13 +230,23 @@ def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, til
 
 
 def _warn_little_help(plan) -> None:  # type: ignore[no-untyped-def]
-    """One line where the tiles can give little: the tiled layers are a small share of the model's time."""
-    if plan.speedup_bound >= 1.15 or plan.coverage is None:
+    """One line where the tiles can give little: the tiled layers are a small share of the model's time, or take
+    too little time for the cluster's round trips."""
+    from splitnn.onnxsplit.tiles.planning import STITCH_ROUND_TRIP_S
+
+    speedup = plan.single_node_s / plan.makespan_s if plan.makespan_s else 1.0
+    if plan.coverage is None or (plan.speedup_bound >= 1.15 and speedup >= 1.1):
         return
-    stop = next(iter(plan.coverage.stops), None)
-    where = f"; the tileable region stops at {stop.node} ({stop.op_type}): {stop.reason}" if stop else ""
-    warning(f"tiles can help little here: the tiled layers are {plan.tiled_time_share:.0%} of the model's predicted "
-            f"time on one node, so {plan.nodes} nodes give at most {plan.speedup_bound:.2f}x{where}")
+    if plan.speedup_bound < 1.15:
+        stop = next(iter(plan.coverage.stops), None)
+        where = f"; the tileable region stops at {stop.node} ({stop.op_type}): {stop.reason}" if stop else ""
+        warning(f"tiles can help little here: the tiled layers are {plan.tiled_time_share:.0%} of the model's "
+                f"predicted time on one node, so {plan.nodes} nodes give at most {plan.speedup_bound:.2f}x{where}")
+        return
+    warning(f"tiles can help little here: the best plan is predicted at {plan.makespan_s * 1e3:.1f} ms against "
+            f"{plan.single_node_s * 1e3:.1f} ms on one node ({speedup:.2f}x): the tiled layers take "
+            f"{sum(p.untiled_s for p in plan.stacks) * 1e3:.1f} ms on one node, and each stack costs a "
+            f"{STITCH_ROUND_TRIP_S * 1e3:.0f} ms round trip through the cluster")
 
 
 def _render_coverage(console, document) -> None:  # type: ignore[no-untyped-def]

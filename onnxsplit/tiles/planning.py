@@ -11,8 +11,8 @@ single stack's halo does). Per candidate on N identical nodes of profile P:
   stack phase   = the largest node load when the stack's tiles are dealt out
                   longest first (LPT; a work-stealing scheduler does at least
                   as well on identical nodes);
-  tiles phase   = the stack phases + one STITCH_ROUND_TRIP_S per stack after
-                  the first (the stitched map goes back out as new tiles);
+  tiles phase   = the stack phases + one STITCH_ROUND_TRIP_S per stack (the
+                  client sends its tiles out and gathers them back);
   remainder     = roofline of the rest of the model on one node, except fully
                   connected layers split by output neurons across the nodes
                   (those whose weights exceed a node's RAM, and those
@@ -56,9 +56,8 @@ from splitnn.onnxsplit.tiles.neuron_split import NeuronSplit, plan_neuron_splits
 
 MAX_GRID = 6
 MAX_ENDS = 12  # where stacks may end, at most (the dynamic programme over them grows with their square)
-# What one more stack costs beyond its tiles: the client gathers and stitches the map and sends the next
-# stack's tiles out, one more scheduler round trip. Dask's round trip for a task, measured on this project's
-# 2-core host, is about 10 ms even for an empty one (README, tiles).
+# What each stack costs beyond its tiles: the client sends the stack's tiles out and gathers and stitches their
+# maps, one scheduler round trip. A Dask round trip for a task is about 10 ms even for an empty one (README, tiles).
 STITCH_ROUND_TRIP_S = 0.010
 FC_SPLITS = ("time", "memory")  # when a fully connected layer of the remainder is split by neurons (plan_tiles)
 
@@ -125,8 +124,8 @@ class TilePlan:
 
     @property
     def tiles_phase_s(self) -> float:
-        """Every stack's phase, and a round trip through the client between two stacks."""
-        return sum(phase.phase_s for phase in self.stacks) + STITCH_ROUND_TRIP_S * (len(self.stacks) - 1)
+        """Every stack's phase, and each stack's round trip through the client."""
+        return sum(phase.phase_s for phase in self.stacks) + STITCH_ROUND_TRIP_S * len(self.stacks)
 
     @property
     def makespan_s(self) -> float:
@@ -308,7 +307,7 @@ def _several_stacks(analysis: Analysis, where: StackEnds, ends: list[int], grid:
                 if this is None:
                     continue
                 before_s, before = best[k - 1][s]
-                total = before_s + this.phase_s + (STITCH_ROUND_TRIP_S if before else 0.0)
+                total = before_s + this.phase_s + STITCH_ROUND_TRIP_S
                 if e not in best[k] or total < best[k][e][0]:
                     best[k][e] = (total, [*before, this])
     return [best[k][ends[-1]][1] for k in counts if k < len(best) and ends[-1] in best[k]]

@@ -32,7 +32,7 @@ def test_auto_cuts_the_trunk_into_stacks_when_that_is_faster(vgg):
     for before, after in zip(auto.stacks, auto.stacks[1:]):
         assert after.stack[0].input == before.stack[-1].output and before.stack[-1].op_type == "MaxPool"
     assert auto.tiles_phase_s == pytest.approx(sum(s.phase_s for s in auto.stacks)
-                                               + STITCH_ROUND_TRIP_S * (len(auto.stacks) - 1))
+                                               + STITCH_ROUND_TRIP_S * len(auto.stacks))
     # A node holds every stack's weights and the largest tile's activations.
     assert auto.node_memory_bytes == (sum(s.param_bytes for s in auto.stacks)
                                       + max(s.grid.max_tile_peak_bytes for s in auto.stacks))

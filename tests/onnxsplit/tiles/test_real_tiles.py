@@ -192,3 +192,17 @@ def test_partition_warns_where_tiles_can_help_little(capsys, tmp_path):
     assert len(warning) == 1 and "GlobalAveragePool@0 (GlobalAveragePool): mixes the whole map" in warning[0], captured.err
     assert "at most 1.0" in warning[0]
     assert "the tileable region stops at GlobalAveragePool@0 (GlobalAveragePool) after 12 layers" in captured.out
+
+
+def test_partition_warns_where_the_cluster_round_trips_outweigh_the_tiles(capsys, tmp_path):
+    """issue 31, item 3: MTCNN's O-Net is 98% tileable but takes a few milliseconds: each stack's round trip
+    through the cluster costs more than the tiles save, and the plan (predicted slower than one node) says so."""
+    from splitnn.cli.main import main
+
+    model, _ = CORPUS_CNNS["mtcnn_onet"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["partition", str(model()), "--strategy", "tiles", "--nodes", "2", "-o", str(tmp_path / "onet")])
+    captured = capsys.readouterr()
+    assert exit_.value.code in (0, None)
+    warning = [line for line in captured.err.splitlines() if "tiles can help little" in line]
+    assert len(warning) == 1 and "round trip through the cluster" in warning[0], captured.err
