@@ -201,7 +201,8 @@ def test_partition_warns_where_the_cluster_round_trips_outweigh_the_tiles(capsys
 
     model, _ = CORPUS_CNNS["mtcnn_onet"]
     with pytest.raises(SystemExit) as exit_:
-        main(["partition", str(model()), "--strategy", "tiles", "--nodes", "2", "-o", str(tmp_path / "onet")])
+        main(["partition", str(model()), "--input-shape", "input_3:1x48x48x3", "--strategy", "tiles", "--nodes", "2",
+              "-o", str(tmp_path / "onet")])
     captured = capsys.readouterr()
     assert exit_.value.code in (0, None)
     warning = [line for line in captured.err.splitlines() if "tiles can help little" in line]
