@@ -612,7 +612,8 @@ def _submit_stack(client: Any, tiles: tuple[Any, ...], second_phase: dict[int, d
     """A stack's tiles sent out, cropped from the maps in `pool`: with reuse (`second_phase`, one map in), its two
     phases; else as groups (_submit_groups)."""
     if second_phase:
-        return _submit_with_reuse(client, tiles, second_phase, plugin_name, pool[maps.inputs[0]], workers)
+        return _submit_with_reuse(client, tiles, second_phase, plugin_name, pool[maps.inputs[0]], workers,
+                                  maps.input_layouts[0])
     return _submit_groups(client, tiles, plugin_name, pool, maps, workers, tasks)
 
 
@@ -628,7 +629,7 @@ def _submit_groups(client: Any, tiles: tuple[Any, ...], plugin_name: str, pool: 
 
 
 def _submit_with_reuse(client: Any, tiles: tuple[Any, ...], second_phase: dict[int, dict[str, Any]], plugin_name: str,
-                       image: np.ndarray, workers: list[str]) -> tuple[list[Any], dict[str, Any]]:
+                       image: np.ndarray, workers: list[str], layout: str = "NCHW") -> tuple[list[Any], dict[str, Any]]:
     """Reuse, one stack (`image`: its input): first-phase tiles at once, then each second-phase tile once its
     neighbours are done (Dask passes their results to it)."""
     from splitnn.onnxsplit.tiles.reuse import first_layer_input
@@ -637,7 +638,7 @@ def _submit_with_reuse(client: Any, tiles: tuple[Any, ...], second_phase: dict[i
     for tile in tiles:
         if tile.id in second_phase:
             continue
-        future = client.submit(run_first_phase, plugin_name, tile.id, crop(image, tile.input_region),
+        future = client.submit(run_first_phase, plugin_name, tile.id, crop(image, tile.input_region, layout),
                                workers=workers, allow_other_workers=False, pure=False)
         first[tile.id] = future
         futures.append(future)

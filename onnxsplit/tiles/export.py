@@ -39,13 +39,14 @@ from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.core.records import to_dict
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
-from splitnn.onnxsplit.tiles.geometry import Layer, Tile, TileGrid, crop, is_chain, stack_inputs
+from splitnn.onnxsplit.tiles.geometry import Layer, Tile, TileGrid, crop, in_memory, stack_inputs
 from splitnn.onnxsplit.tiles.neuron_split import Segment, remainder_steps, slice_model
 from splitnn.onnxsplit.tiles.planning import TilePlan
 from splitnn.onnxsplit.tiles.reuse import (
     first_layer_input,
     first_phase,
     reuse_macs,
+    reuse_units,
     run_second_phase,
     second_phase_data,
     second_phase_layers,
@@ -186,30 +187,39 @@ def every_layer_outputs(model: onnx.ModelProto, stack: list[Layer], tile: Tile) 
     del graph.output[:]
     for layer, part in zip(stack, tile.layers):
         y0, y1, x0, x1 = part.output_region
-        graph.output.append(helper.make_tensor_value_info(layer.output, elem, [1, layer.out_shape[1], y1 - y0, x1 - x0]))
+        dims = in_memory((1, layer.out_shape[1], y1 - y0, x1 - x0), layer.out_layout)
+        graph.output.append(helper.make_tensor_value_info(layer.output, elem, list(dims)))
     return model
 
 
-def layer_model(stack_model: onnx.ModelProto, stack: list[Layer], index: int, input_region: Any, output_region: Any,
-                pads: tuple[int, int, int, int]) -> onnx.ModelProto:
-    """One layer of the stack alone, on `input_region`, computing `output_region` with `pads` (reuse's second phase)."""
-    layer = stack[index]
-    source = next(n for n in stack_model.graph.node if n.output[0] == layer.output)
-    node = onnx.NodeProto()
-    node.CopyFrom(source)
-    if layer.window is not None:
-        _set_pads(node, pads)
-    reads = set(node.input)
+def layer_model(stack_model: onnx.ModelProto, members: tuple[Layer, ...], unit: Layer, input_region: Any,
+                output_region: Any, pads: tuple[int, int, int, int]) -> onnx.ModelProto:
+    """One unit of the stack alone (reuse.reuse_units: a layer and the pointwise ones that follow it), on
+    `input_region`, computing `output_region` with `pads` on its first layer (reuse's second phase)."""
+    nodes = []
+    for member in members:
+        node = onnx.NodeProto()
+        node.CopyFrom(next(n for n in stack_model.graph.node if n.output[0] == member.output))
+        nodes.append(node)
+    reads = {name for node in nodes for name in node.input}
     initializers = [t for t in stack_model.graph.initializer if t.name in reads]
     constants = [n for n in stack_model.graph.node if n.op_type == "Constant" and n.output[0] in reads]
     elem = stack_model.graph.input[0].type.tensor_type.elem_type
     (iy0, iy1, ix0, ix1), (oy0, oy1, ox0, ox1) = input_region, output_region
+    layer, first = unit, members[0]
     graph = helper.make_graph(
-        [*constants, node], f"layer{index}",
-        [helper.make_tensor_value_info(layer.input, elem, [1, layer.in_shape[1], iy1 - iy0, ix1 - ix0])],
-        [helper.make_tensor_value_info(layer.output, elem, [1, layer.out_shape[1], oy1 - oy0, ox1 - ox0])],
+        [*constants, *nodes], f"unit_{first.name}",
+        [helper.make_tensor_value_info(layer.input, elem, list(in_memory((1, layer.in_shape[1], iy1 - iy0, ix1 - ix0),
+                                                                            layer.in_layout)))],
+        [helper.make_tensor_value_info(layer.output, elem, list(in_memory((1, layer.out_shape[1], oy1 - oy0, ox1 - ox0),
+                                                                             layer.out_layout)))],
         initializer=initializers)
     model = helper.make_model(graph, opset_imports=list(stack_model.opset_import), ir_version=stack_model.ir_version)
+    window_node = model.graph.node[len(constants)]
+    if first.op_type == "Pad":
+        _set_pad_amounts(model, window_node, pads, first.in_layout)
+    elif first.window is not None:
+        _set_pads(window_node, pads)
     return model
 
 
@@ -220,12 +230,12 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
     graph = analysis.graph
     if graph.path is None:
         raise SplitnnError("the analysis has no model file to take the weights from")
-    if reuse and plan.stack[0].in_layout != "NCHW":
-        raise SplitnnError("--reuse needs an NCHW input; this model's tiles start with its NHWC layout transpose: "
-                           "drop --reuse")
-    if reuse and not all(is_chain(phase.stack) for phase in plan.stacks):
-        raise SplitnnError("--reuse runs the stack layer by layer, and this stack branches (a residual block, SiLU or "
-                           "HardSwish written out, a split): drop --reuse")
+    if reuse and any(layer.scale != (1, 1) for phase in plan.stacks for layer in phase.stack):
+        raise SplitnnError("--reuse takes each layer's overlap from the neighbouring tiles, and a Resize's is not "
+                           "worked out yet: drop --reuse")
+    if reuse and any(reuse_units(phase.grid) is None for phase in plan.stacks):
+        raise SplitnnError("--reuse runs the stack unit by unit (a layer and the pointwise ones after it), and this "
+                           "stack's branches span units (a residual block, a split, several maps handed on): drop --reuse")
     stack_parts, remainder = _parts(analysis, plan)
     with staging_folder(outdir) as staging:
         steps: list[Step] = []
@@ -338,25 +348,27 @@ def _write_reuse(grid: TileGrid, stack_model: onnx.ModelProto, staging: Path, fo
                  artifacts: dict[str, Any]) -> dict[str, Any]:
     """One stack's reuse graphs in its `folder`: first-phase tiles returning every layer, second-phase tiles one graph
     per computed layer; their names go into the stack's `artifacts`, and its reuse record is returned."""
-    stack = grid.stack
+    units = reuse_units(grid)
+    assert units is not None  # write_tiles refused the stacks without
     first: dict[str, str] = {}
     layers: dict[str, dict[str, str]] = {}
-    for tile in grid.tiles:
+    for tile, unit_tile in zip(grid.tiles, units.grid.tiles):
         if first_phase(tile):
             name = f"{folder}/tile_{tile.id}_every_layer.onnx"
-            onnx.save_model(every_layer_outputs(tile_model(stack_model, stack, tile), stack, tile), str(staging / name))
+            model = every_layer_outputs(tile_model(stack_model, grid.stack, tile), units.grid.stack, unit_tile)
+            onnx.save_model(model, str(staging / name))
             first[str(tile.id)] = name
             continue
         layers[str(tile.id)] = {}
-        plan_layers = second_phase_layers(grid, tile)
-        for index, part in enumerate(plan_layers):
+        for index, part in enumerate(second_phase_layers(units.grid, unit_tile)):
             if part.compute is None:
                 continue
             name = f"{folder}/tile_{tile.id}_layer{index}.onnx"
-            onnx.save_model(layer_model(stack_model, stack, index, part.input_region, part.compute, part.pads),
-                            str(staging / name))
+            onnx.save_model(layer_model(stack_model, units.members[index], units.grid.stack[index], part.input_region,
+                                        part.compute, part.pads), str(staging / name))
             layers[str(tile.id)][str(index)] = name
     artifacts["reuse"] = {"first_phase": first, "second_phase_layers": layers}
+    grid = units.grid
     macs = reuse_macs(grid)
     return {"enabled": True, "macs": macs, "saved_macs": grid.tiled_macs - macs,
             "saved_fraction_of_redundant": (grid.tiled_macs - macs) / max(grid.tiled_macs - grid.stack_macs, 1),
@@ -365,12 +377,16 @@ def _write_reuse(grid: TileGrid, stack_model: onnx.ModelProto, staging: Path, fo
 
 def run_reuse_locally(folder: Path, reuse: dict[str, Any], grid: TileGrid, image: np.ndarray) -> dict[int, np.ndarray]:
     """Every tile's output of one stack with reuse (`reuse`: its artifacts' reuse graphs; `image`: the stack's
-    input): first phase in full, second phase layer by layer (in this process)."""
+    input): first phase in full, second phase unit by unit (in this process)."""
+    units = reuse_units(grid)
+    assert units is not None
+    grid = units.grid
     per_layer: dict[int, list[np.ndarray]] = {}
     finals: dict[int, np.ndarray] = {}
     for tile_id, name in reuse["first_phase"].items():
         tile = grid.tiles[int(tile_id)]
-        per_layer[tile.id] = create_session(folder / name, prepack=False).run(None, {grid.stack[0].input: crop(image, tile.input_region)})
+        first_crop = crop(image, tile.input_region, grid.stack[0].in_layout)
+        per_layer[tile.id] = create_session(folder / name, prepack=False).run(None, {grid.stack[0].input: first_crop})
         finals[tile.id] = per_layer[tile.id][-1]
     for tile_id, names in reuse["second_phase_layers"].items():
         tile = grid.tiles[int(tile_id)]

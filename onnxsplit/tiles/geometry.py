@@ -125,16 +125,6 @@ def in_memory(shape: tuple[int, int, int, int], layout: str) -> tuple[int, int, 
     return (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
 
 
-def stitch(tiles: list[Tile], outputs: dict[int, np.ndarray], shape: tuple[int, ...], dtype: Any,
-           layout: str = "NCHW") -> np.ndarray:
-    """The stack's output assembled from the tiles' outputs (each at its output region); `shape` is logical
-    (N, C, H, W), the result in `layout`."""
-    result = np.empty(in_memory(shape, layout), dtype=dtype)  # type: ignore[arg-type]
-    for tile in tiles:
-        paste(result, tile.output_region, outputs[tile.id], layout)
-    return result
-
-
 @dataclass(frozen=True)
 class TileLayer:
     """What one layer computes for one tile."""
@@ -340,9 +330,3 @@ def tile_grid(stack: list[Layer], rows: int, cols: int, outputs: tuple[str, ...]
                                    tuple(cells[name] for name in names) if grid.outputs else (),
                                    tuple(needs[name] for name in inputs) if len(inputs) > 1 else ()))
     return grid
-
-
-def is_chain(stack: list[Layer]) -> bool:
-    """Whether every layer reads only the one before it (the stack has no branch)."""
-    return all(layer.data_inputs == (before.output,) and len(layer.all_outputs) == 1
-               for before, layer in zip(stack, stack[1:])) and len(stack[0].data_inputs) == 1

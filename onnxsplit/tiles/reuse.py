@@ -14,6 +14,12 @@ redundant MACs). With reuse the tiles run in two phases:
   assembled out of its own previous layer and its neighbours' outputs.
 The second phase waits for its neighbours, so reuse trades parallelism and
 data movement for MACs; the MACs saved are reported.
+
+"Layer by layer" is unit by unit where the stack branches only inside a
+unit: a layer and the pointwise layers after it that read nothing but that
+unit's tensors (SiLU as x * Sigmoid(x), an unfolded HardSwish) run as one
+unit (`reuse_units`). A stack whose branches span units (a residual block, a
+split) has no such chain, and reuse is refused.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from splitnn.onnxsplit.tiles.geometry import Region, Tile, TileGrid, _back, crop
+from splitnn.onnxsplit.tiles.geometry import Layer, Region, Tile, TileGrid, TileLayer, _back, crop, in_memory, paste
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,55 @@ class ReuseLayer:
     compute: Region | None  # what the second-phase tile computes at this layer (None: its neighbours cover all)
     input_region: Region | None  # the layer input that needs
     pads: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class ReuseUnits:
+    """A stack as a chain of units (see the module doc)."""
+
+    grid: TileGrid  # the units as its layers, each tile's parts per unit
+    members: tuple[tuple[Layer, ...], ...]  # the stack's layers in each unit, in order
+
+
+def _unit_groups(stack: list[Layer]) -> list[list[int]] | None:
+    """The stack's layers (indices) grouped into units, or None where they do not form a chain of units."""
+    groups: list[list[int]] = []
+    made: set[str] = set()
+    for i, layer in enumerate(stack):
+        if len(layer.all_outputs) != 1:
+            return None
+        pointwise = layer.window is None and layer.scale == (1, 1)
+        if groups and pointwise and all(name in made for name in layer.data_inputs):
+            groups[-1].append(i)
+            made.add(layer.output)
+            continue
+        before = stack[groups[-1][-1]].output if groups else stack[0].input
+        if layer.data_inputs != (before,):
+            return None
+        groups.append([i])
+        made = {layer.output}
+    return groups
+
+
+def reuse_units(grid: TileGrid) -> ReuseUnits | None:
+    """`grid`'s stack as a chain of units, with each tile's parts per unit; None where it is no such chain."""
+    groups = _unit_groups(grid.stack) if not grid.outputs else None
+    if groups is None:
+        return None
+    units = []
+    for group in groups:
+        first, last = grid.stack[group[0]], grid.stack[group[-1]]
+        units.append(Layer(first.index, first.name, first.op_type, first.window, first.input, last.output,
+                           first.in_shape, last.out_shape, sum(grid.stack[i].macs for i in group),
+                           max(grid.stack[i].itemsize for i in group), first.in_layout, out_layout=last.out_layout))
+    tiles = []
+    for tile in grid.tiles:
+        parts = tuple(TileLayer(tile.layers[g[0]].input_region, tile.layers[g[-1]].output_region, tile.layers[g[0]].pads)
+                      for g in groups)
+        tiles.append(Tile(tile.id, tile.row, tile.col, tile.input_region, tile.output_region, parts, tile.macs,
+                          tile.peak_bytes))
+    return ReuseUnits(TileGrid(units, grid.rows, grid.cols, tiles),
+                      tuple(tuple(grid.stack[i] for i in group) for group in groups))
 
 
 def first_phase(tile: Tile) -> bool:
@@ -81,16 +136,18 @@ def reuse_macs(grid: TileGrid) -> int:
     return total
 
 
-def assemble(region: Region, channels: int, dtype: Any, pieces: list[tuple[Region, np.ndarray]]) -> np.ndarray:
-    """The tensor over `region`, copied from `pieces` (region, data) that together cover it."""
+def assemble(region: Region, channels: int, dtype: Any, pieces: list[tuple[Region, np.ndarray]],
+             layout: str = "NCHW") -> np.ndarray:
+    """The tensor over `region` (held in `layout`), copied from `pieces` (region, data) that together cover it."""
     y0, y1, x0, x1 = region
-    out = np.empty((1, channels, y1 - y0, x1 - x0), dtype=dtype)
+    out = np.empty(in_memory((1, channels, y1 - y0, x1 - x0), layout), dtype=dtype)
     covered = np.zeros((y1 - y0, x1 - x0), dtype=bool)
     for (py0, py1, px0, px1), data in pieces:
         a0, a1, b0, b1 = max(y0, py0), min(y1, py1), max(x0, px0), min(x1, px1)
         if a0 >= a1 or b0 >= b1:
             continue
-        out[:, :, a0 - y0 : a1 - y0, b0 - x0 : b1 - x0] = data[:, :, a0 - py0 : a1 - py0, b0 - px0 : b1 - px0]
+        part = crop(data, (a0 - py0, a1 - py0, b0 - px0, b1 - px0), layout)
+        paste(out, (a0 - y0, a1 - y0, b0 - x0, b1 - x0), part, layout)
         covered[a0 - y0 : a1 - y0, b0 - x0 : b1 - x0] = True
     if not covered.all():
         raise AssertionError(f"region {region} is not covered by its pieces: the reuse geometry is wrong")
@@ -105,7 +162,8 @@ def second_phase_data(grid: TileGrid, tile: Tile) -> dict[str, Any]:
         "output_region": list(tile.output_region),
         "layers": [{"compute": list(r.compute) if r.compute else None,
                     "input_region": list(r.input_region) if r.input_region else None,
-                    "channels": layer.in_shape[1]} for layer, r in zip(grid.stack, second_phase_layers(grid, tile))],
+                    "channels": layer.in_shape[1], "layout": layer.in_layout}
+                   for layer, r in zip(grid.stack, second_phase_layers(grid, tile))],
         "neighbours": {n.id: [list(part.output_region) for part in n.layers] for n in neighbours(grid, tile)},
     }
 
@@ -130,7 +188,8 @@ def run_second_phase(data: dict[str, Any], first_input: np.ndarray, run_layer: A
                       for n, regions in data["neighbours"].items()]
             if own is not None:
                 pieces.append(own)
-            x = assemble(tuple(layer["input_region"]), layer["channels"], first_input.dtype, pieces)  # type: ignore[arg-type]
+            x = assemble(tuple(layer["input_region"]), layer["channels"], first_input.dtype, pieces,  # type: ignore[arg-type]
+                         layer.get("layout", "NCHW"))
         own = (tuple(layer["compute"]), run_layer(index, x))  # type: ignore[assignment]
     assert own is not None and list(own[0]) == data["output_region"]
     return own[1]
@@ -139,4 +198,4 @@ def run_second_phase(data: dict[str, Any], first_input: np.ndarray, run_layer: A
 def first_layer_input(data: dict[str, Any], image: np.ndarray) -> np.ndarray:
     """The image over the region the second-phase tile's first layer reads (empty if it computes nothing there)."""
     region = data["layers"][0]["input_region"]
-    return crop(image, region if region is not None else (0, 0, 0, 0))
+    return crop(image, region if region is not None else (0, 0, 0, 0), data["layers"][0].get("layout", "NCHW"))

@@ -9,6 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from splitnn.cost_models.catalog import load_device
 from splitnn.onnxsplit.analysis.analyze import analyze
+from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.tiles.export import write_tiles
 from splitnn.onnxsplit.tiles.planning import plan_tiles
@@ -77,6 +78,8 @@ def test_an_nhwc_export_is_tiled_through_casts_pad_and_a_residual_block(tmp_path
     assert any(node.op_type == "Slice" for node in tile.graph.node)  # the shortcut's input cropped to its need
     pads = {t.name: numpy_helper.to_array(t) for t in tile.graph.initializer if t.name.endswith("__tile_pads")}
     assert [list(v) for v in pads.values()] == [[0, 0, 3, 3, 0, 0, 0, 0]]  # tile 0: top and left borders only
+    with pytest.raises(SplitnnError, match="branches span units"):  # the residual block: no chain of units
+        write_tiles(analysis, plan, tmp_path / "reuse", reuse=True)
 
 
 # Every CNN of the test corpus, at a size a test runs quickly.
@@ -207,3 +210,30 @@ def test_partition_warns_where_the_cluster_round_trips_outweigh_the_tiles(capsys
     assert exit_.value.code in (0, None)
     warning = [line for line in captured.err.splitlines() if "tiles can help little" in line]
     assert len(warning) == 1 and "round trip through the cluster" in warning[0], captured.err
+
+
+def test_reuse_runs_on_an_nhwc_export(tmp_path):
+    """issue 31, item 4: --reuse was refused on NHWC models. MTCNN's O-Net (keras2onnx: NHWC input, PRelu) in a
+    2x2 grid: the second-phase tiles take their overlaps from their neighbours, in the image's own layout for the
+    layers before the Transpose; verified when written, and the same on Dask."""
+    from splitnn.onnxsplit.bench.tiles import TileBenchOptions, run_tile_bench
+
+    model, shapes = CORPUS_CNNS["mtcnn_onet"]
+    analysis = analyze(load_graph(model(), shapes))
+    plan = plan_tiles(analysis, 2, BOARD, (2, 2), stacks=1)
+    assert plan.stack[0].in_layout == "NHWC"
+    document = write_tiles(analysis, plan, tmp_path / "onet", reuse=True)
+    assert document.verification.passed and document.reuse["saved_macs"] > 0, document.reuse
+    report = run_tile_bench(tmp_path / "onet", TileBenchOptions(images=1, scaling=False))
+    assert report.outputs_match is True
+
+
+def test_reuse_runs_on_unfolded_hardswish(tmp_path):
+    """issue 31, item 4: the PP-OCR classifier's stack is Conv, BatchNormalization and HardSwish written out
+    (Add, Clip, Mul, Div: a diamond): each conv and its pointwise tail is one unit of the second phase."""
+    model, shapes = CORPUS_CNNS["ocr_cls"]
+    analysis = analyze(load_graph(model(), shapes))
+    plan = plan_tiles(analysis, 2, BOARD, (2, 2), stacks=1)
+    assert {"Clip", "Div"} <= {layer.op_type for layer in plan.stack}
+    document = write_tiles(analysis, plan, tmp_path / "cls", reuse=True)
+    assert document.verification.passed and document.reuse["saved_macs"] > 0, document.reuse
