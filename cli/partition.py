@@ -280,7 +280,9 @@ def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
     stacks = document.all_stacks
     rest = f"the rest ({'nothing' if document.remainder.empty else 'remainder/'}) runs after stitching"
     if len(stacks) == 1:
-        console.print(f"[bold]Tile plan[/bold]: {len(document.stack)} layers fused up to {document.fuse_until}, grid "
+        maps = len(stacks[0].output_names)
+        ends = document.fuse_until if maps == 1 else f"{document.fuse_until} (and {maps - 1} more maps)"
+        console.print(f"[bold]Tile plan[/bold]: {len(document.stack)} layers fused up to {ends}, grid "
                       f"{grid.rows}x{grid.cols} on {document.nodes} x {document.node_profile.name}; {rest}")
     else:
         console.print(f"[bold]Tile plan[/bold]: {len(stacks)} fused stacks in turn on {document.nodes} x "
