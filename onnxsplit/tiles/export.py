@@ -51,6 +51,7 @@ from splitnn.onnxsplit.tiles.reuse import (
     second_phase_data,
     second_phase_layers,
 )
+from splitnn.onnxsplit.tiles.stack_region import WINDOW_OPS
 
 
 def tile_model(stack_model: onnx.ModelProto, stack: list[Layer], tile: Tile, outputs: tuple[str, ...] = ()) -> onnx.ModelProto:
@@ -78,7 +79,9 @@ def tile_model(stack_model: onnx.ModelProto, stack: list[Layer], tile: Tile, out
             nodes.extend(_crops(model, node, layer, part, computed, layouts))
             if layer.op_type == "Pad":
                 _set_pad_amounts(model, node, part.pads, layer.in_layout)
-            elif layer.window is not None:
+            elif layer.op_type == "Slice" and layer.window is not None:
+                _slice_from_crop(model, node, layer)
+            elif layer.op_type in WINDOW_OPS:
                 _set_pads(node, part.pads)
             if layer.scale != (1, 1):
                 nodes.extend(_resize_in_tile(model, node, layer, part))
@@ -164,6 +167,36 @@ def _resize_in_tile(model: onnx.ModelProto, node: onnx.NodeProto, layer: Layer, 
     return [node, _slice(model, node.output[0], out, part.computed_region, part.output_region, layer.out_layout)]
 
 
+def _slice_from_crop(model: onnx.ModelProto, node: onnx.NodeProto, layer: Layer) -> None:
+    """A Slice of H and W on a tile's crop, which starts at the first row and column it reads: start 0 and no
+    end on those axes, the steps kept (stack_region.slice_window)."""
+    h, w = (1, 2) if layer.in_layout == "NHWC" else (2, 3)
+    rank = 4
+    if any(a.name == "starts" for a in node.attribute):  # before opset 10
+        attrs = {a.name: list(helper.get_attribute_value(a)) for a in node.attribute}
+        axes = attrs.get("axes", list(range(len(attrs["starts"]))))
+        starts = [0 if int(a) % rank in (h, w) else v for a, v in zip(axes, attrs["starts"])]
+        ends = [2**31 - 1 if int(a) % rank in (h, w) else v for a, v in zip(axes, attrs["ends"])]
+        del node.attribute[:]
+        node.attribute.extend([helper.make_attribute("starts", starts), helper.make_attribute("ends", ends),
+                               helper.make_attribute("axes", axes)])
+        return
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in node.input}
+    constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
+                 if n.op_type == "Constant" and n.output[0] in node.input}
+    values.update(constants)
+    starts = [int(v) for v in values[node.input[1]]]
+    ends = [int(v) for v in values[node.input[2]]]
+    axes = [int(v) for v in values[node.input[3]]] if len(node.input) > 3 and node.input[3] else list(range(len(starts)))
+    for k, axis in enumerate(axes):
+        if axis % rank in (h, w):
+            starts[k], ends[k] = 0, 2**63 - 1
+    for index, label, numbers in ((1, "starts", starts), (2, "ends", ends)):
+        name = f"{node.output[0]}__tile_{label}"
+        model.graph.initializer.append(numpy_helper.from_array(np.array(numbers, np.int64), name))
+        node.input[index] = name
+
+
 def _set_pad_amounts(model: onnx.ModelProto, node: onnx.NodeProto, pads: tuple[int, int, int, int], layout: str) -> None:
     """Give a Pad node the amounts `pads` (top, left, bottom, right) on H and W, as a new constant input (or its
     attribute, before opset 11)."""
@@ -218,7 +251,9 @@ def layer_model(stack_model: onnx.ModelProto, members: tuple[Layer, ...], unit: 
     window_node = model.graph.node[len(constants)]
     if first.op_type == "Pad":
         _set_pad_amounts(model, window_node, pads, first.in_layout)
-    elif first.window is not None:
+    elif first.op_type == "Slice" and first.window is not None:
+        _slice_from_crop(model, window_node, first)
+    elif first.op_type in WINDOW_OPS:
         _set_pads(window_node, pads)
     return model
 

@@ -245,6 +245,34 @@ def resize_factors(graph: Graph, node: Node, layout: str) -> tuple[tuple[int, in
     return (factors[h], factors[w]), 2 if mode == "cubic" else 1
 
 
+def slice_window(graph: Graph, node: Node, layout: str) -> Window | str:
+    """A Slice as a window: on H and W, output o reads input start + o * step (a Focus block's strided slices; a
+    slice of channels reads every position as it is), or why a tile cannot hold it."""
+    rank = len(graph.shape(node.inputs[0]))
+    if "starts" in node.attrs:  # before opset 10: attributes, step 1
+        starts, ends = list(node.attrs["starts"]), list(node.attrs["ends"])
+        axes, steps = list(node.attrs.get("axes", range(len(starts)))), [1] * len(starts)
+    else:
+        values = [constant_value(graph, name) if name else None for name in (list(node.inputs) + ["", "", ""])[1:5]]
+        if values[0] is None or values[1] is None or any(v is None and name for v, name in
+                                                         zip(values[2:], (list(node.inputs) + ["", ""])[3:5])):
+            return "its starts, ends, axes or steps are not constants held in the model"
+        starts, ends = [int(v) for v in values[0]], [int(v) for v in values[1]]
+        axes = [int(v) for v in values[2]] if values[2] is not None else list(range(len(starts)))
+        steps = [int(v) for v in values[3]] if values[3] is not None else [1] * len(starts)
+    h, w = _spatial_axes(layout)
+    in_shape = graph.shape(node.inputs[0])
+    first, stride = {h: 0, w: 0}, {h: 1, w: 1}
+    for axis, start, step in zip(axes, starts, steps):
+        axis %= rank
+        if axis not in (h, w):
+            continue
+        if step < 1:
+            return "slices the map backwards"
+        first[axis], stride[axis] = min(start + in_shape[axis], in_shape[axis]) if start < 0 else start, step
+    return Window((1, 1), (stride[h], stride[w]), (-first[h], -first[w], 0, 0), (1, 1))
+
+
 def _kind_problem(graph: Graph, node: Node, layout: str) -> tuple[Window | None, str, str]:
     """(window, output layout, why not) for `node` reading tensors in `layout`."""
     op = node.op_type
@@ -263,6 +291,17 @@ def _kind_problem(graph: Graph, node: Node, layout: str) -> tuple[Window | None,
     if op in ("Resize", "Upsample"):
         factors = resize_factors(graph, node, layout)
         return None, layout, factors if isinstance(factors, str) else ""
+    if op == "Slice":
+        window = slice_window(graph, node, layout)
+        if isinstance(window, str):
+            return None, layout, window
+        return (None if window.stride == (1, 1) and window.pads == (0, 0, 0, 0) else window), layout, ""
+    if op in ("SpaceToDepth", "DepthToSpace"):
+        block = int(node.attrs.get("blocksize", 1))
+        if layout != "NCHW":
+            return None, layout, f"{node.name} ({op}) reads an {layout} tensor"
+        return (Window((block, block), (block, block), (0, 0, 0, 0), (1, 1)) if op == "SpaceToDepth" else None,
+                layout, "")
     if op in ("QuantizeLinear", "DequantizeLinear"):
         return None, layout, _quantization_problem(graph, node, layout)
     if op in UNARY_OPS:
@@ -299,6 +338,8 @@ def _join(graph: Graph, costs: list[NodeCost], node: Node, layouts: dict[str, st
     scale, halo = (1, 1), 0
     if node.op_type in ("Resize", "Upsample"):
         scale, halo = resize_factors(graph, node, layout)  # type: ignore[misc]
+    elif node.op_type == "DepthToSpace":  # output o reads input o // block: a nearest Resize that moves channels
+        scale = (int(node.attrs.get("blocksize", 1)),) * 2  # type: ignore[assignment]
     elif window is None and in_shape[2:] != out_shape[2:]:
         return "changes the map's size"
     itemsize = graph.info(outputs[0]).nbytes // max(graph.info(outputs[0]).elements, 1)

@@ -237,3 +237,42 @@ def test_reuse_runs_on_unfolded_hardswish(tmp_path):
     assert {"Clip", "Div"} <= {layer.op_type for layer in plan.stack}
     document = write_tiles(analysis, plan, tmp_path / "cls", reuse=True)
     assert document.verification.passed and document.reuse["saved_macs"] > 0, document.reuse
+
+
+def _focus(op: str = "Focus"):
+    """YOLOX/YOLOv5's Focus stem (four strided Slices of the image, concatenated) then a Conv; or SpaceToDepth and
+    DepthToSpace around a Conv (op="SpaceToDepth")."""
+    ints = lambda name, values: numpy_helper.from_array(np.array(values, np.int64), name)  # noqa: E731
+    inits = [weight("w1", [8, 12, 3, 3], 1), weight("w2", [4, 8, 3, 3], 2)]
+    if op == "Focus":
+        nodes, parts = [], []
+        for k, (dy, dx) in enumerate(((0, 0), (1, 0), (0, 1), (1, 1))):
+            inits += [ints(f"s{k}", [dy, dx]), ints(f"e{k}", [2**62, 2**62]), ints(f"a{k}", [2, 3]), ints(f"t{k}", [2, 2])]
+            nodes.append(helper.make_node("Slice", ["x", f"s{k}", f"e{k}", f"a{k}", f"t{k}"], [f"p{k}"], name=f"slice{k}"))
+            parts.append(f"p{k}")
+        nodes.append(helper.make_node("Concat", parts, ["focus"], name="focus", axis=1))
+    else:
+        nodes = [helper.make_node("SpaceToDepth", ["x"], ["focus"], name="s2d", blocksize=2)]
+    nodes += [helper.make_node("Conv", ["focus", "w1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+              helper.make_node("Relu", ["c1"], ["r1"], name="relu1")]
+    if op == "Focus":
+        nodes.append(helper.make_node("Conv", ["r1", "w2"], ["y"], name="conv2", kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+        out = [1, 4, 15, 13]
+    else:
+        nodes.append(helper.make_node("DepthToSpace", ["r1"], ["y"], name="d2s", blocksize=2))
+        out = [1, 2, 30, 26]
+    return make_model(nodes, [tensor("x", [1, 3, 30, 26])], [tensor("y", out)], inits)
+
+
+@pytest.mark.parametrize("op", ["Focus", "SpaceToDepth"])
+def test_a_focus_stem_and_space_to_depth_are_tiled(op, tmp_path):
+    """issue 31, item 2: a YOLOX-style detector was refused ('Slice is not a spatial layer'). Strided Slices of the
+    map (each tile slices its crop from its first row and column) and SpaceToDepth/DepthToSpace join the stack."""
+    path = tmp_path / "focus.onnx"
+    onnx.save_model(_focus(op), str(path))
+    analysis = analyze(load_graph(path))
+    stack = fused_stack(analysis.graph, analysis.nodes)
+    assert stack[-1].output == "y" and len(stack) == len(analysis.graph.nodes) - sum(n.is_constant for n in analysis.graph.nodes)
+    plan = plan_tiles(analysis, 2, BOARD, (3, 2), "y", stacks=1)
+    document = write_tiles(analysis, plan, tmp_path / "tiles")
+    assert document.verification.passed and document.verification.max_abs_err < 1e-4, document.verification
