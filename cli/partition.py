@@ -263,8 +263,8 @@ def _render_coverage(console, document) -> None:  # type: ignore[no-untyped-def]
     console.print(line)
     if c.live_after_stack:
         console.print(f"  the longest stack ends after {c.deepest_stack_layers} of the {c.region_layers} tileable "
-                      f"layers: past it {len(c.live_after_stack)} tensors stay live ({', '.join(c.live_after_stack[:3])}), "
-                      "and a stack hands on at most 4 maps, each computed by a tileable layer")
+                      f"layers: past it these tensors are live ({', '.join(c.live_after_stack[:4])}), and a stack "
+                      "ends only where each live tensor is a map a tileable layer computed first, at most 4 of them")
     for stop in c.stops[:4]:
         console.print(f"  the tileable region stops at {stop.node} ({stop.op_type}) after {stop.after_layers} "
                       f"layers: {stop.reason}")

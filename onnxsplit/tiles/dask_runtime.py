@@ -14,9 +14,10 @@ activations from one shared arena, so a node holds the stack's weights once
 and the activations of one tile at a time, as the plan's memory rule
 assumes. The client crops the image, submits one task per worker (its share
 of the tiles), stitches the outputs as they complete, and runs the remainder
-of the model. A plan of several stacks runs them in turn: each later stack's
-tiles are cropped from the stitched output of the one before and sent out the
-same way (each stack has a plugin of its own, its graphs and blob). Scaling
+of the model. A plan of several stacks runs them in turn: the client keeps a
+pool of the maps stitched so far, and each later stack's tiles are cropped
+from the maps of the pool it reads and sent out the same way (each stack has
+a plugin of its own, its graphs and blob). Scaling
 runs the same plan restricted to the first 1, 2, ..., N workers.
 """
 from __future__ import annotations
@@ -442,11 +443,11 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
     tiles travel in (tile_task_count's by default; as many as tiles: one each). `handoff`: see HANDOFFS."""
     if handoff not in HANDOFFS:
         raise SplitnnError(f"unknown hand-off '{handoff}': one of {', '.join(HANDOFFS)}")
-    if handoff == "workers" and any(later.second_phase for later in program.later):
-        raise SplitnnError("--handoff workers does not run a reuse plan's later stacks: use --handoff client")
-    if handoff == "workers" and program.later and not all(s.single for s in [program.maps, *(l.maps for l in program.later)]):
-        raise SplitnnError("--handoff workers assembles one NCHW map between stacks, and this plan's stacks hand on "
-                           "NHWC maps or several: use --handoff client")
+    if handoff == "workers" and program.later and (program.second_phase or any(s.second_phase for s in program.later)):
+        raise SplitnnError("--handoff workers does not run a reuse plan's stacks: use --handoff client")
+    if handoff == "workers" and program.later and not _one_map_chain(program):
+        raise SplitnnError("--handoff workers hands one NCHW map from each stack to the next, and this plan's stacks "
+                           "hand on NHWC maps, several, or maps read later: use --handoff client")
     pool = dict(feeds)
     start = time.perf_counter()
     futures, tile_of = _submit_stack(client, program.tiles, program.second_phase, plugins[0], pool, program.maps,
@@ -474,6 +475,17 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
     retried = _retried(client, [f.key for f in futures])  # while the scheduler still knows the tasks
     return ImageRun(outputs, sorted(records, key=lambda r: (r.stack, r.id)), phases, sum(phases), total, retried,
                     split_s)
+
+
+def _one_map_chain(program: TileProgram) -> bool:
+    """Every stack reads one NCHW map, the one the stack before it hands on, and the remainder reads nothing stitched
+    but the last stack's map (what the workers' hand-off moves)."""
+    stacks = [program.maps, *(later.maps for later in program.later)]
+    if not all(s.single for s in stacks):
+        return False
+    chained = all(after.inputs == before.outputs for before, after in zip(stacks, stacks[1:]))
+    stitched = {name for s in stacks[:-1] for name in s.outputs}
+    return chained and not stitched & set(program.plan.remainder.inputs)
 
 
 def _stitch_results(futures: list[Any], tile_of: dict[str, Any], maps: StackMaps, start: float,

@@ -5,17 +5,17 @@ OUTDIR/tiles/model.onnx           the fused stack (whole input), graph only
 OUTDIR/tiles/weights.bin          the stack's weights, shared by every tile graph
 OUTDIR/tiles/tile_<id>.onnx       one graph per tile: the stack on its input region, pads only at true borders
 OUTDIR/tiles/stack<k>/            with several stacks, stack k (from 1) after the first: its model.onnx,
-                                  weights.bin and tile_<id>.onnx, cropped from the previous stack's stitched output
+                                  weights.bin and tile_<id>.onnx, cropped from the maps stitched before it
 OUTDIR/remainder/model.onnx       the rest of the model, run after stitching (absent when the stack is all)
 OUTDIR/remainder/weights.bin
   or, when a layer is too big for a node and split by output neurons:
 OUTDIR/remainder/segment<k>/      the client's segments between split layers (model.onnx + weights.bin)
 OUTDIR/neurons/step<k>/slice<i>/  one slice of a split layer with only its weights (model.onnx + weights.bin)
 
-Verification: every tile is run on its crop of a random input, the outputs
-are stitched (each later stack's tiles cropped from the stitched map before
-it), the remainder runs on the last stitched tensor, and the result is
-compared with the original model's.
+Verification: every tile is run on its crops of a random input, the outputs
+are stitched into a pool of maps (each later stack's tiles cropped from the
+maps of the pool it reads), the remainder runs on the maps it reads, and the
+result is compared with the original model's.
 """
 from __future__ import annotations
 
@@ -225,6 +225,21 @@ def every_layer_outputs(model: onnx.ModelProto, stack: list[Layer], tile: Tile) 
     return model
 
 
+def _static_behind(model: onnx.ModelProto, reads: set[str], skip: set[str]) -> list[onnx.NodeProto]:
+    """The nodes of `model` that compute tensors in `reads` from constants alone (Constant nodes, a weight's
+    DequantizeLinear), and those behind them, in the model's order; tensors in `skip` are not followed."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    wanted: set[int] = set()
+    todo = [name for name in reads if name not in skip]
+    while todo:
+        node = producer.get(todo.pop())
+        if node is None or id(node) in wanted or any(out in skip for out in node.output):
+            continue
+        wanted.add(id(node))
+        todo.extend(name for name in node.input if name and name not in skip)
+    return [node for node in model.graph.node if id(node) in wanted]
+
+
 def layer_model(stack_model: onnx.ModelProto, members: tuple[Layer, ...], unit: Layer, input_region: Any,
                 output_region: Any, pads: tuple[int, int, int, int]) -> onnx.ModelProto:
     """One unit of the stack alone (reuse.reuse_units: a layer and the pointwise ones that follow it), on
@@ -235,8 +250,9 @@ def layer_model(stack_model: onnx.ModelProto, members: tuple[Layer, ...], unit: 
         node.CopyFrom(next(n for n in stack_model.graph.node if n.output[0] == member.output))
         nodes.append(node)
     reads = {name for node in nodes for name in node.input}
+    constants = _static_behind(stack_model, reads, {member.output for member in members} | {unit.input})
+    reads |= {name for node in constants for name in node.input}
     initializers = [t for t in stack_model.graph.initializer if t.name in reads]
-    constants = [n for n in stack_model.graph.node if n.op_type == "Constant" and n.output[0] in reads]
     elem = stack_model.graph.input[0].type.tensor_type.elem_type
     (iy0, iy1, ix0, ix1), (oy0, oy1, ox0, ox1) = input_region, output_region
     layer, first = unit, members[0]
@@ -268,6 +284,10 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
     if reuse and any(layer.scale != (1, 1) for phase in plan.stacks for layer in phase.stack):
         raise SplitnnError("--reuse takes each layer's overlap from the neighbouring tiles, and a Resize's is not "
                            "worked out yet: drop --reuse")
+    if reuse and any(layer.op_type in ("Cast", "QuantizeLinear", "DequantizeLinear")
+                     for phase in plan.stacks for layer in phase.stack):
+        raise SplitnnError("--reuse runs the stack unit by unit in one element type, and this stack changes it (a Cast "
+                           "or int8 quantization): drop --reuse")
     if reuse and any(reuse_units(phase.grid) is None for phase in plan.stacks):
         raise SplitnnError("--reuse runs the stack unit by unit (a layer and the pointwise ones after it), and this "
                            "stack's branches span units (a residual block, a split, several maps handed on): drop --reuse")

@@ -1,7 +1,8 @@
 """Fused tile partitioning (DeepThings, IEEE TCAD 2018): the geometry.
 
 A fused stack (tiles/stack_region.py builds it) is a region of the graph
-between one input tensor and one output tensor in which every layer is local
+between the maps it reads and the maps it hands on (one each, or several: a
+feature pyramid's levels) in which every layer is local
 in space: windows (Conv, MaxPool, AveragePool, and Pad, a window of one),
 layers that treat every position alike (activations, per-channel arithmetic,
 quantization), layers that mix channels only (Concat, Split, a Slice of
@@ -44,16 +45,6 @@ from typing import Any
 import numpy as np
 
 from splitnn.onnxsplit.core.errors import SplitnnError
-
-WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool"})
-POINTWISE_OPS = frozenset({
-    "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Softplus",
-    "BatchNormalization", "Identity", "Dropout", "LRN",  # LRN mixes channels, never positions
-    "Cast", "Add", "Sub", "Mul", "Div",  # with constant operands that do not vary over positions (checked)
-})
-# Binary ops whose constant operand must not vary over H and W (an unfolded batch norm's per-channel Sub/Mul/Add).
-ELEMENTWISE_WITH_CONSTANT = frozenset({"Add", "Sub", "Mul", "Div", "PRelu"})
-
 
 @dataclass(frozen=True)
 class Window:
@@ -285,7 +276,8 @@ def _tile_layers(stack: list[Layer], cells: dict[str, Region]) -> tuple[list[Til
         for name in layer.all_outputs:
             if name in needs:
                 region = _union(region, needs[name])
-        assert region is not None, f"{layer.name}'s output is not read inside the stack"
+        if region is None:  # read by nothing the tile computes: computed whole, as the model does
+            region = (0, layer.out_shape[2], 0, layer.out_shape[3])
         _, _, in_h, in_w = layer.in_shape
         computed: Region | None = None
         if layer.scale != (1, 1):

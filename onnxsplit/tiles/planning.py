@@ -1,11 +1,11 @@
 """Choose a tile plan: how deep to fuse, where to stitch, which grids, under each node's memory, by predicted makespan.
 
-The tiled part of the model is the fused chain of spatial layers from the
-image (tiles.geometry), cut into one or more stacks in sequence. Each stack is
-split into its own grid of tiles; its tiles run across the nodes, the client
-stitches their outputs, and the next stack's tiles are cropped from the
-stitched map (the overlaps of a stack never grow past its own layers: a deep
-single stack's halo does). Per candidate on N identical nodes of profile P:
+The tiled part of the model is the region of layers local in space from the
+image (tiles/stack_region.py), cut into one or more stacks in sequence. Each
+stack is split into its own grid of tiles; its tiles run across the nodes,
+the client stitches the maps they hand on into a pool, and the next stack's
+tiles are cropped from the maps of that pool it reads (the overlaps of a
+stack never grow past its own layers: a deep single stack's halo does). Per candidate on N identical nodes of profile P:
   tile time     = sum over the stack's layers of roofline(layer on P) x the
                   tile's share of that layer's output area (overlaps included);
   stack phase   = the largest node load when the stack's tiles are dealt out
@@ -24,12 +24,13 @@ single stack's halo does). Per candidate on N identical nodes of profile P:
 Memory per node: every stack's weights (a node runs tiles of each) + the
 largest tile's activations (input and output of its largest layer) <= the
 profile's usable RAM (80% by default).
-Candidates: the tiled part ends at each pooling layer or at the end of the
-chain; stacks end at pooling layers; grids 1..6 x 1..6 (DeepThings' range).
-For one stack every (depth, grid) is tried; for several, each stack takes
-its own best grid and the stack ends come from a dynamic programme over the
-pooling layers (the stacks' phases add up, so the best split of a depth is
-made of the best splits of its prefixes).
+Candidates: the tiled part and each stack end where the map shrinks (a
+pooling layer, a strided convolution) and a stack may end
+(stack_region.stack_ends), at most MAX_ENDS of them, or at the region's end;
+grids 1..6 x 1..6 (DeepThings' range). For one stack every (depth, grid) is
+tried; for several, each stack takes its own best grid and the stack ends
+come from a dynamic programme over those points (the stacks' phases add up,
+so the best split of a depth is made of the best splits of its prefixes).
 """
 from __future__ import annotations
 

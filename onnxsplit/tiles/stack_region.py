@@ -13,11 +13,14 @@ the Transpose that makes it NCHW for the convolutions, and a layout Transpose
 may come anywhere (tf2onnx writes them around single layers). The image's own
 layout is the one of the two under which the region holds more MACs.
 
-A stack is the region's layers up to a boundary: a point of the topological
-order where exactly one tensor is live (computed before it and read after it,
-or outside the region), the output of the layer just before it. Residual
-blocks, SiLU and unfolded HardSwish diamonds, CSP splits and concats lie
-between two boundaries and so inside one stack.
+A stack is the region's layers up to a point of the topological order where
+every live tensor (computed before it and read after it, or outside the
+region) is a map a region layer computed as its first output, at most
+MAX_STACK_OUTPUTS of them (`stack_ends`): the stack hands them all on.
+Residual blocks, SiLU and unfolded HardSwish diamonds, CSP splits and
+concats lie inside one stack; a feature pyramid's levels are handed on
+together. `--fuse-until` names a point where one tensor alone is live (a
+boundary).
 
 Written by hand because no library says which ONNX operators are local in
 space; the rule it must satisfy (the stitched tiles equal the stack's output)
@@ -269,7 +272,7 @@ def slice_window(graph: Graph, node: Node, layout: str) -> Window | str:
             continue
         if step < 1:
             return "slices the map backwards"
-        first[axis], stride[axis] = min(start + in_shape[axis], in_shape[axis]) if start < 0 else start, step
+        first[axis], stride[axis] = max(start + in_shape[axis], 0) if start < 0 else start, step
     return Window((1, 1), (stride[h], stride[w]), (-first[h], -first[w], 0, 0), (1, 1))
 
 

@@ -158,5 +158,5 @@ def test_reuse_applies_within_each_stack(vgg, tmp_path):
     assert later.reuse["enabled"] and later.reuse["saved_macs"] > 0 and document.artifacts.later_stacks[0].reuse
     report = run_tile_bench(tmp_path / "t", TileBenchOptions(images=1, scaling=False)).to_dict()
     assert report["outputs_match"] is True and len(report["tiles"]) == 18
-    with pytest.raises(SplitnnError, match="--handoff workers does not run a reuse plan's later stacks"):
+    with pytest.raises(SplitnnError, match="--handoff workers does not run a reuse plan's stacks"):
         run_tile_bench(tmp_path / "t", TileBenchOptions(images=1, scaling=False, handoff="workers"))

@@ -78,7 +78,7 @@ def test_an_nhwc_export_is_tiled_through_casts_pad_and_a_residual_block(tmp_path
     assert any(node.op_type == "Slice" for node in tile.graph.node)  # the shortcut's input cropped to its need
     pads = {t.name: numpy_helper.to_array(t) for t in tile.graph.initializer if t.name.endswith("__tile_pads")}
     assert [list(v) for v in pads.values()] == [[0, 0, 3, 3, 0, 0, 0, 0]]  # tile 0: top and left borders only
-    with pytest.raises(SplitnnError, match="branches span units"):  # the residual block: no chain of units
+    with pytest.raises(SplitnnError, match="changes it"):  # its Casts (and its residual block: no chain of units)
         write_tiles(analysis, plan, tmp_path / "reuse", reuse=True)
 
 
@@ -128,6 +128,8 @@ def test_a_feature_pyramid_runs_on_dask_in_stacks_that_hand_on_several_maps(tmp_
     assert document.all_stacks[-1].output_names == plan.stacks[-1].grid.output_names
     report = run_tile_bench(tmp_path / "yolo", TileBenchOptions(images=1, scaling=False))
     assert report.outputs_match is True
+    with pytest.raises(SplitnnError, match="--handoff workers hands one NCHW map"):  # it moves one map per stack
+        run_tile_bench(tmp_path / "yolo", TileBenchOptions(images=1, scaling=False, handoff="workers"))
 
 
 @pytest.mark.parametrize("mode, transform", [("nearest", "asymmetric"), ("linear", "half_pixel"),
@@ -276,3 +278,25 @@ def test_a_focus_stem_and_space_to_depth_are_tiled(op, tmp_path):
     plan = plan_tiles(analysis, 2, BOARD, (3, 2), "y", stacks=1)
     document = write_tiles(analysis, plan, tmp_path / "tiles")
     assert document.verification.passed and document.verification.max_abs_err < 1e-4, document.verification
+
+
+def test_reuse_is_refused_where_the_element_type_changes(tmp_path):
+    """--reuse builds each unit's graph in one element type: a stack with a Cast (or int8 quantization) is refused
+    in one line rather than written with graphs onnxruntime rejects."""
+    from tests.onnxsplit.tiles.test_real_layouts import _unfolded_bn
+
+    path = tmp_path / "bn.onnx"
+    onnx.save_model(_unfolded_bn(), str(path))
+    analysis = analyze(load_graph(path))
+    plan = plan_tiles(analysis, 2, BOARD, (2, 2), "c2", stacks=1)
+    with pytest.raises(SplitnnError, match="changes it"):
+        write_tiles(analysis, plan, tmp_path / "reuse", reuse=True)
+
+
+def test_reuse_is_refused_where_branches_span_units(sample_path, tmp_path):
+    """A residual block's shortcut spans units: the second phase cannot run unit by unit, and --reuse says so."""
+    analysis = analyze(load_graph(sample_path("resnet18", 64)))
+    plan = plan_tiles(analysis, 2, BOARD, (2, 2), stacks=1)
+    assert any(len(layer.data_inputs) > 1 for layer in plan.stack)  # a residual Add is in the stack
+    with pytest.raises(SplitnnError, match="branches span units"):
+        write_tiles(analysis, plan, tmp_path / "reuse", reuse=True)
