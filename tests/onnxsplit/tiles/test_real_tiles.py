@@ -296,7 +296,8 @@ def test_reuse_is_refused_where_the_element_type_changes(tmp_path):
 def test_reuse_is_refused_where_branches_span_units(sample_path, tmp_path):
     """A residual block's shortcut spans units: the second phase cannot run unit by unit, and --reuse says so."""
     analysis = analyze(load_graph(sample_path("resnet18", 64)))
-    plan = plan_tiles(analysis, 2, BOARD, (2, 2), stacks=1)
+    deepest = fused_stack(analysis.graph, analysis.nodes)[-1].output
+    plan = plan_tiles(analysis, 2, BOARD, (2, 2), deepest, stacks=1)
     assert any(len(layer.data_inputs) > 1 for layer in plan.stack)  # a residual Add is in the stack
     with pytest.raises(SplitnnError, match="branches span units"):
         write_tiles(analysis, plan, tmp_path / "reuse", reuse=True)
