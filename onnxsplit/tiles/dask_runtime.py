@@ -37,7 +37,7 @@ from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.plan_file import model_path, read_tile_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
-from splitnn.onnxsplit.tiles.geometry import crop, in_memory, paste
+from splitnn.onnxsplit.tiles.geometry import crop, paste_tile, tile_crops
 from splitnn.onnxsplit.tiles.planning import lpt_deal
 
 
@@ -254,17 +254,11 @@ class StackMaps:
 
     def crops(self, tile: Any, pool: dict[str, np.ndarray]) -> list[np.ndarray]:
         """`tile`'s crop of each input, from the maps in `pool`."""
-        regions = tile.input_regions or (tile.input_region,)
-        return [crop(pool[name], region, layout) for name, region, layout in zip(self.inputs, regions, self.input_layouts)]
+        return tile_crops(tile, pool, self.inputs, self.input_layouts)
 
     def paste(self, canvases: dict[str, np.ndarray], tile: Any, outputs: list[np.ndarray]) -> None:
         """`tile`'s outputs into the stitched maps `canvases` (made on the first tile)."""
-        regions = tile.output_regions or (tile.output_region,)
-        for name, shape, layout, region, value in zip(self.outputs, self.output_shapes, self.output_layouts, regions,
-                                                      outputs):
-            if name not in canvases:
-                canvases[name] = np.empty(in_memory(shape, layout), dtype=value.dtype)  # type: ignore[arg-type]
-            paste(canvases[name], region, value, layout)
+        paste_tile(canvases, tile, outputs, self.outputs, self.output_shapes, self.output_layouts)
 
 
 @dataclass(frozen=True)

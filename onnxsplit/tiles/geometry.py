@@ -89,8 +89,7 @@ class Layer:
         return self.outputs or (self.output,)
 
 
-Region = tuple[int, int, int, int]
-# y0, y1, x0, x1 (half-open)
+Region = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open)
 
 
 def crop(tensor: np.ndarray, region: Region | list[int], layout: str = "NCHW") -> np.ndarray:
@@ -114,6 +113,25 @@ def in_memory(shape: tuple[int, int, int, int], layout: str) -> tuple[int, int, 
     """A logical N, C, H, W shape in the order `layout` holds it."""
     n, c, h, w = shape
     return (n, h, w, c) if layout == "NHWC" else (n, c, h, w)
+
+
+def tile_crops(tile: Any, pool: dict[str, np.ndarray], names: tuple[str, ...], layouts: tuple[str, ...]
+               ) -> list[np.ndarray]:
+    """A tile's crop of each stack input `names` (held in `layouts`) from the maps in `pool`; `tile` is a Tile or a
+    plan file's TileRecord (the first input's region alone where the stack reads one map)."""
+    regions = tile.input_regions or (tile.input_region,)
+    return [crop(pool[name], region, layout) for name, region, layout in zip(names, regions, layouts)]
+
+
+def paste_tile(canvases: dict[str, np.ndarray], tile: Any, values: list[np.ndarray], names: tuple[str, ...],
+               shapes: tuple[tuple[int, ...], ...], layouts: tuple[str, ...]) -> None:
+    """A tile's outputs `values` into the stitched maps `canvases` of stack outputs `names` (logical `shapes`, held
+    in `layouts`), each made on the first tile; `tile` is a Tile or a plan file's TileRecord."""
+    regions = tile.output_regions or (tile.output_region,)
+    for name, shape, layout, region, value in zip(names, shapes, layouts, regions, values):
+        if name not in canvases:
+            canvases[name] = np.empty(in_memory(shape, layout), dtype=value.dtype)  # type: ignore[arg-type]
+        paste(canvases[name], region, value, layout)
 
 
 @dataclass(frozen=True)
@@ -178,19 +196,17 @@ class TileGrid:
 
     def tile_feeds(self, tile: Tile, pool: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """`tile`'s crop of each stack input, from the maps in `pool` (the image, and maps stitched before)."""
-        regions = tile.input_regions or (tile.input_region,)
-        return {name: crop(pool[name], region, self.input_layout(name)) for name, region in zip(self.inputs, regions)}
+        layouts = tuple(self.input_layout(name) for name in self.inputs)
+        return dict(zip(self.inputs, tile_crops(tile, pool, self.inputs, layouts)))
 
     def stitch_all(self, outputs: dict[int, list[np.ndarray]]) -> dict[str, np.ndarray]:
         """Every stack output assembled from the tiles' outputs (`outputs[tile id]`, in output_names' order)."""
-        result = {}
-        for k, name in enumerate(self.output_names):
-            layout = self.output_layout(name)
-            canvas = np.empty(in_memory(self.output_shape(name), layout), next(iter(outputs.values()))[k].dtype)
-            for tile in self.tiles:
-                paste(canvas, tile.output_regions[k] if tile.output_regions else tile.output_region,
-                      outputs[tile.id][k], layout)
-            result[name] = canvas
+        names = self.output_names
+        shapes = tuple(self.output_shape(name) for name in names)
+        layouts = tuple(self.output_layout(name) for name in names)
+        result: dict[str, np.ndarray] = {}
+        for tile in self.tiles:
+            paste_tile(result, tile, outputs[tile.id], names, shapes, layouts)
         return result
 
     @property

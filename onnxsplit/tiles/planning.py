@@ -132,9 +132,6 @@ class TilePlan:
     def makespan_s(self) -> float:
         return self.tiles_phase_s + self.remainder_s
 
-    def _coverage_dict(self) -> dict[str, Any] | None:
-        return _coverage_of(self)
-
     @property
     def last_output(self) -> str:
         """The last stack's (last) output."""
@@ -162,7 +159,7 @@ class TilePlan:
             "memory": {"stack_param_bytes": self.stack_param_bytes, "node_bytes": self.node_memory_bytes,
                        "node_usable_bytes": self.profile.usable_ram_bytes},
             "neuron_splits": [split.to_dict() for split in self.neuron_splits],
-            "coverage": self._coverage_dict(),
+            "coverage": _coverage_of(self),
             "predicted": {"tiles_phase_s": self.tiles_phase_s, "remainder_s": self.remainder_s,
                           "makespan_s": self.makespan_s, "single_node_s": self.single_node_s,
                           "speedup": self.single_node_s / self.makespan_s if self.makespan_s else None,
@@ -354,7 +351,7 @@ def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tup
             except SplitnnError as exc:
                 refused = exc
     return replace(_chosen(plans, refused, full, grid, stacks, profile), unpriced=unpriced_ops(analysis.graph),
-                   coverage=tile_coverage(analysis.graph, analysis.nodes))
+                   coverage=tile_coverage(analysis.graph, analysis.nodes, region))
 
 
 def _deepest(analysis: Analysis, region: Any) -> list[Layer]:

@@ -371,38 +371,6 @@ def _grow(graph: Graph, costs: list[NodeCost], image: str, layout: str) -> tuple
     return layers, stops
 
 
-def _boundaries(graph: Graph, image: str, layers: list[Layer]) -> list[int]:
-    """Positions p where layers[p - 1].output is the one tensor live: computed before p, read at p or later (or
-    outside the region, or a model output)."""
-    position = {layer.index: p for p, layer in enumerate(layers)}
-    made_at = {image: -1, **{name: p for p, layer in enumerate(layers) for name in layer.all_outputs}}
-    live = [0] * (len(layers) + 2)
-    for name, made in made_at.items():
-        readers = [i for i in graph.consumers.get(name, ()) if not graph.nodes[i].is_constant]
-        last = max((position.get(i, len(layers)) for i in readers), default=None)
-        if name in graph.outputs:
-            last = len(layers)
-        if last is None:
-            continue  # never read: not live
-        live[made + 1] += 1  # live for p in [made + 1, last]
-        live[last + 1] -= 1
-    counts, total = [], 0
-    for p in range(len(layers) + 1):
-        total += live[p]
-        counts.append(total)
-    result = []
-    for p in range(1, len(layers) + 1):
-        out = layers[p - 1].output
-        if counts[p] == 1 and made_at.get(out) == p - 1 and (out in graph.outputs or _read_after(graph, out, position, p)):
-            result.append(p)
-    return result
-
-
-def _read_after(graph: Graph, name: str, position: dict[int, int], p: int) -> bool:
-    """Whether `name` is read at position p or later (or outside the region): it is the live one."""
-    return any(position.get(i, p) >= p for i in graph.consumers.get(name, ()) if not graph.nodes[i].is_constant)
-
-
 def tileable_region(graph: Graph, costs: list[NodeCost]) -> TileableRegion:
     """The tileable region from the model's one 4-D image input, in the image's layout (see the module doc)."""
     images = [n for n in graph.inputs if len(graph.info(n).shape) == 4]
@@ -414,7 +382,9 @@ def tileable_region(graph: Graph, costs: list[NodeCost]) -> TileableRegion:
     best: TileableRegion | None = None
     for layout in LAYOUTS:
         layers, stops = _grow(graph, costs, image, layout)
-        region = TileableRegion(image, layout, tuple(layers), tuple(_boundaries(graph, image, layers)), tuple(stops))
+        live = live_sets(graph, image, layers)
+        boundaries = tuple(p for p in range(1, len(layers) + 1) if live[p] == {layers[p - 1].output})
+        region = TileableRegion(image, layout, tuple(layers), boundaries, tuple(stops))
         if best is None or _score(region) > _score(best):
             best = region
     assert best is not None
@@ -481,22 +451,14 @@ class TileCoverage:
     live_after_stack: tuple[str, ...] = ()
 
 
-def live_at(graph: Graph, image: str, layers: tuple[Layer, ...] | list[Layer], p: int) -> list[str]:
-    """The tensors computed before position p of `layers` (or the image) and read at p or later, or outside."""
-    position = {layer.index: q for q, layer in enumerate(layers)}
-    made = [image, *(name for layer in layers[:p] for name in layer.all_outputs)]
-    return [name for name in made
-            if name in graph.outputs or any(position.get(i, p) >= p for i in graph.consumers.get(name, ())
-                                            if not graph.nodes[i].is_constant)]
-
-
-def tile_coverage(graph: Graph, costs: list[NodeCost]) -> TileCoverage:
-    region = tileable_region(graph, costs)
-    ends = stack_ends(graph, region).ends
-    end = ends[-1] if ends else 0
+def tile_coverage(graph: Graph, costs: list[NodeCost], region: TileableRegion | None = None) -> TileCoverage:
+    region = region or tileable_region(graph, costs)
+    where = stack_ends(graph, region)
+    end = where.ends[-1] if where.ends else 0
     before, first = macs_before_whole_map(graph, costs)
     op = next((n.op_type for n in graph.nodes if n.name == first), None) if first else None
-    live = live_at(graph, region.image, region.layers, end + 1) if 0 < end < len(region.layers) else []
+    made = [region.image, *(name for layer in region.layers for name in layer.all_outputs)]
+    live = [name for name in made if name in where.live[end + 1]] if 0 < end < len(region.layers) else []
     return TileCoverage(sum(c.macs for c in costs), region.macs, sum(layer.macs for layer in region.layers[:end]),
                         first, op, before, region.stops, len(region.layers), end, tuple(live))
 
