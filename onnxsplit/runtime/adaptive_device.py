@@ -319,6 +319,10 @@ class AdaptiveDevice:
         """The device's and the server's learned factors on `cut_id`'s planned seconds."""
         return PartScales(self.device_speed.scale(cut_id, now), self.server_speed.scale(cut_id, now))
 
+    def _device_s(self, kept: AdaptiveCutRecord, now: float) -> float:
+        """The device's predicted seconds for `kept`'s device part, at its learned speed."""
+        return self.device_speed.scale(kept.cut.id, now) * kept.predicted.device_s
+
     def _held_back(self, kept: AdaptiveCutRecord, cautious_s: float, now: float) -> HeldBack | None:
         """Why not to send at `kept`, predicted to answer in `cautious_s` at the estimate's slow end (None: send).
         A held cut is always tried (the deadline still catches it). Under a deadline a try that fails costs the
@@ -326,14 +330,12 @@ class AdaptiveDevice:
         the deadline leaves, and faster than the device alone."""
         if self.hold_cut is not None:
             return None
-        device_s = self.device_speed.scale(kept.cut.id, now) * kept.predicted.device_s
+        device_s = self._device_s(kept, now)
         budget_s, needed_s = self._remote_budget(kept, device_s), cautious_s - device_s
         under_deadline = self.deadline_s is not None and self.alone is not None
         if needed_s > budget_s:
             return HeldBack(kept.cut.id, "deadline" if under_deadline else "timeout", budget_s, needed_s)
-        alone = self.alone
-        alone_s = self.device_speed.scale(alone.cut.id, now) * alone.predicted.device_s if alone is not None else 0.0
-        if under_deadline and cautious_s >= alone_s:
+        if under_deadline and cautious_s >= self._device_s(self.alone, now):  # type: ignore[arg-type]
             return HeldBack(kept.cut.id, "slower", budget_s, needed_s)
         return None
 
