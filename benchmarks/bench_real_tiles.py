@@ -5,7 +5,9 @@ Per model: the automatic tile plan (`plan_tiles`, 2 nodes of --node-profile), wr
 (`run_tile_bench`), --repeats times. Reported per model: the stacks (layers,
 grid, maps handed on), where the tileable region stops (node, op, why), the
 share of the MACs before the model's first layer that mixes the whole map that
-the plan tiles (and that its longest possible stack reaches), and the tiles
+the plan tiles (and that its longest possible stack reaches; past 100% where
+the stacks go on past squeeze-and-excitation blocks, `+` before a stack that
+starts with the client's vector step), the plan's share of all the MACs, and the tiles
 phase and whole image speedup of 2 workers over 1, predicted (the plan's own
 model of its tiles on one node and on two, each stack's round trip in both)
 and measured (medians over the repeats, each a median over --images images).
@@ -78,7 +80,11 @@ def measure(name: str, work: Path, images: int, repeats: int, profile: str) -> d
     return {
         "model": name, "inputs": {k: list(v) for k, v in shapes.items()}, "model_macs": c.model_macs,
         "stacks": [{"layers": len(p.stack), "grid": f"{p.grid.rows}x{p.grid.cols}", "maps_out": len(p.grid.output_names),
-                    "maps_in": len(p.grid.inputs), "redundant_macs": p.grid.redundant_macs_ratio} for p in plan.stacks],
+                    "maps_in": len(p.grid.inputs), "redundant_macs": p.grid.redundant_macs_ratio,
+                    "client_step": p.before is not None} for p in plan.stacks],
+        "region_client_steps": c.client_steps,
+        "tiled_of_model": plan.tiled_macs_total / c.model_macs,
+        "tiled_time_share": plan.tiled_time_share,
         "region_stops_at": None if stop is None else f"{stop.node} ({stop.op_type}): {stop.reason}",
         "whole_map_layer": f"{c.whole_map_node} ({c.whole_map_op})",
         "tiled_of_before_whole_map": plan.tiled_macs_total / c.macs_before_whole_map,
@@ -117,12 +123,14 @@ def main() -> None:
         return
     print(f"Corpus CNNs, automatic 2-node tile plans, Dask LocalCluster, median of {args.repeats} runs of "
           f"{args.images} images, {os.cpu_count()} cores")
-    print(f"{'model':<12} {'GMAC':>6} {'stacks (layers grid maps-out)':<34} {'tiled':>6} {'reach':>6} "
+    print(f"{'model':<12} {'GMAC':>6} {'stacks (layers grid maps-out)':<44} {'tiled':>6} {'reach':>6} {'of all':>6} "
           f"{'tiles pred':>10} {'tiles meas':>10} {'image pred':>10} {'image meas':>10} match")
     for r in rows:
-        stacks = " + ".join(f"{s['layers']} {s['grid']} {s['maps_out']}" for s in r["stacks"])
-        print(f"{r['model']:<12} {r['model_macs'] / 1e9:>6.2f} {stacks:<34} {r['tiled_of_before_whole_map']:>6.0%} "
-              f"{r['reach_of_before_whole_map']:>6.0%} {r['predicted_tiles_speedup']:>9.2f}x {r['tiles_speedup']:>9.2f}x "
+        stacks = ", ".join(f"{'+' if s['client_step'] else ''}{s['layers']} {s['grid']} {s['maps_out']}"
+                           for s in r["stacks"])
+        print(f"{r['model']:<12} {r['model_macs'] / 1e9:>6.2f} {stacks:<44} {r['tiled_of_before_whole_map']:>6.0%} "
+              f"{r['reach_of_before_whole_map']:>6.0%} {r['tiled_of_model']:>6.0%} "
+              f"{r['predicted_tiles_speedup']:>9.2f}x {r['tiles_speedup']:>9.2f}x "
               f"{r['predicted_image_speedup']:>9.2f}x {r['image_speedup']:>9.2f}x {r['outputs_match']}")
     for r in rows:
         print(f"{r['model']}: region stops at {r['region_stops_at']}; first whole-map layer {r['whole_map_layer']}")

@@ -238,8 +238,12 @@ def _warn_little_help(plan) -> None:  # type: ignore[no-untyped-def]
     if plan.coverage is None or (plan.speedup_bound >= 1.15 and speedup >= 1.1):
         return
     if plan.speedup_bound < 1.15:
-        stop = next(iter(plan.coverage.stops), None)
+        c = plan.coverage
+        stop = next(iter(c.stops), None)
         where = f"; the tileable region stops at {stop.node} ({stop.op_type}): {stop.reason}" if stop else ""
+        if c.deepest_stack_macs > 2 * plan.tiled_macs_total:
+            where = (f"; deeper stacks (to {c.deepest_stack_macs / max(c.model_macs, 1):.0%} of the MACs) are predicted "
+                     f"slower: each costs a {STITCH_ROUND_TRIP_S * 1e3:.0f} ms round trip through the cluster")
         warning(f"tiles can help little here: the tiled layers are {plan.tiled_time_share:.0%} of the model's "
                 f"predicted time on one node, so {plan.nodes} nodes give at most {plan.speedup_bound:.2f}x{where}")
         return
@@ -261,6 +265,9 @@ def _render_coverage(console, document) -> None:  # type: ignore[no-untyped-def]
                  f"{c.macs_before_whole_map / 1e6:,.1f} M ahead of every layer that mixes the whole map (the first: "
                  f"{c.whole_map_node}, {c.whole_map_op})")
     console.print(line)
+    if c.client_steps:
+        console.print(f"  the stacks can go past {c.client_steps} squeeze-and-excitation blocks: between two stacks the "
+                      "client computes the block's vector from the stitched map, and every tile of the next reads it")
     if c.live_after_stack:
         console.print(f"  the longest stack ends after {c.deepest_stack_layers} of the {c.region_layers} tileable "
                       f"layers: past it these tensors are live ({', '.join(c.live_after_stack[:4])}), and a stack "
@@ -289,8 +296,12 @@ def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
                       f"{document.node_profile.name}, each stitched before the next is tiled; {rest}")
         for k, s in enumerate(stacks):
             ends = s.fuse_until if len(s.output_names) == 1 else f"{s.fuse_until} (and {len(s.output_names) - 1} more maps)"
+            step = "" if s.client_step is None else (
+                f" (after the client's {len(s.client_step.nodes)}-node vector step, "
+                f"{s.client_step.predicted_s * 1e3:.1f} ms)")
             console.print(f"  stack {k + 1}: {len(s.stack)} layers up to {ends}, grid {s.grid.rows}x{s.grid.cols}, "
-                          f"redundant MACs {s.tiled_macs / s.stack_macs - 1:.1%}, {s.predicted_phase_s * 1e3:.1f} ms predicted")
+                          f"redundant MACs {s.tiled_macs / s.stack_macs - 1:.1%}, {s.predicted_phase_s * 1e3:.1f} ms "
+                          f"predicted{step}")
     _render_coverage(console, document)
     lead = (f"  redundant MACs {document.redundant_macs_ratio:.1%} (overlaps computed twice); " if len(stacks) == 1
             else "  ")

@@ -23,6 +23,9 @@ VERIFICATION_INPUTS_FILE = "verification/inputs.npz"  # the input the parts were
 VERIFICATION_REFERENCE_FILE = "verification/reference.npz"  # the original model's outputs on it
 
 
+CLIENT_STEP_DIR = "client_step"  # in a later stack's folder: what the client computes before its tiles
+
+
 def tile_stack_dir(number: int) -> str:
     """The folder of a tile plan's stack `number` (0: the first, which reads the image)."""
     return TILES_DIR if number == 0 else f"{TILES_DIR}/stack{number}"

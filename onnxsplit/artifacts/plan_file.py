@@ -385,6 +385,7 @@ class CoverageRecord(Record):
     region_layers: int = 0
     deepest_stack_layers: int = 0
     live_after_stack: tuple[str, ...] = ()  # where the longest stack ends before the region: the maps still live
+    client_steps: int = 0  # squeeze-and-excitation vectors the region goes past (the client computes them)
 
 
 @dataclass(frozen=True)
@@ -422,6 +423,16 @@ class TilePrediction(Record):
 
 
 @dataclass(frozen=True)
+class ClientStepRecord(Record):
+    """What the client computes from the stitched maps before a stack's tiles go out (a squeeze-and-excitation
+    vector): the nodes, the vectors every tile of the stack reads whole, and the step's predicted seconds."""
+
+    nodes: tuple[str, ...]
+    outputs: tuple[str, ...]
+    predicted_s: float
+
+
+@dataclass(frozen=True)
 class StackRecord(Record):
     """One fused stack and its tiles. plan.json lists the stacks after the first in `later_stacks` (each cropped from
     the previous stack's stitched output); the first's fields are TilePlanFile's own, and
@@ -440,6 +451,7 @@ class StackRecord(Record):
     reuse: dict[str, Any] = field(default_factory=lambda: {"enabled": False})  # as TilePlanFile.reuse, for this stack
     inputs: tuple[str, ...] = ()  # a stack that reads several maps: all of them (`input` is the first)
     outputs: tuple[str, ...] = ()  # a stack that hands on several maps: all of them (`fuse_until` is the last)
+    client_step: ClientStepRecord | None = None  # run on the client before this stack's tiles
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -458,6 +470,7 @@ class StackArtifacts(Record):
     stack_weights: str
     tiles: tuple[str, ...]
     reuse: dict[str, Any] | None = None  # as TileArtifacts.reuse, for this stack
+    client_step: PartStep | None = None  # the graph of StackRecord.client_step, its inputs and outputs
 
 
 @dataclass(frozen=True)

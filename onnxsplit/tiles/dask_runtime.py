@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from splitnn.onnxsplit.artifacts.chain import RunSlices, SlicedStep, cached_sessions, outputs_of, run_steps
+from splitnn.onnxsplit.artifacts.chain import PartStep, RunSlices, SlicedStep, cached_sessions, outputs_of, run_steps
 from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.plan_file import model_path, read_tile_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -270,6 +270,7 @@ class LaterStack:
     weights: bytes
     maps: StackMaps
     second_phase: dict[int, dict[str, Any]] = field(default_factory=dict)  # reuse: the second-phase tiles
+    client_step: PartStep | None = None  # what the client computes before the stack's tiles (a whole-map vector)
 
 
 @dataclass
@@ -321,7 +322,7 @@ class TileProgram:
         self.maps = StackMaps.of(self.plan.all_stacks[0])
         self.later = [LaterStack(record.tiles, _stack_graphs(outdir, record.tiles, files.tiles, files.reuse),
                                  (outdir / files.stack_weights).read_bytes(), StackMaps.of(record),
-                                 _second_phase(record.reuse))
+                                 _second_phase(record.reuse), files.client_step)
                       for record, files in zip(self.plan.later_stacks, artifacts.later_stacks)]
         self.folder = outdir
         self.steps = self.plan.remainder_chain()
@@ -441,7 +442,8 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
         raise SplitnnError("--handoff workers does not run a reuse plan's stacks: use --handoff client")
     if handoff == "workers" and program.later and not _one_map_chain(program):
         raise SplitnnError("--handoff workers hands one NCHW map from each stack to the next, and this plan's stacks "
-                           "hand on NHWC maps, several, or maps read later: use --handoff client")
+                           "hand on NHWC maps, several, maps read later, or maps the client computes a "
+                           "squeeze-and-excitation vector from: use --handoff client")
     pool = dict(feeds)
     start = time.perf_counter()
     futures, tile_of = _submit_stack(client, program.tiles, program.second_phase, plugins[0], pool, program.maps,
@@ -457,7 +459,7 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
         pool.update(stitched)
         phases = [time.perf_counter() - start]
         for number, (later, plugin) in enumerate(zip(program.later, plugins[1:]), start=1):
-            more = _run_stack(client, later, plugin, number, pool, workers, start, records)
+            more = _run_stack(client, later, plugin, number, pool, workers, start, records, program.session_of)
             futures += more
             phases.append(time.perf_counter() - start - sum(phases))
     split_s: list[float] = []
@@ -506,10 +508,13 @@ def _stitch_results(futures: list[Any], tile_of: dict[str, Any], maps: StackMaps
 
 
 def _run_stack(client: Any, later: LaterStack, plugin: str, number: int, pool: dict[str, np.ndarray],
-               workers: list[str], start: float, records: list[TileRecord]) -> list[Any]:
+               workers: list[str], start: float, records: list[TileRecord], session_of: Callable[[str], Any]
+               ) -> list[Any]:
     """A later stack's tiles, cropped from the maps stitched before on the client (hand-off "client"), sent as the
-    first stack's are; its stitched outputs join `pool`, each tile's record is added to `records`. Returns the
-    futures."""
+    first stack's are, after its client step (on `session_of`'s sessions); its stitched outputs join `pool`, each
+    tile's record is added to `records`. Returns the futures."""
+    if later.client_step is not None:
+        run_steps([later.client_step], pool, session_of)
     futures, tile_of = _submit_stack(client, later.tiles, later.second_phase, plugin, pool, later.maps, workers)
     stitched, mine = _stitch_results(futures, tile_of, later.maps, start, stack=number)
     pool.update(stitched)

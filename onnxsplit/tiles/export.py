@@ -6,6 +6,8 @@ OUTDIR/tiles/weights.bin          the stack's weights, shared by every tile grap
 OUTDIR/tiles/tile_<id>.onnx       one graph per tile: the stack on its input region, pads only at true borders
 OUTDIR/tiles/stack<k>/            with several stacks, stack k (from 1) after the first: its model.onnx,
                                   weights.bin and tile_<id>.onnx, cropped from the maps stitched before it
+OUTDIR/tiles/stack<k>/client_step/  what the client computes before stack k's tiles (a squeeze-and-excitation
+                                  vector from the stitched map; model.onnx + weights.bin)
 OUTDIR/remainder/model.onnx       the rest of the model, run after stitching (absent when the stack is all)
 OUTDIR/remainder/weights.bin
   or, when a layer is too big for a node and split by output neurons:
@@ -29,7 +31,7 @@ from onnx import helper, numpy_helper
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.chain import PartStep, SlicedStep, SliceRef, Step, cached_sessions, run_steps
 from splitnn.onnxsplit.artifacts.folder import publish, staging_folder
-from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, REMAINDER_DIR, WEIGHTS_FILE, tile_stack_dir
+from splitnn.onnxsplit.artifacts.layout import CLIENT_STEP_DIR, MODEL_FILE, REMAINDER_DIR, WEIGHTS_FILE, tile_stack_dir
 from splitnn.onnxsplit.artifacts.part_files import save_part
 from splitnn.onnxsplit.artifacts.parts import Part, build_part, part_boundary
 from splitnn.onnxsplit.artifacts.plan_file import TilePlanFile, header_fields, save_verification_data, write_plan
@@ -281,27 +283,24 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
     graph = analysis.graph
     if graph.path is None:
         raise SplitnnError("the analysis has no model file to take the weights from")
-    if reuse and any(layer.scale != (1, 1) for phase in plan.stacks for layer in phase.stack):
-        raise SplitnnError("--reuse takes each layer's overlap from the neighbouring tiles, and a Resize's is not "
-                           "worked out yet: drop --reuse")
-    if reuse and any(layer.op_type in ("Cast", "QuantizeLinear", "DequantizeLinear")
-                     for phase in plan.stacks for layer in phase.stack):
-        raise SplitnnError("--reuse runs the stack unit by unit in one element type, and this stack changes it (a Cast "
-                           "or int8 quantization): drop --reuse")
-    if reuse and any(reuse_units(phase.grid) is None for phase in plan.stacks):
-        raise SplitnnError("--reuse runs the stack unit by unit (a layer and the pointwise ones after it), and this "
-                           "stack's branches span units (a residual block, a split, several maps handed on): drop --reuse")
-    stack_parts, remainder = _parts(analysis, plan)
+    if reuse:
+        _check_reuse(plan)
+    stack_parts, client_steps, remainder = _parts(analysis, plan)
     with staging_folder(outdir) as staging:
         steps: list[Step] = []
         with WeightSource.of(graph) as weights:
             for number, part in enumerate(stack_parts):
                 save_part(part, staging / tile_stack_dir(number), weights)
+            for number, step in client_steps.items():
+                save_part(step, staging / tile_stack_dir(number) / CLIENT_STEP_DIR, weights)
             if plan.neuron_splits:
                 steps = _write_steps(analysis, plan, staging, weights)
             elif remainder.model is not None:
                 save_part(remainder, staging / REMAINDER_DIR, weights)
         artifacts, reuse_docs = _write_tile_graphs(plan, staging, reuse)
+        for number, step in client_steps.items():
+            artifacts["later_stacks"][number - 1]["client_step"] = PartStep(
+                f"{tile_stack_dir(number)}/{CLIENT_STEP_DIR}/{MODEL_FILE}", step.inputs, step.outputs).to_dict()
         if steps:
             artifacts["remainder_steps"] = [step.to_dict() for step in steps]
         elif remainder.model is not None:
@@ -334,12 +333,37 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
         return document
 
 
-def _parts(analysis: Analysis, plan: TilePlan) -> tuple[list[Part], Part]:
-    """Each fused stack (on its whole inputs) and the remainder that runs on the stitched maps it reads."""
+def _check_reuse(plan: TilePlan) -> None:
+    """Refuse --reuse on a plan whose stacks it cannot run unit by unit, saying why."""
+    if any(layer.scale != (1, 1) for phase in plan.stacks for layer in phase.stack):
+        raise SplitnnError("--reuse takes each layer's overlap from the neighbouring tiles, and a Resize's is not "
+                           "worked out yet: drop --reuse")
+    if any(layer.op_type in ("Cast", "QuantizeLinear", "DequantizeLinear")
+           for phase in plan.stacks for layer in phase.stack):
+        raise SplitnnError("--reuse runs the stack unit by unit in one element type, and this stack changes it (a Cast "
+                           "or int8 quantization): drop --reuse")
+    if any(layer.broadcast for phase in plan.stacks for layer in phase.stack):
+        raise SplitnnError("--reuse runs the stack unit by unit on one map, and a stack here also reads a whole-map "
+                           "vector (a squeeze-and-excitation block's): drop --reuse")
+    if any(reuse_units(phase.grid) is None for phase in plan.stacks):
+        raise SplitnnError("--reuse runs the stack unit by unit (a layer and the pointwise ones after it), and this "
+                           "stack's branches span units (a residual block, a split, several maps handed on): drop --reuse")
+
+
+def _parts(analysis: Analysis, plan: TilePlan) -> tuple[list[Part], dict[int, Part], Part]:
+    """Each fused stack (on its whole inputs), the client step before each stack that has one (by stack number),
+    and the remainder that runs on the stitched maps and vectors it reads."""
     graph = analysis.graph
     stack_parts = []
+    client_steps = {}
     stitched: list[str] = []
     for number, phase in enumerate(plan.stacks):
+        if phase.before is not None:
+            indices = list(phase.before.indices)
+            inputs = part_boundary(graph, indices, ())[0]
+            client_steps[number] = Part(build_part(graph, graph.model, indices, inputs, phase.before.outputs,
+                                                   f"client_step{number}"), inputs, phase.before.outputs)
+            stitched += phase.before.outputs
         inputs, outputs = phase.grid.inputs, phase.grid.output_names
         model = build_part(graph, graph.model, [layer.index for layer in phase.stack], inputs, outputs,
                            "stack" if number == 0 else f"stack{number}")
@@ -353,7 +377,7 @@ def _parts(analysis: Analysis, plan: TilePlan) -> tuple[list[Part], Part]:
                                             *(n for n in graph.inputs if n in remainder_reads)]))
     remainder = Part(build_part(graph, graph.model, list(plan.remainder_indices), remainder_inputs, remainder_outputs,
                                 "remainder"), remainder_inputs, remainder_outputs)
-    return stack_parts, remainder
+    return stack_parts, client_steps, remainder
 
 
 def _write_tile_graphs(plan: TilePlan, staging: Path, reuse: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -460,8 +484,11 @@ def run_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, feeds: 
     """Run every tile of every stack in this process, stitching after each (the stitched maps join a pool that
     later stacks and the remainder read from), and run the remainder's steps: the plan's outputs on `feeds`."""
     pool = dict(feeds)
+    session_of = cached_sessions(lambda model: create_session(folder / model, prepack=False, threads=1))
     for number, phase in enumerate(plan.stacks):
         files = artifacts if number == 0 else artifacts["later_stacks"][number - 1]
+        if files.get("client_step"):
+            run_steps([PartStep.from_dict(files["client_step"])], pool, session_of)
         outputs: dict[int, list[np.ndarray]] = {}
         if "reuse" in files:
             reused = run_reuse_locally(folder, files["reuse"], phase.grid, pool[phase.stack[0].input])
@@ -471,4 +498,4 @@ def run_locally(folder: Path, artifacts: dict[str, Any], plan: TilePlan, feeds: 
                 session = create_session(folder / name, prepack=False)
                 outputs[tile.id] = session.run(None, phase.grid.tile_feeds(tile, pool))
         pool.update(phase.grid.stitch_all(outputs))
-    return run_steps(remainder, pool, cached_sessions(lambda model: create_session(folder / model, prepack=False, threads=1)))
+    return run_steps(remainder, pool, session_of)

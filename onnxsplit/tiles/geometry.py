@@ -79,6 +79,7 @@ class Layer:
     in_channels: int = 0  # of all data inputs together (0: in_shape's)
     scale: tuple[int, int] = (1, 1)  # a Resize's whole factors on H and W
     halo: int = 0  # a Resize's: input rows and columns read beyond the nearest ones (interpolation, rounding)
+    broadcast: tuple[str, ...] = ()  # data inputs read whole by every tile: whole-map vectors (H and W are 1)
 
     @property
     def data_inputs(self) -> tuple[str, ...]:
@@ -90,6 +91,7 @@ class Layer:
 
 
 Region = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open)
+WHOLE_VECTOR: Region = (0, 1, 0, 1)  # what every tile reads of a whole-map vector (H and W are 1): all of it
 
 
 def crop(tensor: np.ndarray, region: Region | list[int], layout: str = "NCHW") -> np.ndarray:
@@ -277,9 +279,11 @@ def _resized(layer: Layer, region: Region) -> tuple[Region, Region]:
 
 def stack_inputs(stack: list[Layer]) -> tuple[str, ...]:
     """The tensors the stack's layers read that it does not compute, in order of first use (the first layer's
-    input first)."""
+    input first), the whole-map vectors after the maps."""
     made = {name for layer in stack for name in layer.all_outputs}
-    return tuple(dict.fromkeys(name for layer in stack for name in layer.data_inputs if name not in made))
+    vectors = {name for layer in stack for name in layer.broadcast}
+    read = dict.fromkeys(name for layer in stack for name in layer.data_inputs if name not in made)
+    return tuple([name for name in read if name not in vectors] + [name for name in read if name in vectors])
 
 
 def _tile_layers(stack: list[Layer], cells: dict[str, Region]) -> tuple[list[TileLayer], dict[str, Region]]:
@@ -303,10 +307,10 @@ def _tile_layers(stack: list[Layer], cells: dict[str, Region]) -> tuple[list[Til
             (iy0, iy1), top, bottom = _back(layer.window, (region[0], region[1]), in_h, 0)
             (ix0, ix1), left, right = _back(layer.window, (region[2], region[3]), in_w, 1)
             reads = (iy0, iy1, ix0, ix1)
-        for name in layer.data_inputs:
-            needs[name] = _union(needs.get(name), reads)
-        parts.append(TileLayer(reads, region, (top, left, bottom, right),
-                               (reads,) * len(layer.data_inputs) if len(layer.data_inputs) > 1 else (),
+        each = tuple(WHOLE_VECTOR if name in layer.broadcast else reads for name in layer.data_inputs)
+        for name, read in zip(layer.data_inputs, each):
+            needs[name] = _union(needs.get(name), read)
+        parts.append(TileLayer(reads, region, (top, left, bottom, right), each if len(each) > 1 else (),
                                computed if computed != region else None))
     parts.reverse()
     return parts, needs

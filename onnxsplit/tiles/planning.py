@@ -27,6 +27,10 @@ profile's usable RAM (80% by default).
 Candidates: the tiled part and each stack end where the map shrinks (a
 pooling layer, a strided convolution) and a stack may end
 (stack_region.stack_ends), at most MAX_ENDS of them, or at the region's end;
+a stack also ends at every client step inside the tiled part (a
+squeeze-and-excitation vector the client computes from the stitched map:
+its time on one node is added to the tiles phase, with the next stack's
+round trip);
 grids 1..6 x 1..6 (DeepThings' range). For one stack every (depth, grid) is
 tried; for several, each stack takes its own best grid and the stack ends
 come from a dynamic programme over those points (the stacks' phases add up,
@@ -46,6 +50,7 @@ from splitnn.onnxsplit.analysis.cuts import placeable_indices
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.tiles.geometry import Layer, TileGrid, tile_grid
 from splitnn.onnxsplit.tiles.stack_region import (
+    ClientStep,
     StackEnds,
     TileCoverage,
     fused_stack,
@@ -72,6 +77,8 @@ class StackPhase:
     phase_s: float  # the largest node load, tiles dealt out longest first
     param_bytes: int  # the stack's weights, which every node holds
     untiled_s: float = 0.0  # the stack's layers on one node, untiled
+    before: ClientStep | None = None  # what the client computes from the stitched maps before this stack's tiles
+    before_s: float = 0.0  # that client step on one node
 
     @property
     def stack(self) -> list[Layer]:
@@ -126,7 +133,7 @@ class TilePlan:
     @property
     def tiles_phase_s(self) -> float:
         """Every stack's phase, and each stack's round trip through the client."""
-        return sum(phase.phase_s for phase in self.stacks) + STITCH_ROUND_TRIP_S * len(self.stacks)
+        return sum(phase.phase_s + phase.before_s for phase in self.stacks) + STITCH_ROUND_TRIP_S * len(self.stacks)
 
     @property
     def makespan_s(self) -> float:
@@ -163,7 +170,7 @@ class TilePlan:
             "predicted": {"tiles_phase_s": self.tiles_phase_s, "remainder_s": self.remainder_s,
                           "makespan_s": self.makespan_s, "single_node_s": self.single_node_s,
                           "speedup": self.single_node_s / self.makespan_s if self.makespan_s else None,
-                          "stack_phases_s": [phase.phase_s for phase in self.stacks]},
+                          "stack_phases_s": [phase.before_s + phase.phase_s for phase in self.stacks]},
         }
 
 
@@ -178,13 +185,14 @@ def _coverage_of(plan: TilePlan) -> dict[str, Any] | None:
             "stops": [{"node": s.node, "op_type": s.op_type, "reason": s.reason, "whole_map": s.whole_map,
                        "after_layers": s.after_layers} for s in c.stops],
             "region_layers": c.region_layers, "deepest_stack_layers": c.deepest_stack_layers,
-            "live_after_stack": list(c.live_after_stack)}
+            "live_after_stack": list(c.live_after_stack), "client_steps": c.client_steps}
 
 
 def _stack_dict(stack: list[Layer]) -> list[dict[str, Any]]:
     return [{"node": layer.name, "op_type": layer.op_type, "input": layer.input, "output": layer.output,
              "in_layout": layer.in_layout, "out_layout": layer.out_layout,
              "inputs": list(layer.data_inputs) if len(layer.data_inputs) > 1 else [],
+             "broadcast": list(layer.broadcast),
              "in_shape": list(layer.in_shape), "out_shape": list(layer.out_shape), "macs": layer.macs,
              "window": None if layer.window is None else {
                  "kernel": list(layer.window.kernel), "stride": list(layer.window.stride),
@@ -202,7 +210,9 @@ def _later_stack_dict(phase: StackPhase) -> dict[str, Any]:
             "inputs": list(g.inputs) if len(g.inputs) > 1 else [], "outputs": list(g.outputs),
             "stack": _stack_dict(phase.stack), "tiles": _tiles_dict(phase), "stack_macs": g.stack_macs,
             "tiled_macs": g.tiled_macs, "max_tile_peak_bytes": g.max_tile_peak_bytes, "param_bytes": phase.param_bytes,
-            "predicted_phase_s": phase.phase_s}
+            "predicted_phase_s": phase.phase_s, "client_step": None if phase.before is None else {
+                "nodes": list(phase.before.names), "outputs": list(phase.before.outputs),
+                "predicted_s": phase.before_s}}
 
 
 def lpt_deal(durations: list[float], nodes: int) -> list[list[int]]:
@@ -241,10 +251,19 @@ def _phase(analysis: Analysis, stack: list[Layer], rows: int, cols: int, nodes: 
     return StackPhase(grid, tuple(tile_s), lpt_makespan(tile_s, nodes), params, sum(per_layer))
 
 
+def _with_step(analysis: Analysis, profile: DeviceProfile, step: ClientStep | None,
+               phase: StackPhase | None) -> StackPhase | None:
+    """`phase` with the client step that runs before it, timed on one node of `profile`."""
+    if phase is None or step is None:
+        return phase
+    return replace(phase, before=step, before_s=seconds(analysis.graph, analysis.nodes, list(step.indices), profile))
+
+
 def _candidate(analysis: Analysis, stacks: list[StackPhase], nodes: int, profile: DeviceProfile,
                fc_split: str = "time") -> TilePlan:
     graph, costs = analysis.graph, analysis.nodes
-    in_stack = {layer.index for phase in stacks for layer in phase.stack}
+    in_stack = {layer.index for phase in stacks for layer in phase.stack} | \
+        {i for phase in stacks if phase.before is not None for i in phase.before.indices}
     remainder = tuple(i for i in placeable_indices(graph) if i not in in_stack)
     node_bytes = sum(phase.param_bytes for phase in stacks) + max(phase.grid.max_tile_peak_bytes for phase in stacks)
     tiles_fit = node_bytes <= profile.usable_ram_bytes
@@ -299,13 +318,16 @@ def _several_stacks(analysis: Analysis, where: StackEnds, ends: list[int], grid:
         best.append({})
         for e in ends:
             for s in (p for p in points if p < e and p in best[k - 1]):
+                if where.spans_client_step(s, e):
+                    continue
                 if (s, e) not in phase:
-                    phase[(s, e)] = _best_phase(analysis, chain[s:e], grid, nodes, profile, where.outputs(s, e))
+                    phase[(s, e)] = _with_step(analysis, profile, where.step_before(s), _best_phase(
+                        analysis, chain[s:e], grid, nodes, profile, where.outputs(s, e)))
                 this = phase[(s, e)]
                 if this is None:
                     continue
                 before_s, before = best[k - 1][s]
-                total = before_s + this.phase_s + STITCH_ROUND_TRIP_S
+                total = before_s + this.before_s + this.phase_s + STITCH_ROUND_TRIP_S
                 if e not in best[k] or total < best[k][e][0]:
                     best[k][e] = (total, [*before, this])
     return [best[k][ends[-1]][1] for k in counts if k < len(best) and ends[-1] in best[k]]
@@ -333,7 +355,7 @@ def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tup
     refused: SplitnnError | None = None
     for depth in depths:
         stack, outputs = full[:depth], where.outputs(0, depth)
-        if stacks in (None, 1):  # one stack: every grid, as a candidate of its own
+        if stacks in (None, 1) and not where.spans_client_step(0, depth):  # one stack: every grid, on its own
             for rows, cols in _grids(grid, stack, outputs):
                 try:
                     phase = _phase(analysis, stack, rows, cols, nodes, profile, outputs)
@@ -365,15 +387,16 @@ def _deepest(analysis: Analysis, region: Any) -> list[Layer]:
 def _ends(where: StackEnds, full: list[Layer]) -> list[int]:
     """Where the stacks of `full` may end: after a layer that shrinks the map, and at its end; at most MAX_ENDS,
     spread evenly over its MACs."""
-    ends = [p for p in where.ends if p < len(full) and _shrinks(full[p - 1])] + [len(full)]
-    if len(ends) <= MAX_ENDS:
+    steps = {step.at for step in where.client_steps if step.at < len(full)}  # stacks end at each
+    ends = [p for p in where.ends if p < len(full) and (_shrinks(full[p - 1]) or p in steps)] + [len(full)]
+    if len(ends) - len(steps) <= MAX_ENDS:
         return ends
     done, total = [], 0
     for layer in full:
         total += layer.macs
         done.append(total)
     picked = {min(ends, key=lambda p: abs(done[p - 1] - total * k / MAX_ENDS)) for k in range(1, MAX_ENDS)}
-    return sorted(picked | {len(full)})
+    return sorted(picked | steps | {len(full)})
 
 
 def _shrinks(layer: Layer) -> bool:

@@ -13,6 +13,13 @@ the Transpose that makes it NCHW for the convolutions, and a layout Transpose
 may come anywhere (tf2onnx writes them around single layers). The image's own
 layout is the one of the two under which the region holds more MACs.
 
+A squeeze-and-excitation block (a global pooling, small convolutions on its
+1x1 result, a gate, then a Mul of the map by that vector) does not end the
+region: the nodes that compute the vector from the whole map are client
+steps. The stack before them hands on the map, the client computes the
+vector from the stitched map, and the layer that multiplies by it joins the
+next stack, whose every tile reads the whole vector (its H and W are 1).
+
 A stack is the region's layers up to a point of the topological order where
 every live tensor (computed before it and read after it, or outside the
 region) is a map a region layer computed as its first output, at most
@@ -74,6 +81,17 @@ class StackStop:
 
 
 @dataclass(frozen=True)
+class ClientStep:
+    """Nodes the client runs between two stacks, before region layer `at`: a squeeze-and-excitation vector computed
+    from the stitched map (a global pooling, then layers on its 1x1 result), read whole by every tile after it."""
+
+    at: int  # the position in the region's layers it runs before (where one stack ends and the next begins)
+    indices: tuple[int, ...]  # graph node indices, in topological order
+    outputs: tuple[str, ...]  # the vectors the layers from `at` on read (H and W are 1)
+    names: tuple[str, ...] = ()  # the nodes' names
+
+
+@dataclass(frozen=True)
 class TileableRegion:
     """Every tileable layer reachable from the image, in topological order, where a stack may end, and the stops."""
 
@@ -82,6 +100,7 @@ class TileableRegion:
     layers: tuple[Layer, ...]
     boundaries: tuple[int, ...]  # p: layers[:p] is a stack whose output layers[p - 1].output is the one live tensor
     stops: tuple[StackStop, ...]
+    client_steps: tuple[ClientStep, ...] = ()  # in order of `at`
 
     @property
     def macs(self) -> int:
@@ -317,16 +336,25 @@ def _kind_problem(graph: Graph, node: Node, layout: str) -> tuple[Window | None,
     return None, layout, "not supported in a tile yet"
 
 
-def _join(graph: Graph, costs: list[NodeCost], node: Node, layouts: dict[str, str]) -> Layer | str:
-    """`node` as a layer of the region whose tensors have `layouts`, or why it cannot join."""
+def _join(graph: Graph, costs: list[NodeCost], node: Node, layouts: dict[str, str],
+          vectors: dict[str, str] | None = None) -> Layer | str:
+    """`node` as a layer of the region whose maps have `layouts` (and whose client steps give the whole-map
+    `vectors`, with their layouts), or why it cannot join."""
+    vectors = vectors or {}
     data = [n for n in node.inputs if n and not graph.is_constant(n)]
     if node.implicit_inputs or node.domain not in ("", "ai.onnx"):
         return "not supported in a tile yet"
-    outside = [n for n in data if n not in layouts]
+    broadcast = tuple(n for n in data if n in vectors)
+    maps = [n for n in data if n not in vectors]
+    outside = [n for n in maps if n not in layouts]
     if outside:
         return f"it also reads '{outside[0]}', which is not computed in the tileable region"
-    layout = layouts[data[0]]
-    if any(layouts[n] != layout for n in data):
+    if not maps:
+        return "computes from a whole-map vector alone"
+    if broadcast and node.op_type not in BINARY_OPS:
+        return f"{node.name} ({node.op_type}) reads a whole-map vector, which a tile applies in elementwise layers only"
+    layout = layouts[maps[0]]
+    if any(layouts[n] != layout for n in maps) or any(vectors[n] != layout for n in broadcast):
         return f"{node.name} reads tensors in different layouts"
     outputs = tuple(o for o in node.outputs if o)
     if any(len(graph.info(o).shape) != 4 for o in outputs):
@@ -334,9 +362,9 @@ def _join(graph: Graph, costs: list[NodeCost], node: Node, layouts: dict[str, st
     window, out_layout, problem = _kind_problem(graph, node, layout)
     if problem:
         return problem
-    in_shape = logical(graph.shape(data[0]), layout)
+    in_shape = logical(graph.shape(maps[0]), layout)
     out_shape = logical(graph.info(outputs[0]).shape, out_layout)
-    if len(data) > 1 and any(logical(graph.shape(n), layout)[2:] != out_shape[2:] for n in data):
+    if len(maps) > 1 and any(logical(graph.shape(n), layout)[2:] != out_shape[2:] for n in maps):
         return f"{node.name} ({node.op_type}) broadcasts one operand over the map"
     scale, halo = (1, 1), 0
     if node.op_type in ("Resize", "Upsample"):
@@ -346,29 +374,85 @@ def _join(graph: Graph, costs: list[NodeCost], node: Node, layouts: dict[str, st
     elif window is None and in_shape[2:] != out_shape[2:]:
         return "changes the map's size"
     itemsize = graph.info(outputs[0]).nbytes // max(graph.info(outputs[0]).elements, 1)
-    channels = sum(logical(graph.shape(n), layout)[1] for n in data)
-    return Layer(node.index, node.name, node.op_type, window, data[0], outputs[0], in_shape, out_shape,
+    channels = sum(logical(graph.shape(n), layout)[1] for n in maps)
+    return Layer(node.index, node.name, node.op_type, window, maps[0], outputs[0], in_shape, out_shape,
                  costs[node.index].macs, max(itemsize, 1), layout, tuple(data), outputs, out_layout, channels,
-                 scale, halo)
+                 scale, halo, broadcast)
 
 
-def _grow(graph: Graph, costs: list[NodeCost], image: str, layout: str) -> tuple[list[Layer], list[StackStop]]:
-    """The region's layers and stops with the image in `layout` (see the module doc)."""
+# Nodes that reduce a map to one value per channel (H and W become 1): a squeeze-and-excitation block's start.
+VECTOR_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool", "ReduceMean", "ReduceMax",
+                          "ReduceMin", "ReduceSum", "ReduceL2"})
+
+
+def _vector_layout(graph: Graph, node: Node, layouts: dict[str, str], vectors: dict[str, str]) -> str | None:
+    """The layout of the whole-map vectors `node` computes, where it is a client step's node (a pooling of one
+    region map to H = W = 1, or a node on such vectors alone giving vectors); None where it is not."""
+    data = [n for n in node.inputs if n and not graph.is_constant(n)]
+    if not data or node.implicit_inputs or node.domain not in ("", "ai.onnx"):
+        return None
+    if any(n not in vectors for n in data) and (node.op_type not in VECTOR_POOLS or len(data) != 1
+                                                or data[0] not in layouts):
+        return None
+    layout = vectors.get(data[0]) or layouts[data[0]]
+    for name in (o for o in node.outputs if o):
+        shape = graph.info(name).shape
+        if len(shape) != 4 or logical(shape, layout)[2:] != (1, 1):
+            return None
+    return layout
+
+
+def _grow(graph: Graph, costs: list[NodeCost], image: str, layout: str
+          ) -> tuple[list[Layer], list[StackStop], list[ClientStep]]:
+    """The region's layers, stops and client steps with the image in `layout` (see the module doc)."""
     layouts = {image: layout}
+    vectors: dict[str, str] = {}
     layers: list[Layer] = []
-    stops: list[StackStop] = []
+    stops: list[tuple[int, StackStop]] = []
+    vector_nodes: list[tuple[Node, int]] = []  # with how many layers come before each
     for node in graph.nodes:
-        if node.is_constant or not any(n in layouts for n in node.all_inputs):
+        if node.is_constant or not any(n in layouts or n in vectors for n in node.all_inputs):
             continue
-        joined = _join(graph, costs, node, layouts)
+        vector_layout = _vector_layout(graph, node, layouts, vectors)
+        if vector_layout is not None:
+            vector_nodes.append((node, len(layers)))
+            vectors.update((name, vector_layout) for name in node.outputs if name)
+            continue
+        joined = _join(graph, costs, node, layouts, vectors)
         if isinstance(joined, str):
-            if not joined.startswith("it also reads"):  # past another stop: that one is the reason
-                stops.append(StackStop(node.name, node.op_type, joined, node.op_type in WHOLE_MAP_OPS, len(layers)))
+            # past another stop, or on a vector no tile reads: that one is the reason
+            if any(n in layouts for n in node.all_inputs) and not joined.startswith("it also reads"):
+                stops.append((node.index, StackStop(node.name, node.op_type, joined, node.op_type in WHOLE_MAP_OPS,
+                                                    len(layers))))
             continue
         layers.append(joined)
         for name in joined.all_outputs:
             layouts[name] = joined.out_layout
-    return layers, stops
+    steps, unused = _client_steps(graph, layers, [node for node, _ in vector_nodes])
+    stops += [(node.index, StackStop(node.name, node.op_type, "mixes the whole map", True, before))
+              for node, before in vector_nodes if node.index in unused and node.op_type in VECTOR_POOLS]
+    return layers, [stop for _, stop in sorted(stops, key=lambda pair: pair[0])], steps
+
+
+def _client_steps(graph: Graph, layers: list[Layer], vector_nodes: list[Node]) -> tuple[list[ClientStep], set[int]]:
+    """The vector nodes grouped by the first region layer that reads what they compute (directly or through other
+    vector nodes): each group runs on the client before that layer. Also the indices of the vector nodes no layer
+    reads (they end the region as any whole-map layer does)."""
+    position = {layer.index: q for q, layer in enumerate(layers)}
+    at: dict[int, int] = {}
+    for node in reversed(vector_nodes):
+        readers = [position.get(i, at.get(i)) for name in node.outputs if name for i in graph.consumers.get(name, ())]
+        known = [q for q in readers if q is not None]
+        if known:
+            at[node.index] = min(known)
+    steps = []
+    for point in sorted(set(at.values())):
+        indices = tuple(node.index for node in vector_nodes if at.get(node.index) == point)
+        inside = set(indices)
+        outputs = tuple(name for i in indices for name in graph.nodes[i].outputs if name and (
+            name in graph.outputs or any(c not in inside for c in graph.consumers.get(name, ()))))
+        steps.append(ClientStep(point, indices, outputs, tuple(graph.nodes[i].name for i in indices)))
+    return steps, {node.index for node in vector_nodes if node.index not in at}
 
 
 def tileable_region(graph: Graph, costs: list[NodeCost]) -> TileableRegion:
@@ -381,10 +465,11 @@ def tileable_region(graph: Graph, costs: list[NodeCost]) -> TileableRegion:
         raise SplitnnError(f"input '{image}' has batch {graph.info(image).shape[0]}: tile plans run one image (batch 1)")
     best: TileableRegion | None = None
     for layout in LAYOUTS:
-        layers, stops = _grow(graph, costs, image, layout)
-        live = live_sets(graph, image, layers)
-        boundaries = tuple(p for p in range(1, len(layers) + 1) if live[p] == {layers[p - 1].output})
-        region = TileableRegion(image, layout, tuple(layers), boundaries, tuple(stops))
+        layers, stops, steps = _grow(graph, costs, image, layout)
+        live = live_sets(graph, image, layers, steps)
+        first_step = steps[0].at if steps else len(layers)  # a stack with one output never spans a client step
+        boundaries = tuple(p for p in range(1, first_step + 1) if live[p] == {layers[p - 1].output})
+        region = TileableRegion(image, layout, tuple(layers), boundaries, tuple(stops), tuple(steps))
         if best is None or _score(region) > _score(best):
             best = region
     assert best is not None
@@ -449,6 +534,7 @@ class TileCoverage:
     # Where the longest stack ends before the region does: the maps still live after it (a stack hands on at most
     # MAX_STACK_OUTPUTS maps, each computed by a layer of the region).
     live_after_stack: tuple[str, ...] = ()
+    client_steps: int = 0  # whole-map vectors the longest stacks go past (the client computes each between two)
 
 
 def tile_coverage(graph: Graph, costs: list[NodeCost], region: TileableRegion | None = None) -> TileCoverage:
@@ -460,26 +546,32 @@ def tile_coverage(graph: Graph, costs: list[NodeCost], region: TileableRegion | 
     made = [region.image, *(name for layer in region.layers for name in layer.all_outputs)]
     live = [name for name in made if name in where.live[end + 1]] if 0 < end < len(region.layers) else []
     return TileCoverage(sum(c.macs for c in costs), region.macs, sum(layer.macs for layer in region.layers[:end]),
-                        first, op, before, region.stops, len(region.layers), end, tuple(live))
+                        first, op, before, region.stops, len(region.layers), end, tuple(live),
+                        len(where.client_steps))
 
 
 MAX_STACK_OUTPUTS = 4  # the most maps a stack hands on (a feature pyramid's levels and their lateral taps)
 
 
-def live_sets(graph: Graph, image: str, layers: tuple[Layer, ...] | list[Layer]) -> list[frozenset[str]]:
+def live_sets(graph: Graph, image: str, layers: tuple[Layer, ...] | list[Layer],
+              steps: tuple[ClientStep, ...] | list[ClientStep] = ()) -> list[frozenset[str]]:
     """For each position p (0..len(layers)), the tensors computed before p (or the image) and read at p or later
-    (or outside `layers`, or a model output)."""
+    (or outside `layers`, or a model output). A client step's nodes read at its position, and its outputs are made
+    just before it."""
     position = {layer.index: q for q, layer in enumerate(layers)}
+    position.update((i, step.at) for step in steps for i in step.indices)
     end = len(layers)
+    made_at = [(-1, image), *((q, n) for q, layer in enumerate(layers) for n in layer.all_outputs),
+               *((step.at - 1, n) for step in steps for n in step.outputs)]
     spans: list[tuple[int, int, str]] = []
-    for made, name in [(-1, image), *((q, n) for q, layer in enumerate(layers) for n in layer.all_outputs)]:
+    for made, name in made_at:
         readers = [position.get(i, end) for i in graph.consumers.get(name, ()) if not graph.nodes[i].is_constant]
         last = end if name in graph.outputs else max(readers, default=None)
         if last is not None and last > made:
             spans.append((made + 1, last, name))  # live for p in [made + 1, last]
     result: list[set[str]] = [set() for _ in range(end + 1)]
     for first, last, name in spans:
-        for p in range(first, last + 1):
+        for p in range(first, min(last, end) + 1):
             result[p].add(name)
     return [frozenset(s) for s in result]
 
@@ -492,20 +584,37 @@ class StackEnds:
     layers: tuple[Layer, ...]
     live: tuple[frozenset[str], ...]  # per position, as live_sets gives
     ends: tuple[int, ...]  # positions p where a stack layers[s:p] may end (each live map computed by a layer)
+    client_steps: tuple[ClientStep, ...] = ()  # those before the last end: every stack ends at each one's `at`
 
     def outputs(self, start: int, end: int) -> tuple[str, ...]:
         """The maps stack layers[start:end] computes that are still needed after it, in the order they are made."""
         made = [layer.output for layer in self.layers[start:end]]
         return tuple(name for name in made if name in self.live[end])
 
+    def spans_client_step(self, start: int, end: int) -> bool:
+        """Whether stack layers[start:end] would hold a client step inside it (it cannot)."""
+        return any(start < step.at < end for step in self.client_steps)
+
+    def step_before(self, start: int) -> ClientStep | None:
+        """The client step that runs before a stack starting at `start`, if any."""
+        return next((step for step in self.client_steps if step.at == start), None)
+
 
 def stack_ends(graph: Graph, region: TileableRegion, deepest: int | None = None) -> StackEnds:
-    """Every position of the region where a stack may end: each tensor live there is the image or a 4-D map
-    that a layer computes as its first output, and at most MAX_STACK_OUTPUTS of them are maps."""
+    """Every position of the region where a stack may end: each tensor live there is the image, a 4-D map that a
+    layer computes as its first output, or a client step's vector, and at most MAX_STACK_OUTPUTS of them are maps.
+    No stack goes past a client step that cannot run between two stacks (too many maps live there)."""
     layers = region.layers[:deepest] if deepest is not None else region.layers
-    live = live_sets(graph, region.image, layers)
+    steps = tuple(step for step in region.client_steps if step.at < len(layers))
+    live = live_sets(graph, region.image, layers, steps)
     firsts = {layer.output for layer in layers}
-    ends = tuple(p for p in range(1, len(layers) + 1)
-                 if all(n == region.image or n in firsts for n in live[p])
-                 and 0 < len(live[p] - {region.image}) <= MAX_STACK_OUTPUTS)
-    return StackEnds(region.image, tuple(layers), tuple(live), ends)
+    vectors = {name for step in steps for name in step.outputs}
+    ends = [p for p in range(1, len(layers) + 1)
+            if all(n == region.image or n in firsts or n in vectors for n in live[p])
+            and 0 < len(live[p] - {region.image} - vectors) <= MAX_STACK_OUTPUTS]
+    blocked = next((step.at for step in steps if step.at not in ends), None)
+    if blocked is not None:
+        ends = [p for p in ends if p < blocked]
+    last = ends[-1] if ends else 0
+    return StackEnds(region.image, tuple(layers), tuple(live), tuple(ends),
+                     tuple(step for step in steps if step.at < last))
