@@ -1,6 +1,8 @@
-"""Tiles on the CNNs users export (issue 31, item 5): every CNN of the test corpus, 2 rockpro64 nodes.
+"""Tiles on the CNNs users export (issue 31, item 5): every CNN of the test corpus on 2 nodes.
 
-Per model: the automatic tile plan (`plan_tiles`, 2 nodes of --node-profile), written and verified
+Per model: the automatic tile plan (`plan_tiles`, 2 nodes of --node-profile, by default this machine with
+onnxruntime on one thread as each worker runs it; the tiles' bytes priced at the embedded cluster's link,
+measured first by sending an array to a worker and back), written and verified
 (`write_tiles`), then run on an embedded Dask LocalCluster with 1 and 2 workers
 (`run_tile_bench`), --repeats times. Reported per model: the stacks (layers,
 grid, maps handed on), where the tileable region stops (node, op, why), the
@@ -64,10 +66,30 @@ MODELS = {
 }
 
 
-def measure(name: str, work: Path, images: int, repeats: int, profile: str) -> dict:
+def cluster_link_bps(megabytes: int = 16, repeats: int = 7) -> float:
+    """The embedded cluster's link, measured: an array sent to a worker and back through Dask (the median
+    of `repeats`), in bits per second. It is what the tiles' crops and outputs cross on this machine."""
+    import time
+
+    import numpy as np
+
+    from splitnn.onnxsplit.tiles.dask_runtime import dask_client
+
+    payload = np.ones(megabytes * 250_000, np.float32)
+    with dask_client(1, None) as client:
+        client.submit(np.copy, payload[:10], pure=False).result()  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            client.submit(np.copy, payload, pure=False).result()
+            times.append(time.perf_counter() - start)
+    return 2 * payload.nbytes * 8 / statistics.median(times)
+
+
+def measure(name: str, work: Path, images: int, repeats: int, profile: str, link_bps: float) -> dict:
     model, shapes = MODELS[name]
     analysis = analyze(load_graph(model(), shapes))
-    plan = plan_tiles(analysis, 2, load_device(profile))
+    plan = plan_tiles(analysis, 2, load_device(profile), cluster_link_bps=link_bps)
     outdir = work / name
     shutil.rmtree(outdir, ignore_errors=True)
     document = write_tiles(analysis, plan, outdir)
@@ -95,6 +117,7 @@ def measure(name: str, work: Path, images: int, repeats: int, profile: str) -> d
         "predicted_image_speedup": (one_node_tiles_s(plan) + plan.remainder_s) / plan.makespan_s,
         "tiles_speedup": statistics.median(t["tiles_speedup"] for t in two),
         "image_speedup": statistics.median(t["speedup"] for t in two),
+        "transfer_mb": sum(p.transfer_bytes for p in plan.stacks) / 1e6,
         "tiles_2_workers_ms": statistics.median(t["tiles_phase_s"] for t in two) * 1e3,
         "image_2_workers_ms": statistics.median(t["wall_s"] for t in two) * 1e3,
         "outputs_match": all(run["outputs_match"] for run in runs) and document.verification.passed,
@@ -111,18 +134,24 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--images", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--node-profile", default="host", help="the nodes planned for (default host: this machine, whose workers run the tiles)")
+    parser.add_argument("--node-profile", default="host-1thread",
+                        help="the nodes planned for (default: this machine on one onnxruntime thread, as each Dask "
+                             "worker runs the tiles)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="splitnn-real-tiles-"))
-    rows = [measure(name, work, args.images, args.repeats, args.node_profile) for name in args.models.split(",")]
+    on_host = args.node_profile.startswith("host")
+    link_bps = cluster_link_bps() if on_host else 1e9
+    rows = [measure(name, work, args.images, args.repeats, args.node_profile, link_bps)
+            for name in args.models.split(",")]
     shutil.rmtree(work, ignore_errors=True)
     if args.json:
-        print(json.dumps({"images": args.images, "repeats": args.repeats, "cores": os.cpu_count(), "rows": rows},
-                         indent=1))
+        print(json.dumps({"images": args.images, "repeats": args.repeats, "cores": os.cpu_count(),
+                          "cluster_link_bps": link_bps, "rows": rows}, indent=1))
         return
     print(f"Corpus CNNs, automatic 2-node tile plans, Dask LocalCluster, median of {args.repeats} runs of "
-          f"{args.images} images, {os.cpu_count()} cores")
+          f"{args.images} images, {os.cpu_count()} cores; tiles' bytes priced at {link_bps / 1e9:.2f} Gbit/s "
+          f"({'measured through the embedded cluster' if on_host else 'a gigabit LAN'})")
     print(f"{'model':<12} {'GMAC':>6} {'stacks (layers grid maps-out)':<44} {'tiled':>6} {'reach':>6} {'of all':>6} "
           f"{'tiles pred':>10} {'tiles meas':>10} {'image pred':>10} {'image meas':>10} match")
     for r in rows:

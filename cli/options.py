@@ -333,11 +333,13 @@ class TilePlanning:
     reuse: bool
     stacks: int | None = None  # None: auto
     fc_split: str = "time"
+    cluster_link_bps: float = 1e9
 
 
 def _tile_planning(nodes: int, grid: str, fuse_until: str, stacks: str, fc_split: str, node_profile: str,
-                   reuse: bool) -> TilePlanning:
+                   cluster_link: str, reuse: bool) -> TilePlanning:
     from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.core.units import parse_bandwidth_bps
 
     shape = None
     if grid != "auto":
@@ -350,7 +352,9 @@ def _tile_planning(nodes: int, grid: str, fuse_until: str, stacks: str, fc_split
         if not stacks.isdigit() or int(stacks) < 1:
             raise SplitnnError(f"--stacks '{stacks}' must be a whole number of stacks (1 or more), or auto")
         count = int(stacks)
-    return TilePlanning(nodes, shape, None if fuse_until == "auto" else fuse_until, node_profile, reuse, count, fc_split)
+    _say_unit(cluster_link, "--cluster-link", "Mbit/s")
+    return TilePlanning(nodes, shape, None if fuse_until == "auto" else fuse_until, node_profile, reuse, count, fc_split,
+                        parse_bandwidth_bps(cluster_link))
 
 
 TILE_PLANNING = OptionGroup("tiles", (
@@ -366,7 +370,11 @@ TILE_PLANNING = OptionGroup("tiles", (
                                       help="Tiles: split a fully connected layer by output neurons across the nodes "
                                            "where that is predicted faster (time), or only where it does not fit a "
                                            "node (memory).")),
-    (("--node-profile", "node_profile"), dict(default="rockpro64", show_default=True, help="Tiles: the profile of every node.")),
+    (("--node-profile", "node_profile"), dict(default="rockpro64", show_default=True, help="Tiles: the profile of every node (a built-in name, a .toml, host, or host-1thread: this "
+                                                   "machine on one onnxruntime thread, as a Dask worker runs tiles).")),
+    (("--cluster-link", "cluster_link"), dict(default="1Gbit", show_default=True, metavar="BANDWIDTH",
+                                              help="Tiles: the link between the client and the nodes, which every "
+                                                   "tile's crops and outputs cross, e.g. 100Mbit.")),
     (("--reuse", "reuse"), dict(is_flag=True, help="Tiles: compute each overlap once (checkerboard reuse) instead of in both tiles, within each stack.")),
 ), _tile_planning)
 

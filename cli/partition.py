@@ -218,7 +218,8 @@ def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, til
 
     profile = load_device(tiles.node_profile)
     analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))
-    plan = plan_tiles(analysis, tiles.nodes, profile, tiles.grid, tiles.fuse_until, tiles.stacks, tiles.fc_split)
+    plan = plan_tiles(analysis, tiles.nodes, profile, tiles.grid, tiles.fuse_until, tiles.stacks, tiles.fc_split,
+                      tiles.cluster_link_bps)
     warn_unpriced(plan.unpriced)
     _warn_little_help(plan)
     with stderr().status("writing and verifying the tiles..."):
@@ -254,7 +255,14 @@ def _warn_little_help(plan) -> None:  # type: ignore[no-untyped-def]
 
 
 def _render_coverage(console, document) -> None:  # type: ignore[no-untyped-def]
-    """How much of the model the stacks tile, and where the tileable region stops (and why)."""
+    """How much of the model the stacks tile, what their tiles move on the cluster link, and where the tileable
+    region stops (and why)."""
+    p = document.predicted
+    if p.stack_transfer_bytes and p.cluster_link_bps:
+        moved = sum(p.stack_transfer_bytes)
+        console.print(f"  the tiles move {human_bytes(moved)} per image between the client and the nodes (crops out, "
+                      f"outputs back): {moved * 8 / p.cluster_link_bps * 1e3:.1f} ms on the "
+                      f"{p.cluster_link_bps / 1e6:,.0f} Mbit/s cluster link (--cluster-link)")
     c = document.coverage
     if c is None:
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from splitnn.cost_models.host import host_profile
+from splitnn.cost_models.host import SINGLE_THREAD, host_profile
 from splitnn.cost_models.profiles import (
     PROFILE_DATA,
     DeviceProfile,
@@ -24,9 +24,12 @@ def builtin_links() -> dict[str, dict[str, Any]]:
 
 
 def load_device(name_or_path: str) -> DeviceProfile:
-    """A built-in device by name, `host` (this machine, measured once and cached), or a .toml path."""
+    """A built-in device by name, `host` (this machine, measured once and cached; `host-1thread`: onnxruntime on
+    one thread, as a Dask tile worker runs it), or a .toml path."""
     if name_or_path == "host":
         return host_profile()
+    if name_or_path == SINGLE_THREAD:  # a Dask tile worker: one onnxruntime thread
+        return host_profile(threads=1)
     path = Path(name_or_path)
     if path.suffix == ".toml":
         if not path.is_file():
@@ -35,7 +38,8 @@ def load_device(name_or_path: str) -> DeviceProfile:
     builtin = PROFILE_DATA / "devices" / f"{name_or_path}.toml"
     if not builtin.is_file():
         raise SplitnnError(
-            f"unknown device profile '{name_or_path}': use one of {', '.join(builtin_devices() + ['host'])} or a .toml file"
+            f"unknown device profile '{name_or_path}': use one of {', '.join(builtin_devices() + ['host', SINGLE_THREAD])} "
+            "or a .toml file"
         )
     return device_from_dict(read_toml(builtin, "device profile"), f"builtin:{name_or_path}")
 

@@ -45,15 +45,19 @@ from splitnn.cost_models.profiles import (
 from splitnn.onnxsplit.core.ort_session import DEVICE_PART_LEVEL
 
 
-def cache_path() -> Path:
+SINGLE_THREAD = "host-1thread"  # this machine with onnxruntime on one thread: what a Dask tile worker runs
+
+
+def cache_path(threads: int | None = None) -> Path:
     root = os.environ.get("SPLITNN_CACHE_DIR") or Path.home() / ".cache" / "splitnn"
-    return Path(root) / "host.toml"
+    return Path(root) / ("host.toml" if threads is None else f"host-{threads}thread.toml")
 
 
-def _time_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int = 25) -> float:
+def _time_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], runs: int = 25, threads: int | None = None
+                ) -> float:
     from splitnn.onnxsplit.core.ort_session import create_session, median_run_seconds
 
-    return median_run_seconds(create_session(model, level=DEVICE_PART_LEVEL), feeds, runs)
+    return median_run_seconds(create_session(model, level=DEVICE_PART_LEVEL, threads=threads), feeds, runs)
 
 
 def _as_model(graph: onnx.GraphProto) -> onnx.ModelProto:
@@ -130,18 +134,18 @@ def _probes() -> dict[str, tuple[tuple[onnx.ModelProto, dict[str, np.ndarray]], 
     }
 
 
-def _probe_rates() -> dict[str, float]:
+def _probe_rates(threads: int | None = None) -> dict[str, float]:
     """Each probe's work per second: the median of 25 runs, ROUNDS times in turn with the other probes, the
     median of those kept. A probe slowed by another process on a shared machine is slowed for all its runs
     (one wide depthwise probe ran at half its rate and put the row overhead at 2.6 instead of 24), and the
     fastest of the rounds is no cure: the 128 MB matrix once streamed at 88 GB/s against 40 to 50 in every
     other measurement. A first throw-away probe warms the machine up (the first probe after idle ran 10% slow)."""
     probes = _probes()
-    _time_model(*probes["dense_conv"][0])
+    _time_model(*probes["dense_conv"][0], threads=threads)
     times: dict[str, list[float]] = {name: [] for name in probes}
     for _ in range(ROUNDS):
         for name, (probe, _work) in probes.items():
-            times[name].append(_time_model(*probe))
+            times[name].append(_time_model(*probe, threads=threads))
     return {name: work / statistics.median(times[name]) for name, (_probe, work) in probes.items()}
 
 
@@ -158,8 +162,9 @@ def _depthwise_figures(rate: dict[str, float]) -> tuple[float, float, float]:
     return full, overhead, min(strided, 1.0)
 
 
-def measure_host() -> DeviceProfile:
-    rate = _probe_rates()
+def measure_host(threads: int | None = None) -> DeviceProfile:
+    """This machine's profile, onnxruntime on `threads` threads (None: its default, one per core)."""
+    rate = _probe_rates(threads)
     rates = {name: rate[name] for name in ("dense_conv", "matmul", "elementwise", "transcendental", "strided_softmax")}
     # 16 channels run at sqrt(16 / full) of the full rate (cost_models.latency), so full = 16 / (narrow / rate)^2.
     full_channels = min(1024.0, 16 / min(1.0, rate["narrow_conv"] / rates["dense_conv"]) ** 2)
@@ -171,8 +176,9 @@ def measure_host() -> DeviceProfile:
     image_codec_s, array_codec_s = codec_reference_seconds()
     return device_from_dict(
         {
-            "name": "host",
-            "description": "this machine, measured with onnxruntime",
+            "name": "host" if threads is None else f"host-{threads}thread",
+            "description": "this machine, measured with onnxruntime" + (
+                "" if threads is None else f" on {threads} thread{'s' if threads > 1 else ''}"),
             "compute": {**{f"{k}_gmac_per_s": v for k, v in gmac.items()}, "per_node_overhead_ms": round(overhead * 1000, 4),
                         "dense_conv_full_channels": round(full_channels, 1), "depthwise_row_overhead": round(row_overhead, 2),
                         "depthwise_strided_efficiency": round(strided, 3), "dense_conv_pixel_overhead": HOST_PIXEL_OVERHEAD},
@@ -221,18 +227,18 @@ def is_stale(measurement: dict[str, Any], now: float, load_now: float) -> str:
     return ""
 
 
-def host_profile(refresh: bool = False) -> DeviceProfile:
-    """This machine's profile: from the cache while it is good (see the module doc), else measured (a few
-    seconds) and cached."""
+def host_profile(refresh: bool = False, threads: int | None = None) -> DeviceProfile:
+    """This machine's profile (onnxruntime on `threads` threads; None: one per core): from the cache while it is
+    good (see the module doc), else measured (a few seconds) and cached."""
     from splitnn.onnxsplit.core.atomic_files import write_text_atomic
 
-    path = cache_path()
+    path = cache_path(threads)
     if path.is_file() and not refresh:
         data = read_toml(path, "cached host profile")
         if not is_stale(data.get("measurement", {}), time.time(), load_per_core()):
             return device_from_dict(data, f"measured:{path}")
     load = load_per_core()
-    profile = measure_host()
+    profile = measure_host(threads)
     record = (f"\n[measurement]\nmeasured_at = {time.time():.0f}\nload_per_core = {max(load, load_per_core()):.3f}\n"
               f"cpus = {os.cpu_count() or 1}\nlevel = \"{DEVICE_PART_LEVEL}\"\nprobes = {PROBES}\n")
     write_text_atomic(path, device_to_toml(profile, ["Measured by splitnn on this machine (cost_models/host.py); delete to "

@@ -420,6 +420,8 @@ class TilePrediction(Record):
     single_node_s: float
     speedup: float | None
     stack_phases_s: tuple[float, ...] = ()  # each stack's tiles phase (plan files older than this field: none)
+    stack_transfer_bytes: tuple[int, ...] = ()  # what each stack's tiles move between the client and the nodes
+    cluster_link_bps: float | None = None  # the link those bytes were priced at (older plan files: none, not priced)
 
 
 @dataclass(frozen=True)
@@ -447,7 +449,7 @@ class StackRecord(Record):
     tiled_macs: int
     max_tile_peak_bytes: int
     param_bytes: int
-    predicted_phase_s: float
+    predicted_phase_s: float  # its client step, tiles and bytes on the cluster link (the round trip aside)
     reuse: dict[str, Any] = field(default_factory=lambda: {"enabled": False})  # as TilePlanFile.reuse, for this stack
     inputs: tuple[str, ...] = ()  # a stack that reads several maps: all of them (`input` is the first)
     outputs: tuple[str, ...] = ()  # a stack that hands on several maps: all of them (`fuse_until` is the last)

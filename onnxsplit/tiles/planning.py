@@ -11,16 +11,19 @@ stack never grow past its own layers: a deep single stack's halo does). Per cand
   stack phase   = the largest node load when the stack's tiles are dealt out
                   longest first (LPT; a work-stealing scheduler does at least
                   as well on identical nodes);
-  tiles phase   = the stack phases + one STITCH_ROUND_TRIP_S per stack (the
-                  client sends its tiles out and gathers them back);
+  transfer      = every tile's crops of the stack's inputs and its outputs,
+                  in bytes, over the cluster's link (cluster_link_bps, by
+                  default gigabit Ethernet, a board's port): the client sends
+                  and gathers them one after another;
+  tiles phase   = the stack phases and transfers + one STITCH_ROUND_TRIP_S
+                  per stack (the client sends its tiles out and gathers them
+                  back);
   remainder     = roofline of the rest of the model on one node, except fully
                   connected layers split by output neurons across the nodes
                   (those whose weights exceed a node's RAM, and those
                   predicted faster so): their time divided by the number of
                   slices, plus one STITCH_ROUND_TRIP_S;
-  makespan      = tiles phase + remainder (moving the tiles' bytes is not
-                  modelled: on loopback and a board LAN it is small next to
-                  the compute; run-bench measures it).
+  makespan      = tiles phase + remainder.
 Memory per node: every stack's weights (a node runs tiles of each) + the
 largest tile's activations (input and output of its largest layer) <= the
 profile's usable RAM (80% by default).
@@ -52,6 +55,7 @@ from splitnn.onnxsplit.tiles.geometry import Layer, TileGrid, tile_grid
 from splitnn.onnxsplit.tiles.stack_region import (
     ClientStep,
     StackEnds,
+    logical,
     TileCoverage,
     fused_stack,
     stack_ends,
@@ -65,6 +69,7 @@ MAX_ENDS = 12  # where stacks may end, at most (the dynamic programme over them 
 # What each stack costs beyond its tiles: the client sends the stack's tiles out and gathers and stitches their
 # maps, one scheduler round trip. A Dask round trip for a task is about 10 ms even for an empty one (README, tiles).
 STITCH_ROUND_TRIP_S = 0.010
+CLUSTER_LINK_BPS = 1e9  # the nodes' and the client's link by default: gigabit Ethernet, a board's port
 FC_SPLITS = ("time", "memory")  # when a fully connected layer of the remainder is split by neurons (plan_tiles)
 
 
@@ -79,6 +84,13 @@ class StackPhase:
     untiled_s: float = 0.0  # the stack's layers on one node, untiled
     before: ClientStep | None = None  # what the client computes from the stitched maps before this stack's tiles
     before_s: float = 0.0  # that client step on one node
+    transfer_bytes: int = 0  # every tile's crops of the stack's inputs and its outputs
+    transfer_s: float = 0.0  # those bytes over the cluster's link
+
+    @property
+    def total_s(self) -> float:
+        """The client step, the tiles on the nodes, and their bytes on the link (the round trip aside)."""
+        return self.before_s + self.phase_s + self.transfer_s
 
     @property
     def stack(self) -> list[Layer]:
@@ -97,6 +109,7 @@ class TilePlan:
     neuron_splits: tuple[NeuronSplit, ...] = ()  # remainder layers too big for a node, split by output neurons
     unpriced: UnpricedOps | None = None  # nodes of an unknown operator, priced at 0 s in every prediction here
     coverage: TileCoverage | None = None  # how far tiles reach in this model, and where they stop
+    cluster_link_bps: float = CLUSTER_LINK_BPS  # what the tiles' bytes are priced at
 
     @property
     def tiled_macs_total(self) -> int:
@@ -133,7 +146,7 @@ class TilePlan:
     @property
     def tiles_phase_s(self) -> float:
         """Every stack's phase, and each stack's round trip through the client."""
-        return sum(phase.phase_s + phase.before_s for phase in self.stacks) + STITCH_ROUND_TRIP_S * len(self.stacks)
+        return sum(phase.total_s for phase in self.stacks) + STITCH_ROUND_TRIP_S * len(self.stacks)
 
     @property
     def makespan_s(self) -> float:
@@ -170,7 +183,9 @@ class TilePlan:
             "predicted": {"tiles_phase_s": self.tiles_phase_s, "remainder_s": self.remainder_s,
                           "makespan_s": self.makespan_s, "single_node_s": self.single_node_s,
                           "speedup": self.single_node_s / self.makespan_s if self.makespan_s else None,
-                          "stack_phases_s": [phase.before_s + phase.phase_s for phase in self.stacks]},
+                          "stack_phases_s": [phase.total_s for phase in self.stacks],
+                          "stack_transfer_bytes": [phase.transfer_bytes for phase in self.stacks],
+                          "cluster_link_bps": self.cluster_link_bps},
         }
 
 
@@ -210,7 +225,7 @@ def _later_stack_dict(phase: StackPhase) -> dict[str, Any]:
             "inputs": list(g.inputs) if len(g.inputs) > 1 else [], "outputs": list(g.outputs),
             "stack": _stack_dict(phase.stack), "tiles": _tiles_dict(phase), "stack_macs": g.stack_macs,
             "tiled_macs": g.tiled_macs, "max_tile_peak_bytes": g.max_tile_peak_bytes, "param_bytes": phase.param_bytes,
-            "predicted_phase_s": phase.phase_s, "client_step": None if phase.before is None else {
+            "predicted_phase_s": phase.total_s, "client_step": None if phase.before is None else {
                 "nodes": list(phase.before.names), "outputs": list(phase.before.outputs),
                 "predicted_s": phase.before_s}}
 
@@ -233,9 +248,9 @@ def lpt_makespan(durations: list[float], nodes: int) -> float:
 
 
 def _phase(analysis: Analysis, stack: list[Layer], rows: int, cols: int, nodes: int, profile: DeviceProfile,
-           outputs: tuple[str, ...] = ()) -> StackPhase:
+           outputs: tuple[str, ...] = (), link_bps: float = CLUSTER_LINK_BPS) -> StackPhase:
     """One stack (handing on `outputs`, by default its last layer's) in a rows x cols grid, its tiles timed by the
-    roofline and dealt out to `nodes` nodes."""
+    roofline and dealt out to `nodes` nodes, their bytes priced on a link of `link_bps`."""
     graph, costs = analysis.graph, analysis.nodes
     grid = tile_grid(stack, rows, cols, outputs)
     per_layer = [node_seconds(graph.nodes[layer.index], costs[layer.index], graph, profile) for layer in stack]
@@ -248,7 +263,29 @@ def _phase(analysis: Analysis, stack: list[Layer], rows: int, cols: int, nodes: 
             total += layer_s * area / (layer.out_shape[2] * layer.out_shape[3])
         tile_s.append(total)
     params = sum(costs[layer.index].param_bytes for layer in stack)
-    return StackPhase(grid, tuple(tile_s), lpt_makespan(tile_s, nodes), params, sum(per_layer))
+    moved = _transfer_bytes(analysis, grid)
+    return StackPhase(grid, tuple(tile_s), lpt_makespan(tile_s, nodes), params, sum(per_layer),
+                      transfer_bytes=moved, transfer_s=moved * 8 / link_bps)
+
+
+def _transfer_bytes(analysis: Analysis, grid: TileGrid) -> int:
+    """What the client sends and gathers for one image's tiles of `grid`: each tile's crop of every stack input
+    (a whole-map vector whole) and its cell of every output."""
+    graph = analysis.graph
+
+    def per_position(name: str, layout: str) -> int:  # bytes of one row-and-column position, all channels
+        info = graph.info(name)
+        return info.nbytes // max(logical(tuple(info.shape), layout)[2] * logical(tuple(info.shape), layout)[3], 1)
+
+    sizes_in = [per_position(name, grid.input_layout(name)) for name in grid.inputs]
+    sizes_out = [per_position(name, grid.output_layout(name)) for name in grid.output_names]
+    total = 0
+    for tile in grid.tiles:
+        for size, region in zip(sizes_in, tile.input_regions or (tile.input_region,)):
+            total += size * (region[1] - region[0]) * (region[3] - region[2])
+        for size, region in zip(sizes_out, tile.output_regions or (tile.output_region,)):
+            total += size * (region[1] - region[0]) * (region[3] - region[2])
+    return total
 
 
 def _with_step(analysis: Analysis, profile: DeviceProfile, step: ClientStep | None,
@@ -295,17 +332,19 @@ def _grids(grid: tuple[int, int] | None, stack: list[Layer], outputs: tuple[str,
 
 
 def _best_phase(analysis: Analysis, stack: list[Layer], grid: tuple[int, int] | None, nodes: int,
-                profile: DeviceProfile, outputs: tuple[str, ...] = ()) -> StackPhase | None:
+                profile: DeviceProfile, outputs: tuple[str, ...] = (), link_bps: float = CLUSTER_LINK_BPS
+                ) -> StackPhase | None:
     """The stack's fastest grid whose tiles fit a node on their own (fewer tiles on a tie); None if none does. Of
     several stacks in turn each tries grids of at most 3 tiles a node (more only add halos at these depths)."""
-    phases = [_phase(analysis, stack, rows, cols, nodes, profile, outputs)
+    phases = [_phase(analysis, stack, rows, cols, nodes, profile, outputs, link_bps)
               for rows, cols in _grids(grid, stack, outputs, max(4, 3 * nodes))]
     fitting = [p for p in phases if p.param_bytes + p.grid.max_tile_peak_bytes <= profile.usable_ram_bytes]
-    return min(fitting, key=lambda p: (round(p.phase_s, 9), len(p.grid.tiles)), default=None)
+    return min(fitting, key=lambda p: (round(p.phase_s + p.transfer_s, 9), len(p.grid.tiles)), default=None)
 
 
 def _several_stacks(analysis: Analysis, where: StackEnds, ends: list[int], grid: tuple[int, int] | None,
-                    nodes: int, profile: DeviceProfile, counts: range) -> list[list[StackPhase]]:
+                    nodes: int, profile: DeviceProfile, counts: range, link_bps: float = CLUSTER_LINK_BPS
+                    ) -> list[list[StackPhase]]:
     """The best split of `where.layers[:ends[-1]]` into k stacks ending at `ends` (where the map shrinks; the last
     is the split's end), for each k in `counts`: a dynamic programme over the ends, each stack in its best grid,
     handing on the maps still needed after it."""
@@ -322,23 +361,27 @@ def _several_stacks(analysis: Analysis, where: StackEnds, ends: list[int], grid:
                     continue
                 if (s, e) not in phase:
                     phase[(s, e)] = _with_step(analysis, profile, where.step_before(s), _best_phase(
-                        analysis, chain[s:e], grid, nodes, profile, where.outputs(s, e)))
+                        analysis, chain[s:e], grid, nodes, profile, where.outputs(s, e), link_bps))
                 this = phase[(s, e)]
                 if this is None:
                     continue
                 before_s, before = best[k - 1][s]
-                total = before_s + this.before_s + this.phase_s + STITCH_ROUND_TRIP_S
+                total = before_s + this.total_s + STITCH_ROUND_TRIP_S
                 if e not in best[k] or total < best[k][e][0]:
                     best[k][e] = (total, [*before, this])
     return [best[k][ends[-1]][1] for k in counts if k < len(best) and ends[-1] in best[k]]
 
 
 def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tuple[int, int] | None = None,
-               until: str | None = None, stacks: int | None = None, fc_split: str = "time") -> TilePlan:
+               until: str | None = None, stacks: int | None = None, fc_split: str = "time",
+               cluster_link_bps: float = CLUSTER_LINK_BPS) -> TilePlan:
     """The tile plan for `nodes` nodes of `profile`: the grid (every stack's), the depth and the number of stacks
     given, or the best predicted (None = auto). `fc_split`: "time" splits a fully connected layer of the remainder
     by output neurons across the nodes where that is predicted faster, or where it does not fit a node;
-    "memory" only where it does not fit."""
+    "memory" only where it does not fit. The tiles' bytes travel between the client and the nodes at
+    `cluster_link_bps` (bits per second)."""
+    if cluster_link_bps <= 0:
+        raise SplitnnError("--cluster-link must be a positive bandwidth, e.g. 1Gbit")
     if nodes < 1:
         raise SplitnnError("--nodes must be at least 1")
     if fc_split not in FC_SPLITS:
@@ -358,7 +401,7 @@ def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tup
         if stacks in (None, 1) and not where.spans_client_step(0, depth):  # one stack: every grid, on its own
             for rows, cols in _grids(grid, stack, outputs):
                 try:
-                    phase = _phase(analysis, stack, rows, cols, nodes, profile, outputs)
+                    phase = _phase(analysis, stack, rows, cols, nodes, profile, outputs, cluster_link_bps)
                     plans.append(_candidate(analysis, [phase], nodes, profile, fc_split))
                 except SplitnnError as exc:  # a remainder layer no set of nodes can hold at this depth
                     refused = exc
@@ -367,13 +410,14 @@ def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tup
             counts = range(2, len(inner) + 1)  # every number of stacks the ends allow
         else:
             counts = range(stacks, stacks + 1) if stacks > 1 else range(0)
-        for split in (_several_stacks(analysis, where, inner, grid, nodes, profile, counts) if counts else []):
+        for split in (_several_stacks(analysis, where, inner, grid, nodes, profile, counts, cluster_link_bps)
+                      if counts else []):
             try:
                 plans.append(_candidate(analysis, split, nodes, profile, fc_split))
             except SplitnnError as exc:
                 refused = exc
     return replace(_chosen(plans, refused, full, grid, stacks, profile), unpriced=unpriced_ops(analysis.graph),
-                   coverage=tile_coverage(analysis.graph, analysis.nodes, region))
+                   coverage=tile_coverage(analysis.graph, analysis.nodes, region), cluster_link_bps=cluster_link_bps)
 
 
 def _deepest(analysis: Analysis, region: Any) -> list[Layer]:

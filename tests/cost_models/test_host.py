@@ -60,3 +60,16 @@ def test_unmeasured_power_is_unknown_and_energy_is_refused(sample_path, tmp_path
     assert board.chosen.predicted.energy_j > 0
 
 
+
+
+def test_the_single_thread_host_profile_is_measured_on_one_thread_and_kept_apart():
+    """`host-1thread` (what each Dask tile worker runs: onnxruntime on one thread) is measured into its own cache
+    file, and on a machine of more than one core its dense convolutions run slower than the default profile's."""
+    from splitnn.cost_models.host import SINGLE_THREAD, cache_path
+
+    one = load_device(SINGLE_THREAD)
+    every = load_device("host")
+    assert one.name == SINGLE_THREAD and every.name == "host"
+    assert cache_path(1).name == "host-1thread.toml" and cache_path(1).is_file() and cache_path().is_file()
+    if (os.cpu_count() or 1) > 1:
+        assert one.macs_per_s["dense_conv"] < every.macs_per_s["dense_conv"]

@@ -25,19 +25,37 @@ def vgg(sample_path):
 
 
 def test_auto_cuts_the_trunk_into_stacks_when_that_is_faster(vgg):
-    single = plan_tiles(vgg, 2, BOARD, stacks=1)
-    auto = plan_tiles(vgg, 2, BOARD)
+    """On a link where the tiles' bytes cost little (each stack moves its maps through the client)."""
+    single = plan_tiles(vgg, 2, BOARD, stacks=1, cluster_link_bps=100e9)
+    auto = plan_tiles(vgg, 2, BOARD, cluster_link_bps=100e9)
     assert len(auto.stacks) > 1 and auto.makespan_s < single.makespan_s
     # Each stack starts from the one before; they end at pooling layers; the phases add up with a round trip each.
     for before, after in zip(auto.stacks, auto.stacks[1:]):
         assert after.stack[0].input == before.stack[-1].output and before.stack[-1].op_type == "MaxPool"
-    assert auto.tiles_phase_s == pytest.approx(sum(s.phase_s for s in auto.stacks)
+    assert auto.tiles_phase_s == pytest.approx(sum(s.phase_s + s.transfer_s for s in auto.stacks)
                                                + STITCH_ROUND_TRIP_S * len(auto.stacks))
     # A node holds every stack's weights and the largest tile's activations.
     assert auto.node_memory_bytes == (sum(s.param_bytes for s in auto.stacks)
                                       + max(s.grid.max_tile_peak_bytes for s in auto.stacks))
     tiled = {layer.index for s in auto.stacks for layer in s.stack}
     assert tiled.isdisjoint(auto.remainder_indices)
+
+
+def test_the_tiles_bytes_on_the_cluster_link_are_priced(vgg):
+    """Each stack's crops out and outputs back cross the link between the client and the nodes: a 1x2 grid of
+    VGG-16 at 96 to its first pool sends each tile its columns of the image and a halo, and gets its half of the
+    64-channel map back; on a slower link the same plan is slower by exactly those bytes."""
+    plan = plan_tiles(vgg, 2, BOARD, (1, 2), "maxpool1_out", stacks=1)
+    phase = plan.stacks[0]
+    crops = sum(3 * 4 * (t.input_region[1] - t.input_region[0]) * (t.input_region[3] - t.input_region[2])
+                for t in phase.grid.tiles)
+    assert crops == 2 * 3 * 4 * 96 * (48 + 2)  # 2 columns of halo for the two 3x3 convolutions
+    assert phase.transfer_bytes == crops + 64 * 4 * 48 * 48
+    assert phase.transfer_s == pytest.approx(phase.transfer_bytes * 8 / 1e9)
+    slow = plan_tiles(vgg, 2, BOARD, (1, 2), "maxpool1_out", stacks=1, cluster_link_bps=100e6)
+    assert slow.tiles_phase_s - plan.tiles_phase_s == pytest.approx(phase.transfer_bytes * 8 * (1 / 100e6 - 1 / 1e9))
+    with pytest.raises(SplitnnError, match="--cluster-link must be a positive bandwidth"):
+        plan_tiles(vgg, 2, BOARD, cluster_link_bps=0)
 
 
 def test_a_forced_count_of_stacks_and_what_cannot_be(vgg):
@@ -61,7 +79,7 @@ def test_several_stacks_are_written_verified_and_run_on_dask(vgg, tmp_path):
     assert [s.fuse_until for s in stacks] == [phase.stack[-1].output for phase in plan.stacks]
     assert stacks[0].input == document.image_input and stacks[1:] == document.later_stacks
     assert [s.param_bytes for s in stacks] == [phase.param_bytes for phase in plan.stacks]
-    assert [s.predicted_phase_s for s in stacks] == pytest.approx([phase.phase_s for phase in plan.stacks])
+    assert [s.predicted_phase_s for s in stacks] == pytest.approx([phase.total_s for phase in plan.stacks])
     assert all((tmp_path / "tiles" / name).is_file() for files in document.artifacts.later_stacks for name in files.tiles)
     report = run_tile_bench(tmp_path / "tiles", TileBenchOptions(images=1)).to_dict()
     assert report["outputs_match"] is True
