@@ -248,9 +248,12 @@ def _warn_little_help(plan) -> None:  # type: ignore[no-untyped-def]
         warning(f"tiles can help little here: the tiled layers are {plan.tiled_time_share:.0%} of the model's "
                 f"predicted time on one node, so {plan.nodes} nodes give at most {plan.speedup_bound:.2f}x{where}")
         return
+    moved = sum(p.transfer_bytes for p in plan.stacks)
     warning(f"tiles can help little here: the best plan is predicted at {plan.makespan_s * 1e3:.1f} ms against "
             f"{plan.single_node_s * 1e3:.1f} ms on one node ({speedup:.2f}x): the tiled layers take "
-            f"{sum(p.untiled_s for p in plan.stacks) * 1e3:.1f} ms on one node, and each stack costs a "
+            f"{sum(p.untiled_s for p in plan.stacks) * 1e3:.1f} ms on one node, their tiles move "
+            f"{human_bytes(moved)} per image through the client ({sum(p.transfer_s for p in plan.stacks) * 1e3:.1f} ms "
+            f"on the {plan.cluster_link_bps / 1e6:,.0f} Mbit/s cluster link), and each stack costs a "
             f"{STITCH_ROUND_TRIP_S * 1e3:.0f} ms round trip through the cluster")
 
 
@@ -268,7 +271,10 @@ def _render_coverage(console, document) -> None:  # type: ignore[no-untyped-def]
         return
     line = (f"  tiled: {c.tiled_macs / 1e6:,.1f} M of the model's {c.model_macs / 1e6:,.1f} M MACs "
             f"({c.tiled_macs / max(c.model_macs, 1):.0%}), {c.tiled_time_share:.0%} of its time on one node")
-    if c.whole_map_node is not None:
+    if c.whole_map_node is not None and c.tiled_macs > c.macs_before_whole_map:
+        line += (f"; past the model's first layer that mixes the whole map ({c.whole_map_node}, {c.whole_map_op}), "
+                 "whose vector the client computes")
+    elif c.whole_map_node is not None:
         line += (f"; {c.tiled_macs / max(c.macs_before_whole_map, 1):.0%} of the "
                  f"{c.macs_before_whole_map / 1e6:,.1f} M ahead of every layer that mixes the whole map (the first: "
                  f"{c.whole_map_node}, {c.whole_map_op})")

@@ -345,10 +345,15 @@ class TileProgram:
 @contextlib.contextmanager
 def dask_client(workers: int, memory_limit_bytes: int | None, scheduler: str | None = None) -> Iterator[Any]:
     """A Dask client: on an embedded LocalCluster of `workers` single-thread processes, or on `scheduler`."""
+    import warnings
+
     try:
         from distributed import Client, LocalCluster
     except ImportError:
         raise SplitnnError("tile runs need Dask distributed: pip install 'distributed'") from None
+    # Each task carries its tiles' crops by design (they are the task's input): Dask's advice to load large data
+    # on the workers does not apply, and its warning would only clutter the report.
+    warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout="10s")
