@@ -12,9 +12,12 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from splitnn.onnxsplit.api import PlanningInputs
 
 LINKS = ("cat1", "3g", "4g", "wifi")
 
@@ -63,29 +66,6 @@ def input_shape_option(func: Callable[..., Any]) -> Callable[..., Any]:
 # ---- planning a vertical split (partition) -------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class PlanningInputs:
-    """The profiles, link and constraints a split is planned with."""
-
-    device: Any  # DeviceProfile
-    server: Any  # DeviceProfile
-    link: Any  # LinkProfile
-    constraints: Any  # Constraints
-
-
-def planning_inputs(device: str, server: str, link: str | None, bandwidth_bps: float | None, rtt_s: float | None,
-                    max_device_share: float | None, max_transfer_bytes: int | None) -> PlanningInputs:
-    """A named link, else a custom one from --bandwidth, else 4G; --bandwidth/--rtt override the named link's."""
-    from splitnn.cost_models.catalog import load_device, load_link
-    from splitnn.onnxsplit.artifacts.plan_file import Constraints
-
-    device_profile = load_device(device)
-    the_link = load_link(link or (None if bandwidth_bps else "4g"), bandwidth_bps, rtt_s)
-    constraints = Constraints(device_memory_bytes=device_profile.usable_ram_bytes, max_device_share=max_device_share,
-                              max_transfer_bytes=max_transfer_bytes)
-    return PlanningInputs(device_profile, load_device(server), the_link, constraints)
-
-
-@dataclass(frozen=True)
 class PlanningChoice:
     """The planning options as given; `load()` reads the profiles (only a vertical split needs them)."""
 
@@ -98,6 +78,8 @@ class PlanningChoice:
     max_transfer_bytes: int | None
 
     def load(self) -> PlanningInputs:
+        from splitnn.onnxsplit.api import planning_inputs
+
         return planning_inputs(self.device, self.server, self.link, self.bandwidth_bps, self.rtt_s,
                                self.max_device_share, self.max_transfer_bytes)
 

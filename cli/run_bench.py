@@ -20,7 +20,6 @@ from splitnn.cli.options import (
     ReportChoice,
     SweepChoice,
     TileBenchChoice,
-    planning_inputs,
     use_groups,
 )
 from splitnn.cli.progress import Progress
@@ -204,6 +203,8 @@ def _sweep(model: str, sweep: SweepChoice, link: LinkChoice, bench: BenchChoice,
 
         raise SplitnnError("--bandwidth without --link needs --rtt (e.g. --rtt 40ms), or start from a preset: "
                            "--link 4g --bandwidth ...")
+    from splitnn.onnxsplit.api import planning_inputs
+
     inputs = planning_inputs(sweep.device, sweep.server, link.name, link.bandwidth_bps, link.rtt_s,
                              sweep.max_device_share, sweep.max_transfer_bytes)
     analysis = analyze(load_graph(model, parse_input_shapes(sweep.input_shapes)))

@@ -631,7 +631,9 @@ def read_plan(outdir: str | Path, strategy: str | None = None) -> PlanFile:
     path = outdir / PLAN_FILE
     kind = _strategy(data, path)
     if strategy is not None and kind != strategy:
-        raise SplitnnError(f"'{outdir}' {_ADAPTIVE_NOT_YET if kind == 'adaptive' else _WRONG_KIND[strategy]}")
+        why = _ADAPTIVE_NOT_YET if kind == "adaptive" else _WRONG_KIND.get(
+            strategy, f"holds a {kind} plan, not an {strategy} one: partition with --adaptive")
+        raise SplitnnError(f"'{outdir}' {why}")
     data = {k: v for k, v in data.items() if k != "splitnn_version"}  # schema 1's name for the version
     data.setdefault("schema_version", 1)
     try:

@@ -1,0 +1,193 @@
+"""splitnn's Python API: what `splitnn analyze`, `partition` and `run-bench` do, as typed functions.
+
+Every name here is also importable from the top of the package:
+
+    import splitnn
+
+    analysis = splitnn.analyze("vgg16.onnx")
+    print(analysis.totals.macs)
+    for device in ("raspberry-pi-4", "rockpro64", "host"):
+        plan = splitnn.partition("vgg16.onnx", f"out/{device}", device=device, link="4g")
+        print(device, plan.cut.tensors, plan.predicted.total_s)
+    report = splitnn.run_bench("out/rockpro64", requests=5)
+    print(report.stages["e2e_s"].p50, report.predicted_s)
+
+Errors are raised as SplitnnError, with the one-line message the command line prints.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from splitnn.cost_models.profiles import DeviceProfile, LinkProfile
+from splitnn.onnxsplit.analysis.analyze import Analysis
+from splitnn.onnxsplit.artifacts.plan_file import Constraints, PlanFile
+from splitnn.onnxsplit.core.errors import SplitnnError
+
+__all__ = ["Analysis", "PlanningInputs", "SplitnnError", "analyze", "load_link", "load_plan", "load_profile",
+           "partition", "planning_inputs", "run_bench"]
+
+Shapes = Mapping[str, Sequence[int]] | Sequence[str] | None
+
+
+def _shapes(input_shapes: Shapes) -> dict[str, tuple[int, ...]]:
+    """{name: shape}, from a mapping or from the command line's "name:1x3x224x224" strings."""
+    from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
+
+    if input_shapes is None:
+        return {}
+    if isinstance(input_shapes, Mapping):
+        return {name: tuple(int(d) for d in shape) for name, shape in input_shapes.items()}
+    return parse_input_shapes(list(input_shapes))
+
+
+def analyze(model: str | Path, input_shapes: Shapes = None) -> Analysis:
+    """The model's cost per node (MACs, bytes, parameters), its totals and every place it can be cut.
+
+    `input_shapes` fixes free dimensions: {"x": (1, 3, 224, 224)} or ["x:1x3x224x224"].
+
+    >>> splitnn.analyze("vgg16.onnx").totals.macs  # doctest: +SKIP
+    15470264320
+    """
+    from splitnn.onnxsplit.analysis.analyze import analyze as analyze_graph
+    from splitnn.onnxsplit.model.loading import load_graph
+
+    return analyze_graph(load_graph(model, _shapes(input_shapes)))
+
+
+def load_profile(name: str) -> DeviceProfile:
+    """A device profile: a built-in name (rockpro64, raspberry-pi-4, cloud-cpu, ...), "host" (this machine,
+    measured once and cached), "host-1thread", or a .toml file.
+
+    >>> splitnn.load_profile("rockpro64").usable_ram_bytes  # doctest: +SKIP
+    """
+    from splitnn.cost_models.catalog import load_device
+
+    return load_device(name)
+
+
+def load_link(name: str | None = None, bandwidth: str | float | None = None, rtt: str | float | None = None
+              ) -> LinkProfile:
+    """A link: a built-in name (cat1, 3g, 4g, wifi), optionally overridden, or a custom one. `bandwidth` in bits
+    per second or as text ("5.85Mbit"); `rtt` in seconds or as text ("40ms").
+
+    >>> splitnn.load_link("4g", bandwidth="20Mbit").uplink_bps  # doctest: +SKIP
+    20000000.0
+    """
+    from splitnn.cost_models.catalog import load_link as load_named_link
+    from splitnn.onnxsplit.core.units import parse_bandwidth_bps, parse_duration_s
+
+    bps = parse_bandwidth_bps(bandwidth) if isinstance(bandwidth, str) else bandwidth
+    rtt_s = parse_duration_s(rtt) if isinstance(rtt, str) else rtt
+    return load_named_link(name, bps, rtt_s)
+
+
+def load_plan(folder: str | Path) -> PlanFile:
+    """The typed plan `partition` wrote into `folder`, of whatever kind it is (VerticalPlanFile, TilePlanFile or
+    AdaptivePlanFile); `plan.strategy` says which.
+
+    >>> splitnn.load_plan("out/vgg16").strategy  # doctest: +SKIP
+    'vertical'
+    """
+    from splitnn.onnxsplit.artifacts.plan_file import read_plan
+
+    return read_plan(folder)
+
+
+@dataclass(frozen=True)
+class PlanningInputs:
+    """The profiles and limits a vertical split is planned with."""
+
+    device: DeviceProfile
+    server: DeviceProfile
+    link: LinkProfile
+    constraints: Constraints
+
+
+def planning_inputs(device: str, server: str, link: str | None, bandwidth_bps: float | None = None,
+                    rtt_s: float | None = None, max_device_share: float | None = None,
+                    max_transfer_bytes: int | None = None) -> PlanningInputs:
+    """The device and server profiles by name, the link (a named one, else a custom one from `bandwidth_bps`,
+    else 4G; `bandwidth_bps`/`rtt_s` override the named link's) and the constraints (the device's usable RAM)."""
+    from splitnn.cost_models.catalog import load_device, load_link as load_named_link
+
+    device_profile = load_device(device)
+    the_link = load_named_link(link or (None if bandwidth_bps else "4g"), bandwidth_bps, rtt_s)
+    constraints = Constraints(device_memory_bytes=device_profile.usable_ram_bytes, max_device_share=max_device_share,
+                              max_transfer_bytes=max_transfer_bytes)
+    return PlanningInputs(device_profile, load_device(server), the_link, constraints)
+
+
+def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None, strategy: str = "vertical",
+              device: str = "rockpro64", server: str = "cloud-cpu", link: str | None = None,
+              bandwidth: str | float | None = None, rtt: str | float | None = None, objective: str = "latency",
+              cut: str | None = None, max_device_share: float | None = None, nodes: int = 2,
+              node_profile: str = "rockpro64", grid: tuple[int, int] | None = None, stacks: int | None = None,
+              cluster_link: str | float = "1Gbit", ort_format: bool = True, atol: float = 1e-4,
+              rtol: float = 1e-3) -> PlanFile:
+    """Plan, write and verify a split of `model` into the folder `out`, and return the plan written.
+
+    strategy "vertical": the best cut between `device` and `server` over `link` (a built-in name; `bandwidth`
+    and `rtt` override it or make a custom one) by `objective` ("latency", "throughput", "energy"), or the
+    tensor `cut` given; the device part also in onnxruntime's mobile format unless `ort_format` is False.
+    strategy "tiles": the first layers split into a `grid` of tiles (None: the best predicted) in `stacks`
+    fused stacks (None: the best) on `nodes` nodes of `node_profile`, joined to the client by `cluster_link`.
+    The written parts are checked against the model within `atol`/`rtol` before the folder is published.
+
+    >>> plan = splitnn.partition("vgg16.onnx", "out/vgg16", device="raspberry-pi-4", link="3g")  # doctest: +SKIP
+    >>> plan.cut.tensors, plan.predicted.total_s  # doctest: +SKIP
+    """
+    from splitnn.onnxsplit.core.units import parse_bandwidth_bps
+
+    if strategy not in ("vertical", "tiles"):
+        raise SplitnnError(f"unknown strategy '{strategy}': use vertical or tiles")
+    analysis = analyze(model, input_shapes)
+    if strategy == "tiles":
+        from splitnn.onnxsplit.tiles.export import write_tiles
+        from splitnn.onnxsplit.tiles.planning import plan_tiles
+
+        link_bps = parse_bandwidth_bps(cluster_link) if isinstance(cluster_link, str) else float(cluster_link)
+        plan = plan_tiles(analysis, nodes, load_profile(node_profile), grid, None, stacks,
+                          cluster_link_bps=link_bps)
+        return write_tiles(analysis, plan, out, atol=atol, rtol=rtol)
+    from splitnn.onnxsplit.vertical.export import write_split
+    from splitnn.onnxsplit.vertical.planning import plan_split
+
+    from splitnn.onnxsplit.core.units import parse_duration_s
+
+    bps = parse_bandwidth_bps(bandwidth) if isinstance(bandwidth, str) else bandwidth
+    rtt_s = parse_duration_s(rtt) if isinstance(rtt, str) else rtt
+    inputs = planning_inputs(device, server, link, bps, rtt_s, max_device_share)
+    vertical = plan_split(analysis, inputs.device, inputs.server, inputs.link, objective, inputs.constraints, cut)
+    return write_split(analysis, vertical, out, ort_format=ort_format, atol=atol, rtol=rtol)
+
+
+def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, workers: int | None = None,
+              link: str | None = None) -> Any:
+    """Run the plan in `folder` on this machine and measure it against its prediction.
+
+    A vertical split: the device and server parts as two processes over an emulated link (the plan's own, or
+    the built-in `link`), `requests` requests; returns a SplitBenchReport (`measured`, `predicted`). A tile plan:
+    its tiles on an embedded Dask cluster of 1..`workers` workers (default the plan's nodes), `images` images
+    each; returns a TileBenchReport (`scaling`, `outputs_match`).
+
+    >>> report = splitnn.run_bench("out/vgg16", requests=5)  # doctest: +SKIP
+    >>> report.stages["e2e_s"].p50, report.predicted_s  # doctest: +SKIP
+    """
+    from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
+
+    kind = plan_strategy(folder)
+    if kind == "tiles":
+        from splitnn.onnxsplit.bench.tiles import TileBenchOptions, run_tile_bench
+
+        return run_tile_bench(folder, TileBenchOptions(workers=workers, images=images))
+    if kind != "vertical":
+        raise SplitnnError(f"'{folder}' holds an {kind} plan: run it with `splitnn run-bench {folder}` for now")
+    from splitnn.onnxsplit.bench.vertical import BenchOptions, run_bench as run_split_bench
+    from splitnn.onnxsplit.runtime.link_emulator import settings_for
+
+    chosen = load_link(link) if link is not None else load_plan(folder).link  # type: ignore[union-attr]
+    settings = settings_for(chosen.uplink_bps, chosen.rtt_s, downlink_bps=chosen.down_bps)
+    return run_split_bench(folder, settings, BenchOptions(requests=requests))

@@ -1,0 +1,70 @@
+"""The Python API (issue 32, item 1): `import splitnn` and the main jobs as typed functions, without the CLI."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import splitnn
+from splitnn.onnxsplit.artifacts.plan_file import TilePlanFile, VerticalPlanFile
+
+
+def test_import_splitnn_is_light_and_gives_the_api_on_first_use():
+    """`import splitnn` loads neither onnx nor numpy (the command line lives under it and must start fast); each
+    name of splitnn.__all__ is there on first use, and an unknown one is an AttributeError."""
+    probe = "import sys, splitnn; print('onnx' in sys.modules, 'numpy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split() == [
+        "False", "False"]
+    assert all(callable(getattr(splitnn, name)) for name in splitnn.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        splitnn.nothing  # noqa: B018
+
+
+def test_analyze_partition_for_three_devices_load_and_bench(sample_path, tmp_path):
+    """What the docs' Python page does: analyze a model, partition it for three devices, load a plan back, run
+    its bench and read the measured time beside the predicted one."""
+    model = sample_path("alexnet", 96)
+    analysis = splitnn.analyze(model, {"input": (1, 3, 96, 96)})
+    assert analysis.totals.macs == sum(node.macs for node in analysis.nodes) > 0
+    plans = {device: splitnn.partition(model, tmp_path / device, device=device, link="4g")
+             for device in ("raspberry-pi-4", "rockpro64", "host")}
+    assert all(isinstance(plan, VerticalPlanFile) and plan.verification.passed for plan in plans.values())
+    assert {plan.device_profile.name for plan in plans.values()} == {"raspberry-pi-4", "rockpro64", "host"}
+    loaded = splitnn.load_plan(tmp_path / "rockpro64")
+    assert loaded == plans["rockpro64"] and loaded.strategy == "vertical"
+    report = splitnn.run_bench(tmp_path / "rockpro64", requests=3)
+    assert report.ok == 3 and report.outputs_match is True
+    assert report.predicted_s == pytest.approx(loaded.predicted.total_s, rel=0.5)  # priced again at the emulated link
+    assert report.stages["e2e_s"].p50 > 0
+
+
+def test_partition_in_tiles_and_its_bench_on_dask(sample_path, tmp_path):
+    model = sample_path("vgg16", 64)
+    plan = splitnn.partition(model, tmp_path / "tiles", strategy="tiles", nodes=2, grid=(1, 2), stacks=1)
+    assert isinstance(plan, TilePlanFile) and plan.verification.passed and (plan.grid.rows, plan.grid.cols) == (1, 2)
+    assert plan.predicted.cluster_link_bps == 1e9
+    report = splitnn.run_bench(tmp_path / "tiles", images=1)
+    assert report.outputs_match is True
+
+
+def test_bad_input_raises_the_clis_one_line_errors(tmp_path):
+    with pytest.raises(splitnn.SplitnnError, match="model file '.*nothing.onnx' does not exist"):
+        splitnn.analyze(tmp_path / "nothing.onnx")
+    with pytest.raises(splitnn.SplitnnError, match="unknown device profile 'nano'"):
+        splitnn.load_profile("nano")
+    with pytest.raises(splitnn.SplitnnError, match="bad bandwidth 'fast'"):
+        splitnn.load_link("4g", bandwidth="fast")
+    assert splitnn.load_link("4g", bandwidth="20Mbit", rtt="30ms").uplink_bps == 20e6
+    with pytest.raises(splitnn.SplitnnError, match="unknown strategy 'diagonal'"):
+        splitnn.partition(tmp_path / "m.onnx", tmp_path / "out", strategy="diagonal")
+
+
+def test_asking_for_an_adaptive_plan_names_the_kind_found(sample_path, tmp_path):
+    """read_plan(folder, "adaptive") on a vertical split: one line naming what the folder holds (it was a
+    KeyError)."""
+    from splitnn.onnxsplit.artifacts.plan_file import read_plan
+
+    splitnn.partition(sample_path("alexnet", 64), tmp_path / "v", ort_format=False)
+    with pytest.raises(splitnn.SplitnnError, match="holds a vertical plan, not an adaptive one"):
+        read_plan(tmp_path / "v", "adaptive")
