@@ -32,17 +32,16 @@ def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, csv_path: 
       splitnn analyze vgg16.onnx --json > vgg16.json
       splitnn analyze model.onnx --input-shape 1x3x224x224 --csv nodes.csv   # a bare shape: a one-input model
     """
-    from splitnn.onnxsplit.analysis.analyze import analyze as run_analysis
-    from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
-    from splitnn.onnxsplit.model.loading import load_graph
+    from dataclasses import asdict
 
-    shapes = parse_input_shapes(input_shapes)
-    result = run_analysis(load_graph(model, shapes))
+    from splitnn.onnxsplit.api import analyze as run_analysis, min_cut_partitions, write_node_csv
+
+    result = run_analysis(model, list(input_shapes))
     for line in result.warnings:
         warning(line)
     if csv_path:
-        _write_csv(result, csv_path)
-    partitions = _min_cut_partitions(result)
+        write_node_csv(result, csv_path)
+    partitions = [{k: v for k, v in asdict(cut).items() if k != "device_indices"} for cut in min_cut_partitions(result)]
     if as_json:
         click.echo(json.dumps({**result.to_dict(), "min_cut_partitions": partitions}, indent=1))
         return
@@ -53,40 +52,6 @@ def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, csv_path: 
         for cut in partitions:
             stdout().print(f"  {cut['device_nodes']} nodes on the device, the last {cut['last_device_node']}; sends "
                            f"{', '.join(cut['tensors'])} ({human_bytes(cut['bytes'])})")
-
-
-def _min_cut_partitions(result) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
-    """The latency-optimal partitions that are not prefixes (DADS's min cut) across a sweep of uplinks, for
-    the built-in board and server: where branches go to their own depths."""
-    from dataclasses import asdict
-
-    from splitnn.onnxsplit.analysis.cuts import placeable_indices
-    from splitnn.onnxsplit.analysis.min_cut import closed_sets_are_prefixes
-
-    if closed_sets_are_prefixes(result.graph, placeable_indices(result.graph)):
-        return []  # a chain: every partition is a prefix cut, listed already (and the planner is not imported)
-    from splitnn.cost_models.catalog import load_device, load_link
-    from splitnn.onnxsplit.vertical.planning import dag_cuts
-
-    cuts = dag_cuts(result, load_device("rockpro64"), load_device("cloud-cpu"), load_link("4g"))
-    return [{k: v for k, v in asdict(cut).items() if k != "device_indices"} for cut in cuts]
-
-
-def _write_csv(result: object, path: str) -> None:
-    import csv
-    import io
-
-    from splitnn.onnxsplit.core.atomic_files import write_text_atomic
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["index", "name", "op_type", "output_shape", "macs", "params", "param_bytes", "output_bytes", "known_op"])
-    graph = result.graph  # type: ignore[attr-defined]
-    for node, cost in zip(graph.nodes, result.nodes):  # type: ignore[attr-defined]
-        out = node.outputs[0] if node.outputs else ""
-        shape = "x".join(map(str, graph.tensors[out].shape)) if out in graph.tensors else ""
-        writer.writerow([node.index, cost.name, cost.op_type, shape, cost.macs, cost.params, cost.param_bytes, cost.output_bytes, cost.known])
-    write_text_atomic(path, buffer.getvalue())
 
 
 def _render(result, cut_rows: int, max_nodes: int) -> None:  # type: ignore[no-untyped-def]

@@ -30,7 +30,7 @@ def update_weights(outdir: str, retrained: str, as_json: bool) -> None:
       splitnn update-weights out/vgg16 --from vgg16-finetuned.onnx
       splitnn update-weights out/r18 --from r18-v2.onnx --json
     """
-    from splitnn.onnxsplit.vertical.weights_update import update_weights as run_update
+    from splitnn.onnxsplit.api import update_weights as run_update
 
     report = run_update(outdir, retrained)
     if as_json:

@@ -19,15 +19,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from splitnn.cost_models.profiles import DeviceProfile, LinkProfile
 from splitnn.onnxsplit.analysis.analyze import Analysis
+from splitnn.onnxsplit.analysis.cuts import Cut
 from splitnn.onnxsplit.artifacts.plan_file import Constraints, PlanFile
 from splitnn.onnxsplit.core.errors import SplitnnError
 
+if TYPE_CHECKING:  # (imported where used: each pulls in its own layer's modules)
+    from splitnn.onnxsplit.artifacts.plan_file import WeightsUpdateRecord
+    from splitnn.onnxsplit.bench.split_report import SplitBenchReport
+    from splitnn.onnxsplit.bench.tile_report import TileBenchReport
+
 __all__ = ["Analysis", "PlanningInputs", "SplitnnError", "analyze", "load_link", "load_plan", "load_profile",
-           "partition", "planning_inputs", "run_bench"]
+           "min_cut_partitions", "partition", "planning_inputs", "run_bench", "update_weights", "write_node_csv"]
 
 Shapes = Mapping[str, Sequence[int]] | Sequence[str] | None
 
@@ -55,6 +61,57 @@ def analyze(model: str | Path, input_shapes: Shapes = None) -> Analysis:
     from splitnn.onnxsplit.model.loading import load_graph
 
     return analyze_graph(load_graph(model, _shapes(input_shapes)))
+
+
+def min_cut_partitions(analysis: Analysis, device: str = "rockpro64", server: str = "cloud-cpu",
+                       link: str = "4g") -> list[Cut]:
+    """The latency-optimal partitions (DADS's minimum cut) that are not prefixes of the graph's order, across a
+    sweep of uplinks for `device` and `server`: where a branch goes to the device to its own depth. Empty for a
+    chain, whose every partition is a prefix cut (Analysis.cuts).
+
+    >>> [cut.device_names for cut in splitnn.min_cut_partitions(splitnn.analyze("dag.onnx"))]  # doctest: +SKIP
+    """
+    from splitnn.onnxsplit.analysis.cuts import placeable_indices
+    from splitnn.onnxsplit.analysis.min_cut import closed_sets_are_prefixes
+
+    if closed_sets_are_prefixes(analysis.graph, placeable_indices(analysis.graph)):
+        return []  # (and the planner is not imported)
+    from splitnn.onnxsplit.vertical.planning import dag_cuts
+
+    return dag_cuts(analysis, load_profile(device), load_profile(server), load_link(link))
+
+
+def write_node_csv(analysis: Analysis, path: str | Path) -> None:
+    """One row per node (index, name, op, output shape, MACs, parameters and their bytes, output bytes, whether the
+    op is priced) to the CSV file `path`, written whole or not at all."""
+    import csv
+    import io
+
+    from splitnn.onnxsplit.core.atomic_files import write_text_atomic
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["index", "name", "op_type", "output_shape", "macs", "params", "param_bytes", "output_bytes",
+                     "known_op"])
+    graph = analysis.graph
+    for node, cost in zip(graph.nodes, analysis.nodes):
+        out = node.outputs[0] if node.outputs else ""
+        shape = "x".join(map(str, graph.tensors[out].shape)) if out in graph.tensors else ""
+        writer.writerow([node.index, cost.name, cost.op_type, shape, cost.macs, cost.params, cost.param_bytes,
+                         cost.output_bytes, cost.known])
+    write_text_atomic(path, buffer.getvalue())
+
+
+def update_weights(folder: str | Path, retrained: str | Path) -> WeightsUpdateRecord:
+    """Put the weights of `retrained` (the same graph, new weights) into the split in `folder`; returns the report:
+    per part the tensors changed and their bytes, and what the device must download (see
+    `splitnn update-weights --help`).
+
+    >>> splitnn.update_weights("out/vgg16", "vgg16-finetuned.onnx").device_download_bytes  # doctest: +SKIP
+    """
+    from splitnn.onnxsplit.vertical.weights_update import update_weights as update
+
+    return update(str(folder), str(retrained))
 
 
 def load_profile(name: str) -> DeviceProfile:
@@ -123,7 +180,7 @@ def planning_inputs(device: str, server: str, link: str | None, bandwidth_bps: f
 def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None, strategy: str = "vertical",
               device: str = "rockpro64", server: str = "cloud-cpu", link: str | None = None,
               bandwidth: str | float | None = None, rtt: str | float | None = None, objective: str = "latency",
-              cut: str | None = None, max_device_share: float | None = None, nodes: int = 2,
+              cut: str | Sequence[str] | None = None, max_device_share: float | None = None, nodes: int = 2,
               node_profile: str = "rockpro64", grid: tuple[int, int] | None = None, stacks: int | None = None,
               cluster_link: str | float = "1Gbit", ort_format: bool = True, atol: float = 1e-4,
               rtol: float = 1e-3) -> PlanFile:
@@ -131,7 +188,8 @@ def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None
 
     strategy "vertical": the best cut between `device` and `server` over `link` (a built-in name; `bandwidth`
     and `rtt` override it or make a custom one) by `objective` ("latency", "throughput", "energy"), or the
-    tensor `cut` given; the device part also in onnxruntime's mobile format unless `ort_format` is False.
+    cut that sends the tensors `cut` ("a,b" or a sequence); the device part also in onnxruntime's mobile
+    format unless `ort_format` is False.
     strategy "tiles": the first layers split into a `grid` of tiles (None: the best predicted) in `stacks`
     fused stacks (None: the best) on `nodes` nodes of `node_profile`, joined to the client by `cluster_link`.
     The written parts are checked against the model within `atol`/`rtol` before the folder is published.
@@ -160,12 +218,14 @@ def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None
     bps = parse_bandwidth_bps(bandwidth) if isinstance(bandwidth, str) else bandwidth
     rtt_s = parse_duration_s(rtt) if isinstance(rtt, str) else rtt
     inputs = planning_inputs(device, server, link, bps, rtt_s, max_device_share)
-    vertical = plan_split(analysis, inputs.device, inputs.server, inputs.link, objective, inputs.constraints, cut)
+    forced = tuple(t.strip() for t in cut.split(",") if t.strip()) if isinstance(cut, str) else cut
+    vertical = plan_split(analysis, inputs.device, inputs.server, inputs.link, objective, inputs.constraints,
+                          tuple(forced) if forced is not None else None)
     return write_split(analysis, vertical, out, ort_format=ort_format, atol=atol, rtol=rtol)
 
 
 def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, workers: int | None = None,
-              link: str | None = None) -> Any:
+              link: str | None = None) -> SplitBenchReport | TileBenchReport:
     """Run the plan in `folder` on this machine and measure it against its prediction.
 
     A vertical split: the device and server parts as two processes over an emulated link (the plan's own, or

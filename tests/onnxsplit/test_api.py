@@ -68,3 +68,29 @@ def test_asking_for_an_adaptive_plan_names_the_kind_found(sample_path, tmp_path)
     splitnn.partition(sample_path("alexnet", 64), tmp_path / "v", ort_format=False)
     with pytest.raises(splitnn.SplitnnError, match="holds a vertical plan, not an adaptive one"):
         read_plan(tmp_path / "v", "adaptive")
+
+
+def test_update_weights_and_the_node_table(sample_path, tmp_path):
+    """update_weights moves a retrained model's weights into a split and says what the device downloads; the
+    node table has one row per node, with the MACs analyze counted."""
+    import csv
+
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = sample_path("alexnet", 64)
+    plan = splitnn.partition(model, tmp_path / "split", cut="relu1_out", ort_format=False)
+    retrained = onnx.load(str(model))
+    server_weight = next(t for t in retrained.graph.initializer if t.name.startswith("fc"))
+    server_weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(server_weight) * np.float32(1.5),
+                                                   server_weight.name))
+    onnx.save(retrained, str(tmp_path / "retrained.onnx"))
+    report = splitnn.update_weights(tmp_path / "split", tmp_path / "retrained.onnx")
+    assert report.device_download_bytes == 0 and report.parts["server"].changed == (server_weight.name,)
+    assert plan.cut.tensors == ("relu1_out",)
+    analysis = splitnn.analyze(model)
+    splitnn.write_node_csv(analysis, tmp_path / "nodes.csv")
+    rows = list(csv.DictReader((tmp_path / "nodes.csv").open()))
+    assert len(rows) == len(analysis.graph.nodes)
+    assert sum(int(row["macs"]) for row in rows) == analysis.totals.macs
