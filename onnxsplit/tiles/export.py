@@ -88,6 +88,9 @@ def tile_model(stack_model: onnx.ModelProto, stack: list[Layer], tile: Tile, out
             if layer.scale != (1, 1):
                 nodes.extend(_resize_in_tile(model, node, layer, part))
                 continue
+            if layer.op_type == "ConvTranspose":
+                nodes.extend(_deconvolution_in_tile(model, node, layer, part))
+                continue
         nodes.append(node)
     cells = dict(zip(outputs, tile.output_regions or (tile.output_region,)))
     for value in graph.output:
@@ -166,6 +169,18 @@ def _resize_in_tile(model: onnx.ModelProto, node: onnx.NodeProto, layer: Layer, 
         return [node]
     out = node.output[0]
     node.output[0] = f"{out}__resized"
+    return [node, _slice(model, node.output[0], out, part.computed_region, part.output_region, layer.out_layout)]
+
+
+def _deconvolution_in_tile(model: onnx.ModelProto, node: onnx.NodeProto, layer: Layer, part: Any
+                           ) -> list[onnx.NodeProto]:
+    """A ConvTranspose on the tile's input region with no padding, then cut to what the tile needs of its output
+    (geometry._deconvolved)."""
+    _set_pads(node, (0, 0, 0, 0))
+    if part.computed_region is None or tuple(part.computed_region) == tuple(part.output_region):
+        return [node]
+    out = node.output[0]
+    node.output[0] = f"{out}__deconvolved"
     return [node, _slice(model, node.output[0], out, part.computed_region, part.output_region, layer.out_layout)]
 
 
@@ -335,9 +350,10 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
 
 def _check_reuse(plan: TilePlan) -> None:
     """Refuse --reuse on a plan whose stacks it cannot run unit by unit, saying why."""
-    if any(layer.scale != (1, 1) for phase in plan.stacks for layer in phase.stack):
-        raise SplitnnError("--reuse takes each layer's overlap from the neighbouring tiles, and a Resize's is not "
-                           "worked out yet: drop --reuse")
+    if any(layer.scale != (1, 1) or layer.op_type == "ConvTranspose" for phase in plan.stacks
+           for layer in phase.stack):
+        raise SplitnnError("--reuse takes each layer's overlap from the neighbouring tiles, and a Resize's or a "
+                           "ConvTranspose's is not worked out yet: drop --reuse")
     if any(layer.op_type in ("Cast", "QuantizeLinear", "DequantizeLinear")
            for phase in plan.stacks for layer in phase.stack):
         raise SplitnnError("--reuse runs the stack unit by unit in one element type, and this stack changes it (a Cast "

@@ -21,7 +21,9 @@ rows
 
     [o0 * s - p,  (o1 - 1) * s - p + (k - 1) * d + 1)
 
-clipped to the input. Whatever falls outside the input is padding, and only
+clipped to the input (a ConvTranspose, read backwards, needs every input i
+with i * s + k * d - p in the range for some tap k, and is computed on them
+without padding, then cropped). Whatever falls outside the input is padding, and only
 there (at the true image border) is padding applied: a tile's window keeps
 pads only on the sides where its region was clipped. Where a tensor is
 computed over more than one reader needs (two branches with different
@@ -277,6 +279,23 @@ def _resized(layer: Layer, region: Region) -> tuple[Region, Region]:
     return (y0, y1, x0, x1), (y0 * fy, y1 * fy, x0 * fx, x1 * fx)
 
 
+def _deconvolved(layer: Layer, region: Region) -> tuple[Region, Region]:
+    """What a ConvTranspose reads for output `region` (every input that reaches it through some kernel tap), and
+    the output it computes on that input with no padding, in the layer's output coordinates (it holds `region`:
+    the tile graph crops it). Output o gets input i through tap k where o = i * stride + k * dilation - pad."""
+    assert layer.window is not None
+    _, _, in_h, in_w = layer.in_shape
+    reads, computed = [], []
+    for axis, (o0, o1), size in ((0, region[:2], in_h), (1, region[2:], in_w)):
+        stride, pad, extent = layer.window.stride[axis], layer.window.pads[axis], layer.window.extent[axis]
+        i0 = max(-(-(o0 + pad - extent + 1) // stride), 0)
+        i1 = min((o1 - 1 + pad) // stride + 1, size)
+        reads.append((i0, i1))
+        computed.append((i0 * stride - pad, (i1 - 1) * stride + extent - pad))
+    return ((reads[0][0], reads[0][1], reads[1][0], reads[1][1]),
+            (computed[0][0], computed[0][1], computed[1][0], computed[1][1]))
+
+
 def stack_inputs(stack: list[Layer]) -> tuple[str, ...]:
     """The tensors the stack's layers read that it does not compute, in order of first use (the first layer's
     input first), the whole-map vectors after the maps."""
@@ -302,6 +321,9 @@ def _tile_layers(stack: list[Layer], cells: dict[str, Region]) -> tuple[list[Til
         computed: Region | None = None
         if layer.scale != (1, 1):
             reads, computed = _resized(layer, region)
+            top = left = bottom = right = 0
+        elif layer.op_type == "ConvTranspose":
+            reads, computed = _deconvolved(layer, region)
             top = left = bottom = right = 0
         else:
             (iy0, iy1), top, bottom = _back(layer.window, (region[0], region[1]), in_h, 0)

@@ -48,6 +48,8 @@ from splitnn.onnxsplit.model.graph import Graph, Node
 from splitnn.onnxsplit.tiles.geometry import Layer, Window
 
 WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool"})
+# ConvTranspose is a window too, read backwards (geometry._deconvolved): output o gets input i through tap k
+# where o = i * stride + k * dilation - pad.
 UNARY_OPS = frozenset({
     "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",
     "Softsign", "Mish", "Gelu", "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Floor", "Ceil", "Round",
@@ -295,9 +297,29 @@ def slice_window(graph: Graph, node: Node, layout: str) -> Window | str:
     return Window((1, 1), (stride[h], stride[w]), (-first[h], -first[w], 0, 0), (1, 1))
 
 
+def _transposed_window(node: Node, layout: str) -> Window | str:
+    """A ConvTranspose's kernel, stride, pads and dilation, or why a tile cannot hold it: every output position
+    must receive some input (kernel extent >= stride), and nothing may be added past the map (output_padding,
+    output_shape, auto_pad)."""
+    problem = _window_problem(node, layout)
+    if problem:
+        return problem
+    attrs = node.attrs
+    if _auto_pad(node) not in ("NOTSET", "VALID") or "output_shape" in attrs or any(attrs.get("output_padding", [])):
+        return f"{node.name} sets auto_pad, output_shape or output_padding"
+    window = Window(_pair(attrs.get("kernel_shape"), 1), _pair(attrs.get("strides"), 1),
+                    tuple(int(p) for p in attrs.get("pads", [0, 0, 0, 0])), _pair(attrs.get("dilations"), 1))  # type: ignore[arg-type]
+    if any(extent < stride for extent, stride in zip(window.extent, window.stride)):
+        return f"{node.name} leaves output positions no input reaches (kernel extent below the stride)"
+    return window
+
+
 def _kind_problem(graph: Graph, node: Node, layout: str) -> tuple[Window | None, str, str]:
     """(window, output layout, why not) for `node` reading tensors in `layout`."""
     op = node.op_type
+    if op == "ConvTranspose":
+        window = _transposed_window(node, layout)
+        return (window, layout, "") if isinstance(window, Window) else (None, layout, window)
     if op in WINDOW_OPS:
         problem = _window_problem(node, layout)
         in_hw = logical(graph.shape(node.inputs[0]), layout)[2:]
