@@ -60,7 +60,7 @@ from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.core.records import Record
 from splitnn.onnxsplit.runtime.bandwidth import BandwidthEstimator, CutChooser, PartScales, PartSpeed
 from splitnn.onnxsplit.runtime.device import DeviceClient, Refused
-from splitnn.onnxsplit.runtime.server import PROBE_TENSOR
+from splitnn.onnxsplit.runtime.wire import PROBE_TENSOR
 from splitnn.onnxsplit.runtime.wire import RESPONSE, ConnectionClosed, ProtocolError, read_frame
 from splitnn.onnxsplit.vertical.link_range import LatencyLine
 

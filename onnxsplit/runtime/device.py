@@ -35,11 +35,12 @@ from splitnn.onnxsplit.codecs.specs import Codecs, warm_up
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.runtime.auth import ANSWER, HANDSHAKE_MAX_BYTES, NONCE, answer
-from splitnn.onnxsplit.runtime.server_counts import DEVICE_NAME_MAX_BYTES, DEVICE_NAME_TENSOR
 from splitnn.onnxsplit.runtime.wire import (
     AUTH,
     CHALLENGE,
     DEFAULT_MAX_FRAME_BYTES,
+    DEVICE_NAME_MAX_BYTES,
+    DEVICE_NAME_TENSOR,
     ERROR,
     REQUEST,
     RESPONSE,

@@ -37,15 +37,13 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.runtime.auth import ANSWER, HANDSHAKE_MAX_BYTES, NONCE, answer_is_right, new_nonce
 from splitnn.onnxsplit.runtime.batching import BatchCounts, Batcher, batchable_session
-from splitnn.onnxsplit.runtime.server_counts import (
-    DEVICE_NAME_MAX_BYTES,
-    DEVICE_NAME_TENSOR,
-    DeviceCounts,
-    ServerCounts,
-)
+from splitnn.onnxsplit.runtime.server_counts import DeviceCounts, ServerCounts
 from splitnn.onnxsplit.runtime.wire import (
     AUTH,
     CHALLENGE,
+    DEVICE_NAME_MAX_BYTES,
+    DEVICE_NAME_TENSOR,
+    PROBE_TENSOR,
     DEFAULT_MAX_FRAME_BYTES,
     ERROR,
     REQUEST,
@@ -64,8 +62,6 @@ from splitnn.onnxsplit.runtime.wire import (
     send_frame,
 )
 
-# A request carrying only this tensor is a bandwidth probe (runtime/bandwidth.py): answered at once, empty.
-PROBE_TENSOR = "__splitnn_probe__"
 # How long a device may take to answer the challenge before the connection is refused (a silent client does not
 # hold its thread).
 AUTH_TIMEOUT_S = 10.0

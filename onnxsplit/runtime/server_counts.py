@@ -9,11 +9,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-# A request carrying only this tensor (the UTF-8 bytes of a name) names the device on this connection; it is
-# answered at once, empty, like a bandwidth probe.
-DEVICE_NAME_TENSOR = "__splitnn_device__"
-DEVICE_NAME_MAX_BYTES = 64
-
 
 @dataclass
 class DeviceCounts:

@@ -55,6 +55,13 @@ DEFAULT_MAX_FRAME_BYTES = 256 * 1024 * 1024
 # refused without reading it (an error frame, then the connection closes).
 DRAIN_MAX_BYTES = 64 * 1024 * 1024
 
+# Requests that carry one of these tensors alone are the protocol's own, answered at once and empty:
+# a bandwidth probe (runtime/bandwidth.py), and a device naming itself on its connection (the UTF-8 bytes of a
+# name of at most DEVICE_NAME_MAX_BYTES) so that the server counts its requests under that name.
+PROBE_TENSOR = "__splitnn_probe__"
+DEVICE_NAME_TENSOR = "__splitnn_device__"
+DEVICE_NAME_MAX_BYTES = 64
+
 
 class ProtocolError(Exception):
     """A frame that breaks the protocol; `status` says how.

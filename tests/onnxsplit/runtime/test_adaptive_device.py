@@ -93,8 +93,7 @@ class _SlowServer(ModelServer):
         self.extra_s, self.runs = extra_s, 0
 
     def run(self, tensors: dict) -> dict:  # type: ignore[type-arg]
-        from splitnn.onnxsplit.runtime.server import PROBE_TENSOR
-        from splitnn.onnxsplit.runtime.server_counts import DEVICE_NAME_TENSOR
+        from splitnn.onnxsplit.runtime.wire import DEVICE_NAME_TENSOR, PROBE_TENSOR
 
         if set(tensors) not in ({PROBE_TENSOR}, {DEVICE_NAME_TENSOR}):
             self.runs += 1
