@@ -104,26 +104,18 @@ def serve(outdir: str, port: int, drain_timeout: float, guard: Guard, limits: An
       splitnn device out/vgg16 --server board-server.local:9000 --random 5 --token-file token.txt --tls-ca tls/cert.pem
       splitnn serve out/vgg16 --max-batch 16 --max-wait-ms 5     (many devices: batch their requests)
     """
-    from splitnn.onnxsplit.codecs.specs import warm_up
     from splitnn.onnxsplit.core.errors import SplitnnError
-    from splitnn.onnxsplit.runtime.server import (
-        ModelServer,
-        plan_codec_names,
-        plan_codecs,
-        plan_reply_codec,
-        server_models,
-    )
+    from splitnn.onnxsplit.runtime.server import ModelServer, server_models
 
     models = server_models(outdir)
     if not models:
         raise SplitnnError(f"'{outdir}' puts the whole model on the device: its server part is empty and there is "
                            "nothing to serve (run `splitnn device` alone, or partition with another cut)")
     host = guard.host
-    warm_up(plan_codec_names(outdir))  # so the first device's first frame does not load them
     # Idle onnxruntime threads sleep instead of spinning: a request's network time dwarfs their wake-up, and a
     # spinning server takes the cores from whatever shares the machine.
-    server = ModelServer(models, host=host, port=port, codecs=plan_codecs(outdir), token=guard.token,
-                         log=log_line, tls=guard.tls, limits=limits, spin=False, reply_codec=plan_reply_codec(outdir))
+    server = ModelServer.from_plan(outdir, host=host, port=port, token=guard.token, log=log_line, tls=guard.tls,
+                                   limits=limits, spin=False)
     what = f" ({len(models)} cuts of an adaptive plan)" if len(models) > 1 else ""
     shields = ("devices must hold the token; " if guard.token is not None else "") + ("TLS; " if guard.tls else "")
     shields += f"answers in {server.reply_codec.name}; " if server.reply_codec is not None else ""

@@ -21,11 +21,10 @@ from splitnn.cost_models.link_traces import rate_at
 from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference
 from splitnn.onnxsplit.artifacts.plan_file import AdaptivePlanFile, read_plan
 from splitnn.onnxsplit.artifacts.verification import compare_outputs
-from splitnn.onnxsplit.codecs.specs import warm_up
 from splitnn.onnxsplit.core.records import Record
 from splitnn.onnxsplit.runtime.adaptive_device import AdaptiveDevice, RequestPoint
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
-from splitnn.onnxsplit.runtime.server import ModelServer, plan_codec_names, plan_codecs, plan_reply_codec, server_models
+from splitnn.onnxsplit.runtime.server import ModelServer
 
 __all__ = ["AdaptiveBenchOptions", "AdaptiveBenchReport", "HeldBackCount", "Latencies", "RequestPoint",
            "compare_static", "run_adaptive_bench"]
@@ -105,11 +104,8 @@ def run_adaptive_bench(outdir: str | Path, link: LinkSettings, options: Adaptive
     plan = read_plan(outdir, "adaptive")
     assert isinstance(plan, AdaptivePlanFile)
     feeds, reference = inputs_and_reference(outdir, plan, options.seed)
-    servers = server_models(outdir)
     true_rate = (lambda t: rate_at(link.trace, t)) if link.trace else (lambda t: link.uplink_bps)
-    warm_up(plan_codec_names(outdir))
-    with ModelServer(servers or None, spin=False, codecs=plan_codecs(outdir),
-                     reply_codec=plan_reply_codec(outdir)).start() as server:
+    with ModelServer.from_plan(outdir, spin=False).start() as server:
         device = AdaptiveDevice(outdir, plan, server.address, deadline_s=options.deadline_s, timeout_s=options.timeout_s,
                                 hold_cut=options.hold_cut, emulate_board=True, true_rate=true_rate)
         with LinkRelay(server.address, link) as relay:  # the trace's clock starts once the device is ready

@@ -241,6 +241,15 @@ class ModelServer:
             raise SplitnnError(f"cannot listen on {host}:{port} ({exc.strerror}): choose another --port") from None
         self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
 
+    @classmethod
+    def from_plan(cls, outdir: str | Path, **options: Any) -> ModelServer:
+        """The server of the plan in `outdir`: its server part (every kept cut's, for an adaptive plan; the inputs
+        echoed back where the part is empty), the codecs it decodes with and the one it answers in, loaded before
+        the first frame comes. `options`: the constructor's others (host, port, token, tls, limits, spin, log)."""
+        warm_up(plan_codec_names(outdir))
+        return cls(server_models(outdir) or None, codecs=plan_codecs(outdir), reply_codec=plan_reply_codec(outdir),
+                   **options)
+
     def _graph(self, model: Path, threads: int | None, spin: bool) -> _Graph:
         """One server graph's session, its names, and its batcher when batching is asked for and it takes a batch."""
         session = create_session(model, threads=threads, spin=spin)
