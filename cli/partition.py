@@ -221,7 +221,7 @@ def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, til
     plan = plan_tiles(analysis, tiles.nodes, profile, tiles.grid, tiles.fuse_until, tiles.stacks, tiles.fc_split,
                       tiles.cluster_link_bps)
     warn_unpriced(plan.unpriced)
-    _warn_little_help(plan)
+    _warn_little_help(plan, tiles.stacks is None and tiles.fuse_until is None)
     with stderr().status("writing and verifying the tiles..."):
         document = write_tiles(analysis, plan, outdir, reuse=tiles.reuse, atol=verification.atol, rtol=verification.rtol)
     if as_json:
@@ -230,9 +230,9 @@ def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, til
     _render_tiles(document)
 
 
-def _warn_little_help(plan) -> None:  # type: ignore[no-untyped-def]
+def _warn_little_help(plan, chosen_depth: bool = True) -> None:  # type: ignore[no-untyped-def]
     """One line where the tiles can give little: the tiled layers are a small share of the model's time, or take
-    too little time for the cluster's round trips."""
+    too little time for the cluster's round trips (`chosen_depth`: the planner chose how deep the stacks go)."""
     from splitnn.onnxsplit.tiles.planning import STITCH_ROUND_TRIP_S
 
     speedup = plan.single_node_s / plan.makespan_s if plan.makespan_s else 1.0
@@ -242,7 +242,7 @@ def _warn_little_help(plan) -> None:  # type: ignore[no-untyped-def]
         c = plan.coverage
         stop = next(iter(c.stops), None)
         where = f"; the tileable region stops at {stop.node} ({stop.op_type}): {stop.reason}" if stop else ""
-        if c.deepest_stack_macs > 2 * plan.tiled_macs_total:
+        if chosen_depth and c.deepest_stack_macs > 2 * plan.tiled_macs_total:
             where = (f"; deeper stacks (to {c.deepest_stack_macs / max(c.model_macs, 1):.0%} of the MACs) are predicted "
                      f"slower: each costs a {STITCH_ROUND_TRIP_S * 1e3:.0f} ms round trip through the cluster")
         warning(f"tiles can help little here: the tiled layers are {plan.tiled_time_share:.0%} of the model's "

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # (imported where used: each pulls in its own layer's modules
 __all__ = ["Analysis", "PlanningInputs", "SplitnnError", "analyze", "load_link", "load_plan", "load_profile",
            "min_cut_partitions", "partition", "planning_inputs", "run_bench", "update_weights", "write_node_csv"]
 
-Shapes = Mapping[str, Sequence[int]] | Sequence[str] | None
+Shapes = Mapping[str, Sequence[int]] | Sequence[str] | str | None
 
 
 def _shapes(input_shapes: Shapes) -> dict[str, tuple[int, ...]]:
@@ -44,6 +44,8 @@ def _shapes(input_shapes: Shapes) -> dict[str, tuple[int, ...]]:
 
     if input_shapes is None:
         return {}
+    if isinstance(input_shapes, str):  # one spec, as the command line takes it
+        return parse_input_shapes([input_shapes])
     if isinstance(input_shapes, Mapping):
         return {name: tuple(int(d) for d in shape) for name, shape in input_shapes.items()}
     return parse_input_shapes(list(input_shapes))
@@ -52,7 +54,7 @@ def _shapes(input_shapes: Shapes) -> dict[str, tuple[int, ...]]:
 def analyze(model: str | Path, input_shapes: Shapes = None) -> Analysis:
     """The model's cost per node (MACs, bytes, parameters), its totals and every place it can be cut.
 
-    `input_shapes` fixes free dimensions: {"x": (1, 3, 224, 224)} or ["x:1x3x224x224"].
+    `input_shapes` fixes free dimensions: {"x": (1, 3, 224, 224)}, ["x:1x3x224x224"] or "x:1x3x224x224".
 
     >>> splitnn.analyze("vgg16.onnx").totals.macs  # doctest: +SKIP
     15470264320
@@ -191,7 +193,8 @@ def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None
     cut that sends the tensors `cut` ("a,b" or a sequence); the device part also in onnxruntime's mobile
     format unless `ort_format` is False.
     strategy "tiles": the first layers split into a `grid` of tiles (None: the best predicted) in `stacks`
-    fused stacks (None: the best) on `nodes` nodes of `node_profile`, joined to the client by `cluster_link`.
+    fused stacks (None: the best) on `nodes` nodes of `node_profile`, joined to the client by `cluster_link`
+    (bits per second, or text: "1Gbit"; a bare number in text is Mbit/s, as on the command line).
     The written parts are checked against the model within `atol`/`rtol` before the folder is published.
 
     >>> plan = splitnn.partition("vgg16.onnx", "out/vgg16", device="raspberry-pi-4", link="3g")  # doctest: +SKIP

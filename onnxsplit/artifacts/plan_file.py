@@ -419,7 +419,8 @@ class TilePrediction(Record):
     makespan_s: float
     single_node_s: float
     speedup: float | None
-    stack_phases_s: tuple[float, ...] = ()  # each stack's tiles phase (plan files older than this field: none)
+    # Each stack's client step, tiles and bytes on the cluster link (older plan files: its tiles alone, or none).
+    stack_phases_s: tuple[float, ...] = ()
     stack_transfer_bytes: tuple[int, ...] = ()  # what each stack's tiles move between the client and the nodes
     cluster_link_bps: float | None = None  # the link those bytes were priced at (older plan files: none, not priced)
 

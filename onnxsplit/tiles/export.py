@@ -314,6 +314,7 @@ def write_tiles(analysis: Analysis, plan: TilePlan, outdir: str | Path, *, reuse
                 save_part(remainder, staging / REMAINDER_DIR, weights)
         artifacts, reuse_docs = _write_tile_graphs(plan, staging, reuse)
         for number, step in client_steps.items():
+            assert number > 0  # a client step runs between two stacks (stack_region.stack_ends)
             artifacts["later_stacks"][number - 1]["client_step"] = PartStep(
                 f"{tile_stack_dir(number)}/{CLIENT_STEP_DIR}/{MODEL_FILE}", step.inputs, step.outputs).to_dict()
         if steps:

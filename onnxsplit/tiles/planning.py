@@ -388,6 +388,8 @@ def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tup
         raise SplitnnError(f"--fc-split '{fc_split}' must be one of {', '.join(FC_SPLITS)}")
     if stacks is not None and stacks < 1:
         raise SplitnnError("--stacks must be at least 1, or auto")
+    if grid is not None and min(grid) < 1:
+        raise SplitnnError(f"--grid {grid[0]}x{grid[1]} must have at least one row and one column, e.g. 3x3")
     region = tileable_region(analysis.graph, analysis.nodes)
     full = fused_stack(analysis.graph, analysis.nodes, until, region) if until is not None else \
         _deepest(analysis, region)

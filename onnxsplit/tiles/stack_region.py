@@ -89,7 +89,7 @@ class ClientStep:
 
     at: int  # the position in the region's layers it runs before (where one stack ends and the next begins)
     indices: tuple[int, ...]  # graph node indices, in topological order
-    outputs: tuple[str, ...]  # the vectors the layers from `at` on read (H and W are 1)
+    outputs: tuple[str, ...]  # the vectors read after it (by later layers, steps or the remainder; H and W are 1)
     names: tuple[str, ...] = ()  # the nodes' names
 
 
@@ -176,7 +176,7 @@ def _window_problem(node: Node, layout: str) -> str:
         return f"{node.name} uses auto_pad={_auto_pad(node)}"
     if int(node.attrs.get("ceil_mode", 0)):
         return f"{node.name} uses ceil_mode"
-    if node.op_type == "Conv" and "kernel_shape" not in node.attrs:
+    if node.op_type in ("Conv", "ConvTranspose") and "kernel_shape" not in node.attrs:
         return f"{node.name} has no kernel_shape attribute"
     if len(node.attrs.get("kernel_shape", [1, 1])) != 2:
         return f"{node.name} is not a 2-D window"
@@ -298,9 +298,10 @@ def slice_window(graph: Graph, node: Node, layout: str) -> Window | str:
 
 
 def _transposed_window(node: Node, layout: str) -> Window | str:
-    """A ConvTranspose's kernel, stride, pads and dilation, or why a tile cannot hold it: every output position
-    must receive some input (kernel extent >= stride), and nothing may be added past the map (output_padding,
-    output_shape, auto_pad)."""
+    """A ConvTranspose's kernel, stride, pads and dilation, or why a tile cannot hold it: the kernel's extent must
+    reach across the stride (a gap between taps leaves positions no tile computes), and nothing may be added past
+    the map (output_padding, output_shape, auto_pad). With dilation some positions may still get bias alone;
+    the tile computes them as the model does (geometry._deconvolved covers every output of its region)."""
     problem = _window_problem(node, layout)
     if problem:
         return problem
@@ -459,7 +460,7 @@ def _grow(graph: Graph, costs: list[NodeCost], image: str, layout: str
 def _client_steps(graph: Graph, layers: list[Layer], vector_nodes: list[Node]) -> tuple[list[ClientStep], set[int]]:
     """The vector nodes grouped by the first region layer that reads what they compute (directly or through other
     vector nodes): each group runs on the client before that layer. Also the indices of the vector nodes no layer
-    reads (they end the region as any whole-map layer does)."""
+    reads (the poolings among them are the region's stops, as any whole-map layer is)."""
     position = {layer.index: q for q, layer in enumerate(layers)}
     at: dict[int, int] = {}
     for node in reversed(vector_nodes):
@@ -490,7 +491,8 @@ def tileable_region(graph: Graph, costs: list[NodeCost]) -> TileableRegion:
         layers, stops, steps = _grow(graph, costs, image, layout)
         live = live_sets(graph, image, layers, steps)
         first_step = steps[0].at if steps else len(layers)  # a stack with one output never spans a client step
-        boundaries = tuple(p for p in range(1, first_step + 1) if live[p] == {layers[p - 1].output})
+        vectors = {name for step in steps for name in step.outputs}  # the client makes them: not the stack's
+        boundaries = tuple(p for p in range(1, first_step + 1) if live[p] - vectors == {layers[p - 1].output})
         region = TileableRegion(image, layout, tuple(layers), boundaries, tuple(stops), tuple(steps))
         if best is None or _score(region) > _score(best):
             best = region

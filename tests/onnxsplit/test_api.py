@@ -94,3 +94,13 @@ def test_update_weights_and_the_node_table(sample_path, tmp_path):
     rows = list(csv.DictReader((tmp_path / "nodes.csv").open()))
     assert len(rows) == len(analysis.graph.nodes)
     assert sum(int(row["macs"]) for row in rows) == analysis.totals.macs
+
+
+def test_the_api_checks_what_the_command_line_checks(sample_path, tmp_path):
+    model = sample_path("lenet5")
+    with pytest.raises(splitnn.SplitnnError, match="--grid 0x2 must have at least one row"):
+        splitnn.partition(model, tmp_path / "t", strategy="tiles", grid=(0, 2))
+    analysis = splitnn.analyze(model)
+    name = analysis.graph.inputs[0]
+    dims = "x".join(str(d) for d in analysis.graph.info(name).shape)
+    assert splitnn.analyze(model, f"{name}:{dims}").totals.macs == analysis.totals.macs  # one spec, as a string

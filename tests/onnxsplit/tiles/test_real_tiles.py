@@ -413,3 +413,30 @@ def test_a_conv_transpose_with_gaps_or_output_padding_stops_the_region(tmp_path)
         region = tileable_region(analysis.graph, analysis.nodes)
         assert [layer.name for layer in region.layers] == ["conv1"]
         assert region.stops[0].node == "deconv" and why in region.stops[0].reason, region.stops
+
+
+def test_a_stack_may_end_just_before_a_squeeze_and_excitation_block(tmp_path):
+    """--fuse-until the map an SE block reads: one stack hands it on, and the client step runs in the remainder
+    (the block's vector is not the stack's output)."""
+    from splitnn.onnxsplit.tiles.stack_region import tileable_region
+
+    path = tmp_path / "se.onnx"
+    onnx.save(_squeeze_excitation(), str(path))
+    analysis = analyze(load_graph(path))
+    assert tileable_region(analysis.graph, analysis.nodes).boundaries[-1] == 2
+    assert [layer.name for layer in fused_stack(analysis.graph, analysis.nodes, "x1")] == ["conv1", "hswish1"]
+    plan = plan_tiles(analysis, 2, BOARD, (2, 1), "x1")
+    assert write_tiles(analysis, plan, tmp_path / "x1").verification.passed
+
+
+def test_a_conv_transpose_without_kernel_shape_stops_the_region_in_one_line(tmp_path):
+    from splitnn.onnxsplit.tiles.stack_region import tileable_region
+
+    nodes = [helper.make_node("Conv", ["image", "w1"], ["c1"], name="conv1", kernel_shape=[1, 1]),
+             helper.make_node("ConvTranspose", ["c1", "wt"], ["up"], name="deconv")]
+    path = tmp_path / "nokernel.onnx"
+    onnx.save(make_model(nodes, [tensor("image", [1, 3, 8, 8])], [tensor("up", [1, 4, 10, 10])],
+                         [weight("w1", [6, 3, 1, 1], 1), weight("wt", [6, 4, 3, 3], 2)]), str(path))
+    analysis = analyze(load_graph(path))
+    stops = tileable_region(analysis.graph, analysis.nodes).stops
+    assert stops[0].node == "deconv" and "no kernel_shape attribute" in stops[0].reason
