@@ -31,9 +31,12 @@ if TYPE_CHECKING:  # (imported where used: each pulls in its own layer's modules
     from splitnn.onnxsplit.artifacts.plan_file import WeightsUpdateRecord
     from splitnn.onnxsplit.bench.split_report import SplitBenchReport
     from splitnn.onnxsplit.bench.tile_report import TileBenchReport
+    from splitnn.onnxsplit.runtime.device import DeviceClient
+    from splitnn.onnxsplit.runtime.server import ModelServer
 
-__all__ = ["Analysis", "PlanningInputs", "SplitnnError", "analyze", "load_link", "load_plan", "load_profile",
-           "min_cut_partitions", "partition", "planning_inputs", "run_bench", "update_weights", "write_node_csv"]
+__all__ = ["Analysis", "PlanningInputs", "SplitnnError", "analyze", "device", "load_link", "load_plan",
+           "load_profile", "min_cut_partitions", "partition", "planning_inputs", "run_bench", "serve",
+           "update_weights", "write_node_csv"]
 
 Shapes = Mapping[str, Sequence[int]] | Sequence[str] | str | None
 
@@ -254,3 +257,33 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
     chosen = load_link(link) if link is not None else load_plan(folder).link  # type: ignore[union-attr]
     settings = settings_for(chosen.uplink_bps, chosen.rtt_s, downlink_bps=chosen.down_bps)
     return run_split_bench(folder, settings, BenchOptions(requests=requests))
+
+
+def serve(folder: str | Path, *, host: str = "127.0.0.1", port: int = 0, token: bytes | None = None) -> ModelServer:
+    """Serve the server part of the split in `folder` on a background thread, and return the running server
+    (`.address` is where it listens; `.close()`, or use it in a `with` block). `token`: devices must prove they
+    hold it (as `splitnn serve --token-file`). `splitnn serve` adds TLS, limits and draining on SIGTERM.
+
+    >>> with splitnn.serve("out/vgg16") as server:  # doctest: +SKIP
+    ...     answer = splitnn.device("out/vgg16", server.address).request(feeds)
+    """
+    from splitnn.onnxsplit.runtime.server import ModelServer, server_models
+
+    if not server_models(folder):
+        raise SplitnnError(f"'{folder}' puts the whole model on the device: its server part is empty and there is "
+                           "nothing to serve (run the device alone, or partition with another cut)")
+    return ModelServer.from_plan(folder, host=host, port=port, token=token, spin=False).start()
+
+
+def device(folder: str | Path, server: str | tuple[str, int], *, token: bytes | None = None,
+           timeout_s: float = 30.0, name: str | None = None) -> DeviceClient:
+    """The device side of the split in `folder`, talking to `server` ("host:port" or (host, port)):
+    `.request(feeds)` runs the device part, sends what crosses the cut and returns a RequestResult (`.outputs`,
+    `.ok`, each stage's seconds); `.close()` ends the connection.
+
+    >>> result = splitnn.device("out/vgg16", "192.168.1.20:9000").request({"input": image})  # doctest: +SKIP
+    """
+    from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, parse_address
+
+    address = parse_address(server) if isinstance(server, str) else server
+    return DeviceClient(DevicePart(folder), address, token=token, timeout_s=timeout_s, name=name)

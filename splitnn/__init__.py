@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Analysis", "SplitnnError", "analyze", "load_link", "load_plan", "load_profile", "min_cut_partitions",
-           "partition", "run_bench", "update_weights", "write_node_csv"]
+__all__ = ["Analysis", "SplitnnError", "analyze", "device", "load_link", "load_plan", "load_profile",
+           "min_cut_partitions", "partition", "run_bench", "serve", "update_weights", "write_node_csv"]
 
 
 def __getattr__(name: str) -> Any:

@@ -104,3 +104,28 @@ def test_the_api_checks_what_the_command_line_checks(sample_path, tmp_path):
     name = analysis.graph.inputs[0]
     dims = "x".join(str(d) for d in analysis.graph.info(name).shape)
     assert splitnn.analyze(model, f"{name}:{dims}").totals.macs == analysis.totals.macs  # one spec, as a string
+
+
+def test_serve_and_device_in_this_process(sample_path, tmp_path):
+    """splitnn.serve starts the server part on a thread, splitnn.device runs the device part and sends the cut:
+    the answer equals the unsplit model's on the plan's verification input; a wrong token is refused."""
+    import numpy as np
+
+    from splitnn.onnxsplit.artifacts.plan_file import load_verification_data
+
+    model = sample_path("alexnet", 64)
+    splitnn.partition(model, tmp_path / "split", cut="relu2_out", ort_format=False)
+    feeds, reference = load_verification_data(tmp_path / "split")
+    with splitnn.serve(tmp_path / "split", token=b"secret") as server:
+        client = splitnn.device(tmp_path / "split", server.address, token=b"secret", name="test-board")
+        result = client.request(feeds)
+        client.close()
+        assert result.ok and result.bytes_up > 0
+        for name, expected in reference.items():
+            np.testing.assert_allclose(result.outputs[name], expected, rtol=1e-4, atol=1e-5)
+        stranger = splitnn.device(tmp_path / "split", f"{server.address[0]}:{server.address[1]}", token=b"wrong")
+        with pytest.raises(splitnn.SplitnnError):
+            stranger.request(feeds)
+        stranger.close()
+    with pytest.raises(splitnn.SplitnnError, match="server address 'nowhere' must be HOST:PORT"):
+        splitnn.device(tmp_path / "split", "nowhere")
