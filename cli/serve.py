@@ -104,13 +104,9 @@ def serve(outdir: str, port: int, drain_timeout: float, guard: Guard, limits: An
       splitnn device out/vgg16 --server board-server.local:9000 --random 5 --token-file token.txt --tls-ca tls/cert.pem
       splitnn serve out/vgg16 --max-batch 16 --max-wait-ms 5     (many devices: batch their requests)
     """
-    from splitnn.onnxsplit.core.errors import SplitnnError
-    from splitnn.onnxsplit.runtime.server import ModelServer, server_models
+    from splitnn.onnxsplit.runtime.server import ModelServer, models_to_serve
 
-    models = server_models(outdir)
-    if not models:
-        raise SplitnnError(f"'{outdir}' puts the whole model on the device: its server part is empty and there is "
-                           "nothing to serve (run `splitnn device` alone, or partition with another cut)")
+    models = models_to_serve(outdir)
     host = guard.host
     # Idle onnxruntime threads sleep instead of spinning: a request's network time dwarfs their wake-up, and a
     # spinning server takes the cores from whatever shares the machine.

@@ -267,11 +267,9 @@ def serve(folder: str | Path, *, host: str = "127.0.0.1", port: int = 0, token: 
     >>> with splitnn.serve("out/vgg16") as server:  # doctest: +SKIP
     ...     answer = splitnn.device("out/vgg16", server.address).request(feeds)
     """
-    from splitnn.onnxsplit.runtime.server import ModelServer, server_models
+    from splitnn.onnxsplit.runtime.server import ModelServer, models_to_serve
 
-    if not server_models(folder):
-        raise SplitnnError(f"'{folder}' puts the whole model on the device: its server part is empty and there is "
-                           "nothing to serve (run the device alone, or partition with another cut)")
+    models_to_serve(folder)  # refuses a plan whose server part is empty
     return ModelServer.from_plan(folder, host=host, port=port, token=token, spin=False).start()
 
 

@@ -160,6 +160,15 @@ def _codec_plan(outdir: str | Path) -> VerticalPlanFile | AdaptivePlanFile | Non
     return None
 
 
+def models_to_serve(outdir: str | Path) -> list[Path]:
+    """server_models, refused in one line where the plan puts the whole model on the device (nothing to serve)."""
+    models = server_models(outdir)
+    if not models:
+        raise SplitnnError(f"'{outdir}' puts the whole model on the device: its server part is empty and there is "
+                           "nothing to serve (run `splitnn device` alone, or partition with another cut)")
+    return models
+
+
 def plan_codecs(outdir: str | Path) -> dict[str, Codec]:
     """The calibrated codecs a plan's server decodes with (int8:calibrated and the image codecs: each tensor's range,
     from plan.json; of every kept cut for an adaptive plan, as a tensor's range is the same whichever cut sends it);

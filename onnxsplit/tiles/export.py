@@ -165,11 +165,7 @@ def _resize_in_tile(model: onnx.ModelProto, node: onnx.NodeProto, layer: Layer, 
         model.graph.initializer.append(numpy_helper.from_array(np.array(scales, np.float32), name))
         del node.input[3]
         node.input[2] = name
-    if part.computed_region is None:
-        return [node]
-    out = node.output[0]
-    node.output[0] = f"{out}__resized"
-    return [node, _slice(model, node.output[0], out, part.computed_region, part.output_region, layer.out_layout)]
+    return _cut_to_output(model, node, layer, part, "resized")
 
 
 def _deconvolution_in_tile(model: onnx.ModelProto, node: onnx.NodeProto, layer: Layer, part: Any
@@ -177,10 +173,17 @@ def _deconvolution_in_tile(model: onnx.ModelProto, node: onnx.NodeProto, layer: 
     """A ConvTranspose on the tile's input region with no padding, then cut to what the tile needs of its output
     (geometry._deconvolved)."""
     _set_pads(node, (0, 0, 0, 0))
-    if part.computed_region is None or tuple(part.computed_region) == tuple(part.output_region):
+    return _cut_to_output(model, node, layer, part, "deconvolved")
+
+
+def _cut_to_output(model: onnx.ModelProto, node: onnx.NodeProto, layer: Layer, part: Any, what: str
+                   ) -> list[onnx.NodeProto]:
+    """`node`, and where it computes more than the tile needs of its output (`part.computed_region`), a Slice to
+    that (`part.output_region`) under the output's own name, the node's output renamed `<output>__<what>`."""
+    if part.computed_region is None:
         return [node]
     out = node.output[0]
-    node.output[0] = f"{out}__deconvolved"
+    node.output[0] = f"{out}__{what}"
     return [node, _slice(model, node.output[0], out, part.computed_region, part.output_region, layer.out_layout)]
 
 

@@ -275,7 +275,8 @@ def _transfer_bytes(analysis: Analysis, grid: TileGrid) -> int:
 
     def per_position(name: str, layout: str) -> int:  # bytes of one row-and-column position, all channels
         info = graph.info(name)
-        return info.nbytes // max(logical(tuple(info.shape), layout)[2] * logical(tuple(info.shape), layout)[3], 1)
+        _, _, h, w = logical(tuple(info.shape), layout)
+        return info.nbytes // max(h * w, 1)
 
     sizes_in = [per_position(name, grid.input_layout(name)) for name in grid.inputs]
     sizes_out = [per_position(name, grid.output_layout(name)) for name in grid.output_names]
