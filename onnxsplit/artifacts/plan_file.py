@@ -482,7 +482,7 @@ class TileArtifacts(Record):
     stack_weights: str
     tiles: tuple[str, ...]
     later_stacks: tuple[StackArtifacts, ...] = ()
-    reuse: dict[str, Any] | None = None  # first_phase: tile -> graph; second_phase_layers: tile -> layer -> graph
+    reuse: dict[str, Any] | None = None  # first_phase: tile -> graph; second_phase_layers: tile -> unit -> graph
     remainder_steps: tuple[PartStep | SlicedStep, ...] | None = None
     remainder_model: str | None = None
     remainder_weights: str | None = None
@@ -511,7 +511,7 @@ class TilePlanFile(PlanHeader):
     coverage: CoverageRecord | None = None  # plan files older than this field: none
     predicted: TilePrediction
     remainder: PartSpec
-    reuse: dict[str, Any] = field(default_factory=lambda: {"enabled": False})  # saved MACs, second-phase geometry
+    reuse: dict[str, Any] = field(default_factory=lambda: {"enabled": False})  # saved MACs; tiles: each tile's task data (reuse.ReuseTile)
     verification: Verification
     artifacts: TileArtifacts
     strategy: str = "tiles"

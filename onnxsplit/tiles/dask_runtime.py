@@ -37,8 +37,9 @@ from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.plan_file import model_path, read_tile_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
-from splitnn.onnxsplit.tiles.geometry import crop, paste_tile, tile_crops
+from splitnn.onnxsplit.tiles.geometry import paste_tile, tile_crops
 from splitnn.onnxsplit.tiles.planning import lpt_deal
+from splitnn.onnxsplit.tiles.reuse import ReuseTile, assemble, stack_reuse_tiles
 
 
 def _with_weights(graph_bytes: bytes, weights: bytes) -> bytes:
@@ -147,32 +148,38 @@ def tile_groups(predicted_s: list[float], count: int) -> list[list[int]]:
     return [sorted(group) for group in lpt_deal(predicted_s, count) if group]
 
 
-def run_first_phase(plugin_name: str, tile_id: int, crop: np.ndarray) -> tuple[list[np.ndarray], float, str]:
-    """A Dask task (reuse): a first-phase tile, returning every layer's output over its regions."""
+def run_first_phase(plugin_name: str, record: ReuseTile, crops: dict[str, np.ndarray]
+                    ) -> tuple[tuple[list[np.ndarray], list[np.ndarray]], float, str]:
+    """A Dask task (reuse): a first-phase tile; returns its cells of the stack's outputs and every unit's output
+    over its regions (what its second-phase neighbours read)."""
     from distributed import get_worker
 
-    session = _sessions(plugin_name)[f"first:{tile_id}"]  # type: ignore[index]
+    from splitnn.onnxsplit.tiles.reuse import first_phase_outputs
+
+    session = _sessions(plugin_name)[f"first:{record.id}"]  # type: ignore[index]
     start = time.perf_counter()
-    outputs = session.run(None, {session.get_inputs()[0].name: crop})
-    return outputs, time.perf_counter() - start, get_worker().address
+    every_unit = session.run(None, crops)
+    return (first_phase_outputs(record, every_unit), every_unit), time.perf_counter() - start, get_worker().address
 
 
-def run_second(plugin_name: str, data: dict[str, Any], first_input: np.ndarray,
-               neighbours: dict[int, tuple[list[np.ndarray], float, str]]) -> tuple[np.ndarray, float, str]:
-    """A Dask task (reuse): a second-phase tile, layer by layer, from its neighbours' first-phase results."""
+def run_second(plugin_name: str, record: ReuseTile, crops: dict[str, np.ndarray],
+               neighbours: dict[int, tuple[tuple[list[np.ndarray], list[np.ndarray]], float, str]]
+               ) -> tuple[tuple[list[np.ndarray], list[np.ndarray]], float, str]:
+    """A Dask task (reuse): a second-phase tile, unit by unit, from its neighbours' first-phase results; returns its
+    cells of the stack's outputs (and no unit outputs: nothing reads them)."""
     from distributed import get_worker
 
     from splitnn.onnxsplit.tiles.reuse import run_second_phase
 
     sessions = _sessions(plugin_name)
 
-    def run_layer(index: int, x: np.ndarray) -> np.ndarray:
-        session = sessions[f"layer:{data['id']}:{index}"]  # type: ignore[index]
-        return session.run(None, {session.get_inputs()[0].name: x})[0]  # type: ignore[no-any-return]
+    def run_unit(index: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        session = sessions[f"layer:{record.id}:{index}"]  # type: ignore[index]
+        return session.run(None, feeds)  # type: ignore[no-any-return]
 
     start = time.perf_counter()
-    output = run_second_phase(data, first_input, run_layer, {n: result[0] for n, result in neighbours.items()})
-    return output, time.perf_counter() - start, get_worker().address
+    outputs = run_second_phase(record, crops, run_unit, {n: result[0][1] for n, result in neighbours.items()})
+    return (outputs, []), time.perf_counter() - start, get_worker().address
 
 
 def run_slice(plugin_name: str, slice_key: str, model: bytes, x: np.ndarray) -> np.ndarray:
@@ -269,7 +276,7 @@ class LaterStack:
     graphs: dict[int, bytes]
     weights: bytes
     maps: StackMaps
-    second_phase: dict[int, dict[str, Any]] = field(default_factory=dict)  # reuse: the second-phase tiles
+    reuse_tiles: dict[int, ReuseTile] = field(default_factory=dict)  # reuse: every tile's task data (none without)
     client_step: PartStep | None = None  # what the client computes before the stack's tiles (a whole-map vector)
 
 
@@ -300,11 +307,6 @@ def _stack_graphs(outdir: Path, tiles: tuple[Any, ...], names: tuple[str, ...], 
     return graphs
 
 
-def _second_phase(reuse: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """A stack's second-phase tiles (reuse), by id: what each needs from its neighbours (none without reuse)."""
-    return {int(k): v for k, v in reuse.get("second_phase", {}).items()} if reuse.get("enabled") else {}
-
-
 class TileProgram:
     """A tile plan folder, loaded on the client: geometry, tile graphs, weights, and the remainder's session."""
 
@@ -317,12 +319,12 @@ class TileProgram:
         self.tiles = self.plan.tiles
         self.graphs = _stack_graphs(outdir, self.tiles, artifacts.tiles, artifacts.reuse)
         self.weights = (outdir / artifacts.stack_weights).read_bytes()
-        self.second_phase = _second_phase(self.plan.reuse)
+        self.reuse_tiles = stack_reuse_tiles(self.plan.reuse)
         self.image = self.plan.image_input
         self.maps = StackMaps.of(self.plan.all_stacks[0])
         self.later = [LaterStack(record.tiles, _stack_graphs(outdir, record.tiles, files.tiles, files.reuse),
                                  (outdir / files.stack_weights).read_bytes(), StackMaps.of(record),
-                                 _second_phase(record.reuse), files.client_step)
+                                 stack_reuse_tiles(record.reuse), files.client_step)
                       for record, files in zip(self.plan.later_stacks, artifacts.later_stacks)]
         self.folder = outdir
         self.steps = self.plan.remainder_chain()
@@ -443,7 +445,7 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
     tiles travel in (tile_task_count's by default; as many as tiles: one each). `handoff`: see HANDOFFS."""
     if handoff not in HANDOFFS:
         raise SplitnnError(f"unknown hand-off '{handoff}': one of {', '.join(HANDOFFS)}")
-    if handoff == "workers" and program.later and (program.second_phase or any(s.second_phase for s in program.later)):
+    if handoff == "workers" and program.later and (program.reuse_tiles or any(s.reuse_tiles for s in program.later)):
         raise SplitnnError("--handoff workers does not run a reuse plan's stacks: use --handoff client")
     if handoff == "workers" and program.later and not _one_map_chain(program):
         raise SplitnnError("--handoff workers hands one NCHW map from each stack to the next, and this plan's stacks "
@@ -451,7 +453,7 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
                            "squeeze-and-excitation vector from: use --handoff client")
     pool = dict(feeds)
     start = time.perf_counter()
-    futures, tile_of = _submit_stack(client, program.tiles, program.second_phase, plugins[0], pool, program.maps,
+    futures, tile_of = _submit_stack(client, program.tiles, program.reuse_tiles, plugins[0], pool, program.maps,
                                      workers, tasks)
     earlier: list[tuple[list[Any], dict[str, Any]]] = []  # stacks whose outputs stayed on the workers
     if program.later and handoff == "workers":
@@ -501,9 +503,8 @@ def _stitch_results(futures: list[Any], tile_of: dict[str, Any], maps: StackMaps
     for future in as_completed(futures):
         output, seconds, worker = future.result()
         tiles = tile_of[future.key]
-        if not isinstance(tiles, list):  # a reuse task: one tile of a one-map stack
-            # a first-phase tile returns every layer's output, and its last layer is its output
-            tiles, output, seconds = [tiles], [[output[-1] if isinstance(output, list) else output]], [seconds]
+        if not isinstance(tiles, list):  # a reuse task: one tile, its cells and (first phase) every unit's output
+            tiles, output, seconds = [tiles], [output[0]], [seconds]
         for tile, tile_outputs, tile_s in zip(tiles, output, seconds):
             maps.paste(stitched, tile, tile_outputs)
             records.append(TileRecord(tile.id, worker, tile_s, time.perf_counter() - start, stack))
@@ -520,7 +521,7 @@ def _run_stack(client: Any, later: LaterStack, plugin: str, number: int, pool: d
     tile's record is added to `records`. Returns the futures."""
     if later.client_step is not None:
         run_steps([later.client_step], pool, session_of)
-    futures, tile_of = _submit_stack(client, later.tiles, later.second_phase, plugin, pool, later.maps, workers)
+    futures, tile_of = _submit_stack(client, later.tiles, later.reuse_tiles, plugin, pool, later.maps, workers)
     stitched, mine = _stitch_results(futures, tile_of, later.maps, start, stack=number)
     pool.update(stitched)
     records += mine
@@ -539,12 +540,9 @@ def run_tile_group_from(plugin_name: str, tile_ids: list[int], regions: list[tup
     """A Dask task of a later stack (hand-off "workers"): each tile's input, `regions[i]` of the previous stack's
     output, cut from the results of the previous stack's tasks that overlap it (`previous`, handed over by Dask
     from the workers that hold them; `sources[j]`: the output regions of the tiles in `previous[j]`)."""
-    from splitnn.onnxsplit.tiles.reuse import assemble
-
     pieces = [(region, output[0]) for regions, (outputs, _, _) in zip(sources, previous)
               for region, output in zip(regions, outputs)]
-    first = pieces[0][1]
-    crops = [[assemble(region, first.shape[1], first.dtype, pieces)] for region in regions]  # type: ignore[arg-type]
+    crops = [[assemble(region, pieces)] for region in regions]  # type: ignore[arg-type]
     return run_tile_group(plugin_name, tile_ids, crops)
 
 
@@ -622,14 +620,13 @@ def tile_task_count(tiles: int, workers: int) -> int:
     return min(tiles, workers)
 
 
-def _submit_stack(client: Any, tiles: tuple[Any, ...], second_phase: dict[int, dict[str, Any]], plugin_name: str,
+def _submit_stack(client: Any, tiles: tuple[Any, ...], reuse_tiles: dict[int, ReuseTile], plugin_name: str,
                   pool: dict[str, np.ndarray], maps: StackMaps, workers: list[str], tasks: int | None = None
                   ) -> tuple[list[Any], dict[str, Any]]:
-    """A stack's tiles sent out, cropped from the maps in `pool`: with reuse (`second_phase`, one map in), its two
-    phases; else as groups (_submit_groups)."""
-    if second_phase:
-        return _submit_with_reuse(client, tiles, second_phase, plugin_name, pool[maps.inputs[0]], workers,
-                                  maps.input_layouts[0])
+    """A stack's tiles sent out, cropped from the maps in `pool`: with reuse (`reuse_tiles`), its two phases; else
+    as groups (_submit_groups)."""
+    if reuse_tiles:
+        return _submit_with_reuse(client, tiles, reuse_tiles, plugin_name, pool, maps, workers)
     return _submit_groups(client, tiles, plugin_name, pool, maps, workers, tasks)
 
 
@@ -644,30 +641,29 @@ def _submit_groups(client: Any, tiles: tuple[Any, ...], plugin_name: str, pool: 
     return futures, {f.key: [tiles[i] for i in group] for f, group in zip(futures, groups)}
 
 
-def _submit_with_reuse(client: Any, tiles: tuple[Any, ...], second_phase: dict[int, dict[str, Any]], plugin_name: str,
-                       image: np.ndarray, workers: list[str], layout: str = "NCHW") -> tuple[list[Any], dict[str, Any]]:
-    """Reuse, one stack (`image`: its input): first-phase tiles at once, then each second-phase tile once its
-    neighbours are done (Dask passes their results to it)."""
-    from splitnn.onnxsplit.tiles.reuse import first_layer_input
+def _submit_with_reuse(client: Any, tiles: tuple[Any, ...], reuse_tiles: dict[int, ReuseTile], plugin_name: str,
+                       pool: dict[str, np.ndarray], maps: StackMaps, workers: list[str]) -> tuple[list[Any], dict[str, Any]]:
+    """Reuse, one stack: first-phase tiles at once, then each second-phase tile once its neighbours are done (Dask
+    passes their results to it)."""
+    from splitnn.onnxsplit.tiles.reuse import second_phase_crops
 
     futures, tile_of, first = [], {}, {}
     for tile in tiles:
-        if tile.id in second_phase:
+        record = reuse_tiles[tile.id]
+        if not record.first_phase:
             continue
-        future = client.submit(run_first_phase, plugin_name, tile.id, crop(image, tile.input_region, layout),
+        future = client.submit(run_first_phase, plugin_name, record, dict(zip(maps.inputs, maps.crops(tile, pool))),
                                workers=workers, allow_other_workers=False, pure=False)
         first[tile.id] = future
         futures.append(future)
         tile_of[future.key] = tile
     for tile in tiles:
-        data = second_phase.get(tile.id)
-        if data is None:
+        record = reuse_tiles[tile.id]
+        if record.first_phase:
             continue
-        near = {int(n): first[int(n)] for n in data["neighbours"]}
-        future = client.submit(run_second, plugin_name, data, first_layer_input(data, image), near, workers=workers,
+        near = {int(n): first[int(n)] for n in record.neighbours}
+        future = client.submit(run_second, plugin_name, record, second_phase_crops(record, pool), near, workers=workers,
                                allow_other_workers=False, pure=False)
         futures.append(future)
         tile_of[future.key] = tile
     return futures, tile_of
-
-

@@ -296,6 +296,27 @@ def _deconvolved(layer: Layer, region: Region) -> tuple[Region, Region]:
             (computed[0][0], computed[0][1], computed[1][0], computed[1][1]))
 
 
+def layer_reads(layer: Layer, region: Region) -> tuple[Region, tuple[int, int, int, int], Region | None]:
+    """What `layer` reads of each of its maps to compute output `region`, the pads it applies there (top, left,
+    bottom, right: at the true borders only), and the output it computes where that is more than `region` (a
+    Resize or ConvTranspose, cut to `region` in the tile graph; None where it computes `region` itself)."""
+    if layer.scale != (1, 1) or layer.op_type == "ConvTranspose":
+        reads, computed = _resized(layer, region) if layer.scale != (1, 1) else _deconvolved(layer, region)
+        return reads, (0, 0, 0, 0), computed if computed != region else None
+    _, _, in_h, in_w = layer.in_shape
+    (iy0, iy1), top, bottom = _back(layer.window, (region[0], region[1]), in_h, 0)
+    (ix0, ix1), left, right = _back(layer.window, (region[2], region[3]), in_w, 1)
+    return (iy0, iy1, ix0, ix1), (top, left, bottom, right), None
+
+
+def part_macs(layer: Layer, reads: Region, computed: Region) -> int:
+    """`layer`'s MACs on a part of the map: reading `reads` and computing `computed` (a ConvTranspose's are in
+    proportion to the input it reads, every other layer's to the output it computes)."""
+    if layer.op_type == "ConvTranspose":
+        return round(layer.macs * _area(reads) / (layer.in_shape[2] * layer.in_shape[3]))
+    return round(layer.macs * _area(computed) / (layer.out_shape[2] * layer.out_shape[3]))
+
+
 def stack_inputs(stack: list[Layer]) -> tuple[str, ...]:
     """The tensors the stack's layers read that it does not compute, in order of first use (the first layer's
     input first), the whole-map vectors after the maps."""
@@ -317,23 +338,11 @@ def _tile_layers(stack: list[Layer], cells: dict[str, Region]) -> tuple[list[Til
                 region = _union(region, needs[name])
         if region is None:  # read by nothing the tile computes: computed whole, as the model does
             region = (0, layer.out_shape[2], 0, layer.out_shape[3])
-        _, _, in_h, in_w = layer.in_shape
-        computed: Region | None = None
-        if layer.scale != (1, 1):
-            reads, computed = _resized(layer, region)
-            top = left = bottom = right = 0
-        elif layer.op_type == "ConvTranspose":
-            reads, computed = _deconvolved(layer, region)
-            top = left = bottom = right = 0
-        else:
-            (iy0, iy1), top, bottom = _back(layer.window, (region[0], region[1]), in_h, 0)
-            (ix0, ix1), left, right = _back(layer.window, (region[2], region[3]), in_w, 1)
-            reads = (iy0, iy1, ix0, ix1)
+        reads, pads, computed = layer_reads(layer, region)
         each = tuple(WHOLE_VECTOR if name in layer.broadcast else reads for name in layer.data_inputs)
         for name, read in zip(layer.data_inputs, each):
             needs[name] = _union(needs.get(name), read)
-        parts.append(TileLayer(reads, region, (top, left, bottom, right), each if len(each) > 1 else (),
-                               computed if computed != region else None))
+        parts.append(TileLayer(reads, region, pads, each if len(each) > 1 else (), computed))
     parts.reverse()
     return parts, needs
 
@@ -356,7 +365,7 @@ def tile_grid(stack: list[Layer], rows: int, cols: int, outputs: tuple[str, ...]
             peak = 0
             for layer, part in zip(stack, layers):
                 out_area = _area(part.computed_region or part.output_region)
-                macs += round(layer.macs * out_area / (layer.out_shape[2] * layer.out_shape[3]))
+                macs += part_macs(layer, part.input_region, part.computed_region or part.output_region)
                 channels_in = layer.in_channels or layer.in_shape[1]
                 out_channels = layer.out_shape[1] * len(layer.all_outputs)
                 peak = max(peak, (channels_in * _area(part.input_region) + out_channels * out_area) * layer.itemsize)

@@ -3,88 +3,113 @@
 Without reuse every tile computes, at every layer, all it needs for its own
 output, so the borders it shares with its neighbours are computed twice (the
 redundant MACs). With reuse the tiles run in two phases:
-- first phase: tiles whose row + column is even run as before, and return
-  every layer's output (not only the last);
+- first phase: tiles whose row + column is even run as before, and also
+  return every unit's output (see below) over the region they computed;
 - second phase: the other tiles, whose four neighbours are all first-phase
-  tiles, run layer by layer. At layer l a second-phase tile needs the region
-  N_l (what it needs without reuse); a first-phase neighbour already computed
-  the strip of N_l on its side (the neighbour in the same grid row covers the
-  same rows, the one in the same column the same columns, so what is left is
-  a rectangle C_l, possibly empty). The tile computes only C_l, from an input
-  assembled out of its own previous layer and its neighbours' outputs.
+  tiles, run unit by unit. For a unit's output the tile needs the region N
+  (what it computes without reuse); its first-phase neighbours already
+  computed the strip of N on their side (the neighbour in the same grid row
+  covers the same rows, the one in the same column the same columns: the
+  geometry is separable), so what is left is a rectangle C, possibly empty.
+  The tile computes only C, from inputs assembled out of its own earlier
+  units' outputs, its neighbours' outputs and its crops of the stack's inputs.
 The second phase waits for its neighbours, so reuse trades parallelism and
 data movement for MACs; the MACs saved are reported.
 
-"Layer by layer" is unit by unit where the stack branches only inside a
-unit: a layer and the pointwise layers after it that read nothing but that
-unit's tensors (SiLU as x * Sigmoid(x), an unfolded HardSwish) run as one
-unit (`reuse_units`). A stack whose branches span units (a residual block, a
-split) has no such chain, and reuse is refused.
+A unit is a layer and the pointwise layers after it that read nothing but
+that unit's tensors (SiLU as x * Sigmoid(x), an unfolded HardSwish), run as
+one graph. Units form the stack's graph, branches included: a residual Add
+or a Concat is a unit that reads the outputs of several earlier units, and
+each of those is assembled over what the Add reads. Where a unit's inner
+tensor is also read outside it, every layer is a unit of its own.
+
+Why every piece exists: a unit input t read over R = back(C) lies within the
+tile's own region N_t (N_t is the union of what t's readers need), and N_t
+is covered by the tile's own C_t and its neighbours' N_t.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from splitnn.onnxsplit.tiles.geometry import Layer, Region, Tile, TileGrid, TileLayer, _back, crop, in_memory, paste
+from splitnn.onnxsplit.core.records import Record
+from splitnn.onnxsplit.tiles.geometry import Layer, Region, Tile, TileGrid, crop, in_memory, layer_reads, part_macs, paste
 
 
 @dataclass(frozen=True)
-class ReuseLayer:
-    compute: Region | None  # what the second-phase tile computes at this layer (None: its neighbours cover all)
-    input_region: Region | None  # the layer input that needs
-    pads: tuple[int, int, int, int]
+class Unit:
+    """Layers a second-phase tile runs as one graph (see the module doc)."""
+
+    members: tuple[int, ...]  # indices into the stack, in order
+    first: Layer
+    last: Layer
+
+    @property
+    def maps(self) -> tuple[str, ...]:
+        """The maps the unit reads (its first layer's), each assembled over the same region."""
+        return tuple(name for name in self.first.data_inputs if name not in self.first.broadcast)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self.last.all_outputs
 
 
 @dataclass(frozen=True)
-class ReuseUnits:
-    """A stack as a chain of units (see the module doc)."""
+class UnitWork(Record):
+    """What a second-phase tile computes of one unit."""
 
-    grid: TileGrid  # the units as its layers, each tile's parts per unit
-    members: tuple[tuple[Layer, ...], ...]  # the stack's layers in each unit, in order
+    maps: tuple[str, ...]  # read over `reads`
+    vectors: tuple[str, ...]  # whole-map vectors, read whole
+    outputs: tuple[str, ...]
+    compute: Region | None = None  # the rectangle it computes (None: its neighbours computed all it needs)
+    reads: Region | None = None
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    computed: Region | None = None  # a Resize's or ConvTranspose's output on `reads`, cut to `compute`
 
 
-def _unit_groups(stack: list[Layer]) -> list[list[int]] | None:
-    """The stack's layers (indices) grouped into units, or None where they do not form a chain of units."""
+@dataclass(frozen=True)
+class ReuseTile(Record):
+    """What one tile's reuse task needs, as plain data (it may run on another machine)."""
+
+    id: int
+    first_phase: bool
+    tensors: tuple[str, ...]  # every unit's outputs, in the order a first-phase tile returns them
+    regions: tuple[Region, ...]  # this tile's region of each of `tensors` (what it needs without reuse)
+    outputs_at: tuple[int, ...]  # each stack output's place in `tensors`
+    cells: tuple[Region, ...]  # this tile's cell of each stack output
+    layouts: dict[str, str]  # of every tensor named here, in memory
+    units: tuple[UnitWork, ...] = ()  # second phase: per unit
+    input_regions: dict[str, Region] = field(default_factory=dict)  # second phase: its crop of each stack input
+    neighbours: dict[str, tuple[Region, ...]] = field(default_factory=dict)  # second phase: id -> their `regions`
+
+
+def reuse_units(stack: list[Layer], outputs: tuple[str, ...]) -> list[Unit]:
+    """The stack's layers as units (see the module doc); `outputs`: the stack's outputs."""
     groups: list[list[int]] = []
     made: set[str] = set()
     for i, layer in enumerate(stack):
-        if len(layer.all_outputs) != 1:
-            return None
-        pointwise = layer.window is None and layer.scale == (1, 1)
+        pointwise = layer.window is None and layer.scale == (1, 1) and not layer.broadcast
         if groups and pointwise and all(name in made for name in layer.data_inputs):
             groups[-1].append(i)
-            made.add(layer.output)
+            made.update(layer.all_outputs)
             continue
-        before = stack[groups[-1][-1]].output if groups else stack[0].input
-        if layer.data_inputs != (before,):
-            return None
         groups.append([i])
-        made = {layer.output}
-    return groups
+        made = set(layer.all_outputs)
+    if not _hands_on_last_only(stack, groups, outputs):
+        groups = [[i] for i in range(len(stack))]
+    return [Unit(tuple(group), stack[group[0]], stack[group[-1]]) for group in groups]
 
 
-def reuse_units(grid: TileGrid) -> ReuseUnits | None:
-    """`grid`'s stack as a chain of units, with each tile's parts per unit; None where it is no such chain."""
-    groups = _unit_groups(grid.stack) if not grid.outputs else None
-    if groups is None:
-        return None
-    units = []
-    for group in groups:
-        first, last = grid.stack[group[0]], grid.stack[group[-1]]
-        units.append(Layer(first.index, first.name, first.op_type, first.window, first.input, last.output,
-                           first.in_shape, last.out_shape, sum(grid.stack[i].macs for i in group),
-                           max(grid.stack[i].itemsize for i in group), first.in_layout, out_layout=last.out_layout))
-    tiles = []
-    for tile in grid.tiles:
-        parts = tuple(TileLayer(tile.layers[g[0]].input_region, tile.layers[g[-1]].output_region, tile.layers[g[0]].pads)
-                      for g in groups)
-        tiles.append(Tile(tile.id, tile.row, tile.col, tile.input_region, tile.output_region, parts, tile.macs,
-                          tile.peak_bytes))
-    return ReuseUnits(TileGrid(units, grid.rows, grid.cols, tiles),
-                      tuple(tuple(grid.stack[i] for i in group) for group in groups))
+def _hands_on_last_only(stack: list[Layer], groups: list[list[int]], outputs: tuple[str, ...]) -> bool:
+    """Whether every tensor read outside its unit, or handed on by the stack, is its unit's last layer's."""
+    unit_of = {name: k for k, group in enumerate(groups) for i in group for name in stack[i].all_outputs}
+    handed = {name for group in groups for name in stack[group[-1]].all_outputs}
+    read_outside = {name for k, group in enumerate(groups) for i in group for name in stack[i].data_inputs
+                    if name in unit_of and unit_of[name] != k}
+    return (read_outside | set(outputs)) <= handed
 
 
 def first_phase(tile: Tile) -> bool:
@@ -98,49 +123,83 @@ def neighbours(grid: TileGrid, tile: Tile) -> list[Tile]:
     return [by_position[p] for p in around if p in by_position]
 
 
-def second_phase_layers(grid: TileGrid, tile: Tile) -> list[ReuseLayer]:
-    """Per layer, the rectangle a second-phase tile still computes and the input region it reads."""
-    layers = []
+def unit_work(grid: TileGrid, units: list[Unit], tile: Tile) -> tuple[UnitWork, ...]:
+    """Per unit, the rectangle a second-phase tile still computes and what it reads for it."""
     near = {(n.row - tile.row, n.col - tile.col): n for n in neighbours(grid, tile)}
-    for index, (layer, part) in enumerate(zip(grid.stack, tile.layers)):
-        y0, y1, x0, x1 = part.output_region
+    works = []
+    for unit in units:
+        last = unit.members[-1]
+        y0, y1, x0, x1 = tile.layers[last].output_region
         if (0, -1) in near:
-            x0 = max(x0, near[(0, -1)].layers[index].output_region[3])
+            x0 = max(x0, near[(0, -1)].layers[last].output_region[3])
         if (0, 1) in near:
-            x1 = min(x1, near[(0, 1)].layers[index].output_region[2])
+            x1 = min(x1, near[(0, 1)].layers[last].output_region[2])
         if (-1, 0) in near:
-            y0 = max(y0, near[(-1, 0)].layers[index].output_region[1])
+            y0 = max(y0, near[(-1, 0)].layers[last].output_region[1])
         if (1, 0) in near:
-            y1 = min(y1, near[(1, 0)].layers[index].output_region[0])
+            y1 = min(y1, near[(1, 0)].layers[last].output_region[0])
         if y0 >= y1 or x0 >= x1:
-            layers.append(ReuseLayer(None, None, (0, 0, 0, 0)))
+            works.append(UnitWork(unit.maps, unit.first.broadcast, unit.outputs))
             continue
-        _, _, in_h, in_w = layer.in_shape
-        (iy0, iy1), top, bottom = _back(layer.window, (y0, y1), in_h, 0)
-        (ix0, ix1), left, right = _back(layer.window, (x0, x1), in_w, 1)
-        layers.append(ReuseLayer((y0, y1, x0, x1), (iy0, iy1, ix0, ix1), (top, left, bottom, right)))
-    return layers
+        reads, pads, computed = layer_reads(unit.first, (y0, y1, x0, x1))
+        works.append(UnitWork(unit.maps, unit.first.broadcast, unit.outputs, (y0, y1, x0, x1), reads, pads, computed))
+    return tuple(works)
 
 
-def reuse_macs(grid: TileGrid) -> int:
-    """MACs of the tiles with reuse: first-phase tiles in full, second-phase tiles only what they compute."""
+def reuse_tiles(grid: TileGrid, units: list[Unit]) -> list[ReuseTile]:
+    """Every tile's reuse task data, in the grid's order."""
+    tensors = tuple(name for unit in units for name in unit.outputs)
+    producer = {name: unit.members[-1] for unit in units for name in unit.outputs}
+    outputs_at = tuple(tensors.index(name) for name in grid.output_names)
+    layouts = {name: grid.stack[producer[name]].out_layout for name in tensors}
+    layouts.update({name: grid.input_layout(name) for name in grid.inputs})
+    records = []
+    for tile in grid.tiles:
+        regions = tuple(tile.layers[producer[name]].output_region for name in tensors)
+        cells = tile.output_regions or (tile.output_region,)
+        if first_phase(tile):
+            records.append(ReuseTile(tile.id, True, tensors, regions, outputs_at, cells, layouts))
+            continue
+        works = unit_work(grid, units, tile)
+        reads: dict[str, Region] = {}
+        for work in works:
+            for name in (*work.maps, *work.vectors):
+                if name in grid.inputs and work.reads is not None:
+                    region = (0, 1, 0, 1) if name in work.vectors else work.reads
+                    reads[name] = _union(reads.get(name), region)
+        near = {str(n.id): tuple(n.layers[producer[name]].output_region for name in tensors)
+                for n in neighbours(grid, tile)}
+        records.append(ReuseTile(tile.id, False, tensors, regions, outputs_at, cells, layouts, works, reads, near))
+    return records
+
+
+def _union(a: Region | None, b: Region) -> Region:
+    return b if a is None else (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
+
+
+def reuse_macs(grid: TileGrid, units: list[Unit]) -> int:
+    """MACs of the tiles with reuse: first-phase tiles in full, second-phase tiles only what they compute (a unit's
+    first layer over what it computes, the pointwise layers after it over its rectangle)."""
     total = 0
     for tile in grid.tiles:
         if first_phase(tile):
             total += tile.macs
             continue
-        for layer, reuse in zip(grid.stack, second_phase_layers(grid, tile)):
-            if reuse.compute is not None:
-                y0, y1, x0, x1 = reuse.compute
-                total += round(layer.macs * (y1 - y0) * (x1 - x0) / (layer.out_shape[2] * layer.out_shape[3]))
+        for unit, work in zip(units, unit_work(grid, units, tile)):
+            if work.compute is None:
+                continue
+            assert work.reads is not None
+            total += part_macs(unit.first, work.reads, work.computed or work.compute)
+            total += sum(part_macs(grid.stack[i], work.compute, work.compute) for i in unit.members[1:])
     return total
 
 
-def assemble(region: Region, channels: int, dtype: Any, pieces: list[tuple[Region, np.ndarray]],
-             layout: str = "NCHW") -> np.ndarray:
+def assemble(region: Region, pieces: list[tuple[Region, np.ndarray]], layout: str = "NCHW") -> np.ndarray:
     """The tensor over `region` (held in `layout`), copied from `pieces` (region, data) that together cover it."""
     y0, y1, x0, x1 = region
-    out = np.empty(in_memory((1, channels, y1 - y0, x1 - x0), layout), dtype=dtype)
+    sample = pieces[0][1]
+    channels = sample.shape[3] if layout == "NHWC" else sample.shape[1]
+    out = np.empty(in_memory((1, channels, y1 - y0, x1 - x0), layout), dtype=sample.dtype)
     covered = np.zeros((y1 - y0, x1 - x0), dtype=bool)
     for (py0, py1, px0, px1), data in pieces:
         a0, a1, b0, b1 = max(y0, py0), min(y1, py1), max(x0, px0), min(x1, px1)
@@ -154,48 +213,51 @@ def assemble(region: Region, channels: int, dtype: Any, pieces: list[tuple[Regio
     return out
 
 
-def second_phase_data(grid: TileGrid, tile: Tile) -> dict[str, Any]:
-    """What a second-phase task needs, as plain data (it may run on another machine): per layer the
-    rectangle computed, its input region and channels; the neighbours' per-layer output regions."""
-    return {
-        "id": tile.id,
-        "output_region": list(tile.output_region),
-        "layers": [{"compute": list(r.compute) if r.compute else None,
-                    "input_region": list(r.input_region) if r.input_region else None,
-                    "channels": layer.in_shape[1], "layout": layer.in_layout}
-                   for layer, r in zip(grid.stack, second_phase_layers(grid, tile))],
-        "neighbours": {n.id: [list(part.output_region) for part in n.layers] for n in neighbours(grid, tile)},
-    }
+def _within(inner: Region, outer: Region) -> Region:
+    """`inner` in the coordinates of a tensor held over `outer`."""
+    return (inner[0] - outer[0], inner[1] - outer[0], inner[2] - outer[2], inner[3] - outer[2])
 
 
-def run_second_phase(data: dict[str, Any], first_input: np.ndarray, run_layer: Any,
-                     neighbour_outputs: dict[int, list[np.ndarray]]) -> np.ndarray:
-    """A second-phase tile's output, layer by layer: computing only its rectangles, reading the rest from its
-    first-phase neighbours' per-layer outputs (`neighbour_outputs[id][layer]`, over their output regions).
+def first_phase_outputs(tile: ReuseTile, every_unit: list[np.ndarray]) -> list[np.ndarray]:
+    """A first-phase tile's cell of each stack output, cut from its every-unit outputs."""
+    return [crop(every_unit[at], _within(cell, tile.regions[at]), tile.layouts[tile.tensors[at]])
+            for at, cell in zip(tile.outputs_at, tile.cells)]
 
-    `first_input` is the image over the first computed layer's input region; `run_layer(index, x)` runs
-    layer `index` of this tile's plan on `x`.
+
+RunUnit = Callable[[int, dict[str, np.ndarray]], list[np.ndarray]]
+
+
+def run_second_phase(tile: ReuseTile, crops: dict[str, np.ndarray], run_unit: RunUnit,
+                     neighbour_outputs: dict[int, list[np.ndarray]]) -> list[np.ndarray]:
+    """A second-phase tile's cell of each stack output, unit by unit: computing only its rectangles, reading the
+    rest from its first-phase neighbours' every-unit outputs (`neighbour_outputs[id]`, in `tile.tensors`' order).
+
+    `crops[name]`: stack input `name` over `tile.input_regions[name]`; `run_unit(index, feeds)` runs unit
+    `index` of this tile's plan and returns its outputs.
     """
-    own: tuple[Region, np.ndarray] | None = None
-    for index, layer in enumerate(data["layers"]):
-        if layer["compute"] is None:
-            own = None
+    pieces: dict[str, list[tuple[Region, np.ndarray]]] = {
+        name: [(tile.input_regions[name], data)] for name, data in crops.items()}
+    for neighbour, regions in tile.neighbours.items():
+        for name, region, data in zip(tile.tensors, regions, neighbour_outputs[int(neighbour)]):
+            pieces.setdefault(name, []).append((region, data))
+    for index, work in enumerate(tile.units):
+        if work.compute is None or work.reads is None:
             continue
-        if index == 0:
-            x = first_input
-        else:
-            pieces = [(tuple(regions[index - 1]), neighbour_outputs[int(n)][index - 1])
-                      for n, regions in data["neighbours"].items()]
-            if own is not None:
-                pieces.append(own)
-            x = assemble(tuple(layer["input_region"]), layer["channels"], first_input.dtype, pieces,  # type: ignore[arg-type]
-                         layer.get("layout", "NCHW"))
-        own = (tuple(layer["compute"]), run_layer(index, x))  # type: ignore[assignment]
-    assert own is not None and list(own[0]) == data["output_region"]
-    return own[1]
+        feeds = {name: assemble(work.reads, pieces[name], tile.layouts[name]) for name in work.maps}
+        feeds.update({name: pieces[name][0][1] for name in work.vectors})
+        for name, value in zip(work.outputs, run_unit(index, feeds)):
+            pieces.setdefault(name, []).append((work.compute, value))
+    return [assemble(cell, pieces[tile.tensors[at]], tile.layouts[tile.tensors[at]])
+            for at, cell in zip(tile.outputs_at, tile.cells)]
 
 
-def first_layer_input(data: dict[str, Any], image: np.ndarray) -> np.ndarray:
-    """The image over the region the second-phase tile's first layer reads (empty if it computes nothing there)."""
-    region = data["layers"][0]["input_region"]
-    return crop(image, region if region is not None else (0, 0, 0, 0), data["layers"][0].get("layout", "NCHW"))
+def second_phase_crops(tile: ReuseTile, pool: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A second-phase tile's crop of each stack input it reads, from the maps in `pool`."""
+    return {name: crop(pool[name], region, tile.layouts[name]) for name, region in tile.input_regions.items()}
+
+
+def stack_reuse_tiles(reuse: dict[str, Any]) -> dict[int, ReuseTile]:
+    """A stack's reuse record's tiles by id (none without reuse)."""
+    if not reuse.get("enabled"):
+        return {}
+    return {int(k): ReuseTile.from_dict(v, f"reuse.tiles.{k}") for k, v in reuse.get("tiles", {}).items()}

@@ -78,8 +78,8 @@ def test_an_nhwc_export_is_tiled_through_casts_pad_and_a_residual_block(tmp_path
     assert any(node.op_type == "Slice" for node in tile.graph.node)  # the shortcut's input cropped to its need
     pads = {t.name: numpy_helper.to_array(t) for t in tile.graph.initializer if t.name.endswith("__tile_pads")}
     assert [list(v) for v in pads.values()] == [[0, 0, 3, 3, 0, 0, 0, 0]]  # tile 0: top and left borders only
-    with pytest.raises(SplitnnError, match="changes it"):  # its Casts (and its residual block: no chain of units)
-        write_tiles(analysis, plan, tmp_path / "reuse", reuse=True)
+    # item 4: --reuse, refused here before (its Casts, its residual block), in the image's layout through both
+    _assert_reuse_is_exact(analysis, plan, tmp_path / "reuse")
 
 
 # Every CNN of the test corpus, at a size a test runs quickly.
@@ -133,6 +133,13 @@ def test_a_feature_pyramid_runs_on_dask_in_stacks_that_hand_on_several_maps(tmp_
     assert report.outputs_match is True
     with pytest.raises(SplitnnError, match="--handoff workers hands one NCHW map"):  # it moves one map per stack
         run_tile_bench(tmp_path / "yolo", TileBenchOptions(images=1, scaling=False, handoff="workers"))
+    # item 4: with --reuse on a 2x2 grid, through the pyramid's Resize, Concats and several maps per stack: the
+    # second-phase tasks assemble each unit's inputs from their neighbours' results on the workers
+    plan = plan_tiles(analysis, 2, BOARD, (2, 2), stacks=3, cluster_link_bps=100e9)
+    assert any(len(phase.grid.output_names) > 1 for phase in plan.stacks)
+    reused = _assert_reuse_is_exact(analysis, plan, tmp_path / "reuse")
+    report = run_tile_bench(tmp_path / "reuse", TileBenchOptions(images=1, scaling=False))
+    assert report.outputs_match is True and report.reuse["saved_macs"] == reused.reuse["saved_macs"]
 
 
 @pytest.mark.parametrize("mode, transform", [("nearest", "asymmetric"), ("linear", "half_pixel"),
@@ -161,6 +168,7 @@ def test_a_resize_inside_the_stack_tiles_exactly(mode, transform, tmp_path):
     assert [layer.name for layer in plan.stack] == ["conv1", "relu1", "upsample", "lateral", "merge", "conv3"]
     document = write_tiles(analysis, plan, tmp_path / "tiles")
     assert document.verification.passed and document.verification.max_abs_err < 1e-4, document.verification
+    _assert_reuse_is_exact(analysis, plan, tmp_path / "reuse")  # the second phase resizes its rectangle's halo too
 
 
 def test_the_plan_says_where_the_stacks_stop_and_why():
@@ -286,27 +294,43 @@ def test_a_focus_stem_and_space_to_depth_are_tiled(op, tmp_path):
     assert document.verification.passed and document.verification.max_abs_err < 1e-4, document.verification
 
 
-def test_reuse_is_refused_where_the_element_type_changes(tmp_path):
-    """--reuse builds each unit's graph in one element type: a stack with a Cast (or int8 quantization) is refused
-    in one line rather than written with graphs onnxruntime rejects."""
+def _assert_reuse_is_exact(analysis, plan, folder):
+    """With --reuse the plan is verified when written, saves MACs, and the graphs written (first-phase tiles whole,
+    second-phase tiles unit by unit) hold the MACs the reuse geometry counts, stack by stack (a stack with one
+    window computes no overlap, and saves none)."""
+    document = write_tiles(analysis, plan, folder, reuse=True)
+    assert document.verification.passed and document.verification.max_abs_err < 1e-4, document.verification
+    for stack, files in zip(document.all_stacks, [document.artifacts, *document.artifacts.later_stacks]):
+        names = [*files.reuse["first_phase"].values()]
+        names += [name for units in files.reuse["second_phase_layers"].values() for name in units.values()]
+        counted = sum(cost.macs for name in names for cost in analyze(load_graph(folder / name)).nodes)
+        assert counted == stack.reuse["macs"], stack.reuse
+    assert sum(stack.reuse["saved_macs"] for stack in document.all_stacks) > 0
+    return document
+
+
+def test_reuse_runs_where_the_element_type_changes(tmp_path):
+    """issue 31, item 4: --reuse was refused on a stack with a Cast; each unit's graph now takes its inputs and
+    gives its outputs in their own element types."""
     from tests.onnxsplit.tiles.test_real_layouts import _unfolded_bn
 
     path = tmp_path / "bn.onnx"
     onnx.save_model(_unfolded_bn(), str(path))
     analysis = analyze(load_graph(path))
     plan = plan_tiles(analysis, 2, BOARD, (2, 2), "c2", stacks=1)
-    with pytest.raises(SplitnnError, match="changes it"):
-        write_tiles(analysis, plan, tmp_path / "reuse", reuse=True)
+    assert "Cast" in {layer.op_type for layer in plan.stack}
+    _assert_reuse_is_exact(analysis, plan, tmp_path / "reuse")
 
 
-def test_reuse_is_refused_where_branches_span_units(sample_path, tmp_path):
-    """A residual block's shortcut spans units: the second phase cannot run unit by unit, and --reuse says so."""
+def test_reuse_runs_across_residual_blocks(sample_path, tmp_path):
+    """issue 31, item 4: a residual block's shortcut spans units and --reuse was refused. A unit now reads the
+    outputs of any earlier units (the Add reads the block's input and its last conv), each assembled over what
+    it reads from the tile's own rectangles and its neighbours' outputs."""
     analysis = analyze(load_graph(sample_path("resnet18", 64)))
     deepest = fused_stack(analysis.graph, analysis.nodes)[-1].output
     plan = plan_tiles(analysis, 2, BOARD, (2, 2), deepest, stacks=1)
-    assert any(len(layer.data_inputs) > 1 for layer in plan.stack)  # a residual Add is in the stack
-    with pytest.raises(SplitnnError, match="branches span units"):
-        write_tiles(analysis, plan, tmp_path / "reuse", reuse=True)
+    assert sum(len(layer.data_inputs) > 1 for layer in plan.stack) >= 2  # residual Adds are in the stack
+    _assert_reuse_is_exact(analysis, plan, tmp_path / "reuse")
 
 
 def _squeeze_excitation():
@@ -365,10 +389,11 @@ def test_stacks_go_past_squeeze_and_excitation_blocks(tmp_path):
     assert document.verification.passed and document.verification.max_abs_err < 1e-4, document.verification
     assert [s.client_step.outputs if s.client_step else () for s in document.all_stacks] == [(), ("gate1",), ("gate2",)]
     assert document.coverage is not None and document.coverage.client_steps == 2
-    with pytest.raises(SplitnnError, match="whole-map vector"):
-        write_tiles(analysis, plan, tmp_path / "reuse", reuse=True)
     report = run_tile_bench(tmp_path / "se", TileBenchOptions(images=1, scaling=False))
     assert report.outputs_match is True
+    # issue 31, item 4: with --reuse the second phase's units read the vector whole, on Dask as in the verification
+    _assert_reuse_is_exact(analysis, plan, tmp_path / "reuse")
+    assert run_tile_bench(tmp_path / "reuse", TileBenchOptions(images=1, scaling=False)).outputs_match is True
 
 
 @pytest.mark.parametrize("kernel, stride, pads", [(2, 2, 0), (4, 2, 1), (3, 1, 1), (3, 2, 0)])
@@ -394,8 +419,7 @@ def test_a_conv_transpose_inside_the_stack_tiles_exactly(kernel, stride, pads, t
     assert plan.stack[2].out_shape[2:] == size
     document = write_tiles(analysis, plan, tmp_path / "tiles")
     assert document.verification.passed and document.verification.max_abs_err < 1e-4, document.verification
-    with pytest.raises(SplitnnError, match="ConvTranspose's is not worked out yet"):
-        write_tiles(analysis, plan, tmp_path / "reuse", reuse=True)
+    _assert_reuse_is_exact(analysis, plan, tmp_path / "reuse")
 
 
 def test_a_conv_transpose_with_gaps_or_output_padding_stops_the_region(tmp_path):
