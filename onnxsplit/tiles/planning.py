@@ -42,6 +42,7 @@ so the best split of a depth is made of the best splits of its prefixes).
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -247,13 +248,34 @@ def lpt_makespan(durations: list[float], nodes: int) -> float:
     return max(sum(durations[i] for i in tasks) for tasks in lpt_deal(durations, nodes))
 
 
+class NodeTimes:
+    """Each node's roofline seconds on one profile, computed on first use (a plan prices the same nodes in many
+    candidate stacks)."""
+
+    def __init__(self, analysis: Analysis, profile: DeviceProfile) -> None:
+        self.analysis, self.profile = analysis, profile
+        self.known: dict[int, float] = {}
+
+    def __call__(self, index: int) -> float:
+        if index not in self.known:
+            graph = self.analysis.graph
+            self.known[index] = node_seconds(graph.nodes[index], self.analysis.nodes[index], graph, self.profile)
+        return self.known[index]
+
+    def total(self, indices: Iterable[int]) -> float:
+        return sum(self(i) for i in indices)
+
+
 def _phase(analysis: Analysis, stack: list[Layer], rows: int, cols: int, nodes: int, profile: DeviceProfile,
-           outputs: tuple[str, ...] = (), link_bps: float = CLUSTER_LINK_BPS) -> StackPhase:
+           outputs: tuple[str, ...] = (), link_bps: float = CLUSTER_LINK_BPS, times: NodeTimes | None = None
+           ) -> StackPhase:
     """One stack (handing on `outputs`, by default its last layer's) in a rows x cols grid, its tiles timed by the
-    roofline and dealt out to `nodes` nodes, their bytes priced on a link of `link_bps`."""
-    graph, costs = analysis.graph, analysis.nodes
+    roofline (`times`, made for `profile` where not given) and dealt out to `nodes` nodes, their bytes priced on a
+    link of `link_bps`."""
+    costs = analysis.nodes
+    times = times or NodeTimes(analysis, profile)
     grid = tile_grid(stack, rows, cols, outputs)
-    per_layer = [node_seconds(graph.nodes[layer.index], costs[layer.index], graph, profile) for layer in stack]
+    per_layer = [times(layer.index) for layer in stack]
     tile_s = []
     for tile in grid.tiles:
         total = 0.0
@@ -298,15 +320,15 @@ def _with_step(analysis: Analysis, profile: DeviceProfile, step: ClientStep | No
 
 
 def _candidate(analysis: Analysis, stacks: list[StackPhase], nodes: int, profile: DeviceProfile,
-               fc_split: str = "time") -> TilePlan:
+               fc_split: str = "time", times: NodeTimes | None = None) -> TilePlan:
     graph, costs = analysis.graph, analysis.nodes
+    times = times or NodeTimes(analysis, profile)
     in_stack = {layer.index for phase in stacks for layer in phase.stack} | \
         {i for phase in stacks if phase.before is not None for i in phase.before.indices}
     remainder = tuple(i for i in placeable_indices(graph) if i not in in_stack)
     node_bytes = sum(phase.param_bytes for phase in stacks) + max(phase.grid.max_tile_peak_bytes for phase in stacks)
     tiles_fit = node_bytes <= profile.usable_ram_bytes
-    def layer_s(i: int) -> float:
-        return seconds(graph, costs, [i], profile)
+    layer_s = times
 
     # (A candidate whose tiles do not fit is ruled out anyway: its remainder is not worth splitting.)
     splits = plan_neuron_splits(graph, costs, remainder, nodes, profile.usable_ram_bytes,
@@ -316,7 +338,7 @@ def _candidate(analysis: Analysis, stacks: list[StackPhase], nodes: int, profile
     remainder_s = sum(layer_s(i) / split_at[i] + STITCH_ROUND_TRIP_S if i in split_at else layer_s(i) for i in remainder)
     return TilePlan(
         stacks=tuple(stacks), nodes=nodes, profile=profile, node_memory_bytes=node_bytes, remainder_s=remainder_s,
-        single_node_s=seconds(graph, costs, placeable_indices(graph), profile), remainder_indices=remainder,
+        single_node_s=times.total(placeable_indices(graph)), remainder_indices=remainder,
         neuron_splits=tuple(splits),
     )
 
@@ -333,25 +355,27 @@ def _grids(grid: tuple[int, int] | None, stack: list[Layer], outputs: tuple[str,
 
 
 def _best_phase(analysis: Analysis, stack: list[Layer], grid: tuple[int, int] | None, nodes: int,
-                profile: DeviceProfile, outputs: tuple[str, ...] = (), link_bps: float = CLUSTER_LINK_BPS
-                ) -> StackPhase | None:
+                profile: DeviceProfile, outputs: tuple[str, ...] = (), link_bps: float = CLUSTER_LINK_BPS,
+                times: NodeTimes | None = None) -> StackPhase | None:
     """The stack's fastest grid whose tiles fit a node on their own (fewer tiles on a tie); None if none does. Of
     several stacks in turn each tries grids of at most 3 tiles a node (more only add halos at these depths)."""
-    phases = [_phase(analysis, stack, rows, cols, nodes, profile, outputs, link_bps)
+    phases = [_phase(analysis, stack, rows, cols, nodes, profile, outputs, link_bps, times)
               for rows, cols in _grids(grid, stack, outputs, max(4, 3 * nodes))]
     fitting = [p for p in phases if p.param_bytes + p.grid.max_tile_peak_bytes <= profile.usable_ram_bytes]
     return min(fitting, key=lambda p: (round(p.phase_s + p.transfer_s, 9), len(p.grid.tiles)), default=None)
 
 
 def _several_stacks(analysis: Analysis, where: StackEnds, ends: list[int], grid: tuple[int, int] | None,
-                    nodes: int, profile: DeviceProfile, counts: range, link_bps: float = CLUSTER_LINK_BPS
+                    nodes: int, profile: DeviceProfile, counts: range, link_bps: float = CLUSTER_LINK_BPS,
+                    phase: dict[tuple[int, int], StackPhase | None] | None = None, times: NodeTimes | None = None
                     ) -> list[list[StackPhase]]:
     """The best split of `where.layers[:ends[-1]]` into k stacks ending at `ends` (where the map shrinks; the last
     is the split's end), for each k in `counts`: a dynamic programme over the ends, each stack in its best grid,
-    handing on the maps still needed after it."""
+    handing on the maps still needed after it. `phase` keeps each stack's best phase by its (start, end) between
+    calls with the same other arguments."""
     chain = list(where.layers)
     points = [0, *ends]
-    phase: dict[tuple[int, int], StackPhase | None] = {}
+    phase = {} if phase is None else phase
     # best[k][e]: the fastest k stacks covering chain[:e], as (tiles phase, stacks)
     best: list[dict[int, tuple[float, list[StackPhase]]]] = [{0: (0.0, [])}]
     for k in range(1, max(counts) + 1):
@@ -362,7 +386,7 @@ def _several_stacks(analysis: Analysis, where: StackEnds, ends: list[int], grid:
                     continue
                 if (s, e) not in phase:
                     phase[(s, e)] = _with_step(analysis, profile, where.step_before(s), _best_phase(
-                        analysis, chain[s:e], grid, nodes, profile, where.outputs(s, e), link_bps))
+                        analysis, chain[s:e], grid, nodes, profile, where.outputs(s, e), link_bps, times))
                 this = phase[(s, e)]
                 if this is None:
                     continue
@@ -399,13 +423,15 @@ def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tup
     depths = [len(full)] if until is not None else ends
     plans = []
     refused: SplitnnError | None = None
+    phases: dict[tuple[int, int], StackPhase | None] = {}  # each stack's best phase, by its first and end layer
+    times = NodeTimes(analysis, profile)
     for depth in depths:
         stack, outputs = full[:depth], where.outputs(0, depth)
         if stacks in (None, 1) and not where.spans_client_step(0, depth):  # one stack: every grid, on its own
             for rows, cols in _grids(grid, stack, outputs):
                 try:
-                    phase = _phase(analysis, stack, rows, cols, nodes, profile, outputs, cluster_link_bps)
-                    plans.append(_candidate(analysis, [phase], nodes, profile, fc_split))
+                    phase = _phase(analysis, stack, rows, cols, nodes, profile, outputs, cluster_link_bps, times)
+                    plans.append(_candidate(analysis, [phase], nodes, profile, fc_split, times))
                 except SplitnnError as exc:  # a remainder layer no set of nodes can hold at this depth
                     refused = exc
         inner = [p for p in ends if p < depth] + [depth]  # where a stack may end
@@ -413,10 +439,10 @@ def plan_tiles(analysis: Analysis, nodes: int, profile: DeviceProfile, grid: tup
             counts = range(2, len(inner) + 1)  # every number of stacks the ends allow
         else:
             counts = range(stacks, stacks + 1) if stacks > 1 else range(0)
-        for split in (_several_stacks(analysis, where, inner, grid, nodes, profile, counts, cluster_link_bps)
-                      if counts else []):
+        for split in (_several_stacks(analysis, where, inner, grid, nodes, profile, counts, cluster_link_bps, phases,
+                                      times) if counts else []):
             try:
-                plans.append(_candidate(analysis, split, nodes, profile, fc_split))
+                plans.append(_candidate(analysis, split, nodes, profile, fc_split, times))
             except SplitnnError as exc:
                 refused = exc
     return replace(_chosen(plans, refused, full, grid, stacks, profile), unpriced=unpriced_ops(analysis.graph),

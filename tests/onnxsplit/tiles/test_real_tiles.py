@@ -100,7 +100,8 @@ def test_every_corpus_cnn_gets_a_verified_tile_plan(name, tmp_path):
     """issue 31, item 5: each corpus CNN gets an automatic 2-node tile plan whose stitched tiles, and the
     remainder after them, give the model's outputs (verified against onnxruntime when written); its longest stack
     reaches at least 80% of the MACs before the model's first layer that mixes the whole map (the stacks
-    stopped at 2-5% of all MACs on the detectors, at 0.3% on the recognizer)."""
+    stopped at 2-5% of all MACs on the detectors, at 0.3% on the recognizer). The same plan with --reuse is
+    verified too."""
     model, shapes = CORPUS_CNNS[name]
     analysis = analyze(load_graph(model(), shapes))
     plan = plan_tiles(analysis, 2, BOARD)
@@ -114,6 +115,7 @@ def test_every_corpus_cnn_gets_a_verified_tile_plan(name, tmp_path):
                                                                                                 analysis.nodes)[::-1]
     assert coverage.deepest_stack_macs >= 0.8 * coverage.macs_before_whole_map, coverage
     assert 0 < plan.tiled_macs_total <= coverage.deepest_stack_macs
+    _assert_reuse_is_exact(analysis, plan, tmp_path / "reuse")  # and with --reuse (target 3)
 
 
 def test_a_feature_pyramid_runs_on_dask_in_stacks_that_hand_on_several_maps(tmp_path):
