@@ -214,7 +214,7 @@ def _residuals(d: _Design, log_params: np.ndarray, smooth: float | None = None) 
 
 
 # Plain squares: a robust loss (soft-L1) predicted the models left out of the fit worse
-# (benchmarks/bench_profile_fit.py; the figures are in the README).
+# (benchmarks/bench_profile_fit.py; the figures are in docs/measurements.md).
 LOSS = "linear"
 # How far from the base profile a fitted figure may go (in each direction).
 BOUND_FACTOR = 1e6
@@ -222,7 +222,7 @@ BOUND_FACTOR = 1e6
 
 # The weight of the base profile as a prior, against the groups' weighted squared log errors (whose weights add
 # up to 1): a figure twice the base's costs as much as a 22% error on every group. Chosen with
-# benchmarks/bench_profile_fit.py (the README has the figures).
+# benchmarks/bench_profile_fit.py (docs/measurements.md has the figures).
 PRIOR = 0.1
 
 

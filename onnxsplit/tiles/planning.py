@@ -68,7 +68,7 @@ from splitnn.onnxsplit.tiles.neuron_split import NeuronSplit, plan_neuron_splits
 MAX_GRID = 6
 MAX_ENDS = 12  # where stacks may end, at most (the dynamic programme over them grows with their square)
 # What each stack costs beyond its tiles: the client sends the stack's tiles out and gathers and stitches their
-# maps, one scheduler round trip. A Dask round trip for a task is about 10 ms even for an empty one (README, tiles).
+# maps, one scheduler round trip. A Dask round trip for a task is about 10 ms even for an empty one (docs/measurements.md, tiles).
 STITCH_ROUND_TRIP_S = 0.010
 CLUSTER_LINK_BPS = 1e9  # the nodes' and the client's link by default: gigabit Ethernet, a board's port
 FC_SPLITS = ("time", "memory")  # when a fully connected layer of the remainder is split by neurons (plan_tiles)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import splitnn
-from splitnn.onnxsplit.artifacts.plan_file import TilePlanFile, VerticalPlanFile
+from splitnn.onnxsplit.artifacts.plan_file import TilePlanFile
 
 
 def test_import_splitnn_is_light_and_gives_the_api_on_first_use():
@@ -19,24 +19,6 @@ def test_import_splitnn_is_light_and_gives_the_api_on_first_use():
     assert all(callable(getattr(splitnn, name)) for name in splitnn.__all__)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         splitnn.nothing  # noqa: B018
-
-
-def test_analyze_partition_for_three_devices_load_and_bench(sample_path, tmp_path):
-    """What the docs' Python page does: analyze a model, partition it for three devices, load a plan back, run
-    its bench and read the measured time beside the predicted one."""
-    model = sample_path("alexnet", 96)
-    analysis = splitnn.analyze(model, {"input": (1, 3, 96, 96)})
-    assert analysis.totals.macs == sum(node.macs for node in analysis.nodes) > 0
-    plans = {device: splitnn.partition(model, tmp_path / device, device=device, link="4g")
-             for device in ("raspberry-pi-4", "rockpro64", "host")}
-    assert all(isinstance(plan, VerticalPlanFile) and plan.verification.passed for plan in plans.values())
-    assert {plan.device_profile.name for plan in plans.values()} == {"raspberry-pi-4", "rockpro64", "host"}
-    loaded = splitnn.load_plan(tmp_path / "rockpro64")
-    assert loaded == plans["rockpro64"] and loaded.strategy == "vertical"
-    report = splitnn.run_bench(tmp_path / "rockpro64", requests=3)
-    assert report.ok == 3 and report.outputs_match is True
-    assert report.predicted_s == pytest.approx(loaded.predicted.total_s, rel=0.5)  # priced again at the emulated link
-    assert report.stages["e2e_s"].p50 > 0
 
 
 def test_partition_in_tiles_and_its_bench_on_dask(sample_path, tmp_path):
