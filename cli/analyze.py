@@ -2,11 +2,23 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 
 from splitnn.cli.options import input_shape_option
 from splitnn.cli.render import human_bytes, human_count, sparkline, stdout, warning
+
+if TYPE_CHECKING:
+    from rich.text import JustifyMethod
+
+# The two tables' columns and how each is aligned.
+_NODE_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
+    ("#", "right"), ("name", "left"), ("op", "left"), ("output", "left"), ("MACs", "right"), ("params", "right"),
+    ("weights", "right"), ("output bytes", "right"))
+_CUT_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
+    ("cut", "right"), ("after node", "left"), ("tensors crossing", "left"), ("bytes", "right"),
+    ("device MACs", "right"), ("device weights", "right"), ("device peak", "right"))
 
 
 @click.command()
@@ -54,7 +66,7 @@ def analyze(model: str, input_shapes: tuple[str, ...], as_json: bool, csv_path: 
                            f"{', '.join(cut['tensors'])} ({human_bytes(cut['bytes'])})")
 
 
-def _render(result, cut_rows: int, max_nodes: int) -> None:  # type: ignore[no-untyped-def]
+def _render(result, cut_rows: int, max_nodes: int) -> None:
     from rich.table import Table
 
     console = stdout()
@@ -72,9 +84,8 @@ def _render(result, cut_rows: int, max_nodes: int) -> None:  # type: ignore[no-u
     else:
         rows = shown
     nodes = Table(title=f"Nodes ({len(rows)} of {len(shown)} shown, heaviest by MACs)" if len(rows) < len(shown) else "Nodes")
-    for column, justify in (("#", "right"), ("name", "left"), ("op", "left"), ("output", "left"), ("MACs", "right"),
-                            ("params", "right"), ("weights", "right"), ("output bytes", "right")):
-        nodes.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for column, justify in _NODE_COLUMNS:
+        nodes.add_column(column, justify=justify)
     for node, cost in rows:
         out = node.outputs[0] if node.outputs else ""
         shape = "x".join(map(str, graph.tensors[out].shape)) if out in graph.tensors else "?"
@@ -101,9 +112,8 @@ def _render(result, cut_rows: int, max_nodes: int) -> None:  # type: ignore[no-u
     cuts = result.cuts
     picks = result.best_cuts(cut_rows)
     table = Table(title=f"Cut candidates: the {len(picks)} interior cuts that send least, of {len(cuts)} cuts")
-    for column, justify in (("cut", "right"), ("after node", "left"), ("tensors crossing", "left"), ("bytes", "right"),
-                            ("device MACs", "right"), ("device weights", "right"), ("device peak", "right")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for column, justify in _CUT_COLUMNS:
+        table.add_column(column, justify=justify)
     for cut in [cuts[0], *picks, cuts[-1]]:
         share = cut.device_macs / totals.macs if totals.macs else 0.0
         label = "all on server" if cut.id == 0 else ("all on device" if cut.id == len(cuts) - 1 else (cut.last_device_node or ""))

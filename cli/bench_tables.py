@@ -236,14 +236,15 @@ def _render_phases(report: TileBenchReport) -> None:
     for column in ["phase", *[f"{row.workers} worker{'s' if row.workers > 1 else ''}" for row in rows], "speedup"]:
         table.add_column(column, justify="right" if column != "phase" else "left")
     labels = report.stack_labels or tuple(f"stack {k + 1}" for k in range(len(rows[0].stack_phases_s)))
+    # A tile run's rows all have their phases (checked on the first above) and split layers.
+    phases, speedups = [row.stack_phases_s or () for row in rows], rows[-1].stack_speedups or ()
     for k, label in enumerate(labels):
-        table.add_row(f"tiles: {label}", *[f"{row.stack_phases_s[k] * 1e3:.1f}" for row in rows],  # type: ignore[index]
-                      f"{rows[-1].stack_speedups[k]:.2f}x")  # type: ignore[index]
+        table.add_row(f"tiles: {label}", *[f"{row[k] * 1e3:.1f}" for row in phases], f"{speedups[k]:.2f}x")
     splits = report.neuron_splits or ()
+    layers, layer_speedups = [row.split_layers_s or () for row in rows], rows[-1].split_layer_speedups or ()
     for k, split in enumerate(splits):
         table.add_row(f"{split.node} in {len(split.slices)} slices across the nodes",
-                      *[f"{row.split_layers_s[k] * 1e3:.1f}" for row in rows],  # type: ignore[index]
-                      f"{rows[-1].split_layer_speedups[k]:.2f}x")  # type: ignore[index]
+                      *[f"{row[k] * 1e3:.1f}" for row in layers], f"{layer_speedups[k]:.2f}x")
     client = [(row.remainder_s or 0) - sum(row.split_layers_s or ()) for row in rows]
     table.add_row("the rest, on the client" if splits else "on the client after the tiles",
                   *[f"{c * 1e3:.1f}" for c in client], f"{client[0] / client[-1]:.2f}x" if client[-1] > 0 else "-")
@@ -280,15 +281,15 @@ def render_adaptive(report: AdaptiveBenchReport) -> None:
     console.print(f"requests per cut: {cuts}; {report.switches} switches; {report.probes} bandwidth probes")
     for held in report.held_back:
         console.print(_held_back_line(held, report.deadline_s))
-    known = [p for p in report.points if p.estimate_bps and p.true_bps]
+    known = [(p.estimate_bps, p.true_bps, p.estimate_spread) for p in report.points if p.estimate_bps and p.true_bps]
     if known:
         import statistics
 
-        errors = [abs(p.estimate_bps / p.true_bps - 1) for p in known]  # type: ignore[operator]
-        last = known[-1]
+        errors = [abs(estimate_bps / true_bps - 1) for estimate_bps, true_bps, _ in known]
+        last_bps, last_true_bps, last_spread = known[-1]
         console.print(f"bandwidth estimate against the link's rate: median |error| {statistics.median(errors):.0%} "
-                      f"over {len(known)} requests; at the end {last.estimate_bps / 1e6:.3g} Mbit/s "  # type: ignore[operator]
-                      f"(spread x{last.estimate_spread or 1:.2f}) for {last.true_bps / 1e6:.3g}")  # type: ignore[operator]
+                      f"over {len(known)} requests; at the end {last_bps / 1e6:.3g} Mbit/s "
+                      f"(spread x{last_spread or 1:.2f}) for {last_true_bps / 1e6:.3g}")
     if report.outputs_match is not None:
         verdict = "match" if report.outputs_match else "[red]DIFFER[/red]"
         console.print(f"outputs {verdict} the unsplit model (max abs error {report.max_abs_err:.3g})")

@@ -132,9 +132,10 @@ def _split(outdir: str, link: _Connection, input_file: str | None, random_count:
                           name=link.name)
     results = [client.request(feeds) for feeds in inputs]
     client.close()
-    rows = [{"request": r.request_id, "ok": r.ok, "error": r.error, "device_s": r.device_s, "encode_s": r.encode_s,
-             "transfer_s": r.transfer_s, "server_s": r.server_s, "decode_s": r.decode_s, "e2e_s": r.e2e_s,
-             "bytes_up": r.bytes_up, "bytes_down": r.bytes_down} for r in results]
+    rows: list[dict[str, Any]] = [
+        {"request": r.request_id, "ok": r.ok, "error": r.error, "device_s": r.device_s, "encode_s": r.encode_s,
+         "transfer_s": r.transfer_s, "server_s": r.server_s, "decode_s": r.decode_s, "e2e_s": r.e2e_s,
+         "bytes_up": r.bytes_up, "bytes_down": r.bytes_down} for r in results]
     if as_json:
         click.echo(json.dumps({"requests": rows, "ok": sum(r.ok for r in results),
                                "errors": sum(not r.ok for r in results)}, indent=1))
@@ -155,13 +156,13 @@ def _split(outdir: str, link: _Connection, input_file: str | None, random_count:
 def _adaptive(outdir: str, link: _Connection, input_file: str | None, random_count: int | None,
               deadline_s: float | None, as_json: bool) -> dict[str, Any]:
     """An adaptive plan's device: a cut per request from its own estimate, local answers under a deadline."""
-    from splitnn.onnxsplit.artifacts.plan_file import read_plan
+    from splitnn.onnxsplit.artifacts.plan_file import read_adaptive_plan
     from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.runtime.adaptive_device import AdaptiveDevice
 
-    plan = read_plan(outdir, "adaptive")
+    plan = read_adaptive_plan(outdir)
     inputs = _inputs(plan, input_file, random_count)
-    device = AdaptiveDevice(Path(outdir), plan, link.address, deadline_s=deadline_s,  # type: ignore[arg-type]
+    device = AdaptiveDevice(Path(outdir), plan, link.address, deadline_s=deadline_s,
                             timeout_s=link.timeout_s, token=link.token, tls=link.tls, name=link.name)
     points = []
     for feeds in inputs:

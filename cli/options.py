@@ -549,7 +549,7 @@ class TileBenchChoice:
     given: tuple[str, ...]  # the tile-only options the user set (refused on a vertical split)
     handoff: str = "client"
 
-    def options(self):  # type: ignore[no-untyped-def]
+    def options(self):
         """The tile bench's options (imported only for a tile plan: a vertical split never loads the Dask code)."""
         from splitnn.onnxsplit.bench.tiles import TileBenchOptions
 

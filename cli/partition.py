@@ -90,7 +90,7 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
     _write_vertical(analysis, plan, choice, codec, verification, outdir, as_json)
 
 
-def _write_vertical(analysis, plan, choice: CutChoice, codec: CodecChoice, verification: Verification,  # type: ignore[no-untyped-def]
+def _write_vertical(analysis, plan, choice: CutChoice, codec: CodecChoice, verification: Verification,
                     outdir: str, as_json: bool) -> None:
     """One cut (and its codec) chosen, written, verified and shown."""
     from splitnn.onnxsplit.core.errors import SplitnnError
@@ -135,7 +135,7 @@ def _write_vertical(analysis, plan, choice: CutChoice, codec: CodecChoice, verif
         _render(document, plan)
 
 
-def _calibration(codec: CodecChoice, graph):  # type: ignore[no-untyped-def]
+def _calibration(codec: CodecChoice, graph):
     """The --calibration inputs a codec is measured on (None: the verification input)."""
     if codec.calibration is None or (codec.spec == "none" and codec.reply == "none"):
         return None
@@ -145,7 +145,7 @@ def _calibration(codec: CodecChoice, graph):  # type: ignore[no-untyped-def]
     return CalibrationInputs(tuple(load_calibration(codec.calibration, graph, codec.preprocess)), codec.calibration)
 
 
-def _auto_codec(analysis, plan, codec: CodecChoice, calibration):  # type: ignore[no-untyped-def]
+def _auto_codec(analysis, plan, codec: CodecChoice, calibration):
     """--codec auto: the cut and the codec chosen together (vertical/codec_planning)."""
     from splitnn.cli.progress import Progress
     from splitnn.onnxsplit.model.sample_inputs import random_inputs
@@ -162,7 +162,7 @@ def _auto_codec(analysis, plan, codec: CodecChoice, calibration):  # type: ignor
     return chosen.plan, chosen.codec, chosen.trials
 
 
-def _write_adaptive(analysis, plan, choice: CutChoice, codec: CodecChoice, outdir: str,  # type: ignore[no-untyped-def]
+def _write_adaptive(analysis, plan, choice: CutChoice, codec: CodecChoice, outdir: str,
                     verification: Verification, as_json: bool) -> None:
     from splitnn.onnxsplit.codecs.specs import require_one_codec
     from splitnn.onnxsplit.model.sample_inputs import random_inputs
@@ -230,7 +230,7 @@ def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, til
     _render_tiles(document)
 
 
-def _warn_little_help(plan, chosen_depth: bool = True) -> None:  # type: ignore[no-untyped-def]
+def _warn_little_help(plan, chosen_depth: bool = True) -> None:
     """One line where the tiles can give little: the tiled layers are a small share of the model's time, or take
     too little time for the cluster's round trips (`chosen_depth`: the planner chose how deep the stacks go)."""
     from splitnn.onnxsplit.tiles.planning import STITCH_ROUND_TRIP_S
@@ -257,7 +257,7 @@ def _warn_little_help(plan, chosen_depth: bool = True) -> None:  # type: ignore[
             f"{STITCH_ROUND_TRIP_S * 1e3:.0f} ms round trip through the cluster")
 
 
-def _render_coverage(console, document) -> None:  # type: ignore[no-untyped-def]
+def _render_coverage(console, document) -> None:
     """How much of the model the stacks tile, what their tiles move on the cluster link, and where the tileable
     region stops (and why)."""
     p = document.predicted
@@ -293,7 +293,7 @@ def _render_coverage(console, document) -> None:  # type: ignore[no-untyped-def]
         console.print(f"  ... and at {len(c.stops) - 4} more nodes (plan.json: coverage.stops)")
 
 
-def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
+def _render_tiles(document) -> None:
     from rich.table import Table
 
     console = stdout()
@@ -352,7 +352,7 @@ def _render_tiles(document) -> None:  # type: ignore[no-untyped-def]
     console.print(f"verified: stitched tiles + remainder against the model, max abs error {v.max_abs_err:.3g}")
 
 
-def _render_chosen(document, plan) -> None:  # type: ignore[no-untyped-def]
+def _render_chosen(document, plan) -> None:
     """The chosen cut, where it splits the model, and what is predicted for it."""
     console = stdout()
     cut = document.cut
@@ -375,7 +375,7 @@ def _render_chosen(document, plan) -> None:  # type: ignore[no-untyped-def]
     )
 
 
-def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
+def _render(document, plan) -> None:
     from rich.table import Table
 
     console = stdout()
@@ -422,7 +422,7 @@ def _render(document, plan) -> None:  # type: ignore[no-untyped-def]
         console.print(f"  {name:<15} {rel}")
 
 
-def _render_trials(trials) -> None:  # type: ignore[no-untyped-def]
+def _render_trials(trials) -> None:
     """The pairs --codec auto priced, fastest first (the first 12, and the chosen one)."""
     from rich.table import Table
 
@@ -441,7 +441,7 @@ def _render_trials(trials) -> None:  # type: ignore[no-untyped-def]
         stdout().print(f"[dim]{len(trials) - len(shown)} more pairs in plan.json (codec_trials)[/dim]")
 
 
-def _render_codec(c) -> None:  # type: ignore[no-untyped-def]
+def _render_codec(c) -> None:
     from splitnn.onnxsplit.codecs.specs import image_spec
 
     where = (f"on {c.inputs} input(s) of {c.calibration}" if c.calibration else "on the verification input")
@@ -464,7 +464,7 @@ def _render_codec(c) -> None:  # type: ignore[no-untyped-def]
                            "seen on the inputs above; the layout is read from the shape)")
 
 
-def _render_reply_codec(r) -> None:  # type: ignore[no-untyped-def]
+def _render_reply_codec(r) -> None:
     top1 = f"; the same top class on {r.agreement:.1%} of them" if r.agreement is not None else ""
     stdout().print(f"reply codec {r.name}: the answer {human_bytes(r.raw_bytes)} -> [bold]{human_bytes(r.coded_bytes)}"
                    f"[/bold] ({r.ratio:.2f}x fewer bytes) on {r.inputs} input(s); the outputs (through every codec) "

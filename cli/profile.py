@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import socket
 from dataclasses import dataclass
@@ -91,7 +92,7 @@ def profile(models: tuple[str, ...], input_shapes: tuple[str, ...], output: str,
         for model, graph in zip(models, graphs):
             stage = f"timing {Path(model).name}"
             timings = time_nodes(graph, runs=timing.runs, warmup=timing.warmup, level=timing.level, threads=timing.threads,
-                                 progress=lambda done, total, stage=stage: progress(stage, done, total))
+                                 progress=functools.partial(progress, stage))
             measurements.append((graph, timings))
     fit = fit_profile(measurements, base_profile, name or f"profiled-{socket.gethostname()}", compute_watts)
     with stderr().status("timing the codec references..."):
@@ -104,7 +105,7 @@ def profile(models: tuple[str, ...], input_shapes: tuple[str, ...], output: str,
     _render(fit, measurements, target)
 
 
-def _timings_json(measurements) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def _timings_json(measurements) -> list[dict[str, Any]]:
     return [
         {
             "model": t.model, "level": t.level, "runs": t.runs, "warmup": t.warmup, "run_s": t.run_seconds, "plain_run_s": t.plain_seconds,
@@ -116,7 +117,7 @@ def _timings_json(measurements) -> list[dict[str, Any]]:  # type: ignore[no-unty
     ]
 
 
-def _render(fit, measurements, target: Path) -> None:  # type: ignore[no-untyped-def]
+def _render(fit, measurements, target: Path) -> None:
     from rich.table import Table
 
     console = stdout()

@@ -1,7 +1,13 @@
 """A progress display on stderr for the long commands (run-bench, its sweep and tile runs; partition --codec auto)."""
 from __future__ import annotations
 
+from types import TracebackType
+from typing import TYPE_CHECKING
+
 from splitnn.cli.render import stderr
+
+if TYPE_CHECKING:  # rich.progress is imported when a display starts, not with the command line
+    from rich.progress import TaskID
 
 
 class Progress:
@@ -25,7 +31,7 @@ class Progress:
         self.shown = self.bar.console.is_interactive
         if self.shown:
             self.bar.__enter__()
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
         return self
 
     def __call__(self, stage: str, done: int, total: int) -> None:
@@ -33,6 +39,7 @@ class Progress:
             self.tasks[stage] = self.bar.add_task(stage, total=total)
         self.bar.update(self.tasks[stage], completed=done, visible=stage.startswith("cuts") or done < total, refresh=True)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         if self.shown:
-            self.bar.__exit__(*exc)  # type: ignore[arg-type]
+            self.bar.__exit__(kind, error, traceback)

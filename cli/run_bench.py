@@ -86,10 +86,8 @@ def run_bench(target: str, link: LinkChoice, bench: BenchChoice, sweep: SweepCho
         _plot(report.plot, target, result, sweep is not None)
     if report.as_json:
         click.echo(json.dumps(result.to_dict(), indent=1))
-    elif sweep:
-        render_sweep(result)
     else:
-        render_split(result)
+        _render(result)
     if report.plot is not None:
         stderr().print(f"plot written to {report.plot}")
 
@@ -131,14 +129,24 @@ def _strategy(target: str) -> str | None:
         return None  # the vertical path's reader says what is wrong
 
 
+def _render(result: SweepReport | SplitBenchReport) -> None:
+    """The split's tables, or the sweep's (split_report is loaded already: both benches make its reports)."""
+    from splitnn.onnxsplit.bench.split_report import SplitBenchReport
+
+    if isinstance(result, SplitBenchReport):
+        render_split(result)
+    else:
+        render_sweep(result)
+
+
 def _adaptive_bench(outdir: str, link: LinkChoice, bench: BenchChoice, as_json: bool, plot: str | None) -> None:
     from splitnn.cli.bench_tables import render_adaptive
     from splitnn.cost_models.catalog import load_link
-    from splitnn.onnxsplit.artifacts.plan_file import read_plan
+    from splitnn.onnxsplit.artifacts.plan_file import read_adaptive_plan
     from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchOptions, compare_static, run_adaptive_bench
     from splitnn.onnxsplit.runtime.link_emulator import settings_for
 
-    plan = read_plan(outdir, "adaptive")
+    plan = read_adaptive_plan(outdir)
     chosen = load_link(link.name, link.bandwidth_bps, link.rtt_s) if link.name else dataclasses.replace(
         plan.link, uplink_bps=link.bandwidth_bps or plan.link.uplink_bps,
         downlink_bps=link.bandwidth_bps or plan.link.down_bps, rtt_s=plan.link.rtt_s if link.rtt_s is None else link.rtt_s)
@@ -182,8 +190,10 @@ def _bench(outdir: str, link: LinkChoice, bench: BenchChoice, progress: Progress
     if link.name:  # a preset, as in partition; --bandwidth/--rtt override it
         chosen = load_link(link.name, link.bandwidth_bps, link.rtt_s)
     else:  # the link the plan was made for, with what the user overrides (its RTT is kept unless --rtt is given)
-        rate = {} if link.bandwidth_bps is None else {"uplink_bps": link.bandwidth_bps, "downlink_bps": link.bandwidth_bps}
-        chosen = dataclasses.replace(plan.link, **rate, rtt_s=plan.link.rtt_s if link.rtt_s is None else link.rtt_s)
+        bps = link.bandwidth_bps  # both ways when given
+        chosen = dataclasses.replace(plan.link, uplink_bps=plan.link.uplink_bps if bps is None else bps,
+                                     downlink_bps=plan.link.downlink_bps if bps is None else bps,
+                                     rtt_s=plan.link.rtt_s if link.rtt_s is None else link.rtt_s)
     settings = settings_for(chosen.uplink_bps, chosen.rtt_s, downlink_bps=chosen.down_bps, **link.impairments)
     options = BenchOptions(requests=bench.requests, slowdown=bench.slowdown, timeout_s=bench.timeout_s,
                            baselines=bench.baselines, stream=bench.stream, fps=bench.fps, tls=bench.tls)

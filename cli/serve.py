@@ -153,7 +153,7 @@ def _summary(server: Any) -> None:
              "--max-per-address)")
 
 
-def _tls(cert: str | None, key: str | None, self_signed: str | None, host: str):  # type: ignore[no-untyped-def]
+def _tls(cert: str | None, key: str | None, self_signed: str | None, host: str):
     """The TLS context of --tls-cert/--tls-key or --self-signed DIR (None: plain TCP)."""
     from splitnn.onnxsplit.core.errors import SplitnnError
     from splitnn.onnxsplit.runtime.tls import server_context, write_self_signed

@@ -150,7 +150,8 @@ def _design(measurements: list[tuple[Graph, NodeTimings]], base: DeviceProfile) 
     """The measured groups as arrays. A node counts as MACs / its shape efficiency on `base` (a narrow dense
     convolution, a depthwise one's rows; cost_models.latency): the fit finds the full rate, which the
     efficiency then scales down as in prediction."""
-    macs, nbytes, weights, klass, pixels, group, measured, model_of = [], [], [], [], [], [], [], []
+    macs, nbytes, weights, klass, pixels, group, model_of = [], [], [], [], [], [], []
+    measured: list[float] = []
     for model_index, (graph, timings) in enumerate(measurements):
         costs = node_costs(graph)
         inflation = profiler_cost_per_kernel(timings)

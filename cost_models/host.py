@@ -66,7 +66,7 @@ def _as_model(graph: onnx.GraphProto) -> onnx.ModelProto:
     return model
 
 
-def _single(op: str, x_shape: list[int], w_shape: list[int] | None, out: str = "y", **attrs: object) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+def _single(op: str, x_shape: list[int], w_shape: list[int] | None, out: str = "y", **attrs: Any) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal(w_shape).astype(np.float32), "w")] if w_shape else []
     node = helper.make_node(op, ["x", "w"] if w_shape else ["x"], [out], **attrs)

@@ -186,7 +186,7 @@ def time_nodes(
 def _plain_seconds(model: onnx.ModelProto, graph: Graph, feeds: dict[str, Any], level: str, threads: int | None,
                    warmup: int, runs: int) -> float:
     """Median wall time of a whole run with the profiler off: what a prediction is compared with."""
-    session = open_in_place(model, graph.initializers, graph.path, level=level, threads=threads)
+    session = open_in_place(model, graph.initializers, graph.model_file, level=level, threads=threads)
     return median_run_seconds(session, feeds, runs, warmup=warmup)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -212,7 +213,7 @@ def _codec_references(codecs: dict[str, Any]) -> dict[str, float | None]:
             for field, key in (("image_codec_s", "image_reference_ms"), ("array_codec_s", "array_reference_ms"))}
 
 
-def device_to_toml(profile: DeviceProfile, comments: list[str] = ()) -> str:  # type: ignore[assignment]
+def device_to_toml(profile: DeviceProfile, comments: Sequence[str] = ()) -> str:
     """The TOML text of `profile`, in the form `device_from_dict` reads, after `comments` as # lines."""
     lines = [
         *[f"# {line}".rstrip() for line in comments],

@@ -242,7 +242,7 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
     >>> report = splitnn.run_bench("out/vgg16", requests=5)  # doctest: +SKIP
     >>> report.stages["e2e_s"].p50, report.predicted_s  # doctest: +SKIP
     """
-    from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
+    from splitnn.onnxsplit.artifacts.plan_file import plan_strategy, read_vertical_plan
 
     kind = plan_strategy(folder)
     if kind == "tiles":
@@ -254,7 +254,7 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
     from splitnn.onnxsplit.bench.vertical import BenchOptions, run_bench as run_split_bench
     from splitnn.onnxsplit.runtime.link_emulator import settings_for
 
-    chosen = load_link(link) if link is not None else load_plan(folder).link  # type: ignore[union-attr]
+    chosen = load_link(link) if link is not None else read_vertical_plan(folder).link
     settings = settings_for(chosen.uplink_bps, chosen.rtt_s, downlink_bps=chosen.down_bps)
     return run_split_bench(folder, settings, BenchOptions(requests=requests))
 

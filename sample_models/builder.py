@@ -7,6 +7,7 @@ classifier's input size follows the chosen input resolution.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import onnx
@@ -44,7 +45,7 @@ class GraphBuilder:
     def _small(self, name: str, shape: tuple[int, ...]) -> str:
         return self._weight(name, self.rng.standard_normal(shape, dtype=np.float32) * np.float32(0.01))
 
-    def _node(self, op: str, inputs: list[str], out_shape: tuple[int, ...], name: str, **attrs: object) -> str:
+    def _node(self, op: str, inputs: list[str], out_shape: tuple[int, ...], name: str, **attrs: Any) -> str:
         out = f"{name}_out"
         self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
         self.shapes[out] = out_shape

@@ -81,7 +81,7 @@ def min_cut_device_side(graph: Graph, device_s: Mapping[int, float], server_s: M
                      if 2 <= i < len(placed) + 2)
 
 
-def _source_side(edges: dict[tuple[int, int], float], count: int, csr_matrix, maximum_flow,  # type: ignore[no-untyped-def]
+def _source_side(edges: dict[tuple[int, int], float], count: int, csr_matrix, maximum_flow,
                  breadth_first_order) -> set[int]:
     finite = [s for s in edges.values() if s != float("inf")]
     big = int(sum(finite) * NANOSECONDS) + 1  # more than any cut of finite edges: "infinite"

@@ -122,7 +122,7 @@ def _make_inline(tensor: onnx.TensorProto, weights: WeightSource) -> None:
         tensor.raw_data = data
 
 
-def _clear_data(tensor: onnx.TensorProto, location: int) -> None:
+def _clear_data(tensor: onnx.TensorProto, location: onnx.TensorProto.DataLocation) -> None:
     """Drop `tensor`'s value and where it was kept, ready to be given one at `location`."""
     for field_name in _DATA_FIELDS:
         tensor.ClearField(field_name)

@@ -147,6 +147,7 @@ def run_parts(device: Part, server: Part, feeds: Mapping[str, np.ndarray]) -> di
     """Run device then server (models in memory) with onnxruntime, passing the crossing tensors; return every
     output of the parts."""
     parts = {side: part for side, part in (("device", device), ("server", server)) if part.model is not None}
+    models = {side: part.model for side, part in parts.items() if part.model is not None}  # the same, by side
     steps = [PartStep(side, part.inputs, part.outputs) for side, part in parts.items()]
-    pool = run_steps(steps, dict(feeds), lambda side: create_session(parts[side].model))
+    pool = run_steps(steps, dict(feeds), lambda side: create_session(models[side]))
     return outputs_of(pool, [name for part in parts.values() for name in part.outputs])

@@ -17,9 +17,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -607,6 +608,7 @@ def _codec_names(requests: tuple[CodecRecord, ...], reply: ReplyCodecRecord | No
 
 
 PlanFile = VerticalPlanFile | TilePlanFile | AdaptivePlanFile
+_Plan = TypeVar("_Plan", VerticalPlanFile, TilePlanFile, AdaptivePlanFile)  # one kind in, the same kind out
 _KINDS: dict[str, type[PlanFile]] = {"vertical": VerticalPlanFile, "tiles": TilePlanFile,
                                      "adaptive": AdaptivePlanFile}
 
@@ -638,7 +640,7 @@ def read_plan(outdir: str | Path, strategy: str | None = None) -> PlanFile:
     data = {k: v for k, v in data.items() if k != "splitnn_version"}  # schema 1's name for the version
     data.setdefault("schema_version", 1)
     try:
-        return _KINDS[kind].from_dict(data)  # type: ignore[no-any-return]
+        return _KINDS[kind].from_dict(data)
     except RecordError as exc:
         raise SplitnnError(f"'{path}' is not a valid plan: {exc}; partition again") from None
 
@@ -657,7 +659,14 @@ def read_tile_plan(outdir: str | Path) -> TilePlanFile:
     return plan
 
 
-def write_plan(folder: Path, plan: PlanFile) -> PlanFile:
+def read_adaptive_plan(outdir: str | Path) -> AdaptivePlanFile:
+    """`read_plan` for an adaptive plan (a plan of another kind is refused with the reason)."""
+    plan = read_plan(outdir, "adaptive")
+    assert isinstance(plan, AdaptivePlanFile)
+    return plan
+
+
+def write_plan(folder: Path, plan: _Plan) -> _Plan:
     """Write plan.json into `folder` (atomically: readers see the old file or the new one), with the SHA-256 of every
     other file of the folder as it is now; return the plan as written."""
     plan = replace(plan, artifact_sha256=folder_sha256(folder))
@@ -689,9 +698,19 @@ def save_verification_data(folder: Path, inputs: dict[str, np.ndarray], referenc
     """Keep the verification input and the original model's outputs on it beside the parts (.npz: numpy's own
     format, one .npy per tensor; never pickled)."""
     for name, tensors in ((VERIFICATION_INPUTS_FILE, inputs), (VERIFICATION_REFERENCE_FILE, reference)):
-        buffer = io.BytesIO()
-        np.savez(buffer, **tensors)
-        write_bytes_atomic(folder / name, buffer.getvalue())
+        write_bytes_atomic(folder / name, _npz_bytes(tensors))
+
+
+def _npz_bytes(tensors: dict[str, np.ndarray]) -> bytes:
+    """An uncompressed .npz of `tensors`, laid out as np.savez lays it out (a zip of NAME.npy entries). Written
+    here because np.savez takes the names as keyword arguments: a tensor named 'file' clashed with its first
+    parameter and one named 'allow_pickle' was taken for that flag and left out."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, value in tensors.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as entry:  # zip64 as np.savez forces it
+                np.lib.format.write_array(entry, np.asanyarray(value), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def load_verification_data(outdir: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:

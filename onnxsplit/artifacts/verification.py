@@ -143,9 +143,10 @@ def output_quantization_step(graph: Graph) -> float | None:
     producer = {name: node for node in graph.nodes for name in node.outputs}
     with _Constants(graph) as constants:
         steps = [_step_of(name, producer, constants, depth=0) for name in graph.outputs]
-    if not steps or any(step is None for step in steps):
+    known = [step for step in steps if step is not None]
+    if not steps or len(known) < len(steps):
         return None
-    return max(steps)  # type: ignore[type-var]
+    return max(known)
 
 
 def _step_of(name: str, producer: Mapping[str, Any], constants: "_Constants", depth: int) -> float | None:
@@ -159,7 +160,8 @@ def _step_of(name: str, producer: Mapping[str, Any], constants: "_Constants", de
         return None
     sources = [n for n in node.inputs if n] if node.op_type == "Concat" else node.inputs[:1]
     steps = [_step_of(source, producer, constants, depth + 1) for source in sources]
-    return None if not steps or any(s is None for s in steps) else max(steps)  # type: ignore[type-var]
+    known = [s for s in steps if s is not None]
+    return None if not steps or len(known) < len(steps) else max(known)
 
 
 class _Constants:
@@ -185,14 +187,14 @@ class _Constants:
             self.weights.close()
 
 
-def verification_session(path: Path, level: str | None = None):  # type: ignore[no-untyped-def]
+def verification_session(path: Path, level: str | None = None):
     return create_session(path, prepack=False, config=VERIFY_CONFIG, level=level)
 
 
 def reference_outputs(graph: Graph, feeds: dict[str, np.ndarray], level: str | None = None) -> dict[str, np.ndarray]:
     """The original model's outputs, its weights read in place from the source file (not from the parts); at
     onnxruntime's default level unless `level` is given (UNFUSED_LEVEL: an int8 model's like-with-like check)."""
-    original = open_in_place(graph.model, graph.initializers, graph.path, prepack=False,  # type: ignore[arg-type]
+    original = open_in_place(graph.model, graph.initializers, graph.model_file, prepack=False,
                              config=VERIFY_CONFIG, level=level)
     return dict(zip(graph.outputs, original.run(list(graph.outputs), feeds)))
 

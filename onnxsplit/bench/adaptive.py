@@ -22,7 +22,7 @@ from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference
 from splitnn.onnxsplit.artifacts.plan_file import AdaptivePlanFile, read_plan
 from splitnn.onnxsplit.artifacts.verification import compare_outputs
 from splitnn.onnxsplit.core.records import Record
-from splitnn.onnxsplit.runtime.adaptive_device import AdaptiveDevice, RequestPoint
+from splitnn.onnxsplit.runtime.adaptive_device import AdaptiveDevice, HeldBack, RequestPoint
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
 from splitnn.onnxsplit.runtime.server import ModelServer
 
@@ -46,6 +46,12 @@ class Latencies(Record):
     p95: float
     p99: float
     mean: float
+
+    @classmethod
+    def of(cls, seconds: np.ndarray) -> Latencies:
+        """The percentiles and the mean of `seconds`."""
+        p50, p95, p99 = (float(np.percentile(seconds, q)) for q in (50, 95, 99))
+        return cls(p50, p95, p99, float(statistics.fmean(seconds)))
 
 
 @dataclass(frozen=True)
@@ -135,17 +141,17 @@ def _report(device: AdaptiveDevice, outdir: Path, link: LinkSettings,
                                       device.plan.verification.rtol) if reference is not None and device.last_outputs
                       else (None, None))
     per_cut = dict(Counter(str(p.cut_id) for p in device.points))
-    held: dict[tuple[int, str], list[RequestPoint]] = {}
+    held: dict[tuple[int, str], list[HeldBack]] = {}
     for p in device.points:
         if p.held_back is not None:
-            held.setdefault((p.held_back.cut_id, p.held_back.reason), []).append(p)
-    held_back = tuple(HeldBackCount(cut, reason, len(points), statistics.median(p.held_back.budget_s for p in points),
-                                    statistics.median(p.held_back.needed_s for p in points))  # type: ignore[union-attr]
-                      for (cut, reason), points in held.items())
+            held.setdefault((p.held_back.cut_id, p.held_back.reason), []).append(p.held_back)
+    held_back = tuple(HeldBackCount(cut, reason, len(holds), statistics.median(h.budget_s for h in holds),
+                                    statistics.median(h.needed_s for h in holds))
+                      for (cut, reason), holds in held.items())
     return AdaptiveBenchReport(
         plan=str(outdir), requests=len(device.points), answered_remote=counts.remote, answered_local=counts.local,
         errors=counts.errors, deadline_s=device.deadline_s, deadline_missed=counts.deadline_missed,
-        e2e_s=Latencies(*(float(np.percentile(e2e, q)) for q in (50, 95, 99)), float(statistics.fmean(e2e))),
+        e2e_s=Latencies.of(e2e),
         requests_per_cut=per_cut, switches=device.switches, probes=device.probes, outputs_match=match,
         max_abs_err=max_err,
         link=link.describe(), points=tuple(device.points), held_cut=device.hold_cut, held_back=held_back,

@@ -137,10 +137,10 @@ def sweep_cuts(
                                   stream=plan.objective == "throughput", progress=progress)
     points = [_point(candidate, plan.objective, reports[candidate.cut.id]) for candidate in measured]
 
-    ok = [p for p in points if p.measured_s is not None]
+    timed = [(p.measured_s, p) for p in points if p.measured_s is not None]  # the cuts some request got through
     chosen = next(p for p in points if p.cut_id == plan.chosen.cut.id)
-    best = min(ok, key=lambda p: p.measured_s) if ok else None  # type: ignore[arg-type, return-value]
-    regret = chosen.measured_s / best.measured_s if best is not None and chosen.measured_s is not None else None  # type: ignore[operator]
+    best_s, best = min(timed, key=lambda pair: pair[0]) if timed else (None, None)
+    regret = chosen.measured_s / best_s if best_s is not None and chosen.measured_s is not None else None
     return SweepReport(
         model=str(analysis.graph.path),
         objective=plan.objective,

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference, plan_feeds
+from splitnn.onnxsplit.artifacts.plan_file import TilePlanFile
 from splitnn.onnxsplit.bench.tile_report import (
     ScalingRow,
     TableRow,
@@ -134,9 +135,10 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
     scaling = _with_speedups([run.row for run in runs])
     match, max_err = _compare(runs[-1].outputs, reference, plan)
     top = scaling[-1]
+    assert top.tiles_phase_s is not None  # _with_speedups gives every tile run's row its tiles phase
     return TileBenchReport(
         plan=str(outdir), mode="tiles", scheduler=options.scheduler or "embedded LocalCluster",
-        workers=top.workers, images=options.images, makespan_s=top.tiles_phase_s, wall_s=top.wall_s,  # type: ignore[arg-type]
+        workers=top.workers, images=options.images, makespan_s=top.tiles_phase_s, wall_s=top.wall_s,
         speedup=top.speedup, scaling=tuple(scaling),
         tiles=tuple(TaskRun(r.id, r.worker, r.seconds, r.done_s, r.stack) for r in runs[-1].records),
         retries=sum(run.retries for run in runs), workers_killed=sum(run.killed for run in runs),
@@ -246,7 +248,7 @@ def worker_memory(before: dict[str, int], after: dict[str, int], planned_bytes: 
 
 
 def _compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray] | None,
-             plan: dict[str, Any]) -> tuple[bool | None, float | None]:
+             plan: TilePlanFile) -> tuple[bool | None, float | None]:
     from splitnn.onnxsplit.artifacts.verification import compare_outputs
 
     if reference is None or not outputs:
@@ -272,7 +274,7 @@ def _data_parallel(client: Any, program: TileProgram, available: list[str], coun
     plugin = register_plugin(client, SessionsPlugin(f"splitnn-whole-{program.key}", {0: program.model_path.read_bytes()}))
     first, reference = checked  # the first image is the one whose reference outputs are known
     images = [first] + [plan_feeds(program.plan, options.seed + i) for i in range(1, options.images)]
-    table = []
+    table: list[TableRow] = []
     per_image: list[dict[str, Any]] = []
     first_outputs: dict[str, np.ndarray] = {}
     for n in counts:
@@ -290,11 +292,11 @@ def _data_parallel(client: Any, program: TileProgram, available: list[str], coun
                 per_image.append({"id": index, "worker": worker, "seconds": seconds})
                 if index == 0:
                     first_outputs = outputs
-            table.append({"workers": n, "images": count, "wall_s": time.perf_counter() - start})
-    base = next(row["wall_s"] for row in table if row["images"] == options.images)
-    scaling = [ScalingRow(workers=row["workers"], wall_s=row["wall_s"], speedup=base / row["wall_s"],
-                          images=row["images"], images_per_s=options.images / row["wall_s"])
-               for row in table if row["images"] == options.images]
+            table.append(TableRow(workers=n, images=count, wall_s=time.perf_counter() - start))
+    base = next(row.wall_s for row in table if row.images == options.images)
+    scaling = [ScalingRow(workers=row.workers, wall_s=row.wall_s, speedup=base / row.wall_s,
+                          images=row.images, images_per_s=options.images / row.wall_s)
+               for row in table if row.images == options.images]
     match, max_err = _compare(first_outputs, reference, program.plan)  # images[0] is the reference input
     return TileBenchReport(
         plan=str(program.folder), mode="data-parallel", scheduler=options.scheduler or "embedded LocalCluster",
@@ -302,5 +304,5 @@ def _data_parallel(client: Any, program: TileProgram, available: list[str], coun
         speedup=scaling[-1].speedup, scaling=tuple(scaling),
         tiles=tuple(TaskRun(**run) for run in per_image),
         retries=0, workers_killed=0,  # not tracked for whole images
-        outputs_match=match, max_abs_err=max_err, table=tuple(TableRow(**row) for row in table),
+        outputs_match=match, max_abs_err=max_err, table=tuple(table),
     )

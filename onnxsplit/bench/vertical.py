@@ -62,11 +62,13 @@ class ServerProcess:
                    *(["--plan", str(plan)] if plan is not None else []),
                    *(["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls is not None else [])]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        ready, _, _ = select.select([self.process.stdout], [], [], start_timeout_s)
-        line = self.process.stdout.readline().strip() if ready else ""  # type: ignore[union-attr]
+        stdout = self.process.stdout
+        assert stdout is not None  # opened with stdout=PIPE
+        ready, _, _ = select.select([stdout], [], [], start_timeout_s)
+        line = stdout.readline().strip() if ready else ""
         if not line.startswith("listening "):
             self.close()
-            detail = self.process.stderr.read().strip().splitlines()[-1:] if self.process.stderr else []  # type: ignore[union-attr]
+            detail = self.process.stderr.read().strip().splitlines()[-1:] if self.process.stderr else []
             raise SplitnnError(f"the server process did not start: {detail[0] if detail else 'no answer'}")
         self.address = ("127.0.0.1", int(line.split()[-1]))
 
@@ -336,7 +338,7 @@ def _baselines(model: Path, plan: VerticalPlanFile, feeds: dict[str, np.ndarray]
     if options.slowdown is None and all_device is not None:
         tick("calibrating the whole model", 1)(0)
         calibration = calibrate(lambda: whole.run(feeds), all_device.device_s)
-    device_only = DeviceClient(whole, ("127.0.0.1", 0), slowdown=options.slowdown or 1.0,  # type: ignore[arg-type]
+    device_only = DeviceClient(whole, ("127.0.0.1", 0), slowdown=options.slowdown or 1.0,
                                board_s=calibration.predicted_s if calibration else 0.0)
     device_only.compute(feeds)
     times = []
@@ -377,7 +379,7 @@ def _baseline_predictions(plan: VerticalPlanFile) -> tuple[Prediction | None, Pr
 
 
 class _WholeModel:
-    """The unsplit model, run where the device part would run (duck-types DevicePart)."""
+    """The unsplit model, run where the device part would run (a DeviceSide)."""
 
     server_empty = False
 
@@ -389,7 +391,7 @@ class _WholeModel:
 
 
 class _NoDevicePart:
-    """Nothing on the device: the raw input is what is sent (duck-types DevicePart)."""
+    """Nothing on the device: the raw input is what is sent (a DeviceSide)."""
 
     server_empty = False
 

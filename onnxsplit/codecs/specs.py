@@ -140,10 +140,10 @@ def warm_up(names: Iterable[str]) -> None:
     for name in set(names):
         text = name.strip().lower()
         if text.endswith("lossless"):
-            codec = Lossless(Raw())
-            codec.decode(codec.encode(np.zeros(4, np.float32)))
+            lossless = Lossless(Raw())
+            lossless.decode(lossless.encode(np.zeros(4, np.float32)))
         image = image_spec(text)  # None for any codec but an image format
         if image is not None:
             tiny = np.zeros((1, 8, 8, 3), np.uint8)
-            codec = ImageCodec(TensorRange("warm-up", (0.0,), (1.0,), tiny.dtype.str), *image)
-            codec.decode(codec.encode(tiny))
+            picture = ImageCodec(TensorRange("warm-up", (0.0,), (1.0,), tiny.dtype.str), *image)
+            picture.decode(picture.encode(tiny))

@@ -56,14 +56,14 @@ def to_dict(record: Any) -> Any:
 
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     """Build `cls` from `data`, checking every field; RecordError names the first bad one."""
-    return _read(cls, data, where)  # type: ignore[no-any-return]
+    return _read(cls, data, where)
 
 
 class _RecordMixin:
     """Gives a record `to_dict()` and `from_dict(data)` methods."""
 
     def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)  # type: ignore[no-any-return]
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "") -> Any:
@@ -71,6 +71,8 @@ class _RecordMixin:
 
 
 Record = _RecordMixin
+# The function under the mixin's `from_dict` classmethod: a record whose `from_dict` is another one brings its own.
+_MIXIN_FROM_DICT = _RecordMixin.__dict__["from_dict"].__func__
 
 
 @functools.cache
@@ -95,9 +97,9 @@ def _read(kind: Any, value: Any, path: str) -> Any:
             raise RecordError(path, f"should be an object, not {_name(value)}")
         args = typing.get_args(kind) or (str, Any)
         return {k: _read(args[1], v, f"{path}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         own = getattr(kind, "from_dict", None)
-        if own is not None and getattr(own, "__func__", None) is not _RecordMixin.from_dict.__func__:
+        if own is not None and getattr(own, "__func__", None) is not _MIXIN_FROM_DICT:
             if not isinstance(value, Mapping):
                 raise RecordError(path, f"should be an object, not {_name(value)}")
             try:
@@ -148,7 +150,7 @@ def _read_record(cls: type, value: Any, path: str) -> Any:
             continue
         sub = f"{path}.{f.name}" if path else f.name
         if f.name not in value:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:  # type: ignore[misc]
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise RecordError(sub, "is missing")
             continue
         kwargs[f.name] = _read(hints[f.name], value[f.name], sub)

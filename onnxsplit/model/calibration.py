@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ IMAGENET = {"scale": 1 / 255, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.22
 def parse_preprocess(text: str) -> Preprocess:
     """`scale=1/255,mean=0.485:0.456:0.406,std=0.229:0.224:0.225,layout=nchw,color=rgb` (any subset); `imagenet`
     stands for the first three, and may be followed by others (`imagenet,color=bgr`)."""
-    fields: dict[str, object] = {}
+    fields: dict[str, Any] = {}  # Preprocess's keyword arguments
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
         key, value = key.strip().lower(), value.strip()
@@ -63,7 +64,7 @@ def parse_preprocess(text: str) -> Preprocess:
         except (ValueError, ZeroDivisionError):
             raise SplitnnError(f"--preprocess: cannot read '{item}' (use imagenet, scale=1/255, mean=A:B:C, std=A:B:C, "
                                "layout=nchw|nhwc, color=rgb|bgr)") from None
-    preprocess = Preprocess(**fields)  # type: ignore[arg-type]
+    preprocess = Preprocess(**fields)
     if any(s == 0 for s in preprocess.std):
         raise SplitnnError("--preprocess: a std of 0 divides by zero: give the real standard deviation")
     return preprocess

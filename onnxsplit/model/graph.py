@@ -112,6 +112,13 @@ class Graph:
     consumers: dict[str, tuple[int, ...]] = field(default_factory=dict)  # tensor -> node indices
     shape_notes: tuple[str, ...] = ()  # how open shapes were resolved, for the report
 
+    @property
+    def model_file(self) -> Path:
+        """The .onnx file the graph was loaded from, whose weights are read in place (refused without one)."""
+        if self.path is None:
+            raise SplitnnError("the graph has no model file to read its weights from")
+        return self.path
+
     def info(self, name: str) -> TensorInfo:
         try:
             return self.tensors[name]

@@ -35,7 +35,7 @@ class WeightSource:
         self.initializers = initializers
         self.path = path
         self.folder = path.parent
-        self._maps: dict[Path, tuple[object, mmap.mmap]] = {}
+        self._maps: dict[Path, tuple[BinaryIO, mmap.mmap]] = {}
         self._skeleton = {t.name: t for t in skeleton.graph.initializer}
 
     @classmethod
@@ -52,16 +52,17 @@ class WeightSource:
 
     def read(self, name: str) -> bytes | memoryview:
         info = self.initializers[name]
-        if info.location == "external":
-            buf = self._map(self.folder / str(info.file))
-            return memoryview(buf)[info.offset : info.offset + info.length]  # type: ignore[operator]
+        where = self._file_range(name)
+        if where is not None:  # raw bytes in the data file or the .onnx file: a view of the mapped file
+            path, offset, length = where
+            return memoryview(self._map(path))[offset : offset + length]
         if info.offset is None:  # small: its data stayed in the skeleton
             return numpy_helper.to_array(self._skeleton[name]).tobytes()
+        # Recorded together with the payload's offset (loading.describe_initializers).
+        assert info.message_offset is not None and info.message_length is not None
         buf = self._map(self.path)
-        if info.raw:
-            return memoryview(buf)[info.offset : info.offset + info.length]  # type: ignore[operator]
         tensor = onnx.TensorProto()  # typed fields (float_data, ...): let protobuf decode the message
-        tensor.ParseFromString(bytes(buf[info.message_offset : info.message_offset + info.message_length]))  # type: ignore[operator]
+        tensor.ParseFromString(bytes(buf[info.message_offset : info.message_offset + info.message_length]))
         return numpy_helper.to_array(tensor).astype(np.dtype(info.dtype)).tobytes()
 
     def _file_range(self, name: str) -> tuple[Path, int, int] | None:
@@ -91,7 +92,7 @@ class WeightSource:
             try:
                 copied = 0
                 while copied < length:
-                    step = os.copy_file_range(handle.fileno(), blob.fileno(), length - copied,  # type: ignore[attr-defined]
+                    step = os.copy_file_range(handle.fileno(), blob.fileno(), length - copied,
                                               offset + copied, start + copied)
                     if step == 0:
                         raise OSError("short copy")
@@ -113,7 +114,7 @@ class WeightSource:
     def close(self) -> None:
         for handle, buf in self._maps.values():
             buf.close()
-            handle.close()  # type: ignore[attr-defined]
+            handle.close()
         self._maps.clear()
 
     def __enter__(self) -> "WeightSource":

@@ -169,7 +169,7 @@ class _LateAnswers:
 
 
 class _CutView:
-    """One kept cut through the shared device graph (duck-types DevicePart for DeviceClient)."""
+    """One kept cut through the shared device graph (a DeviceSide for DeviceClient)."""
 
     def __init__(self, session: Any, plan: AdaptivePlanFile, kept: AdaptiveCutRecord) -> None:
         made = set(plan.device.outputs)
@@ -214,13 +214,13 @@ class AdaptiveDevice:
         warm_up(plan.codec_names)
         self.views = {k.cut.id: _CutView(session, plan, k) for k in plan.kept}
         self._kept = {k.cut.id: k for k in plan.kept}
-        self.client = DeviceClient(self.views[held[0].cut.id], server, timeout_s=timeout_s,  # type: ignore[arg-type]
+        self.client = DeviceClient(self.views[held[0].cut.id], server, timeout_s=timeout_s,
                                    token=token, tls=tls, name=name)
         self.estimator = BandwidthEstimator(plan.link.rtt_s, plan.link.down_bps / plan.link.uplink_bps)
         self.server_speed = PartSpeed()  # the server's time against the plan's, from its answers
         self.device_speed = PartSpeed(untried_at_most=1.0)  # this device's time against the plan's
         self._late = _LateAnswers()
-        self.chooser = CutChooser([LatencyLine(k, k.fixed_s, k.wire_bits) for k in held])  # type: ignore[arg-type]
+        self.chooser = CutChooser([LatencyLine(k, k.fixed_s, k.wire_bits) for k in held])
         # The kept cuts a late answer can be finished from here: decided once, from the folder's files.
         self._finishable = {k.cut.id for k in plan.kept if self._suffix_available(k)}
         self._suffixes: dict[int, Any] = {}  # cut id -> session of the cut's server graph, for finishing here
@@ -279,15 +279,16 @@ class AdaptiveDevice:
         t = self._now()
         estimate = self.estimator.estimate(t)
         fresh = estimate.bps is not None and not estimate.stale
-        bps = estimate.bps if fresh else self.plan.link.uplink_bps
+        bps = self.plan.link.uplink_bps if estimate.bps is None or estimate.stale else estimate.bps
         rtt_change = self.estimator.rtt_s - self.plan.link.rtt_s  # the lines were drawn for the planned round trip
-        def scales(line: LatencyLine) -> PartScales:  # the learned speeds, on the line's planned seconds
+        # The learned speeds, on the line's planned seconds.
+        def scales(line: LatencyLine[AdaptiveCutRecord]) -> PartScales:
             return self._scales(line.candidate.cut.id, t)
 
-        def not_sent(line: LatencyLine) -> HeldBack | None:
+        def not_sent(line: LatencyLine[AdaptiveCutRecord]) -> HeldBack | None:
             """Why nothing may be sent at `line`'s cut; whether to try the server at all is decided at the
             estimate's slow end (one spread below it)."""
-            kept: AdaptiveCutRecord = line.candidate  # type: ignore[assignment]
+            kept = line.candidate
             if kept.server_model is None or self.refused is not None:
                 return None
             slow_bps = bps / (estimate.spread if fresh else 1.0)
@@ -296,7 +297,7 @@ class AdaptiveDevice:
         # The fastest of the cuts that may be sent (and the board alone): a cut that cannot answer in time is no
         # choice, whatever its prediction.
         line = self.chooser.choose(bps, rtt_change, scales, usable=lambda line: not_sent(line) is None)
-        kept: AdaptiveCutRecord = line.candidate  # type: ignore[assignment]
+        kept = line.candidate
         begin = time.perf_counter()
         held_back = not_sent(line)  # where no cut may be sent and the board cannot answer alone
         if held_back is None and kept.server_model is None:  # the board alone: why, where a cut that sends is faster
@@ -332,10 +333,10 @@ class AdaptiveDevice:
             return None
         device_s = self._device_s(kept, now)
         budget_s, needed_s = self._remote_budget(kept, device_s), cautious_s - device_s
-        under_deadline = self.deadline_s is not None and self.alone is not None
+        alone = self.alone if self.deadline_s is not None else None  # what answers under a deadline
         if needed_s > budget_s:
-            return HeldBack(kept.cut.id, "deadline" if under_deadline else "timeout", budget_s, needed_s)
-        if under_deadline and cautious_s >= self._device_s(self.alone, now):  # type: ignore[arg-type]
+            return HeldBack(kept.cut.id, "deadline" if alone is not None else "timeout", budget_s, needed_s)
+        if alone is not None and cautious_s >= self._device_s(alone, now):
             return HeldBack(kept.cut.id, "slower", budget_s, needed_s)
         return None
 
@@ -407,7 +408,7 @@ class AdaptiveDevice:
 
     def _use(self, kept: AdaptiveCutRecord) -> None:
         """The client runs `kept`'s device part next (taking the board's predicted time for it, when emulated)."""
-        self.client.part = self.views[kept.cut.id]  # type: ignore[assignment]
+        self.client.part = self.views[kept.cut.id]
         self.client.board_s = kept.predicted.device_s if self.emulate_board else 0.0
 
     def _remote(self, kept: AdaptiveCutRecord, feeds: dict[str, np.ndarray], begin: float) -> str:

@@ -53,8 +53,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from splitnn.onnxsplit.vertical.link_range import LatencyLine
+from splitnn.onnxsplit.vertical.link_range import LatencyLine, Priced
+
+C = TypeVar("C", bound=Priced)  # what the lines are drawn for
 
 JUMP = math.log(1.5)  # a sample this far off the estimate (a factor of 1.5) may be a new link
 RTT_WINDOW_S = 12.0  # the round trip is the least measured over this window
@@ -227,21 +230,21 @@ class PartSpeed:
         self.samples = 0
 
 
-class CutChooser:
+class CutChooser(Generic[C]):
     """The cut with the best predicted latency at a rate, with hysteresis (see the module doc)."""
 
-    def __init__(self, lines: Sequence[LatencyLine], hysteresis: float = 0.1, patience: int = 3) -> None:
+    def __init__(self, lines: Sequence[LatencyLine[C]], hysteresis: float = 0.1, patience: int = 3) -> None:
         if not lines:
             raise ValueError("no cut to choose from")
         self.lines, self.hysteresis, self.patience = list(lines), hysteresis, patience
-        self.current: LatencyLine | None = None
+        self.current: LatencyLine[C] | None = None
         self.switches = 0
-        self._leader: LatencyLine | None = None  # the cut predicted better than the current one in the last choices
+        self._leader: LatencyLine[C] | None = None  # the cut predicted better than the current one in the last choices
         self._leads = 0  # in how many choices in a row
 
     def choose(self, uplink_bps: float, rtt_change_s: float = 0.0,
-               scales: Callable[[LatencyLine], PartScales] | None = None,
-               usable: Callable[[LatencyLine], bool] | None = None) -> LatencyLine:
+               scales: Callable[[LatencyLine[C]], PartScales] | None = None,
+               usable: Callable[[LatencyLine[C]], bool] | None = None) -> LatencyLine[C]:
         """The cut to use at `uplink_bps`, the round trip `rtt_change_s` longer than the lines were drawn for, each
         line's device and server seconds `scales(line)` times what they were drawn with; among the lines `usable` keeps
         (a deadline's: those that can answer in time), all of them where it keeps none. A current cut that is
@@ -260,7 +263,7 @@ class CutChooser:
             self._leader, self._leads = None, 0
         return self.current
 
-    def _lead(self, best: LatencyLine, faster: bool) -> bool:
+    def _lead(self, best: LatencyLine[C], faster: bool) -> bool:
         """Count one more choice in a row where `best` was predicted faster than the current cut; True once it has
         been for `patience` choices."""
         self._leads = self._leads + 1 if faster and best is self._leader else int(faster)
@@ -268,21 +271,21 @@ class CutChooser:
         return self._leads >= self.patience
 
     def fastest(self, uplink_bps: float, rtt_change_s: float = 0.0,
-                scales: Callable[[LatencyLine], PartScales] | None = None,
-                lines: Sequence[LatencyLine] | None = None) -> LatencyLine:
+                scales: Callable[[LatencyLine[C]], PartScales] | None = None,
+                lines: Sequence[LatencyLine[C]] | None = None) -> LatencyLine[C]:
         """The line of `lines` (all by default) predicted fastest, as `choose` predicts them, without hysteresis."""
         seconds = self._seconds(uplink_bps, rtt_change_s, scales)
         return min(self.lines if lines is None else lines, key=lambda line: (seconds(line), line.wire_bits))
 
     def _seconds(self, uplink_bps: float, rtt_change_s: float,
-                 scales: Callable[[LatencyLine], PartScales] | None) -> Callable[[LatencyLine], float]:
-        def seconds(line: LatencyLine) -> float:
+                 scales: Callable[[LatencyLine[C]], PartScales] | None) -> Callable[[LatencyLine[C]], float]:
+        def seconds(line: LatencyLine[C]) -> float:
             return self.predicted_s(line, uplink_bps, rtt_change_s, scales(line) if scales else PartScales())
 
         return seconds
 
     @staticmethod
-    def predicted_s(line: LatencyLine, uplink_bps: float, rtt_change_s: float = 0.0,
+    def predicted_s(line: LatencyLine[C], uplink_bps: float, rtt_change_s: float = 0.0,
                     scales: PartScales = PartScales()) -> float:
         """A line's latency at `uplink_bps`, its round trip (if it sends anything) `rtt_change_s` longer, its
         device's and server's seconds `scales` times the planned ones."""

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -91,6 +92,15 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class DeviceSide(Protocol):
+    """What DeviceClient runs on the device: a plan folder's DevicePart, or what stands in for one (the whole
+    model, nothing, an adaptive plan's kept cut). Its `sends`, `keeps` and `codec` are read where it has them."""
+
+    server_empty: bool
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
 class DevicePart:
     """The device part of a plan folder (the .ort file when there is one); empty when all runs on the server."""
 
@@ -135,7 +145,7 @@ class DevicePart:
 class DeviceClient:
     """Runs the device part and talks to a server (directly, or through a LinkRelay)."""
 
-    def __init__(self, part: DevicePart, server: tuple[str, int], *, slowdown: float = 1.0, board_s: float = 0.0,
+    def __init__(self, part: DeviceSide, server: tuple[str, int], *, slowdown: float = 1.0, board_s: float = 0.0,
                  timeout_s: float = 30.0, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES, encode_board_s: float = 0.0,
                  token: bytes | None = None, tls: ssl.SSLContext | None = None, name: str | None = None,
                  reply_decode_extra_s: float = 0.0) -> None:
@@ -170,9 +180,9 @@ class DeviceClient:
             if self.tls is not None:
                 sock = self._tls_handshake(sock)
             if self.token is not None:
-                self._answer_challenge(sock)
+                self._answer_challenge(sock, self.token)
             if self.name:
-                self._announce(sock)
+                self._announce(sock, self.name)
             self._sock = sock
         return self._sock
 
@@ -190,8 +200,8 @@ class DeviceClient:
             raise SplitnnError(f"TLS with {self.server[0]}:{self.server[1]} failed ({exc}): is it served with "
                                "--tls-cert?") from None
 
-    def _answer_challenge(self, sock: socket.socket) -> None:
-        """Prove the token on a new connection: the server's nonce in, its HMAC out (runtime/auth.py)."""
+    def _answer_challenge(self, sock: socket.socket, token: bytes) -> None:
+        """Prove `token` on a new connection: the server's nonce in, its HMAC out (runtime/auth.py)."""
         try:
             frame = read_frame(sock, HANDSHAKE_MAX_BYTES)
         except socket.timeout:
@@ -209,12 +219,12 @@ class DeviceClient:
         if nonce is None:
             sock.close()
             raise SplitnnError("the server did not send a challenge: it was started without --token-file")
-        send_frame(sock, Frame(AUTH, 0, tensors={ANSWER: np.frombuffer(answer(self.token, nonce.tobytes()), np.uint8)}))
+        send_frame(sock, Frame(AUTH, 0, tensors={ANSWER: np.frombuffer(answer(token, nonce.tobytes()), np.uint8)}))
 
-    def _announce(self, sock: socket.socket) -> None:
-        """Name this device on a new connection (a request of DEVICE_NAME_TENSOR alone, answered empty): the
-        server counts its requests under the name (runtime/server_counts.py)."""
-        name = np.frombuffer(self.name.encode("utf-8")[:DEVICE_NAME_MAX_BYTES], np.uint8)  # type: ignore[union-attr]
+    def _announce(self, sock: socket.socket, device_name: str) -> None:
+        """Name this device `device_name` on a new connection (a request of DEVICE_NAME_TENSOR alone, answered
+        empty): the server counts its requests under the name (runtime/server_counts.py)."""
+        name = np.frombuffer(device_name.encode("utf-8")[:DEVICE_NAME_MAX_BYTES], np.uint8)
         try:
             send_frame(sock, Frame(REQUEST, 0, tensors={DEVICE_NAME_TENSOR: name}))
             reply = read_frame(sock, HANDSHAKE_MAX_BYTES)

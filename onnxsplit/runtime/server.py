@@ -248,7 +248,9 @@ class ModelServer:
             self._server = Server((host, port), Handler)
         except OSError as exc:
             raise SplitnnError(f"cannot listen on {host}:{port} ({exc.strerror}): choose another --port") from None
-        self.address: tuple[str, int] = self._server.server_address[:2]  # type: ignore[assignment]
+        bound_host, bound_port = self._server.server_address[:2]
+        assert isinstance(bound_host, str)  # the bound socket's name: an AF_INET(6) host is text
+        self.address = (bound_host, bound_port)
 
     @classmethod
     def from_plan(cls, outdir: str | Path, **options: Any) -> ModelServer:
@@ -273,7 +275,7 @@ class ModelServer:
                                         senders=lambda: self.counts.open)
         return graph
 
-    def run(self, tensors: dict) -> dict:  # type: ignore[type-arg]
+    def run(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if set(tensors) in ({PROBE_TENSOR}, {DEVICE_NAME_TENSOR}):
             return {}  # a device measuring the link, or naming itself: an empty answer goes back
         if self.session is None:

@@ -37,7 +37,7 @@ from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.plan_file import model_path, read_tile_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
-from splitnn.onnxsplit.tiles.geometry import paste_tile, tile_crops
+from splitnn.onnxsplit.tiles.geometry import Region, paste_tile, tile_crops
 from splitnn.onnxsplit.tiles.planning import lpt_deal
 from splitnn.onnxsplit.tiles.reuse import ReuseTile, assemble, stack_reuse_tiles
 
@@ -58,6 +58,11 @@ def _with_weights(graph_bytes: bytes, weights: bytes) -> bytes:
     return model.SerializeToString()
 
 
+# A session's key on a worker: a tile's id (0: the whole model), with reuse "first:ID" and "layer:ID:L", or a
+# neuron-split slice's "N:I".
+SessionKey = int | str
+
+
 class SessionsPlugin:
     """A Dask worker plugin that builds the onnxruntime sessions of a plan on every worker, once.
 
@@ -76,11 +81,11 @@ class SessionsPlugin:
     8-14% of speed.
     """
 
-    def __init__(self, name: str, models: dict[int, bytes], weights: bytes | None = None) -> None:
+    def __init__(self, name: str, models: dict[SessionKey, bytes], weights: bytes | None = None) -> None:
         self.name = name
         self.models = models
         self.weights = weights
-        self.sessions: dict[int, Any] = {}
+        self.sessions: dict[SessionKey, Any] = {}
 
     def setup(self, worker: Any) -> None:
         if self.weights is None:  # whole models with their weights inline
@@ -96,11 +101,11 @@ class SessionsPlugin:
         self.sessions.clear()
 
 
-def _graph_file(model_id: Any) -> str:
+def _graph_file(model_id: SessionKey) -> str:
     return "graph-" + str(model_id).replace(":", "-") + ".onnx"
 
 
-def _write_program(root: Path, name: str, models: dict[Any, bytes], weights: bytes) -> Path:
+def _write_program(root: Path, name: str, models: dict[SessionKey, bytes], weights: bytes) -> Path:
     """Write the blob and the graphs under `root`, as they lie in the plan's tiles/ folder; returns their folder.
 
     The graphs are written as they are: every one of them refers to the blob
@@ -118,10 +123,13 @@ def _write_program(root: Path, name: str, models: dict[Any, bytes], weights: byt
     return folder
 
 
-def _sessions(plugin_name: str) -> dict[int, Any]:
+def _sessions(plugin_name: str) -> dict[SessionKey, Any]:
     from distributed import get_worker
 
-    return get_worker().plugins[plugin_name].sessions  # type: ignore[no-any-return]
+    plugin = get_worker().plugins[plugin_name]
+    if not isinstance(plugin, SessionsPlugin):
+        raise SplitnnError(f"the worker's plugin '{plugin_name}' is not a tile plan's (it holds no sessions)")
+    return plugin.sessions
 
 
 def run_tile_group(plugin_name: str, tile_ids: list[int], crops: list[list[np.ndarray]]
@@ -156,7 +164,7 @@ def run_first_phase(plugin_name: str, record: ReuseTile, crops: dict[str, np.nda
 
     from splitnn.onnxsplit.tiles.reuse import first_phase_outputs
 
-    session = _sessions(plugin_name)[f"first:{record.id}"]  # type: ignore[index]
+    session = _sessions(plugin_name)[f"first:{record.id}"]
     start = time.perf_counter()
     every_unit = session.run(None, crops)
     return (first_phase_outputs(record, every_unit), every_unit), time.perf_counter() - start, get_worker().address
@@ -174,8 +182,8 @@ def run_second(plugin_name: str, record: ReuseTile, crops: dict[str, np.ndarray]
     sessions = _sessions(plugin_name)
 
     def run_unit(index: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        session = sessions[f"layer:{record.id}:{index}"]  # type: ignore[index]
-        return session.run(None, feeds)  # type: ignore[no-any-return]
+        session = sessions[f"layer:{record.id}:{index}"]
+        return session.run(None, feeds)
 
     start = time.perf_counter()
     outputs = run_second_phase(record, crops, run_unit, {n: result[0][1] for n, result in neighbours.items()})
@@ -186,9 +194,9 @@ def run_slice(plugin_name: str, slice_key: str, model: bytes, x: np.ndarray) -> 
     """A Dask task: one slice of a neuron-split layer (its session built on first use, on its worker)."""
     sessions = _sessions(plugin_name)
     if slice_key not in sessions:
-        sessions[slice_key] = create_session(model, threads=1, spin=False, shared_arena=True)  # type: ignore[index]
-    session = sessions[slice_key]  # type: ignore[index]
-    return session.run(None, {session.get_inputs()[0].name: x})[0]  # type: ignore[no-any-return]
+        sessions[slice_key] = create_session(model, threads=1, spin=False, shared_arena=True)
+    session = sessions[slice_key]
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
 def run_whole(plugin_name: str, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float, str]:
@@ -242,7 +250,7 @@ class StackMaps:
     inputs: tuple[str, ...]
     input_layouts: tuple[str, ...]
     outputs: tuple[str, ...]
-    output_shapes: tuple[tuple[int, ...], ...]  # logical: N, C, H, W
+    output_shapes: tuple[tuple[int, int, int, int], ...]  # logical: N, C, H, W
     output_layouts: tuple[str, ...]
 
     @classmethod
@@ -273,7 +281,7 @@ class LaterStack:
     """A stack after the first, loaded on the client: its tiles, their graphs and blob, and what they stitch into."""
 
     tiles: tuple[Any, ...]  # plan_file.TileRecord: each tile's regions and predicted time
-    graphs: dict[int, bytes]
+    graphs: dict[SessionKey, bytes]
     weights: bytes
     maps: StackMaps
     reuse_tiles: dict[int, ReuseTile] = field(default_factory=dict)  # reuse: every tile's task data (none without)
@@ -294,10 +302,10 @@ class ImageRun:
 
 
 def _stack_graphs(outdir: Path, tiles: tuple[Any, ...], names: tuple[str, ...], reuse: dict[str, Any] | None
-                  ) -> dict[Any, bytes]:
+                  ) -> dict[SessionKey, bytes]:
     """A stack's graphs by the key its tasks name them with: a tile's id, and with reuse "first:ID" (a first-phase
     tile returning every layer) and "layer:ID:L" (layer L of a second-phase tile)."""
-    graphs: dict[Any, bytes] = {tile.id: (outdir / name).read_bytes() for tile, name in zip(tiles, names)}
+    graphs: dict[SessionKey, bytes] = {tile.id: (outdir / name).read_bytes() for tile, name in zip(tiles, names)}
     if reuse is not None:
         for tile_id, name in reuse["first_phase"].items():
             graphs[f"first:{tile_id}"] = (outdir / name).read_bytes()
@@ -412,7 +420,7 @@ def _slice_runner(client: Any, plugin_name: str, handles: dict[tuple[int, int], 
                                  allow_other_workers=False, pure=False) for i in range(len(step.slices))]
         parts = client.gather(futures)
         seconds.append(time.perf_counter() - start)
-        return parts  # type: ignore[no-any-return]
+        return parts
     return run
 
 
@@ -534,15 +542,15 @@ def _groups(tiles: tuple[Any, ...], workers: int, tasks: int | None = None) -> l
     return tile_groups([t.predicted_s for t in tiles], min(count, len(tiles)))
 
 
-def run_tile_group_from(plugin_name: str, tile_ids: list[int], regions: list[tuple[int, ...]],
-                        sources: list[list[tuple[int, ...]]], *previous: tuple[list[np.ndarray], list[float], str]
-                        ) -> tuple[list[np.ndarray], list[float], str]:
+def run_tile_group_from(plugin_name: str, tile_ids: list[int], regions: list[Region], sources: list[list[Region]],
+                        *previous: tuple[list[list[np.ndarray]], list[float], str]
+                        ) -> tuple[list[list[np.ndarray]], list[float], str]:
     """A Dask task of a later stack (hand-off "workers"): each tile's input, `regions[i]` of the previous stack's
     output, cut from the results of the previous stack's tasks that overlap it (`previous`, handed over by Dask
     from the workers that hold them; `sources[j]`: the output regions of the tiles in `previous[j]`)."""
     pieces = [(region, output[0]) for regions, (outputs, _, _) in zip(sources, previous)
               for region, output in zip(regions, outputs)]
-    crops = [[assemble(region, pieces)] for region in regions]  # type: ignore[arg-type]
+    crops = [[assemble(region, pieces)] for region in regions]
     return run_tile_group(plugin_name, tile_ids, crops)
 
 

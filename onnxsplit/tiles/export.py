@@ -163,14 +163,14 @@ def _write_steps(analysis: Analysis, plan: TilePlan, staging: Path, weights: Wei
             continue
         slices = []
         for i, neurons in enumerate(step.ranges):
-            folder = staging / "neurons" / f"step{number}" / f"slice{i}"
-            folder.mkdir(parents=True)
+            slice_folder = staging / "neurons" / f"step{number}" / f"slice{i}"
+            slice_folder.mkdir(parents=True)
             model = slice_model(graph, weights, step, neurons, list(graph.model.opset_import))
             # onnx's own external-data writer: the slice's weights in its own blob.
-            onnx.save_model(model, str(folder / MODEL_FILE), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=WEIGHTS_FILE, size_threshold=0)
+            onnx.save_model(model, str(slice_folder / MODEL_FILE), save_as_external_data=True,
+                            all_tensors_to_one_file=True, location=WEIGHTS_FILE, size_threshold=0)
             slices.append(SliceRef(f"neurons/step{number}/slice{i}/{MODEL_FILE}", neurons,
-                                   (folder / WEIGHTS_FILE).stat().st_size))
+                                   (slice_folder / WEIGHTS_FILE).stat().st_size))
         steps.append(SlicedStep(step.name, step.input, step.output, tuple(slices)))
     return steps
 

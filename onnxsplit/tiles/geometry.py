@@ -57,7 +57,8 @@ class Window:
 
     @property
     def extent(self) -> tuple[int, int]:
-        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel, self.dilation))  # type: ignore[return-value]
+        (kh, kw), (dh, dw) = self.kernel, self.dilation
+        return ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
 
 
 @dataclass(frozen=True)
@@ -128,13 +129,13 @@ def tile_crops(tile: Any, pool: dict[str, np.ndarray], names: tuple[str, ...], l
 
 
 def paste_tile(canvases: dict[str, np.ndarray], tile: Any, values: list[np.ndarray], names: tuple[str, ...],
-               shapes: tuple[tuple[int, ...], ...], layouts: tuple[str, ...]) -> None:
+               shapes: tuple[tuple[int, int, int, int], ...], layouts: tuple[str, ...]) -> None:
     """A tile's outputs `values` into the stitched maps `canvases` of stack outputs `names` (logical `shapes`, held
     in `layouts`), each made on the first tile; `tile` is a Tile or a plan file's TileRecord."""
     regions = tile.output_regions or (tile.output_region,)
     for name, shape, layout, region, value in zip(names, shapes, layouts, regions, values):
         if name not in canvases:
-            canvases[name] = np.empty(in_memory(shape, layout), dtype=value.dtype)  # type: ignore[arg-type]
+            canvases[name] = np.empty(in_memory(shape, layout), dtype=value.dtype)
         paste(canvases[name], region, value, layout)
 
 

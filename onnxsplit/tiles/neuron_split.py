@@ -89,7 +89,8 @@ def plan_neuron_splits(graph: Graph, costs: list[NodeCost], indices: tuple[int, 
         param_bytes = costs[index].param_bytes
         if param_bytes <= usable_bytes:
             layout = _weight_layout(node, graph) if seconds_of is not None and nodes > 1 else None
-            if layout is not None and layout[2] >= nodes and seconds_of(index) * (1 - 1 / nodes) > round_trip_s:  # type: ignore[misc]
+            if (layout is not None and seconds_of is not None and layout[2] >= nodes
+                    and seconds_of(index) * (1 - 1 / nodes) > round_trip_s):
                 splits.append(NeuronSplit(index, node.name, node.op_type, node.inputs[0], node.outputs[0], layout[0],
                                           layout[1], layout[2], tuple(split_range(layout[2], nodes)), param_bytes, "time"))
             continue
@@ -161,7 +162,7 @@ def remainder_steps(graph: Graph, indices: tuple[int, ...], splits: list[NeuronS
         if isinstance(group, NeuronSplit):
             steps.append(group)
             continue
-        later = set()
+        later: set[str] = set()
         for other in groups[position + 1:]:
             later_indices = [other.index] if isinstance(other, NeuronSplit) else other
             later.update(n for i in later_indices for n in graph.nodes[i].all_inputs)

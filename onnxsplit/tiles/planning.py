@@ -487,10 +487,12 @@ def _chosen(plans: list[TilePlan], refused: SplitnnError | None, full: list[Laye
         raise SplitnnError(f"the fused stack cannot be cut into {stacks} stacks: stacks end where the map shrinks "
                            f"({sum(_shrinks(layer) for layer in full)} layers here); use fewer "
                            "--stacks, or a later --fuse-until")
-    if not plans:
+    if not plans and grid is not None:
         out = full[-1].out_shape
-        raise SplitnnError(f"a {grid[0]}x{grid[1]} grid is finer than the stack's output ({out[2]}x{out[3]}): "  # type: ignore[index]
+        raise SplitnnError(f"a {grid[0]}x{grid[1]} grid is finer than the stack's output ({out[2]}x{out[3]}): "
                            "use a coarser --grid or an earlier --fuse-until")
+    if not plans:  # every grid was tried: not expected, as a 1x1 grid always fits the map
+        raise SplitnnError("no tile plan could be made of the fused stack: use an earlier --fuse-until")
     fitting = [p for p in plans if p.node_memory_bytes <= profile.usable_ram_bytes]
     if not fitting:
         smallest = min(plans, key=lambda p: p.node_memory_bytes)

@@ -93,7 +93,8 @@ def unit_model(stack_model: onnx.ModelProto, members: list[Layer], work: UnitWor
         initializer=[t for t in stack_model.graph.initializer if t.name in reads])
     model = helper.make_model(graph, opset_imports=list(stack_model.opset_import), ir_version=stack_model.ir_version)
     window_node = model.graph.node[len(constants)]
-    part = TileLayer(work.reads, work.compute, work.pads, computed_region=work.computed)  # type: ignore[arg-type]
+    assert work.reads is not None and work.compute is not None  # units that compute nothing get no graph
+    part = TileLayer(work.reads, work.compute, work.pads, computed_region=work.computed)
     head = fit_to_region(model, window_node, members[0], part)
     rest = list(model.graph.node[len(constants) + 1:])
     del model.graph.node[len(constants):]
@@ -152,7 +153,7 @@ def run_reuse_locally(folder: Path, reuse: dict[str, Any], grid: TileGrid, pool:
         sessions = {int(index): create_session(folder / name, prepack=False) for index, name in names.items()}
 
         def run_unit(index: int, feeds: dict[str, np.ndarray], sessions: dict[int, Any] = sessions) -> list[np.ndarray]:
-            return sessions[index].run(None, feeds)  # type: ignore[no-any-return]
+            return sessions[index].run(None, feeds)
 
         finals[tile.id] = run_second_phase(record, second_phase_crops(record, pool), run_unit, every_unit)
     return finals

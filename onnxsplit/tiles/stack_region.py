@@ -308,8 +308,9 @@ def _transposed_window(node: Node, layout: str) -> Window | str:
     attrs = node.attrs
     if _auto_pad(node) not in ("NOTSET", "VALID") or "output_shape" in attrs or any(attrs.get("output_padding", [])):
         return f"{node.name} sets auto_pad, output_shape or output_padding"
+    pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
     window = Window(_pair(attrs.get("kernel_shape"), 1), _pair(attrs.get("strides"), 1),
-                    tuple(int(p) for p in attrs.get("pads", [0, 0, 0, 0])), _pair(attrs.get("dilations"), 1))  # type: ignore[arg-type]
+                    (pads[0], pads[1], pads[2], pads[3]), _pair(attrs.get("dilations"), 1))
     if any(extent < stride for extent, stride in zip(window.extent, window.stride)):
         return f"{node.name} leaves output positions no input reaches (kernel extent below the stride)"
     return window
@@ -324,7 +325,7 @@ def _kind_problem(graph: Graph, node: Node, layout: str) -> tuple[Window | None,
     if op in WINDOW_OPS:
         problem = _window_problem(node, layout)
         in_hw = logical(graph.shape(node.inputs[0]), layout)[2:]
-        return (None if problem else _window(node, in_hw)), layout, problem  # type: ignore[arg-type]
+        return (None if problem else _window(node, in_hw)), layout, problem
     if op == "Pad":
         window = _pad_window(graph, node, layout)
         return (window, layout, "") if isinstance(window, Window) else (None, layout, window)
@@ -391,9 +392,13 @@ def _join(graph: Graph, costs: list[NodeCost], node: Node, layouts: dict[str, st
         return f"{node.name} ({node.op_type}) broadcasts one operand over the map"
     scale, halo = (1, 1), 0
     if node.op_type in ("Resize", "Upsample"):
-        scale, halo = resize_factors(graph, node, layout)  # type: ignore[misc]
+        factors = resize_factors(graph, node, layout)
+        if isinstance(factors, str):  # already answered by _kind_problem above
+            return factors
+        scale, halo = factors
     elif node.op_type == "DepthToSpace":  # output o reads input o // block: a nearest Resize that moves channels
-        scale = (int(node.attrs.get("blocksize", 1)),) * 2  # type: ignore[assignment]
+        block = int(node.attrs.get("blocksize", 1))
+        scale = (block, block)
     elif window is None and in_shape[2:] != out_shape[2:]:
         return "changes the map's size"
     itemsize = graph.info(outputs[0]).nbytes // max(graph.info(outputs[0]).elements, 1)

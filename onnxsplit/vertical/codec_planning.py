@@ -152,9 +152,11 @@ def finer_qualities(spec: str, trials: Sequence[CodecTrialRecord]) -> list[str]:
     """When `spec` is an image codec at a quality: the same format and effort at every quality between it and the
     highest lower quality of theirs that was ruled out (QUALITY_STEP below it where none was tried); else none."""
     parsed = image_spec(spec)
-    if parsed is None or parsed[1] is None:
+    if parsed is None:
         return []
     fmt, quality, method = parsed
+    if quality is None:
+        return []
     ruled_out = [image_spec(t.codec) for t in trials if t.verdict.startswith("ruled out")]
     lower = [rung[1] for rung in ruled_out if rung is not None and rung[0] == fmt and rung[2] == method
              and rung[1] is not None and rung[1] < quality]
@@ -285,7 +287,7 @@ def _tensors_at(graph: Graph, names: set[str], inputs: Sequence[Tensors]) -> lis
     model.CopyFrom(graph.model)
     extra = sorted(n for n in names if n not in graph.outputs and n not in graph.inputs)
     model.graph.output.extend(value_info(graph, name) for name in extra)
-    session = open_in_place(model, graph.initializers, graph.path, prepack=False, config=VERIFY_CONFIG)  # type: ignore[arg-type]
+    session = open_in_place(model, graph.initializers, graph.model_file, prepack=False, config=VERIFY_CONFIG)
     wanted = [*graph.outputs, *extra]
     return [{**feeds, **dict(zip(wanted, session.run(wanted, feeds)))} for feeds in inputs]
 
@@ -337,7 +339,9 @@ def _check(graph: Graph, candidate: Candidate, spec: str, at_cuts: Sequence[Tens
 def _measure_at(graph: Graph, candidate: Candidate, spec: str, at_cuts: Sequence[Tensors]) -> CodecRecord:
     """measure_codec at `candidate`'s cut, its server part run in memory on every input's tensors."""
     _, server = extract_parts(graph, graph.model, candidate.cut)
-    session = open_in_place(server.model, graph.initializers, graph.path, prepack=False, config=VERIFY_CONFIG)  # type: ignore[arg-type]
+    if server.model is None:
+        raise SplitnnError(f"cut {candidate.cut.id} leaves nothing to run on the server: no codec to measure there")
+    session = open_in_place(server.model, graph.initializers, graph.model_file, prepack=False, config=VERIFY_CONFIG)
     outputs = list(server.outputs)
 
     def run(tensors: Tensors) -> Tensors:

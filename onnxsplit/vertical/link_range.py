@@ -21,20 +21,33 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
 from splitnn.cost_models.link_traces import Trace, time_weights
+from splitnn.cost_models.prediction import Prediction
 from splitnn.onnxsplit.artifacts.plan_file import RangeCutRecord, TraceChoiceRecord
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.vertical.planning import Candidate, Plan
 
 
+class Priced(Protocol):
+    """What a latency line is drawn for: a cut and its prediction (a planning Candidate, an adaptive plan's kept
+    cut)."""
+
+    @property
+    def predicted(self) -> Prediction: ...
+
+
+C = TypeVar("C", bound=Priced)
+
+
 @dataclass(frozen=True)
-class LatencyLine:
+class LatencyLine(Generic[C]):
     """A cut's predicted latency as a function of the uplink rate."""
 
-    candidate: Candidate
+    candidate: C
     fixed_s: float
     wire_bits: float  # request and reply, in uplink bits: seconds = wire_bits / uplink_bps
 
@@ -46,7 +59,7 @@ class LatencyLine:
 class KeptCut:
     """A cut (its latency line) that is best for the uplink rates [low_bps, high_bps]."""
 
-    line: LatencyLine
+    line: LatencyLine[Candidate]
     low_bps: float
     high_bps: float
 
@@ -55,7 +68,7 @@ class KeptCut:
         return self.line.candidate
 
 
-def latency_lines(plan: Plan) -> list[LatencyLine]:
+def latency_lines(plan: Plan) -> list[LatencyLine[Candidate]]:
     """One line per feasible candidate of `plan` (made with the latency objective at a typical link)."""
     link = plan.link
     lines = []
@@ -72,7 +85,7 @@ def latency_lines(plan: Plan) -> list[LatencyLine]:
     return lines
 
 
-def best_over_range(lines: Sequence[LatencyLine], low_bps: float, high_bps: float) -> list[KeptCut]:
+def best_over_range(lines: Sequence[LatencyLine[Candidate]], low_bps: float, high_bps: float) -> list[KeptCut]:
     """The lower envelope of `lines` over uplink rates [low_bps, high_bps], fastest rate first: each cut that is
     best somewhere, with the interval where it is (exact; ties go to the cut that sends less)."""
     if not 0 < low_bps <= high_bps:
@@ -112,21 +125,21 @@ def plan_over_trace(plan: Plan, trace: Trace, trace_name: str, percentile: float
 class TraceChoice:
     """The one cut that is best over a trace, beside the cut the typical rate alone would give."""
 
-    chosen: LatencyLine
+    chosen: LatencyLine[Candidate]
     expected_s: float  # the chosen cut's mean (or percentile) latency over the trace
-    typical: LatencyLine  # best at the plan's own link
+    typical: LatencyLine[Candidate]  # best at the plan's own link
     typical_expected_s: float  # that cut's figure over the trace
     statistic: str  # "mean" or "p95" etc.
 
 
-def best_over_trace(lines: Sequence[LatencyLine], weights: Sequence[tuple[float, float]], typical_bps: float,
+def best_over_trace(lines: Sequence[LatencyLine[Candidate]], weights: Sequence[tuple[float, float]], typical_bps: float,
                     percentile: float | None = None) -> TraceChoice:
     """The line with the best time-weighted mean latency over `weights` ((rate, seconds) per trace step), or the
     best `percentile` of it."""
     rates = np.array([bps for bps, _ in weights])
     seconds = np.array([s for _, s in weights])
 
-    def figure(line: LatencyLine) -> float:
+    def figure(line: LatencyLine[Candidate]) -> float:
         latencies = line.fixed_s + line.wire_bits / rates
         if percentile is None:
             return float(np.average(latencies, weights=seconds))

@@ -225,11 +225,14 @@ def dag_cuts(analysis: Analysis, device: DeviceProfile, server: DeviceProfile, l
     seen: set[frozenset[int]] = set()
     for uplink_bps in (link.uplink_bps, *SWEEP_UPLINKS_BPS):
         downlink_bps = uplink_bps * link.down_bps / link.uplink_bps
-        side = min_cut_device_side(
-            graph, device_node, server_node,
-            tensor_s=lambda n, up=uplink_bps: (graph.info(n).nbytes * (8 / up + 1 / device.memory_bytes_per_s)
-                                               + frames.around(n) * 8 / up),
-            reply_s=lambda n, down=downlink_bps: (graph.info(n).nbytes + frames.around(n)) * 8 / down)
+
+        def tensor_s(n: str, up: float = uplink_bps) -> float:
+            return graph.info(n).nbytes * (8 / up + 1 / device.memory_bytes_per_s) + frames.around(n) * 8 / up
+
+        def reply_s(n: str, down: float = downlink_bps) -> float:
+            return (graph.info(n).nbytes + frames.around(n)) * 8 / down
+
+        side = min_cut_device_side(graph, device_node, server_node, tensor_s=tensor_s, reply_s=reply_s)
         is_prefix = max((position[i] for i in side), default=-1) == len(side) - 1
         if is_prefix or side in seen:
             continue
@@ -337,7 +340,7 @@ def best_candidate(candidates: Iterable[Candidate], objective: str) -> Candidate
 def _ranges(ids: list[int]) -> str:
     spans: list[str] = []
     start = prev = ids[0]
-    for i in ids[1:] + [None]:  # type: ignore[list-item]
+    for i in ids[1:] + [None]:
         if i is not None and i == prev + 1:
             prev = i
             continue

@@ -16,6 +16,7 @@ from splitnn.onnxsplit.artifacts.plan_file import (
     VerticalPlanFile,
     load_verification_data,
     model_path,
+    save_verification_data,
     read_plan,
     read_tile_plan,
     read_vertical_plan,
@@ -73,6 +74,21 @@ def test_the_verification_data_is_the_models_outputs(written, sample_path):
     want = session(str(sample_path("lenet5"))).run(list(reference), inputs)
     for got, expected in zip(reference.values(), want):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)  # another session: other summation order
+
+
+def test_verification_data_keeps_tensors_named_like_savez_parameters(tmp_path):
+    """np.savez took the names as keyword arguments: 'file' clashed with its first parameter, and 'allow_pickle'
+    was taken for that flag and left out of the archive."""
+    inputs = {"file": np.arange(6, dtype=np.float32).reshape(2, 3), "x/0": np.ones(2, np.int64)}
+    reference = {"allow_pickle": np.full(3, 7.0, np.float32)}
+    save_verification_data(tmp_path, inputs, reference)
+    loaded = load_verification_data(tmp_path)
+    assert loaded is not None
+    for got, want in zip(loaded, (inputs, reference)):
+        assert set(got) == set(want)
+        for name, value in want.items():
+            np.testing.assert_array_equal(got[name], value)
+            assert got[name].dtype == value.dtype
 
 
 @pytest.mark.parametrize("edit, field", [
