@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from splitnn.onnxsplit.api import PlanningInputs
+    from splitnn.onnxsplit.jobs.choices import CodecChoice, CutChoice, PlanningInputs, TilePlanning, VerificationChoice
 
 LINKS = ("cat1", "3g", "4g", "wifi")
 
@@ -78,7 +78,7 @@ class PlanningChoice:
     max_transfer_bytes: int | None
 
     def load(self) -> PlanningInputs:
-        from splitnn.onnxsplit.api import planning_inputs
+        from splitnn.onnxsplit.jobs.choices import planning_inputs
 
         return planning_inputs(self.device, self.server, self.link, self.bandwidth_bps, self.rtt_s,
                                self.max_device_share, self.max_transfer_bytes)
@@ -147,49 +147,11 @@ PLANNING = OptionGroup("planning", (
 ), _planning_choice)
 
 
-@dataclass(frozen=True)
-class CutChoice:
-    """How partition picks the cut: by an objective at the typical link, given by the user, or over a trace."""
-
-    objective: str
-    forced: tuple[str, ...] | None  # --cut
-    trace: Any  # the --trace steps (cost_models.link_traces.Trace), or None
-    trace_name: str | None
-    percentile: float | None
-    bandwidth_range: tuple[float, float] | None  # (low, high) uplink bits per second
-    adaptive: bool  # write every cut best somewhere in the range (vertical/adaptive.py)
-
-
-def _bandwidth_range(text: str) -> tuple[float, float]:
-    from splitnn.onnxsplit.core.errors import SplitnnError
-    from splitnn.onnxsplit.core.units import parse_bandwidth_bps
-
-    low, sep, high = text.partition("-")
-    if not sep:
-        raise SplitnnError(f"--bandwidth-range '{text}' must be LOW-HIGH, e.g. 0.1Mbit-50Mbit")
-    low_bps, high_bps = parse_bandwidth_bps(low), parse_bandwidth_bps(high)
-    if not 0 < low_bps <= high_bps:
-        raise SplitnnError(f"--bandwidth-range '{text}': the low end must be above 0 and not above the high end")
-    return low_bps, high_bps
-
-
 def _cut_choice(objective: str, cut_tensors: str | None, trace: str | None, percentile: float | None,
                 bandwidth_range: str | None, adaptive: bool) -> CutChoice:
-    from splitnn.cost_models.link_traces import read_trace
-    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.jobs.choices import cut_choice
 
-    forced = tuple(t.strip() for t in cut_tensors.split(",") if t.strip()) if cut_tensors is not None else None
-    if percentile is not None and trace is None:
-        raise SplitnnError("--percentile is a figure over a trace: add --trace FILE.csv")
-    if trace is not None and (forced is not None or objective != "latency"):
-        raise SplitnnError("--trace picks the cut with the best latency over the trace: drop --cut and --objective")
-    steps = read_trace(trace) if trace else None
-    rates = [bps for _, bps in steps] if steps else []
-    span = _bandwidth_range(bandwidth_range) if bandwidth_range else (min(rates), max(rates)) if rates else None
-    if adaptive and (span is None or forced is not None or objective != "latency" or percentile is not None):
-        raise SplitnnError("--adaptive keeps the cuts best for latency over a range: give --bandwidth-range LOW-HIGH "
-                           "or --trace FILE.csv, and no --cut, --objective or --percentile")
-    return CutChoice(objective, forced, None if adaptive else steps, trace, percentile, span, adaptive)
+    return cut_choice(objective, cut_tensors, trace, percentile, bandwidth_range, adaptive)
 
 
 CUT_CHOICE = OptionGroup("choice", (
@@ -213,47 +175,17 @@ CUT_CHOICE = OptionGroup("choice", (
 ), _cut_choice)
 
 
-@dataclass(frozen=True)
-class CodecChoice:
-    """How the cut's tensors travel, and what it is measured on (issue 14)."""
-
-    spec: str  # a codec spec of onnxsplit/codecs ("none": plain .npy)
-    calibration: str | None  # --calibration PATH
-    preprocess: Any  # onnxsplit.model.calibration.Preprocess for a folder of images, or None
-    limit: Any  # vertical.codec_check.OutputChangeLimit, or None
-    reply: str = "none"  # the codec the server answers in (--reply-codec)
-    plot: str | None = None  # --plot FILE.png: --codec auto's pairs drawn
-
-
 def _codec_choice(codec: str, calibration: str | None, preprocess: str | None, max_output_change: str | None,
                   reply_codec: str, plot: str | None) -> CodecChoice:
-    from splitnn.onnxsplit.codecs.specs import canonical_codec, needs_ranges
-    from splitnn.onnxsplit.core.errors import SplitnnError
-    from splitnn.onnxsplit.model.calibration import parse_preprocess
-    from splitnn.onnxsplit.vertical.codec_check import parse_output_change
+    from splitnn.onnxsplit.jobs.choices import codec_choice
 
-    spec = "auto" if codec.strip().lower() == "auto" else canonical_codec(codec)  # an unknown one is named here
-    if needs_ranges(spec) and calibration is None:
-        raise SplitnnError(f"{spec} takes each tensor's range from your inputs: add --calibration PATH")
-    reply = _reply_spec(reply_codec)
-    if max_output_change is not None and spec == "none" and reply == "none":
-        raise SplitnnError("--max-output-change bounds what a codec does to the outputs: add --codec or --reply-codec")
-    if preprocess is not None and calibration is None:
-        raise SplitnnError("--preprocess turns --calibration images into inputs: add --calibration FOLDER")
-    if plot is not None and (spec != "auto" or Path(plot).suffix.lower() != ".png"):
-        raise SplitnnError(f"--plot '{plot}' draws the pairs --codec auto prices: give --codec auto and a .png file")
-    return CodecChoice(spec, calibration, parse_preprocess(preprocess) if preprocess else None,
-                       parse_output_change(max_output_change) if max_output_change else None, reply, plot)
+    return codec_choice(codec, calibration, preprocess, max_output_change, reply_codec, plot)
 
 
 def _reply_spec(text: str) -> str:
-    """A --reply-codec spec: auto, or a codec whose frames describe themselves, in its canonical name."""
-    from splitnn.onnxsplit.codecs.specs import canonical_codec, require_self_describing
+    from splitnn.onnxsplit.jobs.choices import reply_spec
 
-    if text.strip().lower() == "auto":
-        return "auto"
-    require_self_describing(text, "--reply-codec")  # (image and calibrated codecs need ranges: refused)
-    return canonical_codec(text)
+    return reply_spec(text)
 
 
 CODEC_CHOICE = OptionGroup("codec", (
@@ -292,51 +224,25 @@ CODEC_CHOICE = OptionGroup("codec", (
 ), _codec_choice)
 
 
-@dataclass(frozen=True)
-class Verification:
-    atol: float
-    rtol: float
-    ort_format: bool
+def _verification_choice(no_ort: bool, atol: float, rtol: float) -> VerificationChoice:
+    from splitnn.onnxsplit.jobs.choices import VerificationChoice
+
+    return VerificationChoice(atol, rtol, not no_ort)
 
 
 VERIFICATION = OptionGroup("verification", (
     (("--no-ort", "no_ort"), dict(is_flag=True, help="Skip the ORT-format (mobile) copy of the device part.")),
     (("--atol", "atol"), dict(default=1e-4, show_default=True, help="Verification: absolute tolerance.")),
     (("--rtol", "rtol"), dict(default=1e-3, show_default=True, help="Verification: relative tolerance.")),
-), lambda no_ort, atol, rtol: Verification(atol, rtol, not no_ort))
-
-
-@dataclass(frozen=True)
-class TilePlanning:
-    nodes: int
-    grid: tuple[int, int] | None  # None: auto
-    fuse_until: str | None  # None: auto
-    node_profile: str
-    reuse: bool
-    stacks: int | None = None  # None: auto
-    fc_split: str = "time"
-    cluster_link_bps: float = 1e9
+), _verification_choice)
 
 
 def _tile_planning(nodes: int, grid: str, fuse_until: str, stacks: str, fc_split: str, node_profile: str,
                    cluster_link: str, reuse: bool) -> TilePlanning:
-    from splitnn.onnxsplit.core.errors import SplitnnError
-    from splitnn.onnxsplit.core.units import parse_bandwidth_bps
+    from splitnn.onnxsplit.jobs.choices import tile_planning
 
-    shape = None
-    if grid != "auto":
-        rows, _, cols = grid.lower().partition("x")
-        if not (rows.isdigit() and cols.isdigit() and int(rows) > 0 and int(cols) > 0):
-            raise SplitnnError(f"--grid '{grid}' must be RxC, e.g. 3x3, or auto")
-        shape = (int(rows), int(cols))
-    count = None
-    if stacks != "auto":
-        if not stacks.isdigit() or int(stacks) < 1:
-            raise SplitnnError(f"--stacks '{stacks}' must be a whole number of stacks (1 or more), or auto")
-        count = int(stacks)
     _say_unit(cluster_link, "--cluster-link", "Mbit/s")
-    return TilePlanning(nodes, shape, None if fuse_until == "auto" else fuse_until, node_profile, reuse, count, fc_split,
-                        parse_bandwidth_bps(cluster_link))
+    return tile_planning(nodes, grid, fuse_until, stacks, fc_split, node_profile, cluster_link, reuse)
 
 
 TILE_PLANNING = OptionGroup("tiles", (

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,15 +13,14 @@ from splitnn.cli.options import (
     PLANNING,
     TILE_PLANNING,
     VERIFICATION,
-    CodecChoice,
-    CutChoice,
     PlanningChoice,
-    TilePlanning,
-    Verification,
     input_shape_option,
     use_groups,
 )
 from splitnn.cli.render import human_bytes, stderr, stdout, warn_unpriced, warning
+
+if TYPE_CHECKING:
+    from splitnn.onnxsplit.jobs.choices import CodecChoice, CutChoice, TilePlanning, VerificationChoice
 
 
 @click.command()
@@ -36,7 +36,8 @@ from splitnn.cli.render import human_bytes, stderr, stdout, warn_unpriced, warni
 @use_groups(TILE_PLANNING)
 @click.option("--json", "as_json", is_flag=True, help="Print plan.json to stdout instead of tables.")
 def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: PlanningChoice, choice: CutChoice,
-              codec: CodecChoice, verification: Verification, strategy: str, tiles: TilePlanning, as_json: bool) -> None:
+              codec: CodecChoice, verification: VerificationChoice, strategy: str, tiles: TilePlanning, as_json: bool
+              ) -> None:
     """Split MODEL between a device and a server at the best cut, and write both parts.
 
     Every cut is predicted (device roofline + transfer + server roofline), cuts
@@ -61,132 +62,51 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --reuse
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 2 --stacks 3 --fuse-until maxpool5_out
     """
-    from splitnn.onnxsplit.analysis.analyze import analyze
+    from splitnn.onnxsplit.jobs.partition import PartitionJob, partition_model
     from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
-    from splitnn.onnxsplit.model.loading import load_graph
 
-    if codec.reply != "none" and strategy == "tiles":
-        from splitnn.onnxsplit.core.errors import SplitnnError
-
-        raise SplitnnError("--reply-codec applies to a split between a device and a server: drop it with "
-                           "--strategy tiles")
-    if strategy == "tiles":
-        _partition_tiles(model, input_shapes, outdir, tiles, verification, as_json)
-        return
-    from splitnn.onnxsplit.codecs.specs import image_spec
-    from splitnn.onnxsplit.vertical.codec_planning import image_input_cut
-    from splitnn.onnxsplit.vertical.planning import plan_split
-
-    inputs = planning.load()
-    analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))
-    forced = choice.forced
-    if image_spec(codec.spec) is not None:  # an image file is the model's input: everything else on the server
-        forced = image_input_cut(analysis, codec.spec, choice.forced)
-    plan = plan_split(analysis, inputs.device, inputs.server, inputs.link, choice.objective, inputs.constraints, forced)
-    warn_unpriced(plan.unpriced)
-    if choice.adaptive:
-        _write_adaptive(analysis, plan, choice, codec, outdir, verification, as_json)
-        return
-    _write_vertical(analysis, plan, choice, codec, verification, outdir, as_json)
-
-
-def _write_vertical(analysis, plan, choice: CutChoice, codec: CodecChoice, verification: Verification,
-                    outdir: str, as_json: bool) -> None:
-    """One cut (and its codec) chosen, written, verified and shown."""
-    from splitnn.onnxsplit.core.errors import SplitnnError
-    from splitnn.onnxsplit.vertical.export import write_split
-
-    if codec.spec == "auto" and (choice.trace is not None or choice.bandwidth_range is not None):
-        raise SplitnnError("--codec auto picks the cut at the link's typical rate: with --trace or --bandwidth-range, "
-                           "name a codec")
-    calibration = _calibration(codec, analysis.graph)
-    spec, trials = codec.spec, None
-    if spec == "auto":
-        plan, spec, trials = _auto_codec(analysis, plan, codec, calibration)
-    if choice.trace is not None:
-        from splitnn.onnxsplit.vertical.link_range import plan_over_trace
-
-        plan = plan_over_trace(plan, choice.trace, choice.trace_name or "", choice.percentile)
-    if choice.bandwidth_range is not None:
-        from splitnn.onnxsplit.vertical.link_range import plan_over_range
-
-        plan = plan_over_range(plan, *choice.bandwidth_range)
-    with stderr().status("writing and verifying the parts..."):
-        document = write_split(analysis, plan, outdir, ort_format=verification.ort_format, atol=verification.atol,
-                               rtol=verification.rtol, codec=spec, calibration=calibration,
-                               max_output_change=codec.limit, codec_trials=trials, reply_codec=codec.reply)
-    if codec.reply != "none" and document.reply_codec is None:
-        why = ("plain float32 comes back soonest" if codec.reply == "auto" and not document.parts.server.empty
-               else "the chosen cut sends nothing to the server")
-        stderr().print(f"note: {why}, so --reply-codec {codec.reply} is not used")
-    if spec != "none" and document.codec is None:
-        stderr().print(f"note: the chosen cut sends nothing to the server, so --codec {codec.spec} is not used "
-                       "(choose a cut that sends, with --cut or another --link)")
-    if codec.plot is not None and trials is not None:
-        from splitnn.onnxsplit.bench.charts import codec_trials_png
-
-        where = f"{plan.device.name} -> {plan.link.name} -> {plan.server.name}"
-        codec_trials_png(codec.plot, trials, f"--codec auto on {Path(analysis.graph.path or 'the model').name}, "
-                                             f"{where}: chose cut {document.cut.id} in {spec}")
-        stderr().print(f"wrote {codec.plot}")
+    job = PartitionJob(strategy, planning.load() if strategy == "vertical" else None, choice, codec, verification,
+                       tiles)
+    result = partition_model(model, outdir, job, parse_input_shapes(input_shapes), _hooks(job))
+    if codec.plot is not None and result.trials is not None:
+        _plot_trials(codec.plot, model, result)
     if as_json:
-        click.echo(json.dumps(document.to_dict(), indent=1))
+        click.echo(json.dumps(result.document.to_dict(), indent=1))
+    elif strategy == "tiles":
+        _render_tiles(result.document)
+    elif choice.adaptive:
+        _render_adaptive(result.document)
     else:
-        _render(document, plan)
+        _render(result.document, result.plan)
 
 
-def _calibration(codec: CodecChoice, graph):
-    """The --calibration inputs a codec is measured on (None: the verification input)."""
-    if codec.calibration is None or (codec.spec == "none" and codec.reply == "none"):
-        return None
-    from splitnn.onnxsplit.model.calibration import load_calibration
-    from splitnn.onnxsplit.vertical.export import CalibrationInputs
-
-    return CalibrationInputs(tuple(load_calibration(codec.calibration, graph, codec.preprocess)), codec.calibration)
-
-
-def _auto_codec(analysis, plan, codec: CodecChoice, calibration):
-    """--codec auto: the cut and the codec chosen together (vertical/codec_planning)."""
+def _hooks(job: Any) -> Any:
+    """What the job says, shown as this command shows it: notes and warnings on stderr, a spinner around each long
+    step, a progress bar for --codec auto's pairs."""
     from splitnn.cli.progress import Progress
-    from splitnn.onnxsplit.model.sample_inputs import random_inputs
-    from splitnn.onnxsplit.vertical.codec_check import default_limit
-    from splitnn.onnxsplit.vertical.codec_planning import plan_cut_and_codec
+    from splitnn.onnxsplit.jobs.partition import JobHooks
 
-    inputs = calibration.feeds if calibration is not None else (random_inputs(analysis.graph),)
-    if calibration is None:
-        stderr().print("note: --codec auto without --calibration measures the codecs on a random input; give your "
-                       "own inputs for figures that hold on your data")
-    with Progress() as progress:
-        chosen = plan_cut_and_codec(analysis, plan, inputs, codec.limit or default_limit(analysis.graph),
-                                    calibrated=calibration is not None, reply_spec=codec.reply, progress=progress)
-    return chosen.plan, chosen.codec, chosen.trials
+    def planned(plan: Any) -> None:
+        warn_unpriced(plan.unpriced)
+        if job.strategy == "tiles":
+            _warn_little_help(plan, job.tiles.stacks is None and job.tiles.fuse_until is None)
+
+    return JobHooks(note=lambda text: stderr().print(f"note: {text}"), planned=planned,
+                    status=lambda text: stderr().status(text), progress=Progress)
 
 
-def _write_adaptive(analysis, plan, choice: CutChoice, codec: CodecChoice, outdir: str,
-                    verification: Verification, as_json: bool) -> None:
-    from splitnn.onnxsplit.codecs.specs import require_one_codec
-    from splitnn.onnxsplit.model.sample_inputs import random_inputs
-    from splitnn.onnxsplit.vertical.adaptive import plan_adaptive, plan_adaptive_coded, write_adaptive
-    from splitnn.onnxsplit.vertical.codec_check import default_limit
+def _plot_trials(target: str, model: str, result: Any) -> None:
+    """--plot: every pair --codec auto priced, drawn."""
+    from splitnn.onnxsplit.bench.charts import codec_trials_png
 
-    assert choice.bandwidth_range is not None
-    verification_feeds = None
-    if codec.spec == "none" and codec.reply == "none":
-        adaptive = plan_adaptive(plan, *choice.bandwidth_range)
-    else:
-        require_one_codec(codec.spec, "--adaptive")  # before any input is read
-        calibration = _calibration(codec, analysis.graph)
-        inputs = list(calibration.feeds) if calibration is not None else [random_inputs(analysis.graph)]
-        verification_feeds = inputs[0] if calibration is not None else None  # what run-bench sends: the user's
-        with stderr().status(f"pricing every cut in {codec.spec}, the answers in {codec.reply}..."):
-            adaptive = plan_adaptive_coded(analysis, plan, *choice.bandwidth_range, codec.spec, inputs,
-                                           codec.limit or default_limit(analysis.graph), codec.reply)
-    with stderr().status("writing and verifying the kept cuts..."):
-        document = write_adaptive(analysis, adaptive, outdir, ort_format=verification.ort_format,
-                                  atol=verification.atol, rtol=verification.rtol, feeds=verification_feeds)
-    if as_json:
-        click.echo(json.dumps(document.to_dict(), indent=1))
-        return
+    plan, document = result.plan, result.document
+    where = f"{plan.device.name} -> {plan.link.name} -> {plan.server.name}"
+    codec_trials_png(target, list(result.trials), f"--codec auto on {Path(model).name}, {where}: chose cut "
+                                                  f"{document.cut.id} in {document.codec.name if document.codec else 'none'}")
+    stderr().print(f"wrote {target}")
+
+
+def _render_adaptive(document: Any) -> None:
     console = stdout()
     console.print(f"[bold]Adaptive plan[/bold]: {len(document.kept)} cuts kept for "
                   f"{document.low_bps / 1e6:.3g} to {document.high_bps / 1e6:.3g} Mbit/s, {document.link.name} round "
@@ -205,29 +125,6 @@ def _write_adaptive(analysis, plan, choice: CutChoice, codec: CodecChoice, outdi
                   f"side run from {v.device_artifact}")
     if v.int8_note():
         console.print(v.int8_note())
-
-
-def _partition_tiles(model: str, input_shapes: tuple[str, ...], outdir: str, tiles: TilePlanning,
-                     verification: Verification, as_json: bool) -> None:
-    from splitnn.cost_models.catalog import load_device
-    from splitnn.onnxsplit.analysis.analyze import analyze
-    from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
-    from splitnn.onnxsplit.model.loading import load_graph
-    from splitnn.onnxsplit.tiles.export import write_tiles
-    from splitnn.onnxsplit.tiles.planning import plan_tiles
-
-    profile = load_device(tiles.node_profile)
-    analysis = analyze(load_graph(model, parse_input_shapes(input_shapes)))
-    plan = plan_tiles(analysis, tiles.nodes, profile, tiles.grid, tiles.fuse_until, tiles.stacks, tiles.fc_split,
-                      tiles.cluster_link_bps)
-    warn_unpriced(plan.unpriced)
-    _warn_little_help(plan, tiles.stacks is None and tiles.fuse_until is None)
-    with stderr().status("writing and verifying the tiles..."):
-        document = write_tiles(analysis, plan, outdir, reuse=tiles.reuse, atol=verification.atol, rtol=verification.rtol)
-    if as_json:
-        click.echo(json.dumps(document.to_dict(), indent=1))
-        return
-    _render_tiles(document)
 
 
 def _warn_little_help(plan, chosen_depth: bool = True) -> None:

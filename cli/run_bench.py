@@ -213,7 +213,7 @@ def _sweep(model: str, sweep: SweepChoice, link: LinkChoice, bench: BenchChoice,
 
         raise SplitnnError("--bandwidth without --link needs --rtt (e.g. --rtt 40ms), or start from a preset: "
                            "--link 4g --bandwidth ...")
-    from splitnn.onnxsplit.api import planning_inputs
+    from splitnn.onnxsplit.jobs.choices import planning_inputs
 
     inputs = planning_inputs(sweep.device, sweep.server, link.name, link.bandwidth_bps, link.rtt_s,
                              sweep.max_device_share, sweep.max_transfer_bytes)

@@ -17,15 +17,15 @@ Errors are raised as SplitnnError, with the one-line message the command line pr
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from splitnn.cost_models.profiles import DeviceProfile, LinkProfile
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.analysis.cuts import Cut
-from splitnn.onnxsplit.artifacts.plan_file import Constraints, PlanFile
+from splitnn.onnxsplit.artifacts.plan_file import PlanFile
 from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.jobs.choices import PlanningInputs, planning_inputs
 
 if TYPE_CHECKING:  # (imported where used: each pulls in its own layer's modules)
     from splitnn.onnxsplit.artifacts.plan_file import WeightsUpdateRecord
@@ -158,76 +158,77 @@ def load_plan(folder: str | Path) -> PlanFile:
     return read_plan(folder)
 
 
-@dataclass(frozen=True)
-class PlanningInputs:
-    """The profiles and limits a vertical split is planned with."""
-
-    device: DeviceProfile
-    server: DeviceProfile
-    link: LinkProfile
-    constraints: Constraints
-
-
-def planning_inputs(device: str, server: str, link: str | None, bandwidth_bps: float | None = None,
-                    rtt_s: float | None = None, max_device_share: float | None = None,
-                    max_transfer_bytes: int | None = None) -> PlanningInputs:
-    """The device and server profiles by name, the link (a named one, else a custom one from `bandwidth_bps`,
-    else 4G; `bandwidth_bps`/`rtt_s` override the named link's) and the constraints (the device's usable RAM)."""
-    from splitnn.cost_models.catalog import load_device, load_link as load_named_link
-
-    device_profile = load_device(device)
-    the_link = load_named_link(link or (None if bandwidth_bps else "4g"), bandwidth_bps, rtt_s)
-    constraints = Constraints(device_memory_bytes=device_profile.usable_ram_bytes, max_device_share=max_device_share,
-                              max_transfer_bytes=max_transfer_bytes)
-    return PlanningInputs(device_profile, load_device(server), the_link, constraints)
-
-
 def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None, strategy: str = "vertical",
               device: str = "rockpro64", server: str = "cloud-cpu", link: str | None = None,
               bandwidth: str | float | None = None, rtt: str | float | None = None, objective: str = "latency",
-              cut: str | Sequence[str] | None = None, max_device_share: float | None = None, nodes: int = 2,
+              cut: str | Sequence[str] | None = None, max_device_share: float | None = None,
+              max_transfer_bytes: int | None = None, trace: str | Path | None = None, percentile: float | None = None,
+              bandwidth_range: str | None = None, adaptive: bool = False, codec: str = "none",
+              calibration: str | Path | None = None, preprocess: str | None = None,
+              max_output_change: str | None = None, reply_codec: str = "none", nodes: int = 2,
               node_profile: str = "rockpro64", grid: tuple[int, int] | None = None, stacks: int | None = None,
+              fuse_until: str | None = None, reuse: bool = False, fc_split: str = "time",
               cluster_link: str | float = "1Gbit", ort_format: bool = True, atol: float = 1e-4,
               rtol: float = 1e-3) -> PlanFile:
-    """Plan, write and verify a split of `model` into the folder `out`, and return the plan written.
+    """Plan, write and verify a split of `model` into the folder `out`, and return the plan written: what
+    `splitnn partition` does, each of its options a keyword here.
 
     strategy "vertical": the best cut between `device` and `server` over `link` (a built-in name; `bandwidth`
     and `rtt` override it or make a custom one) by `objective` ("latency", "throughput", "energy"), or the
-    cut that sends the tensors `cut` ("a,b" or a sequence); the device part also in onnxruntime's mobile
-    format unless `ort_format` is False.
+    cut that sends the tensors `cut` ("a,b" or a sequence), within `max_device_share` of the MACs and
+    `max_transfer_bytes`. Over a link that moves: `trace` (a time_s,mbps CSV; `percentile` for a figure other
+    than the mean) or `bandwidth_range` ("0.1Mbit-50Mbit"); `adaptive` writes every cut best somewhere in it.
+    `codec` ("auto", "int8+lossless", "jpeg:90", ...) and `reply_codec` say how the tensors travel, measured on
+    `calibration` (a .npz, .npy or folder of images, `preprocess` "imagenet" or "scale=1/255,...") within
+    `max_output_change` ("agreement>=0.99"). The device part is also written in onnxruntime's mobile format
+    unless `ort_format` is False.
     strategy "tiles": the first layers split into a `grid` of tiles (None: the best predicted) in `stacks`
-    fused stacks (None: the best) on `nodes` nodes of `node_profile`, joined to the client by `cluster_link`
-    (bits per second, or text: "1Gbit"; a bare number in text is Mbit/s, as on the command line).
+    fused stacks up to `fuse_until` (None: the best) on `nodes` nodes of `node_profile`, joined to the client
+    by `cluster_link` (bits per second, or text: "1Gbit"; a bare number in text is Mbit/s); `reuse` computes
+    each overlap once.
     The written parts are checked against the model within `atol`/`rtol` before the folder is published.
 
     >>> plan = splitnn.partition("vgg16.onnx", "out/vgg16", device="raspberry-pi-4", link="3g")  # doctest: +SKIP
     >>> plan.cut.tensors, plan.predicted.total_s  # doctest: +SKIP
     """
+    from splitnn.onnxsplit.jobs.choices import (
+        CutChoice,
+        TilePlanning,
+        VerificationChoice,
+        codec_choice,
+        cut_choice,
+        tile_planning,
+    )
+    from splitnn.onnxsplit.jobs.partition import PartitionJob, partition_model
+
+    tiles = TilePlanning()
+    planning = None
+    if strategy == "tiles":
+        link_bps = cluster_link if not isinstance(cluster_link, str) else tile_planning(
+            cluster_link=cluster_link).cluster_link_bps
+        tiles = TilePlanning(nodes, grid, fuse_until, node_profile, reuse, stacks, fc_split, float(link_bps))
+    elif strategy == "vertical":
+        planning = planning_inputs(device, server, link, _bps(bandwidth), _seconds(rtt), max_device_share,
+                                   max_transfer_bytes)
+    forced = ",".join(cut) if cut is not None and not isinstance(cut, str) else cut
+    choice = cut_choice(objective, forced, trace, percentile, bandwidth_range, adaptive) if strategy == "vertical" \
+        else CutChoice()
+    job = PartitionJob(strategy, planning, choice, codec_choice(codec, calibration, preprocess, max_output_change,
+                                                                reply_codec), VerificationChoice(atol, rtol, ort_format),
+                       tiles)
+    return partition_model(model, out, job, _shapes(input_shapes)).document
+
+
+def _bps(value: str | float | None) -> float | None:
     from splitnn.onnxsplit.core.units import parse_bandwidth_bps
 
-    if strategy not in ("vertical", "tiles"):
-        raise SplitnnError(f"unknown strategy '{strategy}': use vertical or tiles")
-    analysis = analyze(model, input_shapes)
-    if strategy == "tiles":
-        from splitnn.onnxsplit.tiles.export import write_tiles
-        from splitnn.onnxsplit.tiles.planning import plan_tiles
+    return parse_bandwidth_bps(value) if isinstance(value, str) else value
 
-        link_bps = parse_bandwidth_bps(cluster_link) if isinstance(cluster_link, str) else float(cluster_link)
-        plan = plan_tiles(analysis, nodes, load_profile(node_profile), grid, None, stacks,
-                          cluster_link_bps=link_bps)
-        return write_tiles(analysis, plan, out, atol=atol, rtol=rtol)
-    from splitnn.onnxsplit.vertical.export import write_split
-    from splitnn.onnxsplit.vertical.planning import plan_split
 
+def _seconds(value: str | float | None) -> float | None:
     from splitnn.onnxsplit.core.units import parse_duration_s
 
-    bps = parse_bandwidth_bps(bandwidth) if isinstance(bandwidth, str) else bandwidth
-    rtt_s = parse_duration_s(rtt) if isinstance(rtt, str) else rtt
-    inputs = planning_inputs(device, server, link, bps, rtt_s, max_device_share)
-    forced = tuple(t.strip() for t in cut.split(",") if t.strip()) if isinstance(cut, str) else cut
-    vertical = plan_split(analysis, inputs.device, inputs.server, inputs.link, objective, inputs.constraints,
-                          tuple(forced) if forced is not None else None)
-    return write_split(analysis, vertical, out, ort_format=ort_format, atol=atol, rtol=rtol)
+    return parse_duration_s(value) if isinstance(value, str) else value
 
 
 def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, workers: int | None = None,

@@ -28,9 +28,10 @@ LAYERS = [
     ("splitnn.onnxsplit.tiles", 5),
     ("splitnn.onnxsplit.runtime", 6),
     ("splitnn.onnxsplit.bench", 7),
-    ("splitnn.onnxsplit.api", 8),  # the Python API: the library's main jobs as typed functions
-    ("splitnn.cli", 9),
-    ("splitnn", 10),  # the package's own __init__: the API's names, loaded on first use
+    ("splitnn.onnxsplit.jobs", 8),  # whole jobs (partition) from typed option records, for the API and the CLI
+    ("splitnn.onnxsplit.api", 9),  # the Python API: the library's main jobs as typed functions
+    ("splitnn.cli", 10),
+    ("splitnn", 11),  # the package's own __init__: the API's names, loaded on first use
 ]
 
 

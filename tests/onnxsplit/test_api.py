@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import splitnn
-from splitnn.onnxsplit.artifacts.plan_file import TilePlanFile
+from splitnn.onnxsplit.artifacts.plan_file import TilePlanFile, VerticalPlanFile
 
 
 def test_import_splitnn_is_light_and_gives_the_api_on_first_use():
@@ -111,3 +111,24 @@ def test_serve_and_device_in_this_process(sample_path, tmp_path):
         stranger.close()
     with pytest.raises(splitnn.SplitnnError, match="server address 'nowhere' must be HOST:PORT"):
         splitnn.device(tmp_path / "split", "nowhere")
+
+
+def test_partition_takes_every_option_the_command_line_has(sample_path, tmp_path):
+    """issue 32, items 1-2: codecs, adaptive plans over a range of rates and tile reuse through the API, run by the
+    same job as `splitnn partition` (jobs/partition.py), without a subprocess."""
+    from splitnn.onnxsplit.artifacts.plan_file import AdaptivePlanFile
+
+    model = sample_path("alexnet", 96)
+    coded = splitnn.partition(model, tmp_path / "coded", link="3g", cut="maxpool2_out", codec="int8+lossless")
+    assert isinstance(coded, VerticalPlanFile) and coded.codec is not None and coded.codec.name == "int8+lossless"
+    assert coded.cut.tensors == ("maxpool2_out",) and coded.verification.passed
+    adaptive = splitnn.partition(model, tmp_path / "adaptive", adaptive=True, bandwidth_range="0.1Mbit-50Mbit")
+    assert isinstance(adaptive, AdaptivePlanFile) and adaptive.kept
+    assert (adaptive.low_bps, adaptive.high_bps) == (0.1e6, 50e6)
+    assert splitnn.load_plan(tmp_path / "adaptive") == adaptive
+    tiles = splitnn.partition(sample_path("vgg16", 64), tmp_path / "tiles", strategy="tiles", grid=(2, 2), stacks=1,
+                              fuse_until="maxpool2_out", reuse=True)
+    assert isinstance(tiles, TilePlanFile) and tiles.reuse_enabled and tiles.reuse["saved_macs"] > 0
+    with pytest.raises(splitnn.SplitnnError, match="--adaptive keeps the cuts best for latency over a range"):
+        splitnn.partition(model, tmp_path / "bad", adaptive=True)
+    assert not (tmp_path / "bad").exists()
