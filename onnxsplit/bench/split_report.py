@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from splitnn.cost_models.prediction import Prediction
 from splitnn.onnxsplit.artifacts.plan_file import CutRecord
-from splitnn.onnxsplit.bench.calibration import Calibration
+from splitnn.onnxsplit.bench.emulated_board import Calibration
 from splitnn.onnxsplit.bench.run_prediction import RunPrediction
 from splitnn.onnxsplit.core.records import Record
 
@@ -40,7 +40,7 @@ class LinkReport(Record):
 
 @dataclass(frozen=True)
 class SlowdownReport(Record):
-    """How the board's compute was emulated on this host (see bench/calibration.py)."""
+    """How the board's compute was emulated on this host (see bench/emulated_board.py)."""
 
     factor: float  # K: the device part's host time x K is the board's (calibrated: at the median)
     source: str  # "given" (--device-slowdown K) or "calibrated" (each part brought to its prediction)

@@ -32,16 +32,14 @@ from splitnn.onnxsplit.bench.tile_report import (
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.tiles.dask_runtime import (
     RUNTIME_ALLOWANCE_BYTES,
-    SessionsPlugin,
     TileProgram,
-    TileRecord,
+    TileRun,
     dask_client,
     place_slices,
-    register_plugin,
     register_program,
     run_tiled_image,
-    run_whole,
 )
+from splitnn.onnxsplit.tiles.dask_tasks import SessionsPlugin, register_plugin, run_whole
 
 
 @dataclass
@@ -175,7 +173,7 @@ class _WorkerCountRun:
 
     row: dict[str, Any]  # workers; medians of wall_s, tiles_phase_s, stack_phases_s, remainder_s, client_cpu_s
     outputs: dict[str, np.ndarray]  # of the last image
-    records: list[TileRecord]  # of the last image
+    records: list[TileRun]  # of the last image
     retries: int
     killed: int
 

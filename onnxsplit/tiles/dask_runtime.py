@@ -37,9 +37,20 @@ from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.plan_file import model_path, read_tile_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
-from splitnn.onnxsplit.tiles.geometry import Region, paste_tile, tile_crops
+from splitnn.onnxsplit.tiles.dask_tasks import (
+    SessionKey,
+    SessionsPlugin,
+    register_plugin,
+    run_first_phase,
+    run_second,
+    run_slice,
+    run_tile_group,
+    run_tile_group_from,
+    times_and_worker,
+)
+from splitnn.onnxsplit.tiles.geometry import paste_tile, tile_crops
 from splitnn.onnxsplit.tiles.planning import lpt_deal
-from splitnn.onnxsplit.tiles.reuse import ReuseTile, assemble, stack_reuse_tiles
+from splitnn.onnxsplit.tiles.reuse import ReuseTile, stack_reuse_tiles
 
 
 def _with_weights(graph_bytes: bytes, weights: bytes) -> bytes:
@@ -58,156 +69,10 @@ def _with_weights(graph_bytes: bytes, weights: bytes) -> bytes:
     return model.SerializeToString()
 
 
-# A session's key on a worker: a tile's id (0: the whole model), with reuse "first:ID" and "layer:ID:L", or a
-# neuron-split slice's "N:I".
-SessionKey = int | str
-
-
-class SessionsPlugin:
-    """A Dask worker plugin that builds the onnxruntime sessions of a plan on every worker, once.
-
-    Registered with client.register_plugin, it runs `setup` on each worker,
-    and again on any worker that joins or restarts (after a crash), so tasks
-    only name the session they need. One thread per session: a worker is one
-    core of a board.
-
-    With `weights` (the blob every graph's external data points into), the
-    blob and the graphs are written to the worker's local folder and the
-    sessions load them from there: onnxruntime maps the blob's file, so all
-    sessions share one copy of the weights. Graph optimizations stop at
-    "extended": the "all" level's NCHWc layout (used on this x86 machine)
-    would give every session its own reordered copy of the weights (VGG-16 up
-    to pool3, 3x3 tiles: 86 MB on one worker instead of the blob's 7 MB) for
-    8-14% of speed.
-    """
-
-    def __init__(self, name: str, models: dict[SessionKey, bytes], weights: bytes | None = None) -> None:
-        self.name = name
-        self.models = models
-        self.weights = weights
-        self.sessions: dict[SessionKey, Any] = {}
-
-    def setup(self, worker: Any) -> None:
-        if self.weights is None:  # whole models with their weights inline
-            for model_id, model in self.models.items():
-                self.sessions[model_id] = create_session(model, threads=1, spin=False, shared_arena=True)
-            return
-        folder = _write_program(Path(worker.local_directory), self.name, self.models, self.weights)
-        for model_id in self.models:
-            self.sessions[model_id] = create_session(folder / _graph_file(model_id), threads=1, spin=False,
-                                                     shared_arena=True, level="extended")
-
-    def teardown(self, worker: Any) -> None:
-        self.sessions.clear()
-
-
-def _graph_file(model_id: SessionKey) -> str:
-    return "graph-" + str(model_id).replace(":", "-") + ".onnx"
-
-
-def _write_program(root: Path, name: str, models: dict[SessionKey, bytes], weights: bytes) -> Path:
-    """Write the blob and the graphs under `root`, as they lie in the plan's tiles/ folder; returns their folder.
-
-    The graphs are written as they are: every one of them refers to the blob
-    as WEIGHTS_FILE in its own folder, the name write_tiles gives it.
-    """
-    import hashlib
-
-    from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic
-
-    folder = root / ("splitnn-" + hashlib.sha256(name.encode()).hexdigest()[:16])
-    folder.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(folder / WEIGHTS_FILE, weights)
-    for model_id, graph_bytes in models.items():
-        write_bytes_atomic(folder / _graph_file(model_id), graph_bytes)
-    return folder
-
-
-def _sessions(plugin_name: str) -> dict[SessionKey, Any]:
-    from distributed import get_worker
-
-    plugin = get_worker().plugins[plugin_name]
-    if not isinstance(plugin, SessionsPlugin):
-        raise SplitnnError(f"the worker's plugin '{plugin_name}' is not a tile plan's (it holds no sessions)")
-    return plugin.sessions
-
-
-def run_tile_group(plugin_name: str, tile_ids: list[int], crops: list[list[np.ndarray]]
-                   ) -> tuple[list[list[np.ndarray]], list[float], str]:
-    """A Dask task: several tiles' stacks, one after the other (one scheduler round trip for all of them); each
-    tile's crops are those of its stack's inputs, in order. Returns each tile's outputs (its stack's, in order),
-    each one's compute seconds, and the worker."""
-    from distributed import get_worker
-
-    sessions = _sessions(plugin_name)
-    outputs, times = [], []
-    for tile_id, tile_crops in zip(tile_ids, crops):
-        session = sessions[tile_id]
-        start = time.perf_counter()
-        output = session.run(None, {value.name: c for value, c in zip(session.get_inputs(), tile_crops)})
-        times.append(time.perf_counter() - start)
-        outputs.append(output)
-    return outputs, times, get_worker().address
-
-
 def tile_groups(predicted_s: list[float], count: int) -> list[list[int]]:
     """Tile indices dealt into `count` groups of about equal predicted time as the planner deals them to nodes
     (planning.lpt_deal), each group's tiles in their grid order."""
     return [sorted(group) for group in lpt_deal(predicted_s, count) if group]
-
-
-def run_first_phase(plugin_name: str, record: ReuseTile, crops: dict[str, np.ndarray]
-                    ) -> tuple[tuple[list[np.ndarray], list[np.ndarray]], float, str]:
-    """A Dask task (reuse): a first-phase tile; returns its cells of the stack's outputs and every unit's output
-    over its regions (what its second-phase neighbours read)."""
-    from distributed import get_worker
-
-    from splitnn.onnxsplit.tiles.reuse import first_phase_outputs
-
-    session = _sessions(plugin_name)[f"first:{record.id}"]
-    start = time.perf_counter()
-    every_unit = session.run(None, crops)
-    return (first_phase_outputs(record, every_unit), every_unit), time.perf_counter() - start, get_worker().address
-
-
-def run_second(plugin_name: str, record: ReuseTile, crops: dict[str, np.ndarray],
-               neighbours: dict[int, tuple[tuple[list[np.ndarray], list[np.ndarray]], float, str]]
-               ) -> tuple[tuple[list[np.ndarray], list[np.ndarray]], float, str]:
-    """A Dask task (reuse): a second-phase tile, unit by unit, from its neighbours' first-phase results; returns its
-    cells of the stack's outputs (and no unit outputs: nothing reads them)."""
-    from distributed import get_worker
-
-    from splitnn.onnxsplit.tiles.reuse import run_second_phase
-
-    sessions = _sessions(plugin_name)
-
-    def run_unit(index: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        session = sessions[f"layer:{record.id}:{index}"]
-        return session.run(None, feeds)
-
-    start = time.perf_counter()
-    outputs = run_second_phase(record, crops, run_unit, {n: result[0][1] for n, result in neighbours.items()})
-    return (outputs, []), time.perf_counter() - start, get_worker().address
-
-
-def run_slice(plugin_name: str, slice_key: str, model: bytes, x: np.ndarray) -> np.ndarray:
-    """A Dask task: one slice of a neuron-split layer (its session built on first use, on its worker)."""
-    sessions = _sessions(plugin_name)
-    if slice_key not in sessions:
-        sessions[slice_key] = create_session(model, threads=1, spin=False, shared_arena=True)
-    session = sessions[slice_key]
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
-
-
-def run_whole(plugin_name: str, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float, str]:
-    """A Dask task for data parallelism: the whole model on one image."""
-    from distributed import get_worker
-
-    session = _sessions(plugin_name)[0]
-    start = time.perf_counter()
-    names = [o.name for o in session.get_outputs()]
-    values = session.run(names, feeds)
-    return dict(zip(names, values)), time.perf_counter() - start, get_worker().address
 
 
 def register_program(client: Any, program: TileProgram) -> list[str]:
@@ -219,22 +84,11 @@ def register_program(client: Any, program: TileProgram) -> list[str]:
     return names
 
 
-def register_plugin(client: Any, plugin: SessionsPlugin) -> str:
-    from distributed.diagnostics.plugin import WorkerPlugin
-
-    class _Plugin(SessionsPlugin, WorkerPlugin):  # WorkerPlugin imported late: Dask is optional for vertical splits
-        pass
-
-    registered = _Plugin(plugin.name, plugin.models, plugin.weights)
-    client.register_plugin(registered, name=plugin.name)
-    return plugin.name
-
-
 RUNTIME_ALLOWANCE_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
-class TileRecord:
+class TileRun:
     id: int
     worker: str
     seconds: float  # compute inside the worker
@@ -293,7 +147,7 @@ class ImageRun:
     """One image through a tile plan on the cluster."""
 
     outputs: dict[str, np.ndarray]
-    records: list[TileRecord]  # every tile of every stack, by stack then id
+    records: list[TileRun]  # every tile of every stack, by stack then id
     stack_phases_s: list[float]  # each stack's phase: from sending its tiles to the last one stitched
     tiles_phase_s: float  # from sending the first stack's tiles to the last stack's last tile stitched
     total_s: float  # the image, remainder included
@@ -435,11 +289,9 @@ def _retried(client: Any, keys: list[Any]) -> int:
 # stitches each stack's output and sends the next stack's crops out. "workers": each task of the stack depends on
 # the tasks of the previous stack whose outputs overlap its tiles and cuts its inputs from their results, which
 # Dask moves from worker to worker; the whole image is submitted at once and the client fetches only the last
-# stack. Measured on VGG-16, 2 workers against 1, three stacks at 224 and two at 448 (bench_tiles.py, rounds
-# alternating both): the same time per image on 2 workers (224: 144-167 ms against 146-155; 448: 434-453
-# against 436-445), but "workers" is faster on 1 worker, where nothing moves (202-212 against 215-221 ms at
-# 224), so its speedup is lower. It is kept for clusters whose client sits behind a slower link than the
-# workers'. The hand-off costs about what it saves here: every tile of a 1x2 grid needs both halves of the map.
+# stack. It is kept for clusters whose client sits behind a slower link than the workers'; the hand-off costs
+# about what it saves when every tile needs most of the map (what each measured: docs/measurements.md, the
+# hand-off between stacks).
 HANDOFFS = ("client", "workers")
 
 
@@ -501,13 +353,13 @@ def _one_map_chain(program: TileProgram) -> bool:
 
 def _stitch_results(futures: list[Any], tile_of: dict[str, Any], maps: StackMaps, start: float,
                     after_first_tile: Callable[[str], Any] | None = None, stack: int = 0
-                    ) -> tuple[dict[str, np.ndarray], list[TileRecord]]:
+                    ) -> tuple[dict[str, np.ndarray], list[TileRun]]:
     """Stack number `stack`'s outputs, stitched on the client as its tasks complete (tile groups, or reuse's
     one-tile tasks), and its tiles' records."""
     from distributed import as_completed
 
     stitched: dict[str, np.ndarray] = {}
-    records: list[TileRecord] = []
+    records: list[TileRun] = []
     for future in as_completed(futures):
         output, seconds, worker = future.result()
         tiles = tile_of[future.key]
@@ -515,14 +367,14 @@ def _stitch_results(futures: list[Any], tile_of: dict[str, Any], maps: StackMaps
             tiles, output, seconds = [tiles], [output[0]], [seconds]
         for tile, tile_outputs, tile_s in zip(tiles, output, seconds):
             maps.paste(stitched, tile, tile_outputs)
-            records.append(TileRecord(tile.id, worker, tile_s, time.perf_counter() - start, stack))
+            records.append(TileRun(tile.id, worker, tile_s, time.perf_counter() - start, stack))
         if after_first_tile is not None and len(records) == len(tiles):
             after_first_tile(worker)
     return stitched, records
 
 
 def _run_stack(client: Any, later: LaterStack, plugin: str, number: int, pool: dict[str, np.ndarray],
-               workers: list[str], start: float, records: list[TileRecord], session_of: Callable[[str], Any]
+               workers: list[str], start: float, records: list[TileRun], session_of: Callable[[str], Any]
                ) -> list[Any]:
     """A later stack's tiles, cropped from the maps stitched before on the client (hand-off "client"), sent as the
     first stack's are, after its client step (on `session_of`'s sessions); its stitched outputs join `pool`, each
@@ -542,25 +394,13 @@ def _groups(tiles: tuple[Any, ...], workers: int, tasks: int | None = None) -> l
     return tile_groups([t.predicted_s for t in tiles], min(count, len(tiles)))
 
 
-def run_tile_group_from(plugin_name: str, tile_ids: list[int], regions: list[Region], sources: list[list[Region]],
-                        *previous: tuple[list[list[np.ndarray]], list[float], str]
-                        ) -> tuple[list[list[np.ndarray]], list[float], str]:
-    """A Dask task of a later stack (hand-off "workers"): each tile's input, `regions[i]` of the previous stack's
-    output, cut from the results of the previous stack's tasks that overlap it (`previous`, handed over by Dask
-    from the workers that hold them; `sources[j]`: the output regions of the tiles in `previous[j]`)."""
-    pieces = [(region, output[0]) for regions, (outputs, _, _) in zip(sources, previous)
-              for region, output in zip(regions, outputs)]
-    crops = [[assemble(region, pieces)] for region in regions]
-    return run_tile_group(plugin_name, tile_ids, crops)
-
-
 def _overlaps(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
     return max(a[0], b[0]) < min(a[1], b[1]) and max(a[2], b[2]) < min(a[3], b[3])
 
 
 def _through_workers(client: Any, program: TileProgram, plugins: list[str], first: tuple[list[Any], dict[str, Any]],
                      workers: list[str], start: float, after_first_tile: Callable[[str], Any] | None
-                     ) -> tuple[dict[str, np.ndarray], list[TileRecord], list[float], list[tuple[list[Any], dict[str, Any]]]]:
+                     ) -> tuple[dict[str, np.ndarray], list[TileRun], list[float], list[tuple[list[Any], dict[str, Any]]]]:
     """Every later stack submitted at once behind the first (hand-off "workers"); returns the last stack's
     stitched output, its tiles' records, each stack's phase, and each stack's futures and their tiles."""
     stages = [first]
@@ -603,17 +443,12 @@ def _await_stages(client: Any, stages: list[list[Any]], start: float,
     return done
 
 
-def _times_and_worker(result: tuple[list[np.ndarray], list[float], str]) -> tuple[list[float], str]:
-    """A Dask task: a tile group's compute times and worker, without its outputs."""
-    return result[1], result[2]
-
-
-def _earlier_records(client: Any, stages: list[tuple[list[Any], dict[str, Any]]], done: list[float]) -> list[TileRecord]:
+def _earlier_records(client: Any, stages: list[tuple[list[Any], dict[str, Any]]], done: list[float]) -> list[TileRun]:
     """The records of the stacks whose results the client never fetched (all but the last, hand-off "workers"),
     fetched without the outputs; a tile's done_s is its stack's."""
     futures = [f for futures, _ in stages for f in futures]
-    metas = dict(zip((f.key for f in futures), client.gather(client.map(_times_and_worker, futures, pure=False))))
-    return [TileRecord(tile.id, metas[f.key][1], seconds, done[number], number)
+    metas = dict(zip((f.key for f in futures), client.gather(client.map(times_and_worker, futures, pure=False))))
+    return [TileRun(tile.id, metas[f.key][1], seconds, done[number], number)
             for number, (futures, tile_of) in enumerate(stages) for f in futures
             for tile, seconds in zip(tile_of[f.key], metas[f.key][0])]
 
@@ -621,10 +456,9 @@ def _earlier_records(client: Any, stages: list[tuple[list[Any], dict[str, Any]]]
 def tile_task_count(tiles: int, workers: int) -> int:
     """How many tasks a tiles phase is sent as: one per worker, each the tiles the planner's makespan deals to
     one node (longest first, tile_groups). Every Dask task costs a scheduler round trip and client CPU on the
-    client's machine, about 10 ms here; VGG-16 to maxpool3 at 224, 4x4, 2 workers against 1 (tiles phase, two
-    alternating rounds of 9 images): 1.34x and 1.39x one tile per task, 1.61x and 1.52x two tasks per worker,
-    1.70x and 1.65x one per worker. The scheduler still steals a whole group that a busy worker has not begun,
-    and re-runs a lost worker's group."""
+    client's machine, so fewer, larger tasks scale better (one task per tile, two per worker and one per worker
+    measured: docs/measurements.md, tiles). The scheduler still steals a whole group that a busy worker has not
+    begun, and re-runs a lost worker's group."""
     return min(tiles, workers)
 
 

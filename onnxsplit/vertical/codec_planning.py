@@ -13,13 +13,13 @@
    best first (_best_first): a pair is priced only when its floor, its cut's compute and the round trip, could
    still beat every pair priced, so the cuts that cannot win are never encoded.
 4. When the chosen pair sends the input as an image at a quality, the qualities between it and the next lower
-   rung of the ladder (IMAGE_CODECS) are priced and checked the same way: auto's image is the fastest quality
+   rung of the ladder (IMAGE_LADDER) are priced and checked the same way: auto's image is the fastest quality
    within the limit to the unit, not to the ladder's rung (VGG-16's photographs at relerr<=0.05: webp:86:0, 14.8
    kB, where the ladder stopped at webp:90:0, 15.9 kB). Its output change is not monotonic in the quality, so
    each is checked, none inferred from its neighbours.
 
 The cut that sends the model's input (everything on the server) is also priced with the input as an image file
-(IMAGE_CODECS, codecs/image.py), when the input is one image, even where it cannot win: the plain baseline of
+(IMAGE_LADDER, codecs/image.py), when the input is one image, even where it cannot win: the plain baseline of
 sending a JPEG, which a split must beat to be worth it, is always in the report.
 """
 from __future__ import annotations
@@ -68,7 +68,7 @@ AUTO_CODECS = ("none", "lossless", "fp16", "fp16+lossless", "int8:calibrated", "
 # Priced at the cut that sends the model's input, when that input is one image. PNG is lossless on the 8-bit
 # codes, not on a float input: it is checked like the others. WebP at effort 0 too: on a board its encode is
 # tens of ms shorter for a few % more bytes, which wins on the faster links.
-IMAGE_CODECS = ("jpeg:95", "jpeg:90", "jpeg:80", "jpeg:70", "jpeg:50", "jpeg:30", "webp:90", "webp:90:0", "webp:80",
+IMAGE_LADDER = ("jpeg:95", "jpeg:90", "jpeg:80", "jpeg:70", "jpeg:50", "jpeg:30", "webp:90", "webp:90:0", "webp:80",
                 "webp:80:0", "webp:60", "webp:60:0", "png")
 LOSSLESS = ("none", "lossless")
 BYTES_INPUTS = 8  # inputs each pair's bytes and times are measured on (the median), spread over all of them
@@ -103,7 +103,7 @@ def plan_cut_and_codec(analysis: Analysis, plan: Plan, inputs: Sequence[Tensors]
     model's outputs), which every pair that sends is priced with. `progress(stage, done, total)`: called as pairs
     are priced and checked (checking stops at the first pair within the limit, before its total)."""
     codecs = [c for c in AUTO_CODECS if calibrated or not is_calibrated(c)]
-    images = [c for c in IMAGE_CODECS if calibrated] if image_tensors(analysis.graph, analysis.cuts[0].tensors) else []
+    images = [c for c in IMAGE_LADDER if calibrated] if image_tensors(analysis.graph, analysis.cuts[0].tensors) else []
     pool = [plan.chosen] if plan.forced else [c for c in plan.candidates if c.feasible]  # --cut: its codec only
     best_plain = min(objective_score(c.predicted, plan.objective) for c in pool)
     sending = [c for c in pool if c.cut.tensors and (plan.forced or _may_win(c, plan, best_plain))]

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 from splitnn.cli import bench_tables
 from splitnn.onnxsplit.bench.adaptive import HeldBackCount
-from splitnn.onnxsplit.bench.calibration import calibrate
+from splitnn.onnxsplit.bench.emulated_board import calibrate
 
 
 def _versus(vs_all_device: float, vs_all_server: float | None):

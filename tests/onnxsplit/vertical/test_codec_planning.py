@@ -118,7 +118,7 @@ def test_auto_refines_the_image_quality_below_the_ladders_rungs(sample_path):
     ruled out."""
     from PIL import Image
 
-    from splitnn.onnxsplit.vertical.codec_planning import IMAGE_CODECS
+    from splitnn.onnxsplit.vertical.codec_planning import IMAGE_LADDER
     from tests.helpers import imagenet_input, photos
 
     board = load_device("rockpro64")
@@ -139,9 +139,9 @@ def test_auto_refines_the_image_quality_below_the_ladders_rungs(sample_path):
     assert [c[0] for c in calls if c[0] != "pricing pairs"][:1] == ["checking pairs"]
     assert any(c[0] == "finer qualities" for c in calls)
     assert chosen.plan.chosen.cut.id == analysis.cuts[0].id and chosen.codec.startswith(("jpeg:", "webp:"))
-    assert chosen.codec not in IMAGE_CODECS  # a quality between the rungs
+    assert chosen.codec not in IMAGE_LADDER  # a quality between the rungs
     fmt, quality = chosen.codec.split(":")[:2]
-    lowest_rung = min(int(c.split(":")[1]) for c in IMAGE_CODECS if c.startswith(f"{fmt}:") and c.count(":") ==
+    lowest_rung = min(int(c.split(":")[1]) for c in IMAGE_LADDER if c.startswith(f"{fmt}:") and c.count(":") ==
                       chosen.codec.count(":"))
     assert int(quality) < lowest_rung
     trials = chosen.trials
