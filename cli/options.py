@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from splitnn.onnxsplit.jobs.bench import BenchChoice, LinkEmulation, SweepChoice
     from splitnn.onnxsplit.jobs.choices import CodecChoice, CutChoice, PlanningInputs, TilePlanning, VerificationChoice
 
 LINKS = ("cat1", "3g", "4g", "wifi")
@@ -269,38 +270,13 @@ TILE_PLANNING = OptionGroup("tiles", (
 
 # ---- run-bench ------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class LinkChoice:
-    """The link options of run-bench: a named link or overrides (None: the plan's own), and the impairments."""
-
-    name: str | None
-    bandwidth_bps: float | None
-    rtt_s: float | None
-    impairments: dict[str, Any]  # jitter_s, loss, outages, trace: keyword arguments of settings_for
-
-
 def _link_choice(link: str | None, bandwidth: str | None, rtt: str | None, jitter: str | None, loss: float,
-                 trace: str | None, outages: tuple[str, ...]) -> LinkChoice:
+                 trace: str | None, outages: tuple[str, ...]) -> LinkEmulation:
     from splitnn.cost_models.link_traces import read_trace
+    from splitnn.onnxsplit.jobs.bench import LinkEmulation, outage_windows
 
-    impairments = dict(jitter_s=_seconds(jitter, "--jitter") or 0.0, loss=loss, outages=_outages(outages),
-                       trace=read_trace(trace) if trace else ())
-    return LinkChoice(link, _bandwidth_bps(bandwidth), _seconds(rtt, "--rtt"), impairments)
-
-
-def _outages(texts: tuple[str, ...]) -> list[tuple[float, float]]:
-    from splitnn.onnxsplit.core.errors import SplitnnError
-
-    windows = []
-    for text in texts:
-        try:
-            start, end = (float(v) for v in text.split("-"))
-        except ValueError:
-            raise SplitnnError(f"--outage '{text}' must be START-END in seconds, e.g. 2-4.5") from None
-        if not 0 <= start < end:
-            raise SplitnnError(f"--outage '{text}': START must be below END, both from 0")
-        windows.append((start, end))
-    return windows
+    return LinkEmulation(link, _bandwidth_bps(bandwidth), _seconds(rtt, "--rtt"), _seconds(jitter, "--jitter") or 0.0,
+                         loss, outage_windows(outages), tuple(read_trace(trace)) if trace else ())
 
 
 LINK_EMULATION = OptionGroup("link", (
@@ -315,29 +291,11 @@ LINK_EMULATION = OptionGroup("link", (
 ), _link_choice)
 
 
-@dataclass(frozen=True)
-class BenchChoice:
-    requests: int
-    slowdown: float | None  # None: derived from the profiles
-    timeout_s: float
-    baselines: bool
-    stream: bool
-    fps: float | None
-    deadline_s: float | None = None  # adaptive plans: answer every request within this time
-    duration_s: float | None = None  # adaptive plans: a timed run instead of --requests
-    compare_static: bool = False  # adaptive plans: the same replay with each kept cut held
-    tls: bool = False  # the split's connection in TLS
-
-
 def _bench_choice(requests: int, device_slowdown: str, timeout: float, no_baselines: bool, stream: bool,
                   fps: float | None, deadline: str | None, duration: float | None,
                   compare_static: bool, tls: bool) -> BenchChoice:
-    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.jobs.bench import BenchChoice
 
-    if fps is not None and not stream:
-        raise SplitnnError("--fps paces a stream: add --stream")
-    if tls and stream:  # one TLS connection read and written from two threads at once is not safe in Python's ssl
-        raise SplitnnError("--tls measures the requests one at a time: drop --stream")
     return BenchChoice(requests, _slowdown(device_slowdown), timeout, not no_baselines, stream, fps,
                        _seconds(deadline, "--deadline"), duration, compare_static, tls)
 
@@ -352,8 +310,6 @@ def _slowdown(text: str) -> float | None:
         factor = float(text)
     except ValueError:
         raise SplitnnError(f"--device-slowdown '{text}' must be a number K >= 1 or auto") from None
-    if factor < 1:
-        raise SplitnnError("--device-slowdown must be at least 1 (this host cannot be made faster)")
     return factor
 
 
@@ -383,22 +339,6 @@ BENCH = OptionGroup("bench", (
 ), _bench_choice)
 
 
-@dataclass(frozen=True)
-class SweepChoice:
-    """--sweep's planning options (a plan folder has its own); the defaults are the sweep's."""
-
-    top: int | None
-    rounds: int
-    input_shapes: tuple[str, ...]
-    device: str
-    server: str
-    objective: str
-    max_device_share: float | None
-    max_transfer_bytes: int | None
-    codec: str = "none"
-    reply_codec: str = "none"
-
-
 def _sweep_choice(sweep: bool, top: int | None, rounds: int | None, input_shapes: tuple[str, ...],
                   device_name: str | None, server_name: str | None, objective: str | None,
                   max_device_share: float | None, max_transfer_bytes: str | None, codec: str | None,
@@ -416,8 +356,11 @@ def _sweep_choice(sweep: bool, top: int | None, rounds: int | None, input_shapes
             raise SplitnnError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} only with --sweep (a plan "
                                "in OUTDIR has its own): add --sweep and give a model")
         return None
-    return SweepChoice(top, rounds or 2, input_shapes, device_name or "rockpro64", server_name or "host",
-                       objective or "latency", max_device_share,
+    from splitnn.onnxsplit.jobs.bench import SweepChoice
+    from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
+
+    return SweepChoice(top, rounds or 2, parse_input_shapes(input_shapes), device_name or "rockpro64",
+                       server_name or "host", objective or "latency", max_device_share,
                        parse_bytes(max_transfer_bytes) if max_transfer_bytes else None,
                        canonical_codec(codec) if codec else "none", _reply_spec(reply_codec or "none"))
 

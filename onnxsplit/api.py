@@ -29,6 +29,7 @@ from splitnn.onnxsplit.jobs.choices import PlanningInputs, planning_inputs
 
 if TYPE_CHECKING:  # (imported where used: each pulls in its own layer's modules)
     from splitnn.onnxsplit.artifacts.plan_file import WeightsUpdateRecord
+    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchReport
     from splitnn.onnxsplit.bench.split_report import SplitBenchReport
     from splitnn.onnxsplit.bench.tile_report import TileBenchReport
     from splitnn.onnxsplit.runtime.device import DeviceClient
@@ -232,32 +233,38 @@ def _seconds(value: str | float | None) -> float | None:
 
 
 def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, workers: int | None = None,
-              link: str | None = None) -> SplitBenchReport | TileBenchReport:
-    """Run the plan in `folder` on this machine and measure it against its prediction.
+              link: str | None = None, bandwidth: str | float | None = None, rtt: str | float | None = None,
+              jitter: str | float | None = None, loss: float = 0.0, stream: bool = False,
+              deadline: str | float | None = None, duration_s: float | None = None, scheduler: str | None = None,
+              data_parallel: bool = False) -> SplitBenchReport | AdaptiveBenchReport | TileBenchReport:
+    """Run the plan in `folder` on this machine and measure it against its prediction: what `splitnn run-bench`
+    does, by the plan's kind.
 
     A vertical split: the device and server parts as two processes over an emulated link (the plan's own, or
-    the built-in `link`), `requests` requests; returns a SplitBenchReport (`measured`, `predicted`). A tile plan:
-    its tiles on an embedded Dask cluster of 1..`workers` workers (default the plan's nodes), `images` images
-    each; returns a TileBenchReport (`scaling`, `outputs_match`).
+    the built-in `link`; `bandwidth`, `rtt`, `jitter` and `loss` change it), `requests` requests, pipelined
+    too with `stream`; returns a SplitBenchReport (`stages`, `predicted_s`). An adaptive plan: its device
+    switching cuts as the link moves, every answer within `deadline` where given, for `requests` requests or
+    `duration_s` seconds; returns an AdaptiveBenchReport. A tile plan: its tiles on an embedded Dask cluster (or
+    `scheduler`'s) of 1..`workers` workers (default the plan's nodes), `images` images each, or whole images
+    spread with `data_parallel`; returns a TileBenchReport (`scaling`, `outputs_match`).
 
     >>> report = splitnn.run_bench("out/vgg16", requests=5)  # doctest: +SKIP
     >>> report.stages["e2e_s"].p50, report.predicted_s  # doctest: +SKIP
     """
-    from splitnn.onnxsplit.artifacts.plan_file import plan_strategy, read_vertical_plan
+    from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
+    from splitnn.onnxsplit.jobs.bench import BenchChoice, LinkEmulation, bench_adaptive, bench_split
 
     kind = plan_strategy(folder)
     if kind == "tiles":
         from splitnn.onnxsplit.bench.tiles import TileBenchOptions, run_tile_bench
 
-        return run_tile_bench(folder, TileBenchOptions(workers=workers, images=images))
-    if kind != "vertical":
-        raise SplitnnError(f"'{folder}' holds an {kind} plan: run it with `splitnn run-bench {folder}` for now")
-    from splitnn.onnxsplit.bench.vertical import BenchOptions, run_bench as run_split_bench
-    from splitnn.onnxsplit.runtime.link_emulator import settings_for
-
-    chosen = load_link(link) if link is not None else read_vertical_plan(folder).link
-    settings = settings_for(chosen.uplink_bps, chosen.rtt_s, downlink_bps=chosen.down_bps)
-    return run_split_bench(folder, settings, BenchOptions(requests=requests))
+        return run_tile_bench(folder, TileBenchOptions(workers=workers, images=images, scheduler=scheduler,
+                                                      data_parallel=data_parallel))
+    emulated = LinkEmulation(link, _bps(bandwidth), _seconds(rtt), _seconds(jitter) or 0.0, loss)
+    if kind == "adaptive":
+        return bench_adaptive(folder, emulated, BenchChoice(requests, deadline_s=_seconds(deadline),
+                                                            duration_s=duration_s))
+    return bench_split(folder, emulated, BenchChoice(requests, stream=stream))
 
 
 def serve(folder: str | Path, *, host: str = "127.0.0.1", port: int = 0, token: bytes | None = None) -> ModelServer:

@@ -125,6 +125,9 @@ def test_partition_takes_every_option_the_command_line_has(sample_path, tmp_path
     adaptive = splitnn.partition(model, tmp_path / "adaptive", adaptive=True, bandwidth_range="0.1Mbit-50Mbit")
     assert isinstance(adaptive, AdaptivePlanFile) and adaptive.kept
     assert (adaptive.low_bps, adaptive.high_bps) == (0.1e6, 50e6)
+    measured = splitnn.run_bench(tmp_path / "adaptive", requests=3, bandwidth="20Mbit")  # run-bench's adaptive job
+    assert measured.requests == 3 and measured.answered_remote + measured.answered_local == 3
+    assert measured.outputs_match is True
     assert splitnn.load_plan(tmp_path / "adaptive") == adaptive
     tiles = splitnn.partition(sample_path("vgg16", 64), tmp_path / "tiles", strategy="tiles", grid=(2, 2), stacks=1,
                               fuse_until="maxpool2_out", reuse=True)
