@@ -7,7 +7,7 @@ end, the stream's frames per second, and both baselines (all on the device, all 
 figures are medians over the requests of one run. The all-on-server baseline is skipped where its prediction
 is over --max-baseline-s a request (a 600 kB image over Cat-1 takes 37 s).
 
-The device part is emulated (bench/emulated_board.py): it waits until the profile's prediction has passed, so
+The device part is emulated (measure/emulated_board.py): it waits until the profile's prediction has passed, so
 its measured time meets the prediction whenever this host is faster than the board; the report says where it
 is not. The server is this host, not the cloud-cpu profile: its column shows how far this host is from it.
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from splitnn.cost_models.catalog import load_device  # noqa: E402
 from splitnn.onnxsplit.analysis.analyze import analyze  # noqa: E402
-from splitnn.onnxsplit.bench.tiles import TileBenchOptions, run_tile_bench  # noqa: E402
+from splitnn.onnxsplit.measure.tiles import TileBenchOptions, run_tile_bench  # noqa: E402
 from splitnn.onnxsplit.model.loading import load_graph  # noqa: E402
 from splitnn.onnxsplit.tiles.export import write_tiles  # noqa: E402
 from splitnn.onnxsplit.tiles.planning import plan_tiles  # noqa: E402

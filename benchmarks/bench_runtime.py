@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from splitnn.cost_models.catalog import load_device, load_link  # noqa: E402
 from splitnn.onnxsplit.analysis.analyze import analyze  # noqa: E402
-from splitnn.onnxsplit.bench.vertical import BenchOptions, run_bench  # noqa: E402
+from splitnn.onnxsplit.measure.vertical import BenchOptions, run_bench  # noqa: E402
 from splitnn.onnxsplit.model.loading import load_graph  # noqa: E402
 from splitnn.onnxsplit.runtime.link_emulator import settings_for  # noqa: E402
 from splitnn.onnxsplit.vertical.export import write_split  # noqa: E402

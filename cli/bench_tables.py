@@ -7,11 +7,11 @@ from splitnn.cli.render import human_bytes, stdout
 
 if TYPE_CHECKING:
     from splitnn.cost_models.prediction import Prediction
-    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchReport, HeldBackCount
-    from splitnn.onnxsplit.bench.run_prediction import RunPrediction
-    from splitnn.onnxsplit.bench.split_report import SplitBenchReport, StreamReport, Versus
-    from splitnn.onnxsplit.bench.sweep import SweepReport
-    from splitnn.onnxsplit.bench.tile_report import TableRow, TileBenchReport
+    from splitnn.onnxsplit.measure.adaptive import AdaptiveBenchReport, HeldBackCount
+    from splitnn.onnxsplit.measure.run_prediction import RunPrediction
+    from splitnn.onnxsplit.measure.split_report import SplitBenchReport, StreamReport, Versus
+    from splitnn.onnxsplit.measure.sweep import SweepReport
+    from splitnn.onnxsplit.measure.tile_report import TableRow, TileBenchReport
 
 
 def render_split(report: SplitBenchReport) -> None:

@@ -400,7 +400,7 @@ class TileBenchChoice:
 
     def options(self):
         """The tile bench's options (imported only for a tile plan: a vertical split never loads the Dask code)."""
-        from splitnn.onnxsplit.bench.tiles import TileBenchOptions
+        from splitnn.onnxsplit.measure.tiles import TileBenchOptions
 
         return TileBenchOptions(workers=self.workers, scheduler=self.scheduler, images=self.images,
                                 scaling=self.scaling, data_parallel=self.data_parallel,

@@ -97,7 +97,7 @@ def _hooks(job: Any) -> Any:
 
 def _plot_trials(target: str, model: str, result: Any) -> None:
     """--plot: every pair --codec auto priced, drawn."""
-    from splitnn.onnxsplit.bench.charts import codec_trials_png
+    from splitnn.onnxsplit.measure.charts import codec_trials_png
 
     plan, document = result.plan, result.document
     where = f"{plan.device.name} -> {plan.link.name} -> {plan.server.name}"

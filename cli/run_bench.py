@@ -13,8 +13,8 @@ from splitnn.cli.progress import Progress
 from splitnn.cli.render import stderr, warn_unpriced
 
 if TYPE_CHECKING:
-    from splitnn.onnxsplit.bench.split_report import SplitBenchReport
-    from splitnn.onnxsplit.bench.sweep import SweepReport
+    from splitnn.onnxsplit.measure.split_report import SplitBenchReport
+    from splitnn.onnxsplit.measure.sweep import SweepReport
     from splitnn.onnxsplit.jobs.bench import BenchChoice, LinkEmulation, SweepChoice
 
 
@@ -119,7 +119,7 @@ def _strategy(target: str) -> str | None:
 
 def _render(result: SweepReport | SplitBenchReport) -> None:
     """The split's tables, or the sweep's (split_report is loaded already: both benches make its reports)."""
-    from splitnn.onnxsplit.bench.split_report import SplitBenchReport
+    from splitnn.onnxsplit.measure.split_report import SplitBenchReport
 
     if isinstance(result, SplitBenchReport):
         render_split(result)
@@ -134,7 +134,7 @@ def _adaptive_bench(outdir: str, link: LinkEmulation, bench: BenchChoice, as_jso
     with Progress() as progress:
         result = bench_adaptive(outdir, link, bench, progress)
     if plot is not None:
-        from splitnn.onnxsplit.bench.charts import adaptive_timeline_png
+        from splitnn.onnxsplit.measure.charts import adaptive_timeline_png
 
         deadline = f", deadline {bench.deadline_s * 1e3:g} ms" if bench.deadline_s is not None else ""
         adaptive_timeline_png(plot, result, f"{outdir}: adaptive over {result.link}{deadline}")
@@ -147,7 +147,7 @@ def _adaptive_bench(outdir: str, link: LinkEmulation, bench: BenchChoice, as_jso
 
 
 def _tile_bench(outdir: str, tiles: TileBenchChoice, as_json: bool) -> None:
-    from splitnn.onnxsplit.bench.tiles import run_tile_bench
+    from splitnn.onnxsplit.measure.tiles import run_tile_bench
 
     with Progress() as progress:
         progress("starting the Dask cluster", 0, 1)
@@ -159,7 +159,7 @@ def _tile_bench(outdir: str, tiles: TileBenchChoice, as_json: bool) -> None:
 
 
 def _plot(path: str, target: str, result: Any, sweep: bool) -> None:
-    from splitnn.onnxsplit.bench.charts import bench_bars, stacked_bars_png, sweep_bars
+    from splitnn.onnxsplit.measure.charts import bench_bars, stacked_bars_png, sweep_bars
 
     if sweep:
         title = f"{Path(target).name}: measured per cut ({result.measure}), {result.device} -> {result.link} -> {result.server}"

@@ -29,9 +29,9 @@ from splitnn.onnxsplit.jobs.choices import PlanningInputs, planning_inputs
 
 if TYPE_CHECKING:  # (imported where used: each pulls in its own layer's modules)
     from splitnn.onnxsplit.artifacts.plan_file import WeightsUpdateRecord
-    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchReport
-    from splitnn.onnxsplit.bench.split_report import SplitBenchReport
-    from splitnn.onnxsplit.bench.tile_report import TileBenchReport
+    from splitnn.onnxsplit.measure.adaptive import AdaptiveBenchReport
+    from splitnn.onnxsplit.measure.split_report import SplitBenchReport
+    from splitnn.onnxsplit.measure.tile_report import TileBenchReport
     from splitnn.onnxsplit.runtime.device import DeviceClient
     from splitnn.onnxsplit.runtime.server import ModelServer
 
@@ -256,7 +256,7 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
 
     kind = plan_strategy(folder)
     if kind == "tiles":
-        from splitnn.onnxsplit.bench.tiles import TileBenchOptions, run_tile_bench
+        from splitnn.onnxsplit.measure.tiles import TileBenchOptions, run_tile_bench
 
         return run_tile_bench(folder, TileBenchOptions(workers=workers, images=images, scheduler=scheduler,
                                                       data_parallel=data_parallel))

@@ -27,7 +27,7 @@ LAYERS = [
     ("splitnn.onnxsplit.vertical", 5),
     ("splitnn.onnxsplit.tiles", 5),
     ("splitnn.onnxsplit.runtime", 6),
-    ("splitnn.onnxsplit.bench", 7),
+    ("splitnn.onnxsplit.measure", 7),
     ("splitnn.onnxsplit.jobs", 8),  # whole jobs (partition) from typed option records, for the API and the CLI
     ("splitnn.onnxsplit.api", 9),  # the Python API: the library's main jobs as typed functions
     ("splitnn.cli", 10),

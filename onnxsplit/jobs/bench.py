@@ -17,9 +17,9 @@ from splitnn.cost_models.profiles import LinkProfile
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 if TYPE_CHECKING:
-    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchReport
-    from splitnn.onnxsplit.bench.split_report import SplitBenchReport
-    from splitnn.onnxsplit.bench.sweep import SweepReport
+    from splitnn.onnxsplit.measure.adaptive import AdaptiveBenchReport
+    from splitnn.onnxsplit.measure.split_report import SplitBenchReport
+    from splitnn.onnxsplit.measure.sweep import SweepReport
     from splitnn.onnxsplit.runtime.link_emulator import LinkSettings
 
 Progress = Callable[[str, int, int], None]
@@ -99,7 +99,7 @@ class BenchChoice:
 def bench_split(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, progress: Progress | None = None
                 ) -> SplitBenchReport:
     """A vertical split's two parts as processes, over the emulated link."""
-    from splitnn.onnxsplit.bench.vertical import BenchOptions, run_bench
+    from splitnn.onnxsplit.measure.vertical import BenchOptions, run_bench
     from splitnn.onnxsplit.runtime.device import DevicePart
 
     _refuse_adaptive_options(bench)
@@ -122,7 +122,7 @@ def bench_adaptive(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, 
     """An adaptive plan's device switching cuts as the emulated link moves (and, with compare_static, each kept
     cut held for the same replay)."""
     from splitnn.onnxsplit.artifacts.plan_file import read_adaptive_plan
-    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchOptions, compare_static, run_adaptive_bench
+    from splitnn.onnxsplit.measure.adaptive import AdaptiveBenchOptions, compare_static, run_adaptive_bench
 
     settings = emulated_settings(read_adaptive_plan(outdir).link, link)
     options = AdaptiveBenchOptions(requests=bench.requests, deadline_s=bench.deadline_s, timeout_s=bench.timeout_s,
@@ -151,7 +151,7 @@ def sweep_model(model: str | Path, sweep: SweepChoice, link: LinkEmulation, benc
     """Every feasible cut of `model` (or the `sweep.top` best) written, verified and measured under one link;
     `planned` sees the plan before the runs."""
     from splitnn.onnxsplit.analysis.analyze import analyze
-    from splitnn.onnxsplit.bench.sweep import sweep_cuts
+    from splitnn.onnxsplit.measure.sweep import sweep_cuts
     from splitnn.onnxsplit.jobs.choices import planning_inputs
     from splitnn.onnxsplit.model.loading import load_graph
     from splitnn.onnxsplit.vertical.planning import plan_split

@@ -1,5 +1,5 @@
 """The device side of an adaptive plan (issue 13, items 2-4 and 8): `splitnn device` runs it against a real
-server, and run-bench (bench/adaptive.py) runs it over an emulated link.
+server, and run-bench (measure/adaptive.py) runs it over an emulated link.
 
 Per request: the estimate (runtime/bandwidth.py; the plan's typical rate while
 there is no fresh one) picks a kept cut with hysteresis; the device graph runs
@@ -37,7 +37,7 @@ A server that refuses the device's token (runtime/device.Refused) is no slow lin
 (`refused` says why) and every request is an error, unless a deadline asked the device to answer alone when the
 server cannot, where it answers alone.
 
-`emulate_board`: run-bench's emulation of a slower board (as in bench/vertical.py): each part, and each
+`emulate_board`: run-bench's emulation of a slower board (as in measure/vertical.py): each part, and each
 finish on the device, waits until the device profile's predicted time for it has passed.
 """
 from __future__ import annotations

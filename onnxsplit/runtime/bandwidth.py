@@ -1,6 +1,6 @@
 """What the device knows of the link and the server while it runs: a bandwidth estimate from its own requests, the
 server's speed from the times its answers carry, and the cut it picks from both (issue 13, items 2 and 3; issue 30,
-item 11; bench/adaptive.py runs them).
+item 11; measure/adaptive.py runs them).
 
 The estimate is passive. Each answered request gives one sample: the bits
 that crossed (up, and down in the link's ratio) over the time they took on the

@@ -5,7 +5,7 @@ Every request is timed by stage:
   this host times `slowdown`, or at least `board_s` (a real board is much
   slower than this host; the extra time is slept, so the link and the server
   see the same pacing a board would give them). run-bench sets `board_s` to
-  what the device profile predicts for the part (bench/emulated_board.py);
+  what the device profile predicts for the part (measure/emulated_board.py);
 - encode_s: serialising the tensors into a frame;
 - transfer_s: from the first byte sent to the answer received, less the
   server's compute and decode times, which the answer carries, and this

@@ -26,7 +26,7 @@ float32: the plain "send a JPEG" baseline, taken when the link is fast enough, b
 With a reply codec (`--reply-codec`), every cut that sends is priced with its answer in it, measured on the
 model's outputs (its own change held to the bound), and the server answers every cut in it.
 
-run-bench runs it (bench/adaptive.py: the estimate, the choice per request,
+run-bench runs it (measure/adaptive.py: the estimate, the choice per request,
 local answers on a deadline); serve, device and update-weights refuse this
 kind of plan with one line until they handle it.
 """

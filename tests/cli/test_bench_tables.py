@@ -4,8 +4,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from splitnn.cli import bench_tables
-from splitnn.onnxsplit.bench.adaptive import HeldBackCount
-from splitnn.onnxsplit.bench.emulated_board import calibrate
+from splitnn.onnxsplit.measure.adaptive import HeldBackCount
+from splitnn.onnxsplit.measure.emulated_board import calibrate
 
 
 def _versus(vs_all_device: float, vs_all_server: float | None):

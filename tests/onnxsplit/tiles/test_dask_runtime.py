@@ -7,7 +7,7 @@ import pytest
 
 from splitnn.cost_models.catalog import load_device
 from splitnn.onnxsplit.analysis.analyze import analyze
-from splitnn.onnxsplit.bench.tiles import TileBenchOptions, run_tile_bench
+from splitnn.onnxsplit.measure.tiles import TileBenchOptions, run_tile_bench
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.tiles.export import write_tiles

@@ -9,7 +9,7 @@ from splitnn.cost_models.catalog import load_device
 from splitnn.cost_models.latency import seconds
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.artifacts.plan_file import read_tile_plan
-from splitnn.onnxsplit.bench.tiles import TileBenchOptions, run_tile_bench
+from splitnn.onnxsplit.measure.tiles import TileBenchOptions, run_tile_bench
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.tiles.export import write_tiles

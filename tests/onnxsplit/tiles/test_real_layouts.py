@@ -96,7 +96,7 @@ def test_an_nhwc_input_is_tiled_in_its_height_and_width(tmp_path):
 
 
 def test_an_nhwc_tile_plan_runs_on_dask(tmp_path):
-    from splitnn.onnxsplit.bench.tiles import TileBenchOptions, run_tile_bench
+    from splitnn.onnxsplit.measure.tiles import TileBenchOptions, run_tile_bench
 
     path = tmp_path / "keras.onnx"
     onnx.save_model(_keras_like(), str(path))

@@ -122,7 +122,7 @@ def test_a_feature_pyramid_runs_on_dask_in_stacks_that_hand_on_several_maps(tmp_
     """issue 31, items 2 and 5: YOLOv8n's plan has stacks that read and hand on several maps (the pyramid's taps
     and levels), chosen on a link where the tiles' bytes cost little; on Dask each tile gets a crop of every map its
     stack reads, and the outputs match the model."""
-    from splitnn.onnxsplit.bench.tiles import TileBenchOptions, run_tile_bench
+    from splitnn.onnxsplit.measure.tiles import TileBenchOptions, run_tile_bench
 
     model, shapes = CORPUS_CNNS["yolov8n"]
     analysis = analyze(load_graph(model(), shapes))
@@ -234,7 +234,7 @@ def test_reuse_runs_on_an_nhwc_export(tmp_path):
     """issue 31, item 4: --reuse was refused on NHWC models. MTCNN's O-Net (keras2onnx: NHWC input, PRelu) in a
     2x2 grid: the second-phase tiles take their overlaps from their neighbours, in the image's own layout for the
     layers before the Transpose; verified when written, and the same on Dask."""
-    from splitnn.onnxsplit.bench.tiles import TileBenchOptions, run_tile_bench
+    from splitnn.onnxsplit.measure.tiles import TileBenchOptions, run_tile_bench
 
     model, shapes = CORPUS_CNNS["mtcnn_onet"]
     analysis = analyze(load_graph(model(), shapes))
@@ -368,7 +368,7 @@ def test_stacks_go_past_squeeze_and_excitation_blocks(tmp_path):
     on the map, the client computes the block's vector from the stitched map, and every tile of the next stack
     reads the whole vector; the region then stops at the head's GlobalAveragePool. Verified against onnxruntime,
     and on Dask the outputs equal the model's."""
-    from splitnn.onnxsplit.bench.tiles import TileBenchOptions, run_tile_bench
+    from splitnn.onnxsplit.measure.tiles import TileBenchOptions, run_tile_bench
     from splitnn.onnxsplit.tiles.stack_region import tileable_region
 
     path = tmp_path / "se.onnx"

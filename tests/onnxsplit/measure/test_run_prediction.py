@@ -7,8 +7,8 @@ import pytest
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.artifacts.plan_file import model_path, read_vertical_plan
-from splitnn.onnxsplit.bench.run_prediction import emulated_link, predict_run
-from splitnn.onnxsplit.bench.vertical import BenchOptions, run_bench
+from splitnn.onnxsplit.measure.run_prediction import emulated_link, predict_run
+from splitnn.onnxsplit.measure.vertical import BenchOptions, run_bench
 from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.runtime.link_emulator import settings_for
 from splitnn.onnxsplit.runtime.server import server_part_path

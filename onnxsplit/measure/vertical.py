@@ -27,9 +27,9 @@ from splitnn.cost_models.prediction import Prediction, pipelined_fps
 from splitnn.cost_models.profiles import DeviceProfile
 from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference, plan_feeds
 from splitnn.onnxsplit.artifacts.plan_file import VerticalPlanFile, model_path
-from splitnn.onnxsplit.bench.emulated_board import Calibration, calibrate
-from splitnn.onnxsplit.bench.run_prediction import predict_run
-from splitnn.onnxsplit.bench.split_report import (
+from splitnn.onnxsplit.measure.emulated_board import Calibration, calibrate
+from splitnn.onnxsplit.measure.run_prediction import predict_run
+from splitnn.onnxsplit.measure.split_report import (
     Baselines,
     BytesPerRequest,
     LinkReport,

@@ -28,8 +28,8 @@ import numpy as np
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.bench_inputs import plan_feeds
 from splitnn.onnxsplit.artifacts.verification import reference_outputs
-from splitnn.onnxsplit.bench.split_report import SplitBenchReport
-from splitnn.onnxsplit.bench.vertical import BenchOptions, run_bench
+from splitnn.onnxsplit.measure.split_report import SplitBenchReport
+from splitnn.onnxsplit.measure.vertical import BenchOptions, run_bench
 from splitnn.onnxsplit.codecs.specs import require_self_describing
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.records import Record

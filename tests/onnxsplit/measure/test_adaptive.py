@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.onnxsplit.analysis.analyze import analyze
-from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchOptions, run_adaptive_bench
+from splitnn.onnxsplit.measure.adaptive import AdaptiveBenchOptions, run_adaptive_bench
 from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.runtime.link_emulator import settings_for
 from splitnn.onnxsplit.vertical.adaptive import plan_adaptive, write_adaptive

@@ -5,8 +5,8 @@ import pytest
 
 from splitnn.cost_models.prediction import Prediction
 from splitnn.onnxsplit.artifacts.plan_file import CutRecord
-from splitnn.onnxsplit.bench.charts import Bar, bench_bars, stacked_bars_png, sweep_bars
-from splitnn.onnxsplit.bench.split_report import (
+from splitnn.onnxsplit.measure.charts import Bar, bench_bars, stacked_bars_png, sweep_bars
+from splitnn.onnxsplit.measure.split_report import (
     Baselines,
     BytesPerRequest,
     LinkReport,
@@ -15,7 +15,7 @@ from splitnn.onnxsplit.bench.split_report import (
     SlowdownReport,
     SplitBenchReport,
 )
-from splitnn.onnxsplit.bench.sweep import PointBrief, StageSeconds, SweepPoint, SweepReport
+from splitnn.onnxsplit.measure.sweep import PointBrief, StageSeconds, SweepPoint, SweepReport
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -79,7 +79,7 @@ def test_nothing_is_drawn_outside_the_picture_and_the_legend_covers_no_marker(co
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from splitnn.onnxsplit.bench.charts import bar_figure
+    from splitnn.onnxsplit.measure.charts import bar_figure
 
     bars = [Bar(f"{i}: /model.22/Concat_{i}_output_0", {"device_s": 0.01 * (i + 1), "transfer_s": 0.2},
                 0.25, ["chosen"] if i == 0 else []) for i in range(count)]
@@ -107,8 +107,8 @@ def test_an_adaptive_timeline_keeps_its_text_on_the_page():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchReport, Latencies, RequestPoint
-    from splitnn.onnxsplit.bench.charts import timeline_figure
+    from splitnn.onnxsplit.measure.adaptive import AdaptiveBenchReport, Latencies, RequestPoint
+    from splitnn.onnxsplit.measure.charts import timeline_figure
 
     points = tuple(RequestPoint(0.1 * i, 20e6 if i < 20 else 1e6, 20e6 if i < 20 else 0.8e6, 0 if i < 20 else 37,
                                 "remote" if i < 20 else "local", 0.4 if i < 20 else 0.64) for i in range(40))
@@ -139,7 +139,7 @@ def test_codec_trials_are_drawn_by_verdict_and_their_text_stays_on_the_page(tmp_
     import matplotlib.pyplot as plt
 
     from splitnn.onnxsplit.artifacts.plan_file import CodecTrialRecord
-    from splitnn.onnxsplit.bench.charts import codec_trials_png, trials_figure
+    from splitnn.onnxsplit.measure.charts import codec_trials_png, trials_figure
 
     trials = [CodecTrialRecord(0, ("input",), "jpeg:70", 0.28, 3.5, "ruled out: relerr 0.071 (limit relerr<=0.05)", 10300),
               CodecTrialRecord(0, ("input",), "webp:86:0", 0.35, 2.9, "chosen", 15011),
@@ -176,8 +176,8 @@ def test_the_timeline_draws_the_trace_where_its_rate_changed():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchReport, Latencies, RequestPoint
-    from splitnn.onnxsplit.bench.charts import timeline_figure
+    from splitnn.onnxsplit.measure.adaptive import AdaptiveBenchReport, Latencies, RequestPoint
+    from splitnn.onnxsplit.measure.charts import timeline_figure
 
     points = (RequestPoint(3.5, 50e6, 50e6, 0, "remote", 0.4), RequestPoint(6.35, 40e6, 1e6, 37, "local", 0.64))
     report = AdaptiveBenchReport("out/vgg", 2, 1, 1, 0, 0.9, 0, Latencies(0.5, 0.64, 0.64, 0.52), {"0": 1, "37": 1},

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from splitnn.onnxsplit.bench.split_report import SplitBenchReport
+from splitnn.onnxsplit.measure.split_report import SplitBenchReport
 
 if TYPE_CHECKING:
     from splitnn.onnxsplit.artifacts.plan_file import CodecTrialRecord
-    from splitnn.onnxsplit.bench.adaptive import AdaptiveBenchReport
-    from splitnn.onnxsplit.bench.sweep import SweepReport
+    from splitnn.onnxsplit.measure.adaptive import AdaptiveBenchReport
+    from splitnn.onnxsplit.measure.sweep import SweepReport
 from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic
 from splitnn.onnxsplit.core.errors import SplitnnError
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference, plan_feeds
 from splitnn.onnxsplit.artifacts.plan_file import TilePlanFile
-from splitnn.onnxsplit.bench.tile_report import (
+from splitnn.onnxsplit.measure.tile_report import (
     ScalingRow,
     TableRow,
     TaskRun,

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from splitnn.onnxsplit.bench.emulated_board import calibrate
+from splitnn.onnxsplit.measure.emulated_board import calibrate
 from tests.helpers import run_cli
 
 

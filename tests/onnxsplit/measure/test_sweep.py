@@ -5,7 +5,7 @@ import pytest
 
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.onnxsplit.analysis.analyze import analyze
-from splitnn.onnxsplit.bench.sweep import predicted_seconds, sweep_cuts
+from splitnn.onnxsplit.measure.sweep import predicted_seconds, sweep_cuts
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.runtime.link_emulator import settings_for

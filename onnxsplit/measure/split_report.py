@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from splitnn.cost_models.prediction import Prediction
 from splitnn.onnxsplit.artifacts.plan_file import CutRecord
-from splitnn.onnxsplit.bench.emulated_board import Calibration
-from splitnn.onnxsplit.bench.run_prediction import RunPrediction
+from splitnn.onnxsplit.measure.emulated_board import Calibration
+from splitnn.onnxsplit.measure.run_prediction import RunPrediction
 from splitnn.onnxsplit.core.records import Record
 
 
@@ -40,7 +40,7 @@ class LinkReport(Record):
 
 @dataclass(frozen=True)
 class SlowdownReport(Record):
-    """How the board's compute was emulated on this host (see bench/emulated_board.py)."""
+    """How the board's compute was emulated on this host (see measure/emulated_board.py)."""
 
     factor: float  # K: the device part's host time x K is the board's (calibrated: at the median)
     source: str  # "given" (--device-slowdown K) or "calibrated" (each part brought to its prediction)

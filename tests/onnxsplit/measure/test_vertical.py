@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from splitnn.onnxsplit.bench.split_report import Baselines, Percentiles, StreamReport
-from splitnn.onnxsplit.bench.vertical import versus_baselines
+from splitnn.onnxsplit.measure.split_report import Baselines, Percentiles, StreamReport
+from splitnn.onnxsplit.measure.vertical import versus_baselines
 
 BASELINES = Baselines(all_device_s=0.080, all_server_s=0.275, all_server=None, requests=10, all_device_fps=12.5,
                       all_server_fps=4.0)
