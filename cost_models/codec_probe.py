@@ -65,7 +65,7 @@ def codec_reference_seconds(runs: int = REFERENCE_RUNS) -> tuple[float, float]:
 
 
 def _median(work: Callable[[], object], runs: int) -> float:
-    for _ in range(3):  # the first calls load the library and start its threads (blosc2's first took 1.5x)
+    for _ in range(3):  # the first calls load the library and start its threads
         work()
     times = []
     for _ in range(runs):

@@ -2,8 +2,8 @@
 
 One small graph per operator class is timed (median of runs, after warm-up), at
 the optimization level of the device's ORT-format part (DEVICE_PART_LEVEL: at
-onnxruntime's default level a depthwise convolution ran 3.2x faster than the
-same shape inside a device part, 52 against 16 GMAC/s); a narrow dense
+onnxruntime's default level a depthwise convolution runs several times faster
+than the same shape inside a device part: docs/measurements.md); a narrow dense
 convolution (16 channels) gives the width from which dense convolutions run
 at the full rate; depthwise convolutions with wide, narrow and strided rows
 give that class's full rate and its row efficiency (cost_models.latency). The
@@ -126,7 +126,7 @@ def _probes() -> dict[str, tuple[tuple[onnx.ModelProto, dict[str, np.ndarray]], 
         # Three operations per element (cost_models/operators/reduce.py), over YOLOv8's box distribution.
         "strided_softmax": (_single("Softmax", [1, 16, 4, 2100], None, axis=1), 3 * 16 * 4 * 2100),
         # The activations' bandwidth: onnxruntime adding two layer-sized tensors (1.6 MB each), which stay in the
-        # caches as a layer's activations do (about 170 GB/s here, where a 64 MB copy moves 40).
+        # caches as a layer's activations do (several times a large copy's bandwidth: docs/measurements.md).
         "activations": (_add_probe([1, 128, 56, 56]), 3 * 4 * 128 * 56 * 56),
         # The weights': a vector times a 128 MB matrix, each weight read once from DRAM, as a fully connected layer.
         "weights": (_single("MatMul", [1, 4096], [4096, 8192]), 4096 * 8192 * 4),

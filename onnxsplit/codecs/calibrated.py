@@ -3,8 +3,8 @@ plan.json), so a frame carries the codes alone.
 
 Per channel (axis 1) by default, from the lowest and highest value each channel took over the calibration
 inputs; a value outside that range at run time is clipped to it. Against int8 with the ranges taken from each
-tensor (codecs/quantized.py) the frame saves the ranges and their .npy header (on a 13,824-value cut of 24
-channels, 3.97x fewer bytes than float32 instead of 3.88x), and the device skips a min/max pass; the price is
+tensor (codecs/quantized.py) the frame saves the ranges and their .npy header (docs/measurements.md has a
+cut's figures), and the device skips a min/max pass; the price is
 a step set by the widest input seen, not by the one being sent.
 """
 from __future__ import annotations

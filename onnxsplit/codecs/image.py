@@ -26,8 +26,8 @@ from splitnn.onnxsplit.codecs.calibrated import TensorRange, calibrate_range
 
 # spec prefix -> Pillow's format name; PNG is lossless and takes no quality.
 IMAGE_FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "png": "PNG"}
-# libwebp's effort (cwebp -m, Pillow's `method`) when a spec names none: 4. At 224x224 on this host it encodes in
-# 4.7 ms against 1.8 ms at effort 0, for 7% fewer bytes; a board's slower core makes that gap tens of ms.
+# libwebp's effort (cwebp -m, Pillow's `method`) when a spec names none: 4, a few percent fewer bytes than effort 0
+# for a few times its encode time (docs/measurements.md, figures behind the code's choices).
 WEBP_DEFAULT_METHOD = 4
 # An image header may claim any size: one larger than this is refused before a pixel is decoded.
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
@@ -74,7 +74,7 @@ class ImageCodec:
             raise ValueError(f"tensor '{self.range.name}' of shape {list(array.shape)} is not one image "
                              "(1xCxHxW or 1xHxWxC with 3 or 1 channels)")
         # The arithmetic in the tensor's own layout, contiguous, in place; only the uint8 codes are moved to H, W, C
-        # (0.17 ms for 3x224x224 here, against 0.64 through a transposed view: a board pays a few times that).
+        # (several times faster than through a transposed view: docs/measurements.md).
         channels = array.shape[axis]
         low, step = self._scales(channels)
         shape = (low.size, 1, 1) if axis == 1 else (1, 1, low.size)  # (one range for all: size 1)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 # The graph optimizations of the device's ORT-format part (basic: runnable by any execution provider). Every
 # timing that predicts a device part runs at this level: at "all", onnxruntime's NCHWc layout makes a depthwise
-# convolution 3x faster on x86 than the part will ever run.
+# convolution faster on x86 than the part will ever run (docs/measurements.md).
 DEVICE_PART_LEVEL = "basic"
 
 

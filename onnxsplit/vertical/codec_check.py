@@ -93,7 +93,7 @@ def measure_codec(server: ServerRun, sent: Sequence[Tensors], plain: Sequence[Te
     by_name = {r.name: r for r in ranges} if ranges is not None else calibrated_ranges(spec, sent)
     codecs = tensor_codecs(spec, by_name)
     raw, coded, encode_s, decode_s, abs_err, rel_err, agreed = [], [], [], [], 0.0, 0.0, []
-    round_trip(codecs, sent[0])  # warm-up, not timed: a codec's first call loads its library (blosc2: ~80 ms)
+    round_trip(codecs, sent[0])  # warm-up, not timed: a codec's first call loads its library
     for tensors, want in zip(sent, plain):
         trip = round_trip(codecs, tensors)
         encode_s.append(trip.encode_s)
