@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from splitnn.cost_models.profiles import DeviceProfile, LinkProfile
 from splitnn.onnxsplit.analysis.analyze import Analysis
@@ -28,6 +28,7 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.jobs.choices import PlanningInputs, planning_inputs
 
 if TYPE_CHECKING:  # (imported where used: each pulls in its own layer's modules)
+    from splitnn.onnxsplit.jobs.partition import JobHooks
     from splitnn.onnxsplit.artifacts.plan_file import WeightsUpdateRecord
     from splitnn.onnxsplit.measure.adaptive import AdaptiveBenchReport
     from splitnn.onnxsplit.measure.split_report import SplitBenchReport
@@ -159,6 +160,10 @@ def load_plan(folder: str | Path) -> PlanFile:
     return read_plan(folder)
 
 
+_VERTICAL_ONLY = ("cut, objective, trace, percentile, bandwidth_range and adaptive choose a vertical split's cut: drop "
+                  "them with strategy='tiles'")
+
+
 def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None, strategy: str = "vertical",
               device: str = "rockpro64", server: str = "cloud-cpu", link: str | None = None,
               bandwidth: str | float | None = None, rtt: str | float | None = None, objective: str = "latency",
@@ -192,18 +197,11 @@ def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None
     >>> plan = splitnn.partition("vgg16.onnx", "out/vgg16", device="raspberry-pi-4", link="3g")  # doctest: +SKIP
     >>> plan.cut.tensors, plan.predicted.total_s  # doctest: +SKIP
     """
-    from splitnn.onnxsplit.jobs.choices import (
-        CutChoice,
-        TilePlanning,
-        VerificationChoice,
-        codec_choice,
-        cut_choice,
-        tile_planning,
-    )
+    from splitnn.onnxsplit.jobs.choices import CutChoice, TilePlanning, VerificationChoice, codec_choice, cut_choice
+    from splitnn.onnxsplit.jobs.choices import tile_planning
     from splitnn.onnxsplit.jobs.partition import PartitionJob, partition_model
 
-    tiles = TilePlanning()
-    planning = None
+    tiles, planning = TilePlanning(), None
     if strategy == "tiles":
         link_bps = cluster_link if not isinstance(cluster_link, str) else tile_planning(
             cluster_link=cluster_link).cluster_link_bps
@@ -212,12 +210,31 @@ def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None
         planning = planning_inputs(device, server, link, _bps(bandwidth), _seconds(rtt), max_device_share,
                                    max_transfer_bytes)
     forced = ",".join(cut) if cut is not None and not isinstance(cut, str) else cut
+    if strategy == "tiles" and any(v not in (None, False, "latency") for v in (forced, objective, trace, percentile,
+                                                                              bandwidth_range, adaptive)):
+        raise SplitnnError(_VERTICAL_ONLY)
     choice = cut_choice(objective, forced, trace, percentile, bandwidth_range, adaptive) if strategy == "vertical" \
         else CutChoice()
     job = PartitionJob(strategy, planning, choice, codec_choice(codec, calibration, preprocess, max_output_change,
                                                                 reply_codec), VerificationChoice(atol, rtol, ort_format),
                        tiles)
-    return partition_model(model, out, job, _shapes(input_shapes)).document
+    return partition_model(model, out, job, _shapes(input_shapes), _warning_hooks()).document
+
+
+def _warning_hooks() -> JobHooks:
+    """The job's notes as Python warnings (the command line prints them): a codec not used, a codec measured on a
+    random input, operators priced at 0 s."""
+    import warnings
+
+    from splitnn.onnxsplit.jobs.partition import JobHooks
+
+    def planned(plan: Any) -> None:
+        if plan.unpriced is not None:
+            ops = ", ".join(f"{op} x{count}" for op, count in plan.unpriced.counts.items())
+            warnings.warn(f"splitnn: no cost formula for {ops}: priced at 0 s, the prediction leaves out their work",
+                          stacklevel=4)
+
+    return JobHooks(note=lambda text: warnings.warn(f"splitnn: {text}", stacklevel=4), planned=planned)
 
 
 def _bps(value: str | float | None) -> float | None:
@@ -234,37 +251,53 @@ def _seconds(value: str | float | None) -> float | None:
 
 def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, workers: int | None = None,
               link: str | None = None, bandwidth: str | float | None = None, rtt: str | float | None = None,
-              jitter: str | float | None = None, loss: float = 0.0, stream: bool = False,
-              deadline: str | float | None = None, duration_s: float | None = None, scheduler: str | None = None,
+              jitter: str | float | None = None, loss: float = 0.0, trace: str | Path | None = None,
+              outages: Sequence[str] = (), stream: bool = False, deadline: str | float | None = None,
+              duration_s: float | None = None, compare_static: bool = False, scheduler: str | None = None,
               data_parallel: bool = False) -> SplitBenchReport | AdaptiveBenchReport | TileBenchReport:
     """Run the plan in `folder` on this machine and measure it against its prediction: what `splitnn run-bench`
     does, by the plan's kind.
 
     A vertical split: the device and server parts as two processes over an emulated link (the plan's own, or
-    the built-in `link`; `bandwidth`, `rtt`, `jitter` and `loss` change it), `requests` requests, pipelined
-    too with `stream`; returns a SplitBenchReport (`stages`, `predicted_s`). An adaptive plan: its device
-    switching cuts as the link moves, every answer within `deadline` where given, for `requests` requests or
-    `duration_s` seconds; returns an AdaptiveBenchReport. A tile plan: its tiles on an embedded Dask cluster (or
-    `scheduler`'s) of 1..`workers` workers (default the plan's nodes), `images` images each, or whole images
-    spread with `data_parallel`; returns a TileBenchReport (`scaling`, `outputs_match`).
+    the built-in `link`; `bandwidth`, `rtt`, `jitter`, `loss`, a bandwidth `trace` (time_s,mbps CSV) and
+    `outages` ("2-4.5" seconds) change it), `requests` requests, pipelined too with `stream`; returns a
+    SplitBenchReport (`stages`, `predicted_s`). An adaptive plan: its device switching cuts as the link moves
+    (give a `trace`), every answer within `deadline` where given, for `requests` requests or `duration_s`
+    seconds, beside each kept cut held with `compare_static`; returns an AdaptiveBenchReport. A tile plan: its
+    tiles on an embedded Dask cluster (or `scheduler`'s) of 1..`workers` workers (default the plan's nodes),
+    `images` images each, or whole images spread with `data_parallel`; returns a TileBenchReport (`scaling`,
+    `outputs_match`). An option that does not apply to the plan's kind is refused.
 
     >>> report = splitnn.run_bench("out/vgg16", requests=5)  # doctest: +SKIP
     >>> report.stages["e2e_s"].p50, report.predicted_s  # doctest: +SKIP
     """
+    from splitnn.cost_models.link_traces import read_trace
     from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
-    from splitnn.onnxsplit.jobs.bench import BenchChoice, LinkEmulation, bench_adaptive, bench_split
+    from splitnn.onnxsplit.jobs.bench import BenchChoice, LinkEmulation, bench_adaptive, bench_split, outage_windows
 
     kind = plan_strategy(folder)
+    link_given = any(v not in (None, 0.0, (), False) for v in (link, bandwidth, rtt, jitter, loss, trace, outages,
+                                                                stream, deadline, duration_s, compare_static))
+    tile_given = workers is not None or scheduler is not None or data_parallel
     if kind == "tiles":
         from splitnn.onnxsplit.measure.tiles import TileBenchOptions, run_tile_bench
 
+        if link_given:
+            raise SplitnnError("a tile plan runs on Dask, not over an emulated link: drop the link, stream and "
+                               "adaptive options")
         return run_tile_bench(folder, TileBenchOptions(workers=workers, images=images, scheduler=scheduler,
                                                       data_parallel=data_parallel))
-    emulated = LinkEmulation(link, _bps(bandwidth), _seconds(rtt), _seconds(jitter) or 0.0, loss)
+    if tile_given:
+        raise SplitnnError("workers, scheduler and data_parallel apply to tile plans (strategy='tiles')")
+    emulated = LinkEmulation(link, _bps(bandwidth), _seconds(rtt), _seconds(jitter) or 0.0, loss,
+                             outage_windows(outages), tuple(read_trace(str(trace))) if trace else ())
+    bench = BenchChoice(requests, stream=stream, deadline_s=_seconds(deadline), duration_s=duration_s,
+                        compare_static=compare_static)
     if kind == "adaptive":
-        return bench_adaptive(folder, emulated, BenchChoice(requests, deadline_s=_seconds(deadline),
-                                                            duration_s=duration_s))
-    return bench_split(folder, emulated, BenchChoice(requests, stream=stream))
+        if stream:
+            raise SplitnnError("stream pipelines a split's frames; an adaptive plan's device sends one at a time")
+        return bench_adaptive(folder, emulated, bench)
+    return bench_split(folder, emulated, bench)
 
 
 def serve(folder: str | Path, *, host: str = "127.0.0.1", port: int = 0, token: bytes | None = None) -> ModelServer:

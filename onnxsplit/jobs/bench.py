@@ -156,6 +156,7 @@ def sweep_model(model: str | Path, sweep: SweepChoice, link: LinkEmulation, benc
     from splitnn.onnxsplit.model.loading import load_graph
     from splitnn.onnxsplit.vertical.planning import plan_split
 
+    _refuse_adaptive_options(bench)
     settings = emulated_settings(None, link)
     inputs = planning_inputs(sweep.device, sweep.server, link.name, link.bandwidth_bps, link.rtt_s,
                              sweep.max_device_share, sweep.max_transfer_bytes)

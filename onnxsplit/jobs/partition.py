@@ -72,6 +72,10 @@ def partition_model(model: str | Path, out: str | Path, job: PartitionJob,
     if job.codec.reply != "none" and job.strategy == "tiles":
         raise SplitnnError("--reply-codec applies to a split between a device and a server: drop it with "
                            "--strategy tiles")
+    if job.strategy == "tiles":
+        from splitnn.cost_models.catalog import load_device
+
+        load_device(job.tiles.node_profile)  # a wrong name is said before the model is read
     analysis = analyze(load_graph(str(model), input_shapes or {}))
     if job.strategy == "tiles":
         return _tiles(analysis, out, job, hooks)

@@ -27,7 +27,7 @@ without padding, then cropped). Whatever falls outside the input is padding, and
 there (at the true image border) is padding applied: a tile's window keeps
 pads only on the sides where its region was clipped. Where a tensor is
 computed over more than one reader needs (two branches with different
-halos), the tile graph crops it for that reader (tiles/export.py).
+halos), the tile graph crops it for that reader (tiles/tile_graphs.py).
 Neighbouring tiles' regions overlap, and the overlap is computed twice: the
 redundant MACs.
 

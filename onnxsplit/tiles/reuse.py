@@ -50,7 +50,12 @@ class Unit:
     @property
     def maps(self) -> tuple[str, ...]:
         """The maps the unit reads (its first layer's), each assembled over the same region."""
-        return tuple(name for name in self.first.data_inputs if name not in self.first.broadcast)
+        return tuple(dict.fromkeys(name for name in self.first.data_inputs if name not in self.first.broadcast))
+
+    @property
+    def vectors(self) -> tuple[str, ...]:
+        """The whole-map vectors the unit reads whole (a squeeze-and-excitation block's)."""
+        return tuple(dict.fromkeys(self.first.broadcast))
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -139,10 +144,10 @@ def unit_work(grid: TileGrid, units: list[Unit], tile: Tile) -> tuple[UnitWork, 
         if (1, 0) in near:
             y1 = min(y1, near[(1, 0)].layers[last].output_region[0])
         if y0 >= y1 or x0 >= x1:
-            works.append(UnitWork(unit.maps, unit.first.broadcast, unit.outputs))
+            works.append(UnitWork(unit.maps, unit.vectors, unit.outputs))
             continue
         reads, pads, computed = layer_reads(unit.first, (y0, y1, x0, x1))
-        works.append(UnitWork(unit.maps, unit.first.broadcast, unit.outputs, (y0, y1, x0, x1), reads, pads, computed))
+        works.append(UnitWork(unit.maps, unit.vectors, unit.outputs, (y0, y1, x0, x1), reads, pads, computed))
     return tuple(works)
 
 

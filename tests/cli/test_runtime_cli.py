@@ -54,6 +54,7 @@ def test_run_bench_table_with_loss_and_outage(plan_dir):
     (["--rounds", "3"], "--rounds applies only with --sweep"),
     (["--device", "rockpro64", "--objective", "latency"], "--device, --objective apply only with --sweep"),
     (["--sweep", "--stream"], "drop --stream"),
+    (["--sweep", "--deadline", "100ms"], "--deadline applies to adaptive plans"),
     (["--plot", "x.svg", "--no-baselines"], "must name a .png file"),
 ])
 def test_run_bench_bad_options(plan_dir, args, message):

@@ -132,6 +132,12 @@ def test_partition_takes_every_option_the_command_line_has(sample_path, tmp_path
     tiles = splitnn.partition(sample_path("vgg16", 64), tmp_path / "tiles", strategy="tiles", grid=(2, 2), stacks=1,
                               fuse_until="maxpool2_out", reuse=True)
     assert isinstance(tiles, TilePlanFile) and tiles.reuse_enabled and tiles.reuse["saved_macs"] > 0
+    with pytest.raises(splitnn.SplitnnError, match="choose a vertical split's cut: drop them with strategy='tiles'"):
+        splitnn.partition(model, tmp_path / "bad", strategy="tiles", adaptive=True)
+    with pytest.raises(splitnn.SplitnnError, match="apply to tile plans"):
+        splitnn.run_bench(tmp_path / "coded", workers=2)
+    with pytest.raises(splitnn.SplitnnError, match="--deadline applies to adaptive plans"):
+        splitnn.run_bench(tmp_path / "coded", deadline="100ms")
     with pytest.raises(splitnn.SplitnnError, match="--adaptive keeps the cuts best for latency over a range"):
         splitnn.partition(model, tmp_path / "bad", adaptive=True)
     assert not (tmp_path / "bad").exists()

@@ -466,3 +466,20 @@ def test_a_conv_transpose_without_kernel_shape_stops_the_region_in_one_line(tmp_
     analysis = analyze(load_graph(path))
     stops = tileable_region(analysis.graph, analysis.nodes).stops
     assert stops[0].node == "deconv" and "no kernel_shape attribute" in stops[0].reason
+
+
+def test_reuse_takes_a_unit_that_reads_one_map_twice(tmp_path):
+    """A layer that reads the same map twice (x * x as the stack's first layer) is one input of its unit's graph."""
+    nodes = [
+        helper.make_node("Mul", ["image", "image"], ["squared"], name="square"),
+        helper.make_node("Conv", ["squared", "w1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["out"], name="conv2", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    ]
+    path = tmp_path / "square.onnx"
+    onnx.save(make_model(nodes, [tensor("image", [1, 3, 20, 18])], [tensor("out", [1, 4, 20, 18])],
+                         [weight("w1", [6, 3, 3, 3], 1), weight("w2", [4, 6, 3, 3], 2)]), str(path))
+    analysis = analyze(load_graph(path))
+    plan = plan_tiles(analysis, 2, BOARD, (2, 2), "out", stacks=1)
+    assert plan.stack[0].data_inputs == ("image", "image")
+    _assert_reuse_is_exact(analysis, plan, tmp_path / "reuse")
