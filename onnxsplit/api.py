@@ -224,17 +224,25 @@ def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None
 def _warning_hooks() -> JobHooks:
     """The job's notes as Python warnings (the command line prints them): a codec not used, a codec measured on a
     random input, operators priced at 0 s."""
-    import warnings
-
     from splitnn.onnxsplit.jobs.partition import JobHooks
 
     def planned(plan: Any) -> None:
         if plan.unpriced is not None:
             ops = ", ".join(f"{op} x{count}" for op, count in plan.unpriced.counts.items())
-            warnings.warn(f"splitnn: no cost formula for {ops}: priced at 0 s, the prediction leaves out their work",
-                          stacklevel=4)
+            _warn(f"no cost formula for {ops}: priced at 0 s, the prediction leaves out their work")
 
-    return JobHooks(note=lambda text: warnings.warn(f"splitnn: {text}", stacklevel=4), planned=planned)
+    return JobHooks(note=_warn, planned=planned)
+
+
+def _warn(text: str) -> None:
+    """A UserWarning attributed to the caller's line: the first frame outside the splitnn package."""
+    import sys
+    import warnings
+
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("splitnn."):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(f"splitnn: {text}", stacklevel=level)
 
 
 def _bps(value: str | float | None) -> float | None:
@@ -266,7 +274,8 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
     seconds, beside each kept cut held with `compare_static`; returns an AdaptiveBenchReport. A tile plan: its
     tiles on an embedded Dask cluster (or `scheduler`'s) of 1..`workers` workers (default the plan's nodes),
     `images` images each, or whole images spread with `data_parallel`; returns a TileBenchReport (`scaling`,
-    `outputs_match`). An option that does not apply to the plan's kind is refused.
+    `outputs_match`); a script that runs one must do so under `if __name__ == "__main__":` (Dask's workers are new
+    Python processes that import it). An option that does not apply to the plan's kind is refused.
 
     >>> report = splitnn.run_bench("out/vgg16", requests=5)  # doctest: +SKIP
     >>> report.stages["e2e_s"].p50, report.predicted_s  # doctest: +SKIP

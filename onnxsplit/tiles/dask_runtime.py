@@ -233,10 +233,16 @@ def dask_client(workers: int, memory_limit_bytes: int | None, scheduler: str | N
     # time; every tile is wanted now, so they all go out at once and idle workers steal. Dask's sampling
     # profiler (every 10 ms in each worker) is off: a board has one or two cores, all of them for the tiles.
     with dask.config.set({"distributed.scheduler.worker-saturation": float("inf"),
-                          "distributed.worker.profile.enabled": False}), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, memory_limit=memory_limit_bytes or "auto",
-                         dashboard_address=None, silence_logs=50) as cluster, Client(cluster) as client:
-        yield client
+                          "distributed.worker.profile.enabled": False}):
+        try:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   memory_limit=memory_limit_bytes or "auto", dashboard_address=None, silence_logs=50)
+        except RuntimeError as exc:  # a worker process that could not start ("Nanny failed to start")
+            raise SplitnnError(f"Dask could not start its local workers ({exc}): a Python script that runs a tile plan "
+                               "must do so under `if __name__ == \"__main__\":`, because each worker is a new Python "
+                               "process that imports the script") from None
+        with cluster, Client(cluster) as client:
+            yield client
 
 
 def _slice_model(model: bytes) -> bytes:

@@ -141,3 +141,13 @@ def test_partition_takes_every_option_the_command_line_has(sample_path, tmp_path
     with pytest.raises(splitnn.SplitnnError, match="--adaptive keeps the cuts best for latency over a range"):
         splitnn.partition(model, tmp_path / "bad", adaptive=True)
     assert not (tmp_path / "bad").exists()
+
+
+def test_partition_gives_the_commands_notes_as_warnings_at_the_callers_line(sample_path, tmp_path):
+    """What `splitnn partition` prints as a note comes to a Python caller as a UserWarning attributed to its own
+    line (here: a codec that the chosen cut, all on the device, does not use)."""
+    with pytest.warns(UserWarning, match="so --codec int8 is not used") as caught:
+        plan = splitnn.partition(sample_path("alexnet", 96), tmp_path / "coded", link="cat1", codec="int8",
+                                 max_device_share=1.0)
+    assert plan.cut.tensors == () and plan.codec is None
+    assert {record.filename for record in caught} == {__file__}

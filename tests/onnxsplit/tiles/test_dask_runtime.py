@@ -121,3 +121,18 @@ def test_tiles_are_dealt_into_balanced_groups_one_per_worker():
     loads = sorted(sum(predicted[i] for i in g) for g in groups)
     assert loads == [10.0, 10.0] and all(g == sorted(g) for g in groups)
     assert tile_task_count(2, 4) == 2  # never more tasks than tiles
+
+
+def test_a_script_without_a_main_guard_is_told_what_to_do(vgg_tiles, tmp_path):
+    """A script that runs a tile plan at import time: each local Dask worker is a new Python process that imports
+    the script again, and Dask's own error ("Nanny failed to start") becomes one line saying what to change."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "bench_tiles.py"
+    script.write_text(f"import splitnn\nsplitnn.run_bench({str(vgg_tiles)!r}, images=1, workers=2)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        'must do so under `if __name__ == "__main__":`, because each worker is a new Python process that imports the '
+        "script")
