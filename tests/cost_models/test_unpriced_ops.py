@@ -1,18 +1,22 @@
 """Nodes priced at 0 s for an operator with no cost formula (issue 30, item 4): every plan carries them, typed, into
-plan.json, and every command that plans or predicts from costs says so in one warning line."""
+plan.json, and partition says so in one warning (the command lines' one warning line, which every command that
+plans or predicts from costs gives: tests/cli/test_library_flows_cli.py)."""
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+import splitnn
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.cost_models.registry import UnpricedOps, unpriced_ops
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.artifacts.plan_file import read_plan
 from splitnn.onnxsplit.model.loading import load_graph
-from tests.helpers import make_model, run_cli, tensor, weight
+from tests.helpers import make_model, tensor, weight
 
 BOARD, CLOUD = load_device("rockpro64"), load_device("cloud-cpu")
 
@@ -76,23 +80,24 @@ def test_a_tile_plan_carries_its_unpriced_nodes(tmp_path):
     assert plan.unpriced == UnpricedOps({"Shrink": 1})
 
 
-def test_partition_and_run_bench_warn_in_one_line(determinants, tmp_path, capsys):
-    proc = run_cli("partition", str(determinants), "-o", str(tmp_path / "split"), "--link", "4g", "--no-ort")
-    assert proc.returncode == 0, proc.stderr
-    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1, proc.stderr
-    assert "1 node of an operator with no cost formula (Det x1) priced at 0 s" in warnings[0]
-    assert "the predictions ignore their work" in warnings[0]
-    from splitnn.cli.run_bench import _warn_unpriced  # what run-bench says before it runs the plan
-
-    _warn_unpriced(str(tmp_path / "split"))
-    assert "warning: 1 node of an operator with no cost formula (Det x1)" in capsys.readouterr().err
+def test_partition_warns_once_and_the_plan_names_the_nodes(determinants, tmp_path):
+    """The API's one warning (a UserWarning) for the nodes priced at 0 s; what the command line prints, and what
+    run-bench says before it runs the plan: tests/cli/test_library_flows_cli.py."""
+    with pytest.warns(UserWarning) as caught:
+        plan = splitnn.partition(determinants, tmp_path / "split", link="4g", ort_format=False)
+    notes = [str(w.message) for w in caught if str(w.message).startswith("splitnn:")]
+    assert len(notes) == 1, notes
+    assert "no cost formula for Det x1: priced at 0 s" in notes[0]
+    assert "the prediction leaves out their work" in notes[0]
+    assert plan.unpriced_ops == UnpricedOps({"Det": 1}) == read_plan(tmp_path / "split").unpriced_ops
 
 
 def test_no_warning_for_a_model_every_node_of_which_is_priced(sample_path, tmp_path):
-    proc = run_cli("partition", str(sample_path("lenet5")), "-o", str(tmp_path / "split"), "--link", "4g", "--no-ort")
-    assert proc.returncode == 0, proc.stderr
-    assert "warning:" not in proc.stderr
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = splitnn.partition(sample_path("lenet5"), tmp_path / "split", link="4g", ort_format=False)
+    assert [str(w.message) for w in caught if str(w.message).startswith("splitnn:")] == []
+    assert plan.unpriced_ops is None
 
 
 def test_a_typed_record_in_json():

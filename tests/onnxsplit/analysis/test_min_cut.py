@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from onnx import helper, numpy_helper
 
+import splitnn
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.analysis.cuts import cut_of_device_set, placeable_indices
@@ -12,7 +13,7 @@ from splitnn.onnxsplit.analysis.min_cut import closed_sets_are_prefixes
 from splitnn.onnxsplit.artifacts.parts import extract_parts, run_parts
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.vertical.planning import plan_split, predict
-from tests.helpers import load_proto, make_model, run_cli, session, tensor, weight
+from tests.helpers import load_proto, make_model, session, tensor, weight
 
 
 def _random_dag(seed: int, count: int):
@@ -99,21 +100,17 @@ def test_branches_go_to_their_own_depths_and_chain_back(tmp_path):
 
 
 def test_a_min_cut_plan_runs_end_to_end(tmp_path):
-    """Partition picks the min-cut partition (it sends the raw input beside a computed tensor) and run-bench
+    """Partition picks the min-cut partition (it sends the raw input beside a computed tensor) and the bench
     runs it: the device forwards the input it does not use, the outputs match."""
-    import json
-
     import onnx
 
+    from splitnn.onnxsplit.jobs.bench import BenchChoice, LinkEmulation, bench_split
+
     onnx.save_model(_random_dag(13, 8), str(tmp_path / "dag.onnx"))
-    proc = run_cli("partition", "dag.onnx", "-o", "plan", "--link", "wifi", "--json", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    plan = json.loads(proc.stdout)
+    plan = splitnn.partition(tmp_path / "dag.onnx", tmp_path / "plan", link="wifi").to_dict()
     assert plan["cut"]["device_node_names"] == ["mm2", "mm6"] and plan["cut"]["tensors"] == ["x", "t2"]
-    proc = run_cli("run-bench", "plan", "--requests", "2", "--stream", "--device-slowdown", "1", "--json",
-                   cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    # run-bench --requests 2 --stream --device-slowdown 1 (the API's run_bench has no slowdown: the job it runs)
+    report = bench_split(tmp_path / "plan", LinkEmulation(), BenchChoice(2, slowdown=1.0, stream=True)).to_dict()
     assert report["outputs_match"] is True and report["ok"] == 2 and report["stream"]["ok"] == 2
 
 

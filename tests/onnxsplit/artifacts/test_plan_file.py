@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+import splitnn
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.cost_models.latency import seconds
 from splitnn.onnxsplit.analysis.analyze import analyze
@@ -27,7 +28,7 @@ from splitnn.onnxsplit.tiles.export import write_tiles
 from splitnn.onnxsplit.tiles.planning import plan_tiles
 from splitnn.onnxsplit.vertical.export import write_split
 from splitnn.onnxsplit.vertical.planning import plan_split
-from tests.helpers import run_cli, session
+from tests.helpers import session
 
 
 @pytest.fixture(scope="module")
@@ -138,22 +139,20 @@ def test_a_tile_plan_reads_back_equal(sample_path, tmp_path):
     assert again.stack[-1].output == "maxpool2_out" and again.verification.passed
 
 
-def test_a_moved_plan_folder_runs_without_its_model(sample_path, tmp_path):
-    """Copy a plan folder elsewhere, delete the model, run run-bench from another folder: the outputs match."""
+def test_a_moved_plan_folder_runs_without_its_model(sample_path, tmp_path, monkeypatch):
+    """Copy a plan folder elsewhere, delete the model, run the bench from another folder: the outputs match."""
     model = tmp_path / "work" / "lenet.onnx"
     model.parent.mkdir()
     shutil.copy(sample_path("lenet5"), model)
-    proc = run_cli("partition", "lenet.onnx", "-o", "plan", "--cut", "averagepool2_out", "--link", "wifi",
-                   cwd=model.parent)
-    assert proc.returncode == 0, proc.stderr
+    monkeypatch.chdir(model.parent)  # the model and the plan named relative to the working folder
+    splitnn.partition("lenet.onnx", "plan", cut="averagepool2_out", link="wifi")
     moved = tmp_path / "board" / "plan"
     shutil.copytree(model.parent / "plan", moved)
-    shutil.rmtree(model.parent)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    proc = run_cli("run-bench", "../board/plan", "--requests", "2", "--json", cwd=elsewhere)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    monkeypatch.chdir(elsewhere)
+    shutil.rmtree(model.parent)
+    report = splitnn.run_bench("../board/plan", requests=2).to_dict()
     assert report["ok"] == 2 and report["outputs_match"] is True and report["max_abs_err"] < 1e-4
     assert report["slowdown"]["source"] == "calibrated" and report["slowdown"]["factor"] >= 1
     assert report["baselines"] is None  # they run the whole model, which is not here

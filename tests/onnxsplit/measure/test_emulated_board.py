@@ -1,12 +1,10 @@
 """The emulated board is the profiled board: each part takes what the device profile predicts for it."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
+import splitnn
 from splitnn.onnxsplit.measure.emulated_board import calibrate
-from tests.helpers import run_cli
 
 
 def test_calibration_times_the_part_and_compares_it_with_the_prediction():
@@ -24,14 +22,10 @@ def test_calibration_times_the_part_and_compares_it_with_the_prediction():
 
 @pytest.mark.parametrize("cut", ["averagepool2_out", None])  # a split, and all on the device (no server part)
 def test_every_part_and_baseline_takes_at_least_its_prediction(cut, sample_path, tmp_path):
-    args = ["--cut", cut] if cut else ["--link", "cat1", "--bandwidth", "10kbit"]  # a link too slow to send
-    proc = run_cli("partition", str(sample_path("lenet5")), "-o", str(tmp_path / "plan"), *args, "--json")
-    assert proc.returncode == 0, proc.stderr
-    plan = json.loads(proc.stdout)
+    link = dict(cut=cut) if cut else dict(link="cat1", bandwidth="10kbit")  # a link too slow to send
+    plan = splitnn.partition(sample_path("lenet5"), tmp_path / "plan", **link).to_dict()
     assert bool(plan["cut"]["tensors"]) == bool(cut)
-    proc = run_cli("run-bench", str(tmp_path / "plan"), "--requests", "3", "--json")
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    report = splitnn.run_bench(tmp_path / "plan", requests=3).to_dict()
     predicted = plan["predicted"]["device_s"]
     calibration = report["slowdown"]["device_part"]
     assert report["slowdown"]["source"] == "calibrated" and calibration["predicted_s"] == predicted

@@ -13,7 +13,7 @@ from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.vertical.export import write_split
 from splitnn.onnxsplit.vertical.planning import plan_split
-from tests.helpers import make_model, run_cli, session, tensor, weight
+from tests.helpers import make_model, session, tensor, weight
 
 
 def _two_heads(path):
@@ -45,10 +45,9 @@ def test_a_device_output_is_kept_not_sent(tmp_path):
                                              tmp_path / "plan").to_dict()))
     assert plan["cut"]["tensors"] == ["trunk_relu"] and plan["cut"]["after_node"] == "box_conv"
     assert "boxes" in plan["parts"]["device"]["outputs"] and plan["parts"]["server"]["inputs"] == ["trunk_relu"]
-    proc = run_cli("run-bench", "plan", "--requests", "2", "--stream", "--device-slowdown", "1", "--json",
-                   cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    from splitnn.onnxsplit.jobs.bench import BenchChoice, LinkEmulation, bench_split
+
+    report = bench_split(tmp_path / "plan", LinkEmulation(), BenchChoice(2, slowdown=1.0, stream=True)).to_dict()
     assert report["outputs_match"] is True and report["ok"] == 2
     # Only the tensor at the cut travels: its bytes plus the frame's framing, never boxes' 4 kB as well.
     overhead = report["bytes_per_request"]["up"] - plan["cut"]["bytes"]

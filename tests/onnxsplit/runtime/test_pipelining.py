@@ -69,11 +69,10 @@ def test_silent_server_times_out_every_frame_and_loses_none(lenet_plan):
 
 
 def test_all_device_plan_streams_without_a_server(tmp_path, sample_path):
-    from tests.helpers import run_cli
+    import splitnn
 
     outdir = tmp_path / "all-device"
-    proc = run_cli("partition", str(sample_path("lenet5")), "-o", str(outdir), "--link", "cat1", "--objective", "latency")
-    assert proc.returncode == 0, proc.stderr
+    splitnn.partition(sample_path("lenet5"), outdir, link="cat1", objective="latency")
     part = DevicePart(outdir)
     assert part.server_empty
     result = stream_frames(DeviceClient(part, ("127.0.0.1", 0)), _feeds(part), 3)

@@ -47,10 +47,9 @@ def test_certificate_files_are_checked_before_serving(lenet_plan, tmp_path):
 
 
 def test_run_bench_measures_the_split_over_tls(lenet_plan):
-    import json
+    from splitnn.onnxsplit.jobs.bench import BenchChoice, LinkEmulation, bench_split
 
-    proc = run_cli("run-bench", str(lenet_plan), "--requests", "3", "--no-baselines", "--tls", "--json")
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    report = bench_split(lenet_plan, LinkEmulation(), BenchChoice(3, baselines=False, tls=True)).to_dict()
     assert report["tls"] is True and report["ok"] == 3 and report["outputs_match"] is True
-    assert_bad_input(run_cli("run-bench", str(lenet_plan), "--tls", "--stream"), "drop --stream")
+    with pytest.raises(SplitnnError, match="drop --stream"):
+        BenchChoice(tls=True, stream=True)

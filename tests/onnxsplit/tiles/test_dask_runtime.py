@@ -1,10 +1,11 @@
 """Tile plans on Dask distributed: an embedded local cluster runs the tiles, the client stitches; faults are survived."""
 from __future__ import annotations
 
-import json
+import re
 
 import pytest
 
+import splitnn
 from splitnn.cost_models.catalog import load_device
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.measure.tiles import TileBenchOptions, run_tile_bench
@@ -12,7 +13,6 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.tiles.export import write_tiles
 from splitnn.onnxsplit.tiles.planning import plan_tiles
-from tests.helpers import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +44,17 @@ def test_data_parallel_spreads_whole_images(vgg_tiles):
     assert [(row["images"], row["workers"]) for row in report["table"]] == [(1, 1), (2, 1), (4, 1), (1, 2), (2, 2), (4, 2)]
 
 
-def test_run_bench_cli_on_a_tile_plan(vgg_tiles):
-    proc = run_cli("run-bench", str(vgg_tiles), "--images", "1", "--no-scaling", "--json")
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+def test_the_bench_report_of_a_tile_plan(vgg_tiles):
+    """What run-bench --json prints of a tile plan (its tables: tests/cli/test_library_flows_cli.py)."""
+    report = run_tile_bench(vgg_tiles, TileBenchOptions(images=1, scaling=False)).to_dict()
     assert {"outputs_match", "max_abs_err", "workers", "makespan_s", "scaling", "tiles"} <= set(report)
     assert report["outputs_match"] is True and [row["workers"] for row in report["scaling"]] == [2]
-    proc = run_cli("run-bench", str(vgg_tiles), "--images", "1", "--no-scaling")
-    assert proc.returncode == 0 and "Scaling" in proc.stdout and "outputs match" in proc.stdout
 
 
-def test_vertical_plans_refuse_tile_options(lenet_plan):
-    proc = run_cli("run-bench", str(lenet_plan), "--workers", "2")
-    assert proc.returncode == 2 and "--workers applies only to tile plans" in proc.stderr
+def test_vertical_plans_refuse_tile_options(sample_path, tmp_path):
+    splitnn.partition(sample_path("lenet5"), tmp_path / "lenet", cut="averagepool2_out")  # as conftest's lenet_plan
+    with pytest.raises(SplitnnError, match=re.escape("workers, scheduler and data_parallel apply to tile plans")):
+        splitnn.run_bench(tmp_path / "lenet", workers=2)
 
 
 def test_unreachable_scheduler_is_a_clear_error(vgg_tiles):
@@ -65,8 +63,8 @@ def test_unreachable_scheduler_is_a_clear_error(vgg_tiles):
 
 
 def test_serve_refuses_a_tile_plan(vgg_tiles):
-    proc = run_cli("serve", str(vgg_tiles), "--port", "0")
-    assert proc.returncode == 2 and "holds a tile plan" in proc.stderr
+    with pytest.raises(SplitnnError, match="holds a tile plan"):
+        splitnn.serve(vgg_tiles, port=0)
 
 
 def test_neuron_split_layers_run_on_the_workers(sample_path, tmp_path):

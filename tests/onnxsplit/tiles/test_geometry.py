@@ -1,12 +1,13 @@
 """Tile geometry: the window formula, pads only at true borders, and the rule that stitched tiles equal the stack."""
 from __future__ import annotations
 
-import json
+import re
 
 import onnx
 import pytest
 from onnx import helper
 
+import splitnn
 from splitnn.cost_models.catalog import load_device
 from splitnn.cost_models.profiles import DeviceProfile, device_to_toml
 from splitnn.onnxsplit.analysis.analyze import analyze
@@ -16,7 +17,7 @@ from splitnn.onnxsplit.tiles.export import write_tiles
 from splitnn.onnxsplit.tiles.geometry import split_range, tile_grid
 from splitnn.onnxsplit.tiles.stack_region import fused_stack
 from splitnn.onnxsplit.tiles.planning import lpt_makespan, plan_tiles
-from tests.helpers import CLS_MODEL, DET_MODEL, REC_MODEL, make_model, rapidocr_model, run_cli, tensor, weight
+from tests.helpers import CLS_MODEL, DET_MODEL, REC_MODEL, make_model, rapidocr_model, tensor, weight
 
 BOARD = load_device("rockpro64")
 
@@ -128,22 +129,25 @@ def test_fuse_until_must_be_on_the_stack(sample_path):
         plan_tiles(analysis, 2, BOARD, (2, 2), "fc1_out", stacks=1)
 
 
-def test_partition_tiles_cli(sample_path, tmp_path):
+def test_partition_tiles(sample_path, tmp_path):
+    from splitnn.onnxsplit.jobs.choices import tile_planning
+
     out = tmp_path / "tiles"
-    proc = run_cli("partition", str(sample_path("vgg16", 64)), "-o", str(out), "--strategy", "tiles", "--nodes", "2",
-                   "--grid", "2x2", "--fuse-until", "maxpool2_out", "--stacks", "1", "--fc-split", "memory", "--json")
-    assert proc.returncode == 0, proc.stderr
-    plan = json.loads(proc.stdout)
+    plan = splitnn.partition(sample_path("vgg16", 64), out, strategy="tiles", nodes=2, grid=(2, 2),
+                             fuse_until="maxpool2_out", stacks=1, fc_split="memory").to_dict()
     assert plan["strategy"] == "tiles" and plan["grid"] == {"rows": 2, "cols": 2} and plan["fuse_until"] == "maxpool2_out"
     assert (out / "tiles" / "weights.bin").is_file() and len(list((out / "tiles").glob("tile_*.onnx"))) == 4
     assert (out / "remainder" / "model.onnx").is_file()
+    with pytest.raises(SplitnnError, match="must be RxC"):  # --grid as the command line gives it
+        tile_planning(grid="3by3")
     tiny = tmp_path / "tiny.toml"
     tiny.write_text(device_to_toml(DeviceProfile(**{**BOARD.__dict__, "name": "tiny", "ram_bytes": 10_000})), encoding="utf-8")
-    for args, message in ((["--grid", "3by3"], "must be RxC"), (["--fuse-until", "nope"], "is not on the fused stack"),
-                          (["--node-profile", "nope"], "unknown device profile"),
-                          (["--node-profile", str(tiny)], "no tile fits a node of 'tiny'")):
-        proc = run_cli("partition", str(sample_path("vgg16", 64)), "-o", str(tmp_path / "x"), "--strategy", "tiles", *args)
-        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    for options, message in ((dict(fuse_until="nope"), "is not on the fused stack"),
+                             (dict(node_profile="nope"), "unknown device profile"),
+                             (dict(node_profile=str(tiny)), "no tile fits a node of 'tiny'")):
+        with pytest.raises(SplitnnError, match=re.escape(message)):
+            splitnn.partition(sample_path("vgg16", 64), tmp_path / "x", strategy="tiles", **options)
+    assert not (tmp_path / "x").exists()
 
 
 def _small_board(ram_bytes: int) -> DeviceProfile:

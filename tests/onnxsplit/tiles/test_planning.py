@@ -1,10 +1,11 @@
 """Several fused stacks in sequence (issue 16, item 1): chosen by predicted makespan, written, verified and run."""
 from __future__ import annotations
 
-import json
+import re
 
 import pytest
 
+import splitnn
 from splitnn.cost_models.catalog import load_device
 from splitnn.cost_models.latency import seconds
 from splitnn.onnxsplit.analysis.analyze import analyze
@@ -14,7 +15,7 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.tiles.export import write_tiles
 from splitnn.onnxsplit.tiles.planning import STITCH_ROUND_TRIP_S, plan_tiles
-from tests.helpers import MTCNN_ONET, assert_bad_input, packaged_model, run_cli
+from tests.helpers import MTCNN_ONET, packaged_model
 
 BOARD = load_device("rockpro64")
 
@@ -108,20 +109,21 @@ def test_a_worker_killed_mid_image_with_two_stacks(sample_path, tmp_path):
         assert report["retries"] >= 1 and len(report["tiles"]) == 18
 
 
-def test_the_cli_plans_stacks_and_refuses_a_bad_count(sample_path, tmp_path):
-    model = str(sample_path("vgg16", 64))
-    proc = run_cli("partition", model, "-o", str(tmp_path / "t"), "--strategy", "tiles", "--stacks", "2", "--grid", "1x2")
-    assert proc.returncode == 0, proc.stderr
-    assert "2 fused stacks in turn" in proc.stdout and "stack 2:" in proc.stdout
-    proc = run_cli("run-bench", str(tmp_path / "t"), "--images", "1")
-    assert proc.returncode == 0, proc.stderr
-    assert "Per phase" in proc.stdout and "tiles: 1x2 to" in proc.stdout and "whole image" in proc.stdout
-    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "u"), "--strategy", "tiles", "--stacks", "two"),
-                     "--stacks 'two' must be a whole number")
-    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "u"), "--strategy", "tiles", "--stacks", "0"),
-                     "--stacks '0' must be a whole number")
-    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "u"), "--strategy", "tiles", "--stacks", "7"),
-                     "cannot be cut into 7 stacks")
+def test_partition_plans_stacks_and_refuses_a_bad_count(sample_path, tmp_path):
+    """The plan and the bench's report; what the command line prints of them: tests/cli/test_library_flows_cli.py."""
+    from splitnn.onnxsplit.jobs.choices import tile_planning
+
+    model = sample_path("vgg16", 64)
+    plan = splitnn.partition(model, tmp_path / "t", strategy="tiles", stacks=2, grid=(1, 2))
+    assert len(plan.all_stacks) == 2 and all((s.grid.rows, s.grid.cols) == (1, 2) for s in plan.all_stacks)
+    report = splitnn.run_bench(tmp_path / "t", images=1).to_dict()
+    assert report["outputs_match"] is True and report["stack_labels"][0].startswith("1x2 to ")
+    assert all(len(row["stack_phases_s"]) == 2 for row in report["scaling"])
+    for stacks in ("two", "0"):  # --stacks as the command line gives it
+        with pytest.raises(SplitnnError, match=re.escape(f"--stacks '{stacks}' must be a whole number")):
+            tile_planning(stacks=stacks)
+    with pytest.raises(SplitnnError, match=re.escape("cannot be cut into 7 stacks")):
+        splitnn.partition(model, tmp_path / "u", strategy="tiles", stacks=7)
     assert not (tmp_path / "u").exists()
 
 
@@ -129,15 +131,10 @@ def test_a_real_keras_export_runs_in_two_stacks(tmp_path):
     """MTCNN's O-Net (keras2onnx): the first stack reads the NHWC image through its layout transpose, the second
     is cropped from the first's stitched NCHW output."""
     package, relative, shapes = MTCNN_ONET
-    (name, dims), = shapes.items()
-    proc = run_cli("partition", str(packaged_model(package, relative)), "--input-shape", f"{name}:{'x'.join(map(str, dims))}",
-                   "-o", str(tmp_path / "t"), "--strategy", "tiles", "--stacks", "2", "--json")
-    assert proc.returncode == 0, proc.stderr
-    plan = json.loads(proc.stdout)
+    plan = splitnn.partition(packaged_model(package, relative), tmp_path / "t", input_shapes=shapes, strategy="tiles",
+                             stacks=2).to_dict()
     assert plan["verification"]["passed"] and plan["image_layout"] == "NHWC" and len(plan["later_stacks"]) == 1
-    proc = run_cli("run-bench", str(tmp_path / "t"), "--images", "1", "--no-scaling", "--json")
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    report = run_tile_bench(tmp_path / "t", TileBenchOptions(images=1, scaling=False)).to_dict()
     assert report["outputs_match"] is True and len(report["scaling"][0]["stack_phases_s"]) == 2
 
 

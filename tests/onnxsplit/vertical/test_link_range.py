@@ -1,10 +1,12 @@
 """The best cut over a range of rates (exact lower envelope) and the best single cut over a trace."""
 from __future__ import annotations
 
-import json
+import re
 
 import numpy as np
 import pytest
+
+import splitnn
 
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.cost_models.link_traces import time_weights
@@ -65,15 +67,11 @@ def test_the_trace_choice_is_the_best_mean_and_is_compared_with_the_typical_rate
 
 
 def test_partition_over_a_trace_records_the_choice_and_refuses_bad_traces(sample_path, tmp_path):
-    from tests.helpers import assert_bad_input, run_cli
-
     trace = tmp_path / "fade.csv"
     trace.write_text("time_s,mbps\n0,20\n10,0.3\n40,20\n50,5\n")
-    model = str(sample_path("vgg16"))
-    proc = run_cli("partition", model, "-o", str(tmp_path / "p"), "--link", "wifi", "--trace", str(trace),
-                   "--percentile", "95", "--no-ort", "--json")
-    assert proc.returncode == 0, proc.stderr
-    plan = json.loads(proc.stdout)
+    model = sample_path("vgg16")
+    plan = splitnn.partition(model, tmp_path / "p", link="wifi", trace=trace, percentile=95,
+                             ort_format=False).to_dict()
     over = plan["over_trace"]
     # WiFi alone would send the input; over a trace with a long fade, the board keeps everything.
     assert over["typical_cut_id"] == 0 and plan["cut"]["tensors"] == [] and over["statistic"] == "p95"
@@ -81,28 +79,27 @@ def test_partition_over_a_trace_records_the_choice_and_refuses_bad_traces(sample
     assert over["expected_s"] < over["typical_expected_s"]
     bad = tmp_path / "bad.csv"
     bad.write_text("time_s,mbps\n0,20\n5,3\n5,1\n")
-    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "q"), "--trace", str(bad)), "times must increase")
-    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "q"), "--percentile", "95"), "add --trace")
-    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "q"), "--trace", str(trace), "--cut", "x"),
-                     "drop --cut")
+    with pytest.raises(SplitnnError, match=re.escape("times must increase")):
+        splitnn.partition(model, tmp_path / "q", trace=bad)
+    with pytest.raises(SplitnnError, match=re.escape("add --trace")):
+        splitnn.partition(model, tmp_path / "q", percentile=95)
+    with pytest.raises(SplitnnError, match=re.escape("drop --cut")):
+        splitnn.partition(model, tmp_path / "q", trace=trace, cut="x")
     assert not (tmp_path / "q").exists()
 
 
 def test_partition_lists_the_cuts_best_over_a_range(sample_path, tmp_path):
-    from tests.helpers import assert_bad_input, run_cli
-
-    model = str(sample_path("vgg16"))
-    proc = run_cli("partition", model, "-o", str(tmp_path / "p"), "--link", "4g", "--bandwidth-range",
-                   "0.1Mbit-100Mbit", "--no-ort", "--json")
-    assert proc.returncode == 0, proc.stderr
-    kept = json.loads(proc.stdout)["over_range"]
+    model = sample_path("vgg16")
+    plan = splitnn.partition(model, tmp_path / "p", link="4g", bandwidth_range="0.1Mbit-100Mbit", ort_format=False)
+    kept = plan.to_dict()["over_range"]
     assert kept[0]["high_bps"] == pytest.approx(100e6) and kept[-1]["low_bps"] == pytest.approx(0.1e6)
     assert [k["cut_id"] for k in kept][0] == 0 and kept[-1]["tensors"] == []  # the input when fast, the board when slow
     for k in kept:  # each cut's line is its prediction: at the middle of its interval it beats every other one
         middle = (k["low_bps"] * k["high_bps"]) ** 0.5
         mine = k["fixed_s"] + k["wire_bits"] / middle
         assert all(mine <= o["fixed_s"] + o["wire_bits"] / middle + 1e-12 for o in kept)
-    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "q"), "--bandwidth-range", "5Mbit-1Mbit"),
-                     "low end")
-    assert_bad_input(run_cli("partition", model, "-o", str(tmp_path / "q"), "--bandwidth-range", "5Mbit"),
-                     "LOW-HIGH")
+    with pytest.raises(SplitnnError, match=re.escape("low end")):
+        splitnn.partition(model, tmp_path / "q", bandwidth_range="5Mbit-1Mbit")
+    with pytest.raises(SplitnnError, match=re.escape("LOW-HIGH")):
+        splitnn.partition(model, tmp_path / "q", bandwidth_range="5Mbit")
+    assert not (tmp_path / "q").exists()

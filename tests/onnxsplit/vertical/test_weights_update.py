@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
+import splitnn
 from splitnn.cost_models.catalog import load_device, load_link
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -15,7 +17,7 @@ from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.vertical.export import write_split
 from splitnn.onnxsplit.vertical.planning import plan_split
 from splitnn.onnxsplit.vertical.weights_update import update_weights
-from tests.helpers import run_cli, session
+from tests.helpers import session
 
 
 def _retrained(source, target, names, scale=1.5):
@@ -101,38 +103,37 @@ def test_a_weight_the_ort_folded_away_rebuilds_it(sample_path, tmp_path):
 
 def test_a_different_graph_is_refused(split, sample_path):
     _, _, outdir = split
+    files = [outdir / "plan.json", outdir / "device" / "weights.bin", outdir / "server" / "weights.bin"]
+    before = [f.read_bytes() for f in files]
     with pytest.raises(SplitnnError, match="not have the same graph"):
         update_weights(outdir, sample_path("lenet5", 36))  # other input size: other classifier shape
-    proc = run_cli("update-weights", str(outdir), "--from", str(sample_path("lenet5", 36)))
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "same graph" in proc.stderr
+    with pytest.raises(SplitnnError, match=re.escape("same graph")):
+        splitnn.update_weights(outdir, sample_path("lenet5", 36))
+    assert [f.read_bytes() for f in files] == before  # nothing changed
 
 
-def test_cli_report(split, tmp_path):
+def test_the_report_as_json(split, tmp_path):
     path, _, outdir = split
     retrained = _retrained(path, tmp_path / "r.onnx", {"fc3.bias"})
-    proc = run_cli("update-weights", str(outdir), "--from", str(retrained), "--json")
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["parts"]["server"]["changed_bytes"] == 40
+    report = splitnn.update_weights(outdir, retrained)
+    assert json.loads(json.dumps(report.to_dict()))["parts"]["server"]["changed_bytes"] == 40
 
 
 def test_after_an_update_run_bench_runs_the_new_weights_and_compares_with_the_new_model(split, tmp_path):
+    from splitnn.onnxsplit.jobs.bench import BenchChoice, LinkEmulation, bench_split
+
     path, _, outdir = split
     retrained = _retrained(path, tmp_path / "retrained.onnx", {"conv1.weight", "fc3.weight"}, scale=3.0)
-    proc = run_cli("update-weights", str(outdir), "--from", str(retrained))
-    assert proc.returncode == 0, proc.stderr
-    assert "the .ort is kept" in proc.stdout
-    proc = run_cli("run-bench", str(outdir), "--requests", "2", "--no-baselines", "--json")
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    assert splitnn.update_weights(outdir, retrained).ort_rebuilt is False  # the .ort is kept
+    report = bench_split(outdir, LinkEmulation(), BenchChoice(requests=2, baselines=False)).to_dict()
     assert report["outputs_match"] is True and report["max_abs_err"] < 1e-4
 
 
-def test_a_tile_plan_is_refused_with_one_line(sample_path, tmp_path):
-    proc = run_cli("partition", str(sample_path("lenet5")), "-o", str(tmp_path / "tiles"), "--strategy", "tiles")
-    assert proc.returncode == 0, proc.stderr
+def test_a_tile_plan_is_refused(sample_path, tmp_path):
+    splitnn.partition(sample_path("lenet5"), tmp_path / "tiles", strategy="tiles")
     plan_before = (tmp_path / "tiles" / "plan.json").read_bytes()
-    proc = run_cli("update-weights", str(tmp_path / "tiles"), "--from", str(sample_path("lenet5")))
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "partition the retrained model again" in proc.stderr
+    with pytest.raises(SplitnnError, match=re.escape("partition the retrained model again")):
+        splitnn.update_weights(tmp_path / "tiles", sample_path("lenet5"))
     assert (tmp_path / "tiles" / "plan.json").read_bytes() == plan_before  # nothing changed
 
 
@@ -222,14 +223,6 @@ def test_a_keras_nhwc_export_updates_without_a_traceback(tmp_path, weight, rebui
     on_disk = json.loads((outdir / "plan.json").read_text())
     assert on_disk["weights_update"]["ort_rebuilt_for"] == list(report.ort_rebuilt_for)
     assert on_disk["device_ort_weights_from_blob"] is not rebuilt and "mean" in on_disk["device_ort_folded"]
-
-
-def test_the_cli_says_why_the_ort_was_rebuilt(tmp_path):
-    from splitnn.cli.update_weights import _ort_note
-
-    assert "folded c1.w into other weights" in _ort_note(True, ("c1.w",))
-    assert "did not reproduce" in _ort_note(True, ())
-    assert "is kept" in _ort_note(False, ()) and _ort_note(None, ()) == ""
 
 
 def _weighted_layers(part_model):
