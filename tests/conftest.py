@@ -39,10 +39,9 @@ def sample_path(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def lenet_plan(sample_path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LeNet-5 split written by `splitnn partition` (cut after the second pooling layer)."""
-    from tests.helpers import run_cli
+    """A LeNet-5 split written as `splitnn partition` writes it (cut after the second pooling layer)."""
+    import splitnn
 
     outdir = tmp_path_factory.mktemp("plan") / "lenet"
-    proc = run_cli("partition", str(sample_path("lenet5")), "-o", str(outdir), "--cut", "averagepool2_out")
-    assert proc.returncode == 0, proc.stderr
+    splitnn.partition(sample_path("lenet5"), outdir, cut="averagepool2_out")
     return outdir

@@ -353,3 +353,17 @@ def test_the_answer_travels_coded_on_a_real_detector_and_real_pages(tmp_path):
                    "--reply-codec", "fp16", cwd=tmp_path)
     assert_bad_input(proc, "--reply-codec applies to a split between a device and a server")
     assert not (tmp_path / "x").exists()
+
+
+def test_serve_and_device_refuse_bad_tls_files_in_one_line(lenet_plan, tmp_path):
+    """The commands' TLS options: a certificate without its key, a key of another pair, a CA file that is not PEM."""
+    from splitnn.onnxsplit.runtime.tls import write_self_signed
+
+    cert, _ = write_self_signed(tmp_path / "a")
+    _, other_key = write_self_signed(tmp_path / "b")
+    assert_bad_input(run_cli("serve", str(lenet_plan), "--port", "0", "--tls-cert", str(cert)), "both --tls-cert and --tls-key")
+    assert_bad_input(run_cli("serve", str(lenet_plan), "--port", "0", "--tls-cert", str(cert), "--tls-key", str(other_key)),
+                     "does not match its key")
+    assert_bad_input(run_cli("device", str(lenet_plan), "--server", "127.0.0.1:9", "--random", "1", "--tls-ca",
+                             str(tmp_path / "nothing.pem")), "cannot be read as PEM")
+
