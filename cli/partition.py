@@ -222,12 +222,12 @@ def _render_tiles(document) -> None:
         f"untiled stack's {human_bytes(document.stack_peak_bytes)}; per node {human_bytes(memory.node_bytes)} "
         f"of {human_bytes(memory.node_usable_bytes)} usable")
     for k, s in enumerate(stacks):
-        if not s.reuse.get("enabled"):
+        if not s.reuse.enabled or s.reuse.macs is None or s.reuse.saved_fraction_of_redundant is None:
             continue
         where = f" (stack {k + 1})" if len(stacks) > 1 else ""
         console.print(f"  reuse{where}: second-phase tiles take the overlaps from their neighbours: "
-                      f"{s.reuse['macs'] / 1e6:,.0f} M MACs instead of {s.tiled_macs / 1e6:,.0f} M "
-                      f"({s.reuse['saved_fraction_of_redundant']:.1%} of the redundant MACs saved)")
+                      f"{s.reuse.macs / 1e6:,.0f} M MACs instead of {s.tiled_macs / 1e6:,.0f} M "
+                      f"({s.reuse.saved_fraction_of_redundant:.1%} of the redundant MACs saved)")
     for split in document.neuron_splits:
         sizes = ", ".join(human_bytes(part.bytes) for part in split.slices)
         why = "is too big for a node" if split.why == "memory" else "is predicted faster across the nodes"

@@ -35,6 +35,7 @@ from splitnn.onnxsplit.artifacts.layout import PLAN_FILE, VERIFICATION_INPUTS_FI
 from splitnn.onnxsplit.artifacts.verification import Verification
 from splitnn.onnxsplit.codecs.calibrated import TensorRange
 from splitnn.onnxsplit.codecs.specs import Codecs, tensor_codecs
+from splitnn.onnxsplit.artifacts.reuse_records import ReuseArtifacts, ReuseRecord
 from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic, write_text_atomic
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.records import Record, RecordError
@@ -452,7 +453,7 @@ class StackRecord(Record):
     max_tile_peak_bytes: int
     param_bytes: int
     predicted_phase_s: float  # its client step, tiles and bytes on the cluster link (the round trip aside)
-    reuse: dict[str, Any] = field(default_factory=lambda: {"enabled": False})  # as TilePlanFile.reuse, for this stack
+    reuse: ReuseRecord = field(default_factory=ReuseRecord)  # as TilePlanFile.reuse, for this stack
     inputs: tuple[str, ...] = ()  # a stack that reads several maps: all of them (`input` is the first)
     outputs: tuple[str, ...] = ()  # a stack that hands on several maps: all of them (`fuse_until` is the last)
     client_step: ClientStepRecord | None = None  # run on the client before this stack's tiles
@@ -473,7 +474,7 @@ class StackArtifacts(Record):
     stack_model: str
     stack_weights: str
     tiles: tuple[str, ...]
-    reuse: dict[str, Any] | None = None  # as TileArtifacts.reuse, for this stack
+    reuse: ReuseArtifacts | None = None  # as TileArtifacts.reuse, for this stack
     client_step: PartStep | None = None  # the graph of StackRecord.client_step, its inputs and outputs
 
 
@@ -483,7 +484,7 @@ class TileArtifacts(Record):
     stack_weights: str
     tiles: tuple[str, ...]
     later_stacks: tuple[StackArtifacts, ...] = ()
-    reuse: dict[str, Any] | None = None  # first_phase: tile -> graph; second_phase_layers: tile -> unit -> graph
+    reuse: ReuseArtifacts | None = None  # the reuse phases' graphs
     remainder_steps: tuple[PartStep | SlicedStep, ...] | None = None
     remainder_model: str | None = None
     remainder_weights: str | None = None
@@ -512,7 +513,7 @@ class TilePlanFile(PlanHeader):
     coverage: CoverageRecord | None = None  # plan files older than this field: none
     predicted: TilePrediction
     remainder: PartSpec
-    reuse: dict[str, Any] = field(default_factory=lambda: {"enabled": False})  # saved MACs; tiles: each tile's task data (reuse.ReuseTile)
+    reuse: ReuseRecord = field(default_factory=ReuseRecord)  # its MACs and each tile's task data, where on
     verification: Verification
     artifacts: TileArtifacts
     strategy: str = "tiles"
@@ -520,7 +521,7 @@ class TilePlanFile(PlanHeader):
 
     @property
     def reuse_enabled(self) -> bool:
-        return bool(self.reuse.get("enabled"))
+        return self.reuse.enabled
 
     @property
     def all_stacks(self) -> tuple[StackRecord, ...]:

@@ -142,7 +142,7 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
         retries=sum(run.retries for run in runs), workers_killed=sum(run.killed for run in runs),
         outputs_match=match, max_abs_err=max_err,
         grid=plan.grid, stack_labels=stack_labels(plan), tiles_speedup=top.tiles_speedup, redundant_macs_ratio=plan.redundant_macs_ratio,
-        reuse={k: v for k, v in plan.reuse.items() if k != "tiles"}, neuron_splits=plan.neuron_splits,
+        reuse={k: v for k, v in plan.reuse.to_dict().items() if k != "tiles"}, neuron_splits=plan.neuron_splits,
         predicted=plan.predicted, memory=worker_memory(uss_before, uss_after, plan.memory.node_bytes, memory),
     )
 

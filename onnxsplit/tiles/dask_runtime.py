@@ -35,6 +35,7 @@ import numpy as np
 from splitnn.onnxsplit.artifacts.chain import PartStep, RunSlices, SlicedStep, cached_sessions, outputs_of, run_steps
 from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.plan_file import model_path, read_tile_plan
+from splitnn.onnxsplit.artifacts.reuse_records import ReuseArtifacts, ReuseTile
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.tiles.dask_tasks import (
@@ -50,7 +51,7 @@ from splitnn.onnxsplit.tiles.dask_tasks import (
 )
 from splitnn.onnxsplit.tiles.geometry import paste_tile, tile_crops
 from splitnn.onnxsplit.tiles.planning import lpt_deal
-from splitnn.onnxsplit.tiles.reuse import ReuseTile, stack_reuse_tiles
+from splitnn.onnxsplit.tiles.reuse import stack_reuse_tiles
 
 
 def _with_weights(graph_bytes: bytes, weights: bytes) -> bytes:
@@ -155,15 +156,15 @@ class ImageRun:
     split_layers_s: list[float] = field(default_factory=list)  # each layer split by neurons, its slices on the nodes
 
 
-def _stack_graphs(outdir: Path, tiles: tuple[Any, ...], names: tuple[str, ...], reuse: dict[str, Any] | None
+def _stack_graphs(outdir: Path, tiles: tuple[Any, ...], names: tuple[str, ...], reuse: ReuseArtifacts | None
                   ) -> dict[SessionKey, bytes]:
     """A stack's graphs by the key its tasks name them with: a tile's id, and with reuse "first:ID" (a first-phase
     tile returning every layer) and "layer:ID:L" (layer L of a second-phase tile)."""
     graphs: dict[SessionKey, bytes] = {tile.id: (outdir / name).read_bytes() for tile, name in zip(tiles, names)}
     if reuse is not None:
-        for tile_id, name in reuse["first_phase"].items():
+        for tile_id, name in reuse.first_phase.items():
             graphs[f"first:{tile_id}"] = (outdir / name).read_bytes()
-        for tile_id, layers in reuse["second_phase_layers"].items():
+        for tile_id, layers in reuse.second_phase_layers.items():
             for index, name in layers.items():
                 graphs[f"layer:{tile_id}:{index}"] = (outdir / name).read_bytes()
     return graphs

@@ -16,7 +16,8 @@ from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.tiles.geometry import Region
-from splitnn.onnxsplit.tiles.reuse import ReuseTile, assemble
+from splitnn.onnxsplit.artifacts.reuse_records import ReuseTile
+from splitnn.onnxsplit.tiles.reuse import assemble
 
 
 # A session's key on a worker: a tile's id (0: the whole model), with reuse "first:ID" and "layer:ID:L", or a

@@ -30,12 +30,11 @@ is covered by the tile's own C_t and its neighbours' N_t.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
-from splitnn.onnxsplit.core.records import Record
+from splitnn.onnxsplit.artifacts.reuse_records import ReuseRecord, ReuseTile, UnitWork
 from splitnn.onnxsplit.tiles.geometry import Layer, Region, Tile, TileGrid, crop, in_memory, layer_reads, part_macs, paste
 
 
@@ -60,35 +59,6 @@ class Unit:
     @property
     def outputs(self) -> tuple[str, ...]:
         return self.last.all_outputs
-
-
-@dataclass(frozen=True)
-class UnitWork(Record):
-    """What a second-phase tile computes of one unit."""
-
-    maps: tuple[str, ...]  # read over `reads`
-    vectors: tuple[str, ...]  # whole-map vectors, read whole
-    outputs: tuple[str, ...]
-    compute: Region | None = None  # the rectangle it computes (None: its neighbours computed all it needs)
-    reads: Region | None = None
-    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
-    computed: Region | None = None  # a Resize's or ConvTranspose's output on `reads`, cut to `compute`
-
-
-@dataclass(frozen=True)
-class ReuseTile(Record):
-    """What one tile's reuse task needs, as plain data (it may run on another machine)."""
-
-    id: int
-    first_phase: bool
-    tensors: tuple[str, ...]  # every unit's outputs, in the order a first-phase tile returns them
-    regions: tuple[Region, ...]  # this tile's region of each of `tensors` (what it needs without reuse)
-    outputs_at: tuple[int, ...]  # each stack output's place in `tensors`
-    cells: tuple[Region, ...]  # this tile's cell of each stack output
-    layouts: dict[str, str]  # of every tensor named here, in memory
-    units: tuple[UnitWork, ...] = ()  # second phase: per unit
-    input_regions: dict[str, Region] = field(default_factory=dict)  # second phase: its crop of each stack input
-    neighbours: dict[str, tuple[Region, ...]] = field(default_factory=dict)  # second phase: id -> their `regions`
 
 
 def reuse_units(stack: list[Layer], outputs: tuple[str, ...]) -> list[Unit]:
@@ -261,8 +231,6 @@ def second_phase_crops(tile: ReuseTile, pool: dict[str, np.ndarray]) -> dict[str
     return {name: crop(pool[name], region, tile.layouts[name]) for name, region in tile.input_regions.items()}
 
 
-def stack_reuse_tiles(reuse: dict[str, Any]) -> dict[int, ReuseTile]:
+def stack_reuse_tiles(reuse: ReuseRecord) -> dict[int, ReuseTile]:
     """A stack's reuse record's tiles by id (none without reuse)."""
-    if not reuse.get("enabled"):
-        return {}
-    return {int(k): ReuseTile.from_dict(v, f"reuse.tiles.{k}") for k, v in reuse.get("tiles", {}).items()}
+    return {int(k): v for k, v in reuse.tiles.items()} if reuse.enabled else {}

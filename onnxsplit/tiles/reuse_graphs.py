@@ -14,11 +14,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from splitnn.onnxsplit.artifacts.reuse_records import ReuseTile, UnitWork
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.tiles.geometry import Layer, Region, TileGrid, TileLayer, tile_crops
 from splitnn.onnxsplit.tiles.reuse import (
-    ReuseTile,
-    UnitWork,
     first_phase_outputs,
     reuse_macs,
     reuse_tiles,

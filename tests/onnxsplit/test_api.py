@@ -131,7 +131,7 @@ def test_partition_takes_every_option_the_command_line_has(sample_path, tmp_path
     assert splitnn.load_plan(tmp_path / "adaptive") == adaptive
     tiles = splitnn.partition(sample_path("vgg16", 64), tmp_path / "tiles", strategy="tiles", grid=(2, 2), stacks=1,
                               fuse_until="maxpool2_out", reuse=True)
-    assert isinstance(tiles, TilePlanFile) and tiles.reuse_enabled and tiles.reuse["saved_macs"] > 0
+    assert isinstance(tiles, TilePlanFile) and tiles.reuse_enabled and tiles.reuse.saved_macs > 0
     with pytest.raises(splitnn.SplitnnError, match="choose a vertical split's cut: drop them with strategy='tiles'"):
         splitnn.partition(model, tmp_path / "bad", strategy="tiles", adaptive=True)
     with pytest.raises(splitnn.SplitnnError, match="apply to tile plans"):

@@ -169,9 +169,9 @@ def test_reuse_applies_within_each_stack(vgg, tmp_path):
     stitched output of the stack before."""
     plan = plan_tiles(vgg, 2, BOARD, (3, 3), "maxpool3_out", stacks=2)
     document = write_tiles(vgg, plan, tmp_path / "t", reuse=True)  # verified: stitched through both stacks' phases
-    assert document.verification.passed and document.reuse["saved_macs"] > 0
+    assert document.verification.passed and document.reuse.saved_macs > 0
     (later,) = document.later_stacks
-    assert later.reuse["enabled"] and later.reuse["saved_macs"] > 0 and document.artifacts.later_stacks[0].reuse
+    assert later.reuse.enabled and later.reuse.saved_macs > 0 and document.artifacts.later_stacks[0].reuse
     report = run_tile_bench(tmp_path / "t", TileBenchOptions(images=1, scaling=False)).to_dict()
     assert report["outputs_match"] is True and len(report["tiles"]) == 18
     with pytest.raises(SplitnnError, match="--handoff workers does not run a reuse plan's stacks"):

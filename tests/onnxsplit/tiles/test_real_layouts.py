@@ -92,7 +92,7 @@ def test_an_nhwc_input_is_tiled_in_its_height_and_width(tmp_path):
     dims = [d.dim_value for d in tile.graph.input[0].type.tensor_type.shape.dim]
     assert dims[0] == 1 and dims[3] == 3 and dims[1] < 24 and dims[2] < 20  # a region of H and W, all channels
     reused = write_tiles(analysis, plan, tmp_path / "reuse", reuse=True)  # issue 31, item 4: refused before
-    assert reused.verification.passed and reused.reuse_enabled and reused.reuse["saved_macs"] > 0
+    assert reused.verification.passed and reused.reuse_enabled and reused.reuse.saved_macs > 0
 
 
 def test_an_nhwc_tile_plan_runs_on_dask(tmp_path):
@@ -126,7 +126,7 @@ def test_silu_written_out_stays_in_the_stack(tmp_path):
     assert write_tiles(analysis, plan, tmp_path / "tiles").verification.passed
     # issue 31, item 4: --reuse was refused here; Conv + SiLU run as one unit of the second phase
     reused = write_tiles(analysis, plan, tmp_path / "reuse", reuse=True)
-    assert reused.verification.passed and reused.reuse["saved_macs"] > 0
+    assert reused.verification.passed and reused.reuse.saved_macs > 0
 
 
 def test_same_padding_is_tiled_exactly_on_odd_sizes(tmp_path):

@@ -141,7 +141,7 @@ def test_a_feature_pyramid_runs_on_dask_in_stacks_that_hand_on_several_maps(tmp_
     assert any(len(phase.grid.output_names) > 1 for phase in plan.stacks)
     reused = _assert_reuse_is_exact(analysis, plan, tmp_path / "reuse")
     report = run_tile_bench(tmp_path / "reuse", TileBenchOptions(images=1, scaling=False))
-    assert report.outputs_match is True and report.reuse["saved_macs"] == reused.reuse["saved_macs"]
+    assert report.outputs_match is True and report.reuse["saved_macs"] == reused.reuse.saved_macs
 
 
 @pytest.mark.parametrize("mode, transform", [("nearest", "asymmetric"), ("linear", "half_pixel"),
@@ -241,7 +241,7 @@ def test_reuse_runs_on_an_nhwc_export(tmp_path):
     plan = plan_tiles(analysis, 2, BOARD, (2, 2), stacks=1)
     assert plan.stack[0].in_layout == "NHWC"
     document = write_tiles(analysis, plan, tmp_path / "onet", reuse=True)
-    assert document.verification.passed and document.reuse["saved_macs"] > 0, document.reuse
+    assert document.verification.passed and document.reuse.saved_macs > 0, document.reuse
     report = run_tile_bench(tmp_path / "onet", TileBenchOptions(images=1, scaling=False))
     assert report.outputs_match is True
 
@@ -254,7 +254,7 @@ def test_reuse_runs_on_unfolded_hardswish(tmp_path):
     plan = plan_tiles(analysis, 2, BOARD, (2, 2), stacks=1)
     assert {"Clip", "Div"} <= {layer.op_type for layer in plan.stack}
     document = write_tiles(analysis, plan, tmp_path / "cls", reuse=True)
-    assert document.verification.passed and document.reuse["saved_macs"] > 0, document.reuse
+    assert document.verification.passed and document.reuse.saved_macs > 0, document.reuse
 
 
 def _focus(op: str = "Focus"):
@@ -303,11 +303,12 @@ def _assert_reuse_is_exact(analysis, plan, folder):
     document = write_tiles(analysis, plan, folder, reuse=True)
     assert document.verification.passed and document.verification.max_abs_err < 1e-4, document.verification
     for stack, files in zip(document.all_stacks, [document.artifacts, *document.artifacts.later_stacks]):
-        names = [*files.reuse["first_phase"].values()]
-        names += [name for units in files.reuse["second_phase_layers"].values() for name in units.values()]
+        assert files.reuse is not None
+        names = [*files.reuse.first_phase.values()]
+        names += [name for units in files.reuse.second_phase_layers.values() for name in units.values()]
         counted = sum(cost.macs for name in names for cost in analyze(load_graph(folder / name)).nodes)
-        assert counted == stack.reuse["macs"], stack.reuse
-    assert sum(stack.reuse["saved_macs"] for stack in document.all_stacks) > 0
+        assert counted == stack.reuse.macs, stack.reuse
+    assert sum(stack.reuse.saved_macs or 0 for stack in document.all_stacks) > 0
     return document
 
 
