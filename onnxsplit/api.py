@@ -90,7 +90,10 @@ def min_cut_partitions(analysis: Analysis, device: str = "rockpro64", server: st
 
 def write_node_csv(analysis: Analysis, path: str | Path) -> None:
     """One row per node (index, name, op, output shape, MACs, parameters and their bytes, output bytes, whether the
-    op is priced) to the CSV file `path`, written whole or not at all."""
+    op is priced) to the CSV file `path`, written whole or not at all.
+
+    >>> splitnn.write_node_csv(splitnn.analyze("vgg16.onnx"), "vgg16-nodes.csv")  # doctest: +SKIP
+    """
     import csv
     import io
 
