@@ -183,12 +183,6 @@ def _codec_choice(codec: str, calibration: str | None, preprocess: str | None, m
     return codec_choice(codec, calibration, preprocess, max_output_change, reply_codec, plot)
 
 
-def _reply_spec(text: str) -> str:
-    from splitnn.onnxsplit.jobs.choices import reply_spec
-
-    return reply_spec(text)
-
-
 CODEC_CHOICE = OptionGroup("codec", (
     (("--codec", "codec"), dict(default="none", show_default=True, metavar="CODEC",
                                 help="How the cut's tensors travel: auto (the cut and the codec chosen together, "
@@ -357,12 +351,13 @@ def _sweep_choice(sweep: bool, top: int | None, rounds: int | None, input_shapes
                                "in OUTDIR has its own): add --sweep and give a model")
         return None
     from splitnn.onnxsplit.jobs.bench import SweepChoice
+    from splitnn.onnxsplit.jobs.choices import reply_spec
     from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
 
     return SweepChoice(top, rounds or 2, parse_input_shapes(input_shapes), device_name or "rockpro64",
                        server_name or "host", objective or "latency", max_device_share,
                        parse_bytes(max_transfer_bytes) if max_transfer_bytes else None,
-                       canonical_codec(codec) if codec else "none", _reply_spec(reply_codec or "none"))
+                       canonical_codec(codec) if codec else "none", reply_spec(reply_codec or "none"))
 
 
 SWEEP = OptionGroup("sweep", (

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from splitnn.cost_models.profiles import DeviceProfile, LinkProfile
 from splitnn.onnxsplit.analysis.analyze import Analysis
@@ -144,11 +144,8 @@ def load_link(name: str | None = None, bandwidth: str | float | None = None, rtt
     20000000.0
     """
     from splitnn.cost_models.catalog import load_link as load_named_link
-    from splitnn.onnxsplit.core.units import parse_bandwidth_bps, parse_duration_s
 
-    bps = parse_bandwidth_bps(bandwidth) if isinstance(bandwidth, str) else bandwidth
-    rtt_s = parse_duration_s(rtt) if isinstance(rtt, str) else rtt
-    return load_named_link(name, bps, rtt_s)
+    return load_named_link(name, _bps(bandwidth), _seconds(rtt))
 
 
 def load_plan(folder: str | Path) -> PlanFile:
@@ -201,14 +198,11 @@ def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None
     >>> plan.cut.tensors, plan.predicted.total_s  # doctest: +SKIP
     """
     from splitnn.onnxsplit.jobs.choices import CutChoice, TilePlanning, VerificationChoice, codec_choice, cut_choice
-    from splitnn.onnxsplit.jobs.choices import tile_planning
     from splitnn.onnxsplit.jobs.partition import PartitionJob, partition_model
 
     tiles, planning = TilePlanning(), None
     if strategy == "tiles":
-        link_bps = cluster_link if not isinstance(cluster_link, str) else tile_planning(
-            cluster_link=cluster_link).cluster_link_bps
-        tiles = TilePlanning(nodes, grid, fuse_until, node_profile, reuse, stacks, fc_split, float(link_bps))
+        tiles = TilePlanning(nodes, grid, fuse_until, node_profile, reuse, stacks, fc_split, _bps(cluster_link))
     elif strategy == "vertical":
         planning = planning_inputs(device, server, link, _bps(bandwidth), _seconds(rtt), max_device_share,
                                    max_transfer_bytes)
@@ -248,13 +242,19 @@ def _warn(text: str) -> None:
     warnings.warn(f"splitnn: {text}", stacklevel=level)
 
 
+@overload
+def _bps(value: str | float) -> float: ...
+@overload
+def _bps(value: None) -> None: ...
 def _bps(value: str | float | None) -> float | None:
+    """A bandwidth in bits per second, given as one or as text ("5.85Mbit"; a bare number in text is Mbit/s)."""
     from splitnn.onnxsplit.core.units import parse_bandwidth_bps
 
-    return parse_bandwidth_bps(value) if isinstance(value, str) else value
+    return parse_bandwidth_bps(value) if isinstance(value, str) else None if value is None else float(value)
 
 
 def _seconds(value: str | float | None) -> float | None:
+    """A duration in seconds, given as one or as text ("40ms")."""
     from splitnn.onnxsplit.core.units import parse_duration_s
 
     return parse_duration_s(value) if isinstance(value, str) else value

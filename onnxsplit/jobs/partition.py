@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ContextManager
 
+from splitnn.cost_models.profiles import DeviceProfile
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.plan_file import PlanFile
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -75,10 +76,9 @@ def partition_model(model: str | Path, out: str | Path, job: PartitionJob,
     if job.strategy == "tiles":
         from splitnn.cost_models.catalog import load_device
 
-        load_device(job.tiles.node_profile)  # a wrong name is said before the model is read
+        node = load_device(job.tiles.node_profile)  # a wrong name is said before the model is read
+        return _tiles(analyze(load_graph(str(model), input_shapes or {})), node, out, job, hooks)
     analysis = analyze(load_graph(str(model), input_shapes or {}))
-    if job.strategy == "tiles":
-        return _tiles(analysis, out, job, hooks)
     from splitnn.onnxsplit.codecs.specs import image_spec
     from splitnn.onnxsplit.vertical.codec_planning import image_input_cut
     from splitnn.onnxsplit.vertical.planning import plan_split
@@ -185,14 +185,14 @@ def _adaptive(analysis: Analysis, plan: Any, out: str | Path, job: PartitionJob,
     return Partitioned(document, adaptive)
 
 
-def _tiles(analysis: Analysis, out: str | Path, job: PartitionJob, hooks: JobHooks) -> Partitioned:
-    """The tile plan, written and verified."""
-    from splitnn.cost_models.catalog import load_device
+def _tiles(analysis: Analysis, node: DeviceProfile, out: str | Path, job: PartitionJob, hooks: JobHooks
+           ) -> Partitioned:
+    """The tile plan on nodes of profile `node`, written and verified."""
     from splitnn.onnxsplit.tiles.export import write_tiles
     from splitnn.onnxsplit.tiles.planning import plan_tiles
 
     tiles, verification = job.tiles, job.verification
-    plan = plan_tiles(analysis, tiles.nodes, load_device(tiles.node_profile), tiles.grid, tiles.fuse_until,
+    plan = plan_tiles(analysis, tiles.nodes, node, tiles.grid, tiles.fuse_until,
                       tiles.stacks, tiles.fc_split, tiles.cluster_link_bps)
     hooks.planned(plan)
     with hooks.status("writing and verifying the tiles..."):

@@ -259,7 +259,8 @@ def _back(window: Window | None, out: tuple[int, int], size: int, axis: int) -> 
     return (max(start, 0), min(end, size)), max(-start, 0), max(end - size, 0)
 
 
-def _union(a: Region | None, b: Region) -> Region:
+def bounding_box(a: Region | None, b: Region) -> Region:
+    """The smallest region holding `a` (None: nothing yet) and `b`."""
     if a is None:
         return b
     return (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
@@ -336,13 +337,13 @@ def _tile_layers(stack: list[Layer], cells: dict[str, Region]) -> tuple[list[Til
         region: Region | None = None
         for name in layer.all_outputs:
             if name in needs:
-                region = _union(region, needs[name])
+                region = bounding_box(region, needs[name])
         if region is None:  # read by nothing the tile computes: computed whole, as the model does
             region = (0, layer.out_shape[2], 0, layer.out_shape[3])
         reads, pads, computed = layer_reads(layer, region)
         each = tuple(WHOLE_VECTOR if name in layer.broadcast else reads for name in layer.data_inputs)
         for name, read in zip(layer.data_inputs, each):
-            needs[name] = _union(needs.get(name), read)
+            needs[name] = bounding_box(needs.get(name), read)
         parts.append(TileLayer(reads, region, pads, each if len(each) > 1 else (), computed))
     parts.reverse()
     return parts, needs

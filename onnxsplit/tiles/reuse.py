@@ -35,7 +35,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from splitnn.onnxsplit.artifacts.reuse_records import ReuseRecord, ReuseTile, UnitWork
-from splitnn.onnxsplit.tiles.geometry import Layer, Region, Tile, TileGrid, crop, in_memory, layer_reads, part_macs, paste
+from splitnn.onnxsplit.tiles.geometry import (
+    WHOLE_VECTOR,
+    Layer,
+    Region,
+    Tile,
+    TileGrid,
+    bounding_box,
+    crop,
+    in_memory,
+    layer_reads,
+    part_macs,
+    paste,
+)
 
 
 @dataclass(frozen=True)
@@ -140,27 +152,24 @@ def reuse_tiles(grid: TileGrid, units: list[Unit]) -> list[ReuseTile]:
         for work in works:
             for name in (*work.maps, *work.vectors):
                 if name in grid.inputs and work.reads is not None:
-                    region = (0, 1, 0, 1) if name in work.vectors else work.reads
-                    reads[name] = _union(reads.get(name), region)
+                    region = WHOLE_VECTOR if name in work.vectors else work.reads
+                    reads[name] = bounding_box(reads.get(name), region)
         near = {str(n.id): tuple(n.layers[producer[name]].output_region for name in tensors)
                 for n in neighbours(grid, tile)}
         records.append(ReuseTile(tile.id, False, tensors, regions, outputs_at, cells, layouts, works, reads, near))
     return records
 
 
-def _union(a: Region | None, b: Region) -> Region:
-    return b if a is None else (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
-
-
-def reuse_macs(grid: TileGrid, units: list[Unit]) -> int:
-    """MACs of the tiles with reuse: first-phase tiles in full, second-phase tiles only what they compute (a unit's
-    first layer over what it computes, the pointwise layers after it over its rectangle)."""
+def reuse_macs(grid: TileGrid, units: list[Unit], records: list[ReuseTile]) -> int:
+    """MACs of the tiles with reuse (`records`: reuse_tiles' for `units`): first-phase tiles in full, second-phase
+    tiles only what they compute (a unit's first layer over what it computes, the pointwise layers after it over
+    its rectangle)."""
     total = 0
-    for tile in grid.tiles:
-        if first_phase(tile):
+    for tile, record in zip(grid.tiles, records):
+        if record.first_phase:
             total += tile.macs
             continue
-        for unit, work in zip(units, unit_work(grid, units, tile)):
+        for unit, work in zip(units, record.units):
             if work.compute is None:
                 continue
             assert work.reads is not None

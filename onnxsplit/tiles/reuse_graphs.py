@@ -126,7 +126,7 @@ def write_reuse_graphs(grid: TileGrid, stack_model: onnx.ModelProto, staging: Pa
             onnx.save_model(unit_model(stack_model, members, work, record.layouts, types), str(staging / name))
             layers[str(tile.id)][str(index)] = name
     artifacts["reuse"] = {"first_phase": first, "second_phase_layers": layers}
-    macs = reuse_macs(grid, units)
+    macs = reuse_macs(grid, units, records)
     return {"enabled": True, "macs": macs, "saved_macs": grid.tiled_macs - macs,
             "saved_fraction_of_redundant": (grid.tiled_macs - macs) / max(grid.tiled_macs - grid.stack_macs, 1),
             "tiles": {str(record.id): record.to_dict() for record in records}}
