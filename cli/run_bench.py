@@ -59,6 +59,9 @@ def run_bench(target: str, link: LinkEmulation, bench: BenchChoice, sweep: Sweep
     if sweep is None and _is_tile_plan(target):
         if report.plot is not None:
             raise SplitnnError("--plot draws the split's stages; a tile plan prints its scaling table (use --json for data)")
+        from splitnn.onnxsplit.jobs.bench import refuse_on_tiles
+
+        refuse_on_tiles(link, bench)
         _tile_bench(target, tiles, report.as_json)
         return
     if tiles.given:

@@ -285,26 +285,28 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
     """
     from splitnn.cost_models.link_traces import read_trace
     from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
-    from splitnn.onnxsplit.jobs.bench import BenchChoice, LinkEmulation, bench_adaptive, bench_split, outage_windows
+    from splitnn.onnxsplit.jobs.bench import (
+        BenchChoice,
+        LinkEmulation,
+        bench_adaptive,
+        bench_split,
+        outage_windows,
+        refuse_on_tiles,
+    )
 
     kind = plan_strategy(folder)
-    link_given = any(v not in (None, 0.0, (), False) for v in (link, bandwidth, rtt, jitter, loss, trace, outages,
-                                                                stream, deadline, duration_s, compare_static))
-    tile_given = workers is not None or scheduler is not None or data_parallel
-    if kind == "tiles":
-        from splitnn.onnxsplit.measure.tiles import TileBenchOptions, run_tile_bench
-
-        if link_given:
-            raise SplitnnError("a tile plan runs on Dask, not over an emulated link: drop the link, stream and "
-                               "adaptive options")
-        return run_tile_bench(folder, TileBenchOptions(workers=workers, images=images, scheduler=scheduler,
-                                                      data_parallel=data_parallel))
-    if tile_given:
-        raise SplitnnError("workers, scheduler and data_parallel apply to tile plans (strategy='tiles')")
     emulated = LinkEmulation(link, _bps(bandwidth), _seconds(rtt), _seconds(jitter) or 0.0, loss,
                              outage_windows(outages), tuple(read_trace(str(trace))) if trace else ())
     bench = BenchChoice(requests, stream=stream, deadline_s=_seconds(deadline), duration_s=duration_s,
                         compare_static=compare_static)
+    if kind == "tiles":
+        from splitnn.onnxsplit.measure.tiles import TileBenchOptions, run_tile_bench
+
+        refuse_on_tiles(emulated, bench)
+        return run_tile_bench(folder, TileBenchOptions(workers=workers, images=images, scheduler=scheduler,
+                                                      data_parallel=data_parallel))
+    if workers is not None or scheduler is not None or data_parallel:
+        raise SplitnnError("workers, scheduler and data_parallel apply to tile plans (strategy='tiles')")
     if kind == "adaptive":
         if stream:
             raise SplitnnError("stream pipelines a split's frames; an adaptive plan's device sends one at a time")

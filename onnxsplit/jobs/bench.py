@@ -96,6 +96,22 @@ class BenchChoice:
             raise SplitnnError("--device-slowdown must be at least 1 (this host cannot be made faster)")
 
 
+def refuse_on_tiles(link: LinkEmulation, bench: BenchChoice) -> None:
+    """A tile plan runs on Dask, not over an emulated link: the link's and the split's options given are refused,
+    each named (those with a default of their own, --requests and --timeout, cannot be told from it)."""
+    given = [flag for flag, value in (
+        ("--link", link.name), ("--bandwidth", link.bandwidth_bps), ("--rtt", link.rtt_s),
+        ("--jitter", link.jitter_s or None), ("--loss", link.loss or None), ("--outage", link.outages or None),
+        ("--trace", link.trace or None), ("--device-slowdown", bench.slowdown), ("--no-baselines", not bench.baselines or None),
+        ("--stream", bench.stream or None), ("--fps", bench.fps), ("--deadline", bench.deadline_s),
+        ("--duration", bench.duration_s), ("--compare-static", bench.compare_static or None), ("--tls", bench.tls or None),
+    ) if value is not None]
+    if given:
+        raise SplitnnError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to a split over an emulated "
+                           "link; a tile plan runs on Dask: drop "
+                           f"{'it' if len(given) == 1 else 'them'}")
+
+
 def bench_split(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, progress: Progress | None = None
                 ) -> SplitBenchReport:
     """A vertical split's two parts as processes, over the emulated link."""

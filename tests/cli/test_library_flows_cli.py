@@ -72,3 +72,12 @@ def test_serve_refuses_a_tile_plan(two_stacks):
 def test_run_bench_refuses_tile_options_for_a_vertical_plan(lenet_plan):
     """The option as the command line names it (the API's refusal: tests/onnxsplit/tiles/test_dask_runtime.py)."""
     assert_bad_input(run_cli("run-bench", str(lenet_plan), "--workers", "2"), "--workers applies only to tile plans")
+
+
+def test_run_bench_refuses_link_and_split_options_for_a_tile_plan(two_stacks):
+    """A tile plan runs on Dask: --deadline, --stream and the link's options were ignored on one, and are refused by
+    name, before any cluster starts."""
+    assert_bad_input(run_cli("run-bench", str(two_stacks), "--deadline", "100ms"),
+                     "--deadline applies to a split over an emulated link; a tile plan runs on Dask: drop it")
+    assert_bad_input(run_cli("run-bench", str(two_stacks), "--stream", "--rtt", "10ms"),
+                     "--rtt, --stream apply to a split over an emulated link")

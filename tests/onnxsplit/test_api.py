@@ -134,6 +134,8 @@ def test_partition_takes_every_option_the_command_line_has(sample_path, tmp_path
     assert isinstance(tiles, TilePlanFile) and tiles.reuse_enabled and tiles.reuse.saved_macs > 0
     with pytest.raises(splitnn.SplitnnError, match="choose a vertical split's cut: drop them with strategy='tiles'"):
         splitnn.partition(model, tmp_path / "bad", strategy="tiles", adaptive=True)
+    with pytest.raises(splitnn.SplitnnError, match="--deadline applies to a split over an emulated link"):
+        splitnn.run_bench(tmp_path / "tiles", deadline="100ms")
     with pytest.raises(splitnn.SplitnnError, match="apply to tile plans"):
         splitnn.run_bench(tmp_path / "coded", workers=2)
     with pytest.raises(splitnn.SplitnnError, match="--deadline applies to adaptive plans"):
