@@ -86,14 +86,15 @@ def cluster_link_bps(megabytes: int = 16, repeats: int = 7) -> float:
     return 2 * payload.nbytes * 8 / statistics.median(times)
 
 
-def measure(name: str, work: Path, images: int, repeats: int, profile: str, link_bps: float) -> dict:
+def measure(name: str, work: Path, images: int, repeats: int, profile: str, link_bps: float, emulate: bool) -> dict:
     model, shapes = MODELS[name]
     analysis = analyze(load_graph(model(), shapes))
     plan = plan_tiles(analysis, 2, load_device(profile), cluster_link_bps=link_bps)
     outdir = work / name
     shutil.rmtree(outdir, ignore_errors=True)
     document = write_tiles(analysis, plan, outdir)
-    runs = [run_tile_bench(outdir, TileBenchOptions(workers=2, images=images)).to_dict() for _ in range(repeats)]
+    runs = [run_tile_bench(outdir, TileBenchOptions(workers=2, images=images, emulate_nodes=emulate)).to_dict()
+            for _ in range(repeats)]
     shutil.rmtree(outdir, ignore_errors=True)
     two = [run["scaling"][1] for run in runs]
     c = plan.coverage
@@ -120,6 +121,11 @@ def measure(name: str, work: Path, images: int, repeats: int, profile: str, link
         "transfer_mb": sum(p.transfer_bytes for p in plan.stacks) / 1e6,
         "tiles_2_workers_ms": statistics.median(t["tiles_phase_s"] for t in two) * 1e3,
         "image_2_workers_ms": statistics.median(t["wall_s"] for t in two) * 1e3,
+        "tiles_2_workers_predicted_ms": plan.tiles_phase_s * 1e3, "image_2_workers_predicted_ms": plan.makespan_s * 1e3,
+        # The model untiled on one node (the plan's prediction; emulated nodes take exactly that) against the image
+        # on two nodes.
+        "untiled_one_node_ms": plan.single_node_s * 1e3,
+        "emulated_nodes": emulate,
         "outputs_match": all(run["outputs_match"] for run in runs) and document.verification.passed,
     }
 
@@ -137,12 +143,16 @@ def main() -> None:
     parser.add_argument("--node-profile", default="host-1thread",
                         help="the nodes planned for (default: this machine on one onnxruntime thread, as each Dask "
                              "worker runs the tiles)")
+    parser.add_argument("--emulate", action="store_true",
+                        help="hold every node to the plan's predicted times on --node-profile (run-bench "
+                             "--emulate-nodes): boards slower than this host, emulated on its cores")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="splitnn-real-tiles-"))
     on_host = args.node_profile.startswith("host")
-    link_bps = cluster_link_bps() if on_host else 1e9
-    rows = [measure(name, work, args.images, args.repeats, args.node_profile, link_bps)
+    # The tiles' bytes cross this host's loopback whatever the nodes are (emulated nodes keep this host's link).
+    link_bps = cluster_link_bps() if on_host or args.emulate else 1e9
+    rows = [measure(name, work, args.images, args.repeats, args.node_profile, link_bps, args.emulate)
             for name in args.models.split(",")]
     shutil.rmtree(work, ignore_errors=True)
     if args.json:
@@ -151,7 +161,8 @@ def main() -> None:
         return
     print(f"Corpus CNNs, automatic 2-node tile plans, Dask LocalCluster, median of {args.repeats} runs of "
           f"{args.images} images, {os.cpu_count()} cores; tiles' bytes priced at {link_bps / 1e9:.2f} Gbit/s "
-          f"({'measured through the embedded cluster' if on_host else 'a gigabit LAN'})")
+          f"({'measured through the embedded cluster' if on_host or args.emulate else 'a gigabit LAN'})"
+          + (f"; nodes emulated as {args.node_profile}" if args.emulate else ""))
     print(f"{'model':<12} {'GMAC':>6} {'stacks (layers grid maps-out)':<44} {'tiled':>6} {'reach':>6} {'of all':>6} "
           f"{'tiles pred':>10} {'tiles meas':>10} {'image pred':>10} {'image meas':>10} match")
     for r in rows:
@@ -161,6 +172,12 @@ def main() -> None:
               f"{r['reach_of_before_whole_map']:>6.0%} {r['tiled_of_model']:>6.0%} "
               f"{r['predicted_tiles_speedup']:>9.2f}x {r['tiles_speedup']:>9.2f}x "
               f"{r['predicted_image_speedup']:>9.2f}x {r['image_speedup']:>9.2f}x {r['outputs_match']}")
+    for r in rows:
+        print(f"{r['model']}: tiles on 2 nodes {r['tiles_2_workers_ms']:.1f} ms measured, "
+              f"{r['tiles_2_workers_predicted_ms']:.1f} predicted; image {r['image_2_workers_ms']:.1f} measured, "
+              f"{r['image_2_workers_predicted_ms']:.1f} predicted; the model untiled on one node "
+              f"{r['untiled_one_node_ms']:.1f} predicted ({r['untiled_one_node_ms'] / r['image_2_workers_ms']:.2f}x "
+              "the measured image)")
     for r in rows:
         print(f"{r['model']}: region stops at {r['region_stops_at']}; first whole-map layer {r['whole_map_layer']}")
     top = sorted(rows, key=lambda r: -r["model_macs"])[:3]

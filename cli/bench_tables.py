@@ -182,6 +182,9 @@ def render_tiles(report: TileBenchReport) -> None:
     tiles_mode = report.mode == "tiles"
     mode = f"{report.grid.rows}x{report.grid.cols} tiles" if tiles_mode and report.grid else "whole images spread over the workers"
     console.print(f"{mode} on {report.scheduler}, {report.images} images per worker count")
+    if report.emulated_nodes:
+        console.print(f"nodes emulated as {report.emulated_nodes}: each tile held to its predicted time on its worker, "
+                      "the client's steps to theirs; the link between them is this host's")
     table = Table(title="Scaling", title_justify="left")
     for column in ["workers", "wall ms", "speedup"] + (["tiles ms", "tiles speedup", "client CPU ms"] if tiles_mode
                                                        else ["images/s"]):
@@ -203,11 +206,34 @@ def render_tiles(report: TileBenchReport) -> None:
     if tiles_mode:
         _render_phases(report)
         _render_tile_figures(report)
+        _render_tile_prediction(report)
     killed = f"{report.workers_killed} worker(s) killed by the drill; " if report.workers_killed else ""
     console.print(f"{killed}tasks re-run after a lost worker: {report.retries}")
     if report.outputs_match is not None:
         verdict = "match" if report.outputs_match else "[red]DIFFER[/red]"
         console.print(f"outputs {verdict} the unpartitioned model (max abs error {report.max_abs_err:.3g})")
+
+
+def _render_tile_prediction(report: TileBenchReport) -> None:
+    """The plan's prediction for its nodes beside what the run measured on as many workers."""
+    predicted, top = report.predicted, report.scaling[-1]
+    if predicted is None or top.tiles_phase_s is None or top.workers != report.plan_nodes:
+        return
+    where = (f"held to {report.emulated_nodes}'s times" if report.emulated_nodes
+             else "this host's cores (--emulate-nodes holds them to the plan's node profile)")
+    link = (f" (tiles' bytes at {predicted.cluster_link_bps / 1e6:,.0f} Mbit/s)" if predicted.cluster_link_bps
+            else "")
+    line = (f"predicted by the plan for {top.workers} nodes: tiles {predicted.tiles_phase_s * 1e3:.1f} ms, image "
+            f"{predicted.makespan_s * 1e3:.1f} ms{link}; "
+            f"measured on {top.workers} workers, {where}: tiles {top.tiles_phase_s * 1e3:.1f} ms "
+            f"({top.tiles_phase_s / predicted.tiles_phase_s - 1:+.0%}), image {top.wall_s * 1e3:.1f} ms "
+            f"({top.wall_s / predicted.makespan_s - 1:+.0%})")
+    stdout().print(line)
+    stdout().print(f"the model untiled on one node: {predicted.single_node_s * 1e3:.1f} ms predicted, "
+                   f"{predicted.single_node_s / predicted.makespan_s:.2f}x the plan's image on {top.workers} nodes")
+    if report.host_slower_tiles:
+        stdout().print(f"this host ran {report.host_slower_tiles} tile(s) slower than {report.emulated_nodes} is "
+                       "predicted to: those took the host's own time")
 
 
 def _render_image_table(rows: tuple[TableRow, ...]) -> None:

@@ -392,6 +392,7 @@ class TileBenchChoice:
     kill_worker_after_s: float | None
     given: tuple[str, ...]  # the tile-only options the user set (refused on a vertical split)
     handoff: str = "client"
+    emulate_nodes: bool = False
 
     def options(self):
         """The tile bench's options (imported only for a tile plan: a vertical split never loads the Dask code)."""
@@ -399,15 +400,18 @@ class TileBenchChoice:
 
         return TileBenchOptions(workers=self.workers, scheduler=self.scheduler, images=self.images,
                                 scaling=self.scaling, data_parallel=self.data_parallel,
-                                kill_worker_after_s=self.kill_worker_after_s, handoff=self.handoff)
+                                kill_worker_after_s=self.kill_worker_after_s, handoff=self.handoff,
+                                emulate_nodes=self.emulate_nodes)
 
 
 def _tile_bench_choice(workers: int | None, scheduler: str | None, data_parallel: bool, images: int,
-                       no_scaling: bool, kill_worker_after: float | None, handoff: str | None) -> TileBenchChoice:
+                       no_scaling: bool, kill_worker_after: float | None, handoff: str | None,
+                       emulate_nodes: bool) -> TileBenchChoice:
     tile_only = {"--workers": workers, "--scheduler": scheduler, "--data-parallel": data_parallel or None,
-                 "--no-scaling": no_scaling or None, "--kill-worker-after": kill_worker_after, "--handoff": handoff}
+                 "--no-scaling": no_scaling or None, "--kill-worker-after": kill_worker_after, "--handoff": handoff,
+                 "--emulate-nodes": emulate_nodes or None}
     return TileBenchChoice(workers, scheduler, data_parallel, images, not no_scaling, kill_worker_after,
-                           tuple(k for k, v in tile_only.items() if v is not None), handoff or "client")
+                           tuple(k for k, v in tile_only.items() if v is not None), handoff or "client", emulate_nodes)
 
 
 TILE_BENCH = OptionGroup("tiles", (
@@ -426,6 +430,9 @@ TILE_BENCH = OptionGroup("tiles", (
     (("--handoff", "handoff"), dict(type=click.Choice(["workers", "client"]), help=(
         "Tile plans of several stacks: how a stack's tiles get the previous stack's output; client (default): "
         "stitched on the client and sent out again; workers: straight from the workers that hold it."))),
+    (("--emulate-nodes", "emulate_nodes"), dict(is_flag=True, help=(
+        "Tile plans: hold every node to the time the plan predicts on its --node-profile (each tile on its worker, "
+        "the remainder on the client), as the boards it plans for would take; the link stays this host's."))),
 ), _tile_bench_choice)
 
 

@@ -265,7 +265,8 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
               jitter: str | float | None = None, loss: float = 0.0, trace: str | Path | None = None,
               outages: Sequence[str] = (), stream: bool = False, deadline: str | float | None = None,
               duration_s: float | None = None, compare_static: bool = False, scheduler: str | None = None,
-              data_parallel: bool = False) -> SplitBenchReport | AdaptiveBenchReport | TileBenchReport:
+              data_parallel: bool = False, emulate_nodes: bool = False
+              ) -> SplitBenchReport | AdaptiveBenchReport | TileBenchReport:
     """Run the plan in `folder` on this machine and measure it against its prediction: what `splitnn run-bench`
     does, by the plan's kind.
 
@@ -276,8 +277,9 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
     (give a `trace`), every answer within `deadline` where given, for `requests` requests or `duration_s`
     seconds, beside each kept cut held with `compare_static`; returns an AdaptiveBenchReport. A tile plan: its
     tiles on an embedded Dask cluster (or `scheduler`'s) of 1..`workers` workers (default the plan's nodes),
-    `images` images each, or whole images spread with `data_parallel`; returns a TileBenchReport (`scaling`,
-    `outputs_match`); a script that runs one must do so under `if __name__ == "__main__":` (Dask's workers are new
+    `images` images each, or whole images spread with `data_parallel`, each node held to the plan's predicted
+    times on its node profile with `emulate_nodes`; returns a TileBenchReport (`scaling`, `outputs_match`); a
+    script that runs one must do so under `if __name__ == "__main__":` (Dask's workers are new
     Python processes that import it). An option that does not apply to the plan's kind is refused.
 
     >>> report = splitnn.run_bench("out/vgg16", requests=5)  # doctest: +SKIP
@@ -304,9 +306,10 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
 
         refuse_on_tiles(emulated, bench)
         return run_tile_bench(folder, TileBenchOptions(workers=workers, images=images, scheduler=scheduler,
-                                                      data_parallel=data_parallel))
-    if workers is not None or scheduler is not None or data_parallel:
-        raise SplitnnError("workers, scheduler and data_parallel apply to tile plans (strategy='tiles')")
+                                                      data_parallel=data_parallel, emulate_nodes=emulate_nodes))
+    if workers is not None or scheduler is not None or data_parallel or emulate_nodes:
+        raise SplitnnError("workers, scheduler, data_parallel and emulate_nodes apply to tile plans "
+                           "(strategy='tiles')")
     if kind == "adaptive":
         if stream:
             raise SplitnnError("stream pipelines a split's frames; an adaptive plan's device sends one at a time")

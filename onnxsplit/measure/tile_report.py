@@ -96,3 +96,6 @@ class TileBenchReport(Record):
     predicted: TilePrediction | None = None
     memory: WorkerMemory | None = None
     table: tuple[TableRow, ...] | None = None
+    emulated_nodes: str | None = None  # the node profile every node was held to (--emulate-nodes), else None
+    host_slower_tiles: int = 0  # emulated: tiles this host ran slower than predicted (at its own speed)
+    plan_nodes: int | None = None  # the node count `predicted` is for

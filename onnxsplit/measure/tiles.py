@@ -55,6 +55,9 @@ class TileBenchOptions:
     kill_worker_after_s: float | None = None
     # How a later stack gets the previous one's output: dask_runtime.HANDOFFS ("workers": worker to worker)
     handoff: str = "client"
+    # Each node takes the time the plan predicts on its node profile (TileProgram's emulate_nodes): boards slower
+    # than this host, emulated on its cores
+    emulate_nodes: bool = False
 
 
 class _WorkerKill:
@@ -102,7 +105,7 @@ class _WorkerKill:
 def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
                    progress: Callable[[str, int, int], None] | None = None) -> TileBenchReport:
     """Time the tile plan in `outdir` on Dask (see the module doc); returns the report."""
-    program = TileProgram(outdir)
+    program = TileProgram(outdir, options.emulate_nodes)
     plan = program.plan
     nodes = options.workers or plan.nodes
     feeds, reference = inputs_and_reference(outdir, plan, options.seed)
@@ -144,7 +147,17 @@ def run_tile_bench(outdir: str | Path, options: TileBenchOptions,
         grid=plan.grid, stack_labels=stack_labels(plan), tiles_speedup=top.tiles_speedup, redundant_macs_ratio=plan.redundant_macs_ratio,
         reuse={k: v for k, v in plan.reuse.to_dict().items() if k != "tiles"}, neuron_splits=plan.neuron_splits,
         predicted=plan.predicted, memory=worker_memory(uss_before, uss_after, plan.memory.node_bytes, memory),
+        emulated_nodes=plan.node_profile.name if options.emulate_nodes else None,
+        host_slower_tiles=_host_slower(runs[-1].records, plan) if options.emulate_nodes else 0, plan_nodes=plan.nodes,
     )
+
+
+def _host_slower(records: list[TileRun], plan: TilePlanFile) -> int:
+    """How many tiles of an emulated run took longer than their predicted time (this host was slower than the node
+    there, so they ran at its own speed)."""
+    predicted = {(number, tile.id): tile.predicted_s for number, stack in enumerate(plan.all_stacks)
+                 for tile in stack.tiles}
+    return sum(1 for r in records if r.seconds > predicted[(r.stack, r.id)] * 1.02 + 1e-3)
 
 
 def stack_labels(plan: Any) -> tuple[str, ...]:
@@ -277,12 +290,13 @@ def _data_parallel(client: Any, program: TileProgram, available: list[str], coun
     first_outputs: dict[str, np.ndarray] = {}
     for n in counts:
         workers = available[:n]
+        target = program.plan.predicted.single_node_s if options.emulate_nodes and program.plan.predicted else None
         wait([client.submit(run_whole, plugin, images[0], workers=[w], pure=False) for w in workers])  # warm-up
         for count in image_counts(options.images):
             step = tick(f"{count} images on {n} worker{'s' if n > 1 else ''}", count)
             start = time.perf_counter()
-            futures = [client.submit(run_whole, plugin, feeds, workers=workers, allow_other_workers=False, pure=False)
-                       for feeds in images[:count]]
+            futures = [client.submit(run_whole, plugin, feeds, target, workers=workers, allow_other_workers=False,
+                                     pure=False) for feeds in images[:count]]
             per_image = []
             for index, future in enumerate(futures):
                 outputs, seconds, worker = future.result()
@@ -303,4 +317,5 @@ def _data_parallel(client: Any, program: TileProgram, available: list[str], coun
         tiles=tuple(TaskRun(**run) for run in per_image),
         retries=0, workers_killed=0,  # not tracked for whole images
         outputs_match=match, max_abs_err=max_err, table=tuple(table),
+        emulated_nodes=program.plan.node_profile.name if options.emulate_nodes else None,
     )

@@ -38,6 +38,7 @@ from splitnn.onnxsplit.artifacts.plan_file import model_path, read_tile_plan
 from splitnn.onnxsplit.artifacts.reuse_records import ReuseArtifacts, ReuseTile
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
+from splitnn.onnxsplit.core.pacing import hold_until
 from splitnn.onnxsplit.tiles.dask_tasks import (
     SessionKey,
     SessionsPlugin,
@@ -141,6 +142,7 @@ class LaterStack:
     maps: StackMaps
     reuse_tiles: dict[int, ReuseTile] = field(default_factory=dict)  # reuse: every tile's task data (none without)
     client_step: PartStep | None = None  # what the client computes before the stack's tiles (a whole-map vector)
+    client_step_s: float | None = None  # the client step held to this (emulated nodes), else None
 
 
 @dataclass
@@ -171,12 +173,22 @@ def _stack_graphs(outdir: Path, tiles: tuple[Any, ...], names: tuple[str, ...], 
 
 
 class TileProgram:
-    """A tile plan folder, loaded on the client: geometry, tile graphs, weights, and the remainder's session."""
+    """A tile plan folder, loaded on the client: geometry, tile graphs, weights, and the remainder's session.
 
-    def __init__(self, outdir: str | Path) -> None:
+    `emulate_nodes`: every node takes the time the plan predicts on its node
+    profile (core/pacing.py): each tile is held to its predicted time on its
+    worker, and the client, one node too, holds each squeeze-and-excitation
+    step and the remainder (its layers split across the nodes included, as
+    one block) to theirs. The nodes' link stays this host's.
+    """
+
+    def __init__(self, outdir: str | Path, emulate_nodes: bool = False) -> None:
         outdir = Path(outdir)
         self.plan = read_tile_plan(outdir)
         self.plan.check_artifacts(outdir, None)  # every tile, slice and blob, before a worker gets any
+        if emulate_nodes:
+            _check_emulable(self.plan)
+        self.emulate_nodes = emulate_nodes
         artifacts = self.plan.artifacts
         self.key = self.plan.graph_fingerprint + ":" + str(outdir.resolve())
         self.tiles = self.plan.tiles
@@ -187,7 +199,8 @@ class TileProgram:
         self.maps = StackMaps.of(self.plan.all_stacks[0])
         self.later = [LaterStack(record.tiles, _stack_graphs(outdir, record.tiles, files.tiles, files.reuse),
                                  (outdir / files.stack_weights).read_bytes(), StackMaps.of(record),
-                                 stack_reuse_tiles(record.reuse), files.client_step)
+                                 stack_reuse_tiles(record.reuse), files.client_step,
+                                 record.client_step.predicted_s if emulate_nodes and record.client_step else None)
                       for record, files in zip(self.plan.later_stacks, artifacts.later_stacks)]
         self.folder = outdir
         self.steps = self.plan.remainder_chain()
@@ -203,8 +216,19 @@ class TileProgram:
     def finish(self, pool: dict[str, np.ndarray], run_slices: RunSlices | None = None) -> dict[str, np.ndarray]:
         """The model's outputs from the inputs and the stitched maps in `pool`: the remainder on this client (split
         layers via `run_slices` on the cluster)."""
+        start = time.perf_counter()
         pool = run_steps(self.steps, dict(pool), self.session_of, run_slices)
+        hold_until(start, self.plan.predicted.remainder_s if self.emulate_nodes else None)
         return outputs_of(pool, self.plan.outputs)
+
+
+def _check_emulable(plan: Any) -> None:
+    """Refuse, in one line, what emulated nodes cannot hold to a prediction: the plan keeps none for it."""
+    if plan.reuse.enabled or any(s.reuse.enabled for s in plan.later_stacks):
+        raise SplitnnError("--emulate-nodes does not run a reuse plan (the plan predicts no time for each reuse "
+                           "phase): partition without --reuse, or drop --emulate-nodes")
+    if plan.predicted is None:
+        raise SplitnnError("this tile plan holds no predictions to emulate its nodes by: partition it again")
 
 
 @contextlib.contextmanager
@@ -321,7 +345,7 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
     pool = dict(feeds)
     start = time.perf_counter()
     futures, tile_of = _submit_stack(client, program.tiles, program.reuse_tiles, plugins[0], pool, program.maps,
-                                     workers, tasks)
+                                     workers, tasks, program.emulate_nodes)
     earlier: list[tuple[list[Any], dict[str, Any]]] = []  # stacks whose outputs stayed on the workers
     if program.later and handoff == "workers":
         stitched, records, phases, stages = _through_workers(client, program, plugins, (futures, tile_of), workers,
@@ -333,7 +357,7 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
         pool.update(stitched)
         phases = [time.perf_counter() - start]
         for number, (later, plugin) in enumerate(zip(program.later, plugins[1:]), start=1):
-            more = _run_stack(client, later, plugin, number, pool, workers, start, records, program.session_of)
+            more = _run_stack(client, later, plugin, number, pool, workers, start, records, program)
             futures += more
             phases.append(time.perf_counter() - start - sum(phases))
     split_s: list[float] = []
@@ -381,14 +405,16 @@ def _stitch_results(futures: list[Any], tile_of: dict[str, Any], maps: StackMaps
 
 
 def _run_stack(client: Any, later: LaterStack, plugin: str, number: int, pool: dict[str, np.ndarray],
-               workers: list[str], start: float, records: list[TileRun], session_of: Callable[[str], Any]
-               ) -> list[Any]:
+               workers: list[str], start: float, records: list[TileRun], program: TileProgram) -> list[Any]:
     """A later stack's tiles, cropped from the maps stitched before on the client (hand-off "client"), sent as the
-    first stack's are, after its client step (on `session_of`'s sessions); its stitched outputs join `pool`, each
+    first stack's are, after its client step (on `program`'s sessions); its stitched outputs join `pool`, each
     tile's record is added to `records`. Returns the futures."""
     if later.client_step is not None:
-        run_steps([later.client_step], pool, session_of)
-    futures, tile_of = _submit_stack(client, later.tiles, later.reuse_tiles, plugin, pool, later.maps, workers)
+        step_start = time.perf_counter()
+        run_steps([later.client_step], pool, program.session_of)
+        hold_until(step_start, later.client_step_s)
+    futures, tile_of = _submit_stack(client, later.tiles, later.reuse_tiles, plugin, pool, later.maps, workers,
+                                     paced=program.emulate_nodes)
     stitched, mine = _stitch_results(futures, tile_of, later.maps, start, stack=number)
     pool.update(stitched)
     records += mine
@@ -419,7 +445,8 @@ def _through_workers(client: Any, program: TileProgram, plugins: list[str], firs
             regions = [later.tiles[i].input_region for i in group]
             needed = [(f, outs) for f, outs in previous if any(_overlaps(r, o) for r in regions for o in outs)]
             futures.append(client.submit(run_tile_group_from, plugin, [later.tiles[i].id for i in group], regions,
-                                         [outs for _, outs in needed], *[f for f, _ in needed], workers=workers,
+                                         [outs for _, outs in needed],
+                                         [later.tiles[i].predicted_s for i in group] if program.emulate_nodes else None, *[f for f, _ in needed], workers=workers,
                                          allow_other_workers=False, pure=False))
         stages.append((futures, {f.key: [later.tiles[i] for i in g] for f, g in zip(futures, groups)}))
     done = _await_stages(client, [futures for futures, _ in stages], start, after_first_tile)
@@ -470,23 +497,26 @@ def tile_task_count(tiles: int, workers: int) -> int:
 
 
 def _submit_stack(client: Any, tiles: tuple[Any, ...], reuse_tiles: dict[int, ReuseTile], plugin_name: str,
-                  pool: dict[str, np.ndarray], maps: StackMaps, workers: list[str], tasks: int | None = None
-                  ) -> tuple[list[Any], dict[str, Any]]:
+                  pool: dict[str, np.ndarray], maps: StackMaps, workers: list[str], tasks: int | None = None,
+                  paced: bool = False) -> tuple[list[Any], dict[str, Any]]:
     """A stack's tiles sent out, cropped from the maps in `pool`: with reuse (`reuse_tiles`), its two phases; else
     as groups (_submit_groups)."""
     if reuse_tiles:
         return _submit_with_reuse(client, tiles, reuse_tiles, plugin_name, pool, maps, workers)
-    return _submit_groups(client, tiles, plugin_name, pool, maps, workers, tasks)
+    return _submit_groups(client, tiles, plugin_name, pool, maps, workers, tasks, paced)
 
 
 def _submit_groups(client: Any, tiles: tuple[Any, ...], plugin_name: str, pool: dict[str, np.ndarray],
-                   maps: StackMaps, workers: list[str], tasks: int | None = None) -> tuple[list[Any], dict[str, Any]]:
+                   maps: StackMaps, workers: list[str], tasks: int | None = None, paced: bool = False
+                   ) -> tuple[list[Any], dict[str, Any]]:
     """A stack's tiles, cropped from the maps in `pool` (the image, and the maps stitched before), as Dask tasks of
-    about equal predicted time (_groups)."""
+    about equal predicted time (_groups); `paced`: each tile held to its predicted time (emulated nodes)."""
     regions = [maps.crops(t, pool) for t in tiles]
     groups = _groups(tiles, len(workers), tasks)
+    targets = [[tiles[i].predicted_s for i in g] if paced else None for g in groups]
     futures = client.map(run_tile_group, [plugin_name] * len(groups), [[tiles[i].id for i in g] for g in groups],
-                         [[regions[i] for i in g] for g in groups], workers=workers, allow_other_workers=False, pure=False)
+                         [[regions[i] for i in g] for g in groups], targets, workers=workers, allow_other_workers=False,
+                         pure=False)
     return futures, {f.key: [tiles[i] for i in group] for f, group in zip(futures, groups)}
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
+from splitnn.onnxsplit.core.pacing import hold_until
 from splitnn.onnxsplit.tiles.geometry import Region
 from splitnn.onnxsplit.artifacts.reuse_records import ReuseTile
 from splitnn.onnxsplit.tiles.reuse import assemble
@@ -94,20 +95,21 @@ def _sessions(plugin_name: str) -> dict[SessionKey, Any]:
     return plugin.sessions
 
 
-def run_tile_group(plugin_name: str, tile_ids: list[int], crops: list[list[np.ndarray]]
-                   ) -> tuple[list[list[np.ndarray]], list[float], str]:
+def run_tile_group(plugin_name: str, tile_ids: list[int], crops: list[list[np.ndarray]],
+                   targets: list[float] | None = None) -> tuple[list[list[np.ndarray]], list[float], str]:
     """A Dask task: several tiles' stacks, one after the other (one scheduler round trip for all of them); each
-    tile's crops are those of its stack's inputs, in order. Returns each tile's outputs (its stack's, in order),
-    each one's compute seconds, and the worker."""
+    tile's crops are those of its stack's inputs, in order. `targets`: each tile held to that many seconds (an
+    emulated node, core/pacing.py). Returns each tile's outputs (its stack's, in order), each one's compute
+    seconds (held ones included), and the worker."""
     from distributed import get_worker
 
     sessions = _sessions(plugin_name)
     outputs, times = [], []
-    for tile_id, tile_crops in zip(tile_ids, crops):
+    for index, (tile_id, tile_crops) in enumerate(zip(tile_ids, crops)):
         session = sessions[tile_id]
         start = time.perf_counter()
         output = session.run(None, {value.name: c for value, c in zip(session.get_inputs(), tile_crops)})
-        times.append(time.perf_counter() - start)
+        times.append(hold_until(start, targets[index] if targets else None))
         outputs.append(output)
     return outputs, times, get_worker().address
 
@@ -155,15 +157,16 @@ def run_slice(plugin_name: str, slice_key: str, model: bytes, x: np.ndarray) -> 
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
-def run_whole(plugin_name: str, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float, str]:
-    """A Dask task for data parallelism: the whole model on one image."""
+def run_whole(plugin_name: str, feeds: dict[str, np.ndarray], target_s: float | None = None
+              ) -> tuple[dict[str, np.ndarray], float, str]:
+    """A Dask task for data parallelism: the whole model on one image (held to `target_s` on an emulated node)."""
     from distributed import get_worker
 
     session = _sessions(plugin_name)[0]
     start = time.perf_counter()
     names = [o.name for o in session.get_outputs()]
     values = session.run(names, feeds)
-    return dict(zip(names, values)), time.perf_counter() - start, get_worker().address
+    return dict(zip(names, values)), hold_until(start, target_s), get_worker().address
 
 
 def register_plugin(client: Any, plugin: SessionsPlugin) -> str:
@@ -178,15 +181,17 @@ def register_plugin(client: Any, plugin: SessionsPlugin) -> str:
 
 
 def run_tile_group_from(plugin_name: str, tile_ids: list[int], regions: list[Region], sources: list[list[Region]],
+                        targets: list[float] | None,
                         *previous: tuple[list[list[np.ndarray]], list[float], str]
                         ) -> tuple[list[list[np.ndarray]], list[float], str]:
     """A Dask task of a later stack (hand-off "workers"): each tile's input, `regions[i]` of the previous stack's
     output, cut from the results of the previous stack's tasks that overlap it (`previous`, handed over by Dask
-    from the workers that hold them; `sources[j]`: the output regions of the tiles in `previous[j]`)."""
+    from the workers that hold them; `sources[j]`: the output regions of the tiles in `previous[j]`); `targets`: as
+    run_tile_group's."""
     pieces = [(region, output[0]) for regions, (outputs, _, _) in zip(sources, previous)
               for region, output in zip(regions, outputs)]
     crops = [[assemble(region, pieces)] for region in regions]
-    return run_tile_group(plugin_name, tile_ids, crops)
+    return run_tile_group(plugin_name, tile_ids, crops, targets)
 
 
 def times_and_worker(result: tuple[list[np.ndarray], list[float], str]) -> tuple[list[float], str]:

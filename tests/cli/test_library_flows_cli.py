@@ -2,6 +2,8 @@
 tests/onnxsplit): its warning lines, tables and refusals, one command each."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import splitnn
@@ -58,10 +60,14 @@ def two_stacks(sample_path, tmp_path_factory):
 
 def test_run_bench_prints_a_tile_plans_tables(two_stacks):
     """tests/onnxsplit/tiles/test_dask_runtime.py and test_planning.py: the report's data."""
-    proc = run_cli("run-bench", str(two_stacks), "--images", "1", "--no-scaling")
+    proc = run_cli("run-bench", str(two_stacks), "--images", "1", "--no-scaling", "--emulate-nodes")
     assert proc.returncode == 0, proc.stderr
     assert "Scaling" in proc.stdout and "outputs match" in proc.stdout
     assert "Per phase" in proc.stdout and "tiles: 1x2 to" in proc.stdout and "whole image" in proc.stdout
+    assert "nodes emulated as rockpro64" in proc.stdout
+    # The plan's figures for its 2 nodes beside the run's, each off by a signed percentage.
+    assert re.search(r"predicted by the plan for 2 nodes: tiles [\d.]+ ms, image [\d.]+ ms .*measured on 2 workers, "
+                     r"held to rockpro64's times: tiles [\d.]+ ms \([+-]\d+%\)", proc.stdout)
 
 
 def test_serve_refuses_a_tile_plan(two_stacks):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -9,8 +10,11 @@ import splitnn
 from splitnn.cost_models.catalog import load_device
 from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.measure.tiles import TileBenchOptions, run_tile_bench
+from splitnn.onnxsplit.artifacts.plan_file import read_tile_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.core.pacing import hold_until
 from splitnn.onnxsplit.model.loading import load_graph
+from splitnn.onnxsplit.tiles.dask_runtime import TileProgram
 from splitnn.onnxsplit.tiles.export import write_tiles
 from splitnn.onnxsplit.tiles.planning import plan_tiles
 
@@ -44,16 +48,43 @@ def test_data_parallel_spreads_whole_images(vgg_tiles):
     assert [(row["images"], row["workers"]) for row in report["table"]] == [(1, 1), (2, 1), (4, 1), (1, 2), (2, 2), (4, 2)]
 
 
-def test_the_bench_report_of_a_tile_plan(vgg_tiles):
-    """What run-bench --json prints of a tile plan (its tables: tests/cli/test_library_flows_cli.py)."""
-    report = run_tile_bench(vgg_tiles, TileBenchOptions(images=1, scaling=False)).to_dict()
+def test_the_bench_report_of_a_tile_plan_on_emulated_nodes(vgg_tiles):
+    """What run-bench --emulate-nodes --json prints of a tile plan (its tables: tests/cli/test_library_flows_cli.py):
+    every tile takes at least what the plan predicts on its node profile (the host is faster than a rockpro64, so
+    the hold decides), the remainder (its fc layers split across the nodes included) at least its prediction;
+    the outputs are the model's."""
+    result = run_tile_bench(vgg_tiles, TileBenchOptions(images=1, scaling=False, emulate_nodes=True))
+    report = result.to_dict()
     assert {"outputs_match", "max_abs_err", "workers", "makespan_s", "scaling", "tiles"} <= set(report)
     assert report["outputs_match"] is True and [row["workers"] for row in report["scaling"]] == [2]
+    assert result.emulated_nodes == "rockpro64" and result.plan_nodes == 2
+    plan = read_tile_plan(vgg_tiles)
+    assert plan.predicted is not None
+    predicted = {tile.id: tile.predicted_s for tile in plan.tiles}
+    assert sorted(run.id for run in result.tiles) == sorted(predicted)
+    assert all(run.seconds >= predicted[run.id] for run in result.tiles)
+    assert (result.scaling[0].remainder_s or 0) >= plan.predicted.remainder_s
+
+
+def test_emulated_nodes_refuse_what_the_plan_predicts_no_time_for(sample_path, tmp_path):
+    analysis = analyze(load_graph(sample_path("vgg16", 96)))
+    plan = plan_tiles(analysis, 2, load_device("rockpro64"), (2, 2), "maxpool2_out", stacks=1)
+    write_tiles(analysis, plan, tmp_path / "reuse", reuse=True)
+    with pytest.raises(SplitnnError, match=re.escape("--emulate-nodes does not run a reuse plan")):
+        TileProgram(tmp_path / "reuse", emulate_nodes=True)
+
+
+def test_hold_until_waits_out_the_target():
+    start = time.perf_counter()
+    assert hold_until(start, 0.02) >= 0.02
+    start = time.perf_counter()
+    assert hold_until(start, None) < 0.02  # no target: no wait
 
 
 def test_vertical_plans_refuse_tile_options(sample_path, tmp_path):
     splitnn.partition(sample_path("lenet5"), tmp_path / "lenet", cut="averagepool2_out")  # as conftest's lenet_plan
-    with pytest.raises(SplitnnError, match=re.escape("workers, scheduler and data_parallel apply to tile plans")):
+    with pytest.raises(SplitnnError, match=re.escape("workers, scheduler, data_parallel and emulate_nodes apply to "
+                                                     "tile plans")):
         splitnn.run_bench(tmp_path / "lenet", workers=2)
 
 
