@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 FOLDERS = {"splitnn": "splitnn", "cli": "splitnn.cli", "onnxsplit": "splitnn.onnxsplit", "cost_models": "splitnn.cost_models",
            "sample_models": "splitnn.sample_models"}
 
-# From the ground up. Layers on one rank (vertical, tiles) may not import each other.
+# From the ground up. Layers on one rank (vertical, tiles, pipeline) may not import each other.
 LAYERS = [
     ("splitnn.onnxsplit.core", 0),
     ("splitnn.onnxsplit.model", 1),
@@ -26,6 +26,7 @@ LAYERS = [
     ("splitnn.onnxsplit.artifacts", 4),
     ("splitnn.onnxsplit.vertical", 5),
     ("splitnn.onnxsplit.tiles", 5),
+    ("splitnn.onnxsplit.pipeline", 5),
     ("splitnn.onnxsplit.runtime", 6),
     ("splitnn.onnxsplit.measure", 7),
     ("splitnn.onnxsplit.jobs", 8),  # whole jobs (partition) from typed option records, for the API and the CLI
