@@ -20,6 +20,7 @@ by hand over tomllib: the file is small and its errors must name the entry.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,22 +225,21 @@ def _bytes(where: str, value: Any) -> int:
 
 
 def _bandwidth(where: str, key: str, value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = str(value)  # a bare number is Mbit/s, as on the command line
-    if not isinstance(value, str):
-        raise SplitnnError(f"{where}: key '{key}' must be a bandwidth, e.g. \"20Mbit\"")
-    try:
-        return parse_bandwidth_bps(value)
-    except SplitnnError as exc:
-        raise SplitnnError(f"{where}: key '{key}': {exc}") from None
+    """A bandwidth; a bare number is Mbit/s, as on the command line."""
+    return _quantity(where, key, value, parse_bandwidth_bps, "a bandwidth, e.g. \"20Mbit\"")
 
 
 def _duration(where: str, key: str, value: Any) -> float:
+    """A duration; a bare number is milliseconds, as on the command line."""
+    return _quantity(where, key, value, parse_duration_s, "a duration, e.g. \"10ms\"")
+
+
+def _quantity(where: str, key: str, value: Any, parse: Callable[[str], float], what: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = str(value)  # a bare number is milliseconds, as on the command line
+        value = str(value)
     if not isinstance(value, str):
-        raise SplitnnError(f"{where}: key '{key}' must be a duration, e.g. \"10ms\"")
+        raise SplitnnError(f"{where}: key '{key}' must be {what}")
     try:
-        return parse_duration_s(value)
+        return parse(value)
     except SplitnnError as exc:
         raise SplitnnError(f"{where}: key '{key}': {exc}") from None
