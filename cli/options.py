@@ -382,6 +382,27 @@ SWEEP = OptionGroup("sweep", (
 ), _sweep_choice)
 
 
+def _strategy(strategy: str, machines: str | None) -> tuple[str, str | None]:
+    """partition's strategy, "pipeline" with a machines file; and the file."""
+    from splitnn.onnxsplit.core.errors import SplitnnError
+
+    if machines is None:
+        return strategy, None
+    if strategy == "tiles":
+        raise SplitnnError("--machines plans stages over the machines of a file: drop --strategy tiles")
+    return "pipeline", machines
+
+
+STRATEGY = OptionGroup("strategy_and_machines", (
+    (("--strategy", "strategy"), dict(type=click.Choice(["vertical", "tiles"]), default="vertical", show_default=True,
+                                      help="vertical: device + server; tiles: the first layers split into tiles "
+                                           "across a cluster.")),
+    (("--machines", "machines"), dict(type=click.Path(dir_okay=False), metavar="FILE.toml", help=(
+        "Plan stages over the machines and links of this file (a pipeline of N machines; see docs/pipeline.md); "
+        "--objective latency or throughput."))),
+), _strategy)
+
+
 @dataclass(frozen=True)
 class TileBenchChoice:
     workers: int | None

@@ -11,6 +11,7 @@ from splitnn.cli.options import (
     CODEC_CHOICE,
     CUT_CHOICE,
     PLANNING,
+    STRATEGY,
     TILE_PLANNING,
     VERIFICATION,
     PlanningChoice,
@@ -31,13 +32,12 @@ if TYPE_CHECKING:
 @use_groups(CUT_CHOICE)
 @use_groups(CODEC_CHOICE)
 @use_groups(VERIFICATION)
-@click.option("--strategy", type=click.Choice(["vertical", "tiles"]), default="vertical", show_default=True,
-              help="vertical: device + server; tiles: the first layers split into tiles across a cluster.")
+@use_groups(STRATEGY)
 @use_groups(TILE_PLANNING)
 @click.option("--json", "as_json", is_flag=True, help="Print plan.json to stdout instead of tables.")
 def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: PlanningChoice, choice: CutChoice,
-              codec: CodecChoice, verification: VerificationChoice, strategy: str, tiles: TilePlanning, as_json: bool
-              ) -> None:
+              codec: CodecChoice, verification: VerificationChoice, strategy_and_machines: tuple[str, str | None],
+              tiles: TilePlanning, as_json: bool) -> None:
     """Split MODEL between a device and a server at the best cut, and write both parts.
 
     Every cut is predicted (device roofline + transfer + server roofline), cuts
@@ -61,12 +61,14 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --fuse-until maxpool3_out
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 4 --grid 3x3 --reuse
       splitnn partition vgg16.onnx -o out/tiles --strategy tiles --nodes 2 --stacks 3 --fuse-until maxpool5_out
+      splitnn partition vgg16.onnx -o out/pipe --machines machines.toml --objective throughput   (N machines)
     """
     from splitnn.onnxsplit.jobs.partition import PartitionJob, partition_model
     from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
 
+    strategy, machines = strategy_and_machines
     job = PartitionJob(strategy, planning.load() if strategy == "vertical" else None, choice, codec, verification,
-                       tiles)
+                       tiles, machines)
     result = partition_model(model, outdir, job, parse_input_shapes(input_shapes), _hooks(job))
     if codec.plot is not None and result.trials is not None:
         _plot_trials(codec.plot, model, result)
@@ -74,6 +76,10 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
         click.echo(json.dumps(result.document.to_dict(), indent=1))
     elif strategy == "tiles":
         _render_tiles(result.document)
+    elif strategy == "pipeline":
+        from splitnn.cli.pipeline_tables import render_pipeline
+
+        render_pipeline(result.document)
     elif choice.adaptive:
         _render_adaptive(result.document)
     else:
@@ -87,6 +93,8 @@ def _hooks(job: Any) -> Any:
     from splitnn.onnxsplit.jobs.partition import JobHooks
 
     def planned(plan: Any) -> None:
+        if job.strategy == "pipeline":  # unpriced nodes: said by the analysis's warnings
+            return
         warn_unpriced(plan.unpriced)
         if job.strategy == "tiles":
             _warn_little_help(plan, job.tiles.stacks is None and job.tiles.fuse_until is None)

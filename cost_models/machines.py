@@ -1,7 +1,7 @@
 """A machines file: the machines a model can be placed over and the links between them (issue 33).
 
     [[machine]]
-    name = "camera"          # unique; how plans, reports and `serve --stage` name it
+    name = "camera"          # unique (letters, digits, '-', '_', '.'); how plans and reports name it
     profile = "rockpro64"    # a built-in device profile, `host`, or a profile .toml (relative to this file)
     memory = "2GB"           # optional: its RAM, in place of the profile's; the 80% rule applies to it
     count = 4                # optional: a group of identical boards that can share a stage in tiles
@@ -20,6 +20,7 @@ by hand over tomllib: the file is small and its errors must name the entry.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,9 @@ def _machine(path: Path, number: int, entry: Any) -> Machine:
         raise SplitnnError(f"{where} is not a table: write it as [[machine]] with keys")
     _known_keys(where, entry, MACHINE_KEYS)
     name = _required_text(where, entry, "name")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise SplitnnError(f"{where}: key 'name' may hold letters, digits, '-', '_' and '.' only (it names the "
+                           "stage's folder): rename it")
     profile_name = _required_text(where, entry, "profile")
     if profile_name.endswith(".toml") and not Path(profile_name).is_absolute():
         profile_name = str(path.parent / profile_name)

@@ -149,8 +149,8 @@ def load_link(name: str | None = None, bandwidth: str | float | None = None, rtt
 
 
 def load_plan(folder: str | Path) -> PlanFile:
-    """The typed plan `partition` wrote into `folder`, of whatever kind it is (VerticalPlanFile, TilePlanFile or
-    AdaptivePlanFile); `plan.strategy` says which.
+    """The typed plan `partition` wrote into `folder`, of whatever kind it is (VerticalPlanFile, TilePlanFile,
+    AdaptivePlanFile or PipelinePlanFile); `plan.strategy` says which.
 
     >>> splitnn.load_plan("out/vgg16").strategy  # doctest: +SKIP
     'vertical'
@@ -175,7 +175,7 @@ def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None
               node_profile: str = "rockpro64", grid: tuple[int, int] | None = None, stacks: int | None = None,
               fuse_until: str | None = None, reuse: bool = False, fc_split: str = "time",
               cluster_link: str | float = "1Gbit", ort_format: bool = True, atol: float = 1e-4,
-              rtol: float = 1e-3) -> PlanFile:
+              rtol: float = 1e-3, machines: str | Path | None = None) -> PlanFile:
     """Plan, write and verify a split of `model` into the folder `out`, and return the plan written: what
     `splitnn partition` does, each of its options a keyword here.
 
@@ -192,6 +192,8 @@ def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None
     fused stacks up to `fuse_until` (None: the best) on `nodes` nodes of `node_profile`, joined to the client
     by `cluster_link` (bits per second, or text: "1Gbit"; a bare number in text is Mbit/s); `reuse` computes
     each overlap once.
+    `machines` (a machines file: `docs/pipeline.md`): stages over its machines in a pipeline, chosen by
+    `objective` ("latency" or "throughput"), one folder per stage; `strategy` is then "pipeline".
     The written parts are checked against the model within `atol`/`rtol` before the folder is published.
 
     >>> plan = splitnn.partition("vgg16.onnx", "out/vgg16", device="raspberry-pi-4", link="3g")  # doctest: +SKIP
@@ -201,6 +203,10 @@ def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None
     from splitnn.onnxsplit.jobs.partition import PartitionJob, partition_model
 
     tiles, planning = TilePlanning(), None
+    if machines is not None:
+        if strategy == "tiles":
+            raise SplitnnError("machines plans stages over the machines of a file: drop strategy='tiles'")
+        strategy = "pipeline"
     if strategy == "tiles":
         tiles = TilePlanning(nodes, grid, fuse_until, node_profile, reuse, stacks, fc_split, _bps(cluster_link))
     elif strategy == "vertical":
@@ -210,11 +216,11 @@ def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None
     if strategy == "tiles" and any(v not in (None, False, "latency") for v in (forced, objective, trace, percentile,
                                                                               bandwidth_range, adaptive)):
         raise SplitnnError(_VERTICAL_ONLY)
-    choice = cut_choice(objective, forced, trace, percentile, bandwidth_range, adaptive) if strategy == "vertical" \
+    choice = cut_choice(objective, forced, trace, percentile, bandwidth_range, adaptive) if strategy != "tiles" \
         else CutChoice()
     job = PartitionJob(strategy, planning, choice, codec_choice(codec, calibration, preprocess, max_output_change,
                                                                 reply_codec), VerificationChoice(atol, rtol, ort_format),
-                       tiles)
+                       tiles, None if machines is None else str(machines))
     return partition_model(model, out, job, _shapes(input_shapes), _warning_hooks()).document
 
 
@@ -224,7 +230,7 @@ def _warning_hooks() -> JobHooks:
     from splitnn.onnxsplit.jobs.partition import JobHooks
 
     def planned(plan: Any) -> None:
-        if plan.unpriced is not None:
+        if getattr(plan, "unpriced", None) is not None:  # a pipeline's choice: the analysis said so
             ops = ", ".join(f"{op} x{count}" for op, count in plan.unpriced.counts.items())
             _warn(f"no cost formula for {ops}: priced at 0 s, the prediction leaves out their work")
 

@@ -35,6 +35,14 @@ from splitnn.onnxsplit.artifacts.layout import PLAN_FILE, VERIFICATION_INPUTS_FI
 from splitnn.onnxsplit.artifacts.verification import Verification
 from splitnn.onnxsplit.codecs.calibrated import TensorRange
 from splitnn.onnxsplit.codecs.specs import Codecs, tensor_codecs
+from splitnn.onnxsplit.artifacts.pipeline_records import (
+    Hop,
+    PipelineFigures,
+    PlannedLink,
+    PlannedMachine,
+    Stage,
+    StageFiles,
+)
 from splitnn.onnxsplit.artifacts.reuse_records import ReuseArtifacts, ReuseRecord
 from splitnn.onnxsplit.core.atomic_files import write_bytes_atomic, write_text_atomic
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -43,7 +51,7 @@ from splitnn.onnxsplit.model.graph import Graph
 from splitnn.onnxsplit.model.sample_inputs import index_bounds
 
 SCHEMA_VERSION = 2
-STRATEGIES = ("vertical", "tiles", "adaptive")
+STRATEGIES = ("vertical", "tiles", "adaptive", "pipeline")
 
 
 @dataclass(frozen=True)
@@ -608,23 +616,56 @@ def _codec_names(requests: tuple[CodecRecord, ...], reply: ReplyCodecRecord | No
     return tuple(r.name for r in requests) + ((reply.name,) if reply is not None else ())
 
 
-PlanFile = VerticalPlanFile | TilePlanFile | AdaptivePlanFile
-_Plan = TypeVar("_Plan", VerticalPlanFile, TilePlanFile, AdaptivePlanFile)  # one kind in, the same kind out
+@dataclass(frozen=True, kw_only=True)
+class PipelinePlanFile(PlanHeader):
+    """Stages over the machines of a machines file (issue 33): which machine runs which part, what crosses each
+    link, the prediction beside the best two-machine plan and the source alone, each stage's files."""
+
+    objective: str
+    machines_file: str  # as given to partition
+    machines: tuple[PlannedMachine, ...]
+    links: tuple[PlannedLink, ...]
+    stages: tuple[Stage, ...]
+    hops: tuple[Hop, ...]  # hops[s]: stage s to stage s + 1
+    reply: tuple[Hop, ...]  # the answer's route back to the source
+    predicted: PipelineFigures
+    two_machines: PipelineFigures | None = None  # the best plan over the source and one other machine
+    source_alone: PipelineFigures | None = None  # None: the model does not fit the source
+    files: tuple[StageFiles, ...]
+    verification: Verification
+    strategy: str = "pipeline"
+    schema_version: int = SCHEMA_VERSION
+
+    def stage_files(self, machine: str) -> StageFiles:
+        found = next((f for f in self.files if f.machine == machine), None)
+        if found is None:
+            raise SplitnnError(f"no stage runs on '{machine}' in this plan: the stages are on "
+                               f"{', '.join(f.machine for f in self.files)}")
+        return found
+
+
+PlanFile = VerticalPlanFile | TilePlanFile | AdaptivePlanFile | PipelinePlanFile
+_Plan = TypeVar("_Plan", VerticalPlanFile, TilePlanFile, AdaptivePlanFile, PipelinePlanFile)  # one kind in, the same out
 _KINDS: dict[str, type[PlanFile]] = {"vertical": VerticalPlanFile, "tiles": TilePlanFile,
-                                     "adaptive": AdaptivePlanFile}
+                                     "adaptive": AdaptivePlanFile, "pipeline": PipelinePlanFile}
 
 # Why a plan of another kind cannot be used where one of `strategy` is wanted.
 _WRONG_KIND = {
     "vertical": "holds a tile plan, which has no device and server parts: run it with `splitnn run-bench OUTDIR`",
     "tiles": "holds a vertical split, not a tile plan: partition with --strategy tiles",
+    "pipeline": "holds no pipeline plan: partition with --machines FILE",
 }
 _ADAPTIVE_NOT_YET = ("holds an adaptive plan (partition --adaptive): run it with `splitnn run-bench OUTDIR`, or "
                      "`splitnn serve` and `splitnn device`; update-weights does not handle adaptive plans yet: "
                      "partition the retrained model again")
 
 
+_PIPELINE_ELSEWHERE = ("holds a pipeline plan (partition --machines), whose stages run one per machine: this command "
+                       "does not run one yet")
+
+
 def plan_strategy(outdir: str | Path) -> str:
-    """"vertical" (device + server) or "tiles", read from the folder's plan.json."""
+    """"vertical" (device + server), "adaptive", "tiles" or "pipeline", read from the folder's plan.json."""
     return _strategy(_load_json(Path(outdir)), Path(outdir) / PLAN_FILE)
 
 
@@ -635,8 +676,9 @@ def read_plan(outdir: str | Path, strategy: str | None = None) -> PlanFile:
     path = outdir / PLAN_FILE
     kind = _strategy(data, path)
     if strategy is not None and kind != strategy:
-        why = _ADAPTIVE_NOT_YET if kind == "adaptive" else _WRONG_KIND.get(
-            strategy, f"holds a {kind} plan, not an {strategy} one: partition with --adaptive")
+        elsewhere = {"adaptive": _ADAPTIVE_NOT_YET, "pipeline": _PIPELINE_ELSEWHERE}
+        why = elsewhere.get(kind) or _WRONG_KIND.get(strategy, f"holds a {kind} plan, not an {strategy} one: partition "
+                                                               "with --adaptive")
         raise SplitnnError(f"'{outdir}' {why}")
     data = {k: v for k, v in data.items() if k != "splitnn_version"}  # schema 1's name for the version
     data.setdefault("schema_version", 1)
@@ -657,6 +699,13 @@ def read_tile_plan(outdir: str | Path) -> TilePlanFile:
     """`read_plan` for a tile plan (a vertical split is refused with the reason)."""
     plan = read_plan(outdir, "tiles")
     assert isinstance(plan, TilePlanFile)
+    return plan
+
+
+def read_pipeline_plan(outdir: str | Path) -> PipelinePlanFile:
+    """`read_plan` for a pipeline plan (partition --machines)."""
+    plan = read_plan(outdir, "pipeline")
+    assert isinstance(plan, PipelinePlanFile)
     return plan
 
 

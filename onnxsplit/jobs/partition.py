@@ -52,12 +52,13 @@ class Partitioned:
 class PartitionJob:
     """Everything partition is asked for."""
 
-    strategy: str = "vertical"  # or "tiles"
+    strategy: str = "vertical"  # or "tiles", or "pipeline" (over a machines file)
     planning: PlanningInputs | None = None  # a vertical split's profiles and limits (required for one)
     choice: CutChoice = field(default_factory=CutChoice)
     codec: CodecChoice = field(default_factory=CodecChoice)
     verification: VerificationChoice = field(default_factory=VerificationChoice)
     tiles: TilePlanning = field(default_factory=TilePlanning)
+    machines: str | None = None  # the machines file of a pipeline plan
 
 
 def partition_model(model: str | Path, out: str | Path, job: PartitionJob,
@@ -68,8 +69,10 @@ def partition_model(model: str | Path, out: str | Path, job: PartitionJob,
     from splitnn.onnxsplit.model.loading import load_graph
 
     hooks = hooks or JobHooks()
-    if job.strategy not in ("vertical", "tiles"):
-        raise SplitnnError(f"unknown strategy '{job.strategy}': use vertical or tiles")
+    if job.strategy not in ("vertical", "tiles", "pipeline"):
+        raise SplitnnError(f"unknown strategy '{job.strategy}': use vertical, tiles or pipeline")
+    if job.strategy == "pipeline":
+        return _pipeline(model, out, job, input_shapes, hooks)
     if job.codec.reply != "none" and job.strategy == "tiles":
         raise SplitnnError("--reply-codec applies to a split between a device and a server: drop it with "
                            "--strategy tiles")
@@ -198,3 +201,28 @@ def _tiles(analysis: Analysis, node: DeviceProfile, out: str | Path, job: Partit
     with hooks.status("writing and verifying the tiles..."):
         document = write_tiles(analysis, plan, out, reuse=tiles.reuse, atol=verification.atol, rtol=verification.rtol)
     return Partitioned(document, plan)
+
+
+def _pipeline(model: str | Path, out: str | Path, job: PartitionJob, input_shapes: dict[str, tuple[int, ...]] | None,
+              hooks: JobHooks) -> Partitioned:
+    """Stages over the machines of `job.machines`, written and verified chained."""
+    from splitnn.cost_models.machines import read_machines
+    from splitnn.onnxsplit.analysis.analyze import analyze
+    from splitnn.onnxsplit.model.loading import load_graph
+    from splitnn.onnxsplit.pipeline.export import write_pipeline
+    from splitnn.onnxsplit.pipeline.planning import choose_pipeline
+
+    if job.machines is None:
+        raise SplitnnError("a pipeline plan needs a machines file (--machines FILE)")
+    if job.choice.forced or job.choice.adaptive or job.codec.spec != "none" or job.codec.reply != "none":
+        raise SplitnnError("--cut, --adaptive and the codecs apply to a split between a device and a server: drop "
+                           "them with --machines")
+    machines = read_machines(job.machines)  # a bad file is said before the model is read
+    analysis = analyze(load_graph(str(model), input_shapes or {}))
+    with hooks.status("choosing the stages..."):
+        choice = choose_pipeline(analysis, machines, job.choice.objective)
+    hooks.planned(choice)
+    with hooks.status("writing and verifying the stages..."):
+        document = write_pipeline(analysis, choice, machines, out, str(job.machines), atol=job.verification.atol,
+                                  rtol=job.verification.rtol)
+    return Partitioned(document, choice)

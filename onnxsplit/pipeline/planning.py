@@ -30,38 +30,11 @@ import numpy as np
 
 from splitnn.cost_models.machines import Machine, Machines
 from splitnn.onnxsplit.analysis.analyze import Analysis
+from splitnn.onnxsplit.artifacts.pipeline_records import Hop, PipelineFigures, Stage
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.pipeline.costs import RangeCosts, compute_prefix, range_costs
 
 OBJECTIVES = ("latency", "throughput")
-
-
-@dataclass(frozen=True)
-class Stage:
-    machine: str
-    start: int  # positions [start, end) of the graph's order
-    end: int
-    first_node: str | None  # None: an empty stage (a relay)
-    last_node: str | None
-    macs: int
-    compute_s: float
-    memory_bytes: int  # weights + activations
-    usable_bytes: int  # the machine's
-
-    @property
-    def empty(self) -> bool:
-        return self.end == self.start
-
-
-@dataclass(frozen=True)
-class Hop:
-    sender: str
-    receiver: str
-    cut: int  # the position the frame is cut at (P: the answer)
-    tensors: tuple[str, ...]
-    bytes: int  # on the wire, with the frame
-    seconds: float  # one way: serialisation, half the round trip, the sender's copy
-    serialise_s: float  # bytes * 8 / rate: the link direction's period
 
 
 @dataclass(frozen=True)
@@ -88,6 +61,9 @@ class PipelinePlan:
 
     def cost(self) -> float:
         return self.latency_s if self.objective == "latency" else self.period_s
+
+    def figures(self) -> PipelineFigures:
+        return PipelineFigures(self.machines, self.latency_s, self.period_s)
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,7 @@ BAD = [
     ('[[machine]]\nname = "a"\nprofile = "rockpro64"\nsource = true\n[[machine]]\nname = "b"\nprofile = "rockpro64"\n'
      '[[link]]\nbetween = ["a", "b"]\npreset = "carrier-pigeon"\n', "[[link]] 1: key 'preset': unknown link"),
     ('[[machines]]\nname = "a"\n', "unknown table 'machines'"),
+    ('[[machine]]\nname = "../a"\nprofile = "rockpro64"\nsource = true\n', "key 'name' may hold letters, digits"),
     ('[[machine\n', "is not valid TOML"),
 ]
 
