@@ -78,3 +78,43 @@ def _verdict(document: Any) -> str | None:
     working = [s.machine for s in document.stages if not s.empty]
     return (f"more machines do not help here: the best plan over all {len(document.machines)} runs parts on "
             f"{len(working)} of them and is {gain:.2f}x the best two-machine plan")
+
+
+def render_pipeline_bench(report: Any) -> None:
+    """A PipelineBenchReport: per stage and per hop predicted beside measured, then latency and frames per second
+    against the plan's and this run's predictions and the baselines' predictions."""
+    from rich.table import Table
+
+    console = stdout()
+    console.print(f"[bold]Pipeline[/bold] {' -> '.join(report.machines)}: every stage a process on this machine, held to "
+                  f"its machine's predicted time, every link emulated; {report.requests} requests")
+    table = Table(title="Per stage and hop (median ms)", title_justify="left")
+    for column in ("where", "bytes", "predicted", "this host", "measured"):
+        table.add_column(column, justify="left" if column == "where" else "right")
+    for stage, host in zip(report.stages, report.host_s or (None,) * len(report.stages)):
+        flag = " (this host is slower: runs at its speed)" if stage.host_slower else ""
+        table.add_row(f"stage on {stage.machine}{flag}", "", f"{stage.predicted_s * 1e3:.1f}",
+                      "" if host is None else f"{host * 1e3:.1f}", f"{stage.measured_s * 1e3:.1f}")
+    for hop in report.hops:
+        table.add_row(f"{hop.sender} -> {hop.receiver}", human_bytes(hop.bytes), f"{hop.predicted_s * 1e3:.1f}", "",
+                      f"{hop.measured_s * 1e3:.1f}")
+    console.print(table)
+    line = (f"latency p50 {report.latency_p50_s * 1e3:.1f} ms, p95 {report.latency_p95_s * 1e3:.1f} ms; predicted "
+            f"{report.predicted_latency_s * 1e3:.1f} by the plan")
+    if report.run_predicted_latency_s is not None:
+        line += f", {report.run_predicted_latency_s * 1e3:.1f} for this run"
+    console.print(line)
+    if report.stream_fps is not None:
+        line = f"stream: {report.stream_fps:.2f} frames/s; predicted {report.predicted_fps:.2f} by the plan"
+        if report.run_predicted_fps is not None:
+            line += f", {report.run_predicted_fps:.2f} for this run (each stage at the slower of its prediction and " \
+                    "this host, and this host's cores)"
+        console.print(line)
+    if report.two_machines_predicted_latency_s is not None:
+        console.print(f"the best two-machine plan, predicted: {report.two_machines_predicted_latency_s * 1e3:.1f} ms, "
+                      f"{report.two_machines_predicted_fps:.2f} frames/s (not run)")
+    if report.source_alone_predicted_s is not None:
+        console.print(f"the source alone, predicted: {report.source_alone_predicted_s * 1e3:.1f} ms (not run)")
+    if report.outputs_match is not None:
+        verdict = "match" if report.outputs_match else "[red]DIFFER[/red]"
+        console.print(f"outputs {verdict} the unpartitioned model (max abs error {report.max_abs_err:.3g})")

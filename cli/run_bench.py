@@ -49,6 +49,7 @@ def run_bench(target: str, link: LinkEmulation, bench: BenchChoice, sweep: Sweep
       splitnn run-bench out/tiles                          (a tile plan: tiles on a local Dask cluster)
       splitnn run-bench out/tiles --scheduler tcp://10.0.0.1:8786 --images 20
       splitnn run-bench out/tiles --data-parallel --images 40
+      splitnn run-bench out/pipe --stream --requests 20       (a pipeline plan: a process per stage, its links emulated)
     """
     from splitnn.onnxsplit.core.errors import SplitnnError
 
@@ -57,16 +58,14 @@ def run_bench(target: str, link: LinkEmulation, bench: BenchChoice, sweep: Sweep
     if sweep is None:
         _warn_unpriced(target)
     if sweep is None and _is_tile_plan(target):
-        if report.plot is not None:
-            raise SplitnnError("--plot draws the split's stages; a tile plan prints its scaling table (use --json for data)")
-        from splitnn.onnxsplit.jobs.bench import refuse_on_tiles
-
-        refuse_on_tiles(link, bench)
-        _tile_bench(target, tiles, report.as_json)
+        _tile_bench(target, link, bench, tiles, report)
         return
     if tiles.given:
         raise SplitnnError(f"{', '.join(tiles.given)} {'applies' if len(tiles.given) == 1 else 'apply'} only to tile "
                            "plans (splitnn partition --strategy tiles)")
+    if sweep is None and _strategy(target) == "pipeline":
+        _pipeline_bench(target, link, bench, report)
+        return
     if sweep is None and _strategy(target) == "adaptive":
         _adaptive_bench(target, link, bench, report.as_json, report.plot)
         return
@@ -80,6 +79,24 @@ def run_bench(target: str, link: LinkEmulation, bench: BenchChoice, sweep: Sweep
         _render(result)
     if report.plot is not None:
         stderr().print(f"plot written to {report.plot}")
+
+
+def _pipeline_bench(target: str, link: LinkEmulation, bench: BenchChoice, report: ReportChoice) -> None:
+    """A pipeline plan's stages, each a process, over its machines' links."""
+    from splitnn.cli.pipeline_tables import render_pipeline_bench
+    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.jobs.bench import bench_pipeline
+
+    if report.plot is not None:
+        raise SplitnnError("--plot draws a two-part split's stages; a pipeline plan prints its tables (use --json for "
+                           "data)")
+    with Progress() as progress:
+        progress("starting the stages", 0, 1)
+        result = bench_pipeline(target, link, bench, progress)
+    if report.as_json:
+        click.echo(json.dumps(result.to_dict(), indent=1))
+    else:
+        render_pipeline_bench(result)
 
 
 def _warn_unpriced(outdir: str) -> None:
@@ -149,8 +166,17 @@ def _adaptive_bench(outdir: str, link: LinkEmulation, bench: BenchChoice, as_jso
         stderr().print(f"plot written to {plot}")
 
 
-def _tile_bench(outdir: str, tiles: TileBenchChoice, as_json: bool) -> None:
+def _tile_bench(outdir: str, link: LinkEmulation, bench: BenchChoice, tiles: TileBenchChoice, report: ReportChoice
+                ) -> None:
+    """A tile plan on Dask (the link's and the split's options refused)."""
+    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.jobs.bench import refuse_on_tiles
     from splitnn.onnxsplit.measure.tiles import run_tile_bench
+
+    if report.plot is not None:
+        raise SplitnnError("--plot draws the split's stages; a tile plan prints its scaling table (use --json for data)")
+    refuse_on_tiles(link, bench)
+    as_json = report.as_json
 
     with Progress() as progress:
         progress("starting the Dask cluster", 0, 1)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # (imported where used: each pulls in its own layer's modules
     from splitnn.onnxsplit.jobs.partition import JobHooks
     from splitnn.onnxsplit.artifacts.plan_file import WeightsUpdateRecord
     from splitnn.onnxsplit.measure.adaptive import AdaptiveBenchReport
+    from splitnn.onnxsplit.measure.pipeline import PipelineBenchReport
     from splitnn.onnxsplit.measure.split_report import SplitBenchReport
     from splitnn.onnxsplit.measure.tile_report import TileBenchReport
     from splitnn.onnxsplit.runtime.device import DeviceClient
@@ -272,7 +273,7 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
               outages: Sequence[str] = (), stream: bool = False, deadline: str | float | None = None,
               duration_s: float | None = None, compare_static: bool = False, scheduler: str | None = None,
               data_parallel: bool = False, emulate_nodes: bool = False
-              ) -> SplitBenchReport | AdaptiveBenchReport | TileBenchReport:
+              ) -> SplitBenchReport | AdaptiveBenchReport | TileBenchReport | PipelineBenchReport:
     """Run the plan in `folder` on this machine and measure it against its prediction: what `splitnn run-bench`
     does, by the plan's kind.
 
@@ -286,7 +287,9 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
     `images` images each, or whole images spread with `data_parallel`, each node held to the plan's predicted
     times on its node profile with `emulate_nodes`; returns a TileBenchReport (`scaling`, `outputs_match`); a
     script that runs one must do so under `if __name__ == "__main__":` (Dask's workers are new
-    Python processes that import it). An option that does not apply to the plan's kind is refused.
+    Python processes that import it). A pipeline plan (partition with `machines`): a process per stage held to its
+    machine's predicted time, each link emulated, `requests` one at a time and streamed with `stream`; returns a
+    PipelineBenchReport. An option that does not apply to the plan's kind is refused.
 
     >>> report = splitnn.run_bench("out/vgg16", requests=5)  # doctest: +SKIP
     >>> report.stages["e2e_s"].p50, report.predicted_s  # doctest: +SKIP
@@ -297,6 +300,7 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
         BenchChoice,
         LinkEmulation,
         bench_adaptive,
+        bench_pipeline,
         bench_split,
         outage_windows,
         refuse_on_tiles,
@@ -316,6 +320,8 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
     if workers is not None or scheduler is not None or data_parallel or emulate_nodes:
         raise SplitnnError("workers, scheduler, data_parallel and emulate_nodes apply to tile plans "
                            "(strategy='tiles')")
+    if kind == "pipeline":
+        return bench_pipeline(folder, emulated, bench)
     if kind == "adaptive":
         if stream:
             raise SplitnnError("stream pipelines a split's frames; an adaptive plan's device sends one at a time")

@@ -18,6 +18,7 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 
 if TYPE_CHECKING:
     from splitnn.onnxsplit.measure.adaptive import AdaptiveBenchReport
+    from splitnn.onnxsplit.measure.pipeline import PipelineBenchReport
     from splitnn.onnxsplit.measure.split_report import SplitBenchReport
     from splitnn.onnxsplit.measure.sweep import SweepReport
     from splitnn.onnxsplit.runtime.link_emulator import LinkSettings
@@ -110,6 +111,26 @@ def refuse_on_tiles(link: LinkEmulation, bench: BenchChoice) -> None:
         raise SplitnnError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to a split over an emulated "
                            "link; a tile plan runs on Dask: drop "
                            f"{'it' if len(given) == 1 else 'them'}")
+
+
+def bench_pipeline(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, progress: Progress | None = None
+                   ) -> PipelineBenchReport:
+    """A pipeline plan's stages as processes over the plan's own links, emulated (measure/pipeline.py); the link's
+    options and those of a two-part split are refused, each named."""
+    from splitnn.onnxsplit.measure.pipeline import run_pipeline_bench
+
+    given = [flag for flag, value in (
+        ("--link", link.name), ("--bandwidth", link.bandwidth_bps), ("--rtt", link.rtt_s),
+        ("--jitter", link.jitter_s or None), ("--loss", link.loss or None), ("--outage", link.outages or None),
+        ("--trace", link.trace or None), ("--device-slowdown", bench.slowdown), ("--fps", bench.fps),
+        ("--deadline", bench.deadline_s), ("--duration", bench.duration_s),
+        ("--compare-static", bench.compare_static or None), ("--tls", bench.tls or None),
+    ) if value is not None]
+    if given:
+        raise SplitnnError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to a split over one "
+                           "emulated link; a pipeline plan runs over the links of its machines file: drop "
+                           f"{'it' if len(given) == 1 else 'them'}")
+    return run_pipeline_bench(outdir, bench.requests, bench.stream, max(bench.timeout_s, 120.0), progress)
 
 
 def bench_split(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, progress: Progress | None = None

@@ -1,0 +1,305 @@
+"""`run-bench` for a pipeline plan: every stage on this machine, each machine and each link emulated (issue 33, 5).
+
+Each stage after the first is a process (`python -m splitnn.onnxsplit.runtime.stage`) whose part is held to its
+predicted time on its machine's profile; the source runs the first stage here, held the same way. Every hop goes
+through a user-space link relay (runtime/link_emulator.py) with its link's rate each way and half its round trip
+each way, and the answer returns to the source over the relays of its route. Boards are slower than this host, so
+four stages fit on two cores; a stage this host runs slower than its prediction takes this host's time, and the
+report says so.
+
+Measured: one request at a time (latency, p50 and p95), and with `stream` the same number of requests sent as
+fast as the source's stage runs them (frames per second, from the first answer to the last). Each frame carries
+the time each stage had it, had run its part and sent it (runtime/stage.py's TIMES), so every stage's and every
+hop's median share stands beside its prediction.
+"""
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from splitnn.onnxsplit.artifacts.bench_inputs import inputs_and_reference
+from splitnn.onnxsplit.artifacts.pipeline_records import Hop
+from splitnn.onnxsplit.artifacts.plan_file import PipelinePlanFile, read_pipeline_plan
+from splitnn.onnxsplit.artifacts.verification import compare_outputs
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.core.records import Record
+from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
+from splitnn.onnxsplit.runtime.stage import TIMES, StageRunner
+from splitnn.onnxsplit.runtime.wire import REQUEST, ConnectionClosed, Frame, read_frame, send_frame
+
+
+@dataclass(frozen=True)
+class StageTiming(Record):
+    machine: str
+    predicted_s: float
+    measured_s: float  # median over the requests
+    host_slower: bool  # this host took longer than the prediction: the stage ran at its own speed
+
+
+@dataclass(frozen=True)
+class HopTiming(Record):
+    sender: str
+    receiver: str
+    bytes: int
+    predicted_s: float
+    measured_s: float  # median: from the sender's send to the receiver having the frame (decoded)
+
+
+@dataclass(frozen=True)
+class PipelineBenchReport(Record):
+    plan: str
+    requests: int
+    machines: tuple[str, ...]
+    predicted_latency_s: float
+    latency_p50_s: float
+    latency_p95_s: float
+    predicted_fps: float
+    stream_fps: float | None  # None: no stream was run
+    stages: tuple[StageTiming, ...]
+    hops: tuple[HopTiming, ...]  # the forward hops, then the answer's route as one
+    outputs_match: bool | None
+    max_abs_err: float | None
+    # The prediction for this run: each stage at the slower of its prediction and this host's own time for it (a
+    # stage this host cannot hold to its profile runs at the host's speed), and the stream bounded also by this
+    # host's cores, which do every stage's real work.
+    run_predicted_latency_s: float | None = None
+    run_predicted_fps: float | None = None
+    host_s: tuple[float, ...] = ()  # each stage's part on this host, one thread (median of 3)
+    two_machines_predicted_latency_s: float | None = None
+    two_machines_predicted_fps: float | None = None
+    source_alone_predicted_s: float | None = None
+
+
+class _StageProcess:
+    """A stage in a child process, listening on a free port of 127.0.0.1 and sending to `next_address`."""
+
+    def __init__(self, folder: Path, machine: str, next_address: tuple[str, int], timeout_s: float = 120.0) -> None:
+        command = [sys.executable, "-m", "splitnn.onnxsplit.runtime.stage", str(folder), "--stage", machine,
+                   "--next", f"{next_address[0]}:{next_address[1]}", "--port", "0", "--hold"]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
+        line = self.process.stdout.readline().strip() if ready else ""
+        if not line.startswith("listening "):
+            self.close()
+            detail = self.process.stderr.read().strip().splitlines()[-1:] if self.process.stderr else []
+            raise SplitnnError(f"the stage process of '{machine}' did not start: {detail[0] if detail else 'no answer'}")
+        self.address = ("127.0.0.1", int(line.split()[-1]))
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def hop_settings(plan: PipelinePlanFile, sender: str, receiver: str) -> LinkSettings:
+    """The relay settings of the link from `sender` to `receiver`: each direction's rate, half the round trip."""
+    for entry in plan.links:
+        if {entry.a, entry.b} == {sender, receiver}:
+            link = entry.link
+            up, down = (link.uplink_bps, link.down_bps) if entry.a == sender else (link.down_bps, link.uplink_bps)
+            return LinkSettings(uplink_bps=up, downlink_bps=down, delay_s=link.rtt_s / 2)
+    raise SplitnnError(f"the plan has no link between '{sender}' and '{receiver}': partition again")
+
+
+@contextlib.contextmanager
+def _chain(folder: Path, plan: PipelinePlanFile, answers: tuple[str, int]) -> Iterator[tuple[str, int]]:
+    """Every stage after the first and every relay, started from the answer's end; yields where the source sends."""
+    with contextlib.ExitStack() as stack:
+        entry = answers
+        for hop in reversed(plan.reply):
+            entry = stack.enter_context(LinkRelay(entry, hop_settings(plan, hop.sender, hop.receiver))).address
+        for number in range(len(plan.stages) - 1, 0, -1):
+            process = _StageProcess(folder, plan.stages[number].machine, entry)
+            stack.callback(process.close)
+            hop = plan.hops[number - 1]
+            entry = stack.enter_context(LinkRelay(process.address, hop_settings(plan, hop.sender, hop.receiver))).address
+        yield entry
+
+
+class _Answers:
+    """The source's listener for answers: each request id's frame and when it arrived."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()[:2]
+        self.arrived: dict[int, tuple[float, Frame]] = {}
+        self.condition = threading.Condition()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError, ConnectionClosed):
+            connection, _ = self.listener.accept()
+            with connection:
+                while True:
+                    frame = read_frame(connection)
+                    with self.condition:
+                        self.arrived[frame.request_id] = (time.time(), frame)
+                        self.condition.notify_all()
+
+    def wait(self, request_id: int, timeout_s: float) -> tuple[float, Frame]:
+        with self.condition:
+            if not self.condition.wait_for(lambda: request_id in self.arrived, timeout_s):
+                raise SplitnnError(f"request {request_id} got no answer within {timeout_s:g} s: a stage is stuck or "
+                                   "gone")
+            return self.arrived[request_id]
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def run_pipeline_bench(outdir: str | Path, requests: int = 20, stream: bool = False, timeout_s: float = 120.0,
+                       progress: Callable[[str, int, int], None] | None = None) -> PipelineBenchReport:
+    """Run the pipeline plan in `outdir` on this machine (see the module doc); returns the report."""
+    folder = Path(outdir)
+    plan = read_pipeline_plan(folder)
+    plan.check_artifacts(folder, None)
+    feeds, reference = inputs_and_reference(folder, plan)
+    host = _host_seconds(folder, plan, feeds)
+    source = StageRunner(folder, plan, plan.stages[0].machine, hold=True)
+    answers = _Answers()
+    try:
+        with _chain(folder, plan, answers.address) as entry, socket.create_connection(entry) as downstream:
+            downstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            send = _sender(source, downstream, len(plan.stages) == 1, answers)
+            send(0, feeds)  # warm-up: every stage's first run
+            answers.wait(0, timeout_s)
+            latencies, frames = [], []
+            for i in range(1, requests + 1):
+                start = time.time()
+                send(i, feeds)
+                arrived, frame = answers.wait(i, timeout_s)
+                latencies.append(arrived - start)
+                frames.append((arrived, frame))
+                if progress:
+                    progress("one request at a time", i, requests)
+            fps = _stream(send, answers, feeds, requests, timeout_s, progress) if stream else None
+    finally:
+        answers.close()
+    outputs = {name: frames[-1][1].tensors[name] for name in plan.outputs}
+    match, max_err = (None, None) if reference is None else _compare(outputs, reference, plan)
+    match = None if match is None else bool(match)
+    report = _report(plan, str(outdir), requests, latencies, fps, frames, (match, max_err))
+    return _with_run_prediction(report, plan, host)
+
+
+def _host_seconds(folder: Path, plan: PipelinePlanFile, feeds: dict[str, np.ndarray], runs: int = 3) -> list[float]:
+    """Each stage's part on this host (one onnxruntime thread, as a stage process runs it), on the frame the stages
+    before it make of `feeds`: the median of `runs` after a warm-up; 0 for a relay."""
+    import statistics as stats
+
+    frame, seconds = dict(feeds), []
+    for stage in plan.stages:
+        runner = StageRunner(folder, plan, stage.machine, hold=False)
+        runner.run(frame)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            out = runner.run(frame)
+            times.append(time.perf_counter() - start)
+        seconds.append(stats.median(times) if runner.session is not None else 0.0)
+        frame = {name: value for name, value in out.items() if name != TIMES}
+    return seconds
+
+
+def _with_run_prediction(report: PipelineBenchReport, plan: PipelinePlanFile, host: list[float]) -> PipelineBenchReport:
+    """The report with the prediction for this run (see PipelineBenchReport.run_predicted_latency_s)."""
+    import dataclasses
+    import os
+
+    stage_s = [max(s.compute_s, h) for s, h in zip(plan.stages, host)]
+    hops = [*plan.hops, *plan.reply]
+    latency = sum(stage_s) + sum(h.seconds for h in hops)
+    period = max([*stage_s, *(h.serialise_s for h in hops)])
+    cores = os.cpu_count() or 1
+    period = max(period, sum(host) / cores)
+    return dataclasses.replace(report, run_predicted_latency_s=latency, run_predicted_fps=1.0 / period if period else None,
+                               host_s=tuple(host))
+
+
+def _sender(source: StageRunner, downstream: socket.socket, alone: bool,
+            answers: _Answers) -> Callable[[int, dict[str, np.ndarray]], None]:
+    """Request `i`: the source's stage run here, its frame sent on (or, with the source alone, answered here)."""
+    def send(i: int, feeds: dict[str, np.ndarray]) -> None:
+        tensors = source.run(feeds)
+        tensors[TIMES][-1, 2] = time.time()
+        if alone:
+            with answers.condition:
+                answers.arrived[i] = (time.time(), Frame(REQUEST, i, tensors=tensors))
+                answers.condition.notify_all()
+            return
+        send_frame(downstream, Frame(REQUEST, i, tensors=tensors))
+    return send
+
+
+def _stream(send: Callable[[int, dict[str, np.ndarray]], None], answers: _Answers, feeds: dict[str, np.ndarray],
+            count: int, timeout_s: float, progress: Callable[[str, int, int], None] | None) -> float:
+    """`count` requests sent as fast as the source's stage runs them; frames per second from the first answer to the
+    last."""
+    ids = list(range(STREAM_IDS, STREAM_IDS + count))
+
+    def send_all() -> None:
+        for i in ids:
+            send(i, feeds)
+
+    sender = threading.Thread(target=send_all, daemon=True)
+    sender.start()
+    times = []
+    for done, i in enumerate(ids, start=1):
+        times.append(answers.wait(i, timeout_s)[0])
+        if progress:
+            progress("streamed", done, count)
+    sender.join()
+    return (count - 1) / (times[-1] - times[0]) if count > 1 and times[-1] > times[0] else float("nan")
+
+
+STREAM_IDS = 1_000_000  # the stream's request ids start here, after the one-at-a-time requests'
+
+
+def _compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
+             plan: PipelinePlanFile) -> tuple[bool, float]:
+    max_err, match = compare_outputs(outputs, reference, plan.verification.atol, plan.verification.rtol)
+    return match, max_err
+
+
+def _report(plan: PipelinePlanFile, outdir: str, requests: int, latencies: list[float], fps: float | None,
+            frames: list[tuple[float, Frame]], checked: tuple[bool | None, float | None]) -> PipelineBenchReport:
+    """Medians of every stage's and hop's share, from the frames' TIMES rows, beside the plan's predictions."""
+    rows = [np.asarray(frame.tensors[TIMES]) for _, frame in frames]
+    stages = []
+    for k, s in enumerate(plan.stages):
+        measured = float(statistics.median(r[k, 1] - r[k, 0] for r in rows))
+        stages.append(StageTiming(s.machine, s.compute_s, measured, measured > s.compute_s * 1.05 + 1e-3))
+    hops = [HopTiming(h.sender, h.receiver, h.bytes, h.seconds,
+                      float(statistics.median(r[k + 1, 0] - r[k, 2] for r in rows))) for k, h in enumerate(plan.hops)]
+    if plan.reply:
+        back = float(statistics.median(arrived - np.asarray(frame.tensors[TIMES])[-1, 2] for arrived, frame in frames))
+        hops.append(_answer_timing(plan.reply, back))
+    p = plan.predicted
+    return PipelineBenchReport(
+        plan=outdir, requests=requests, machines=p.machines, predicted_latency_s=p.latency_s,
+        latency_p50_s=float(np.percentile(latencies, 50)), latency_p95_s=float(np.percentile(latencies, 95)),
+        predicted_fps=p.throughput_fps, stream_fps=fps, stages=tuple(stages), hops=tuple(hops), outputs_match=checked[0],
+        max_abs_err=checked[1],
+        two_machines_predicted_latency_s=plan.two_machines.latency_s if plan.two_machines else None,
+        two_machines_predicted_fps=plan.two_machines.throughput_fps if plan.two_machines else None,
+        source_alone_predicted_s=plan.source_alone.latency_s if plan.source_alone else None)
+
+
+def _answer_timing(route: tuple[Hop, ...], measured_s: float) -> HopTiming:
+    return HopTiming(route[0].sender, route[-1].receiver, route[0].bytes, sum(h.seconds for h in route), measured_s)

@@ -1,0 +1,46 @@
+"""run-bench on a pipeline plan (issue 33, item 5): a process per stage, each link emulated, the answer back."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import splitnn
+from splitnn.onnxsplit.core.errors import SplitnnError
+from tests.onnxsplit.pipeline.test_planning import machines_file
+
+
+@pytest.fixture(scope="module")
+def three_stages(sample_path, tmp_path_factory):
+    """AlexNet at 64 over two small boards and a server, for a stream: every machine runs a stage."""
+    folder = tmp_path_factory.mktemp("pipe")
+    machines_file(folder, [("a", "rockpro64", 'memory = "60MB"\nsource = true'), ("b", "rockpro64", 'memory = "60MB"'),
+                           ("c", "cloud-cpu", "")], [("a", "b", "wifi"), ("b", "c", "wifi"), ("a", "c", "4g")])
+    plan = splitnn.partition(sample_path("alexnet", 64), folder / "out", machines=folder / "machines.toml",
+                             objective="throughput")
+    return folder / "out", plan
+
+
+def test_every_stage_runs_as_a_process_and_the_answer_matches(three_stages):
+    folder, plan = three_stages
+    report = splitnn.run_bench(folder, requests=3, stream=True)
+    assert report.outputs_match is True and report.requests == 3
+    assert [s.machine for s in report.stages] == [s.machine for s in plan.stages]
+    # Every stage is held at least to its predicted time, so no stage and no request can be faster than predicted.
+    assert all(s.measured_s >= s.predicted_s for s in report.stages)
+    assert report.latency_p50_s >= sum(s.compute_s for s in plan.stages)
+    # Each hop, then the answer's route as one, beside its prediction; a hop waits at least its half round trip.
+    assert [(h.sender, h.receiver) for h in report.hops][:len(plan.hops)] == [(h.sender, h.receiver) for h in plan.hops]
+    assert len(report.hops) == len(plan.hops) + (1 if plan.reply else 0)
+    assert all(h.measured_s > 0 for h in report.hops)
+    assert report.stream_fps is not None and report.stream_fps > 0
+    assert report.run_predicted_latency_s is not None and report.run_predicted_latency_s >= plan.predicted.latency_s
+    assert len(report.host_s) == len(plan.stages)
+
+
+def test_link_options_are_refused_on_a_pipeline_plan(three_stages):
+    folder, _ = three_stages
+    with pytest.raises(SplitnnError, match=re.escape("--link applies to a split over one emulated link")):
+        splitnn.run_bench(folder, link="wifi")
+    with pytest.raises(SplitnnError, match="apply to tile plans"):
+        splitnn.run_bench(folder, workers=2)
