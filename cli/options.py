@@ -287,11 +287,11 @@ LINK_EMULATION = OptionGroup("link", (
 
 def _bench_choice(requests: int, device_slowdown: str, timeout: float, no_baselines: bool, stream: bool,
                   fps: float | None, deadline: str | None, duration: float | None,
-                  compare_static: bool, tls: bool) -> BenchChoice:
+                  compare_static: bool, tls: bool, kill_stage: str | None, failover: bool) -> BenchChoice:
     from splitnn.onnxsplit.jobs.bench import BenchChoice
 
     return BenchChoice(requests, _slowdown(device_slowdown), timeout, not no_baselines, stream, fps,
-                       _seconds(deadline, "--deadline"), duration, compare_static, tls)
+                       _seconds(deadline, "--deadline"), duration, compare_static, tls, kill_stage, failover)
 
 
 def _slowdown(text: str) -> float | None:
@@ -330,6 +330,12 @@ BENCH = OptionGroup("bench", (
                                                                      "each kept cut held fixed, beside the adaptive run.")),
     (("--tls", "tls"), dict(is_flag=True, help="Encrypt the split's connection with TLS (a self-signed pair made for "
                                               "the run), to measure what it costs.")),
+    (("--kill-stage", "kill_stage"), dict(metavar="MACHINE", help=(
+        "Pipeline plans, with --stream: kill that machine's stage process once half the stream is answered; every "
+        "request is then counted as answered or failed."))),
+    (("--failover", "failover"), dict(is_flag=True, help=(
+        "Pipeline plans, with --kill-stage: after the stage drops, the source answers the rest alone (it needs the "
+        "original model and the memory for it)."))),
 ), _bench_choice)
 
 

@@ -272,8 +272,8 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
               jitter: str | float | None = None, loss: float = 0.0, trace: str | Path | None = None,
               outages: Sequence[str] = (), stream: bool = False, deadline: str | float | None = None,
               duration_s: float | None = None, compare_static: bool = False, scheduler: str | None = None,
-              data_parallel: bool = False, emulate_nodes: bool = False
-              ) -> SplitBenchReport | AdaptiveBenchReport | TileBenchReport | PipelineBenchReport:
+              data_parallel: bool = False, emulate_nodes: bool = False, kill_stage: str | None = None,
+              failover: bool = False) -> SplitBenchReport | AdaptiveBenchReport | TileBenchReport | PipelineBenchReport:
     """Run the plan in `folder` on this machine and measure it against its prediction: what `splitnn run-bench`
     does, by the plan's kind.
 
@@ -288,8 +288,9 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
     times on its node profile with `emulate_nodes`; returns a TileBenchReport (`scaling`, `outputs_match`); a
     script that runs one must do so under `if __name__ == "__main__":` (Dask's workers are new
     Python processes that import it). A pipeline plan (partition with `machines`): a process per stage held to its
-    machine's predicted time, each link emulated, `requests` one at a time and streamed with `stream`; returns a
-    PipelineBenchReport. An option that does not apply to the plan's kind is refused.
+    machine's predicted time, each link emulated, `requests` one at a time and streamed with `stream` (with
+    `kill_stage` a machine's stage process killed mid-stream, the source answering alone after it with
+    `failover`); returns a PipelineBenchReport. An option that does not apply to the plan's kind is refused.
 
     >>> report = splitnn.run_bench("out/vgg16", requests=5)  # doctest: +SKIP
     >>> report.stages["e2e_s"].p50, report.predicted_s  # doctest: +SKIP
@@ -310,7 +311,7 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
     emulated = LinkEmulation(link, _bps(bandwidth), _seconds(rtt), _seconds(jitter) or 0.0, loss,
                              outage_windows(outages), tuple(read_trace(str(trace))) if trace else ())
     bench = BenchChoice(requests, stream=stream, deadline_s=_seconds(deadline), duration_s=duration_s,
-                        compare_static=compare_static)
+                        compare_static=compare_static, kill_stage=kill_stage, failover=failover)
     if kind == "tiles":
         from splitnn.onnxsplit.measure.tiles import TileBenchOptions, run_tile_bench
 
@@ -318,8 +319,7 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
         return run_tile_bench(folder, TileBenchOptions(workers=workers, images=images, scheduler=scheduler,
                                                       data_parallel=data_parallel, emulate_nodes=emulate_nodes))
     if workers is not None or scheduler is not None or data_parallel or emulate_nodes:
-        raise SplitnnError("workers, scheduler, data_parallel and emulate_nodes apply to tile plans "
-                           "(strategy='tiles')")
+        raise SplitnnError("workers, scheduler, data_parallel and emulate_nodes apply to tile plans (strategy='tiles')")
     if kind == "pipeline":
         return bench_pipeline(folder, emulated, bench)
     if kind == "adaptive":

@@ -87,6 +87,8 @@ class BenchChoice:
     duration_s: float | None = None  # adaptive plans: a timed run instead of `requests`
     compare_static: bool = False  # adaptive plans: the same replay with each kept cut held
     tls: bool = False  # the split's connection in TLS
+    kill_stage: str | None = None  # pipeline plans: the machine whose stage process is killed mid-stream
+    failover: bool = False  # pipeline plans: after a stage drops, the source answers alone
 
     def __post_init__(self) -> None:
         if self.fps is not None and not self.stream:
@@ -106,6 +108,7 @@ def refuse_on_tiles(link: LinkEmulation, bench: BenchChoice) -> None:
         ("--trace", link.trace or None), ("--device-slowdown", bench.slowdown), ("--no-baselines", not bench.baselines or None),
         ("--stream", bench.stream or None), ("--fps", bench.fps), ("--deadline", bench.deadline_s),
         ("--duration", bench.duration_s), ("--compare-static", bench.compare_static or None), ("--tls", bench.tls or None),
+        ("--kill-stage", bench.kill_stage), ("--failover", bench.failover or None),
     ) if value is not None]
     if given:
         raise SplitnnError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to a split over an emulated "
@@ -130,7 +133,12 @@ def bench_pipeline(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, 
         raise SplitnnError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to a split over one "
                            "emulated link; a pipeline plan runs over the links of its machines file: drop "
                            f"{'it' if len(given) == 1 else 'them'}")
-    return run_pipeline_bench(outdir, bench.requests, bench.stream, max(bench.timeout_s, 120.0), progress)
+    if (bench.kill_stage is not None or bench.failover) and not bench.stream:
+        raise SplitnnError("--kill-stage and --failover drop a stage in the middle of a stream: add --stream")
+    if bench.failover and bench.kill_stage is None:
+        raise SplitnnError("--failover answers after a stage drops: name the stage to drop with --kill-stage MACHINE")
+    return run_pipeline_bench(outdir, bench.requests, bench.stream, max(bench.timeout_s, 120.0), progress,
+                              drop=bench.kill_stage, failover=bench.failover)
 
 
 def bench_split(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, progress: Progress | None = None
@@ -140,10 +148,19 @@ def bench_split(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, pro
     from splitnn.onnxsplit.runtime.device import DevicePart
 
     _refuse_adaptive_options(bench)
+    _refuse_pipeline_options(bench)
     settings = emulated_settings(DevicePart(outdir).plan.link, link)
     options = BenchOptions(requests=bench.requests, slowdown=bench.slowdown, timeout_s=bench.timeout_s,
                            baselines=bench.baselines, stream=bench.stream, fps=bench.fps, tls=bench.tls)
     return run_bench(outdir, settings, options, progress)
+
+
+def _refuse_pipeline_options(bench: BenchChoice) -> None:
+    given = ", ".join(k for k, v in (("--kill-stage", bench.kill_stage), ("--failover", bench.failover or None))
+                      if v is not None)
+    if given:
+        raise SplitnnError(f"{given} {'applies' if ',' not in given else 'apply'} to pipeline plans (splitnn partition "
+                           "--machines)")
 
 
 def _refuse_adaptive_options(bench: BenchChoice) -> None:
@@ -161,6 +178,7 @@ def bench_adaptive(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, 
     from splitnn.onnxsplit.artifacts.plan_file import read_adaptive_plan
     from splitnn.onnxsplit.measure.adaptive import AdaptiveBenchOptions, compare_static, run_adaptive_bench
 
+    _refuse_pipeline_options(bench)
     settings = emulated_settings(read_adaptive_plan(outdir).link, link)
     options = AdaptiveBenchOptions(requests=bench.requests, deadline_s=bench.deadline_s, timeout_s=bench.timeout_s,
                                    duration_s=bench.duration_s)

@@ -15,6 +15,7 @@ hop's median share stands beside its prediction.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import select
 import socket
 import statistics
@@ -33,6 +34,7 @@ from splitnn.onnxsplit.artifacts.pipeline_records import Hop
 from splitnn.onnxsplit.artifacts.plan_file import PipelinePlanFile, read_pipeline_plan
 from splitnn.onnxsplit.artifacts.verification import compare_outputs
 from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.core.pacing import hold_until
 from splitnn.onnxsplit.core.records import Record
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
 from splitnn.onnxsplit.runtime.stage import TIMES, StageRunner
@@ -57,6 +59,21 @@ class HopTiming(Record):
 
 
 @dataclass(frozen=True)
+class DropReport(Record):
+    """A stage killed mid-stream (run-bench --kill-stage): what became of every request of the stream."""
+
+    stage: str  # the machine whose stage process was killed
+    killed_after_answers: int  # answers of the stream in when it was killed
+    requests: int
+    answered: int  # through the stages
+    answered_alone: int  # by the source alone after the drop (--failover)
+    failed: int  # sent into the stages and never answered
+    failed_after_drop: int  # of those, offered after the source saw the stage gone (0 with failover)
+    unaccounted: int  # requests - answered - answered_alone - failed: 0 unless one was lost silently
+    failover: bool
+
+
+@dataclass(frozen=True)
 class PipelineBenchReport(Record):
     plan: str
     requests: int
@@ -76,6 +93,7 @@ class PipelineBenchReport(Record):
     run_predicted_latency_s: float | None = None
     run_predicted_fps: float | None = None
     host_s: tuple[float, ...] = ()  # each stage's part on this host, one thread (median of 3)
+    drop: DropReport | None = None  # --kill-stage: the stream with a stage killed in its middle
     two_machines_predicted_latency_s: float | None = None
     two_machines_predicted_fps: float | None = None
     source_alone_predicted_s: float | None = None
@@ -118,18 +136,22 @@ def hop_settings(plan: PipelinePlanFile, sender: str, receiver: str) -> LinkSett
 
 
 @contextlib.contextmanager
-def _chain(folder: Path, plan: PipelinePlanFile, answers: tuple[str, int]) -> Iterator[tuple[str, int]]:
-    """Every stage after the first and every relay, started from the answer's end; yields where the source sends."""
+def _chain(folder: Path, plan: PipelinePlanFile, answers: tuple[str, int]
+           ) -> Iterator[tuple[tuple[str, int], dict[str, _StageProcess]]]:
+    """Every stage after the first and every relay, started from the answer's end; yields where the source sends,
+    and each stage's process by machine."""
+    processes: dict[str, _StageProcess] = {}
     with contextlib.ExitStack() as stack:
         entry = answers
         for hop in reversed(plan.reply):
             entry = stack.enter_context(LinkRelay(entry, hop_settings(plan, hop.sender, hop.receiver))).address
         for number in range(len(plan.stages) - 1, 0, -1):
             process = _StageProcess(folder, plan.stages[number].machine, entry)
+            processes[plan.stages[number].machine] = process
             stack.callback(process.close)
             hop = plan.hops[number - 1]
             entry = stack.enter_context(LinkRelay(process.address, hop_settings(plan, hop.sender, hop.receiver))).address
-        yield entry
+        yield entry, processes
 
 
 class _Answers:
@@ -164,18 +186,27 @@ class _Answers:
 
 
 def run_pipeline_bench(outdir: str | Path, requests: int = 20, stream: bool = False, timeout_s: float = 120.0,
-                       progress: Callable[[str, int, int], None] | None = None) -> PipelineBenchReport:
-    """Run the pipeline plan in `outdir` on this machine (see the module doc); returns the report."""
+                       progress: Callable[[str, int, int], None] | None = None, drop: str | None = None,
+                       failover: bool = False) -> PipelineBenchReport:
+    """Run the pipeline plan in `outdir` on this machine (see the module doc); returns the report. `drop`: the
+    machine whose stage process is killed once half the stream is answered (`stream` needed); with `failover` the
+    source answers the rest alone."""
     folder = Path(outdir)
     plan = read_pipeline_plan(folder)
     plan.check_artifacts(folder, None)
+    alone = _source_alone(folder, plan, failover)
+    if drop is not None and drop not in [s.machine for s in plan.stages[1:]]:
+        raise SplitnnError(f"--kill-stage '{drop}' names no stage process of this plan: use one of "
+                           f"{', '.join(s.machine for s in plan.stages[1:]) or '(none: the source runs it all)'}")
     feeds, reference = inputs_and_reference(folder, plan)
     host = _host_seconds(folder, plan, feeds)
     source = StageRunner(folder, plan, plan.stages[0].machine, hold=True)
     answers = _Answers()
     try:
-        with _chain(folder, plan, answers.address) as entry, socket.create_connection(entry) as downstream:
+        with _chain(folder, plan, answers.address) as (entry, processes), \
+                socket.create_connection(entry) as downstream:
             downstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            downstream.settimeout(10.0)  # a send into a chain that stopped reading fails instead of hanging
             send = _sender(source, downstream, len(plan.stages) == 1, answers)
             send(0, feeds)  # warm-up: every stage's first run
             answers.wait(0, timeout_s)
@@ -188,14 +219,107 @@ def run_pipeline_bench(outdir: str | Path, requests: int = 20, stream: bool = Fa
                 frames.append((arrived, frame))
                 if progress:
                     progress("one request at a time", i, requests)
-            fps = _stream(send, answers, feeds, requests, timeout_s, progress) if stream else None
+            fps = _stream(send, answers, feeds, requests, timeout_s, progress) if stream and drop is None else None
+            dropped = None
+            if drop is not None:
+                grace = 2 * plan.predicted.latency_s + 2.0
+                period = 1.0 / (_run_figures(plan, host)[1] or 1.0)
+                dropped = _stream_with_drop(send, answers, feeds, requests, (processes[drop], drop), alone,
+                                            (period, grace))
     finally:
         answers.close()
     outputs = {name: frames[-1][1].tensors[name] for name in plan.outputs}
     match, max_err = (None, None) if reference is None else _compare(outputs, reference, plan)
     match = None if match is None else bool(match)
     report = _report(plan, str(outdir), requests, latencies, fps, frames, (match, max_err))
-    return _with_run_prediction(report, plan, host)
+    return dataclasses.replace(_with_run_prediction(report, plan, host), drop=dropped)
+
+
+def _source_alone(folder: Path, plan: PipelinePlanFile, failover: bool
+                  ) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None:
+    """--failover: the whole model on the source, held to its predicted time there; None without failover."""
+    if not failover:
+        return None
+    from splitnn.onnxsplit.artifacts.plan_file import model_path
+    from splitnn.onnxsplit.core.ort_session import create_session
+
+    if plan.source_alone is None:
+        raise SplitnnError("--failover: the model does not fit the source's memory, so the source cannot answer "
+                           "alone (re-planning over the machines left is not built yet)")
+    model = model_path(folder, plan)
+    if not model.is_file():
+        raise SplitnnError(f"--failover: the source answers alone from the original model, and '{model}' is gone")
+    session = create_session(model, threads=1, spin=False)
+    hold_s = plan.source_alone.latency_s
+
+    def answer(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        outputs = dict(zip(plan.outputs, session.run(list(plan.outputs), feeds)))
+        hold_until(start, hold_s)
+        return outputs
+
+    return answer
+
+
+def _stream_with_drop(send: Callable[[int, dict[str, np.ndarray]], None], answers: _Answers,
+                      feeds: dict[str, np.ndarray], count: int, victim: tuple[_StageProcess, str],
+                      alone: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None,
+                      pacing: tuple[float, float]) -> DropReport:
+    """A stream of `count` requests, offered one per `pacing[0]` seconds (the rate this run can take, as a camera
+    would), whose stage `victim` is killed once half are answered: every request ends answered, answered alone by
+    the source (`alone`, for those offered after the drop is seen), or failed (no answer within `pacing[1]` seconds
+    of the last answer once the stage is gone)."""
+    period_s, grace_s = pacing
+    ids = list(range(STREAM_IDS, STREAM_IDS + count))
+    gone, broken = threading.Event(), threading.Event()
+    attempted: list[int] = []
+    after_drop: list[int] = []
+    by_source: list[int] = []
+
+    def send_all() -> None:
+        start = time.perf_counter()
+        for k, i in enumerate(ids):
+            hold_until(start, k * period_s)
+            if gone.is_set() and alone is not None:
+                outputs = alone(feeds)
+                with answers.condition:
+                    answers.arrived[i] = (time.time(), Frame(REQUEST, i, tensors=outputs))
+                    answers.condition.notify_all()
+                by_source.append(i)
+                continue
+            attempted.append(i)
+            if gone.is_set():
+                after_drop.append(i)
+            if broken.is_set():  # the chain stopped taking frames: the request fails, counted below
+                continue
+            try:
+                send(i, feeds)
+            except OSError:
+                broken.set()
+
+    sender = threading.Thread(target=send_all, daemon=True)
+    sender.start()
+    process, machine = victim
+    killed_after, last_news, seen = None, time.time(), 0
+    while True:
+        with answers.condition:
+            answers.condition.wait(0.05)
+            done = [i for i in ids if i in answers.arrived]
+        if len(done) > seen:
+            seen, last_news = len(done), time.time()
+        if killed_after is None and len(done) >= count // 2:
+            process.process.kill()
+            killed_after, last_news = len(done), time.time()
+        if killed_after is not None and process.process.poll() is not None:
+            gone.set()
+        if len(done) == count or (gone.is_set() and not sender.is_alive() and time.time() - last_news > grace_s):
+            break
+    sender.join(timeout=1)
+    answered = len([i for i in done if i not in by_source])
+    failed = len([i for i in attempted if i not in done])
+    return DropReport(machine, killed_after or 0, count, answered, len(by_source), failed,
+                      len([i for i in after_drop if i not in done]), count - answered - len(by_source) - failed,
+                      alone is not None)
 
 
 def _host_seconds(folder: Path, plan: PipelinePlanFile, feeds: dict[str, np.ndarray], runs: int = 3) -> list[float]:
@@ -219,17 +343,21 @@ def _host_seconds(folder: Path, plan: PipelinePlanFile, feeds: dict[str, np.ndar
 
 def _with_run_prediction(report: PipelineBenchReport, plan: PipelinePlanFile, host: list[float]) -> PipelineBenchReport:
     """The report with the prediction for this run (see PipelineBenchReport.run_predicted_latency_s)."""
-    import dataclasses
+    latency, fps = _run_figures(plan, host)
+    return dataclasses.replace(report, run_predicted_latency_s=latency, run_predicted_fps=fps, host_s=tuple(host))
+
+
+def _run_figures(plan: PipelinePlanFile, host: list[float]) -> tuple[float, float | None]:
+    """The latency and frames per second predicted for this run: each stage at the slower of its prediction and
+    this host's time `host`, the stream bounded also by this host's cores."""
     import os
 
     stage_s = [max(s.compute_s, h) for s, h in zip(plan.stages, host)]
     hops = [*plan.hops, *plan.reply]
     latency = sum(stage_s) + sum(h.seconds for h in hops)
     period = max([*stage_s, *(h.serialise_s for h in hops)])
-    cores = os.cpu_count() or 1
-    period = max(period, sum(host) / cores)
-    return dataclasses.replace(report, run_predicted_latency_s=latency, run_predicted_fps=1.0 / period if period else None,
-                               host_s=tuple(host))
+    period = max(period, sum(host) / (os.cpu_count() or 1))
+    return latency, 1.0 / period if period else None
 
 
 def _sender(source: StageRunner, downstream: socket.socket, alone: bool,

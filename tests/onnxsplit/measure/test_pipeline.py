@@ -44,3 +44,41 @@ def test_link_options_are_refused_on_a_pipeline_plan(three_stages):
         splitnn.run_bench(folder, link="wifi")
     with pytest.raises(SplitnnError, match="apply to tile plans"):
         splitnn.run_bench(folder, workers=2)
+
+
+@pytest.fixture(scope="module")
+def roomy_source(sample_path, tmp_path_factory):
+    """AlexNet at 64 over a board that could hold it all and a second board on WiFi, for a stream: two stages."""
+    folder = tmp_path_factory.mktemp("roomy")
+    machines_file(folder, [("a", "rockpro64", "source = true"), ("b", "rockpro64", "")], [("a", "b", "wifi")])
+    plan = splitnn.partition(sample_path("alexnet", 64), folder / "out", machines=folder / "machines.toml",
+                             objective="throughput")
+    assert plan.source_alone is not None and len(plan.stages) == 2, plan.stages
+    return folder / "out", plan
+
+
+def test_a_stage_killed_mid_stream_leaves_no_request_unaccounted(roomy_source):
+    """Issue 33, item 6: the last stage's process killed once half the stream is answered. No hang; every request
+    is answered or failed; with failover the source answers alone whatever is offered after it saw the drop."""
+    folder, plan = roomy_source
+    last = plan.stages[-1].machine
+    for failover in (False, True):
+        report = splitnn.run_bench(folder, requests=8, stream=True, kill_stage=last, failover=failover)
+        drop = report.drop
+        assert drop is not None and drop.stage == last and drop.killed_after_answers >= 4
+        assert drop.unaccounted == 0
+        assert drop.answered + drop.answered_alone + drop.failed == 8 and drop.answered >= 4
+        if failover:
+            assert drop.failed_after_drop == 0
+        else:
+            assert drop.answered_alone == 0
+
+
+def test_a_drop_needs_a_stream_and_a_stage_process(three_stages):
+    folder, plan = three_stages
+    with pytest.raises(SplitnnError, match="add --stream"):
+        splitnn.run_bench(folder, kill_stage=plan.stages[-1].machine)
+    with pytest.raises(SplitnnError, match="names no stage process of this plan"):
+        splitnn.run_bench(folder, stream=True, kill_stage=plan.stages[0].machine)
+    with pytest.raises(SplitnnError, match="the model does not fit the source's memory"):
+        splitnn.run_bench(folder, stream=True, kill_stage=plan.stages[-1].machine, failover=True)

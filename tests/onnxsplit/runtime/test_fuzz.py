@@ -31,7 +31,7 @@ from splitnn.onnxsplit.runtime.wire import (
     read_frame,
 )
 
-FRAMES_DECODED = 10_000
+FRAMES_DECODED = 3_000
 FRAMES_SERVED = 300
 MAX_FRAME = 64 * 1024  # the limit both sides read under here
 

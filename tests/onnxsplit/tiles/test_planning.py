@@ -100,7 +100,7 @@ def test_a_worker_killed_mid_image_with_two_stacks(sample_path, tmp_path):
     """A worker killed while the first stack's tiles are out: its tasks are handed to the other worker by the
     scheduler (hand-off "client"), and with the hand-off between workers it may also hold first-stack outputs that
     the second stack needs, which the scheduler runs again; both times the image still comes out right."""
-    analysis = analyze(load_graph(sample_path("vgg16")))
+    analysis = analyze(load_graph(sample_path("vgg16", 96)))
     write_tiles(analysis, plan_tiles(analysis, 2, BOARD, (3, 3), "maxpool4_out", stacks=2), tmp_path / "t")
     for handoff in ("workers", "client"):
         options = TileBenchOptions(images=1, scaling=False, kill_worker_after_s=0, handoff=handoff)
