@@ -219,7 +219,8 @@ def run_pipeline_bench(outdir: str | Path, requests: int = 20, stream: bool = Fa
                 frames.append((arrived, frame))
                 if progress:
                     progress("one request at a time", i, requests)
-            fps = _stream(send, answers, feeds, requests, timeout_s, progress) if stream and drop is None else None
+            fill = len(plan.stages) + len(plan.hops) + len(plan.reply)
+            fps = _stream(send, answers, feeds, requests, fill, timeout_s, progress) if stream and drop is None else None
             dropped = None
             if drop is not None:
                 grace = 2 * plan.predicted.latency_s + 2.0
@@ -376,9 +377,9 @@ def _sender(source: StageRunner, downstream: socket.socket, alone: bool,
 
 
 def _stream(send: Callable[[int, dict[str, np.ndarray]], None], answers: _Answers, feeds: dict[str, np.ndarray],
-            count: int, timeout_s: float, progress: Callable[[str, int, int], None] | None) -> float:
-    """`count` requests sent as fast as the source's stage runs them; frames per second from the first answer to the
-    last."""
+            count: int, fill: int, timeout_s: float, progress: Callable[[str, int, int], None] | None) -> float:
+    """`count` requests sent as fast as the source's stage runs them; frames per second once the pipeline is full
+    (steady_fps, `fill` answers left out)."""
     ids = list(range(STREAM_IDS, STREAM_IDS + count))
 
     def send_all() -> None:
@@ -393,7 +394,15 @@ def _stream(send: Callable[[int, dict[str, np.ndarray]], None], answers: _Answer
         if progress:
             progress("streamed", done, count)
     sender.join()
-    return (count - 1) / (times[-1] - times[0]) if count > 1 and times[-1] > times[0] else float("nan")
+    return steady_fps(times, fill)
+
+
+def steady_fps(times: list[float], fill: int) -> float:
+    """Frames per second from answer arrival `times` once the pipeline is full: the first `fill` answers (one per
+    stage, while the stages fill) are left out where at least as many remain after them."""
+    skip = fill if len(times) - fill >= max(fill, 2) else 0
+    kept = times[skip:]
+    return (len(kept) - 1) / (kept[-1] - kept[0]) if len(kept) > 1 and kept[-1] > kept[0] else float("nan")
 
 
 STREAM_IDS = 1_000_000  # the stream's request ids start here, after the one-at-a-time requests'

@@ -82,3 +82,12 @@ def test_a_drop_needs_a_stream_and_a_stage_process(three_stages):
         splitnn.run_bench(folder, stream=True, kill_stage=plan.stages[0].machine)
     with pytest.raises(SplitnnError, match="the model does not fit the source's memory"):
         splitnn.run_bench(folder, stream=True, kill_stage=plan.stages[-1].machine, failover=True)
+
+
+def test_the_stream_is_timed_once_the_pipeline_is_full():
+    from splitnn.onnxsplit.measure.pipeline import steady_fps
+
+    # Three answers while the pipeline fills, then one every 0.25 s: 4 frames/s, not the fill's pace.
+    times = [0.0, 0.1, 0.2, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5]
+    assert steady_fps(times, 3) == pytest.approx(4.0)
+    assert steady_fps(times[:5], 3) == pytest.approx(4 / 1.25)  # too few after the fill: every answer counts
