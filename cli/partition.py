@@ -67,6 +67,8 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
     from splitnn.onnxsplit.model.input_shapes import parse_input_shapes
 
     strategy, machines = strategy_and_machines
+    if machines is not None:
+        _refuse_link_options(planning)
     job = PartitionJob(strategy, planning.load() if strategy == "vertical" else None, choice, codec, verification,
                        tiles, machines)
     result = partition_model(model, outdir, job, parse_input_shapes(input_shapes), _hooks(job))
@@ -86,6 +88,18 @@ def partition(model: str, input_shapes: tuple[str, ...], outdir: str, planning: 
         _render(result.document, result.plan)
 
 
+def _refuse_link_options(planning: PlanningChoice) -> None:
+    """With --machines the machines and links are the file's: the two-machine split's options are refused, named."""
+    from splitnn.onnxsplit.core.errors import SplitnnError
+
+    given = [flag for flag, value in (("--link", planning.link), ("--bandwidth", planning.bandwidth_bps),
+                                      ("--rtt", planning.rtt_s), ("--max-device-share", planning.max_device_share),
+                                      ("--max-transfer-bytes", planning.max_transfer_bytes)) if value is not None]
+    if given:
+        raise SplitnnError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to a split between a "
+                           "device and a server: with --machines the links are the file's [[link]] entries")
+
+
 def _hooks(job: Any) -> Any:
     """What the job says, shown as this command shows it: notes and warnings on stderr, a spinner around each long
     step, a progress bar for --codec auto's pairs."""
@@ -93,8 +107,6 @@ def _hooks(job: Any) -> Any:
     from splitnn.onnxsplit.jobs.partition import JobHooks
 
     def planned(plan: Any) -> None:
-        if job.strategy == "pipeline":  # unpriced nodes: said by the analysis's warnings
-            return
         warn_unpriced(plan.unpriced)
         if job.strategy == "tiles":
             _warn_little_help(plan, job.tiles.stacks is None and job.tiles.fuse_until is None)

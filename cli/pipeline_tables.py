@@ -119,9 +119,9 @@ def render_pipeline_bench(report: Any) -> None:
     if drop is not None:
         alone = f", {drop.answered_alone} answered by the source alone" if drop.failover else ""
         console.print(f"stage on {drop.stage} killed after {drop.killed_after_answers} answers of a stream of "
-                      f"{drop.requests}: {drop.answered} answered through the stages{alone}, {drop.failed} failed "
-                      f"({drop.failed_after_drop} of them offered after the drop was seen), {drop.unaccounted} "
-                      "unaccounted for")
+                      f"{drop.requests}: {drop.answered} answered through the stages{alone}, {drop.failed} sent and "
+                      f"never answered, {drop.not_sent} refused by the broken chain ({drop.failed_after_drop} "
+                      f"unanswered were offered after the drop was seen), {drop.unaccounted} unaccounted for")
     if report.outputs_match is not None:
         verdict = "match" if report.outputs_match else "[red]DIFFER[/red]"
         console.print(f"outputs {verdict} the unpartitioned model (max abs error {report.max_abs_err:.3g})")

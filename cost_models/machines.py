@@ -85,22 +85,6 @@ class Machines:
     def rtt_s(self, a: str, b: str) -> float:
         return next(e.link.rtt_s for e in self.links if {e.a, e.b} == {a, b})
 
-    def one_way_s(self, sender: str, receiver: str, nbytes: int) -> float:
-        """`nbytes` from `sender` to `receiver` over their link: serialisation plus half the round trip (the
-        two-machine planner's request + reply + one round trip, split per direction)."""
-        if sender == receiver or nbytes == 0:
-            return 0.0
-        rate = self.bps(sender, receiver)
-        if rate is None:
-            raise SplitnnError(f"no link between '{sender}' and '{receiver}' in {self.path or 'the machines file'}")
-        return nbytes * 8 / rate + self.rtt_s(sender, receiver) / 2
-
-    def with_only(self, names: set[str]) -> Machines:
-        """The same file restricted to `names` (the source always kept)."""
-        keep = names | {self.source.name}
-        return Machines(tuple(m for m in self.machines if m.name in keep),
-                        tuple(e for e in self.links if e.a in keep and e.b in keep), self.path)
-
 
 def read_machines(path: str | Path) -> Machines:
     """The machines file at `path`, checked: one line naming the entry and the key for each kind of mistake."""
@@ -188,6 +172,9 @@ def _link(path: Path, number: int, entry: Any, names: set[str]) -> MachineLink:
     if ("preset" in entry) == ("bandwidth" in entry):
         raise SplitnnError(f"{where}: give either key 'preset' (one of {', '.join(builtin_links())}) or key "
                            "'bandwidth' (with 'rtt')")
+    if "bandwidth" in entry and "rtt" not in entry:
+        raise SplitnnError(f"{where}: key 'rtt' is missing: a link given by its bandwidth needs its round trip too, "
+                           "e.g. rtt = \"10ms\"")
     rtt = _duration(where, "rtt", entry["rtt"]) if "rtt" in entry else None
     try:
         if "preset" in entry:

@@ -205,9 +205,7 @@ def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None
 
     tiles, planning = TilePlanning(), None
     if machines is not None:
-        if strategy == "tiles":
-            raise SplitnnError("machines plans stages over the machines of a file: drop strategy='tiles'")
-        strategy = "pipeline"
+        strategy = _pipeline_strategy(strategy, (link, bandwidth, rtt, max_device_share, max_transfer_bytes))
     if strategy == "tiles":
         tiles = TilePlanning(nodes, grid, fuse_until, node_profile, reuse, stacks, fc_split, _bps(cluster_link))
     elif strategy == "vertical":
@@ -225,13 +223,23 @@ def partition(model: str | Path, out: str | Path, *, input_shapes: Shapes = None
     return partition_model(model, out, job, _shapes(input_shapes), _warning_hooks()).document
 
 
+def _pipeline_strategy(strategy: str, link_options: tuple[Any, ...]) -> str:
+    """"pipeline", where partition is given a machines file; the options that file replaces are refused."""
+    if strategy == "tiles":
+        raise SplitnnError("machines plans stages over the machines of a file: drop strategy='tiles'")
+    if any(v is not None for v in link_options):
+        raise SplitnnError("link, bandwidth, rtt, max_device_share and max_transfer_bytes apply to a split between "
+                           "a device and a server: with machines the links are the file's [[link]] entries")
+    return "pipeline"
+
+
 def _warning_hooks() -> JobHooks:
     """The job's notes as Python warnings (the command line prints them): a codec not used, a codec measured on a
     random input, operators priced at 0 s."""
     from splitnn.onnxsplit.jobs.partition import JobHooks
 
     def planned(plan: Any) -> None:
-        if getattr(plan, "unpriced", None) is not None:  # a pipeline's choice: the analysis said so
+        if plan.unpriced is not None:
             ops = ", ".join(f"{op} x{count}" for op, count in plan.unpriced.counts.items())
             _warn(f"no cost formula for {ops}: priced at 0 s, the prediction leaves out their work")
 

@@ -137,7 +137,7 @@ def bench_pipeline(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, 
         raise SplitnnError("--kill-stage and --failover drop a stage in the middle of a stream: add --stream")
     if bench.failover and bench.kill_stage is None:
         raise SplitnnError("--failover answers after a stage drops: name the stage to drop with --kill-stage MACHINE")
-    return run_pipeline_bench(outdir, bench.requests, bench.stream, max(bench.timeout_s, 120.0), progress,
+    return run_pipeline_bench(outdir, bench.requests, bench.stream, bench.timeout_s, progress,
                               drop=bench.kill_stage, failover=bench.failover)
 
 

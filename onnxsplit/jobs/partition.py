@@ -214,9 +214,17 @@ def _pipeline(model: str | Path, out: str | Path, job: PartitionJob, input_shape
 
     if job.machines is None:
         raise SplitnnError("a pipeline plan needs a machines file (--machines FILE)")
-    if job.choice.forced or job.choice.adaptive or job.codec.spec != "none" or job.codec.reply != "none":
-        raise SplitnnError("--cut, --adaptive and the codecs apply to a split between a device and a server: drop "
-                           "them with --machines")
+    c = job.choice
+    vertical_only = {"--cut": c.forced, "--adaptive": c.adaptive or None, "--trace": c.trace,
+                     "--percentile": c.percentile, "--bandwidth-range": c.bandwidth_range,
+                     "--codec": None if job.codec.spec == "none" else job.codec.spec,
+                     "--reply-codec": None if job.codec.reply == "none" else job.codec.reply}
+    given = [flag for flag, value in vertical_only.items() if value is not None]
+    if given:
+        raise SplitnnError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to a split between a "
+                           "device and a server: drop it with --machines (its machines and links are the file's)")
+    if c.objective not in ("latency", "throughput"):
+        raise SplitnnError(f"--objective {c.objective}: a pipeline plan is chosen for latency or throughput")
     machines = read_machines(job.machines)  # a bad file is said before the model is read
     analysis = analyze(load_graph(str(model), input_shapes or {}))
     with hooks.status("choosing the stages..."):
@@ -224,5 +232,5 @@ def _pipeline(model: str | Path, out: str | Path, job: PartitionJob, input_shape
     hooks.planned(choice)
     with hooks.status("writing and verifying the stages..."):
         document = write_pipeline(analysis, choice, machines, out, str(job.machines), atol=job.verification.atol,
-                                  rtol=job.verification.rtol)
+                                  rtol=job.verification.rtol, ort_format=job.verification.ort_format)
     return Partitioned(document, choice)

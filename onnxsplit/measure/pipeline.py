@@ -8,7 +8,7 @@ four stages fit on two cores; a stage this host runs slower than its prediction 
 report says so.
 
 Measured: one request at a time (latency, p50 and p95), and with `stream` the same number of requests sent as
-fast as the source's stage runs them (frames per second, from the first answer to the last). Each frame carries
+fast as the source's stage runs them (frames per second once the pipeline is full: steady_fps). Each frame carries
 the time each stage had it, had run its part and sent it (runtime/stage.py's TIMES), so every stage's and every
 hop's median share stands beside its prediction.
 """
@@ -21,6 +21,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +39,7 @@ from splitnn.onnxsplit.core.pacing import hold_until
 from splitnn.onnxsplit.core.records import Record
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
 from splitnn.onnxsplit.runtime.stage import TIMES, StageRunner
-from splitnn.onnxsplit.runtime.wire import REQUEST, ConnectionClosed, Frame, read_frame, send_frame
+from splitnn.onnxsplit.runtime.wire import REQUEST, ConnectionClosed, Frame, ProtocolError, read_frame, send_frame
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,12 @@ class DropReport(Record):
     stage: str  # the machine whose stage process was killed
     killed_after_answers: int  # answers of the stream in when it was killed
     requests: int
-    answered: int  # through the stages
-    answered_alone: int  # by the source alone after the drop (--failover)
-    failed: int  # sent into the stages and never answered
-    failed_after_drop: int  # of those, offered after the source saw the stage gone (0 with failover)
-    unaccounted: int  # requests - answered - answered_alone - failed: 0 unless one was lost silently
+    answered: int  # sent into the stages and answered through them
+    answered_alone: int  # answered by the source alone after the drop (--failover)
+    failed: int  # sent into the stages and never answered (in flight when the stage died, or after)
+    not_sent: int  # the chain refused them (a send failed): failed too, and known at once
+    failed_after_drop: int  # offered after the source saw the stage gone and not answered (0 with failover)
+    unaccounted: int  # requests in none of the above (the wait ended first): 0 unless one was lost silently
     failover: bool
 
 
@@ -105,15 +107,23 @@ class _StageProcess:
     def __init__(self, folder: Path, machine: str, next_address: tuple[str, int], timeout_s: float = 120.0) -> None:
         command = [sys.executable, "-m", "splitnn.onnxsplit.runtime.stage", str(folder), "--stage", machine,
                    "--next", f"{next_address[0]}:{next_address[1]}", "--port", "0", "--hold"]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Its stderr goes to a file, read when it fails: a pipe nobody reads would block a stage that says much.
+        self.errors = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.errors, text=True)
         assert self.process.stdout is not None
         ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
         line = self.process.stdout.readline().strip() if ready else ""
         if not line.startswith("listening "):
             self.close()
-            detail = self.process.stderr.read().strip().splitlines()[-1:] if self.process.stderr else []
-            raise SplitnnError(f"the stage process of '{machine}' did not start: {detail[0] if detail else 'no answer'}")
+            raise SplitnnError(f"the stage process of '{machine}' did not start: {self.last_error() or 'no answer'}")
+        self.machine = machine
         self.address = ("127.0.0.1", int(line.split()[-1]))
+
+    def last_error(self) -> str:
+        """The last line the process wrote on stderr ('' if none)."""
+        self.errors.seek(0)
+        lines = self.errors.read().strip().splitlines()
+        return lines[-1] if lines else ""
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -165,7 +175,7 @@ class _Answers:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
-        with contextlib.suppress(OSError, ConnectionClosed):
+        with contextlib.suppress(OSError, ConnectionClosed, ProtocolError):
             connection, _ = self.listener.accept()
             with connection:
                 while True:
@@ -194,6 +204,8 @@ def run_pipeline_bench(outdir: str | Path, requests: int = 20, stream: bool = Fa
     folder = Path(outdir)
     plan = read_pipeline_plan(folder)
     plan.check_artifacts(folder, None)
+    if (drop is not None or failover) and not stream:
+        raise SplitnnError("--kill-stage and --failover drop a stage in the middle of a stream: add --stream")
     alone = _source_alone(folder, plan, failover)
     if drop is not None and drop not in [s.machine for s in plan.stages[1:]]:
         raise SplitnnError(f"--kill-stage '{drop}' names no stage process of this plan: use one of "
@@ -223,10 +235,9 @@ def run_pipeline_bench(outdir: str | Path, requests: int = 20, stream: bool = Fa
             fps = _stream(send, answers, feeds, requests, fill, timeout_s, progress) if stream and drop is None else None
             dropped = None
             if drop is not None:
-                grace = 2 * plan.predicted.latency_s + 2.0
-                period = 1.0 / (_run_figures(plan, host)[1] or 1.0)
+                latency, fps_here = _run_figures(plan, host)
                 dropped = _stream_with_drop(send, answers, feeds, requests, (processes[drop], drop), alone,
-                                            (period, grace))
+                                            (1.0 / (fps_here or 1.0), 2 * latency + 2.0, timeout_s))
     finally:
         answers.close()
     outputs = {name: frames[-1][1].tensors[name] for name in plan.outputs}
@@ -265,62 +276,78 @@ def _source_alone(folder: Path, plan: PipelinePlanFile, failover: bool
 def _stream_with_drop(send: Callable[[int, dict[str, np.ndarray]], None], answers: _Answers,
                       feeds: dict[str, np.ndarray], count: int, victim: tuple[_StageProcess, str],
                       alone: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None,
-                      pacing: tuple[float, float]) -> DropReport:
-    """A stream of `count` requests, offered one per `pacing[0]` seconds (the rate this run can take, as a camera
-    would), whose stage `victim` is killed once half are answered: every request ends answered, answered alone by
-    the source (`alone`, for those offered after the drop is seen), or failed (no answer within `pacing[1]` seconds
-    of the last answer once the stage is gone)."""
-    period_s, grace_s = pacing
+                      limits: tuple[float, float, float]) -> DropReport:
+    """A stream of `count` requests, offered one per `limits[0]` seconds (the rate this run can take, as a camera
+    would), whose stage `victim` is killed once half are answered. Each request is followed on its own: answered
+    through the stages, answered alone by the source (`alone`, offered after the drop was seen), sent and never
+    answered (no answer within `limits[1]` seconds of the last one once the stage is gone), or never sent (the
+    chain refused it). Whatever happens, the wait ends `limits[2]` seconds after the last news."""
+    period_s, grace_s, timeout_s = limits
     ids = list(range(STREAM_IDS, STREAM_IDS + count))
-    gone, broken = threading.Event(), threading.Event()
-    attempted: list[int] = []
-    after_drop: list[int] = []
-    by_source: list[int] = []
-
-    def send_all() -> None:
-        start = time.perf_counter()
-        for k, i in enumerate(ids):
-            hold_until(start, k * period_s)
-            if gone.is_set() and alone is not None:
-                outputs = alone(feeds)
-                with answers.condition:
-                    answers.arrived[i] = (time.time(), Frame(REQUEST, i, tensors=outputs))
-                    answers.condition.notify_all()
-                by_source.append(i)
-                continue
-            attempted.append(i)
-            if gone.is_set():
-                after_drop.append(i)
-            if broken.is_set():  # the chain stopped taking frames: the request fails, counted below
-                continue
-            try:
-                send(i, feeds)
-            except OSError:
-                broken.set()
-
-    sender = threading.Thread(target=send_all, daemon=True)
+    offer = _DropSender(send, answers, feeds, alone)
+    sender = threading.Thread(target=offer.run, args=(ids, period_s), daemon=True)
     sender.start()
     process, machine = victim
     killed_after, last_news, seen = None, time.time(), 0
     while True:
         with answers.condition:
             answers.condition.wait(0.05)
-            done = [i for i in ids if i in answers.arrived]
+            done = {i for i in ids if i in answers.arrived}
+        now = time.time()
         if len(done) > seen:
-            seen, last_news = len(done), time.time()
+            seen, last_news = len(done), now
         if killed_after is None and len(done) >= count // 2:
             process.process.kill()
-            killed_after, last_news = len(done), time.time()
+            killed_after, last_news = len(done), now
         if killed_after is not None and process.process.poll() is not None:
-            gone.set()
-        if len(done) == count or (gone.is_set() and not sender.is_alive() and time.time() - last_news > grace_s):
+            offer.gone.set()
+        settled = offer.gone.is_set() and not sender.is_alive() and now - last_news > grace_s
+        if len(done) == count or settled or now - last_news > timeout_s:
             break
     sender.join(timeout=1)
-    answered = len([i for i in done if i not in by_source])
-    failed = len([i for i in attempted if i not in done])
-    return DropReport(machine, killed_after or 0, count, answered, len(by_source), failed,
-                      len([i for i in after_drop if i not in done]), count - answered - len(by_source) - failed,
-                      alone is not None)
+    through = len([i for i in offer.sent if i in done])
+    lost = len([i for i in offer.sent if i not in done])
+    alone_count, unsent = len(offer.by_source), len(offer.unsent)
+    return DropReport(machine, killed_after or 0, count, through, alone_count, lost, unsent,
+                      len([i for i in offer.after_drop if i not in done]),
+                      count - through - alone_count - lost - unsent, alone is not None)
+
+
+class _DropSender:
+    """The drill's stream, offered one request per period: into the stages, or once the drop is seen (`gone`) to the
+    source alone where there is one; which way each request went is kept."""
+
+    def __init__(self, send: Callable[[int, dict[str, np.ndarray]], None], answers: _Answers,
+                 feeds: dict[str, np.ndarray], alone: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None
+                 ) -> None:
+        self.send, self.answers, self.feeds, self.alone = send, answers, feeds, alone
+        self.gone, self.broken = threading.Event(), threading.Event()
+        self.sent: list[int] = []
+        self.unsent: list[int] = []
+        self.after_drop: list[int] = []
+        self.by_source: list[int] = []
+
+    def run(self, ids: list[int], period_s: float) -> None:
+        start = time.perf_counter()
+        for k, i in enumerate(ids):
+            hold_until(start, k * period_s)
+            if self.gone.is_set():
+                self.after_drop.append(i)
+            if self.gone.is_set() and self.alone is not None:
+                outputs = self.alone(self.feeds)
+                with self.answers.condition:
+                    self.answers.arrived[i] = (time.time(), Frame(REQUEST, i, tensors=outputs))
+                    self.answers.condition.notify_all()
+                self.by_source.append(i)
+                continue
+            try:
+                if self.broken.is_set():
+                    raise OSError("the chain stopped taking frames")
+                self.send(i, self.feeds)
+                self.sent.append(i)
+            except OSError:
+                self.broken.set()
+                self.unsent.append(i)
 
 
 def _host_seconds(folder: Path, plan: PipelinePlanFile, feeds: dict[str, np.ndarray], runs: int = 3) -> list[float]:

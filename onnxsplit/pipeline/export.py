@@ -51,7 +51,7 @@ def stage_parts(analysis: Analysis, plan: PipelinePlan) -> list[tuple[Part, Stag
     """Each stage's part (a relay's has no model) and what its process receives, runs and sends."""
     graph = analysis.graph
     placed = placeable_indices(graph)
-    sent = [analysis.cuts[0].tensors, *(hop.tensors for hop in plan.hops)]
+    sent = [(), *(hop.tensors for hop in plan.hops)]  # sent[s]: what stage s receives (the source: the inputs)
     found = []
     for number, stage in enumerate(plan.stages):
         receives = tuple(graph.inputs) if number == 0 else sent[number]
@@ -66,8 +66,10 @@ def stage_parts(analysis: Analysis, plan: PipelinePlan) -> list[tuple[Part, Stag
 
 
 def write_pipeline(analysis: Analysis, choice: PipelineChoice, machines: Machines, outdir: str | Path,
-                   machines_file: str, atol: float = 1e-4, rtol: float = 1e-3) -> PipelinePlanFile:
-    """Write, verify and publish the stages of `choice.best`; return the plan file written."""
+                   machines_file: str, atol: float = 1e-4, rtol: float = 1e-3, ort_format: bool = True
+                   ) -> PipelinePlanFile:
+    """Write, verify and publish the stages of `choice.best` (a board's also in ORT format unless `ort_format` is
+    False); return the plan file written."""
     outdir = Path(outdir)
     graph = analysis.graph
     if graph.path is None:
@@ -78,7 +80,7 @@ def write_pipeline(analysis: Analysis, choice: PipelineChoice, machines: Machine
         files = []
         with WeightSource.of(graph) as weights:
             for part, stage_files in parts:
-                files.append(_write_stage(staging, part, stage_files, machines, weights))
+                files.append(_write_stage(staging, part, stage_files, machines, weights, ort_format))
         feeds = random_inputs(graph)
         original = model_references(graph, feeds)
         results = _chained(staging, files, feeds)
@@ -102,8 +104,8 @@ def write_pipeline(analysis: Analysis, choice: PipelineChoice, machines: Machine
         return document
 
 
-def _write_stage(staging: Path, part: Part, files: StageFiles, machines: Machines, weights: WeightSource
-                 ) -> StageFiles:
+def _write_stage(staging: Path, part: Part, files: StageFiles, machines: Machines, weights: WeightSource,
+                 ort_format: bool) -> StageFiles:
     """A stage's part and blob (and .ort for a board-class machine) under its folder; its files as plan.json keeps
     them."""
     if part.model is None or files.folder is None:
@@ -112,7 +114,10 @@ def _write_stage(staging: Path, part: Part, files: StageFiles, machines: Machine
     save_part(part, folder, weights)
     ort = None
     board = machines.machine(files.machine).profile.ram_bytes < BOARD_CLASS_RAM
-    if board and (folder / WEIGHTS_FILE).stat().st_size < ORT_FORMAT_MAX_BYTES:
+    if ort_format and board and (folder / WEIGHTS_FILE).stat().st_size >= ORT_FORMAT_MAX_BYTES:
+        raise SplitnnError(f"the stage on '{files.machine}' holds over 2 GiB of weights and the ORT format cannot: "
+                           "add --no-ort")
+    if ort_format and board:
         convert_to_ort(folder / MODEL_FILE, folder / ORT_FILE)
         ort = f"{files.folder}/{ORT_FILE}"
     return StageFiles(files.machine, files.folder, files.receives, files.inputs, files.outputs, files.sends,

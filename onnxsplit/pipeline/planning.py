@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from splitnn.cost_models.machines import Machine, Machines
+from splitnn.cost_models.registry import UnpricedOps, unpriced_ops
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.pipeline_records import Hop, PipelineFigures, Stage
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -54,11 +55,6 @@ class PipelinePlan:
     def machines(self) -> tuple[str, ...]:
         return tuple(stage.machine for stage in self.stages)
 
-    @property
-    def working(self) -> tuple[str, ...]:
-        """The machines that run nodes (not relays)."""
-        return tuple(stage.machine for stage in self.stages if not stage.empty)
-
     def cost(self) -> float:
         return self.latency_s if self.objective == "latency" else self.period_s
 
@@ -71,6 +67,7 @@ class PipelineChoice:
     best: PipelinePlan
     two_machines: PipelinePlan | None  # the best with the source and at most one other machine
     source_alone: PipelinePlan | None  # None: the model does not fit the source's memory
+    unpriced: UnpricedOps | None = None  # nodes of an operator with no cost formula, priced at 0 s here
 
 
 class _Tables:
@@ -81,6 +78,10 @@ class _Tables:
             if machine.count > 1:
                 raise SplitnnError(f"machine '{machine.name}' is a group of {machine.count} boards: a group's stage in "
                                    "tiles is not planned yet; list the boards as separate [[machine]] entries")
+        constant = [name for name in analysis.graph.outputs if analysis.graph.is_constant(name)]
+        if constant:
+            raise SplitnnError(f"the model's output '{constant[0]}' is a constant (no node computes it): a pipeline "
+                               "plan does not carry one yet")
         self.machines = machines
         self.ranges: RangeCosts = range_costs(analysis)
         count = self.ranges.positions
@@ -262,11 +263,12 @@ def _no_fit(t: _Tables) -> str:
         if memory[p, p + 1] > largest.usable_bytes:
             return (f"node '{ranges.names[p]}' alone needs {int(memory[p, p + 1]):,} bytes (its weights and "
                     f"activations), more than the largest machine '{largest.name}' may use ({largest.usable_bytes:,} "
-                    "bytes, 80% of its memory): give a machine more memory")
+                    "bytes, its profile's usable share of its memory): give a machine more memory")
     tightest = min(t.machines.machines, key=lambda m: m.usable_bytes)
     return (f"the model fits no assignment to these machines: it needs {int(memory[0, ranges.positions]):,} bytes "
-            f"on one machine, and the linked machines' usable memory does not cover it in stages (the tightest, "
-            f"'{tightest.name}', may use {tightest.usable_bytes:,} bytes): add memory or machines")
+            f"on one machine, and no path of linked machines from the source covers it in stages within their memory "
+            f"(the tightest, '{tightest.name}', may use {tightest.usable_bytes:,} bytes): add memory, machines or "
+            "links")
 
 
 def choose_pipeline(analysis: Analysis, machines: Machines, objective: str = "latency",
@@ -276,7 +278,7 @@ def choose_pipeline(analysis: Analysis, machines: Machines, objective: str = "la
     best = plan_pipeline(analysis, machines, objective, cuts, tables=tables)
     two = _or_none(lambda: plan_pipeline(analysis, machines, objective, cuts, max_machines=2, tables=tables))
     alone = _or_none(lambda: plan_pipeline(analysis, machines, objective, cuts, max_machines=1, tables=tables))
-    return PipelineChoice(best, two, alone)
+    return PipelineChoice(best, two, alone, unpriced_ops(analysis.graph))
 
 
 def _or_none(plan: Callable[[], PipelinePlan]) -> PipelinePlan | None:
@@ -293,12 +295,17 @@ def brute_force_plan(analysis: Analysis, machines: Machines, objective: str = "l
     t = _Tables(analysis, machines, cuts)
     end = t.ranges.positions
     positions = [int(c) for c in np.flatnonzero(t.allowed)]
-    replies = {m.name: t.reply_route(m.name) for m in machines.machines}
+    replies: dict[str, tuple[list[str], float, float] | None] = {}
     best: tuple[float, list[str], list[int]] | None = None
     for path in _paths(t, [machines.source.name]):
+        if path[-1] not in replies:  # a machine with no route back to the source ends no plan
+            replies[path[-1]] = _or_none_route(t, path[-1])
+        route = replies[path[-1]]
+        if route is None:
+            continue
         stages = [t.stage_matrix(name) for name in path]
         hops = [t.hop(machines.machine(a), b, np.arange(end + 1)) for a, b in zip(path, path[1:])]
-        _, reply_s, reply_period = replies[path[-1]]
+        _, reply_s, reply_period = route
         for inner in itertools.combinations_with_replacement(positions, len(path) - 1):
             bounds = [0, *inner, end]
             terms = [float(stage[a, b]) for stage, a, b in zip(stages, bounds, bounds[1:])]
@@ -311,6 +318,13 @@ def brute_force_plan(analysis: Analysis, machines: Machines, objective: str = "l
     if best is None:
         raise SplitnnError(_no_fit(t))
     return assemble_plan(t, objective, best[1], best[2])
+
+
+def _or_none_route(t: _Tables, last: str) -> tuple[list[str], float, float] | None:
+    try:
+        return t.reply_route(last)
+    except SplitnnError:
+        return None
 
 
 def _paths(t: _Tables, path: list[str]) -> list[list[str]]:

@@ -19,6 +19,7 @@ A relay stage (no part) forwards the frame as it is.
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import socket
 import threading
@@ -81,34 +82,53 @@ def serve_stage(runner: StageRunner, listener: socket.socket, next_address: tupl
 
 
 def _relay_frames(runner: StageRunner, upstream: socket.socket, downstream: socket.socket) -> None:
-    """Read, run and send frames until the upstream connection closes (three threads: a pipeline's stage)."""
+    """Read, run and send frames until the upstream connection closes or a frame cannot be read, run or sent (three
+    threads: a pipeline's stage). Whatever ends one thread ends the others: nothing waits on a queue forever."""
+    import sys
+
     computed: queue.Queue[Any] = queue.Queue(maxsize=4)
     received: queue.Queue[Any] = queue.Queue(maxsize=4)
+    broken = threading.Event()
 
     def read() -> None:
         try:
-            while True:
-                frame = read_frame(upstream)
-                received.put(frame)
+            while not broken.is_set():
+                received.put(read_frame(upstream))
         except (ConnectionClosed, OSError):
+            pass
+        except Exception as exc:  # a malformed or oversized frame: said, and the connection ends
+            print(f"splitnn stage {runner.files.machine}: {exc}", file=sys.stderr, flush=True)
+        finally:
             received.put(_DONE)
 
     def compute() -> None:
-        while (frame := received.get()) is not _DONE:
-            computed.put((frame.request_id, runner.run(frame.tensors)))
-        computed.put(_DONE)
+        try:
+            while not broken.is_set() and (frame := received.get()) is not _DONE:
+                computed.put((frame.request_id, runner.run(frame.tensors)))
+        except Exception as exc:  # the part failed on a frame: said, and the connection ends
+            print(f"splitnn stage {runner.files.machine}: {exc}", file=sys.stderr, flush=True)
+            broken.set()
+        finally:
+            computed.put(_DONE)
 
     reader, worker = threading.Thread(target=read, daemon=True), threading.Thread(target=compute, daemon=True)
     reader.start()
     worker.start()
     kind = RESPONSE if runner.last else REQUEST
     while (item := computed.get()) is not _DONE:
+        if broken.is_set():
+            continue  # the next stage is gone: what is still computed is dropped until the threads end
         request_id, tensors = item
         tensors[TIMES][-1, 2] = time.time()
         try:
             send_frame(downstream, Frame(kind, request_id, tensors=tensors))
         except OSError:
-            break
+            broken.set()
+    if broken.is_set():
+        with contextlib.suppress(OSError):
+            upstream.shutdown(socket.SHUT_RDWR)  # the reader stops; the stage before sees the break
+        while received.get() is not _DONE:
+            pass
     reader.join(timeout=1)
 
 

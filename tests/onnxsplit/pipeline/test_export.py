@@ -73,8 +73,10 @@ def test_a_real_export_is_split_over_machines_and_verified(chain_of_three, tmp_p
 
 
 def test_options_of_a_device_server_split_are_refused_with_machines(sample_path, chain_of_three, tmp_path):
-    with pytest.raises(SplitnnError, match="--cut, --adaptive and the codecs apply to a split"):
+    with pytest.raises(SplitnnError, match="--codec applies to a split between a device and a server"):
         splitnn.partition(sample_path("lenet5"), tmp_path / "l", machines=chain_of_three, codec="fp16")
-    with pytest.raises(SplitnnError, match="unknown objective 'energy'"):
+    with pytest.raises(SplitnnError, match="--objective energy: a pipeline plan is chosen for latency or throughput"):
         splitnn.partition(sample_path("lenet5"), tmp_path / "l", machines=chain_of_three, objective="energy")
+    with pytest.raises(SplitnnError, match="with machines the links are the file's"):
+        splitnn.partition(sample_path("lenet5"), tmp_path / "l", machines=chain_of_three, link="wifi")
     assert not (tmp_path / "l").exists()  # nothing half-written
