@@ -12,7 +12,8 @@ machine appears at most once; a machine may get nothing. Every stage's memory
             sender's copy into its buffer, bytes / its memory bandwidth) + the answer's route
   period  = the slowest stage, or the slowest hop's serialisation (bytes * 8 / rate); a stream
             through the stages runs at 1 / period frames per second (each stage and each link
-            direction works on its own frame: cost_models.prediction.pipelined_fps, for N stages)
+            direction works on its own frame: cost_models.prediction.pipelined_fps, for N stages);
+            of the plans with the least period, the one with the least latency
 
 Exact: dynamic programming over (cut, machine, machines used), as PipeEdge's
 over a chain's layers; each step is a matrix over (cut before, cut after),
@@ -21,6 +22,7 @@ path and every tuple of cuts and is the check (tests, small cases).
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 from collections.abc import Callable, Sequence
@@ -161,12 +163,30 @@ def plan_pipeline(analysis: Analysis, machines: Machines, objective: str = "late
     if objective not in OBJECTIVES:
         raise SplitnnError(f"unknown objective '{objective}': use one of {', '.join(OBJECTIVES)}")
     t = tables or _Tables(analysis, machines, cuts)
-    source = machines.source
     limit = max_machines or len(machines.machines)
-    State = tuple[str, frozenset[str]]
-    dp: dict[State, np.ndarray] = {(source.name, frozenset([source.name])): t.stage_matrix(source.name)[0].copy()}
+    best = _best_final(t, objective, *_search(t, objective, limit))
+    if objective == "latency":
+        return best
+    # Of the plans with the least period, the one that answers a single request soonest: the latency search, with
+    # every stage, hop and answer route slower than that period ruled out.
+    cap = best.period_s * (1 + 1e-9)
+    soonest = _best_final(t, "latency", *_search(t, "latency", limit, cap), cap)
+    return dataclasses.replace(soonest, objective=objective)
+
+
+State = tuple[str, frozenset[str]]
+Back = dict[State, tuple[list[State], np.ndarray, np.ndarray]]
+
+
+def _search(t: _Tables, objective: str, limit: int, cap: float | None = None) -> tuple[dict[State, np.ndarray], Back]:
+    """The dynamic programme over (cut, machine, machines used), paths of at most `limit` machines: the best cost per
+    state and cut, and how each was reached. `cap`: stages and hop serialisations above it ruled out."""
+    source = t.machines.source
+    machines = t.machines
+    first = _capped(t.stage_matrix(source.name), cap)[0].copy()
+    dp: dict[State, np.ndarray] = {(source.name, frozenset([source.name])): first}
     # back[state]: per cut, the state before it and the cut that state's stage ended at.
-    back: dict[State, tuple[list[State], np.ndarray, np.ndarray]] = {}
+    back: Back = {}
     frontier = list(dp)
     for _ in range(limit - 1):
         offers: dict[State, list[tuple[State, np.ndarray, np.ndarray]]] = {}
@@ -177,7 +197,7 @@ def plan_pipeline(analysis: Analysis, machines: Machines, objective: str = "late
                 continue
             for there in t.neighbours(here):
                 if there not in used:
-                    best, before = _step(t, objective, value, machines.machine(here), there)
+                    best, before = _step(t, objective, value, machines.machine(here), there, cap)
                     offers.setdefault((there, used | {there}), []).append((state, best, before))
         for key, offered in offers.items():  # several ways into one state (4 machines on): the best per cut
             values = np.stack([best for _, best, _ in offered])
@@ -187,21 +207,30 @@ def plan_pipeline(analysis: Analysis, machines: Machines, objective: str = "late
             back[key] = ([state for state, _, _ in offered], which,
                          np.stack([before for _, _, before in offered])[which, cuts_at])
         frontier = list(offers)
-    return _best_final(analysis, t, objective, dp, back)
+    return dp, back
 
 
-def _step(t: _Tables, objective: str, value: np.ndarray, sender: Machine, there: str) -> tuple[np.ndarray, np.ndarray]:
+def _capped(matrix: np.ndarray, cap: float | None) -> np.ndarray:
+    return matrix if cap is None else np.where(matrix <= cap, matrix, np.inf)
+
+
+def _step(t: _Tables, objective: str, value: np.ndarray, sender: Machine, there: str, cap: float | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
     """From the best costs `value` per cut of plans ending on `sender`, one hop to `there` and its stage: the best
-    cost per cut that stage ends at, and the cut it started at."""
+    cost per cut that stage ends at, and the cut it started at (`cap`: as _search's)."""
     seconds, serialise = t.hop(sender, there, np.arange(len(value)))
+    if cap is not None:
+        seconds = np.where(serialise <= cap, seconds, np.inf)
     entering = _combine(objective, value, seconds if objective == "latency" else serialise)
-    matrix = _combine(objective, entering[:, None], t.stage_matrix(there))
+    matrix = _combine(objective, entering[:, None], _capped(t.stage_matrix(there), cap))
     before = np.argmin(matrix, axis=0)
     return matrix[before, np.arange(len(value))], before
 
 
-def _best_final(analysis: Analysis, t: _Tables, objective: str, dp: dict, back: dict) -> PipelinePlan:
-    """The state whose plan, the answer's route added, costs least; unwound into a PipelinePlan."""
+def _best_final(t: _Tables, objective: str, dp: dict[State, np.ndarray], back: Back, cap: float | None = None
+                ) -> PipelinePlan:
+    """The state whose plan, the answer's route added, costs least (`cap`: routes slower than it ruled out);
+    unwound into a PipelinePlan."""
     end = t.ranges.positions
     best_cost, best_state = np.inf, None
     for state, value in dp.items():
@@ -209,6 +238,8 @@ def _best_final(analysis: Analysis, t: _Tables, objective: str, dp: dict, back: 
             continue
         here, _ = state
         _, seconds, period = t.reply_route(here)
+        if cap is not None and period > cap:
+            continue
         total = float(_combine(objective, value[end], seconds if objective == "latency" else period))
         if total < best_cost - 1e-15:
             best_cost, best_state = total, state
@@ -296,7 +327,7 @@ def brute_force_plan(analysis: Analysis, machines: Machines, objective: str = "l
     end = t.ranges.positions
     positions = [int(c) for c in np.flatnonzero(t.allowed)]
     replies: dict[str, tuple[list[str], float, float] | None] = {}
-    best: tuple[float, list[str], list[int]] | None = None
+    best: tuple[tuple[float, float], list[str], list[int]] | None = None
     for path in _paths(t, [machines.source.name]):
         if path[-1] not in replies:  # a machine with no route back to the source ends no plan
             replies[path[-1]] = _or_none_route(t, path[-1])
@@ -309,15 +340,22 @@ def brute_force_plan(analysis: Analysis, machines: Machines, objective: str = "l
         for inner in itertools.combinations_with_replacement(positions, len(path) - 1):
             bounds = [0, *inner, end]
             terms = [float(stage[a, b]) for stage, a, b in zip(stages, bounds, bounds[1:])]
-            if objective == "latency":
-                cost = sum(terms) + sum(float(h[0][c]) for h, c in zip(hops, inner)) + reply_s
-            else:
-                cost = max(terms + [float(h[1][c]) for h, c in zip(hops, inner)] + [reply_period])
-            if np.isfinite(cost) and (best is None or cost < best[0] - 1e-15):
+            latency = sum(terms) + sum(float(h[0][c]) for h, c in zip(hops, inner)) + reply_s
+            period = max(terms + [float(h[1][c]) for h, c in zip(hops, inner)] + [reply_period])
+            # throughput: the least period, and of those the least latency
+            cost = (latency, 0.0) if objective == "latency" else (period, latency)
+            if np.isfinite(latency) and (best is None or _better(cost, best[0])):
                 best = (cost, path, bounds)
     if best is None:
         raise SplitnnError(_no_fit(t))
     return assemble_plan(t, objective, best[1], best[2])
+
+
+def _better(cost: tuple[float, float], than: tuple[float, float]) -> bool:
+    """`cost` before `than`: less by the first figure, or the same (to a relative 1e-9) and less by the second."""
+    if cost[0] < than[0] * (1 - 1e-9):
+        return True
+    return cost[0] <= than[0] * (1 + 1e-9) and cost[1] < than[1] - 1e-15
 
 
 def _or_none_route(t: _Tables, last: str) -> tuple[list[str], float, float] | None:

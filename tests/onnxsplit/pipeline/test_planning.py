@@ -58,6 +58,8 @@ def _assert_dp_is_brute_force(analysis, machines: Machines) -> None:
         planned = plan_pipeline(analysis, machines, objective, cuts)
         best = brute_force_plan(analysis, machines, objective, cuts)
         assert planned.cost() == pytest.approx(best.cost(), rel=1e-9), (objective, planned.stages, best.stages)
+        # For a stream, of the plans with the least period the one that answers a request soonest.
+        assert planned.latency_s == pytest.approx(best.latency_s, rel=1e-9), (objective, planned.stages, best.stages)
         # The plan is whole: stages cover the order in turn, from the source, each within its machine's memory.
         assert planned.stages[0].machine == machines.source.name and planned.stages[0].start == 0
         assert planned.stages[-1].end == len(analysis.cuts) - 1
