@@ -99,21 +99,32 @@ class BenchChoice:
             raise SplitnnError("--device-slowdown must be at least 1 (this host cannot be made faster)")
 
 
-def refuse_on_tiles(link: LinkEmulation, bench: BenchChoice) -> None:
-    """A tile plan runs on Dask, not over an emulated link: the link's and the split's options given are refused,
-    each named (those with a default of their own, --requests and --timeout, cannot be told from it)."""
-    given = [flag for flag, value in (
+def _split_options_given(link: LinkEmulation, bench: BenchChoice, apply_here: frozenset[str] = frozenset()
+                         ) -> list[str]:
+    """The link's and a two-part split's options the user gave, by flag, but those in `apply_here` (those with a
+    default of their own, --requests and --timeout, cannot be told from it)."""
+    return [flag for flag, value in (
         ("--link", link.name), ("--bandwidth", link.bandwidth_bps), ("--rtt", link.rtt_s),
         ("--jitter", link.jitter_s or None), ("--loss", link.loss or None), ("--outage", link.outages or None),
         ("--trace", link.trace or None), ("--device-slowdown", bench.slowdown), ("--no-baselines", not bench.baselines or None),
         ("--stream", bench.stream or None), ("--fps", bench.fps), ("--deadline", bench.deadline_s),
         ("--duration", bench.duration_s), ("--compare-static", bench.compare_static or None), ("--tls", bench.tls or None),
         ("--kill-stage", bench.kill_stage), ("--failover", bench.failover or None),
-    ) if value is not None]
+    ) if value is not None and flag not in apply_here]
+
+
+def refuse_on_tiles(link: LinkEmulation, bench: BenchChoice) -> None:
+    """A tile plan runs on Dask, not over an emulated link: the link's and the split's options given are refused,
+    each named."""
+    given = _split_options_given(link, bench)
     if given:
         raise SplitnnError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to a split over an emulated "
                            "link; a tile plan runs on Dask: drop "
                            f"{'it' if len(given) == 1 else 'them'}")
+
+
+# What a pipeline plan's bench takes of the options above.
+_PIPELINE_BENCH_OPTIONS = frozenset({"--no-baselines", "--stream", "--kill-stage", "--failover"})
 
 
 def bench_pipeline(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, progress: Progress | None = None
@@ -122,13 +133,7 @@ def bench_pipeline(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, 
     options and those of a two-part split are refused, each named."""
     from splitnn.onnxsplit.measure.pipeline import run_pipeline_bench
 
-    given = [flag for flag, value in (
-        ("--link", link.name), ("--bandwidth", link.bandwidth_bps), ("--rtt", link.rtt_s),
-        ("--jitter", link.jitter_s or None), ("--loss", link.loss or None), ("--outage", link.outages or None),
-        ("--trace", link.trace or None), ("--device-slowdown", bench.slowdown), ("--fps", bench.fps),
-        ("--deadline", bench.deadline_s), ("--duration", bench.duration_s),
-        ("--compare-static", bench.compare_static or None), ("--tls", bench.tls or None),
-    ) if value is not None]
+    given = _split_options_given(link, bench, _PIPELINE_BENCH_OPTIONS)
     if given:
         raise SplitnnError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to a split over one "
                            "emulated link; a pipeline plan runs over the links of its machines file: drop "

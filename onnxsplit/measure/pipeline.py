@@ -37,6 +37,7 @@ from splitnn.onnxsplit.artifacts.verification import compare_outputs
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.pacing import hold_until
 from splitnn.onnxsplit.core.records import Record
+from splitnn.onnxsplit.measure.vertical import end_process
 from splitnn.onnxsplit.runtime.link_emulator import LinkRelay, LinkSettings
 from splitnn.onnxsplit.runtime.stage import TIMES, StageRunner
 from splitnn.onnxsplit.runtime.wire import REQUEST, ConnectionClosed, Frame, ProtocolError, read_frame, send_frame
@@ -126,13 +127,7 @@ class _StageProcess:
         return lines[-1] if lines else ""
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process)
 
 
 def hop_settings(plan: PipelinePlanFile, sender: str, receiver: str) -> LinkSettings:

@@ -52,6 +52,17 @@ STAGES = ("device_s", "encode_s", "transfer_s", "server_s", "decode_s", "e2e_s")
 BASELINE_REQUESTS = 10
 
 
+def end_process(process: subprocess.Popen[str]) -> None:
+    """Stop a child process the bench started: SIGTERM, then SIGKILL after 10 s; nothing if it has ended."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class ServerProcess:
     """A ModelServer in a child process (`python -m splitnn.onnxsplit.runtime.server`), on a free port of 127.0.0.1."""
 
@@ -73,13 +84,7 @@ class ServerProcess:
         self.address = ("127.0.0.1", int(line.split()[-1]))
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        end_process(self.process)
 
     def __enter__(self) -> "ServerProcess":
         return self
