@@ -18,7 +18,7 @@ Targets (issue 31): reach >= 80% of the MACs before the first whole-map layer
 on every model; tiles phase >= 1.6x and whole image >= 1.5x on the three
 models with the most MACs.
 
-    python benchmarks/bench_real_tiles.py [--models yolov8n,picodet] [--images 5] [--repeats 3] [--json]
+    python benchmarks/bench_real_tiles.py [--models yolov8n,picodet] [--images 5] [--repeats 3] [--handoff client,workers] [--json]
 """
 from __future__ import annotations
 
@@ -86,16 +86,22 @@ def cluster_link_bps(megabytes: int = 16, repeats: int = 7) -> float:
     return 2 * payload.nbytes * 8 / statistics.median(times)
 
 
-def measure(name: str, work: Path, images: int, repeats: int, profile: str, link_bps: float, emulate: bool) -> dict:
+def measure(name: str, work: Path, images: int, repeats: int, profile: str, link_bps: float, emulate: bool,
+            handoffs: tuple[str, ...] = ("client",)) -> dict:
     model, shapes = MODELS[name]
     analysis = analyze(load_graph(model(), shapes))
     plan = plan_tiles(analysis, 2, load_device(profile), cluster_link_bps=link_bps)
     outdir = work / name
     shutil.rmtree(outdir, ignore_errors=True)
     document = write_tiles(analysis, plan, outdir)
-    runs = [run_tile_bench(outdir, TileBenchOptions(workers=2, images=images, emulate_nodes=emulate)).to_dict()
-            for _ in range(repeats)]
+    # The hand-offs take turns, repeat by repeat, so that the machine's drift falls on each alike.
+    by_handoff: dict[str, list[dict]] = {handoff: [] for handoff in handoffs}
+    for _ in range(repeats):
+        for handoff in handoffs:
+            by_handoff[handoff].append(run_tile_bench(outdir, TileBenchOptions(
+                workers=2, images=images, emulate_nodes=emulate, handoff=handoff)).to_dict())
     shutil.rmtree(outdir, ignore_errors=True)
+    runs = by_handoff[handoffs[0]]
     two = [run["scaling"][1] for run in runs]
     c = plan.coverage
     assert c is not None
@@ -126,7 +132,16 @@ def measure(name: str, work: Path, images: int, repeats: int, profile: str, link
         # on two nodes.
         "untiled_one_node_ms": plan.single_node_s * 1e3,
         "emulated_nodes": emulate,
-        "outputs_match": all(run["outputs_match"] for run in runs) and document.verification.passed,
+        "outputs_match": all(run["outputs_match"] for runs in by_handoff.values() for run in runs)
+        and document.verification.passed,
+        "handoff": handoffs[0],
+        # Every hand-off measured (--handoff): the median tiles phase and image on 2 workers, and 2 against 1.
+        "handoffs": {handoff: {
+            "tiles_2_workers_ms": statistics.median(run["scaling"][1]["tiles_phase_s"] for run in runs) * 1e3,
+            "image_2_workers_ms": statistics.median(run["scaling"][1]["wall_s"] for run in runs) * 1e3,
+            "tiles_speedup": statistics.median(run["scaling"][1]["tiles_speedup"] for run in runs),
+            "image_speedup": statistics.median(run["scaling"][1]["speedup"] for run in runs),
+        } for handoff, runs in by_handoff.items()},
     }
 
 
@@ -146,13 +161,18 @@ def main() -> None:
     parser.add_argument("--emulate", action="store_true",
                         help="hold every node to the plan's predicted times on --node-profile (run-bench "
                              "--emulate-nodes): boards slower than this host, emulated on its cores")
+    parser.add_argument("--handoff", default="client",
+                        help="client, workers, or both as client,workers: how later stacks get their maps "
+                             "(run-bench --handoff); the table's speedups are the first's, and each one's times "
+                             "follow it")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="splitnn-real-tiles-"))
     on_host = args.node_profile.startswith("host")
     # The tiles' bytes cross this host's loopback whatever the nodes are (emulated nodes keep this host's link).
     link_bps = cluster_link_bps() if on_host or args.emulate else 1e9
-    rows = [measure(name, work, args.images, args.repeats, args.node_profile, link_bps, args.emulate)
+    handoffs = tuple(args.handoff.split(","))
+    rows = [measure(name, work, args.images, args.repeats, args.node_profile, link_bps, args.emulate, handoffs)
             for name in args.models.split(",")]
     shutil.rmtree(work, ignore_errors=True)
     if args.json:
@@ -178,6 +198,11 @@ def main() -> None:
               f"{r['image_2_workers_predicted_ms']:.1f} predicted; the model untiled on one node "
               f"{r['untiled_one_node_ms']:.1f} predicted ({r['untiled_one_node_ms'] / r['image_2_workers_ms']:.2f}x "
               "the measured image)")
+    for r in rows:
+        if len(r["handoffs"]) > 1:
+            print(f"{r['model']}: " + "; ".join(
+                f"hand-off {h}: tiles {f['tiles_2_workers_ms']:.1f} ms ({f['tiles_speedup']:.2f}x), image "
+                f"{f['image_2_workers_ms']:.1f} ms ({f['image_speedup']:.2f}x)" for h, f in r["handoffs"].items()))
     for r in rows:
         print(f"{r['model']}: region stops at {r['region_stops_at']}; first whole-map layer {r['whole_map_layer']}")
     top = sorted(rows, key=lambda r: -r["model_macs"])[:3]

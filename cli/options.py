@@ -455,8 +455,9 @@ TILE_BENCH = OptionGroup("tiles", (
                                                     "tile of the first timed image is back (0: at once, while the other "
                                                     "tiles are out).")),
     (("--handoff", "handoff"), dict(type=click.Choice(["workers", "client"]), help=(
-        "Tile plans of several stacks: how a stack's tiles get the previous stack's output; client (default): "
-        "stitched on the client and sent out again; workers: straight from the workers that hold it."))),
+        "Tile plans of several stacks: how a stack's tiles get the maps of the stacks before it; client (default): "
+        "stitched on the client and sent out again; workers: left on the workers and handed over by Dask (a "
+        "squeeze-and-excitation vector from the workers' sums of the map; not with --reuse)."))),
     (("--emulate-nodes", "emulate_nodes"), dict(is_flag=True, help=(
         "Tile plans: hold every node to the time the plan predicts on its --node-profile (each tile on its worker, "
         "the remainder on the client), as the boards it plans for would take; the link stays this host's."))),

@@ -47,11 +47,13 @@ from splitnn.onnxsplit.tiles.dask_tasks import (
     run_second,
     run_slice,
     run_tile_group,
+    map_sums,
     run_tile_group_from,
     times_and_worker,
 )
-from splitnn.onnxsplit.tiles.geometry import paste_tile, tile_crops
+from splitnn.onnxsplit.tiles.geometry import Region, crop, in_memory, paste, paste_tile, tile_crops
 from splitnn.onnxsplit.tiles.planning import lpt_deal
+from splitnn.onnxsplit.tiles.pooled_step import mean_of, pooled_step
 from splitnn.onnxsplit.tiles.reuse import stack_reuse_tiles
 
 
@@ -212,6 +214,17 @@ class TileProgram:
                        for number, step in enumerate(self.steps) if isinstance(step, SlicedStep)
                        for i, part in enumerate(step.slices)}
         self.model_path = model_path(outdir, self.plan)
+        self._pooled: dict[tuple[str, tuple[str, ...]], tuple[Any, dict[str, tuple[str, ...]]] | None] = {}
+
+    def pooled_step(self, step: PartStep, maps: tuple[str, ...]) -> tuple[Any, dict[str, tuple[str, ...]]] | None:
+        """A client step's session fed with the means of `maps` instead of the maps, and which of its inputs take
+        each map's mean (tiles/pooled_step.py); None where it needs more of them than their means."""
+        key = (step.model, maps)
+        if key not in self._pooled:
+            pooled = pooled_step(self.folder / step.model, maps)
+            self._pooled[key] = None if pooled is None else (
+                create_session(pooled.model, threads=1, spin=False), pooled.means)
+        return self._pooled[key]
 
     def finish(self, pool: dict[str, np.ndarray], run_slices: RunSlices | None = None) -> dict[str, np.ndarray]:
         """The model's outputs from the inputs and the stitched maps in `pool`: the remainder on this client (split
@@ -338,20 +351,16 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
         raise SplitnnError(f"unknown hand-off '{handoff}': one of {', '.join(HANDOFFS)}")
     if handoff == "workers" and program.later and (program.reuse_tiles or any(s.reuse_tiles for s in program.later)):
         raise SplitnnError("--handoff workers does not run a reuse plan's stacks: use --handoff client")
-    if handoff == "workers" and program.later and not _one_map_chain(program):
-        raise SplitnnError("--handoff workers hands one NCHW map from each stack to the next, and this plan's stacks "
-                           "hand on NHWC maps, several, maps read later, or maps the client computes a "
-                           "squeeze-and-excitation vector from: use --handoff client")
     pool = dict(feeds)
     start = time.perf_counter()
     futures, tile_of = _submit_stack(client, program.tiles, program.reuse_tiles, plugins[0], pool, program.maps,
                                      workers, tasks, program.emulate_nodes)
     earlier: list[tuple[list[Any], dict[str, Any]]] = []  # stacks whose outputs stayed on the workers
     if program.later and handoff == "workers":
-        stitched, records, phases, stages = _through_workers(client, program, plugins, (futures, tile_of), workers,
-                                                             start, after_first_tile)
-        pool.update(stitched)
-        earlier, futures = stages[:-1], [f for stage, _ in stages for f in stage]
+        phases, earlier = _through_workers(client, program, plugins, (futures, tile_of), workers, start,
+                                           after_first_tile, pool)
+        records: list[TileRun] = []
+        futures = [f for stage, _ in earlier for f in stage]
     else:
         stitched, records = _stitch_results(futures, tile_of, program.maps, start, after_first_tile)
         pool.update(stitched)
@@ -369,17 +378,6 @@ def run_tiled_image(client: Any, program: TileProgram, plugins: list[str], feeds
     retried = _retried(client, [f.key for f in futures])  # while the scheduler still knows the tasks
     return ImageRun(outputs, sorted(records, key=lambda r: (r.stack, r.id)), phases, sum(phases), total, retried,
                     split_s)
-
-
-def _one_map_chain(program: TileProgram) -> bool:
-    """Every stack reads one NCHW map, the one the stack before it hands on, and the remainder reads nothing stitched
-    but the last stack's map (what the workers' hand-off moves)."""
-    stacks = [program.maps, *(later.maps for later in program.later)]
-    if not all(s.single for s in stacks):
-        return False
-    chained = all(after.inputs == before.outputs for before, after in zip(stacks, stacks[1:]))
-    stitched = {name for s in stacks[:-1] for name in s.outputs}
-    return chained and not stitched & set(program.plan.remainder.inputs)
 
 
 def _stitch_results(futures: list[Any], tile_of: dict[str, Any], maps: StackMaps, start: float,
@@ -427,34 +425,141 @@ def _groups(tiles: tuple[Any, ...], workers: int, tasks: int | None = None) -> l
     return tile_groups([t.predicted_s for t in tiles], min(count, len(tiles)))
 
 
-def _overlaps(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
-    return max(a[0], b[0]) < min(a[1], b[1]) and max(a[2], b[2]) < min(a[3], b[3])
+@dataclass
+class HeldMap:
+    """A stack's output map kept on the workers (hand-off "workers"): where each tile's cell of it lies."""
+
+    shape: tuple[int, int, int, int]  # logical: N, C, H, W
+    layout: str
+    cells: list[tuple[Any, int, int, Region]]  # (its task's future, the tile's position in the task,
+    # the output's position in the stack's outputs, the cell's region of the map)
+
+
+def _held(stage: tuple[list[Any], dict[str, Any]], maps: StackMaps) -> dict[str, HeldMap]:
+    """Every output map of a stack whose tasks are `stage`, as the workers hold it."""
+    futures, tile_of = stage
+    held = {name: HeldMap(shape, layout, []) for name, shape, layout in
+            zip(maps.outputs, maps.output_shapes, maps.output_layouts)}
+    for future in futures:
+        for position, tile in enumerate(tile_of[future.key]):
+            for output, (name, region) in enumerate(zip(maps.outputs, tile.output_regions or (tile.output_region,))):
+                held[name].cells.append((future, position, output, _region(region)))
+    return held
 
 
 def _through_workers(client: Any, program: TileProgram, plugins: list[str], first: tuple[list[Any], dict[str, Any]],
-                     workers: list[str], start: float, after_first_tile: Callable[[str], Any] | None
-                     ) -> tuple[dict[str, np.ndarray], list[TileRun], list[float], list[tuple[list[Any], dict[str, Any]]]]:
-    """Every later stack submitted at once behind the first (hand-off "workers"); returns the last stack's
-    stitched output, its tiles' records, each stack's phase, and each stack's futures and their tiles."""
+                     workers: list[str], start: float, after_first_tile: Callable[[str], Any] | None,
+                     pool: dict[str, np.ndarray]) -> tuple[list[float], list[tuple[list[Any], dict[str, Any]]]]:
+    """Every later stack behind the first with the maps left on the workers (hand-off "workers"): a stack's tiles
+    are assembled on the workers from the cells of the maps they read (only the parts they need travel), and the
+    client waits only where it computes a squeeze-and-excitation vector (from the workers' sums of the map,
+    _client_step_from_sums). The maps the remainder reads, or the model returns, are stitched into `pool` at the
+    end. Returns each stack's phase and each stack's futures and their tiles."""
     stages = [first]
+    held = _held(first, program.maps)
+    done: list[float] = []
     for later, plugin in zip(program.later, plugins[1:]):
-        previous = [(f, [t.output_region for t in stages[-1][1][f.key]]) for f in stages[-1][0]]
-        futures = []
-        groups = _groups(later.tiles, len(workers))
-        for group in groups:
-            regions = [later.tiles[i].input_region for i in group]
-            needed = [(f, outs) for f, outs in previous if any(_overlaps(r, o) for r in regions for o in outs)]
-            futures.append(client.submit(run_tile_group_from, plugin, [later.tiles[i].id for i in group], regions,
-                                         [outs for _, outs in needed],
-                                         [later.tiles[i].predicted_s for i in group] if program.emulate_nodes else None, *[f for f, _ in needed], workers=workers,
-                                         allow_other_workers=False, pure=False))
-        stages.append((futures, {f.key: [later.tiles[i] for i in g] for f, g in zip(futures, groups)}))
-    done = _await_stages(client, [futures for futures, _ in stages], start, after_first_tile)
-    phases = [done[0]] + [max(b - a, 0.0) for a, b in zip(done, done[1:])]
-    last_futures, last_tile_of = stages[-1]
-    stitched, records = _stitch_results(last_futures, last_tile_of, program.later[-1].maps, start,
-                                        stack=len(stages) - 1)
-    return stitched, records, phases, stages
+        if later.client_step is not None:
+            done += _await_stages(client, [f for f, _ in stages[len(done):]], start,
+                                  None if done else after_first_tile)
+            _client_step_from_sums(client, program, later, held, pool)
+        stages.append(_submit_from_held(client, later, plugin, pool, held, workers, program.emulate_nodes))
+        held.update(_held(stages[-1], later.maps))
+    done += _await_stages(client, [f for f, _ in stages[len(done):]], start, None if done else after_first_tile)
+    wanted = {name for step in program.steps for name in (step.inputs if isinstance(step, PartStep) else (step.input,))}
+    pool.update(_stitch_held(client, held, (wanted | set(program.plan.outputs)) - set(pool)))
+    return [done[0]] + [max(b - a, 0.0) for a, b in zip(done, done[1:])], stages
+
+
+def _submit_from_held(client: Any, later: LaterStack, plugin: str, pool: dict[str, np.ndarray],
+                      held: dict[str, HeldMap], workers: list[str], paced: bool) -> tuple[list[Any], dict[str, Any]]:
+    """A later stack's tiles as tasks of about equal predicted time, each reading its inputs' crops from `pool`
+    (what the client holds) or the cells of the held maps it needs: Dask hands it the results of the tasks that
+    hold them (whole: a task to cut out only the pieces needed costs one more scheduler hop, which measured
+    slower on emulated boards; docs/measurements.md, tiles)."""
+    groups = _groups(later.tiles, len(workers))
+    futures = []
+    for group in groups:
+        holders: dict[str, Any] = {}  # the tasks whose results this one reads, by key
+        inputs: list[list[Any]] = []
+        for i in group:
+            tile = later.tiles[i]
+            inputs.append([])
+            for name, layout, region in zip(later.maps.inputs, later.maps.input_layouts,
+                                            tile.input_regions or (tile.input_region,)):
+                if name in pool:
+                    inputs[-1].append(crop(pool[name], region, layout))
+                    continue
+                refs = []
+                for future, position, output, cell in held[name].cells:
+                    part = _intersection(_region(region), cell)
+                    if part is not None:
+                        holders.setdefault(future.key, future)
+                        refs.append((part, list(holders).index(future.key), (position, output, _within(part, cell))))
+                inputs[-1].append((_region(region), layout, refs))
+        targets = [later.tiles[i].predicted_s for i in group] if paced else None
+        futures.append(client.submit(run_tile_group_from, plugin, [later.tiles[i].id for i in group], inputs,
+                                     targets, *holders.values(), workers=workers, allow_other_workers=False, pure=False))
+    return futures, {f.key: [later.tiles[i] for i in g] for f, g in zip(futures, groups)}
+
+
+def _client_step_from_sums(client: Any, program: TileProgram, later: LaterStack, held: dict[str, HeldMap],
+                           pool: dict[str, np.ndarray]) -> None:
+    """A later stack's client step (a squeeze-and-excitation vector) into `pool`: from the sums of its maps' cells
+    on the workers where the step only takes their means (pooled_step), else from the maps stitched here."""
+    step = later.client_step
+    assert step is not None
+    step_start = time.perf_counter()
+    maps = tuple(name for name in step.inputs if name in held and name not in pool)
+    pooled = program.pooled_step(step, maps)
+    if pooled is None:
+        pool.update(_stitch_held(client, held, set(maps)))
+        run_steps([step], pool, program.session_of)
+    else:
+        feeds = {name: pool[name] for name in step.inputs if name not in maps}
+        for name, mean_inputs in pooled[1].items():
+            cells = held[name].cells
+            by_future: dict[str, tuple[Any, list[tuple[int, int, str]]]] = {}
+            for future, position, output, _ in cells:
+                by_future.setdefault(future.key, (future, []))[1].append((position, output, held[name].layout))
+            sums = client.gather([client.submit(map_sums, f, wanted, pure=False) for f, wanted in by_future.values()])
+            _, _, h, w = held[name].shape
+            mean = mean_of(sums, h * w, np.dtype(np.float32))
+            feeds.update({mean_input: mean for mean_input in mean_inputs})
+        session = pooled[0]
+        pool.update(zip(step.outputs, session.run(list(step.outputs), feeds)))
+    hold_until(step_start, later.client_step_s)
+
+
+def _stitch_held(client: Any, held: dict[str, HeldMap], names: set[str]) -> dict[str, np.ndarray]:
+    """The held maps `names` (those held), stitched here from their cells."""
+    names = {name for name in names if name in held}
+    futures = {future.key: future for name in names for future, _, _, _ in held[name].cells}
+    results = dict(zip(futures, client.gather(list(futures.values()))))
+    stitched: dict[str, np.ndarray] = {}
+    for name in names:
+        entry = held[name]
+        for future, position, output, cell in entry.cells:
+            value = results[future.key][0][position][output]
+            if name not in stitched:
+                stitched[name] = np.empty(in_memory(entry.shape, entry.layout), dtype=value.dtype)
+            paste(stitched[name], cell, value, entry.layout)
+    return stitched
+
+
+def _region(region: Any) -> Region:
+    y0, y1, x0, x1 = region
+    return (y0, y1, x0, x1)
+
+
+def _intersection(a: Region, b: Region) -> Region | None:
+    y0, y1, x0, x1 = max(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3])
+    return (y0, y1, x0, x1) if y0 < y1 and x0 < x1 else None
+
+
+def _within(inner: Region, outer: Region) -> Region:
+    """`inner` in the coordinates of a tensor held over `outer`."""
+    return (inner[0] - outer[0], inner[1] - outer[0], inner[2] - outer[2], inner[3] - outer[2])
 
 
 def _await_stages(client: Any, stages: list[list[Any]], start: float,

@@ -16,7 +16,7 @@ from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.core.pacing import hold_until
-from splitnn.onnxsplit.tiles.geometry import Region
+from splitnn.onnxsplit.tiles.geometry import Region, crop
 from splitnn.onnxsplit.artifacts.reuse_records import ReuseTile
 from splitnn.onnxsplit.tiles.reuse import assemble
 
@@ -180,18 +180,39 @@ def register_plugin(client: Any, plugin: SessionsPlugin) -> str:
     return plugin.name
 
 
-def run_tile_group_from(plugin_name: str, tile_ids: list[int], regions: list[Region], sources: list[list[Region]],
-                        targets: list[float] | None,
-                        *previous: tuple[list[list[np.ndarray]], list[float], str]
-                        ) -> tuple[list[list[np.ndarray]], list[float], str]:
-    """A Dask task of a later stack (hand-off "workers"): each tile's input, `regions[i]` of the previous stack's
-    output, cut from the results of the previous stack's tasks that overlap it (`previous`, handed over by Dask
-    from the workers that hold them; `sources[j]`: the output regions of the tiles in `previous[j]`); `targets`: as
-    run_tile_group's."""
-    pieces = [(region, output[0]) for regions, (outputs, _, _) in zip(sources, previous)
-              for region, output in zip(regions, outputs)]
-    crops = [[assemble(region, pieces)] for region in regions]
+# What a later stack's tile reads under the workers' hand-off, per input: its crop, made on the client (the image,
+# a squeeze-and-excitation vector), or the region it needs (rows, columns), its layout, and the pieces that cover
+# it: (the piece's region of the map, which of the held results it is in, and where: the tile's position in that
+# task, the output's position, the piece's region within that output).
+PieceRef = tuple[Region, int, tuple[int, int, Region]]
+TileInput = np.ndarray | tuple[Region, str, list[PieceRef]]
+GroupResult = tuple[list[list[np.ndarray]], list[float], str]  # run_tile_group's
+
+
+def run_tile_group_from(plugin_name: str, tile_ids: list[int], inputs: list[list[TileInput]],
+                        targets: list[float] | None, *held: GroupResult) -> GroupResult:
+    """A Dask task of a later stack (hand-off "workers"): each tile's inputs, cropped on the client or assembled
+    from pieces of the earlier stacks' results `held` (handed over by Dask from the workers that hold them);
+    `targets`: as run_tile_group's."""
+    def assembled(region: Region, layout: str, refs: list[PieceRef]) -> np.ndarray:
+        pieces = [(part, crop(held[j][0][position][output], within, layout))
+                  for part, j, (position, output, within) in refs]
+        return assemble(region, pieces, layout)
+
+    crops = [[given if isinstance(given, np.ndarray) else assembled(*given) for given in tile_inputs]
+             for tile_inputs in inputs]
     return run_tile_group(plugin_name, tile_ids, crops, targets)
+
+
+def map_sums(result: GroupResult, wanted: list[tuple[int, int, str]]) -> np.ndarray:
+    """A Dask task on the worker that holds a tile group's `result`: the sum over rows and columns of each
+    wanted output cell (tile's position, output's position, layout), added up: one value per channel."""
+    outputs = result[0]
+    total = np.zeros(0)
+    for number, (position, output, layout) in enumerate(wanted):
+        part = outputs[position][output].sum(axis=(1, 2) if layout == "NHWC" else (2, 3), dtype=np.float64)
+        total = part if number == 0 else total + part
+    return total
 
 
 def times_and_worker(result: tuple[list[np.ndarray], list[float], str]) -> tuple[list[float], str]:

@@ -22,7 +22,7 @@ def test_calibration_times_the_part_and_compares_it_with_the_prediction():
 
 @pytest.mark.parametrize("cut", ["averagepool2_out", None])  # a split, and all on the device (no server part)
 def test_every_part_and_baseline_takes_at_least_its_prediction(cut, sample_path, tmp_path):
-    link = dict(cut=cut) if cut else dict(link="cat1", bandwidth="10kbit")  # a link too slow to send
+    link = dict(cut=cut) if cut else dict(link="cat1", bandwidth="200kbit")  # a link too slow to send
     plan = splitnn.partition(sample_path("lenet5"), tmp_path / "plan", **link).to_dict()
     assert bool(plan["cut"]["tensors"]) == bool(cut)
     report = splitnn.run_bench(tmp_path / "plan", requests=3).to_dict()

@@ -12,6 +12,7 @@ from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.tiles.export import write_tiles
+from splitnn.onnxsplit.tiles.pooled_step import pooled_step
 from splitnn.onnxsplit.tiles.planning import plan_tiles
 from splitnn.onnxsplit.tiles.stack_region import fused_stack, macs_before_whole_map
 from tests.helpers import (
@@ -131,10 +132,9 @@ def test_a_feature_pyramid_runs_on_dask_in_stacks_that_hand_on_several_maps(tmp_
     assert any(len(phase.grid.inputs) > 1 for phase in plan.stacks[1:])
     document = write_tiles(analysis, plan, tmp_path / "yolo")
     assert document.all_stacks[-1].output_names == plan.stacks[-1].grid.output_names
-    report = run_tile_bench(tmp_path / "yolo", TileBenchOptions(images=1, scaling=False))
-    assert report.outputs_match is True
-    with pytest.raises(SplitnnError, match="--handoff workers hands one NCHW map"):  # it moves one map per stack
-        run_tile_bench(tmp_path / "yolo", TileBenchOptions(images=1, scaling=False, handoff="workers"))
+    for handoff in ("client", "workers"):  # workers: a later stack's tiles assembled from the cells the workers hold
+        report = run_tile_bench(tmp_path / "yolo", TileBenchOptions(images=1, scaling=False, handoff=handoff))
+        assert report.outputs_match is True, handoff
     # item 4: with --reuse on a 2x2 grid, through the pyramid's Resize, Concats and several maps per stack: the
     # second-phase tasks assemble each unit's inputs from their neighbours' results on the workers
     plan = plan_tiles(analysis, 2, BOARD, (2, 2), stacks=3, cluster_link_bps=100e9)
@@ -393,6 +393,12 @@ def test_stacks_go_past_squeeze_and_excitation_blocks(tmp_path):
     assert [s.client_step.outputs if s.client_step else () for s in document.all_stacks] == [(), ("gate1",), ("gate2",)]
     assert document.coverage is not None and document.coverage.client_steps == 2
     report = run_tile_bench(tmp_path / "se", TileBenchOptions(images=1, scaling=False))
+    assert report.outputs_match is True
+    # With the maps left on the workers, the client computes each vector from the sums of the map's cells: both
+    # steps take the map only through its mean (GlobalAveragePool, ReduceMean over H and W).
+    steps = [files.client_step for files in document.artifacts.later_stacks]
+    assert len(steps) == 2 and all(step and pooled_step(tmp_path / "se" / step.model, step.inputs[:1]) for step in steps)
+    report = run_tile_bench(tmp_path / "se", TileBenchOptions(images=1, scaling=False, handoff="workers"))
     assert report.outputs_match is True
     # issue 31, item 4: with --reuse the second phase's units read the vector whole, on Dask as in the verification
     _assert_reuse_is_exact(analysis, plan, tmp_path / "reuse")
