@@ -4,9 +4,10 @@ The machines: two RockPro64 boards on WiFi (the first holds the camera: the sour
 to both, and a cloud-cpu server over 4G from the Pi. For each objective the plan is written by
 `splitnn.partition(..., machines=...)` and run by `splitnn.run_bench` (a process per stage held to its machine's
 predicted time, every link emulated in user space): latency p50 one request at a time and the stream's frames per
-second, beside the plan's prediction, the prediction for this run (a stage this host runs slower than its
-profile at this host's speed; this host's cores), and the best two-machine plan and the source alone as
-predicted.
+second, beside the plan's prediction and the prediction for this run (a stage this host runs slower than its
+profile at this host's speed; this host's cores); then, in the same run, the best two-machine plan and the
+source alone, each planned again, written and run the same way (run-bench's baselines), and the plan's
+measured frames per second and latency against each one's.
 
     python benchmarks/bench_pipeline.py [--size 224] [--requests 10] [--json]
 """
@@ -88,9 +89,14 @@ def main() -> None:
               f"{r['predicted_latency_s'] * 1e3:.1f} by the plan, {r['run_predicted_latency_s'] * 1e3:.1f} for this run")
         print(f"  stream {r['stream_fps']:.2f} frames/s; predicted {r['predicted_fps']:.2f} by the plan, "
               f"{r['run_predicted_fps']:.2f} for this run")
-        print(f"  predicted, not run: the best two-machine plan {r['two_machines_predicted_latency_s'] * 1e3:.1f} ms, "
-              f"{r['two_machines_predicted_fps']:.2f} frames/s; the source alone "
-              f"{(r['source_alone_predicted_s'] or float('nan')) * 1e3:.1f} ms")
+        for b in r["baselines"]:
+            fps = b["stream_fps"] or float("nan")
+            print(f"  baseline, {b['name']} ({' -> '.join(b['machines'])}): latency p50 {b['latency_p50_s'] * 1e3:.1f} "
+                  f"ms (predicted {b['predicted_latency_s'] * 1e3:.1f}, {b['run_predicted_latency_s'] * 1e3:.1f} for "
+                  f"its run), stream {fps:.2f} frames/s (predicted {b['predicted_fps']:.2f}, "
+                  f"{b['run_predicted_fps']:.2f} for its run); the plan: {r['stream_fps'] / fps:.2f}x its frames/s, "
+                  f"{b['latency_p50_s'] / r['latency_p50_s']:.2f}x faster an answer; its outputs match: "
+                  f"{b['outputs_match']}")
         for s in r["stages"]:
             print(f"  stage {s['machine']}: predicted {s['predicted_s'] * 1e3:.1f} ms, measured {s['measured_s'] * 1e3:.1f}"
                   + (" (this host slower)" if s["host_slower"] else ""))

@@ -316,7 +316,7 @@ BENCH = OptionGroup("bench", (
              "profile predicts for it; K dilates this host's time by K instead (1: none).")),
     (("--timeout", "timeout"), dict(default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
                                     help="Seconds to wait for each answer.")),
-    (("--no-baselines", "no_baselines"), dict(is_flag=True, help="Skip the all-device and all-server runs.")),
+    (("--no-baselines", "no_baselines"), dict(is_flag=True, help="Skip the baseline runs: all on the device and all on the server (a split), or the best two-machine plan and the source alone (a pipeline plan).")),
     (("--stream", "stream"), dict(is_flag=True, help="Also pipeline the frames (the device computes frame i+1 while "
                                                      "the server works on frame i).")),
     (("--fps", "fps"), dict(type=click.FloatRange(0, min_open=True),

@@ -110,11 +110,14 @@ def render_pipeline_bench(report: Any) -> None:
             line += f", {report.run_predicted_fps:.2f} for this run (each stage at the slower of its prediction and " \
                     "this host, and this host's cores)"
         console.print(line)
-    if report.two_machines_predicted_latency_s is not None:
-        console.print(f"the best two-machine plan, predicted: {report.two_machines_predicted_latency_s * 1e3:.1f} ms, "
-                      f"{report.two_machines_predicted_fps:.2f} frames/s (not run)")
-    if report.source_alone_predicted_s is not None:
-        console.print(f"the source alone, predicted: {report.source_alone_predicted_s * 1e3:.1f} ms (not run)")
+    if report.baselines:
+        _render_baselines(console, report)
+    else:
+        if report.two_machines_predicted_latency_s is not None:
+            console.print(f"the best two-machine plan, predicted: {report.two_machines_predicted_latency_s * 1e3:.1f} "
+                          f"ms, {report.two_machines_predicted_fps:.2f} frames/s (not run)")
+        if report.source_alone_predicted_s is not None:
+            console.print(f"the source alone, predicted: {report.source_alone_predicted_s * 1e3:.1f} ms (not run)")
     drop = report.drop
     if drop is not None:
         alone = f", {drop.answered_alone} answered by the source alone" if drop.failover else ""
@@ -125,3 +128,27 @@ def render_pipeline_bench(report: Any) -> None:
     if report.outputs_match is not None:
         verdict = "match" if report.outputs_match else "[red]DIFFER[/red]"
         console.print(f"outputs {verdict} the unpartitioned model (max abs error {report.max_abs_err:.3g})")
+
+
+def _render_baselines(console: Any, report: Any) -> None:
+    """The plan beside its baselines, run in the same bench: latency and frames per second, measured beside
+    predicted, and the plan's measured figures against each baseline's."""
+    from rich.table import Table
+
+    table = Table(title="The plan and its baselines, run one after the other", title_justify="left")
+    for column in ("plan", "machines", "latency p50 ms (pred)", "frames/s (pred)", "plan's latency", "plan's frames/s"):
+        table.add_column(column, justify="left" if column in ("plan", "machines") else "right")
+    fps = report.stream_fps
+    table.add_row("this plan", " -> ".join(report.machines),
+                  f"{report.latency_p50_s * 1e3:.1f} ({report.predicted_latency_s * 1e3:.1f})",
+                  "" if fps is None else f"{fps:.2f} ({report.predicted_fps:.2f})", "", "")
+    for base in report.baselines:
+        faster = base.latency_p50_s / report.latency_p50_s
+        table.add_row(base.name, " -> ".join(base.machines),
+                      f"{base.latency_p50_s * 1e3:.1f} ({base.predicted_latency_s * 1e3:.1f})",
+                      "" if base.stream_fps is None else f"{base.stream_fps:.2f} ({base.predicted_fps:.2f})",
+                      f"{faster:.2f}x faster" if faster >= 1 else f"{1 / faster:.2f}x slower",
+                      "" if fps is None or not base.stream_fps else f"{fps / base.stream_fps:.2f}x")
+    console.print(table)
+    if "two machines" not in [base.name for base in report.baselines] and len(report.machines) <= 2:
+        console.print("the plan is itself the best two-machine plan")

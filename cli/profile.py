@@ -83,9 +83,9 @@ def profile(models: tuple[str, ...], input_shapes: tuple[str, ...], output: str,
     target = Path(output)
     if target.suffix != ".toml":
         raise SplitnnError(f"-o '{output}' must name a .toml file (profiles are TOML)")
-    base_profile = load_device(base)
     shapes = parse_input_shapes(input_shapes)
-    graphs = [load_graph(model, shapes) for model in models]
+    graphs = [load_graph(model, shapes) for model in models]  # a bad model or shape is said before any timing
+    base_profile = load_device(base)  # "host" is measured on first use
 
     measurements = []
     with Progress() as progress:

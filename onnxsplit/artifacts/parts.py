@@ -149,5 +149,7 @@ def run_parts(device: Part, server: Part, feeds: Mapping[str, np.ndarray]) -> di
     parts = {side: part for side, part in (("device", device), ("server", server)) if part.model is not None}
     models = {side: part.model for side, part in parts.items() if part.model is not None}  # the same, by side
     steps = [PartStep(side, part.inputs, part.outputs) for side, part in parts.items()]
-    pool = run_steps(steps, dict(feeds), lambda side: create_session(models[side]))
+    # Each part runs once: basic optimizations, no weight repacking, one thread (session set-up is most of the cost).
+    pool = run_steps(steps, dict(feeds), lambda side: create_session(models[side], level="basic", prepack=False,
+                                                                  threads=1, spin=False))
     return outputs_of(pool, [name for part in parts.values() for name in part.outputs])

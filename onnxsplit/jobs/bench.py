@@ -129,9 +129,11 @@ _PIPELINE_BENCH_OPTIONS = frozenset({"--no-baselines", "--stream", "--kill-stage
 
 def bench_pipeline(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, progress: Progress | None = None
                    ) -> PipelineBenchReport:
-    """A pipeline plan's stages as processes over the plan's own links, emulated (measure/pipeline.py); the link's
-    options and those of a two-part split are refused, each named."""
+    """A pipeline plan's stages as processes over the plan's own links, emulated (measure/pipeline.py), then its
+    two baselines the same way unless `bench.baselines` is off or a stage is dropped (measure/pipeline_baselines.py);
+    the link's options and those of a two-part split are refused, each named."""
     from splitnn.onnxsplit.measure.pipeline import run_pipeline_bench
+    from splitnn.onnxsplit.measure.pipeline_baselines import run_baselines
 
     given = _split_options_given(link, bench, _PIPELINE_BENCH_OPTIONS)
     if given:
@@ -142,8 +144,12 @@ def bench_pipeline(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, 
         raise SplitnnError("--kill-stage and --failover drop a stage in the middle of a stream: add --stream")
     if bench.failover and bench.kill_stage is None:
         raise SplitnnError("--failover answers after a stage drops: name the stage to drop with --kill-stage MACHINE")
-    return run_pipeline_bench(outdir, bench.requests, bench.stream, bench.timeout_s, progress,
-                              drop=bench.kill_stage, failover=bench.failover)
+    report = run_pipeline_bench(outdir, bench.requests, bench.stream, bench.timeout_s, progress,
+                                drop=bench.kill_stage, failover=bench.failover)
+    if not bench.baselines or bench.kill_stage is not None:
+        return report
+    return dataclasses.replace(report, baselines=run_baselines(outdir, bench.requests, bench.stream, bench.timeout_s,
+                                                               progress))
 
 
 def bench_split(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, progress: Progress | None = None

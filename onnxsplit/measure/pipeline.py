@@ -77,6 +77,22 @@ class DropReport(Record):
 
 
 @dataclass(frozen=True)
+class BaselineRun(Record):
+    """A baseline of a pipeline plan run beside it (measure/pipeline_baselines.py): its prediction and what it
+    measured, as the plan's own run reports them."""
+
+    name: str  # "two machines" or "source alone"
+    machines: tuple[str, ...]
+    predicted_latency_s: float
+    predicted_fps: float
+    latency_p50_s: float
+    stream_fps: float | None
+    run_predicted_latency_s: float | None
+    run_predicted_fps: float | None
+    outputs_match: bool | None
+
+
+@dataclass(frozen=True)
 class PipelineBenchReport(Record):
     plan: str
     requests: int
@@ -100,6 +116,7 @@ class PipelineBenchReport(Record):
     two_machines_predicted_latency_s: float | None = None
     two_machines_predicted_fps: float | None = None
     source_alone_predicted_s: float | None = None
+    baselines: tuple[BaselineRun, ...] = ()  # run in the same bench, unless --no-baselines
 
 
 class _StageProcess:

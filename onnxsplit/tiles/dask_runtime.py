@@ -244,6 +244,23 @@ def _check_emulable(plan: Any) -> None:
         raise SplitnnError("this tile plan holds no predictions to emulate its nodes by: partition it again")
 
 
+def _refused_at_once(scheduler: str) -> None:
+    """Raise OSError where a TCP scheduler's port answers with a refusal (nothing listens there): Dask's Client
+    would retry it for its whole timeout. Any other outcome (it connects, or the host is slow) is left to Dask."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(scheduler)
+    if where.scheme != "tcp" or where.hostname is None or where.port is None:
+        return
+    try:
+        socket.create_connection((where.hostname, where.port), timeout=2.0).close()
+    except ConnectionRefusedError:
+        raise
+    except OSError:
+        return
+
+
 @contextlib.contextmanager
 def dask_client(workers: int, memory_limit_bytes: int | None, scheduler: str | None = None) -> Iterator[Any]:
     """A Dask client: on an embedded LocalCluster of `workers` single-thread processes, or on `scheduler`."""
@@ -258,6 +275,7 @@ def dask_client(workers: int, memory_limit_bytes: int | None, scheduler: str | N
     warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
     if scheduler is not None:
         try:
+            _refused_at_once(scheduler)
             client = Client(scheduler, timeout="10s")
         except (OSError, TimeoutError, ValueError) as exc:  # ValueError: not an address at all
             raise SplitnnError(f"cannot reach the Dask scheduler at {scheduler} ({exc}): start `dask scheduler` there, "

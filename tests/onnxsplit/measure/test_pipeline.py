@@ -36,6 +36,14 @@ def test_every_stage_runs_as_a_process_and_the_answer_matches(three_stages):
     assert report.stream_fps is not None and report.stream_fps > 0
     assert report.run_predicted_latency_s is not None and report.run_predicted_latency_s >= plan.predicted.latency_s
     assert len(report.host_s) == len(plan.stages)
+    # Both baselines run in the same bench, planned again from the model: the two-machine plan partition
+    # compared with (the source alone does not fit its 60 MB), verified and held to its predictions as the plan is.
+    assert plan.source_alone is None and plan.two_machines is not None
+    assert [b.name for b in report.baselines] == ["two machines"]
+    two = report.baselines[0]
+    assert (two.machines, two.predicted_latency_s) == (plan.two_machines.machines, plan.two_machines.latency_s)
+    assert two.outputs_match is True and two.stream_fps is not None and two.stream_fps > 0
+    assert two.run_predicted_latency_s is not None and two.latency_p50_s >= two.predicted_latency_s
 
 
 def test_link_options_are_refused_on_a_pipeline_plan(three_stages):

@@ -1,0 +1,72 @@
+"""A pipeline plan's two baselines, run beside it (issue 33, item 5): the best plan over the source and one other
+machine, and the source alone.
+
+Each is planned again from the model and the machines the plan keeps (the
+planner is exact and deterministic, so it is the plan partition compared
+against), written and verified into a temporary folder as partition writes a
+pipeline plan, and run by run_pipeline_bench like the plan itself: every
+stage a process held to its machine's predicted time, every link emulated.
+A baseline that is the plan itself (a plan over two machines, or the source
+alone) is not run again.
+"""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from splitnn.cost_models.machines import Machine, MachineLink, Machines
+from splitnn.onnxsplit.analysis.analyze import Analysis, analyze
+from splitnn.onnxsplit.artifacts.plan_file import PipelinePlanFile, model_path, read_pipeline_plan
+from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.measure.pipeline import BaselineRun, run_pipeline_bench
+from splitnn.onnxsplit.model.loading import load_graph
+from splitnn.onnxsplit.pipeline.export import write_pipeline
+from splitnn.onnxsplit.pipeline.planning import PipelineChoice, PipelinePlan, choose_pipeline
+
+BASELINES = ("two machines", "source alone")
+
+
+def plan_machines(plan: PipelinePlanFile) -> Machines:
+    """The machines and links the plan was made for, as plan.json keeps them (the machines file may have moved)."""
+    return Machines(tuple(Machine(m.name, m.profile, m.count, m.source) for m in plan.machines),
+                    tuple(MachineLink(link.a, link.b, link.link) for link in plan.links), plan.machines_file)
+
+
+def run_baselines(outdir: str | Path, requests: int, stream: bool, timeout_s: float,
+                  progress: Callable[[str, int, int], None] | None = None) -> tuple[BaselineRun, ...]:
+    """The two-machine plan and the source alone of the pipeline plan in `outdir`, each run as the plan is (the same
+    requests, and a stream where `stream`); a baseline that is the plan itself, or that no machine can hold, is
+    left out."""
+    folder = Path(outdir)
+    plan = read_pipeline_plan(folder)
+    model = model_path(folder, plan)
+    if not model.is_file():
+        raise SplitnnError(f"the baselines are planned again from the model, and '{model}' is gone: add "
+                           "--no-baselines, or put the model back")
+    analysis = analyze(load_graph(str(model), {name: tuple(spec.shape) for name, spec in plan.inputs.items()}))
+    choice = choose_pipeline(analysis, plan_machines(plan), plan.objective)
+    runs = []
+    for name, baseline in zip(BASELINES, (choice.two_machines, choice.source_alone)):
+        if baseline is None or baseline.figures() == plan.predicted:
+            continue
+        runs.append(_run_one(name, baseline, analysis, plan, (requests, stream, timeout_s), progress))
+    return tuple(runs)
+
+
+def _run_one(name: str, baseline: PipelinePlan, analysis: Analysis, plan: PipelinePlanFile,
+             how: tuple[int, bool, float], progress: Callable[[str, int, int], None] | None) -> BaselineRun:
+    """One baseline written to a temporary folder (with the plan's ORT choice and tolerances) and run there."""
+    requests, stream, timeout_s = how
+    verification = plan.verification
+    with tempfile.TemporaryDirectory(prefix="splitnn-baseline-") as scratch:
+        folder = Path(scratch) / "plan"
+        write_pipeline(analysis, PipelineChoice(baseline, None, None), plan_machines(plan), folder,
+                       plan.machines_file, atol=verification.atol, rtol=verification.rtol,
+                       ort_format=any(f.ort for f in plan.files))
+        step = (lambda what, done, total: progress(f"{name}: {what}", done, total)) if progress else None
+        report = run_pipeline_bench(folder, requests, stream, timeout_s, step)
+    figures = baseline.figures()
+    return BaselineRun(name, figures.machines, figures.latency_s, figures.throughput_fps, report.latency_p50_s,
+                       report.stream_fps, report.run_predicted_latency_s, report.run_predicted_fps,
+                       report.outputs_match)
