@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -25,18 +26,28 @@ def update_weights(outdir: str, retrained: str, as_json: bool) -> None:
     reproduce the part, it is rebuilt, said and counted. The reference
     outputs run-bench compares against become the retrained model's.
 
+    A pipeline plan (partition --machines): per stage, the tensors changed
+    and what its machine must download (its .ort, rebuilt, where it runs
+    one); the stages are chained against the retrained model before any
+    file is replaced.
+
     \b
     Examples:
       splitnn update-weights out/vgg16 --from vgg16-finetuned.onnx
       splitnn update-weights out/r18 --from r18-v2.onnx --json
+      splitnn update-weights out/pipe --from vgg16-finetuned.onnx     (a pipeline plan: each stage)
     """
     from splitnn.onnxsplit.api import update_weights as run_update
+    from splitnn.onnxsplit.artifacts.pipeline_records import PipelineWeightsUpdateRecord
 
     report = run_update(outdir, retrained)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=1))
         return
     console = stdout()
+    if isinstance(report, PipelineWeightsUpdateRecord):
+        _render_stages(console, report)
+        return
     for side, part in report.parts.items():
         names = ", ".join(part.changed[:5]) + (f" +{len(part.changed) - 5}" if len(part.changed) > 5 else "")
         tensors = "tensor" if len(part.changed) == 1 else "tensors"
@@ -58,3 +69,15 @@ def _ort_note(rebuilt: bool | None, rebuilt_for: tuple[str, ...]) -> str:
     names = ", ".join(rebuilt_for[:3]) + (f" +{len(rebuilt_for) - 3}" if len(rebuilt_for) > 3 else "")
     return (f" (the changed tensors and the .ort, rebuilt: onnxruntime had folded {names} into other weights when "
             "it wrote the old one)")
+
+
+def _render_stages(console: Any, report: Any) -> None:
+    """A pipeline plan's update: per stage, what changed and what its machine must download."""
+    for stage in report.stages:
+        tensors = "tensor" if len(stage.changed) == 1 else "tensors"
+        names = ", ".join(stage.changed[:5]) + (f" +{len(stage.changed) - 5}" if len(stage.changed) > 5 else "")
+        ort = " (its .ort, rebuilt: it holds its weights)" if stage.ort_rebuilt else ""
+        console.print(f"stage on {stage.machine}: {len(stage.changed)} {tensors} changed ("
+                      f"{human_bytes(stage.changed_bytes)} of {human_bytes(stage.blob_bytes)}){': ' + names if names else ''}"
+                      f"; it must download {human_bytes(stage.download_bytes)}{ort}")
+    console.print(f"verified: the stages chained match the retrained model (max abs error {report.max_abs_err:.3g})")

@@ -29,6 +29,7 @@ from splitnn.onnxsplit.jobs.choices import PlanningInputs, planning_inputs
 
 if TYPE_CHECKING:  # (imported where used: each pulls in its own layer's modules)
     from splitnn.onnxsplit.jobs.partition import JobHooks
+    from splitnn.onnxsplit.artifacts.pipeline_records import PipelineWeightsUpdateRecord
     from splitnn.onnxsplit.artifacts.plan_file import WeightsUpdateRecord
     from splitnn.onnxsplit.measure.adaptive import AdaptiveBenchReport
     from splitnn.onnxsplit.measure.pipeline import PipelineBenchReport
@@ -113,15 +114,20 @@ def write_node_csv(analysis: Analysis, path: str | Path) -> None:
     write_text_atomic(path, buffer.getvalue())
 
 
-def update_weights(folder: str | Path, retrained: str | Path) -> WeightsUpdateRecord:
+def update_weights(folder: str | Path, retrained: str | Path) -> WeightsUpdateRecord | PipelineWeightsUpdateRecord:
     """Put the weights of `retrained` (the same graph, new weights) into the split in `folder`; returns the report:
     per part the tensors changed and their bytes, and what the device must download (see
-    `splitnn update-weights --help`).
+    `splitnn update-weights --help`). For a pipeline plan, per stage: what changed and what its machine must
+    download.
 
     >>> splitnn.update_weights("out/vgg16", "vgg16-finetuned.onnx").device_download_bytes  # doctest: +SKIP
     """
+    from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
+    from splitnn.onnxsplit.pipeline.weights_update import update_pipeline_weights
     from splitnn.onnxsplit.vertical.weights_update import update_weights as update
 
+    if plan_strategy(folder) == "pipeline":
+        return update_pipeline_weights(folder, retrained)
     return update(str(folder), str(retrained))
 
 

@@ -85,3 +85,25 @@ class StageFiles(Record):
     model: str | None = None
     weights: str | None = None
     ort: str | None = None  # the ORT-format part of a board-class machine
+
+
+@dataclass(frozen=True)
+class StageUpdateRecord(Record):
+    """What update-weights changed in one stage's part, and what must travel to its machine."""
+
+    machine: str
+    changed: tuple[str, ...]  # the weights whose values changed
+    changed_bytes: int
+    blob_bytes: int  # the stage's weights.bin after the update
+    ort_rebuilt: bool | None = None  # None: the stage has no .ort, or none of its weights changed
+    download_bytes: int = 0  # the changed tensors, and the stage's .ort where it was rebuilt
+
+
+@dataclass(frozen=True)
+class PipelineWeightsUpdateRecord(Record):
+    """An update-weights of a pipeline plan: each stage's share, and the stages chained against the retrained
+    model on the kept verification input."""
+
+    retrained: str
+    stages: tuple[StageUpdateRecord, ...]  # the stages with a part, in order
+    max_abs_err: float

@@ -38,6 +38,7 @@ from splitnn.onnxsplit.codecs.specs import Codecs, tensor_codecs
 from splitnn.onnxsplit.artifacts.pipeline_records import (
     Hop,
     PipelineFigures,
+    PipelineWeightsUpdateRecord,
     PlannedLink,
     PlannedMachine,
     Stage,
@@ -633,6 +634,7 @@ class PipelinePlanFile(PlanHeader):
     source_alone: PipelineFigures | None = None  # None: the model does not fit the source
     files: tuple[StageFiles, ...]
     verification: Verification
+    weights_update: PipelineWeightsUpdateRecord | None = None  # the last update-weights
     strategy: str = "pipeline"
     schema_version: int = SCHEMA_VERSION
 

@@ -14,6 +14,7 @@ verification runs that file for them.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,7 @@ def write_pipeline(analysis: Analysis, choice: PipelineChoice, machines: Machine
                 files.append(_write_stage(staging, part, stage_files, machines, weights, ort_format))
         feeds = random_inputs(graph)
         original = model_references(graph, feeds)
-        results = _chained(staging, files, feeds)
+        results = chain_stages(files, feeds, lambda stage: staging / (stage.ort or stage.model or ""))
         max_err, passed = compare_outputs(results, original.outputs, atol, rtol)
         if not passed:
             raise SplitnnError(f"verification failed: the chained stages differ from the model by up to {max_err:.3g} "
@@ -124,14 +125,16 @@ def _write_stage(staging: Path, part: Part, files: StageFiles, machines: Machine
                       f"{files.folder}/{MODEL_FILE}", f"{files.folder}/{WEIGHTS_FILE}", ort)
 
 
-def _chained(staging: Path, files: list[StageFiles], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The model's outputs through every stage in turn, each stage passing on only what it sends (the file a machine
-    runs: the .ort where written)."""
+def chain_stages(files: Sequence[StageFiles], feeds: dict[str, np.ndarray],
+                 path_of: Callable[[StageFiles], Path]) -> dict[str, np.ndarray]:
+    """The model's outputs through every stage in turn, each stage passing on only what it sends; `path_of` gives
+    the file each stage with a part runs (the .ort where a machine runs one)."""
     frame = dict(feeds)
     for stage in files:
         pool = {name: frame[name] for name in stage.receives}
         if stage.model is not None:
-            step = PartStep(stage.ort or stage.model, stage.inputs, stage.outputs)
-            pool = run_steps([step], pool, lambda model: verification_session(staging / model))
+            path = path_of(stage)
+            step = PartStep(path.name, stage.inputs, stage.outputs)
+            pool = run_steps([step], pool, lambda _: verification_session(path))
         frame = {name: pool[name] for name in stage.sends}
     return frame

@@ -8,7 +8,6 @@ weightless skeleton, so the check reads no weight bytes.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
@@ -16,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
-from onnx import numpy_helper
 
 from splitnn.onnxsplit.artifacts.bench_inputs import plan_feeds
 from splitnn.onnxsplit.artifacts.fingerprint import file_fingerprint
@@ -29,10 +26,16 @@ from splitnn.onnxsplit.artifacts.plan_file import (
     WeightsUpdateRecord,
     load_verification_data,
     read_plan,
-    save_verification_data,
     write_plan,
 )
 from splitnn.onnxsplit.artifacts.verification import Verification
+from splitnn.onnxsplit.artifacts.weight_swap import (
+    load_part,
+    move_into_place,
+    swap_weights,
+    update_reference,
+    weights_by_name,
+)
 from splitnn.onnxsplit.core.errors import SplitnnError
 
 SIDES = (DEVICE_DIR, SERVER_DIR)
@@ -55,17 +58,6 @@ class OrtUpdate:
     folded: tuple[str, ...]  # the weights the .ort now in place does not hold as they were (plan.device_ort_folded)
 
 
-def _weights_by_name(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Every weight value of a model: initializers and Constant-node values, by tensor name."""
-    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
-    return values
-
-
 def update_weights(outdir: str | Path, retrained: str | Path) -> WeightsUpdateRecord:
     """Rewrite both weight blobs of the split in `outdir` from `retrained`; return the report.
 
@@ -83,7 +75,7 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> WeightsUpdateRe
             f"'{retrained}' does not have the same graph as the partitioned model (nodes, wiring or weight shapes differ): "
             "update-weights only swaps weight values; partition the new model instead"
         )
-    new_values = _weights_by_name(onnx.load(str(retrained), load_external_data=True))
+    new_values = weights_by_name(onnx.load(str(retrained), load_external_data=True))
     kept = load_verification_data(outdir)
     feeds = kept[0] if kept is not None else plan_feeds(plan, 0)
     updates: list[PartUpdate] = []
@@ -106,7 +98,7 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> WeightsUpdateRe
     )
     if ort is not None:
         plan = replace(plan, device_ort_weights_from_blob=not ort.rebuilt, device_ort_folded=ort.folded)
-    _update_reference(outdir, retrained)
+    update_reference(outdir, retrained)
     write_plan(outdir, replace(plan, weights_update=report))
     return report
 
@@ -127,21 +119,8 @@ def _update_side(outdir: Path, side: str, new_values: dict[str, np.ndarray], fee
     """Swap one part's changed weights in place; what became of its .ort (None: none, or nothing changed)."""
     from splitnn.onnxsplit.artifacts.part_files import write_part_graph
 
-    model_path = outdir / side / MODEL_FILE
-    try:
-        part = onnx.load(str(model_path), load_external_data=True)
-    except (OSError, ValueError, DecodeError) as exc:
-        raise SplitnnError(f"the plan's {side} part '{model_path}' or its weights are damaged ({exc}): copy the "
-                           "folder again or partition again") from None
-    changed: list[str] = []
-    changed_bytes = 0
-    for tensor in part.graph.initializer:
-        old = numpy_helper.to_array(tensor)
-        new = new_values[tensor.name]
-        if old.tobytes() != new.tobytes():
-            changed.append(tensor.name)
-            changed_bytes += new.nbytes
-            tensor.CopyFrom(numpy_helper.from_array(new.astype(old.dtype, copy=False), tensor.name))
+    part = load_part(outdir / side / MODEL_FILE, f"{side} part")
+    changed, changed_bytes = swap_weights(part, new_values)
     ort = None
     if changed:
         staging = Path(tempfile.mkdtemp(prefix=f".{side}.", dir=outdir))
@@ -150,12 +129,7 @@ def _update_side(outdir: Path, side: str, new_values: dict[str, np.ndarray], fee
             if side == DEVICE_DIR and (outdir / side / ORT_FILE).exists():
                 ort = _update_ort(outdir / side, staging, changed, _ort_folded(outdir / side, plan), feeds,
                                   plan.verification)
-            # The blob first, the graph last: the tensors' shapes are unchanged, so the old
-            # graph reads the new blob correctly in between.
-            for name in (WEIGHTS_FILE, ORT_FILE, MODEL_FILE):
-                if (staging / name).exists():
-                    (staging / name).chmod(0o644)
-                    os.replace(staging / name, outdir / side / name)
+            move_into_place(staging, outdir / side)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return PartUpdate(side, changed, changed_bytes, (outdir / side / WEIGHTS_FILE).stat().st_size), ort
@@ -204,17 +178,3 @@ def _ort_reproduces(ort_path: Path, new_part: Path, folded: tuple[str, ...], fee
         return False
     _, same = compare_outputs(dict(zip(names, outputs)), expected, verification.atol, verification.rtol)
     return same
-
-
-def _update_reference(outdir: Path, retrained: str | Path) -> None:
-    """The kept reference outputs become the retrained model's, on the same kept input (run-bench compares
-    against them)."""
-    kept = load_verification_data(outdir)
-    if kept is None:
-        return
-    from splitnn.onnxsplit.core.ort_session import create_session
-
-    inputs, reference = kept
-    session = create_session(Path(retrained), prepack=False)
-    names = list(reference)
-    save_verification_data(outdir, inputs, dict(zip(names, session.run(names, inputs))))

@@ -50,3 +50,12 @@ def test_run_bench_prints_each_stage_and_hop_beside_its_prediction(partitioned):
     assert "this plan" in proc.stdout and "source alone" in proc.stdout, proc.stdout
     assert "the plan is itself the best two-machine plan" in proc.stdout
     assert_bad_input(run_cli("run-bench", str(folder), "--link", "3g"), "--link applies to a split over one emulated link")
+
+
+def test_update_weights_on_a_pipeline_plan_says_what_each_machine_downloads(partitioned, sample_path):
+    """The same weights: every stage is told it downloads nothing, and the chained stages are verified."""
+    folder, _ = partitioned
+    proc = run_cli("update-weights", str(folder), "--from", str(sample_path("alexnet", 64)))
+    assert proc.returncode == 0, proc.stderr
+    assert "stage on board: 0 tensors changed" in proc.stdout and "it must download 0 B" in proc.stdout, proc.stdout
+    assert "verified: the stages chained match the retrained model" in proc.stdout
