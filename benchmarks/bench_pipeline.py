@@ -9,7 +9,10 @@ profile at this host's speed; this host's cores); then, in the same run, the bes
 source alone, each planned again, written and run the same way (run-bench's baselines), and the plan's
 measured frames per second and latency against each one's.
 
-    python benchmarks/bench_pipeline.py [--size 224] [--requests 10] [--json]
+With --time-scale K every time of the runs is dilated by K (run-bench --time-scale), for a host slower than a
+machine of the plan; the figures are divided back.
+
+    python benchmarks/bench_pipeline.py [--size 224] [--requests 10] [--time-scale 1] [--json]
 """
 from __future__ import annotations
 
@@ -67,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--requests", type=int, default=10)
+    parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="splitnn-pipeline-"))
@@ -76,7 +80,7 @@ def main() -> None:
     rows = []
     for objective in ("latency", "throughput"):
         plan = splitnn.partition(model, work / objective, machines=work / "machines.toml", objective=objective)
-        report = splitnn.run_bench(work / objective, requests=args.requests, stream=True)
+        report = splitnn.run_bench(work / objective, requests=args.requests, stream=True, time_scale=args.time_scale)
         rows.append({"objective": objective, "machines": list(plan.predicted.machines), "report": report.to_dict()})
     shutil.rmtree(work, ignore_errors=True)
     if args.json:
@@ -84,7 +88,7 @@ def main() -> None:
         return
     for row in rows:
         r = row["report"]
-        print(f"{row['objective']}: {' -> '.join(row['machines'])}")
+        print(f"{row['objective']}: {' -> '.join(row['machines'])} (every time dilated by {r['time_scale']:g})")
         print(f"  latency p50 {r['latency_p50_s'] * 1e3:.1f} ms (p95 {r['latency_p95_s'] * 1e3:.1f}); predicted "
               f"{r['predicted_latency_s'] * 1e3:.1f} by the plan, {r['run_predicted_latency_s'] * 1e3:.1f} for this run")
         print(f"  stream {r['stream_fps']:.2f} frames/s; predicted {r['predicted_fps']:.2f} by the plan, "

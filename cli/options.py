@@ -287,11 +287,13 @@ LINK_EMULATION = OptionGroup("link", (
 
 def _bench_choice(requests: int, device_slowdown: str, timeout: float, no_baselines: bool, stream: bool,
                   fps: float | None, deadline: str | None, duration: float | None,
-                  compare_static: bool, tls: bool, kill_stage: str | None, failover: bool) -> BenchChoice:
+                  compare_static: bool, tls: bool, kill_stage: str | None, failover: bool,
+                  time_scale: float | None) -> BenchChoice:
     from splitnn.onnxsplit.jobs.bench import BenchChoice
 
     return BenchChoice(requests, _slowdown(device_slowdown), timeout, not no_baselines, stream, fps,
-                       _seconds(deadline, "--deadline"), duration, compare_static, tls, kill_stage, failover)
+                       _seconds(deadline, "--deadline"), duration, compare_static, tls, kill_stage, failover,
+                       time_scale)
 
 
 def _slowdown(text: str) -> float | None:
@@ -336,6 +338,10 @@ BENCH = OptionGroup("bench", (
     (("--failover", "failover"), dict(is_flag=True, help=(
         "Pipeline plans, with --kill-stage: after the stage drops, the source answers the rest alone (it needs the "
         "original model and the memory for it)."))),
+    (("--time-scale", "time_scale"), dict(type=float, metavar="K", help=(
+        "Pipeline plans: dilate every time of the run by K >= 1 (each stage held to K times its machine's "
+        "predicted time, each link K times slower and longer), for a host slower than a machine of the plan; "
+        "the figures are divided back by K."))),
 ), _bench_choice)
 
 

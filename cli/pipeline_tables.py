@@ -86,8 +86,10 @@ def render_pipeline_bench(report: Any) -> None:
     from rich.table import Table
 
     console = stdout()
+    dilated = (f"; every time dilated by {report.time_scale:g} and the figures divided back"
+               if report.time_scale != 1.0 else "")
     console.print(f"[bold]Pipeline[/bold] {' -> '.join(report.machines)}: every stage a process on this machine, held to "
-                  f"its machine's predicted time, every link emulated; {report.requests} requests")
+                  f"its machine's predicted time, every link emulated; {report.requests} requests{dilated}")
     table = Table(title="Per stage and hop (median ms)", title_justify="left")
     for column in ("where", "bytes", "predicted", "this host", "measured"):
         table.add_column(column, justify="left" if column == "where" else "right")

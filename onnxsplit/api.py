@@ -287,7 +287,8 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
               outages: Sequence[str] = (), stream: bool = False, deadline: str | float | None = None,
               duration_s: float | None = None, compare_static: bool = False, scheduler: str | None = None,
               data_parallel: bool = False, emulate_nodes: bool = False, kill_stage: str | None = None,
-              failover: bool = False) -> SplitBenchReport | AdaptiveBenchReport | TileBenchReport | PipelineBenchReport:
+              failover: bool = False, baselines: bool = True, time_scale: float | None = None
+              ) -> SplitBenchReport | AdaptiveBenchReport | TileBenchReport | PipelineBenchReport:
     """Run the plan in `folder` on this machine and measure it against its prediction: what `splitnn run-bench`
     does, by the plan's kind.
 
@@ -301,46 +302,39 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
     `images` images each, or whole images spread with `data_parallel`, each node held to the plan's predicted
     times on its node profile with `emulate_nodes`; returns a TileBenchReport (`scaling`, `outputs_match`); a
     script that runs one must do so under `if __name__ == "__main__":` (Dask's workers are new
-    Python processes that import it). A pipeline plan (partition with `machines`): a process per stage held to its
-    machine's predicted time, each link emulated, `requests` one at a time and streamed with `stream` (with
-    `kill_stage` a machine's stage process killed mid-stream, the source answering alone after it with
-    `failover`); returns a PipelineBenchReport. An option that does not apply to the plan's kind is refused.
+    Python processes that import it). A pipeline plan: a process per stage held to its machine's time, each link
+    emulated, `requests` one at a time, streamed with `stream`, `kill_stage` killed mid-stream (`failover`: the
+    source answers alone after it), every time dilated by `time_scale`; returns a PipelineBenchReport. Any plan's
+    baselines are left out with `baselines=False`. An option that does not apply to the plan's kind is refused.
 
     >>> report = splitnn.run_bench("out/vgg16", requests=5)  # doctest: +SKIP
     >>> report.stages["e2e_s"].p50, report.predicted_s  # doctest: +SKIP
     """
     from splitnn.cost_models.link_traces import read_trace
     from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
-    from splitnn.onnxsplit.jobs.bench import (
-        BenchChoice,
-        LinkEmulation,
-        bench_adaptive,
-        bench_pipeline,
-        bench_split,
-        outage_windows,
-        refuse_on_tiles,
-    )
+    from splitnn.onnxsplit.jobs import bench as jobs
 
     kind = plan_strategy(folder)
-    emulated = LinkEmulation(link, _bps(bandwidth), _seconds(rtt), _seconds(jitter) or 0.0, loss,
-                             outage_windows(outages), tuple(read_trace(str(trace))) if trace else ())
-    bench = BenchChoice(requests, stream=stream, deadline_s=_seconds(deadline), duration_s=duration_s,
-                        compare_static=compare_static, kill_stage=kill_stage, failover=failover)
+    emulated = jobs.LinkEmulation(link, _bps(bandwidth), _seconds(rtt), _seconds(jitter) or 0.0, loss,
+                                  jobs.outage_windows(outages), tuple(read_trace(str(trace))) if trace else ())
+    bench = jobs.BenchChoice(requests, baselines=baselines, stream=stream, deadline_s=_seconds(deadline),
+                        duration_s=duration_s, compare_static=compare_static, kill_stage=kill_stage, failover=failover,
+                        time_scale=time_scale)
     if kind == "tiles":
         from splitnn.onnxsplit.measure.tiles import TileBenchOptions, run_tile_bench
 
-        refuse_on_tiles(emulated, bench)
+        jobs.refuse_on_tiles(emulated, bench)
         return run_tile_bench(folder, TileBenchOptions(workers=workers, images=images, scheduler=scheduler,
                                                       data_parallel=data_parallel, emulate_nodes=emulate_nodes))
     if workers is not None or scheduler is not None or data_parallel or emulate_nodes:
         raise SplitnnError("workers, scheduler, data_parallel and emulate_nodes apply to tile plans (strategy='tiles')")
     if kind == "pipeline":
-        return bench_pipeline(folder, emulated, bench)
+        return jobs.bench_pipeline(folder, emulated, bench)
     if kind == "adaptive":
         if stream:
             raise SplitnnError("stream pipelines a split's frames; an adaptive plan's device sends one at a time")
-        return bench_adaptive(folder, emulated, bench)
-    return bench_split(folder, emulated, bench)
+        return jobs.bench_adaptive(folder, emulated, bench)
+    return jobs.bench_split(folder, emulated, bench)
 
 
 def serve(folder: str | Path, *, host: str = "127.0.0.1", port: int = 0, token: bytes | None = None) -> ModelServer:

@@ -89,6 +89,7 @@ class BenchChoice:
     tls: bool = False  # the split's connection in TLS
     kill_stage: str | None = None  # pipeline plans: the machine whose stage process is killed mid-stream
     failover: bool = False  # pipeline plans: after a stage drops, the source answers alone
+    time_scale: float | None = None  # pipeline plans: every time of the run dilated by this (None: 1)
 
     def __post_init__(self) -> None:
         if self.fps is not None and not self.stream:
@@ -109,7 +110,7 @@ def _split_options_given(link: LinkEmulation, bench: BenchChoice, apply_here: fr
         ("--trace", link.trace or None), ("--device-slowdown", bench.slowdown), ("--no-baselines", not bench.baselines or None),
         ("--stream", bench.stream or None), ("--fps", bench.fps), ("--deadline", bench.deadline_s),
         ("--duration", bench.duration_s), ("--compare-static", bench.compare_static or None), ("--tls", bench.tls or None),
-        ("--kill-stage", bench.kill_stage), ("--failover", bench.failover or None),
+        ("--kill-stage", bench.kill_stage), ("--failover", bench.failover or None), ("--time-scale", bench.time_scale),
     ) if value is not None and flag not in apply_here]
 
 
@@ -124,7 +125,7 @@ def refuse_on_tiles(link: LinkEmulation, bench: BenchChoice) -> None:
 
 
 # What a pipeline plan's bench takes of the options above.
-_PIPELINE_BENCH_OPTIONS = frozenset({"--no-baselines", "--stream", "--kill-stage", "--failover"})
+_PIPELINE_BENCH_OPTIONS = frozenset({"--no-baselines", "--stream", "--kill-stage", "--failover", "--time-scale"})
 
 
 def bench_pipeline(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, progress: Progress | None = None
@@ -144,12 +145,13 @@ def bench_pipeline(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, 
         raise SplitnnError("--kill-stage and --failover drop a stage in the middle of a stream: add --stream")
     if bench.failover and bench.kill_stage is None:
         raise SplitnnError("--failover answers after a stage drops: name the stage to drop with --kill-stage MACHINE")
+    scale = bench.time_scale or 1.0
     report = run_pipeline_bench(outdir, bench.requests, bench.stream, bench.timeout_s, progress,
-                                drop=bench.kill_stage, failover=bench.failover)
+                                drop=bench.kill_stage, failover=bench.failover, time_scale=scale)
     if not bench.baselines or bench.kill_stage is not None:
         return report
     return dataclasses.replace(report, baselines=run_baselines(outdir, bench.requests, bench.stream, bench.timeout_s,
-                                                               progress))
+                                                               progress, scale))
 
 
 def bench_split(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, progress: Progress | None = None
@@ -167,8 +169,8 @@ def bench_split(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, pro
 
 
 def _refuse_pipeline_options(bench: BenchChoice) -> None:
-    given = ", ".join(k for k, v in (("--kill-stage", bench.kill_stage), ("--failover", bench.failover or None))
-                      if v is not None)
+    given = ", ".join(k for k, v in (("--kill-stage", bench.kill_stage), ("--failover", bench.failover or None),
+                                     ("--time-scale", bench.time_scale)) if v is not None)
     if given:
         raise SplitnnError(f"{given} {'applies' if ',' not in given else 'apply'} to pipeline plans (splitnn partition "
                            "--machines)")

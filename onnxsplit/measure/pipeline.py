@@ -117,14 +117,16 @@ class PipelineBenchReport(Record):
     two_machines_predicted_fps: float | None = None
     source_alone_predicted_s: float | None = None
     baselines: tuple[BaselineRun, ...] = ()  # run in the same bench, unless --no-baselines
+    time_scale: float = 1.0  # every time of the run was dilated by this (--time-scale); the figures are divided back
 
 
 class _StageProcess:
     """A stage in a child process, listening on a free port of 127.0.0.1 and sending to `next_address`."""
 
-    def __init__(self, folder: Path, machine: str, next_address: tuple[str, int], timeout_s: float = 120.0) -> None:
+    def __init__(self, folder: Path, machine: str, next_address: tuple[str, int], timeout_s: float = 120.0,
+                 scale: float = 1.0) -> None:
         command = [sys.executable, "-m", "splitnn.onnxsplit.runtime.stage", str(folder), "--stage", machine,
-                   "--next", f"{next_address[0]}:{next_address[1]}", "--port", "0", "--hold"]
+                   "--next", f"{next_address[0]}:{next_address[1]}", "--port", "0", "--hold", "--scale", repr(scale)]
         # Its stderr goes to a file, read when it fails: a pipe nobody reads would block a stage that says much.
         self.errors = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.errors, text=True)
@@ -147,32 +149,34 @@ class _StageProcess:
         end_process(self.process)
 
 
-def hop_settings(plan: PipelinePlanFile, sender: str, receiver: str) -> LinkSettings:
-    """The relay settings of the link from `sender` to `receiver`: each direction's rate, half the round trip."""
+def hop_settings(plan: PipelinePlanFile, sender: str, receiver: str, scale: float = 1.0) -> LinkSettings:
+    """The relay settings of the link from `sender` to `receiver`: each direction's rate, half the round trip (with
+    `scale` K, the rates divided and the delay multiplied by K: the run's time dilated)."""
     for entry in plan.links:
         if {entry.a, entry.b} == {sender, receiver}:
             link = entry.link
             up, down = (link.uplink_bps, link.down_bps) if entry.a == sender else (link.down_bps, link.uplink_bps)
-            return LinkSettings(uplink_bps=up, downlink_bps=down, delay_s=link.rtt_s / 2)
+            return LinkSettings(uplink_bps=up / scale, downlink_bps=down / scale, delay_s=link.rtt_s / 2 * scale)
     raise SplitnnError(f"the plan has no link between '{sender}' and '{receiver}': partition again")
 
 
 @contextlib.contextmanager
-def _chain(folder: Path, plan: PipelinePlanFile, answers: tuple[str, int]
+def _chain(folder: Path, plan: PipelinePlanFile, answers: tuple[str, int], scale: float = 1.0
            ) -> Iterator[tuple[tuple[str, int], dict[str, _StageProcess]]]:
-    """Every stage after the first and every relay, started from the answer's end; yields where the source sends,
-    and each stage's process by machine."""
+    """Every stage after the first and every relay, started from the answer's end (every time dilated by `scale`);
+    yields where the source sends, and each stage's process by machine."""
     processes: dict[str, _StageProcess] = {}
     with contextlib.ExitStack() as stack:
         entry = answers
         for hop in reversed(plan.reply):
-            entry = stack.enter_context(LinkRelay(entry, hop_settings(plan, hop.sender, hop.receiver))).address
+            entry = stack.enter_context(LinkRelay(entry, hop_settings(plan, hop.sender, hop.receiver, scale))).address
         for number in range(len(plan.stages) - 1, 0, -1):
-            process = _StageProcess(folder, plan.stages[number].machine, entry)
+            process = _StageProcess(folder, plan.stages[number].machine, entry, scale=scale)
             processes[plan.stages[number].machine] = process
             stack.callback(process.close)
             hop = plan.hops[number - 1]
-            entry = stack.enter_context(LinkRelay(process.address, hop_settings(plan, hop.sender, hop.receiver))).address
+            settings = hop_settings(plan, hop.sender, hop.receiver, scale)
+            entry = stack.enter_context(LinkRelay(process.address, settings)).address
         yield entry, processes
 
 
@@ -209,59 +213,73 @@ class _Answers:
 
 def run_pipeline_bench(outdir: str | Path, requests: int = 20, stream: bool = False, timeout_s: float = 120.0,
                        progress: Callable[[str, int, int], None] | None = None, drop: str | None = None,
-                       failover: bool = False) -> PipelineBenchReport:
+                       failover: bool = False, time_scale: float = 1.0) -> PipelineBenchReport:
     """Run the pipeline plan in `outdir` on this machine (see the module doc); returns the report. `drop`: the
     machine whose stage process is killed once half the stream is answered (`stream` needed); with `failover` the
-    source answers the rest alone."""
+    source answers the rest alone. `time_scale` K dilates every time of the run by K (each stage held to K times
+    its prediction, each link K times slower and longer), so that a stage this host runs slower than its machine
+    still keeps to it; the figures reported are divided back by K."""
     folder = Path(outdir)
     plan = read_pipeline_plan(folder)
-    plan.check_artifacts(folder, None)
-    if (drop is not None or failover) and not stream:
-        raise SplitnnError("--kill-stage and --failover drop a stage in the middle of a stream: add --stream")
-    alone = _source_alone(folder, plan, failover)
-    if drop is not None and drop not in [s.machine for s in plan.stages[1:]]:
-        raise SplitnnError(f"--kill-stage '{drop}' names no stage process of this plan: use one of "
-                           f"{', '.join(s.machine for s in plan.stages[1:]) or '(none: the source runs it all)'}")
+    _check_run(folder, plan, stream, drop, failover, time_scale)
+    alone = _source_alone(folder, plan, failover, time_scale)
     feeds, reference = inputs_and_reference(folder, plan)
     host = _host_seconds(folder, plan, feeds)
-    source = StageRunner(folder, plan, plan.stages[0].machine, hold=True)
+    source = StageRunner(folder, plan, plan.stages[0].machine, hold=True, scale=time_scale)
     answers = _Answers()
+    wait_s = timeout_s * time_scale
     try:
-        with _chain(folder, plan, answers.address) as (entry, processes), \
+        with _chain(folder, plan, answers.address, time_scale) as (entry, processes), \
                 socket.create_connection(entry) as downstream:
             downstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            downstream.settimeout(10.0)  # a send into a chain that stopped reading fails instead of hanging
+            downstream.settimeout(10.0 * time_scale)  # a send into a chain that stopped reading fails, not hangs
             send = _sender(source, downstream, len(plan.stages) == 1, answers)
             send(0, feeds)  # warm-up: every stage's first run
-            answers.wait(0, timeout_s)
+            answers.wait(0, wait_s)
             latencies, frames = [], []
             for i in range(1, requests + 1):
                 start = time.time()
                 send(i, feeds)
-                arrived, frame = answers.wait(i, timeout_s)
-                latencies.append(arrived - start)
+                arrived, frame = answers.wait(i, wait_s)
+                latencies.append((arrived - start) / time_scale)
                 frames.append((arrived, frame))
                 if progress:
                     progress("one request at a time", i, requests)
             fill = len(plan.stages) + len(plan.hops) + len(plan.reply)
-            fps = _stream(send, answers, feeds, requests, fill, timeout_s, progress) if stream and drop is None else None
+            fps = _stream(send, answers, feeds, requests, fill, wait_s, progress) * time_scale \
+                if stream and drop is None else None
             dropped = None
             if drop is not None:
-                latency, fps_here = _run_figures(plan, host)
+                latency, fps_here = _run_figures(plan, host, time_scale)
                 dropped = _stream_with_drop(send, answers, feeds, requests, (processes[drop], drop), alone,
-                                            (1.0 / (fps_here or 1.0), 2 * latency + 2.0, timeout_s))
+                                            (time_scale / (fps_here or 1.0), (2 * latency + 2.0) * time_scale, wait_s))
     finally:
         answers.close()
     outputs = {name: frames[-1][1].tensors[name] for name in plan.outputs}
     match, max_err = (None, None) if reference is None else _compare(outputs, reference, plan)
     match = None if match is None else bool(match)
-    report = _report(plan, str(outdir), requests, latencies, fps, frames, (match, max_err))
-    return dataclasses.replace(_with_run_prediction(report, plan, host), drop=dropped)
+    report = _report(plan, str(outdir), requests, latencies, fps, frames, (match, max_err), time_scale)
+    return dataclasses.replace(_with_run_prediction(report, plan, host, time_scale), drop=dropped)
 
 
-def _source_alone(folder: Path, plan: PipelinePlanFile, failover: bool
+def _check_run(folder: Path, plan: PipelinePlanFile, stream: bool, drop: str | None, failover: bool,
+               time_scale: float) -> None:
+    """The plan's files, and the run's options against it: one line for each kind of mistake."""
+    plan.check_artifacts(folder, None)
+    if (drop is not None or failover) and not stream:
+        raise SplitnnError("--kill-stage and --failover drop a stage in the middle of a stream: add --stream")
+    if drop is not None and drop not in [s.machine for s in plan.stages[1:]]:
+        raise SplitnnError(f"--kill-stage '{drop}' names no stage process of this plan: use one of "
+                           f"{', '.join(s.machine for s in plan.stages[1:]) or '(none: the source runs it all)'}")
+    if not time_scale >= 1.0:
+        raise SplitnnError(f"--time-scale {time_scale:g} must be at least 1 (it slows every machine and link of the "
+                           "run by that factor; this host cannot be made faster)")
+
+
+def _source_alone(folder: Path, plan: PipelinePlanFile, failover: bool, scale: float = 1.0
                   ) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None:
-    """--failover: the whole model on the source, held to its predicted time there; None without failover."""
+    """--failover: the whole model on the source, held to its predicted time there (times `scale`); None without
+    failover."""
     if not failover:
         return None
     from splitnn.onnxsplit.artifacts.plan_file import model_path
@@ -274,7 +292,7 @@ def _source_alone(folder: Path, plan: PipelinePlanFile, failover: bool
     if not model.is_file():
         raise SplitnnError(f"--failover: the source answers alone from the original model, and '{model}' is gone")
     session = create_session(model, threads=1, spin=False)
-    hold_s = plan.source_alone.latency_s
+    hold_s = plan.source_alone.latency_s * scale
 
     def answer(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
@@ -381,22 +399,24 @@ def _host_seconds(folder: Path, plan: PipelinePlanFile, feeds: dict[str, np.ndar
     return seconds
 
 
-def _with_run_prediction(report: PipelineBenchReport, plan: PipelinePlanFile, host: list[float]) -> PipelineBenchReport:
+def _with_run_prediction(report: PipelineBenchReport, plan: PipelinePlanFile, host: list[float],
+                         scale: float = 1.0) -> PipelineBenchReport:
     """The report with the prediction for this run (see PipelineBenchReport.run_predicted_latency_s)."""
-    latency, fps = _run_figures(plan, host)
+    latency, fps = _run_figures(plan, host, scale)
     return dataclasses.replace(report, run_predicted_latency_s=latency, run_predicted_fps=fps, host_s=tuple(host))
 
 
-def _run_figures(plan: PipelinePlanFile, host: list[float]) -> tuple[float, float | None]:
-    """The latency and frames per second predicted for this run: each stage at the slower of its prediction and
-    this host's time `host`, the stream bounded also by this host's cores."""
+def _run_figures(plan: PipelinePlanFile, host: list[float], scale: float = 1.0) -> tuple[float, float | None]:
+    """The latency and frames per second predicted for this run, in the plan's time (a run dilated by `scale`
+    divided back): each stage at the slower of its prediction and this host's time `host` over `scale`, the stream
+    bounded also by this host's cores."""
     import os
 
-    stage_s = [max(s.compute_s, h) for s, h in zip(plan.stages, host)]
+    stage_s = [max(s.compute_s, h / scale) for s, h in zip(plan.stages, host)]
     hops = [*plan.hops, *plan.reply]
     latency = sum(stage_s) + sum(h.seconds for h in hops)
     period = max([*stage_s, *(h.serialise_s for h in hops)])
-    period = max(period, sum(host) / (os.cpu_count() or 1))
+    period = max(period, sum(host) / scale / (os.cpu_count() or 1))
     return latency, 1.0 / period if period else None
 
 
@@ -454,9 +474,11 @@ def _compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
 
 
 def _report(plan: PipelinePlanFile, outdir: str, requests: int, latencies: list[float], fps: float | None,
-            frames: list[tuple[float, Frame]], checked: tuple[bool | None, float | None]) -> PipelineBenchReport:
-    """Medians of every stage's and hop's share, from the frames' TIMES rows, beside the plan's predictions."""
-    rows = [np.asarray(frame.tensors[TIMES]) for _, frame in frames]
+            frames: list[tuple[float, Frame]], checked: tuple[bool | None, float | None],
+            scale: float = 1.0) -> PipelineBenchReport:
+    """Medians of every stage's and hop's share, from the frames' TIMES rows (divided by the run's time dilation
+    `scale`), beside the plan's predictions."""
+    rows = [np.asarray(frame.tensors[TIMES]) / scale for _, frame in frames]
     stages = []
     for k, s in enumerate(plan.stages):
         measured = float(statistics.median(r[k, 1] - r[k, 0] for r in rows))
@@ -464,7 +486,8 @@ def _report(plan: PipelinePlanFile, outdir: str, requests: int, latencies: list[
     hops = [HopTiming(h.sender, h.receiver, h.bytes, h.seconds,
                       float(statistics.median(r[k + 1, 0] - r[k, 2] for r in rows))) for k, h in enumerate(plan.hops)]
     if plan.reply:
-        back = float(statistics.median(arrived - np.asarray(frame.tensors[TIMES])[-1, 2] for arrived, frame in frames))
+        back = float(statistics.median((arrived - np.asarray(frame.tensors[TIMES])[-1, 2]) / scale
+                                       for arrived, frame in frames))
         hops.append(_answer_timing(plan.reply, back))
     p = plan.predicted
     return PipelineBenchReport(
@@ -474,7 +497,7 @@ def _report(plan: PipelinePlanFile, outdir: str, requests: int, latencies: list[
         max_abs_err=checked[1],
         two_machines_predicted_latency_s=plan.two_machines.latency_s if plan.two_machines else None,
         two_machines_predicted_fps=plan.two_machines.throughput_fps if plan.two_machines else None,
-        source_alone_predicted_s=plan.source_alone.latency_s if plan.source_alone else None)
+        source_alone_predicted_s=plan.source_alone.latency_s if plan.source_alone else None, time_scale=scale)
 
 
 def _answer_timing(route: tuple[Hop, ...], measured_s: float) -> HopTiming:

@@ -34,9 +34,10 @@ def plan_machines(plan: PipelinePlanFile) -> Machines:
 
 
 def run_baselines(outdir: str | Path, requests: int, stream: bool, timeout_s: float,
-                  progress: Callable[[str, int, int], None] | None = None) -> tuple[BaselineRun, ...]:
+                  progress: Callable[[str, int, int], None] | None = None, time_scale: float = 1.0
+                  ) -> tuple[BaselineRun, ...]:
     """The two-machine plan and the source alone of the pipeline plan in `outdir`, each run as the plan is (the same
-    requests, and a stream where `stream`); a baseline that is the plan itself, or that no machine can hold, is
+    requests, a stream where `stream`, the same `time_scale`); a baseline that is the plan itself, or that no machine can hold, is
     left out."""
     folder = Path(outdir)
     plan = read_pipeline_plan(folder)
@@ -50,14 +51,14 @@ def run_baselines(outdir: str | Path, requests: int, stream: bool, timeout_s: fl
     for name, baseline in zip(BASELINES, (choice.two_machines, choice.source_alone)):
         if baseline is None or baseline.figures() == plan.predicted:
             continue
-        runs.append(_run_one(name, baseline, analysis, plan, (requests, stream, timeout_s), progress))
+        runs.append(_run_one(name, baseline, analysis, plan, (requests, stream, timeout_s, time_scale), progress))
     return tuple(runs)
 
 
 def _run_one(name: str, baseline: PipelinePlan, analysis: Analysis, plan: PipelinePlanFile,
-             how: tuple[int, bool, float], progress: Callable[[str, int, int], None] | None) -> BaselineRun:
+             how: tuple[int, bool, float, float], progress: Callable[[str, int, int], None] | None) -> BaselineRun:
     """One baseline written to a temporary folder (with the plan's ORT choice and tolerances) and run there."""
-    requests, stream, timeout_s = how
+    requests, stream, timeout_s, time_scale = how
     verification = plan.verification
     with tempfile.TemporaryDirectory(prefix="splitnn-baseline-") as scratch:
         folder = Path(scratch) / "plan"
@@ -65,7 +66,7 @@ def _run_one(name: str, baseline: PipelinePlan, analysis: Analysis, plan: Pipeli
                        plan.machines_file, atol=verification.atol, rtol=verification.rtol,
                        ort_format=any(f.ort for f in plan.files))
         step = (lambda what, done, total: progress(f"{name}: {what}", done, total)) if progress else None
-        report = run_pipeline_bench(folder, requests, stream, timeout_s, step)
+        report = run_pipeline_bench(folder, requests, stream, timeout_s, step, time_scale=time_scale)
     figures = baseline.figures()
     return BaselineRun(name, figures.machines, figures.latency_s, figures.throughput_fps, report.latency_p50_s,
                        report.stream_fps, report.run_predicted_latency_s, report.run_predicted_fps,

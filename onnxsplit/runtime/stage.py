@@ -14,7 +14,10 @@ With `hold`, the part's run is held to the stage's predicted time on its
 machine's profile (core/pacing.py): an emulated board on this host.
 A relay stage (no part) forwards the frame as it is.
 
-`python -m splitnn.onnxsplit.runtime.stage OUTDIR --stage MACHINE --next HOST:PORT [--port N] [--hold]` prints
+With `scale` K as well, it is held to K times that: a bench whose every time is dilated by K.
+
+`python -m splitnn.onnxsplit.runtime.stage OUTDIR --stage MACHINE --next HOST:PORT [--port N] [--hold] [--scale K]`
+prints
 `listening PORT` once its session is loaded.
 """
 from __future__ import annotations
@@ -43,13 +46,14 @@ _DONE = object()
 class StageRunner:
     """A stage's part (None for a relay) and what it receives and sends, from a pipeline plan folder."""
 
-    def __init__(self, folder: str | Path, plan: PipelinePlanFile, machine: str, hold: bool = False) -> None:
+    def __init__(self, folder: str | Path, plan: PipelinePlanFile, machine: str, hold: bool = False,
+                 scale: float = 1.0) -> None:
         self.files: StageFiles = plan.stage_files(machine)
         self.stage: Stage = next(s for s in plan.stages if s.machine == machine)
         self.last = plan.files[-1].machine == machine
         model = self.files.ort or self.files.model
         self.session = create_session(Path(folder) / model, threads=1, spin=False) if model else None
-        self.hold_s = self.stage.compute_s if hold else None
+        self.hold_s = self.stage.compute_s * scale if hold else None  # `scale`: the run's time dilation
 
     def run(self, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The frame this stage sends for the frame `tensors` it received (its TIMES row added)."""
@@ -142,7 +146,8 @@ def _main(argv: list[str]) -> None:
     port = int(argv[argv.index("--port") + 1]) if "--port" in argv else 0
     next_address = parse_address(argv[argv.index("--next") + 1])
     try:
-        runner = StageRunner(folder, read_pipeline_plan(folder), machine, hold="--hold" in argv)
+        scale = float(argv[argv.index("--scale") + 1]) if "--scale" in argv else 1.0
+        runner = StageRunner(folder, read_pipeline_plan(folder), machine, hold="--hold" in argv, scale=scale)
     except SplitnnError as exc:
         print(f"splitnn: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -99,3 +99,20 @@ def test_the_stream_is_timed_once_the_pipeline_is_full():
     times = [0.0, 0.1, 0.2, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5]
     assert steady_fps(times, 3) == pytest.approx(4.0)
     assert steady_fps(times[:5], 3) == pytest.approx(4 / 1.25)  # too few after the fill: every answer counts
+
+
+def test_a_dilated_run_holds_every_stage_and_divides_its_figures_back(three_stages, sample_path, tmp_path):
+    """--time-scale K: every stage held to K times its prediction and every link K times slower, then every figure
+    divided by K, so that each stage still takes at least its prediction in the plan's time; K below 1 is refused,
+    and so is K on a plan that is not a pipeline."""
+    folder, plan = three_stages
+    report = splitnn.run_bench(folder, requests=2, stream=True, baselines=False, time_scale=2.0)
+    assert report.time_scale == 2.0 and report.outputs_match is True and not report.baselines
+    assert all(s.measured_s >= s.predicted_s for s in report.stages)
+    assert report.latency_p50_s >= sum(s.compute_s for s in plan.stages)
+    assert report.stream_fps is not None and report.stream_fps > 0
+    with pytest.raises(SplitnnError, match="--time-scale 0.5 must be at least 1"):
+        splitnn.run_bench(folder, requests=1, time_scale=0.5)
+    splitnn.partition(sample_path("lenet5"), tmp_path / "split", cut="averagepool2_out")
+    with pytest.raises(SplitnnError, match="--time-scale applies to pipeline plans"):
+        splitnn.run_bench(tmp_path / "split", requests=1, time_scale=2.0)
