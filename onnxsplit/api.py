@@ -318,8 +318,8 @@ def run_bench(folder: str | Path, *, requests: int = 20, images: int = 5, worker
     emulated = jobs.LinkEmulation(link, _bps(bandwidth), _seconds(rtt), _seconds(jitter) or 0.0, loss,
                                   jobs.outage_windows(outages), tuple(read_trace(str(trace))) if trace else ())
     bench = jobs.BenchChoice(requests, baselines=baselines, stream=stream, deadline_s=_seconds(deadline),
-                        duration_s=duration_s, compare_static=compare_static, kill_stage=kill_stage, failover=failover,
-                        time_scale=time_scale)
+                             duration_s=duration_s, compare_static=compare_static, kill_stage=kill_stage,
+                             failover=failover, time_scale=time_scale)
     if kind == "tiles":
         from splitnn.onnxsplit.measure.tiles import TileBenchOptions, run_tile_bench
 
