@@ -57,9 +57,11 @@ CONNECTION = OptionGroup("link", (
                                                  "finishing on the device when the server cannot.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Save the last answer's outputs (.npz).")
 @click.option("--json", "as_json", is_flag=True, help="Per-request timings as JSON.")
+@click.option("--answers", metavar="HOST:PORT", help="Pipeline plans: where this source listens for the answers "
+                                                     "(the last stage's serve --next).")
 @use_groups(CONNECTION)
 def device(outdir: str, input_file: str | None, random_count: int | None, deadline: str | None, output: str | None,
-           as_json: bool, link: _Connection) -> None:
+           as_json: bool, answers: str | None, link: _Connection) -> None:
     """Run the device part of OUTDIR and send its tensors to a server.
 
     On an adaptive plan (partition --adaptive) the device estimates the link
@@ -72,6 +74,8 @@ def device(outdir: str, input_file: str | None, random_count: int | None, deadli
       splitnn device out/vgg16 --server 10.0.0.2:9000 --input image.npy -o result.npz
       splitnn device out/adaptive --server 10.0.0.2:9000 --random 100 --deadline 900ms
       splitnn device out/vgg16 --server 10.0.0.2:9000 --random 5 --token-file token.txt
+      splitnn device out/pipe --server 10.0.0.3:9000 --answers 0.0.0.0:9100 --random 5 --token-file token.txt
+                                          (a pipeline plan: this is its source; the last stage sends to :9100)
     """
     from splitnn.cli.options import duration_option_s
     from splitnn.onnxsplit.artifacts.plan_file import plan_strategy
@@ -80,7 +84,15 @@ def device(outdir: str, input_file: str | None, random_count: int | None, deadli
     if (input_file is None) == (random_count is None):
         raise SplitnnError("give exactly one of --input FILE.npy or --random N")
     deadline_s = duration_option_s(deadline, "--deadline")
-    if plan_strategy(outdir) == "adaptive":
+    kind = plan_strategy(outdir)
+    if (answers is None) == (kind == "pipeline"):
+        raise SplitnnError("a pipeline plan's source needs --answers HOST:PORT (where the last stage sends)" if answers
+                           is None else "--answers applies to pipeline plans (splitnn partition --machines)")
+    if kind == "pipeline":
+        if deadline_s is not None:
+            raise SplitnnError("--deadline applies to adaptive plans (splitnn partition --adaptive)")
+        outputs = _pipeline(outdir, link, answers or "", _inputs_of(outdir, input_file, random_count), as_json)
+    elif kind == "adaptive":
         outputs = _adaptive(outdir, link, input_file, random_count, deadline_s, as_json)
     elif deadline_s is not None:
         raise SplitnnError("--deadline applies to adaptive plans (splitnn partition --adaptive)")
@@ -193,3 +205,32 @@ def _adaptive(outdir: str, link: _Connection, input_file: str | None, random_cou
         raise SplitnnError("no request was answered: is `splitnn serve` running on this plan? (--deadline lets the "
                            "device answer alone)")
     return device.last_outputs
+
+
+def _inputs_of(outdir: str, input_file: str | None, random_count: int | None) -> list[dict[str, Any]]:
+    from splitnn.onnxsplit.artifacts.plan_file import read_plan
+
+    return _inputs(read_plan(outdir), input_file, random_count)
+
+
+def _pipeline(outdir: str, link: _Connection, answers: str, inputs: list[dict[str, Any]],
+              as_json: bool) -> dict[str, Any]:
+    """A pipeline plan's source: the first stage here, each frame sent to --server (the next stage), the answers
+    taken at --answers from the last stage. Returns the last answer's outputs."""
+    from splitnn.onnxsplit.runtime.device import parse_address
+    from splitnn.onnxsplit.runtime.pipeline_source import PipelineSource
+    from splitnn.onnxsplit.runtime.stage import StageGuard
+
+    guard = StageGuard(link.token, None, link.tls)
+    with PipelineSource(outdir, parse_address(answers), guard, link.timeout_s) as source:
+        source.connect(link.address)
+        results = [source.request(feeds) for feeds in inputs]
+    seconds = [s for _, s in results]
+    if as_json:
+        click.echo(json.dumps({"requests": [{"request": i, "e2e_s": s} for i, s in enumerate(seconds, start=1)],
+                               "ok": len(seconds), "errors": 0}, indent=1))
+    else:
+        console = stdout()
+        for i, s in enumerate(seconds, start=1):
+            console.print(f"request {i}: answered through every stage in {s * 1e3:.1f} ms")
+    return results[-1][0]

@@ -83,13 +83,47 @@ LIMITS = OptionGroup("limits", (
 ), _limits)
 
 
+@dataclass(frozen=True)
+class StageChoice:
+    """serve --stage: which machine's stage of a pipeline plan this is, where it sends on, and how it trusts that."""
+
+    machine: str
+    next_address: tuple[str, int]
+    next_tls: Any  # ssl.SSLContext | None
+
+
+def _stage(machine: str | None, next_address: str | None, next_tls_ca: str | None) -> StageChoice | None:
+    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.runtime.device import parse_address
+    from splitnn.onnxsplit.runtime.tls import client_context
+
+    if machine is None:
+        if next_address is not None or next_tls_ca is not None:
+            raise SplitnnError("--next and --next-tls-ca serve one stage of a pipeline plan: add --stage MACHINE")
+        return None
+    if next_address is None:
+        raise SplitnnError(f"--stage {machine} sends its frames on: add --next HOST:PORT (the next stage's serve, or "
+                           "for the last stage the source's --answers)")
+    return StageChoice(machine, parse_address(next_address), client_context(next_tls_ca) if next_tls_ca else None)
+
+
+STAGE = OptionGroup("stage", (
+    (("--stage", "machine"), dict(metavar="MACHINE", help="Pipeline plans: serve this machine's stage.")),
+    (("--next", "next_address"), dict(metavar="HOST:PORT", help=(
+        "With --stage: where the frames go on (the next stage's serve --port, or for the last stage the source's "
+        "device --answers)."))),
+    (("--next-tls-ca", "next_tls_ca"), dict(type=click.Path(dir_okay=False), help=(
+        "With --stage: speak TLS to --next, trusting this CA file (its --self-signed DIR/cert.pem)."))),
+), _stage)
+
+
 @click.command(short_help="Serve the server part of the plan in OUTDIR until stopped (Ctrl-C or SIGTERM).")
 @click.argument("outdir", type=click.Path(file_okay=False))
 @click.option("--port", default=9000, show_default=True, type=click.IntRange(0, 65535), help="TCP port (0: any free one).")
 @click.option("--drain-timeout", default=30.0, show_default=True, type=click.FloatRange(0), metavar="S",
               help="On SIGTERM, how long to wait for the requests in flight before exiting.")
-@use_groups(GUARD, LIMITS)
-def serve(outdir: str, port: int, drain_timeout: float, guard: Guard, limits: Any) -> None:
+@use_groups(GUARD, LIMITS, STAGE)
+def serve(outdir: str, port: int, drain_timeout: float, guard: Guard, limits: Any, stage: StageChoice | None) -> None:
     """Serve the server part of the plan in OUTDIR until interrupted (Ctrl-C), or until SIGTERM, which stops
     taking connections, answers the requests in flight and exits. Per-device counters are logged as connections
     close and at the end (a device is known by its --name, else its address).
@@ -103,8 +137,14 @@ def serve(outdir: str, port: int, drain_timeout: float, guard: Guard, limits: An
       splitnn serve out/vgg16 --host 0.0.0.0 --token-file token.txt --self-signed tls/   (encrypted too)
       splitnn device out/vgg16 --server board-server.local:9000 --random 5 --token-file token.txt --tls-ca tls/cert.pem
       splitnn serve out/vgg16 --max-batch 16 --max-wait-ms 5     (many devices: batch their requests)
+      splitnn serve out/pipe --stage pi --next 10.0.0.9:9000 --host 0.0.0.0 --token-file token.txt
+                                                     (a pipeline plan: the pi's stage, sending on to the next)
     """
     from splitnn.onnxsplit.runtime.server import ModelServer, models_to_serve
+
+    if stage is not None:
+        _serve_stage(outdir, port, guard, stage)
+        return
 
     models = models_to_serve(outdir)
     host = guard.host
@@ -167,3 +207,22 @@ def _tls(cert: str | None, key: str | None, self_signed: str | None, host: str):
     if (cert is None) != (key is None):
         raise SplitnnError("TLS needs both --tls-cert and --tls-key (or --self-signed DIR)")
     return server_context(cert, key) if cert is not None and key is not None else None
+
+
+def _serve_stage(outdir: str, port: int, guard: Guard, stage: StageChoice) -> None:
+    """One stage of a pipeline plan until Ctrl-C or SIGTERM."""
+    from splitnn.onnxsplit.runtime.stage import StageGuard, StageServer
+
+    server = StageServer(outdir, stage.machine, stage.next_address, host=guard.host, port=port,
+                         guard=StageGuard(guard.token, guard.tls, stage.next_tls), log=log_line)
+    shields = ("peers must hold the token; " if guard.token is not None else "") + ("TLS in; " if guard.tls else "")
+    shields += "TLS on; " if stage.next_tls is not None else ""
+    log_line(f"serving the stage of {stage.machine} in {outdir} on {server.address[0]}:{server.address[1]}, sending "
+             f"on to {stage.next_address[0]}:{stage.next_address[1]} ({shields}Ctrl-C or SIGTERM to stop)")
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.close())
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()

@@ -12,7 +12,10 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import socket
 from pathlib import Path
+
+import numpy as np
 
 from splitnn.onnxsplit.core.errors import SplitnnError
 
@@ -54,3 +57,51 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip()).is_loopback
     except ValueError:
         return False  # a name: it may resolve to any interface
+
+
+AUTH_TIMEOUT_S = 10.0  # how long a peer has to answer the challenge
+OTHER_FRAME = "something else than an answer to the challenge (a device without the token?)"
+WRONG_ANSWER = "a wrong answer to the challenge"
+
+
+def demand_proof(sock: socket.socket, token: bytes) -> str | None:
+    """Challenge the peer on a new connection to prove `token`; None where it answered right within
+    AUTH_TIMEOUT_S, else why not (WRONG_ANSWER, OTHER_FRAME, or no answer)."""
+    from splitnn.onnxsplit.runtime.wire import AUTH, CHALLENGE, ConnectionClosed, Frame, ProtocolError, read_frame, send_frame
+
+    nonce = new_nonce()
+    try:
+        send_frame(sock, Frame(CHALLENGE, 0, tensors={NONCE: np.frombuffer(nonce, np.uint8)}))
+        sock.settimeout(AUTH_TIMEOUT_S)
+        frame = read_frame(sock, HANDSHAKE_MAX_BYTES)
+        sock.settimeout(None)
+    except ProtocolError:
+        return OTHER_FRAME
+    except (ConnectionClosed, OSError) as exc:
+        return f"no answer to the challenge ({exc})"
+    given = frame.tensors.get(ANSWER) if frame.kind == AUTH else None
+    if given is not None and answer_is_right(token, nonce, given.tobytes()):
+        return None
+    return WRONG_ANSWER if frame.kind == AUTH else OTHER_FRAME
+
+
+def give_proof(sock: socket.socket, token: bytes, peer: str, timeout_s: float = AUTH_TIMEOUT_S) -> None:
+    """Answer the challenge of the peer `peer` (HOST:PORT, for the message) on a new connection; one line where it
+    sends none or closes."""
+    from splitnn.onnxsplit.runtime.wire import AUTH, CHALLENGE, ERROR, ConnectionClosed, Frame, ProtocolError, read_frame, send_frame
+
+    try:
+        sock.settimeout(timeout_s)
+        frame = read_frame(sock, HANDSHAKE_MAX_BYTES)
+        sock.settimeout(None)
+    except socket.timeout:
+        raise SplitnnError(f"{peer} sent no challenge in {timeout_s:g} s: it was started without --token-file; drop "
+                           "--token-file here, or give it there") from None
+    except (ConnectionClosed, ProtocolError, OSError) as exc:
+        raise SplitnnError(f"{peer} closed the connection before authenticating ({exc})") from None
+    if frame.kind == ERROR:
+        raise SplitnnError(f"{peer} turned this connection away: {frame.message}")
+    nonce = frame.tensors.get(NONCE) if frame.kind == CHALLENGE else None
+    if nonce is None:
+        raise SplitnnError(f"{peer} did not send a challenge: it was started without --token-file")
+    send_frame(sock, Frame(AUTH, 0, tensors={ANSWER: np.frombuffer(answer(token, nonce.tobytes()), np.uint8)}))

@@ -35,12 +35,10 @@ from splitnn.onnxsplit.codecs.base import Codec
 from splitnn.onnxsplit.codecs.specs import parse_codec, warm_up
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
-from splitnn.onnxsplit.runtime.auth import ANSWER, HANDSHAKE_MAX_BYTES, NONCE, answer_is_right, new_nonce
+from splitnn.onnxsplit.runtime.auth import AUTH_TIMEOUT_S, WRONG_ANSWER, demand_proof
 from splitnn.onnxsplit.runtime.batching import BatchCounts, Batcher, batchable_session
 from splitnn.onnxsplit.runtime.server_counts import DeviceCounts, ServerCounts
 from splitnn.onnxsplit.runtime.wire import (
-    AUTH,
-    CHALLENGE,
     DEVICE_NAME_MAX_BYTES,
     DEVICE_NAME_TENSOR,
     PROBE_TENSOR,
@@ -64,9 +62,6 @@ from splitnn.onnxsplit.runtime.wire import (
 
 # How long a device may take to answer the challenge before the connection is refused (a silent client does not
 # hold its thread).
-AUTH_TIMEOUT_S = 10.0
-OTHER_FRAME = "something else than an answer to the challenge (a device without the token?)"
-WRONG_ANSWER = "a wrong answer to the challenge"
 # The listen queue: connections the kernel completes while the accepting thread catches up (socketserver's default
 # of 5 made a burst of connections wait for one-second SYN retries). The kernel caps it at its own maximum
 # (net.core.somaxconn on Linux), so asking for more than that costs nothing.
@@ -301,21 +296,10 @@ class ModelServer:
         within AUTH_TIMEOUT_S (runtime/auth.py)."""
         if self.token is None:
             return True
-        nonce = new_nonce()
         peer = _peer(sock)  # read now: a peer that resets has no address any more
-        try:
-            send_frame(sock, Frame(CHALLENGE, 0, tensors={NONCE: np.frombuffer(nonce, np.uint8)}))
-            sock.settimeout(AUTH_TIMEOUT_S)
-            frame = read_frame(sock, HANDSHAKE_MAX_BYTES)
-            sock.settimeout(None)
-            given = frame.tensors.get(ANSWER) if frame.kind == AUTH else None
-            if given is not None and answer_is_right(self.token, nonce, given.tobytes()):
-                return True
-            reason = WRONG_ANSWER if frame.kind == AUTH else OTHER_FRAME
-        except ProtocolError:
-            reason = OTHER_FRAME
-        except (ConnectionClosed, OSError) as exc:
-            reason = f"no answer to the challenge ({exc})"
+        reason = demand_proof(sock, self.token)
+        if reason is None:
+            return True
         self.log(f"refused {peer}: {reason}")
         held = "does not hold this server's token" if reason == WRONG_ANSWER else "did not prove it holds the token"
         self._refuse(sock, Frame(ERROR, 0, STATUS_UNAUTHORIZED, message=f"authentication failed: the device {held} "

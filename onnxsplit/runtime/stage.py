@@ -25,8 +25,11 @@ from __future__ import annotations
 import contextlib
 import queue
 import socket
+import ssl
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,19 +73,163 @@ class StageRunner:
         return out
 
 
+@dataclass(frozen=True)
+class StageGuard:
+    """What protects a stage's connections (serve --stage): a shared token that whoever connects must prove (the
+    stage before, or at the source's answers the last stage), and TLS: `tls` (a server context) on the connections
+    it accepts, `next_tls` (a client context trusting the next one's certificate) on the one it opens."""
+
+    token: bytes | None = None
+    tls: ssl.SSLContext | None = None
+    next_tls: ssl.SSLContext | None = None
+
+
+def _log(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+
+
+def accept_guarded(listener: socket.socket, guard: StageGuard, log: Callable[[str], None] = _log
+                   ) -> socket.socket | None:
+    """The next connection on `listener` that passes `guard` (the TLS handshake, then the token's challenge); one
+    refused is logged and closed. None once the listener is closed."""
+    from splitnn.onnxsplit.runtime.auth import demand_proof
+    from splitnn.onnxsplit.runtime.wire import AUTH, ERROR, STATUS_UNAUTHORIZED
+
+    while True:
+        try:
+            sock, peer = listener.accept()
+        except OSError:
+            return None
+        where = f"{peer[0]}:{peer[1]}"
+        try:
+            if guard.tls is not None:
+                sock = guard.tls.wrap_socket(sock, server_side=True)
+        except OSError as exc:  # ssl.SSLError is an OSError
+            log(f"refused {where}: the TLS handshake failed ({exc})")
+            sock.close()
+            continue
+        reason = demand_proof(sock, guard.token) if guard.token is not None else None
+        if reason is None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if guard.token is not None:
+                with contextlib.suppress(OSError):
+                    send_frame(sock, Frame(AUTH, 0))  # accepted: the peer waits for this verdict (connect_guarded)
+            return sock
+        log(f"refused {where}: {reason}")
+        with contextlib.suppress(OSError):
+            send_frame(sock, Frame(ERROR, 0, STATUS_UNAUTHORIZED, message=f"authentication failed ({reason}): give "
+                                                                          "the same --token-file on both sides"))
+        sock.close()
+
+
+def connect_guarded(address: tuple[str, int], guard: StageGuard, timeout_s: float = 10.0) -> socket.socket:
+    """A connection to `address` (the next stage, or the source's answers) through its guard: TLS where `guard`
+    has `next_tls`, the token's proof where it has a token; one line where it cannot be made."""
+    from splitnn.onnxsplit.runtime.auth import give_proof
+
+    where = f"{address[0]}:{address[1]}"
+    try:
+        sock = socket.create_connection(address, timeout=timeout_s)
+    except OSError as exc:
+        raise SplitnnError(f"cannot reach {where} ({exc}): start the stage there first (splitnn serve OUTDIR --stage "
+                           "MACHINE), or at the source `splitnn device`") from None
+    try:
+        if guard.next_tls is not None:
+            sock = guard.next_tls.wrap_socket(sock, server_hostname=address[0])
+        if guard.token is not None:
+            give_proof(sock, guard.token, where)
+            _verdict(sock, where, timeout_s)
+    except ssl.SSLError as exc:
+        sock.close()
+        raise SplitnnError(f"TLS with {where} failed ({exc}): is it served with --tls-cert or --self-signed, and "
+                           "is its certificate the one --next-tls-ca (or --tls-ca) trusts?") from None
+    except (SplitnnError, OSError):
+        sock.close()
+        raise
+    sock.settimeout(None)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _verdict(sock: socket.socket, where: str, timeout_s: float) -> None:
+    """The accepting side's verdict on the token's proof (accept_guarded): AUTH, or one line with its refusal."""
+    from splitnn.onnxsplit.runtime.auth import HANDSHAKE_MAX_BYTES
+    from splitnn.onnxsplit.runtime.wire import AUTH, ERROR, ProtocolError
+
+    try:
+        sock.settimeout(timeout_s)
+        frame = read_frame(sock, HANDSHAKE_MAX_BYTES)
+    except (ConnectionClosed, ProtocolError, OSError) as exc:
+        raise SplitnnError(f"{where} closed the connection after the token's proof ({exc})") from None
+    if frame.kind == ERROR:
+        raise SplitnnError(f"{where} turned this connection away: {frame.message}")
+    if frame.kind != AUTH:
+        raise SplitnnError(f"{where} answered the token's proof with something else: is it a `splitnn serve "
+                           "--stage` or a source's answers address?")
+
+
 def serve_stage(runner: StageRunner, listener: socket.socket, next_address: tuple[str, int],
-                stop: threading.Event | None = None) -> None:
-    """Serve upstream connections on `listener` one after another, sending every frame on to `next_address`."""
+                stop: threading.Event | None = None, guard: StageGuard = StageGuard(),
+                log: Callable[[str], None] = _log) -> None:
+    """Serve upstream connections on `listener` one after another (each through `guard`), sending every frame on
+    to `next_address`; a next stage it cannot reach is logged and the upstream connection closed."""
     stop = stop or threading.Event()
     while not stop.is_set():
-        try:
-            upstream, _ = listener.accept()
-        except OSError:
+        upstream = accept_guarded(listener, guard, log)
+        if upstream is None:
             return
-        with upstream, socket.create_connection(next_address) as downstream:
-            for sock in (upstream, downstream):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            downstream = connect_guarded(next_address, guard)
+        except (SplitnnError, OSError) as exc:
+            log(f"splitnn stage {runner.files.machine}: {exc}")
+            upstream.close()
+            continue
+        with upstream, downstream:
             _relay_frames(runner, upstream, downstream)
+
+
+class StageServer:
+    """One stage of a pipeline plan served on this machine (`splitnn serve OUTDIR --stage MACHINE --next
+    HOST:PORT`): it takes the frames of the stage before it (through `guard`), runs its part and sends them on to
+    `next_address`. `serve_forever()` in this thread, or `start()` for a background one; `close()` ends it."""
+
+    def __init__(self, folder: str | Path, machine: str, next_address: tuple[str, int], host: str = "127.0.0.1",
+                 port: int = 0, guard: StageGuard = StageGuard(), log: Callable[[str], None] = _log) -> None:
+        folder = Path(folder)
+        plan = read_pipeline_plan(folder)
+        plan.check_artifacts(folder, None)
+        if machine == plan.stages[0].machine:
+            raise SplitnnError(f"'{machine}' is the plan's source: it runs the first stage itself, with `splitnn device "
+                               f"{folder} --server NEXT --answers HOST:PORT`")
+        self.runner = StageRunner(folder, plan, machine)
+        try:
+            self.listener = socket.create_server((host, port))
+        except OSError as exc:
+            raise SplitnnError(f"cannot listen on {host}:{port} ({exc}): choose another --port or --host") from None
+        self.address = self.listener.getsockname()[:2]
+        self.next_address, self.guard, self.log = next_address, guard, log
+        self.stopped = threading.Event()
+
+    def serve_forever(self) -> None:
+        serve_stage(self.runner, self.listener, self.next_address, self.stopped, self.guard, self.log)
+
+    def start(self) -> StageServer:
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def close(self) -> None:
+        self.stopped.set()
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes an accept() waiting in another thread
+        self.listener.close()
+
+    def __enter__(self) -> StageServer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def _relay_frames(runner: StageRunner, upstream: socket.socket, downstream: socket.socket) -> None:

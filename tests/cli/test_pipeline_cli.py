@@ -59,3 +59,48 @@ def test_update_weights_on_a_pipeline_plan_says_what_each_machine_downloads(part
     assert proc.returncode == 0, proc.stderr
     assert "stage on board: 0 tensors changed" in proc.stdout and "it must download 0 B" in proc.stdout, proc.stdout
     assert "verified: the stages chained match the retrained model" in proc.stdout
+
+
+def _serve_stage(folder, machine, next_address, token):
+    """`splitnn serve --stage` as a child process on a free port; returns it and where it listens."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "splitnn.cli", "serve", str(folder), "--stage", machine, "--next",
+                             next_address, "--port", "0", "--token-file", str(token)], stderr=subprocess.PIPE,
+                            text=True)
+    line = proc.stderr.readline()
+    assert f"serving the stage of {machine}" in line, line
+    return proc, line.split(" on ")[1].split(",")[0]
+
+
+def test_each_stage_served_on_its_own_and_the_source_as_device(partitioned, tmp_path):
+    """issue 33, item 5, as a user runs it on real machines (here one): `serve --stage` per machine after the
+    source, the last sending to the source's --answers, then `device` at the source; the token on every hop."""
+    import socket
+
+    folder, _ = partitioned
+    plan = __import__("json").loads((folder / "plan.json").read_text())
+    machines = [stage["machine"] for stage in plan["stages"]]
+    token = tmp_path / "token.txt"
+    token.write_text("s3cret\n")
+    with socket.socket() as probe:  # a free port for the source's answers
+        probe.bind(("127.0.0.1", 0))
+        answers = f"127.0.0.1:{probe.getsockname()[1]}"
+    processes, next_address = [], answers
+    try:
+        for machine in reversed(machines[1:]):
+            proc, next_address = _serve_stage(folder, machine, next_address, token)
+            processes.append(proc)
+        proc = run_cli("device", str(folder), "--server", next_address, "--answers", answers, "--random", "2",
+                       "--token-file", str(token), "--json")
+        assert proc.returncode == 0, proc.stderr
+        report = __import__("json").loads(proc.stdout)
+        assert report["ok"] == 2 and all(r["e2e_s"] > 0 for r in report["requests"])
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=10)
+    assert_bad_input(run_cli("device", str(folder), "--server", next_address, "--random", "1"),
+                     "a pipeline plan's source needs --answers HOST:PORT")
+    assert_bad_input(run_cli("serve", str(folder), "--stage", machines[-1]), "add --next HOST:PORT")

@@ -12,7 +12,8 @@ from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.sample_inputs import random_feeds
 from splitnn.onnxsplit.runtime.auth import ANSWER, NONCE, answer, is_loopback, read_token
 from splitnn.onnxsplit.runtime.device import DeviceClient, DevicePart, Refused
-from splitnn.onnxsplit.runtime.server import OTHER_FRAME, WRONG_ANSWER, ModelServer, ServerLimits, server_part_path
+from splitnn.onnxsplit.runtime.auth import OTHER_FRAME, WRONG_ANSWER
+from splitnn.onnxsplit.runtime.server import ModelServer, ServerLimits, server_part_path
 from splitnn.onnxsplit.runtime.wire import AUTH, CHALLENGE, ERROR, STATUS_UNAUTHORIZED, Frame, read_frame, send_frame
 
 TOKEN = b"0123456789abcdef0123456789abcdef"
