@@ -114,6 +114,9 @@ def render_pipeline_bench(report: Any) -> None:
         console.print(line)
     if report.baselines:
         _render_baselines(console, report)
+    if report.baselines or report.baselines_left_out:
+        for line in report.baselines_left_out:
+            console.print(f"baseline {line}")
     else:
         if report.two_machines_predicted_latency_s is not None:
             console.print(f"the best two-machine plan, predicted: {report.two_machines_predicted_latency_s * 1e3:.1f} "
@@ -152,5 +155,3 @@ def _render_baselines(console: Any, report: Any) -> None:
                       f"{faster:.2f}x faster" if faster >= 1 else f"{1 / faster:.2f}x slower",
                       "" if fps is None or not base.stream_fps else f"{fps / base.stream_fps:.2f}x")
     console.print(table)
-    if "two machines" not in [base.name for base in report.baselines] and len(report.machines) <= 2:
-        console.print("the plan is itself the best two-machine plan")

@@ -145,13 +145,13 @@ def bench_pipeline(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, 
         raise SplitnnError("--kill-stage and --failover drop a stage in the middle of a stream: add --stream")
     if bench.failover and bench.kill_stage is None:
         raise SplitnnError("--failover answers after a stage drops: name the stage to drop with --kill-stage MACHINE")
-    scale = bench.time_scale or 1.0
+    scale = 1.0 if bench.time_scale is None else bench.time_scale
     report = run_pipeline_bench(outdir, bench.requests, bench.stream, bench.timeout_s, progress,
                                 drop=bench.kill_stage, failover=bench.failover, time_scale=scale)
     if not bench.baselines or bench.kill_stage is not None:
         return report
-    return dataclasses.replace(report, baselines=run_baselines(outdir, bench.requests, bench.stream, bench.timeout_s,
-                                                               progress, scale))
+    runs, left_out = run_baselines(outdir, bench.requests, bench.stream, bench.timeout_s, progress, scale)
+    return dataclasses.replace(report, baselines=runs, baselines_left_out=left_out)
 
 
 def bench_split(outdir: str | Path, link: LinkEmulation, bench: BenchChoice, progress: Progress | None = None

@@ -111,12 +111,13 @@ class PipelineBenchReport(Record):
     # host's cores, which do every stage's real work.
     run_predicted_latency_s: float | None = None
     run_predicted_fps: float | None = None
-    host_s: tuple[float, ...] = ()  # each stage's part on this host, one thread (median of 3)
+    host_s: tuple[float, ...] = ()  # each stage's part on this host, one thread (median of 3), over the time scale
     drop: DropReport | None = None  # --kill-stage: the stream with a stage killed in its middle
     two_machines_predicted_latency_s: float | None = None
     two_machines_predicted_fps: float | None = None
     source_alone_predicted_s: float | None = None
     baselines: tuple[BaselineRun, ...] = ()  # run in the same bench, unless --no-baselines
+    baselines_left_out: tuple[str, ...] = ()  # each baseline not run, and why
     time_scale: float = 1.0  # every time of the run was dilated by this (--time-scale); the figures are divided back
 
 
@@ -271,9 +272,9 @@ def _check_run(folder: Path, plan: PipelinePlanFile, stream: bool, drop: str | N
     if drop is not None and drop not in [s.machine for s in plan.stages[1:]]:
         raise SplitnnError(f"--kill-stage '{drop}' names no stage process of this plan: use one of "
                            f"{', '.join(s.machine for s in plan.stages[1:]) or '(none: the source runs it all)'}")
-    if not time_scale >= 1.0:
-        raise SplitnnError(f"--time-scale {time_scale:g} must be at least 1 (it slows every machine and link of the "
-                           "run by that factor; this host cannot be made faster)")
+    if not 1.0 <= time_scale <= MAX_TIME_SCALE:
+        raise SplitnnError(f"--time-scale {time_scale:g} must be from 1 to {MAX_TIME_SCALE:g} (it slows every machine "
+                           "and link of the run by that factor; this host cannot be made faster)")
 
 
 def _source_alone(folder: Path, plan: PipelinePlanFile, failover: bool, scale: float = 1.0
@@ -403,7 +404,8 @@ def _with_run_prediction(report: PipelineBenchReport, plan: PipelinePlanFile, ho
                          scale: float = 1.0) -> PipelineBenchReport:
     """The report with the prediction for this run (see PipelineBenchReport.run_predicted_latency_s)."""
     latency, fps = _run_figures(plan, host, scale)
-    return dataclasses.replace(report, run_predicted_latency_s=latency, run_predicted_fps=fps, host_s=tuple(host))
+    return dataclasses.replace(report, run_predicted_latency_s=latency, run_predicted_fps=fps,
+                               host_s=tuple(h / scale for h in host))
 
 
 def _run_figures(plan: PipelinePlanFile, host: list[float], scale: float = 1.0) -> tuple[float, float | None]:
@@ -464,6 +466,7 @@ def steady_fps(times: list[float], fill: int) -> float:
     return (len(kept) - 1) / (kept[-1] - kept[0]) if len(kept) > 1 and kept[-1] > kept[0] else float("nan")
 
 
+MAX_TIME_SCALE = 100.0  # --time-scale: beyond this a run of a few requests takes hours
 STREAM_IDS = 1_000_000  # the stream's request ids start here, after the one-at-a-time requests'
 
 

@@ -35,24 +35,31 @@ def plan_machines(plan: PipelinePlanFile) -> Machines:
 
 def run_baselines(outdir: str | Path, requests: int, stream: bool, timeout_s: float,
                   progress: Callable[[str, int, int], None] | None = None, time_scale: float = 1.0
-                  ) -> tuple[BaselineRun, ...]:
+                  ) -> tuple[tuple[BaselineRun, ...], tuple[str, ...]]:
     """The two-machine plan and the source alone of the pipeline plan in `outdir`, each run as the plan is (the same
-    requests, a stream where `stream`, the same `time_scale`); a baseline that is the plan itself, or that no machine can hold, is
-    left out."""
+    requests, a stream where `stream`, the same `time_scale`); and each baseline left out, with why (the plan
+    itself, one no machine can hold, the model gone, or a run that failed: the plan's own report is kept)."""
     folder = Path(outdir)
     plan = read_pipeline_plan(folder)
     model = model_path(folder, plan)
     if not model.is_file():
-        raise SplitnnError(f"the baselines are planned again from the model, and '{model}' is gone: add "
-                           "--no-baselines, or put the model back")
+        return (), tuple(f"{name}: not run, the model '{model}' is gone (they are planned again from it)"
+                         for name in BASELINES)
     analysis = analyze(load_graph(str(model), {name: tuple(spec.shape) for name, spec in plan.inputs.items()}))
     choice = choose_pipeline(analysis, plan_machines(plan), plan.objective)
-    runs = []
+    runs, left_out = [], []
     for name, baseline in zip(BASELINES, (choice.two_machines, choice.source_alone)):
-        if baseline is None or baseline.figures() == plan.predicted:
-            continue
-        runs.append(_run_one(name, baseline, analysis, plan, (requests, stream, timeout_s, time_scale), progress))
-    return tuple(runs)
+        if baseline is None:
+            left_out.append(f"{name}: no such plan fits the machines' memory")
+        elif baseline.figures() == plan.predicted:
+            left_out.append(f"{name}: the plan itself")
+        else:
+            try:
+                runs.append(_run_one(name, baseline, analysis, plan, (requests, stream, timeout_s, time_scale),
+                                     progress))
+            except SplitnnError as exc:
+                left_out.append(f"{name}: its run failed ({exc})")
+    return tuple(runs), tuple(left_out)
 
 
 def _run_one(name: str, baseline: PipelinePlan, analysis: Analysis, plan: PipelinePlanFile,

@@ -120,11 +120,6 @@ class StackMaps:
         return cls(record.input_names, tuple(layer.in_layout for layer in reading), record.output_names,
                    tuple(layer.out_shape for layer in making), tuple(layer.out_layout for layer in making))
 
-    @property
-    def single(self) -> bool:
-        """One NCHW map in and out (what the workers' hand-off assembles)."""
-        return len(self.inputs) == 1 and len(self.outputs) == 1 and self.input_layouts == self.output_layouts == ("NCHW",)
-
     def crops(self, tile: Any, pool: dict[str, np.ndarray]) -> list[np.ndarray]:
         """`tile`'s crop of each input, from the maps in `pool`."""
         return tile_crops(tile, pool, self.inputs, self.input_layouts)
@@ -214,16 +209,19 @@ class TileProgram:
                        for number, step in enumerate(self.steps) if isinstance(step, SlicedStep)
                        for i, part in enumerate(step.slices)}
         self.model_path = model_path(outdir, self.plan)
-        self._pooled: dict[tuple[str, tuple[str, ...]], tuple[Any, dict[str, tuple[str, ...]]] | None] = {}
+        self._pooled: dict[tuple[str, tuple[tuple[str, str], ...]],
+                           tuple[Any, dict[str, tuple[str, ...]], dict[str, np.dtype]] | None] = {}
 
-    def pooled_step(self, step: PartStep, maps: tuple[str, ...]) -> tuple[Any, dict[str, tuple[str, ...]]] | None:
-        """A client step's session fed with the means of `maps` instead of the maps, and which of its inputs take
-        each map's mean (tiles/pooled_step.py); None where it needs more of them than their means."""
-        key = (step.model, maps)
+    def pooled_step(self, step: PartStep, maps: dict[str, str]
+                    ) -> tuple[Any, dict[str, tuple[str, ...]], dict[str, np.dtype]] | None:
+        """A client step's session fed with the means of `maps` (by name, in their layouts) instead of the maps,
+        which of its inputs take each map's mean, and each mean's element type (tiles/pooled_step.py); None where
+        it needs more of them than their means."""
+        key = (step.model, tuple(sorted(maps.items())))
         if key not in self._pooled:
             pooled = pooled_step(self.folder / step.model, maps)
             self._pooled[key] = None if pooled is None else (
-                create_session(pooled.model, threads=1, spin=False), pooled.means)
+                create_session(pooled.model, threads=1, spin=False), pooled.means, pooled.dtypes)
         return self._pooled[key]
 
     def finish(self, pool: dict[str, np.ndarray], run_slices: RunSlices | None = None) -> dict[str, np.ndarray]:
@@ -250,7 +248,7 @@ def _refused_at_once(scheduler: str) -> None:
     import socket
     from urllib.parse import urlsplit
 
-    where = urlsplit(scheduler)
+    where = urlsplit(scheduler if "://" in scheduler else f"tcp://{scheduler}")  # Dask's default protocol is TCP
     if where.scheme != "tcp" or where.hostname is None or where.port is None:
         return
     try:
@@ -347,13 +345,13 @@ def _retried(client: Any, keys: list[Any]) -> int:
     return int(client.run_on_scheduler(count, keys=keys))
 
 
-# How a later stack's tiles get their inputs (issue 16, item 3). "client" (the default): the client gathers and
-# stitches each stack's output and sends the next stack's crops out. "workers": each task of the stack depends on
-# the tasks of the previous stack whose outputs overlap its tiles and cuts its inputs from their results, which
-# Dask moves from worker to worker; the whole image is submitted at once and the client fetches only the last
-# stack. It is kept for clusters whose client sits behind a slower link than the workers'; the hand-off costs
-# about what it saves when every tile needs most of the map (what each measured: docs/measurements.md, the
-# hand-off between stacks).
+# How a later stack's tiles get their inputs (issue 16, item 3; issue 31). "client" (the default): the client
+# gathers and stitches each stack's output and sends the next stack's crops out. "workers": each task of a stack
+# depends on the earlier tasks whose cells its tiles read and cuts its inputs from their results, which Dask moves
+# from worker to worker; the client waits only where a squeeze-and-excitation step needs the workers' sums of a
+# map, and fetches at the end the results that hold the maps the remainder reads (_through_workers). It is kept
+# for clusters whose client sits behind a slower link than the workers' (what each measured:
+# docs/measurements.md, the hand-off between stacks).
 HANDOFFS = ("client", "workers")
 
 
@@ -528,7 +526,7 @@ def _client_step_from_sums(client: Any, program: TileProgram, later: LaterStack,
     step = later.client_step
     assert step is not None
     step_start = time.perf_counter()
-    maps = tuple(name for name in step.inputs if name in held and name not in pool)
+    maps = {name: held[name].layout for name in step.inputs if name in held and name not in pool}
     pooled = program.pooled_step(step, maps)
     if pooled is None:
         pool.update(_stitch_held(client, held, set(maps)))
@@ -542,7 +540,7 @@ def _client_step_from_sums(client: Any, program: TileProgram, later: LaterStack,
                 by_future.setdefault(future.key, (future, []))[1].append((position, output, held[name].layout))
             sums = client.gather([client.submit(map_sums, f, wanted, pure=False) for f, wanted in by_future.values()])
             _, _, h, w = held[name].shape
-            mean = mean_of(sums, h * w, np.dtype(np.float32))
+            mean = mean_of(sums, h * w, pooled[2][name], held[name].layout)
             feeds.update({mean_input: mean for mean_input in mean_inputs})
         session = pooled[0]
         pool.update(zip(step.outputs, session.run(list(step.outputs), feeds)))

@@ -48,7 +48,7 @@ def test_run_bench_prints_each_stage_and_hop_beside_its_prediction(partitioned):
     assert "for this run" in proc.stdout and "outputs match" in proc.stdout
     # the baselines, run after the plan: this plan is over two machines, so the source alone, beside the plan
     assert "this plan" in proc.stdout and "source alone" in proc.stdout, proc.stdout
-    assert "the plan is itself the best two-machine plan" in proc.stdout
+    assert "baseline two machines: the plan itself" in proc.stdout
     assert_bad_input(run_cli("run-bench", str(folder), "--link", "3g"), "--link applies to a split over one emulated link")
 
 

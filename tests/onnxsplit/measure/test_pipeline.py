@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 import splitnn
@@ -40,6 +41,7 @@ def test_every_stage_runs_as_a_process_and_the_answer_matches(three_stages):
     # compared with (the source alone does not fit its 60 MB), verified and held to its predictions as the plan is.
     assert plan.source_alone is None and plan.two_machines is not None
     assert [b.name for b in report.baselines] == ["two machines"]
+    assert report.baselines_left_out == ("source alone: no such plan fits the machines' memory",)
     two = report.baselines[0]
     assert (two.machines, two.predicted_latency_s) == (plan.two_machines.machines, plan.two_machines.latency_s)
     assert two.outputs_match is True and two.stream_fps is not None and two.stream_fps > 0
@@ -111,8 +113,37 @@ def test_a_dilated_run_holds_every_stage_and_divides_its_figures_back(three_stag
     assert all(s.measured_s >= s.predicted_s for s in report.stages)
     assert report.latency_p50_s >= sum(s.compute_s for s in plan.stages)
     assert report.stream_fps is not None and report.stream_fps > 0
-    with pytest.raises(SplitnnError, match="--time-scale 0.5 must be at least 1"):
+    with pytest.raises(SplitnnError, match="--time-scale 0.5 must be from 1 to 100"):
         splitnn.run_bench(folder, requests=1, time_scale=0.5)
+    with pytest.raises(SplitnnError, match="--time-scale inf must be from 1 to 100"):
+        splitnn.run_bench(folder, requests=1, time_scale=float("inf"))
     splitnn.partition(sample_path("lenet5"), tmp_path / "split", cut="averagepool2_out")
     with pytest.raises(SplitnnError, match="--time-scale applies to pipeline plans"):
         splitnn.run_bench(tmp_path / "split", requests=1, time_scale=2.0)
+
+
+def test_the_time_scale_dilates_each_hold_and_link_and_the_report_divides_it_back(three_stages):
+    """The arithmetic of --time-scale, without timing: each stage held to K times its prediction, each link K
+    times slower with K times the delay; frames whose every interval took K times a duration are reported at
+    that duration, and this host's times at theirs over K."""
+    from splitnn.onnxsplit.measure.pipeline import _report, _run_figures, hop_settings
+    from splitnn.onnxsplit.runtime.stage import TIMES, StageRunner
+    from splitnn.onnxsplit.runtime.wire import REQUEST, Frame
+
+    folder, plan = three_stages
+    hop = plan.hops[0]
+    one, two = hop_settings(plan, hop.sender, hop.receiver), hop_settings(plan, hop.sender, hop.receiver, 2.0)
+    assert two.uplink_bps == one.uplink_bps / 2 and two.downlink_bps == one.downlink_bps / 2
+    assert two.delay_s == 2 * one.delay_s
+    machine = plan.stages[1].machine
+    assert StageRunner(folder, plan, machine, hold=True, scale=2.0).hold_s == 2 * plan.stages[1].compute_s
+    # Stage k had the frame at 10k, ran for k + 1 and sent it 0.5 later (all times 2x): reported undilated.
+    rows = np.array([[2 * 10 * k, 2 * (10 * k + k + 1), 2 * (10 * k + k + 1.5)] for k in range(len(plan.stages))])
+    frames = [(float(rows[-1, 2] + 2 * 3.0), Frame(REQUEST, 1, tensors={TIMES: rows}))]
+    report = _report(plan, str(folder), 1, [1.0], None, frames, (None, None), 2.0)
+    assert [s.measured_s for s in report.stages] == [k + 1 for k in range(len(plan.stages))]
+    assert [h.measured_s for h in report.hops[:len(plan.hops)]] == [10 * (k + 1) - (10 * k + k + 1.5)
+                                                                     for k in range(len(plan.hops))]
+    assert report.hops[-1].measured_s == 3.0 and report.time_scale == 2.0
+    slow_host = [10 * s.compute_s for s in plan.stages]  # this host 10x slower than every machine
+    assert _run_figures(plan, slow_host, 10.0)[0] == pytest.approx(_run_figures(plan, [0.0] * len(slow_host))[0])

@@ -12,6 +12,7 @@ from splitnn.onnxsplit.analysis.analyze import analyze
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.tiles.export import write_tiles
+from splitnn.onnxsplit.tiles import dask_runtime
 from splitnn.onnxsplit.tiles.pooled_step import pooled_step
 from splitnn.onnxsplit.tiles.planning import plan_tiles
 from splitnn.onnxsplit.tiles.stack_region import fused_stack, macs_before_whole_map
@@ -364,7 +365,7 @@ def _squeeze_excitation():
     return make_model(nodes, [tensor("image", [1, 8, 40, 36])], [tensor("y", [1, 10])], inits, opset=14)
 
 
-def test_stacks_go_past_squeeze_and_excitation_blocks(tmp_path):
+def test_stacks_go_past_squeeze_and_excitation_blocks(tmp_path, monkeypatch):
     """issue 31, item 3: a squeeze-and-excitation block no longer ends the tileable region. The stack before it hands
     on the map, the client computes the block's vector from the stitched map, and every tile of the next stack
     reads the whole vector; the region then stops at the head's GlobalAveragePool. Verified against onnxruntime,
@@ -397,9 +398,15 @@ def test_stacks_go_past_squeeze_and_excitation_blocks(tmp_path):
     # With the maps left on the workers, the client computes each vector from the sums of the map's cells: both
     # steps take the map only through its mean (GlobalAveragePool, ReduceMean over H and W).
     steps = [files.client_step for files in document.artifacts.later_stacks]
-    assert len(steps) == 2 and all(step and pooled_step(tmp_path / "se" / step.model, step.inputs[:1]) for step in steps)
+    assert len(steps) == 2 and all(step and pooled_step(tmp_path / "se" / step.model, {step.inputs[0]: "NCHW"})
+                                   for step in steps)
+    stitched: list[set[str]] = []  # what the client stitches from the workers' cells: the remainder's map alone
+    monkeypatch.setattr(dask_runtime, "_stitch_held",
+                        lambda client, held, names, real=dask_runtime._stitch_held: stitched.append(set(names)) or
+                        real(client, held, names))
     report = run_tile_bench(tmp_path / "se", TileBenchOptions(images=1, scaling=False, handoff="workers"))
     assert report.outputs_match is True
+    assert stitched and all(not names & {"x1", "x2"} for names in stitched), stitched
     # issue 31, item 4: with --reuse the second phase's units read the vector whole, on Dask as in the verification
     _assert_reuse_is_exact(analysis, plan, tmp_path / "reuse")
     assert run_tile_bench(tmp_path / "reuse", TileBenchOptions(images=1, scaling=False)).outputs_match is True
