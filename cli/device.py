@@ -49,6 +49,39 @@ CONNECTION = OptionGroup("link", (
 ), _connection)
 
 
+@dataclass(frozen=True)
+class _Answers:
+    """Where a pipeline plan's source listens for the last stage's answers, and its TLS there (None: plain)."""
+
+    address: tuple[str, int]
+    tls: Any  # ssl.SSLContext or None
+
+
+def _answers(answers_address: str | None, answers_cert: str | None, answers_key: str | None) -> _Answers | None:
+    from splitnn.onnxsplit.core.errors import SplitnnError
+    from splitnn.onnxsplit.runtime.device import parse_address
+    from splitnn.onnxsplit.runtime.tls import server_context
+
+    cert, key = answers_cert, answers_key
+    if answers_address is None:
+        if cert is not None or key is not None:
+            raise SplitnnError("--answers-tls-cert and --answers-tls-key go with --answers HOST:PORT")
+        return None
+    if (cert is None) != (key is None):
+        raise SplitnnError("TLS at the answers needs both --answers-tls-cert and --answers-tls-key")
+    return _Answers(parse_address(answers_address), server_context(cert, key) if cert and key else None)
+
+
+ANSWERS = OptionGroup("answers", (
+    (("--answers", "answers_address"), dict(metavar="HOST:PORT", help=(
+        "Pipeline plans: where this source listens for the answers (the last stage's serve --next)."))),
+    (("--answers-tls-cert", "answers_cert"), dict(type=click.Path(dir_okay=False), help=(
+        "Pipeline plans: take the answers in TLS with this certificate (PEM); the last stage trusts it with "
+        "--next-tls-ca."))),
+    (("--answers-tls-key", "answers_key"), dict(type=click.Path(dir_okay=False), help="With --answers-tls-cert: its key.")),
+), _answers)
+
+
 @click.command()
 @click.argument("outdir", type=click.Path(file_okay=False))
 @click.option("--input", "input_file", type=click.Path(dir_okay=False), help="A .npy file for the (single) model input.")
@@ -57,11 +90,9 @@ CONNECTION = OptionGroup("link", (
                                                  "finishing on the device when the server cannot.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Save the last answer's outputs (.npz).")
 @click.option("--json", "as_json", is_flag=True, help="Per-request timings as JSON.")
-@click.option("--answers", metavar="HOST:PORT", help="Pipeline plans: where this source listens for the answers "
-                                                     "(the last stage's serve --next).")
-@use_groups(CONNECTION)
+@use_groups(CONNECTION, ANSWERS)
 def device(outdir: str, input_file: str | None, random_count: int | None, deadline: str | None, output: str | None,
-           as_json: bool, answers: str | None, link: _Connection) -> None:
+           as_json: bool, link: _Connection, answers: _Answers | None) -> None:
     """Run the device part of OUTDIR and send its tensors to a server.
 
     On an adaptive plan (partition --adaptive) the device estimates the link
@@ -91,7 +122,8 @@ def device(outdir: str, input_file: str | None, random_count: int | None, deadli
     if kind == "pipeline":
         if deadline_s is not None:
             raise SplitnnError("--deadline applies to adaptive plans (splitnn partition --adaptive)")
-        outputs = _pipeline(outdir, link, answers or "", _inputs_of(outdir, input_file, random_count), as_json)
+        assert answers is not None
+        outputs = _pipeline(outdir, link, answers, _inputs_of(outdir, input_file, random_count), as_json)
     elif kind == "adaptive":
         outputs = _adaptive(outdir, link, input_file, random_count, deadline_s, as_json)
     elif deadline_s is not None:
@@ -213,16 +245,15 @@ def _inputs_of(outdir: str, input_file: str | None, random_count: int | None) ->
     return _inputs(read_plan(outdir), input_file, random_count)
 
 
-def _pipeline(outdir: str, link: _Connection, answers: str, inputs: list[dict[str, Any]],
+def _pipeline(outdir: str, link: _Connection, answers: _Answers, inputs: list[dict[str, Any]],
               as_json: bool) -> dict[str, Any]:
     """A pipeline plan's source: the first stage here, each frame sent to --server (the next stage), the answers
     taken at --answers from the last stage. Returns the last answer's outputs."""
-    from splitnn.onnxsplit.runtime.device import parse_address
     from splitnn.onnxsplit.runtime.pipeline_source import PipelineSource
     from splitnn.onnxsplit.runtime.stage import StageGuard
 
-    guard = StageGuard(link.token, None, link.tls)
-    with PipelineSource(outdir, parse_address(answers), guard, link.timeout_s) as source:
+    guard = StageGuard(link.token, answers.tls, link.tls)
+    with PipelineSource(outdir, answers.address, guard, link.timeout_s) as source:
         source.connect(link.address)
         results = [source.request(feeds) for feeds in inputs]
     seconds = [s for _, s in results]

@@ -61,14 +61,16 @@ def test_update_weights_on_a_pipeline_plan_says_what_each_machine_downloads(part
     assert "verified: the stages chained match the retrained model" in proc.stdout
 
 
-def _serve_stage(folder, machine, next_address, token):
-    """`splitnn serve --stage` as a child process on a free port; returns it and where it listens."""
+def _serve_stage(folder, machine, next_address, token, tls):
+    """`splitnn serve --stage` as a child process on a free port, TLS both ways with the pair `tls`; returns it and
+    where it listens."""
     import subprocess
     import sys
 
+    cert, key = tls
     proc = subprocess.Popen([sys.executable, "-m", "splitnn.cli", "serve", str(folder), "--stage", machine, "--next",
-                             next_address, "--port", "0", "--token-file", str(token)], stderr=subprocess.PIPE,
-                            text=True)
+                             next_address, "--port", "0", "--token-file", str(token), "--tls-cert", str(cert),
+                             "--tls-key", str(key), "--next-tls-ca", str(cert)], stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     assert f"serving the stage of {machine}" in line, line
     return proc, line.split(" on ")[1].split(",")[0]
@@ -76,10 +78,14 @@ def _serve_stage(folder, machine, next_address, token):
 
 def test_each_stage_served_on_its_own_and_the_source_as_device(partitioned, tmp_path):
     """issue 33, item 5, as a user runs it on real machines (here one): `serve --stage` per machine after the
-    source, the last sending to the source's --answers, then `device` at the source; the token on every hop."""
+    source, the last sending to the source's --answers, then `device` at the source; the token and TLS on every
+    hop, the answers' included."""
     import socket
 
+    from splitnn.onnxsplit.runtime.tls import write_self_signed
+
     folder, _ = partitioned
+    cert, key = write_self_signed(tmp_path / "tls")
     plan = __import__("json").loads((folder / "plan.json").read_text())
     machines = [stage["machine"] for stage in plan["stages"]]
     token = tmp_path / "token.txt"
@@ -90,10 +96,11 @@ def test_each_stage_served_on_its_own_and_the_source_as_device(partitioned, tmp_
     processes, next_address = [], answers
     try:
         for machine in reversed(machines[1:]):
-            proc, next_address = _serve_stage(folder, machine, next_address, token)
+            proc, next_address = _serve_stage(folder, machine, next_address, token, (cert, key))
             processes.append(proc)
         proc = run_cli("device", str(folder), "--server", next_address, "--answers", answers, "--random", "2",
-                       "--token-file", str(token), "--json")
+                       "--token-file", str(token), "--tls-ca", str(cert), "--answers-tls-cert", str(cert),
+                       "--answers-tls-key", str(key), "--json")
         assert proc.returncode == 0, proc.stderr
         report = __import__("json").loads(proc.stdout)
         assert report["ok"] == 2 and all(r["e2e_s"] > 0 for r in report["requests"])
