@@ -336,8 +336,9 @@ BENCH = OptionGroup("bench", (
         "Pipeline plans, with --stream: kill that machine's stage process once half the stream is answered; every "
         "request is then counted as answered or failed."))),
     (("--failover", "failover"), dict(is_flag=True, help=(
-        "Pipeline plans, with --kill-stage: after the stage drops, the source answers the rest alone (it needs the "
-        "original model and the memory for it)."))),
+        "Pipeline plans, with --kill-stage: after the stage drops, the model is planned again over the machines "
+        "left and the rest of the stream goes through them (the source answers alone meanwhile where the model "
+        "fits it; the original model is needed)."))),
     (("--time-scale", "time_scale"), dict(type=float, metavar="K", help=(
         "Pipeline plans: dilate every time of the run by K >= 1 (each stage held to K times its machine's "
         "predicted time, each link K times slower and longer), for a host slower than a machine of the plan; "

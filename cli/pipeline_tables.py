@@ -126,6 +126,11 @@ def render_pipeline_bench(report: Any) -> None:
     drop = report.drop
     if drop is not None:
         alone = f", {drop.answered_alone} answered by the source alone" if drop.failover else ""
+        if drop.replanned:
+            alone += (f", {drop.answered_replanned} through the stages planned again over the machines left "
+                      f"({' -> '.join(drop.replanned)}, running {drop.replan_s:.1f} s after the drop was seen)")
+        elif drop.replan_error:
+            alone += f" (no plan over the machines left: {drop.replan_error})"
         console.print(f"stage on {drop.stage} killed after {drop.killed_after_answers} answers of a stream of "
                       f"{drop.requests}: {drop.answered} answered through the stages{alone}, {drop.failed} sent and "
                       f"never answered, {drop.not_sent} refused by the broken chain ({drop.failed_after_drop} "

@@ -74,6 +74,10 @@ class DropReport(Record):
     failed_after_drop: int  # offered after the source saw the stage gone and not answered (0 with failover)
     unaccounted: int  # requests in none of the above (the wait ended first): 0 unless one was lost silently
     failover: bool
+    answered_replanned: int = 0  # answered through the stages of the plan made again over the machines left
+    replanned: tuple[str, ...] = ()  # that plan's machines, in order (none: not re-planned)
+    replan_s: float | None = None  # from the drop seen to that plan's stages running
+    replan_error: str | None = None  # why no plan could be made or started over the machines left
 
 
 @dataclass(frozen=True)
@@ -192,14 +196,19 @@ class _Answers:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
-        with contextlib.suppress(OSError, ConnectionClosed, ProtocolError):
-            connection, _ = self.listener.accept()
-            with connection:
-                while True:
-                    frame = read_frame(connection)
-                    with self.condition:
-                        self.arrived[frame.request_id] = (time.time(), frame)
-                        self.condition.notify_all()
+        """Every connection (the chain's, and after a re-plan the new chain's), each read in its own thread."""
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.listener.accept()
+                threading.Thread(target=self._read, args=(connection,), daemon=True).start()
+
+    def _read(self, connection: socket.socket) -> None:
+        with connection, contextlib.suppress(OSError, ConnectionClosed, ProtocolError):
+            while True:
+                frame = read_frame(connection)
+                with self.condition:
+                    self.arrived[frame.request_id] = (time.time(), frame)
+                    self.condition.notify_all()
 
     def wait(self, request_id: int, timeout_s: float) -> tuple[float, Frame]:
         with self.condition:
@@ -230,7 +239,7 @@ def run_pipeline_bench(outdir: str | Path, requests: int = 20, stream: bool = Fa
     answers = _Answers()
     wait_s = timeout_s * time_scale
     try:
-        with _chain(folder, plan, answers.address, time_scale) as (entry, processes), \
+        with contextlib.ExitStack() as later, _chain(folder, plan, answers.address, time_scale) as (entry, processes), \
                 socket.create_connection(entry) as downstream:
             downstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             downstream.settimeout(10.0 * time_scale)  # a send into a chain that stopped reading fails, not hangs
@@ -252,7 +261,8 @@ def run_pipeline_bench(outdir: str | Path, requests: int = 20, stream: bool = Fa
             dropped = None
             if drop is not None:
                 latency, fps_here = _run_figures(plan, host, time_scale)
-                dropped = _stream_with_drop(send, answers, feeds, requests, (processes[drop], drop), alone,
+                replan = _Replanner(folder, plan, drop, answers, time_scale, later) if failover else None
+                dropped = _stream_with_drop(send, answers, feeds, requests, (processes[drop], drop), (alone, replan),
                                             (time_scale / (fps_here or 1.0), (2 * latency + 2.0) * time_scale, wait_s))
     finally:
         answers.close()
@@ -280,15 +290,14 @@ def _check_run(folder: Path, plan: PipelinePlanFile, stream: bool, drop: str | N
 def _source_alone(folder: Path, plan: PipelinePlanFile, failover: bool, scale: float = 1.0
                   ) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None:
     """--failover: the whole model on the source, held to its predicted time there (times `scale`); None without
-    failover."""
+    failover, or where the model does not fit the source."""
     if not failover:
         return None
     from splitnn.onnxsplit.artifacts.plan_file import model_path
     from splitnn.onnxsplit.core.ort_session import create_session
 
     if plan.source_alone is None:
-        raise SplitnnError("--failover: the model does not fit the source's memory, so the source cannot answer "
-                           "alone (re-planning over the machines left is not built yet)")
+        return None  # the model does not fit the source: the stream waits for the plan made again (_Replanner)
     model = model_path(folder, plan)
     if not model.is_file():
         raise SplitnnError(f"--failover: the source answers alone from the original model, and '{model}' is gone")
@@ -304,18 +313,78 @@ def _source_alone(folder: Path, plan: PipelinePlanFile, failover: bool, scale: f
     return answer
 
 
+class _Replanner:
+    """--failover: once the drop is seen, the model planned again over the machines left (the dropped one and its
+    links out), written to a temporary folder as partition writes it, and its stages started as the plan's were;
+    then the rest of the stream goes through them. What it opens joins `stack`, closed with the bench."""
+
+    def __init__(self, folder: Path, plan: PipelinePlanFile, dropped: str, answers: _Answers, scale: float,
+                 stack: contextlib.ExitStack) -> None:
+        self.folder, self.plan, self.dropped, self.answers, self.scale, self.stack = \
+            folder, plan, dropped, answers, scale, stack
+        self.ready = threading.Event()
+        self.send: Callable[[int, dict[str, np.ndarray]], None] | None = None
+        self.machines: tuple[str, ...] = ()
+        self.seconds: float | None = None
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._started = False
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def start(self) -> None:
+        with self._lock:
+            if not self._started:
+                self._started = True
+                threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        from splitnn.onnxsplit.analysis.analyze import analyze
+        from splitnn.onnxsplit.artifacts.plan_file import model_path
+        from splitnn.onnxsplit.model.loading import load_graph
+        from splitnn.onnxsplit.pipeline.export import write_pipeline
+        from splitnn.onnxsplit.pipeline.planning import PipelineChoice, choose_pipeline, plan_machines
+
+        start = time.perf_counter()
+        try:
+            plan, shapes = self.plan, {name: tuple(spec.shape) for name, spec in self.plan.inputs.items()}
+            analysis = analyze(load_graph(str(model_path(self.folder, plan)), shapes))
+            machines = plan_machines(plan, without=self.dropped)
+            best = choose_pipeline(analysis, machines, plan.objective).best
+            folder = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="splitnn-replan-"))) / "plan"
+            write_pipeline(analysis, PipelineChoice(best, None, None), machines, folder, plan.machines_file,
+                           plan.verification.atol, plan.verification.rtol, ort_format=any(f.ort for f in plan.files))
+            again = read_pipeline_plan(folder)
+            source = StageRunner(folder, again, again.stages[0].machine, hold=True, scale=self.scale)
+            entry, _ = self.stack.enter_context(_chain(folder, again, self.answers.address, self.scale))
+            downstream = self.stack.enter_context(socket.create_connection(entry))
+            downstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.send = _sender(source, downstream, len(again.stages) == 1, self.answers)
+            self.machines = again.predicted.machines
+        except (SplitnnError, OSError) as exc:
+            self.error = str(exc)
+        finally:
+            self.seconds = time.perf_counter() - start
+            self.ready.set()
+
+
 def _stream_with_drop(send: Callable[[int, dict[str, np.ndarray]], None], answers: _Answers,
                       feeds: dict[str, np.ndarray], count: int, victim: tuple[_StageProcess, str],
-                      alone: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None,
+                      failover: tuple[Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None,
+                                      _Replanner | None],
                       limits: tuple[float, float, float]) -> DropReport:
     """A stream of `count` requests, offered one per `limits[0]` seconds (the rate this run can take, as a camera
     would), whose stage `victim` is killed once half are answered. Each request is followed on its own: answered
-    through the stages, answered alone by the source (`alone`, offered after the drop was seen), sent and never
+    through the stages, answered alone by the source or through the stages planned again over the machines left
+    (`failover`: offered after the drop was seen; the source answers while the new stages start), sent and never
     answered (no answer within `limits[1]` seconds of the last one once the stage is gone), or never sent (the
     chain refused it). Whatever happens, the wait ends `limits[2]` seconds after the last news."""
     period_s, grace_s, timeout_s = limits
     ids = list(range(STREAM_IDS, STREAM_IDS + count))
-    offer = _DropSender(send, answers, feeds, alone)
+    alone, replan = failover
+    offer = _DropSender(send, answers, feeds, alone, replan, timeout_s)
     sender = threading.Thread(target=offer.run, args=(ids, period_s), daemon=True)
     sender.start()
     process, machine = victim
@@ -336,12 +405,17 @@ def _stream_with_drop(send: Callable[[int, dict[str, np.ndarray]], None], answer
         if len(done) == count or settled or now - last_news > timeout_s:
             break
     sender.join(timeout=1)
+    if replan is not None and replan.started:
+        replan.ready.wait(timeout_s)
     through = len([i for i in offer.sent if i in done])
-    lost = len([i for i in offer.sent if i not in done])
+    replanned = len([i for i in offer.replanned if i in done])
+    lost = len([i for i in offer.sent + offer.replanned if i not in done])
     alone_count, unsent = len(offer.by_source), len(offer.unsent)
     return DropReport(machine, killed_after or 0, count, through, alone_count, lost, unsent,
                       len([i for i in offer.after_drop if i not in done]),
-                      count - through - alone_count - lost - unsent, alone is not None)
+                      count - through - replanned - alone_count - lost - unsent, alone is not None or replan is not None,
+                      replanned, replan.machines if replan else (), replan.seconds if replan else None,
+                      replan.error if replan else None)
 
 
 class _DropSender:
@@ -349,11 +423,13 @@ class _DropSender:
     source alone where there is one; which way each request went is kept."""
 
     def __init__(self, send: Callable[[int, dict[str, np.ndarray]], None], answers: _Answers,
-                 feeds: dict[str, np.ndarray], alone: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None
-                 ) -> None:
+                 feeds: dict[str, np.ndarray], alone: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None,
+                 replan: _Replanner | None = None, wait_s: float = 60.0) -> None:
         self.send, self.answers, self.feeds, self.alone = send, answers, feeds, alone
+        self.replan, self.wait_s = replan, wait_s
         self.gone, self.broken = threading.Event(), threading.Event()
         self.sent: list[int] = []
+        self.replanned: list[int] = []
         self.unsent: list[int] = []
         self.after_drop: list[int] = []
         self.by_source: list[int] = []
@@ -364,6 +440,8 @@ class _DropSender:
             hold_until(start, k * period_s)
             if self.gone.is_set():
                 self.after_drop.append(i)
+            if self.gone.is_set() and self._through_new_plan(i):
+                continue
             if self.gone.is_set() and self.alone is not None:
                 outputs = self.alone(self.feeds)
                 with self.answers.condition:
@@ -379,6 +457,24 @@ class _DropSender:
             except OSError:
                 self.broken.set()
                 self.unsent.append(i)
+
+    def _through_new_plan(self, i: int) -> bool:
+        """Request `i` sent through the stages planned again, once they run (the source, where it can, answers
+        while they start); False where there are none."""
+        if self.replan is None:
+            return False
+        self.replan.start()
+        if not self.replan.ready.is_set() and self.alone is not None:
+            return False
+        self.replan.ready.wait(self.wait_s)
+        if self.replan.send is None:
+            return False
+        try:
+            self.replan.send(i, self.feeds)
+        except OSError:
+            return False
+        self.replanned.append(i)
+        return True
 
 
 def _host_seconds(folder: Path, plan: PipelinePlanFile, feeds: dict[str, np.ndarray], runs: int = 3) -> list[float]:

@@ -15,22 +15,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from splitnn.cost_models.machines import Machine, MachineLink, Machines
 from splitnn.onnxsplit.analysis.analyze import Analysis, analyze
 from splitnn.onnxsplit.artifacts.plan_file import PipelinePlanFile, model_path, read_pipeline_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.measure.pipeline import BaselineRun, run_pipeline_bench
 from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.pipeline.export import write_pipeline
-from splitnn.onnxsplit.pipeline.planning import PipelineChoice, PipelinePlan, choose_pipeline
+from splitnn.onnxsplit.pipeline.planning import PipelineChoice, PipelinePlan, choose_pipeline, plan_machines
 
 BASELINES = ("two machines", "source alone")
-
-
-def plan_machines(plan: PipelinePlanFile) -> Machines:
-    """The machines and links the plan was made for, as plan.json keeps them (the machines file may have moved)."""
-    return Machines(tuple(Machine(m.name, m.profile, m.count, m.source) for m in plan.machines),
-                    tuple(MachineLink(link.a, link.b, link.link) for link in plan.links), plan.machines_file)
 
 
 def run_baselines(outdir: str | Path, requests: int, stream: bool, timeout_s: float,

@@ -30,10 +30,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from splitnn.cost_models.machines import Machine, Machines
+from splitnn.cost_models.machines import Machine, MachineLink, Machines
 from splitnn.cost_models.registry import UnpricedOps, unpriced_ops
 from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.pipeline_records import Hop, PipelineFigures, Stage
+from splitnn.onnxsplit.artifacts.plan_file import PipelinePlanFile
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.pipeline.costs import RangeCosts, compute_prefix, range_costs
 
@@ -371,3 +372,11 @@ def _paths(t: _Tables, path: list[str]) -> list[list[str]]:
         if there not in path:
             found += _paths(t, [*path, there])
     return found
+
+
+def plan_machines(plan: PipelinePlanFile, without: str | None = None) -> Machines:
+    """The machines and links a written plan was made for, as its plan.json keeps them (the machines file may have
+    moved); `without`: that machine and its links left out (a stage that dropped)."""
+    machines = tuple(Machine(m.name, m.profile, m.count, m.source) for m in plan.machines if m.name != without)
+    links = tuple(MachineLink(link.a, link.b, link.link) for link in plan.links if without not in (link.a, link.b))
+    return Machines(machines, links, plan.machines_file)
