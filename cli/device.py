@@ -120,9 +120,14 @@ def device(outdir: str, input_file: str | None, random_count: int | None, deadli
         raise SplitnnError("a pipeline plan's source needs --answers HOST:PORT (where the last stage sends)" if answers
                            is None else "--answers applies to pipeline plans (splitnn partition --machines)")
     if kind == "pipeline":
+        from splitnn.onnxsplit.runtime.auth import is_loopback
+
         if deadline_s is not None:
             raise SplitnnError("--deadline applies to adaptive plans (splitnn partition --adaptive)")
         assert answers is not None
+        if link.token is None and not is_loopback(answers.address[0]):
+            raise SplitnnError(f"--answers {answers.address[0]} lets other machines connect, and without --token-file "
+                               "any of them could send answers: give --token-file FILE (the same to every stage)")
         outputs = _pipeline(outdir, link, answers, _inputs_of(outdir, input_file, random_count), as_json)
     elif kind == "adaptive":
         outputs = _adaptive(outdir, link, input_file, random_count, deadline_s, as_json)

@@ -128,7 +128,7 @@ def render_pipeline_bench(report: Any) -> None:
         alone = f", {drop.answered_alone} answered by the source alone" if drop.failover else ""
         if drop.replanned:
             alone += (f", {drop.answered_replanned} through the stages planned again over the machines left "
-                      f"({' -> '.join(drop.replanned)}, running {drop.replan_s:.1f} s after the drop was seen)")
+                      f"({' -> '.join(drop.replanned)}, running {drop.replan_s:.1f} s after the first request that found the drop)")
         elif drop.replan_error:
             alone += f" (no plan over the machines left: {drop.replan_error})"
         console.print(f"stage on {drop.stage} killed after {drop.killed_after_answers} answers of a stream of "

@@ -76,7 +76,7 @@ class DropReport(Record):
     failover: bool
     answered_replanned: int = 0  # answered through the stages of the plan made again over the machines left
     replanned: tuple[str, ...] = ()  # that plan's machines, in order (none: not re-planned)
-    replan_s: float | None = None  # from the drop seen to that plan's stages running
+    replan_s: float | None = None  # from the first request offered after the drop to that plan's stages running
     replan_error: str | None = None  # why no plan could be made or started over the machines left
 
 
@@ -316,12 +316,12 @@ def _source_alone(folder: Path, plan: PipelinePlanFile, failover: bool, scale: f
 class _Replanner:
     """--failover: once the drop is seen, the model planned again over the machines left (the dropped one and its
     links out), written to a temporary folder as partition writes it, and its stages started as the plan's were;
-    then the rest of the stream goes through them. What it opens joins `stack`, closed with the bench."""
+    then the rest of the stream goes through them. What it opens is closed with `stack` (the bench's), after the
+    thread is done."""
 
     def __init__(self, folder: Path, plan: PipelinePlanFile, dropped: str, answers: _Answers, scale: float,
                  stack: contextlib.ExitStack) -> None:
-        self.folder, self.plan, self.dropped, self.answers, self.scale, self.stack = \
-            folder, plan, dropped, answers, scale, stack
+        self.folder, self.plan, self.dropped, self.answers, self.scale = folder, plan, dropped, answers, scale
         self.ready = threading.Event()
         self.send: Callable[[int, dict[str, np.ndarray]], None] | None = None
         self.machines: tuple[str, ...] = ()
@@ -329,6 +329,13 @@ class _Replanner:
         self.error: str | None = None
         self._lock = threading.Lock()
         self._started = False
+        self.own = contextlib.ExitStack()  # what the thread opens: closed with `stack`, once the thread is done
+        stack.callback(self._close)
+
+    def _close(self) -> None:
+        if self._started:
+            self.ready.wait()  # writing and starting the stages ends within their own timeouts
+        self.own.close()
 
     @property
     def started(self) -> bool:
@@ -353,18 +360,19 @@ class _Replanner:
             analysis = analyze(load_graph(str(model_path(self.folder, plan)), shapes))
             machines = plan_machines(plan, without=self.dropped)
             best = choose_pipeline(analysis, machines, plan.objective).best
-            folder = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="splitnn-replan-"))) / "plan"
+            folder = Path(self.own.enter_context(tempfile.TemporaryDirectory(prefix="splitnn-replan-"))) / "plan"
             write_pipeline(analysis, PipelineChoice(best, None, None), machines, folder, plan.machines_file,
                            plan.verification.atol, plan.verification.rtol, ort_format=any(f.ort for f in plan.files))
             again = read_pipeline_plan(folder)
             source = StageRunner(folder, again, again.stages[0].machine, hold=True, scale=self.scale)
-            entry, _ = self.stack.enter_context(_chain(folder, again, self.answers.address, self.scale))
-            downstream = self.stack.enter_context(socket.create_connection(entry))
+            entry, _ = self.own.enter_context(_chain(folder, again, self.answers.address, self.scale))
+            downstream = self.own.enter_context(socket.create_connection(entry))
             downstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            downstream.settimeout(10.0 * self.scale)  # as the plan's own: a send into a stuck chain fails
             self.send = _sender(source, downstream, len(again.stages) == 1, self.answers)
             self.machines = again.predicted.machines
-        except (SplitnnError, OSError) as exc:
-            self.error = str(exc)
+        except Exception as exc:  # whatever stops the new plan is reported with the drill, not lost in a thread
+            self.error = str(exc) or type(exc).__name__
         finally:
             self.seconds = time.perf_counter() - start
             self.ready.set()

@@ -95,8 +95,9 @@ def give_proof(sock: socket.socket, token: bytes, peer: str, timeout_s: float = 
         frame = read_frame(sock, HANDSHAKE_MAX_BYTES)
         sock.settimeout(None)
     except socket.timeout:
-        raise SplitnnError(f"{peer} sent no challenge in {timeout_s:g} s: it was started without --token-file; drop "
-                           "--token-file here, or give it there") from None
+        raise SplitnnError(f"{peer} sent no challenge in {timeout_s:g} s: it was started without --token-file (drop "
+                           "--token-file here, or give it there), it expects TLS, or it is busy with another "
+                           "connection") from None
     except (ConnectionClosed, ProtocolError, OSError) as exc:
         raise SplitnnError(f"{peer} closed the connection before authenticating ({exc})") from None
     if frame.kind == ERROR:
@@ -104,4 +105,7 @@ def give_proof(sock: socket.socket, token: bytes, peer: str, timeout_s: float = 
     nonce = frame.tensors.get(NONCE) if frame.kind == CHALLENGE else None
     if nonce is None:
         raise SplitnnError(f"{peer} did not send a challenge: it was started without --token-file")
-    send_frame(sock, Frame(AUTH, 0, tensors={ANSWER: np.frombuffer(answer(token, nonce.tobytes()), np.uint8)}))
+    try:
+        send_frame(sock, Frame(AUTH, 0, tensors={ANSWER: np.frombuffer(answer(token, nonce.tobytes()), np.uint8)}))
+    except OSError as exc:
+        raise SplitnnError(f"{peer} closed the connection before the token's proof reached it ({exc})") from None

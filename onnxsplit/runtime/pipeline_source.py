@@ -41,7 +41,11 @@ class PipelineSource:
                                "no stage to send to; run the model there, or partition over more machines")
         self.plan, self.timeout_s = plan, timeout_s
         self.runner = StageRunner(folder, plan, plan.stages[0].machine)
-        self.listener = socket.create_server(answers)
+        try:
+            self.listener = socket.create_server(answers)
+        except OSError as exc:
+            raise SplitnnError(f"cannot listen for the answers on {answers[0]}:{answers[1]} ({exc}): choose another "
+                               "--answers port, or an address of this machine") from None
         self.answers_address = self.listener.getsockname()[:2]
         self._arrived: dict[int, Frame] = {}
         self._condition = threading.Condition()
@@ -85,7 +89,8 @@ class PipelineSource:
             if not self._condition.wait_for(lambda: request_id in self._arrived, self.timeout_s):
                 raise SplitnnError(f"no answer to request {request_id} within {self.timeout_s:g} s: is the last "
                                    f"stage's --next this source's answers address "
-                                   f"({self.answers_address[0]}:{self.answers_address[1]})?")
+                                   f"({self.answers_address[0]}:{self.answers_address[1]}), does every hop hold the "
+                                   "same --token-file, and does each stage reach the next (see their logs)?")
             frame = self._arrived.pop(request_id)
         return {name: frame.tensors[name] for name in self.plan.outputs}, time.perf_counter() - start
 

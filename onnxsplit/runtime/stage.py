@@ -94,7 +94,7 @@ def accept_guarded(listener: socket.socket, guard: StageGuard, log: Callable[[st
                    ) -> socket.socket | None:
     """The next connection on `listener` that passes `guard` (the TLS handshake, then the token's challenge); one
     refused is logged and closed. None once the listener is closed."""
-    from splitnn.onnxsplit.runtime.auth import demand_proof
+    from splitnn.onnxsplit.runtime.auth import AUTH_TIMEOUT_S, demand_proof
     from splitnn.onnxsplit.runtime.wire import AUTH, ERROR, STATUS_UNAUTHORIZED
 
     while True:
@@ -104,14 +104,16 @@ def accept_guarded(listener: socket.socket, guard: StageGuard, log: Callable[[st
             return None
         where = f"{peer[0]}:{peer[1]}"
         try:
+            sock.settimeout(AUTH_TIMEOUT_S)  # a peer that says nothing does not hold the stage
             if guard.tls is not None:
                 sock = guard.tls.wrap_socket(sock, server_side=True)
-        except OSError as exc:  # ssl.SSLError is an OSError
+        except OSError as exc:  # ssl.SSLError and a timeout are OSErrors
             log(f"refused {where}: the TLS handshake failed ({exc})")
             sock.close()
             continue
         reason = demand_proof(sock, guard.token) if guard.token is not None else None
         if reason is None:
+            sock.settimeout(None)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if guard.token is not None:
                 with contextlib.suppress(OSError):
@@ -145,9 +147,14 @@ def connect_guarded(address: tuple[str, int], guard: StageGuard, timeout_s: floa
         sock.close()
         raise SplitnnError(f"TLS with {where} failed ({exc}): is it served with --tls-cert or --self-signed, and "
                            "is its certificate the one --next-tls-ca (or --tls-ca) trusts?") from None
-    except (SplitnnError, OSError):
+    except SplitnnError:
         sock.close()
         raise
+    except OSError as exc:  # a reset or a timeout in the handshake: TLS on one side only, or a busy peer
+        sock.close()
+        raise SplitnnError(f"the connection to {where} broke while it was being set up ({exc}): do both sides "
+                           "speak TLS (or neither), hold the same --token-file, and is nothing else connected "
+                           "to it?") from None
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
