@@ -18,6 +18,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
+from splitnn.onnxsplit.artifacts.fingerprint import file_fingerprint
 from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, ORT_FILE, WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.plan_file import load_verification_data, save_verification_data
 from splitnn.onnxsplit.core.errors import SplitnnError
@@ -32,6 +33,16 @@ def weights_by_name(model: onnx.ModelProto) -> dict[str, np.ndarray]:
                 if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
                     values[node.output[0]] = numpy_helper.to_array(attr.t)
     return values
+
+
+def retrained_weights(retrained: str | Path, graph_fingerprint: str) -> dict[str, np.ndarray]:
+    """The weight values of `retrained`, by name, once its graph is checked to be the partitioned model's (the
+    plan's `graph_fingerprint`): one line where it is not."""
+    if file_fingerprint(retrained) != graph_fingerprint:
+        raise SplitnnError(f"'{retrained}' does not have the same graph as the partitioned model (nodes, wiring or "
+                           "weight shapes differ): update-weights only swaps weight values; partition the new model "
+                           "instead")
+    return weights_by_name(onnx.load(str(retrained), load_external_data=True))
 
 
 def load_part(model_path: Path, what: str) -> onnx.ModelProto:

@@ -328,42 +328,32 @@ class _Replanner:
         self.seconds: float | None = None
         self.error: str | None = None
         self._lock = threading.Lock()
-        self._started = False
+        self.started = False
         self.own = contextlib.ExitStack()  # what the thread opens: closed with `stack`, once the thread is done
         stack.callback(self._close)
 
     def _close(self) -> None:
-        if self._started:
+        if self.started:
             self.ready.wait()  # writing and starting the stages ends within their own timeouts
         self.own.close()
 
-    @property
-    def started(self) -> bool:
-        return self._started
-
     def start(self) -> None:
         with self._lock:
-            if not self._started:
-                self._started = True
+            if not self.started:
+                self.started = True
                 threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
-        from splitnn.onnxsplit.analysis.analyze import analyze
-        from splitnn.onnxsplit.artifacts.plan_file import model_path
-        from splitnn.onnxsplit.model.loading import load_graph
-        from splitnn.onnxsplit.pipeline.export import write_pipeline
-        from splitnn.onnxsplit.pipeline.planning import PipelineChoice, choose_pipeline, plan_machines
+        from splitnn.onnxsplit.pipeline.export import plan_model_analysis, write_like
+        from splitnn.onnxsplit.pipeline.planning import choose_pipeline, plan_machines
 
         start = time.perf_counter()
         try:
-            plan, shapes = self.plan, {name: tuple(spec.shape) for name, spec in self.plan.inputs.items()}
-            analysis = analyze(load_graph(str(model_path(self.folder, plan)), shapes))
-            machines = plan_machines(plan, without=self.dropped)
-            best = choose_pipeline(analysis, machines, plan.objective).best
+            analysis = plan_model_analysis(self.folder, self.plan)
+            machines = plan_machines(self.plan, without=self.dropped)
+            best = choose_pipeline(analysis, machines, self.plan.objective).best
             folder = Path(self.own.enter_context(tempfile.TemporaryDirectory(prefix="splitnn-replan-"))) / "plan"
-            write_pipeline(analysis, PipelineChoice(best, None, None), machines, folder, plan.machines_file,
-                           plan.verification.atol, plan.verification.rtol, ort_format=any(f.ort for f in plan.files))
-            again = read_pipeline_plan(folder)
+            again = write_like(analysis, best, machines, self.plan, folder)
             source = StageRunner(folder, again, again.stages[0].machine, hold=True, scale=self.scale)
             entry, _ = self.own.enter_context(_chain(folder, again, self.answers.address, self.scale))
             downstream = self.own.enter_context(socket.create_connection(entry))

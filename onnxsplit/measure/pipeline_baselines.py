@@ -15,13 +15,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from splitnn.onnxsplit.analysis.analyze import Analysis, analyze
+from splitnn.onnxsplit.analysis.analyze import Analysis
 from splitnn.onnxsplit.artifacts.plan_file import PipelinePlanFile, model_path, read_pipeline_plan
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.measure.pipeline import BaselineRun, run_pipeline_bench
-from splitnn.onnxsplit.model.loading import load_graph
-from splitnn.onnxsplit.pipeline.export import write_pipeline
-from splitnn.onnxsplit.pipeline.planning import PipelineChoice, PipelinePlan, choose_pipeline, plan_machines
+from splitnn.onnxsplit.pipeline.export import plan_model_analysis, write_like
+from splitnn.onnxsplit.pipeline.planning import PipelinePlan, choose_pipeline, plan_machines
 
 BASELINES = ("two machines", "source alone")
 
@@ -38,7 +37,7 @@ def run_baselines(outdir: str | Path, requests: int, stream: bool, timeout_s: fl
     if not model.is_file():
         return (), tuple(f"{name}: not run, the model '{model}' is gone (they are planned again from it)"
                          for name in BASELINES)
-    analysis = analyze(load_graph(str(model), {name: tuple(spec.shape) for name, spec in plan.inputs.items()}))
+    analysis = plan_model_analysis(folder, plan)
     choice = choose_pipeline(analysis, plan_machines(plan), plan.objective)
     runs, left_out = [], []
     for name, baseline in zip(BASELINES, (choice.two_machines, choice.source_alone)):
@@ -59,12 +58,9 @@ def _run_one(name: str, baseline: PipelinePlan, analysis: Analysis, plan: Pipeli
              how: tuple[int, bool, float, float], progress: Callable[[str, int, int], None] | None) -> BaselineRun:
     """One baseline written to a temporary folder (with the plan's ORT choice and tolerances) and run there."""
     requests, stream, timeout_s, time_scale = how
-    verification = plan.verification
     with tempfile.TemporaryDirectory(prefix="splitnn-baseline-") as scratch:
         folder = Path(scratch) / "plan"
-        write_pipeline(analysis, PipelineChoice(baseline, None, None), plan_machines(plan), folder,
-                       plan.machines_file, atol=verification.atol, rtol=verification.rtol,
-                       ort_format=any(f.ort for f in plan.files))
+        write_like(analysis, baseline, plan_machines(plan), plan, folder)
         step = (lambda what, done, total: progress(f"{name}: {what}", done, total)) if progress else None
         report = run_pipeline_bench(folder, requests, stream, timeout_s, step, time_scale=time_scale)
     figures = baseline.figures()

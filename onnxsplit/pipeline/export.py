@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from splitnn.cost_models.machines import Machines
-from splitnn.onnxsplit.analysis.analyze import Analysis
+from splitnn.onnxsplit.analysis.analyze import Analysis, analyze
 from splitnn.onnxsplit.analysis.cuts import placeable_indices
 from splitnn.onnxsplit.artifacts.chain import PartStep, run_steps
 from splitnn.onnxsplit.artifacts.folder import publish, staging_folder
@@ -31,6 +31,7 @@ from splitnn.onnxsplit.artifacts.pipeline_records import PlannedLink, PlannedMac
 from splitnn.onnxsplit.artifacts.plan_file import (
     PipelinePlanFile,
     header_fields,
+    model_path,
     save_verification_data,
     write_plan,
 )
@@ -41,6 +42,7 @@ from splitnn.onnxsplit.artifacts.verification import (
     verification_session,
 )
 from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.model.loading import load_graph
 from splitnn.onnxsplit.model.sample_inputs import random_inputs
 from splitnn.onnxsplit.model.weight_source import WeightSource
 from splitnn.onnxsplit.pipeline.planning import PipelineChoice, PipelinePlan
@@ -103,6 +105,23 @@ def write_pipeline(analysis: Analysis, choice: PipelineChoice, machines: Machine
         document = write_plan(staging, document)
         publish(staging, outdir)
         return document
+
+
+def plan_model_analysis(folder: Path, plan: PipelinePlanFile) -> Analysis:
+    """The model a written plan was made from, at the plan's input shapes, analysed again (for a plan made again
+    from it: a baseline, or one over the machines left after a drop); one line where the model is gone."""
+    model = model_path(folder, plan)
+    if not model.is_file():
+        raise SplitnnError(f"the model '{model}' is gone, and the plan is made again from it")
+    return analyze(load_graph(str(model), {name: tuple(spec.shape) for name, spec in plan.inputs.items()}))
+
+
+def write_like(analysis: Analysis, stages: PipelinePlan, machines: Machines, plan: PipelinePlanFile,
+               outdir: Path) -> PipelinePlanFile:
+    """`stages` written and verified to `outdir` as `plan` was: with its machines file, tolerances and ORT choice."""
+    return write_pipeline(analysis, PipelineChoice(stages, None, None), machines, outdir, plan.machines_file,
+                          atol=plan.verification.atol, rtol=plan.verification.rtol,
+                          ort_format=any(f.ort for f in plan.files))
 
 
 def _write_stage(staging: Path, part: Part, files: StageFiles, machines: Machines, weights: WeightSource,

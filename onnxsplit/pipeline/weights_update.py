@@ -18,10 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from splitnn.onnxsplit.artifacts.bench_inputs import plan_feeds
-from splitnn.onnxsplit.artifacts.fingerprint import file_fingerprint
 from splitnn.onnxsplit.artifacts.layout import MODEL_FILE, ORT_FILE, WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.part_files import convert_to_ort, write_part_graph
 from splitnn.onnxsplit.artifacts.pipeline_records import PipelineWeightsUpdateRecord, StageFiles, StageUpdateRecord
@@ -29,6 +27,7 @@ from splitnn.onnxsplit.artifacts.plan_file import (
     PipelinePlanFile,
     load_verification_data,
     read_pipeline_plan,
+    save_verification_data,
     write_plan,
 )
 from splitnn.onnxsplit.artifacts.verification import compare_outputs
@@ -43,22 +42,23 @@ def update_pipeline_weights(outdir: str | Path, retrained: str | Path) -> Pipeli
     says, per stage, which weights changed and what its machine must download."""
     outdir = Path(outdir)
     plan = read_pipeline_plan(outdir)
-    if file_fingerprint(retrained) != plan.graph_fingerprint:
-        raise SplitnnError(f"'{retrained}' does not have the same graph as the partitioned model (nodes, wiring or "
-                           "weight shapes differ): update-weights only swaps weight values; partition the new model "
-                           "instead")
-    new_values = weight_swap.weights_by_name(onnx.load(str(retrained), load_external_data=True))
+    new_values = weight_swap.retrained_weights(retrained, plan.graph_fingerprint)
+    kept = load_verification_data(outdir)
+    feeds = kept[0] if kept is not None else plan_feeds(plan, 0)
+    model = create_session(Path(retrained), prepack=False)
+    expected = dict(zip(plan.outputs, model.run(list(plan.outputs), feeds)))
     staged: dict[str, Path] = {}
     try:
         records = [_stage(outdir, files, new_values, staged) for files in plan.files if files.model is not None]
-        max_err = _chained_against(outdir, plan, staged, retrained)
+        max_err = _chained_against(outdir, plan, staged, (feeds, expected), retrained)
         for files in plan.files:
             if files.machine in staged and files.folder is not None:
                 weight_swap.move_into_place(staged[files.machine], outdir / files.folder)
     finally:
         for folder in staged.values():
             shutil.rmtree(folder, ignore_errors=True)
-    weight_swap.update_reference(outdir, retrained)
+    if kept is not None:  # the kept reference becomes the retrained model's outputs (run-bench compares with them)
+        save_verification_data(outdir, feeds, expected)
     report = PipelineWeightsUpdateRecord(str(retrained), tuple(records), max_err)
     write_plan(outdir, replace(plan, weights_update=report))
     return report
@@ -83,13 +83,11 @@ def _stage(outdir: Path, files: StageFiles, new_values: dict[str, np.ndarray], s
                              None if files.ort is None else True, download)
 
 
-def _chained_against(outdir: Path, plan: PipelinePlanFile, staged: dict[str, Path], retrained: str | Path) -> float:
-    """The largest difference between the stages chained (the staged ones in place of theirs) and the retrained
-    model on the kept verification input; one line, and nothing replaced, where they disagree."""
-    kept = load_verification_data(outdir)
-    feeds = kept[0] if kept is not None else plan_feeds(plan, 0)
-    model = create_session(Path(retrained), prepack=False)
-    expected = dict(zip(plan.outputs, model.run(list(plan.outputs), feeds)))
+def _chained_against(outdir: Path, plan: PipelinePlanFile, staged: dict[str, Path],
+                     check: tuple[dict[str, np.ndarray], dict[str, np.ndarray]], retrained: str | Path) -> float:
+    """The largest difference between the stages chained (the staged ones in place of theirs) on `check`'s input
+    and the retrained model's outputs on it; one line, and nothing replaced, where they disagree."""
+    feeds, expected = check
 
     def path_of(stage: StageFiles) -> Path:
         if stage.machine in staged:

@@ -18,6 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from splitnn.onnxsplit.core.errors import SplitnnError
+from splitnn.onnxsplit.runtime.wire import (
+    AUTH,
+    CHALLENGE,
+    ERROR,
+    ConnectionClosed,
+    Frame,
+    ProtocolError,
+    read_frame,
+    send_frame,
+)
 
 NONCE_BYTES = 32
 CONTEXT = b"splitnn-auth-1:"  # what the HMAC covers besides the nonce: a MAC for this protocol and no other
@@ -67,8 +77,6 @@ WRONG_ANSWER = "a wrong answer to the challenge"
 def demand_proof(sock: socket.socket, token: bytes) -> str | None:
     """Challenge the peer on a new connection to prove `token`; None where it answered right within
     AUTH_TIMEOUT_S, else why not (WRONG_ANSWER, OTHER_FRAME, or no answer)."""
-    from splitnn.onnxsplit.runtime.wire import AUTH, CHALLENGE, ConnectionClosed, Frame, ProtocolError, read_frame, send_frame
-
     nonce = new_nonce()
     try:
         send_frame(sock, Frame(CHALLENGE, 0, tensors={NONCE: np.frombuffer(nonce, np.uint8)}))
@@ -88,8 +96,6 @@ def demand_proof(sock: socket.socket, token: bytes) -> str | None:
 def give_proof(sock: socket.socket, token: bytes, peer: str, timeout_s: float = AUTH_TIMEOUT_S) -> None:
     """Answer the challenge of the peer `peer` (HOST:PORT, for the message) on a new connection; one line where it
     sends none or closes."""
-    from splitnn.onnxsplit.runtime.wire import AUTH, CHALLENGE, ERROR, ConnectionClosed, Frame, ProtocolError, read_frame, send_frame
-
     try:
         sock.settimeout(timeout_s)
         frame = read_frame(sock, HANDSHAKE_MAX_BYTES)

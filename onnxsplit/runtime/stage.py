@@ -40,7 +40,19 @@ from splitnn.onnxsplit.artifacts.plan_file import PipelinePlanFile, read_pipelin
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.core.pacing import hold_until
-from splitnn.onnxsplit.runtime.wire import REQUEST, RESPONSE, ConnectionClosed, Frame, read_frame, send_frame
+from splitnn.onnxsplit.runtime.auth import AUTH_TIMEOUT_S, HANDSHAKE_MAX_BYTES, demand_proof, give_proof
+from splitnn.onnxsplit.runtime.wire import (
+    AUTH,
+    ERROR,
+    REQUEST,
+    RESPONSE,
+    STATUS_UNAUTHORIZED,
+    ConnectionClosed,
+    Frame,
+    ProtocolError,
+    read_frame,
+    send_frame,
+)
 
 TIMES = "splitnn.stage_times"  # float64 (stages, 3): when each stage had the frame, had run its part, sent it
 _DONE = object()
@@ -94,9 +106,6 @@ def accept_guarded(listener: socket.socket, guard: StageGuard, log: Callable[[st
                    ) -> socket.socket | None:
     """The next connection on `listener` that passes `guard` (the TLS handshake, then the token's challenge); one
     refused is logged and closed. None once the listener is closed."""
-    from splitnn.onnxsplit.runtime.auth import AUTH_TIMEOUT_S, demand_proof
-    from splitnn.onnxsplit.runtime.wire import AUTH, ERROR, STATUS_UNAUTHORIZED
-
     while True:
         try:
             sock, peer = listener.accept()
@@ -129,8 +138,6 @@ def accept_guarded(listener: socket.socket, guard: StageGuard, log: Callable[[st
 def connect_guarded(address: tuple[str, int], guard: StageGuard, timeout_s: float = 10.0) -> socket.socket:
     """A connection to `address` (the next stage, or the source's answers) through its guard: TLS where `guard`
     has `next_tls`, the token's proof where it has a token; one line where it cannot be made."""
-    from splitnn.onnxsplit.runtime.auth import give_proof
-
     where = f"{address[0]}:{address[1]}"
     try:
         sock = socket.create_connection(address, timeout=timeout_s)
@@ -162,9 +169,6 @@ def connect_guarded(address: tuple[str, int], guard: StageGuard, timeout_s: floa
 
 def _verdict(sock: socket.socket, where: str, timeout_s: float) -> None:
     """The accepting side's verdict on the token's proof (accept_guarded): AUTH, or one line with its refusal."""
-    from splitnn.onnxsplit.runtime.auth import HANDSHAKE_MAX_BYTES
-    from splitnn.onnxsplit.runtime.wire import AUTH, ERROR, ProtocolError
-
     try:
         sock.settimeout(timeout_s)
         frame = read_frame(sock, HANDSHAKE_MAX_BYTES)

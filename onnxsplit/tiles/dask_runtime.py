@@ -508,10 +508,9 @@ def _submit_from_held(client: Any, later: LaterStack, plugin: str, pool: dict[st
                     continue
                 refs = []
                 for future, position, output, cell in held[name].cells:
-                    part = _intersection(_region(region), cell)
-                    if part is not None:
+                    if _overlaps(_region(region), cell):
                         holders.setdefault(future.key, future)
-                        refs.append((part, list(holders).index(future.key), (position, output, _within(part, cell))))
+                        refs.append((cell, list(holders).index(future.key), position, output))
                 inputs[-1].append((_region(region), layout, refs))
         targets = [later.tiles[i].predicted_s for i in group] if paced else None
         futures.append(client.submit(run_tile_group_from, plugin, [later.tiles[i].id for i in group], inputs,
@@ -568,14 +567,8 @@ def _region(region: Any) -> Region:
     return (y0, y1, x0, x1)
 
 
-def _intersection(a: Region, b: Region) -> Region | None:
-    y0, y1, x0, x1 = max(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3])
-    return (y0, y1, x0, x1) if y0 < y1 and x0 < x1 else None
-
-
-def _within(inner: Region, outer: Region) -> Region:
-    """`inner` in the coordinates of a tensor held over `outer`."""
-    return (inner[0] - outer[0], inner[1] - outer[0], inner[2] - outer[2], inner[3] - outer[2])
+def _overlaps(a: Region, b: Region) -> bool:
+    return max(a[0], b[0]) < min(a[1], b[1]) and max(a[2], b[2]) < min(a[3], b[3])
 
 
 def _await_stages(client: Any, stages: list[list[Any]], start: float,

@@ -16,7 +16,7 @@ from splitnn.onnxsplit.artifacts.layout import WEIGHTS_FILE
 from splitnn.onnxsplit.core.errors import SplitnnError
 from splitnn.onnxsplit.core.ort_session import create_session
 from splitnn.onnxsplit.core.pacing import hold_until
-from splitnn.onnxsplit.tiles.geometry import Region, crop
+from splitnn.onnxsplit.tiles.geometry import Region
 from splitnn.onnxsplit.artifacts.reuse_records import ReuseTile
 from splitnn.onnxsplit.tiles.reuse import assemble
 
@@ -181,10 +181,10 @@ def register_plugin(client: Any, plugin: SessionsPlugin) -> str:
 
 
 # What a later stack's tile reads under the workers' hand-off, per input: its crop, made on the client (the image,
-# a squeeze-and-excitation vector), or the region it needs (rows, columns), its layout, and the pieces that cover
-# it: (the piece's region of the map, which of the held results it is in, and where: the tile's position in that
-# task, the output's position, the piece's region within that output).
-PieceRef = tuple[Region, int, tuple[int, int, Region]]
+# a squeeze-and-excitation vector), or the region it needs (rows, columns), its layout, and the cells that overlap
+# it: (the cell's region of the map, which of the held results holds it, the tile's position in that task, the
+# output's position).
+PieceRef = tuple[Region, int, int, int]
 TileInput = np.ndarray | tuple[Region, str, list[PieceRef]]
 GroupResult = tuple[list[list[np.ndarray]], list[float], str]  # run_tile_group's
 
@@ -195,9 +195,7 @@ def run_tile_group_from(plugin_name: str, tile_ids: list[int], inputs: list[list
     from pieces of the earlier stacks' results `held` (handed over by Dask from the workers that hold them);
     `targets`: as run_tile_group's."""
     def assembled(region: Region, layout: str, refs: list[PieceRef]) -> np.ndarray:
-        pieces = [(part, crop(held[j][0][position][output], within, layout))
-                  for part, j, (position, output, within) in refs]
-        return assemble(region, pieces, layout)
+        return assemble(region, [(cell, held[j][0][position][output]) for cell, j, position, output in refs], layout)
 
     crops = [[given if isinstance(given, np.ndarray) else assembled(*given) for given in tile_inputs]
              for tile_inputs in inputs]

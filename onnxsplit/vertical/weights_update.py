@@ -14,10 +14,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from splitnn.onnxsplit.artifacts.bench_inputs import plan_feeds
-from splitnn.onnxsplit.artifacts.fingerprint import file_fingerprint
 from splitnn.onnxsplit.artifacts.layout import DEVICE_DIR, MODEL_FILE, ORT_FILE, SERVER_DIR, WEIGHTS_FILE
 from splitnn.onnxsplit.artifacts.plan_file import (
     AdaptivePlanFile,
@@ -32,9 +30,9 @@ from splitnn.onnxsplit.artifacts.verification import Verification
 from splitnn.onnxsplit.artifacts.weight_swap import (
     load_part,
     move_into_place,
+    retrained_weights,
     swap_weights,
     update_reference,
-    weights_by_name,
 )
 from splitnn.onnxsplit.core.errors import SplitnnError
 
@@ -70,12 +68,7 @@ def update_weights(outdir: str | Path, retrained: str | Path) -> WeightsUpdateRe
     """
     outdir = Path(outdir)
     plan = _vertical_plan(outdir)
-    if file_fingerprint(retrained) != plan.graph_fingerprint:
-        raise SplitnnError(
-            f"'{retrained}' does not have the same graph as the partitioned model (nodes, wiring or weight shapes differ): "
-            "update-weights only swaps weight values; partition the new model instead"
-        )
-    new_values = weights_by_name(onnx.load(str(retrained), load_external_data=True))
+    new_values = retrained_weights(retrained, plan.graph_fingerprint)
     kept = load_verification_data(outdir)
     feeds = kept[0] if kept is not None else plan_feeds(plan, 0)
     updates: list[PartUpdate] = []
